@@ -1,0 +1,20 @@
+//! The control socket: how `podswitch show` (and the lab) talk to a running switch.
+//!
+//! Contract: a Unix stream socket (mode 0600, so only root opens it). The client writes one JSON
+//! [`Request`] and a newline; the server answers one JSON object and a newline, then closes,
+//! except for streaming requests, which send one JSON object per line until the client goes.
+//! Every answer has `"ok": true|false`; a failed one has `"error": "..."`.
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Sync state: applied manifest digest, ports wanted and attached, last errors.
+    Status,
+    Ports,
+    Routes,
+    Stats,
+}

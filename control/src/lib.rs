@@ -1,0 +1,14 @@
+//! podswitch's control side: where Kubernetes objects come from (the manifest directory now,
+//! the Kubernetes API later), how they become the switch's tables, the control socket that
+//! `podswitch show` talks to, and the lab that builds a cluster of network namespaces.
+//!
+//! - [`manifests`]: Kubernetes YAML from a directory.
+//! - [`model`]: the node and its pods as plain values.
+//! - [`naming`]: interface and MAC names shared with the lab.
+//! - [`ctl`]: the control socket protocol, client and server.
+//! - [`lab`]: `podswitch lab ...`.
+pub mod ctl;
+pub mod lab;
+pub mod manifests;
+pub mod model;
+pub mod naming;

@@ -1,0 +1,225 @@
+//! The manifest source: Kubernetes YAML read from a directory.
+//!
+//! Contract:
+//! - Every `*.yaml`/`*.yml`/`*.json` file directly in the directory is read, in name order;
+//!   a file may hold several documents separated by `---`. `List` objects are flattened.
+//! - Kinds understood: Namespace, Pod, Node. Other kinds are kept aside as
+//!   [`Manifests::ignored`] so that a caller can say what it did not use.
+//! - Any error (unreadable file, bad YAML, a known kind that does not deserialize, a duplicate
+//!   object) fails the whole load with a message naming the file and document: the caller keeps
+//!   the tables it has (nothing is half-applied).
+//! - [`dir_digest`] is a content hash over the same files; the switch reports the digest it has
+//!   applied so that tools (the lab's probe) can wait until it is in force.
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use serde::Deserialize;
+
+/// Objects of one manifest directory, keyed by `namespace/name` (or `name` when cluster-scoped).
+#[derive(Debug, Default, Clone)]
+pub struct Manifests {
+    pub namespaces: BTreeMap<String, Namespace>,
+    pub pods: BTreeMap<String, Pod>,
+    pub nodes: BTreeMap<String, Node>,
+    /// `kind namespace/name (file)` of documents of kinds this version does not use.
+    pub ignored: Vec<String>,
+    /// Digest of the directory content this view was read from (see [`dir_digest`]).
+    pub digest: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read manifest directory {dir}: {source}")]
+    ReadDir { dir: PathBuf, source: std::io::Error },
+    #[error("cannot read {file}: {source}")]
+    ReadFile { file: PathBuf, source: std::io::Error },
+    #[error("{file}, document {doc}: {message}")]
+    Document { file: PathBuf, doc: usize, message: String },
+}
+
+/// The manifest files of `dir`, sorted by name.
+pub fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+    let rd = fs::read_dir(dir).map_err(|source| ManifestError::ReadDir { dir: dir.into(), source })?;
+    let mut files = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|source| ManifestError::ReadDir { dir: dir.into(), source })?;
+        let path = entry.path();
+        let is_manifest = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml") | Some("yml") | Some("json")
+        );
+        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        if is_manifest && !hidden && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A hex digest over the names and contents of the manifest files of `dir`.
+pub fn dir_digest(dir: &Path) -> Result<String, ManifestError> {
+    let mut h = sha1_smol::Sha1::new();
+    for file in manifest_files(dir)? {
+        let bytes = fs::read(&file).map_err(|source| ManifestError::ReadFile { file: file.clone(), source })?;
+        digest_file(&mut h, &file, &bytes);
+    }
+    Ok(h.digest().to_string())
+}
+
+fn digest_file(h: &mut sha1_smol::Sha1, file: &Path, bytes: &[u8]) {
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    h.update(name.as_bytes());
+    h.update(&[0]);
+    h.update(&(bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+/// Reads every manifest of `dir`; see the module contract.
+pub fn load_dir(dir: &Path) -> Result<Manifests, ManifestError> {
+    let mut out = Manifests::default();
+    let mut h = sha1_smol::Sha1::new();
+    for file in manifest_files(dir)? {
+        let bytes = fs::read(&file).map_err(|source| ManifestError::ReadFile { file: file.clone(), source })?;
+        digest_file(&mut h, &file, &bytes);
+        let text = String::from_utf8(bytes).map_err(|_| ManifestError::Document {
+            file: file.clone(),
+            doc: 1,
+            message: "file is not UTF-8 text".into(),
+        })?;
+        add_documents(&mut out, &file, &text)?;
+    }
+    out.digest = h.digest().to_string();
+    Ok(out)
+}
+
+/// Parses the documents of one file's `text` into `out`.
+pub fn add_documents(out: &mut Manifests, file: &Path, text: &str) -> Result<(), ManifestError> {
+    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let doc = i + 1;
+        let err = |message: String| ManifestError::Document { file: file.into(), doc, message };
+        let value = serde_yaml::Value::deserialize(de).map_err(|e| err(format!("invalid YAML: {e}")))?;
+        if value.is_null() {
+            continue; // empty document, e.g. a trailing `---`
+        }
+        add_object(out, file, value).map_err(err)?;
+    }
+    Ok(())
+}
+
+fn add_object(out: &mut Manifests, file: &Path, value: serde_yaml::Value) -> Result<(), String> {
+    let kind = value
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .ok_or_else(|| "object has no `kind`".to_string())?
+        .to_string();
+    let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("").to_string();
+    if kind == "List" || kind.ends_with("List") {
+        let items = value.get("items").and_then(|i| i.as_sequence()).cloned().unwrap_or_default();
+        for item in items {
+            add_object(out, file, item)?;
+        }
+        return Ok(());
+    }
+    let meta_name = value
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_string);
+    let Some(name) = meta_name else {
+        return Err(format!("{kind} has no metadata.name"));
+    };
+    validate_name(&kind, &name)?;
+    let namespace = value
+        .get("metadata")
+        .and_then(|m| m.get("namespace"))
+        .and_then(|n| n.as_str())
+        .unwrap_or("default")
+        .to_string();
+    macro_rules! typed {
+        ($ty:ty) => {
+            serde_yaml::from_value::<$ty>(value.clone()).map_err(|e| format!("{kind} {name}: {e}"))?
+        };
+    }
+    match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Namespace") => insert_unique(&mut out.namespaces, name.clone(), typed!(Namespace), &kind)?,
+        ("v1", "Node") => insert_unique(&mut out.nodes, name.clone(), typed!(Node), &kind)?,
+        ("v1", "Pod") => {
+            validate_name("Namespace", &namespace)?;
+            let mut pod = typed!(Pod);
+            pod.metadata.namespace = Some(namespace.clone());
+            insert_unique(&mut out.pods, format!("{namespace}/{name}"), pod, &kind)?
+        }
+        (_, "Namespace" | "Node" | "Pod") => {
+            return Err(format!("{kind} {name}: apiVersion must be v1, not {api_version:?}"));
+        }
+        _ => out.ignored.push(format!("{kind} {namespace}/{name} ({})", file.display())),
+    }
+    Ok(())
+}
+
+fn insert_unique<T>(map: &mut BTreeMap<String, T>, key: String, v: T, kind: &str) -> Result<(), String> {
+    if map.contains_key(&key) {
+        return Err(format!("duplicate {kind} {key}"));
+    }
+    map.insert(key, v);
+    Ok(())
+}
+
+/// Object names must be DNS-1123 labels (Namespaces, Pods as used here) or subdomains (Nodes).
+fn validate_name(kind: &str, name: &str) -> Result<(), String> {
+    let max = if kind == "Namespace" { 63 } else { 253 };
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+        && (kind != "Namespace" || !name.contains('.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{kind} name {name:?} is not a valid Kubernetes name (lowercase DNS label)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_document_file_with_lists_and_unknown_kinds() {
+        let mut m = Manifests::default();
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\n\
+                    apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, labels: {pod: a}}\n\
+                    spec: {containers: [{name: c, image: i, ports: [{containerPort: 80}]}]}\n---\n\
+                    apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Node\n  metadata: {name: n1}\n---\n\
+                    apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n---\n";
+        add_documents(&mut m, Path::new("f.yaml"), text).unwrap();
+        assert_eq!(m.namespaces.len(), 1);
+        assert_eq!(m.pods.keys().collect::<Vec<_>>(), vec!["x/a"]);
+        assert_eq!(m.nodes.len(), 1);
+        assert_eq!(m.ignored.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_file_and_document() {
+        let mut m = Manifests::default();
+        let e = add_documents(&mut m, Path::new("bad.yaml"), "kind: Pod\napiVersion: v1\nmetadata: {name: a}\n---\n: : :\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("bad.yaml, document 2: invalid YAML"), "{e}");
+        let e = add_documents(&mut Manifests::default(), Path::new("f.yaml"), "kind: Pod\napiVersion: v1\nmetadata: {name: A_b}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a valid Kubernetes name"), "{e}");
+        let e = add_documents(&mut Manifests::default(), Path::new("f.yaml"), "kind: Pod\napiVersion: v1\nmetadata: {name: a}\nspec: {containers: 3}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Pod a:"), "{e}");
+        let dup = "kind: Pod\napiVersion: v1\nmetadata: {name: a}\n---\nkind: Pod\napiVersion: v1\nmetadata: {name: a}\n";
+        let e = add_documents(&mut Manifests::default(), Path::new("f.yaml"), dup).unwrap_err().to_string();
+        assert!(e.contains("duplicate Pod default/a"), "{e}");
+    }
+}

@@ -1,0 +1,48 @@
+//! Names the switch and the lab agree on, like a CNI plugin and its node agent do.
+//!
+//! - A pod's host-side veth is `ps` + the first 12 hex digits of SHA-1 of `namespace.name`
+//!   (Calico's scheme with another prefix): stable, unique in practice, and within the kernel's
+//!   15-byte limit.
+//! - A pod's MAC is `0a:58` followed by its IPv4 address (OVN-Kubernetes' scheme), so the
+//!   switch knows every pod's MAC from its IP: anti-spoofing needs no learning.
+//! - The node's own stack reaches the switch over the veth pair `psw-host` (stack side) and
+//!   `psw-host-sw` (switch side).
+use std::net::Ipv4Addr;
+
+/// Host-side veth name of a pod.
+pub fn pod_interface(namespace: &str, name: &str) -> String {
+    let digest = sha1_smol::Sha1::from(format!("{namespace}.{name}")).digest().to_string();
+    format!("ps{}", &digest[..12])
+}
+
+/// The MAC address a pod with IPv4 address `ip` has.
+pub fn pod_mac(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x0a, 0x58, o[0], o[1], o[2], o[3]]
+}
+
+pub fn mac_string(mac: [u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// The node stack's side of the host port pair.
+pub const HOST_STACK_IF: &str = "psw-host";
+/// The switch's side of the host port pair.
+pub const HOST_SWITCH_IF: &str = "psw-host-sw";
+/// The pods' default gateway, answered by the switch on every port.
+pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// Where `podswitch run` listens for `podswitch show` unless told otherwise.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/podswitch/podswitch.sock";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn interface_names_fit_and_are_stable() {
+        let a = pod_interface("x", "a");
+        assert_eq!(a.len(), 14);
+        assert_eq!(a, pod_interface("x", "a"));
+        assert_ne!(a, pod_interface("x", "b"));
+        assert_eq!(mac_string(pod_mac(Ipv4Addr::new(10, 244, 0, 11))), "0a:58:0a:f4:00:0b");
+    }
+}
