@@ -1,0 +1,153 @@
+//! The table compiler: from the node and its pods to the switch's [`Tables`].
+//!
+//! Contract: pure functions. [`desired_ports`] says which ports the switch should have (the
+//! node's host port and one per local pod with an IP) and lists what cannot be wired, as
+//! sentences; [`build_tables`] makes the snapshot for the ports actually attached. A pod whose
+//! port is not attached has no route, so nothing is sent toward a socket that is not there.
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use switch::tables::{NextHop, PortConfig, PortId, PortKind, SourceGuard, Tables};
+
+use crate::model::{NodeInfo, PodInfo};
+use crate::naming;
+
+/// Key of the node's host port in [`desired_ports`].
+pub const HOST_KEY: &str = "node";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredPort {
+    /// `node` or `namespace/name`.
+    pub key: String,
+    pub ifname: String,
+    pub kind: PortKind,
+    /// Pod ports: the pod's IP (and MAC from it).
+    pub pod_ip: Option<Ipv4Addr>,
+}
+
+/// A port the dataplane has attached: its id and the switch-side MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attached {
+    pub id: PortId,
+    pub mac: [u8; 6],
+}
+
+/// The ports this node needs, and the pods that cannot be wired (with why).
+pub fn desired_ports(node: &NodeInfo, pods: &[PodInfo]) -> (Vec<DesiredPort>, Vec<String>) {
+    let mut out = vec![DesiredPort {
+        key: HOST_KEY.into(),
+        ifname: naming::HOST_SWITCH_IF.into(),
+        kind: PortKind::Host,
+        pod_ip: None,
+    }];
+    let mut problems = Vec::new();
+    let mut by_ip: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    for p in pods {
+        let key = p.key();
+        let Some(ip) = p.ip else {
+            problems.push(format!("pod {key} has no status.podIP yet"));
+            continue;
+        };
+        if ip == node.internal_ip || ip == naming::GATEWAY_IP {
+            problems.push(format!("pod {key} has IP {ip}, which belongs to the node or the gateway"));
+            continue;
+        }
+        if let Some(other) = by_ip.insert(ip, key.clone()) {
+            problems.push(format!("pods {other} and {key} both have IP {ip}; neither is wired"));
+            out.retain(|d| d.key != other);
+            continue;
+        }
+        out.push(DesiredPort { key, ifname: p.interface.clone(), kind: PortKind::Pod, pod_ip: Some(ip) });
+    }
+    // A duplicate IP disqualifies every pod that has it.
+    let dup_ips: Vec<Ipv4Addr> = {
+        let mut count: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
+        for p in pods.iter().filter_map(|p| p.ip) {
+            *count.entry(p).or_default() += 1;
+        }
+        count.into_iter().filter(|(_, n)| *n > 1).map(|(ip, _)| ip).collect()
+    };
+    out.retain(|d| d.pod_ip.is_none_or(|ip| !dup_ips.contains(&ip)));
+    (out, problems)
+}
+
+/// Builds the tables for the desired ports that are attached.
+pub fn build_tables(
+    version: u64,
+    node: &NodeInfo,
+    desired: &[DesiredPort],
+    attached: &BTreeMap<String, Attached>,
+    host_stack_mac: [u8; 6],
+) -> Tables {
+    let mut t = Tables::new(naming::GATEWAY_IP);
+    t.version = version;
+    for d in desired {
+        let Some(a) = attached.get(&d.key) else { continue };
+        let guard = d.pod_ip.map(|ip| SourceGuard { mac: naming::pod_mac(ip), ip });
+        t.set_port(a.id, Some(PortConfig { name: d.key.clone(), kind: d.kind, mac: a.mac, source_guard: guard }));
+        match (d.kind, d.pod_ip) {
+            (PortKind::Pod, Some(ip)) => {
+                t.routes.insert(u32::from(ip), 32, NextHop { port: a.id, dst_mac: naming::pod_mac(ip) });
+            }
+            (PortKind::Host, _) => {
+                t.routes.insert(u32::from(node.internal_ip), 32, NextHop { port: a.id, dst_mac: host_stack_mac });
+            }
+            _ => {}
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DEFAULT_INTERNAL_IP;
+
+    fn pod(ns: &str, name: &str, ip: Option<&str>) -> PodInfo {
+        PodInfo {
+            namespace: ns.into(),
+            name: name.into(),
+            ip: ip.map(|s| s.parse().unwrap()),
+            labels: Default::default(),
+            ports: vec![],
+            node_name: None,
+            host_network: false,
+            interface: naming::pod_interface(ns, name),
+        }
+    }
+
+    fn node() -> NodeInfo {
+        NodeInfo { name: "n".into(), pod_cidr: "10.244.0.0/24".parse().unwrap(), internal_ip: DEFAULT_INTERNAL_IP }
+    }
+
+    #[test]
+    fn pods_without_ip_or_with_duplicate_ips_are_not_wired() {
+        let pods = vec![
+            pod("x", "a", Some("10.244.0.10")),
+            pod("x", "b", None),
+            pod("y", "a", Some("10.244.0.20")),
+            pod("y", "b", Some("10.244.0.20")),
+        ];
+        let (d, problems) = desired_ports(&node(), &pods);
+        let keys: Vec<_> = d.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(keys, vec!["node", "x/a"]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn only_attached_ports_get_routes_and_guards() {
+        let pods = vec![pod("x", "a", Some("10.244.0.10")), pod("x", "b", Some("10.244.0.11"))];
+        let (d, _) = desired_ports(&node(), &pods);
+        let mut attached = BTreeMap::new();
+        attached.insert("node".to_string(), Attached { id: 0, mac: [2, 0, 0, 0, 0, 1] });
+        attached.insert("x/a".to_string(), Attached { id: 1, mac: [2, 0, 0, 0, 0, 2] });
+        let t = build_tables(7, &node(), &d, &attached, [2, 0, 0, 0, 0, 9]);
+        assert_eq!(t.version, 7);
+        let a = t.route("10.244.0.10".parse().unwrap()).unwrap();
+        assert_eq!((a.port, a.dst_mac), (1, naming::pod_mac("10.244.0.10".parse().unwrap())));
+        assert!(t.route("10.244.0.11".parse().unwrap()).is_none());
+        assert_eq!(t.route(DEFAULT_INTERNAL_IP).unwrap().dst_mac, [2, 0, 0, 0, 0, 9]);
+        assert_eq!(t.port(1).unwrap().source_guard.unwrap().ip, "10.244.0.10".parse::<Ipv4Addr>().unwrap());
+        assert!(t.port(0).unwrap().source_guard.is_none());
+    }
+}

@@ -1,0 +1,70 @@
+//! The node's own port on the switch: a veth pair `psw-host` (the node's stack) and
+//! `psw-host-sw` (attached to the switch), with a route to the pod CIDR through the gateway.
+//!
+//! Contract: [`ensure`] makes the pair exist with the queues the workers need, gives the stack
+//! side a fixed MAC (`0a:58` + the node IP), turns its TX checksum offload off (frames cross
+//! AF_XDP, which does not complete partial checksums), and routes the pod CIDR to
+//! 169.254.1.1 over it. [`remove`] deletes the pair (and with it the route). Commands run in
+//! the caller's network namespace; each failure names the command and its stderr.
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use crate::model::NodeInfo;
+use crate::naming::{self, HOST_STACK_IF, HOST_SWITCH_IF};
+
+fn run(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("cannot run `{}`: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!("`{}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn queues(ifname: &str) -> Option<u32> {
+    let rd = std::fs::read_dir(format!("/sys/class/net/{ifname}/queues")).ok()?;
+    Some(rd.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count() as u32)
+}
+
+/// Whether `ip` is an address of some interface of this namespace.
+fn is_local_address(ip: Ipv4Addr) -> bool {
+    run(&["ip", "-o", "-4", "addr", "show"]).map(|s| s.contains(&format!(" {ip}/"))).unwrap_or(false)
+}
+
+/// Creates or fixes the host port pair; returns the stack side's MAC.
+pub fn ensure(node: &NodeInfo, workers: u32) -> Result<[u8; 6], String> {
+    if queues(HOST_SWITCH_IF).is_some_and(|q| q < workers) {
+        run(&["ip", "link", "del", HOST_STACK_IF])?;
+    }
+    if queues(HOST_SWITCH_IF).is_none() {
+        let n = workers.to_string();
+        run(&[
+            "ip", "link", "add", HOST_STACK_IF, "numtxqueues", &n, "numrxqueues", &n, "type", "veth", "peer", "name",
+            HOST_SWITCH_IF, "numtxqueues", &n, "numrxqueues", &n,
+        ])?;
+    }
+    let mac = naming::pod_mac(node.internal_ip);
+    run(&["ip", "link", "set", HOST_STACK_IF, "address", &naming::mac_string(mac)])?;
+    for ifname in [HOST_STACK_IF, HOST_SWITCH_IF] {
+        // IPv6 is not forwarded yet; keep its neighbour discovery off the switch.
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"), "1");
+        run(&["ip", "link", "set", ifname, "up"])?;
+    }
+    run(&["ethtool", "-K", HOST_STACK_IF, "tx", "off"])?;
+    let cidr = node.pod_cidr.to_string();
+    let gw = naming::GATEWAY_IP.to_string();
+    let src = node.internal_ip.to_string();
+    let mut route = vec!["ip", "route", "replace", &cidr, "via", &gw, "dev", HOST_STACK_IF, "onlink"];
+    if is_local_address(node.internal_ip) {
+        route.extend(["src", &src]);
+    }
+    run(&route)?;
+    Ok(mac)
+}
+
+/// Deletes the pair; the route goes with it.
+pub fn remove() {
+    let _ = run(&["ip", "link", "del", HOST_STACK_IF]);
+}

@@ -1,0 +1,337 @@
+//! `podswitch run`: the switch process.
+//!
+//! Contract:
+//! - Start-up reads the manifests, creates the node's host port, starts the pinned workers,
+//!   attaches the host port first and then every local pod's host-side veth, publishes the
+//!   tables and prints the XDP and copy mode of every port. Any failure there prints one line
+//!   and exits non-zero, leaving nothing behind.
+//! - Then it follows the manifest directory (inotify, and a 1 s re-check): a changed directory
+//!   is re-read whole; a bad file is reported (log and `show status`) while the tables in force
+//!   stay in force. Pod ports whose interface is missing are retried every second and listed
+//!   as pending.
+//! - SIGTERM/SIGINT detach every port, stop the workers and delete the host port.
+pub mod host_port;
+pub mod show_handler;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use notify::Watcher;
+use switch::afxdp::frames::UmemSpec;
+use switch::afxdp::iface;
+use switch::afxdp::socket::CopyPolicy;
+use switch::afxdp::xdp::XdpMode;
+use switch::dataplane::{Dataplane, DataplaneConfig};
+use switch::tables::{PortId, Tables};
+
+
+use crate::compile::{self, Attached, DesiredPort};
+use crate::ctl;
+use crate::manifests::{self, Manifests};
+use crate::model::{self, NodeInfo};
+use crate::naming;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum XdpModeArg {
+    Native,
+    Generic,
+}
+
+/// Run the switch on this node.
+#[derive(Debug, clap::Args)]
+#[command(long_about = "Run the switch: attach AF_XDP sockets to the node's host port and to the \
+host-side veth of every local pod, and route pod traffic in userspace.\n\n\
+Pods, Namespaces and the Node come from a directory of Kubernetes YAML (--manifests), re-read \
+whenever it changes. `podswitch show ...` talks to the running switch over --control-socket.")]
+pub struct RunArgs {
+    /// Directory of Kubernetes manifests (Namespace, Pod, Node; several documents per file allowed).
+    #[arg(long, value_name = "DIR")]
+    pub manifests: PathBuf,
+    /// Which Node of the manifests this is (needed when they hold several).
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Unix socket for `podswitch show` (mode 0600: root only).
+    #[arg(long, value_name = "PATH", default_value = naming::DEFAULT_CONTROL_SOCKET)]
+    pub control_socket: PathBuf,
+    /// Cores to run one pinned poll-mode worker each on, e.g. `2,3`. Every port needs one queue per worker.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "0")]
+    pub cores: Vec<usize>,
+    /// Never let idle workers sleep (lowest latency, 100% of each worker core).
+    #[arg(long)]
+    pub busy_poll: bool,
+    /// Fail instead of running a port in AF_XDP copy mode.
+    #[arg(long)]
+    pub require_zerocopy: bool,
+    /// Force an XDP mode; by default native, and generic only where native is refused.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub xdp_mode: Option<XdpModeArg>,
+    /// UMEM frames per worker (2 KiB each).
+    #[arg(long, default_value_t = 16384)]
+    pub frames: u32,
+    /// Start even if some pods' interfaces do not exist yet (they are retried every second).
+    #[arg(long)]
+    pub allow_missing_interfaces: bool,
+}
+
+pub(crate) struct Switch {
+    pub dp: Dataplane,
+    pub node: NodeInfo,
+    host_stack_mac: [u8; 6],
+    pub dir: PathBuf,
+    pub desired: Vec<DesiredPort>,
+    pub problems: Vec<String>,
+    /// Attached ports by key, with their interface.
+    pub attached: BTreeMap<String, (Attached, String)>,
+    pub pending: BTreeMap<String, String>,
+    pub applied_digest: String,
+    pub last_error: Option<String>,
+    pub version: u64,
+    pub ignored_kinds: Vec<String>,
+    pub started: Instant,
+}
+
+impl Switch {
+    fn free_id(&self) -> PortId {
+        let used: BTreeSet<PortId> = self.attached.values().map(|(a, _)| a.id).collect();
+        (1..).find(|id| !used.contains(id)).expect("fewer ports than ids")
+    }
+
+    fn tables(&mut self, keep: impl Fn(&str) -> bool) -> Tables {
+        self.version += 1;
+        let attached: BTreeMap<String, Attached> =
+            self.attached.iter().filter(|(k, _)| keep(k)).map(|(k, (a, _))| (k.clone(), *a)).collect();
+        compile::build_tables(self.version, &self.node, &self.desired, &attached, self.host_stack_mac)
+    }
+
+    /// Takes in a freshly read manifest view.
+    fn apply(&mut self, m: &Manifests) -> Result<(), String> {
+        let node = model::node_info(m, Some(&self.node.name))?;
+        if node != self.node {
+            return Err(format!(
+                "the Node object changed ({:?} -> {:?}); restart the switch to apply a new pod CIDR or InternalIP",
+                self.node, node
+            ));
+        }
+        let pods = model::local_pods(m, &self.node)?;
+        let (desired, problems) = compile::desired_ports(&self.node, &pods);
+        for p in &problems {
+            tracing::warn!("{p}");
+        }
+        self.desired = desired;
+        self.problems = problems;
+        self.ignored_kinds = m.ignored.clone();
+        self.reconcile();
+        self.applied_digest = m.digest.clone();
+        Ok(())
+    }
+
+    /// Brings attached ports in line with the desired ones; publishes the tables.
+    fn reconcile(&mut self) {
+        let wanted: BTreeMap<&str, &DesiredPort> = self.desired.iter().map(|d| (d.key.as_str(), d)).collect();
+        let gone: Vec<String> = self
+            .attached
+            .iter()
+            .filter(|(k, (_, ifname))| {
+                wanted.get(k.as_str()).is_none_or(|d| &d.ifname != ifname) || !iface::exists(ifname)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !gone.is_empty() {
+            // Routes to these ports go first, then their sockets.
+            let t = self.tables(|k| !gone.iter().any(|g| g == k));
+            self.dp.publish(t);
+            for k in &gone {
+                let (a, ifname) = self.attached.remove(k).expect("listed above");
+                if let Err(e) = self.dp.detach_port(a.id) {
+                    tracing::error!(port = %k, "detaching {ifname}: {e}");
+                }
+                tracing::info!(port = %k, interface = %ifname, "port detached");
+            }
+        }
+        self.pending.clear();
+        for d in &self.desired {
+            if self.attached.contains_key(&d.key) {
+                continue;
+            }
+            if !iface::exists(&d.ifname) {
+                self.pending.insert(d.key.clone(), format!("interface {} does not exist (yet)", d.ifname));
+                continue;
+            }
+            let id = if d.key == compile::HOST_KEY { 0 } else { self.free_id() };
+            match iface::mac(&d.ifname).map_err(|e| e.to_string()).and_then(|mac| {
+                self.dp.attach_port(id, &d.ifname).map(|r| (mac, r)).map_err(|e| e.to_string())
+            }) {
+                Ok((mac, r)) => {
+                    println!(
+                        "port {} ({}): XDP {}, {} mode, {} queue(s){}",
+                        d.ifname,
+                        d.key,
+                        r.xdp_mode.as_str(),
+                        if r.zerocopy { "zero-copy" } else { "copy" },
+                        r.queues.len(),
+                        r.native_refused.as_deref().map(|w| format!(" (native refused: {w})")).unwrap_or_default()
+                    );
+                    self.attached.insert(d.key.clone(), (Attached { id, mac }, d.ifname.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(port = %d.key, "cannot attach {}: {e}", d.ifname);
+                    self.pending.insert(d.key.clone(), e);
+                }
+            }
+        }
+        let t = self.tables(|_| true);
+        self.dp.publish(t);
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PODSWITCH_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub fn main(args: RunArgs) -> anyhow::Result<i32> {
+    init_logging();
+    if !nix::unistd::geteuid().is_root() {
+        return Err(anyhow!("`podswitch run` needs root (it loads XDP programs and binds AF_XDP sockets)"));
+    }
+    let m = manifests::load_dir(&args.manifests).map_err(|e| anyhow!("{e}"))?;
+    let node = model::node_info(&m, args.node_name.as_deref()).map_err(|e| anyhow!("{e}"))?;
+    let pods = model::local_pods(&m, &node).map_err(|e| anyhow!("{e}"))?;
+    let (desired, problems) = compile::desired_ports(&node, &pods);
+    if !args.allow_missing_interfaces {
+        if let Some(d) = desired.iter().find(|d| d.kind != switch::tables::PortKind::Host && !iface::exists(&d.ifname)) {
+            return Err(anyhow!(
+                "interface {} of pod {} does not exist in this network namespace (pass --allow-missing-interfaces to wait for it)",
+                d.ifname,
+                d.key
+            ));
+        }
+    }
+    let listener = ctl::server::bind(&args.control_socket).map_err(|e| anyhow!(e))?;
+    let cfg = DataplaneConfig {
+        cores: args.cores.clone(),
+        busy_poll: args.busy_poll,
+        umem: UmemSpec { frames: args.frames, ..UmemSpec::default() },
+        copy_policy: if args.require_zerocopy { CopyPolicy::RequireZeroCopy } else { CopyPolicy::PreferZeroCopy },
+        xdp_mode: args.xdp_mode.map(|m| match m {
+            XdpModeArg::Native => XdpMode::Native,
+            XdpModeArg::Generic => XdpMode::Generic,
+        }),
+        ..DataplaneConfig::default()
+    };
+    let host_stack_mac = host_port::ensure(&node, cfg.cores.len() as u32).map_err(|e| anyhow!(e))?;
+    let dp = match Dataplane::start(cfg, Tables::new(naming::GATEWAY_IP)) {
+        Ok(dp) => dp,
+        Err(e) => {
+            host_port::remove();
+            let _ = std::fs::remove_file(&args.control_socket);
+            return Err(anyhow!("{e}"));
+        }
+    };
+    let mut sw = Switch {
+        dp,
+        node,
+        host_stack_mac,
+        dir: args.manifests.clone(),
+        desired,
+        problems,
+        attached: BTreeMap::new(),
+        pending: BTreeMap::new(),
+        applied_digest: String::new(),
+        last_error: None,
+        version: 0,
+        ignored_kinds: m.ignored.clone(),
+        started: Instant::now(),
+    };
+    sw.reconcile();
+    let fatal = sw
+        .pending
+        .iter()
+        .find(|(k, _)| k.as_str() == compile::HOST_KEY || !args.allow_missing_interfaces)
+        .map(|(k, e)| format!("cannot attach port {k}: {e}"));
+    if let Some(e) = fatal {
+        sw.dp.stop();
+        host_port::remove();
+        let _ = std::fs::remove_file(&args.control_socket);
+        return Err(anyhow!(e));
+    }
+    sw.applied_digest = m.digest.clone();
+    println!(
+        "podswitch running: node {} (pod CIDR {}, InternalIP {}), {} port(s), workers on cores {:?}{}",
+        sw.node.name,
+        sw.node.pod_cidr,
+        sw.node.internal_ip,
+        sw.attached.len(),
+        args.cores,
+        if args.busy_poll { ", busy polling" } else { "" }
+    );
+    let sw = Arc::new(Mutex::new(sw));
+    ctl::server::serve(listener, args.control_socket.clone(), show_handler::handler(Arc::clone(&sw)));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
+    }
+    let (ev_tx, ev_rx) = crossbeam::channel::unbounded();
+    let mut watcher = notify::recommended_watcher(move |_res| {
+        let _ = ev_tx.send(());
+    })
+    .context("creating the manifest watcher")?;
+    watcher
+        .watch(&args.manifests, notify::RecursiveMode::NonRecursive)
+        .with_context(|| format!("watching {}", args.manifests.display()))?;
+    let mut failed_digest = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        let _ = ev_rx.recv_timeout(Duration::from_millis(500));
+        // Let a burst of file events settle before reading.
+        std::thread::sleep(Duration::from_millis(20));
+        while ev_rx.try_recv().is_ok() {}
+        let digest = match manifests::dir_digest(&args.manifests) {
+            Ok(d) => d,
+            Err(e) => {
+                report_error(&sw, &mut failed_digest, "unreadable", e.to_string());
+                continue;
+            }
+        };
+        let mut s = sw.lock().expect("switch state lock");
+        if digest == s.applied_digest || digest == failed_digest {
+            // Nothing new; retry pending ports.
+            if !s.pending.is_empty() || s.attached.values().any(|(_, i)| !iface::exists(i)) {
+                s.reconcile();
+            }
+            continue;
+        }
+        match manifests::load_dir(&args.manifests).map_err(|e| e.to_string()).and_then(|m| s.apply(&m)) {
+            Ok(()) => {
+                s.last_error = None;
+                failed_digest.clear();
+                tracing::info!(digest = %s.applied_digest, ports = s.attached.len(), pending = s.pending.len(), "manifests applied");
+            }
+            Err(e) => {
+                drop(s);
+                report_error(&sw, &mut failed_digest, &digest, e);
+            }
+        }
+    }
+    tracing::info!("stopping");
+    let mut s = sw.lock().expect("switch state lock");
+    s.dp.stop();
+    s.attached.clear();
+    drop(s);
+    host_port::remove();
+    let _ = std::fs::remove_file(&args.control_socket);
+    Ok(0)
+}
+
+fn report_error(sw: &Arc<Mutex<Switch>>, failed_digest: &mut String, digest: &str, e: String) {
+    if failed_digest != digest {
+        tracing::error!("manifests not applied, the tables in force stay: {e}");
+        eprintln!("podswitch: manifests not applied, the tables in force stay: {e}");
+    }
+    *failed_digest = digest.to_string();
+    sw.lock().expect("switch state lock").last_error = Some(e);
+}

@@ -1,0 +1,41 @@
+//! The AF_XDP port layer: the one place in podswitch with `unsafe`.
+//!
+//! - [`iface`]: facts about a network interface read from sysfs (index, MAC, queue count).
+//! - [`xdp`]: loads podswitch's XDP program onto an interface (native mode, generic only where
+//!   native is refused) and registers sockets in its XSKMAP.
+//! - [`socket`]: binds an AF_XDP socket for one (interface, queue) on a worker's UMEM, zero-copy
+//!   where the driver supports it, and reports the mode the kernel actually gave.
+//! - [`frames`]: a worker's UMEM and its pool of free frames.
+//!
+//! Contract: a UMEM belongs to one worker; every socket of that worker shares it, so forwarding
+//! between two of the worker's ports moves a descriptor from one port's RX ring to another's TX
+//! ring and never copies packet bytes in userspace. Which frames are where is tracked by the
+//! worker ([`crate::worker`]); this layer only makes the rings and hands out slices of frames.
+pub mod frames;
+pub mod iface;
+pub mod rings;
+pub mod socket;
+pub mod xdp;
+
+/// What failed while setting up AF_XDP, with the interface and the kernel's error.
+#[derive(Debug, thiserror::Error)]
+pub enum AfXdpError {
+    #[error("interface {ifname} not found ({detail})")]
+    NoInterface { ifname: String, detail: String },
+    #[error("loading the XDP program failed: {0}")]
+    ProgramLoad(String),
+    #[error("attaching XDP to {ifname} failed in native mode ({native}) and in generic mode ({generic})")]
+    Attach { ifname: String, native: String, generic: String },
+    #[error("attaching XDP to {ifname} in {mode} mode failed: {detail}")]
+    AttachForced { ifname: String, mode: &'static str, detail: String },
+    #[error("registering the AF_XDP socket of {ifname} queue {queue} in the XSKMAP failed: {detail}")]
+    MapUpdate { ifname: String, queue: u32, detail: String },
+    #[error("creating the UMEM failed: {0}")]
+    Umem(String),
+    #[error("binding an AF_XDP socket to {ifname} queue {queue} failed: {detail}")]
+    Bind { ifname: String, queue: u32, detail: String },
+    #[error("{ifname} queue {queue} runs in copy mode (the driver offers no zero-copy AF_XDP) and --require-zerocopy was given")]
+    ZeroCopyUnavailable { ifname: String, queue: u32 },
+    #[error("{ifname} has {have} rx queue(s); the switch runs {need} worker(s) and needs one queue per worker on every port (create veths with `numrxqueues {need} numtxqueues {need}`)")]
+    TooFewQueues { ifname: String, have: u32, need: u32 },
+}

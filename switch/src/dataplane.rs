@@ -1,0 +1,306 @@
+//! The dataplane as the control side sees it: start pinned workers, attach and detach ports
+//! while traffic runs, publish tables, read counters.
+//!
+//! Contract:
+//! - One worker per core in [`DataplaneConfig::cores`], pinned; worker `w` owns queue `w` of
+//!   every port, so each (port, queue) pair belongs to exactly one worker, and every port needs
+//!   at least as many queues as there are workers.
+//! - The first port attached is bound first on every worker's UMEM; it must stay attached
+//!   while the switch runs (the control side attaches the node's host port first), because a
+//!   UMEM's later sockets share it through that first socket.
+//! - A UMEM's copy or zero-copy mode is decided by its first socket (a kernel rule); each
+//!   port reports the mode it actually got, and [`CopyPolicy::RequireZeroCopy`] refuses any
+//!   port that did not get zero-copy.
+//! - [`Dataplane::publish`] swaps the whole table snapshot; workers pick it up within a round.
+//! - Attach and detach wait for the worker to apply them (bounded), so a detached port's
+//!   interface can be deleted right after.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use crossbeam::channel::{bounded, Sender};
+use serde::Serialize;
+use xsk_rs::Umem;
+
+use crate::afxdp::frames::UmemSpec;
+use crate::afxdp::rings::{PortRings, WorkerUmem};
+use crate::afxdp::socket::{bind, CopyPolicy};
+use crate::afxdp::xdp::{XdpAttachment, XdpMode};
+use crate::afxdp::{iface, AfXdpError};
+use crate::counters::{PortQueueCounters, PortTotals};
+use crate::drop_reason::DropReason;
+use crate::tables::{PortId, Tables};
+use crate::worker::{Worker, WorkerCmd, WorkerShared};
+
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    /// Cores to run one worker each on.
+    pub cores: Vec<usize>,
+    /// Never sleep when idle.
+    pub busy_poll: bool,
+    pub umem: UmemSpec,
+    /// RX and TX ring entries per socket.
+    pub ring_size: u32,
+    pub copy_policy: CopyPolicy,
+    /// Force an XDP mode instead of native-then-generic.
+    pub xdp_mode: Option<XdpMode>,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        Self {
+            cores: vec![0],
+            busy_poll: false,
+            umem: UmemSpec::default(),
+            ring_size: 2048,
+            copy_policy: CopyPolicy::PreferZeroCopy,
+            xdp_mode: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(transparent)]
+    AfXdp(#[from] AfXdpError),
+    #[error("core {core} is not available to this process (available: {available})")]
+    NoSuchCore { core: usize, available: String },
+    #[error("no cores given")]
+    NoCores,
+    #[error("port id {0} is already attached")]
+    PortInUse(PortId),
+    #[error("worker {0} did not answer within 5 s (stopped?)")]
+    WorkerGone(usize),
+}
+
+struct WorkerHandle {
+    core: usize,
+    cmds: Sender<WorkerCmd>,
+    shared: Arc<WorkerShared>,
+    umem: Umem,
+    join: Option<JoinHandle<()>>,
+}
+
+/// One queue of an attached port.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueInfo {
+    pub queue: u32,
+    pub worker: usize,
+    pub core: usize,
+    pub zerocopy: bool,
+}
+
+struct AttachedPort {
+    name: String,
+    xdp: XdpAttachment,
+    queues: Vec<(QueueInfo, Arc<PortQueueCounters>)>,
+}
+
+/// A port's state and counters, as `show ports` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortReport {
+    pub id: PortId,
+    pub name: String,
+    pub xdp_mode: XdpMode,
+    /// Why native XDP was not used, if it was refused.
+    pub native_refused: Option<String>,
+    pub zerocopy: bool,
+    pub queues: Vec<QueueInfo>,
+    #[serde(flatten)]
+    pub totals: PortTotals,
+    /// Frames the XDP program redirected to the switch's sockets / passed to the kernel.
+    pub xdp_redirected: u64,
+    pub xdp_passed: u64,
+}
+
+pub struct Dataplane {
+    cfg: DataplaneConfig,
+    tables: Arc<ArcSwap<Tables>>,
+    workers: Vec<WorkerHandle>,
+    ports: BTreeMap<PortId, AttachedPort>,
+}
+
+impl Dataplane {
+    /// Creates one UMEM per worker and starts the workers, pinned, with `tables` in force.
+    pub fn start(cfg: DataplaneConfig, tables: Tables) -> Result<Self, DataplaneError> {
+        if cfg.cores.is_empty() {
+            return Err(DataplaneError::NoCores);
+        }
+        let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+        for &core in &cfg.cores {
+            if !available.contains(&core) {
+                let available = available.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+                return Err(DataplaneError::NoSuchCore { core, available });
+            }
+        }
+        let tables = Arc::new(ArcSwap::from_pointee(tables));
+        let mut workers = Vec::new();
+        for (index, &core) in cfg.cores.iter().enumerate() {
+            let mem = WorkerUmem::new(cfg.umem)?;
+            let umem = mem.umem().clone();
+            let shared = Arc::new(WorkerShared::default());
+            let (tx, rx) = bounded(1024);
+            let worker = Worker::new(index, mem, Arc::clone(&tables), Arc::clone(&shared), rx, cfg.busy_poll);
+            let join = std::thread::Builder::new()
+                .name(format!("podswitch-w{index}"))
+                .spawn(move || {
+                    let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
+                    if !pinned {
+                        tracing::error!(worker = index, core, "could not pin worker to its core");
+                    }
+                    worker.run();
+                })
+                .expect("spawning a worker thread");
+            workers.push(WorkerHandle { core, cmds: tx, shared, umem, join: Some(join) });
+        }
+        Ok(Self { cfg, tables, workers, ports: BTreeMap::new() })
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub fn config(&self) -> &DataplaneConfig {
+        &self.cfg
+    }
+
+    /// The tables in force.
+    pub fn tables(&self) -> Arc<Tables> {
+        self.tables.load_full()
+    }
+
+    /// Swaps in a new table snapshot.
+    pub fn publish(&self, tables: Tables) {
+        self.tables.store(Arc::new(tables));
+    }
+
+    /// Attaches interface `ifname` as port `id`: XDP program, one socket per worker.
+    pub fn attach_port(&mut self, id: PortId, ifname: &str) -> Result<PortReport, DataplaneError> {
+        if self.ports.contains_key(&id) {
+            return Err(DataplaneError::PortInUse(id));
+        }
+        let need = self.workers.len() as u32;
+        let have = iface::rx_queues(ifname)?;
+        if have < need {
+            return Err(AfXdpError::TooFewQueues { ifname: ifname.into(), have, need }.into());
+        }
+        let xdp = XdpAttachment::attach(ifname, self.cfg.xdp_mode)?;
+        let mut bound = Vec::new();
+        for (w, worker) in self.workers.iter().enumerate() {
+            let q = bind(&worker.umem, ifname, w as u32, self.cfg.ring_size, self.cfg.copy_policy)?;
+            bound.push(q);
+        }
+        let mut queues = Vec::new();
+        let fill_target = self.fill_target(self.ports.len() + 1);
+        for (w, q) in bound.into_iter().enumerate() {
+            xdp.register_socket(q.queue, q.fd)?;
+            let info = QueueInfo { queue: q.queue, worker: w, core: self.workers[w].core, zerocopy: q.zerocopy };
+            let counters = Arc::new(PortQueueCounters::default());
+            let rings = PortRings::new(id, q, fill_target);
+            self.workers[w]
+                .cmds
+                .send(WorkerCmd::AddPort { rings, counters: Arc::clone(&counters) })
+                .map_err(|_| DataplaneError::WorkerGone(w))?;
+            queues.push((info, counters));
+        }
+        self.ports.insert(id, AttachedPort { name: ifname.into(), xdp, queues });
+        self.rebalance_fill();
+        Ok(self.report(id).expect("just inserted"))
+    }
+
+    /// Detaches port `id`: its frames pass to the kernel again and its sockets close.
+    pub fn detach_port(&mut self, id: PortId) -> Result<(), DataplaneError> {
+        let Some(port) = self.ports.remove(&id) else {
+            return Ok(());
+        };
+        for (info, _) in &port.queues {
+            port.xdp.unregister_socket(info.queue);
+        }
+        let mut result = Ok(());
+        for (w, worker) in self.workers.iter().enumerate() {
+            let (done_tx, done_rx) = bounded(1);
+            if worker.cmds.send(WorkerCmd::RemovePort { id, done: done_tx }).is_err()
+                || done_rx.recv_timeout(Duration::from_secs(5)).is_err()
+            {
+                result = Err(DataplaneError::WorkerGone(w));
+            }
+        }
+        drop(port); // detaches XDP
+        self.rebalance_fill();
+        result
+    }
+
+    /// Frames each port's fill ring should hold so that `ports` ports leave the pool half full.
+    fn fill_target(&self, ports: usize) -> u32 {
+        let per_port = self.cfg.umem.frames as usize / (2 * ports.max(1));
+        per_port.clamp(64, self.cfg.umem.fill_ring as usize) as u32
+    }
+
+    fn rebalance_fill(&self) {
+        let t = self.fill_target(self.ports.len());
+        for w in &self.workers {
+            let _ = w.cmds.send(WorkerCmd::SetFillTarget(t));
+        }
+    }
+
+    pub fn attached(&self) -> impl Iterator<Item = (PortId, &str)> {
+        self.ports.iter().map(|(id, p)| (*id, p.name.as_str()))
+    }
+
+    pub fn report(&self, id: PortId) -> Option<PortReport> {
+        let p = self.ports.get(&id)?;
+        let mut totals = PortTotals::default();
+        for (_, c) in &p.queues {
+            totals.add(c);
+        }
+        let (xdp_redirected, xdp_passed) = p.xdp.counters();
+        Some(PortReport {
+            id,
+            name: p.name.clone(),
+            xdp_mode: p.xdp.mode(),
+            native_refused: p.xdp.native_refused().map(str::to_string),
+            zerocopy: p.queues.iter().all(|(q, _)| q.zerocopy),
+            queues: p.queues.iter().map(|(q, _)| q.clone()).collect(),
+            totals,
+            xdp_redirected,
+            xdp_passed,
+        })
+    }
+
+    pub fn reports(&self) -> Vec<PortReport> {
+        self.ports.keys().filter_map(|id| self.report(*id)).collect()
+    }
+
+    /// Drops by reason, summed over workers (every reason, zeros included).
+    pub fn drops(&self) -> Vec<(DropReason, u64)> {
+        DropReason::ALL
+            .iter()
+            .map(|r| (*r, self.workers.iter().map(|w| w.shared.drops.get(*r)).sum()))
+            .collect()
+    }
+
+    /// Per worker: (index, core, rounds, idle sleeps, free frames).
+    pub fn worker_stats(&self) -> Vec<(usize, usize, u64, u64, u64)> {
+        self.workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (i, w.core, w.shared.rounds.get(), w.shared.idle_sleeps.get(), w.shared.free_frames.get()))
+            .collect()
+    }
+
+    /// Detaches every port (the first-attached last) and stops the workers.
+    pub fn stop(&mut self) {
+        let ids: Vec<PortId> = self.ports.keys().rev().copied().collect();
+        for id in ids {
+            let _ = self.detach_port(id);
+        }
+        for w in &mut self.workers {
+            let _ = w.cmds.send(WorkerCmd::Stop);
+            if let Some(j) = w.join.take() {
+                let _ = j.join();
+            }
+        }
+    }
+}

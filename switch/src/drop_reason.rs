@@ -1,0 +1,79 @@
+//! Why the dataplane dropped a frame: one numbered enum shared by the workers' counters,
+//! `podswitch show stats`, the metrics and (later) the flow log.
+//!
+//! Contract: numbers are assigned once and never reused or renumbered; a new reason takes the
+//! next free number. `name()` is the stable machine name (snake case) used in JSON and metrics.
+use serde::Serialize;
+
+macro_rules! drop_reasons {
+    ($( $(#[$doc:meta])* $variant:ident = $num:literal, $name:literal, $text:literal; )*) => {
+        /// A numbered drop reason. See the module doc.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $( $(#[$doc])* $variant = $num, )*
+        }
+
+        impl DropReason {
+            /// Every reason, in number order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+
+            /// Stable machine name, e.g. `spoofed_source_ip`.
+            pub const fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+
+            /// One line for people.
+            pub const fn description(self) -> &'static str {
+                match self { $(DropReason::$variant => $text,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// The frame ends inside a header it claims to have.
+    Truncated = 1, "truncated", "frame shorter than its headers";
+    BadIpVersion = 2, "bad_ip_version", "IPv4 ethertype but the version field is not 4";
+    BadIhl = 3, "bad_ihl", "IPv4 header length below 20 bytes or beyond the frame";
+    BadIpTotalLength = 4, "bad_ip_total_length", "IPv4 total length below the header length or beyond the frame";
+    BadArp = 5, "bad_arp", "ARP that is not Ethernet/IPv4 or is truncated";
+    BadL4Length = 6, "bad_l4_length", "UDP length field below 8 or beyond the packet";
+    BadTcpDataOffset = 7, "bad_tcp_data_offset", "TCP data offset below 5 words or beyond the packet";
+    UnsupportedEthertype = 8, "unsupported_ethertype", "ethertype the switch does not forward (IPv6 comes later, VLAN tags are not accepted)";
+    SpoofedSourceMac = 9, "spoofed_source_mac", "source MAC is not the pod's own (anti-spoofing)";
+    SpoofedSourceIp = 10, "spoofed_source_ip", "source IP (or ARP sender) is not the pod's own (anti-spoofing)";
+    NoRoute = 11, "no_route", "no route to the destination address";
+    TtlExceeded = 12, "ttl_exceeded", "TTL would reach 0; ICMP time exceeded sent to the source";
+    ArpNotForGateway = 13, "arp_not_for_gateway", "ARP request for an address the switch does not answer";
+    ArpNotRequest = 14, "arp_not_request", "ARP operation other than request";
+    BadIpChecksum = 15, "bad_ip_checksum", "IPv4 header checksum does not verify";
+    DstMacNotSwitch = 16, "dst_mac_not_switch", "unicast frame addressed to another MAC than the switch port's";
+    DstNotUnicast = 17, "dst_not_unicast", "IPv4 destination is broadcast, multicast or unspecified";
+    EgressPortNotReady = 18, "egress_port_not_ready", "route points at a port this worker has no socket on (yet)";
+    TxRingFull = 19, "tx_ring_full", "egress TX ring full";
+    IcmpErrorNotSent = 20, "icmp_error_not_sent", "an ICMP error was due but not sent (the frame could not hold it, or it would answer an ICMP error)";
+    UnknownIngressPort = 21, "unknown_ingress_port", "frame arrived on a port the tables do not know (being added or removed)";
+    LocalNotHandled = 22, "local_not_handled", "addressed to the switch's gateway address but not an echo request";
+    Multibuffer = 23, "multibuffer", "frame spans several buffers (jumbo); not supported";
+}
+
+/// Number of counter slots an array indexed by `reason as usize` needs.
+pub const DROP_REASON_SLOTS: usize = 24;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn numbers_are_unique_dense_and_fit_the_slots() {
+        let mut seen = [false; DROP_REASON_SLOTS];
+        for r in DropReason::ALL {
+            let n = *r as usize;
+            assert!(n > 0 && n < DROP_REASON_SLOTS, "{r:?}");
+            assert!(!seen[n], "{r:?} reuses {n}");
+            seen[n] = true;
+            assert!(r.name().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+        }
+        assert_eq!(DropReason::ALL.len(), DROP_REASON_SLOTS - 1);
+    }
+}

@@ -1,0 +1,242 @@
+//! Scenario tests: real frames (built with etherparse) through [`process`], no kernel.
+use std::net::Ipv4Addr;
+
+use etherparse::PacketBuilder;
+
+use super::*;
+use crate::tables::{NextHop, PortConfig, PortKind, SourceGuard};
+use crate::wire::checksum;
+
+const GW: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+const A_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 10);
+const B_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 11);
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
+const A_MAC: [u8; 6] = [0x0a, 0x58, 10, 244, 0, 10];
+const B_MAC: [u8; 6] = [0x0a, 0x58, 10, 244, 0, 11];
+const PORT_A_MAC: [u8; 6] = [0xee, 0, 0, 0, 0, 1];
+const PORT_B_MAC: [u8; 6] = [0xee, 0, 0, 0, 0, 2];
+const HOST_PORT_MAC: [u8; 6] = [0xee, 0, 0, 0, 0, 3];
+const NODE_MAC: [u8; 6] = [0x0a, 0x58, 172, 18, 0, 2];
+
+fn tables() -> Tables {
+    let mut t = Tables::new(GW);
+    t.set_port(0, Some(PortConfig { name: "node".into(), kind: PortKind::Host, mac: HOST_PORT_MAC, source_guard: None }));
+    t.set_port(
+        1,
+        Some(PortConfig { name: "x/a".into(), kind: PortKind::Pod, mac: PORT_A_MAC, source_guard: Some(SourceGuard { mac: A_MAC, ip: A_IP }) }),
+    );
+    t.set_port(
+        2,
+        Some(PortConfig { name: "x/b".into(), kind: PortKind::Pod, mac: PORT_B_MAC, source_guard: Some(SourceGuard { mac: B_MAC, ip: B_IP }) }),
+    );
+    t.routes.insert(u32::from(A_IP), 32, NextHop { port: 1, dst_mac: A_MAC });
+    t.routes.insert(u32::from(B_IP), 32, NextHop { port: 2, dst_mac: B_MAC });
+    t.routes.insert(u32::from(NODE_IP), 32, NextHop { port: 0, dst_mac: NODE_MAC });
+    t
+}
+
+fn udp(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src.octets(), dst.octets(), ttl).udp(40000, 81);
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+fn arp(op: u16, sender_mac: [u8; 6], sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&sender_mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sender_mac);
+    f.extend_from_slice(&sender_ip.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target_ip.octets());
+    f.resize(60, 0); // Ethernet minimum, padded
+    f
+}
+
+/// Runs `frame` through the pipeline in a 2 KiB buffer, as a UMEM frame would hold it.
+fn run(frame: &[u8], in_port: PortId, t: &Tables) -> (Verdict, Vec<u8>, DropCounters) {
+    let mut buf = vec![0u8; 2048];
+    buf[..frame.len()].copy_from_slice(frame);
+    let drops = DropCounters::default();
+    let v = process(&mut buf, frame.len(), in_port, t, &drops);
+    let len = match v {
+        Verdict::Forward { len, .. } => len,
+        Verdict::Drop(_) => frame.len(),
+    };
+    buf.truncate(len);
+    (v, buf, drops)
+}
+
+fn ip_header_ok(frame: &[u8]) -> bool {
+    let ihl = ((frame[14] & 0xf) as usize) * 4;
+    checksum::internet_checksum(&frame[14..14 + ihl]) == 0
+}
+
+#[test]
+fn arp_request_for_the_gateway_is_answered_in_place() {
+    let t = tables();
+    let (v, out, _) = run(&arp(1, A_MAC, A_IP, GW), 1, &t);
+    assert_eq!(v, Verdict::Forward { port: 1, len: 60 });
+    assert_eq!(&out[0..6], &A_MAC);
+    assert_eq!(&out[6..12], &PORT_A_MAC);
+    assert_eq!(&out[20..22], &[0, 2], "operation reply");
+    assert_eq!(&out[22..28], &PORT_A_MAC, "sender MAC is the port's");
+    assert_eq!(&out[28..32], &GW.octets());
+    assert_eq!(&out[32..38], &A_MAC);
+    assert_eq!(&out[38..42], &A_IP.octets());
+}
+
+#[test]
+fn arp_edges() {
+    let t = tables();
+    assert_eq!(run(&arp(1, A_MAC, B_IP, GW), 1, &t).0, Verdict::Drop(DropReason::SpoofedSourceIp), "ARP claiming B's IP");
+    assert_eq!(run(&arp(1, A_MAC, A_IP, B_IP), 1, &t).0, Verdict::Drop(DropReason::ArpNotForGateway));
+    assert_eq!(run(&arp(2, A_MAC, A_IP, GW), 1, &t).0, Verdict::Drop(DropReason::ArpNotRequest));
+    let mut spoofed_mac = arp(1, B_MAC, A_IP, GW);
+    spoofed_mac[6..12].copy_from_slice(&A_MAC); // Ethernet source right, ARP sender wrong
+    assert_eq!(run(&spoofed_mac, 1, &t).0, Verdict::Drop(DropReason::SpoofedSourceIp));
+    // The host port answers too, with its own MAC.
+    let (v, out, _) = run(&arp(1, NODE_MAC, NODE_IP, GW), 0, &t);
+    assert_eq!(v, Verdict::Forward { port: 0, len: 60 });
+    assert_eq!(&out[22..28], &HOST_PORT_MAC);
+}
+
+#[test]
+fn pod_to_pod_is_routed_with_rewritten_macs_and_ttl() {
+    let t = tables();
+    let frame = udp(A_MAC, PORT_A_MAC, A_IP, B_IP, 64, b"hello");
+    let (v, out, _) = run(&frame, 1, &t);
+    assert_eq!(v, Verdict::Forward { port: 2, len: frame.len() });
+    assert_eq!(&out[0..6], &B_MAC);
+    assert_eq!(&out[6..12], &PORT_B_MAC);
+    assert_eq!(out[22], 63, "TTL decremented");
+    assert!(ip_header_ok(&out), "incremental checksum update is right");
+    assert_eq!(&out[14 + 20..], &frame[14 + 20..], "L4 untouched");
+    assert_eq!(&out[14 + 12..14 + 20], &frame[14 + 12..14 + 20], "addresses untouched");
+}
+
+#[test]
+fn node_reaches_pods_and_pods_reach_the_node() {
+    let t = tables();
+    let (v, out, _) = run(&udp(NODE_MAC, HOST_PORT_MAC, NODE_IP, A_IP, 64, b"x"), 0, &t);
+    assert_eq!(v, Verdict::Forward { port: 1, len: out.len() });
+    let (v, out, _) = run(&udp(A_MAC, PORT_A_MAC, A_IP, NODE_IP, 64, b"x"), 1, &t);
+    assert_eq!(v, Verdict::Forward { port: 0, len: out.len() });
+    assert_eq!(&out[0..6], &NODE_MAC);
+}
+
+#[test]
+fn spoofed_sources_are_dropped() {
+    let t = tables();
+    let ip_spoof = udp(A_MAC, PORT_A_MAC, B_IP, NODE_IP, 64, b"x");
+    assert_eq!(run(&ip_spoof, 1, &t).0, Verdict::Drop(DropReason::SpoofedSourceIp));
+    let mac_spoof = udp(B_MAC, PORT_A_MAC, A_IP, NODE_IP, 64, b"x");
+    assert_eq!(run(&mac_spoof, 1, &t).0, Verdict::Drop(DropReason::SpoofedSourceMac));
+    // An unknown address (not a pod at all) from a pod port.
+    let outsider = udp(A_MAC, PORT_A_MAC, Ipv4Addr::new(10, 244, 0, 99), B_IP, 64, b"x");
+    assert_eq!(run(&outsider, 1, &t).0, Verdict::Drop(DropReason::SpoofedSourceIp));
+    // The host port is trusted like the kernel's own interfaces.
+    let from_host = udp(NODE_MAC, HOST_PORT_MAC, Ipv4Addr::new(172, 18, 0, 3), B_IP, 64, b"x");
+    assert!(matches!(run(&from_host, 0, &t).0, Verdict::Forward { port: 2, .. }));
+}
+
+#[test]
+fn ttl_expiry_is_answered_with_time_exceeded() {
+    let t = tables();
+    let frame = udp(A_MAC, PORT_A_MAC, A_IP, B_IP, 1, b"0123456789abcdef");
+    let (v, out, drops) = run(&frame, 1, &t);
+    let quote_len = 20 + 8;
+    assert_eq!(v, Verdict::Forward { port: 1, len: 14 + 20 + 8 + quote_len });
+    assert_eq!(drops.get(DropReason::TtlExceeded), 1);
+    assert_eq!(&out[0..6], &A_MAC);
+    assert_eq!(&out[6..12], &PORT_A_MAC);
+    assert!(ip_header_ok(&out));
+    assert_eq!(&out[14 + 12..14 + 16], &GW.octets(), "from the gateway");
+    assert_eq!(&out[14 + 16..14 + 20], &A_IP.octets(), "to the sender");
+    assert_eq!(out[14 + 9], 1, "ICMP");
+    assert_eq!((out[34], out[35]), (11, 0), "time exceeded in transit");
+    assert_eq!(checksum::internet_checksum(&out[34..]), 0, "ICMP checksum");
+    assert_eq!(&out[42..], &frame[14..14 + quote_len], "quotes header + 8 bytes");
+    // No error about an ICMP error.
+    let mut icmp_err = Vec::new();
+    PacketBuilder::ethernet2(A_MAC, PORT_A_MAC)
+        .ipv4(A_IP.octets(), B_IP.octets(), 1)
+        .icmpv4(etherparse::Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit))
+        .write(&mut icmp_err, &[0; 28])
+        .unwrap();
+    assert_eq!(run(&icmp_err, 1, &t).0, Verdict::Drop(DropReason::TtlExceeded));
+}
+
+#[test]
+fn echo_to_the_gateway_is_answered() {
+    let t = tables();
+    let mut ping = Vec::new();
+    PacketBuilder::ethernet2(A_MAC, PORT_A_MAC).ipv4(A_IP.octets(), GW.octets(), 64).icmpv4_echo_request(7, 1).write(&mut ping, b"ping").unwrap();
+    let (v, out, _) = run(&ping, 1, &t);
+    assert_eq!(v, Verdict::Forward { port: 1, len: ping.len() });
+    assert_eq!(&out[26..30], &GW.octets());
+    assert_eq!(&out[30..34], &A_IP.octets());
+    assert_eq!(out[34], 0, "echo reply");
+    assert!(ip_header_ok(&out));
+    assert_eq!(checksum::internet_checksum(&out[34..]), 0);
+    let udp_to_gw = udp(A_MAC, PORT_A_MAC, A_IP, GW, 64, b"x");
+    assert_eq!(run(&udp_to_gw, 1, &t).0, Verdict::Drop(DropReason::LocalNotHandled));
+}
+
+#[test]
+fn malformed_and_unwanted_frames_have_their_reasons() {
+    let t = tables();
+    let good = udp(A_MAC, PORT_A_MAC, A_IP, B_IP, 64, b"hello");
+    assert_eq!(run(&good[..10], 1, &t).0, Verdict::Drop(DropReason::Truncated));
+    let mut bad_version = good.clone();
+    bad_version[14] = 0x65;
+    assert_eq!(run(&bad_version, 1, &t).0, Verdict::Drop(DropReason::BadIpVersion));
+    let mut bad_ihl = good.clone();
+    bad_ihl[14] = 0x44;
+    assert_eq!(run(&bad_ihl, 1, &t).0, Verdict::Drop(DropReason::BadIhl));
+    let mut bad_len = good.clone();
+    bad_len[16..18].copy_from_slice(&10u16.to_be_bytes());
+    assert_eq!(run(&bad_len, 1, &t).0, Verdict::Drop(DropReason::BadIpTotalLength));
+    bad_len[16..18].copy_from_slice(&2000u16.to_be_bytes());
+    assert_eq!(run(&bad_len, 1, &t).0, Verdict::Drop(DropReason::Truncated), "claims more than the frame holds");
+    let mut bad_sum = good.clone();
+    bad_sum[24] ^= 0xff;
+    assert_eq!(run(&bad_sum, 1, &t).0, Verdict::Drop(DropReason::BadIpChecksum));
+    let mut v6 = good.clone();
+    v6[12..14].copy_from_slice(&[0x86, 0xdd]);
+    assert_eq!(run(&v6, 1, &t).0, Verdict::Drop(DropReason::UnsupportedEthertype));
+    let other_mac = udp(A_MAC, [2, 2, 2, 2, 2, 2], A_IP, B_IP, 64, b"x");
+    assert_eq!(run(&other_mac, 1, &t).0, Verdict::Drop(DropReason::DstMacNotSwitch));
+    let bcast = udp(A_MAC, PORT_A_MAC, A_IP, Ipv4Addr::BROADCAST, 64, b"x");
+    assert_eq!(run(&bcast, 1, &t).0, Verdict::Drop(DropReason::DstNotUnicast));
+    let nowhere = udp(A_MAC, PORT_A_MAC, A_IP, Ipv4Addr::new(10, 244, 0, 77), 64, b"x");
+    assert_eq!(run(&nowhere, 1, &t).0, Verdict::Drop(DropReason::NoRoute));
+    assert_eq!(run(&good, 9, &t).0, Verdict::Drop(DropReason::UnknownIngressPort));
+}
+
+#[test]
+fn random_bytes_never_panic() {
+    let t = tables();
+    let template = udp(A_MAC, PORT_A_MAC, A_IP, B_IP, 64, b"hello world, hello world");
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..200_000 {
+        let mut f = template.clone();
+        let len = (next() % (f.len() as u64 + 1)) as usize;
+        for _ in 0..(next() % 6) {
+            let i = (next() % f.len() as u64) as usize;
+            f[i] = next() as u8;
+        }
+        if next() % 4 == 0 {
+            f[12..14].copy_from_slice(&[0x08, 0x06]);
+        }
+        let _ = run(&f[..len], (next() % 4) as PortId, &t);
+    }
+}

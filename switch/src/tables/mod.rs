@@ -1,0 +1,88 @@
+//! The tables the workers read: ports and routes, as one immutable snapshot.
+//!
+//! Contract: the control side builds a new [`Tables`] and publishes it whole (see
+//! [`crate::dataplane::Dataplane::publish`]); workers load the current snapshot once per burst,
+//! lock-free, and never see a half-built table. Nothing here knows Kubernetes types.
+pub mod lpm;
+
+use std::net::Ipv4Addr;
+
+pub use lpm::{AddressFamily, LpmTable, V4};
+
+/// Index of a port in [`Tables::ports`] and in each worker's socket array.
+pub type PortId = u16;
+
+/// The most ports one switch instance holds.
+pub const MAX_PORTS: usize = 4096;
+
+/// What is on the other side of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortKind {
+    /// A pod's veth: anti-spoofing applies.
+    Pod,
+    /// The node's own network stack (kubelet and other agents reach pods through it).
+    Host,
+    /// The node's link to the rest of the network.
+    Uplink,
+}
+
+/// The only source a pod port accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceGuard {
+    pub mac: [u8; 6],
+    pub ip: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortConfig {
+    pub name: String,
+    pub kind: PortKind,
+    /// The switch's own MAC on this port: the pods' gateway MAC.
+    pub mac: [u8; 6],
+    /// For pod ports: the pod's MAC and IP; frames from other sources are dropped.
+    pub source_guard: Option<SourceGuard>,
+}
+
+/// Where a route sends a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextHop {
+    pub port: PortId,
+    pub dst_mac: [u8; 6],
+}
+
+/// One consistent view of the switch's tables.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    /// Increases with every publish; `show` reports it.
+    pub version: u64,
+    /// The pods' default gateway, answered (ARP, ICMP echo) on every port.
+    pub gateway_ip: Ipv4Addr,
+    pub ports: Vec<Option<PortConfig>>,
+    pub routes: LpmTable<V4, NextHop>,
+}
+
+impl Tables {
+    pub fn new(gateway_ip: Ipv4Addr) -> Self {
+        Self { version: 0, gateway_ip, ports: Vec::new(), routes: LpmTable::new() }
+    }
+
+    #[inline]
+    pub fn port(&self, id: PortId) -> Option<&PortConfig> {
+        self.ports.get(id as usize).and_then(|p| p.as_ref())
+    }
+
+    /// Sets port `id`, growing the array as needed.
+    pub fn set_port(&mut self, id: PortId, cfg: Option<PortConfig>) {
+        let i = id as usize;
+        if self.ports.len() <= i {
+            self.ports.resize(i + 1, None);
+        }
+        self.ports[i] = cfg;
+    }
+
+    #[inline]
+    pub fn route(&self, dst: Ipv4Addr) -> Option<&NextHop> {
+        self.routes.lookup(u32::from(dst))
+    }
+}

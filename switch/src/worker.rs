@@ -1,0 +1,287 @@
+//! A poll-mode worker: one thread, pinned to one core, owning one UMEM and one queue of every
+//! port, moving frames from RX rings through the pipeline to TX rings.
+//!
+//! Contract:
+//! - The hot path (everything in [`Worker::poll_once`]) takes no lock, allocates nothing and
+//!   enters the kernel only where a ring's need_wakeup flag asks (copy-mode TX always does)
+//!   or to sleep when idle.
+//! - Tables are read from an [`ArcSwap`] snapshot once per round, lock-free.
+//! - Ports come and go through [`WorkerCmd`]s, checked once per round; adding or removing one
+//!   port does not disturb the others. A removed port's socket is closed on this thread, then
+//!   every frame its rings held returns to the pool.
+//! - Idle back-off: after `IDLE_SPINS` empty rounds the worker sleeps in poll(2) on its RX
+//!   fds (at most `IDLE_SLEEP_MS`), unless `busy_poll` is set.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use crossbeam::channel::{Receiver, Sender};
+use xsk_rs::FrameDesc;
+
+use crate::afxdp::rings::{wait_readable, PortRings, WorkerUmem};
+use crate::counters::{Counter, DropCounters, PortQueueCounters};
+use crate::drop_reason::DropReason;
+use crate::pipeline::{process, Verdict};
+use crate::tables::{PortId, Tables, MAX_PORTS};
+
+/// Frames taken from one RX ring per round.
+pub const BURST: usize = 64;
+const IDLE_SPINS: u32 = 256;
+const IDLE_SLEEP_MS: i32 = 5;
+const NO_SLOT: u16 = u16::MAX;
+
+/// Orders from the control side.
+pub enum WorkerCmd {
+    AddPort { rings: PortRings, counters: Arc<PortQueueCounters> },
+    /// Closes the port's socket and reclaims its frames, then acknowledges.
+    RemovePort { id: PortId, done: Sender<()> },
+    /// Rebalances the fill target of every port (ports were added or removed).
+    SetFillTarget(u32),
+    Stop,
+}
+
+/// What a worker exposes to the control side.
+#[derive(Debug, Default)]
+pub struct WorkerShared {
+    pub drops: DropCounters,
+    pub rounds: Counter,
+    pub idle_sleeps: Counter,
+    pub free_frames: Counter,
+    pub running: AtomicBool,
+}
+
+struct Port {
+    rings: PortRings,
+    counters: Arc<PortQueueCounters>,
+    /// Frames bound for this port in the current round.
+    staged: Box<[FrameDesc; BURST * 2]>,
+    staged_len: usize,
+}
+
+pub struct Worker {
+    pub index: usize,
+    mem: WorkerUmem,
+    ports: Vec<Port>,
+    /// Port id -> index in `ports`.
+    slot_of: Box<[u16; MAX_PORTS]>,
+    tables: Arc<ArcSwap<Tables>>,
+    shared: Arc<WorkerShared>,
+    cmds: Receiver<WorkerCmd>,
+    busy_poll: bool,
+    rx: Box<[FrameDesc; BURST]>,
+    scratch: Box<[FrameDesc; BURST * 4]>,
+    pollfds: Vec<libc::pollfd>,
+    /// Slots with staged frames this round.
+    dirty: Vec<u16>,
+}
+
+impl Worker {
+    pub fn new(
+        index: usize,
+        mem: WorkerUmem,
+        tables: Arc<ArcSwap<Tables>>,
+        shared: Arc<WorkerShared>,
+        cmds: Receiver<WorkerCmd>,
+        busy_poll: bool,
+    ) -> Self {
+        Self {
+            index,
+            mem,
+            ports: Vec::with_capacity(64),
+            slot_of: Box::new([NO_SLOT; MAX_PORTS]),
+            tables,
+            shared,
+            cmds,
+            busy_poll,
+            rx: Box::new([FrameDesc::default(); BURST]),
+            scratch: Box::new([FrameDesc::default(); BURST * 4]),
+            pollfds: Vec::with_capacity(64),
+            dirty: Vec::with_capacity(MAX_PORTS),
+        }
+    }
+
+    /// Runs until [`WorkerCmd::Stop`] or the command channel closes.
+    pub fn run(mut self) {
+        self.shared.running.store(true, Ordering::Release);
+        let mut idle = 0u32;
+        loop {
+            if !self.cmds.is_empty() && !self.handle_commands() {
+                break;
+            }
+            let work = self.poll_once();
+            self.shared.rounds.add(1);
+            if work > 0 {
+                idle = 0;
+            } else {
+                idle = idle.saturating_add(1);
+                if !self.busy_poll && idle >= IDLE_SPINS {
+                    self.shared.idle_sleeps.add(1);
+                    wait_readable(&mut self.pollfds, IDLE_SLEEP_MS);
+                }
+            }
+        }
+        // Close every socket on this thread before the UMEM goes.
+        self.ports.clear();
+        self.shared.running.store(false, Ordering::Release);
+    }
+
+    /// Applies pending commands; false on Stop.
+    fn handle_commands(&mut self) -> bool {
+        while let Ok(cmd) = self.cmds.try_recv() {
+            match cmd {
+                WorkerCmd::AddPort { rings, counters } => {
+                    let id = rings.id;
+                    if let Some(old) = self.slot_index(id) {
+                        self.remove_slot(old); // replaced: close the old socket first
+                    }
+                    self.slot_of[id as usize] = self.ports.len() as u16;
+                    self.ports.push(Port {
+                        rings,
+                        counters,
+                        staged: Box::new([FrameDesc::default(); BURST * 2]),
+                        staged_len: 0,
+                    });
+                    self.rebuild_pollfds();
+                }
+                WorkerCmd::RemovePort { id, done } => {
+                    if let Some(i) = self.slot_index(id) {
+                        self.remove_slot(i);
+                    }
+                    let _ = done.send(());
+                }
+                WorkerCmd::SetFillTarget(t) => {
+                    for p in &mut self.ports {
+                        p.rings.fill_target = t;
+                    }
+                }
+                WorkerCmd::Stop => return false,
+            }
+        }
+        true
+    }
+
+    fn slot_index(&self, id: PortId) -> Option<usize> {
+        let s = *self.slot_of.get(id as usize)?;
+        (s != NO_SLOT).then_some(s as usize)
+    }
+
+    fn remove_slot(&mut self, i: usize) {
+        let port = self.ports.swap_remove(i);
+        let id = port.rings.id;
+        self.slot_of[id as usize] = NO_SLOT;
+        if i < self.ports.len() {
+            let moved = self.ports[i].rings.id;
+            self.slot_of[moved as usize] = i as u16;
+        }
+        // Staged frames were never handed to the kernel.
+        self.mem.pool.put_all(&port.staged[..port.staged_len]);
+        drop(port); // closes the socket: the kernel lets go of its rings
+        self.mem.reclaim_port(id);
+        self.rebuild_pollfds();
+    }
+
+    fn rebuild_pollfds(&mut self) {
+        self.pollfds.clear();
+        for p in &self.ports {
+            self.pollfds.push(libc::pollfd { fd: p.rings.fd(), events: libc::POLLIN, revents: 0 });
+        }
+    }
+
+    /// One round over every port; returns the number of frames moved.
+    #[inline]
+    pub fn poll_once(&mut self) -> usize {
+        let tables_guard = self.tables.load();
+        let tables: &Tables = &tables_guard;
+        let mut work = 0;
+        for i in 0..self.ports.len() {
+            let port = &mut self.ports[i];
+            work += port.rings.reclaim(&mut self.mem, &mut self.scratch[..]);
+            port.rings.refill(&mut self.mem);
+            let n = port.rings.receive(&mut self.mem, &mut self.rx[..]);
+            if n == 0 {
+                port.rings.wake_fill();
+                continue;
+            }
+            work += n;
+            let in_id = port.rings.id;
+            let mut bytes = 0u64;
+            let mut dropped = 0u64;
+            for k in 0..n {
+                let mut desc = self.rx[k];
+                bytes += desc.lengths().data() as u64;
+                let drops = &self.shared.drops;
+                let verdict = self.mem.with_frame(&mut desc, |buf, len| {
+                    let v = process(buf, len, in_id, tables, drops);
+                    let new_len = match v {
+                        Verdict::Forward { len, .. } => len,
+                        Verdict::Drop(_) => len,
+                    };
+                    (v, new_len)
+                });
+                match verdict {
+                    Verdict::Forward { port: out, .. } => match self.slot_index(out) {
+                        Some(j) => {
+                            let p = &mut self.ports[j];
+                            if p.staged_len == p.staged.len() {
+                                Self::flush(&mut self.mem, p, &self.shared.drops);
+                            }
+                            if p.staged_len == 0 {
+                                self.dirty.push(j as u16);
+                            }
+                            p.staged[p.staged_len] = desc;
+                            p.staged_len += 1;
+                        }
+                        None => {
+                            self.shared.drops.count(DropReason::EgressPortNotReady);
+                            dropped += 1;
+                            self.mem.pool.put(desc);
+                        }
+                    },
+                    Verdict::Drop(reason) => {
+                        self.shared.drops.count(reason);
+                        dropped += 1;
+                        self.mem.pool.put(desc);
+                    }
+                }
+            }
+            let c = &self.ports[i].counters;
+            c.rx_packets.add(n as u64);
+            c.rx_bytes.add(bytes);
+            c.rx_dropped.add(dropped);
+            // Hand this burst to the TX rings before the next port's burst.
+            for d in 0..self.dirty.len() {
+                let j = self.dirty[d] as usize;
+                Self::flush(&mut self.mem, &mut self.ports[j], &self.shared.drops);
+            }
+            self.dirty.clear();
+        }
+        for p in &mut self.ports {
+            if p.rings.kick_tx() {
+                p.counters.tx_kicks.add(1);
+            }
+        }
+        self.shared.free_frames.set(self.mem.pool.len() as u64);
+        work
+    }
+
+    /// Moves a port's staged frames to its TX ring; what does not fit is dropped and counted.
+    #[inline]
+    fn flush(mem: &mut WorkerUmem, p: &mut Port, drops: &DropCounters) {
+        if p.staged_len == 0 {
+            return;
+        }
+        let staged = &p.staged[..p.staged_len];
+        let sent = p.rings.transmit(mem, staged);
+        let bytes: u64 = staged[..sent].iter().map(|d| d.lengths().data() as u64).sum();
+        p.counters.tx_packets.add(sent as u64);
+        p.counters.tx_bytes.add(bytes);
+        if sent < staged.len() {
+            p.counters.tx_dropped.add((staged.len() - sent) as u64);
+            for _ in sent..staged.len() {
+                drops.count(DropReason::TxRingFull);
+            }
+            mem.pool.put_all(&staged[sent..]);
+        }
+        p.staged_len = 0;
+    }
+}
