@@ -7,8 +7,11 @@
 //! - [`naming`]: interface and MAC names shared with the lab.
 //! - [`ctl`]: the control socket protocol, client and server.
 //! - [`lab`]: `podswitch lab ...`.
+pub mod compile;
 pub mod ctl;
 pub mod lab;
 pub mod manifests;
 pub mod model;
 pub mod naming;
+pub mod run;
+pub mod show;

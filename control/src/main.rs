@@ -10,6 +10,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    Run(podswitch_control::run::RunArgs),
+    Show(podswitch_control::show::ShowArgs),
     /// Build, drive and tear down a lab cluster of network namespaces on this machine.
     Lab(podswitch_control::lab::LabArgs),
 }
@@ -17,6 +19,8 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
+        Cmd::Run(args) => podswitch_control::run::main(args),
+        Cmd::Show(args) => podswitch_control::show::main(args),
         Cmd::Lab(args) => podswitch_control::lab::main(args),
     };
     match code {

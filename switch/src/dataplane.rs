@@ -67,6 +67,8 @@ pub enum DataplaneError {
     AfXdp(#[from] AfXdpError),
     #[error("core {core} is not available to this process (available: {available})")]
     NoSuchCore { core: usize, available: String },
+    #[error("core {0} is listed twice in --cores (one worker per core)")]
+    DuplicateCore(usize),
     #[error("no cores given")]
     NoCores,
     #[error("port id {0} is already attached")]
@@ -129,7 +131,10 @@ impl Dataplane {
             return Err(DataplaneError::NoCores);
         }
         let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
-        for &core in &cfg.cores {
+        for (i, &core) in cfg.cores.iter().enumerate() {
+            if cfg.cores[..i].contains(&core) {
+                return Err(DataplaneError::DuplicateCore(core));
+            }
             if !available.contains(&core) {
                 let available = available.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
                 return Err(DataplaneError::NoSuchCore { core, available });

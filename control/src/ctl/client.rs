@@ -8,9 +8,9 @@ use super::Request;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the switch at {path}: {source} (is `podswitch run` running? `show` needs root)")]
+    #[error("cannot reach the switch at {path} (is `podswitch run` running? `show` needs root)")]
     Connect { path: String, source: std::io::Error },
-    #[error("talking to the switch at {path}: {source}")]
+    #[error("talking to the switch at {path}")]
     Io { path: String, source: std::io::Error },
     #[error("the switch sent an answer that is not JSON: {0}")]
     BadAnswer(String),

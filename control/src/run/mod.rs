@@ -190,7 +190,9 @@ impl Switch {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PODSWITCH_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr).try_init();
 }
 
 pub fn main(args: RunArgs) -> anyhow::Result<i32> {
@@ -298,6 +300,11 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
             }
         };
         let mut s = sw.lock().expect("switch state lock");
+        if digest == s.applied_digest && !failed_digest.is_empty() {
+            // A bad edit was undone: what is in force is what the directory says again.
+            s.last_error = None;
+            failed_digest.clear();
+        }
         if digest == s.applied_digest || digest == failed_digest {
             // Nothing new; retry pending ports.
             if !s.pending.is_empty() || s.attached.values().any(|(_, i)| !iface::exists(i)) {
@@ -330,7 +337,6 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
 fn report_error(sw: &Arc<Mutex<Switch>>, failed_digest: &mut String, digest: &str, e: String) {
     if failed_digest != digest {
         tracing::error!("manifests not applied, the tables in force stay: {e}");
-        eprintln!("podswitch: manifests not applied, the tables in force stay: {e}");
     }
     *failed_digest = digest.to_string();
     sw.lock().expect("switch state lock").last_error = Some(e);

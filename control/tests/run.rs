@@ -1,0 +1,261 @@
+//! Integration tests of `podswitch run` on namespaces built by hand (no lab): start-up
+//! errors, ports coming and going under traffic, anti-spoofing with real sockets, several
+//! workers. Each needs root and says SKIPPED without it.
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// Namespace tests in this file run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs the switch to completion (it must fail) and returns its stderr.
+fn run_failing(t: &Topo, extra: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &t.node(), BIN, "run", "--manifests"])
+        .arg(&t.dir)
+        .arg("--control-socket")
+        .arg(t.socket())
+        .args(if extra.contains(&"--cores") { &[][..] } else { &["--cores", "1"][..] })
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "switch should have failed; stdout: {}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("podswitch:")).collect();
+    assert_eq!(lines.len(), 1, "one clear line expected:\n{err}");
+    // Nothing is left behind.
+    assert!(!sh(&["ip", "-n", &t.node(), "link"]).contains("psw-host"), "host port left behind");
+    assert!(!t.socket().exists(), "control socket left behind");
+    lines[0].to_string()
+}
+
+#[test]
+fn startup_errors_are_one_clear_line_and_leave_nothing_behind() {
+    if !root_or_skip("startup_errors_are_one_clear_line_and_leave_nothing_behind") {
+        return;
+    }
+    let _g = serial();
+    let mut t = Topo::new("psr1");
+    // Bad YAML.
+    write_atomic(&t.dir.join("bad.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: [\n");
+    let e = run_failing(&t, &[]);
+    assert!(e.contains("bad.yaml, document 1: invalid YAML"), "{e}");
+    std::fs::remove_file(t.dir.join("bad.yaml")).unwrap();
+    // A pod whose interface does not exist.
+    t.add_pod("x", "a", "10.244.0.10", false);
+    let e = run_failing(&t, &[]);
+    assert!(e.contains(&pod_interface("x", "a")) && e.contains("pod x/a") && e.contains("does not exist"), "{e}");
+    t.remove_pod("x", "a");
+    // Zero-copy demanded where the driver (veth) has none: no silent fallback.
+    t.add_pod("x", "b", "10.244.0.11", true);
+    let e = run_failing(&t, &["--require-zerocopy"]);
+    assert!(e.contains("copy mode") && e.contains("--require-zerocopy"), "{e}");
+    // A core that does not exist.
+    let e = run_failing(&t, &["--cores", "97"]);
+    assert!(e.contains("core 97 is not available"), "{e}");
+    let e = run_failing(&t, &["--cores", "1,1"]);
+    assert!(e.contains("core 1 is listed twice"), "{e}");
+    // Two workers need two queues on every port.
+    let e = run_failing(&t, &["--cores", "0,1"]);
+    assert!(e.contains("1 rx queue(s)") && e.contains("numrxqueues 2"), "{e}");
+    // Not root.
+    if sh_ok(&["which", "setpriv"]) {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN, "run", "--manifests"])
+            .arg(&t.dir)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("needs root"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Sends numbered UDP datagrams at `pps` from a thread in `from` until `stop`; the receiver
+/// counts what arrives. Returns (sent, received) counters.
+fn udp_stream(t: &Topo, from: (&str, &str), to: (&str, &str, &str), pps: u64, stop: Arc<AtomicBool>) -> (Arc<AtomicU64>, Arc<AtomicU64>, Vec<std::thread::JoinHandle<()>>) {
+    let sent = Arc::new(AtomicU64::new(0));
+    let recv = Arc::new(AtomicU64::new(0));
+    let (r, st) = (Arc::clone(&recv), Arc::clone(&stop));
+    let rx = in_netns(&t.pod_ns(to.0, to.1), move || {
+        let s = UdpSocket::bind("0.0.0.0:7000").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut buf = [0u8; 64];
+        let mut quiet_after_stop = 0;
+        loop {
+            match s.recv(&mut buf) {
+                Ok(_) => {
+                    r.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) if st.load(Ordering::Relaxed) => {
+                    quiet_after_stop += 1;
+                    if quiet_after_stop > 3 {
+                        return;
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let (s2, st2) = (Arc::clone(&sent), Arc::clone(&stop));
+    let dst: SocketAddr = format!("{}:7000", to.2).parse().unwrap();
+    let tx = in_netns(&t.pod_ns(from.0, from.1), move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let gap = Duration::from_nanos(1_000_000_000 / pps);
+        let start = Instant::now();
+        let mut n = 0u64;
+        while !st2.load(Ordering::Relaxed) {
+            s.send_to(&n.to_be_bytes(), dst).unwrap();
+            n += 1;
+            s2.store(n, Ordering::Relaxed);
+            let due = start + gap * n as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+    });
+    (sent, recv, vec![rx, tx])
+}
+
+fn ping(t: &Topo, from: (&str, &str), ip: &str) -> bool {
+    sh_ok(&["ip", "netns", "exec", &t.pod_ns(from.0, from.1), "ping", "-c", "1", "-W", "1", ip])
+}
+
+#[test]
+fn ports_come_and_go_without_disturbing_other_traffic() {
+    if !root_or_skip("ports_come_and_go_without_disturbing_other_traffic") {
+        return;
+    }
+    let _g = serial();
+    let mut t = Topo::new("psr2");
+    t.add_pod("x", "a", "10.244.0.10", true);
+    t.add_pod("x", "b", "10.244.0.11", true);
+    let sw = t.start_switch(&[]);
+    t.wait_ready();
+    // ARP for the gateway first, so the stream's first datagrams do not wait on it.
+    assert!(ping(&t, ("x", "a"), "10.244.0.11"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, recv, threads) = udp_stream(&t, ("x", "a"), ("x", "b", "10.244.0.11"), 2000, Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(500));
+    // A pod arrives: its port is attached while a -> b runs.
+    t.add_pod("x", "c", "10.244.0.12", true);
+    t.wait_ready();
+    assert!(ping(&t, ("x", "c"), "10.244.0.10"), "new pod reachable");
+    // And leaves.
+    t.remove_pod("x", "c");
+    t.wait_ready();
+    assert!(!ping(&t, ("x", "a"), "10.244.0.12"), "removed pod unreachable");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for th in threads {
+        th.join().unwrap();
+    }
+    let (s, r) = (sent.load(Ordering::Relaxed), recv.load(Ordering::Relaxed));
+    assert!(s > 1000, "stream too short: {s}");
+    assert_eq!(r, s, "datagrams of the unrelated flow a -> b were lost while ports changed");
+    let ports = t.show("ports").unwrap();
+    assert_eq!(ports["ports"].as_array().unwrap().len(), 3, "host, a, b");
+    assert!(stop_ok(sw));
+}
+
+fn stop_ok(sw: std::process::Child) -> bool {
+    stop(sw).success()
+}
+
+#[test]
+fn spoofed_sources_reach_nobody_and_are_counted() {
+    if !root_or_skip("spoofed_sources_reach_nobody_and_are_counted") {
+        return;
+    }
+    let _g = serial();
+    let mut t = Topo::new("psr3");
+    t.add_pod("x", "a", "10.244.0.10", true);
+    t.add_pod("x", "b", "10.244.0.11", true);
+    t.add_pod("x", "c", "10.244.0.12", true);
+    let sw = t.start_switch(&[]);
+    t.wait_ready();
+    assert!(ping(&t, ("x", "a"), "10.244.0.12"));
+    // a takes b's address as a second address and sends from it to c and to the node.
+    sh(&["ip", "-n", &t.pod_ns("x", "a"), "addr", "add", "10.244.0.11/32", "dev", "eth0"]);
+    let before = t.drop_count("spoofed_source_ip");
+    let got = Arc::new(AtomicU64::new(0));
+    let g2 = Arc::clone(&got);
+    let listener = in_netns(&t.pod_ns("x", "c"), move || {
+        let s = UdpSocket::bind("0.0.0.0:7001").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+        let mut buf = [0u8; 16];
+        while s.recv(&mut buf).is_ok() {
+            g2.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    in_netns(&t.pod_ns("x", "a"), || {
+        let s = UdpSocket::bind("10.244.0.11:0").unwrap();
+        for _ in 0..20 {
+            s.send_to(b"spoof", "10.244.0.12:7001").unwrap();
+            s.send_to(b"spoof", "172.18.0.2:7001").unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    listener.join().unwrap();
+    assert_eq!(got.load(Ordering::Relaxed), 0, "a spoofed datagram reached c");
+    let after = t.drop_count("spoofed_source_ip");
+    assert!(after - before >= 40, "anti-spoof counter rose by {} (want >= 40)", after - before);
+    // A forged source MAC is caught too.
+    sh(&["ip", "-n", &t.pod_ns("x", "a"), "addr", "del", "10.244.0.11/32", "dev", "eth0"]);
+    let before_mac = t.drop_count("spoofed_source_mac");
+    sh(&["ip", "-n", &t.pod_ns("x", "a"), "link", "set", "eth0", "address", "02:00:00:00:00:99"]);
+    assert!(!ping(&t, ("x", "a"), "10.244.0.12"), "forged MAC got through");
+    assert!(t.drop_count("spoofed_source_mac") > before_mac);
+    assert!(stop_ok(sw));
+}
+
+#[test]
+fn two_workers_forward_between_two_queue_ports() {
+    if !root_or_skip("two_workers_forward_between_two_queue_ports") {
+        return;
+    }
+    let _g = serial();
+    let mut t = Topo::new("psr4");
+    t.add_pod_queues("x", "a", "10.244.0.10", true, 2);
+    t.add_pod_queues("x", "b", "10.244.0.11", true, 2);
+    let sw = t.start_switch(&["--cores", "0,1"]);
+    t.wait_ready();
+    assert!(ping(&t, ("x", "a"), "10.244.0.11"));
+    let ports = t.show("ports").unwrap();
+    for p in ports["ports"].as_array().unwrap() {
+        assert_eq!(p["queues"].as_array().unwrap().len(), 2, "{p}");
+    }
+    // TCP, many connections (spread over queues by the pods' kernels).
+    let server = in_netns(&t.pod_ns("x", "b"), || {
+        let l = std::net::TcpListener::bind("0.0.0.0:80").unwrap();
+        for _ in 0..20 {
+            let (mut c, _) = l.accept().unwrap();
+            std::io::Write::write_all(&mut c, b"ok").unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    in_netns(&t.pod_ns("x", "a"), || {
+        for _ in 0..20 {
+            let mut c = std::net::TcpStream::connect_timeout(&"10.244.0.11:80".parse().unwrap(), Duration::from_secs(2)).unwrap();
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut c, &mut s).unwrap();
+            assert_eq!(s, "ok");
+        }
+    })
+    .join()
+    .unwrap();
+    server.join().unwrap();
+    assert!(stop_ok(sw));
+}
