@@ -16,8 +16,34 @@ enum Cmd {
     Lab(podswitch_control::lab::LabArgs),
 }
 
+/// `podswitch show stats | head` closes our stdout early; Rust ignores SIGPIPE, so println!
+/// panics. Exit as a SIGPIPE-killed process would (status 141), without a panic message.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() {
-    let cli = Cli::parse();
+    quiet_on_broken_pipe();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
     let code = match cli.cmd {
         Cmd::Run(args) => podswitch_control::run::main(args),
         Cmd::Show(args) => podswitch_control::show::main(args),

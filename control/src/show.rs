@@ -101,7 +101,7 @@ fn print_ports(v: &Value) {
 
 fn print_routes(v: &Value) {
     println!("gateway {} (tables version {})", s(&v["gateway"]), s(&v["tables_version"]));
-    println!("{:<20} {:<10} {:<6} {}", "PREFIX", "PORT", "ID", "NEXT-HOP MAC");
+    println!("{:<20} {:<10} {:<6} NEXT-HOP MAC", "PREFIX", "PORT", "ID");
     for r in v["routes"].as_array().into_iter().flatten() {
         println!("{:<20} {:<10} {:<6} {}", s(&r["prefix"]), s(&r["port"]), s(&r["port_id"]), s(&r["dst_mac"]));
     }

@@ -1,4 +1,36 @@
-//! `podswitch lab`: a cluster of network namespaces on one machine (placeholder).
+//! `podswitch lab`: a Kubernetes node built out of network namespaces on this machine.
+//!
+//! Contract (the interface other code and tests rely on):
+//! - Nothing is touched in the machine's own network namespace. The node is the namespace
+//!   `psl-node`; each local pod NS/NAME gets the namespace `psl_NS_NAME` with `eth0` (IP/32,
+//!   MAC `naming::pod_mac`, default route via `naming::GATEWAY_IP`), whose veth peer
+//!   `naming::pod_interface(NS, NAME)` sits in `psl-node`, where the switch runs.
+//! - The lab plays kubelet and API server: it assigns pod IPs and writes an API view of the
+//!   manifest directory to `/run/podswitch/lab/api/cluster.yaml`, which the switch reads; a
+//!   supervisor applies edits of the manifest directory live.
+//! - State, logs and the API view live under `/run/podswitch/lab` ([`state`]).
+//! - Errors are one line on stderr and exit code 1 (main prints the `anyhow` chain).
+//!
+//! One concern per module: [`mod@state`] (files and locking), [`procs`] (processes the lab starts),
+//! [`netns`] (namespaces, veths, commands), [`plan`] (desired pods and IPs from the manifests),
+//! [`apiview`] (the API view file), [`pods`] (building and removing pods, reconciling),
+//! [`switch`] (the switch process), and one module per subcommand.
+pub mod apiview;
+pub mod down;
+pub mod exec;
+pub mod netns;
+pub mod plan;
+pub mod pods;
+pub mod probe;
+pub mod procs;
+pub mod serve;
+pub mod state;
+pub mod status;
+pub mod supervise;
+pub mod switch;
+pub mod up;
+
+/// Arguments of `podswitch lab` (its help text is the doc of `Cmd::Lab` in main.rs).
 #[derive(Debug, clap::Args)]
 pub struct LabArgs {
     #[command(subcommand)]
@@ -7,11 +39,93 @@ pub struct LabArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum LabCmd {
-    /// Placeholder.
-    Up,
+    /// Create the lab from a manifest directory, start the switch, wait until traffic flows.
+    ///
+    /// Creates the network namespace psl-node (the node: it holds the pods' host-side veths and
+    /// runs the switch) and, for every pod of the node, a namespace psl_NS_NAME whose eth0 has the
+    /// pod's IP/32 (status.podIP, else allocated from the node's pod CIDR), MAC 0a:58 + the IP, a
+    /// default route via 169.254.1.1, and a server answering on every containerPort (TCP and UDP)
+    /// with the line `NS/NAME CLIENTIP:CLIENTPORT`. Nothing changes in the machine's own network
+    /// namespace.
+    ///
+    /// Writes the API view /run/podswitch/lab/api/cluster.yaml (the manifests with pod IPs and
+    /// nodeName filled in), starts `podswitch run` in psl-node on that view, and starts a
+    /// supervisor that applies later edits of DIR live (new, changed and deleted objects). Waits
+    /// up to 30 s until the switch has applied the view and attached every pod port, then prints
+    /// the node, the pods and where the logs are (/run/podswitch/lab/logs). Refuses when a lab is
+    /// already up; a bad manifest directory is one line of error and leaves nothing behind.
+    ///
+    /// Testing aid: with the environment variable PODSWITCH_LAB_NO_SWITCH=1 the switch is neither
+    /// started nor waited for (pods then reach only themselves; `podswitch lab switch start`
+    /// starts it later).
+    Up(up::UpArgs),
+    /// Remove the lab: every process it started, its namespaces, its files.
+    ///
+    /// Stops the supervisor, the switch, the pod servers and any other process inside the lab's
+    /// namespaces; deletes every psl-* and psl_* network namespace (and with them their veths);
+    /// removes /run/podswitch/lab and the control socket. Prints what it removed; exits 0 also
+    /// when nothing was up.
+    Down(down::DownArgs),
+    /// Show what is up: node, pods, processes, sync state.
+    ///
+    /// Prints the node, the manifest directory and whether its current content is applied (or
+    /// why not), the switch (running, in sync with the API view or why not), the supervisor, and
+    /// every pod with its IP, interface, namespace and server. Exits 0 also when no lab is up.
+    Status(status::StatusArgs),
+    /// Stop or restart the lab's switch.
+    ///
+    /// `stop` sends SIGTERM and waits until the switch has exited (pods then reach nobody but
+    /// themselves); `start` starts it again with the command line `lab up` used and waits (30 s)
+    /// until it has applied the API view and attached every pod port.
+    Switch(switch::SwitchArgs),
+    /// Probe TCP/UDP connectivity from pods (or the node) with real sockets.
+    ///
+    /// TARGET is pod/NS/NAME:PORT, svc/NS/NAME:PORT (the Service's clusterIP from the manifests)
+    /// or IP:PORT, each optionally followed by /tcp or /udp (default tcp). Sources are pods
+    /// (NS/POD) or `node` (the node's own stack in psl-node); by default every pod of the lab.
+    /// Before probing it waits until the lab has applied the current content of its manifest
+    /// directory and the switch (when running) has applied it too. Every (source, target) pair is
+    /// probed at once, each from a thread inside the source's namespace.
+    ///
+    /// Each pair gives `connected` (the server answered with its pod name and the client address
+    /// it saw), `refused` (TCP reset or ICMP unreachable) or `timeout`. The text output is a
+    /// matrix with sources as rows and targets as columns; `ok(x/b)` marks an answer from another
+    /// pod than the target. --json prints one object
+    /// {"results":[{"from","to","result","answered_by","source","seen_client"}]}. Exits 0 when the
+    /// probes ran, whatever their results; 1 on usage or lab errors.
+    Probe(probe::ProbeArgs),
+    /// Run a command inside a pod's (or the node's) network namespace.
+    ///
+    /// TARGET is NAMESPACE/POD or `node`. Runs `ip netns exec NAMESPACE CMD...` in place of this
+    /// process, so the exit code is the command's. Example: `podswitch lab exec x/a -- ping -c1
+    /// 10.244.0.3`.
+    Exec(exec::ExecArgs),
+    /// (internal) The server that runs inside a pod's namespace.
+    #[command(hide = true)]
+    Serve(serve::ServeArgs),
+    /// (internal) The watcher that applies edits of the manifest directory.
+    #[command(hide = true)]
+    Supervise(supervise::SuperviseArgs),
 }
 
 /// Runs a `podswitch lab` subcommand; returns the process exit code.
-pub fn main(_args: LabArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("lab: not built yet")
+pub fn main(args: LabArgs) -> anyhow::Result<i32> {
+    match args.cmd {
+        LabCmd::Up(a) => up::run(a),
+        LabCmd::Down(a) => down::run(a),
+        LabCmd::Status(a) => status::run(a),
+        LabCmd::Switch(a) => switch::run(a),
+        LabCmd::Probe(a) => probe::run(a),
+        LabCmd::Exec(a) => exec::run(a),
+        LabCmd::Serve(a) => serve::run(a),
+        LabCmd::Supervise(a) => supervise::run(a),
+    }
+}
+
+/// Fails with a clear sentence unless running as root (namespaces need CAP_SYS_ADMIN).
+pub(crate) fn require_root(what: &str) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!("`podswitch lab {what}` needs root (it creates and enters network namespaces)");
+    }
+    Ok(())
 }

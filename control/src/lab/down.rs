@@ -1,0 +1,102 @@
+//! `podswitch lab down`: remove everything the lab made.
+//!
+//! Contract:
+//! - Stops the supervisor first (so nothing is rebuilt), then the switch and the pod servers
+//!   recorded in the state, then any other process inside a lab namespace (`ip netns pids`).
+//! - Deletes every `psl-*` / `psl_*` namespace (which removes their veths), the pods' first,
+//!   then removes `/run/podswitch/lab` and the control socket.
+//! - Works from whatever is left (no state file, a half-built lab); prints what it removed, or
+//!   that nothing was up (exit 0 either way). Fails only if something could not be removed.
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use super::state::{self, State};
+use super::{netns, procs};
+
+#[derive(Debug, clap::Args)]
+pub struct DownArgs {}
+
+pub fn run(_a: DownArgs) -> anyhow::Result<i32> {
+    super::require_root("down")?;
+    let removed = teardown()?;
+    if removed.is_empty() {
+        println!("no lab is up; nothing to remove");
+    } else {
+        println!("lab down: removed");
+        for r in removed {
+            println!("  {r}");
+        }
+    }
+    Ok(0)
+}
+
+/// Removes the lab (see the module contract); returns what it removed, empty if nothing was up.
+pub fn teardown() -> anyhow::Result<Vec<String>> {
+    let st = State::load().ok().flatten();
+    let namespaces = netns::lab_namespaces();
+    let lab_dir = Path::new(state::LAB_DIR);
+    if st.is_none() && namespaces.is_empty() && !lab_dir.exists() {
+        return Ok(Vec::new());
+    }
+    // Wait for a supervisor or `lab up` in the middle of a change, but do not insist.
+    let _lock = if lab_dir.exists() { state::lock(Duration::from_secs(15)).ok() } else { None };
+    let st = State::load().ok().flatten().or(st);
+    let mut removed = Vec::new();
+    let mut errors = Vec::new();
+    if let Some(st) = &st {
+        if let Some(p) = st.supervisor {
+            if p.terminate(Duration::from_secs(5)) {
+                removed.push(format!("supervisor (pid {})", p.pid));
+            }
+        }
+        if let Some(p) = st.switch.process {
+            if p.terminate(Duration::from_secs(10)) {
+                removed.push(format!("switch (pid {})", p.pid));
+            }
+        }
+        let servers = st.pods.values().filter_map(|p| p.server).filter(|s| s.terminate(Duration::from_secs(2))).count();
+        if servers > 0 {
+            removed.push(format!("{servers} pod server(s)"));
+        }
+    }
+    let mut others = 0;
+    for ns in &namespaces {
+        others += procs::terminate_pids(&netns::pids(ns), Duration::from_secs(3));
+    }
+    if others > 0 {
+        removed.push(format!("{others} other process(es) inside the lab's namespaces"));
+    }
+    // Pods' namespaces first (deleting one destroys its veth pair), then the node's.
+    let (pods, node): (Vec<&String>, Vec<&String>) = namespaces.iter().partition(|n| n.starts_with("psl_"));
+    let mut deleted = Vec::new();
+    for ns in pods.into_iter().chain(node) {
+        match netns::delete(ns) {
+            Ok(()) => deleted.push(ns.clone()),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    if !deleted.is_empty() {
+        removed.push(format!("{} network namespace(s): {}", deleted.len(), deleted.join(" ")));
+    }
+    if lab_dir.exists() {
+        match fs::remove_dir_all(lab_dir) {
+            Ok(()) => removed.push(state::LAB_DIR.to_string()),
+            Err(e) => errors.push(format!("cannot remove {}: {e}", state::LAB_DIR)),
+        }
+    }
+    let socket = st
+        .as_ref()
+        .map(|s| s.switch.control_socket.clone())
+        .unwrap_or_else(|| crate::naming::DEFAULT_CONTROL_SOCKET.into());
+    if fs::symlink_metadata(&socket).is_ok() {
+        match fs::remove_file(&socket) {
+            Ok(()) => removed.push(socket.display().to_string()),
+            Err(e) => errors.push(format!("cannot remove {}: {e}", socket.display())),
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("lab down could not remove everything: {}", errors.join("; "));
+    }
+    Ok(removed)
+}

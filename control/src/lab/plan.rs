@@ -1,0 +1,216 @@
+//! The desired lab, computed from the manifest directory: the node, its local pods and their IPs.
+//!
+//! Contract:
+//! - [`plan`] validates everything before the caller changes anything: the directory loads
+//!   (`manifests::load_dir`), the node is known (`model::node_info`), pods read
+//!   (`model::local_pods`), and IPs are unique. Errors are one sentence.
+//! - A pod's IP is its `status.podIP` when set; otherwise it keeps the IP it had in the lab's
+//!   state (edits never renumber a pod), else it gets the lowest free address of the node's pod
+//!   CIDR, skipping the network address, the first address (.1) and the broadcast address.
+//! - Two local pods with the same IP are an error naming both.
+//! - The raw objects of the directory are read from the same content the digest covers (the
+//!   read is retried if the directory changes meanwhile), for the API view.
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use anyhow::{anyhow, bail};
+use ipnet::Ipv4Net;
+
+use super::apiview;
+use super::state::{PodState, PortSpec};
+use crate::manifests;
+use crate::model::{self, NodeInfo, PodInfo};
+use crate::naming;
+
+#[derive(Debug, Clone)]
+pub struct PlannedPod {
+    pub info: PodInfo,
+    pub ip: Ipv4Addr,
+    /// True when the IP is the lab's choice (no status.podIP).
+    pub allocated: bool,
+}
+
+impl PlannedPod {
+    /// The ports its server answers on (deduplicated, sorted).
+    pub fn ports(&self) -> Vec<PortSpec> {
+        let mut v: Vec<PortSpec> =
+            self.info.ports.iter().map(|p| PortSpec { port: p.port, protocol: p.protocol }).collect();
+        v.sort_by_key(|p| (p.port, p.protocol));
+        v.dedup();
+        v
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// `manifests::dir_digest` of the content planned from.
+    pub digest: String,
+    pub node: NodeInfo,
+    /// Local pods keyed `namespace/name`.
+    pub pods: BTreeMap<String, PlannedPod>,
+    /// Every object of the directory (Lists flattened), unchanged, for the API view.
+    pub objects: Vec<serde_yaml::Value>,
+}
+
+/// Plans the lab for manifest directory `dir`; `previous` holds the pods the lab has now.
+pub fn plan(dir: &Path, node_name: Option<&str>, previous: &BTreeMap<String, PodState>) -> anyhow::Result<Plan> {
+    for _ in 0..10 {
+        let m = manifests::load_dir(dir)?;
+        let objects = apiview::read_objects(dir)?;
+        if manifests::dir_digest(dir)? != m.digest {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue; // changed while being read: read again
+        }
+        let node = model::node_info(&m, node_name).map_err(|e| anyhow!(e))?;
+        let local = model::local_pods(&m, &node).map_err(|e| anyhow!(e))?;
+        let pods = assign_ips(&node, local, previous)?;
+        return Ok(Plan { digest: m.digest, node, pods, objects });
+    }
+    bail!("the manifest directory {} keeps changing while being read", dir.display())
+}
+
+/// Gives every pod an IP (see the module contract).
+pub fn assign_ips(
+    node: &NodeInfo,
+    pods: Vec<PodInfo>,
+    previous: &BTreeMap<String, PodState>,
+) -> anyhow::Result<BTreeMap<String, PlannedPod>> {
+    let cidr = node.pod_cidr;
+    let mut taken: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    let mut rest = Vec::new();
+    for p in pods {
+        let key = p.key();
+        match p.ip {
+            Some(ip) => {
+                if ip == naming::GATEWAY_IP {
+                    bail!("Pod {key}: status.podIP {ip} is the pods' gateway address");
+                }
+                if let Some(other) = taken.insert(ip, key.clone()) {
+                    bail!("Pods {other} and {key} both have IP {ip}: pod IPs must be unique");
+                }
+                out.insert(key, PlannedPod { info: p, ip, allocated: false });
+            }
+            None => rest.push(p),
+        }
+    }
+    let mut new = Vec::new();
+    for p in rest {
+        let key = p.key();
+        match previous.get(&key).map(|s| s.ip) {
+            Some(ip) if usable(cidr, ip) && !taken.contains_key(&ip) => {
+                taken.insert(ip, key.clone());
+                out.insert(key, PlannedPod { info: p, ip, allocated: true });
+            }
+            _ => new.push(p),
+        }
+    }
+    let mut candidates = hosts(cidr).filter(|ip| *ip != node.internal_ip && *ip != naming::GATEWAY_IP);
+    for p in new {
+        let key = p.key();
+        let ip = candidates
+            .by_ref()
+            .find(|ip| !taken.contains_key(ip))
+            .ok_or_else(|| anyhow!("no free address left in pod CIDR {cidr} for Pod {key}"))?;
+        taken.insert(ip, key.clone());
+        out.insert(key, PlannedPod { info: p, ip, allocated: true });
+    }
+    Ok(out)
+}
+
+/// Addresses the lab may hand out in `cidr`, lowest first.
+fn hosts(cidr: Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
+    let net = u32::from(cidr.network());
+    let bcast = u32::from(cidr.broadcast());
+    (net.saturating_add(2)..bcast).map(Ipv4Addr::from)
+}
+
+fn usable(cidr: Ipv4Net, ip: Ipv4Addr) -> bool {
+    let (n, b, i) = (u32::from(cidr.network()), u32::from(cidr.broadcast()), u32::from(ip));
+    cidr.contains(&ip) && i >= n.saturating_add(2) && i < b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::L4Proto;
+
+    fn pod(ns: &str, name: &str, ip: Option<&str>) -> PodInfo {
+        PodInfo {
+            namespace: ns.into(),
+            name: name.into(),
+            ip: ip.map(|i| i.parse().unwrap()),
+            labels: Default::default(),
+            ports: vec![],
+            node_name: None,
+            host_network: false,
+            interface: naming::pod_interface(ns, name),
+        }
+    }
+
+    fn node() -> NodeInfo {
+        NodeInfo {
+            name: "n".into(),
+            pod_cidr: "10.244.0.0/24".parse().unwrap(),
+            internal_ip: "172.18.0.2".parse().unwrap(),
+        }
+    }
+
+    fn prev(key: &str, ip: &str) -> (String, PodState) {
+        let (ns, name) = key.split_once('/').unwrap();
+        (
+            key.to_string(),
+            PodState {
+                namespace: ns.into(),
+                name: name.into(),
+                netns: String::new(),
+                interface: String::new(),
+                ip: ip.parse().unwrap(),
+                mac: String::new(),
+                allocated: true,
+                ports: vec![PortSpec { port: 80, protocol: L4Proto::Tcp }],
+                server: None,
+            },
+        )
+    }
+
+    #[test]
+    fn allocates_skipping_reserved_and_static() {
+        let pods = vec![pod("x", "a", None), pod("x", "b", Some("10.244.0.2")), pod("x", "c", None)];
+        let got = assign_ips(&node(), pods, &BTreeMap::new()).unwrap();
+        assert_eq!(got["x/b"].ip.to_string(), "10.244.0.2");
+        assert!(!got["x/b"].allocated);
+        assert_eq!(got["x/a"].ip.to_string(), "10.244.0.3");
+        assert_eq!(got["x/c"].ip.to_string(), "10.244.0.4");
+    }
+
+    #[test]
+    fn keeps_previous_allocations() {
+        let previous: BTreeMap<_, _> = [prev("x/b", "10.244.0.9")].into_iter().collect();
+        let got = assign_ips(&node(), vec![pod("x", "a", None), pod("x", "b", None)], &previous).unwrap();
+        assert_eq!(got["x/b"].ip.to_string(), "10.244.0.9");
+        assert_eq!(got["x/a"].ip.to_string(), "10.244.0.2");
+        // An allocation outside the CIDR is replaced.
+        let previous: BTreeMap<_, _> = [prev("x/a", "10.9.0.9")].into_iter().collect();
+        let got = assign_ips(&node(), vec![pod("x", "a", None)], &previous).unwrap();
+        assert_eq!(got["x/a"].ip.to_string(), "10.244.0.2");
+    }
+
+    #[test]
+    fn duplicate_and_exhaustion_errors() {
+        let e = assign_ips(
+            &node(),
+            vec![pod("x", "a", Some("10.244.0.5")), pod("x", "b", Some("10.244.0.5"))],
+            &BTreeMap::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "Pods x/a and x/b both have IP 10.244.0.5: pod IPs must be unique");
+        let mut n = node();
+        n.pod_cidr = "10.1.0.0/30".parse().unwrap();
+        let e =
+            assign_ips(&n, vec![pod("x", "a", None), pod("x", "b", None)], &BTreeMap::new()).unwrap_err().to_string();
+        assert!(e.contains("no free address left in pod CIDR 10.1.0.0/30 for Pod x/b"), "{e}");
+    }
+}

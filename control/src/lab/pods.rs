@@ -1,0 +1,256 @@
+//! Building and removing pods, and reconciling the lab with a [`Plan`].
+//!
+//! Contract of [`reconcile`], shared by `lab up` (from an empty lab) and the supervisor:
+//! 1. pods whose IP changed are removed first (their interface name is reused);
+//! 2. new pods get their namespace and veth pair ([`netns::create_pod`]) and a pod server;
+//!    pods whose ports changed, or whose server is gone, get a new server;
+//! 3. it waits until every started server has bound its sockets (its ready file);
+//! 4. the API view is written (so the switch learns of new pods once their interfaces exist);
+//! 5. pods no longer wanted are removed (after the switch was told).
+//!
+//! The state is updated in memory as each step happens, so that on an error the caller can save
+//! what exists (and `lab down` finds it); the caller saves it and records the synced digest.
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use super::apiview;
+use super::netns;
+use super::plan::{Plan, PlannedPod};
+use super::procs::{self, spawn_detached};
+use super::state::{self, NodeState, PodState, State};
+use crate::model::L4Proto;
+use crate::naming;
+
+/// How long a pod server may take to bind its sockets.
+const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a reconcile changed, for logs.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub readdressed: Vec<String>,
+    pub servers_restarted: Vec<String>,
+    pub view_changed: bool,
+}
+
+impl Changes {
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for (what, v) in [
+            ("added", &self.added),
+            ("removed", &self.removed),
+            ("re-addressed", &self.readdressed),
+            ("restarted the server of", &self.servers_restarted),
+        ] {
+            if !v.is_empty() {
+                parts.push(format!("{what} {}", v.join(", ")));
+            }
+        }
+        if self.view_changed {
+            parts.push("rewrote the API view".into());
+        }
+        if parts.is_empty() {
+            "no change".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// The state record of a planned pod (no server yet).
+pub fn pod_state(key: &str, p: &PlannedPod) -> PodState {
+    let (namespace, name) = key.split_once('/').expect("pod keys are namespace/name");
+    PodState {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        netns: state::pod_netns(namespace, name),
+        interface: naming::pod_interface(namespace, name),
+        ip: p.ip,
+        mac: naming::mac_string(naming::pod_mac(p.ip)),
+        allocated: p.allocated,
+        ports: p.ports(),
+        server: None,
+    }
+}
+
+/// Brings the lab in line with `plan` (see the module contract). `children` collects the
+/// processes started, so a long-lived caller can reap them.
+pub fn reconcile(
+    st: &mut State,
+    plan: &Plan,
+    exe: &Path,
+    children: &mut Vec<Child>,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<Changes> {
+    let mut ch = Changes::default();
+    if st.node.internal_ip != plan.node.internal_ip && netns::exists(state::NODE_NETNS) {
+        netns::set_node_ip(st.node.internal_ip, plan.node.internal_ip)?;
+        log(&format!("node: InternalIP {} -> {}", st.node.internal_ip, plan.node.internal_ip));
+    }
+    st.node = NodeState {
+        name: plan.node.name.clone(),
+        pod_cidr: plan.node.pod_cidr.to_string(),
+        internal_ip: plan.node.internal_ip,
+        netns: state::NODE_NETNS.to_string(),
+        requested_name: st.node.requested_name.clone(),
+    };
+    // 1. Pods whose IP changed go first.
+    let readdressed: Vec<String> = st
+        .pods
+        .iter()
+        .filter(|(k, p)| plan.pods.get(*k).is_some_and(|pp| pp.ip != p.ip))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in &readdressed {
+        if let Some(p) = st.pods.remove(key) {
+            log(&format!("pod {key}: IP changes from {}, rebuilding it", p.ip));
+            remove_pod(&p, log);
+        }
+    }
+    // 2. New pods, and servers to (re)start.
+    let mut started = Vec::new();
+    for (key, pp) in &plan.pods {
+        if st.pods.contains_key(key) {
+            continue;
+        }
+        let mut p = pod_state(key, pp);
+        st.pods.insert(key.clone(), p.clone());
+        let built = netns::create_pod(&p).and_then(|_| start_server(&mut p, exe, children));
+        if let Err(e) = built {
+            remove_pod(&p, log);
+            st.pods.remove(key);
+            return Err(e.context(format!("cannot build Pod {key}")));
+        }
+        log(&format!("pod {key}: built {} ({}, {} in {})", p.netns, p.ip, p.interface, state::NODE_NETNS));
+        st.pods.insert(key.clone(), p);
+        started.push(key.clone());
+        if readdressed.contains(key) {
+            ch.readdressed.push(key.clone());
+        } else {
+            ch.added.push(key.clone());
+        }
+    }
+    for (key, pp) in &plan.pods {
+        let p = st.pods.get_mut(key).expect("built above");
+        if started.contains(key) {
+            continue;
+        }
+        p.allocated = pp.allocated;
+        let ports = pp.ports();
+        let dead = !p.server.is_some_and(|s| s.alive());
+        if p.ports != ports || dead {
+            if let Some(s) = p.server.take() {
+                s.terminate(Duration::from_secs(2));
+            }
+            p.ports = ports;
+            start_server(p, exe, children).with_context(|| format!("cannot restart the server of Pod {key}"))?;
+            log(&format!("pod {key}: (re)started its server ({})", if dead { "it was gone" } else { "ports changed" }));
+            started.push(key.clone());
+            ch.servers_restarted.push(key.clone());
+        }
+    }
+    // 3. Servers ready.
+    let waiting: Vec<&PodState> = started.iter().map(|k| &st.pods[k]).collect();
+    wait_servers_ready(&waiting)?;
+    // 4. The view.
+    ch.view_changed = apiview::write(&apiview::render(plan, &st.manifests))?;
+    // 5. Pods no longer wanted.
+    let gone: Vec<String> = st.pods.keys().filter(|k| !plan.pods.contains_key(*k)).cloned().collect();
+    for key in gone {
+        if let Some(p) = st.pods.remove(&key) {
+            remove_pod(&p, log);
+            log(&format!("pod {key}: removed {}", p.netns));
+            ch.removed.push(key);
+        }
+    }
+    Ok(ch)
+}
+
+/// The path of pod `p`'s ready file.
+fn ready_file(p: &PodState) -> PathBuf {
+    state::ready_dir().join(&p.netns)
+}
+
+/// Starts pod `p`'s server inside its namespace; records it in `p.server`.
+pub fn start_server(p: &mut PodState, exe: &Path, children: &mut Vec<Child>) -> anyhow::Result<()> {
+    let ready = ready_file(p);
+    let _ = fs::remove_file(&ready);
+    fs::create_dir_all(state::ready_dir()).context("cannot create the ready directory")?;
+    let mut args: Vec<String> = vec![
+        "netns".into(),
+        "exec".into(),
+        p.netns.clone(),
+        exe.display().to_string(),
+        "lab".into(),
+        "serve".into(),
+        "--pod".into(),
+        p.key(),
+        "--ready-file".into(),
+        ready.display().to_string(),
+    ];
+    for port in &p.ports {
+        let flag = match port.protocol {
+            L4Proto::Tcp => "--tcp",
+            L4Proto::Udp => "--udp",
+            L4Proto::Sctp => "--sctp",
+        };
+        args.push(flag.into());
+        args.push(port.port.to_string());
+    }
+    let (child, proc_ref) = spawn_detached(Path::new("ip"), &args, &state::pod_log(&p.netns))?;
+    children.push(child);
+    p.server = Some(proc_ref);
+    Ok(())
+}
+
+/// Waits until every pod of `pods` has a server that bound its sockets.
+pub fn wait_servers_ready(pods: &[&PodState]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + SERVER_READY_TIMEOUT;
+    loop {
+        let mut pending = Vec::new();
+        for p in pods {
+            let Some(server) = p.server else { continue };
+            let ready = fs::read_to_string(ready_file(p)).ok().and_then(|s| s.trim().parse::<i32>().ok());
+            if ready == Some(server.pid) {
+                continue;
+            }
+            if !server.alive() {
+                let log = state::pod_log(&p.netns);
+                bail!(
+                    "the server of Pod {} exited before it was ready ({}: {})",
+                    p.key(),
+                    log.display(),
+                    state::log_tail(&log, 3)
+                );
+            }
+            pending.push(p.key());
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("the servers of {} did not bind their ports within {:?}", pending.join(", "), SERVER_READY_TIMEOUT);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Removes pod `p`: stops its server and anything else in its namespace, deletes the veth pair
+/// and the namespace. Problems are logged, not returned (removal goes as far as it can).
+pub fn remove_pod(p: &PodState, log: &mut dyn FnMut(&str)) {
+    if let Some(s) = p.server {
+        s.terminate(Duration::from_secs(2));
+    }
+    if netns::exists(&p.netns) {
+        procs::terminate_pids(&netns::pids(&p.netns), Duration::from_secs(2));
+    }
+    if let Err(e) = netns::delete_pod(p) {
+        log(&format!("pod {}: {e:#}", p.key()));
+    }
+    let _ = fs::remove_file(ready_file(p));
+}

@@ -1,0 +1,110 @@
+//! `podswitch lab status [--json]`: what is up.
+//!
+//! Contract: reads the state (no lock, no changes) and checks liveness: node, manifest
+//! directory and whether its current content is applied (or why not), switch (pid, running,
+//! in sync or why not), supervisor, and each pod (IP, interface, namespace, server running).
+//! With `--json`, one object; `{"up": false}` when no lab is up. Exit 0 either way.
+use serde_json::json;
+
+use super::state::{self, State};
+use super::{netns, switch};
+use crate::manifests;
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
+    let Some(st) = State::load()? else {
+        let leftovers = netns::lab_namespaces();
+        if a.json {
+            println!("{}", json!({"up": false, "namespaces": leftovers}));
+        } else if leftovers.is_empty() {
+            println!("no lab is up");
+        } else {
+            println!(
+                "no lab is up, but namespaces are left over: {} (`podswitch lab down` removes them)",
+                leftovers.join(" ")
+            );
+        }
+        return Ok(0);
+    };
+    let current = manifests::dir_digest(&st.manifests).map_err(|e| e.to_string());
+    let synced = state::read_synced();
+    let sync = match (&current, &synced) {
+        (Ok(c), Some(s)) if c == s => "applied".to_string(),
+        (Ok(c), _) => match state::read_sync_error() {
+            Some((d, msg)) if &d == c => format!("cannot apply: {msg}"),
+            _ => "not applied yet".to_string(),
+        },
+        (Err(e), _) => format!("unreadable: {e}"),
+    };
+    let switch_running = st.switch.process.is_some_and(|p| p.alive());
+    let switch_sync = if switch_running { switch::sync_status(&st.switch.control_socket) } else { None };
+    let supervisor_running = st.supervisor.is_some_and(|p| p.alive());
+    if a.json {
+        let pods: Vec<_> = st
+            .pods
+            .values()
+            .map(|p| {
+                json!({"pod": p.key(), "ip": p.ip, "mac": p.mac, "interface": p.interface, "netns": p.netns,
+                       "allocated": p.allocated, "ports": p.ports, "server_pid": p.server.map(|s| s.pid),
+                       "server_running": p.server.is_some_and(|s| s.alive())})
+            })
+            .collect();
+        let v = json!({
+            "up": true,
+            "node": st.node,
+            "manifests": st.manifests,
+            "manifests_digest": current.as_ref().ok(),
+            "synced_digest": synced,
+            "sync": sync,
+            "switch": {"pid": st.switch.process.map(|p| p.pid), "running": switch_running,
+                       "in_sync": switch_running && switch_sync.is_none(), "not_in_sync_because": switch_sync,
+                       "cores": st.switch.cores, "busy_poll": st.switch.busy_poll,
+                       "control_socket": st.switch.control_socket},
+            "supervisor": {"pid": st.supervisor.map(|p| p.pid), "running": supervisor_running},
+            "pods": pods,
+            "logs": state::logs_dir(),
+        });
+        println!("{v}");
+        return Ok(0);
+    }
+    println!(
+        "node {} (pod CIDR {}, InternalIP {}, network namespace {})",
+        st.node.name, st.node.pod_cidr, st.node.internal_ip, st.node.netns
+    );
+    println!("manifests {}: {sync}", st.manifests.display());
+    let sw = match (st.switch.process, switch_running) {
+        (Some(p), true) => match &switch_sync {
+            None => format!("running (pid {}), in sync", p.pid),
+            Some(why) => format!("running (pid {}), not in sync: {why}", p.pid),
+        },
+        (Some(p), false) => format!("exited (pid {}; see {})", p.pid, switch::switch_log().display()),
+        (None, _) if !st.switch.started_by_up => format!("not started ({}=1 at `lab up`)", state::NO_SWITCH_ENV),
+        (None, _) => "stopped".to_string(),
+    };
+    println!("switch: {sw}");
+    println!(
+        "supervisor: {}",
+        match st.supervisor {
+            Some(p) if supervisor_running => format!("running (pid {})", p.pid),
+            Some(p) => format!("exited (pid {}); edits are no longer applied", p.pid),
+            None => "not started".into(),
+        }
+    );
+    let w = st.pods.keys().map(|k| k.len()).max().unwrap_or(3).max(3);
+    println!("{:w$}  {:15}  {:14}  {:24}  SERVER", "POD", "IP", "INTERFACE", "NETNS");
+    for (k, p) in &st.pods {
+        let server = match p.server {
+            Some(s) if s.alive() => format!("pid {}", s.pid),
+            _ => "not running".into(),
+        };
+        println!("{k:w$}  {:15}  {:14}  {:24}  {server}", p.ip.to_string(), p.interface, p.netns);
+    }
+    println!("logs: {}", state::logs_dir().display());
+    Ok(0)
+}

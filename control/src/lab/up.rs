@@ -1,0 +1,185 @@
+//! `podswitch lab up`: build the lab from a manifest directory and return once traffic flows.
+//!
+//! Contract:
+//! - Refuses (exit 1) when a lab is up: a state file, the `psl-node` namespace or the lab
+//!   directory exists.
+//! - Everything is validated before anything is created ([`super::plan`]); a bad directory is
+//!   one line and exit 1 with nothing left behind. A failure while building removes everything
+//!   built so far.
+//! - Order: node namespace, pods (namespaces, veths, servers ready), API view, synced digest,
+//!   switch (unless `PODSWITCH_LAB_NO_SWITCH=1`), supervisor; then it waits (30 s) until the
+//!   switch has applied the view and attached every port, and prints a summary. If the switch
+//!   does not get ready the lab stays up for inspection and the error says so.
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use super::state::{self, NodeState, State, SwitchState};
+use super::{down, netns, procs, switch};
+use crate::naming;
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Directory of Kubernetes manifests: Namespaces, Pods, optionally a Node (its name, pod CIDR
+    /// and InternalIP; default node-1, 10.244.0.0/24), and any other kinds (passed on to the switch).
+    #[arg(long, value_name = "DIR")]
+    pub manifests: PathBuf,
+    /// Cores the switch uses (`podswitch run --cores`).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub cores: u32,
+    /// Let the switch busy-poll its sockets (`podswitch run --busy-poll`).
+    #[arg(long)]
+    pub busy_poll: bool,
+    /// The Node this lab plays, when the manifests hold several Nodes.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+}
+
+/// Why a lab counts as up, if it does.
+pub fn lab_is_up() -> Option<String> {
+    if state::state_path().exists() {
+        return Some(format!("{} exists", state::state_path().display()));
+    }
+    if netns::exists(state::NODE_NETNS) {
+        return Some(format!("network namespace {} exists", state::NODE_NETNS));
+    }
+    if Path::new(state::LAB_DIR).exists() {
+        return Some(format!("{} exists", state::LAB_DIR));
+    }
+    None
+}
+
+fn already_up(why: &str) -> anyhow::Error {
+    anyhow::anyhow!("a lab is already up ({why}); run `podswitch lab down` first")
+}
+
+pub fn run(a: UpArgs) -> anyhow::Result<i32> {
+    super::require_root("up")?;
+    if let Some(why) = lab_is_up() {
+        return Err(already_up(&why));
+    }
+    if a.cores == 0 {
+        bail!("--cores must be at least 1");
+    }
+    let dir = fs::canonicalize(&a.manifests)
+        .with_context(|| format!("cannot read manifest directory {}", a.manifests.display()))?;
+    if !dir.is_dir() {
+        bail!("{} is not a directory (--manifests wants a directory of manifests)", dir.display());
+    }
+    let plan = super::plan::plan(&dir, a.node_name.as_deref(), &BTreeMap::new())?;
+    let exe = std::env::current_exe().context("cannot find the podswitch executable")?;
+    let no_switch = std::env::var(state::NO_SWITCH_ENV).is_ok_and(|v| v == "1");
+
+    fs::create_dir_all(state::RUN_DIR).with_context(|| format!("cannot create {}", state::RUN_DIR))?;
+    // Creating the lab directory is the claim: a concurrent `lab up` fails here.
+    match fs::create_dir(state::LAB_DIR) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(already_up(&format!("{} exists", state::LAB_DIR)))
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", state::LAB_DIR)),
+    }
+    let mut st = State {
+        manifests: dir.clone(),
+        node: NodeState {
+            name: plan.node.name.clone(),
+            pod_cidr: plan.node.pod_cidr.to_string(),
+            internal_ip: plan.node.internal_ip,
+            netns: state::NODE_NETNS.into(),
+            requested_name: a.node_name.clone(),
+        },
+        pods: BTreeMap::new(),
+        switch: SwitchState {
+            cores: a.cores,
+            busy_poll: a.busy_poll,
+            control_socket: PathBuf::from(naming::DEFAULT_CONTROL_SOCKET),
+            process: None,
+            started_by_up: !no_switch,
+        },
+        supervisor: None,
+        created_unix: state::now_unix(),
+    };
+    let built = build(&mut st, &plan, &exe, no_switch);
+    let mut switch_child = match built {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = down::teardown();
+            return Err(e);
+        }
+    };
+    if let Some(child) = switch_child.as_mut() {
+        switch::wait_ready(&st, Some(child), switch::READY_TIMEOUT).map_err(|e| {
+            anyhow::anyhow!("{e:#}; the lab stays up for inspection: run `podswitch lab down` to remove it")
+        })?;
+    }
+    print_summary(&st, no_switch);
+    Ok(0)
+}
+
+/// Builds the lab; returns the switch process when one was started.
+fn build(
+    st: &mut State,
+    plan: &super::plan::Plan,
+    exe: &Path,
+    no_switch: bool,
+) -> anyhow::Result<Option<std::process::Child>> {
+    for d in [state::logs_dir(), state::api_dir(), state::ready_dir()] {
+        fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    st.save()?;
+    let _lock = state::lock(std::time::Duration::from_secs(10))?;
+    netns::create_node(plan.node.internal_ip)?;
+    let log_path = state::logs_dir().join("up.log");
+    let mut log_file = fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let mut log = |m: &str| {
+        let _ = writeln!(log_file, "{} {m}", state::timestamp());
+    };
+    let mut children = Vec::new();
+    let result = super::pods::reconcile(st, plan, exe, &mut children, &mut log);
+    st.save()?;
+    result?;
+    state::write_synced(&plan.digest)?;
+    let switch_child = if no_switch {
+        log("PODSWITCH_LAB_NO_SWITCH=1: not starting the switch");
+        None
+    } else {
+        let c = switch::start(st, exe)?;
+        st.save()?;
+        Some(c)
+    };
+    let (_sup, sup_ref) = procs::spawn_detached(
+        exe,
+        &["lab".to_string(), "supervise".to_string()],
+        &state::logs_dir().join("supervisor.log"),
+    )?;
+    st.supervisor = Some(sup_ref);
+    st.save()?;
+    Ok(switch_child)
+}
+
+fn print_summary(st: &State, no_switch: bool) {
+    println!(
+        "lab up: node {} (pod CIDR {}, InternalIP {}, network namespace {})",
+        st.node.name, st.node.pod_cidr, st.node.internal_ip, st.node.netns
+    );
+    match (st.switch.process, no_switch) {
+        (_, true) => println!("switch: not started ({}=1)", state::NO_SWITCH_ENV),
+        (Some(p), false) => println!(
+            "switch: pid {}, {} core(s){}, in sync with {}",
+            p.pid,
+            st.switch.cores,
+            if st.switch.busy_poll { ", busy-poll" } else { "" },
+            state::api_dir().display()
+        ),
+        (None, false) => println!("switch: not running"),
+    }
+    let w = st.pods.keys().map(|k| k.len()).max().unwrap_or(3).max(3);
+    println!("{:w$}  {:15}  {:14}  NETNS", "POD", "IP", "INTERFACE");
+    for (k, p) in &st.pods {
+        println!("{k:w$}  {:15}  {:14}  {}", p.ip.to_string(), p.interface, p.netns);
+    }
+    println!("manifests: {} (edits are applied live); logs: {}", st.manifests.display(), state::logs_dir().display());
+}
