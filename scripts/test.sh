@@ -15,13 +15,13 @@ podswitch_need_root || true
 echo "== build" >&2
 cargo build --workspace --all-targets --locked
 
+fuzz_seconds=${PODSWITCH_FUZZ_SECONDS:-20}
+if [ "$fuzz_seconds" != 0 ]; then
+  echo "== fuzz parse_frame for ${fuzz_seconds}s" >&2
+  scripts/fuzz.sh "$fuzz_seconds" > target/fuzz.log 2>&1 || { tail -40 target/fuzz.log; echo "fuzzing found a crash (see fuzz/artifacts)" >&2; exit 1; }
+  tail -1 target/fuzz.log
+fi
+
 echo "== tests" >&2
 # Namespace tests share one lab per machine: they serialize themselves; run them one by one.
 cargo test --workspace --locked -- --test-threads=1
-
-fuzz_seconds=${PODSWITCH_FUZZ_SECONDS:-20}
-if [ "$fuzz_seconds" != 0 ] && [ -x scripts/fuzz.sh ]; then
-  echo "== fuzz parse_frame for ${fuzz_seconds}s" >&2
-  scripts/fuzz.sh "$fuzz_seconds"
-fi
-echo "== all tests passed" >&2
