@@ -206,7 +206,7 @@ impl Dataplane {
             let rings = PortRings::new(id, q, fill_target);
             self.workers[w]
                 .cmds
-                .send(WorkerCmd::AddPort { rings, counters: Arc::clone(&counters) })
+                .send(WorkerCmd::AddPort { rings: Box::new(rings), counters: Arc::clone(&counters) })
                 .map_err(|_| DataplaneError::WorkerGone(w))?;
             queues.push((info, counters));
         }

@@ -32,7 +32,7 @@ const NO_SLOT: u16 = u16::MAX;
 
 /// Orders from the control side.
 pub enum WorkerCmd {
-    AddPort { rings: PortRings, counters: Arc<PortQueueCounters> },
+    AddPort { rings: Box<PortRings>, counters: Arc<PortQueueCounters> },
     /// Closes the port's socket and reclaims its frames, then acknowledges.
     RemovePort { id: PortId, done: Sender<()> },
     /// Rebalances the fill target of every port (ports were added or removed).
@@ -136,7 +136,7 @@ impl Worker {
                     }
                     self.slot_of[id as usize] = self.ports.len() as u16;
                     self.ports.push(Port {
-                        rings,
+                        rings: *rings,
                         counters,
                         staged: Box::new([FrameDesc::default(); BURST * 2]),
                         staged_len: 0,
