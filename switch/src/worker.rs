@@ -256,8 +256,9 @@ impl Worker {
             self.dirty.clear();
         }
         for p in &mut self.ports {
-            if p.rings.kick_tx() {
-                p.counters.tx_kicks.add(1);
+            let kicks = p.rings.kick_tx(&mut self.mem, &mut self.scratch[..]);
+            if kicks > 0 {
+                p.counters.tx_kicks.add(kicks as u64);
             }
         }
         self.shared.free_frames.set(self.mem.pool.len() as u64);

@@ -180,16 +180,30 @@ impl PortRings {
         sent
     }
 
-    /// Asks the kernel to transmit if the ring says it needs that (copy mode always does).
-    /// Returns whether a system call was made.
+    /// Asks the kernel to transmit if the ring says it needs that; returns the system calls made.
+    ///
+    /// In copy mode the kernel transmits only inside `sendto()`, at most 32 frames a call
+    /// (its TX batch), and completes them before returning. So this kicks until the ring is
+    /// drained (bounded): otherwise the worker takes in more per round than one kick sends and
+    /// pays the pipeline for frames that then die on a full TX ring. In zero-copy mode the
+    /// driver transmits on its own: one kick when asked.
     #[inline]
-    pub(crate) fn kick_tx(&mut self) -> bool {
-        if self.tx_outstanding > 0 && self.q.tx.needs_wakeup() {
+    pub(crate) fn kick_tx(&mut self, mem: &mut WorkerUmem, scratch: &mut [FrameDesc]) -> u32 {
+        const MAX_COPY_MODE_KICKS: u32 = 8;
+        let mut kicks = 0;
+        while self.tx_outstanding > 0 && self.q.tx.needs_wakeup() {
             let _ = self.q.tx.wakeup();
-            true
-        } else {
-            false
+            kicks += 1;
+            if self.q.zerocopy || kicks == MAX_COPY_MODE_KICKS {
+                break;
+            }
+            let before = self.tx_outstanding;
+            self.reclaim(mem, scratch);
+            if self.tx_outstanding == before {
+                break; // the kernel took nothing more: the device is backed up
+            }
         }
+        kicks
     }
 
     /// Wakes the driver to fill RX if the fill ring asks for it.

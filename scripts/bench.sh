@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Benchmarks of podswitch. Not tests: they report figures and do not pass or fail on them.
+#
+# Usage: scripts/bench.sh NAME [--json] [ARGS...]
+#        scripts/bench.sh --help            lists the benchmarks
+#        scripts/bench.sh NAME --help       the benchmark's own options
+#
+# Each benchmark installs the Debian packages it needs (apt-get; `apt-get update` once, only if
+# something is missing), builds the release binaries and runs its driver, a subcommand of
+# target/release/podswitch-perf (crate perf/). With --json the last line of stdout is one JSON
+# object; progress goes to stderr. perf/README.md says how each one measures.
+#
+# Adding a benchmark: a `podswitch-perf NAME` subcommand in perf/src/, a line in BENCHMARKS
+# below, its packages in packages_for(), and a case in run_benchmark().
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+target="${CARGO_TARGET_DIR:-$root/target}"
+
+# name|description (the listing printed by --help)
+BENCHMARKS=(
+    "forward|64-byte UDP frames/s pod -> pod: podswitch vs Linux bridge vs dpdk-testpmd (AF_XDP); target switch >= 0.9x testpmd"
+)
+
+# Build dependencies of the workspace (see /work/shared/environment.md, "Crates and build").
+BUILD_PACKAGES=(clang libelf-dev zlib1g-dev pkg-config m4)
+
+packages_for() {
+    case "$1" in
+        forward) echo "iproute2 ethtool procps util-linux coreutils netsniff-ng dpdk-dev librte-net-af-xdp23" ;;
+        *) echo "" ;;
+    esac
+}
+
+usage() {
+    cat <<EOF
+usage: scripts/bench.sh NAME [--json] [ARGS...]
+
+Benchmarks:
+EOF
+    local b
+    for b in "${BENCHMARKS[@]}"; do
+        printf '  %-10s %s\n' "${b%%|*}" "${b#*|}"
+    done
+    cat <<EOF
+
+Options common to all: --json (the last line of stdout is one JSON object; progress on stderr).
+'scripts/bench.sh NAME --help' lists a benchmark's own options. Must run as root.
+How each benchmark measures: perf/README.md. Last results: perf/results/.
+EOF
+}
+
+known() {
+    local b
+    for b in "${BENCHMARKS[@]}"; do
+        [[ "${b%%|*}" == "$1" ]] && return 0
+    done
+    return 1
+}
+
+ensure_packages() {
+    local missing=() p
+    for p in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$p")
+        fi
+    done
+    if ((${#missing[@]})); then
+        echo "bench.sh: installing ${missing[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >&2
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    fi
+}
+
+build() {
+    echo "bench.sh: building release binaries (podswitch, podswitch-perf)" >&2
+    (cd "$root" && cargo build --release -p podswitch-control -p podswitch-perf --bins >&2)
+}
+
+run_benchmark() {
+    local name="$1"
+    shift
+    case "$name" in
+        forward)
+            exec "$target/release/podswitch-perf" forward \
+                --podswitch "$target/release/podswitch" \
+                --results-dir "$root/perf/results" "$@"
+            ;;
+        *)
+            echo "bench.sh: benchmark '$name' has no runner" >&2
+            exit 2
+            ;;
+    esac
+}
+
+if (($# == 0)); then
+    usage >&2
+    exit 2
+fi
+case "$1" in
+    -h | --help | help)
+        usage
+        exit 0
+        ;;
+esac
+name="$1"
+shift
+if ! known "$name"; then
+    echo "bench.sh: unknown benchmark '$name' (known: $(for b in "${BENCHMARKS[@]}"; do printf '%s\n' "${b%%|*}"; done | paste -sd, -))" >&2
+    echo "bench.sh: see scripts/bench.sh --help" >&2
+    exit 2
+fi
+for a in "$@"; do
+    if [[ "$a" == "-h" || "$a" == "--help" ]]; then
+        # The driver's own help needs neither root nor packages, only the build.
+        build
+        exec "$target/release/podswitch-perf" "$name" --help
+    fi
+done
+if [[ "$(id -u)" != 0 ]]; then
+    echo "bench.sh: benchmark '$name' must run as root (network namespaces, XDP, package installs)" >&2
+    exit 1
+fi
+read -r -a pkgs <<<"$(packages_for "$name")"
+ensure_packages "${BUILD_PACKAGES[@]}" "${pkgs[@]}"
+build
+run_benchmark "$name" "$@"
