@@ -4,6 +4,8 @@
 //! [`crate::dataplane::Dataplane::publish`]); workers load the current snapshot once per burst,
 //! lock-free, and never see a half-built table. Nothing here knows Kubernetes types.
 pub mod lpm;
+pub mod maglev;
+pub mod services;
 
 use std::net::Ipv4Addr;
 
@@ -60,11 +62,12 @@ pub struct Tables {
     pub gateway_ip: Ipv4Addr,
     pub ports: Vec<Option<PortConfig>>,
     pub routes: LpmTable<V4, NextHop>,
+    pub services: services::ServiceTables,
 }
 
 impl Tables {
     pub fn new(gateway_ip: Ipv4Addr) -> Self {
-        Self { version: 0, gateway_ip, ports: Vec::new(), routes: LpmTable::new() }
+        Self { version: 0, gateway_ip, ports: Vec::new(), routes: LpmTable::new(), services: Default::default() }
     }
 
     #[inline]

@@ -1,0 +1,121 @@
+//! Maglev consistent hashing (Eisenbud et al., NSDI 2016): a lookup table of prime size in
+//! which every backend owns about the same number of slots, and a change of one backend moves
+//! only about its share of slots.
+//!
+//! Contract: [`build`] is deterministic in the backends' names (their order does not matter),
+//! so every worker and every table version agrees; the table size is the smallest prime of the
+//! [`table_size`] ladder above 100 slots per backend.
+
+/// Primes used as table sizes: at least 100 slots per backend up to the largest.
+const SIZES: [usize; 10] = [251, 1_021, 4_093, 16_381, 65_521, 131_071, 262_139, 524_287, 1_048_573, 2_097_143];
+
+/// The table size for `n` backends.
+pub fn table_size(n: usize) -> usize {
+    SIZES.iter().copied().find(|&m| m >= n.saturating_mul(100)).unwrap_or(SIZES[SIZES.len() - 1])
+}
+
+fn hash(name: &[u8], seed: u64) -> u64 {
+    // FNV-1a with a seed, then a 64-bit finalizer (splitmix64): stable across versions.
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for &b in name {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// Builds the table for backends named `names` (e.g. `"10.244.0.5:8080"`); entries are
+/// indices into `names`. Empty input gives an empty table.
+pub fn build(names: &[String]) -> Box<[u16]> {
+    let n = names.len();
+    if n == 0 {
+        return Box::new([]);
+    }
+    assert!(n <= u16::MAX as usize, "at most 65535 backends per Service");
+    let m = table_size(n);
+    // Fill in name order so that the result does not depend on the caller's order.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| names[a].cmp(&names[b]));
+    let perms: Vec<(u64, u64)> = order
+        .iter()
+        .map(|&i| {
+            let offset = hash(names[i].as_bytes(), 0x6d61676c) % m as u64;
+            let skip = hash(names[i].as_bytes(), 0x65763121) % (m as u64 - 1) + 1;
+            (offset, skip)
+        })
+        .collect();
+    let mut next = vec![0u64; n];
+    let mut table = vec![u16::MAX; m];
+    let mut filled = 0;
+    'fill: loop {
+        for (k, &i) in order.iter().enumerate() {
+            let (offset, skip) = perms[k];
+            let mut c = (offset + next[k] * skip) % m as u64;
+            while table[c as usize] != u16::MAX {
+                next[k] += 1;
+                c = (offset + next[k] * skip) % m as u64;
+            }
+            table[c as usize] = i as u16;
+            next[k] += 1;
+            filled += 1;
+            if filled == m {
+                break 'fill;
+            }
+        }
+    }
+    table.into_boxed_slice()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("10.244.{}.{}:8080", i / 250, i % 250 + 1)).collect()
+    }
+
+    #[test]
+    fn balanced_and_complete() {
+        for n in [1, 2, 3, 10, 100] {
+            let t = build(&names(n));
+            assert_eq!(t.len(), table_size(n));
+            let mut count = vec![0usize; n];
+            for &s in t.iter() {
+                count[s as usize] += 1;
+            }
+            let (min, max) = (*count.iter().min().unwrap(), *count.iter().max().unwrap());
+            assert!(max - min <= t.len() / n / 10 + 1, "n={n} min={min} max={max}");
+        }
+        assert!(build(&[]).is_empty());
+    }
+
+    #[test]
+    fn order_does_not_matter() {
+        let a = names(7);
+        let mut b = a.clone();
+        b.reverse();
+        let (ta, tb) = (build(&a), build(&b));
+        for (x, y) in ta.iter().zip(tb.iter()) {
+            assert_eq!(a[*x as usize], b[*y as usize]);
+        }
+    }
+
+    #[test]
+    fn removing_one_backend_moves_about_its_share() {
+        let before = names(10);
+        let after: Vec<String> = before.iter().filter(|n| *n != &before[3]).cloned().collect();
+        let (tb, ta) = (build(&before), build(&after));
+        assert_eq!(tb.len(), ta.len());
+        let moved = tb
+            .iter()
+            .zip(ta.iter())
+            .filter(|(b, a)| before[**b as usize] != before[3] && before[**b as usize] != after[**a as usize])
+            .count();
+        // Slots of surviving backends that changed owner: Maglev keeps this small.
+        assert!(moved * 100 / tb.len() < 5, "{moved} of {} slots of surviving backends moved", tb.len());
+    }
+}
