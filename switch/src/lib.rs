@@ -12,6 +12,7 @@
 //! - [`worker`]: the pinned poll loop that moves frames between rings through the pipeline.
 //! - [`dataplane`]: starts workers, adds and removes ports while running, publishes tables.
 pub mod afxdp;
+pub mod conntrack;
 pub mod counters;
 pub mod dataplane;
 pub mod drop_reason;

@@ -1,0 +1,316 @@
+//! The connection table shared by all workers: fixed capacity, lock-free.
+//!
+//! Layout (the memory per connection is [`ConnTable::bytes_per_entry`]):
+//! - `entries`: one 64-byte [`Entry`] per connection, allocated from a lock-free free list.
+//! - `buckets`: 64-byte buckets of 7 slots; each connection has two slots, one under the hash
+//!   of its original key and one under its reply key. A slot packs (32-bit hash tag, entry
+//!   index, direction) into one `AtomicU64`, inserted and removed by compare-and-swap. A key
+//!   lives in its home bucket or, when that is full, in one of the next `MAX_PROBE - 1`
+//!   buckets; the home bucket counts such overflows so that lookups only look further when
+//!   something overflowed from there.
+//!
+//! Contract:
+//! - [`ConnTable::lookup`] and [`ConnTable::insert`] never block and never allocate; a full
+//!   table (no free entry, or no free slot in reach) refuses new connections with
+//!   [`InsertError`] while existing ones go on.
+//! - Removal ([`ConnTable::remove`]) is done by the control side (the reaper, flushes); it
+//!   unlinks the slots first, then frees the entry, bumping its version so that a worker that
+//!   found it just before misses.
+//! - Two workers may race to create the same flow; both entries then exist and lookups return
+//!   the first. The reaper expires the other. This costs memory, never correctness of NAT:
+//!   backends are picked by a deterministic hash.
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::time::Instant;
+
+use crossbeam::queue::ArrayQueue;
+
+use super::entry::{Entry, EntryInit, Snapshot, DYING};
+use super::key::{FlowKey, KeyHasher};
+
+const SLOTS: usize = 7;
+const MAX_PROBE: usize = 16;
+/// Buckets are sized so that slots are at most this full (percent) at capacity.
+const MAX_LOAD_PCT: usize = 55;
+
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+struct Bucket {
+    /// Keys whose home is this bucket stored in a later one.
+    overflow: AtomicU32,
+    _pad: u32,
+    slots: [AtomicU64; SLOTS],
+}
+
+const _: () = assert!(std::mem::size_of::<Bucket>() == 64);
+
+/// Which direction of its connection a packet travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// The direction that opened the connection.
+    Orig,
+    Reply,
+}
+
+/// A lookup hit: the entry, the packet's direction, and a copy of the entry's keys.
+#[derive(Debug, Clone, Copy)]
+pub struct Hit {
+    pub idx: u32,
+    pub dir: Dir,
+    pub snap: Snapshot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    /// No free entry: the table is at capacity.
+    Full,
+    /// No free slot within reach of a key's home bucket.
+    NoSlot,
+}
+
+/// Counters of table events, written by whoever causes them (relaxed atomic adds; they are
+/// off the per-packet path: one per new connection or removal).
+#[derive(Debug, Default)]
+pub struct TableCounters {
+    pub inserted: AtomicU64,
+    pub insert_failed_full: AtomicU64,
+    pub insert_failed_slot: AtomicU64,
+    pub removed: AtomicU64,
+}
+
+pub struct ConnTable {
+    entries: Box<[Entry]>,
+    buckets: Box<[Bucket]>,
+    free: ArrayQueue<u32>,
+    hasher: KeyHasher,
+    epoch: Instant,
+    pub counters: TableCounters,
+}
+
+impl std::fmt::Debug for ConnTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnTable").field("capacity", &self.capacity()).field("live", &self.live()).finish()
+    }
+}
+
+#[inline(always)]
+fn pack(tag: u32, idx: u32, dir: Dir) -> u64 {
+    ((tag as u64) << 32) | ((idx as u64) << 1) | (dir == Dir::Reply) as u64
+}
+
+#[inline(always)]
+fn tag_of(h: u64) -> u32 {
+    // Never 0, so that a slot with a tag is never mistaken for an empty one.
+    ((h >> 32) as u32) | 1
+}
+
+impl ConnTable {
+    /// A table for `capacity` connections.
+    pub fn new(capacity: u32, hasher: KeyHasher) -> Self {
+        let capacity = capacity.max(1);
+        let n_buckets = (2 * capacity as usize * 100).div_ceil(SLOTS * MAX_LOAD_PCT).max(MAX_PROBE);
+        let entries: Box<[Entry]> = (0..capacity).map(|_| Entry::default()).collect();
+        let buckets: Box<[Bucket]> = (0..n_buckets).map(|_| Bucket::default()).collect();
+        let free = ArrayQueue::new(capacity as usize);
+        for i in 0..capacity {
+            let _ = free.push(i);
+        }
+        Self { entries, buckets, free, hasher, epoch: Instant::now(), counters: TableCounters::default() }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Connections in the table now.
+    pub fn live(&self) -> usize {
+        self.entries.len() - self.free.len()
+    }
+
+    /// Bytes of table per connection at capacity (entries, buckets and the free list).
+    pub fn bytes_per_entry(&self) -> f64 {
+        let bytes = std::mem::size_of_val(&*self.entries) + std::mem::size_of_val(&*self.buckets) + self.entries.len() * 4;
+        bytes as f64 / self.entries.len() as f64
+    }
+
+    /// Milliseconds since the table was made: the clock of `last_seen` and timeouts.
+    #[inline]
+    pub fn now_ms(&self) -> u32 {
+        self.epoch.elapsed().as_millis() as u32
+    }
+
+    pub fn hasher(&self) -> &KeyHasher {
+        &self.hasher
+    }
+
+    #[inline]
+    pub fn entry(&self, idx: u32) -> &Entry {
+        &self.entries[idx as usize]
+    }
+
+    #[inline(always)]
+    fn home(&self, h: u64) -> usize {
+        // Multiply-shift range reduction: any bucket count, no modulo.
+        (((h as u128) * (self.buckets.len() as u128)) >> 64) as usize
+    }
+
+    /// Starts fetching the home bucket of hash `h` (for batched lookups): a plain load whose
+    /// value is unused, so the CPU overlaps the cache misses of a burst's packets instead of
+    /// taking them one after another. (The prefetch intrinsic would need `unsafe`, which this
+    /// project keeps to the AF_XDP layer.)
+    #[inline(always)]
+    pub fn prefetch(&self, h: u64) {
+        std::hint::black_box(self.buckets[self.home(h)].overflow.load(Relaxed));
+    }
+
+    #[inline]
+    pub fn hash(&self, k: &FlowKey) -> u64 {
+        self.hasher.hash(k)
+    }
+
+    /// Finds the connection a packet with key `k` (hash `h`) belongs to.
+    #[inline]
+    pub fn lookup_hashed(&self, k: &FlowKey, h: u64) -> Option<Hit> {
+        let tag = tag_of(h);
+        let home = self.home(h);
+        let n = self.buckets.len();
+        let mut b = home;
+        for probe in 0..MAX_PROBE {
+            let bucket = &self.buckets[b];
+            for slot in &bucket.slots {
+                let v = slot.load(Acquire);
+                if (v >> 32) as u32 != tag {
+                    continue;
+                }
+                let idx = ((v as u32) >> 1) as usize & 0x7fff_ffff;
+                let dir = if v & 1 == 1 { Dir::Reply } else { Dir::Orig };
+                let Some(e) = self.entries.get(idx) else { continue };
+                let Some(snap) = e.snapshot() else { continue };
+                let want = if dir == Dir::Orig { &snap.orig } else { &snap.reply };
+                if want == k {
+                    return Some(Hit { idx: idx as u32, dir, snap });
+                }
+            }
+            if probe == 0 && self.buckets[home].overflow.load(Acquire) == 0 {
+                return None;
+            }
+            b = if b + 1 == n { 0 } else { b + 1 };
+        }
+        None
+    }
+
+    #[inline]
+    pub fn lookup(&self, k: &FlowKey) -> Option<Hit> {
+        self.lookup_hashed(k, self.hash(k))
+    }
+
+    fn link(&self, k: &FlowKey, idx: u32, dir: Dir) -> Result<(), InsertError> {
+        let h = self.hash(k);
+        let value = pack(tag_of(h), idx, dir);
+        let home = self.home(h);
+        let n = self.buckets.len();
+        for probe in 0..MAX_PROBE {
+            let b = (home + probe) % n;
+            if probe > 0 && probe == 1 {
+                // Announce before publishing, so lookups look past home from now on.
+                self.buckets[home].overflow.fetch_add(1, AcqRel);
+            }
+            for slot in &self.buckets[b].slots {
+                if slot.load(Relaxed) == 0 && slot.compare_exchange(0, value, AcqRel, Relaxed).is_ok() {
+                    return Ok(());
+                }
+            }
+        }
+        self.buckets[home].overflow.fetch_sub(1, AcqRel);
+        Err(InsertError::NoSlot)
+    }
+
+    fn unlink(&self, k: &FlowKey, idx: u32, dir: Dir) {
+        let h = self.hash(k);
+        let value = pack(tag_of(h), idx, dir);
+        let home = self.home(h);
+        let n = self.buckets.len();
+        for probe in 0..MAX_PROBE {
+            let b = (home + probe) % n;
+            for slot in &self.buckets[b].slots {
+                if slot.load(Relaxed) == value && slot.compare_exchange(value, 0, AcqRel, Relaxed).is_ok() {
+                    if probe > 0 {
+                        self.buckets[home].overflow.fetch_sub(1, AcqRel);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Adds a connection; returns its entry index.
+    pub fn insert(&self, init: &EntryInit, now: u32) -> Result<u32, InsertError> {
+        let Some(idx) = self.free.pop() else {
+            self.counters.insert_failed_full.fetch_add(1, Relaxed);
+            return Err(InsertError::Full);
+        };
+        let e = &self.entries[idx as usize];
+        e.init(init, now);
+        if let Err(err) = self.link(&init.orig, idx, Dir::Orig) {
+            self.release(idx);
+            self.counters.insert_failed_slot.fetch_add(1, Relaxed);
+            return Err(err);
+        }
+        if init.reply != init.orig {
+            if let Err(err) = self.link(&init.reply, idx, Dir::Reply) {
+                self.unlink(&init.orig, idx, Dir::Orig);
+                self.release(idx);
+                self.counters.insert_failed_slot.fetch_add(1, Relaxed);
+                return Err(err);
+            }
+        }
+        self.counters.inserted.fetch_add(1, Relaxed);
+        Ok(idx)
+    }
+
+    /// Marks an entry free and returns it to the free list (its slots must be gone).
+    fn release(&self, idx: u32) {
+        let e = &self.entries[idx as usize];
+        e.state.store(DYING as u32, Release);
+        // Two steps keep the version even and make racing readers' snapshots mismatch.
+        e.version.fetch_add(2, AcqRel);
+        e.state.store(0, Release);
+        let _ = self.free.push(idx);
+    }
+
+    /// Removes a live connection. Returns false if it was not live (already removed, or being
+    /// removed by someone else).
+    pub fn remove(&self, idx: u32) -> bool {
+        let e = &self.entries[idx as usize];
+        let cur = e.state.load(Acquire);
+        let st = cur as u8;
+        if st == 0 || st == DYING {
+            return false;
+        }
+        let Some(snap) = e.snapshot() else { return false };
+        if e.state.compare_exchange(cur, (cur & !0xff) | DYING as u32, AcqRel, Relaxed).is_err() {
+            return false;
+        }
+        self.unlink(&snap.orig, idx, Dir::Orig);
+        if snap.reply != snap.orig {
+            self.unlink(&snap.reply, idx, Dir::Reply);
+        }
+        self.release(idx);
+        self.counters.removed.fetch_add(1, Relaxed);
+        true
+    }
+
+    /// Calls `f` for every live entry in index range `range` (for the reaper and `show`).
+    pub fn for_each_live(&self, range: std::ops::Range<usize>, mut f: impl FnMut(u32, &Entry, Snapshot)) {
+        let end = range.end.min(self.entries.len());
+        for i in range.start.min(end)..end {
+            let e = &self.entries[i];
+            let st = e.state.load(Relaxed) as u8;
+            if st == 0 || st == DYING {
+                continue;
+            }
+            if let Some(s) = e.snapshot() {
+                f(i as u32, e, s);
+            }
+        }
+    }
+}

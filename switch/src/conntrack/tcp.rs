@@ -1,0 +1,172 @@
+//! TCP connection states as the tracker follows them, and the timeout of every state.
+//!
+//! Contract: a deliberately small model of RFC 793 (the one Linux conntrack uses, without
+//! window tracking): SYN opens, SYN-ACK from the other side and the final ACK establish, FINs
+//! close, RST ends at once. Packets never get dropped for an "impossible" transition; the state
+//! only decides how long an idle entry lives.
+use crate::wire::tcp_flags::{ACK, FIN, RST, SYN};
+
+/// Connection state, stored in the entry's state byte. 0 is a free entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[repr(u8)]
+pub enum CtState {
+    TcpSynSent = 1,
+    TcpSynRecv = 2,
+    TcpEstablished = 3,
+    TcpFinWait = 4,
+    TcpTimeWait = 5,
+    TcpClose = 6,
+    UdpUnreplied = 7,
+    UdpReplied = 8,
+    Icmp = 9,
+    /// SCTP and other trackable protocols: no state machine, one timeout.
+    Other = 10,
+}
+
+impl CtState {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        use CtState::*;
+        Some(match v {
+            1 => TcpSynSent,
+            2 => TcpSynRecv,
+            3 => TcpEstablished,
+            4 => TcpFinWait,
+            5 => TcpTimeWait,
+            6 => TcpClose,
+            7 => UdpUnreplied,
+            8 => UdpReplied,
+            9 => Icmp,
+            10 => Other,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        use CtState::*;
+        match self {
+            TcpSynSent => "SYN_SENT",
+            TcpSynRecv => "SYN_RECV",
+            TcpEstablished => "ESTABLISHED",
+            TcpFinWait => "FIN_WAIT",
+            TcpTimeWait => "TIME_WAIT",
+            TcpClose => "CLOSE",
+            UdpUnreplied => "UNREPLIED",
+            UdpReplied => "ASSURED",
+            Icmp => "ICMP",
+            Other => "OTHER",
+        }
+    }
+
+    pub fn is_udp(self) -> bool {
+        matches!(self, CtState::UdpUnreplied | CtState::UdpReplied)
+    }
+}
+
+/// Idle timeouts in milliseconds, per state (Linux's defaults, with kube-proxy's 24 h for
+/// established TCP).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub tcp_syn_sent: u32,
+    pub tcp_syn_recv: u32,
+    pub tcp_established: u32,
+    pub tcp_fin_wait: u32,
+    pub tcp_time_wait: u32,
+    pub tcp_close: u32,
+    pub udp_unreplied: u32,
+    pub udp_replied: u32,
+    pub icmp: u32,
+    pub other: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            tcp_syn_sent: 120_000,
+            tcp_syn_recv: 60_000,
+            tcp_established: 86_400_000,
+            tcp_fin_wait: 120_000,
+            tcp_time_wait: 120_000,
+            tcp_close: 10_000,
+            udp_unreplied: 30_000,
+            udp_replied: 120_000,
+            icmp: 30_000,
+            other: 120_000,
+        }
+    }
+}
+
+impl Timeouts {
+    pub fn of(&self, s: CtState) -> u32 {
+        use CtState::*;
+        match s {
+            TcpSynSent => self.tcp_syn_sent,
+            TcpSynRecv => self.tcp_syn_recv,
+            TcpEstablished => self.tcp_established,
+            TcpFinWait => self.tcp_fin_wait,
+            TcpTimeWait => self.tcp_time_wait,
+            TcpClose => self.tcp_close,
+            UdpUnreplied => self.udp_unreplied,
+            UdpReplied => self.udp_replied,
+            Icmp => self.icmp,
+            Other => self.other,
+        }
+    }
+}
+
+/// The state a new TCP flow starts in, from its first packet's flags; None for a packet that
+/// must not open a connection (a lone RST).
+pub fn tcp_initial(flags: u8) -> Option<CtState> {
+    if flags & RST != 0 {
+        None
+    } else if flags & SYN != 0 && flags & ACK == 0 {
+        Some(CtState::TcpSynSent)
+    } else {
+        // Picked up mid-stream (after a restart), as Linux does with nf_conntrack_tcp_loose.
+        Some(CtState::TcpEstablished)
+    }
+}
+
+/// The next state after a packet with `flags` in direction `reply` (false: the opener's).
+pub fn tcp_next(state: CtState, flags: u8, reply: bool) -> CtState {
+    use CtState::*;
+    if flags & RST != 0 {
+        return TcpClose;
+    }
+    match state {
+        TcpSynSent if reply && flags & SYN != 0 && flags & ACK != 0 => TcpSynRecv,
+        TcpSynRecv if !reply && flags & ACK != 0 && flags & SYN == 0 => TcpEstablished,
+        TcpEstablished if flags & FIN != 0 => TcpFinWait,
+        TcpFinWait if flags & FIN != 0 => TcpTimeWait,
+        TcpClose if flags & SYN != 0 && !reply => TcpSynSent,
+        TcpTimeWait if flags & SYN != 0 && flags & ACK == 0 && !reply => TcpSynSent,
+        s => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_data_and_close() {
+        let mut s = tcp_initial(SYN).unwrap();
+        assert_eq!(s, CtState::TcpSynSent);
+        s = tcp_next(s, SYN | ACK, true);
+        assert_eq!(s, CtState::TcpSynRecv);
+        s = tcp_next(s, ACK, false);
+        assert_eq!(s, CtState::TcpEstablished);
+        s = tcp_next(s, ACK, true);
+        assert_eq!(s, CtState::TcpEstablished);
+        s = tcp_next(s, FIN | ACK, false);
+        assert_eq!(s, CtState::TcpFinWait);
+        s = tcp_next(s, FIN | ACK, true);
+        assert_eq!(s, CtState::TcpTimeWait);
+        assert_eq!(tcp_next(CtState::TcpEstablished, RST, true), CtState::TcpClose);
+        assert_eq!(tcp_initial(RST), None);
+        assert_eq!(tcp_initial(ACK), Some(CtState::TcpEstablished));
+        for v in 1..=10 {
+            assert_eq!(CtState::from_u8(v).unwrap() as u8, v);
+        }
+        assert!(CtState::from_u8(0).is_none());
+    }
+}
