@@ -259,3 +259,38 @@ fn two_workers_forward_between_two_queue_ports() {
     server.join().unwrap();
     assert!(stop_ok(sw));
 }
+
+#[test]
+fn a_bad_manifest_at_runtime_is_reported_and_the_tables_stay() {
+    if !root_or_skip("a_bad_manifest_at_runtime_is_reported_and_the_tables_stay") {
+        return;
+    }
+    let _g = serial();
+    let mut t = Topo::new("psr5");
+    t.add_pod("x", "a", "10.244.0.10", true);
+    t.add_pod("x", "b", "10.244.0.11", true);
+    let sw = t.start_switch(&[]);
+    t.wait_ready();
+    let version = t.show("status").unwrap()["tables_version"].as_u64().unwrap();
+    // A broken file, and in the same edit x/b's removal: neither may take effect.
+    write_atomic(&t.dir.join("zz-bad.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: [\n");
+    std::fs::remove_file(t.dir.join("x-b.yaml")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let s = t.show("status").unwrap();
+        if !s["last_error"].is_null() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "error never reported: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status["last_error"].as_str().unwrap().contains("zz-bad.yaml"), "{status}");
+    assert_eq!(status["tables_version"].as_u64().unwrap(), version, "tables changed");
+    assert!(ping(&t, ("x", "a"), "10.244.0.11"), "x/b must stay reachable: the edit was not applied");
+    // Fixing the file applies the whole directory: x/b goes.
+    std::fs::remove_file(t.dir.join("zz-bad.yaml")).unwrap();
+    t.wait_ready();
+    assert!(t.show("status").unwrap()["last_error"].is_null());
+    assert!(!ping(&t, ("x", "a"), "10.244.0.11"), "x/b removed");
+    assert!(stop_ok(sw));
+}
