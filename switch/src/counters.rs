@@ -30,10 +30,16 @@ impl Counter {
 }
 
 /// Drop counters of one worker, by reason.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[repr(align(64))]
 pub struct DropCounters {
     by_reason: [Counter; DROP_REASON_SLOTS],
+}
+
+impl Default for DropCounters {
+    fn default() -> Self {
+        Self { by_reason: std::array::from_fn(|_| Counter::default()) }
+    }
 }
 
 impl DropCounters {

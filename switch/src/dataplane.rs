@@ -29,6 +29,7 @@ use crate::afxdp::rings::{PortRings, WorkerUmem};
 use crate::afxdp::socket::{bind, CopyPolicy};
 use crate::afxdp::xdp::{XdpAttachment, XdpMode};
 use crate::afxdp::{iface, AfXdpError};
+use crate::conntrack::{reaper::Reaper, ConnTable, KeyHasher, Timeouts};
 use crate::counters::{PortQueueCounters, PortTotals};
 use crate::drop_reason::DropReason;
 use crate::tables::{PortId, Tables};
@@ -46,6 +47,9 @@ pub struct DataplaneConfig {
     pub copy_policy: CopyPolicy,
     /// Force an XDP mode instead of native-then-generic.
     pub xdp_mode: Option<XdpMode>,
+    /// Connections the shared connection table holds (fixed at start).
+    pub conntrack_capacity: u32,
+    pub timeouts: Timeouts,
 }
 
 impl Default for DataplaneConfig {
@@ -57,6 +61,8 @@ impl Default for DataplaneConfig {
             ring_size: 2048,
             copy_policy: CopyPolicy::PreferZeroCopy,
             xdp_mode: None,
+            conntrack_capacity: 262_144,
+            timeouts: Timeouts::default(),
         }
     }
 }
@@ -120,6 +126,8 @@ pub struct PortReport {
 pub struct Dataplane {
     cfg: DataplaneConfig,
     tables: Arc<ArcSwap<Tables>>,
+    ct: Arc<ConnTable>,
+    reaper: Reaper,
     workers: Vec<WorkerHandle>,
     ports: BTreeMap<PortId, AttachedPort>,
 }
@@ -141,13 +149,15 @@ impl Dataplane {
             }
         }
         let tables = Arc::new(ArcSwap::from_pointee(tables));
+        let ct = Arc::new(ConnTable::new(cfg.conntrack_capacity, KeyHasher::random()));
+        let reaper = Reaper::start(Arc::clone(&ct), cfg.timeouts);
         let mut workers = Vec::new();
         for (index, &core) in cfg.cores.iter().enumerate() {
             let mem = WorkerUmem::new(cfg.umem)?;
             let umem = mem.umem().clone();
             let shared = Arc::new(WorkerShared::default());
             let (tx, rx) = bounded(1024);
-            let worker = Worker::new(index, mem, Arc::clone(&tables), Arc::clone(&shared), rx, cfg.busy_poll);
+            let worker = Worker::new(index, mem, Arc::clone(&tables), Arc::clone(&ct), Arc::clone(&shared), rx, cfg.busy_poll);
             let join = std::thread::Builder::new()
                 .name(format!("podswitch-w{index}"))
                 .spawn(move || {
@@ -160,7 +170,7 @@ impl Dataplane {
                 .expect("spawning a worker thread");
             workers.push(WorkerHandle { core, cmds: tx, shared, umem, join: Some(join) });
         }
-        Ok(Self { cfg, tables, workers, ports: BTreeMap::new() })
+        Ok(Self { cfg, tables, ct, reaper, workers, ports: BTreeMap::new() })
     }
 
     pub fn worker_count(&self) -> usize {
@@ -174,6 +184,17 @@ impl Dataplane {
     /// The tables in force.
     pub fn tables(&self) -> Arc<Tables> {
         self.tables.load_full()
+    }
+
+    /// The connection table shared by the workers.
+    pub fn conntrack(&self) -> &Arc<ConnTable> {
+        &self.ct
+    }
+
+    /// Removes the UDP connections of endpoints that are gone, at once (rather than leaving
+    /// them to time out, which strands clients of a removed UDP backend). Returns the count.
+    pub fn flush_udp_endpoints(&self, endpoints: Vec<u32>) -> usize {
+        self.reaper.flush_udp_endpoints(endpoints)
     }
 
     /// Swaps in a new table snapshot.

@@ -56,10 +56,19 @@ drop_reasons! {
     UnknownIngressPort = 21, "unknown_ingress_port", "frame arrived on a port the tables do not know (being added or removed)";
     LocalNotHandled = 22, "local_not_handled", "addressed to the switch's gateway address but not an echo request";
     Multibuffer = 23, "multibuffer", "frame spans several buffers (jumbo); not supported";
+    ConntrackFull = 24, "conntrack_full", "connection table full (or no slot in reach): new connection refused";
+    NoLocalEndpoint = 25, "no_local_endpoint", "traffic policy Local and no endpoint of the Service on this node";
+    ServiceRejected = 26, "service_rejected", "Service without usable endpoints, or a port it does not expose: answered with TCP RST or ICMP port unreachable";
+    ServiceIpUnallocated = 27, "service_ip_unallocated", "address in the Service CIDR that no Service holds";
+    LbSourceDenied = 28, "lb_source_denied", "client outside the LoadBalancer's loadBalancerSourceRanges";
+    ServiceFragment = 29, "service_fragment", "non-first IP fragment to a Service address (cannot be translated)";
+    NoSnatAddress = 30, "no_snat_address", "masquerade needed but no node address is known";
+    CtInvalid = 31, "ct_invalid", "TCP segment that cannot open a connection (a lone RST) to a Service";
+    SnatPortsExhausted = 32, "snat_ports_exhausted", "no free masquerade port for this backend";
 }
 
 /// Number of counter slots an array indexed by `reason as usize` needs.
-pub const DROP_REASON_SLOTS: usize = 24;
+pub const DROP_REASON_SLOTS: usize = 33;
 
 #[cfg(test)]
 mod tests {

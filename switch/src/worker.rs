@@ -21,7 +21,8 @@ use xsk_rs::FrameDesc;
 use crate::afxdp::rings::{wait_readable, PortRings, WorkerUmem};
 use crate::counters::{Counter, DropCounters, PortQueueCounters};
 use crate::drop_reason::DropReason;
-use crate::pipeline::{process, Verdict};
+use crate::conntrack::ConnTable;
+use crate::pipeline::{process, Ctx, Verdict};
 use crate::tables::{PortId, Tables, MAX_PORTS};
 
 /// Frames taken from one RX ring per round.
@@ -65,6 +66,7 @@ pub struct Worker {
     /// Port id -> index in `ports`.
     slot_of: Box<[u16; MAX_PORTS]>,
     tables: Arc<ArcSwap<Tables>>,
+    ct: Arc<ConnTable>,
     shared: Arc<WorkerShared>,
     cmds: Receiver<WorkerCmd>,
     busy_poll: bool,
@@ -80,6 +82,7 @@ impl Worker {
         index: usize,
         mem: WorkerUmem,
         tables: Arc<ArcSwap<Tables>>,
+        ct: Arc<ConnTable>,
         shared: Arc<WorkerShared>,
         cmds: Receiver<WorkerCmd>,
         busy_poll: bool,
@@ -90,6 +93,7 @@ impl Worker {
             ports: Vec::with_capacity(64),
             slot_of: Box::new([NO_SLOT; MAX_PORTS]),
             tables,
+            ct,
             shared,
             cmds,
             busy_poll,
@@ -192,6 +196,7 @@ impl Worker {
     pub fn poll_once(&mut self) -> usize {
         let tables_guard = self.tables.load();
         let tables: &Tables = &tables_guard;
+        let now = self.ct.now_ms();
         let mut work = 0;
         for i in 0..self.ports.len() {
             let port = &mut self.ports[i];
@@ -209,9 +214,9 @@ impl Worker {
             for k in 0..n {
                 let mut desc = self.rx[k];
                 bytes += desc.lengths().data() as u64;
-                let drops = &self.shared.drops;
+                let ctx = Ctx { tables, ct: &self.ct, now, drops: &self.shared.drops };
                 let verdict = self.mem.with_frame(&mut desc, |buf, len| {
-                    let v = process(buf, len, in_id, tables, drops);
+                    let v = process(buf, len, in_id, &ctx);
                     let new_len = match v {
                         Verdict::Forward { len, .. } => len,
                         Verdict::Drop(_) => len,

@@ -15,6 +15,7 @@ pub mod frames;
 pub mod iface;
 pub mod rings;
 pub mod socket;
+pub mod standalone;
 pub mod xdp;
 
 /// What failed while setting up AF_XDP, with the interface and the kernel's error.

@@ -44,7 +44,8 @@ pub struct Entry {
     endpoint: AtomicU32,
     pub(crate) policy_epoch: AtomicU32,
     pub(crate) policy_rule: AtomicU32,
-    spare: AtomicU32,
+    /// Idle timeout in ms overriding the state's (0: the state's).
+    timeout: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 64);
@@ -73,6 +74,8 @@ pub struct EntryInit {
     pub policy_epoch: u32,
     pub policy_rule: u32,
     pub verdict: u8,
+    /// Idle timeout in ms; 0 takes the state's.
+    pub timeout_ms: u32,
 }
 
 fn unpack(src: u32, dst: u32, ports: u32, proto: u8) -> FlowKey {
@@ -98,7 +101,7 @@ impl Entry {
         self.last_seen.store(now, Relaxed);
         self.policy_epoch.store(e.policy_epoch, Relaxed);
         self.policy_rule.store(e.policy_rule, Relaxed);
-        self.spare.store(0, Relaxed);
+        self.timeout.store(e.timeout_ms, Relaxed);
         self.version.store(v.wrapping_add(2), Release);
         // Live from here on: lookups that find its slots accept it.
         self.state.store(e.state as u32 | (e.flags as u32) << 8 | (e.verdict as u32) << 16, Release);
@@ -194,6 +197,13 @@ impl Entry {
     #[inline]
     pub fn last_seen(&self) -> u32 {
         self.last_seen.load(Relaxed)
+    }
+
+    /// The entry's own idle timeout in ms, if it has one.
+    #[inline]
+    pub fn timeout_override(&self) -> Option<u32> {
+        let t = self.timeout.load(Relaxed);
+        (t != 0).then_some(t)
     }
 
     #[inline]

@@ -28,7 +28,8 @@ pub fn sweep(table: &ConnTable, timeouts: &Timeouts, range: std::ops::Range<usiz
     let mut expired = Vec::new();
     table.for_each_live(range, |idx, e, _| {
         if let Some(st) = e.state() {
-            if now.wrapping_sub(e.last_seen()) as i32 > timeouts.of(st) as i32 {
+            let timeout = e.timeout_override().unwrap_or_else(|| timeouts.of(st));
+            if now.wrapping_sub(e.last_seen()) as i32 > timeout as i32 {
                 expired.push(idx);
             }
         }

@@ -21,6 +21,9 @@ pub enum CtState {
     Icmp = 9,
     /// SCTP and other trackable protocols: no state machine, one timeout.
     Other = 10,
+    /// Not a connection: a `sessionAffinity: ClientIP` record (client, frontend) -> endpoint,
+    /// with its own timeout in the entry.
+    Affinity = 11,
 }
 
 impl CtState {
@@ -37,6 +40,7 @@ impl CtState {
             8 => UdpReplied,
             9 => Icmp,
             10 => Other,
+            11 => Affinity,
             _ => return None,
         })
     }
@@ -54,6 +58,7 @@ impl CtState {
             UdpReplied => "ASSURED",
             Icmp => "ICMP",
             Other => "OTHER",
+            Affinity => "AFFINITY",
         }
     }
 
@@ -109,6 +114,8 @@ impl Timeouts {
             UdpReplied => self.udp_replied,
             Icmp => self.icmp,
             Other => self.other,
+            // The entry carries its own (see `Entry::timeout_override`).
+            Affinity => u32::MAX / 2,
         }
     }
 }
@@ -164,7 +171,7 @@ mod tests {
         assert_eq!(tcp_next(CtState::TcpEstablished, RST, true), CtState::TcpClose);
         assert_eq!(tcp_initial(RST), None);
         assert_eq!(tcp_initial(ACK), Some(CtState::TcpEstablished));
-        for v in 1..=10 {
+        for v in 1..=11 {
             assert_eq!(CtState::from_u8(v).unwrap() as u8, v);
         }
         assert!(CtState::from_u8(0).is_none());

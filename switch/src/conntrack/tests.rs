@@ -23,6 +23,7 @@ fn nat_init(k: FlowKey, backend: u32) -> EntryInit {
         policy_epoch: 0,
         policy_rule: 0,
         verdict: 0,
+        timeout_ms: 0,
     }
 }
 

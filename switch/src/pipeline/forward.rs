@@ -6,12 +6,11 @@
 //! ICMP time exceeded from the gateway address and counted as `ttl_exceeded`.
 use std::net::Ipv4Addr;
 
-use crate::counters::DropCounters;
 use crate::drop_reason::DropReason;
-use crate::tables::{PortConfig, PortId, Tables};
+use crate::tables::{PortConfig, PortId};
 use crate::wire::{checksum, ParsedFrame};
 
-use super::{icmp, Verdict};
+use super::{icmp, nat, Ctx, Verdict};
 
 const IP: usize = 14;
 
@@ -22,17 +21,21 @@ pub fn ipv4(
     parsed: &ParsedFrame,
     in_port: PortId,
     port: &PortConfig,
-    tables: &Tables,
-    drops: &DropCounters,
+    ctx: &Ctx,
 ) -> Verdict {
+    let tables = ctx.tables;
     let ihl = ((buf[IP] & 0x0f) as usize) * 4;
     if checksum::internet_checksum(&buf[IP..IP + ihl]) != 0 {
         return Verdict::Drop(DropReason::BadIpChecksum);
     }
-    let dst = parsed.dst_ip;
-    if dst == tables.gateway_ip {
+    if parsed.dst_ip == tables.gateway_ip {
         return icmp::answer_echo(buf, len, parsed, in_port, port);
     }
+    if let Err(v) = nat::track(buf, len, parsed, in_port, port, ctx) {
+        return v;
+    }
+    // Route by the destination as translated.
+    let dst = Ipv4Addr::from(<[u8; 4]>::try_from(&buf[IP + 16..IP + 20]).expect("IPv4 header"));
     if !is_unicast(dst) {
         return Verdict::Drop(DropReason::DstNotUnicast);
     }
@@ -44,7 +47,7 @@ pub fn ipv4(
     };
     let ttl = buf[IP + 8];
     if ttl <= 1 {
-        drops.count(DropReason::TtlExceeded);
+        ctx.drops.count(DropReason::TtlExceeded);
         return icmp::time_exceeded(buf, len, parsed, in_port, port, tables);
     }
     buf[0..6].copy_from_slice(&hop.dst_mac);

@@ -4,6 +4,8 @@
 //!
 //! Contract: no ICMP error answers an ICMP error or a non-first fragment (RFC 1122 3.2.2);
 //! the error quotes the original IP header and the first 8 bytes of its payload.
+use std::net::Ipv4Addr;
+
 use crate::drop_reason::DropReason;
 use crate::tables::{PortConfig, PortId, Tables};
 use crate::wire::{checksum, ParsedFrame, IPPROTO_ICMP};
@@ -55,9 +57,32 @@ pub fn time_exceeded(
     port: &PortConfig,
     tables: &Tables,
 ) -> Verdict {
+    match error(buf, len, parsed, port, tables.gateway_ip, ICMP_TIME_EXCEEDED, 0) {
+        Ok(new_len) => Verdict::Forward { port: in_port, len: new_len },
+        Err(r) => Verdict::Drop(r),
+    }
+}
+
+/// ICMP destination unreachable, code port unreachable.
+pub const ICMP_DEST_UNREACHABLE: u8 = 3;
+pub const CODE_PORT_UNREACHABLE: u8 = 3;
+
+/// Rewrites the frame, in place, into the ICMP error (`icmp_type`, `code`) answering it, sent
+/// from `from` to the frame's source and addressed (Ethernet) back to its sender through
+/// `port`. Returns the new length, or `Err(TtlExceeded)` where no error may be sent (an ICMP
+/// error or a non-first fragment) and `Err(IcmpErrorNotSent)` where the frame cannot hold it.
+pub fn error(
+    buf: &mut [u8],
+    len: usize,
+    parsed: &ParsedFrame,
+    port: &PortConfig,
+    from: Ipv4Addr,
+    icmp_type: u8,
+    code: u8,
+) -> Result<usize, DropReason> {
     let is_icmp_error = parsed.ip_protocol == IPPROTO_ICMP && ICMP_ERROR_TYPES.contains(&parsed.icmp_type);
     if parsed.is_fragment && parsed.fragment_offset != 0 || is_icmp_error {
-        return Verdict::Drop(DropReason::TtlExceeded);
+        return Err(if icmp_type == ICMP_TIME_EXCEEDED { DropReason::TtlExceeded } else { DropReason::IcmpErrorNotSent });
     }
     let ihl = ((buf[IP] & 0x0f) as usize) * 4;
     let total = u16::from_be_bytes([buf[IP + 2], buf[IP + 3]]) as usize;
@@ -65,7 +90,7 @@ pub fn time_exceeded(
     const QUOTE_AT: usize = IP + 20 + 8;
     let new_len = QUOTE_AT + quote;
     if new_len > buf.len() {
-        return Verdict::Drop(DropReason::IcmpErrorNotSent);
+        return Err(DropReason::IcmpErrorNotSent);
     }
     let src_mac: [u8; 6] = buf[6..12].try_into().expect("frame has an Ethernet header");
     let orig_src: [u8; 4] = buf[IP + 12..IP + 16].try_into().expect("frame has an IPv4 header");
@@ -75,25 +100,28 @@ pub fn time_exceeded(
     buf[6..12].copy_from_slice(&port.mac);
     buf[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
     // IPv4
-    let ip_len = (20 + 8 + quote) as u16;
-    let hdr = &mut buf[IP..IP + 20];
-    hdr[0] = 0x45;
-    hdr[1] = 0xc0; // precedence "internetwork control", as routers send ICMP errors
-    hdr[2..4].copy_from_slice(&ip_len.to_be_bytes());
-    hdr[4..8].fill(0);
-    hdr[8] = REPLY_TTL;
-    hdr[9] = IPPROTO_ICMP;
-    hdr[10..12].fill(0);
-    hdr[12..16].copy_from_slice(&tables.gateway_ip.octets());
-    hdr[16..20].copy_from_slice(&orig_src);
-    let sum = checksum::internet_checksum(hdr);
-    hdr[10..12].copy_from_slice(&sum.to_be_bytes());
+    write_ipv4_header(&mut buf[IP..IP + 20], (20 + 8 + quote) as u16, IPPROTO_ICMP, from, Ipv4Addr::from(orig_src));
     // ICMP
     let icmp = IP + 20;
-    buf[icmp] = ICMP_TIME_EXCEEDED;
-    buf[icmp + 1] = 0; // TTL exceeded in transit
+    buf[icmp] = icmp_type;
+    buf[icmp + 1] = code;
     buf[icmp + 2..icmp + 8].fill(0);
     let sum = checksum::internet_checksum(&buf[icmp..new_len]);
     buf[icmp + 2..icmp + 4].copy_from_slice(&sum.to_be_bytes());
-    Verdict::Forward { port: in_port, len: new_len }
+    Ok(new_len)
+}
+
+/// Writes a 20-byte IPv4 header (TTL 64, no options, DF clear) with its checksum.
+pub fn write_ipv4_header(hdr: &mut [u8], total_len: u16, proto: u8, src: Ipv4Addr, dst: Ipv4Addr) {
+    hdr[0] = 0x45;
+    hdr[1] = if proto == IPPROTO_ICMP { 0xc0 } else { 0 }; // routers send ICMP errors as "internetwork control"
+    hdr[2..4].copy_from_slice(&total_len.to_be_bytes());
+    hdr[4..8].fill(0);
+    hdr[8] = REPLY_TTL;
+    hdr[9] = proto;
+    hdr[10..12].fill(0);
+    hdr[12..16].copy_from_slice(&src.octets());
+    hdr[16..20].copy_from_slice(&dst.octets());
+    let sum = checksum::internet_checksum(&hdr[..20]);
+    hdr[10..12].copy_from_slice(&sum.to_be_bytes());
 }

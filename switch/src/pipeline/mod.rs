@@ -8,13 +8,19 @@
 //! 2. the destination MAC must be the port's (the gateway MAC) or broadcast;
 //! 3. anti-spoofing on pod ports ([`antispoof`]): source MAC, and source IP or ARP sender;
 //! 4. ARP requests for the gateway are answered on the same port ([`arp`]);
-//! 5. IPv4: header checksum, the gateway's own address ([`icmp`] answers echo), then the
-//!    route lookup, TTL (ICMP time exceeded), MAC rewrite and TTL decrement ([`forward`]).
+//! 5. IPv4: header checksum, the gateway's own address ([`icmp`] answers echo), connection
+//!    tracking and Service translation ([`nat`]), then the route lookup by the (translated)
+//!    destination, TTL (ICMP time exceeded), MAC rewrite and TTL decrement ([`forward`]).
 pub mod antispoof;
 pub mod arp;
 pub mod forward;
 pub mod icmp;
+pub mod icmp_nat;
+pub mod nat;
+pub mod reject;
+pub mod rewrite;
 
+use crate::conntrack::ConnTable;
 use crate::counters::DropCounters;
 use crate::drop_reason::DropReason;
 use crate::tables::{PortId, Tables};
@@ -44,11 +50,22 @@ impl From<WireError> for DropReason {
     }
 }
 
+/// What the pipeline reads besides the frame: the tables in force, the shared connection
+/// table, the time, and the worker's counters for packets that are answered rather than
+/// forwarded (TTL exceeded).
+pub struct Ctx<'a> {
+    pub tables: &'a Tables,
+    pub ct: &'a ConnTable,
+    /// The connection table's clock ([`ConnTable::now_ms`]), read once per burst.
+    pub now: u32,
+    pub drops: &'a DropCounters,
+}
+
 /// Runs the pipeline on one frame; see the module contract. `buf` is the frame's whole data
-/// area (replies may be longer than the frame), `len` its received length. `drops` receives
-/// reasons for packets that are answered rather than forwarded (TTL exceeded).
+/// area (replies may be longer than the frame), `len` its received length.
 #[inline]
-pub fn process(buf: &mut [u8], len: usize, in_port: PortId, tables: &Tables, drops: &DropCounters) -> Verdict {
+pub fn process(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx) -> Verdict {
+    let tables = ctx.tables;
     let len = len.min(buf.len());
     let parsed = match parse_frame(&buf[..len]) {
         Ok(p) => p,
@@ -73,7 +90,7 @@ pub fn process(buf: &mut [u8], len: usize, in_port: PortId, tables: &Tables, dro
             if dst_mac == BROADCAST {
                 return Verdict::Drop(DropReason::DstNotUnicast);
             }
-            forward::ipv4(buf, len, &parsed, in_port, port, tables, drops)
+            forward::ipv4(buf, len, &parsed, in_port, port, ctx)
         }
         FrameKind::Other(_) => Verdict::Drop(DropReason::UnsupportedEthertype),
     }
@@ -81,3 +98,5 @@ pub fn process(buf: &mut [u8], len: usize, in_port: PortId, tables: &Tables, dro
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_services;

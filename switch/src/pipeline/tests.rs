@@ -4,6 +4,7 @@ use std::net::Ipv4Addr;
 use etherparse::PacketBuilder;
 
 use super::*;
+use crate::conntrack::KeyHasher;
 use crate::tables::{NextHop, PortConfig, PortKind, SourceGuard};
 use crate::wire::checksum;
 
@@ -55,12 +56,20 @@ fn arp(op: u16, sender_mac: [u8; 6], sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -
     f
 }
 
-/// Runs `frame` through the pipeline in a 2 KiB buffer, as a UMEM frame would hold it.
+/// Runs `frame` through the pipeline in a 2 KiB buffer, as a UMEM frame would hold it, with a
+/// fresh connection table.
 fn run(frame: &[u8], in_port: PortId, t: &Tables) -> (Verdict, Vec<u8>, DropCounters) {
+    let ct = ConnTable::new(1024, KeyHasher::new(1));
+    run_ct(frame, in_port, t, &ct)
+}
+
+/// [`run`] with a given connection table (for scenarios over several packets).
+fn run_ct(frame: &[u8], in_port: PortId, t: &Tables, ct: &ConnTable) -> (Verdict, Vec<u8>, DropCounters) {
     let mut buf = vec![0u8; 2048];
     buf[..frame.len()].copy_from_slice(frame);
     let drops = DropCounters::default();
-    let v = process(&mut buf, frame.len(), in_port, t, &drops);
+    let ctx = Ctx { tables: t, ct, now: ct.now_ms(), drops: &drops };
+    let v = process(&mut buf, frame.len(), in_port, &ctx);
     let len = match v {
         Verdict::Forward { len, .. } => len,
         Verdict::Drop(_) => frame.len(),

@@ -1,0 +1,139 @@
+//! Rewriting a packet's addresses and ports with incremental checksum updates (RFC 1624):
+//! the IPv4 header checksum, the TCP and UDP checksums (whose pseudo-header covers the
+//! addresses), and SCTP's CRC32c, which covers only the SCTP packet and is recomputed.
+//!
+//! Contract: `buf` holds a frame that [`crate::wire::parse_frame`] accepted with its L4 header
+//! (`parsed.l4_parsed`); the caller has excluded SCTP fragments. A UDP checksum of 0 ("none")
+//! stays 0; a computed 0 is sent as 0xffff.
+use crate::conntrack::FlowKey;
+use crate::wire::{checksum, ParsedFrame, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
+
+const IP: usize = 14;
+
+#[inline(always)]
+fn get32(buf: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
+}
+
+#[inline(always)]
+fn get16(buf: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([buf[at], buf[at + 1]])
+}
+
+/// Rewrites the packet's 5-tuple to `to` (protocol unchanged).
+#[inline]
+pub fn to_tuple(buf: &mut [u8], parsed: &ParsedFrame, to: &FlowKey) {
+    let (old_src, old_dst) = (get32(buf, IP + 12), get32(buf, IP + 16));
+    let l4 = parsed.l4_offset as usize;
+    let (old_sport, old_dport) = (get16(buf, l4), get16(buf, l4 + 2));
+    // IPv4 header.
+    let mut ip_sum = get16(buf, IP + 10);
+    if old_src != to.src {
+        ip_sum = checksum::update_u32(ip_sum, old_src, to.src);
+        buf[IP + 12..IP + 16].copy_from_slice(&to.src.to_be_bytes());
+    }
+    if old_dst != to.dst {
+        ip_sum = checksum::update_u32(ip_sum, old_dst, to.dst);
+        buf[IP + 16..IP + 20].copy_from_slice(&to.dst.to_be_bytes());
+    }
+    buf[IP + 10..IP + 12].copy_from_slice(&ip_sum.to_be_bytes());
+    buf[l4..l4 + 2].copy_from_slice(&to.sport.to_be_bytes());
+    buf[l4 + 2..l4 + 4].copy_from_slice(&to.dport.to_be_bytes());
+    let csum_at = match parsed.ip_protocol {
+        IPPROTO_TCP => l4 + 16,
+        IPPROTO_UDP => l4 + 6,
+        IPPROTO_SCTP => {
+            sctp_fill_crc(buf, l4, parsed.l4_len as usize);
+            return;
+        }
+        _ => return,
+    };
+    let mut sum = get16(buf, csum_at);
+    if parsed.ip_protocol == IPPROTO_UDP && sum == 0 {
+        return; // no checksum
+    }
+    sum = checksum::update_u32(sum, old_src, to.src);
+    sum = checksum::update_u32(sum, old_dst, to.dst);
+    sum = checksum::update_u16(sum, old_sport, to.sport);
+    sum = checksum::update_u16(sum, old_dport, to.dport);
+    if parsed.ip_protocol == IPPROTO_UDP && sum == 0 {
+        sum = 0xffff;
+    }
+    buf[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// Recomputes the CRC32c of the SCTP packet at `l4` of `len` bytes (RFC 9260 appendix A).
+pub fn sctp_fill_crc(buf: &mut [u8], l4: usize, len: usize) {
+    let end = (l4 + len).min(buf.len());
+    if end < l4 + 12 {
+        return;
+    }
+    buf[l4 + 8..l4 + 12].fill(0);
+    let crc = crc32c::crc32c(&buf[l4..end]);
+    buf[l4 + 8..l4 + 12].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::parse_frame;
+    use etherparse::PacketBuilder;
+    use std::net::Ipv4Addr;
+
+    fn verify_l4(frame: &[u8]) {
+        let p = etherparse::SlicedPacket::from_ethernet(frame).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { panic!() };
+        let h = ip.header();
+        match p.transport.unwrap() {
+            etherparse::TransportSlice::Tcp(t) => {
+                assert_eq!(t.checksum(), t.to_header().calc_checksum_ipv4(&h.to_header(), t.payload()).unwrap())
+            }
+            etherparse::TransportSlice::Udp(u) => {
+                assert_eq!(u.checksum(), u.to_header().calc_checksum_ipv4(&h.to_header(), u.payload()).unwrap())
+            }
+            _ => panic!(),
+        }
+        assert_eq!(checksum::internet_checksum(&frame[14..34]), 0, "IPv4 header checksum");
+    }
+
+    #[test]
+    fn tcp_and_udp_rewrites_keep_checksums_valid() {
+        let to = FlowKey::new(Ipv4Addr::new(172, 18, 0, 2), Ipv4Addr::new(10, 244, 0, 7), 40001, 8080, 6);
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6]).ipv4([10, 244, 0, 3], [10, 96, 0, 10], 64).tcp(5555, 80, 1, 100).syn().write(&mut f, b"hi").unwrap();
+        let p = parse_frame(&f).unwrap();
+        to_tuple(&mut f, &p, &to);
+        verify_l4(&f);
+        let q = parse_frame(&f).unwrap();
+        assert_eq!((q.src_ip, q.dst_ip, q.src_port, q.dst_port), (to.src_ip(), to.dst_ip(), 40001, 8080));
+        let mut u = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6]).ipv4([10, 244, 0, 3], [10, 96, 0, 10], 64).udp(5555, 53).write(&mut u, b"query").unwrap();
+        let to = FlowKey { proto: 17, ..to };
+        let p = parse_frame(&u).unwrap();
+        to_tuple(&mut u, &p, &to);
+        verify_l4(&u);
+    }
+
+    #[test]
+    fn udp_without_checksum_stays_without() {
+        let mut u = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6]).ipv4([10, 244, 0, 3], [10, 96, 0, 10], 64).udp(5555, 53).write(&mut u, b"q").unwrap();
+        u[40..42].fill(0);
+        let p = parse_frame(&u).unwrap();
+        to_tuple(&mut u, &p, &FlowKey::new(Ipv4Addr::new(1, 2, 3, 4), Ipv4Addr::new(5, 6, 7, 8), 1, 2, 17));
+        assert_eq!(&u[40..42], &[0, 0]);
+    }
+
+    #[test]
+    fn sctp_crc_matches_the_rfc_example() {
+        // RFC 9260 style: CRC32c over the packet with the checksum field zeroed.
+        let mut pkt = vec![0u8; 14 + 20];
+        pkt.extend_from_slice(&[0x13, 0x88, 0x13, 0x89, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 1, 0, 0, 4]);
+        sctp_fill_crc(&mut pkt, 34, 16);
+        let mut check = pkt[34..].to_vec();
+        let stored = u32::from_le_bytes(check[8..12].try_into().unwrap());
+        check[8..12].fill(0);
+        assert_eq!(stored, crc32c::crc32c(&check));
+        assert_ne!(stored, 0);
+    }
+}

@@ -1,0 +1,340 @@
+//! Service scenarios through [`process`] with a connection table: DNAT and reverse NAT,
+//! REJECT and DROP verdicts, hairpin, affinity, traffic policies, masquerade, ICMP errors.
+use std::net::Ipv4Addr;
+
+use etherparse::PacketBuilder;
+
+use super::*;
+use crate::conntrack::{KeyHasher, Timeouts};
+use crate::drop_reason::DropReason;
+use crate::tables::maglev;
+use crate::tables::services::{Backend, BackendSet, Frontend, FrontendKey, FrontendKind, OnEmpty, ServiceTables};
+use crate::tables::{NextHop, PortConfig, PortKind, SourceGuard};
+use crate::wire::{checksum, parse_frame, tcp_flags};
+
+const GW: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+const PODS: [Ipv4Addr; 3] = [Ipv4Addr::new(10, 244, 0, 10), Ipv4Addr::new(10, 244, 0, 11), Ipv4Addr::new(10, 244, 0, 12)];
+const UPLINK: PortId = 9;
+
+fn pod_mac(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x0a, 0x58, o[0], o[1], o[2], o[3]]
+}
+
+fn port_mac(id: PortId) -> [u8; 6] {
+    [0xee, 0, 0, 0, 0, id as u8]
+}
+
+fn set(backends: &[Ipv4Addr], on_empty: OnEmpty, masquerade: bool) -> BackendSet {
+    let backends: Vec<Backend> =
+        backends.iter().enumerate().map(|(i, ip)| Backend { ip: *ip, port: 8080, endpoint_id: i as u32 + 100, local: true }).collect();
+    let names: Vec<String> = backends.iter().map(|b| format!("{}:{}", b.ip, b.port)).collect();
+    BackendSet { maglev: maglev::build(&names), backends, on_empty, masquerade }
+}
+
+fn frontend(ip: Ipv4Addr, port: u16, proto: u8, kind: FrontendKind, internal: BackendSet, external: BackendSet) -> Frontend {
+    Frontend {
+        name: format!("x/svc:{port}"),
+        service_id: 1,
+        kind,
+        key: FrontendKey { ip: u32::from(ip), port, proto },
+        internal,
+        external,
+        affinity_timeout_s: None,
+        source_ranges: vec![],
+    }
+}
+
+fn tables() -> Tables {
+    let mut t = Tables::new(GW);
+    t.set_port(0, Some(PortConfig { name: "node".into(), kind: PortKind::Host, mac: port_mac(0), source_guard: None }));
+    for (i, ip) in PODS.iter().enumerate() {
+        let id = i as PortId + 1;
+        t.set_port(
+            id,
+            Some(PortConfig { name: format!("x/{i}"), kind: PortKind::Pod, mac: port_mac(id), source_guard: Some(SourceGuard { mac: pod_mac(*ip), ip: *ip }) }),
+        );
+        t.routes.insert(u32::from(*ip), 32, NextHop { port: id, dst_mac: pod_mac(*ip) });
+    }
+    t.set_port(UPLINK, Some(PortConfig { name: "uplink".into(), kind: PortKind::Uplink, mac: port_mac(UPLINK), source_guard: None }));
+    t.routes.insert(u32::from(NODE_IP), 32, NextHop { port: 0, dst_mac: [0x0a, 0x58, 172, 18, 0, 2] });
+    t.routes.insert(u32::from(CLIENT), 32, NextHop { port: UPLINK, dst_mac: [2, 0, 0, 0, 0, 0x50] });
+    let mut s = ServiceTables { service_cidrs: vec![(u32::from(Ipv4Addr::new(10, 96, 0, 0)), 16)], snat_ip: Some(NODE_IP), ..Default::default() };
+    let all = set(&PODS, OnEmpty::Reject, false);
+    s.push(frontend(VIP, 80, 6, FrontendKind::ClusterIp, all.clone(), BackendSet { masquerade: true, ..all.clone() }));
+    s.push(frontend(VIP, 53, 17, FrontendKind::ClusterIp, all.clone(), BackendSet { masquerade: true, ..all.clone() }));
+    s.push(frontend(EMPTY_VIP, 80, 6, FrontendKind::ClusterIp, set(&[], OnEmpty::Reject, false), set(&[], OnEmpty::Reject, true)));
+    s.push(frontend(EMPTY_VIP, 53, 17, FrontendKind::ClusterIp, set(&[], OnEmpty::Reject, false), set(&[], OnEmpty::Reject, true)));
+    // NodePort 30080: eTP Cluster (masquerade); 30081: eTP Local with no local endpoint.
+    s.push(frontend(NODE_IP, 30080, 6, FrontendKind::NodePort, all.clone(), BackendSet { masquerade: true, ..all.clone() }));
+    s.push(frontend(NODE_IP, 30081, 6, FrontendKind::NodePort, all.clone(), set(&[], OnEmpty::Drop, false)));
+    // NodePort 30082: eTP Local, local endpoints, source preserved.
+    s.push(frontend(NODE_IP, 30082, 6, FrontendKind::NodePort, all.clone(), all.clone()));
+    let mut sticky = frontend(VIP, 443, 6, FrontendKind::ClusterIp, all.clone(), all);
+    sticky.affinity_timeout_s = Some(10800);
+    s.push(sticky);
+    t.services = s;
+    t
+}
+
+struct Scenario {
+    t: Tables,
+    ct: ConnTable,
+}
+
+impl Scenario {
+    fn new() -> Self {
+        Self { t: tables(), ct: ConnTable::new(4096, KeyHasher::new(11)) }
+    }
+
+    fn send(&self, frame: &[u8], in_port: PortId) -> (Verdict, Vec<u8>, DropCounters) {
+        let mut buf = vec![0u8; 2048];
+        buf[..frame.len()].copy_from_slice(frame);
+        let drops = DropCounters::default();
+        let ctx = Ctx { tables: &self.t, ct: &self.ct, now: self.ct.now_ms(), drops: &drops };
+        let v = process(&mut buf, frame.len(), in_port, &ctx);
+        let len = match v {
+            Verdict::Forward { len, .. } => len,
+            Verdict::Drop(_) => frame.len(),
+        };
+        buf.truncate(len);
+        (v, buf, drops)
+    }
+}
+
+fn pod_port(ip: Ipv4Addr) -> PortId {
+    PODS.iter().position(|p| *p == ip).unwrap() as PortId + 1
+}
+
+fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, in_port: PortId) -> Vec<u8> {
+    let src_mac = if in_port == UPLINK { [2, 0, 0, 0, 0, 0x50] } else { pod_mac(src) };
+    let b = PacketBuilder::ethernet2(src_mac, port_mac(in_port)).ipv4(src.octets(), dst.octets(), 64);
+    let mut t = b.tcp(sport, dport, 1000, 64000);
+    if flags & tcp_flags::SYN != 0 {
+        t = t.syn();
+    }
+    if flags & tcp_flags::ACK != 0 {
+        t = t.ack(5000);
+    }
+    if flags & tcp_flags::RST != 0 {
+        t = t.rst();
+    }
+    let mut v = Vec::new();
+    t.write(&mut v, &[]).unwrap();
+    v
+}
+
+fn udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, in_port: PortId) -> Vec<u8> {
+    let src_mac = if in_port == UPLINK { [2, 0, 0, 0, 0, 0x50] } else { pod_mac(src) };
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(src_mac, port_mac(in_port)).ipv4(src.octets(), dst.octets(), 64).udp(sport, dport).write(&mut v, b"dns?").unwrap();
+    v
+}
+
+fn tuple(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+    let p = parse_frame(frame).unwrap();
+    (p.src_ip, p.src_port, p.dst_ip, p.dst_port)
+}
+
+fn checksums_ok(frame: &[u8]) {
+    let p = etherparse::SlicedPacket::from_ethernet(frame).unwrap();
+    let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { panic!("not IPv4") };
+    assert_eq!(checksum::internet_checksum(&frame[14..14 + ip.header().slice().len()]), 0, "IPv4 header checksum");
+    let h = ip.header().to_header();
+    match p.transport {
+        Some(etherparse::TransportSlice::Tcp(t)) => assert_eq!(t.checksum(), t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap(), "TCP"),
+        Some(etherparse::TransportSlice::Udp(u)) => assert_eq!(u.checksum(), u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap(), "UDP"),
+        _ => {}
+    }
+}
+
+#[test]
+fn cluster_ip_is_translated_both_ways_and_keeps_the_pod_source() {
+    let s = Scenario::new();
+    let client = PODS[0];
+    // A flow that does not hairpin (that one is masqueraded; tested below).
+    let (csport, v, out) = (40000..41000)
+        .map(|p| {
+            let (v, out, _) = s.send(&tcp(client, VIP, p, 80, tcp_flags::SYN, 1), 1);
+            (p, v, out)
+        })
+        .find(|(_, _, out)| tuple(out).2 != client)
+        .unwrap();
+    let (src, sport, backend, bport) = tuple(&out);
+    assert_eq!((src, sport, bport), (client, csport, 8080), "source kept, port translated");
+    assert!(PODS.contains(&backend));
+    assert_eq!(v, Verdict::Forward { port: pod_port(backend), len: out.len() });
+    assert_eq!(&out[0..6], &pod_mac(backend));
+    checksums_ok(&out);
+    // The same flow again lands on the same backend.
+    let (_, again, _) = s.send(&tcp(client, VIP, csport, 80, tcp_flags::ACK, 1), 1);
+    assert_eq!(tuple(&again).2, backend);
+    // The backend's answer comes back from the Service address.
+    let (v, back, _) = s.send(&tcp(backend, client, 8080, csport, tcp_flags::SYN | tcp_flags::ACK, pod_port(backend)), pod_port(backend));
+    assert_eq!(tuple(&back), (VIP, 80, client, csport));
+    assert_eq!(v, Verdict::Forward { port: 1, len: back.len() });
+    checksums_ok(&back);
+}
+
+#[test]
+fn flows_spread_over_backends() {
+    let s = Scenario::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for sport in 0..60 {
+        let (_, out, _) = s.send(&tcp(PODS[1], VIP, 20000 + sport, 80, tcp_flags::SYN, 2), 2);
+        seen.insert(tuple(&out).2);
+    }
+    assert_eq!(seen.len(), 3, "60 flows used {seen:?}");
+}
+
+#[test]
+fn no_endpoints_rejects_tcp_with_rst_and_udp_with_port_unreachable() {
+    let s = Scenario::new();
+    let syn = tcp(PODS[0], EMPTY_VIP, 40000, 80, tcp_flags::SYN, 1);
+    let (v, out, _) = s.send(&syn, 1);
+    assert_eq!(v, Verdict::Forward { port: 1, len: 54 });
+    let p = parse_frame(&out).unwrap();
+    assert_eq!((p.src_ip, p.src_port, p.dst_ip, p.dst_port), (EMPTY_VIP, 80, PODS[0], 40000));
+    assert_eq!(p.tcp_flags, tcp_flags::RST | tcp_flags::ACK);
+    assert_eq!(u32::from_be_bytes(out[42..46].try_into().unwrap()), 1001, "acknowledges the SYN");
+    assert_eq!(&out[0..6], &pod_mac(PODS[0]));
+    checksums_ok(&out);
+    let (v, out, _) = s.send(&udp(PODS[0], EMPTY_VIP, 5353, 53, 1), 1);
+    assert!(matches!(v, Verdict::Forward { port: 1, .. }));
+    let p = parse_frame(&out).unwrap();
+    assert_eq!((p.src_ip, p.dst_ip, p.icmp_type, p.icmp_code), (EMPTY_VIP, PODS[0], 3, 3));
+    assert_eq!(checksum::internet_checksum(&out[34..]), 0);
+    assert_eq!(s.ct.live(), 0, "rejected flows are not tracked");
+}
+
+#[test]
+fn unexposed_port_rejects_and_unallocated_address_drops() {
+    let s = Scenario::new();
+    let (v, out, _) = s.send(&tcp(PODS[0], VIP, 40000, 81, tcp_flags::SYN, 1), 1);
+    assert!(matches!(v, Verdict::Forward { port: 1, .. }));
+    assert_eq!(parse_frame(&out).unwrap().tcp_flags & tcp_flags::RST, tcp_flags::RST);
+    // UDP/80 is not exposed either (only TCP/80 is).
+    let (v, out, _) = s.send(&udp(PODS[0], VIP, 5353, 80, 1), 1);
+    assert!(matches!(v, Verdict::Forward { .. }));
+    assert_eq!(parse_frame(&out).unwrap().icmp_type, 3);
+    let (v, _, _) = s.send(&tcp(PODS[0], Ipv4Addr::new(10, 96, 7, 7), 40000, 80, tcp_flags::SYN, 1), 1);
+    assert_eq!(v, Verdict::Drop(DropReason::ServiceIpUnallocated));
+}
+
+#[test]
+fn hairpin_is_masqueraded_to_the_node_address() {
+    let s = Scenario::new();
+    // Find a source port whose flow lands on the client itself.
+    let client = PODS[2];
+    let (sport, out) = (1000..2000)
+        .map(|p| (p, s.send(&tcp(client, VIP, p, 80, tcp_flags::SYN, 3), 3).1))
+        .find(|(_, out)| tuple(out).2 == client)
+        .expect("some flow hairpins");
+    let (src, nat_port, dst, _) = tuple(&out);
+    assert_eq!((src, dst), (NODE_IP, client), "masqueraded to the node");
+    checksums_ok(&out);
+    // The pod answers the node address; the switch turns it back into the Service's answer.
+    let (v, back, _) = s.send(&tcp(client, NODE_IP, 8080, nat_port, tcp_flags::SYN | tcp_flags::ACK, 3), 3);
+    assert_eq!(tuple(&back), (VIP, 80, client, sport));
+    assert_eq!(v, Verdict::Forward { port: 3, len: back.len() });
+}
+
+#[test]
+fn client_ip_affinity_sticks_across_connections() {
+    let s = Scenario::new();
+    let mut backends = std::collections::BTreeSet::new();
+    for sport in 0..15 {
+        let (_, out, _) = s.send(&tcp(PODS[0], VIP, 30000 + sport * 13, 443, tcp_flags::SYN, 1), 1);
+        backends.insert(tuple(&out).2);
+    }
+    assert_eq!(backends.len(), 1, "15 connections went to {backends:?}");
+}
+
+#[test]
+fn external_traffic_policies() {
+    let s = Scenario::new();
+    // Cluster: masqueraded to the node address.
+    let (v, out, _) = s.send(&tcp(CLIENT, NODE_IP, 50000, 30080, tcp_flags::SYN, UPLINK), UPLINK);
+    let (src, nat_port, backend, _) = tuple(&out);
+    assert_eq!(src, NODE_IP);
+    assert!(matches!(v, Verdict::Forward { .. }));
+    // Its answer goes back out the uplink from the node's NodePort.
+    let (v, back, _) = s.send(&tcp(backend, NODE_IP, 8080, nat_port, tcp_flags::SYN | tcp_flags::ACK, pod_port(backend)), pod_port(backend));
+    assert_eq!(tuple(&back), (NODE_IP, 30080, CLIENT, 50000));
+    assert_eq!(v, Verdict::Forward { port: UPLINK, len: back.len() });
+    // Local with no local endpoint: dropped.
+    let (v, _, _) = s.send(&tcp(CLIENT, NODE_IP, 50001, 30081, tcp_flags::SYN, UPLINK), UPLINK);
+    assert_eq!(v, Verdict::Drop(DropReason::NoLocalEndpoint));
+    // Local with local endpoints: the client's address is preserved.
+    let (_, out, _) = s.send(&tcp(CLIENT, NODE_IP, 50002, 30082, tcp_flags::SYN, UPLINK), UPLINK);
+    assert_eq!(tuple(&out).0, CLIENT);
+    // From a pod, the NodePort uses the internal set (no drop).
+    let (v, _, _) = s.send(&tcp(PODS[0], NODE_IP, 50003, 30081, tcp_flags::SYN, 1), 1);
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+}
+
+#[test]
+fn port_unreachable_from_a_backend_reaches_the_client_from_the_service_address() {
+    let s = Scenario::new();
+    let (_, out, _) = s.send(&udp(PODS[0], VIP, 5353, 53, 1), 1);
+    let backend = tuple(&out).2;
+    if backend == PODS[0] {
+        return; // hairpin case covered elsewhere
+    }
+    // The backend's kernel answers with port unreachable quoting what it received.
+    let mut icmp = Vec::new();
+    PacketBuilder::ethernet2(pod_mac(backend), port_mac(pod_port(backend)))
+        .ipv4(backend.octets(), PODS[0].octets(), 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port))
+        .write(&mut icmp, &out[14..])
+        .unwrap();
+    let (v, back, _) = s.send(&icmp, pod_port(backend));
+    assert_eq!(v, Verdict::Forward { port: 1, len: back.len() });
+    let p = parse_frame(&back).unwrap();
+    assert_eq!((p.src_ip, p.dst_ip, p.icmp_type), (VIP, PODS[0], 3));
+    // The quote shows the datagram as the client sent it.
+    let q = &back[42..];
+    assert_eq!(&q[12..16], &PODS[0].octets());
+    assert_eq!(&q[16..20], &VIP.octets());
+    assert_eq!(u16::from_be_bytes([q[22], q[23]]), 53);
+    assert_eq!(checksum::internet_checksum(&q[..20]), 0, "quoted header checksum");
+    assert_eq!(checksum::internet_checksum(&back[34..]), 0, "ICMP checksum");
+    assert_eq!(checksum::internet_checksum(&back[14..34]), 0, "outer header checksum");
+}
+
+#[test]
+fn a_full_table_refuses_new_flows_but_established_ones_go_on() {
+    let s = Scenario { t: tables(), ct: ConnTable::new(2, KeyHasher::new(3)) };
+    let (_, first, _) = s.send(&tcp(PODS[0], VIP, 1, 80, tcp_flags::SYN, 1), 1);
+    s.send(&tcp(PODS[0], PODS[1], 2, 80, tcp_flags::SYN, 1), 1);
+    let (v, _, _) = s.send(&tcp(PODS[0], VIP, 3, 80, tcp_flags::SYN, 1), 1);
+    assert_eq!(v, Verdict::Drop(DropReason::ConntrackFull));
+    let (v, again, _) = s.send(&tcp(PODS[0], VIP, 1, 80, tcp_flags::ACK, 1), 1);
+    assert!(matches!(v, Verdict::Forward { .. }));
+    assert_eq!(tuple(&again).2, tuple(&first).2);
+}
+
+#[test]
+fn udp_flush_of_a_removed_endpoint_lets_the_flow_choose_again() {
+    let s = Scenario::new();
+    let (_, out, _) = s.send(&udp(PODS[0], VIP, 6000, 53, 1), 1);
+    let backend = tuple(&out).2;
+    let endpoint = 100 + PODS.iter().position(|p| *p == backend).unwrap() as u32;
+    assert_eq!(crate::conntrack::reaper::flush_udp_endpoints(&s.ct, &[endpoint]), 1);
+    assert_eq!(s.ct.live(), 0);
+    let _ = Timeouts::default();
+}
+
+#[test]
+fn lone_rst_to_a_service_is_invalid_and_untracked_between_pods() {
+    let s = Scenario::new();
+    let (v, _, _) = s.send(&tcp(PODS[0], VIP, 1, 80, tcp_flags::RST, 1), 1);
+    assert_eq!(v, Verdict::Drop(DropReason::CtInvalid));
+    let (v, _, _) = s.send(&tcp(PODS[0], PODS[1], 1, 80, tcp_flags::RST, 1), 1);
+    assert!(matches!(v, Verdict::Forward { port: 2, .. }));
+    assert_eq!(s.ct.live(), 0);
+}
