@@ -3,6 +3,7 @@
 //! of stdout, with progress on stderr. perf/README.md says how each one measures.
 mod forward;
 mod lab;
+mod pipeline_bench;
 mod stats;
 mod sys;
 
@@ -19,12 +20,15 @@ struct Cli {
 enum Cmd {
     /// 64-byte UDP frames per second pod -> pod: podswitch vs Linux bridge vs dpdk-testpmd (AF_XDP).
     Forward(forward::ForwardArgs),
+    /// Per-packet cost of the whole pipeline in memory: 10,000 Services, 100,000 endpoints, 1,000,000 connections.
+    Pipeline(pipeline_bench::PipelineArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Forward(a) => forward::main(a),
+        Cmd::Pipeline(a) => pipeline_bench::main(a),
     };
     match code {
         Ok(c) => std::process::exit(c),
