@@ -14,4 +14,5 @@ pub mod manifests;
 pub mod model;
 pub mod naming;
 pub mod run;
+pub mod services;
 pub mod show;

@@ -3,7 +3,8 @@
 //! Contract:
 //! - Every `*.yaml`/`*.yml`/`*.json` file directly in the directory is read, in name order;
 //!   a file may hold several documents separated by `---`. `List` objects are flattened.
-//! - Kinds understood: Namespace, Pod, Node. Other kinds are kept aside as
+//! - Kinds understood: Namespace, Pod, Node, Service (v1) and EndpointSlice
+//!   (discovery.k8s.io/v1). Other kinds are kept aside as
 //!   [`Manifests::ignored`] so that a caller can say what it did not use.
 //! - Any error (unreadable file, bad YAML, a known kind that does not deserialize, a duplicate
 //!   object) fails the whole load with a message naming the file and document: the caller keeps
@@ -14,7 +15,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
 
 /// Objects of one manifest directory, keyed by `namespace/name` (or `name` when cluster-scoped).
@@ -23,6 +25,8 @@ pub struct Manifests {
     pub namespaces: BTreeMap<String, Namespace>,
     pub pods: BTreeMap<String, Pod>,
     pub nodes: BTreeMap<String, Node>,
+    pub services: BTreeMap<String, Service>,
+    pub endpoint_slices: BTreeMap<String, EndpointSlice>,
     /// `kind namespace/name (file)` of documents of kinds this version does not use.
     pub ignored: Vec<String>,
     /// Digest of the directory content this view was read from (see [`dir_digest`]).
@@ -152,8 +156,23 @@ fn add_object(out: &mut Manifests, file: &Path, value: serde_yaml::Value) -> Res
             pod.metadata.namespace = Some(namespace.clone());
             insert_unique(&mut out.pods, format!("{namespace}/{name}"), pod, &kind)?
         }
-        (_, "Namespace" | "Node" | "Pod") => {
+        ("v1", "Service") => {
+            validate_name("Namespace", &namespace)?;
+            let mut svc = typed!(Service);
+            svc.metadata.namespace = Some(namespace.clone());
+            insert_unique(&mut out.services, format!("{namespace}/{name}"), svc, &kind)?
+        }
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            validate_name("Namespace", &namespace)?;
+            let mut slice = typed!(EndpointSlice);
+            slice.metadata.namespace = Some(namespace.clone());
+            insert_unique(&mut out.endpoint_slices, format!("{namespace}/{name}"), slice, &kind)?
+        }
+        (_, "Namespace" | "Node" | "Pod" | "Service") => {
             return Err(format!("{kind} {name}: apiVersion must be v1, not {api_version:?}"));
+        }
+        (_, "EndpointSlice") => {
+            return Err(format!("{kind} {name}: apiVersion must be discovery.k8s.io/v1, not {api_version:?}"));
         }
         _ => out.ignored.push(format!("{kind} {namespace}/{name} ({})", file.display())),
     }
@@ -221,5 +240,31 @@ mod tests {
         let dup = "kind: Pod\napiVersion: v1\nmetadata: {name: a}\n---\nkind: Pod\napiVersion: v1\nmetadata: {name: a}\n";
         let e = add_documents(&mut Manifests::default(), Path::new("f.yaml"), dup).unwrap_err().to_string();
         assert!(e.contains("duplicate Pod default/a"), "{e}");
+    }
+
+    #[test]
+    fn services_and_endpoint_slices_are_read() {
+        let mut m = Manifests::default();
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: x}\n\
+                    spec: {selector: {pod: a}, ports: [{port: 80, targetPort: http}]}\n---\n\
+                    apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                    metadata: {name: s-1, namespace: x, labels: {kubernetes.io/service-name: s}}\n\
+                    addressType: IPv4\nports: [{name: '', port: 8080}]\n\
+                    endpoints: [{addresses: [10.244.0.5], conditions: {ready: true}}]\n---\n\
+                    apiVersion: v1\nkind: Service\nmetadata: {name: t}\nspec: {ports: [{port: 53, protocol: UDP}]}\n";
+        add_documents(&mut m, Path::new("f.yaml"), text).unwrap();
+        assert_eq!(m.services.keys().collect::<Vec<_>>(), vec!["default/t", "x/s"]);
+        assert_eq!(m.services["default/t"].metadata.namespace.as_deref(), Some("default"));
+        assert_eq!(m.endpoint_slices.keys().collect::<Vec<_>>(), vec!["x/s-1"]);
+        assert_eq!(m.endpoint_slices["x/s-1"].endpoints.len(), 1);
+        assert!(m.ignored.is_empty(), "{:?}", m.ignored);
+        let e = add_documents(&mut m, Path::new("f.yaml"), "apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata: {name: e}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("apiVersion must be discovery.k8s.io/v1"), "{e}");
+        let e = add_documents(&mut m, Path::new("f.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: t}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("duplicate Service default/t"), "{e}");
     }
 }

@@ -171,7 +171,7 @@ mod tests {
         let m = manifests::load_dir(&out).unwrap();
         assert_eq!(m.pods.len(), 2);
         assert_eq!(m.namespaces.len(), 1);
-        assert_eq!(m.ignored.len(), 1, "the Service is kept");
+        assert_eq!(m.services.len(), 1, "the Service is kept");
         let a = model::pod_info(&m.pods["x/a"]).unwrap();
         assert_eq!(a.ip, Some("10.244.0.2".parse().unwrap()));
         assert_eq!(a.node_name.as_deref(), Some("node-1"));

@@ -362,6 +362,12 @@ impl XskTx {
         self.fd
     }
 
+    /// Free TX ring entries, up to `want`.
+    #[inline]
+    pub fn room(&mut self, want: u32) -> u32 {
+        self.tx.nb_free(want).min(want)
+    }
+
     /// Whether frame `index` is the caller's (not with the kernel).
     pub fn is_free(&self, index: u32) -> bool {
         self.in_kernel.get(index as usize).is_some_and(|k| !k)

@@ -153,13 +153,29 @@ impl ConnTable {
         (((h as u128) * (self.buckets.len() as u128)) >> 64) as usize
     }
 
-    /// Starts fetching the home bucket of hash `h` (for batched lookups): a plain load whose
-    /// value is unused, so the CPU overlaps the cache misses of a burst's packets instead of
-    /// taking them one after another. (The prefetch intrinsic would need `unsafe`, which this
-    /// project keeps to the AF_XDP layer.)
+    /// Starts fetching the home bucket of hash `h`, for a burst's packets before any of them
+    /// is processed: a plain load whose value is unused, issued for many packets in a row, so
+    /// the CPU overlaps their cache misses instead of taking them one after another. (The
+    /// prefetch intrinsic would need `unsafe`, which this project keeps to the AF_XDP layer.)
     #[inline(always)]
-    pub fn prefetch(&self, h: u64) {
-        std::hint::black_box(self.buckets[self.home(h)].overflow.load(Relaxed));
+    pub fn warm_bucket(&self, h: u64) {
+        std::hint::black_box(self.buckets[self.home(h)].slots[0].load(Relaxed));
+    }
+
+    /// Second step after [`Self::warm_bucket`]: starts fetching the entries whose slots in the
+    /// (now cached) home bucket carry `h`'s tag.
+    #[inline(always)]
+    pub fn warm_entry(&self, h: u64) {
+        let tag = tag_of(h);
+        for slot in &self.buckets[self.home(h)].slots {
+            let v = slot.load(Relaxed);
+            if (v >> 32) as u32 == tag {
+                let idx = ((v as u32) >> 1) as usize & 0x7fff_ffff;
+                if let Some(e) = self.entries.get(idx) {
+                    std::hint::black_box(e.version.load(Relaxed));
+                }
+            }
+        }
     }
 
     #[inline]

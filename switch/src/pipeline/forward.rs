@@ -25,7 +25,11 @@ pub fn ipv4(
 ) -> Verdict {
     let tables = ctx.tables;
     let ihl = ((buf[IP] & 0x0f) as usize) * 4;
-    if checksum::internet_checksum(&buf[IP..IP + ihl]) != 0 {
+    let header_ok = match <&[u8; 20]>::try_from(&buf[IP..IP + 20]) {
+        Ok(h) if ihl == 20 => checksum::ipv4_header_checksum(h) == 0,
+        _ => checksum::internet_checksum(&buf[IP..IP + ihl]) == 0,
+    };
+    if !header_ok {
         return Verdict::Drop(DropReason::BadIpChecksum);
     }
     if parsed.dst_ip == tables.gateway_ip {

@@ -19,6 +19,7 @@ pub mod icmp_nat;
 pub mod nat;
 pub mod reject;
 pub mod rewrite;
+pub mod warm;
 
 use crate::conntrack::ConnTable;
 use crate::counters::DropCounters;

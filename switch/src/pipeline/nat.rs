@@ -69,19 +69,29 @@ pub fn track(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: PortId, 
 fn established(buf: &mut [u8], parsed: &ParsedFrame, hit: crate::conntrack::Hit, ctx: &Ctx) {
     let e = ctx.ct.entry(hit.idx);
     let reply = hit.dir == Dir::Reply;
-    if let Some(st) = e.state() {
-        let next = match st {
-            s if parsed.ip_protocol == IPPROTO_TCP => tcp::tcp_next(s, parsed.tcp_flags, reply),
-            CtState::UdpUnreplied if reply => CtState::UdpReplied,
-            s => s,
-        };
-        let seen = if reply && e.flags() & flags::SEEN_REPLY == 0 { flags::SEEN_REPLY } else { 0 };
-        if next != st || seen != 0 {
-            e.transition(st, next, seen);
+    let word = e.state_word();
+    let entry_flags = (word >> 8) as u8;
+    if let Some(st) = CtState::from_u8(word as u8) {
+        use crate::wire::tcp_flags::{FIN, RST, SYN};
+        // Fast path: data of an established TCP flow, or a UDP flow already answered.
+        let steady = (st == CtState::TcpEstablished && parsed.tcp_flags & (FIN | RST | SYN) == 0)
+            || st == CtState::UdpReplied;
+        if !steady {
+            let next = match st {
+                s if parsed.ip_protocol == IPPROTO_TCP => tcp::tcp_next(s, parsed.tcp_flags, reply),
+                CtState::UdpUnreplied if reply => CtState::UdpReplied,
+                s => s,
+            };
+            let seen = if reply && entry_flags & flags::SEEN_REPLY == 0 { flags::SEEN_REPLY } else { 0 };
+            if next != st || seen != 0 {
+                e.transition(st, next, seen);
+            }
+        } else if reply && entry_flags & flags::SEEN_REPLY == 0 {
+            e.transition(st, st, flags::SEEN_REPLY);
         }
     }
     e.touch(ctx.now);
-    if e.flags() & (flags::DNAT | flags::SNAT) != 0 && parsed.ip_protocol != IPPROTO_ICMP {
+    if entry_flags & (flags::DNAT | flags::SNAT) != 0 && parsed.ip_protocol != IPPROTO_ICMP {
         let s = &hit.snap;
         let to = match hit.dir {
             Dir::Orig => s.reply.reverse(),

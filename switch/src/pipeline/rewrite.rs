@@ -26,17 +26,11 @@ pub fn to_tuple(buf: &mut [u8], parsed: &ParsedFrame, to: &FlowKey) {
     let (old_src, old_dst) = (get32(buf, IP + 12), get32(buf, IP + 16));
     let l4 = parsed.l4_offset as usize;
     let (old_sport, old_dport) = (get16(buf, l4), get16(buf, l4 + 2));
-    // IPv4 header.
-    let mut ip_sum = get16(buf, IP + 10);
-    if old_src != to.src {
-        ip_sum = checksum::update_u32(ip_sum, old_src, to.src);
-        buf[IP + 12..IP + 16].copy_from_slice(&to.src.to_be_bytes());
-    }
-    if old_dst != to.dst {
-        ip_sum = checksum::update_u32(ip_sum, old_dst, to.dst);
-        buf[IP + 16..IP + 20].copy_from_slice(&to.dst.to_be_bytes());
-    }
+    // IPv4 header: both addresses, one fold.
+    let ip_sum = checksum::Delta::new(get16(buf, IP + 10)).u32(old_src, to.src).u32(old_dst, to.dst).finish();
     buf[IP + 10..IP + 12].copy_from_slice(&ip_sum.to_be_bytes());
+    buf[IP + 12..IP + 16].copy_from_slice(&to.src.to_be_bytes());
+    buf[IP + 16..IP + 20].copy_from_slice(&to.dst.to_be_bytes());
     buf[l4..l4 + 2].copy_from_slice(&to.sport.to_be_bytes());
     buf[l4 + 2..l4 + 4].copy_from_slice(&to.dport.to_be_bytes());
     let csum_at = match parsed.ip_protocol {
@@ -48,14 +42,17 @@ pub fn to_tuple(buf: &mut [u8], parsed: &ParsedFrame, to: &FlowKey) {
         }
         _ => return,
     };
-    let mut sum = get16(buf, csum_at);
-    if parsed.ip_protocol == IPPROTO_UDP && sum == 0 {
+    let old_sum = get16(buf, csum_at);
+    if parsed.ip_protocol == IPPROTO_UDP && old_sum == 0 {
         return; // no checksum
     }
-    sum = checksum::update_u32(sum, old_src, to.src);
-    sum = checksum::update_u32(sum, old_dst, to.dst);
-    sum = checksum::update_u16(sum, old_sport, to.sport);
-    sum = checksum::update_u16(sum, old_dport, to.dport);
+    // The pseudo-header's addresses and the ports, one fold.
+    let mut sum = checksum::Delta::new(old_sum)
+        .u32(old_src, to.src)
+        .u32(old_dst, to.dst)
+        .word(old_sport, to.sport)
+        .word(old_dport, to.dport)
+        .finish();
     if parsed.ip_protocol == IPPROTO_UDP && sum == 0 {
         sum = 0xffff;
     }

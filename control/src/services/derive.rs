@@ -1,0 +1,180 @@
+//! Endpoints of a Service port, from its EndpointSlices or, for a Service with a selector and no
+//! EndpointSlice in the manifests, derived from the pods as the EndpointSlice controller would.
+//!
+//! Contract:
+//! - Manifest slices: kube-proxy's reading. A slice port belongs to a Service port when name
+//!   and protocol are equal (an unnamed slice port matches an unnamed Service port); the slice
+//!   gives the endpoint port number. The Service's `targetPort` is not consulted: resolving it
+//!   is the job of whoever wrote the slice.
+//! - Derived endpoints (the controller's rules): every pod of the Service's namespace whose
+//!   labels hold all of the selector's, that has an IP and is not in phase Succeeded or Failed.
+//!   `serving` = the pod is Ready, `terminating` = deletionTimestamp set, `ready` = serving and
+//!   not terminating (always true under `publishNotReadyAddresses`). A pod whose object has no
+//!   `status.conditions` at all counts as Ready: the manifest source (and the lab) have no
+//!   kubelet to write them. A named `targetPort` is resolved per pod against its containerPorts
+//!   (name and protocol); a pod that does not declare it is skipped for that port.
+//! - An endpoint is local when its node is this node; a pod without `spec.nodeName` is on this
+//!   node (manifest source convention); a slice endpoint without nodeName is not local.
+//! - The same address and port listed twice (overlapping slices) counts once: the first in
+//!   slice-name order, unless a later copy is ready and the first is not.
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use super::model::{PortSpec, ServiceModel, SliceModel, TargetPort};
+use crate::manifests::Manifests;
+use crate::model::{NodeInfo, PodInfo};
+
+/// One endpoint of one Service port, whatever its conditions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    pub node: Option<String>,
+    pub local: bool,
+    /// Where it comes from: `EndpointSlice ns/name` (with `, pod ns/name` when it says) or
+    /// `pod ns/name`.
+    pub source: String,
+}
+
+/// Endpoints of `port` from the Service's manifest slices (`slices` are the Service's, in name
+/// order). Pushes a problem when no slice lists the port.
+pub fn from_slices(
+    svc: &ServiceModel,
+    port: &PortSpec,
+    slices: &[&SliceModel],
+    node: &NodeInfo,
+    problems: &mut Vec<String>,
+) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    let mut matched = false;
+    for s in slices {
+        let Some(sp) = s.ports.iter().find(|p| p.name == port.name && p.proto == port.proto) else { continue };
+        matched = true;
+        for e in &s.endpoints {
+            let source = match &e.pod {
+                Some(p) => format!("EndpointSlice {}, pod {p}", s.key),
+                None => format!("EndpointSlice {}", s.key),
+            };
+            out.push(Candidate {
+                ip: e.ip,
+                port: sp.port,
+                ready: e.ready,
+                serving: e.serving,
+                terminating: e.terminating,
+                local: e.node.as_deref() == Some(node.name.as_str()),
+                node: e.node.clone(),
+                source,
+            });
+        }
+    }
+    if !matched {
+        let names: Vec<&str> = slices.iter().map(|s| s.key.as_str()).collect();
+        problems.push(format!(
+            "Service {}: port {} ({}) is listed by none of its EndpointSlices ({}) under name {:?} and protocol {}; it has no endpoints",
+            svc.key,
+            port.label(),
+            if port.name.is_empty() { "unnamed" } else { port.name.as_str() },
+            names.join(", "),
+            port.name,
+            port.proto.as_str().to_ascii_uppercase()
+        ));
+    }
+    dedupe(out)
+}
+
+/// The endpoint conditions the EndpointSlice controller gives a pod, or None when it leaves
+/// the pod out. `obj` is the pod's object when the manifests hold it.
+pub fn pod_conditions(obj: Option<&Pod>, publish_not_ready: bool) -> Option<(bool, bool, bool)> {
+    let status = obj.and_then(|p| p.status.as_ref());
+    if matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let pod_ready = match status.and_then(|s| s.conditions.as_ref()).filter(|c| !c.is_empty()) {
+        None => true,
+        Some(conds) => conds.iter().any(|c| c.type_ == "Ready" && c.status == "True"),
+    };
+    let terminating = obj.is_some_and(|p| p.metadata.deletion_timestamp.is_some());
+    let ready = publish_not_ready || (pod_ready && !terminating);
+    Some((ready, pod_ready, terminating))
+}
+
+/// Endpoints of `port` derived from the pods `svc`'s selector matches.
+pub fn from_selector(
+    svc: &ServiceModel,
+    port: &PortSpec,
+    pods: &[PodInfo],
+    manifests: &Manifests,
+    node: &NodeInfo,
+    problems: &mut Vec<String>,
+) -> Vec<Candidate> {
+    let Some(selector) = &svc.selector else { return Vec::new() };
+    let mut out = Vec::new();
+    for p in pods {
+        if p.namespace != svc.namespace || !selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)) {
+            continue;
+        }
+        let Some(ip) = p.ip else { continue };
+        let key = p.key();
+        let Some((ready, serving, terminating)) = pod_conditions(manifests.pods.get(&key), svc.publish_not_ready)
+        else {
+            continue;
+        };
+        let target = match &port.target {
+            TargetPort::Number(n) => *n,
+            TargetPort::Name(name) => {
+                match p.ports.iter().find(|c| c.name.as_deref() == Some(name.as_str()) && c.protocol == port.proto) {
+                    Some(c) => c.port,
+                    None => {
+                        problems.push(format!(
+                            "Service {}: port {} has targetPort {name:?} that pod {key} does not declare{}; endpoint skipped",
+                            svc.key,
+                            port.label(),
+                            if p.ports.iter().any(|c| c.name.as_deref() == Some(name.as_str())) {
+                                format!(" for {}", port.proto.as_str().to_ascii_uppercase())
+                            } else {
+                                String::new()
+                            }
+                        ));
+                        continue;
+                    }
+                }
+            }
+        };
+        let local = p.node_name.as_deref().is_none_or(|n| n == node.name);
+        out.push(Candidate {
+            ip,
+            port: target,
+            ready,
+            serving,
+            terminating,
+            node: Some(p.node_name.clone().unwrap_or_else(|| node.name.clone())),
+            local,
+            source: format!("pod {key}"),
+        });
+    }
+    dedupe(out)
+}
+
+/// One candidate per (address, port), sorted by them; a ready copy wins over a non-ready one.
+fn dedupe(list: Vec<Candidate>) -> Vec<Candidate> {
+    let mut out: BTreeMap<(Ipv4Addr, u16), Candidate> = BTreeMap::new();
+    for c in list {
+        match out.entry((c.ip, c.port)) {
+            Entry::Occupied(mut o) => {
+                if !o.get().ready && c.ready {
+                    o.insert(c);
+                }
+            }
+            Entry::Vacant(v) => {
+                v.insert(c);
+            }
+        }
+    }
+    out.into_values().collect()
+}

@@ -1,0 +1,265 @@
+//! Services: Kubernetes Service and EndpointSlice objects compiled into the switch's
+//! [`ServiceTables`], with the semantics of the Kubernetes documentation and kube-proxy.
+//!
+//! Contract:
+//! - [`compile_services`] is a pure function of its inputs and the [`ServiceState`] it is
+//!   given, which keeps what must stay stable across recompiles: ClusterIPs and NodePorts it
+//!   allocated, Service ids, endpoint ids. Nothing panics on malformed input: a bad Service (or
+//!   a bad port of one) is skipped with a sentence in [`CompiledServices::problems`]; the
+//!   tables hold everything else.
+//! - Frontends, per Service port: the ClusterIP (`clusterIP`, or the IPv4 entry of
+//!   `clusterIPs`, else allocated); NodePort (type NodePort, and LoadBalancer unless
+//!   `allocateLoadBalancerNodePorts: false` — a `nodePort` set by hand is served either way) on
+//!   every node address; every `status.loadBalancer.ingress[].ip` (not `ipMode: Proxy`) of a
+//!   LoadBalancer, with `loadBalancerSourceRanges`; every `externalIPs` entry, on any type.
+//!   ExternalName, headless and IPv6-only Services get none.
+//! - Endpoints (see [`derive`]): the Service's EndpointSlices (label
+//!   `kubernetes.io/service-name`, addressType IPv4), or, when the manifests hold none for a
+//!   Service with a selector, the pods it selects as the EndpointSlice controller would.
+//! - Sets (kube-proxy's `CategorizeEndpoints`, without topology hints): the cluster set is the
+//!   ready endpoints, or the serving+terminating ones when none is ready; the local set is the
+//!   local ready endpoints, or the local serving+terminating ones when none of those is ready.
+//!   An empty cluster set rejects; an empty local set drops when the Service has usable
+//!   endpoints elsewhere and rejects when it has none at all.
+//!   - ClusterIP frontend: internal = local set under `internalTrafficPolicy: Local`, else the
+//!     cluster set, not masqueraded; external = the same endpoints, masqueraded (off-cluster
+//!     traffic to a ClusterIP, as kube-proxy does).
+//!   - NodePort, LoadBalancer, externalIP frontends: external = the local set, not
+//!     masqueraded, under `externalTrafficPolicy: Local`, else the cluster set, masqueraded.
+//!     Internal (pods and the node reaching an external address) = the cluster set whatever
+//!     the policies (kube-proxy: such traffic "is subject to neither form of traffic policy"),
+//!     masqueraded under `externalTrafficPolicy: Cluster` as kube-proxy's external chain does.
+//! - Ids: a Service keeps its `service_id` while its object exists; an endpoint (Service,
+//!   Service port name, protocol, endpoint address and port) keeps its `endpoint_id` while it
+//!   is listed. Ids are never reused. [`ServiceState::removed_endpoints`] lists the endpoint ids
+//!   that were in some backend set after the previous compile and are in none now (removed,
+//!   or no longer usable), so conntrack can flush their UDP entries at once.
+pub mod allocate;
+pub mod compile;
+pub mod derive;
+pub mod model;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
+
+use ipnet::Ipv4Net;
+use switch::tables::services::{FrontendKind, OnEmpty, ServiceTables};
+
+pub use compile::compile_services;
+pub use model::{ServiceType, TrafficPolicy};
+
+use crate::manifests::Manifests;
+use crate::model::{L4Proto, NodeInfo, PodInfo};
+
+/// The Service CIDR kubeadm and kind use by default.
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/16";
+/// The API server's default `--service-node-port-range`.
+pub const DEFAULT_NODE_PORT_RANGE: RangeInclusive<u16> = 30000..=32767;
+
+/// Cluster-wide settings that the API server would hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// `--service-cluster-ip-range` (IPv4 part).
+    pub service_cidrs: Vec<Ipv4Net>,
+    /// `--service-node-port-range`.
+    pub node_port_range: RangeInclusive<u16>,
+    /// Node addresses that serve NodePorts besides the node's InternalIP.
+    pub extra_node_ips: Vec<Ipv4Addr>,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            service_cidrs: vec![DEFAULT_SERVICE_CIDR.parse().expect("valid default CIDR")],
+            node_port_range: DEFAULT_NODE_PORT_RANGE,
+            extra_node_ips: Vec::new(),
+        }
+    }
+}
+
+/// What [`compile_services`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceInputs<'a> {
+    pub manifests: &'a Manifests,
+    pub node: &'a NodeInfo,
+    /// Every pod of the cluster view (any node) with its IP, labels, containerPorts, nodeName;
+    /// see [`all_pods`].
+    pub all_pods: &'a [PodInfo],
+}
+
+/// Every pod of the view as a [`PodInfo`] (hostNetwork pods included: the EndpointSlice
+/// controller lists them too); pods that cannot be read are left out with a sentence.
+pub fn all_pods(m: &Manifests) -> (Vec<PodInfo>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for pod in m.pods.values() {
+        match crate::model::pod_info(pod) {
+            Ok(p) => out.push(p),
+            Err(e) => problems.push(e),
+        }
+    }
+    (out, problems)
+}
+
+/// The result of one compile.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledServices {
+    pub tables: ServiceTables,
+    /// Sentences naming the object, e.g. `Service x/s: port 80/TCP has targetPort "http" that
+    /// pod x/a does not declare; endpoint skipped`. Warnings: the tables hold the rest.
+    pub problems: Vec<String>,
+    /// One per frontend, in the order of `tables.frontends`, for `podswitch show services`.
+    pub views: Vec<ServiceView>,
+}
+
+impl CompiledServices {
+    /// Endpoint ids present in some backend set.
+    pub fn endpoint_ids(&self) -> BTreeSet<u32> {
+        self.tables
+            .frontends
+            .iter()
+            .flat_map(|f| f.internal.backends.iter().chain(f.external.backends.iter()))
+            .map(|b| b.endpoint_id)
+            .collect()
+    }
+}
+
+/// Endpoint ids in some backend set of `previous` and in none of `current`.
+pub fn removed_endpoints(previous: &CompiledServices, current: &CompiledServices) -> Vec<u32> {
+    let now = current.endpoint_ids();
+    previous.endpoint_ids().into_iter().filter(|id| !now.contains(id)).collect()
+}
+
+/// One Service port frontend, for `podswitch show services`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServiceView {
+    /// `namespace/name` of the Service.
+    pub service: String,
+    /// The frontend's name: `namespace/name:port-name` (`namespace/name` for an unnamed port).
+    pub name: String,
+    pub service_id: u32,
+    pub service_type: ServiceType,
+    pub kind: FrontendKind,
+    /// `ip:port/proto`.
+    pub frontend: String,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub protocol: L4Proto,
+    /// The Service port's `targetPort` (a number or a name).
+    pub target_port: String,
+    /// `endpointslices`, `selector` or `none`.
+    pub endpoints_from: &'static str,
+    /// Every endpoint of the Service port, usable or not, with the sets that use it.
+    pub endpoints: Vec<EndpointView>,
+    pub internal: SetView,
+    pub external: SetView,
+    pub affinity_timeout_s: Option<u32>,
+    pub external_traffic_policy: TrafficPolicy,
+    pub internal_traffic_policy: TrafficPolicy,
+    /// LoadBalancer source ranges; empty means any source.
+    pub source_ranges: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SetView {
+    pub backends: usize,
+    pub on_empty: OnEmpty,
+    pub masquerade: bool,
+    /// Only this node's endpoints (a `Local` traffic policy).
+    pub local_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointView {
+    /// `ip:port`.
+    pub address: String,
+    pub endpoint_id: u32,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    pub node: Option<String>,
+    pub local: bool,
+    /// `EndpointSlice ns/name[, pod ns/name]` or `pod ns/name`.
+    pub source: String,
+    /// In the frontend's internal set.
+    pub internal: bool,
+    /// In the frontend's external set.
+    pub external: bool,
+}
+
+/// Key of an endpoint id: Service, Service port name, protocol, endpoint address and port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct EndpointKey {
+    pub service: String,
+    pub port_name: String,
+    pub proto: L4Proto,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+}
+
+/// What stays stable across recompiles; see the module contract.
+#[derive(Debug, Clone)]
+pub struct ServiceState {
+    pub(crate) config: ServiceConfig,
+    /// Allocated ClusterIPs by Service key.
+    pub(crate) cluster_ips: BTreeMap<String, Ipv4Addr>,
+    /// Allocated NodePorts by (Service key, Service `port` number).
+    pub(crate) node_ports: BTreeMap<(String, u16), u16>,
+    pub(crate) service_ids: BTreeMap<String, u32>,
+    pub(crate) next_service_id: u32,
+    pub(crate) endpoint_ids: BTreeMap<EndpointKey, u32>,
+    pub(crate) next_endpoint_id: u32,
+    /// Endpoint ids in some backend set after the last compile.
+    pub(crate) in_use: BTreeSet<u32>,
+    pub(crate) removed: Vec<u32>,
+}
+
+impl Default for ServiceState {
+    fn default() -> Self {
+        Self::new(ServiceConfig::default())
+    }
+}
+
+impl ServiceState {
+    pub fn new(config: ServiceConfig) -> Self {
+        Self {
+            config,
+            cluster_ips: BTreeMap::new(),
+            node_ports: BTreeMap::new(),
+            service_ids: BTreeMap::new(),
+            next_service_id: 1,
+            endpoint_ids: BTreeMap::new(),
+            next_endpoint_id: 1,
+            in_use: BTreeSet::new(),
+            removed: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// Endpoint ids that were in some backend set after the compile before the last one and
+    /// are in none after the last one (sorted).
+    pub fn removed_endpoints(&self) -> &[u32] {
+        &self.removed
+    }
+
+    /// The ClusterIP allocated to Service `key` (`namespace/name`), if it did not set one.
+    pub fn allocated_cluster_ip(&self, key: &str) -> Option<Ipv4Addr> {
+        self.cluster_ips.get(key).copied()
+    }
+
+    /// The NodePort allocated to the port numbered `port` of Service `key`.
+    pub fn allocated_node_port(&self, key: &str, port: u16) -> Option<u16> {
+        self.node_ports.get(&(key.to_string(), port)).copied()
+    }
+
+    /// The id of Service `key` while it exists.
+    pub fn service_id(&self, key: &str) -> Option<u32> {
+        self.service_ids.get(key).copied()
+    }
+}
