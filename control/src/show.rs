@@ -17,6 +17,10 @@ pub enum What {
     Routes,
     /// Drops by numbered reason, per-worker and per-port counters.
     Stats,
+    /// Every Service frontend with its backends (and their conditions).
+    Services,
+    /// Tracked connections: original and translated tuples, state, age.
+    Conntrack,
 }
 
 /// Show the running switch's state.
@@ -27,6 +31,9 @@ pub struct ShowArgs {
     /// Print the switch's JSON answer instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// With `conntrack`: show at most this many connections.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
     /// The switch's control socket.
     #[arg(long, value_name = "PATH", default_value = naming::DEFAULT_CONTROL_SOCKET)]
     pub socket: PathBuf,
@@ -38,6 +45,8 @@ pub fn main(args: ShowArgs) -> anyhow::Result<i32> {
         What::Ports => Request::Ports,
         What::Routes => Request::Routes,
         What::Stats => Request::Stats,
+        What::Services => Request::Services,
+        What::Conntrack => Request::Conntrack { limit: Some(args.limit) },
     };
     let v = client::request(&args.socket, &req)?;
     if args.json {
@@ -49,6 +58,8 @@ pub fn main(args: ShowArgs) -> anyhow::Result<i32> {
         What::Ports => print_ports(&v),
         What::Routes => print_routes(&v),
         What::Stats => print_stats(&v),
+        What::Services => print_services(&v),
+        What::Conntrack => print_conntrack(&v),
     }
     Ok(0)
 }
@@ -116,5 +127,69 @@ fn print_stats(v: &Value) {
     println!("{:<7} {:<5} {:>14} {:>12} {:>12}", "WORKER", "CORE", "ROUNDS", "IDLE_SLEEPS", "FREE_FRAMES");
     for w in v["workers"].as_array().into_iter().flatten() {
         println!("{:<7} {:<5} {:>14} {:>12} {:>12}", s(&w["worker"]), s(&w["core"]), s(&w["rounds"]), s(&w["idle_sleeps"]), s(&w["free_frames"]));
+    }
+}
+
+fn print_services(v: &Value) {
+    for f in v["services"].as_array().into_iter().flatten() {
+        println!(
+            "{} {} {} -> target port {} (endpoints from {}; eTP {}, iTP {}{})",
+            s(&f["name"]),
+            s(&f["kind"]),
+            s(&f["frontend"]),
+            s(&f["target_port"]),
+            s(&f["endpoints_from"]),
+            s(&f["external_traffic_policy"]),
+            s(&f["internal_traffic_policy"]),
+            f["affinity_timeout_s"].as_u64().map(|t| format!(", ClientIP affinity {t}s")).unwrap_or_default()
+        );
+        for (set, title) in [("internal", "from pods/node"), ("external", "from outside")] {
+            let st = &f[set];
+            println!(
+                "    {title:<15} {} backend(s), empty: {}, masquerade: {}",
+                st["backends"].as_u64().unwrap_or(0),
+                s(&st["on_empty"]),
+                s(&st["masquerade"])
+            );
+        }
+        for e in f["endpoints"].as_array().into_iter().flatten() {
+            println!(
+                "    endpoint {:<22} ready={} serving={} terminating={} node={} {}{}",
+                s(&e["address"]),
+                s(&e["ready"]),
+                s(&e["serving"]),
+                s(&e["terminating"]),
+                s(&e["node"]),
+                if e["internal"].as_bool() == Some(true) { "[internal]" } else { "" },
+                if e["external"].as_bool() == Some(true) { "[external]" } else { "" },
+            );
+        }
+    }
+}
+
+fn print_conntrack(v: &Value) {
+    println!(
+        "{} connection(s) (capacity {}, {:.0} bytes each); inserted {}, refused (full) {}, removed {}",
+        s(&v["entries"]),
+        s(&v["capacity"]),
+        v["bytes_per_entry"].as_f64().unwrap_or(0.0),
+        s(&v["inserted"]),
+        s(&v["insert_failed_full"]),
+        s(&v["removed"])
+    );
+    println!("{:<48} {:<48} {:<12} {:>6} {:>6}  SERVICE", "ORIGINAL", "REPLY (TRANSLATED)", "STATE", "AGE", "IDLE");
+    for c in v["connections"].as_array().into_iter().flatten() {
+        println!(
+            "{:<48} {:<48} {:<12} {:>6} {:>6}  {}",
+            s(&c["original"]),
+            s(&c["reply"]),
+            s(&c["state"]),
+            s(&c["age_s"]),
+            s(&c["idle_s"]),
+            s(&c["service"])
+        );
+    }
+    if v["shown"] != v["entries"] {
+        println!("(showing {} of {}; --limit N for more)", s(&v["shown"]), s(&v["entries"]));
     }
 }

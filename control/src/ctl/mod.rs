@@ -17,4 +17,11 @@ pub enum Request {
     Ports,
     Routes,
     Stats,
+    /// Every Service frontend with its backends and their conditions.
+    Services,
+    /// Tracked connections (at most `limit`, default 1000), with their tuples, state and age.
+    Conntrack {
+        #[serde(default)]
+        limit: Option<usize>,
+    },
 }

@@ -34,6 +34,7 @@ use crate::ctl;
 use crate::manifests::{self, Manifests};
 use crate::model::{self, NodeInfo};
 use crate::naming;
+use crate::services::{self, CompiledServices, ServiceInputs, ServiceState};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum XdpModeArg {
@@ -72,6 +73,10 @@ pub struct RunArgs {
     /// UMEM frames per worker (2 KiB each).
     #[arg(long, default_value_t = 16384)]
     pub frames: u32,
+    /// Connections the connection table holds (fixed at start; about 101 bytes each). When
+    /// full, new connections are refused (drop reason conntrack_full) and established ones go on.
+    #[arg(long, default_value_t = 262_144)]
+    pub conntrack_size: u32,
     /// Start even if some pods' interfaces do not exist yet (they are retried every second).
     #[arg(long)]
     pub allow_missing_interfaces: bool,
@@ -92,6 +97,9 @@ pub(crate) struct Switch {
     pub version: u64,
     pub ignored_kinds: Vec<String>,
     pub started: Instant,
+    pub svc_state: ServiceState,
+    /// The Services as last compiled (what `show services` reports).
+    pub services: Option<CompiledServices>,
 }
 
 impl Switch {
@@ -104,7 +112,11 @@ impl Switch {
         self.version += 1;
         let attached: BTreeMap<String, Attached> =
             self.attached.iter().filter(|(k, _)| keep(k)).map(|(k, (a, _))| (k.clone(), *a)).collect();
-        compile::build_tables(self.version, &self.node, &self.desired, &attached, self.host_stack_mac)
+        let mut t = compile::build_tables(self.version, &self.node, &self.desired, &attached, self.host_stack_mac);
+        if let Some(c) = &self.services {
+            t.services = c.tables.clone();
+        }
+        t
     }
 
     /// Takes in a freshly read manifest view.
@@ -117,14 +129,26 @@ impl Switch {
             ));
         }
         let pods = model::local_pods(m, &self.node)?;
-        let (desired, problems) = compile::desired_ports(&self.node, &pods);
+        let (desired, mut problems) = compile::desired_ports(&self.node, &pods);
+        let (all_pods, pod_problems) = services::all_pods(m);
+        problems.extend(pod_problems);
+        let compiled = services::compile_services(&ServiceInputs { manifests: m, node: &self.node, all_pods: &all_pods }, &mut self.svc_state);
+        problems.extend(compiled.problems.iter().cloned());
         for p in &problems {
             tracing::warn!("{p}");
         }
+        let removed = self.svc_state.removed_endpoints().to_vec();
         self.desired = desired;
         self.problems = problems;
         self.ignored_kinds = m.ignored.clone();
+        self.services = Some(compiled);
         self.reconcile();
+        // The new tables are in force: no new flow can pick a removed endpoint any more, so its
+        // UDP flows can go now rather than linger until they time out.
+        if !removed.is_empty() {
+            let n = self.dp.flush_udp_endpoints(removed.clone());
+            tracing::info!(endpoints = removed.len(), flushed = n, "UDP connections of removed endpoints flushed");
+        }
         self.applied_digest = m.digest.clone();
         Ok(())
     }
@@ -203,7 +227,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     let m = manifests::load_dir(&args.manifests).map_err(|e| anyhow!("{e}"))?;
     let node = model::node_info(&m, args.node_name.as_deref()).map_err(|e| anyhow!("{e}"))?;
     let pods = model::local_pods(&m, &node).map_err(|e| anyhow!("{e}"))?;
-    let (desired, problems) = compile::desired_ports(&node, &pods);
+    let (desired, _) = compile::desired_ports(&node, &pods);
     if !args.allow_missing_interfaces {
         if let Some(d) = desired.iter().find(|d| d.kind != switch::tables::PortKind::Host && !iface::exists(&d.ifname)) {
             return Err(anyhow!(
@@ -223,6 +247,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
             XdpModeArg::Native => XdpMode::Native,
             XdpModeArg::Generic => XdpMode::Generic,
         }),
+        conntrack_capacity: args.conntrack_size,
         ..DataplaneConfig::default()
     };
     let host_stack_mac = host_port::ensure(&node, cfg.cores.len() as u32).map_err(|e| anyhow!(e))?;
@@ -239,17 +264,24 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         node,
         host_stack_mac,
         dir: args.manifests.clone(),
-        desired,
-        problems,
+        desired: Vec::new(),
+        problems: Vec::new(),
         attached: BTreeMap::new(),
         pending: BTreeMap::new(),
         applied_digest: String::new(),
         last_error: None,
         version: 0,
-        ignored_kinds: m.ignored.clone(),
+        ignored_kinds: Vec::new(),
         started: Instant::now(),
+        svc_state: ServiceState::default(),
+        services: None,
     };
-    sw.reconcile();
+    if let Err(e) = sw.apply(&m) {
+        sw.dp.stop();
+        host_port::remove();
+        let _ = std::fs::remove_file(&args.control_socket);
+        return Err(anyhow!(e));
+    }
     let fatal = sw
         .pending
         .iter()
@@ -261,7 +293,6 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         let _ = std::fs::remove_file(&args.control_socket);
         return Err(anyhow!(e));
     }
-    sw.applied_digest = m.digest.clone();
     println!(
         "podswitch running: node {} (pod CIDR {}, InternalIP {}), {} port(s), workers on cores {:?}{}",
         sw.node.name,

@@ -22,6 +22,8 @@ pub(crate) fn handler(sw: Arc<Mutex<Switch>>) -> crate::ctl::server::Handler {
             Request::Ports => ports(&s),
             Request::Routes => routes(&s),
             Request::Stats => stats(&s),
+            Request::Services => services(&s),
+            Request::Conntrack { limit } => conntrack(&s, limit.unwrap_or(1000)),
         }
     })
 }
@@ -81,6 +83,57 @@ fn routes(s: &Switch) -> Value {
         })
         .collect();
     json!({"ok": true, "tables_version": tables.version, "gateway": tables.gateway_ip.to_string(), "routes": routes})
+}
+
+fn services(s: &Switch) -> Value {
+    let views = s.services.as_ref().map(|c| serde_json::to_value(&c.views).unwrap_or(Value::Null)).unwrap_or(json!([]));
+    json!({"ok": true, "services": views})
+}
+
+fn conntrack(s: &Switch, limit: usize) -> Value {
+    let ct = s.dp.conntrack();
+    let now = ct.now_ms();
+    let tables = s.dp.tables();
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    ct.for_each_live(0..ct.capacity(), |_, e, snap| {
+        total += 1;
+        if out.len() >= limit {
+            return;
+        }
+        let Some(state) = e.state() else { return };
+        let fl = e.flags();
+        let frontend = (snap.frontend > 0)
+            .then(|| tables.services.frontends.get(snap.frontend as usize - 1).map(|f| f.name.clone()))
+            .flatten();
+        out.push(json!({
+            "original": snap.orig.to_string(),
+            "reply": snap.reply.to_string(),
+            "state": state.name(),
+            "age_s": now.wrapping_sub(snap.created) / 1000,
+            "idle_s": now.wrapping_sub(e.last_seen()) / 1000,
+            "dnat": fl & switch::conntrack::flags::DNAT != 0,
+            "snat": fl & switch::conntrack::flags::SNAT != 0,
+            "seen_reply": fl & switch::conntrack::flags::SEEN_REPLY != 0,
+            "from_uplink": fl & switch::conntrack::flags::FROM_UPLINK != 0,
+            "service": frontend,
+            "endpoint_id": (snap.endpoint != u32::MAX).then_some(snap.endpoint),
+        }));
+    });
+    let c = &ct.counters;
+    use std::sync::atomic::Ordering::Relaxed;
+    json!({
+        "ok": true,
+        "entries": total,
+        "capacity": ct.capacity(),
+        "bytes_per_entry": ct.bytes_per_entry(),
+        "inserted": c.inserted.load(Relaxed),
+        "insert_failed_full": c.insert_failed_full.load(Relaxed),
+        "insert_failed_no_slot": c.insert_failed_slot.load(Relaxed),
+        "removed": c.removed.load(Relaxed),
+        "shown": out.len(),
+        "connections": out,
+    })
 }
 
 fn stats(s: &Switch) -> Value {
