@@ -14,6 +14,17 @@ use crate::naming;
 
 /// Key of the node's host port in [`desired_ports`].
 pub const HOST_KEY: &str = "node";
+/// Key of the uplink port.
+pub const UPLINK_KEY: &str = "uplink";
+
+/// The node's link to the rest of the network, as the operator configured it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uplink {
+    pub ifname: String,
+    /// MAC of the next hop behind the uplink (the router, or in the lab the `external` host):
+    /// everything without a more specific route goes there.
+    pub gateway_mac: [u8; 6],
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredPort {
@@ -33,13 +44,16 @@ pub struct Attached {
 }
 
 /// The ports this node needs, and the pods that cannot be wired (with why).
-pub fn desired_ports(node: &NodeInfo, pods: &[PodInfo]) -> (Vec<DesiredPort>, Vec<String>) {
+pub fn desired_ports(node: &NodeInfo, pods: &[PodInfo], uplink: Option<&Uplink>) -> (Vec<DesiredPort>, Vec<String>) {
     let mut out = vec![DesiredPort {
         key: HOST_KEY.into(),
         ifname: naming::HOST_SWITCH_IF.into(),
         kind: PortKind::Host,
         pod_ip: None,
     }];
+    if let Some(u) = uplink {
+        out.push(DesiredPort { key: UPLINK_KEY.into(), ifname: u.ifname.clone(), kind: PortKind::Uplink, pod_ip: None });
+    }
     let mut problems = Vec::new();
     let mut by_ip: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
     for p in pods {
@@ -78,9 +92,11 @@ pub fn build_tables(
     desired: &[DesiredPort],
     attached: &BTreeMap<String, Attached>,
     host_stack_mac: [u8; 6],
+    uplink: Option<&Uplink>,
 ) -> Tables {
     let mut t = Tables::new(naming::GATEWAY_IP);
     t.version = version;
+    t.uplink_arp = vec![node.internal_ip];
     for d in desired {
         let Some(a) = attached.get(&d.key) else { continue };
         let guard = d.pod_ip.map(|ip| SourceGuard { mac: naming::pod_mac(ip), ip });
@@ -91,6 +107,12 @@ pub fn build_tables(
             }
             (PortKind::Host, _) => {
                 t.routes.insert(u32::from(node.internal_ip), 32, NextHop { port: a.id, dst_mac: host_stack_mac });
+            }
+            (PortKind::Uplink, _) => {
+                if let Some(u) = uplink {
+                    // Whatever is not a pod of this node or the node itself leaves by the uplink.
+                    t.routes.insert(0, 0, NextHop { port: a.id, dst_mac: u.gateway_mac });
+                }
             }
             _ => {}
         }
@@ -128,7 +150,7 @@ mod tests {
             pod("y", "a", Some("10.244.0.20")),
             pod("y", "b", Some("10.244.0.20")),
         ];
-        let (d, problems) = desired_ports(&node(), &pods);
+        let (d, problems) = desired_ports(&node(), &pods, None);
         let keys: Vec<_> = d.iter().map(|d| d.key.as_str()).collect();
         assert_eq!(keys, vec!["node", "x/a"]);
         assert_eq!(problems.len(), 2, "{problems:?}");
@@ -137,11 +159,11 @@ mod tests {
     #[test]
     fn only_attached_ports_get_routes_and_guards() {
         let pods = vec![pod("x", "a", Some("10.244.0.10")), pod("x", "b", Some("10.244.0.11"))];
-        let (d, _) = desired_ports(&node(), &pods);
+        let (d, _) = desired_ports(&node(), &pods, None);
         let mut attached = BTreeMap::new();
         attached.insert("node".to_string(), Attached { id: 0, mac: [2, 0, 0, 0, 0, 1] });
         attached.insert("x/a".to_string(), Attached { id: 1, mac: [2, 0, 0, 0, 0, 2] });
-        let t = build_tables(7, &node(), &d, &attached, [2, 0, 0, 0, 0, 9]);
+        let t = build_tables(7, &node(), &d, &attached, [2, 0, 0, 0, 0, 9], None);
         assert_eq!(t.version, 7);
         let a = t.route("10.244.0.10".parse().unwrap()).unwrap();
         assert_eq!((a.port, a.dst_mac), (1, naming::pod_mac("10.244.0.10".parse().unwrap())));

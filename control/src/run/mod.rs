@@ -77,6 +77,14 @@ pub struct RunArgs {
     /// full, new connections are refused (drop reason conntrack_full) and established ones go on.
     #[arg(long, default_value_t = 262_144)]
     pub conntrack_size: u32,
+    /// The node's uplink interface: traffic from clients outside the cluster (NodePorts,
+    /// LoadBalancer and external IPs) arrives here, and whatever has no more specific route
+    /// leaves here. The switch answers ARP for the node's InternalIP on it.
+    #[arg(long, value_name = "IF", requires = "uplink_gateway_mac")]
+    pub uplink: Option<String>,
+    /// MAC of the next hop behind --uplink (the router; in the lab, the `external` host).
+    #[arg(long, value_name = "MAC", requires = "uplink")]
+    pub uplink_gateway_mac: Option<String>,
     /// Start even if some pods' interfaces do not exist yet (they are retried every second).
     #[arg(long)]
     pub allow_missing_interfaces: bool,
@@ -84,6 +92,7 @@ pub struct RunArgs {
 
 pub(crate) struct Switch {
     pub dp: Dataplane,
+    pub uplink: Option<compile::Uplink>,
     pub node: NodeInfo,
     host_stack_mac: [u8; 6],
     pub dir: PathBuf,
@@ -112,7 +121,8 @@ impl Switch {
         self.version += 1;
         let attached: BTreeMap<String, Attached> =
             self.attached.iter().filter(|(k, _)| keep(k)).map(|(k, (a, _))| (k.clone(), *a)).collect();
-        let mut t = compile::build_tables(self.version, &self.node, &self.desired, &attached, self.host_stack_mac);
+        let mut t =
+            compile::build_tables(self.version, &self.node, &self.desired, &attached, self.host_stack_mac, self.uplink.as_ref());
         if let Some(c) = &self.services {
             t.services = c.tables.clone();
         }
@@ -129,7 +139,7 @@ impl Switch {
             ));
         }
         let pods = model::local_pods(m, &self.node)?;
-        let (desired, mut problems) = compile::desired_ports(&self.node, &pods);
+        let (desired, mut problems) = compile::desired_ports(&self.node, &pods, self.uplink.as_ref());
         let (all_pods, pod_problems) = services::all_pods(m);
         problems.extend(pod_problems);
         let compiled = services::compile_services(&ServiceInputs { manifests: m, node: &self.node, all_pods: &all_pods }, &mut self.svc_state);
@@ -227,7 +237,17 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     let m = manifests::load_dir(&args.manifests).map_err(|e| anyhow!("{e}"))?;
     let node = model::node_info(&m, args.node_name.as_deref()).map_err(|e| anyhow!("{e}"))?;
     let pods = model::local_pods(&m, &node).map_err(|e| anyhow!("{e}"))?;
-    let (desired, _) = compile::desired_ports(&node, &pods);
+    let uplink = match (&args.uplink, &args.uplink_gateway_mac) {
+        (Some(ifname), Some(mac)) => {
+            let gateway_mac = iface::parse_mac(mac).ok_or_else(|| anyhow!("--uplink-gateway-mac {mac:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))?;
+            if !iface::exists(ifname) {
+                return Err(anyhow!("uplink interface {ifname} does not exist in this network namespace"));
+            }
+            Some(compile::Uplink { ifname: ifname.clone(), gateway_mac })
+        }
+        _ => None,
+    };
+    let (desired, _) = compile::desired_ports(&node, &pods, uplink.as_ref());
     if !args.allow_missing_interfaces {
         if let Some(d) = desired.iter().find(|d| d.kind != switch::tables::PortKind::Host && !iface::exists(&d.ifname)) {
             return Err(anyhow!(
@@ -261,6 +281,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     };
     let mut sw = Switch {
         dp,
+        uplink,
         node,
         host_stack_mac,
         dir: args.manifests.clone(),
@@ -285,7 +306,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     let fatal = sw
         .pending
         .iter()
-        .find(|(k, _)| k.as_str() == compile::HOST_KEY || !args.allow_missing_interfaces)
+        .find(|(k, _)| k.as_str() == compile::HOST_KEY || k.as_str() == compile::UPLINK_KEY || !args.allow_missing_interfaces)
         .map(|(k, e)| format!("cannot attach port {k}: {e}"));
     if let Some(e) = fatal {
         sw.dp.stop();

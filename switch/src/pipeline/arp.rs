@@ -1,8 +1,9 @@
 //! The ARP responder: every port answers ARP requests for the pods' gateway (169.254.1.1)
 //! with the port's own MAC, in place, back out the port the request came in on.
 //!
-//! Contract: only requests for the gateway address are answered; others and non-requests are
-//! dropped with their reason. On pod ports the sender must be the pod itself (anti-spoofing).
+//! Contract: only requests for the gateway address are answered, and on uplink ports also
+//! requests for the node's own addresses (`Tables::uplink_arp`), so that clients outside reach
+//! the node through the switch; others and non-requests are dropped with their reason. On pod ports the sender must be the pod itself (anti-spoofing).
 use crate::drop_reason::DropReason;
 use crate::tables::{PortConfig, PortId, Tables};
 use crate::wire::ArpPacket;
@@ -27,7 +28,8 @@ pub fn answer(buf: &mut [u8], len: usize, in_port: PortId, port: &PortConfig, ta
     if arp.operation() != OP_REQUEST {
         return Verdict::Drop(DropReason::ArpNotRequest);
     }
-    if target_ip != tables.gateway_ip {
+    let node_address = port.kind == crate::tables::PortKind::Uplink && tables.uplink_arp.contains(&target_ip);
+    if target_ip != tables.gateway_ip && !node_address {
         return Verdict::Drop(DropReason::ArpNotForGateway);
     }
     // Turn the request into the reply, in place.

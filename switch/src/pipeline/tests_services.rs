@@ -338,3 +338,26 @@ fn lone_rst_to_a_service_is_invalid_and_untracked_between_pods() {
     assert!(matches!(v, Verdict::Forward { port: 2, .. }));
     assert_eq!(s.ct.live(), 0);
 }
+
+#[test]
+fn the_uplink_answers_arp_for_the_node_address_and_pod_ports_do_not() {
+    let mut s = Scenario::new();
+    s.t.uplink_arp = vec![NODE_IP];
+    let arp = |sender_mac: [u8; 6], sender_ip: Ipv4Addr| {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&sender_mac);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&sender_mac);
+        f.extend_from_slice(&sender_ip.octets());
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&NODE_IP.octets());
+        f.resize(60, 0);
+        f
+    };
+    let (v, out, _) = s.send(&arp([2, 0, 0, 0, 0, 0x50], CLIENT), UPLINK);
+    assert_eq!(v, Verdict::Forward { port: UPLINK, len: 60 });
+    assert_eq!(&out[22..28], &port_mac(UPLINK));
+    assert_eq!(&out[28..32], &NODE_IP.octets());
+    let (v, _, _) = s.send(&arp(pod_mac(PODS[0]), PODS[0]), 1);
+    assert_eq!(v, Verdict::Drop(DropReason::ArpNotForGateway));
+}

@@ -63,11 +63,14 @@ pub struct Tables {
     pub ports: Vec<Option<PortConfig>>,
     pub routes: LpmTable<V4, NextHop>,
     pub services: services::ServiceTables,
+    /// Addresses the switch answers ARP for on uplink ports (the node's own addresses, which
+    /// clients outside reach NodePorts on and route LoadBalancer traffic through).
+    pub uplink_arp: Vec<Ipv4Addr>,
 }
 
 impl Tables {
     pub fn new(gateway_ip: Ipv4Addr) -> Self {
-        Self { version: 0, gateway_ip, ports: Vec::new(), routes: LpmTable::new(), services: Default::default() }
+        Self { version: 0, gateway_ip, ports: Vec::new(), routes: LpmTable::new(), services: Default::default(), uplink_arp: Vec::new() }
     }
 
     #[inline]
