@@ -20,6 +20,7 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 # name|description (the listing printed by --help)
 BENCHMARKS=(
     "forward|64-byte UDP frames/s pod -> pod: podswitch vs Linux bridge vs dpdk-testpmd (AF_XDP); target switch >= 0.9x testpmd"
+    "pipeline|per-packet cost of the whole pipeline in memory: 10k Services, 100k endpoints, 1M connections; Mpps/core and instructions/packet"
 )
 
 # Build dependencies of the workspace (see /work/shared/environment.md, "Crates and build").
@@ -28,6 +29,7 @@ BUILD_PACKAGES=(clang libelf-dev zlib1g-dev pkg-config m4)
 packages_for() {
     case "$1" in
         forward) echo "iproute2 ethtool procps util-linux coreutils netsniff-ng dpdk-dev librte-net-af-xdp23" ;;
+        pipeline) echo "valgrind" ;;
         *) echo "" ;;
     esac
 }
@@ -86,6 +88,9 @@ run_benchmark() {
             exec "$target/release/podswitch-perf" forward \
                 --podswitch "$target/release/podswitch" \
                 --results-dir "$root/perf/results" "$@"
+            ;;
+        pipeline)
+            exec "$target/release/podswitch-perf" pipeline "$@"
             ;;
         *)
             echo "bench.sh: benchmark '$name' has no runner" >&2
