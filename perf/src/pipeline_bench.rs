@@ -161,6 +161,8 @@ struct Bench {
     tables: Tables,
     ct: ConnTable,
     drops: DropCounters,
+    flows: switch::flowlog::FlowRing,
+    policy: switch::counters::PolicyCounters,
     buf: Vec<u8>,
     lens: Vec<usize>,
     ingress: Vec<u16>,
@@ -180,7 +182,7 @@ fn timed_batch_established(b: &mut Bench, n: usize) -> u64 {
 
 #[inline(always)]
 fn run_batch(b: &mut Bench, n: usize) -> u64 {
-    let ctx = Ctx { tables: &b.tables, ct: &b.ct, now: b.ct.now_ms(), drops: &b.drops };
+    let ctx = Ctx { tables: &b.tables, ct: &b.ct, now: b.ct.now_ms(), drops: &b.drops, flows: &b.flows, policy_counters: &b.policy };
     let mut forwarded = 0;
     // In bursts of 64, as a worker receives them: warm the table, then process.
     for start in (0..n).step_by(warm::MAX) {
@@ -219,7 +221,13 @@ fn measure(a: &PipelineArgs, est_packets: u64, quiet: bool) -> anyhow::Result<Fi
     let t0 = Instant::now();
     let tables = build_tables(a);
     let ct = ConnTable::new(a.connections + a.connections / 8, KeyHasher::new(0x5eed));
-    let mut b = Bench { tables, ct, drops: DropCounters::default(), buf: vec![0; BATCH * SLOT], lens: vec![0; BATCH], ingress: vec![0; BATCH] };
+    let mut b = Bench {
+        tables,
+        ct,
+        drops: DropCounters::default(),
+        flows: switch::flowlog::FlowRing::new(8192),
+        policy: Default::default(),
+        buf: vec![0; BATCH * SLOT], lens: vec![0; BATCH], ingress: vec![0; BATCH] };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let conns: Vec<Conn> = (0..a.connections)
         .map(|c| Conn { pod: c % PODS, sport: 1024 + ((c / PODS) % 64000) as u16, svc: (rng.next() % a.services as u64) as u32 })

@@ -91,3 +91,28 @@ impl PortTotals {
         self.tx_kicks += c.tx_kicks.get();
     }
 }
+
+/// Connections allowed per NetworkPolicy (by policy id), counted by one worker. Policy ids at
+/// or beyond [`POLICY_SLOTS`] are counted in the last slot.
+pub const POLICY_SLOTS: usize = 16384;
+
+#[derive(Debug)]
+pub struct PolicyCounters {
+    allowed: Box<[Counter]>,
+}
+
+impl Default for PolicyCounters {
+    fn default() -> Self {
+        Self { allowed: (0..POLICY_SLOTS).map(|_| Counter::default()).collect() }
+    }
+}
+
+impl PolicyCounters {
+    #[inline]
+    pub fn allowed_by(&self, policy: u32) {
+        self.allowed[(policy as usize).min(POLICY_SLOTS - 1)].add(1);
+    }
+    pub fn get(&self, policy: u32) -> u64 {
+        self.allowed[(policy as usize).min(POLICY_SLOTS - 1)].get()
+    }
+}

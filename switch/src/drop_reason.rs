@@ -65,10 +65,11 @@ drop_reasons! {
     NoSnatAddress = 30, "no_snat_address", "masquerade needed but no node address is known";
     CtInvalid = 31, "ct_invalid", "TCP segment that cannot open a connection (a lone RST) to a Service";
     SnatPortsExhausted = 32, "snat_ports_exhausted", "no free masquerade port for this backend";
+    PolicyDenied = 33, "policy_denied", "NetworkPolicy: the source's egress or the destination's ingress does not allow the connection";
 }
 
 /// Number of counter slots an array indexed by `reason as usize` needs.
-pub const DROP_REASON_SLOTS: usize = 33;
+pub const DROP_REASON_SLOTS: usize = 34;
 
 #[cfg(test)]
 mod tests {

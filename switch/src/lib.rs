@@ -16,6 +16,7 @@ pub mod conntrack;
 pub mod counters;
 pub mod dataplane;
 pub mod drop_reason;
+pub mod flowlog;
 pub mod pipeline;
 pub mod tables;
 pub mod wire;

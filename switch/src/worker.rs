@@ -42,14 +42,33 @@ pub enum WorkerCmd {
 }
 
 /// What a worker exposes to the control side.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WorkerShared {
     pub drops: DropCounters,
+    pub flows: crate::flowlog::FlowRing,
+    pub policy: crate::counters::PolicyCounters,
     pub rounds: Counter,
     pub idle_sleeps: Counter,
     pub free_frames: Counter,
     pub running: AtomicBool,
 }
+
+impl Default for WorkerShared {
+    fn default() -> Self {
+        Self {
+            drops: DropCounters::default(),
+            flows: crate::flowlog::FlowRing::new(FLOW_RING),
+            policy: Default::default(),
+            rounds: Counter::default(),
+            idle_sleeps: Counter::default(),
+            free_frames: Counter::default(),
+            running: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Verdict records a worker keeps until the control side drains them.
+pub const FLOW_RING: usize = 8192;
 
 struct Port {
     rings: PortRings,
@@ -214,7 +233,14 @@ impl Worker {
             for k in 0..n {
                 let mut desc = self.rx[k];
                 bytes += desc.lengths().data() as u64;
-                let ctx = Ctx { tables, ct: &self.ct, now, drops: &self.shared.drops };
+                let ctx = Ctx {
+                    tables,
+                    ct: &self.ct,
+                    now,
+                    drops: &self.shared.drops,
+                    flows: &self.shared.flows,
+                    policy_counters: &self.shared.policy,
+                };
                 let verdict = self.mem.with_frame(&mut desc, |buf, len| {
                     let v = process(buf, len, in_id, &ctx);
                     let new_len = match v {

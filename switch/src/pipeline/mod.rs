@@ -17,6 +17,7 @@ pub mod forward;
 pub mod icmp;
 pub mod icmp_nat;
 pub mod nat;
+pub mod policy;
 pub mod reject;
 pub mod rewrite;
 pub mod warm;
@@ -60,6 +61,9 @@ pub struct Ctx<'a> {
     /// The connection table's clock ([`ConnTable::now_ms`]), read once per burst.
     pub now: u32,
     pub drops: &'a DropCounters,
+    /// The worker's verdict log.
+    pub flows: &'a crate::flowlog::FlowRing,
+    pub policy_counters: &'a crate::counters::PolicyCounters,
 }
 
 /// Runs the pipeline on one frame; see the module contract. `buf` is the frame's whole data
@@ -101,3 +105,5 @@ pub fn process(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx) -> Verdic
 mod tests;
 #[cfg(test)]
 mod tests_services;
+#[cfg(test)]
+mod tests_policy;

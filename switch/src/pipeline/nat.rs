@@ -20,7 +20,7 @@ use crate::tables::services::{BackendSet, Frontend, OnEmpty};
 use crate::tables::{PortConfig, PortId, PortKind};
 use crate::wire::{ParsedFrame, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 
-use super::{reject, rewrite, Ctx, Verdict};
+use super::{policy, reject, rewrite, Ctx, Verdict};
 
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
@@ -58,19 +58,21 @@ pub fn track(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: PortId, 
     };
     let h = ctx.ct.hash(&key);
     if let Some(hit) = ctx.ct.lookup_hashed(&key, h) {
-        established(buf, parsed, hit, ctx);
-        return Ok(());
+        return established(buf, parsed, hit, ctx);
     }
     new_flow(buf, len, parsed, key, h, in_port, port, ctx)
 }
 
-/// A packet of a known connection: state, idle time, translation.
+/// A packet of a known connection: policy verdict, state, idle time, translation.
 #[inline]
-fn established(buf: &mut [u8], parsed: &ParsedFrame, hit: crate::conntrack::Hit, ctx: &Ctx) {
+fn established(buf: &mut [u8], parsed: &ParsedFrame, hit: crate::conntrack::Hit, ctx: &Ctx) -> Result<(), Verdict> {
     let e = ctx.ct.entry(hit.idx);
     let reply = hit.dir == Dir::Reply;
     let word = e.state_word();
     let entry_flags = (word >> 8) as u8;
+    if !policy::check_established(ctx, e, &hit.snap, (word >> 16) as u8) {
+        return Err(Verdict::Drop(DropReason::PolicyDenied));
+    }
     if let Some(st) = CtState::from_u8(word as u8) {
         use crate::wire::tcp_flags::{FIN, RST, SYN};
         // Fast path: data of an established TCP flow, or a UDP flow already answered.
@@ -99,6 +101,7 @@ fn established(buf: &mut [u8], parsed: &ParsedFrame, hit: crate::conntrack::Hit,
         };
         rewrite::to_tuple(buf, parsed, &to);
     }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -172,6 +175,14 @@ fn new_flow(
         }
         return Err(Verdict::Drop(DropReason::ServiceIpUnallocated));
     }
+    // NetworkPolicy, on the translated destination (the backend pod and its port).
+    let decision = policy::judge_new(ctx, parsed.src_ip, key.sport, key.dst, key.dport, init.reply.src, init.reply.sport, key.proto);
+    if !decision.allowed() {
+        return Err(Verdict::Drop(DropReason::PolicyDenied));
+    }
+    init.verdict = policy::VERDICT_ALLOW;
+    init.policy_epoch = ctx.tables.policy.epoch;
+    init.policy_rule = policy::rule_word(decision);
     match ctx.ct.insert(&init, ctx.now) {
         Ok(_) => {}
         Err(InsertError::Full | InsertError::NoSlot) => return Err(Verdict::Drop(DropReason::ConntrackFull)),

@@ -95,7 +95,8 @@ impl Scenario {
         let mut buf = vec![0u8; 2048];
         buf[..frame.len()].copy_from_slice(frame);
         let drops = DropCounters::default();
-        let ctx = Ctx { tables: &self.t, ct: &self.ct, now: self.ct.now_ms(), drops: &drops };
+        let (flows, pc) = (crate::flowlog::FlowRing::new(64), crate::counters::PolicyCounters::default());
+        let ctx = Ctx { tables: &self.t, ct: &self.ct, now: self.ct.now_ms(), drops: &drops, flows: &flows, policy_counters: &pc };
         let v = process(&mut buf, frame.len(), in_port, &ctx);
         let len = match v {
             Verdict::Forward { len, .. } => len,

@@ -5,6 +5,7 @@
 //! lock-free, and never see a half-built table. Nothing here knows Kubernetes types.
 pub mod lpm;
 pub mod maglev;
+pub mod policy;
 pub mod services;
 
 use std::net::Ipv4Addr;
@@ -63,6 +64,7 @@ pub struct Tables {
     pub ports: Vec<Option<PortConfig>>,
     pub routes: LpmTable<V4, NextHop>,
     pub services: services::ServiceTables,
+    pub policy: policy::PolicyTables,
     /// Addresses the switch answers ARP for on uplink ports (the node's own addresses, which
     /// clients outside reach NodePorts on and route LoadBalancer traffic through).
     pub uplink_arp: Vec<Ipv4Addr>,
@@ -70,7 +72,7 @@ pub struct Tables {
 
 impl Tables {
     pub fn new(gateway_ip: Ipv4Addr) -> Self {
-        Self { version: 0, gateway_ip, ports: Vec::new(), routes: LpmTable::new(), services: Default::default(), uplink_arp: Vec::new() }
+        Self { version: 0, gateway_ip, ports: Vec::new(), routes: LpmTable::new(), services: Default::default(), policy: Default::default(), uplink_arp: Vec::new() }
     }
 
     #[inline]

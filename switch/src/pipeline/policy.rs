@@ -1,0 +1,84 @@
+//! NetworkPolicy at connection setup: the verdict is judged once, on the translated
+//! destination, and kept in the connection's entry with the policy epoch it was judged under.
+//!
+//! Contract:
+//! - [`judge_new`] decides a new connection and logs the verdict; a denied connection is
+//!   dropped without any answer (the client times out, as the conformance tests expect) and
+//!   not tracked, so its retransmissions are judged again.
+//! - [`check_established`] lets packets of a connection through with one comparison while the
+//!   epoch is unchanged; after a policy change it judges the connection again, records the
+//!   new verdict (logged as re-judged) and drops its packets from then on if it is now denied.
+//!   Replies are covered by their connection's verdict and never judged on their own.
+use std::net::Ipv4Addr;
+
+use crate::conntrack::{Entry, Snapshot};
+use crate::flowlog::{self, Decider, FlowRecord};
+use crate::tables::policy::Decision;
+use crate::wire::IPPROTO_ICMP;
+
+use super::Ctx;
+
+/// Verdict byte values in a connection's entry.
+pub const VERDICT_ALLOW: u8 = 1;
+pub const VERDICT_DENY: u8 = 2;
+
+/// Packs a decision for the entry's rule word (policy id << 8 | rule index).
+pub fn rule_word(d: Decision) -> u32 {
+    match d {
+        Decision::Allowed { policy, index } => (policy << 8) | (index as u32 & 0xff),
+        _ => u32::MAX,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn log(ctx: &Ctx, src: Ipv4Addr, sport: u16, orig_dst: u32, orig_dport: u16, dst: u32, dport: u16, proto: u8, d: Decision, rejudged: bool) {
+    ctx.flows.record(FlowRecord {
+        unix_ms: flowlog::unix_ms(),
+        src: u32::from(src),
+        sport,
+        orig_dst,
+        orig_dport,
+        dst,
+        dport,
+        proto,
+        allowed: d.allowed(),
+        rejudged,
+        decider: Decider::from(d),
+    });
+    if let Decision::Allowed { policy, .. } = d {
+        ctx.policy_counters.allowed_by(policy);
+    }
+}
+
+/// Judges a new connection from `src`:`sport` to `orig` (as addressed) translated to
+/// `dst`:`dport`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn judge_new(ctx: &Ctx, src: Ipv4Addr, sport: u16, orig_dst: u32, orig_dport: u16, dst: u32, dport: u16, proto: u8) -> Decision {
+    let p = &ctx.tables.policy;
+    if p.pods.is_empty() {
+        return Decision::NotIsolated; // no policy selects any local pod
+    }
+    let port = if proto == IPPROTO_ICMP { 0 } else { dport };
+    let d = p.judge(src, Ipv4Addr::from(dst), proto, port);
+    log(ctx, src, sport, orig_dst, orig_dport, dst, dport, proto, d, false);
+    d
+}
+
+/// Whether a packet of an established connection may pass (see the module contract).
+#[inline]
+pub fn check_established(ctx: &Ctx, e: &Entry, snap: &Snapshot, verdict: u8) -> bool {
+    let epoch = ctx.tables.policy.epoch;
+    if e.policy_epoch() == epoch {
+        return verdict != VERDICT_DENY;
+    }
+    let (o, r) = (&snap.orig, &snap.reply);
+    let port = if o.proto == IPPROTO_ICMP { 0 } else { r.sport };
+    let d = ctx.tables.policy.judge(o.src_ip(), r.src_ip(), o.proto, port);
+    e.set_verdict(if d.allowed() { VERDICT_ALLOW } else { VERDICT_DENY }, epoch, rule_word(d));
+    if ctx.tables.policy.pods.is_empty() && d == Decision::NotIsolated {
+        return true; // nothing to log: no policy anywhere
+    }
+    log(ctx, o.src_ip(), o.sport, o.dst, o.dport, r.src, r.sport, o.proto, d, true);
+    d.allowed()
+}
