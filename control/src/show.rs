@@ -21,6 +21,8 @@ pub enum What {
     Services,
     /// Tracked connections: original and translated tuples, state, age.
     Conntrack,
+    /// NetworkPolicy verdicts (newest last) and connections allowed per policy.
+    Flows,
 }
 
 /// Show the running switch's state.
@@ -31,15 +33,22 @@ pub struct ShowArgs {
     /// Print the switch's JSON answer instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// With `conntrack`: show at most this many connections.
+    /// With `conntrack` and `flows`: show at most this many.
     #[arg(long, default_value_t = 1000)]
     pub limit: usize,
+    /// With `flows`: keep printing new verdicts as they come (Ctrl-C stops; with --json one
+    /// JSON object per line).
+    #[arg(long)]
+    pub follow: bool,
     /// The switch's control socket.
     #[arg(long, value_name = "PATH", default_value = naming::DEFAULT_CONTROL_SOCKET)]
     pub socket: PathBuf,
 }
 
 pub fn main(args: ShowArgs) -> anyhow::Result<i32> {
+    if let What::Flows = args.what {
+        return flows(&args);
+    }
     let req = match args.what {
         What::Status => Request::Status,
         What::Ports => Request::Ports,
@@ -47,6 +56,7 @@ pub fn main(args: ShowArgs) -> anyhow::Result<i32> {
         What::Stats => Request::Stats,
         What::Services => Request::Services,
         What::Conntrack => Request::Conntrack { limit: Some(args.limit) },
+        What::Flows => unreachable!("handled above"),
     };
     let v = client::request(&args.socket, &req)?;
     if args.json {
@@ -60,6 +70,7 @@ pub fn main(args: ShowArgs) -> anyhow::Result<i32> {
         What::Stats => print_stats(&v),
         What::Services => print_services(&v),
         What::Conntrack => print_conntrack(&v),
+        What::Flows => unreachable!("handled above"),
     }
     Ok(0)
 }
@@ -191,5 +202,67 @@ fn print_conntrack(v: &Value) {
     }
     if v["shown"] != v["entries"] {
         println!("(showing {} of {}; --limit N for more)", s(&v["shown"]), s(&v["entries"]));
+    }
+}
+
+fn flows(args: &ShowArgs) -> anyhow::Result<i32> {
+    let v = client::request(&args.socket, &Request::Flows { since: None, limit: Some(args.limit) })?;
+    if !args.follow {
+        if args.json {
+            println!("{}", serde_json::to_string(&v)?);
+        } else {
+            print_flow_header(&v);
+            print_flows(&v);
+        }
+        return Ok(0);
+    }
+    if !args.json {
+        print_flow_header(&v);
+    }
+    let mut next = v["next"].as_u64().unwrap_or(0);
+    let mut first = Some(v);
+    loop {
+        let v = match first.take() {
+            Some(v) => v,
+            None => {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                client::request(&args.socket, &Request::Flows { since: Some(next), limit: Some(100_000) })?
+            }
+        };
+        if args.json {
+            for f in v["flows"].as_array().into_iter().flatten() {
+                println!("{}", serde_json::to_string(f)?);
+            }
+        } else {
+            print_flows(&v);
+        }
+        next = v["next"].as_u64().unwrap_or(next);
+    }
+}
+
+fn print_flow_header(v: &Value) {
+    println!("policy epoch {}; verdicts lost (log full): {}", s(&v["policy_epoch"]), s(&v["lost"]));
+    for p in v["policies"].as_array().into_iter().flatten() {
+        println!("  {:<40} allowed {} connection(s)", s(&p["policy"]), s(&p["allowed_connections"]));
+    }
+    println!("{:<13} {:<8} {:<10} {:<10} {:<22} {:<22} {:<5} DECIDED BY", "TIME", "VERDICT", "FROM", "TO", "DESTINATION", "TRANSLATED", "PROTO");
+}
+
+fn print_flows(v: &Value) {
+    for f in v["flows"].as_array().into_iter().flatten() {
+        let ms = f["time_ms"].as_u64().unwrap_or(0);
+        let t = format!("{:02}:{:02}:{:02}.{:03}", (ms / 3_600_000) % 24, (ms / 60_000) % 60, (ms / 1000) % 60, ms % 1000);
+        println!(
+            "{:<13} {:<8} {:<10} {:<10} {:<22} {:<22} {:<5} {}{}",
+            t,
+            s(&f["verdict"]),
+            s(&f["from"]),
+            s(&f["to"]),
+            s(&f["destination"]),
+            s(&f["translated"]),
+            s(&f["protocol"]),
+            s(&f["decided_by"]),
+            if f["rejudged"].as_bool() == Some(true) { " (re-judged after a policy change)" } else { "" }
+        );
     }
 }

@@ -24,4 +24,11 @@ pub enum Request {
         #[serde(default)]
         limit: Option<usize>,
     },
+    /// NetworkPolicy verdicts with sequence number >= `since` (the newest `limit`).
+    Flows {
+        #[serde(default)]
+        since: Option<u64>,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
 }

@@ -7,12 +7,13 @@
 //!   `status.podIP` and `status.podIPs` set as the lab assigned them.
 //! - It is written atomically (`.cluster.yaml.tmp`, ignored by `manifests::manifest_files`, then
 //!   a rename), and only when its content changes.
-//! - [`service_cluster_ip`] resolves a Service from the view (used by `lab probe svc/...`).
+//! - [`service_cluster_ip`], [`service_node_port`] and [`service_lb_ip`] read what the view's
+//!   Services say (used by `lab probe`, which asks the switch for what the view leaves to it).
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
@@ -113,21 +114,43 @@ pub fn write(text: &str) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// The clusterIP of Service `namespace/name` in the API view. The one place where the lab
-/// resolves Services (extend here, e.g. for Service ports or load balancing).
-pub fn service_cluster_ip(namespace: &str, name: &str) -> anyhow::Result<Ipv4Addr> {
-    let objects = read_objects(&api_dir()).unwrap_or_default();
-    let svc = objects.iter().find(|o| {
+/// Service `namespace/name` of the API view, if it has one.
+pub fn service(namespace: &str, name: &str) -> Option<Value> {
+    read_objects(&api_dir()).unwrap_or_default().into_iter().find(|o| {
         o.get("kind").and_then(Value::as_str) == Some("Service")
             && o.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str) == Some(name)
             && o.get("metadata").and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("default")
                 == namespace
-    });
-    let ip = svc.and_then(|s| s.get("spec")).and_then(|s| s.get("clusterIP")).and_then(Value::as_str);
-    match ip.and_then(|ip| ip.parse::<Ipv4Addr>().ok()) {
-        Some(ip) => Ok(ip),
-        None => bail!("Service {namespace}/{name} has no clusterIP in the manifests"),
-    }
+    })
+}
+
+/// The `spec.clusterIP` of Service `namespace/name` in the API view (None: no such Service, or
+/// no IPv4 clusterIP written in it: then only the switch knows the one it allocated).
+pub fn service_cluster_ip(namespace: &str, name: &str) -> Option<Ipv4Addr> {
+    service(namespace, name)?.get("spec")?.get("clusterIP")?.as_str()?.parse().ok()
+}
+
+/// The `nodePort` written in the API view for port `port`/`protocol` (`"TCP"`, `"UDP"`) of
+/// Service `namespace/name` (a hand-set one; allocated ones only the switch knows).
+pub fn service_node_port(namespace: &str, name: &str, port: u16, protocol: &str) -> Option<u16> {
+    let svc = service(namespace, name)?;
+    svc.get("spec")?.get("ports")?.as_sequence()?.iter().find_map(|p| {
+        let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+        (p.get("port")?.as_u64()? == u64::from(port) && proto.eq_ignore_ascii_case(protocol))
+            .then(|| p.get("nodePort")?.as_u64()?.try_into().ok())
+            .flatten()
+    })
+}
+
+/// The first `status.loadBalancer.ingress[].ip` (IPv4) of Service `namespace/name` in the view.
+pub fn service_lb_ip(namespace: &str, name: &str) -> Option<Ipv4Addr> {
+    let svc = service(namespace, name)?;
+    svc.get("status")?
+        .get("loadBalancer")?
+        .get("ingress")?
+        .as_sequence()?
+        .iter()
+        .find_map(|i| i.get("ip")?.as_str()?.parse().ok())
 }
 
 /// The podIP the view gives Pod `namespace/name` (for pods of other nodes).

@@ -1,7 +1,7 @@
 //! `podswitch lab exec TARGET -- CMD...`: run a command inside a lab namespace.
 //!
-//! Contract: TARGET is `NS/POD` (namespace `psl_NS_POD`) or `node` (`psl-node`); `external` is
-//! reserved. The process is replaced by `ip netns exec NAME CMD...`, so the command's exit code
+//! Contract: TARGET is `NS/POD` (namespace `psl_NS_POD`), `node` (`psl-node`) or `external`
+//! (`psl-external`, the client outside the cluster). The process is replaced by `ip netns exec NAME CMD...`, so the command's exit code
 //! (and signals, and the terminal) are its own.
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -13,7 +13,7 @@ use super::state;
 
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
-    /// NAMESPACE/POD, or `node`.
+    /// NAMESPACE/POD, `node` or `external`.
     #[arg(value_name = "TARGET")]
     pub target: String,
     /// The command and its arguments (after `--`).
@@ -25,12 +25,12 @@ pub struct ExecArgs {
 pub fn target_netns(target: &str) -> anyhow::Result<String> {
     match target {
         "node" => Ok(state::NODE_NETNS.to_string()),
-        "external" => bail!("the `external` target is not built yet"),
+        "external" => Ok(state::EXTERNAL_NETNS.to_string()),
         t => match t.split_once('/') {
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
                 Ok(state::pod_netns(ns, name))
             }
-            _ => bail!("{t:?} is not a target: use NAMESPACE/POD or `node`"),
+            _ => bail!("{t:?} is not a target: use NAMESPACE/POD, `node` or `external`"),
         },
     }
 }

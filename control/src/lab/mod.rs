@@ -5,6 +5,10 @@
 //!   `psl-node`; each local pod NS/NAME gets the namespace `psl_NS_NAME` with `eth0` (IP/32,
 //!   MAC `naming::pod_mac`, default route via `naming::GATEWAY_IP`), whose veth peer
 //!   `naming::pod_interface(NS, NAME)` sits in `psl-node`, where the switch runs.
+//! - A client outside the cluster, `external`, is the namespace `psl-external`: `eth0` (MAC
+//!   `naming::pod_mac(IP)`, IP = `.100` of the node InternalIP's /24, default route via the
+//!   InternalIP) whose veth peer `psw-uplink` in `psl-node` is the switch's uplink port
+//!   (`podswitch run --uplink psw-uplink --uplink-gateway-mac <external's MAC>`).
 //! - The lab plays kubelet and API server: it assigns pod IPs and writes an API view of the
 //!   manifest directory to `/run/podswitch/lab/api/cluster.yaml`, which the switch reads; a
 //!   supervisor applies edits of the manifest directory live.
@@ -48,6 +52,12 @@ pub enum LabCmd {
     /// with the line `NS/NAME CLIENTIP:CLIENTPORT`. Nothing changes in the machine's own network
     /// namespace.
     ///
+    /// Also creates `external`, a client outside the cluster: the namespace psl-external whose
+    /// eth0 has the .100 address of the node InternalIP's /24 (172.18.0.100 by default; MAC
+    /// 0a:58 + the IP) and a default route via the InternalIP, so NodePorts, LoadBalancer and
+    /// external IPs and ClusterIPs are sent to the node. Its veth peer psw-uplink in psl-node is
+    /// the switch's uplink port (`run --uplink psw-uplink --uplink-gateway-mac MAC`).
+    ///
     /// Writes the API view /run/podswitch/lab/api/cluster.yaml (the manifests with pod IPs and
     /// nodeName filled in), starts `podswitch run` in psl-node on that view, and starts a
     /// supervisor that applies later edits of DIR live (new, changed and deleted objects). Waits
@@ -62,15 +72,17 @@ pub enum LabCmd {
     /// Remove the lab: every process it started, its namespaces, its files.
     ///
     /// Stops the supervisor, the switch, the pod servers and any other process inside the lab's
-    /// namespaces; deletes every psl-* and psl_* network namespace (and with them their veths);
+    /// namespaces; deletes every psl-* and psl_* network namespace, psl-external included (and
+    /// with them their veths);
     /// removes /run/podswitch/lab and the control socket. Prints what it removed; exits 0 also
     /// when nothing was up.
     Down(down::DownArgs),
     /// Show what is up: node, pods, processes, sync state.
     ///
     /// Prints the node, the manifest directory and whether its current content is applied (or
-    /// why not), the switch (running, in sync with the API view or why not), the supervisor, and
-    /// every pod with its IP, interface, namespace and server. Exits 0 also when no lab is up.
+    /// why not), the switch (running, in sync with the API view or why not), the supervisor, the
+    /// `external` host (address, MAC, gateway, uplink port), and every pod with its IP,
+    /// interface, namespace and server. Exits 0 also when no lab is up.
     Status(status::StatusArgs),
     /// Stop or restart the lab's switch.
     ///
@@ -78,11 +90,14 @@ pub enum LabCmd {
     /// themselves); `start` starts it again with the command line `lab up` used and waits (30 s)
     /// until it has applied the API view and attached every pod port.
     Switch(switch::SwitchArgs),
-    /// Probe TCP/UDP connectivity from pods (or the node) with real sockets.
+    /// Probe TCP/UDP connectivity from pods (or the node, or `external`) with real sockets.
     ///
-    /// TARGET is pod/NS/NAME:PORT, svc/NS/NAME:PORT (the Service's clusterIP from the manifests)
-    /// or IP:PORT, each optionally followed by /tcp or /udp (default tcp). Sources are pods
-    /// (NS/POD) or `node` (the node's own stack in psl-node); by default every pod of the lab.
+    /// TARGET is pod/NS/NAME:PORT, svc/NS/NAME:PORT (the Service's ClusterIP),
+    /// nodeport/NS/NAME:PORT (the node's InternalIP and the NodePort of Service port PORT),
+    /// lb/NS/NAME:PORT (the Service's first LoadBalancer ingress IP) or IP:PORT, each optionally
+    /// followed by /tcp or /udp (default tcp); see --to for how Services are resolved. Sources
+    /// are pods (NS/POD), `node` (the node's own stack in psl-node) or `external` (the client
+    /// outside the cluster in psl-external); by default every pod of the lab.
     /// Before probing it waits until the lab has applied the current content of its manifest
     /// directory and the switch (when running) has applied it too. Every (source, target) pair is
     /// probed at once, each from a thread inside the source's namespace.
@@ -91,12 +106,13 @@ pub enum LabCmd {
     /// it saw), `refused` (TCP reset or ICMP unreachable) or `timeout`. The text output is a
     /// matrix with sources as rows and targets as columns; `ok(x/b)` marks an answer from another
     /// pod than the target. --json prints one object
-    /// {"results":[{"from","to","result","answered_by","source","seen_client"}]}. Exits 0 when the
-    /// probes ran, whatever their results; 1 on usage or lab errors.
+    /// {"results":[{"from","to","address","result","answered_by","source","seen_client"}]}
+    /// (`address`: the IP:PORT the target resolved to). Exits 0 when the probes ran, whatever
+    /// their results; 1 on usage or lab errors.
     Probe(probe::ProbeArgs),
-    /// Run a command inside a pod's (or the node's) network namespace.
+    /// Run a command inside a pod's (or the node's, or `external`'s) network namespace.
     ///
-    /// TARGET is NAMESPACE/POD or `node`. Runs `ip netns exec NAMESPACE CMD...` in place of this
+    /// TARGET is NAMESPACE/POD, `node` or `external`. Runs `ip netns exec NAMESPACE CMD...` in place of this
     /// process, so the exit code is the command's. Example: `podswitch lab exec x/a -- ping -c1
     /// 10.244.0.3`.
     Exec(exec::ExecArgs),

@@ -9,6 +9,9 @@
 //!   where it is. Sockets created by the closure belong to that namespace.
 //! - [`create_pod`] / [`delete_pod`] build and remove one pod's namespace and veth pair as the
 //!   lab's interface specifies (see [`super`]).
+//! - [`create_external`] builds the `external` host: namespace `psl-external`, a veth pair
+//!   `psw-uplink` (node namespace, the switch's uplink port) / `eth0` (external), with the
+//!   addresses, route, offloads and sysctls of [`super::state::ExternalState`].
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,7 +19,7 @@ use std::process::Command;
 use anyhow::{bail, Context};
 use nix::sched::{setns, CloneFlags};
 
-use super::state::{PodState, NETNS_PREFIXES, NODE_NETNS};
+use super::state::{ExternalState, PodState, NETNS_PREFIXES, NODE_NETNS};
 use crate::naming;
 
 const NETNS_DIR: &str = "/run/netns";
@@ -93,6 +96,43 @@ pub fn create_node(internal_ip: std::net::Ipv4Addr) -> anyhow::Result<()> {
 pub fn set_node_ip(old: std::net::Ipv4Addr, new: std::net::Ipv4Addr) -> anyhow::Result<()> {
     let _ = ip(&["-n", NODE_NETNS, "addr", "del", &format!("{old}/32"), "dev", "lo"]);
     ip(&["-n", NODE_NETNS, "addr", "add", &format!("{new}/32"), "dev", "lo"])?;
+    Ok(())
+}
+
+/// Builds the `external` host `e` (see the module contract): its namespace, the veth pair
+/// (uplink side in the node namespace, with `queues` RX and TX queues: one per switch worker),
+/// `eth0` with MAC, address and a default route via the node, TX checksum offload off, IPv6
+/// off on both sides. On error the caller removes the namespaces (`lab down`).
+pub fn create_external(e: &ExternalState, queues: u32) -> anyhow::Result<()> {
+    let ns = e.netns.as_str();
+    let q = queues.max(1).to_string();
+    add(ns)?;
+    sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
+    sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
+    ip(&[
+        "-n", NODE_NETNS, "link", "add", &e.uplink, "numtxqueues", &q, "numrxqueues", &q, "type", "veth", "peer", "name",
+        "eth0", "netns", ns, "numtxqueues", &q, "numrxqueues", &q,
+    ])?;
+    sysctl(NODE_NETNS, &format!("net.ipv6.conf.{}.disable_ipv6", e.uplink), "1")?;
+    ip(&["-n", ns, "link", "set", "eth0", "address", &e.mac])?;
+    ip(&["-n", ns, "addr", "add", &format!("{}/{}", e.ip, e.prefix_len), "dev", "eth0"])?;
+    ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+    ip(&["-n", ns, "route", "add", "default", "via", &e.gateway.to_string(), "dev", "eth0"])?;
+    // As on pods: AF_XDP does not complete partial checksums.
+    ip(&["netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"])?;
+    ip(&["-n", NODE_NETNS, "link", "set", &e.uplink, "up"])?;
+    Ok(())
+}
+
+/// Re-addresses the `external` host from `old` to `new` (a new node InternalIP moves it):
+/// MAC, address and default route.
+pub fn readdress_external(old: &ExternalState, new: &ExternalState) -> anyhow::Result<()> {
+    let ns = new.netns.as_str();
+    let _ = ip(&["-n", ns, "route", "del", "default"]);
+    let _ = ip(&["-n", ns, "addr", "del", &format!("{}/{}", old.ip, old.prefix_len), "dev", "eth0"]);
+    ip(&["-n", ns, "link", "set", "eth0", "address", &new.mac])?;
+    ip(&["-n", ns, "addr", "add", &format!("{}/{}", new.ip, new.prefix_len), "dev", "eth0"])?;
+    ip(&["-n", ns, "route", "add", "default", "via", &new.gateway.to_string(), "dev", "eth0"])?;
     Ok(())
 }
 

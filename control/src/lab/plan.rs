@@ -8,6 +8,9 @@
 //!   state (edits never renumber a pod), else it gets the lowest free address of the node's pod
 //!   CIDR, skipping the network address, the first address (.1) and the broadcast address.
 //! - Two local pods with the same IP are an error naming both.
+//! - The `external` host gets the `.100` address of the /24 that holds the node's InternalIP
+//!   ([`external_ip`]); that address must not be the InternalIP, the gateway or a local pod's
+//!   `status.podIP` (allocation skips it).
 //! - The raw objects of the directory are read from the same content the digest covers (the
 //!   read is retried if the directory changes meanwhile), for the API view.
 use std::collections::BTreeMap;
@@ -18,7 +21,7 @@ use anyhow::{anyhow, bail};
 use ipnet::Ipv4Net;
 
 use super::apiview;
-use super::state::{PodState, PortSpec};
+use super::state::{self, ExternalState, PodState, PortSpec};
 use crate::manifests;
 use crate::model::{self, NodeInfo, PodInfo};
 use crate::naming;
@@ -51,6 +54,51 @@ pub struct Plan {
     pub pods: BTreeMap<String, PlannedPod>,
     /// Every object of the directory (Lists flattened), unchanged, for the API view.
     pub objects: Vec<serde_yaml::Value>,
+    /// The `external` host's address (see [`external_ip`]).
+    pub external_ip: Ipv4Addr,
+}
+
+/// The `external` host the lab builds for `plan`.
+pub fn external_state(plan: &Plan) -> ExternalState {
+    ExternalState {
+        netns: state::EXTERNAL_NETNS.to_string(),
+        ip: plan.external_ip,
+        prefix_len: EXTERNAL_PREFIX_LEN,
+        mac: naming::mac_string(naming::pod_mac(plan.external_ip)),
+        uplink: state::UPLINK_IF.to_string(),
+        gateway: plan.node.internal_ip,
+    }
+}
+
+/// `.100` of the node InternalIP's /24, unchecked.
+fn external_address(node: &NodeInfo) -> Ipv4Addr {
+    let o = node.internal_ip.octets();
+    Ipv4Addr::new(o[0], o[1], o[2], EXTERNAL_HOST)
+}
+
+/// The host part of the `external` host's address in the InternalIP's /24.
+pub const EXTERNAL_HOST: u8 = 100;
+/// The prefix length of the network the node and `external` share.
+pub const EXTERNAL_PREFIX_LEN: u8 = 24;
+
+/// The `external` host's address: `.100` of the /24 holding the node's InternalIP (172.18.0.100
+/// for the default 172.18.0.2). Fails when that address is taken by the node, the gateway or
+/// one of `pods`.
+pub fn external_ip(node: &NodeInfo, pods: &BTreeMap<String, PlannedPod>) -> anyhow::Result<Ipv4Addr> {
+    let ip = external_address(node);
+    if ip == node.internal_ip {
+        bail!(
+            "the node's InternalIP {ip} is the address the lab gives its `external` host (.{EXTERNAL_HOST} of the \
+             InternalIP's /{EXTERNAL_PREFIX_LEN}): give the Node another InternalIP"
+        );
+    }
+    if ip == naming::GATEWAY_IP {
+        bail!("the `external` host's address {ip} would be the pods' gateway address");
+    }
+    if let Some((key, _)) = pods.iter().find(|(_, p)| p.ip == ip) {
+        bail!("Pod {key} has IP {ip}, the address the lab gives its `external` host (.{EXTERNAL_HOST} of the node's /{EXTERNAL_PREFIX_LEN})");
+    }
+    Ok(ip)
 }
 
 /// Plans the lab for manifest directory `dir`; `previous` holds the pods the lab has now.
@@ -65,7 +113,8 @@ pub fn plan(dir: &Path, node_name: Option<&str>, previous: &BTreeMap<String, Pod
         let node = model::node_info(&m, node_name).map_err(|e| anyhow!(e))?;
         let local = model::local_pods(&m, &node).map_err(|e| anyhow!(e))?;
         let pods = assign_ips(&node, local, previous)?;
-        return Ok(Plan { digest: m.digest, node, pods, objects });
+        let external_ip = external_ip(&node, &pods)?;
+        return Ok(Plan { digest: m.digest, node, pods, objects, external_ip });
     }
     bail!("the manifest directory {} keeps changing while being read", dir.display())
 }
@@ -99,14 +148,16 @@ pub fn assign_ips(
     for p in rest {
         let key = p.key();
         match previous.get(&key).map(|s| s.ip) {
-            Some(ip) if usable(cidr, ip) && !taken.contains_key(&ip) => {
+            Some(ip) if usable(cidr, ip) && !taken.contains_key(&ip) && ip != external_address(node) => {
                 taken.insert(ip, key.clone());
                 out.insert(key, PlannedPod { info: p, ip, allocated: true });
             }
             _ => new.push(p),
         }
     }
-    let mut candidates = hosts(cidr).filter(|ip| *ip != node.internal_ip && *ip != naming::GATEWAY_IP);
+    let external = external_address(node);
+    let mut candidates =
+        hosts(cidr).filter(|ip| *ip != node.internal_ip && *ip != naming::GATEWAY_IP && *ip != external);
     for p in new {
         let key = p.key();
         let ip = candidates
@@ -212,5 +263,24 @@ mod tests {
         let e =
             assign_ips(&n, vec![pod("x", "a", None), pod("x", "b", None)], &BTreeMap::new()).unwrap_err().to_string();
         assert!(e.contains("no free address left in pod CIDR 10.1.0.0/30 for Pod x/b"), "{e}");
+    }
+
+    #[test]
+    fn external_address_is_dot_100_of_the_node_network() {
+        let got = external_ip(&node(), &BTreeMap::new()).unwrap();
+        assert_eq!(got.to_string(), "172.18.0.100");
+        let mut n = node();
+        n.internal_ip = "172.18.0.100".parse().unwrap();
+        let e = external_ip(&n, &BTreeMap::new()).unwrap_err().to_string();
+        assert!(e.contains("InternalIP 172.18.0.100 is the address the lab gives its `external` host"), "{e}");
+        // A pod CIDR around the node's network: allocation skips .100, a static podIP there fails.
+        let mut n = node();
+        n.internal_ip = "10.244.0.1".parse().unwrap();
+        let pods: Vec<PodInfo> = (0..120).map(|i| pod("x", &format!("p{i}"), None)).collect();
+        let got = assign_ips(&n, pods, &BTreeMap::new()).unwrap();
+        assert!(got.values().all(|p| p.ip.to_string() != "10.244.0.100"));
+        let got = assign_ips(&n, vec![pod("x", "s", Some("10.244.0.100"))], &BTreeMap::new()).unwrap();
+        let e = external_ip(&n, &got).unwrap_err().to_string();
+        assert!(e.starts_with("Pod x/s has IP 10.244.0.100"), "{e}");
     }
 }

@@ -92,6 +92,17 @@ pub fn reconcile(
         netns::set_node_ip(st.node.internal_ip, plan.node.internal_ip)?;
         log(&format!("node: InternalIP {} -> {}", st.node.internal_ip, plan.node.internal_ip));
     }
+    if let Some(old) = st.external.clone() {
+        let want = super::plan::external_state(plan);
+        if old != want && netns::exists(&old.netns) {
+            netns::readdress_external(&old, &want)?;
+            log(&format!(
+                "external: {} -> {} (restart the switch for its new uplink gateway MAC {})",
+                old.ip, want.ip, want.mac
+            ));
+        }
+        st.external = Some(want);
+    }
     st.node = NodeState {
         name: plan.node.name.clone(),
         pod_cidr: plan.node.pod_cidr.to_string(),

@@ -1,9 +1,21 @@
 //! `podswitch lab probe`: connectivity between lab namespaces, with real sockets.
 //!
 //! Contract:
-//! - Sources (`--from`): `NS/POD` (a pod of the lab) or `node` (the node's own stack in
-//!   `psl-node`); default: every pod. Targets (`--to`): `pod/NS/NAME:PORT`, `svc/NS/NAME:PORT`
-//!   or `IP:PORT`, each optionally suffixed `/tcp` or `/udp` (tcp by default).
+//! - Sources (`--from`): `NS/POD` (a pod of the lab), `node` (the node's own stack in
+//!   `psl-node`) or `external` (the client outside the cluster, `psl-external`); default: every
+//!   pod. Targets (`--to`), each optionally suffixed `/tcp` or `/udp` (tcp by default):
+//!   - `pod/NS/NAME:PORT`: the pod's IP;
+//!   - `svc/NS/NAME:PORT`: the Service's ClusterIP: `spec.clusterIP` of the API view, else the
+//!     ClusterIP the switch serves for it (`show services`, kind `clusterip`: an allocated one);
+//!   - `nodeport/NS/NAME:PORT`: the node's InternalIP and the NodePort of the Service port
+//!     numbered PORT with the target's protocol. From the switch: its `clusterip` frontend of
+//!     the Service with `port` PORT and that protocol names the Service port (`name`,
+//!     `NS/NAME:PORTNAME`); the `nodeport` frontend with the same `name` and protocol gives the
+//!     NodePort (its `port`). Without a running switch: the `nodePort` written in the view;
+//!   - `lb/NS/NAME:PORT`: the first LoadBalancer ingress IP, port PORT. From the switch: its
+//!     first `loadbalancer` frontend of the Service with `port` PORT and that protocol; without
+//!     a running switch: the first `status.loadBalancer.ingress[].ip` of the view;
+//!   - `IP:PORT`.
 //! - First waits (`--sync-timeout`, 30 s) until the lab has applied the current content of the
 //!   manifest directory and, when the switch runs, until the switch has applied the current API
 //!   view with no pending port; content that cannot be applied fails at once.
@@ -13,8 +25,8 @@
 //! - Result per pair: `connected` (with the answering pod and the client address it saw, when
 //!   it answered), `refused` (RST, or an ICMP unreachable / port unreachable) or `timeout`.
 //! - Output: a matrix (sources × targets), or with `--json` exactly one object
-//!   `{"results":[{"from","to","result","answered_by","source","seen_client"}]}` with `to` as
-//!   given. Exit 0 when probing ran, whatever the results; 1 on usage or lab errors.
+//!   `{"results":[{"from","to","address","result","answered_by","source","seen_client"}]}` with
+//!   `to` as given and `address` the `IP:PORT` it resolved to. Exit 0 when probing ran, whatever the results; 1 on usage or lab errors.
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
@@ -30,15 +42,34 @@ use serde_json::json;
 use super::exec::target_netns;
 use super::state::{self, State};
 use super::{apiview, netns, switch};
+use crate::ctl::{client, Request};
 use crate::manifests;
 
 #[derive(Debug, clap::Args)]
 pub struct ProbeArgs {
-    /// Source: NS/POD or `node` (repeatable, or several values). Default: every pod.
-    #[arg(long = "from", value_name = "NS/POD|node", num_args = 1..)]
+    /// Source: NS/POD, `node` (the node's own stack) or `external` (the client outside the
+    /// cluster, behind the switch's uplink) (repeatable, or several values). Default: every pod.
+    #[arg(long = "from", value_name = "NS/POD|node|external", num_args = 1..)]
     pub from: Vec<String>,
-    /// Target: pod/NS/NAME:PORT[/tcp|/udp], svc/NS/NAME:PORT[/tcp|/udp] or IP:PORT[/tcp|/udp]
-    /// (repeatable, or several values).
+    /// Target (repeatable, or several values), each optionally followed by /tcp or /udp (default
+    /// tcp):
+    ///
+    /// pod/NS/NAME:PORT: the pod's IP.
+    ///
+    /// svc/NS/NAME:PORT: the Service's ClusterIP (spec.clusterIP in the manifests, else the one
+    /// the switch allocated, from `podswitch show services`).
+    ///
+    /// nodeport/NS/NAME:PORT: the node's InternalIP and the NodePort of the Service port
+    /// numbered PORT (with that protocol), as the switch serves it: its ClusterIP frontend
+    /// with that port and protocol names the Service port (NS/NAME:PORTNAME), and the NodePort
+    /// frontend of that name and protocol gives the NodePort. Without a running switch, the
+    /// nodePort written in the manifests.
+    ///
+    /// lb/NS/NAME:PORT: the Service's first LoadBalancer ingress IP (the first one the switch
+    /// serves for that port and protocol; without a running switch, the first
+    /// status.loadBalancer.ingress[].ip of the manifests), port PORT.
+    ///
+    /// IP:PORT: that address (e.g. an externalIP).
     #[arg(long = "to", value_name = "TARGET", num_args = 1.., required = true)]
     pub to: Vec<String>,
     /// How long each probe waits for a connection and an answer.
@@ -61,7 +92,12 @@ pub enum Proto {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dest {
     Pod { namespace: String, name: String },
+    /// The Service's ClusterIP.
     Service { namespace: String, name: String },
+    /// The node's InternalIP and the NodePort of the Service port.
+    NodePort { namespace: String, name: String },
+    /// The Service's first LoadBalancer ingress IP.
+    LoadBalancer { namespace: String, name: String },
     Ip(Ipv4Addr),
 }
 
@@ -79,7 +115,7 @@ impl Target {
         match &self.dest {
             Dest::Pod { namespace, name } => Some(format!("{namespace}/{name}")),
             Dest::Ip(ip) => st.pods.values().find(|p| p.ip == *ip).map(|p| p.key()),
-            Dest::Service { .. } => None,
+            Dest::Service { .. } | Dest::NodePort { .. } | Dest::LoadBalancer { .. } => None,
         }
     }
 }
@@ -88,7 +124,8 @@ impl Target {
 pub fn parse_target(s: &str) -> anyhow::Result<Target> {
     let usage = || {
         anyhow!(
-            "{s:?} is not a target: use pod/NS/NAME:PORT, svc/NS/NAME:PORT or IP:PORT, optionally with /tcp or /udp"
+            "{s:?} is not a target: use pod/NS/NAME:PORT, svc/NS/NAME:PORT, nodeport/NS/NAME:PORT, lb/NS/NAME:PORT \
+             or IP:PORT, optionally with /tcp or /udp"
         )
     };
     let (rest, proto) = if let Some(r) = s.strip_suffix("/tcp") {
@@ -114,25 +151,128 @@ pub fn parse_target(s: &str) -> anyhow::Result<Target> {
     } else if let Some(t) = head.strip_prefix("svc/") {
         let (namespace, name) = ns_name(t)?;
         Dest::Service { namespace, name }
+    } else if let Some(t) = head.strip_prefix("nodeport/") {
+        let (namespace, name) = ns_name(t)?;
+        Dest::NodePort { namespace, name }
+    } else if let Some(t) = head.strip_prefix("lb/") {
+        let (namespace, name) = ns_name(t)?;
+        Dest::LoadBalancer { namespace, name }
     } else {
         Dest::Ip(head.parse().map_err(|_| usage())?)
     };
     Ok(Target { text: s.to_string(), dest, port, proto })
 }
 
-/// The address a target stands for, now.
-fn resolve(t: &Target, st: &State) -> anyhow::Result<SocketAddrV4> {
-    let ip = match &t.dest {
-        Dest::Ip(ip) => *ip,
-        Dest::Pod { namespace, name } => match st.pods.get(&format!("{namespace}/{name}")) {
-            Some(p) => p.ip,
-            None => apiview::pod_ip(namespace, name).ok_or_else(|| {
-                anyhow!("no Pod {namespace}/{name} in the lab (and no podIP for it in the manifests)")
-            })?,
-        },
-        Dest::Service { namespace, name } => apiview::service_cluster_ip(namespace, name)?,
+/// The Service frontends the lab's switch serves (`show services`), asked for at most once.
+struct SwitchServices<'a> {
+    st: &'a State,
+    views: std::cell::OnceCell<Result<Vec<serde_json::Value>, String>>,
+}
+
+impl<'a> SwitchServices<'a> {
+    fn new(st: &'a State) -> Self {
+        SwitchServices { st, views: std::cell::OnceCell::new() }
+    }
+
+    /// The views, or why the switch cannot give them (a phrase).
+    fn views(&self) -> Result<&[serde_json::Value], String> {
+        self.views
+            .get_or_init(|| {
+                if !self.st.switch.process.is_some_and(|p| p.alive()) {
+                    return Err("the lab's switch is not running".into());
+                }
+                let v = client::request(&self.st.switch.control_socket, &Request::Services)
+                    .map_err(|e| format!("the lab's switch does not answer `show services` ({e})"))?;
+                Ok(v.get("services").and_then(|s| s.as_array()).cloned().unwrap_or_default())
+            })
+            .as_deref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// The first view of `views` for Service `key` of frontend kind `kind` that `pred` accepts.
+fn find_view<'v>(
+    views: &'v [serde_json::Value],
+    key: &str,
+    kind: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Option<&'v serde_json::Value> {
+    views.iter().find(|v| v["service"] == key && v["kind"] == kind && pred(v))
+}
+
+fn view_ip(v: &serde_json::Value) -> Option<Ipv4Addr> {
+    v["ip"].as_str()?.parse().ok()
+}
+
+/// The address a target stands for, now (see the module contract).
+fn resolve(t: &Target, st: &State, sw: &SwitchServices) -> anyhow::Result<SocketAddrV4> {
+    let proto = match t.proto {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
     };
-    Ok(SocketAddrV4::new(ip, t.port))
+    let port_label = format!("{}/{proto}", t.port);
+    let addr = match &t.dest {
+        Dest::Ip(ip) => SocketAddrV4::new(*ip, t.port),
+        Dest::Pod { namespace, name } => match st.pods.get(&format!("{namespace}/{name}")) {
+            Some(p) => SocketAddrV4::new(p.ip, t.port),
+            None => SocketAddrV4::new(
+                apiview::pod_ip(namespace, name).ok_or_else(|| {
+                    anyhow!("no Pod {namespace}/{name} in the lab (and no podIP for it in the manifests)")
+                })?,
+                t.port,
+            ),
+        },
+        Dest::Service { namespace, name } => {
+            let key = format!("{namespace}/{name}");
+            let ip = match apiview::service_cluster_ip(namespace, name) {
+                Some(ip) => ip,
+                None => match sw.views() {
+                    Ok(views) => find_view(views, &key, "clusterip", |_| true).and_then(view_ip).ok_or_else(|| {
+                        anyhow!("Service {key} has no clusterIP in the manifests and the lab's switch serves none for it")
+                    })?,
+                    Err(why) => bail!("Service {key} has no clusterIP in the manifests and {why}"),
+                },
+            };
+            SocketAddrV4::new(ip, t.port)
+        }
+        Dest::NodePort { namespace, name } => {
+            let key = format!("{namespace}/{name}");
+            let node_port = match sw.views() {
+                Ok(views) => {
+                    let service_port = find_view(views, &key, "clusterip", |v| v["port"] == t.port && v["protocol"] == proto)
+                        .ok_or_else(|| anyhow!("the lab's switch serves no port {port_label} of Service {key}"))?;
+                    let np = find_view(views, &key, "nodeport", |v| {
+                        v["name"] == service_port["name"] && v["protocol"] == proto
+                    })
+                    .ok_or_else(|| anyhow!("port {port_label} of Service {key} has no NodePort in the lab's switch"))?;
+                    np["port"].as_u64().and_then(|p| u16::try_from(p).ok()).ok_or_else(|| {
+                        anyhow!("the lab's switch gave port {} for the NodePort of Service {key}", np["port"])
+                    })?
+                }
+                Err(why) => apiview::service_node_port(namespace, name, t.port, proto).ok_or_else(|| {
+                    anyhow!("port {port_label} of Service {key} has no nodePort in the manifests and {why}")
+                })?,
+            };
+            SocketAddrV4::new(st.node.internal_ip, node_port)
+        }
+        Dest::LoadBalancer { namespace, name } => {
+            let key = format!("{namespace}/{name}");
+            let ip = match sw.views() {
+                Ok(views) => {
+                    find_view(views, &key, "loadbalancer", |v| v["port"] == t.port && v["protocol"] == proto)
+                        .and_then(view_ip)
+                        .ok_or_else(|| {
+                            anyhow!("the lab's switch serves no LoadBalancer IP for port {port_label} of Service {key}")
+                        })?
+                }
+                Err(why) => apiview::service_lb_ip(namespace, name).ok_or_else(|| {
+                    anyhow!("Service {key} has no status.loadBalancer.ingress IP in the manifests and {why}")
+                })?,
+            };
+            SocketAddrV4::new(ip, t.port)
+        }
+    };
+    Ok(addr)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,7 +470,7 @@ pub fn run(a: ProbeArgs) -> anyhow::Result<i32> {
     let mut from_netns = Vec::new();
     for f in &sources {
         let ns = target_netns(f)?;
-        if f != "node" && !st.pods.contains_key(f) {
+        if f != "node" && f != "external" && !st.pods.contains_key(f) {
             bail!("no Pod {f} in the lab");
         }
         if !netns::exists(&ns) {
@@ -338,7 +478,8 @@ pub fn run(a: ProbeArgs) -> anyhow::Result<i32> {
         }
         from_netns.push(ns);
     }
-    let addrs = targets.iter().map(|t| resolve(t, &st)).collect::<anyhow::Result<Vec<_>>>()?;
+    let sw = SwitchServices::new(&st);
+    let addrs = targets.iter().map(|t| resolve(t, &st, &sw)).collect::<anyhow::Result<Vec<_>>>()?;
     let timeout = Duration::from_millis(a.timeout_ms);
     if st.switch.process.is_none() {
         eprintln!("note: the lab's switch is not running; probes cannot cross it");
@@ -376,12 +517,13 @@ pub fn run(a: ProbeArgs) -> anyhow::Result<i32> {
     if a.json {
         let list: Vec<_> = rows
             .iter()
-            .flatten()
-            .map(|(f, t, r)| {
+            .flat_map(|row| row.iter().zip(&addrs))
+            .map(|((f, t, r), addr)| {
                 let connected = r.outcome == Outcome::Connected;
                 json!({
                     "from": f,
                     "to": t.text,
+                    "address": addr.to_string(),
                     "result": r.outcome.as_str(),
                     "answered_by": r.answer.as_ref().filter(|_| connected).map(|a| &a.0),
                     "source": r.source.map(|s| s.to_string()),
@@ -440,9 +582,17 @@ mod tests {
         let t = parse_target("svc/y/web:8080").unwrap();
         assert_eq!(t.dest, Dest::Service { namespace: "y".into(), name: "web".into() });
         assert_eq!((t.port, t.proto), (8080, Proto::Tcp));
+        let t = parse_target("nodeport/y/api-lb:80/udp").unwrap();
+        assert_eq!(t.dest, Dest::NodePort { namespace: "y".into(), name: "api-lb".into() });
+        assert_eq!((t.port, t.proto), (80, Proto::Udp));
+        let t = parse_target("lb/y/api-lb:80").unwrap();
+        assert_eq!(t.dest, Dest::LoadBalancer { namespace: "y".into(), name: "api-lb".into() });
+        assert_eq!((t.port, t.proto), (80, Proto::Tcp));
         let t = parse_target("10.244.0.3:81/tcp").unwrap();
         assert_eq!(t.dest, Dest::Ip("10.244.0.3".parse().unwrap()));
-        for bad in ["pod/x:80", "x/a:80", "10.0.0.1", "10.0.0.1:0", "pod/x/a:80/sctp", "svc//a:1"] {
+        for bad in
+            ["pod/x:80", "x/a:80", "10.0.0.1", "10.0.0.1:0", "pod/x/a:80/sctp", "svc//a:1", "nodeport/x:80", "lb/x/a/b:80"]
+        {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
     }

@@ -28,6 +28,10 @@ use crate::model::L4Proto;
 pub const RUN_DIR: &str = "/run/podswitch";
 pub const LAB_DIR: &str = "/run/podswitch/lab";
 pub const NODE_NETNS: &str = "psl-node";
+/// The namespace of the `external` client: a host outside the cluster, behind the uplink.
+pub const EXTERNAL_NETNS: &str = "psl-external";
+/// The switch's uplink port, in the node namespace; its peer is `eth0` in [`EXTERNAL_NETNS`].
+pub const UPLINK_IF: &str = "psw-uplink";
 /// Name prefixes of every namespace the lab creates (the node's, the pods').
 pub const NETNS_PREFIXES: [&str; 2] = ["psl-", "psl_"];
 /// Set to `1` to bring a lab up without starting the switch (a testing aid).
@@ -79,6 +83,24 @@ pub struct State {
     pub supervisor: Option<ProcRef>,
     /// Seconds since the epoch when `lab up` ran.
     pub created_unix: u64,
+    /// The `external` client and the uplink it hangs on (absent in state files of older labs).
+    #[serde(default)]
+    pub external: Option<ExternalState>,
+}
+
+/// The `external` host: `eth0` in [`EXTERNAL_NETNS`], peer of the switch's uplink port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalState {
+    pub netns: String,
+    /// Its address on the node's /24 (`IP/24` on `eth0`); its default route is the node.
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    /// `naming::pod_mac(ip)`, given to the switch as `--uplink-gateway-mac`.
+    pub mac: String,
+    /// The uplink port in the node namespace (`--uplink`).
+    pub uplink: String,
+    /// The node address it routes everything through.
+    pub gateway: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

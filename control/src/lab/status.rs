@@ -2,7 +2,8 @@
 //!
 //! Contract: reads the state (no lock, no changes) and checks liveness: node, manifest
 //! directory and whether its current content is applied (or why not), switch (pid, running,
-//! in sync or why not), supervisor, and each pod (IP, interface, namespace, server running).
+//! in sync or why not), supervisor, the `external` host (address, MAC, gateway, uplink port,
+//! whether its namespace exists), and each pod (IP, interface, namespace, server running).
 //! With `--json`, one object; `{"up": false}` when no lab is up. Exit 0 either way.
 use serde_json::json;
 
@@ -67,6 +68,10 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
                        "cores": st.switch.cores, "busy_poll": st.switch.busy_poll,
                        "control_socket": st.switch.control_socket},
             "supervisor": {"pid": st.supervisor.map(|p| p.pid), "running": supervisor_running},
+            "external": st.external.as_ref().map(|e| json!({
+                "netns": e.netns, "ip": e.ip, "prefix_len": e.prefix_len, "mac": e.mac, "gateway": e.gateway,
+                "uplink": e.uplink, "present": netns::exists(&e.netns),
+            })),
             "pods": pods,
             "logs": state::logs_dir(),
         });
@@ -96,6 +101,20 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
             None => "not started".into(),
         }
     );
+    match &st.external {
+        Some(e) => println!(
+            "external: {}/{} (MAC {}) on eth0 in {}, default via {}, uplink port {} in {}{}",
+            e.ip,
+            e.prefix_len,
+            e.mac,
+            e.netns,
+            e.gateway,
+            e.uplink,
+            st.node.netns,
+            if netns::exists(&e.netns) { "" } else { " (its namespace is missing)" }
+        ),
+        None => println!("external: none (a lab from before `external` existed)"),
+    }
     let w = st.pods.keys().map(|k| k.len()).max().unwrap_or(3).max(3);
     println!("{:w$}  {:15}  {:14}  {:24}  SERVER", "POD", "IP", "INTERFACE", "NETNS");
     for (k, p) in &st.pods {

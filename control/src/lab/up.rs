@@ -6,7 +6,7 @@
 //! - Everything is validated before anything is created ([`super::plan`]); a bad directory is
 //!   one line and exit 1 with nothing left behind. A failure while building removes everything
 //!   built so far.
-//! - Order: node namespace, pods (namespaces, veths, servers ready), API view, synced digest,
+//! - Order: node namespace, the `external` host and the uplink (`psl-external`, `psw-uplink`), pods (namespaces, veths, servers ready), API view, synced digest,
 //!   switch (unless `PODSWITCH_LAB_NO_SWITCH=1`), supervisor; then it waits (30 s) until the
 //!   switch has applied the view and attached every port, and prints a summary. If the switch
 //!   does not get ready the lab stays up for inspection and the error says so.
@@ -101,6 +101,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<i32> {
         },
         supervisor: None,
         created_unix: state::now_unix(),
+        external: None,
     };
     let built = build(&mut st, &plan, &exe, no_switch);
     let mut switch_child = match built {
@@ -132,6 +133,10 @@ fn build(
     st.save()?;
     let _lock = state::lock(std::time::Duration::from_secs(10))?;
     netns::create_node(plan.node.internal_ip)?;
+    let external = super::plan::external_state(plan);
+    st.external = Some(external.clone());
+    st.save()?;
+    netns::create_external(&external, switch::worker_count(st))?;
     let log_path = state::logs_dir().join("up.log");
     let mut log_file = fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let mut log = |m: &str| {
@@ -175,6 +180,12 @@ fn print_summary(st: &State, no_switch: bool) {
             state::api_dir().display()
         ),
         (None, false) => println!("switch: not running"),
+    }
+    if let Some(e) = &st.external {
+        println!(
+            "external: {}/{} on eth0 in {}, default via {} (the switch's uplink port {} in {})",
+            e.ip, e.prefix_len, e.netns, e.gateway, e.uplink, st.node.netns
+        );
     }
     let w = st.pods.keys().map(|k| k.len()).max().unwrap_or(3).max(3);
     println!("{:w$}  {:15}  {:14}  NETNS", "POD", "IP", "INTERFACE");

@@ -10,6 +10,7 @@
 //!   stay in force. Pod ports whose interface is missing are retried every second and listed
 //!   as pending.
 //! - SIGTERM/SIGINT detach every port, stop the workers and delete the host port.
+pub mod flows;
 pub mod host_port;
 pub mod show_handler;
 
@@ -109,6 +110,9 @@ pub(crate) struct Switch {
     pub svc_state: ServiceState,
     /// The Services as last compiled (what `show services` reports).
     pub services: Option<CompiledServices>,
+    /// Pod address (host order) -> `namespace/name`, for every pod of the view (flow log).
+    pub pod_names: BTreeMap<u32, String>,
+    pub flows: flows::FlowHistory,
 }
 
 impl Switch {
@@ -142,6 +146,7 @@ impl Switch {
         let (desired, mut problems) = compile::desired_ports(&self.node, &pods, self.uplink.as_ref());
         let (all_pods, pod_problems) = services::all_pods(m);
         problems.extend(pod_problems);
+        self.pod_names = all_pods.iter().filter_map(|p| p.ip.map(|ip| (u32::from(ip), p.key()))).collect();
         let compiled = services::compile_services(&ServiceInputs { manifests: m, node: &self.node, all_pods: &all_pods }, &mut self.svc_state);
         problems.extend(compiled.problems.iter().cloned());
         for p in &problems {
@@ -296,6 +301,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         started: Instant::now(),
         svc_state: ServiceState::default(),
         services: None,
+        pod_names: BTreeMap::new(),
+        flows: flows::FlowHistory::default(),
     };
     if let Err(e) = sw.apply(&m) {
         sw.dp.stop();
@@ -329,6 +336,24 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
+    }
+    // The verdict log collector.
+    {
+        let sw = Arc::clone(&sw);
+        let stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("podswitch-flows".into())
+            .spawn(move || {
+                let mut buf = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let Ok(mut s) = sw.lock() else { return };
+                    s.dp.drain_flows(&mut buf);
+                    let recs = std::mem::take(&mut buf);
+                    s.flows.push_all(recs);
+                }
+            })
+            .context("starting the verdict log collector")?;
     }
     let (ev_tx, ev_rx) = crossbeam::channel::unbounded();
     let mut watcher = notify::recommended_watcher(move |_res| {

@@ -24,6 +24,7 @@ pub(crate) fn handler(sw: Arc<Mutex<Switch>>) -> crate::ctl::server::Handler {
             Request::Stats => stats(&s),
             Request::Services => services(&s),
             Request::Conntrack { limit } => conntrack(&s, limit.unwrap_or(1000)),
+            Request::Flows { since, limit } => flows(&s, since.unwrap_or(0), limit.unwrap_or(1000)),
         }
     })
 }
@@ -133,6 +134,27 @@ fn conntrack(s: &Switch, limit: usize) -> Value {
         "removed": c.removed.load(Relaxed),
         "shown": out.len(),
         "connections": out,
+    })
+}
+
+fn flows(s: &Switch, since: u64, limit: usize) -> Value {
+    let tables = s.dp.tables();
+    let names = |id: u32| tables.policy.policy_names.get(&id).cloned();
+    let recs: Vec<Value> = s.flows.since(since, limit).iter().map(|(seq, r)| super::flows::render(*seq, r, &s.pod_names, &names)).collect();
+    let mut counts: Vec<Value> = tables
+        .policy
+        .policy_names
+        .iter()
+        .map(|(id, name)| json!({"policy": name, "id": id, "allowed_connections": s.dp.policy_allowed(*id)}))
+        .collect();
+    counts.sort_by(|a, b| a["policy"].as_str().cmp(&b["policy"].as_str()));
+    json!({
+        "ok": true,
+        "next": s.flows.next_seq(),
+        "lost": s.flows.lost,
+        "policy_epoch": tables.policy.epoch,
+        "policies": counts,
+        "flows": recs,
     })
 }
 
