@@ -132,24 +132,30 @@ impl Rng {
     }
 }
 
-/// Writes a 60-byte TCP frame for `c` into `slot`.
+/// Writes a 60-byte TCP frame for `c` (client pod -> Service) into `slot`.
 fn write_frame(slot: &mut [u8], c: Conn, flags: u8) -> usize {
     let src = pod_ip(c.pod);
+    write_tcp(slot, (mac_of(src), port_mac(c.pod as u16 + 1)), (src, c.sport), (vip(c.svc), 80), flags)
+}
+
+/// Writes a 60-byte TCP frame into `slot`: Ethernet (src, dst MAC), IPv4 with its checksum,
+/// TCP header (its checksum is not verified by the switch and left 0).
+fn write_tcp(slot: &mut [u8], macs: ([u8; 6], [u8; 6]), from: (Ipv4Addr, u16), to: (Ipv4Addr, u16), flags: u8) -> usize {
     let f = &mut slot[..60];
     f.fill(0);
-    f[0..6].copy_from_slice(&port_mac(c.pod as u16 + 1));
-    f[6..12].copy_from_slice(&mac_of(src));
+    f[0..6].copy_from_slice(&macs.1);
+    f[6..12].copy_from_slice(&macs.0);
     f[12..14].copy_from_slice(&[0x08, 0x00]);
     f[14] = 0x45;
     f[16..18].copy_from_slice(&40u16.to_be_bytes());
     f[22] = 64;
     f[23] = 6;
-    f[26..30].copy_from_slice(&src.octets());
-    f[30..34].copy_from_slice(&vip(c.svc).octets());
+    f[26..30].copy_from_slice(&from.0.octets());
+    f[30..34].copy_from_slice(&to.0.octets());
     let s = checksum::internet_checksum(&f[14..34]);
     f[24..26].copy_from_slice(&s.to_be_bytes());
-    f[34..36].copy_from_slice(&c.sport.to_be_bytes());
-    f[36..38].copy_from_slice(&80u16.to_be_bytes());
+    f[34..36].copy_from_slice(&from.1.to_be_bytes());
+    f[36..38].copy_from_slice(&to.1.to_be_bytes());
     f[38..42].copy_from_slice(&1u32.to_be_bytes());
     f[46] = 5 << 4;
     f[47] = flags;
@@ -244,6 +250,26 @@ fn measure(a: &PipelineArgs, est_packets: u64, quiet: bool) -> anyhow::Result<Fi
         let t = Instant::now();
         new_forwarded += timed_batch_new(&mut b, chunk.len());
         new_time += t.elapsed();
+    }
+    // Complete every handshake (untimed): the backend's SYN-ACK arrives from the uplink, the
+    // client's ACK follows; the connections are then ESTABLISHED, as real ones are.
+    for chunk in conns.chunks(BATCH) {
+        for (i, c) in chunk.iter().enumerate() {
+            let orig = switch::conntrack::FlowKey::new(pod_ip(c.pod), vip(c.svc), c.sport, 80, 6);
+            let hit = b.ct.lookup(&orig).expect("connection opened above");
+            let r = hit.snap.reply;
+            b.lens[i] = write_tcp(
+                &mut b.buf[i * SLOT..(i + 1) * SLOT],
+                ([2, 0, 0, 0, 0, 1], port_mac(UPLINK)),
+                (r.src_ip(), r.sport),
+                (r.dst_ip(), r.dport),
+                0x12,
+            );
+            b.ingress[i] = UPLINK;
+        }
+        run_batch(&mut b, chunk.len());
+        fill(&mut b, chunk, 0x10);
+        run_batch(&mut b, chunk.len());
     }
     let live = b.ct.live();
     if !quiet {

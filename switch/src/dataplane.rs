@@ -307,6 +307,21 @@ impl Dataplane {
             .collect()
     }
 
+    /// Moves every worker's verdict records into `out` (oldest first per worker).
+    pub fn drain_flows(&self, out: &mut Vec<crate::flowlog::FlowRecord>) -> u64 {
+        let mut overwritten = 0;
+        for w in &self.workers {
+            w.shared.flows.drain(out);
+            overwritten += w.shared.flows.overwritten.load(std::sync::atomic::Ordering::Relaxed);
+        }
+        overwritten
+    }
+
+    /// Connections allowed by NetworkPolicy `policy`, summed over workers.
+    pub fn policy_allowed(&self, policy: u32) -> u64 {
+        self.workers.iter().map(|w| w.shared.policy.get(policy)).sum()
+    }
+
     /// Per worker: (index, core, rounds, idle sleeps, free frames).
     pub fn worker_stats(&self) -> Vec<(usize, usize, u64, u64, u64)> {
         self.workers

@@ -13,6 +13,7 @@
 //!    destination, TTL (ICMP time exceeded), MAC rewrite and TTL decrement ([`forward`]).
 pub mod antispoof;
 pub mod arp;
+pub mod fast;
 pub mod forward;
 pub mod icmp;
 pub mod icmp_nat;
@@ -70,6 +71,16 @@ pub struct Ctx<'a> {
 /// area (replies may be longer than the frame), `len` its received length.
 #[inline]
 pub fn process(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx) -> Verdict {
+    match fast::established(buf, len, in_port, ctx) {
+        Some(v) => v,
+        None => slow(buf, len, in_port, ctx),
+    }
+}
+
+/// The full pipeline (see the module contract); [`process`] comes here for everything the
+/// fast path ([`fast`]) does not take.
+#[inline(never)]
+pub fn slow(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx) -> Verdict {
     let tables = ctx.tables;
     let len = len.min(buf.len());
     let parsed = match parse_frame(&buf[..len]) {

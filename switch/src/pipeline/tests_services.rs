@@ -362,3 +362,79 @@ fn the_uplink_answers_arp_for_the_node_address_and_pod_ports_do_not() {
     let (v, _, _) = s.send(&arp(pod_mac(PODS[0]), PODS[0]), 1);
     assert_eq!(v, Verdict::Drop(DropReason::ArpNotForGateway));
 }
+
+/// The fast path must decide exactly as the full pipeline: the same frames, through `process`
+/// (fast path first) on one connection table and through `slow` alone on an identical one,
+/// give the same verdicts and the same bytes, including mutated frames.
+#[test]
+fn fast_path_and_full_pipeline_agree() {
+    let t = tables();
+    let (ct_a, ct_b) = (ConnTable::new(4096, KeyHasher::new(77)), ConnTable::new(4096, KeyHasher::new(77)));
+    let run = |frame: &[u8], in_port: PortId, fast: bool, ct: &ConnTable| -> (Verdict, Vec<u8>) {
+        let mut buf = vec![0u8; 2048];
+        buf[..frame.len()].copy_from_slice(frame);
+        let drops = DropCounters::default();
+        let (flows, pc) = (crate::flowlog::FlowRing::new(64), crate::counters::PolicyCounters::default());
+        let ctx = Ctx { tables: &t, ct, now: 1000, drops: &drops, flows: &flows, policy_counters: &pc };
+        let v = if fast { process(&mut buf, frame.len(), in_port, &ctx) } else { slow(&mut buf, frame.len(), in_port, &ctx) };
+        (v, buf)
+    };
+    let both = |frame: &[u8], in_port: PortId| {
+        let (va, ba) = run(frame, in_port, true, &ct_a);
+        let (vb, bb) = run(frame, in_port, false, &ct_b);
+        assert_eq!(va, vb, "verdicts differ for {frame:02x?}");
+        assert_eq!(ba, bb, "bytes differ for {frame:02x?}");
+        (va, ba)
+    };
+    // Open connections (client pods to the ClusterIP, TCP and UDP) and complete them.
+    let mut established = Vec::new();
+    for (i, client) in PODS.iter().enumerate() {
+        for sport in 0..20u16 {
+            let p = 30000 + sport * 7 + i as u16;
+            let (_, out) = both(&tcp(*client, VIP, p, 80, tcp_flags::SYN, pod_port(*client)), pod_port(*client));
+            let (_, _, backend, _) = tuple(&out);
+            let (nat_src, nat_sport) = (tuple(&out).0, tuple(&out).1);
+            both(&tcp(backend, nat_src, 8080, nat_sport, tcp_flags::SYN | tcp_flags::ACK, pod_port(backend)), pod_port(backend));
+            let ack = tcp(*client, VIP, p, 80, tcp_flags::ACK, pod_port(*client));
+            both(&ack, pod_port(*client));
+            established.push((ack, pod_port(*client)));
+            established.push((tcp(backend, nat_src, 8080, nat_sport, tcp_flags::ACK, pod_port(backend)), pod_port(backend)));
+            let (_, uout) = both(&udp(*client, VIP, p, 53, pod_port(*client)), pod_port(*client));
+            let (us, usp, ub, _) = tuple(&uout);
+            let _ = (us, usp);
+            both(&udp(ub, tuple(&uout).0, 8080, tuple(&uout).1, pod_port(ub)), pod_port(ub));
+            established.push((udp(*client, VIP, p, 53, pod_port(*client)), pod_port(*client)));
+        }
+    }
+    // Established packets, intact and mutated in every way a byte flip can.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut fast_taken = 0;
+    for round in 0..20_000 {
+        let (frame, port) = &established[(next() % established.len() as u64) as usize];
+        let mut f = frame.clone();
+        if round % 2 == 0 {
+            // How often the fast path takes an intact packet (its only side effect, `touch`,
+            // writes nothing at this clock, so the tables stay identical).
+            let mut probe = vec![0u8; 2048];
+            probe[..f.len()].copy_from_slice(&f);
+            let drops = DropCounters::default();
+            let (flows, pc) = (crate::flowlog::FlowRing::new(64), crate::counters::PolicyCounters::default());
+            let ctx = Ctx { tables: &t, ct: &ct_a, now: 1000, drops: &drops, flows: &flows, policy_counters: &pc };
+            fast_taken += fast::established(&mut probe, f.len(), *port, &ctx).is_some() as u32;
+        }
+        if round % 2 == 1 {
+            let i = (next() % f.len() as u64) as usize;
+            f[i] ^= 1 << (next() % 8);
+        }
+        let in_port = if round % 97 == 0 { (next() % 10) as PortId } else { *port };
+        let len = if round % 89 == 0 { (next() % f.len() as u64) as usize } else { f.len() };
+        both(&f[..len], in_port);
+    }
+    assert!(fast_taken > 8_000, "the fast path took only {fast_taken} of 10,000 intact packets");
+}

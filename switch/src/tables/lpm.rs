@@ -1,6 +1,6 @@
 //! Longest-prefix-match table, generic over the address family.
 //!
-//! Contract: one hash map per prefix length in use, searched from the longest length down, so a
+//! Contract: one hash map ([`FlatMap`]) per prefix length in use, searched from the longest length down, so a
 //! lookup costs one hash probe per distinct prefix length present (a node has few: /32 for its
 //! pods, its pod CIDR, a default route). Hand-written rather than taken from a crate because the
 //! hot path wants exactly this shape: no allocation, no pointer chasing through a trie, and the
@@ -8,11 +8,11 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 
-use rustc_hash::FxHashMap;
+use super::flatmap::{FlatKey, FlatMap};
 
 /// An address family: its address as an integer and its width.
 pub trait AddressFamily: 'static + Clone {
-    type Addr: Copy + Eq + Hash + Debug + Ord;
+    type Addr: Copy + Eq + Hash + Debug + Ord + FlatKey;
     const BITS: u8;
     /// `addr` with all but the first `len` bits cleared.
     fn mask(addr: Self::Addr, len: u8) -> Self::Addr;
@@ -37,18 +37,18 @@ impl AddressFamily for V4 {
 
 /// A longest-prefix-match table from prefixes of family `F` to values `V`.
 #[derive(Debug, Clone)]
-pub struct LpmTable<F: AddressFamily, V> {
+pub struct LpmTable<F: AddressFamily, V: Clone> {
     /// (prefix length, prefixes of that length), longest first.
-    levels: Vec<(u8, FxHashMap<F::Addr, V>)>,
+    levels: Vec<(u8, FlatMap<F::Addr, V>)>,
 }
 
-impl<F: AddressFamily, V> Default for LpmTable<F, V> {
+impl<F: AddressFamily, V: Clone> Default for LpmTable<F, V> {
     fn default() -> Self {
         Self { levels: Vec::new() }
     }
 }
 
-impl<F: AddressFamily, V> LpmTable<F, V> {
+impl<F: AddressFamily, V: Clone> LpmTable<F, V> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -61,11 +61,11 @@ impl<F: AddressFamily, V> LpmTable<F, V> {
         let pos = match self.levels.iter().position(|(l, _)| *l <= len) {
             Some(p) if self.levels[p].0 == len => p,
             Some(p) => {
-                self.levels.insert(p, (len, FxHashMap::default()));
+                self.levels.insert(p, (len, FlatMap::default()));
                 p
             }
             None => {
-                self.levels.push((len, FxHashMap::default()));
+                self.levels.push((len, FlatMap::default()));
                 self.levels.len() - 1
             }
         };

@@ -3,6 +3,7 @@
 //! Contract: the control side builds a new [`Tables`] and publishes it whole (see
 //! [`crate::dataplane::Dataplane::publish`]); workers load the current snapshot once per burst,
 //! lock-free, and never see a half-built table. Nothing here knows Kubernetes types.
+pub mod flatmap;
 pub mod lpm;
 pub mod maglev;
 pub mod policy;
