@@ -9,10 +9,13 @@
 //! - [`lab`]: `podswitch lab ...`.
 pub mod compile;
 pub mod ctl;
+pub mod kube_source;
 pub mod lab;
 pub mod manifests;
+pub mod metrics;
 pub mod model;
 pub mod naming;
+pub mod policy;
 pub mod run;
 pub mod services;
 pub mod show;

@@ -3,8 +3,8 @@
 //! Contract:
 //! - Every `*.yaml`/`*.yml`/`*.json` file directly in the directory is read, in name order;
 //!   a file may hold several documents separated by `---`. `List` objects are flattened.
-//! - Kinds understood: Namespace, Pod, Node, Service (v1) and EndpointSlice
-//!   (discovery.k8s.io/v1). Other kinds are kept aside as
+//! - Kinds understood: Namespace, Pod, Node, Service (v1), EndpointSlice
+//!   (discovery.k8s.io/v1) and NetworkPolicy (networking.k8s.io/v1). Other kinds are kept aside as
 //!   [`Manifests::ignored`] so that a caller can say what it did not use.
 //! - Any error (unreadable file, bad YAML, a known kind that does not deserialize, a duplicate
 //!   object) fails the whole load with a message naming the file and document: the caller keeps
@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Deserialize;
 
 /// Objects of one manifest directory, keyed by `namespace/name` (or `name` when cluster-scoped).
@@ -27,6 +28,7 @@ pub struct Manifests {
     pub nodes: BTreeMap<String, Node>,
     pub services: BTreeMap<String, Service>,
     pub endpoint_slices: BTreeMap<String, EndpointSlice>,
+    pub network_policies: BTreeMap<String, NetworkPolicy>,
     /// `kind namespace/name (file)` of documents of kinds this version does not use.
     pub ignored: Vec<String>,
     /// Digest of the directory content this view was read from (see [`dir_digest`]).
@@ -168,11 +170,20 @@ fn add_object(out: &mut Manifests, file: &Path, value: serde_yaml::Value) -> Res
             slice.metadata.namespace = Some(namespace.clone());
             insert_unique(&mut out.endpoint_slices, format!("{namespace}/{name}"), slice, &kind)?
         }
+        ("networking.k8s.io/v1", "NetworkPolicy") => {
+            validate_name("Namespace", &namespace)?;
+            let mut np = typed!(NetworkPolicy);
+            np.metadata.namespace = Some(namespace.clone());
+            insert_unique(&mut out.network_policies, format!("{namespace}/{name}"), np, &kind)?
+        }
         (_, "Namespace" | "Node" | "Pod" | "Service") => {
             return Err(format!("{kind} {name}: apiVersion must be v1, not {api_version:?}"));
         }
         (_, "EndpointSlice") => {
             return Err(format!("{kind} {name}: apiVersion must be discovery.k8s.io/v1, not {api_version:?}"));
+        }
+        (_, "NetworkPolicy") => {
+            return Err(format!("{kind} {name}: apiVersion must be networking.k8s.io/v1, not {api_version:?}"));
         }
         _ => out.ignored.push(format!("{kind} {namespace}/{name} ({})", file.display())),
     }
@@ -266,5 +277,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("duplicate Service default/t"), "{e}");
+    }
+
+    #[test]
+    fn network_policies_are_read() {
+        let mut m = Manifests::default();
+        let text = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\n\
+                    spec: {podSelector: {}, policyTypes: [Ingress]}\n---\n\
+                    apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow}\n\
+                    spec: {podSelector: {matchLabels: {pod: a}}, ingress: [{from: [{podSelector: {}}], ports: [{port: serve-80-tcp}]}]}\n";
+        add_documents(&mut m, Path::new("f.yaml"), text).unwrap();
+        assert_eq!(m.network_policies.keys().collect::<Vec<_>>(), vec!["default/allow", "x/deny"]);
+        assert_eq!(m.network_policies["default/allow"].metadata.namespace.as_deref(), Some("default"));
+        let spec = m.network_policies["default/allow"].spec.clone().unwrap();
+        assert_eq!(spec.ingress.unwrap()[0].from.as_ref().unwrap().len(), 1);
+        assert!(m.ignored.is_empty(), "{:?}", m.ignored);
+        let e = add_documents(&mut m, Path::new("f.yaml"), "apiVersion: extensions/v1beta1\nkind: NetworkPolicy\nmetadata: {name: e}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("apiVersion must be networking.k8s.io/v1"), "{e}");
+        let e = add_documents(&mut m, Path::new("f.yaml"), "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("duplicate NetworkPolicy x/deny"), "{e}");
+        let e = add_documents(&mut m, Path::new("f.yaml"), "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec: {podSelector: 3}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NetworkPolicy p:"), "{e}");
     }
 }

@@ -23,6 +23,8 @@ pub enum What {
     Conntrack,
     /// NetworkPolicy verdicts (newest last) and connections allowed per policy.
     Flows,
+    /// Every NetworkPolicy: the pods it selects, its rules with resolved peers and ports.
+    Policies,
 }
 
 /// Show the running switch's state.
@@ -57,6 +59,7 @@ pub fn main(args: ShowArgs) -> anyhow::Result<i32> {
         What::Services => Request::Services,
         What::Conntrack => Request::Conntrack { limit: Some(args.limit) },
         What::Flows => unreachable!("handled above"),
+        What::Policies => Request::Policies,
     };
     let v = client::request(&args.socket, &req)?;
     if args.json {
@@ -71,6 +74,7 @@ pub fn main(args: ShowArgs) -> anyhow::Result<i32> {
         What::Services => print_services(&v),
         What::Conntrack => print_conntrack(&v),
         What::Flows => unreachable!("handled above"),
+        What::Policies => println!("{}", serde_json::to_string_pretty(&v["policies"])?),
     }
     Ok(0)
 }

@@ -24,6 +24,8 @@ pub enum Request {
         #[serde(default)]
         limit: Option<usize>,
     },
+    /// Every NetworkPolicy with the pods it selects and its rules' resolved peers and ports.
+    Policies,
     /// NetworkPolicy verdicts with sequence number >= `since` (the newest `limit`).
     Flows {
         #[serde(default)]

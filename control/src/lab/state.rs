@@ -2,9 +2,9 @@
 //!
 //! Contract:
 //! - `state.json`: the [`State`] (manifest directory, node, pods with their IPs and interfaces,
-//!   every process the lab started). Written atomically (temporary file + rename), so readers
-//!   never need the lock; writers (up, supervise, switch start/stop, down) hold [`lock`] around
-//!   read-modify-write.
+//!   the `external` host, every process the lab started). Written atomically (temporary file +
+//!   rename), so readers never need the lock; writers (up, supervise, switch start/stop, down)
+//!   hold [`lock`] around read-modify-write.
 //! - `synced`: the `manifests::dir_digest` of the manifest directory that the lab has applied
 //!   (pods built, API view written). `sync-error`: `DIGEST\nMESSAGE` of the last content that
 //!   could not be applied; absent when the last attempt succeeded.

@@ -35,6 +35,7 @@ use crate::ctl;
 use crate::manifests::{self, Manifests};
 use crate::model::{self, NodeInfo};
 use crate::naming;
+use crate::policy::{self as netpol, CompiledPolicy, PolicyInputs, PolicyState};
 use crate::services::{self, CompiledServices, ServiceInputs, ServiceState};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -113,6 +114,9 @@ pub(crate) struct Switch {
     /// Pod address (host order) -> `namespace/name`, for every pod of the view (flow log).
     pub pod_names: BTreeMap<u32, String>,
     pub flows: flows::FlowHistory,
+    pub policy_state: PolicyState,
+    /// NetworkPolicies as last compiled (what `show policies` reports).
+    pub policy: Option<CompiledPolicy>,
 }
 
 impl Switch {
@@ -129,6 +133,9 @@ impl Switch {
             compile::build_tables(self.version, &self.node, &self.desired, &attached, self.host_stack_mac, self.uplink.as_ref());
         if let Some(c) = &self.services {
             t.services = c.tables.clone();
+        }
+        if let Some(p) = &self.policy {
+            t.policy = p.tables.clone();
         }
         t
     }
@@ -149,6 +156,8 @@ impl Switch {
         self.pod_names = all_pods.iter().filter_map(|p| p.ip.map(|ip| (u32::from(ip), p.key()))).collect();
         let compiled = services::compile_services(&ServiceInputs { manifests: m, node: &self.node, all_pods: &all_pods }, &mut self.svc_state);
         problems.extend(compiled.problems.iter().cloned());
+        let compiled_policy = netpol::compile_policy(&PolicyInputs { manifests: m, node: &self.node, all_pods: &all_pods }, &mut self.policy_state);
+        problems.extend(compiled_policy.problems.iter().cloned());
         for p in &problems {
             tracing::warn!("{p}");
         }
@@ -157,6 +166,7 @@ impl Switch {
         self.problems = problems;
         self.ignored_kinds = m.ignored.clone();
         self.services = Some(compiled);
+        self.policy = Some(compiled_policy);
         self.reconcile();
         // The new tables are in force: no new flow can pick a removed endpoint any more, so its
         // UDP flows can go now rather than linger until they time out.
@@ -303,6 +313,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         services: None,
         pod_names: BTreeMap::new(),
         flows: flows::FlowHistory::default(),
+        policy_state: PolicyState::default(),
+        policy: None,
     };
     if let Err(e) = sw.apply(&m) {
         sw.dp.stop();

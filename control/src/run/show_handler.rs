@@ -24,6 +24,11 @@ pub(crate) fn handler(sw: Arc<Mutex<Switch>>) -> crate::ctl::server::Handler {
             Request::Stats => stats(&s),
             Request::Services => services(&s),
             Request::Conntrack { limit } => conntrack(&s, limit.unwrap_or(1000)),
+            Request::Policies => {
+                let views = s.policy.as_ref().map(|c| serde_json::to_value(&c.views).unwrap_or(Value::Null)).unwrap_or(json!([]));
+                let epoch = s.dp.tables().policy.epoch;
+                json!({"ok": true, "epoch": epoch, "policies": views})
+            }
             Request::Flows { since, limit } => flows(&s, since.unwrap_or(0), limit.unwrap_or(1000)),
         }
     })

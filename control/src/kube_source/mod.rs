@@ -1,0 +1,679 @@
+//! The Kubernetes API source: the same [`Manifests`] view the directory source gives, from
+//! watches on the API server.
+//!
+//! Contract:
+//! - [`start`] spawns a thread with its own tokio runtime. It watches Namespaces, Pods, Nodes,
+//!   Services, EndpointSlices (discovery.k8s.io/v1) and NetworkPolicies (networking.k8s.io/v1)
+//!   of the whole cluster with kube-runtime watchers, each feeding a reflector store.
+//! - A view is the content of all six stores, keyed as the directory source keys them
+//!   (`namespace/name`, or `name` for Namespaces and Nodes), with a `digest` over
+//!   (kind, key, resourceVersion) of every object. `ignored` is always empty.
+//! - No view is emitted before every kind has completed its initial list. A relist (after 410
+//!   Gone, a failed list, ...) keeps the old content in its store and holds every view back
+//!   until it has completed; then the fresh, complete view goes out. So the consumer never sees
+//!   a partial view, and the tables in force stay until a complete one replaces them.
+//! - Changes are debounced: the first change after a view starts a window
+//!   ([`Options::debounce`], 20 ms); everything arriving in it becomes one view. A view whose
+//!   digest equals the last one sent is not sent (bookmarks, relists that found nothing new).
+//! - Views go over a channel that keeps only the newest one: a slow consumer gets the latest
+//!   view, never a backlog.
+//! - API outages are retried with exponential backoff ([`Options::backoff_min`] to
+//!   [`Options::backoff_max`]); nothing is emitted while the server is away. [`KubeSource::status`]
+//!   says whether the last request got an answer, the last error, what each kind holds and how
+//!   many relists happened.
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::manifests::Manifests;
+
+mod track;
+
+/// Where `podswitch run` gets its objects from the Kubernetes API (flattened into `RunArgs`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KubeArgs {
+    /// Watch the Kubernetes API with this kubeconfig (its current context) instead of reading
+    /// a manifest directory. Without --manifests and --kubeconfig, a switch running in a pod
+    /// uses the pod's service account.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Where the objects come from.
+pub enum ObjectSource {
+    Directory(PathBuf),
+    Api(Box<kube::Config>),
+}
+
+impl std::fmt::Debug for ObjectSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectSource::Directory(d) => write!(f, "Directory({})", d.display()),
+            ObjectSource::Api(c) => write!(f, "Api({})", c.cluster_url),
+        }
+    }
+}
+
+impl KubeArgs {
+    /// Chooses the object source: `--manifests DIR`, `--kubeconfig PATH`, or the in-cluster
+    /// configuration when neither is given and `KUBERNETES_SERVICE_HOST`/`_PORT` are set.
+    pub fn source(&self, manifests: Option<&Path>) -> Result<ObjectSource, String> {
+        match (manifests, &self.kubeconfig) {
+            (Some(_), Some(_)) => Err("--manifests and --kubeconfig exclude each other: give one".into()),
+            (Some(dir), None) => Ok(ObjectSource::Directory(dir.to_path_buf())),
+            (None, Some(path)) => kubeconfig(path).map(|c| ObjectSource::Api(Box::new(c))),
+            (None, None) => {
+                if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() || std::env::var_os("KUBERNETES_SERVICE_PORT").is_none() {
+                    return Err("no object source: give --manifests DIR or --kubeconfig PATH, or run the switch in a pod \
+                                (KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT are not set)"
+                        .into());
+                }
+                kube::Config::incluster()
+                    .map(|c| ObjectSource::Api(Box::new(c)))
+                    .map_err(|e| format!("in-cluster Kubernetes configuration: {}", track::error_chain(&e)))
+            }
+        }
+    }
+}
+
+/// Reads a kubeconfig file (its current context).
+pub fn kubeconfig(path: &Path) -> Result<kube::Config, String> {
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| format!("kubeconfig {}: {}", path.display(), track::error_chain(&e)))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting a runtime to read the kubeconfig: {e}"))?;
+    rt.block_on(kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()))
+        .map_err(|e| format!("kubeconfig {}: {}", path.display(), track::error_chain(&e)))
+}
+
+/// Tuning; [`Options::default`] is what `podswitch run` uses.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Changes arriving within this window after the first one become one view.
+    pub debounce: Duration,
+    /// Objects per list page (`limit`); `None` lists everything at once.
+    pub page_size: Option<u32>,
+    /// First retry delay after an error; doubles (with jitter) up to `backoff_max`.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// `timeoutSeconds` of each watch request (the server ends the watch then; it is resumed).
+    pub watch_timeout_secs: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            debounce: Duration::from_millis(20),
+            page_size: Some(500),
+            backoff_min: Duration::from_millis(800),
+            backoff_max: Duration::from_secs(30),
+            watch_timeout_secs: 290,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeSourceError {
+    #[error("starting the Kubernetes API source runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("creating the Kubernetes API client: {0}")]
+    Client(String),
+}
+
+/// The kinds watched, in the order a status lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Namespace,
+    Pod,
+    Node,
+    Service,
+    EndpointSlice,
+    NetworkPolicy,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [Kind::Namespace, Kind::Pod, Kind::Node, Kind::Service, Kind::EndpointSlice, Kind::NetworkPolicy];
+
+    /// The API's plural resource name.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Namespace => "namespaces",
+            Kind::Pod => "pods",
+            Kind::Node => "nodes",
+            Kind::Service => "services",
+            Kind::EndpointSlice => "endpointslices",
+            Kind::NetworkPolicy => "networkpolicies",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What one watched kind is doing.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KindStatus {
+    /// Objects in the store (the last complete list plus the changes since).
+    pub objects: usize,
+    /// The initial list has completed.
+    pub listed: bool,
+    /// A list is under way (initial or relist); no view goes out meanwhile.
+    pub listing: bool,
+    /// The last request for this kind got an answer. Views are held while some kind is cut
+    /// off, so that a server coming back gives one view once every watch has resumed.
+    pub connected: bool,
+    /// Lists started after the first completed one (410 Gone, failed watches, ...).
+    pub relists: u64,
+    /// Watch or list errors seen.
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+/// The source's state, for `show status` and logs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KubeStatus {
+    /// The API server URL.
+    pub server: String,
+    /// The last request to the API server got an answer.
+    pub connected: bool,
+    /// The last error (transport or API), kept after recovery; see `connected`.
+    pub last_error: Option<String>,
+    #[serde(serialize_with = "unix_seconds")]
+    pub last_error_time: Option<SystemTime>,
+    /// Every kind has completed its list, none is relisting and every kind's last request got
+    /// an answer: views go out only then.
+    pub synced: bool,
+    /// Views sent so far, and when and with which digest the last one went.
+    pub views: u64,
+    #[serde(serialize_with = "unix_seconds")]
+    pub last_view_time: Option<SystemTime>,
+    pub last_digest: Option<String>,
+    /// Relists seen, all kinds together.
+    pub relists: u64,
+    /// Per kind, by plural name (`pods`, `endpointslices`, ...).
+    pub kinds: BTreeMap<String, KindStatus>,
+}
+
+fn unix_seconds<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()) {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+#[derive(Default)]
+struct State {
+    connected: bool,
+    last_error: Option<String>,
+    last_error_time: Option<SystemTime>,
+    views: u64,
+    last_view_time: Option<SystemTime>,
+    last_digest: Option<String>,
+    kinds: [KindStatus; 6],
+}
+
+struct Shared {
+    server: String,
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn error(&self, kind: Option<Kind>, e: String) {
+        let mut st = self.lock();
+        if let Some(k) = kind {
+            let ks = &mut st.kinds[k.index()];
+            ks.errors += 1;
+            ks.last_error = Some(e.clone());
+        }
+        if st.last_error.as_ref() != Some(&e) {
+            tracing::warn!(kind = kind.map(Kind::plural).unwrap_or("-"), "Kubernetes API: {e}");
+        }
+        st.last_error = Some(e);
+        st.last_error_time = Some(SystemTime::now());
+    }
+}
+
+/// The kind a request is about, from the last segment of its path (`.../v1/pods`).
+fn kind_of_path(path: &str) -> Option<Kind> {
+    let last = path.trim_end_matches('/').rsplit('/').next()?;
+    Kind::ALL.into_iter().find(|k| k.plural() == last)
+}
+
+impl track::Observer for Shared {
+    fn answered(&self, path: &str) {
+        let mut st = self.lock();
+        if !st.connected {
+            tracing::info!(server = %self.server, "Kubernetes API reachable");
+        }
+        st.connected = true;
+        let mut reconnected = false;
+        if let Some(k) = kind_of_path(path) {
+            let ks = &mut st.kinds[k.index()];
+            reconnected = !ks.connected && ks.listed;
+            ks.connected = true;
+        }
+        drop(st);
+        if reconnected {
+            // Views were held while this kind was cut off; its watch is back.
+            self.changed.notify_one();
+        }
+    }
+
+    fn failed(&self, path: &str, error: String) {
+        let mut st = self.lock();
+        st.connected = false;
+        if let Some(k) = kind_of_path(path) {
+            st.kinds[k.index()].connected = false;
+        }
+        drop(st);
+        self.error(None, error);
+    }
+}
+
+/// The running source; dropping it stops the watches.
+pub struct KubeSource {
+    rx: Receiver<Manifests>,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Starts watching with [`Options::default`].
+pub fn start(config: kube::Config) -> Result<KubeSource, KubeSourceError> {
+    start_with(config, Options::default())
+}
+
+/// Starts watching; returns once the client is built (the first view comes later, see
+/// [`KubeSource::recv_timeout`]).
+pub fn start_with(config: kube::Config, opts: Options) -> Result<KubeSource, KubeSourceError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(KubeSourceError::Runtime)?;
+    let shared = Arc::new(Shared { server: config.cluster_url.to_string(), state: Mutex::default(), changed: Notify::new() });
+    let client = {
+        let _guard = rt.enter();
+        kube::client::ClientBuilder::try_from(config)
+            .map_err(|e| KubeSourceError::Client(track::error_chain(&e)))?
+            .with_layer(&track::TrackLayer(Arc::clone(&shared) as Arc<dyn track::Observer>))
+            .build()
+    };
+    // Capacity one, and the sender drains before sending: the consumer finds the newest view.
+    let (tx, rx) = channel::bounded(1);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sh = Arc::clone(&shared);
+    let drain = rx.clone();
+    let thread = std::thread::Builder::new()
+        .name("podswitch-kube".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let stores = Stores {
+                    namespaces: spawn_kind::<Namespace>(&client, Kind::Namespace, &sh, &opts),
+                    pods: spawn_kind::<Pod>(&client, Kind::Pod, &sh, &opts),
+                    nodes: spawn_kind::<Node>(&client, Kind::Node, &sh, &opts),
+                    services: spawn_kind::<Service>(&client, Kind::Service, &sh, &opts),
+                    endpoint_slices: spawn_kind::<EndpointSlice>(&client, Kind::EndpointSlice, &sh, &opts),
+                    network_policies: spawn_kind::<NetworkPolicy>(&client, Kind::NetworkPolicy, &sh, &opts),
+                };
+                tokio::select! {
+                    _ = aggregate(Arc::clone(&sh), stores, tx, drain, opts.debounce) => {}
+                    _ = stop_rx => {}
+                }
+            });
+            // Dropping the runtime here cancels the watch tasks and closes their connections.
+        })
+        .map_err(KubeSourceError::Runtime)?;
+    Ok(KubeSource { rx, shared, stop: Some(stop_tx), thread: Some(thread) })
+}
+
+impl KubeSource {
+    /// The next complete view, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Manifests, RecvTimeoutError> {
+        self.rx.recv_timeout(timeout)
+    }
+
+    /// A view if one is waiting.
+    pub fn try_recv(&self) -> Option<Manifests> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The channel itself, for `crossbeam::select!`.
+    pub fn receiver(&self) -> &Receiver<Manifests> {
+        &self.rx
+    }
+
+    pub fn status(&self) -> KubeStatus {
+        let st = self.shared.lock();
+        let kinds: BTreeMap<String, KindStatus> =
+            Kind::ALL.iter().map(|k| (k.plural().to_string(), st.kinds[k.index()].clone())).collect();
+        KubeStatus {
+            server: self.shared.server.clone(),
+            connected: st.connected,
+            last_error: st.last_error.clone(),
+            last_error_time: st.last_error_time,
+            synced: synced(&st),
+            views: st.views,
+            last_view_time: st.last_view_time,
+            last_digest: st.last_digest.clone(),
+            relists: st.kinds.iter().map(|k| k.relists).sum(),
+            kinds,
+        }
+    }
+
+    /// Stops the watches and joins the thread.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for KubeSource {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn synced(st: &State) -> bool {
+    st.kinds.iter().all(|k| k.listed && !k.listing && k.connected)
+}
+
+struct Stores {
+    namespaces: Store<Namespace>,
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    services: Store<Service>,
+    endpoint_slices: Store<EndpointSlice>,
+    network_policies: Store<NetworkPolicy>,
+}
+
+/// Starts the watcher of one kind; returns its store (which changes only as a whole on a
+/// completed list, or by single Apply/Delete events while watching).
+fn spawn_kind<K>(client: &Client, kind: Kind, shared: &Arc<Shared>, opts: &Options) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, mut writer) = reflector::store::<K>();
+    let api: Api<K> = Api::all(client.clone());
+    let wc = watcher::Config { page_size: opts.page_size, timeout: Some(opts.watch_timeout_secs), ..watcher::Config::default() };
+    let backoff = Backoff::new(opts.backoff_min, opts.backoff_max);
+    let shared = Arc::clone(shared);
+    let reader = store.clone();
+    tokio::spawn(async move {
+        let mut events = watcher(api, wc)
+            .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+            .backoff(backoff)
+            .boxed();
+        while let Some(ev) = events.next().await {
+            match ev {
+                Ok(ev) => {
+                    writer.apply_watcher_event(&ev);
+                    let mut st = shared.lock();
+                    let ks = &mut st.kinds[kind.index()];
+                    let changed = match ev {
+                        Event::Init => {
+                            if ks.listed {
+                                ks.relists += 1;
+                                tracing::info!(kind = kind.plural(), "relisting; views are held until the list completes");
+                            }
+                            ks.listing = true;
+                            false
+                        }
+                        Event::InitApply(_) => false,
+                        Event::InitDone => {
+                            ks.listing = false;
+                            ks.listed = true;
+                            true
+                        }
+                        Event::Apply(_) | Event::Delete(_) => true,
+                    };
+                    ks.objects = reader.len();
+                    drop(st);
+                    if changed {
+                        shared.changed.notify_one();
+                    }
+                }
+                Err(e) => {
+                    // These errors send the watcher back to a fresh list (its next event is
+                    // Init, after the backoff): hold views from now, not from then.
+                    let relist = match &e {
+                        watcher::Error::WatchError(s) => s.code == 410,
+                        watcher::Error::InitialListFailed(_) | watcher::Error::NoResourceVersion => true,
+                        watcher::Error::WatchStartFailed(_) | watcher::Error::WatchFailed(_) => false,
+                    };
+                    if relist {
+                        shared.lock().kinds[kind.index()].listing = true;
+                    }
+                    shared.error(Some(kind), format!("{}: {}", kind.plural(), describe(&e)));
+                    if matches!(&e, watcher::Error::WatchError(s) if s.code == 410) {
+                        tracing::info!(kind = kind.plural(), "410 Gone: the watch's resourceVersion is too old, relisting");
+                    }
+                }
+            }
+        }
+    });
+    store
+}
+
+/// Exponential backoff with jitter (as client-go's reflector): each delay is the current step
+/// plus up to the same again at random, the step doubling from `min` up to `max`; reset by the
+/// stream on any success.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    step: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1;
+        Backoff { min, max: max.max(min), step: min, seed }
+    }
+}
+
+impl Iterator for Backoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        // xorshift64: jitter needs no more than this.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let frac = (self.seed >> 11) as f64 / (1u64 << 53) as f64;
+        let d = self.step.mul_f64(1.0 + frac).min(self.max);
+        self.step = (self.step * 2).min(self.max);
+        Some(d)
+    }
+}
+
+impl kube::runtime::utils::Backoff for Backoff {
+    fn reset(&mut self) {
+        self.step = self.min;
+    }
+}
+
+/// A watcher error in one line; API statuses with their code (`410 Expired: too old ...`).
+fn describe(e: &watcher::Error) -> String {
+    match e {
+        watcher::Error::WatchError(s) => format!("watch error {} {}: {}", s.code, s.reason, s.message),
+        e => track::error_chain(e),
+    }
+}
+
+fn key_of<K: Resource>(o: &K) -> String {
+    match o.namespace() {
+        Some(ns) => format!("{ns}/{}", o.name_any()),
+        None => o.name_any(),
+    }
+}
+
+fn collect<K: Resource + Clone>(
+    store: &Store<K>,
+    kind: Kind,
+    hashed: &mut Vec<(Kind, String, String)>,
+) -> BTreeMap<String, K>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    let mut out = BTreeMap::new();
+    for o in store.state() {
+        let key = key_of(o.as_ref());
+        hashed.push((kind, key.clone(), o.resource_version().unwrap_or_default()));
+        out.insert(key, (*o).clone());
+    }
+    out
+}
+
+/// The view of all stores now.
+fn build_view(s: &Stores) -> Manifests {
+    let mut hashed = Vec::new();
+    let mut m = Manifests {
+        namespaces: collect(&s.namespaces, Kind::Namespace, &mut hashed),
+        pods: collect(&s.pods, Kind::Pod, &mut hashed),
+        nodes: collect(&s.nodes, Kind::Node, &mut hashed),
+        services: collect(&s.services, Kind::Service, &mut hashed),
+        endpoint_slices: collect(&s.endpoint_slices, Kind::EndpointSlice, &mut hashed),
+        network_policies: collect(&s.network_policies, Kind::NetworkPolicy, &mut hashed),
+        ignored: Vec::new(),
+        digest: String::new(),
+    };
+    m.digest = digest(&mut hashed);
+    m
+}
+
+/// A digest over (kind, key, resourceVersion) of every object, independent of store order.
+fn digest(objects: &mut [(Kind, String, String)]) -> String {
+    objects.sort();
+    let mut h = sha1_smol::Sha1::new();
+    for (kind, key, rv) in objects.iter() {
+        for part in [kind.plural(), key.as_str(), rv.as_str()] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+    }
+    format!("api-{}", h.digest())
+}
+
+async fn aggregate(shared: Arc<Shared>, stores: Stores, tx: Sender<Manifests>, drain: Receiver<Manifests>, debounce: Duration) {
+    loop {
+        shared.changed.notified().await;
+        tokio::time::sleep(debounce).await;
+        if !synced(&shared.lock()) {
+            continue; // the list under way notifies again when it completes
+        }
+        let view = build_view(&stores);
+        if shared.lock().last_digest.as_deref() == Some(view.digest.as_str()) {
+            continue;
+        }
+        let digest = view.digest.clone();
+        let counts = [view.namespaces.len(), view.pods.len(), view.nodes.len(), view.services.len(), view.endpoint_slices.len(), view.network_policies.len()];
+        // The status says what the consumer is about to get, before it can get it.
+        let mut st = shared.lock();
+        st.views += 1;
+        st.last_view_time = Some(SystemTime::now());
+        st.last_digest = Some(digest.clone());
+        drop(st);
+        while drain.try_recv().is_ok() {}
+        if tx.try_send(view).is_err() {
+            return; // cannot happen: we hold a receiver and just emptied the channel
+        }
+        tracing::debug!(%digest, ?counts, "Kubernetes API view");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_depends_on_content_not_order() {
+        let a = || vec![(Kind::Pod, "x/a".to_string(), "5".to_string()), (Kind::Namespace, "x".to_string(), "1".to_string())];
+        let mut v1 = a();
+        let mut v2 = a();
+        v2.reverse();
+        assert_eq!(digest(&mut v1), digest(&mut v2));
+        let mut v3 = a();
+        v3[0].2 = "6".into();
+        assert_ne!(digest(&mut v1), digest(&mut v3));
+        // Length-prefixed parts: no ambiguity between ("ab","c") and ("a","bc").
+        let mut p = vec![(Kind::Pod, "ab".to_string(), "c".to_string())];
+        let mut q = vec![(Kind::Pod, "a".to_string(), "bc".to_string())];
+        assert_ne!(digest(&mut p), digest(&mut q));
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_max_and_resets() {
+        use kube::runtime::utils::Backoff as _;
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let d: Vec<Duration> = (&mut b).take(8).collect();
+        assert!(d[0] >= Duration::from_millis(100) && d[0] < Duration::from_millis(200), "{d:?}");
+        assert!(d[1] >= Duration::from_millis(200) && d[1] < Duration::from_millis(400), "{d:?}");
+        assert!(d.iter().all(|x| *x <= Duration::from_millis(1000)), "{d:?}");
+        assert_eq!(d[7], Duration::from_millis(1000));
+        b.reset();
+        assert!(b.next().unwrap() < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn request_paths_map_to_kinds() {
+        assert_eq!(kind_of_path("/api/v1/pods"), Some(Kind::Pod));
+        assert_eq!(kind_of_path("/k8s/clusters/c-1/apis/discovery.k8s.io/v1/endpointslices"), Some(Kind::EndpointSlice));
+        assert_eq!(kind_of_path("/apis/networking.k8s.io/v1/networkpolicies/"), Some(Kind::NetworkPolicy));
+        assert_eq!(kind_of_path("/version"), None);
+    }
+
+    #[test]
+    fn source_choice() {
+        let none = KubeArgs::default();
+        assert!(matches!(none.source(Some(Path::new("/d"))), Ok(ObjectSource::Directory(_))));
+        let both = KubeArgs { kubeconfig: Some("/k".into()) };
+        assert!(both.source(Some(Path::new("/d"))).unwrap_err().contains("exclude each other"));
+        let missing = KubeArgs { kubeconfig: Some("/nonexistent/kubeconfig".into()) };
+        assert!(missing.source(None).unwrap_err().contains("/nonexistent/kubeconfig"));
+    }
+
+    #[test]
+    fn kubeconfig_file_is_read() {
+        let dir = std::env::temp_dir().join(format!("podswitch-kubeconfig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\ncurrent-context: lab\n\
+             clusters: [{name: lab, cluster: {server: 'http://127.0.0.1:6443'}}]\n\
+             users: [{name: u, user: {token: abc}}]\n\
+             contexts: [{name: lab, context: {cluster: lab, user: u, namespace: x}}]\n",
+        )
+        .unwrap();
+        let c = kubeconfig(&path).unwrap();
+        assert_eq!(c.cluster_url.to_string(), "http://127.0.0.1:6443/");
+        assert_eq!(c.default_namespace, "x");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
