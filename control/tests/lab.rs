@@ -73,7 +73,14 @@ fn examples(name: &str) -> PathBuf {
 /// A test's hold on the machine's one lab; removes the lab (and the test's files) on drop.
 struct Lab {
     dir: PathBuf,
+    _machine_lock: nix::fcntl::Flock<fs::File>,
     _lock: MutexGuard<'static, ()>,
+}
+
+/// The machine has one lab: test binaries (and people running them) take turns on this lock.
+fn machine_lock() -> nix::fcntl::Flock<fs::File> {
+    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open("/run/podswitch-lab-tests.lock").unwrap();
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap()
 }
 
 impl Lab {
@@ -91,7 +98,7 @@ impl Lab {
             let e = e.unwrap();
             fs::copy(e.path(), dir.join(e.file_name())).unwrap();
         }
-        let lab = Lab { dir, _lock: lock };
+        let lab = Lab { dir, _machine_lock: machine_lock(), _lock: lock };
         ok(&["lab", "down"], true);
         Some(lab)
     }
@@ -164,7 +171,7 @@ fn up_down_lifecycle_builds_and_removes_namespaces() {
     let Some(lab) = Lab::new("up_down_lifecycle_builds_and_removes_namespaces", "lab-2pods") else { return };
     let out = lab.up(true);
     assert!(out.contains("node node-1") && out.contains("x/a") && out.contains("10.244.0.2"), "{out}");
-    assert_eq!(lab_namespaces(), vec!["psl-node", "psl_x_a", "psl_x_b"]);
+    assert_eq!(lab_namespaces(), vec!["psl-external", "psl-node", "psl_x_a", "psl_x_b"]);
     for (pod, ip, mac) in [("a", "10.244.0.2", "0a:58:0a:f4:00:02"), ("b", "10.244.0.3", "0a:58:0a:f4:00:03")] {
         let ns = format!("psl_x_{pod}");
         let addr = sh("ip", &["-n", &ns, "addr", "show", "dev", "eth0"]);
@@ -229,7 +236,7 @@ fn up_twice_refuses() {
     assert!(err.contains("a lab is already up") && err.contains("run `podswitch lab down` first"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     // The first lab is untouched.
-    assert_eq!(lab_namespaces(), vec!["psl-node", "psl_x_a", "psl_x_b"]);
+    assert_eq!(lab_namespaces(), vec!["psl-external", "psl-node", "psl_x_a", "psl_x_b"]);
     assert_eq!(probe(&["--from", "x/a", "--to", "pod/x/a:80"])[0]["result"], "connected");
 }
 

@@ -142,7 +142,8 @@ impl PodState {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SwitchState {
-    pub cores: u32,
+    /// The `--cores` list of the switch, e.g. "1" or "0,1".
+    pub cores: String,
     pub busy_poll: bool,
     pub control_socket: PathBuf,
     /// The running switch, if any (None: stopped, or never started).

@@ -5,7 +5,7 @@
 //! - The switch is `ip netns exec psl-node <this binary> run --manifests /run/podswitch/lab/api
 //!   --control-socket /run/podswitch/podswitch.sock --node-name NODE --cores C [--busy-poll]
 //!   --uplink psw-uplink --uplink-gateway-mac MAC-OF-EXTERNAL`, detached, output to
-//!   `logs/switch.log`, recorded in the state. `--cores C` is one core number, so the switch
+//!   `logs/switch.log`, recorded in the state. `--cores C` is the lab's core list, so the switch
 //!   runs one worker ([`worker_count`]): every port the lab makes has that many queues.
 //! - It is ready when its control socket answers Status with `applied_digest` equal to
 //!   `manifests::dir_digest` of the API view and an empty `pending_ports` ([`sync_status`]).
@@ -59,7 +59,7 @@ pub fn command_line(st: &State, exe: &Path) -> Vec<String> {
         "--node-name".into(),
         st.node.name.clone(),
         "--cores".into(),
-        st.switch.cores.to_string(),
+        st.switch.cores.clone(),
     ];
     if st.switch.busy_poll {
         args.push("--busy-poll".into());
@@ -71,9 +71,9 @@ pub fn command_line(st: &State, exe: &Path) -> Vec<String> {
 }
 
 /// How many workers the lab's switch runs: one per core of its `--cores` list, which the lab
-/// gives as the single number `cores` (see [`command_line`]).
+/// passes through unchanged (see [`command_line`]).
 pub fn worker_count(st: &State) -> u32 {
-    st.switch.cores.to_string().split(',').count() as u32
+    st.switch.cores.split(',').count() as u32
 }
 
 /// Starts the switch; records it in `st` (the caller saves).

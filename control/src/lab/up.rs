@@ -27,9 +27,10 @@ pub struct UpArgs {
     /// and InternalIP; default node-1, 10.244.0.0/24), and any other kinds (passed on to the switch).
     #[arg(long, value_name = "DIR")]
     pub manifests: PathBuf,
-    /// Cores the switch uses (`podswitch run --cores`).
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub cores: u32,
+    /// Cores the switch runs its workers on, e.g. `1` or `0,1` (`podswitch run --cores`). Every
+    /// veth of the lab gets one queue per listed core.
+    #[arg(long, default_value = "1", value_name = "LIST")]
+    pub cores: String,
     /// Let the switch busy-poll its sockets (`podswitch run --busy-poll`).
     #[arg(long)]
     pub busy_poll: bool,
@@ -61,8 +62,9 @@ pub fn run(a: UpArgs) -> anyhow::Result<i32> {
     if let Some(why) = lab_is_up() {
         return Err(already_up(&why));
     }
-    if a.cores == 0 {
-        bail!("--cores must be at least 1");
+    let core_list: Vec<&str> = a.cores.split(',').map(str::trim).collect();
+    if core_list.is_empty() || core_list.iter().any(|c| c.parse::<usize>().is_err()) {
+        bail!("--cores {:?} is not a list of core numbers (e.g. 1 or 0,1)", a.cores);
     }
     let dir = fs::canonicalize(&a.manifests)
         .with_context(|| format!("cannot read manifest directory {}", a.manifests.display()))?;

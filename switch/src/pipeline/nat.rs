@@ -175,6 +175,14 @@ fn new_flow(
         }
         return Err(Verdict::Drop(DropReason::ServiceIpUnallocated));
     }
+    if init.flags & flags::SNAT == 0 && key.proto != IPPROTO_ICMP && ctx.ct.lookup(&init.reply).is_some() {
+        // Another connection already answers on this reply tuple (the client used the same
+        // source port toward another Service with this backend, or toward the backend
+        // directly): keep the client's address but give this connection another source
+        // port, as netfilter does on such a clash, so both stay apart here and at the backend.
+        init.reply.dport = free_snat_port(&init.reply, h, ctx).ok_or(Verdict::Drop(DropReason::SnatPortsExhausted))?;
+        init.flags |= flags::SNAT;
+    }
     // NetworkPolicy, on the translated destination (the backend pod and its port).
     let decision = policy::judge_new(ctx, parsed.src_ip, key.sport, key.dst, key.dport, init.reply.src, init.reply.sport, key.proto);
     if !decision.allowed() {
@@ -187,7 +195,7 @@ fn new_flow(
         Ok(_) => {}
         Err(InsertError::Full | InsertError::NoSlot) => return Err(Verdict::Drop(DropReason::ConntrackFull)),
     }
-    if init.flags & flags::DNAT != 0 {
+    if init.flags & (flags::DNAT | flags::SNAT) != 0 {
         rewrite::to_tuple(buf, parsed, &init.reply.reverse());
     }
     Ok(())

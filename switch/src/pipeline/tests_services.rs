@@ -438,3 +438,31 @@ fn fast_path_and_full_pipeline_agree() {
     }
     assert!(fast_taken > 8_000, "the fast path took only {fast_taken} of 10,000 intact packets");
 }
+
+#[test]
+fn two_flows_that_would_translate_to_one_tuple_stay_apart() {
+    let s = Scenario::new();
+    let client = PODS[0];
+    // A flow through the Service to some backend other than the client...
+    let (sport, out) = (1000..2000)
+        .map(|p| (p, s.send(&udp(client, VIP, p, 53, 1), 1).1))
+        .find(|(_, out)| tuple(out).2 != client)
+        .unwrap();
+    let backend = tuple(&out).2;
+    assert_eq!(tuple(&out).1, sport);
+    // ...and a direct flow from the same source port to that backend's port: same reply tuple.
+    let (v, direct) = {
+        let (v, d, _) = s.send(&udp(client, backend, sport, 8080, 1), 1);
+        (v, d)
+    };
+    assert!(matches!(v, Verdict::Forward { .. }));
+    let (src, new_sport, dst, dport) = tuple(&direct);
+    assert_eq!((src, dst, dport), (client, backend, 8080));
+    assert_ne!(new_sport, sport, "the second flow's source port was remapped");
+    // Answers to each reach the client from the address it talked to.
+    let (_, a1, _) = s.send(&udp(backend, client, 8080, sport, pod_port(backend)), pod_port(backend));
+    assert_eq!(tuple(&a1), (VIP, 53, client, sport));
+    let (_, a2, _) = s.send(&udp(backend, client, 8080, new_sport, pod_port(backend)), pod_port(backend));
+    assert_eq!(tuple(&a2), (backend, 8080, client, sport));
+    checksums_ok(&a2);
+}

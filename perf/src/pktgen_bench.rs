@@ -1,0 +1,739 @@
+//! `podswitch-perf pktgen`: 64-byte frames per second that pktgen (AF_XDP) and trafgen
+//! (netsniff-ng) get out of one core and one interface, side by side in one run, rounds
+//! interleaved. See perf/README.md ("pktgen") for the design.
+//!
+//! Topology: namespaces `psg-a` and `psg-b` joined by a veth pair (`eth0` in both, TX
+//! checksum offload off, IPv6 off), made here and removed at the end whatever happens. The
+//! generator runs in psg-a pinned to one core; the rate is the delta of `rx_packets` of psg-b's
+//! `eth0` over the window.
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::stats::{self, opt_thousands, round_to, thousands};
+use crate::sys::{self, nap, run, run_quiet, CoreTimes, Proc};
+
+const NS_A: &str = "psg-a";
+const NS_B: &str = "psg-b";
+const MAC_A: &str = "02:50:47:00:00:01";
+const MAC_B: &str = "02:50:47:00:00:02";
+/// Not psg-b's: frames to it are dropped on arrival (`--sink drop`).
+const MAC_OTHER: &str = "02:50:47:00:00:99";
+const IP_A: &str = "10.99.0.1";
+const IP_B: &str = "10.99.0.2";
+/// Frame size without FCS (64 bytes on the wire with it).
+const FRAME_BYTES: usize = 60;
+const FIRST_SPORT: u32 = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Gen {
+    Pktgen,
+    Trafgen,
+}
+
+impl Gen {
+    fn name(self) -> &'static str {
+        match self {
+            Gen::Pktgen => "pktgen",
+            Gen::Trafgen => "trafgen",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrafgenMode {
+    /// One sendto() per frame (`trafgen -t 0`), as the forward benchmark runs it.
+    Sendto,
+    /// trafgen's PACKET_TX_RING.
+    Ring,
+}
+
+impl TrafgenMode {
+    fn name(self) -> &'static str {
+        match self {
+            TrafgenMode::Sendto => "sendto",
+            TrafgenMode::Ring => "ring",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sink {
+    /// Frames to psg-b's MAC and address: its stack receives them (UDP port 9, nobody
+    /// listens: rate-limited ICMP port unreachable).
+    Stack,
+    /// Frames to another MAC: psg-b drops them as soon as they arrive (PACKET_OTHERHOST), so
+    /// the window measures the generator and the veth, not psg-b's stack.
+    Drop,
+}
+
+impl Sink {
+    fn name(self) -> &'static str {
+        match self {
+            Sink::Stack => "stack",
+            Sink::Drop => "drop",
+        }
+    }
+}
+
+/// pktgen vs trafgen: 64-byte frames per second from one core on one veth.
+#[derive(Debug, clap::Args)]
+pub struct PktgenArgs {
+    /// Print progress on stderr and, as the last line of stdout, one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Rounds; every round runs both generators (the first of them alternating by round).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Measurement window per generator and round, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Traffic before the window opens (not counted), seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// How trafgen sends (the forward benchmark's default is sendto).
+    #[arg(long, value_enum, default_value_t = TrafgenMode::Sendto)]
+    pub trafgen_mode: TrafgenMode,
+    /// What happens to the frames in psg-b.
+    #[arg(long, value_enum, default_value_t = Sink::Stack)]
+    pub sink: Sink,
+    /// UDP flows (source ports 1024..1024+N-1, cycled), for both generators.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=64000))]
+    pub flows: u32,
+    /// The core both generators run on.
+    #[arg(long, default_value_t = 0)]
+    pub core: usize,
+    /// Extra arguments for `pktgen send` (e.g. "--tx-budget 0").
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub pktgen_args: Option<String>,
+    /// The pktgen binary (default: `pktgen` next to this program).
+    #[arg(long, value_name = "PATH")]
+    pub pktgen: Option<PathBuf>,
+    /// Where the last result is written as pktgen.json and pktgen.md.
+    #[arg(long, value_name = "DIR")]
+    pub results_dir: Option<PathBuf>,
+    /// Do not write the result files.
+    #[arg(long)]
+    pub no_save: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub round: u32,
+    pub generator: Gen,
+    /// Frames per second arriving at psg-b's eth0.
+    pub pps: u64,
+    /// Frames per second leaving psg-a's eth0.
+    pub offered_pps: u64,
+    pub window_s: f64,
+    /// CPU time of the generator (all its threads and processes) per frame received, ns.
+    pub cpu_ns_per_frame: Option<f64>,
+    /// Share of the generator's core busy, and in softirq, over the window.
+    pub core_busy: Option<f64>,
+    pub core_softirq: Option<f64>,
+    /// What the generator itself reported (pktgen: its JSON summary's `tx`; trafgen: frames).
+    pub reported: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GenSummary {
+    pub generator: Gen,
+    pub rounds_ok: usize,
+    pub median_pps: Option<u64>,
+    pub min_pps: Option<u64>,
+    pub max_pps: Option<u64>,
+    pub per_round_pps: Vec<u64>,
+    pub median_cpu_ns_per_frame: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundError {
+    pub round: u32,
+    pub generator: Gen,
+    pub error: String,
+}
+
+/// The result; the first two keys are the medians.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub pktgen_pps: Option<u64>,
+    pub trafgen_pps: Option<u64>,
+    pub pktgen_vs_trafgen: Option<f64>,
+    pub pktgen_vs_trafgen_per_round: Vec<f64>,
+    pub trafgen_mode: &'static str,
+    pub pktgen_port: Option<String>,
+    pub sink: &'static str,
+    pub core: usize,
+    pub rounds: u32,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub frame_bytes: usize,
+    pub frame_bytes_with_fcs: usize,
+    pub flows: u32,
+    pub generators: Vec<GenSummary>,
+    pub samples: Vec<Sample>,
+    pub errors: Vec<RoundError>,
+    pub kernel: String,
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+    pub git: Option<String>,
+    pub started_utc: String,
+    pub elapsed_s: f64,
+}
+
+fn progress(msg: impl AsRef<str>) {
+    eprintln!("bench pktgen: {}", msg.as_ref());
+}
+
+fn ns_exists(ns: &str) -> bool {
+    Path::new("/run/netns").join(ns).exists()
+}
+
+/// Ends every process inside psg-a and psg-b and deletes both namespaces. Idempotent.
+fn destroy() {
+    for ns in [NS_A, NS_B] {
+        if !ns_exists(ns) {
+            continue;
+        }
+        let pids: Vec<u32> = run(&["ip", "netns", "pids", ns])
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .filter(|&p| p != std::process::id())
+            .collect();
+        for &p in &pids {
+            sys::signal(p, libc::SIGKILL);
+        }
+        run_quiet(&["ip", "netns", "del", ns]);
+    }
+}
+
+struct Guard {
+    workdir: PathBuf,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        destroy();
+        let _ = std::fs::remove_dir_all(&self.workdir);
+    }
+}
+
+fn create() -> Result<()> {
+    destroy();
+    for ns in [NS_A, NS_B] {
+        run(&["ip", "netns", "add", ns])?;
+        run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        run(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
+        run(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
+    }
+    run(&["ip", "-n", NS_A, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", NS_B])?;
+    for (ns, mac, ip) in [(NS_A, MAC_A, IP_A), (NS_B, MAC_B, IP_B)] {
+        run(&["ip", "-n", ns, "link", "set", "eth0", "address", mac])?;
+        run(&["ip", "-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        run(&["ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"])?;
+        run(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
+    }
+    // The generators are given the MAC; no ARP needed. Wait for carrier.
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = run(&["ip", "-n", NS_B, "-br", "link", "show", "eth0"])?;
+        if s.split_whitespace().nth(1) == Some("UP") {
+            return Ok(());
+        }
+        if Instant::now() >= end {
+            bail!("the benchmark veth did not come up: {s}");
+        }
+        nap(Duration::from_millis(50))?;
+    }
+}
+
+fn trafgen_config(dst_mac: &str, flows: u32) -> String {
+    // 14 (Ethernet) + 20 (IPv4) + 8 (UDP) + 18 payload = 60 bytes; 64 on the wire with the FCS.
+    let payload = FRAME_BYTES - 14 - 20 - 8;
+    let last = FIRST_SPORT + flows - 1;
+    format!(
+        "/* podswitch bench pktgen: 64-byte UDP frames a -> b, {flows} flows */\n{{\n  \
+         eth(da={dst_mac}, sa={MAC_A}, type=0x0800),\n  \
+         ipv4(sa={IP_A}, da={IP_B}, ttl=64),\n  \
+         udp(sp=dinc({FIRST_SPORT}, {last}), dp=9),\n  \
+         fill(0x00, {payload})\n}}\n"
+    )
+}
+
+fn parse_trafgen_sent(log: &str) -> Option<u64> {
+    log.lines().find_map(|l| l.trim().strip_suffix("packets outgoing").and_then(|n| n.trim().parse().ok()))
+}
+
+/// CPU time of `pid` and its children (trafgen's worker is a child process).
+fn tree_cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = sys::process_cpu_ns(pid)?;
+    for c in sys::children(pid) {
+        total += sys::process_cpu_ns(c).unwrap_or(0);
+    }
+    Some(total)
+}
+
+struct Ctx<'a> {
+    args: &'a PktgenArgs,
+    pktgen: PathBuf,
+    workdir: PathBuf,
+    dst_mac: &'static str,
+    pktgen_port: Option<String>,
+}
+
+fn measure(ctx: &mut Ctx, gen: Gen, round: u32) -> Result<Sample> {
+    let a = ctx.args;
+    let core = a.core.to_string();
+    let total = a.warmup + a.duration + 10.0;
+    let log = ctx.workdir.join(format!("{}-r{round}.log", gen.name()));
+    let mut argv: Vec<String> = ["ip", "netns", "exec", NS_A, "taskset", "-c", &core].iter().map(|s| s.to_string()).collect();
+    match gen {
+        Gen::Pktgen => {
+            argv.push(ctx.pktgen.display().to_string());
+            for s in [
+                "send", "-i", "eth0", "--src-ip", IP_A, "--dst-ip", IP_B, "--dst-mac", ctx.dst_mac, "--dst-port", "9", "--size", "64",
+                "--rate", "max", "--json", "--quiet",
+            ] {
+                argv.push(s.into());
+            }
+            argv.push("--src-port".into());
+            argv.push(format!("{FIRST_SPORT}-{}", FIRST_SPORT + a.flows - 1));
+            argv.push("--duration".into());
+            argv.push(format!("{total}s"));
+            if let Some(extra) = &a.pktgen_args {
+                argv.extend(extra.split_whitespace().map(String::from));
+            }
+        }
+        Gen::Trafgen => {
+            let cfg = ctx.workdir.join("trafgen.cfg");
+            std::fs::write(&cfg, trafgen_config(ctx.dst_mac, a.flows))?;
+            argv.extend(["trafgen", "-o", "eth0", "-i"].map(String::from));
+            argv.push(cfg.display().to_string());
+            argv.extend(["-P", "1", "--no-sock-mem"].map(String::from));
+            if a.trafgen_mode == TrafgenMode::Sendto {
+                argv.extend(["-t", "0"].map(String::from));
+            }
+        }
+    }
+    let mut p = Proc::spawn(gen.name(), &argv, log)?;
+    let res = window(ctx, &mut p);
+    // SIGINT to the generator and its children (trafgen's worker); both print a summary.
+    let (st, killed) = p.stop(libc::SIGINT, true, Duration::from_secs(10));
+    let mut s = res?;
+    if killed {
+        bail!("{} did not stop on SIGINT and was killed", gen.name());
+    }
+    let text = p.log_text();
+    s.generator = gen;
+    s.round = round;
+    s.reported = match gen {
+        Gen::Pktgen => {
+            if st.is_some_and(|st| !st.success()) {
+                bail!("pktgen exited with {}:\n    {}", st.expect("checked"), p.log_tail(8));
+            }
+            let v: Value = text
+                .lines()
+                .rev()
+                .find_map(|l| serde_json::from_str::<Value>(l).ok())
+                .with_context(|| format!("pktgen printed no JSON:\n    {}", p.log_tail(8)))?;
+            if ctx.pktgen_port.is_none() {
+                ctx.pktgen_port = v.pointer("/tx_port").map(describe_port);
+            }
+            v.get("tx").cloned()
+        }
+        Gen::Trafgen => parse_trafgen_sent(&text).map(|n| serde_json::json!({ "sent": n })),
+    };
+    Ok(s)
+}
+
+fn describe_port(p: &Value) -> String {
+    let io = p.get("io").and_then(Value::as_str).unwrap_or("?");
+    let zc = p.get("zerocopy").and_then(Value::as_bool).unwrap_or(false);
+    let budget = p.get("tx_budget").and_then(Value::as_u64);
+    format!(
+        "{io} {}{}",
+        if zc { "zero-copy" } else { "copy mode" },
+        budget.map(|b| format!(", TX budget {b} frames per sendto()")).unwrap_or_else(|| ", kernel's TX budget (32)".into())
+    )
+}
+
+fn window(ctx: &Ctx, p: &mut Proc) -> Result<Sample> {
+    let a = ctx.args;
+    let watch = |p: &mut Proc, d: f64| -> Result<()> {
+        let end = Instant::now() + Duration::from_secs_f64(d);
+        while Instant::now() < end {
+            nap((end - Instant::now()).min(Duration::from_millis(100)))?;
+            if let Some(st) = p.exited() {
+                bail!("{} exited early ({st}):\n    {}", p.name, p.log_tail(10));
+            }
+        }
+        Ok(())
+    };
+    watch(p, a.warmup)?;
+    let snap = |p: &Proc| -> Result<(Instant, u64, u64, CoreTimes, Option<u64>)> {
+        let t0 = Instant::now();
+        let rx = sys::ns_read_u64(NS_B, "/sys/class/net/eth0/statistics/rx_packets")?;
+        let t1 = Instant::now();
+        let tx = sys::ns_read_u64(NS_A, "/sys/class/net/eth0/statistics/tx_packets")?;
+        Ok((t0 + (t1 - t0) / 2, rx, tx, CoreTimes::read(), tree_cpu_ns(p.pid())))
+    };
+    let s0 = snap(p)?;
+    watch(p, a.duration)?;
+    let s1 = snap(p)?;
+    let w = (s1.0 - s0.0).as_secs_f64();
+    let rx = s1.1.saturating_sub(s0.1);
+    let tx = s1.2.saturating_sub(s0.2);
+    let shares = s0.3.shares(&s1.3);
+    let share = shares.get(a.core);
+    Ok(Sample {
+        round: 0,
+        generator: Gen::Pktgen,
+        pps: (rx as f64 / w).round() as u64,
+        offered_pps: (tx as f64 / w).round() as u64,
+        window_s: round_to(w, 4),
+        cpu_ns_per_frame: match (s0.4, s1.4) {
+            (Some(x), Some(y)) if rx > 0 => Some(round_to(y.saturating_sub(x) as f64 / rx as f64, 1)),
+            _ => None,
+        },
+        core_busy: share.map(|s| round_to(s.busy, 3)),
+        core_softirq: share.map(|s| round_to(s.softirq, 3)),
+        reported: None,
+    })
+}
+
+pub fn main(args: PktgenArgs) -> Result<i32> {
+    if !sys::is_root() {
+        eprintln!("bench pktgen: must run as root (it creates network namespaces)");
+        return Ok(1);
+    }
+    if args.rounds == 0 || args.duration <= 0.0 || args.warmup < 0.0 {
+        bail!("--rounds and --duration must be positive");
+    }
+    if args.core >= sys::online_cpus() {
+        bail!("--core {} does not exist ({} online)", args.core, sys::online_cpus());
+    }
+    let pktgen = match &args.pktgen {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("locating this program")?.with_file_name("pktgen"),
+    };
+    if !pktgen.is_file() {
+        bail!("no pktgen binary at {} (build it: cargo build --release -p podswitch-pktgen)", pktgen.display());
+    }
+    let missing: Vec<&str> = ["ip", "trafgen", "taskset", "ethtool", "sysctl"].into_iter().filter(|p| !sys::have(p)).collect();
+    if !missing.is_empty() {
+        bail!("missing programs: {} (scripts/bench.sh installs them)", missing.join(", "));
+    }
+    let _lock = sys::lock_file("/run/psg-bench.lock")?;
+    sys::install_interrupt_flag()?;
+    let workdir = std::env::temp_dir().join(format!("psg-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&workdir)?;
+    let guard = Guard { workdir: workdir.clone() };
+    {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            destroy();
+            hook(info);
+        }));
+    }
+    let started = Instant::now();
+    let started_utc = run(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"]).map(|s| s.trim().to_string()).unwrap_or_default();
+    let loadavg_start = loadavg();
+    progress(format!(
+        "{} round(s) x {} s (+{} s warm-up) of pktgen and trafgen ({}) on core {}, sink {}",
+        args.rounds,
+        args.duration,
+        args.warmup,
+        args.trafgen_mode.name(),
+        args.core,
+        args.sink.name()
+    ));
+    progress("creating namespaces psg-a, psg-b");
+    create()?;
+    let mut ctx = Ctx {
+        args: &args,
+        pktgen,
+        workdir,
+        dst_mac: if args.sink == Sink::Drop { MAC_OTHER } else { MAC_B },
+        pktgen_port: None,
+    };
+    let mut samples = Vec::new();
+    let mut errors = Vec::new();
+    'rounds: for round in 1..=args.rounds {
+        let order = if round % 2 == 1 { [Gen::Pktgen, Gen::Trafgen] } else { [Gen::Trafgen, Gen::Pktgen] };
+        for gen in order {
+            progress(format!("round {round}/{} {}: running", args.rounds, gen.name()));
+            match measure(&mut ctx, gen, round) {
+                Ok(s) => {
+                    progress(format!(
+                        "round {round}/{} {}: {} pps (offered {} pps{})",
+                        args.rounds,
+                        gen.name(),
+                        thousands(s.pps),
+                        thousands(s.offered_pps),
+                        s.cpu_ns_per_frame.map(|n| format!(", {n:.0} ns CPU/frame")).unwrap_or_default()
+                    ));
+                    samples.push(s);
+                }
+                Err(e) if e.is::<sys::Interrupted>() || sys::interrupted() => {
+                    progress("interrupted; cleaning up");
+                    break 'rounds;
+                }
+                Err(e) => {
+                    progress(format!("round {round}/{} {}: FAILED: {e:#}", args.rounds, gen.name()));
+                    errors.push(RoundError { round, generator: gen, error: format!("{e:#}") });
+                }
+            }
+            // Let the previous generator's socket go before the next binds.
+            nap(Duration::from_millis(300)).ok();
+        }
+    }
+    if sys::interrupted() {
+        drop(guard);
+        return Ok(130);
+    }
+    let pktgen_port = ctx.pktgen_port.take();
+    drop(guard);
+    let summary = summarize(&args, samples, errors, pktgen_port, started_utc, loadavg_start, started.elapsed().as_secs_f64());
+    if !args.no_save {
+        let dir = args.results_dir.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
+        match save(&dir, &summary) {
+            Ok(()) => progress(format!("result written to {}/pktgen.json and pktgen.md", dir.display())),
+            Err(e) => progress(format!("cannot write the result to {}: {e:#}", dir.display())),
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print!("{}", table(&summary));
+    }
+    let incomplete = summary.generators.iter().any(|g| g.rounds_ok == 0);
+    Ok(if summary.errors.is_empty() && !incomplete { 0 } else { 1 })
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}
+
+fn summarize(
+    args: &PktgenArgs,
+    samples: Vec<Sample>,
+    errors: Vec<RoundError>,
+    pktgen_port: Option<String>,
+    started_utc: String,
+    loadavg_start: String,
+    elapsed: f64,
+) -> Summary {
+    let generators: Vec<GenSummary> = [Gen::Pktgen, Gen::Trafgen]
+        .iter()
+        .map(|&g| {
+            let mine: Vec<&Sample> = samples.iter().filter(|s| s.generator == g).collect();
+            let pps: Vec<f64> = mine.iter().map(|s| s.pps as f64).collect();
+            let cpu: Vec<f64> = mine.iter().filter_map(|s| s.cpu_ns_per_frame).collect();
+            GenSummary {
+                generator: g,
+                rounds_ok: mine.len(),
+                median_pps: stats::median(&pps).map(|x| x.round() as u64),
+                min_pps: stats::min(&pps).map(|x| x as u64),
+                max_pps: stats::max(&pps).map(|x| x as u64),
+                per_round_pps: mine.iter().map(|s| s.pps).collect(),
+                median_cpu_ns_per_frame: stats::median(&cpu).map(|x| round_to(x, 1)),
+            }
+        })
+        .collect();
+    let med = |g: Gen| generators.iter().find(|s| s.generator == g).and_then(|s| s.median_pps);
+    let ratio = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0 => Some(round_to(a as f64 / b as f64, 3)),
+        _ => None,
+    };
+    let per_round = (1..=args.rounds)
+        .filter_map(|r| {
+            let p = |g: Gen| samples.iter().find(|s| s.round == r && s.generator == g).map(|s| s.pps);
+            ratio(p(Gen::Pktgen), p(Gen::Trafgen))
+        })
+        .collect();
+    Summary {
+        pktgen_pps: med(Gen::Pktgen),
+        trafgen_pps: med(Gen::Trafgen),
+        pktgen_vs_trafgen: ratio(med(Gen::Pktgen), med(Gen::Trafgen)),
+        pktgen_vs_trafgen_per_round: per_round,
+        trafgen_mode: args.trafgen_mode.name(),
+        pktgen_port,
+        sink: args.sink.name(),
+        core: args.core,
+        rounds: args.rounds,
+        duration_s: args.duration,
+        warmup_s: args.warmup,
+        frame_bytes: FRAME_BYTES,
+        frame_bytes_with_fcs: FRAME_BYTES + 4,
+        flows: args.flows,
+        generators,
+        samples,
+        errors,
+        kernel: run(&["uname", "-r"]).map(|s| s.trim().to_string()).unwrap_or_default(),
+        loadavg_start,
+        loadavg_end: loadavg(),
+        git: git_describe(),
+        started_utc,
+        elapsed_s: round_to(elapsed, 1),
+    }
+}
+
+fn git_describe() -> Option<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.to_str()?.to_string();
+    let head = run(&["git", "-C", &root, "rev-parse", "--short", "HEAD"]).ok()?.trim().to_string();
+    let dirty = run(&["git", "-C", &root, "status", "--porcelain", "--untracked-files=no"]).map(|s| !s.trim().is_empty()).unwrap_or(false);
+    Some(if dirty { format!("{head}+dirty") } else { head })
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map(|v| format!("{:.0}%", v * 100.0)).unwrap_or_else(|| "-".into())
+}
+
+fn headline(s: &Summary) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Some(r) = s.pktgen_vs_trafgen {
+        v.push(format!(
+            "pktgen/trafgen = {r:.3} (medians; target >= 1: {})",
+            if r >= 1.0 { "met" } else { "NOT met" }
+        ));
+    }
+    if !s.pktgen_vs_trafgen_per_round.is_empty() {
+        let r: Vec<String> = s.pktgen_vs_trafgen_per_round.iter().map(|r| format!("{r:.3}")).collect();
+        v.push(format!("per round = {}", r.join(", ")));
+    }
+    v
+}
+
+/// The readable report.
+pub fn table(s: &Summary) -> String {
+    let mut o = String::new();
+    o.push_str(&format!(
+        "\npktgen: {}-byte UDP frames (60 + FCS) psg-a -> psg-b over one veth, {} flows, core {}; {} round(s) x {} s after {} s warm-up, interleaved\n",
+        s.frame_bytes_with_fcs, s.flows, s.core, s.rounds, s.duration_s, s.warmup_s
+    ));
+    o.push_str(&format!(
+        "pktgen: {}; trafgen: -P 1 --no-sock-mem{} ({} mode); sink: {}\n\n",
+        s.pktgen_port.as_deref().unwrap_or("?"),
+        if s.trafgen_mode == "sendto" { " -t 0" } else { "" },
+        s.trafgen_mode,
+        s.sink
+    ));
+    o.push_str(&format!("{:<8}  {:>12}  {:>12}  {:>12}  {:>12}  per round (pps)\n", "", "median pps", "min pps", "max pps", "CPU/frame"));
+    for g in &s.generators {
+        o.push_str(&format!(
+            "{:<8}  {:>12}  {:>12}  {:>12}  {:>12}  {}\n",
+            g.generator.name(),
+            opt_thousands(g.median_pps),
+            opt_thousands(g.min_pps),
+            opt_thousands(g.max_pps),
+            g.median_cpu_ns_per_frame.map(|n| format!("{n:.0} ns")).unwrap_or_else(|| "-".into()),
+            g.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / ")
+        ));
+    }
+    o.push('\n');
+    for l in headline(s) {
+        o.push_str(&l);
+        o.push('\n');
+    }
+    for e in &s.errors {
+        o.push_str(&format!("\nERROR round {} {}: {}\n", e.round, e.generator.name(), e.error));
+    }
+    o
+}
+
+fn markdown(s: &Summary) -> String {
+    let mut o = String::new();
+    o.push_str("# pktgen benchmark: last result\n\n");
+    o.push_str("Written by `scripts/bench.sh pktgen` (see perf/README.md for how it is measured).\n\n");
+    o.push_str(&format!(
+        "- Run: {}, git {}, kernel {}, load average {} at start / {} at end\n",
+        s.started_utc,
+        s.git.as_deref().unwrap_or("?"),
+        s.kernel,
+        s.loadavg_start,
+        s.loadavg_end
+    ));
+    o.push_str(&format!(
+        "- Frames: {} bytes + FCS = {} on the wire, {} UDP flows, psg-a -> psg-b over one veth; sink: {}\n",
+        s.frame_bytes, s.frame_bytes_with_fcs, s.flows, s.sink
+    ));
+    o.push_str(&format!(
+        "- pktgen: {}; trafgen: {} mode; both on core {}; {} round(s) x {} s after {} s warm-up, interleaved\n\n",
+        s.pktgen_port.as_deref().unwrap_or("?"),
+        s.trafgen_mode,
+        s.core,
+        s.rounds,
+        s.duration_s,
+        s.warmup_s
+    ));
+    o.push_str("| generator | median pps | min pps | max pps | CPU per frame | per round (pps) |\n| --- | ---: | ---: | ---: | ---: | --- |\n");
+    for g in &s.generators {
+        o.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            g.generator.name(),
+            opt_thousands(g.median_pps),
+            opt_thousands(g.min_pps),
+            opt_thousands(g.max_pps),
+            g.median_cpu_ns_per_frame.map(|n| format!("{n:.0} ns")).unwrap_or_else(|| "-".into()),
+            g.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / ")
+        ));
+    }
+    o.push('\n');
+    for l in headline(s) {
+        o.push_str(&format!("- {l}\n"));
+    }
+    o.push_str("\n## Per round\n\n| round | generator | pps | offered pps | CPU per frame | core busy | core softirq |\n| ---: | --- | ---: | ---: | ---: | ---: | ---: |\n");
+    for x in &s.samples {
+        o.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            x.round,
+            x.generator.name(),
+            thousands(x.pps),
+            thousands(x.offered_pps),
+            x.cpu_ns_per_frame.map(|n| format!("{n:.0} ns")).unwrap_or_else(|| "-".into()),
+            pct(x.core_busy),
+            pct(x.core_softirq)
+        ));
+    }
+    if !s.errors.is_empty() {
+        o.push_str("\n## Errors\n\n");
+        for e in &s.errors {
+            o.push_str(&format!("- round {} {}: `{}`\n", e.round, e.generator.name(), e.error.replace('\n', " ")));
+        }
+    }
+    o
+}
+
+fn save(dir: &Path, s: &Summary) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("pktgen.json"), serde_json::to_string_pretty(s)? + "\n")?;
+    std::fs::write(dir.join("pktgen.md"), markdown(s))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trafgen_frames_are_60_bytes_like_pktgens() {
+        let cfg = trafgen_config(MAC_B, 256);
+        assert!(cfg.contains("fill(0x00, 18)"));
+        assert!(cfg.contains("dinc(1024, 1279)"));
+        assert!(cfg.contains(&format!("da={MAC_B}")));
+        assert_eq!(parse_trafgen_sent("  \n   123 packets outgoing\n"), Some(123));
+    }
+
+    #[test]
+    fn port_description() {
+        let v = serde_json::json!({"io": "af_xdp", "zerocopy": false, "tx_budget": 256});
+        assert_eq!(describe_port(&v), "af_xdp copy mode, TX budget 256 frames per sendto()");
+        let v = serde_json::json!({"io": "af_xdp", "zerocopy": false, "tx_budget": null});
+        assert!(describe_port(&v).contains("(32)"));
+    }
+}
