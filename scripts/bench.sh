@@ -21,6 +21,7 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 BENCHMARKS=(
     "forward|64-byte UDP frames/s pod -> pod: podswitch vs Linux bridge vs dpdk-testpmd (AF_XDP); target switch >= 0.9x testpmd"
     "pipeline|per-packet cost of the whole pipeline in memory: 10k Services, 100k endpoints, 1M connections; Mpps/core and instructions/packet"
+    "pktgen|64-byte frames/s from one core on one veth: pktgen (AF_XDP) vs trafgen side by side; target pktgen >= trafgen"
 )
 
 # Build dependencies of the workspace (see /work/shared/environment.md, "Crates and build").
@@ -30,6 +31,7 @@ packages_for() {
     case "$1" in
         forward) echo "iproute2 ethtool procps util-linux coreutils netsniff-ng dpdk-dev librte-net-af-xdp23" ;;
         pipeline) echo "valgrind" ;;
+        pktgen) echo "iproute2 ethtool procps util-linux coreutils netsniff-ng" ;;
         *) echo "" ;;
     esac
 }
@@ -76,8 +78,8 @@ ensure_packages() {
 }
 
 build() {
-    echo "bench.sh: building release binaries (podswitch, podswitch-perf)" >&2
-    (cd "$root" && cargo build --release -p podswitch-control -p podswitch-perf --bins >&2)
+    echo "bench.sh: building release binaries (podswitch, podswitch-perf, pktgen)" >&2
+    (cd "$root" && cargo build --release -p podswitch-control -p podswitch-perf -p podswitch-pktgen --bins >&2)
 }
 
 run_benchmark() {
@@ -91,6 +93,14 @@ run_benchmark() {
             ;;
         pipeline)
             exec "$target/release/podswitch-perf" pipeline "$@"
+            ;;
+        policy)
+            exec "$target/release/podswitch-perf" policy "$@"
+            ;;
+        pktgen)
+            exec "$target/release/podswitch-perf" pktgen \
+                --pktgen "$target/release/pktgen" \
+                --results-dir "$root/perf/results" "$@"
             ;;
         *)
             echo "bench.sh: benchmark '$name' has no runner" >&2
