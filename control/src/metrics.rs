@@ -457,12 +457,15 @@ mod tests {
         Ok(out)
     }
 
+    type Labels = Vec<(String, String)>;
+    type Samples = BTreeMap<String, Vec<(Labels, f64)>>;
+
     /// A checker of the text format: HELP/TYPE before samples, one TYPE per family, valid
     /// names and labels, numeric values, every sample of a declared family, no duplicates.
-    fn check(text: &str) -> Result<BTreeMap<String, Vec<(Vec<(String, String)>, f64)>>, String> {
+    fn check(text: &str) -> Result<Samples, String> {
         let mut types: BTreeMap<String, String> = BTreeMap::new();
         let mut helped = std::collections::BTreeSet::new();
-        let mut samples: BTreeMap<String, Vec<(Vec<(String, String)>, f64)>> = BTreeMap::new();
+        let mut samples: Samples = BTreeMap::new();
         let mut seen = std::collections::BTreeSet::new();
         if !text.ends_with('\n') {
             return Err("output does not end with a newline".into());

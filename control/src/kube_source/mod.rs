@@ -17,10 +17,13 @@
 //!   digest equals the last one sent is not sent (bookmarks, relists that found nothing new).
 //! - Views go over a channel that keeps only the newest one: a slow consumer gets the latest
 //!   view, never a backlog.
-//! - API outages are retried with exponential backoff ([`Options::backoff_min`] to
-//!   [`Options::backoff_max`]); nothing is emitted while the server is away. [`KubeSource::status`]
-//!   says whether the last request got an answer, the last error, what each kind holds and how
-//!   many relists happened.
+//! - API outages are retried with exponential backoff and jitter ([`Options::backoff_min`] to
+//!   [`Options::backoff_max`]). Views are also held while any kind's last request failed (a
+//!   tower layer under the client sees every request's outcome): nothing goes out while the
+//!   server is away, and when it is back one view follows once every watch has resumed (or
+//!   relisted, after 410 Gone). [`KubeSource::status`] says whether the last request got an
+//!   answer, the last error, what each kind holds and how many relists happened.
+//! - Objects are stored without `metadata.managedFields` (never used, often most of a Pod).
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -200,6 +203,8 @@ pub struct KubeStatus {
     pub last_error: Option<String>,
     #[serde(serialize_with = "unix_seconds")]
     pub last_error_time: Option<SystemTime>,
+    /// Errors so far: failed requests and watcher errors (one outage usually counts both).
+    pub errors: u64,
     /// Every kind has completed its list, none is relisting and every kind's last request got
     /// an answer: views go out only then.
     pub synced: bool,
@@ -224,6 +229,7 @@ fn unix_seconds<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S:
 #[derive(Default)]
 struct State {
     connected: bool,
+    errors: u64,
     last_error: Option<String>,
     last_error_time: Option<SystemTime>,
     views: u64,
@@ -255,6 +261,7 @@ impl Shared {
         }
         st.last_error = Some(e);
         st.last_error_time = Some(SystemTime::now());
+        st.errors += 1;
     }
 }
 
@@ -365,21 +372,13 @@ impl KubeSource {
     }
 
     pub fn status(&self) -> KubeStatus {
-        let st = self.shared.lock();
-        let kinds: BTreeMap<String, KindStatus> =
-            Kind::ALL.iter().map(|k| (k.plural().to_string(), st.kinds[k.index()].clone())).collect();
-        KubeStatus {
-            server: self.shared.server.clone(),
-            connected: st.connected,
-            last_error: st.last_error.clone(),
-            last_error_time: st.last_error_time,
-            synced: synced(&st),
-            views: st.views,
-            last_view_time: st.last_view_time,
-            last_digest: st.last_digest.clone(),
-            relists: st.kinds.iter().map(|k| k.relists).sum(),
-            kinds,
-        }
+        self.status_handle().status()
+    }
+
+    /// A handle that reads the status from elsewhere (`show status`, metrics) while the
+    /// source itself stays with the loop that receives its views.
+    pub fn status_handle(&self) -> StatusHandle {
+        StatusHandle(Arc::clone(&self.shared))
     }
 
     /// Stops the watches and joins the thread.
@@ -390,6 +389,43 @@ impl KubeSource {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Reads a [`KubeSource`]'s status; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct StatusHandle(Arc<Shared>);
+
+impl std::fmt::Debug for StatusHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StatusHandle({})", self.0.server)
+    }
+}
+
+impl StatusHandle {
+    pub fn status(&self) -> KubeStatus {
+        let shared = &self.0;
+        let st = shared.lock();
+        let kinds: BTreeMap<String, KindStatus> =
+            Kind::ALL.iter().map(|k| (k.plural().to_string(), st.kinds[k.index()].clone())).collect();
+        KubeStatus {
+            server: shared.server.clone(),
+            connected: st.connected,
+            last_error: st.last_error.clone(),
+            last_error_time: st.last_error_time,
+            errors: st.errors,
+            synced: synced(&st),
+            views: st.views,
+            last_view_time: st.last_view_time,
+            last_digest: st.last_digest.clone(),
+            relists: st.kinds.iter().map(|k| k.relists).sum(),
+            kinds,
+        }
+    }
+
+    /// Errors seen so far (transport and watch/list), for the metrics.
+    pub fn errors(&self) -> u64 {
+        self.0.lock().errors
     }
 }
 

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context};
 use notify::Watcher;
@@ -32,6 +32,8 @@ use switch::tables::{PortId, Tables};
 
 use crate::compile::{self, Attached, DesiredPort};
 use crate::ctl;
+use crate::kube_source::{self, KubeArgs, KubeSource, ObjectSource};
+use crate::metrics::{self, MetricsAddr, MetricsArgs, MetricsSnapshot};
 use crate::manifests::{self, Manifests};
 use crate::model::{self, NodeInfo};
 use crate::naming;
@@ -53,7 +55,11 @@ whenever it changes. `podswitch show ...` talks to the running switch over --con
 pub struct RunArgs {
     /// Directory of Kubernetes manifests (Namespace, Pod, Node; several documents per file allowed).
     #[arg(long, value_name = "DIR")]
-    pub manifests: PathBuf,
+    pub manifests: Option<PathBuf>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// Which Node of the manifests this is (needed when they hold several).
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
@@ -114,6 +120,12 @@ pub(crate) struct Switch {
     /// Pod address (host order) -> `namespace/name`, for every pod of the view (flow log).
     pub pod_names: BTreeMap<u32, String>,
     pub flows: flows::FlowHistory,
+    /// The API source's status, when the objects come from the Kubernetes API.
+    pub kube: Option<kube_source::StatusHandle>,
+    /// Views applied, views refused, and the last apply's duration and end.
+    pub syncs: u64,
+    pub sync_errors: u64,
+    pub last_sync: Option<(Duration, SystemTime)>,
     pub policy_state: PolicyState,
     /// NetworkPolicies as last compiled (what `show policies` reports).
     pub policy: Option<CompiledPolicy>,
@@ -142,6 +154,7 @@ impl Switch {
 
     /// Takes in a freshly read manifest view.
     fn apply(&mut self, m: &Manifests) -> Result<(), String> {
+        let t0 = Instant::now();
         let node = model::node_info(m, Some(&self.node.name))?;
         if node != self.node {
             return Err(format!(
@@ -175,6 +188,8 @@ impl Switch {
             tracing::info!(endpoints = removed.len(), flushed = n, "UDP connections of removed endpoints flushed");
         }
         self.applied_digest = m.digest.clone();
+        self.syncs += 1;
+        self.last_sync = Some((t0.elapsed(), SystemTime::now()));
         Ok(())
     }
 
@@ -249,7 +264,14 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     if !nix::unistd::geteuid().is_root() {
         return Err(anyhow!("`podswitch run` needs root (it loads XDP programs and binds AF_XDP sockets)"));
     }
-    let m = manifests::load_dir(&args.manifests).map_err(|e| anyhow!("{e}"))?;
+    let (m, kube) = match args.kube.source(args.manifests.as_deref()).map_err(|e| anyhow!(e))? {
+        ObjectSource::Directory(dir) => (manifests::load_dir(&dir).map_err(|e| anyhow!("{e}"))?, None),
+        ObjectSource::Api(cfg) => {
+            let src = kube_source::start(*cfg).map_err(|e| anyhow!("{e}"))?;
+            let m = first_api_view(&src);
+            (m, Some(src))
+        }
+    };
     let node = model::node_info(&m, args.node_name.as_deref()).map_err(|e| anyhow!("{e}"))?;
     let pods = model::local_pods(&m, &node).map_err(|e| anyhow!("{e}"))?;
     let uplink = match (&args.uplink, &args.uplink_gateway_mac) {
@@ -299,7 +321,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         uplink,
         node,
         host_stack_mac,
-        dir: args.manifests.clone(),
+        dir: args.manifests.clone().unwrap_or_default(),
         desired: Vec::new(),
         problems: Vec::new(),
         attached: BTreeMap::new(),
@@ -313,6 +335,10 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         services: None,
         pod_names: BTreeMap::new(),
         flows: flows::FlowHistory::default(),
+        kube: kube.as_ref().map(KubeSource::status_handle),
+        syncs: 0,
+        sync_errors: 0,
+        last_sync: None,
         policy_state: PolicyState::default(),
         policy: None,
     };
@@ -343,6 +369,22 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         if args.busy_poll { ", busy polling" } else { "" }
     );
     let sw = Arc::new(Mutex::new(sw));
+    let _metrics = match args.metrics.metrics_addr {
+        MetricsAddr::Off => None,
+        MetricsAddr::At(addr) => {
+            let provider: metrics::Provider = {
+                let sw = Arc::clone(&sw);
+                Arc::new(move || metrics_snapshot(&sw.lock().expect("switch state lock")))
+            };
+            match metrics::serve(addr, provider) {
+                Ok(srv) => Some(srv),
+                Err(e) => {
+                    shutdown(&sw, &args);
+                    return Err(anyhow!("--metrics-addr {addr}: {e}"));
+                }
+            }
+        }
+    };
     ctl::server::serve(listener, args.control_socket.clone(), show_handler::handler(Arc::clone(&sw)));
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -367,21 +409,51 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
             })
             .context("starting the verdict log collector")?;
     }
+    let mut failed_digest = String::new();
+    if let Some(src) = &kube {
+        while !stop.load(Ordering::Relaxed) {
+            match src.recv_timeout(Duration::from_millis(500)) {
+                Ok(m) => {
+                    let mut s = sw.lock().expect("switch state lock");
+                    match s.apply(&m) {
+                        Ok(()) => {
+                            s.last_error = None;
+                            failed_digest.clear();
+                            tracing::info!(digest = %s.applied_digest, ports = s.attached.len(), pending = s.pending.len(), "Kubernetes API view applied");
+                        }
+                        Err(e) => {
+                            drop(s);
+                            report_error(&sw, &mut failed_digest, &m.digest, e);
+                        }
+                    }
+                }
+                Err(_) => {
+                    // No new view; retry pending ports.
+                    let mut s = sw.lock().expect("switch state lock");
+                    if !s.pending.is_empty() || s.attached.values().any(|(_, i)| !iface::exists(i)) {
+                        s.reconcile();
+                    }
+                }
+            }
+        }
+        shutdown(&sw, &args);
+        return Ok(0);
+    }
+    let dir = args.manifests.clone().expect("the directory source");
     let (ev_tx, ev_rx) = crossbeam::channel::unbounded();
     let mut watcher = notify::recommended_watcher(move |_res| {
         let _ = ev_tx.send(());
     })
     .context("creating the manifest watcher")?;
     watcher
-        .watch(&args.manifests, notify::RecursiveMode::NonRecursive)
-        .with_context(|| format!("watching {}", args.manifests.display()))?;
-    let mut failed_digest = String::new();
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .with_context(|| format!("watching {}", dir.display()))?;
     while !stop.load(Ordering::Relaxed) {
         let _ = ev_rx.recv_timeout(Duration::from_millis(500));
         // Let a burst of file events settle before reading.
         std::thread::sleep(Duration::from_millis(20));
         while ev_rx.try_recv().is_ok() {}
-        let digest = match manifests::dir_digest(&args.manifests) {
+        let digest = match manifests::dir_digest(&dir) {
             Ok(d) => d,
             Err(e) => {
                 report_error(&sw, &mut failed_digest, "unreadable", e.to_string());
@@ -401,7 +473,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
             }
             continue;
         }
-        match manifests::load_dir(&args.manifests).map_err(|e| e.to_string()).and_then(|m| s.apply(&m)) {
+        match manifests::load_dir(&dir).map_err(|e| e.to_string()).and_then(|m| s.apply(&m)) {
             Ok(()) => {
                 s.last_error = None;
                 failed_digest.clear();
@@ -413,6 +485,11 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
             }
         }
     }
+    shutdown(&sw, &args);
+    Ok(0)
+}
+
+fn shutdown(sw: &Arc<Mutex<Switch>>, args: &RunArgs) {
     tracing::info!("stopping");
     let mut s = sw.lock().expect("switch state lock");
     s.dp.stop();
@@ -420,7 +497,71 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     drop(s);
     host_port::remove();
     let _ = std::fs::remove_file(&args.control_socket);
-    Ok(0)
+}
+
+/// Waits for the API source's first complete view, saying every 5 s what it waits for.
+fn first_api_view(src: &KubeSource) -> Manifests {
+    println!("podswitch: watching the Kubernetes API at {}", src.status().server);
+    loop {
+        if let Ok(m) = src.recv_timeout(Duration::from_secs(5)) {
+            return m;
+        }
+        let st = src.status();
+        let waiting: Vec<&str> = st.kinds.iter().filter(|(_, k)| !k.listed || k.listing || !k.connected).map(|(n, _)| n.as_str()).collect();
+        tracing::warn!(
+            connected = st.connected,
+            last_error = st.last_error.as_deref().unwrap_or("-"),
+            "waiting for a complete list of {}",
+            waiting.join(", ")
+        );
+    }
+}
+
+/// What `/metrics` reports, read from the switch state.
+fn metrics_snapshot(s: &Switch) -> MetricsSnapshot {
+    use std::sync::atomic::Ordering::Relaxed;
+    let t = s.dp.tables();
+    let ct = s.dp.conntrack();
+    let key_of: BTreeMap<PortId, &str> = s.attached.iter().map(|(k, (a, _))| (a.id, k.as_str())).collect();
+    MetricsSnapshot {
+        ports: s
+            .dp
+            .reports()
+            .into_iter()
+            .map(|r| metrics::PortMetrics {
+                port: key_of.get(&r.id).map(|k| k.to_string()).unwrap_or_else(|| r.name.clone()),
+                interface: r.name,
+                rx_packets: r.totals.rx_packets,
+                rx_bytes: r.totals.rx_bytes,
+                rx_dropped: r.totals.rx_dropped,
+                tx_packets: r.totals.tx_packets,
+                tx_bytes: r.totals.tx_bytes,
+                tx_dropped: r.totals.tx_dropped,
+            })
+            .collect(),
+        // Per-worker packet and drop counters need a Dataplane accessor (drops() sums workers).
+        workers: Vec::new(),
+        drops: s.dp.drops().into_iter().map(|(r, n)| (r.name().to_string(), n)).collect(),
+        conntrack: metrics::ConntrackMetrics {
+            entries: ct.live() as u64,
+            capacity: ct.capacity() as u64,
+            insert_failures: ct.counters.insert_failed_full.load(Relaxed) + ct.counters.insert_failed_slot.load(Relaxed),
+        },
+        tables: metrics::TableSizes {
+            routes: t.routes.len() as u64,
+            frontends: t.services.frontends.len() as u64,
+            backends: t.services.frontends.iter().map(|f| (f.internal.backends.len() + f.external.backends.len()) as u64).sum(),
+            policy_pods: t.policy.pods.len() as u64,
+        },
+        sync: metrics::SyncMetrics {
+            last_duration_seconds: s.last_sync.map(|(d, _)| d.as_secs_f64()),
+            last_timestamp_seconds: s.last_sync.and_then(|(_, at)| at.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64()),
+            syncs: s.syncs,
+            manifest_errors: s.sync_errors,
+            api_errors: s.kube.as_ref().map(|k| k.errors()).unwrap_or(0),
+            api_connected: s.kube.as_ref().map(|k| k.status().connected),
+        },
+    }
 }
 
 fn report_error(sw: &Arc<Mutex<Switch>>, failed_digest: &mut String, digest: &str, e: String) {
@@ -428,5 +569,7 @@ fn report_error(sw: &Arc<Mutex<Switch>>, failed_digest: &mut String, digest: &st
         tracing::error!("manifests not applied, the tables in force stay: {e}");
     }
     *failed_digest = digest.to_string();
-    sw.lock().expect("switch state lock").last_error = Some(e);
+    let mut s = sw.lock().expect("switch state lock");
+    s.last_error = Some(e);
+    s.sync_errors += 1;
 }

@@ -51,6 +51,7 @@ fn status(s: &Switch) -> Value {
         "last_error": s.last_error,
         "uptime_s": s.started.elapsed().as_secs(),
         "workers": s.dp.worker_count(),
+        "kubernetes_api": s.kube.as_ref().map(|k| k.status()),
     })
 }
 
