@@ -97,6 +97,9 @@ run_benchmark() {
         policy)
             exec "$target/release/podswitch-perf" policy "$@"
             ;;
+        sync)
+            exec "$target/release/podswitch-perf" sync "$@"
+            ;;
         pktgen)
             exec "$target/release/podswitch-perf" pktgen \
                 --pktgen "$target/release/pktgen" \

@@ -5,6 +5,7 @@ mod forward;
 mod lab;
 mod pipeline_bench;
 mod policy_bench;
+mod sync_bench;
 
 #[global_allocator]
 static ALLOC: policy_bench::CountingAlloc = policy_bench::CountingAlloc;
@@ -29,6 +30,8 @@ enum Cmd {
     Pipeline(pipeline_bench::PipelineArgs),
     /// NetworkPolicy at scale: compile 1,000 policies over 10,000 pods; new connections/s with them in force.
     Policy(policy_bench::PolicyArgs),
+    /// Objects to tables in force: full sync of 10k Services x 10 endpoints + 1k policies over 10k pods; one EndpointSlice change.
+    Sync(sync_bench::SyncArgs),
     /// 64-byte frames/s from one core on one veth: pktgen (AF_XDP) vs trafgen, side by side.
     Pktgen(pktgen_bench::PktgenArgs),
 }
@@ -39,6 +42,7 @@ fn main() {
         Cmd::Forward(a) => forward::main(a),
         Cmd::Pipeline(a) => pipeline_bench::main(a),
         Cmd::Policy(a) => policy_bench::main(a),
+        Cmd::Sync(a) => sync_bench::main(a),
         Cmd::Pktgen(a) => pktgen_bench::main(a),
     };
     match code {
