@@ -16,6 +16,8 @@ use crate::tables::policy::{Decision, PolicyId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decider {
     NotIsolated,
+    /// A pod reaching itself (through its own Service): Kubernetes never lets policy block it.
+    SelfAccess,
     Rule { policy: PolicyId, index: u16, ingress: bool },
     DefaultDenyEgress,
     DefaultDenyIngress,

@@ -59,6 +59,7 @@ pub fn render(seq: u64, r: &FlowRecord, pods: &BTreeMap<u32, String>, policies: 
     let name = |ip: u32| pods.get(&ip).cloned();
     let decided_by = match r.decider {
         Decider::NotIsolated => "not isolated (no policy selects the pods in this direction)".to_string(),
+        Decider::SelfAccess => "a pod reaching itself (always allowed)".to_string(),
         Decider::Rule { policy, index, .. } => {
             format!("{} rule {index}", policies(policy).unwrap_or_else(|| format!("policy #{policy}")))
         }

@@ -3,8 +3,8 @@
 //!
 //! Contract: [`ensure`] makes the pair exist with the queues the workers need, gives the stack
 //! side a fixed MAC (`0a:58` + the node IP), turns its TX checksum offload off (frames cross
-//! AF_XDP, which does not complete partial checksums), and routes the pod CIDR to
-//! 169.254.1.1 over it. [`remove`] deletes the pair (and with it the route). Commands run in
+//! AF_XDP, which does not complete partial checksums), and routes the pod CIDR and the Service
+//! CIDRs to 169.254.1.1 over it. [`remove`] deletes the pair (and with it the route). Commands run in
 //! the caller's network namespace; each failure names the command and its stderr.
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -34,7 +34,7 @@ fn is_local_address(ip: Ipv4Addr) -> bool {
 }
 
 /// Creates or fixes the host port pair; returns the stack side's MAC.
-pub fn ensure(node: &NodeInfo, workers: u32) -> Result<[u8; 6], String> {
+pub fn ensure(node: &NodeInfo, workers: u32, service_cidrs: &[ipnet::Ipv4Net]) -> Result<[u8; 6], String> {
     if queues(HOST_SWITCH_IF).is_some_and(|q| q < workers) {
         run(&["ip", "link", "del", HOST_STACK_IF])?;
     }
@@ -53,14 +53,19 @@ pub fn ensure(node: &NodeInfo, workers: u32) -> Result<[u8; 6], String> {
         run(&["ip", "link", "set", ifname, "up"])?;
     }
     run(&["ethtool", "-K", HOST_STACK_IF, "tx", "off"])?;
-    let cidr = node.pod_cidr.to_string();
     let gw = naming::GATEWAY_IP.to_string();
     let src = node.internal_ip.to_string();
-    let mut route = vec!["ip", "route", "replace", &cidr, "via", &gw, "dev", HOST_STACK_IF, "onlink"];
-    if is_local_address(node.internal_ip) {
-        route.extend(["src", &src]);
+    let local_src = is_local_address(node.internal_ip);
+    // The pods, and the Services (so that the node's agents reach ClusterIPs too).
+    let mut cidrs = vec![node.pod_cidr.to_string()];
+    cidrs.extend(service_cidrs.iter().map(|c| c.to_string()));
+    for cidr in &cidrs {
+        let mut route = vec!["ip", "route", "replace", cidr.as_str(), "via", &gw, "dev", HOST_STACK_IF, "onlink"];
+        if local_src {
+            route.extend(["src", &src]);
+        }
+        run(&route)?;
     }
-    run(&route)?;
     Ok(mac)
 }
 

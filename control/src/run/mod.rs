@@ -307,7 +307,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         conntrack_capacity: args.conntrack_size,
         ..DataplaneConfig::default()
     };
-    let host_stack_mac = host_port::ensure(&node, cfg.cores.len() as u32).map_err(|e| anyhow!(e))?;
+    let host_stack_mac = host_port::ensure(&node, cfg.cores.len() as u32, &crate::services::ServiceConfig::default().service_cidrs).map_err(|e| anyhow!(e))?;
     let dp = match Dataplane::start(cfg, Tables::new(naming::GATEWAY_IP)) {
         Ok(dp) => dp,
         Err(e) => {

@@ -59,10 +59,32 @@ pub fn judge_new(ctx: &Ctx, src: Ipv4Addr, sport: u16, orig_dst: u32, orig_dport
     if p.pods.is_empty() {
         return Decision::NotIsolated; // no policy selects any local pod
     }
+    if u32::from(src) == dst {
+        // "A pod cannot block access to itself": its own Service answering it from itself.
+        log_self(ctx, src, sport, orig_dst, orig_dport, dport, proto, false);
+        return Decision::NotIsolated;
+    }
     let port = if proto == IPPROTO_ICMP { 0 } else { dport };
     let d = p.judge(src, Ipv4Addr::from(dst), proto, port);
     log(ctx, src, sport, orig_dst, orig_dport, dst, dport, proto, d, false);
     d
+}
+
+#[allow(clippy::too_many_arguments)]
+fn log_self(ctx: &Ctx, src: Ipv4Addr, sport: u16, orig_dst: u32, orig_dport: u16, dport: u16, proto: u8, rejudged: bool) {
+    ctx.flows.record(FlowRecord {
+        unix_ms: flowlog::unix_ms(),
+        src: u32::from(src),
+        sport,
+        orig_dst,
+        orig_dport,
+        dst: u32::from(src),
+        dport,
+        proto,
+        allowed: true,
+        rejudged,
+        decider: Decider::SelfAccess,
+    });
 }
 
 /// Whether a packet of an established connection may pass (see the module contract).
@@ -73,6 +95,10 @@ pub fn check_established(ctx: &Ctx, e: &Entry, snap: &Snapshot, verdict: u8) -> 
         return verdict != VERDICT_DENY;
     }
     let (o, r) = (&snap.orig, &snap.reply);
+    if o.src == r.src {
+        e.set_verdict(VERDICT_ALLOW, epoch, u32::MAX);
+        return true; // a pod reaching itself: never blocked
+    }
     let port = if o.proto == IPPROTO_ICMP { 0 } else { r.sport };
     let d = ctx.tables.policy.judge(o.src_ip(), r.src_ip(), o.proto, port);
     e.set_verdict(if d.allowed() { VERDICT_ALLOW } else { VERDICT_DENY }, epoch, rule_word(d));

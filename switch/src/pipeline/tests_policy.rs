@@ -4,7 +4,6 @@
 use std::net::Ipv4Addr;
 
 use etherparse::PacketBuilder;
-use rustc_hash::FxHashSet;
 
 use super::*;
 use crate::conntrack::KeyHasher;
@@ -39,14 +38,13 @@ fn base() -> Tables {
 fn b_isolated(epoch: u32) -> Tables {
     let mut t = base();
     t.policy.epoch = epoch;
-    let mut from_a = FxHashSet::default();
-    from_a.insert(100);
+    let from_a = [100].into_iter().collect();
     t.policy.pods.insert(
         u32::from(B),
         PodPolicy {
             ingress_isolated: true,
             egress_isolated: false,
-            ingress: vec![Rule { policy: 7, index: 0, peers: vec![Peer::Identities(from_a)], ports: vec![PortRange { proto: 6, port: 80, end_port: 80 }] }],
+            ingress: vec![Rule { policy: 7, index: 0, peers: vec![Peer::Identities(from_a)].into(), ports: vec![PortRange { proto: 6, port: 80, end_port: 80 }] }],
             egress: vec![],
         },
     );
@@ -120,4 +118,21 @@ fn a_policy_change_cuts_established_connections_on_their_next_packet() {
     let mut reopened = base();
     reopened.policy.epoch = 2;
     assert!(matches!(send(&reopened, &ct, &flows, &seg(C, B, 2000, 80, tcp_flags::ACK)), Verdict::Forward { .. }));
+}
+
+#[test]
+fn a_pod_reaching_itself_is_never_denied() {
+    let (t, ct, flows) = (b_isolated(1), ConnTable::new(64, KeyHasher::new(3)), FlowRing::new(64));
+    // B to B: what a Service hairpin looks like to policy once translated.
+    let mut buf = vec![0u8; 2048];
+    let f = seg(B, B, 3000, 81, tcp_flags::SYN);
+    buf[..f.len()].copy_from_slice(&f);
+    let drops = DropCounters::default();
+    let pc = crate::counters::PolicyCounters::default();
+    let ctx = Ctx { tables: &t, ct: &ct, now: ct.now_ms(), drops: &drops, flows: &flows, policy_counters: &pc };
+    let d = super::policy::judge_new(&ctx, B, 3000, u32::from(B), 81, u32::from(B), 81, 6);
+    assert!(d.allowed());
+    let mut log = Vec::new();
+    flows.drain(&mut log);
+    assert_eq!(log[0].decider, Decider::SelfAccess);
 }
