@@ -294,3 +294,53 @@ fn a_bad_manifest_at_runtime_is_reported_and_the_tables_stay() {
     assert!(!ping(&t, ("x", "a"), "10.244.0.11"), "x/b removed");
     assert!(stop_ok(sw));
 }
+
+#[test]
+fn table_updates_do_not_disturb_unrelated_flows() {
+    if !root_or_skip("table_updates_do_not_disturb_unrelated_flows") {
+        return;
+    }
+    let _g = serial();
+    let mut t = Topo::new("psr6");
+    t.add_pod("x", "a", "10.244.0.10", true);
+    t.add_pod("x", "b", "10.244.0.11", true);
+    t.add_pod("x", "c", "10.244.0.12", true);
+    let sw = t.start_switch(&[]);
+    t.wait_ready();
+    assert!(ping(&t, ("x", "a"), "10.244.0.11"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, recv, threads) = udp_stream(&t, ("x", "a"), ("x", "b", "10.244.0.11"), 2000, Arc::clone(&stop));
+    // While a -> b runs: Services come and go (some select b and c), endpoints change, policies
+    // that do not concern a -> b come and go, and pod labels change.
+    for round in 0..6u32 {
+        let mut y = String::new();
+        for s in 0..40u32 {
+            y += &format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: s{s}, namespace: x}}\n\
+                 spec: {{clusterIP: 10.96.1.{}, selector: {{app: app{}}}, ports: [{{port: 80, protocol: UDP}}]}}\n---\n",
+                s + 1,
+                (s + round) % 3
+            );
+        }
+        y += &format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p{round}, namespace: x}}\n\
+             spec: {{podSelector: {{matchLabels: {{app: app9}}}}, ingress: []}}\n"
+        );
+        write_atomic(&t.dir.join("churn.yaml"), &y);
+        t.wait_ready();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    std::fs::remove_file(t.dir.join("churn.yaml")).unwrap();
+    t.wait_ready();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for th in threads {
+        th.join().unwrap();
+    }
+    let (s, r) = (sent.load(Ordering::Relaxed), recv.load(Ordering::Relaxed));
+    let version = t.show("status").unwrap()["tables_version"].as_u64().unwrap();
+    assert!(version >= 7, "the tables changed only {version} times");
+    assert!(s > 1000, "stream too short: {s}");
+    assert_eq!(r, s, "datagrams of the unrelated flow a -> b were lost while the tables changed {version} times");
+    assert!(stop_ok(sw));
+}
