@@ -2,18 +2,28 @@
 //! are in the contract of [`super`].
 //!
 //! Order of work, deterministic (pods in view order, policies in `namespace/name` order):
-//! 1. the view: namespace labels, the pods that take part, identities ([`build_view`]);
+//! 1. the view: namespace labels, the pods that take part, their label groups (pods of one
+//!    namespace with equal labels) and identities ([`build_view`]);
 //! 2. policy ids;
-//! 3. per policy: read it ([`super::model`]), select pods, resolve each rule's peers once,
-//!    then give every selected local pod its isolation and rules;
+//! 3. per policy: read it ([`super::model`]), select pods (its podSelector evaluated once per
+//!    label group of its namespace), resolve each rule's peers once (each namespaceSelector
+//!    evaluated once per namespace, each podSelector once per label group; peers equal to one
+//!    resolved before share its identity set), then give every selected local pod its
+//!    isolation and rules: the rules share their peers, only ingress named ports are resolved
+//!    per pod;
 //! 4. the resident node's rule; the epoch.
-use std::collections::{BTreeMap, BTreeSet};
+//!
+//! Views list pods through [`PodList`]s, which spell out their strings on demand.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
-use switch::tables::policy::{Identity, Peer, PodPolicy, PolicyId, PolicyTables, PortRange, Rule};
+use ipnet::Ipv4Net;
+use switch::tables::policy::{IdSet, Identity, Peer, PolicyId, PolicyTables, PortRange, Rule};
 
+use super::lists::{Directory, PodList};
 use super::model::{self, PeerSpec, PolicyModel, PortSel, PortSpec, RuleSpec};
-use super::selector::Labels;
+use super::selector::{Labels, Selector};
 use super::{
     CompiledPolicy, PeerView, PolicyInputs, PolicyState, PolicyView, PortView, RuleView, NAMESPACE_NAME_LABEL,
     RESIDENT_NODE_NAME, RESIDENT_NODE_POLICY,
@@ -33,44 +43,58 @@ fn proto_number(p: L4Proto) -> u8 {
 struct Pod<'a> {
     info: &'a PodInfo,
     ip: Ipv4Addr,
-    /// `None` when another pod of the view has the same address.
-    identity: Option<Identity>,
+    /// Its label group.
+    group: u32,
+    /// No other pod of the view has its address: it has its group's identity and peers match it.
+    addressable: bool,
     /// A local pod whose address no other local pod has: it gets an entry in the tables.
     gets_entry: bool,
     local: bool,
 }
 
-impl Pod<'_> {
-    fn label(&self) -> String {
-        format!("{}/{} {}", self.info.namespace, self.info.name, self.ip)
-    }
+/// Pods of one namespace with equal labels.
+struct Group<'a> {
+    labels: &'a Labels,
+    /// `Some` when one of its pods is addressable.
+    identity: Option<Identity>,
+}
+
+struct Namespace {
+    name: String,
+    labels: Labels,
+    /// Its label groups, increasing.
+    groups: Vec<u32>,
 }
 
 struct View<'a> {
-    namespaces: BTreeMap<String, Labels>,
+    /// By name.
+    namespaces: Vec<Namespace>,
     pods: Vec<Pod<'a>>,
+    groups: Vec<Group<'a>>,
+    dir: Arc<Directory>,
 }
 
 impl View<'_> {
-    fn ns_labels(&self, ns: &str) -> &Labels {
-        self.namespaces.get(ns).expect("every pod's namespace is in the view")
+    fn ns_index(&self, ns: &str) -> Option<u32> {
+        self.namespaces.binary_search_by(|n| n.name.as_str().cmp(ns)).ok().map(|i| i as u32)
     }
 
-    /// Pods with an unambiguous address (the only ones peers match as pods).
-    fn addressable(&self) -> impl Iterator<Item = (usize, &Pod<'_>)> {
-        self.pods.iter().enumerate().filter(|(_, p)| p.identity.is_some())
+    /// Indices of the addressable pods (the only ones peers match as pods).
+    fn addressable(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.pods.len() as u32).filter(|i| self.pods[*i as usize].addressable)
     }
 }
 
 fn build_view<'a>(inp: &PolicyInputs<'a>, state: &mut PolicyState, problems: &mut Vec<String>) -> View<'a> {
     let m = inp.manifests;
-    let mut namespaces: BTreeMap<String, Labels> = BTreeMap::new();
+    let mut ns_labels: BTreeMap<String, Labels> = BTreeMap::new();
     for (name, ns) in &m.namespaces {
         let mut labels = ns.metadata.labels.clone().unwrap_or_default();
         labels.insert(NAMESPACE_NAME_LABEL.to_string(), name.clone());
-        namespaces.insert(name.clone(), labels);
+        ns_labels.insert(name.clone(), labels);
     }
     let mut taking_part: Vec<(&PodInfo, Ipv4Addr)> = Vec::new();
+    let mut key = String::new();
     for p in inp.all_pods {
         let Some(ip) = p.ip else { continue };
         if p.host_network {
@@ -83,107 +107,185 @@ fn build_view<'a>(inp: &PolicyInputs<'a>, state: &mut PolicyState, problems: &mu
             ));
             continue;
         }
-        let phase = m.pods.get(&p.key()).and_then(|o| o.status.as_ref()).and_then(|s| s.phase.as_deref());
+        key.clear();
+        key.push_str(&p.namespace);
+        key.push('/');
+        key.push_str(&p.name);
+        let phase = m.pods.get(key.as_str()).and_then(|o| o.status.as_ref()).and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Succeeded" | "Failed")) {
             continue;
         }
         taking_part.push((p, ip));
     }
-    let mut by_ip: BTreeMap<Ipv4Addr, Vec<&PodInfo>> = BTreeMap::new();
+    let is_local = |p: &PodInfo| p.node_name.as_deref().is_none_or(|n| n == inp.node.name);
+    // Per address: how many pods of the view, and how many local ones, have it.
+    let mut count: HashMap<Ipv4Addr, (u32, u32)> = HashMap::with_capacity(taking_part.len());
     for (p, ip) in &taking_part {
-        by_ip.entry(*ip).or_default().push(p);
+        let c = count.entry(*ip).or_default();
+        c.0 += 1;
+        c.1 += u32::from(is_local(p));
     }
-    for (ip, pods) in by_ip.iter().filter(|(_, v)| v.len() > 1) {
-        let names: Vec<String> = pods.iter().map(|p| p.key()).collect();
+    let mut shared: BTreeMap<Ipv4Addr, Vec<String>> = BTreeMap::new();
+    for (p, ip) in &taking_part {
+        if count[ip].0 > 1 {
+            shared.entry(*ip).or_default().push(p.key());
+        }
+    }
+    for (ip, names) in &shared {
         problems.push(format!(
             "pods {} all have IP {ip}: the address is ambiguous, so no pod or namespace selector of a NetworkPolicy matches it (ipBlocks still do)",
             names.join(", ")
         ));
     }
-    let is_local = |p: &PodInfo| p.node_name.as_deref().is_none_or(|n| n == inp.node.name);
-    let mut local_count: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
-    for (p, ip) in &taking_part {
-        if is_local(p) {
-            *local_count.entry(*ip).or_default() += 1;
+    for (p, _) in &taking_part {
+        if !ns_labels.contains_key(&p.namespace) {
+            ns_labels.insert(p.namespace.clone(), Labels::from([(NAMESPACE_NAME_LABEL.to_string(), p.namespace.clone())]));
         }
     }
-    for (p, _) in &taking_part {
-        namespaces.entry(p.namespace.clone()).or_insert_with(|| {
-            Labels::from([(NAMESPACE_NAME_LABEL.to_string(), p.namespace.clone())])
+    let mut namespaces: Vec<Namespace> =
+        ns_labels.into_iter().map(|(name, labels)| Namespace { name, labels, groups: Vec::new() }).collect();
+
+    // Label groups, numbered in order of first appearance.
+    let mut group_of: HashMap<(&str, &Labels), u32> = HashMap::with_capacity(taking_part.len());
+    let mut groups: Vec<Group> = Vec::new();
+    let mut pods: Vec<Pod> = Vec::with_capacity(taking_part.len());
+    for (p, ip) in taking_part {
+        let group = *group_of.entry((p.namespace.as_str(), &p.labels)).or_insert_with(|| {
+            let g = groups.len() as u32;
+            groups.push(Group { labels: &p.labels, identity: None });
+            let ns = namespaces.binary_search_by(|n| n.name.as_str().cmp(&p.namespace)).expect("every pod's namespace is in the view");
+            namespaces[ns].groups.push(g);
+            g
         });
+        let (all, local) = count[&ip];
+        pods.push(Pod { info: p, ip, group, addressable: all == 1, gets_entry: is_local(p) && local == 1, local: is_local(p) });
     }
-    state.identities.assign(
-        taking_part.iter().filter(|(_, ip)| by_ip[ip].len() == 1).map(|(p, _)| (p.namespace.as_str(), &p.labels)),
-    );
-    let pods = taking_part
-        .into_iter()
-        .map(|(p, ip)| {
-            let local = is_local(p);
-            Pod {
-                info: p,
-                ip,
-                identity: if by_ip[&ip].len() == 1 { state.identities.get(&p.namespace, &p.labels) } else { None },
-                gets_entry: local && local_count[&ip] == 1,
-                local,
-            }
-        })
+    // Identities for the groups with an addressable pod, in order of the first such pod.
+    let mut first = vec![false; groups.len()];
+    let with_identity: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.addressable && !std::mem::replace(&mut first[p.group as usize], true))
         .collect();
-    View { namespaces, pods }
+    let ids = state.identities.assign(with_identity.iter().map(|p| (p.info.namespace.as_str(), &p.info.labels)));
+    for (p, id) in with_identity.iter().zip(ids) {
+        groups[p.group as usize].identity = Some(id);
+    }
+    let dir = Arc::new(Directory::new(
+        pods.iter().map(|p| (p.info.namespace.as_str(), p.info.name.as_str(), p.ip, p.addressable, p.group)),
+        groups.len(),
+    ));
+    View { namespaces, pods, groups, dir }
+}
+
+/// What one peer entry matches.
+#[derive(Clone)]
+enum PeerMatch {
+    /// The addressable pods of these label groups.
+    Groups(Arc<[u32]>),
+    /// The addresses in the block.
+    Block(Ipv4Net, Vec<Ipv4Net>),
+    Nothing,
 }
 
 /// One rule's peers, resolved against the view (independent of the pod the rule is for).
 struct ResolvedPeers {
     /// For the tables; `None` when the rule matches no peer at all (every entry was IPv6).
-    peers: Option<Vec<Peer>>,
-    /// Indices of the addressable pods the peers match (for named egress ports).
-    pods: BTreeSet<usize>,
+    peers: Option<Arc<[Peer]>>,
+    /// What each entry matches (for named egress ports); empty when `all_peers`.
+    matches: Vec<PeerMatch>,
     all_peers: bool,
     views: Vec<PeerView>,
 }
 
-fn resolve_peers(view: &View, policy_ns: &str, spec: &RuleSpec) -> ResolvedPeers {
-    if spec.peers.is_empty() {
-        return ResolvedPeers {
-            peers: Some(vec![Peer::Any]),
-            pods: view.addressable().map(|(i, _)| i).collect(),
-            all_peers: true,
-            views: Vec::new(),
-        };
-    }
-    let mut peers = Vec::new();
-    let mut pods = BTreeSet::new();
-    let mut views = Vec::new();
-    for p in &spec.peers {
-        let (peer, matched): (Option<Peer>, Vec<usize>) = match p {
-            PeerSpec::Pods { pods: psel, namespaces: nsel } => {
-                let matched: Vec<usize> = view
-                    .addressable()
-                    .filter(|(_, q)| match nsel {
-                        None => q.info.namespace == policy_ns,
-                        Some(n) => n.matches(view.ns_labels(&q.info.namespace)),
-                    })
-                    .filter(|(_, q)| psel.as_ref().is_none_or(|s| s.matches(&q.info.labels)))
-                    .map(|(i, _)| i)
-                    .collect();
-                let ids = matched.iter().filter_map(|i| view.pods[*i].identity).collect();
-                (Some(Peer::Identities(ids)), matched)
+impl ResolvedPeers {
+    /// The addressable pods the peers match, in view order.
+    fn pods(&self, view: &View) -> Vec<u32> {
+        if self.all_peers {
+            return view.addressable().collect();
+        }
+        let mut out: Vec<u32> = Vec::new();
+        for m in &self.matches {
+            match m {
+                PeerMatch::Groups(g) => out.extend(view.dir.addressable_in_groups(g)),
+                PeerMatch::Block(cidr, except) => out.extend(view.dir.addressable_in_block(cidr, except)),
+                PeerMatch::Nothing => {}
             }
-            PeerSpec::IpBlock { cidr, except } => {
-                let matched =
-                    view.addressable().filter(|(_, q)| model::block_contains(cidr, except, q.ip)).map(|(i, _)| i).collect();
-                let peer = Peer::IpBlock {
-                    cidr: (u32::from(cidr.network()), cidr.prefix_len()),
-                    except: except.iter().map(|e| (u32::from(e.network()), e.prefix_len())).collect(),
-                };
-                (Some(peer), matched)
-            }
-            PeerSpec::Ipv6Block { .. } => (None, Vec::new()),
-        };
-        views.push(PeerView { peer: p.describe(policy_ns), pods: matched.iter().map(|i| view.pods[*i].label()).collect() });
-        pods.extend(matched);
-        peers.extend(peer);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
-    ResolvedPeers { peers: if peers.is_empty() { None } else { Some(peers) }, pods, all_peers: false, views }
+}
+
+/// A podSelector/namespaceSelector peer: the namespace it is relative to (when it has no
+/// namespaceSelector), its pod selector, its namespace selector.
+type PodsPeerKey = (Option<u32>, Option<Selector>, Option<Selector>);
+
+/// Resolves peers, each distinct one once.
+struct Resolver<'v, 'a> {
+    view: &'v View<'a>,
+    memo: HashMap<PodsPeerKey, (Arc<[u32]>, IdSet)>,
+}
+
+impl<'v, 'a> Resolver<'v, 'a> {
+    /// The label groups with an identity that a podSelector/namespaceSelector peer of a policy
+    /// in namespace `policy_ns` matches, and their identities.
+    fn pods_peer(&mut self, policy_ns: Option<u32>, pods: &Option<Selector>, namespaces: &Option<Selector>) -> (Arc<[u32]>, IdSet) {
+        let key = (if namespaces.is_none() { policy_ns } else { None }, pods.clone(), namespaces.clone());
+        if let Some(r) = self.memo.get(&key) {
+            return r.clone();
+        }
+        let view = self.view;
+        let nss: Vec<u32> = match namespaces {
+            None => policy_ns.into_iter().collect(),
+            Some(sel) => (0..view.namespaces.len() as u32).filter(|n| sel.matches(&view.namespaces[*n as usize].labels)).collect(),
+        };
+        let mut groups = Vec::new();
+        let mut ids = Vec::new();
+        for n in nss {
+            for &g in &view.namespaces[n as usize].groups {
+                let grp = &view.groups[g as usize];
+                let Some(id) = grp.identity else { continue };
+                if pods.as_ref().is_none_or(|s| s.matches(grp.labels)) {
+                    groups.push(g);
+                    ids.push(id);
+                }
+            }
+        }
+        let r: (Arc<[u32]>, IdSet) = (groups.into(), IdSet::new(ids));
+        self.memo.insert(key, r.clone());
+        r
+    }
+
+    fn resolve(&mut self, policy_ns: &str, policy_ns_index: Option<u32>, spec: &RuleSpec) -> ResolvedPeers {
+        if spec.peers.is_empty() {
+            return ResolvedPeers { peers: Some(Arc::new([Peer::Any])), matches: Vec::new(), all_peers: true, views: Vec::new() };
+        }
+        let dir = &self.view.dir;
+        let mut peers = Vec::new();
+        let mut matches = Vec::new();
+        let mut views = Vec::new();
+        for p in &spec.peers {
+            let (peer, matched, pods) = match p {
+                PeerSpec::Pods { pods, namespaces } => {
+                    let (groups, ids) = self.pods_peer(policy_ns_index, pods, namespaces);
+                    (Some(Peer::Identities(ids)), PeerMatch::Groups(groups.clone()), PodList::groups(dir, groups))
+                }
+                PeerSpec::IpBlock { cidr, except } => {
+                    let peer = Peer::IpBlock {
+                        cidr: (u32::from(cidr.network()), cidr.prefix_len()),
+                        except: except.iter().map(|e| (u32::from(e.network()), e.prefix_len())).collect(),
+                    };
+                    (Some(peer), PeerMatch::Block(*cidr, except.clone()), PodList::block(dir, *cidr, except))
+                }
+                PeerSpec::Ipv6Block { .. } => (None, PeerMatch::Nothing, PodList::empty(dir)),
+            };
+            views.push(PeerView { peer: p.describe(policy_ns), pods });
+            matches.push(matched);
+            peers.extend(peer);
+        }
+        ResolvedPeers { peers: if peers.is_empty() { None } else { Some(peers.into()) }, matches, all_peers: false, views }
+    }
 }
 
 fn range(proto: L4Proto, sel: &PortSel) -> Option<PortRange> {
@@ -200,9 +302,10 @@ fn named_numbers<'a>(pod: &'a PodInfo, name: &'a str, proto: L4Proto) -> impl It
     pod.ports.iter().filter(move |c| c.name.as_deref() == Some(name) && c.protocol == proto).map(|c| c.port)
 }
 
-/// An ingress rule's ports for the selected pod `pod`; `None` when the rule lists ports and
+/// An ingress rule's ports for the selected pod `pod` (`None` only when the rule has no named
+/// port: the result is then the same for every pod); `None` when the rule lists ports and
 /// none of them exists on the pod (the rule matches nothing).
-fn ingress_ports(spec: &[PortSpec], pod: &PodInfo) -> Option<Vec<PortRange>> {
+fn ingress_ports(spec: &[PortSpec], pod: Option<&PodInfo>) -> Option<Vec<PortRange>> {
     if spec.is_empty() {
         return Some(Vec::new());
     }
@@ -210,7 +313,7 @@ fn ingress_ports(spec: &[PortSpec], pod: &PodInfo) -> Option<Vec<PortRange>> {
     for p in spec {
         match &p.port {
             PortSel::Named(n) => {
-                for port in named_numbers(pod, n, p.proto) {
+                for port in pod.into_iter().flat_map(|pod| named_numbers(pod, n, p.proto)) {
                     out.push(PortRange { proto: proto_number(p.proto), port, end_port: port });
                 }
             }
@@ -241,11 +344,11 @@ fn dedup(v: &mut Vec<PortRange>) {
 /// ports with the rule's peers, and per number a named port resolves to on some peer pod, a
 /// rule whose only peer is exactly those pods.
 fn egress_rules(id: PolicyId, index: u16, spec: &RuleSpec, rp: &ResolvedPeers, view: &View) -> (Vec<Rule>, Vec<PortView>) {
-    let mut port_views: Vec<PortView> =
-        spec.ports.iter().map(|p| PortView { port: p.label(), resolved: Vec::new() }).collect();
-    let Some(peers) = &rp.peers else { return (Vec::new(), port_views) };
+    let dir = &view.dir;
+    let numbered_view = |p: &PortSpec| PortView { port: p.label(), resolved: PodList::empty(dir) };
+    let Some(peers) = &rp.peers else { return (Vec::new(), spec.ports.iter().map(numbered_view).collect()) };
     if spec.ports.is_empty() {
-        return (vec![Rule { policy: id, index, peers: peers.clone(), ports: Vec::new() }], port_views);
+        return (vec![Rule { policy: id, index, peers: peers.clone(), ports: Vec::new() }], Vec::new());
     }
     let mut out = Vec::new();
     let mut numbered: Vec<PortRange> = spec.ports.iter().filter_map(|p| range(p.proto, &p.port)).collect();
@@ -253,26 +356,43 @@ fn egress_rules(id: PolicyId, index: u16, spec: &RuleSpec, rp: &ResolvedPeers, v
     if !numbered.is_empty() {
         out.push(Rule { policy: id, index, peers: peers.clone(), ports: numbered });
     }
-    let mut by_number: BTreeMap<(u8, u16), BTreeSet<u32>> = BTreeMap::new();
-    for (p, pv) in spec.ports.iter().zip(port_views.iter_mut()) {
-        let PortSel::Named(name) = &p.port else { continue };
-        for &i in &rp.pods {
-            let q = &view.pods[i];
+    let has_named = spec.ports.iter().any(|p| matches!(p.port, PortSel::Named(_)));
+    let pods = if has_named { rp.pods(view) } else { Vec::new() };
+    let mut by_number: BTreeMap<(u8, u16), Vec<u32>> = BTreeMap::new();
+    let mut port_views = Vec::with_capacity(spec.ports.len());
+    for p in &spec.ports {
+        let PortSel::Named(name) = &p.port else {
+            port_views.push(numbered_view(p));
+            continue;
+        };
+        let mut resolved = Vec::new();
+        for &i in &pods {
+            let q = &view.pods[i as usize];
             for port in named_numbers(q.info, name, p.proto) {
-                by_number.entry((proto_number(p.proto), port)).or_default().insert(u32::from(q.ip));
-                pv.resolved.push(format!("{}/{} {port}", q.info.namespace, q.info.name));
+                by_number.entry((proto_number(p.proto), port)).or_default().push(u32::from(q.ip));
+                resolved.push((i, port));
             }
         }
+        port_views.push(PortView { port: p.label(), resolved: PodList::ports(dir, resolved) });
     }
     for ((proto, port), addrs) in by_number {
         out.push(Rule {
             policy: id,
             index,
-            peers: vec![Peer::Addresses(addrs.into_iter().collect())],
+            peers: Arc::new([Peer::Addresses(IdSet::new(addrs))]),
             ports: vec![PortRange { proto, port, end_port: port }],
         });
     }
     (out, port_views)
+}
+
+/// An ingress rule of a policy, ready to be written for each pod the policy selects.
+struct IngressRule<'m> {
+    index: u16,
+    spec: &'m RuleSpec,
+    peers: Arc<[Peer]>,
+    /// The ports when they are the same for every pod (no named port), as [`ingress_ports`].
+    shared_ports: Option<Option<Vec<PortRange>>>,
 }
 
 fn fail_closed_sentence(m: &PolicyModel, local: usize) -> String {
@@ -292,6 +412,7 @@ fn fail_closed_sentence(m: &PolicyModel, local: usize) -> String {
 pub fn compile_policy(inp: &PolicyInputs, state: &mut PolicyState) -> CompiledPolicy {
     let mut problems = Vec::new();
     let view = build_view(inp, state, &mut problems);
+    let dir = &view.dir;
     let policies = &inp.manifests.network_policies;
     state.policy_ids.retain(|k, _| policies.contains_key(k));
     let used: BTreeSet<PolicyId> = state.policy_ids.values().copied().collect();
@@ -303,7 +424,7 @@ pub fn compile_policy(inp: &PolicyInputs, state: &mut PolicyState) -> CompiledPo
     }
 
     let mut tables = PolicyTables::default();
-    let mut entries: BTreeMap<u32, PodPolicy> = BTreeMap::new();
+    let mut resolver = Resolver { view: &view, memo: HashMap::new() };
     let mut views = Vec::new();
     for (key, np) in policies {
         let m = model::read_policy(key, np);
@@ -311,12 +432,16 @@ pub fn compile_policy(inp: &PolicyInputs, state: &mut PolicyState) -> CompiledPo
         tables.policy_names.insert(id, key.clone());
         problems.extend(m.warnings.iter().map(|w| format!("NetworkPolicy {key}: {w}")));
 
-        let selected: Vec<&Pod> = view
-            .pods
-            .iter()
-            .filter(|p| p.info.namespace == m.namespace && m.pod_selector.as_ref().is_none_or(|s| s.matches(&p.info.labels)))
-            .collect();
-        let local: Vec<&Pod> = selected.iter().copied().filter(|p| p.gets_entry).collect();
+        // The podSelector, once per label group of the policy's namespace.
+        let ns = view.ns_index(&m.namespace);
+        let mut selected: Vec<u32> = Vec::new();
+        for &g in ns.map_or(&[][..], |n| &view.namespaces[n as usize].groups) {
+            if m.pod_selector.as_ref().is_none_or(|s| s.matches(view.groups[g as usize].labels)) {
+                selected.extend(dir.group(g));
+            }
+        }
+        selected.sort_unstable();
+        let local: Vec<u32> = selected.iter().copied().filter(|i| view.pods[*i as usize].gets_entry).collect();
         if !m.errors.is_empty() {
             problems.push(fail_closed_sentence(&m, local.len()));
         }
@@ -324,39 +449,43 @@ pub fn compile_policy(inp: &PolicyInputs, state: &mut PolicyState) -> CompiledPo
         let to_index = |i: usize| u16::try_from(i).unwrap_or(u16::MAX);
         let mut ingress_views = Vec::new();
         let mut egress_views = Vec::new();
-        // Ingress: peers resolved once, ports per selected pod (named ports are its own).
-        let mut ingress: Vec<(u16, &RuleSpec, ResolvedPeers)> = Vec::new();
+        // Ingress: peers resolved once, ports per selected pod only when named (the pod's own).
+        let mut ingress: Vec<IngressRule> = Vec::new();
         for (i, r) in m.rules.iter().flat_map(|r| r.ingress.iter()).enumerate() {
-            let rp = resolve_peers(&view, &m.namespace, r);
+            let rp = resolver.resolve(&m.namespace, ns, r);
             let ports = r
                 .ports
                 .iter()
                 .map(|p| PortView {
                     port: p.label(),
                     resolved: match &p.port {
-                        PortSel::Named(n) => local
-                            .iter()
-                            .flat_map(|q| {
-                                named_numbers(q.info, n, p.proto).map(|port| format!("{}/{} {port}", q.info.namespace, q.info.name))
-                            })
-                            .collect(),
-                        _ => Vec::new(),
+                        PortSel::Named(n) => PodList::ports(
+                            dir,
+                            local
+                                .iter()
+                                .flat_map(|&q| named_numbers(view.pods[q as usize].info, n, p.proto).map(move |port| (q, port)))
+                                .collect(),
+                        ),
+                        _ => PodList::empty(dir),
                     },
                 })
                 .collect();
             ingress_views.push(RuleView {
                 index: to_index(i),
                 all_peers: rp.all_peers,
-                peers: rp.views.clone(),
+                peers: rp.views,
                 all_ports: r.ports.is_empty(),
                 ports,
             });
-            ingress.push((to_index(i), r, rp));
+            let Some(peers) = rp.peers else { continue };
+            let has_named = r.ports.iter().any(|p| matches!(p.port, PortSel::Named(_)));
+            let shared_ports = if has_named { None } else { Some(ingress_ports(&r.ports, None)) };
+            ingress.push(IngressRule { index: to_index(i), spec: r, peers, shared_ports });
         }
         // Egress: the same rules for every selected pod.
         let mut egress: Vec<Rule> = Vec::new();
         for (i, r) in m.rules.iter().flat_map(|r| r.egress.iter()).enumerate() {
-            let rp = resolve_peers(&view, &m.namespace, r);
+            let rp = resolver.resolve(&m.namespace, ns, r);
             let (rules, ports) = egress_rules(id, to_index(i), r, &rp, &view);
             egress.extend(rules);
             egress_views.push(RuleView {
@@ -368,14 +497,18 @@ pub fn compile_policy(inp: &PolicyInputs, state: &mut PolicyState) -> CompiledPo
             });
         }
 
-        for pod in &local {
-            let e = entries.entry(u32::from(pod.ip)).or_default();
+        for &q in &local {
+            let pod = &view.pods[q as usize];
+            let e = tables.pods.entry(u32::from(pod.ip)).or_default();
             if m.directions.ingress {
                 e.ingress_isolated = true;
-                for (index, r, rp) in &ingress {
-                    let Some(peers) = &rp.peers else { continue };
-                    let Some(ports) = ingress_ports(&r.ports, pod.info) else { continue };
-                    e.ingress.push(Rule { policy: id, index: *index, peers: peers.clone(), ports });
+                for r in &ingress {
+                    let ports = match &r.shared_ports {
+                        Some(p) => p.clone(),
+                        None => ingress_ports(&r.spec.ports, Some(pod.info)),
+                    };
+                    let Some(ports) = ports else { continue };
+                    e.ingress.push(Rule { policy: id, index: r.index, peers: r.peers.clone(), ports });
                 }
             }
             if m.directions.egress {
@@ -392,38 +525,36 @@ pub fn compile_policy(inp: &PolicyInputs, state: &mut PolicyState) -> CompiledPo
             status: if m.errors.is_empty() { "ok" } else { "invalid" },
             errors: m.errors.clone(),
             notes: m.warnings.iter().chain(m.notes.iter()).cloned().collect(),
-            selected_local_pods: local.iter().map(|p| p.label()).collect(),
-            selected_remote_pods: selected.iter().filter(|p| !p.local).count(),
+            selected_remote_pods: selected.iter().filter(|p| !view.pods[**p as usize].local).count(),
+            selected_local_pods: PodList::pods(dir, local),
             ingress: ingress_views,
             egress: egress_views,
         });
     }
 
     // The resident node reaches its pods whatever their ingress policies say.
-    let node_ip = u32::from(inp.node.internal_ip);
+    let node_peer: Arc<[Peer]> = Arc::new([Peer::IpBlock { cidr: (u32::from(inp.node.internal_ip), 32), except: Vec::new() }]);
     let mut node_rule_used = false;
-    for e in entries.values_mut().filter(|e| e.ingress_isolated) {
-        e.ingress.push(Rule {
-            policy: RESIDENT_NODE_POLICY,
-            index: 0,
-            peers: vec![Peer::IpBlock { cidr: (node_ip, 32), except: Vec::new() }],
-            ports: Vec::new(),
-        });
+    for e in tables.pods.values_mut().filter(|e| e.ingress_isolated) {
+        e.ingress.push(Rule { policy: RESIDENT_NODE_POLICY, index: 0, peers: node_peer.clone(), ports: Vec::new() });
         node_rule_used = true;
     }
     if node_rule_used {
         tables.policy_names.insert(RESIDENT_NODE_POLICY, RESIDENT_NODE_NAME.to_string());
     }
 
-    let identities: BTreeMap<u32, Identity> =
-        view.pods.iter().filter_map(|p| p.identity.map(|id| (u32::from(p.ip), id))).collect();
-    let now = (identities, entries);
-    if state.last.as_ref() != Some(&now) {
+    tables.identities.reserve(view.pods.len());
+    for p in view.pods.iter().filter(|p| p.addressable) {
+        if let Some(id) = view.groups[p.group as usize].identity {
+            tables.identities.insert(u32::from(p.ip), id);
+        }
+    }
+    let same = state.last.as_ref().is_some_and(|l| l.identities == tables.identities && l.pods == tables.pods);
+    if !same {
         state.epoch = state.epoch.wrapping_add(1).max(1);
     }
     tables.epoch = state.epoch;
-    tables.identities = now.0.iter().map(|(k, v)| (*k, *v)).collect();
-    tables.pods = now.1.iter().map(|(k, v)| (*k, v.clone())).collect();
-    state.last = Some(now);
+    state.last =
+        Some(PolicyTables { identities: tables.identities.clone(), pods: tables.pods.clone(), ..PolicyTables::default() });
     CompiledPolicy { tables, problems, views }
 }

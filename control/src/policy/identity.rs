@@ -5,7 +5,7 @@
 //! view an id; a pair that had one in the previous view keeps it; a new pair gets the next
 //! unused id (ids start at 1 and are never handed out twice, so an id in a table always means
 //! the same pods' labels). Pairs no longer present are forgotten.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use switch::tables::policy::Identity;
 
@@ -13,7 +13,8 @@ use super::selector::Labels;
 
 #[derive(Debug, Clone)]
 pub struct IdentityState {
-    ids: BTreeMap<(String, Labels), Identity>,
+    /// Namespace -> labels -> id (nested so that lookups borrow: no key is built to look up).
+    ids: BTreeMap<String, HashMap<Labels, Identity>>,
     next: Identity,
 }
 
@@ -24,35 +25,47 @@ impl Default for IdentityState {
 }
 
 impl IdentityState {
-    /// Ids for the pairs of `pairs` (duplicates allowed); see the module contract.
-    pub fn assign<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a str, &'a Labels)>) {
-        let mut now: BTreeMap<(String, Labels), Identity> = BTreeMap::new();
+    /// Ids for the pairs of `pairs` (duplicates allowed); see the module contract. Returns the
+    /// id of each pair, in order.
+    pub fn assign<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a str, &'a Labels)>) -> Vec<Identity> {
+        let mut old = std::mem::take(&mut self.ids);
+        let mut now: BTreeMap<String, HashMap<Labels, Identity>> = BTreeMap::new();
+        let mut out = Vec::new();
         for (ns, labels) in pairs {
-            let key = (ns.to_string(), labels.clone());
-            if now.contains_key(&key) {
+            if let Some(id) = now.get(ns).and_then(|m| m.get(labels)) {
+                out.push(*id);
                 continue;
             }
-            let id = match self.ids.get(&key) {
-                Some(id) => *id,
+            // A pair seen before keeps its id (and its key moves over: no clone).
+            let (labels, id) = match old.get_mut(ns).and_then(|m| m.remove_entry(labels)) {
+                Some(kept) => kept,
                 None => {
                     let id = self.next;
                     self.next = self.next.checked_add(1).expect("fewer than 2^32 identities over the switch's life");
-                    id
+                    (labels.clone(), id)
                 }
             };
-            now.insert(key, id);
+            out.push(id);
+            match now.get_mut(ns) {
+                Some(m) => {
+                    m.insert(labels, id);
+                }
+                None => {
+                    now.insert(ns.to_string(), HashMap::from([(labels, id)]));
+                }
+            }
         }
         self.ids = now;
+        out
     }
 
     /// The id of `(namespace, labels)` after the last [`Self::assign`].
     pub fn get(&self, namespace: &str, labels: &Labels) -> Option<Identity> {
-        // BTreeMap lookups need the owned key type; the clone is of a small map.
-        self.ids.get(&(namespace.to_string(), labels.clone())).copied()
+        self.ids.get(namespace).and_then(|m| m.get(labels)).copied()
     }
 
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.ids.values().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -73,9 +86,10 @@ mod tests {
         let a = l(&[("pod", "a")]);
         let b = l(&[("pod", "b")]);
         let mut s = IdentityState::default();
-        s.assign([("x", &a), ("x", &a), ("y", &a), ("x", &b)]);
+        let ids = s.assign([("x", &a), ("x", &a), ("y", &a), ("x", &b)]);
         assert_eq!(s.len(), 3);
         let (xa, ya, xb) = (s.get("x", &a).unwrap(), s.get("y", &a).unwrap(), s.get("x", &b).unwrap());
+        assert_eq!(ids, [xa, xa, ya, xb]);
         assert!(xa != ya && xa != xb && ya != xb);
         // x/b goes, z/a comes: the others keep their ids, the new one gets a fresh id.
         s.assign([("z", &a), ("y", &a), ("x", &a)]);

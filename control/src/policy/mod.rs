@@ -58,6 +58,7 @@
 //!   on) differ from the previous compile's, and only then (a Service edit keeps it).
 pub mod compile;
 pub mod identity;
+pub mod lists;
 pub mod model;
 pub mod selector;
 #[cfg(test)]
@@ -65,9 +66,10 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-use switch::tables::policy::{Identity, PodPolicy, PolicyId, PolicyTables};
+use switch::tables::policy::{PolicyId, PolicyTables};
 
 pub use compile::compile_policy;
+pub use lists::PodList;
 
 use crate::manifests::Manifests;
 use crate::model::{NodeInfo, PodInfo};
@@ -98,7 +100,8 @@ pub struct CompiledPolicy {
     pub views: Vec<PolicyView>,
 }
 
-/// One NetworkPolicy as compiled, for `podswitch show policies`.
+/// One NetworkPolicy as compiled, for `podswitch show policies`. Its pod lists are
+/// [`PodList`]s: they serialize, print and compare as lists of strings, spelled out on demand.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PolicyView {
     /// `namespace/name`.
@@ -114,7 +117,7 @@ pub struct PolicyView {
     /// IPv6 blocks, ignored sections.
     pub notes: Vec<String>,
     /// Local pods it selects, `namespace/name ip`.
-    pub selected_local_pods: Vec<String>,
+    pub selected_local_pods: PodList,
     /// How many pods on other nodes it selects (enforced there).
     pub selected_remote_pods: usize,
     pub ingress: Vec<RuleView>,
@@ -138,7 +141,7 @@ pub struct PeerView {
     /// What the entry says: `pods pod=b in namespace x`, `ipBlock 10.0.0.0/8 except ...`.
     pub peer: String,
     /// The pods it matches now, `namespace/name ip` (for ipBlocks: pods whose address is in it).
-    pub pods: Vec<String>,
+    pub pods: PodList,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -147,7 +150,7 @@ pub struct PortView {
     pub port: String,
     /// For a named port, where it resolves: `namespace/name port` per selected local pod
     /// (ingress) or per destination pod (egress); empty for numbers.
-    pub resolved: Vec<String>,
+    pub resolved: PodList,
 }
 
 /// What stays stable across recompiles; see the module contract.
@@ -156,8 +159,9 @@ pub struct PolicyState {
     pub(crate) identities: identity::IdentityState,
     pub(crate) policy_ids: BTreeMap<String, PolicyId>,
     pub(crate) epoch: u32,
-    /// What the previous compile's verdicts depended on.
-    pub(crate) last: Option<(BTreeMap<u32, Identity>, BTreeMap<u32, PodPolicy>)>,
+    /// What the previous compile's verdicts depended on: its `identities` and `pods` (the
+    /// other fields are left empty).
+    pub(crate) last: Option<PolicyTables>,
 }
 
 impl PolicyState {

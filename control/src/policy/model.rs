@@ -67,7 +67,7 @@ impl PortSpec {
 }
 
 /// One entry of a rule's `from` or `to`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PeerSpec {
     /// `podSelector` and/or `namespaceSelector` (at least one is set). Pod selector alone: pods
     /// of the policy's namespace; namespace selector alone: every pod of the selected

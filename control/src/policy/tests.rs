@@ -887,7 +887,7 @@ fn named_ports_resolve_per_pod_and_never_to_everything() {
     let rules = &t.pods[&u32::from(client)].egress;
     assert_eq!(rules.len(), 2, "{rules:?}");
     assert_eq!(rules[0].ports, [PortRange { proto: TCP, port: 8080, end_port: 8080 }]);
-    assert_eq!(rules[0].peers, [Peer::Addresses([u32::from(w1)].into_iter().collect())]);
+    assert_eq!(*rules[0].peers, [Peer::Addresses([u32::from(w1)].into_iter().collect())]);
     // A name no pod has: the rule allows nothing (ingress and egress).
     let none = [
         lab9(),
@@ -1125,4 +1125,321 @@ fn example_policies_compile_cleanly_over_the_lab() {
         assert!(c.views.iter().all(|v| v.status == "ok" && !v.selected_local_pods.is_empty()), "{}: {:?}", f.display(), c.views);
         assert!(!c.tables.pods.is_empty(), "{}", f.display());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// At scale, against a reference evaluation
+//
+// The compiler groups pods into identities, shares rules and peer sets between pods and
+// evaluates selectors once per identity or namespace. This checks its verdicts on a random
+// sample of connections through a benchmark-sized cluster (perf/src/policy_bench.rs, with more
+// variety) against a straightforward reading of the module contract: selectors applied to the
+// labels of the pods and namespaces concerned, nothing precomputed.
+
+struct Scale {
+    namespaces: u32,
+    pods: u32,
+    local: u32,
+    policies: u32,
+}
+
+fn scale_pod_ip(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 244, 0, 2)) + i)
+}
+
+/// Namespaces (the last one without a Namespace object; `env` on two thirds), pods (labels
+/// app/tier/shard, some without `shard`; `http` at 8080-8082 or missing, `metrics`, sometimes
+/// UDP `dns` at 53 or 54), a few odd pods, and policies of ten kinds mixed over the namespaces
+/// (named ports both ways, ranges, blocks with excepts, AND/OR peers, NotIn/Exists/DoesNotExist,
+/// deny-all, fail-closed ones, an IPv6 peer, default policyTypes).
+fn scale_yaml(s: &Scale) -> String {
+    const TIERS: [&str; 3] = ["web", "api", "db"];
+    let mut y = String::new();
+    for n in 0..s.namespaces - 1 {
+        let env = ["env: prod, ", "env: dev, ", ""][(n % 3) as usize];
+        y += &namespace(&format!("ns{n}"), &format!("{{{env}team: t{}}}", n % 10));
+    }
+    for i in 0..s.pods {
+        let mut labels = format!("app: app{}, tier: {}", i % 50, TIERS[(i % 3) as usize]);
+        if i % 97 != 0 {
+            labels += &format!(", shard: s{}", i % 7);
+        }
+        let mut ports = Vec::new();
+        if i % 13 != 0 {
+            ports.push(format!("{{name: http, containerPort: {}}}", 8080 + i % 3));
+        }
+        ports.push("{name: metrics, containerPort: 9100}".to_string());
+        if i % 5 == 0 {
+            ports.push(format!("{{name: dns, containerPort: {}, protocol: UDP}}", 53 + (i / 5) % 2));
+        }
+        let node = match i {
+            i if i < s.local && i % 29 == 7 => "",
+            i if i < s.local => "node-1",
+            _ => ["node-2", "node-3", "node-4"][(i % 3) as usize],
+        };
+        let ip = scale_pod_ip(i).to_string();
+        y += &pod(&format!("ns{}", i % s.namespaces), &format!("p{i}"), &format!("{{{labels}}}"), &ip, node, &format!("[{}]", ports.join(", ")));
+    }
+    let l = "{app: app3, tier: db, shard: s3}";
+    let http = "[{name: http, containerPort: 8080}]";
+    // Two local pods with one address (neither gets an entry or an identity); a remote pod
+    // sharing a local pod's address (the local one keeps its entry, loses its identity).
+    y += &pod("ns0", "twin-local", l, &scale_pod_ip(3).to_string(), "node-1", http);
+    y += &pod("ns1", "twin-remote", l, &scale_pod_ip(5).to_string(), "node-2", http);
+    y += &pod("ns2", "unbound", l, "10.244.250.2", "", http);
+    y += &pod(&format!("ns{}", s.namespaces - 1), "no-ns-object", l, "10.244.250.3", "node-1", http);
+    y += &pod("ns0", "no-ip", l, "", "node-1", http);
+    y += &pod("ns1", "on-node-ip", l, &NODE_IP.to_string(), "node-2", http);
+    y += "apiVersion: v1\nkind: Pod\nmetadata: {name: hostnet, namespace: ns0, labels: {app: app3, tier: db}}\n\
+          spec: {nodeName: node-1, hostNetwork: true, containers: [{name: c, image: i}]}\nstatus: {podIP: 172.18.0.9}\n---\n";
+    y += "apiVersion: v1\nkind: Pod\nmetadata: {name: done, namespace: ns0, labels: {app: app3, tier: db}}\n\
+          spec: {nodeName: node-1, containers: [{name: c, image: i}]}\nstatus: {podIP: 10.244.250.1, phase: Succeeded}\n---\n";
+
+    for p in 0..s.policies {
+        let ns = (p * 7 + p / 10) % s.namespaces;
+        let (t, a, b, sh, k) = (TIERS[(p % 3) as usize], p % 50, (p * 3 + 1) % 50, p % 7, p % 10);
+        let spec = match p % 10 {
+            0 => format!("{{podSelector: {{matchLabels: {{tier: {t}}}}}, ingress: [{{from: [{{namespaceSelector: {{matchLabels: {{team: t{k}}}}}, podSelector: {{matchLabels: {{tier: web}}}}}}], ports: [{{port: http}}]}}]}}"),
+            1 => format!("{{podSelector: {{matchExpressions: [{{key: app, operator: In, values: [app{a}, app{b}]}}]}}, ingress: [{{from: [{{podSelector: {{matchLabels: {{shard: s{sh}}}}}}}], ports: [{{protocol: TCP, port: 8080, endPort: 8082}}]}}]}}"),
+            2 => "{podSelector: {matchLabels: {tier: db}}, policyTypes: [Ingress, Egress], ingress: [{from: [{podSelector: {matchLabels: {tier: api}}}]}], egress: [{to: [{ipBlock: {cidr: 10.244.0.0/16, except: [10.244.1.0/24]}}]}]}".to_string(),
+            3 => format!("{{podSelector: {{matchExpressions: [{{key: shard, operator: NotIn, values: [s{sh}]}}]}}, ingress: [{{from: [{{namespaceSelector: {{matchExpressions: [{{key: env, operator: Exists}}]}}}}], ports: [{{port: metrics}}, {{port: 8081}}]}}]}}"),
+            4 => format!("{{podSelector: {{matchLabels: {{app: app{a}}}}}, ingress: [{{}}]}}"),
+            5 => "{podSelector: {matchLabels: {tier: api}}, policyTypes: [Egress], egress: [{to: [{namespaceSelector: {}, podSelector: {matchLabels: {tier: db}}}], ports: [{port: http}, {port: dns, protocol: UDP}]}, {to: [{ipBlock: {cidr: 10.244.0.0/22}}], ports: [{port: metrics}, {port: 9100, protocol: UDP}]}]}".to_string(),
+            6 => format!("{{podSelector: {{matchLabels: {{shard: s{sh}}}}}, ingress: [{{from: [{{ipBlock: {{cidr: 10.244.0.0/20, except: [10.244.1.0/24, 10.244.2.128/25]}}}}, {{namespaceSelector: {{matchLabels: {{env: prod}}}}, podSelector: {{matchExpressions: [{{key: shard, operator: DoesNotExist}}]}}}}, {{ipBlock: {{cidr: 'fd00::/8'}}}}], ports: [{{protocol: UDP}}, {{protocol: SCTP, port: 9100}}]}}]}}"),
+            7 => format!("{{podSelector: {{matchLabels: {{tier: web, shard: s{sh}}}}}, policyTypes: [Ingress, Egress]}}"),
+            8 if p / 10 % 2 == 0 => format!("{{podSelector: {{matchLabels: {{app: app{a}}}}}, ingress: [{{from: [{{ipBlock: {{cidr: 10.0.0.0/16, except: [10.1.0.0/24]}}}}]}}]}}"),
+            8 => "{podSelector: {matchExpressions: [{key: tier, operator: Equals, values: [api]}]}, policyTypes: [Egress], egress: [{}]}".to_string(),
+            _ => "{podSelector: {matchLabels: {tier: web}}, egress: [{to: [{podSelector: {matchExpressions: [{key: tier, operator: NotIn, values: [db]}]}}]}, {ports: [{port: 53, protocol: UDP}]}], ingress: [{from: [{namespaceSelector: {matchLabels: {env: dev}}}], ports: [{port: http}, {port: 5432, protocol: SCTP}]}]}".to_string(),
+        };
+        y += &np(&format!("ns{ns}"), &format!("pol{p}"), &spec);
+    }
+    y
+}
+
+/// The module contract, read literally.
+struct Reference<'a> {
+    node: NodeInfo,
+    /// Namespace -> labels, with the automatic name label.
+    ns_labels: BTreeMap<String, selector::Labels>,
+    /// Pods that take part, by address.
+    by_ip: BTreeMap<Ipv4Addr, Vec<&'a crate::model::PodInfo>>,
+    /// In `namespace/name` order, with their ids.
+    policies: Vec<(PolicyId, model::PolicyModel)>,
+}
+
+impl<'a> Reference<'a> {
+    fn new(m: &Manifests, pods: &'a [crate::model::PodInfo], state: &PolicyState) -> Self {
+        let node = node();
+        let mut ns_labels = BTreeMap::new();
+        for (name, ns) in &m.namespaces {
+            let mut l = ns.metadata.labels.clone().unwrap_or_default();
+            l.insert(NAMESPACE_NAME_LABEL.to_string(), name.clone());
+            ns_labels.insert(name.clone(), l);
+        }
+        let mut by_ip: BTreeMap<Ipv4Addr, Vec<&crate::model::PodInfo>> = BTreeMap::new();
+        for p in pods {
+            let Some(ip) = p.ip else { continue };
+            let phase = m.pods[&p.key()].status.as_ref().and_then(|s| s.phase.clone());
+            if p.host_network || ip == node.internal_ip || ip == crate::naming::GATEWAY_IP || matches!(phase.as_deref(), Some("Succeeded" | "Failed")) {
+                continue;
+            }
+            ns_labels.entry(p.namespace.clone()).or_insert_with(|| [(NAMESPACE_NAME_LABEL.to_string(), p.namespace.clone())].into());
+            by_ip.entry(ip).or_default().push(p);
+        }
+        let policies = m.network_policies.iter().map(|(k, np)| (state.policy_id(k).unwrap(), model::read_policy(k, np))).collect();
+        Reference { node, ns_labels, by_ip, policies }
+    }
+
+    fn is_local(&self, p: &crate::model::PodInfo) -> bool {
+        p.node_name.as_deref().is_none_or(|n| n == self.node.name)
+    }
+
+    /// The pod a peer selector can match at `ip`: the only pod taking part with that address.
+    fn pod_at(&self, ip: Ipv4Addr) -> Option<&'a crate::model::PodInfo> {
+        match self.by_ip.get(&ip).map(Vec::as_slice) {
+            Some([p]) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The local pod that has an entry at `ip`: the only local pod taking part with it.
+    fn local_at(&self, ip: Ipv4Addr) -> Option<&'a crate::model::PodInfo> {
+        let local: Vec<_> = self.by_ip.get(&ip)?.iter().filter(|p| self.is_local(p)).collect();
+        match local.as_slice() {
+            [p] => Some(**p),
+            _ => None,
+        }
+    }
+
+    fn selects(m: &model::PolicyModel, p: &crate::model::PodInfo) -> bool {
+        p.namespace == m.namespace && m.pod_selector.as_ref().is_none_or(|s| s.matches(&p.labels))
+    }
+
+    fn peer_matches(&self, m: &model::PolicyModel, peers: &[model::PeerSpec], ip: Ipv4Addr) -> bool {
+        peers.is_empty()
+            || peers.iter().any(|peer| match peer {
+                model::PeerSpec::Pods { pods, namespaces } => self.pod_at(ip).is_some_and(|q| {
+                    let ns_ok = match namespaces {
+                        None => q.namespace == m.namespace,
+                        Some(sel) => sel.matches(&self.ns_labels[&q.namespace]),
+                    };
+                    ns_ok && pods.as_ref().is_none_or(|s| s.matches(&q.labels))
+                }),
+                model::PeerSpec::IpBlock { cidr, except } => model::block_contains(cidr, except, ip),
+                model::PeerSpec::Ipv6Block { .. } => false,
+            })
+    }
+
+    /// Whether one of `ports` allows `proto`/`port` to `dst_pod` (named ports are its own).
+    fn port_matches(ports: &[model::PortSpec], dst_pod: Option<&crate::model::PodInfo>, proto: u8, port: u16) -> bool {
+        let num = |p: crate::model::L4Proto| match p {
+            crate::model::L4Proto::Tcp => TCP,
+            crate::model::L4Proto::Udp => UDP,
+            crate::model::L4Proto::Sctp => SCTP,
+        };
+        ports.is_empty()
+            || ports.iter().any(|p| {
+                num(p.proto) == proto
+                    && match &p.port {
+                        model::PortSel::All => true,
+                        model::PortSel::Range(a, b) => (*a..=*b).contains(&port),
+                        model::PortSel::Named(n) => dst_pod.is_some_and(|q| {
+                            q.ports.iter().any(|c| c.name.as_deref() == Some(n.as_str()) && c.protocol == p.proto && c.port == port)
+                        }),
+                    }
+            })
+    }
+
+    fn judge(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port: u16) -> Decision {
+        let mut allowed_by = None;
+        if let Some(sp) = self.local_at(src) {
+            let selecting: Vec<&(PolicyId, model::PolicyModel)> =
+                self.policies.iter().filter(|(_, m)| m.directions.egress && Self::selects(m, sp)).collect();
+            if !selecting.is_empty() {
+                let hit = selecting.iter().find_map(|(id, m)| {
+                    let rules = m.rules.as_ref().map_or(&[][..], |r| &r.egress);
+                    rules.iter().position(|r| {
+                        self.peer_matches(m, &r.peers, dst) && Self::port_matches(&r.ports, self.pod_at(dst), proto, port)
+                    })
+                    .map(|i| (*id, i as u16))
+                });
+                match hit {
+                    Some(h) => allowed_by = Some(h),
+                    None => return Decision::DeniedEgress,
+                }
+            }
+        }
+        if let Some(dp) = self.local_at(dst) {
+            let selecting: Vec<&(PolicyId, model::PolicyModel)> =
+                self.policies.iter().filter(|(_, m)| m.directions.ingress && Self::selects(m, dp)).collect();
+            if !selecting.is_empty() {
+                let hit = selecting
+                    .iter()
+                    .find_map(|(id, m)| {
+                        let rules = m.rules.as_ref().map_or(&[][..], |r| &r.ingress);
+                        rules.iter().position(|r| {
+                            self.peer_matches(m, &r.peers, src) && Self::port_matches(&r.ports, Some(dp), proto, port)
+                        })
+                        .map(|i| (*id, i as u16))
+                    })
+                    .or((src == self.node.internal_ip).then_some((RESIDENT_NODE_POLICY, 0)));
+                match hit {
+                    Some(h) => allowed_by = Some(h),
+                    None => return Decision::DeniedIngress,
+                }
+            }
+        }
+        match allowed_by {
+            Some((policy, index)) => Decision::Allowed { policy, index },
+            None => Decision::NotIsolated,
+        }
+    }
+}
+
+/// Compiles `yaml` with `state` and checks `samples` random connections against [`Reference`];
+/// returns how many of each kind of decision the sample had.
+fn check_against_reference(yaml: &str, state: &mut PolicyState, samples: u32, seed: u64) -> BTreeMap<&'static str, u32> {
+    let m = load(yaml);
+    let (pods, _) = all_pods(&m);
+    let n = node();
+    let c = compile_policy(&PolicyInputs { manifests: &m, node: &n, all_pods: &pods }, state);
+    let r = Reference::new(&m, &pods, state);
+    let addrs: Vec<Ipv4Addr> = pods.iter().filter_map(|p| p.ip).collect();
+    // The node, addresses of no pod (in and out of blocks and excepts), the odd pods'.
+    let special: Vec<Ipv4Addr> = [NODE_IP, ip("172.18.0.3"), ip("172.18.0.9"), ip("10.244.1.5"), ip("10.244.2.200"), ip("10.244.255.254")]
+        .into_iter()
+        .chain([ip("192.0.2.1"), ip("10.245.0.1"), scale_pod_ip(3), scale_pod_ip(5), ip("10.244.250.1"), ip("10.244.250.2"), ip("10.244.250.3")])
+        .collect();
+    let local: Vec<Ipv4Addr> = pods.iter().filter(|p| r.is_local(p)).filter_map(|p| p.ip).collect();
+    let mut rng = seed;
+    let mut next = move |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    const PORTS: [u16; 10] = [53, 54, 80, 8080, 8081, 8082, 8083, 9100, 5432, 1];
+    let mut kinds = BTreeMap::new();
+    let mut wrong = Vec::new();
+    for _ in 0..samples {
+        // Mostly from local pods (only they have egress entries), to anything.
+        let src = match next(20) {
+            0 => special[next(special.len())],
+            1..=4 => addrs[next(addrs.len())],
+            _ => local[next(local.len())],
+        };
+        let dst = match next(20) {
+            0 => special[next(special.len())],
+            1..=6 => local[next(local.len())],
+            _ => addrs[next(addrs.len())],
+        };
+        let (proto, port) = match next(10) {
+            0..=4 => (TCP, PORTS[next(PORTS.len())]),
+            5..=7 => (UDP, PORTS[next(PORTS.len())]),
+            8 => (SCTP, PORTS[next(PORTS.len())]),
+            _ => (1, 0),
+        };
+        let want = r.judge(src, dst, proto, port);
+        let got = c.tables.judge(src, dst, proto, port);
+        if got != want && wrong.len() < 10 {
+            wrong.push(format!("{src} -> {dst} proto {proto} port {port}: compiled {got:?}, reference {want:?}"));
+        }
+        let kind = match want {
+            Decision::NotIsolated => "not isolated",
+            Decision::Allowed { policy: RESIDENT_NODE_POLICY, .. } => "resident node",
+            Decision::Allowed { .. } => "allowed by a rule",
+            Decision::DeniedEgress => "denied egress",
+            Decision::DeniedIngress => "denied ingress",
+        };
+        *kinds.entry(kind).or_default() += 1;
+    }
+    assert!(wrong.is_empty(), "verdicts differ from the reference:\n{}", wrong.join("\n"));
+    kinds
+}
+
+#[test]
+fn verdicts_at_scale_agree_with_a_reference_evaluation() {
+    // The benchmark's size in release builds; a fifth of it in debug builds.
+    let s = if cfg!(debug_assertions) {
+        Scale { namespaces: 20, pods: 2_000, local: 200, policies: 200 }
+    } else {
+        Scale { namespaces: 100, pods: 10_000, local: 1_000, policies: 1_000 }
+    };
+    let samples = if cfg!(debug_assertions) { 20_000 } else { 100_000 };
+    let yaml = scale_yaml(&s);
+    let mut state = PolicyState::default();
+    let kinds = check_against_reference(&yaml, &mut state, samples, 0x9e37_79b9_7f4a_7c15);
+    for k in ["not isolated", "allowed by a rule", "denied egress", "denied ingress", "resident node"] {
+        assert!(kinds.get(k).copied().unwrap_or(0) >= samples / 1000, "too few {k:?} in the sample: {kinds:?}");
+    }
+    // Recompiled with the same state after pods change labels and a namespace its labels
+    // (identities kept, some new, some gone): still the reference's verdicts.
+    let epoch = state.epoch();
+    let changed = yaml
+        .replace("app: app7, tier: web", "app: app7, tier: api")
+        .replace("shard: s4}", "shard: s4, extra: x}")
+        .replace("{name: ns3, labels: {env: prod, ", "{name: ns3, labels: {");
+    assert_ne!(changed, yaml);
+    check_against_reference(&changed, &mut state, samples / 2, 0x2545_f491_4f6c_dd1d);
+    assert_ne!(state.epoch(), epoch);
 }

@@ -19,9 +19,15 @@
 //!   peer is [`Peer::Addresses`]: the peer pods that declare the name at `N`.
 //! - `epoch` changes with every policy-relevant change (policies, pod or namespace labels);
 //!   connections judged under another epoch are judged again on their next packet.
+//! - Size and cost: a rule's peers ([`Rule::peers`], and the [`IdSet`]s in them) are shared
+//!   by every pod the rule is written for, so the tables grow with the local pods' rules and
+//!   the distinct peer sets, not with pods times peers. [`PolicyTables::judge`] costs
+//!   O(rules of the two pods), each peer test O(1) or O(log n) (see [`IdSet`]).
+use std::fmt;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 /// Stable id of a NetworkPolicy (for counters and the flow log); its name is in
 /// [`PolicyTables::policy_names`].
@@ -30,17 +36,125 @@ pub type PolicyId = u32;
 /// An identity: a set of pods with the same namespace and labels.
 pub type Identity = u32;
 
+/// An immutable set of `u32` (identities, or addresses in host order), built once by the
+/// compiler and shared (cheap to clone) by every rule of every pod that uses it.
+///
+/// Membership is O(1) when the values are dense enough (a bitmap over `min..=max`, chosen
+/// when it is at most twice the size of the sorted list), else O(log n) (binary search in a
+/// sorted list). The representation is a function of the contents, so equal sets compare
+/// equal.
+#[derive(Clone)]
+pub struct IdSet(Arc<Repr>);
+
+#[derive(PartialEq, Eq)]
+enum Repr {
+    /// Sorted, without duplicates.
+    Sorted(Box<[u32]>),
+    /// Bit `v - base` of `words` is set for each member `v`; `len` members.
+    Bits { base: u32, len: usize, words: Box<[u64]> },
+}
+
+impl IdSet {
+    /// The set of `values` (any order, duplicates allowed).
+    pub fn new(mut values: Vec<u32>) -> Self {
+        values.sort_unstable();
+        values.dedup();
+        Self::from_sorted(values)
+    }
+
+    /// The set of `values`, which must be sorted and without duplicates.
+    pub fn from_sorted(values: Vec<u32>) -> Self {
+        debug_assert!(values.windows(2).all(|w| w[0] < w[1]));
+        let (Some(&min), Some(&max)) = (values.first(), values.last()) else {
+            return Self(Arc::new(Repr::Sorted(Box::default())));
+        };
+        let words = ((max - min) as usize >> 6) + 1;
+        // A bitmap costs 8 bytes a word, the sorted list 4 a value: bitmap when at most 2x.
+        if words <= values.len() {
+            let mut w = vec![0u64; words].into_boxed_slice();
+            for v in &values {
+                let off = (v - min) as usize;
+                w[off >> 6] |= 1 << (off & 63);
+            }
+            Self(Arc::new(Repr::Bits { base: min, len: values.len(), words: w }))
+        } else {
+            Self(Arc::new(Repr::Sorted(values.into_boxed_slice())))
+        }
+    }
+
+    #[inline]
+    pub fn contains(&self, v: u32) -> bool {
+        match &*self.0 {
+            Repr::Bits { base, words, .. } => {
+                let off = v.wrapping_sub(*base) as usize;
+                words.get(off >> 6).is_some_and(|w| (w >> (off & 63)) & 1 != 0)
+            }
+            Repr::Sorted(s) => s.binary_search(&v).is_ok(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match &*self.0 {
+            Repr::Bits { len, .. } => *len,
+            Repr::Sorted(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The members, in increasing order.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        let (sorted, bits): (&[u32], Option<(u32, &[u64])>) = match &*self.0 {
+            Repr::Sorted(s) => (s, None),
+            Repr::Bits { base, words, .. } => (&[], Some((*base, words))),
+        };
+        sorted.iter().copied().chain(bits.into_iter().flat_map(|(base, words)| {
+            words.iter().enumerate().flat_map(move |(i, &w)| {
+                (0..64u32).filter(move |b| (w >> b) & 1 != 0).map(move |b| base + (i as u32) * 64 + b)
+            })
+        }))
+    }
+}
+
+impl Default for IdSet {
+    fn default() -> Self {
+        Self::from_sorted(Vec::new())
+    }
+}
+
+impl PartialEq for IdSet {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for IdSet {}
+
+impl FromIterator<u32> for IdSet {
+    fn from_iter<I: IntoIterator<Item = u32>>(iter: I) -> Self {
+        Self::new(iter.into_iter().collect())
+    }
+}
+
+impl fmt::Debug for IdSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peer {
     /// Any pod whose identity is in the set (podSelector / namespaceSelector / both).
-    Identities(FxHashSet<Identity>),
+    Identities(IdSet),
     /// `ipBlock`: addresses in `cidr` (network, prefix length) but in none of `except`.
     IpBlock { cidr: (u32, u8), except: Vec<(u32, u8)> },
     /// An empty `from`/`to` list, or a missing one: every source or destination.
     Any,
     /// Exactly these addresses (host order): the pods an egress rule with a named port reaches
     /// on the rule's port number (see the module contract).
-    Addresses(FxHashSet<u32>),
+    Addresses(IdSet),
 }
 
 /// One entry of a rule's `ports`: protocol and a port range (`port` .. `endPort`, inclusive).
@@ -52,14 +166,21 @@ pub struct PortRange {
     pub end_port: u16,
 }
 
+impl PortRange {
+    #[inline]
+    fn matches(&self, proto: u8, port: u16) -> bool {
+        self.proto == proto && (self.port == 0 || (port >= self.port && port <= self.end_port.max(self.port)))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub policy: PolicyId,
     /// Index of the rule in its policy's `ingress` or `egress` list.
     pub index: u16,
     /// The rule matches a peer in any of these (an empty list matches nothing: the compiler
-    /// writes [`Peer::Any`] for "all peers").
-    pub peers: Vec<Peer>,
+    /// writes [`Peer::Any`] for "all peers"). Shared by every pod the rule is written for.
+    pub peers: Arc<[Peer]>,
     /// The rule matches any of these ports; empty means every port and protocol.
     pub ports: Vec<PortRange>,
 }
@@ -110,6 +231,7 @@ impl PolicyTables {
     }
 
     /// Judges a connection from `src` to `dst`:`dport` over `proto` (ports 0 for ICMP).
+    /// O(rules of the two pods): each peer test is O(1) or O(log n).
     #[inline]
     pub fn judge(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, dport: u16) -> Decision {
         let mut allowed_by = None;
@@ -133,19 +255,21 @@ impl PolicyTables {
 }
 
 fn first_match<'a>(rules: &'a [Rule], t: &PolicyTables, peer: Ipv4Addr, proto: u8, port: u16) -> Option<&'a Rule> {
-    let peer_id = t.identity_of(peer);
     let peer_u32 = u32::from(peer);
+    // Looked up on the first identity peer only.
+    let mut peer_id: Option<Option<Identity>> = None;
     rules.iter().find(|r| {
-        let port_ok = r.ports.is_empty()
-            || r.ports.iter().any(|p| p.proto == proto && (p.port == 0 || (port >= p.port && port <= p.end_port.max(p.port))));
+        let port_ok = r.ports.is_empty() || r.ports.iter().any(|p| p.matches(proto, port));
         port_ok
-            && r.peers.iter().any(|peer| match peer {
+            && r.peers.iter().any(|p| match p {
                 Peer::Any => true,
-                Peer::Identities(set) => peer_id.is_some_and(|id| set.contains(&id)),
+                Peer::Identities(set) => {
+                    (*peer_id.get_or_insert_with(|| t.identity_of(peer))).is_some_and(|id| set.contains(id))
+                }
                 Peer::IpBlock { cidr, except } => {
                     in_cidr(peer_u32, *cidr) && !except.iter().any(|e| in_cidr(peer_u32, *e))
                 }
-                Peer::Addresses(set) => set.contains(&peer_u32),
+                Peer::Addresses(set) => set.contains(peer_u32),
             })
     })
 }
@@ -179,7 +303,7 @@ mod tests {
         let rule = |port: u16, ip: Ipv4Addr| Rule {
             policy: 3,
             index: 0,
-            peers: vec![Peer::Addresses([u32::from(ip)].into_iter().collect())],
+            peers: vec![Peer::Addresses([u32::from(ip)].into_iter().collect())].into(),
             ports: vec![one(TCP, port)],
         };
         t.pods.insert(
@@ -211,14 +335,14 @@ mod tests {
             PodPolicy {
                 ingress_isolated: true,
                 ingress: vec![
-                    Rule { policy: 1, index: 0, peers: vec![], ports: vec![] },
-                    Rule { policy: 1, index: 1, peers: vec![Peer::Addresses(Default::default())], ports: vec![] },
+                    Rule { policy: 1, index: 0, peers: vec![].into(), ports: vec![] },
+                    Rule { policy: 1, index: 1, peers: vec![Peer::Addresses(Default::default())].into(), ports: vec![] },
                 ],
                 ..Default::default()
             },
         );
         assert_eq!(t.judge(A, B, TCP, 80), Decision::DeniedIngress);
-        t.pods.get_mut(&u32::from(B)).unwrap().ingress.push(Rule { policy: 2, index: 0, peers: vec![Peer::Any], ports: vec![] });
+        t.pods.get_mut(&u32::from(B)).unwrap().ingress.push(Rule { policy: 2, index: 0, peers: vec![Peer::Any].into(), ports: vec![] });
         assert_eq!(t.judge(A, B, TCP, 80), Decision::Allowed { policy: 2, index: 0 });
         assert_eq!(t.judge(A, B, 1, 0), Decision::Allowed { policy: 2, index: 0 });
     }
@@ -231,7 +355,7 @@ mod tests {
             u32::from(A),
             PodPolicy {
                 egress_isolated: true,
-                egress: vec![Rule { policy: 1, index: 0, peers: vec![block], ports: vec![PortRange { proto: TCP, port: 80, end_port: 81 }] }],
+                egress: vec![Rule { policy: 1, index: 0, peers: vec![block].into(), ports: vec![PortRange { proto: TCP, port: 80, end_port: 81 }] }],
                 ..Default::default()
             },
         );
@@ -239,7 +363,7 @@ mod tests {
             u32::from(C),
             PodPolicy {
                 ingress_isolated: true,
-                ingress: vec![Rule { policy: 2, index: 4, peers: vec![Peer::Any], ports: vec![PortRange { proto: TCP, port: 0, end_port: 0 }] }],
+                ingress: vec![Rule { policy: 2, index: 4, peers: vec![Peer::Any].into(), ports: vec![PortRange { proto: TCP, port: 0, end_port: 0 }] }],
                 ..Default::default()
             },
         );
@@ -250,7 +374,30 @@ mod tests {
         assert_eq!(t.judge(B, C, UDP, 81), Decision::DeniedIngress);
         assert_eq!(t.judge(B, C, TCP, 5000), Decision::Allowed { policy: 2, index: 4 });
         let all = Peer::IpBlock { cidr: (0, 0), except: vec![] };
-        t.pods.get_mut(&u32::from(A)).unwrap().egress[0].peers = vec![all];
+        t.pods.get_mut(&u32::from(A)).unwrap().egress[0].peers = vec![all].into();
         assert_eq!(t.judge(A, OUTSIDE, TCP, 80), Decision::Allowed { policy: 1, index: 0 });
+    }
+
+    #[test]
+    fn id_sets_are_bitmaps_when_dense_and_sorted_lists_when_sparse() {
+        let dense: IdSet = (100..300).chain([99, 150, 1000]).collect();
+        assert!(matches!(&*dense.0, Repr::Bits { base: 99, len: 202, .. }));
+        let sparse: IdSet = [7, 1_000_000, 3, 70_000, 7].into_iter().collect();
+        assert!(matches!(&*sparse.0, Repr::Sorted(_)));
+        for (set, members) in [(&dense, (99..300).chain([1000]).collect::<Vec<u32>>()), (&sparse, vec![3, 7, 70_000, 1_000_000])] {
+            assert_eq!(set.iter().collect::<Vec<_>>(), members);
+            assert_eq!(set.len(), members.len());
+            for v in [0, 1, 2, 3, 7, 8, 98, 99, 100, 299, 300, 999, 1000, 1001, 69_999, 70_000, 1_000_000, u32::MAX] {
+                assert_eq!(set.contains(v), members.contains(&v), "{v}");
+            }
+        }
+        let empty = IdSet::default();
+        assert!(empty.is_empty() && !empty.contains(0) && !empty.contains(u32::MAX));
+        // Equal contents, built apart: equal.
+        assert_eq!(dense, (99..300).rev().chain([1000]).collect::<IdSet>());
+        assert_ne!(dense, (99..300).collect::<IdSet>());
+        assert_eq!(format!("{sparse:?}"), "{3, 7, 70000, 1000000}");
+        let top: IdSet = [u32::MAX - 1, u32::MAX].into_iter().collect();
+        assert!(top.contains(u32::MAX) && !top.contains(0));
     }
 }
