@@ -93,13 +93,13 @@ fn build_tables(a: &PipelineArgs) -> Tables {
     t.set_port(UPLINK, Some(PortConfig { name: "uplink".into(), kind: PortKind::Uplink, mac: port_mac(UPLINK), source_guard: None }));
     t.routes.insert(u32::from(Ipv4Addr::new(10, 128, 0, 0)), 9, NextHop { port: UPLINK, dst_mac: [2, 0, 0, 0, 0, 1] });
     let mut s = ServiceTables { service_cidrs: vec![(u32::from(Ipv4Addr::new(10, 96, 0, 0)), 12)], snat_ip: Some(Ipv4Addr::new(172, 18, 0, 2)), ..Default::default() };
-    for svc in 0..a.services {
+    s.extend((0..a.services).map(|svc| {
         let backends: Vec<Backend> = (0..a.endpoints)
             .map(|k| Backend { ip: endpoint_ip(svc, k, a.endpoints), port: 8080, endpoint_id: svc * a.endpoints + k, local: false })
             .collect();
         let names: Vec<String> = backends.iter().map(|b| format!("{}:{}", b.ip, b.port)).collect();
-        let set = BackendSet { maglev: maglev::build(&names), backends, on_empty: OnEmpty::Reject, masquerade: false };
-        s.push(Frontend {
+        let set = BackendSet { maglev: maglev::build(&names).into(), backends: backends.into(), on_empty: OnEmpty::Reject, masquerade: false };
+        Frontend {
             name: format!("bench/svc{svc}:80"),
             service_id: svc,
             kind: FrontendKind::ClusterIp,
@@ -108,8 +108,8 @@ fn build_tables(a: &PipelineArgs) -> Tables {
             internal: set,
             affinity_timeout_s: None,
             source_ranges: vec![],
-        });
-    }
+        }
+    }));
     t.services = s;
     t
 }

@@ -331,7 +331,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         version: 0,
         ignored_kinds: Vec::new(),
         started: Instant::now(),
-        svc_state: ServiceState::default(),
+        // API objects change resourceVersion with every change: the Service compiler may trust it.
+        svc_state: ServiceState::default().with_resource_versions(kube.is_some()),
         services: None,
         pod_names: BTreeMap::new(),
         flows: flows::FlowHistory::default(),

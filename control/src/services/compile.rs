@@ -6,18 +6,44 @@
 //! 2. take the ClusterIPs and NodePorts the manifests set: a value another Service already
 //!    took skips the later Service (by key);
 //! 3. allocate the missing ones, keeping earlier allocations ([`super::allocate`]);
-//! 4. per Service port: endpoints ([`super::derive`]), sets, one frontend per address.
+//! 4. per Service port: endpoints ([`super::derive`]), sets, one frontend per address;
+//! 5. the frontends of every Service in key order; a frontend whose key an earlier one holds
+//!    is skipped.
+//!
+//! Incremental compile. Contract: [`compile_services`] gives exactly what a compile of
+//! everything ([`compile_services_full`]) gives with the same state, and leaves the same
+//! allocations and ids; it only does less work:
+//! - step 1 reads only the objects whose [`fingerprint`] changed;
+//! - steps 2-3 run only when a Service appeared, went, or changed what they read
+//!   ([`AllocSig`]). Run again on the same input they give the same allocations and the same
+//!   sentences but the one-time "allocated ... instead" ones, so those are dropped when the
+//!   previous run's result is kept;
+//! - step 4 runs only for the Services whose input changed: the Service, its EndpointSlices,
+//!   the pods its selector picks (when its endpoints come from them), its allocations, the
+//!   node. It keeps their endpoint ids, and new ids are handed out in Service key order, as a
+//!   full compile hands them out (the other Services have no new endpoints);
+//! - step 5 runs again only when a Service entered or left the tables, or some recompiled
+//!   Service's list of (frontend key, name) changed. Otherwise the new tables are the previous
+//!   ones with the recompiled Services' frontends replaced at their places: the key index and
+//!   the ClusterIP set are shared, and so is every other frontend.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::Hash;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use switch::tables::maglev;
-use switch::tables::services::{Backend, BackendSet, Frontend, FrontendKey, FrontendKind, OnEmpty, ServiceTables};
+use switch::tables::services::{
+    AddressSet, ArcList, Backend, BackendSet, Frontend, FrontendIndex, FrontendKey, FrontendKind, OnEmpty,
+    ServiceTables,
+};
 
 use super::allocate::{cluster_ip_order, node_port_order, valid_cluster_ip, Allocator};
-use super::derive::{self, Candidate};
+use super::derive::{self, Candidate, PodIndex};
+use super::fingerprint::{self, Fp, FpHasher};
 use super::model::{self, ClusterIpSpec, PortSpec, ServiceModel, SliceModel, TargetPort, TrafficPolicy};
-use super::{CompiledServices, EndpointKey, EndpointView, ServiceInputs, ServiceState, ServiceView, SetView};
-use crate::model::L4Proto;
+use super::{CompiledServices, EndpointView, ServiceConfig, ServiceInputs, ServiceState, ServiceView, SetView};
+use crate::manifests::Manifests;
+use crate::model::{L4Proto, NodeInfo, PodInfo};
 
 /// The most backends one set holds (Maglev entries are 16-bit indices).
 const MAX_BACKENDS: usize = u16::MAX as usize;
@@ -30,28 +56,606 @@ fn proto_number(p: L4Proto) -> u8 {
     }
 }
 
-/// Compiles the Services of `inp` into tables; see the module contract of [`super`].
+/// Compiles the Services of `inp` into tables; see the module contract of [`super`]. Only what
+/// changed since the last compile with `state` is compiled again (see the contract above).
 pub fn compile_services(inp: &ServiceInputs, state: &mut ServiceState) -> CompiledServices {
-    let cfg = state.config.clone();
-    let m = inp.manifests;
-    let mut problems = Vec::new();
+    compile(inp, state, false)
+}
 
-    // 1. Read.
-    let parsed: BTreeMap<&str, Option<ServiceModel>> =
-        m.services.iter().map(|(k, s)| (k.as_str(), model::read_service(k, s, &cfg, &mut problems))).collect();
-    let mut slices: BTreeMap<String, Vec<SliceModel>> = BTreeMap::new();
-    for (k, s) in &m.endpoint_slices {
-        if let Some(sl) = model::read_slice(k, s, &mut problems) {
-            slices.entry(sl.service.clone()).or_default().push(sl);
+/// [`compile_services`] without its shortcuts: every object is read and every Service compiled
+/// again. Same result and same state; for tests and measurements.
+pub fn compile_services_full(inp: &ServiceInputs, state: &mut ServiceState) -> CompiledServices {
+    compile(inp, state, true)
+}
+
+/// What steps 2-3 read of a Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AllocSig {
+    /// The object cannot be read: an allocation it holds stays reserved.
+    Unreadable,
+    Read { has_frontends: bool, cluster_ip: ClusterIpSpec, allocates: bool, groups: Vec<(u16, Option<u16>)> },
+}
+
+impl AllocSig {
+    fn of(m: Option<&ServiceModel>) -> Self {
+        match m {
+            None => Self::Unreadable,
+            Some(s) => Self::Read {
+                has_frontends: s.has_frontends(),
+                cluster_ip: s.cluster_ip,
+                allocates: s.allocates_node_ports(),
+                groups: s.node_port_groups(),
+            },
         }
     }
-    state.service_ids.retain(|k, _| m.services.contains_key(k));
-    for k in m.services.keys() {
-        if !state.service_ids.contains_key(k) {
-            state.service_ids.insert(k.clone(), state.next_service_id);
-            state.next_service_id = state.next_service_id.wrapping_add(1).max(1);
+}
+
+/// What steps 2-3 gave a Service that is in the tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Alloc {
+    cluster_ip: Ipv4Addr,
+    /// (Service `port`, NodePort) of the port groups that have one.
+    node_ports: Vec<(u16, u16)>,
+}
+
+#[derive(Debug, Clone)]
+struct SvcEntry {
+    fp: Fp,
+    /// None: the object cannot be read.
+    model: Option<Arc<ServiceModel>>,
+    read_problems: Vec<String>,
+    sig: AllocSig,
+    /// None: not in the tables (no frontends, skipped, nothing left to allocate).
+    alloc: Option<Box<Alloc>>,
+    /// Fingerprint of the pods the selector picks, while the endpoints come from them.
+    pods_fp: Option<Fp>,
+    /// Step 4's result, while `alloc` is Some (boxed: the walk over entries stays compact).
+    out: Option<Box<SvcOut>>,
+}
+
+#[derive(Debug, Clone)]
+struct SliceEntry {
+    fp: Fp,
+    model: Option<Arc<SliceModel>>,
+    problems: Vec<String>,
+}
+
+/// One frontend a Service asks for, with its view.
+#[derive(Debug, Clone)]
+struct Cand {
+    frontend: Arc<Frontend>,
+    view: Arc<ServiceView>,
+}
+
+/// A sentence of step 4, or the place of the sentence a candidate gets if its key is taken.
+#[derive(Debug, Clone)]
+enum Item {
+    Fixed(String),
+    Conflict(usize),
+}
+
+/// Endpoint ids of one Service port (name, protocol): (address, port) -> id, sorted.
+type PortIds = ((String, L4Proto), Vec<((Ipv4Addr, u16), u32)>);
+
+#[derive(Debug, Clone)]
+struct SvcOut {
+    cands: Vec<Cand>,
+    items: Vec<Item>,
+    ids: Vec<PortIds>,
+    // Set by step 5:
+    /// Index in the tables of the first frontend of this Service.
+    offset: usize,
+    /// Per candidate: None when it is in the tables, else the name of the frontend holding its key.
+    taken_by: Vec<Option<String>>,
+    problems: Vec<String>,
+    /// Endpoint ids in the backend sets of the frontends in the tables, sorted.
+    used: Vec<u32>,
+    /// Set by step 4 until step 5 has placed this result: the `used` of the previous one.
+    previous_used: Option<Vec<u32>>,
+}
+
+impl SvcOut {
+    fn shape_eq(&self, other: &SvcOut) -> bool {
+        self.cands.len() == other.cands.len()
+            && self
+                .cands
+                .iter()
+                .zip(&other.cands)
+                .all(|(a, b)| a.frontend.key == b.frontend.key && a.frontend.name == b.frontend.name)
+    }
+
+    fn render(&mut self, service: &str) {
+        self.problems = self
+            .items
+            .iter()
+            .filter_map(|it| match it {
+                Item::Fixed(s) => Some(s.clone()),
+                Item::Conflict(i) => self.taken_by[*i].as_ref().map(|winner| {
+                    let v = &self.cands[*i].view;
+                    format!(
+                        "Service {service}: {}:{}/{} is already a frontend of {winner}; this one skipped",
+                        v.ip,
+                        v.port,
+                        v.protocol.as_str().to_ascii_uppercase()
+                    )
+                }),
+            })
+            .collect();
+    }
+
+    fn compute_used(&mut self) {
+        let mut used: Vec<u32> = self
+            .cands
+            .iter()
+            .zip(&self.taken_by)
+            .filter(|(_, t)| t.is_none())
+            .flat_map(|(c, _)| c.frontend.internal.backends.iter().chain(c.frontend.external.backends.iter()))
+            .map(|b| b.endpoint_id)
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        self.used = used;
+    }
+}
+
+/// What the incremental compile keeps between compiles.
+#[derive(Clone, Default)]
+pub(crate) struct Cache {
+    /// Node name and InternalIP of the last compile.
+    node: Option<(String, Ipv4Addr)>,
+    services: BTreeMap<String, SvcEntry>,
+    slices: BTreeMap<String, SliceEntry>,
+    /// Service key -> the readable slices that name it.
+    slices_of: HashMap<String, BTreeSet<String>>,
+    /// Services whose endpoints come from their selector: a selector, in the tables, and no
+    /// EndpointSlice. Only these are looked at when pods change.
+    derived_svcs: BTreeSet<String>,
+    read_problem_svcs: BTreeSet<String>,
+    read_problem_slices: BTreeSet<String>,
+    out_problem_svcs: BTreeSet<String>,
+    /// Sentences of steps 2-3, with whether they are one-time ones.
+    alloc_problems: Vec<(bool, String)>,
+    tables: ServiceTables,
+    views: ArcList<ServiceView>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("node", &self.node)
+            .field("services", &self.services.len())
+            .field("slices", &self.slices.len())
+            .field("frontends", &self.tables.frontends.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+impl Cache {
+    /// Endpoint ids by key, as a full compile keeps them.
+    pub(crate) fn endpoint_ids(&self) -> BTreeMap<super::EndpointKey, u32> {
+        let mut out = BTreeMap::new();
+        for (k, e) in &self.services {
+            for ((name, proto), ids) in e.out.iter().flat_map(|o| o.ids.iter()) {
+                for ((ip, port), id) in ids {
+                    let key =
+                        super::EndpointKey { service: k.clone(), port_name: name.clone(), proto: *proto, ip: *ip, port: *port };
+                    out.insert(key, *id);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn set_membership(set: &mut BTreeSet<String>, key: &str, member: bool) {
+    if member {
+        if !set.contains(key) {
+            set.insert(key.to_string());
+        }
+    } else {
+        set.remove(key);
+    }
+}
+
+fn read_service_entry(key: &str, obj: &k8s_openapi::api::core::v1::Service, fp: Fp, cfg: &ServiceConfig) -> SvcEntry {
+    let mut read_problems = Vec::new();
+    let model = model::read_service(key, obj, cfg, &mut read_problems).map(Arc::new);
+    SvcEntry { fp, sig: AllocSig::of(model.as_deref()), model, read_problems, alloc: None, pods_fp: None, out: None }
+}
+
+fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> CompiledServices {
+    let m = inp.manifests;
+    let rv = state.resource_versions;
+    let ServiceState {
+        config: cfg,
+        cluster_ips: st_cluster_ips,
+        node_ports: st_node_ports,
+        service_ids,
+        next_service_id,
+        next_endpoint_id,
+        removed: st_removed,
+        cache,
+        ..
+    } = state;
+
+    let node_id = (inp.node.name.clone(), inp.node.internal_ip);
+    let all_dirty = full || cache.node.as_ref() != Some(&node_id);
+    cache.node = Some(node_id);
+    let mut dirty: BTreeSet<String> = BTreeSet::new();
+    let mut rerun_alloc = full;
+    let mut structure_changed = all_dirty;
+    let mut removed_ids: Vec<u32> = Vec::new();
+
+    // 1a. Services: read what changed.
+    let mut fresh: Vec<(&String, &k8s_openapi::api::core::v1::Service)> = Vec::new();
+    let mut gone: Vec<String> = Vec::new();
+    {
+        let mut old = cache.services.iter_mut().peekable();
+        for (k, obj) in &m.services {
+            while old.peek().is_some_and(|(ok, _)| ok.as_str() < k.as_str()) {
+                gone.push(old.next().expect("peeked").0.clone());
+            }
+            let Some((_, e)) = old.next_if(|(ok, _)| ok.as_str() == k.as_str()) else {
+                fresh.push((k, obj));
+                continue;
+            };
+            let fp = fingerprint::service(obj, rv);
+            if !full && fp == e.fp {
+                continue;
+            }
+            let n = read_service_entry(k, obj, fp, cfg);
+            e.fp = fp;
+            if n.sig != e.sig {
+                rerun_alloc = true;
+                e.sig = n.sig;
+            }
+            if n.model != e.model {
+                if !all_dirty {
+                    dirty.insert(k.clone());
+                }
+                e.model = n.model;
+            }
+            set_membership(&mut cache.read_problem_svcs, k, !n.read_problems.is_empty());
+            e.read_problems = n.read_problems;
+        }
+        gone.extend(old.map(|(k, _)| k.clone()));
+    }
+    for k in &gone {
+        let e = cache.services.remove(k).expect("listed");
+        if let Some(o) = e.out {
+            structure_changed = true;
+            removed_ids.extend(o.used);
+        }
+        cache.derived_svcs.remove(k);
+        cache.read_problem_svcs.remove(k);
+        cache.out_problem_svcs.remove(k);
+        service_ids.remove(k);
+    }
+    for (k, obj) in &fresh {
+        let e = read_service_entry(k, obj, fingerprint::service(obj, rv), cfg);
+        set_membership(&mut cache.read_problem_svcs, k, !e.read_problems.is_empty());
+        cache.services.insert((*k).clone(), e);
+        if !all_dirty {
+            dirty.insert((*k).clone());
+        }
+        // New keys in key order, as a full compile numbers them.
+        service_ids.insert((*k).clone(), *next_service_id);
+        *next_service_id = next_service_id.wrapping_add(1).max(1);
+    }
+    rerun_alloc |= !fresh.is_empty() || !gone.is_empty();
+
+    // 1b. EndpointSlices: read what changed; their Services are to be compiled again.
+    let mut touched: BTreeSet<String> = BTreeSet::new();
+    {
+        let mut changes: Vec<(String, Option<SliceEntry>)> = Vec::new();
+        let mut old = cache.slices.iter().peekable();
+        for (k, obj) in &m.endpoint_slices {
+            while old.peek().is_some_and(|(ok, _)| ok.as_str() < k.as_str()) {
+                changes.push((old.next().expect("peeked").0.clone(), None));
+            }
+            let fp = fingerprint::slice(obj, rv);
+            if let Some((_, e)) = old.next_if(|(ok, _)| ok.as_str() == k.as_str()) {
+                if !full && fp == e.fp {
+                    continue;
+                }
+            }
+            let mut problems = Vec::new();
+            let model = model::read_slice(k, obj, &mut problems).map(Arc::new);
+            changes.push((k.clone(), Some(SliceEntry { fp, model, problems })));
+        }
+        changes.extend(old.map(|(k, _)| (k.clone(), None)));
+        for (k, new) in changes {
+            let new_owner = new.as_ref().and_then(|e| e.model.as_ref()).map(|s| s.service.clone());
+            let old_entry = match new {
+                Some(e) => {
+                    set_membership(&mut cache.read_problem_slices, &k, !e.problems.is_empty());
+                    cache.slices.insert(k.clone(), e)
+                }
+                None => {
+                    cache.read_problem_slices.remove(&k);
+                    cache.slices.remove(&k)
+                }
+            };
+            let old_owner = old_entry.and_then(|e| e.model).map(|s| s.service.clone());
+            if let Some(o) = &old_owner {
+                if let Some(set) = cache.slices_of.get_mut(o) {
+                    set.remove(&k);
+                    if set.is_empty() {
+                        cache.slices_of.remove(o);
+                    }
+                }
+                if !all_dirty {
+                    touched.insert(o.clone());
+                }
+            }
+            if let Some(o) = new_owner {
+                cache.slices_of.entry(o.clone()).or_default().insert(k.clone());
+                if !all_dirty {
+                    touched.insert(o);
+                }
+            }
         }
     }
+    dirty.extend(touched.into_iter().filter(|k| cache.services.contains_key(k)));
+
+    // 2-3. Allocations, when what they read changed.
+    let alloc_problems: Vec<String> = if rerun_alloc {
+        let (allocs, problems) = allocate(&cache.services, cfg, st_cluster_ips, st_node_ports);
+        for (k, e) in cache.services.iter_mut() {
+            let a = allocs.get(k.as_str()).cloned().map(Box::new);
+            if a != e.alloc {
+                structure_changed = true;
+                if !all_dirty {
+                    dirty.insert(k.clone());
+                }
+                e.alloc = a;
+            }
+        }
+        cache.alloc_problems = problems;
+        cache.alloc_problems.iter().map(|(_, p)| p.clone()).collect()
+    } else {
+        cache.alloc_problems.iter().filter(|(once, _)| !once).map(|(_, p)| p.clone()).collect()
+    };
+
+    // Services whose endpoints come from their selector: compiled again when the pods it picks
+    // (or what is read of them) changed.
+    // Whether a Service is one of them changes only with its model, allocation or slices, which
+    // make it dirty.
+    let mut derived = |k: &String, e: &mut SvcEntry| {
+        let yes = e.alloc.is_some()
+            && e.model.as_ref().is_some_and(|s| s.selector.is_some())
+            && !cache.slices_of.contains_key(k);
+        set_membership(&mut cache.derived_svcs, k, yes);
+        if !yes {
+            e.pods_fp = None;
+        }
+    };
+    if all_dirty {
+        for (k, e) in cache.services.iter_mut() {
+            derived(k, e);
+        }
+    } else {
+        for k in &dirty {
+            derived(k, cache.services.get_mut(k).expect("dirty Services exist"));
+        }
+    }
+    let mut index: Option<PodIndex> = None;
+    let mut selected: HashMap<String, Vec<&PodInfo>> = HashMap::new();
+    for k in &cache.derived_svcs {
+        let e = cache.services.get_mut(k).expect("derived Services exist");
+        let Some((ns, sel)) = e.model.as_ref().and_then(|s| Some((s.namespace.as_str(), s.selector.as_ref()?))) else {
+            continue;
+        };
+        let pods = index.get_or_insert_with(|| PodIndex::new(inp.all_pods)).select(ns, sel);
+        let mut h = FpHasher::default();
+        pods.len().hash(&mut h);
+        for p in &pods {
+            fingerprint::add_pod(&mut h, p, m.pods.get(&p.key()), rv);
+        }
+        let fp = Some(h.fp());
+        if fp != e.pods_fp {
+            e.pods_fp = fp;
+            if !all_dirty {
+                dirty.insert(k.clone());
+            }
+        }
+        selected.insert(k.clone(), pods);
+    }
+
+    // 4. Compile the Services whose input changed.
+    let mut node_ips = vec![inp.node.internal_ip];
+    for a in &cfg.extra_node_ips {
+        if !node_ips.contains(a) {
+            node_ips.push(*a);
+        }
+    }
+    let env = Env { m, node: inp.node, node_ips: &node_ips };
+    let no_slices = BTreeSet::new();
+    let mut step4 = |k: &String, e: &mut SvcEntry| {
+        let old = e.out.take();
+        let (Some(alloc), Some(svc)) = (e.alloc.as_ref(), e.model.as_ref()) else {
+            if let Some(o) = old {
+                structure_changed = true;
+                removed_ids.extend(o.used);
+                cache.out_problem_svcs.remove(k);
+            }
+            return;
+        };
+        let slice_keys = cache.slices_of.get(k).unwrap_or(&no_slices);
+        let slices: Vec<&SliceModel> =
+            slice_keys.iter().filter_map(|s| cache.slices.get(s).and_then(|e| e.model.as_deref())).collect();
+        let pods: Option<Vec<&PodInfo>> = (slices.is_empty() && svc.selector.is_some()).then(|| {
+            selected.remove(k).unwrap_or_else(|| {
+                let sel = svc.selector.as_ref().expect("checked");
+                index.get_or_insert_with(|| PodIndex::new(inp.all_pods)).select(&svc.namespace, sel)
+            })
+        });
+        let mut out = compile_one(svc, service_ids[k], alloc, &slices, pods.as_deref(), old.as_deref(), &env, next_endpoint_id);
+        match old {
+            Some(o) => {
+                structure_changed |= !o.shape_eq(&out);
+                // Where the previous result stood; step 5 keeps it when nothing moved.
+                let o = *o;
+                out.offset = o.offset;
+                out.taken_by = o.taken_by;
+                out.previous_used = Some(o.used);
+            }
+            None => {
+                structure_changed = true;
+                out.previous_used = Some(Vec::new());
+            }
+        }
+        e.out = Some(Box::new(out));
+    };
+    if all_dirty {
+        for (k, e) in cache.services.iter_mut() {
+            step4(k, e);
+        }
+    } else {
+        for k in &dirty {
+            step4(k, cache.services.get_mut(k).expect("dirty Services exist"));
+        }
+    }
+
+    // 5. The tables.
+    let service_cidrs: Vec<(u32, u8)> =
+        cfg.service_cidrs.iter().map(|c| (u32::from(c.network()), c.prefix_len())).collect();
+    let snat_ip = Some(inp.node.internal_ip);
+    let (frontends, views, by_key, cluster_ips) = if structure_changed {
+        let n = cache.tables.frontends.len();
+        let mut by_key = FrontendIndex::with_capacity_and_hasher(n, Default::default());
+        let mut cluster_ips = AddressSet::default();
+        let mut frontends: Vec<Arc<Frontend>> = Vec::with_capacity(n);
+        let mut views: Vec<Arc<ServiceView>> = Vec::with_capacity(n);
+        for (k, e) in cache.services.iter_mut() {
+            let Some(out) = e.out.as_mut() else { continue };
+            cluster_ips.insert(u32::from(e.alloc.as_ref().expect("compiled Services are allocated").cluster_ip));
+            out.offset = frontends.len();
+            let mut taken_by = Vec::with_capacity(out.cands.len());
+            for c in &out.cands {
+                let f = &c.frontend;
+                match by_key.get(&f.key) {
+                    Some(&i) => taken_by.push(Some(frontends[i as usize].name.clone())),
+                    None => {
+                        by_key.insert(f.key, frontends.len() as u32);
+                        if f.kind == FrontendKind::ClusterIp {
+                            cluster_ips.insert(f.key.ip);
+                        }
+                        frontends.push(Arc::clone(f));
+                        views.push(Arc::clone(&c.view));
+                        taken_by.push(None);
+                    }
+                }
+            }
+            if out.previous_used.is_some() || taken_by != out.taken_by {
+                out.taken_by = taken_by;
+                out.render(k);
+                set_membership(&mut cache.out_problem_svcs, k, !out.problems.is_empty());
+                let before = out.previous_used.take().unwrap_or_else(|| std::mem::take(&mut out.used));
+                out.compute_used();
+                removed_ids.extend(sorted_difference(&before, &out.used));
+            }
+        }
+        (ArcList::from(frontends), ArcList::from(views), Arc::new(by_key), Arc::new(cluster_ips))
+    } else if dirty.is_empty() {
+        (cache.tables.frontends.clone(), cache.views.clone(), cache.tables.by_key.clone(), cache.tables.cluster_ips.clone())
+    } else {
+        // Same Services, same frontend keys and names: the recompiled ones take their places.
+        let mut frontends = cache.tables.frontends.to_vec();
+        let mut views = cache.views.to_vec();
+        for k in &dirty {
+            let Some(out) = cache.services.get_mut(k).and_then(|e| e.out.as_mut()) else { continue };
+            let Some(before) = out.previous_used.take() else { continue };
+            let mut i = out.offset;
+            for (c, t) in out.cands.iter().zip(&out.taken_by) {
+                if t.is_none() {
+                    frontends[i] = Arc::clone(&c.frontend);
+                    views[i] = Arc::clone(&c.view);
+                    i += 1;
+                }
+            }
+            out.render(k);
+            set_membership(&mut cache.out_problem_svcs, k, !out.problems.is_empty());
+            out.compute_used();
+            removed_ids.extend(sorted_difference(&before, &out.used));
+        }
+        (ArcList::from(frontends), ArcList::from(views), cache.tables.by_key.clone(), cache.tables.cluster_ips.clone())
+    };
+    let tables = ServiceTables { frontends, by_key, cluster_ips, service_cidrs, snat_ip };
+
+    // Sentences, in the order a single pass gives them.
+    let mut problems = Vec::new();
+    for k in &cache.read_problem_svcs {
+        problems.extend_from_slice(&cache.services[k].read_problems);
+    }
+    for k in &cache.read_problem_slices {
+        problems.extend_from_slice(&cache.slices[k].problems);
+    }
+    problems.extend(alloc_problems);
+    for k in &cache.out_problem_svcs {
+        problems.extend_from_slice(&cache.services[k].out.as_ref().expect("compiled").problems);
+    }
+
+    removed_ids.sort_unstable();
+    removed_ids.dedup();
+    *st_removed = removed_ids;
+    cache.tables = tables.clone();
+    cache.views = views.clone();
+    CompiledServices { tables, problems, views }
+}
+
+/// `ip:port`, as `format!("{ip}:{port}")` writes it, without the formatting machinery.
+fn address(ip: Ipv4Addr, port: u16) -> String {
+    fn push(s: &mut String, mut n: u32) {
+        let mut digits = [0u8; 5];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        s.extend(digits[i..].iter().map(|&d| d as char));
+    }
+    let mut s = String::with_capacity(21);
+    for (i, o) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        push(&mut s, o as u32);
+    }
+    s.push(':');
+    push(&mut s, port as u32);
+    s
+}
+
+/// Elements of sorted `a` not in sorted `b`.
+fn sorted_difference(a: &[u32], b: &[u32]) -> Vec<u32> {
+    a.iter().copied().filter(|x| b.binary_search(x).is_err()).collect()
+}
+
+#[cfg(test)]
+#[test]
+fn addresses_are_written_as_display_writes_them() {
+    for (ip, port) in [([0, 0, 0, 0], 0), ([10, 244, 0, 5], 8080), ([255, 255, 255, 255], 65535), ([1, 20, 100, 9], 53)] {
+        let ip = Ipv4Addr::from(ip);
+        assert_eq!(address(ip, port), format!("{ip}:{port}"));
+    }
+}
+
+/// Steps 2-3 over every Service (in key order): the allocations of the Services that make it
+/// into the tables, and the sentences, each with whether it is a one-time one.
+fn allocate(
+    services: &BTreeMap<String, SvcEntry>,
+    cfg: &ServiceConfig,
+    st_cluster_ips: &mut BTreeMap<String, Ipv4Addr>,
+    st_node_ports: &mut BTreeMap<(String, u16), u16>,
+) -> (HashMap<String, Alloc>, Vec<(bool, String)>) {
+    let mut problems: Vec<(bool, String)> = Vec::new();
+    let model_of = |k: &str| services.get(k).map(|e| e.model.as_deref());
 
     // 2. Values set by hand.
     let mut ip_owner: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
@@ -59,7 +663,7 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut ServiceState) -> Compil
     let mut requested_ips: BTreeSet<Ipv4Addr> = BTreeSet::new();
     let mut requested_nps: BTreeSet<u16> = BTreeSet::new();
     let mut ok: Vec<&ServiceModel> = Vec::new();
-    for svc in parsed.values().flatten().filter(|s| s.has_frontends()) {
+    for svc in services.values().filter_map(|e| e.model.as_deref()).filter(|s| s.has_frontends()) {
         let ip = match svc.cluster_ip {
             ClusterIpSpec::Ip(a) => Some(a),
             _ => None,
@@ -68,15 +672,14 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut ServiceState) -> Compil
         requested_ips.extend(ip);
         requested_nps.extend(nps.iter().copied());
         if let Some(o) = ip.and_then(|a| ip_owner.get(&a)) {
-            problems.push(format!(
-                "Service {}: clusterIP {} is already Service {o}'s; Service skipped",
-                svc.key,
-                ip.expect("checked")
+            problems.push((
+                false,
+                format!("Service {}: clusterIP {} is already Service {o}'s; Service skipped", svc.key, ip.expect("checked")),
             ));
             continue;
         }
         if let Some((np, o)) = nps.iter().find_map(|np| np_owner.get(np).map(|o| (np, o))) {
-            problems.push(format!("Service {}: nodePort {np} is already Service {o}'s; Service skipped", svc.key));
+            problems.push((false, format!("Service {}: nodePort {np} is already Service {o}'s; Service skipped", svc.key)));
             continue;
         }
         if let Some(a) = ip {
@@ -90,14 +693,14 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut ServiceState) -> Compil
 
     // 3a. ClusterIPs to allocate. An allocation stays while its Service exists and needs one;
     // a Service that cannot be read keeps its allocation reserved.
-    let needs_ip = |k: &str| match parsed.get(k) {
+    let needs_ip = |k: &str| match model_of(k) {
         None => false,
         Some(None) => true,
         Some(Some(s)) => s.has_frontends() && s.cluster_ip == ClusterIpSpec::Auto,
     };
-    state.cluster_ips.retain(|k, a| needs_ip(k) && valid_cluster_ip(&cfg.service_cidrs, *a));
+    st_cluster_ips.retain(|k, a| needs_ip(k) && valid_cluster_ip(&cfg.service_cidrs, *a));
     let mut lost: BTreeMap<String, String> = BTreeMap::new();
-    state.cluster_ips.retain(|k, a| match ip_owner.get(a) {
+    st_cluster_ips.retain(|k, a| match ip_owner.get(a) {
         Some(o) => {
             lost.insert(k.clone(), format!("its allocated ClusterIP {a} is now Service {o}'s clusterIP"));
             false
@@ -106,27 +709,27 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut ServiceState) -> Compil
     });
     let mut alloc = Allocator::new(
         cluster_ip_order(&cfg.service_cidrs),
-        requested_ips.iter().copied().chain(state.cluster_ips.values().copied()).collect(),
+        requested_ips.iter().copied().chain(st_cluster_ips.values().copied()).collect(),
     );
     let mut cluster_ip: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
     let mut keep = Vec::with_capacity(ok.len());
     for svc in ok {
         let a = match svc.cluster_ip {
             ClusterIpSpec::Ip(a) => a,
-            _ => match state.cluster_ips.get(&svc.key) {
+            _ => match st_cluster_ips.get(&svc.key) {
                 Some(a) => *a,
                 None => match alloc.next_free() {
                     Some(a) => {
                         if let Some(why) = lost.get(&svc.key) {
-                            problems.push(format!("Service {}: {why}; allocated {a} instead", svc.key));
+                            problems.push((true, format!("Service {}: {why}; allocated {a} instead", svc.key)));
                         }
-                        state.cluster_ips.insert(svc.key.clone(), a);
+                        st_cluster_ips.insert(svc.key.clone(), a);
                         a
                     }
                     None => {
-                        problems.push(format!(
-                            "Service {}: the Service CIDR has no free ClusterIP; Service skipped",
-                            svc.key
+                        problems.push((
+                            false,
+                            format!("Service {}: the Service CIDR has no free ClusterIP; Service skipped", svc.key),
                         ));
                         continue;
                     }
@@ -139,7 +742,7 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut ServiceState) -> Compil
     let ok = keep;
 
     // 3b. NodePorts to allocate, one per group of ports sharing a `port` number.
-    let needs_np = |k: &str, port: u16| match parsed.get(k) {
+    let needs_np = |k: &str, port: u16| match model_of(k) {
         None => false,
         Some(None) => true,
         Some(Some(s)) => {
@@ -148,9 +751,9 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut ServiceState) -> Compil
                 && s.node_port_groups().iter().any(|&(p, req)| p == port && req.is_none())
         }
     };
-    state.node_ports.retain(|(k, port), np| needs_np(k, *port) && cfg.node_port_range.contains(np));
+    st_node_ports.retain(|(k, port), np| needs_np(k, *port) && cfg.node_port_range.contains(np));
     let mut lost_np: BTreeMap<(String, u16), String> = BTreeMap::new();
-    state.node_ports.retain(|k, np| match np_owner.get(np) {
+    st_node_ports.retain(|k, np| match np_owner.get(np) {
         Some(o) => {
             lost_np.insert(k.clone(), format!("its allocated NodePort {np} is now Service {o}'s nodePort"));
             false
@@ -159,165 +762,194 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut ServiceState) -> Compil
     });
     let mut alloc = Allocator::new(
         node_port_order(cfg.node_port_range.clone()),
-        requested_nps.iter().copied().chain(state.node_ports.values().copied()).collect(),
+        requested_nps.iter().copied().chain(st_node_ports.values().copied()).collect(),
     );
-    let mut node_ports: BTreeMap<(&str, u16), u16> = BTreeMap::new();
-    let mut keep = Vec::with_capacity(ok.len());
+    let mut out: HashMap<String, Alloc> = HashMap::with_capacity(ok.len());
     'svc: for svc in ok {
+        let mut node_ports = Vec::new();
         for (port, requested) in svc.node_port_groups() {
             let np = match requested {
                 Some(np) => np,
                 None if !svc.allocates_node_ports() => continue,
-                None => match state.node_ports.get(&(svc.key.clone(), port)) {
+                None => match st_node_ports.get(&(svc.key.clone(), port)) {
                     Some(np) => *np,
                     None => match alloc.next_free() {
                         Some(np) => {
                             if let Some(why) = lost_np.get(&(svc.key.clone(), port)) {
-                                problems.push(format!("Service {}: {why}; allocated {np} instead", svc.key));
+                                problems.push((true, format!("Service {}: {why}; allocated {np} instead", svc.key)));
                             }
-                            state.node_ports.insert((svc.key.clone(), port), np);
+                            st_node_ports.insert((svc.key.clone(), port), np);
                             np
                         }
                         None => {
-                            problems.push(format!(
-                                "Service {}: the NodePort range has no free port; Service skipped",
-                                svc.key
+                            problems.push((
+                                false,
+                                format!("Service {}: the NodePort range has no free port; Service skipped", svc.key),
                             ));
                             continue 'svc;
                         }
                     },
                 },
             };
-            node_ports.insert((&svc.key, port), np);
+            node_ports.push((port, np));
         }
-        keep.push(svc);
+        out.insert(svc.key.clone(), Alloc { cluster_ip: cluster_ip[svc.key.as_str()], node_ports });
     }
-    let ok = keep;
+    (out, problems)
+}
 
-    // 4. Frontends.
-    let mut node_ips = vec![inp.node.internal_ip];
-    for a in &cfg.extra_node_ips {
-        if !node_ips.contains(a) {
-            node_ips.push(*a);
+/// What step 4 reads besides the Service.
+struct Env<'a> {
+    m: &'a Manifests,
+    node: &'a NodeInfo,
+    /// The node's addresses that serve NodePorts, InternalIP first.
+    node_ips: &'a [Ipv4Addr],
+}
+
+/// The backend list and Maglev table of one set, shared by every set with the same members.
+type SharedSet = (Arc<[Backend]>, Arc<[u16]>);
+
+/// Step 4 for one Service: its candidate frontends, views, sentences and endpoint ids.
+/// `pods` are the pods its selector picks when its endpoints come from them; `old` is its
+/// previous result (endpoint ids and Maglev tables are taken from it).
+#[allow(clippy::too_many_arguments)]
+fn compile_one(
+    svc: &ServiceModel,
+    service_id: u32,
+    alloc: &Alloc,
+    slices: &[&SliceModel],
+    pods: Option<&[&PodInfo]>,
+    old: Option<&SvcOut>,
+    env: &Env,
+    next_endpoint_id: &mut u32,
+) -> SvcOut {
+    let mut items = Vec::new();
+    let mut cands_out: Vec<Cand> = Vec::new();
+    let mut ids_out: Vec<PortIds> = Vec::with_capacity(svc.ports.len());
+    let mut maglevs: HashMap<Vec<(Ipv4Addr, u16)>, Arc<[u16]>> = HashMap::new();
+    let source_ranges: Vec<(u32, u8)> =
+        svc.source_ranges.iter().map(|n| (u32::from(n.network()), n.prefix_len())).collect();
+    for port in &svc.ports {
+        let mut problems = Vec::new();
+        let (mut cands, from) = if !slices.is_empty() {
+            (derive::from_slices(svc, port, slices, env.node, &mut problems), "endpointslices")
+        } else if let Some(pods) = pods {
+            (derive::from_selector(svc, port, pods, env.m, env.node, &mut problems), "selector")
+        } else {
+            (Vec::new(), "none")
+        };
+        if cands.len() > MAX_BACKENDS {
+            problems.push(format!(
+                "Service {}: port {} has {} endpoints; only the first {MAX_BACKENDS} are used",
+                svc.key,
+                port.label(),
+                cands.len()
+            ));
+            cands.truncate(MAX_BACKENDS);
         }
-    }
-    let mut tables = ServiceTables {
-        service_cidrs: cfg.service_cidrs.iter().map(|c| (u32::from(c.network()), c.prefix_len())).collect(),
-        snat_ip: Some(inp.node.internal_ip),
-        ..Default::default()
-    };
-    let mut views = Vec::new();
-    let mut seen_endpoints: BTreeSet<EndpointKey> = BTreeSet::new();
-    let mut maglevs: HashMap<Vec<(Ipv4Addr, u16)>, Box<[u16]>> = HashMap::new();
-    let no_slices = Vec::new();
-    for svc in ok {
-        let cip = cluster_ip[svc.key.as_str()];
-        tables.cluster_ips.insert(u32::from(cip));
-        let service_id = state.service_ids[&svc.key];
-        let own_slices: Vec<&SliceModel> = slices.get(&svc.key).unwrap_or(&no_slices).iter().collect();
-        for port in &svc.ports {
-            let (mut cands, from) = if !own_slices.is_empty() {
-                (derive::from_slices(svc, port, &own_slices, inp.node, &mut problems), "endpointslices")
-            } else if svc.selector.is_some() {
-                (derive::from_selector(svc, port, inp.all_pods, m, inp.node, &mut problems), "selector")
-            } else {
-                (Vec::new(), "none")
-            };
-            if cands.len() > MAX_BACKENDS {
-                problems.push(format!(
-                    "Service {}: port {} has {} endpoints; only the first {MAX_BACKENDS} are used",
-                    svc.key,
-                    port.label(),
-                    cands.len()
-                ));
-                cands.truncate(MAX_BACKENDS);
-            }
-            let ids: Vec<u32> = cands
-                .iter()
-                .map(|c| {
-                    let key = EndpointKey {
-                        service: svc.key.clone(),
-                        port_name: port.name.clone(),
-                        proto: port.proto,
-                        ip: c.ip,
-                        port: c.port,
-                    };
-                    let id = *state.endpoint_ids.entry(key.clone()).or_insert_with(|| {
-                        let id = state.next_endpoint_id;
-                        state.next_endpoint_id = state.next_endpoint_id.wrapping_add(1).max(1);
-                        id
-                    });
-                    seen_endpoints.insert(key);
+        items.extend(problems.into_iter().map(Item::Fixed));
+        // Ids: kept while listed; new ones in order.
+        let old_ids: &[((Ipv4Addr, u16), u32)] = old
+            .and_then(|o| o.ids.iter().find(|((n, p), _)| *n == port.name && *p == port.proto))
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or(&[]);
+        let ids: Vec<u32> = cands
+            .iter()
+            .map(|c| match old_ids.binary_search_by_key(&(c.ip, c.port), |e| e.0) {
+                Ok(i) => old_ids[i].1,
+                Err(_) => {
+                    let id = *next_endpoint_id;
+                    *next_endpoint_id = next_endpoint_id.wrapping_add(1).max(1);
                     id
-                })
-                .collect();
-            let sets = Sets::categorize(&cands);
-            let mut frontends: Vec<(FrontendKind, Ipv4Addr, u16)> = vec![(FrontendKind::ClusterIp, cip, port.port)];
-            if let Some(np) = node_ports.get(&(svc.key.as_str(), port.port)) {
-                frontends.extend(node_ips.iter().map(|a| (FrontendKind::NodePort, *a, *np)));
-            }
-            frontends.extend(svc.lb_ips.iter().map(|a| (FrontendKind::LoadBalancer, *a, port.port)));
-            frontends.extend(svc.external_ips.iter().map(|a| (FrontendKind::ExternalIp, *a, port.port)));
-            for (kind, ip, fport) in frontends {
-                let key = FrontendKey { ip: u32::from(ip), port: fport, proto: proto_number(port.proto) };
-                if let Some(&i) = tables.by_key.get(&key) {
-                    problems.push(format!(
-                        "Service {}: {ip}:{fport}/{} is already a frontend of {}; this one skipped",
-                        svc.key,
-                        port.proto.as_str().to_ascii_uppercase(),
-                        tables.frontends[i as usize].name
-                    ));
-                    continue;
                 }
-                let (internal, external) = sets.for_kind(kind, svc);
-                let mut build = |s: &SetChoice| {
-                    let backends: Vec<Backend> = s
-                        .members
-                        .iter()
-                        .map(|&i| Backend {
-                            ip: cands[i].ip,
-                            port: cands[i].port,
-                            endpoint_id: ids[i],
-                            local: cands[i].local,
-                        })
-                        .collect();
-                    let addrs: Vec<(Ipv4Addr, u16)> = backends.iter().map(|b| (b.ip, b.port)).collect();
-                    let table = maglevs
-                        .entry(addrs)
-                        .or_insert_with_key(|a| {
-                            let names: Vec<String> = a.iter().map(|(ip, p)| format!("{ip}:{p}")).collect();
-                            maglev::build(&names)
-                        })
-                        .clone();
-                    BackendSet { backends, maglev: table, on_empty: s.on_empty, masquerade: s.masquerade }
-                };
-                let f = Frontend {
-                    name: svc.port_name(port),
-                    service_id,
-                    kind,
-                    key,
-                    internal: build(&internal),
-                    external: build(&external),
-                    affinity_timeout_s: svc.affinity_timeout_s,
-                    source_ranges: if kind == FrontendKind::LoadBalancer {
-                        svc.source_ranges.iter().map(|n| (u32::from(n.network()), n.prefix_len())).collect()
-                    } else {
-                        Vec::new()
-                    },
-                };
-                views.push(view(svc, port, &f, &cands, &ids, &internal, &external, from));
-                tables.push(f);
-            }
+            })
+            .collect();
+        // Candidates are sorted by (address, port): so is the id list.
+        ids_out.push(((port.name.clone(), port.proto), cands.iter().zip(&ids).map(|(c, &id)| ((c.ip, c.port), id)).collect()));
+
+        let sets = Sets::categorize(&cands);
+        let mut frontends: Vec<(FrontendKind, Ipv4Addr, u16)> = vec![(FrontendKind::ClusterIp, alloc.cluster_ip, port.port)];
+        if let Some(&(_, np)) = alloc.node_ports.iter().find(|(p, _)| *p == port.port) {
+            frontends.extend(env.node_ips.iter().map(|a| (FrontendKind::NodePort, *a, np)));
+        }
+        frontends.extend(svc.lb_ips.iter().map(|a| (FrontendKind::LoadBalancer, *a, port.port)));
+        frontends.extend(svc.external_ips.iter().map(|a| (FrontendKind::ExternalIp, *a, port.port)));
+        // [cluster set, local set] of this port, built once.
+        let mut shared: [Option<SharedSet>; 2] = [None, None];
+        for (kind, ip, fport) in frontends {
+            let key = FrontendKey { ip: u32::from(ip), port: fport, proto: proto_number(port.proto) };
+            let (internal, external) = sets.for_kind(kind, svc);
+            let mut build = |s: &SetChoice| {
+                let (backends, table) = shared[s.local_only as usize]
+                    .get_or_insert_with(|| {
+                        let backends: Arc<[Backend]> = s
+                            .members
+                            .iter()
+                            .map(|&i| Backend {
+                                ip: cands[i].ip,
+                                port: cands[i].port,
+                                endpoint_id: ids[i],
+                                local: cands[i].local,
+                            })
+                            .collect();
+                        let table = maglev_for(&backends, &mut maglevs, old);
+                        (backends, table)
+                    })
+                    .clone();
+                BackendSet { backends, maglev: table, on_empty: s.on_empty, masquerade: s.masquerade }
+            };
+            let f = Frontend {
+                name: svc.port_name(port),
+                service_id,
+                kind,
+                key,
+                internal: build(&internal),
+                external: build(&external),
+                affinity_timeout_s: svc.affinity_timeout_s,
+                source_ranges: if kind == FrontendKind::LoadBalancer { source_ranges.clone() } else { Vec::new() },
+            };
+            let v = view(svc, port, &f, &cands, &ids, &internal, &external, from);
+            items.push(Item::Conflict(cands_out.len()));
+            cands_out.push(Cand { frontend: Arc::new(f), view: Arc::new(v) });
         }
     }
+    SvcOut {
+        cands: cands_out,
+        items,
+        ids: ids_out,
+        offset: 0,
+        taken_by: Vec::new(),
+        problems: Vec::new(),
+        used: Vec::new(),
+        previous_used: None,
+    }
+}
 
-    // Ids of endpoints no longer listed go; ids that left every set are reported.
-    state.endpoint_ids.retain(|k, _| seen_endpoints.contains(k));
-    let out = CompiledServices { tables, problems, views };
-    let now = out.endpoint_ids();
-    state.removed = state.in_use.difference(&now).copied().collect();
-    state.in_use = now;
-    out
+/// The Maglev table of `backends`' addresses: one this compile of the Service already built,
+/// else the previous compile's, else a new one.
+fn maglev_for(
+    backends: &[Backend],
+    built: &mut HashMap<Vec<(Ipv4Addr, u16)>, Arc<[u16]>>,
+    old: Option<&SvcOut>,
+) -> Arc<[u16]> {
+    let addrs: Vec<(Ipv4Addr, u16)> = backends.iter().map(|b| (b.ip, b.port)).collect();
+    if let Some(t) = built.get(&addrs) {
+        return t.clone();
+    }
+    let same = |s: &BackendSet| s.backends.len() == addrs.len() && s.backends.iter().zip(&addrs).all(|(b, a)| (b.ip, b.port) == *a);
+    let previous = old.and_then(|o| {
+        o.cands
+            .iter()
+            .flat_map(|c| [&c.frontend.internal, &c.frontend.external])
+            .find(|s| same(s))
+            .map(|s| s.maglev.clone())
+    });
+    let table = previous.unwrap_or_else(|| {
+        let names: Vec<String> = addrs.iter().map(|(ip, p)| address(*ip, *p)).collect();
+        maglev::build(&names).into()
+    });
+    built.insert(addrs, table.clone());
+    table
 }
 
 /// The endpoints one set uses, as indices into the candidates.
@@ -423,7 +1055,7 @@ fn view(
             .iter()
             .enumerate()
             .map(|(i, c)| EndpointView {
-                address: format!("{}:{}", c.ip, c.port),
+                address: address(c.ip, c.port),
                 endpoint_id: ids[i],
                 ready: c.ready,
                 serving: c.serving,

@@ -17,8 +17,7 @@
 //!   node (manifest source convention); a slice endpoint without nodeName is not local.
 //! - The same address and port listed twice (overlapping slices) counts once: the first in
 //!   slice-name order, unless a later copy is ready and the first is not.
-use std::collections::btree_map::Entry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -56,10 +55,11 @@ pub fn from_slices(
     for s in slices {
         let Some(sp) = s.ports.iter().find(|p| p.name == port.name && p.proto == port.proto) else { continue };
         matched = true;
+        let plain = format!("EndpointSlice {}", s.key);
         for e in &s.endpoints {
             let source = match &e.pod {
-                Some(p) => format!("EndpointSlice {}, pod {p}", s.key),
-                None => format!("EndpointSlice {}", s.key),
+                Some(p) => format!("{plain}, pod {p}"),
+                None => plain.clone(),
             };
             out.push(Candidate {
                 ip: e.ip,
@@ -88,9 +88,9 @@ pub fn from_slices(
     dedupe(out)
 }
 
-/// The endpoint conditions the EndpointSlice controller gives a pod, or None when it leaves
-/// the pod out. `obj` is the pod's object when the manifests hold it.
-pub fn pod_conditions(obj: Option<&Pod>, publish_not_ready: bool) -> Option<(bool, bool, bool)> {
+/// What the EndpointSlice controller reads of a pod's object: None when it leaves the pod out
+/// (phase Succeeded or Failed), else (Ready, terminating).
+pub fn pod_status(obj: Option<&Pod>) -> Option<(bool, bool)> {
     let status = obj.and_then(|p| p.status.as_ref());
     if matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")) {
         return None;
@@ -100,15 +100,63 @@ pub fn pod_conditions(obj: Option<&Pod>, publish_not_ready: bool) -> Option<(boo
         Some(conds) => conds.iter().any(|c| c.type_ == "Ready" && c.status == "True"),
     };
     let terminating = obj.is_some_and(|p| p.metadata.deletion_timestamp.is_some());
+    Some((pod_ready, terminating))
+}
+
+/// The endpoint conditions the EndpointSlice controller gives a pod, or None when it leaves
+/// the pod out. `obj` is the pod's object when the manifests hold it.
+pub fn pod_conditions(obj: Option<&Pod>, publish_not_ready: bool) -> Option<(bool, bool, bool)> {
+    let (pod_ready, terminating) = pod_status(obj)?;
     let ready = publish_not_ready || (pod_ready && !terminating);
     Some((ready, pod_ready, terminating))
 }
 
-/// Endpoints of `port` derived from the pods `svc`'s selector matches.
+/// Pods by namespace and label, so that a selector is matched against the pods that carry the
+/// rarest of its labels instead of against every pod.
+pub struct PodIndex<'a> {
+    pods: &'a [PodInfo],
+    /// namespace -> (label key, value) -> indices into `pods`, ascending.
+    by_label: HashMap<&'a str, HashMap<(&'a str, &'a str), Vec<u32>>>,
+}
+
+impl<'a> PodIndex<'a> {
+    pub fn new(pods: &'a [PodInfo]) -> Self {
+        let mut by_label: HashMap<&str, HashMap<(&str, &str), Vec<u32>>> = HashMap::new();
+        for (i, p) in pods.iter().enumerate() {
+            let ns = by_label.entry(p.namespace.as_str()).or_default();
+            for (k, v) in &p.labels {
+                ns.entry((k.as_str(), v.as_str())).or_default().push(i as u32);
+            }
+        }
+        Self { pods, by_label }
+    }
+
+    /// The pods of `namespace` whose labels hold all of `selector`'s, in the order of the pod
+    /// list. An empty selector selects nothing (a Service without one has no derived endpoints).
+    pub fn select(&self, namespace: &str, selector: &BTreeMap<String, String>) -> Vec<&'a PodInfo> {
+        let Some(ns) = self.by_label.get(namespace) else { return Vec::new() };
+        let mut lists = Vec::with_capacity(selector.len());
+        for (k, v) in selector {
+            match ns.get(&(k.as_str(), v.as_str())) {
+                Some(l) => lists.push(l),
+                None => return Vec::new(),
+            }
+        }
+        let Some(shortest) = lists.iter().min_by_key(|l| l.len()) else { return Vec::new() };
+        shortest
+            .iter()
+            .map(|&i| &self.pods[i as usize])
+            .filter(|p| selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+            .collect()
+    }
+}
+
+/// Endpoints of `port` derived from the pods `svc`'s selector matches, among `pods` (any list
+/// that holds them, e.g. [`PodIndex::select`]'s).
 pub fn from_selector(
     svc: &ServiceModel,
     port: &PortSpec,
-    pods: &[PodInfo],
+    pods: &[&PodInfo],
     manifests: &Manifests,
     node: &NodeInfo,
     problems: &mut Vec<String>,
@@ -161,20 +209,21 @@ pub fn from_selector(
     dedupe(out)
 }
 
-/// One candidate per (address, port), sorted by them; a ready copy wins over a non-ready one.
-fn dedupe(list: Vec<Candidate>) -> Vec<Candidate> {
-    let mut out: BTreeMap<(Ipv4Addr, u16), Candidate> = BTreeMap::new();
+/// One candidate per (address, port), sorted by them: the first in list order, unless a later
+/// copy is ready and it is not.
+fn dedupe(mut list: Vec<Candidate>) -> Vec<Candidate> {
+    // A stable sort keeps the copies of one (address, port) in list order.
+    list.sort_by_key(|c| (c.ip, c.port));
+    let mut out: Vec<Candidate> = Vec::with_capacity(list.len());
     for c in list {
-        match out.entry((c.ip, c.port)) {
-            Entry::Occupied(mut o) => {
-                if !o.get().ready && c.ready {
-                    o.insert(c);
+        match out.last_mut() {
+            Some(last) if (last.ip, last.port) == (c.ip, c.port) => {
+                if !last.ready && c.ready {
+                    *last = c;
                 }
             }
-            Entry::Vacant(v) => {
-                v.insert(c);
-            }
+            _ => out.push(c),
         }
     }
-    out.into_values().collect()
+    out
 }

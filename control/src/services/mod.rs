@@ -34,21 +34,30 @@
 //!   is listed. Ids are never reused. [`ServiceState::removed_endpoints`] lists the endpoint ids
 //!   that were in some backend set after the previous compile and are in none now (removed,
 //!   or no longer usable), so conntrack can flush their UDP entries at once.
+//! - Incremental: [`ServiceState`] keeps what each Service was compiled from and into, and a
+//!   compile only redoes the Services whose input changed (see [`compile`]); the result is
+//!   exactly the one a compile of everything gives ([`compile_services_full`]). The tables
+//!   share every unchanged part with the previous version, so publishing them is cheap.
 pub mod allocate;
 pub mod compile;
 pub mod derive;
+pub mod fingerprint;
 pub mod model;
 #[cfg(test)]
+mod reference;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_incremental;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 
 use ipnet::Ipv4Net;
-use switch::tables::services::{FrontendKind, OnEmpty, ServiceTables};
+use switch::tables::services::{ArcList, FrontendKind, OnEmpty, ServiceTables};
 
-pub use compile::compile_services;
+pub use compile::{compile_services, compile_services_full};
 pub use model::{ServiceType, TrafficPolicy};
 
 use crate::manifests::Manifests;
@@ -111,8 +120,9 @@ pub struct CompiledServices {
     /// Sentences naming the object, e.g. `Service x/s: port 80/TCP has targetPort "http" that
     /// pod x/a does not declare; endpoint skipped`. Warnings: the tables hold the rest.
     pub problems: Vec<String>,
-    /// One per frontend, in the order of `tables.frontends`, for `podswitch show services`.
-    pub views: Vec<ServiceView>,
+    /// One per frontend, in the order of `tables.frontends`, for `podswitch show services`
+    /// (shared with the compiler's state: unchanged Services keep their views).
+    pub views: ArcList<ServiceView>,
 }
 
 impl CompiledServices {
@@ -191,6 +201,7 @@ pub struct EndpointView {
 }
 
 /// Key of an endpoint id: Service, Service port name, protocol, endpoint address and port.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct EndpointKey {
     pub service: String,
@@ -210,11 +221,12 @@ pub struct ServiceState {
     pub(crate) node_ports: BTreeMap<(String, u16), u16>,
     pub(crate) service_ids: BTreeMap<String, u32>,
     pub(crate) next_service_id: u32,
-    pub(crate) endpoint_ids: BTreeMap<EndpointKey, u32>,
     pub(crate) next_endpoint_id: u32,
-    /// Endpoint ids in some backend set after the last compile.
-    pub(crate) in_use: BTreeSet<u32>,
     pub(crate) removed: Vec<u32>,
+    /// Fingerprint objects by `metadata.resourceVersion` when they have one.
+    pub(crate) resource_versions: bool,
+    /// What each Service and EndpointSlice was compiled from and into (endpoint ids included).
+    pub(crate) cache: compile::Cache,
 }
 
 impl Default for ServiceState {
@@ -231,11 +243,19 @@ impl ServiceState {
             node_ports: BTreeMap::new(),
             service_ids: BTreeMap::new(),
             next_service_id: 1,
-            endpoint_ids: BTreeMap::new(),
             next_endpoint_id: 1,
-            in_use: BTreeSet::new(),
             removed: Vec::new(),
+            resource_versions: false,
+            cache: compile::Cache::default(),
         }
+    }
+
+    /// Whether an object with a `metadata.resourceVersion` is known unchanged by it (objects
+    /// from the Kubernetes API, where every change gets a new one) instead of by a hash of the
+    /// fields the compiler reads. Off by default: a manifest file may carry a stale one.
+    pub fn with_resource_versions(mut self, on: bool) -> Self {
+        self.resource_versions = on;
+        self
     }
 
     pub fn config(&self) -> &ServiceConfig {

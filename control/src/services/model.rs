@@ -5,11 +5,13 @@
 //! the object; a problem confined to one port pushes a sentence and drops that port only.
 //! IPv6 addresses are skipped silently (this switch serves IPv4; a dual-stack Service keeps
 //! its IPv4 side).
+//! Every field these functions read is also hashed by [`super::fingerprint`]: a field read here
+//! and not there would not trigger a recompile when it changes.
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -213,7 +215,14 @@ fn port_number(n: i32) -> Option<u16> {
 /// Reads one Service (`key` is `namespace/name`); see the module contract.
 pub fn read_service(key: &str, svc: &Service, cfg: &ServiceConfig, problems: &mut Vec<String>) -> Option<ServiceModel> {
     let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
-    let spec = svc.spec.clone().unwrap_or_default();
+    let default_spec;
+    let spec = match &svc.spec {
+        Some(s) => s,
+        None => {
+            default_spec = ServiceSpec::default();
+            &default_spec
+        }
+    };
     fn fail(problems: &mut Vec<String>, key: &str, what: String) -> Option<ServiceModel> {
         problems.push(format!("Service {key}: {what}; Service skipped"));
         None

@@ -141,8 +141,8 @@ fn new_flow(
         verdict: 0,
         timeout_ms: 0,
     };
-    let frontend = if key.proto != IPPROTO_ICMP { svc.frontend(parsed.dst_ip, key.dport, key.proto) } else { None };
-    if let Some(f) = frontend {
+    let frontend = if key.proto != IPPROTO_ICMP { svc.lookup(parsed.dst_ip, key.dport, key.proto) } else { None };
+    if let Some((index, f)) = frontend {
         if from_uplink && !f.source_allowed(parsed.src_ip) {
             return Err(Verdict::Drop(DropReason::LbSourceDenied));
         }
@@ -167,7 +167,7 @@ fn new_flow(
             init.flags |= flags::SNAT;
         }
         init.reply = reply;
-        init.frontend = svc.by_key.get(&f.key).map_or(0, |i| i + 1);
+        init.frontend = index + 1;
         init.endpoint = endpoint;
     } else if svc.in_service_cidr(parsed.dst_ip) {
         if svc.cluster_ips.contains(&u32::from(parsed.dst_ip)) {

@@ -15,7 +15,15 @@
 //!   length is a prime. An empty set has an empty table.
 //! - An address inside `service_cidrs` that is no ClusterIP is dropped; a ClusterIP on a port or
 //!   protocol no frontend has is rejected.
+//! - Sharing: every part that can be large is behind an `Arc` and never mutated once published
+//!   (frontends, backend lists, Maglev tables, the key index, the ClusterIP set), so cloning a
+//!   [`ServiceTables`] costs a few reference counts, and a new version that changes one Service
+//!   shares everything else with the previous one (identical backend sets share one list and
+//!   one Maglev table). The dataplane's cost is one hash lookup per new connection
+//!   ([`ServiceTables::lookup`]); established connections never read these tables.
 use std::net::Ipv4Addr;
+use std::ops::Deref;
+use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -57,8 +65,10 @@ pub struct Backend {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendSet {
-    pub backends: Vec<Backend>,
-    pub maglev: Box<[u16]>,
+    /// Shared by every set (of any frontend) with the same backends.
+    pub backends: Arc<[Backend]>,
+    /// Shared by every set with the same backend addresses.
+    pub maglev: Arc<[u16]>,
     pub on_empty: OnEmpty,
     pub masquerade: bool,
 }
@@ -101,13 +111,90 @@ impl Frontend {
     }
 }
 
+/// An immutable list whose elements are shared: cloning the list is one reference count, and a
+/// list built from another one's elements shares them.
+pub struct ArcList<T>(Arc<[Arc<T>]>);
+
+impl<T> ArcList<T> {
+    /// Whether both lists are the same allocation.
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl<T> Clone for ArcList<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<T> Default for ArcList<T> {
+    fn default() -> Self {
+        Self(Arc::from(Vec::new()))
+    }
+}
+
+impl<T> Deref for ArcList<T> {
+    type Target = [Arc<T>];
+    #[inline]
+    fn deref(&self) -> &[Arc<T>] {
+        &self.0
+    }
+}
+
+impl<'a, T> IntoIterator for &'a ArcList<T> {
+    type Item = &'a Arc<T>;
+    type IntoIter = std::slice::Iter<'a, Arc<T>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<T> FromIterator<Arc<T>> for ArcList<T> {
+    fn from_iter<I: IntoIterator<Item = Arc<T>>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+impl<T> From<Vec<Arc<T>>> for ArcList<T> {
+    fn from(v: Vec<Arc<T>>) -> Self {
+        Self(v.into())
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for ArcList<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
+
+impl<T: PartialEq> PartialEq for ArcList<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.ptr_eq(other) || *self.0 == *other.0
+    }
+}
+
+impl<T: Eq> Eq for ArcList<T> {}
+
+impl<T: serde::Serialize> serde::Serialize for ArcList<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|t| &**t))
+    }
+}
+
+/// Frontend key -> index in [`ServiceTables::frontends`].
+pub type FrontendIndex = FxHashMap<FrontendKey, u32>;
+/// A set of IPv4 addresses (host order).
+pub type AddressSet = FxHashSet<u32>;
+
 #[derive(Debug, Clone, Default)]
 pub struct ServiceTables {
-    pub frontends: Vec<Frontend>,
-    /// Frontend key -> index in `frontends`.
-    pub by_key: FxHashMap<FrontendKey, u32>,
+    /// Shared with other versions; [`Frontend`]s are never mutated once published.
+    pub frontends: ArcList<Frontend>,
+    /// Frontend key -> index in `frontends` (rebuilt only when the set of keys changes).
+    pub by_key: Arc<FrontendIndex>,
     /// Every ClusterIP in force (host order).
-    pub cluster_ips: FxHashSet<u32>,
+    pub cluster_ips: Arc<AddressSet>,
     /// The Service CIDRs (network, prefix length), e.g. 10.96.0.0/12.
     pub service_cidrs: Vec<(u32, u8)>,
     /// The address masqueraded traffic leaves with (the node's InternalIP).
@@ -115,10 +202,16 @@ pub struct ServiceTables {
 }
 
 impl ServiceTables {
+    /// The frontend of (`ip`, `port`, `proto`) with its index in `frontends`: one hash lookup.
+    #[inline]
+    pub fn lookup(&self, ip: Ipv4Addr, port: u16, proto: u8) -> Option<(u32, &Frontend)> {
+        let i = *self.by_key.get(&FrontendKey { ip: u32::from(ip), port, proto })?;
+        self.frontends.get(i as usize).map(|f| (i, &**f))
+    }
+
     #[inline]
     pub fn frontend(&self, ip: Ipv4Addr, port: u16, proto: u8) -> Option<&Frontend> {
-        let i = *self.by_key.get(&FrontendKey { ip: u32::from(ip), port, proto })?;
-        self.frontends.get(i as usize)
+        self.lookup(ip, port, proto).map(|(_, f)| f)
     }
 
     #[inline]
@@ -127,12 +220,24 @@ impl ServiceTables {
         self.service_cidrs.iter().any(|&(net, len)| len == 0 || (a ^ net) >> (32 - len as u32) == 0)
     }
 
-    /// Adds a frontend, indexing it.
+    /// Adds a frontend, indexing it (copies the frontend list: for tests and small tables; use
+    /// [`ServiceTables::extend`] to add many).
     pub fn push(&mut self, f: Frontend) {
-        if f.kind == FrontendKind::ClusterIp {
-            self.cluster_ips.insert(f.key.ip);
+        self.extend([f]);
+    }
+
+    /// Adds frontends, indexing them (a key added again is indexed to its last frontend).
+    pub fn extend(&mut self, fs: impl IntoIterator<Item = Frontend>) {
+        let mut list: Vec<Arc<Frontend>> = self.frontends.to_vec();
+        let by_key = Arc::make_mut(&mut self.by_key);
+        let cluster_ips = Arc::make_mut(&mut self.cluster_ips);
+        for f in fs {
+            if f.kind == FrontendKind::ClusterIp {
+                cluster_ips.insert(f.key.ip);
+            }
+            by_key.insert(f.key, list.len() as u32);
+            list.push(Arc::new(f));
         }
-        self.by_key.insert(f.key, self.frontends.len() as u32);
-        self.frontends.push(f);
+        self.frontends = list.into();
     }
 }
