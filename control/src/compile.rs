@@ -126,16 +126,7 @@ mod tests {
     use crate::model::DEFAULT_INTERNAL_IP;
 
     fn pod(ns: &str, name: &str, ip: Option<&str>) -> PodInfo {
-        PodInfo {
-            namespace: ns.into(),
-            name: name.into(),
-            ip: ip.map(|s| s.parse().unwrap()),
-            labels: Default::default(),
-            ports: vec![],
-            node_name: None,
-            host_network: false,
-            interface: naming::pod_interface(ns, name),
-        }
+        PodInfo::for_test(ns, name, ip)
     }
 
     fn node() -> NodeInfo {

@@ -76,6 +76,21 @@ impl PodInfo {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
+
+    /// A bare pod (no labels, ports or node) for unit tests.
+    #[cfg(test)]
+    pub fn for_test(ns: &str, name: &str, ip: Option<&str>) -> Self {
+        PodInfo {
+            namespace: ns.into(),
+            name: name.into(),
+            ip: ip.map(|i| i.parse().expect("test IP")),
+            labels: Default::default(),
+            ports: vec![],
+            node_name: None,
+            host_network: false,
+            interface: naming::pod_interface(ns, name),
+        }
+    }
 }
 
 /// The Node this switch serves: `wanted` by name, else the only Node of the view, else the

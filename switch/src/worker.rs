@@ -215,7 +215,14 @@ impl Worker {
     pub fn poll_once(&mut self) -> usize {
         let tables_guard = self.tables.load();
         let tables: &Tables = &tables_guard;
-        let now = self.ct.now_ms();
+        let ctx = Ctx {
+            tables,
+            ct: &self.ct,
+            now: self.ct.now_ms(),
+            drops: &self.shared.drops,
+            flows: &self.shared.flows,
+            policy_counters: &self.shared.policy,
+        };
         let mut work = 0;
         for i in 0..self.ports.len() {
             let port = &mut self.ports[i];
@@ -233,14 +240,6 @@ impl Worker {
             for k in 0..n {
                 let mut desc = self.rx[k];
                 bytes += desc.lengths().data() as u64;
-                let ctx = Ctx {
-                    tables,
-                    ct: &self.ct,
-                    now,
-                    drops: &self.shared.drops,
-                    flows: &self.shared.flows,
-                    policy_counters: &self.shared.policy,
-                };
                 let verdict = self.mem.with_frame(&mut desc, |buf, len| {
                     let v = process(buf, len, in_id, &ctx);
                     let new_len = match v {

@@ -188,16 +188,7 @@ mod tests {
     use crate::model::L4Proto;
 
     fn pod(ns: &str, name: &str, ip: Option<&str>) -> PodInfo {
-        PodInfo {
-            namespace: ns.into(),
-            name: name.into(),
-            ip: ip.map(|i| i.parse().unwrap()),
-            labels: Default::default(),
-            ports: vec![],
-            node_name: None,
-            host_network: false,
-            interface: naming::pod_interface(ns, name),
-        }
+        PodInfo::for_test(ns, name, ip)
     }
 
     fn node() -> NodeInfo {

@@ -226,7 +226,7 @@ impl ConnTable {
         let n = self.buckets.len();
         for probe in 0..MAX_PROBE {
             let b = (home + probe) % n;
-            if probe > 0 && probe == 1 {
+            if probe == 1 {
                 // Announce before publishing, so lookups look past home from now on.
                 self.buckets[home].overflow.fetch_add(1, AcqRel);
             }
