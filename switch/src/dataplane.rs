@@ -219,19 +219,42 @@ impl Dataplane {
             bound.push(q);
         }
         let mut queues = Vec::new();
+        let mut sockets = Vec::new();
         let fill_target = self.fill_target(self.ports.len() + 1);
         for (w, q) in bound.into_iter().enumerate() {
-            xdp.register_socket(q.queue, q.fd)?;
             let info = QueueInfo { queue: q.queue, worker: w, core: self.workers[w].core, zerocopy: q.zerocopy };
             let counters = Arc::new(PortQueueCounters::default());
+            sockets.push((q.queue, q.fd));
             let rings = PortRings::new(id, q, fill_target);
+            let (ready_tx, ready_rx) = bounded(1);
             self.workers[w]
                 .cmds
-                .send(WorkerCmd::AddPort { rings: Box::new(rings), counters: Arc::clone(&counters) })
+                .send(WorkerCmd::AddPort { rings: Box::new(rings), counters: Arc::clone(&counters), ready: ready_tx })
                 .map_err(|_| DataplaneError::WorkerGone(w))?;
-            queues.push((info, counters));
+            queues.push((info, counters, ready_rx));
+        }
+        // Redirect to a socket only once its worker polls it with a filled fill ring: until
+        // then the port's frames pass to the kernel rather than die on an empty fill ring.
+        let mut result = Ok(());
+        for (info, _, ready) in &queues {
+            if ready.recv_timeout(Duration::from_secs(5)).is_err() {
+                result = Err(DataplaneError::WorkerGone(info.worker));
+            }
+        }
+        let queues: Vec<_> = queues.into_iter().map(|(info, counters, _)| (info, counters)).collect();
+        if result.is_ok() {
+            for (queue, fd) in sockets {
+                if let Err(e) = xdp.register_socket(queue, fd) {
+                    result = Err(e.into());
+                    break;
+                }
+            }
         }
         self.ports.insert(id, AttachedPort { name: ifname.into(), xdp, queues });
+        if let Err(e) = result {
+            let _ = self.detach_port(id);
+            return Err(e);
+        }
         self.rebalance_fill();
         Ok(self.report(id).expect("just inserted"))
     }

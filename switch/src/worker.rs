@@ -33,7 +33,10 @@ const NO_SLOT: u16 = u16::MAX;
 
 /// Orders from the control side.
 pub enum WorkerCmd {
-    AddPort { rings: Box<PortRings>, counters: Arc<PortQueueCounters> },
+    /// Takes the port's rings, fills its fill ring, then acknowledges: only then may the
+    /// control side register the socket in the XSKMAP (frames redirected to a socket with an
+    /// empty fill ring are dropped by the kernel, and a pod's first ARP would be lost).
+    AddPort { rings: Box<PortRings>, counters: Arc<PortQueueCounters>, ready: Sender<()> },
     /// Closes the port's socket and reclaims its frames, then acknowledges.
     RemovePort { id: PortId, done: Sender<()> },
     /// Rebalances the fill target of every port (ports were added or removed).
@@ -152,19 +155,22 @@ impl Worker {
     fn handle_commands(&mut self) -> bool {
         while let Ok(cmd) = self.cmds.try_recv() {
             match cmd {
-                WorkerCmd::AddPort { rings, counters } => {
+                WorkerCmd::AddPort { rings, counters, ready } => {
                     let id = rings.id;
                     if let Some(old) = self.slot_index(id) {
                         self.remove_slot(old); // replaced: close the old socket first
                     }
                     self.slot_of[id as usize] = self.ports.len() as u16;
+                    let mut rings = *rings;
+                    rings.refill(&mut self.mem);
                     self.ports.push(Port {
-                        rings: *rings,
+                        rings,
                         counters,
                         staged: Box::new([FrameDesc::default(); BURST * 2]),
                         staged_len: 0,
                     });
                     self.rebuild_pollfds();
+                    let _ = ready.send(());
                 }
                 WorkerCmd::RemovePort { id, done } => {
                     if let Some(i) = self.slot_index(id) {
