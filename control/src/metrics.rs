@@ -68,6 +68,8 @@ pub struct PortMetrics {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub tx_dropped: u64,
+    /// Frames the kernel dropped before the switch saw them, or refused to send.
+    pub kernel_lost: u64,
 }
 
 /// Counters of one worker.
@@ -187,13 +189,18 @@ fn float(v: f64) -> String {
 pub fn render(s: &MetricsSnapshot) -> String {
     let mut out = String::with_capacity(4096 + 600 * s.ports.len());
     type PortField = fn(&PortMetrics) -> u64;
-    let port_counters: [(&str, &str, PortField); 6] = [
+    let port_counters: [(&str, &str, PortField); 7] = [
         ("podswitch_port_rx_packets_total", "Frames received from the port.", |p| p.rx_packets),
         ("podswitch_port_rx_bytes_total", "Bytes received from the port.", |p| p.rx_bytes),
         ("podswitch_port_rx_dropped_total", "Frames received from the port and dropped.", |p| p.rx_dropped),
         ("podswitch_port_tx_packets_total", "Frames sent to the port.", |p| p.tx_packets),
         ("podswitch_port_tx_bytes_total", "Bytes sent to the port.", |p| p.tx_bytes),
         ("podswitch_port_tx_dropped_total", "Frames for the port that could not be sent.", |p| p.tx_dropped),
+        (
+            "podswitch_port_kernel_lost_total",
+            "Frames of the port the kernel dropped before the switch saw them (empty fill ring, full RX ring) or refused to send.",
+            |p| p.kernel_lost,
+        ),
     ];
     for (name, help, get) in port_counters {
         let mut f = family(&mut out, name, "counter", help);

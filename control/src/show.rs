@@ -100,12 +100,12 @@ fn print_status(v: &Value) {
 
 fn print_ports(v: &Value) {
     println!(
-        "{:<4} {:<15} {:<10} {:<6} {:<8} {:<5} {:>12} {:>12} {:>10} {:>10}",
-        "ID", "INTERFACE", "OWNER", "KIND", "XDP", "COPY", "RX_PACKETS", "TX_PACKETS", "RX_DROP", "TX_DROP"
+        "{:<4} {:<15} {:<10} {:<6} {:<8} {:<5} {:>12} {:>12} {:>10} {:>10} {:>11}",
+        "ID", "INTERFACE", "OWNER", "KIND", "XDP", "COPY", "RX_PACKETS", "TX_PACKETS", "RX_DROP", "TX_DROP", "KERNEL_LOST"
     );
     for p in v["ports"].as_array().into_iter().flatten() {
         println!(
-            "{:<4} {:<15} {:<10} {:<6} {:<8} {:<5} {:>12} {:>12} {:>10} {:>10}",
+            "{:<4} {:<15} {:<10} {:<6} {:<8} {:<5} {:>12} {:>12} {:>10} {:>10} {:>11}",
             s(&p["id"]),
             s(&p["name"]),
             s(&p["owner"]),
@@ -116,12 +116,22 @@ fn print_ports(v: &Value) {
             s(&p["tx_packets"]),
             s(&p["rx_dropped"]),
             s(&p["tx_dropped"]),
+            kernel_lost(&p["kernel"]),
         );
     }
     if let Some(pending) = v["pending"].as_object() {
         for (k, e) in pending {
             println!("pending {k}: {}", s(e));
         }
+    }
+}
+
+/// Frames the kernel lost on a port's sockets (see `switch::afxdp::stats`).
+fn kernel_lost(k: &Value) -> String {
+    let n = |f: &str| k[f].as_u64().unwrap_or(0);
+    match k.as_object() {
+        Some(_) => (n("rx_dropped") + n("rx_ring_full") + n("rx_invalid_descs") + n("tx_invalid_descs")).to_string(),
+        None => "-".into(),
     }
 }
 

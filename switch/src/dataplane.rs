@@ -27,6 +27,7 @@ use xsk_rs::Umem;
 use crate::afxdp::frames::UmemSpec;
 use crate::afxdp::rings::{PortRings, WorkerUmem};
 use crate::afxdp::socket::{bind, CopyPolicy};
+use crate::afxdp::stats::{self, XskStats};
 use crate::afxdp::xdp::{XdpAttachment, XdpMode};
 use crate::afxdp::{iface, AfXdpError};
 use crate::conntrack::{reaper::Reaper, ConnTable, KeyHasher, Timeouts};
@@ -104,6 +105,8 @@ struct AttachedPort {
     name: String,
     xdp: XdpAttachment,
     queues: Vec<(QueueInfo, Arc<PortQueueCounters>)>,
+    /// The sockets' fds, for the kernel's counters ([`crate::afxdp::stats`]).
+    socket_fds: Vec<std::os::fd::RawFd>,
 }
 
 /// A port's state and counters, as `show ports` reports it.
@@ -121,6 +124,9 @@ pub struct PortReport {
     /// Frames the XDP program redirected to the switch's sockets / passed to the kernel.
     pub xdp_redirected: u64,
     pub xdp_passed: u64,
+    /// The kernel's counters of the port's sockets, summed: frames lost before the switch saw
+    /// them (no drop reason can count those).
+    pub kernel: XskStats,
 }
 
 pub struct Dataplane {
@@ -243,14 +249,15 @@ impl Dataplane {
         }
         let queues: Vec<_> = queues.into_iter().map(|(info, counters, _)| (info, counters)).collect();
         if result.is_ok() {
-            for (queue, fd) in sockets {
+            for &(queue, fd) in &sockets {
                 if let Err(e) = xdp.register_socket(queue, fd) {
                     result = Err(e.into());
                     break;
                 }
             }
         }
-        self.ports.insert(id, AttachedPort { name: ifname.into(), xdp, queues });
+        let socket_fds = sockets.iter().map(|(_, fd)| *fd).collect();
+        self.ports.insert(id, AttachedPort { name: ifname.into(), xdp, queues, socket_fds });
         if let Err(e) = result {
             let _ = self.detach_port(id);
             return Err(e);
@@ -305,6 +312,10 @@ impl Dataplane {
             totals.add(c);
         }
         let (xdp_redirected, xdp_passed) = p.xdp.counters();
+        let mut kernel = XskStats::default();
+        for fd in &p.socket_fds {
+            kernel.add(&stats::read(*fd).unwrap_or_default());
+        }
         Some(PortReport {
             id,
             name: p.name.clone(),
@@ -315,6 +326,7 @@ impl Dataplane {
             totals,
             xdp_redirected,
             xdp_passed,
+            kernel,
         })
     }
 

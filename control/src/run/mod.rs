@@ -538,6 +538,7 @@ fn metrics_snapshot(s: &Switch) -> MetricsSnapshot {
                 tx_packets: r.totals.tx_packets,
                 tx_bytes: r.totals.tx_bytes,
                 tx_dropped: r.totals.tx_dropped,
+                kernel_lost: r.kernel.lost(),
             })
             .collect(),
         // Per-worker packet and drop counters need a Dataplane accessor (drops() sums workers).

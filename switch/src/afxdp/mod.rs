@@ -6,6 +6,7 @@
 //! - [`socket`]: binds an AF_XDP socket for one (interface, queue) on a worker's UMEM, zero-copy
 //!   where the driver supports it, and reports the mode the kernel actually gave.
 //! - [`frames`]: a worker's UMEM and its pool of free frames.
+//! - [`stats`]: the kernel's counters of a socket (frames it dropped before the switch saw them).
 //!
 //! Contract: a UMEM belongs to one worker; every socket of that worker shares it, so forwarding
 //! between two of the worker's ports moves a descriptor from one port's RX ring to another's TX
@@ -16,6 +17,7 @@ pub mod iface;
 pub mod rings;
 pub mod socket;
 pub mod standalone;
+pub mod stats;
 pub mod xdp;
 
 /// What failed while setting up AF_XDP, with the interface and the kernel's error.

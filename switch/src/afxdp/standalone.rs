@@ -115,17 +115,7 @@ pub enum FrameError {
     BadLength { index: u32, len: u32, capacity: usize },
 }
 
-/// Socket counters kept by the kernel (`XDP_STATISTICS`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct XskStats {
-    /// Frames dropped for other reasons than a full RX ring or an empty fill ring.
-    pub rx_dropped: u64,
-    pub rx_ring_full: u64,
-    pub rx_fill_ring_empty: u64,
-    pub rx_invalid_descs: u64,
-    pub tx_invalid_descs: u64,
-    pub tx_ring_empty: u64,
-}
+pub use super::stats::XskStats;
 
 /// One bound socket with its UMEM, and the XDP attachment when it receives.
 pub struct Xsk {
@@ -310,17 +300,7 @@ fn set_tx_budget(fd: RawFd, budget: u32) -> bool {
 }
 
 fn read_stats(fd: &xsk_rs::socket::Fd) -> XskStats {
-    match fd.xdp_statistics() {
-        Ok(s) => XskStats {
-            rx_dropped: s.rx_dropped(),
-            rx_ring_full: s.rx_ring_full(),
-            rx_fill_ring_empty: s.rx_fill_ring_empty_descs(),
-            rx_invalid_descs: s.rx_invalid_descs(),
-            tx_invalid_descs: s.tx_invalid_descs(),
-            tx_ring_empty: s.tx_ring_empty_descs(),
-        },
-        Err(_) => XskStats::default(),
-    }
+    super::stats::read(fd.as_raw_fd()).unwrap_or_default()
 }
 
 /// The TX half: frames `0..frame_count()`, the TX ring and the completion ring.
