@@ -479,6 +479,16 @@ fn port_counters() -> BTreeMap<String, (u64, u64)> {
         .collect()
 }
 
+/// Every port's `kernel` counters (frames the kernel lost before the switch saw them).
+fn kernel_counters() -> Vec<Value> {
+    let v: Value = serde_json::from_str(&ok(&["show", "ports", "--json"], true)).unwrap();
+    v["ports"].as_array().unwrap().iter().map(|p| json_obj(&[("owner", p["owner"].clone()), ("kernel", p["kernel"].clone())])).collect()
+}
+
+fn json_obj(kv: &[(&str, Value)]) -> Value {
+    Value::Object(kv.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+}
+
 fn drop_count(reason: &str) -> u64 {
     let v: Value = serde_json::from_str(&ok(&["show", "stats", "--json"], true)).unwrap();
     v["drops"].as_array().unwrap().iter().find(|d| d["reason"] == reason).unwrap()["count"].as_u64().unwrap()
@@ -575,6 +585,15 @@ fn live_edit_through_the_switch() {
         "{}",
         r.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n")
     );
+    // The new pod's first frames (its ARP for the gateway) reach a socket with a filled fill
+    // ring: the kernel lost nothing on any port.
+    for p in kernel_counters() {
+        let k = &p["kernel"];
+        assert!(k.is_object(), "{p}");
+        for f in ["rx_dropped", "rx_ring_full", "rx_invalid_descs", "tx_invalid_descs"] {
+            assert_eq!(k[f], 0, "{p}");
+        }
+    }
     // A label edit on an existing pod is applied too (the switch re-reads the view).
     fs::write(
         lab.dir.join("pod-y-c.yaml"),
