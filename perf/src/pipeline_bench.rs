@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use switch::conntrack::{ConnTable, KeyHasher};
 use switch::counters::DropCounters;
-use switch::pipeline::{process, warm, Ctx, Verdict};
+use switch::pipeline::{process_hinted, warm, Ctx, Verdict};
 use switch::tables::maglev;
 use switch::tables::services::{Backend, BackendSet, Frontend, FrontendKey, FrontendKind, OnEmpty, ServiceTables};
 use switch::tables::{NextHop, PortConfig, PortKind, SourceGuard, Tables};
@@ -194,10 +194,10 @@ fn run_batch(b: &mut Bench, n: usize) -> u64 {
     for start in (0..n).step_by(warm::MAX) {
         let end = (start + warm::MAX).min(n);
         let buf = &b.buf;
-        warm::burst(&b.ct, end - start, |i| &buf[(start + i) * SLOT..(start + i + 1) * SLOT]);
+        let hints = warm::burst(&b.ct, end - start, |i| warm::quick_key(&buf[(start + i) * SLOT..(start + i + 1) * SLOT]));
         for i in start..end {
             let frame = &mut b.buf[i * SLOT..(i + 1) * SLOT];
-            if let Verdict::Forward { .. } = process(frame, b.lens[i], b.ingress[i], &ctx) {
+            if let Verdict::Forward { .. } = process_hinted(frame, b.lens[i], b.ingress[i], &ctx, hints.get(i - start)) {
                 forwarded += 1;
             }
         }

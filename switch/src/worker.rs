@@ -22,7 +22,7 @@ use crate::afxdp::rings::{wait_readable, PortRings, WorkerUmem};
 use crate::counters::{Counter, DropCounters, PortQueueCounters};
 use crate::drop_reason::DropReason;
 use crate::conntrack::ConnTable;
-use crate::pipeline::{process, Ctx, Verdict};
+use crate::pipeline::{process_hinted, warm, Ctx, Verdict};
 use crate::tables::{PortId, Tables, MAX_PORTS};
 
 /// Frames taken from one RX ring per round.
@@ -243,11 +243,15 @@ impl Worker {
             let in_id = port.rings.id;
             let mut bytes = 0u64;
             let mut dropped = 0u64;
+            // Start every frame's connection-table misses before processing the first.
+            let (mem, rx) = (&self.mem, &self.rx);
+            let hints = warm::burst(&self.ct, n, |k| mem.read_frame(&rx[k], warm::quick_key));
             for k in 0..n {
                 let mut desc = self.rx[k];
                 bytes += desc.lengths().data() as u64;
+                let hint = hints.get(k);
                 let verdict = self.mem.with_frame(&mut desc, |buf, len| {
-                    let v = process(buf, len, in_id, &ctx);
+                    let v = process_hinted(buf, len, in_id, &ctx, hint);
                     let new_len = match v {
                         Verdict::Forward { len, .. } => len,
                         Verdict::Drop(_) => len,

@@ -67,6 +67,16 @@ impl WorkerUmem {
         r
     }
 
+    /// Runs `f` on the received bytes of a frame the worker holds (read only).
+    #[inline(always)]
+    pub(crate) fn read_frame<R>(&self, desc: &FrameDesc, f: impl FnOnce(&[u8]) -> R) -> R {
+        debug_assert_eq!(self.owner[self.index(desc)], WITH_WORKER);
+        // SAFETY: as in `with_frame`: the worker holds the frame, so neither the kernel nor
+        // other code writes it now.
+        let data = unsafe { self.umem.data(desc) };
+        f(data.contents())
+    }
+
     /// Puts back into the pool every frame that port `id`'s rings held. Call only after the
     /// port's socket is closed (the kernel has let go of its rings).
     pub(crate) fn reclaim_port(&mut self, id: PortId) -> usize {

@@ -30,7 +30,8 @@ fn be32(b: &[u8], i: usize) -> u32 {
 }
 
 #[inline]
-pub fn established(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx) -> Option<Verdict> {
+/// `hint` is the key's hash from [`super::warm::burst`] or [`super::warm::NO_HINT`].
+pub fn established(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint: u64) -> Option<Verdict> {
     let len = len.min(buf.len());
     if len < 42 || buf[12] != 0x08 || buf[13] != 0x00 || buf[14] != 0x45 {
         return None;
@@ -81,7 +82,8 @@ pub fn established(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx) -> Op
         return None;
     }
     let key = FlowKey { src, dst, sport: be16(f, 34), dport: be16(f, 36), proto };
-    let hit = ctx.ct.lookup_hashed(&key, ctx.ct.hash(&key))?;
+    let h = if hint != super::warm::NO_HINT { hint } else { ctx.ct.hash(&key) };
+    let hit = ctx.ct.lookup_hashed(&key, h)?;
     let e = ctx.ct.entry(hit.idx);
     let word = e.state_word();
     let state = CtState::from_u8(word as u8)?;

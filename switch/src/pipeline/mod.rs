@@ -71,7 +71,14 @@ pub struct Ctx<'a> {
 /// area (replies may be longer than the frame), `len` its received length.
 #[inline]
 pub fn process(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx) -> Verdict {
-    match fast::established(buf, len, in_port, ctx) {
+    process_hinted(buf, len, in_port, ctx, warm::NO_HINT)
+}
+
+/// [`process`] with the frame's connection-table hash from [`warm::burst`] (or
+/// [`warm::NO_HINT`]); the verdict is the same whatever the hint.
+#[inline]
+pub fn process_hinted(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint: u64) -> Verdict {
+    match fast::established(buf, len, in_port, ctx, hint) {
         Some(v) => v,
         None => slow(buf, len, in_port, ctx),
     }
