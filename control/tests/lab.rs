@@ -3,8 +3,9 @@
 //! Contract:
 //! - They need root (they create network namespaces); otherwise each prints
 //!   `SKIPPED (needs root): <test>` to stderr and passes.
-//! - One lab per machine: every test holds the [`LAB`] mutex, starts with `lab down` (a lab
-//!   left over is removed) and tears its lab down in `Drop`, also when it fails.
+//! - One lab per machine: every test holds a [`labkit::Hold`] (this binary's mutex and the
+//!   machine's flock), starts with `lab down` (a lab left over is removed) and tears its lab
+//!   down when the hold drops, also when it fails.
 //! - Tests marked "through the switch" run the lab's switch. The others bring
 //!   the lab up with `PODSWITCH_LAB_NO_SWITCH=1`, where a pod reaches only itself (its own IP
 //!   goes over its loopback), which is enough to test servers, probe, exec and live edits.
@@ -12,40 +13,14 @@
 //!   them.
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::{Mutex, MutexGuard};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_podswitch");
-static LAB: Mutex<()> = Mutex::new(());
-
-fn podswitch(args: &[&str], no_switch: bool) -> Output {
-    let mut c = Command::new(BIN);
-    c.args(args);
-    if no_switch {
-        c.env("PODSWITCH_LAB_NO_SWITCH", "1");
-    } else {
-        c.env_remove("PODSWITCH_LAB_NO_SWITCH");
-    }
-    c.output().expect("run podswitch")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn describe(o: &Output) -> String {
-    format!("status {}\nstdout:\n{}\nstderr:\n{}", o.status, text(&o.stdout), text(&o.stderr))
-}
-
-fn ok(args: &[&str], no_switch: bool) -> String {
-    let o = podswitch(args, no_switch);
-    assert!(o.status.success(), "podswitch {} failed: {}", args.join(" "), describe(&o));
-    text(&o.stdout)
-}
+mod labkit;
+use labkit::{describe, ok_env as ok, pod_ips, podswitch_env as podswitch, probe, state, text, Hold};
 
 fn sh(cmd: &str, args: &[&str]) -> String {
     let o = Command::new(cmd).args(args).output().expect("run command");
@@ -66,41 +41,20 @@ fn lab_namespaces() -> Vec<String> {
     v
 }
 
-fn examples(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("examples").join(name)
-}
+/// A test's hold on the machine's one lab ([`labkit::Hold`]), with this file's ways up.
+struct Lab(Hold);
 
-/// A test's hold on the machine's one lab; removes the lab (and the test's files) on drop.
-struct Lab {
-    dir: PathBuf,
-    _machine_lock: nix::fcntl::Flock<fs::File>,
-    _lock: MutexGuard<'static, ()>,
-}
-
-/// The machine has one lab: test binaries (and people running them) take turns on this lock.
-fn machine_lock() -> nix::fcntl::Flock<fs::File> {
-    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open("/run/podswitch-lab-tests.lock").unwrap();
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap()
+impl std::ops::Deref for Lab {
+    type Target = Hold;
+    fn deref(&self) -> &Hold {
+        &self.0
+    }
 }
 
 impl Lab {
     /// None (after printing SKIPPED) unless root; `example` is copied into a fresh directory.
     fn new(test: &str, example: &str) -> Option<Lab> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED (needs root): {test}");
-            return None;
-        }
-        let lock = LAB.lock().unwrap_or_else(|e| e.into_inner());
-        let dir = std::env::temp_dir().join(format!("psl-test-{}-{test}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        for e in fs::read_dir(examples(example)).unwrap() {
-            let e = e.unwrap();
-            fs::copy(e.path(), dir.join(e.file_name())).unwrap();
-        }
-        let lab = Lab { dir, _machine_lock: machine_lock(), _lock: lock };
-        ok(&["lab", "down"], true);
-        Some(lab)
+        Hold::new("lab", test, example).map(Lab)
     }
 
     /// Like [`Lab::new`], for tests that need traffic through the switch.
@@ -108,47 +62,9 @@ impl Lab {
         Lab::new(test, example)
     }
 
-    fn dir(&self) -> &str {
-        self.dir.to_str().unwrap()
-    }
-
     fn up(&self, no_switch: bool) -> String {
         ok(&["lab", "up", "--manifests", self.dir()], no_switch)
     }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let o = podswitch(&["lab", "down"], true);
-        if !o.status.success() {
-            eprintln!("lab down failed: {}", describe(&o));
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn state() -> Value {
-    serde_json::from_str(&fs::read_to_string("/run/podswitch/lab/state.json").unwrap()).unwrap()
-}
-
-/// `ns/name` → IP of the lab's pods.
-fn pod_ips() -> BTreeMap<String, String> {
-    state()["pods"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v["ip"].as_str().unwrap().to_string()))
-        .collect()
-}
-
-/// Runs `lab probe --json` with `args`; returns the results.
-fn probe(args: &[&str]) -> Vec<Value> {
-    let mut a = vec!["lab", "probe", "--json"];
-    a.extend_from_slice(args);
-    let out = ok(&a, true);
-    let v: Value =
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("probe output is not one JSON object ({e}): {out}"));
-    v["results"].as_array().unwrap().clone()
 }
 
 fn host(addr: &str) -> &str {

@@ -5,10 +5,10 @@
 //! Contract:
 //! - They need root (they create network namespaces); otherwise each prints
 //!   `SKIPPED (needs root): <test>` to stderr and passes.
-//! - One lab per machine: every test holds the in-process [`LAB`] mutex and an exclusive
-//!   `flock` on [`MACHINE_LOCK`] (which the other lab test binaries take too) for as long as its
-//!   lab is up, starts with `lab down` (a lab left over is removed) and tears its lab down in
-//!   `Drop`, also when it fails.
+//! - One lab per machine: every test holds a [`labkit::Hold`] (the in-process mutex and an
+//!   exclusive `flock` on `labkit::MACHINE_LOCK`, which the other lab test binaries take too)
+//!   for as long as its lab is up, starts with `lab down` (a lab left over is removed) and tears
+//!   its lab down when the hold drops, also when it fails.
 //! - Each test brings up one lab on a copy of `examples/lab-9pods` plus `services.yaml`: one
 //!   ClusterIP Service per pod, named like the pod, in its namespace, selecting `pod: NAME`
 //!   (exactly that pod), ClusterIP `10.96.100.N`, on 80 and 81 (TCP and UDP, targetPort the
@@ -38,57 +38,18 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_podswitch");
-static LAB: Mutex<()> = Mutex::new(());
-/// Held (flock, exclusive) by every lab test of every test binary while its lab is up.
-const MACHINE_LOCK: &str = "/run/podswitch-lab-tests.lock";
+mod labkit;
+use labkit::{examples, ok, pod_ips, probe, Hold};
+
 /// How long a matrix probe waits: denied probes all take this long, at once.
 const MATRIX_TIMEOUT_MS: &str = "500";
 
 const DENY_INGRESS: &str = "01-default-deny-ingress.yaml";
 const ALLOW_SAME_NS: &str = "02-allow-same-namespace.yaml";
-
-fn podswitch(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).env_remove("PODSWITCH_LAB_NO_SWITCH").output().expect("run podswitch")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn describe(o: &Output) -> String {
-    format!("status {}\nstdout:\n{}\nstderr:\n{}", o.status, text(&o.stdout), text(&o.stderr))
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = podswitch(args);
-    assert!(o.status.success(), "podswitch {} failed: {}", args.join(" "), describe(&o));
-    text(&o.stdout)
-}
-
-fn examples(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("examples").join(name)
-}
-
-/// The machine has one lab: test binaries (and people running them) take turns on this lock.
-fn machine_lock() -> nix::fcntl::Flock<fs::File> {
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(MACHINE_LOCK)
-        .unwrap_or_else(|e| panic!("{MACHINE_LOCK}: {e}"));
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .unwrap_or_else(|e| panic!("flock {MACHINE_LOCK}: {e}"))
-}
 
 // ---- The 9-pod model ----
 
@@ -275,52 +236,35 @@ fn services_yaml() -> String {
 
 // ---- The lab ----
 
-/// A test's hold on the machine's one lab; removes the lab (and the test's files) on drop.
+/// A test's hold on the machine's one lab ([`labkit::Hold`]), up with its switch, and its pods' IPs.
 struct Lab {
-    dir: PathBuf,
+    hold: Hold,
     ips: BTreeMap<String, String>,
-    _machine_lock: nix::fcntl::Flock<fs::File>,
-    _lock: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Lab {
+    type Target = Hold;
+    fn deref(&self) -> &Hold {
+        &self.hold
+    }
 }
 
 impl Lab {
     /// None (after printing SKIPPED) unless root; otherwise the lab is up with its switch on
     /// `examples/lab-9pods` plus the Services.
     fn up(test: &str) -> Option<Lab> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED (needs root): {test}");
-            return None;
-        }
-        let lock = LAB.lock().unwrap_or_else(|e| e.into_inner());
-        let machine = machine_lock();
-        let dir = std::env::temp_dir().join(format!("psl-policy-test-{}-{test}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        for e in fs::read_dir(examples("lab-9pods")).unwrap() {
-            let e = e.unwrap();
-            fs::copy(e.path(), dir.join(e.file_name())).unwrap();
-        }
-        fs::write(dir.join("services.yaml"), services_yaml()).unwrap();
-        let mut lab = Lab { dir, ips: BTreeMap::new(), _machine_lock: machine, _lock: lock };
-        ok(&["lab", "down"]);
+        let hold = Hold::new("policy", test, "lab-9pods")?;
+        hold.write("services.yaml", &services_yaml());
         let t = Instant::now();
-        ok(&["lab", "up", "--manifests", lab.dir.to_str().unwrap()]);
+        ok(&["lab", "up", "--manifests", hold.dir()]);
         eprintln!("{test}: lab up in {:.1} s", t.elapsed().as_secs_f64());
-        lab.ips = pod_ips();
-        assert_eq!(lab.ips.len(), 9, "{:?}", lab.ips);
-        Some(lab)
+        let ips = pod_ips();
+        assert_eq!(ips.len(), 9, "{ips:?}");
+        Some(Lab { hold, ips })
     }
 
     fn ip(&self, p: Pod) -> &str {
         &self.ips[&p.key()]
-    }
-
-    /// Writes `name` in the manifest directory at once (temporary file and rename), so that the
-    /// running lab never reads half of it.
-    fn write(&self, name: &str, content: &str) {
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        fs::write(&tmp, content).unwrap();
-        fs::rename(&tmp, self.dir.join(name)).unwrap();
     }
 
     fn remove(&self, name: &str) {
@@ -336,7 +280,7 @@ impl Lab {
     fn set_pod_labels(&self, ns: &str, name: &str, extra: &[&str]) {
         let mut labels = vec![format!("pod: {name}")];
         labels.extend(extra.iter().map(|l| l.to_string()));
-        self.set_labels(
+        self.replace_labels(
             &format!("pods-{ns}.yaml"),
             &format!("  name: {name}\n  namespace: {ns}\n  labels:\n"),
             &labels,
@@ -347,46 +291,8 @@ impl Lab {
     fn set_namespace_labels(&self, ns: &str, extra: &[&str]) {
         let mut labels = vec![format!("ns: {ns}")];
         labels.extend(extra.iter().map(|l| l.to_string()));
-        self.set_labels("namespaces.yaml", &format!("  name: {ns}\n  labels:\n"), &labels);
+        self.replace_labels("namespaces.yaml", &format!("  name: {ns}\n  labels:\n"), &labels);
     }
-
-    /// Replaces the label lines (indented by 4) that follow `anchor` in `file`.
-    fn set_labels(&self, file: &str, anchor: &str, labels: &[String]) {
-        let yaml = fs::read_to_string(self.dir.join(file)).unwrap();
-        let start = yaml.find(anchor).unwrap_or_else(|| panic!("no {anchor:?} in {file}")) + anchor.len();
-        let mut end = start;
-        while yaml[end..].starts_with("    ") {
-            end += yaml[end..].find('\n').unwrap() + 1;
-        }
-        let block: String = labels.iter().map(|l| format!("    {l}\n")).collect();
-        self.write(file, &format!("{}{block}{}", &yaml[..start], &yaml[end..]));
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let o = podswitch(&["lab", "down"]);
-        if !o.status.success() {
-            eprintln!("lab down failed: {}", describe(&o));
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// `ns/name` → IP of the lab's pods.
-fn pod_ips() -> BTreeMap<String, String> {
-    let st: Value = serde_json::from_str(&fs::read_to_string("/run/podswitch/lab/state.json").unwrap()).unwrap();
-    st["pods"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v["ip"].as_str().unwrap().to_string())).collect()
-}
-
-/// Runs `lab probe --json` with `args`; returns the results.
-fn probe(args: &[&str]) -> Vec<Value> {
-    let mut a = vec!["lab", "probe", "--json"];
-    a.extend_from_slice(args);
-    let out = ok(&a);
-    let v: Value =
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("probe output is not one JSON object ({e}): {out}"));
-    v["results"].as_array().unwrap().clone()
 }
 
 /// Returns once the lab and its switch have applied the manifest directory (`lab probe` waits

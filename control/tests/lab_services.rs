@@ -5,8 +5,9 @@
 //! Contract (as in `lab.rs`, sharing nothing mutable with it):
 //! - They need root (they create network namespaces); otherwise each prints
 //!   `SKIPPED (needs root): <test>` to stderr and passes.
-//! - One lab per machine: every test holds the [`LAB`] mutex, starts with `lab down` (a lab
-//!   left over is removed) and tears its lab down in `Drop`, also when it fails.
+//! - One lab per machine: every test holds a [`labkit::Hold`] (this binary's mutex and the
+//!   machine's flock), starts with `lab down` (a lab left over is removed) and tears its lab
+//!   down when the hold drops, also when it fails.
 //! - Each test writes its own manifest directory: a copy of `examples/lab-9pods` with labels
 //!   edited and Services / EndpointSlices added, brings the lab up with its switch, and
 //!   observes with `lab probe --json` (which waits until the lab and the switch have applied
@@ -18,80 +19,36 @@
 //!   unless it masquerades.
 //! - On a failed delivery the message carries the switch's drop counters and the kernel's
 //!   (failed XDP redirects, veth drops), so a loss can be told from a misdirected packet.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::{Mutex, MutexGuard};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_podswitch");
-static LAB: Mutex<()> = Mutex::new(());
+mod labkit;
+use labkit::{describe, ok, pod_ips, podswitch, probe, text, Hold};
 
 const NODE_IP: &str = "172.18.0.2";
 const EXTERNAL_IP: &str = "172.18.0.100";
 
-fn podswitch(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).env_remove("PODSWITCH_LAB_NO_SWITCH").output().expect("run podswitch")
-}
+/// A test's hold on the machine's one lab ([`labkit::Hold`]) on a copy of `examples/lab-9pods`.
+struct Lab(Hold);
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn describe(o: &Output) -> String {
-    format!("status {}\nstdout:\n{}\nstderr:\n{}", o.status, text(&o.stdout), text(&o.stderr))
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = podswitch(args);
-    assert!(o.status.success(), "podswitch {} failed: {}", args.join(" "), describe(&o));
-    text(&o.stdout)
-}
-
-fn examples(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("examples").join(name)
-}
-
-/// A test's hold on the machine's one lab; removes the lab (and the test's files) on drop.
-struct Lab {
-    dir: PathBuf,
-    _machine_lock: nix::fcntl::Flock<fs::File>,
-    _lock: MutexGuard<'static, ()>,
-}
-
-/// The machine has one lab: test binaries take turns on this lock.
-fn machine_lock() -> nix::fcntl::Flock<fs::File> {
-    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open("/run/podswitch-lab-tests.lock").unwrap();
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap()
+impl std::ops::Deref for Lab {
+    type Target = Hold;
+    fn deref(&self) -> &Hold {
+        &self.0
+    }
 }
 
 impl Lab {
     /// None (after printing SKIPPED) unless root; `examples/lab-9pods` is copied into a fresh
     /// directory.
     fn new(test: &str) -> Option<Lab> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED (needs root): {test}");
-            return None;
-        }
-        let lock = LAB.lock().unwrap_or_else(|e| e.into_inner());
-        let dir = std::env::temp_dir().join(format!("psl-svc-test-{}-{test}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        for e in fs::read_dir(examples("lab-9pods")).unwrap() {
-            let e = e.unwrap();
-            fs::copy(e.path(), dir.join(e.file_name())).unwrap();
-        }
-        let lab = Lab { dir, _machine_lock: machine_lock(), _lock: lock };
-        ok(&["lab", "down"]);
-        Some(lab)
-    }
-
-    fn dir(&self) -> &str {
-        self.dir.to_str().unwrap()
+        Hold::new("svc", test, "lab-9pods").map(Lab)
     }
 
     /// Brings the lab up with its switch.
@@ -99,57 +56,13 @@ impl Lab {
         ok(&["lab", "up", "--manifests", self.dir()])
     }
 
-    /// Writes `name` in the manifest directory at once (temporary file and rename), so that a
-    /// running lab never reads half of it.
-    fn write(&self, name: &str, content: &str) {
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        fs::write(&tmp, content).unwrap();
-        fs::rename(&tmp, self.dir.join(name)).unwrap();
-    }
-
     /// Sets the labels of pod `ns/name` (in `pods-NS.yaml` of lab-9pods) to `pod: NAME` plus
     /// `extra` (`"app: web"`, ...).
     fn set_labels(&self, ns: &str, name: &str, extra: &[&str]) {
-        let file = format!("pods-{ns}.yaml");
-        let yaml = fs::read_to_string(self.dir.join(&file)).unwrap();
-        let anchor = format!("  name: {name}\n  namespace: {ns}\n  labels:\n");
-        let start = yaml.find(&anchor).unwrap_or_else(|| panic!("no pod {ns}/{name} in {file}")) + anchor.len();
-        let mut end = start;
-        while yaml[end..].starts_with("    ") {
-            end += yaml[end..].find('\n').unwrap() + 1;
-        }
-        let mut labels = format!("    pod: {name}\n");
-        for l in extra {
-            labels.push_str(&format!("    {l}\n"));
-        }
-        self.write(&file, &format!("{}{labels}{}", &yaml[..start], &yaml[end..]));
+        let mut labels = vec![format!("pod: {name}")];
+        labels.extend(extra.iter().map(|l| l.to_string()));
+        self.replace_labels(&format!("pods-{ns}.yaml"), &format!("  name: {name}\n  namespace: {ns}\n  labels:\n"), &labels);
     }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let o = podswitch(&["lab", "down"]);
-        if !o.status.success() {
-            eprintln!("lab down failed: {}", describe(&o));
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// `ns/name` → IP of the lab's pods.
-fn pod_ips() -> BTreeMap<String, String> {
-    let st: Value = serde_json::from_str(&fs::read_to_string("/run/podswitch/lab/state.json").unwrap()).unwrap();
-    st["pods"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v["ip"].as_str().unwrap().to_string())).collect()
-}
-
-/// Runs `lab probe --json` with `args`; returns the results.
-fn probe(args: &[&str]) -> Vec<Value> {
-    let mut a = vec!["lab", "probe", "--json"];
-    a.extend_from_slice(args);
-    let out = ok(&a);
-    let v: Value =
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("probe output is not one JSON object ({e}): {out}"));
-    v["results"].as_array().unwrap().clone()
 }
 
 /// One probe from `from` to `to`, waiting `timeout_ms` at most.

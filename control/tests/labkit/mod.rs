@@ -1,0 +1,163 @@
+//! What the lab integration tests (`lab.rs`, `lab_services.rs`, `lab_policy.rs`) share: running
+//! the built `podswitch`, the hold on the machine's one lab, the lab's pods and `lab probe`.
+//!
+//! Contract:
+//! - [`Hold::new`] returns None (after printing `SKIPPED (needs root): <test>`) unless root.
+//!   Otherwise it holds this binary's [`LAB`] mutex and the machine-wide flock on
+//!   [`MACHINE_LOCK`] (every lab test of every test binary, and the benchmarks that build
+//!   namespaces, take turns on it), removes a lab left over (`lab down`), and copies an
+//!   example manifest directory into a fresh temporary directory the test may edit.
+//! - Dropping the hold runs `lab down` and removes the directory, also when the test fails.
+//! - [`podswitch`] runs the binary with `PODSWITCH_LAB_NO_SWITCH` removed (a `lab up` starts
+//!   the switch); [`podswitch_env`] sets it when asked.
+#![allow(dead_code)]
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_podswitch");
+/// One lab per test binary at a time (tests of one binary run on threads).
+pub static LAB: Mutex<()> = Mutex::new(());
+/// Held (flock, exclusive) by every lab test of every test binary while its lab is up.
+pub const MACHINE_LOCK: &str = "/run/podswitch-lab-tests.lock";
+
+/// Runs `podswitch ARGS`; with `no_switch` a `lab up` does not start the switch.
+pub fn podswitch_env(args: &[&str], no_switch: bool) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    if no_switch {
+        c.env("PODSWITCH_LAB_NO_SWITCH", "1");
+    } else {
+        c.env_remove("PODSWITCH_LAB_NO_SWITCH");
+    }
+    c.output().expect("run podswitch")
+}
+
+pub fn podswitch(args: &[&str]) -> Output {
+    podswitch_env(args, false)
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn describe(o: &Output) -> String {
+    format!("status {}\nstdout:\n{}\nstderr:\n{}", o.status, text(&o.stdout), text(&o.stderr))
+}
+
+/// Runs `podswitch ARGS` (see [`podswitch_env`]), asserts success, returns stdout.
+pub fn ok_env(args: &[&str], no_switch: bool) -> String {
+    let o = podswitch_env(args, no_switch);
+    assert!(o.status.success(), "podswitch {} failed: {}", args.join(" "), describe(&o));
+    text(&o.stdout)
+}
+
+pub fn ok(args: &[&str]) -> String {
+    ok_env(args, false)
+}
+
+pub fn examples(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("examples").join(name)
+}
+
+/// The machine has one lab: test binaries (and people running them) take turns on this lock.
+pub fn machine_lock() -> nix::fcntl::Flock<fs::File> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(MACHINE_LOCK)
+        .unwrap_or_else(|e| panic!("{MACHINE_LOCK}: {e}"));
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap_or_else(|e| panic!("flock {MACHINE_LOCK}: {e}"))
+}
+
+/// A test's hold on the machine's one lab and its manifest directory (see the module contract).
+pub struct Hold {
+    pub dir: PathBuf,
+    _machine_lock: nix::fcntl::Flock<fs::File>,
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl Hold {
+    /// `kind` names the test file in the directory's name (`psl-KIND-test-PID-TEST`);
+    /// `example` is the directory of `examples/` to copy.
+    pub fn new(kind: &str, test: &str, example: &str) -> Option<Hold> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED (needs root): {test}");
+            return None;
+        }
+        let lock = LAB.lock().unwrap_or_else(|e| e.into_inner());
+        let machine = machine_lock();
+        let dir = std::env::temp_dir().join(format!("psl-{kind}-test-{}-{test}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        for e in fs::read_dir(examples(example)).unwrap() {
+            let e = e.unwrap();
+            fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+        let hold = Hold { dir, _machine_lock: machine, _lock: lock };
+        ok_env(&["lab", "down"], true);
+        Some(hold)
+    }
+
+    pub fn dir(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+
+    /// Writes `name` in the manifest directory at once (temporary file and rename), so that a
+    /// running lab never reads half of it.
+    pub fn write(&self, name: &str, content: &str) {
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        fs::write(&tmp, content).unwrap();
+        fs::rename(&tmp, self.dir.join(name)).unwrap();
+    }
+
+    /// Replaces the label lines (indented by 4) that follow `anchor` in `file` by `labels`
+    /// (`"key: value"`), written at once.
+    pub fn replace_labels(&self, file: &str, anchor: &str, labels: &[String]) {
+        let yaml = fs::read_to_string(self.dir.join(file)).unwrap();
+        let start = yaml.find(anchor).unwrap_or_else(|| panic!("no {anchor:?} in {file}")) + anchor.len();
+        let mut end = start;
+        while yaml[end..].starts_with("    ") {
+            end += yaml[end..].find('\n').unwrap() + 1;
+        }
+        let block: String = labels.iter().map(|l| format!("    {l}\n")).collect();
+        self.write(file, &format!("{}{block}{}", &yaml[..start], &yaml[end..]));
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let o = podswitch_env(&["lab", "down"], true);
+        if !o.status.success() {
+            eprintln!("lab down failed: {}", describe(&o));
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The lab's state file as JSON.
+pub fn state() -> Value {
+    serde_json::from_str(&fs::read_to_string("/run/podswitch/lab/state.json").unwrap()).unwrap()
+}
+
+/// `ns/name` → IP of the lab's pods.
+pub fn pod_ips() -> BTreeMap<String, String> {
+    state()["pods"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v["ip"].as_str().unwrap().to_string())).collect()
+}
+
+/// Runs `lab probe --json` with `args`; returns the results.
+pub fn probe(args: &[&str]) -> Vec<Value> {
+    let mut a = vec!["lab", "probe", "--json"];
+    a.extend_from_slice(args);
+    let out = ok(&a);
+    let v: Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("probe output is not one JSON object ({e}): {out}"));
+    v["results"].as_array().unwrap().clone()
+}
