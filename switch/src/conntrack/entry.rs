@@ -133,6 +133,31 @@ impl Entry {
         None
     }
 
+    /// If the entry's key in direction `reply` is `k`, the key of the other direction, read
+    /// consistently (the fast path's narrower [`Self::snapshot`]: it copies only what it
+    /// compares and what it translates to). None if it is not `k`, or free, dying or being
+    /// rewritten.
+    #[inline(always)]
+    pub fn match_key(&self, k: &FlowKey, reply: bool) -> Option<FlowKey> {
+        let v1 = self.version.load(Acquire);
+        if v1 & 1 == 1 {
+            return None;
+        }
+        let (mine, other) = if reply {
+            ((&self.reply_src, &self.reply_dst, &self.reply_ports), (&self.orig_src, &self.orig_dst, &self.orig_ports))
+        } else {
+            ((&self.orig_src, &self.orig_dst, &self.orig_ports), (&self.reply_src, &self.reply_dst, &self.reply_ports))
+        };
+        let proto = self.proto.load(Relaxed) as u8;
+        if mine.0.load(Relaxed) != k.src || mine.1.load(Relaxed) != k.dst || mine.2.load(Relaxed) != k.ports_word() || proto != k.proto {
+            return None;
+        }
+        let o = unpack(other.0.load(Relaxed), other.1.load(Relaxed), other.2.load(Relaxed), proto);
+        let st = self.state.load(Acquire) as u8;
+        fence(Acquire);
+        (self.version.load(Relaxed) == v1 && st != 0 && st != DYING).then_some(o)
+    }
+
     #[inline]
     pub fn state_word(&self) -> u32 {
         self.state.load(Acquire)

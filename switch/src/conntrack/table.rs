@@ -162,10 +162,11 @@ impl ConnTable {
         std::hint::black_box(self.buckets[self.home(h)].slots[0].load(Relaxed));
     }
 
-    /// Second step after [`Self::warm_bucket`]: starts fetching the entries whose slots in the
-    /// (now cached) home bucket carry `h`'s tag.
+    /// Second step after [`Self::warm_bucket`]: starts fetching the entry of the first slot in
+    /// the (now cached) home bucket that carries `h`'s tag, and returns that slot's value (0:
+    /// none), a hint for [`Self::lookup_other`].
     #[inline(always)]
-    pub fn warm_entry(&self, h: u64) {
+    pub fn warm_entry(&self, h: u64) -> u64 {
         let tag = tag_of(h);
         for slot in &self.buckets[self.home(h)].slots {
             let v = slot.load(Relaxed);
@@ -174,8 +175,10 @@ impl ConnTable {
                 if let Some(e) = self.entries.get(idx) {
                     std::hint::black_box(e.version.load(Relaxed));
                 }
+                return v;
             }
         }
+        0
     }
 
     #[inline]
@@ -204,6 +207,46 @@ impl ConnTable {
                 let want = if dir == Dir::Orig { &snap.orig } else { &snap.reply };
                 if want == k {
                     return Some(Hit { idx: idx as u32, dir, snap });
+                }
+            }
+            if probe == 0 && self.buckets[home].overflow.load(Acquire) == 0 {
+                return None;
+            }
+            b = if b + 1 == n { 0 } else { b + 1 };
+        }
+        None
+    }
+
+    /// [`Self::lookup_hashed`] for the fast path: the entry, the direction, and the key of the
+    /// other direction only (no full snapshot).
+    #[inline(always)]
+    ///
+    /// `slot_hint` is a slot value [`Self::warm_entry`] returned for `h` (0: none): its entry is
+    /// tried first. It is checked like any slot (the whole key, under the entry's version), so a
+    /// stale hint only costs the scan.
+    pub fn lookup_other(&self, k: &FlowKey, h: u64, slot_hint: u64) -> Option<(u32, Dir, FlowKey)> {
+        let tag = tag_of(h);
+        if slot_hint != 0 && (slot_hint >> 32) as u32 == tag {
+            let idx = ((slot_hint as u32) >> 1) as usize & 0x7fff_ffff;
+            let reply = slot_hint & 1 == 1;
+            if let Some(other) = self.entries.get(idx).and_then(|e| e.match_key(k, reply)) {
+                return Some((idx as u32, if reply { Dir::Reply } else { Dir::Orig }, other));
+            }
+        }
+        let home = self.home(h);
+        let n = self.buckets.len();
+        let mut b = home;
+        for probe in 0..MAX_PROBE {
+            for slot in &self.buckets[b].slots {
+                let v = slot.load(Acquire);
+                if (v >> 32) as u32 != tag {
+                    continue;
+                }
+                let idx = ((v as u32) >> 1) as usize & 0x7fff_ffff;
+                let reply = v & 1 == 1;
+                let Some(e) = self.entries.get(idx) else { continue };
+                if let Some(other) = e.match_key(k, reply) {
+                    return Some((idx as u32, if reply { Dir::Reply } else { Dir::Orig }, other));
                 }
             }
             if probe == 0 && self.buckets[home].overflow.load(Acquire) == 0 {

@@ -17,6 +17,7 @@ use crate::wire::checksum::{self, Delta};
 use crate::wire::tcp_flags::{FIN, RST, SYN};
 use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
 
+use super::warm::Hint;
 use super::{policy, Ctx, Verdict};
 
 #[inline(always)]
@@ -30,8 +31,8 @@ fn be32(b: &[u8], i: usize) -> u32 {
 }
 
 #[inline]
-/// `hint` is the key's hash from [`super::warm::burst`] or [`super::warm::NO_HINT`].
-pub fn established(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint: u64) -> Option<Verdict> {
+/// `hint` is what [`super::warm::burst`] learned of the frame, or [`Hint::NONE`].
+pub fn established(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint: Hint) -> Option<Verdict> {
     let len = len.min(buf.len());
     if len < 42 || buf[12] != 0x08 || buf[13] != 0x00 || buf[14] != 0x45 {
         return None;
@@ -82,15 +83,15 @@ pub fn established(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint:
         return None;
     }
     let key = FlowKey { src, dst, sport: be16(f, 34), dport: be16(f, 36), proto };
-    let h = if hint != super::warm::NO_HINT { hint } else { ctx.ct.hash(&key) };
-    let hit = ctx.ct.lookup_hashed(&key, h)?;
-    let e = ctx.ct.entry(hit.idx);
+    let h = if hint.hash != Hint::NONE.hash { hint.hash } else { ctx.ct.hash(&key) };
+    let (idx, dir, other) = ctx.ct.lookup_other(&key, h, hint.slot)?;
+    let e = ctx.ct.entry(idx);
     let word = e.state_word();
     let state = CtState::from_u8(word as u8)?;
     let entry_flags = (word >> 8) as u8;
     let steady = state == CtState::TcpEstablished || state == CtState::UdpReplied;
     if !steady
-        || (hit.dir == Dir::Reply && entry_flags & flags::SEEN_REPLY == 0)
+        || (dir == Dir::Reply && entry_flags & flags::SEEN_REPLY == 0)
         || e.policy_epoch() != tables.policy.epoch
         || (word >> 16) as u8 != policy::VERDICT_ALLOW
     {
@@ -98,13 +99,8 @@ pub fn established(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint:
     }
     // Where it goes: the translated tuple, then its route.
     let nat = entry_flags & (flags::DNAT | flags::SNAT) != 0;
-    let to = if !nat {
-        key
-    } else if hit.dir == Dir::Orig {
-        hit.snap.reply.reverse()
-    } else {
-        hit.snap.orig.reverse()
-    };
+    // The other direction's key, reversed: this packet as it leaves.
+    let to = if nat { other.reverse() } else { key };
     let to_dst = std::net::Ipv4Addr::from(to.dst);
     if to_dst.is_broadcast() || to_dst.is_multicast() || to_dst.is_unspecified() {
         return None;

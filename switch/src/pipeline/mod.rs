@@ -71,13 +71,13 @@ pub struct Ctx<'a> {
 /// area (replies may be longer than the frame), `len` its received length.
 #[inline]
 pub fn process(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx) -> Verdict {
-    process_hinted(buf, len, in_port, ctx, warm::NO_HINT)
+    process_hinted(buf, len, in_port, ctx, warm::Hint::NONE)
 }
 
-/// [`process`] with the frame's connection-table hash from [`warm::burst`] (or
-/// [`warm::NO_HINT`]); the verdict is the same whatever the hint.
+/// [`process`] with what [`warm::burst`] learned of the frame (or [`warm::Hint::NONE`]); the
+/// verdict is the same whatever the hint.
 #[inline]
-pub fn process_hinted(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint: u64) -> Verdict {
+pub fn process_hinted(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint: warm::Hint) -> Verdict {
     match fast::established(buf, len, in_port, ctx, hint) {
         Some(v) => v,
         None => slow(buf, len, in_port, ctx),

@@ -381,7 +381,18 @@ fn fast_path_and_full_pipeline_agree() {
             // hint for another key, which must not change anything either).
             let len = frame.len();
             let hint = if len % 3 == 0 {
-                0x1234_5678_9abc_def1
+                // A hint for another key, whose slot names a real entry of another flow.
+                let other = super::warm::quick_key(&buf[..len]).map(|mut k| {
+                    k.sport ^= 1;
+                    k
+                });
+                let real = super::warm::burst(ct, 1, |_| other).get(0);
+                super::warm::Hint { hash: 0x1234_5678_9abc_def1, slot: real.slot }
+            } else if len % 3 == 1 {
+                // The right hash with a slot of some other entry.
+                let mut h = super::warm::burst(ct, 1, |_| super::warm::quick_key(&buf[..len])).get(0);
+                h.slot = h.slot.wrapping_add(2);
+                h
             } else {
                 super::warm::burst(ct, 1, |_| super::warm::quick_key(&buf[..len])).get(0)
             };
@@ -438,7 +449,7 @@ fn fast_path_and_full_pipeline_agree() {
             let drops = DropCounters::default();
             let (flows, pc) = (crate::flowlog::FlowRing::new(64), crate::counters::PolicyCounters::default());
             let ctx = Ctx { tables: &t, ct: &ct_a, now: 1000, drops: &drops, flows: &flows, policy_counters: &pc };
-            fast_taken += fast::established(&mut probe, f.len(), *port, &ctx, super::warm::NO_HINT).is_some() as u32;
+            fast_taken += fast::established(&mut probe, f.len(), *port, &ctx, super::warm::Hint::NONE).is_some() as u32;
         }
         if round % 2 == 1 {
             let i = (next() % f.len() as u64) as usize;

@@ -4,27 +4,40 @@
 //! Contract: [`burst`] reads frames only; for each IPv4 TCP/UDP/SCTP frame it computes the flow
 //! key from fixed offsets (no validation: a malformed frame only wastes one load), hashes it,
 //! and touches the key's bucket and then its entry, all packets' buckets first. Processing
-//! afterwards finds them in cache. It returns the hashes ([`Hints`]) so that the fast path does
-//! not hash the same key again. A hint is only ever a hint: the fast path's lookup compares
-//! whole keys, so a hint that does not belong to the frame's key can only cost a miss (and the
-//! full pipeline then decides), never a wrong connection. It never changes what
-//! [`super::process`] decides.
+//! afterwards finds them in cache. It returns what it learned ([`Hints`]: the hash, and the
+//! slot whose entry it touched) so that the fast path neither hashes the same key again nor
+//! scans the bucket again when that entry is the one. A hint is only ever a hint: the fast
+//! path compares whole keys under the entry's version, so a hint that does not belong to the
+//! frame's key can only cost a miss (the scan, or the full pipeline, then decides), never a
+//! wrong connection. It never changes what [`super::process`] decides.
 use crate::conntrack::{ConnTable, FlowKey};
 use crate::wire::{IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 
 /// The most frames warmed at once (a worker's burst).
 pub const MAX: usize = 64;
 
-/// Per frame of a burst, the connection-table hash of its quick key; [`NO_HINT`] where none.
-pub struct Hints(pub [u64; MAX]);
+/// What the warm-up learned of one frame: its key's hash and the first slot of its home
+/// bucket that carries the hash's tag (an entry that may be the frame's connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hint {
+    /// The key's hash; [`Hint::NONE`]'s 0 means unknown (a real hash of 0 is merely not used).
+    pub hash: u64,
+    /// The slot's value ([`ConnTable::warm_entry`]); 0: none seen.
+    pub slot: u64,
+}
 
-/// "No hash known": the fast path hashes the key itself.
-pub const NO_HINT: u64 = 0;
+impl Hint {
+    /// Nothing known: the fast path hashes and scans itself.
+    pub const NONE: Hint = Hint { hash: 0, slot: 0 };
+}
+
+/// The hints of a burst's frames.
+pub struct Hints(pub [Hint; MAX]);
 
 impl Hints {
     #[inline(always)]
-    pub fn get(&self, i: usize) -> u64 {
-        self.0.get(i).copied().unwrap_or(NO_HINT)
+    pub fn get(&self, i: usize) -> Hint {
+        self.0.get(i).copied().unwrap_or(Hint::NONE)
     }
 }
 
@@ -48,22 +61,21 @@ pub fn quick_key(f: &[u8]) -> Option<FlowKey> {
 }
 
 /// Warms the table for up to [`MAX`] frames, whose quick keys `key_of(i)` gives for `i < n`
-/// (see [`quick_key`]); returns their hashes.
+/// (see [`quick_key`]); returns what it learned of each.
 #[inline]
 pub fn burst(ct: &ConnTable, n: usize, mut key_of: impl FnMut(usize) -> Option<FlowKey>) -> Hints {
     let n = n.min(MAX);
-    let mut hints = Hints([NO_HINT; MAX]);
+    let mut hints = Hints([Hint::NONE; MAX]);
     for i in 0..n {
         if let Some(k) = key_of(i) {
-            // A real hash of 0 is merely not used as a hint.
             let h = ct.hash(&k);
             ct.warm_bucket(h);
-            hints.0[i] = h;
+            hints.0[i].hash = h;
         }
     }
-    for &h in &hints.0[..n] {
-        if h != NO_HINT {
-            ct.warm_entry(h);
+    for hint in &mut hints.0[..n] {
+        if hint.hash != 0 {
+            hint.slot = ct.warm_entry(hint.hash);
         }
     }
     hints
