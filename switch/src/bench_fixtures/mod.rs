@@ -376,6 +376,21 @@ impl World {
         run_bursts(&ctx, frames, n)
     }
 
+    /// Writes the SYN-ACK that answers each of `conns` (opened by a SYN already) into slots
+    /// 0..: from the backend the pipeline chose (remote: through the uplink) or the pod.
+    pub fn write_answers(&self, frames: &mut Frames, conns: &[Conn]) {
+        for (i, c) in conns.iter().enumerate() {
+            let hit = self.ct.lookup(&c.key()).expect("the SYN opened the connection");
+            let r = hit.snap.reply;
+            let (macs, port) = match c.dst {
+                Dst::Service(_) => ((UPLINK_PEER_MAC, port_mac(self.scale.uplink())), self.scale.uplink()),
+                Dst::Pod(j) => ((mac_of(pod_ip(j)), port_mac(pod_port(j))), pod_port(j)),
+            };
+            frames.lens[i] = write_tcp(frames.slot_mut(i), macs, (r.src_ip(), r.sport), (r.dst_ip(), r.dport), SYN | ACK);
+            frames.ingress[i] = port;
+        }
+    }
+
     /// Opens `conns` through the pipeline (see the module contract), in batches of `batch`
     /// frames. Panics if the pipeline does not forward every packet of every handshake.
     pub fn open(&self, conns: &[Conn], frames: &mut Frames) {
@@ -384,17 +399,7 @@ impl World {
             frames.fill(chunk, SYN);
             let fwd = self.run_frames(frames, chunk.len());
             assert_eq!(fwd, chunk.len(), "SYNs forwarded (connection table full or tables wrong?)");
-            for (i, c) in chunk.iter().enumerate() {
-                let hit = self.ct.lookup(&c.key()).expect("the SYN just opened the connection");
-                let r = hit.snap.reply;
-                // The answer comes from the backend (remote: through the uplink) or the pod.
-                let (macs, port) = match c.dst {
-                    Dst::Service(_) => ((UPLINK_PEER_MAC, port_mac(self.scale.uplink())), self.scale.uplink()),
-                    Dst::Pod(j) => ((mac_of(pod_ip(j)), port_mac(pod_port(j))), pod_port(j)),
-                };
-                frames.lens[i] = write_tcp(frames.slot_mut(i), macs, (r.src_ip(), r.sport), (r.dst_ip(), r.dport), SYN | ACK);
-                frames.ingress[i] = port;
-            }
+            self.write_answers(frames, chunk);
             let fwd = self.run_frames(frames, chunk.len());
             assert_eq!(fwd, chunk.len(), "SYN-ACKs forwarded");
             frames.fill(chunk, ACK);
