@@ -121,7 +121,7 @@ fn measure(a: &PipelineArgs, est_packets: u64, quiet: bool) -> anyhow::Result<Fi
     while done < est_packets {
         let n = (est_packets - done).min(BATCH as u64) as usize;
         for p in pick.iter_mut().take(n) {
-            *p = conns[(rng.next() % conns.len() as u64) as usize];
+            *p = conns[(rng.next_u64() % conns.len() as u64) as usize];
         }
         frames.fill(&pick[..n], 0x10);
         let t = Instant::now();

@@ -226,7 +226,7 @@ impl Conn {
 /// `c % pods`, source port `1024 + c / pods`; the same list for the same `rng` state.
 pub fn service_conns(scale: &Scale, n: u32, rng: &mut Rng) -> Vec<Conn> {
     (0..n)
-        .map(|c| Conn { pod: c % scale.pods, sport: 1024 + ((c / scale.pods) % 64000) as u16, dst: Dst::Service((rng.next() % scale.services as u64) as u32) })
+        .map(|c| Conn { pod: c % scale.pods, sport: 1024 + ((c / scale.pods) % 64000) as u16, dst: Dst::Service((rng.next_u64() % scale.services as u64) as u32) })
         .collect()
 }
 
@@ -247,7 +247,7 @@ pub fn pod_conns(scale: &Scale, n: u32) -> Vec<Conn> {
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -256,7 +256,7 @@ impl Rng {
 
     /// A value in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 
