@@ -21,6 +21,7 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 BENCHMARKS=(
     "forward|64-byte UDP frames/s pod -> pod: podswitch vs Linux bridge vs dpdk-testpmd (AF_XDP); target switch >= 0.9x testpmd"
     "pipeline|per-packet cost of the whole pipeline in memory: 10k Services, 100k endpoints, 1M connections; Mpps/core and instructions/packet"
+    "micro|instructions per packet (callgrind) of each piece of the per-packet path: parse, LPM, Service pick, conntrack hit/insert, policy, whole pipeline"
     "pktgen|64-byte frames/s from one core on one veth: pktgen (AF_XDP) vs trafgen side by side; target pktgen >= trafgen"
 )
 
@@ -31,6 +32,7 @@ packages_for() {
     case "$1" in
         forward) echo "iproute2 ethtool procps util-linux coreutils netsniff-ng dpdk-dev librte-net-af-xdp23" ;;
         pipeline) echo "valgrind" ;;
+        micro) echo "valgrind" ;;
         pktgen) echo "iproute2 ethtool procps util-linux coreutils netsniff-ng" ;;
         *) echo "" ;;
     esac
@@ -93,6 +95,9 @@ run_benchmark() {
             ;;
         pipeline)
             exec "$target/release/podswitch-perf" pipeline "$@"
+            ;;
+        micro)
+            exec "$target/release/podswitch-perf" micro "$@"
             ;;
         policy)
             exec "$target/release/podswitch-perf" policy "$@"

@@ -3,6 +3,7 @@
 //! of stdout, with progress on stderr. perf/README.md says how each one measures.
 mod forward;
 mod lab;
+mod micro_bench;
 mod pipeline_bench;
 mod policy_bench;
 mod sync_bench;
@@ -28,6 +29,8 @@ enum Cmd {
     Forward(forward::ForwardArgs),
     /// Per-packet cost of the whole pipeline in memory: 10,000 Services, 100,000 endpoints, 1,000,000 connections.
     Pipeline(pipeline_bench::PipelineArgs),
+    /// Instructions per packet (callgrind) of each piece of the per-packet path: parse, LPM, Service pick, conntrack, policy, whole pipeline.
+    Micro(micro_bench::MicroArgs),
     /// NetworkPolicy at scale: compile 1,000 policies over 10,000 pods; new connections/s with them in force.
     Policy(policy_bench::PolicyArgs),
     /// Objects to tables in force: full sync of 10k Services x 10 endpoints + 1k policies over 10k pods; one EndpointSlice change.
@@ -41,6 +44,7 @@ fn main() {
     let code = match cli.cmd {
         Cmd::Forward(a) => forward::main(a),
         Cmd::Pipeline(a) => pipeline_bench::main(a),
+        Cmd::Micro(a) => micro_bench::main(a),
         Cmd::Policy(a) => policy_bench::main(a),
         Cmd::Sync(a) => sync_bench::main(a),
         Cmd::Pktgen(a) => pktgen_bench::main(a),

@@ -11,7 +11,11 @@
 //! - [`afxdp`]: the only `unsafe` code: XDP program, UMEM, sockets, rings.
 //! - [`worker`]: the pinned poll loop that moves frames between rings through the pipeline.
 //! - [`dataplane`]: starts workers, adds and removes ports while running, publishes tables.
+//! - `bench_fixtures` (feature `bench-fixtures`): tables, frames and cases the benchmarks
+//!   share; not part of the dataplane.
 pub mod afxdp;
+#[cfg(feature = "bench-fixtures")]
+pub mod bench_fixtures;
 pub mod conntrack;
 pub mod counters;
 pub mod dataplane;
