@@ -19,6 +19,7 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 
 # name|description (the listing printed by --help)
 BENCHMARKS=(
+    "e2e|end to end through a lab node, one generator (pktgen): podswitch (10k Services, 1k policies) vs kernel + kube-proxy nftables rules vs OVS AF_XDP; 64 B / IMIX rate, no-drop rate, latency, CPU/packet"
     "forward|64-byte UDP frames/s pod -> pod: podswitch vs Linux bridge vs dpdk-testpmd (AF_XDP); target switch >= 0.9x testpmd"
     "pipeline|per-packet cost of the whole pipeline in memory: 10k Services, 100k endpoints, 1M connections; Mpps/core and instructions/packet"
     "pktgen|64-byte frames/s from one core on one veth: pktgen (AF_XDP) vs trafgen side by side; target pktgen >= trafgen"
@@ -32,6 +33,7 @@ packages_for() {
         forward) echo "iproute2 ethtool procps util-linux coreutils netsniff-ng dpdk-dev librte-net-af-xdp23" ;;
         pipeline) echo "valgrind" ;;
         pktgen) echo "iproute2 ethtool procps util-linux coreutils netsniff-ng" ;;
+        e2e) echo "iproute2 ethtool procps util-linux coreutils nftables openvswitch-switch" ;;
         *) echo "" ;;
     esac
 }
@@ -99,6 +101,12 @@ run_benchmark() {
             ;;
         sync)
             exec "$target/release/podswitch-perf" sync "$@"
+            ;;
+        e2e)
+            exec "$target/release/podswitch-perf" e2e \
+                --podswitch "$target/release/podswitch" \
+                --pktgen "$target/release/pktgen" \
+                --results-dir "$root/perf/results" "$@"
             ;;
         pktgen)
             exec "$target/release/podswitch-perf" pktgen \
