@@ -6,7 +6,7 @@
 //! - [`rate`]: `pktgen run --rate max` for `duration`; the figure is frames per second received
 //!   at b (pktgen's matched frames between the first and the last), next to what was offered and
 //!   lost. The forwarder's CPU is sampled over a window inside the run (after `warmup`): the
-//!   forwarder process's CPU time (all threads, schedstat) when it is a process, the forwarding
+//!   forwarder process's CPU time (all threads, schedstat) plus `ksoftirqd/CORE`'s when it is a process, the forwarding
 //!   core's softirq time (from /proc/stat) for the kernel, divided by the frames received in
 //!   that window (received rate x window).
 //! - [`ndr`]: `pktgen rfc2544` (binary search for the highest rate without loss; trials of
@@ -82,6 +82,7 @@ pub struct LatencyResult {
 pub struct Gen<'a> {
     pub pktgen: &'a Path,
     pub gen_core: usize,
+    pub fwd_core: usize,
     pub workdir: &'a Path,
 }
 
@@ -127,9 +128,9 @@ impl Gen<'_> {
         let v = self.run_json("pktgen-rate", &args, Duration::from_secs_f64(duration + 20.0), |p| {
             p.wait_for_log("pktgen: sending", Duration::from_secs(15))?;
             sys::nap(Duration::from_secs_f64(warmup))?;
-            let (c0, f0, t0) = (CoreTimes::read(), fwd_cpu(cpu), Instant::now());
+            let (c0, f0, t0) = (CoreTimes::read(), fwd_cpu(cpu, self.fwd_core), Instant::now());
             sys::nap(Duration::from_secs_f64(window))?;
-            let (c1, f1, el) = (CoreTimes::read(), fwd_cpu(cpu), t0.elapsed().as_secs_f64());
+            let (c1, f1, el) = (CoreTimes::read(), fwd_cpu(cpu, self.fwd_core), t0.elapsed().as_secs_f64());
             let busy = c0.shares(&c1).iter().map(|s| s.busy).collect();
             let used = match (f0, f1) {
                 (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1e9),
@@ -215,12 +216,23 @@ impl Gen<'_> {
     }
 }
 
-/// CPU time (ns) of the forwarder so far.
-fn fwd_cpu(c: CpuSource) -> Option<u64> {
+/// CPU time (ns) of the forwarder so far. A process forwarder's own threads run the kernel's
+/// softirq work they cause inline (copy-mode transmit, the receiver's veth NAPI) unless the
+/// kernel defers it to `ksoftirqd/CORE`: that thread's time counts too.
+fn fwd_cpu(c: CpuSource, fwd_core: usize) -> Option<u64> {
     match c {
-        CpuSource::Process(pid) => sys::process_cpu_ns(pid),
+        CpuSource::Process(pid) => Some(sys::process_cpu_ns(pid)? + ksoftirqd_pid(fwd_core).and_then(sys::process_cpu_ns).unwrap_or(0)),
         CpuSource::Softirq(core) => softirq_ns(core),
     }
+}
+
+/// pid of the kernel thread `ksoftirqd/CORE`.
+fn ksoftirqd_pid(core: usize) -> Option<u32> {
+    let want = format!("ksoftirqd/{core}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        (std::fs::read_to_string(e.path().join("comm")).ok()?.trim() == want).then_some(pid)
+    })
 }
 
 /// Softirq time of `core` so far in ns (/proc/stat counts in USER_HZ ticks, 100 per second

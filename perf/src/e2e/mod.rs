@@ -148,11 +148,6 @@ pub struct E2eArgs {
     /// Core of the forwarder: the switch's worker, OVS's PMD, the kernel's RPS target.
     #[arg(long, default_value_t = 1)]
     pub fwd_core: usize,
-    /// Run the userspace forwarders (podswitch, ovs-vswitchd) with SCHED_FIFO priority 1, as
-    /// on a core of their own: on a machine busy with other work a busy-polling process only
-    /// gets its CFS share of the core, while the kernel forwards in softirq, ahead of every task.
-    #[arg(long)]
-    pub rt: bool,
     /// The podswitch binary (default: next to this program).
     #[arg(long, value_name = "PATH")]
     pub podswitch: Option<PathBuf>,
@@ -209,8 +204,6 @@ pub struct Setup {
     pub ndr_resolution: f64,
     pub latency_rate: u64,
     pub latency_duration_s: f64,
-    /// Userspace forwarders ran with SCHED_FIFO (`--rt`).
-    pub realtime_forwarders: bool,
 }
 
 static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -274,7 +267,7 @@ pub fn main(args: E2eArgs) -> Result<i32> {
             bail!("no {what} at {}", p.display());
         }
     }
-    let mut need = vec!["ip", "taskset", "chrt", "ethtool", "sysctl", "nft"];
+    let mut need = vec!["ip", "taskset", "ethtool", "sysctl", "nft"];
     if args.forwarders.contains(&Fwd::Ovs) {
         need.extend(["ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovs-appctl"]);
     }
@@ -377,7 +370,6 @@ pub fn main(args: E2eArgs) -> Result<i32> {
         ndr_resolution: args.ndr_resolution,
         latency_rate: args.latency_rate,
         latency_duration_s: args.latency_duration,
-        realtime_forwarders: args.rt,
     };
     let notes = std::mem::take(&mut ctx.notes);
     drop(ctx);
@@ -484,8 +476,7 @@ fn start_switch(ctx: &mut Ctx) -> Result<Proc> {
     let core = ctx.args.fwd_core.to_string();
     let x_mac = ctx.topo.x.mac.clone();
     let a: Vec<String> = [
-        "ip", "netns", "exec", NS_NODE, "taskset", "-c", &core, "chrt", if ctx.args.rt { "-f" } else { "-o" }, if ctx.args.rt { "1" } else { "0" },
-        ctx.podswitch.to_str().ok_or_else(|| anyhow!("podswitch path is not UTF-8"))?, "run",
+        "ip", "netns", "exec", NS_NODE, "taskset", "-c", &core, ctx.podswitch.to_str().ok_or_else(|| anyhow!("podswitch path is not UTF-8"))?, "run",
         "--manifests", ctx.manifests.to_str().ok_or_else(|| anyhow!("work dir path is not UTF-8"))?, "--node-name", objects::NODE_NAME,
         "--control-socket", SOCKET, "--cores", &core, "--busy-poll", "--uplink", UPLINK, "--uplink-gateway-mac", &x_mac,
     ]
@@ -526,7 +517,7 @@ fn run_forwarder(ctx: &mut Ctx, fwd: Fwd, round: u32, samples: &mut Vec<Sample>)
             let t = &ctx.topo;
             let gw_b = t.node_mac(&t.b.node_if)?;
             let r = ovs::Route { a_if: &t.a.node_if, b_if: &t.b.node_if, gw_mac_b: &gw_b, b_mac: &t.b.mac, b_ip: t.b.ip };
-            Running::Ovs(ovs::Ovs::start(NS_NODE, &ctx.workdir.join("ovs"), ctx.args.fwd_core, ctx.args.rt, &r)?)
+            Running::Ovs(ovs::Ovs::start(NS_NODE, &ctx.workdir.join("ovs"), ctx.args.fwd_core, &r)?)
         }
     };
     let cpu = match &running {
@@ -592,7 +583,7 @@ fn run_forwarder(ctx: &mut Ctx, fwd: Fwd, round: u32, samples: &mut Vec<Sample>)
 fn measure_path(ctx: &mut Ctx, fwd: Fwd, path: PathKind, round: u32, cpu: CpuSource) -> Result<Sample> {
     let a = ctx.args;
     let t = traffic(ctx, path)?;
-    let gen = Gen { pktgen: &ctx.pktgen, gen_core: a.gen_core, workdir: &ctx.workdir };
+    let gen = Gen { pktgen: &ctx.pktgen, gen_core: a.gen_core, fwd_core: a.fwd_core, workdir: &ctx.workdir };
     let tag = format!("round {round}/{} {} {}", a.rounds, fwd.name(), path.name());
     let mut s = Sample { round, fwd, path, rate_64: None, rate_imix: None, ndr_64: None, latency_64: None, errors: Vec::new() };
     let fail = |s: &mut Sample, what: &str, e: anyhow::Error| -> Result<()> {

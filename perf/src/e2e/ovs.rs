@@ -8,8 +8,7 @@
 //! veths as `type=afxdp` (native XDP; copy mode on veth), and OpenFlow rules that route pod a ->
 //! pod b as the switch does (rewrite both MACs, decrement the TTL, output), dropping the rest.
 //! [`Ovs::stop`] (also on drop) stops both daemons and removes the directory; the XDP programs
-//! go with `ovs-vswitchd` (the caller checks and detaches leftovers). With `rt` the daemon runs
-//! with SCHED_FIFO priority 1 (`chrt -f 1`), otherwise as an ordinary task (`chrt -o 0`).
+//! go with `ovs-vswitchd` (the caller checks and detaches leftovers).
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -67,7 +66,7 @@ impl Ovs {
         self.cmd(&v)
     }
 
-    pub fn start(netns: &str, dir: &Path, fwd_core: usize, rt: bool, r: &Route) -> Result<Ovs> {
+    pub fn start(netns: &str, dir: &Path, fwd_core: usize, r: &Route) -> Result<Ovs> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)?;
         let mut o = Ovs { dir: dir.to_path_buf(), db: None, vswitchd: None };
@@ -99,7 +98,7 @@ impl Ovs {
         let vswitchd = o.spawn(
             "ovs-vswitchd",
             &[
-                "ip", "netns", "exec", netns, "taskset", "-c", &core, "chrt", if rt { "-f" } else { "-o" }, if rt { "1" } else { "0" }, "ovs-vswitchd", &format!("unix:{}", d("db.sock")), "--disable-system",
+                "ip", "netns", "exec", netns, "taskset", "-c", &core, "ovs-vswitchd", &format!("unix:{}", d("db.sock")), "--disable-system",
                 &format!("--pidfile={}", d("ovs-vswitchd.pid")), &format!("--unixctl={}", d("ovs-vswitchd.ctl")),
                 &format!("--log-file={}", d("ovs-vswitchd.log")),
             ],

@@ -288,7 +288,7 @@ pub fn table(s: &Summary) -> String {
     let st = &s.setup;
     let _ = writeln!(
         o,
-        "\ne2e: {} Services ({} endpoints), {} policies (switch only), {} pods; {} round(s), medians; pktgen on core {}, forwarder on core {}{}; {} UDP flows; load average {} -> {}\n",
+        "\ne2e: {} Services ({} endpoints), {} policies (switch only), {} pods; {} round(s), medians; pktgen on core {}, forwarder on core {}; {} UDP flows; load average {} -> {}\n",
         thousands(st.services as u64),
         thousands(st.endpoints as u64),
         thousands(st.policies as u64),
@@ -296,7 +296,6 @@ pub fn table(s: &Summary) -> String {
         st.rounds,
         st.gen_core,
         st.fwd_core,
-        if st.realtime_forwarders { " (SCHED_FIFO)" } else { "" },
         st.flows,
         s.env.loadavg_start,
         s.env.loadavg_end
@@ -388,11 +387,10 @@ pub fn markdown(s: &Summary) -> String {
     );
     let _ = writeln!(
         o,
-        "- Generator: pktgen (AF_XDP) sending and receiving on core {}, {} UDP flows; forwarder on core {} ({}); {} round(s), forwarders interleaved (order rotating), medians over rounds",
+        "- Generator: pktgen (AF_XDP) sending and receiving on core {}, {} UDP flows; forwarder on core {}; {} round(s), forwarders interleaved (order rotating), medians over rounds",
         st.gen_core,
         st.flows,
         st.fwd_core,
-        if st.realtime_forwarders { "userspace forwarders with SCHED_FIFO 1, `--rt`" } else { "userspace forwarders as ordinary tasks" },
         st.rounds
     );
     o.push_str("- `≥`: the forwarder lost nothing at the generator's maximum (rate) or passed the first trial at 1.1x the measured rate (no-drop): the generator was the limit, the figure a lower bound\n");
