@@ -115,7 +115,7 @@ pub struct E2eArgs {
     /// RFC 2544 search resolution (share of the failing rate).
     #[arg(long, default_value_t = 0.02)]
     pub ndr_resolution: f64,
-    /// RFC 2544 trials at most (the first runs at 1.1x the measured rate).
+    /// RFC 2544 trials at most (the first runs at 1.1x the rate the 64-byte rate run offered).
     #[arg(long, default_value_t = 8)]
     pub ndr_max_trials: u32,
     /// Rate of the latency run, frames per second (well below every path's capacity).

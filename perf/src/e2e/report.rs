@@ -34,7 +34,7 @@ pub struct Cell {
     pub pps_imix_lower_bound: bool,
     pub gbps_imix: Option<f64>,
     pub ndr_64: Option<u64>,
-    /// The search's first trial (1.1x the measured rate) passed in most rounds: a lower bound.
+    /// The search's first trial (at 1.1x the offered rate of the rate run) passed in most rounds: a lower bound.
     pub ndr_lower_bound: bool,
     pub ndr_per_round: Vec<Option<u64>>,
     pub latency_p50_us: Option<f64>,
@@ -393,7 +393,7 @@ pub fn markdown(s: &Summary) -> String {
         st.fwd_core,
         st.rounds
     );
-    o.push_str("- `≥`: the forwarder lost nothing at the generator's maximum (rate) or passed the first trial at 1.1x the measured rate (no-drop): the generator was the limit, the figure a lower bound\n");
+    o.push_str("- `≥`: the forwarder lost nothing at the generator's maximum (rate) or passed the first trial at 1.1x the rate offered in the rate run (no-drop): the generator was the limit, the figure a lower bound\n");
     let _ = writeln!(
         o,
         "- Rate runs {} s (64 B, IMIX 64×7/594×4/1518×1); no-drop: RFC 2544 search, {} s trials, resolution {}%; latency: one-way at {} pps for {} s\n- {}, {}\n",
@@ -512,13 +512,17 @@ fn kpps(v: f64) -> String {
     }
 }
 
+/// The paths measured, each once, in their order.
+fn paths_of(s: &Summary) -> Vec<PathKind> {
+    let mut p: Vec<PathKind> = s.cells.iter().map(|c| c.path).collect();
+    p.sort();
+    p.dedup();
+    p
+}
+
 pub fn svg_rates(s: &Summary) -> String {
     let mut groups = Vec::new();
-    let paths: Vec<PathKind> = {
-        let mut p: Vec<PathKind> = s.cells.iter().map(|c| c.path).collect();
-        p.dedup();
-        p
-    };
+    let paths = paths_of(s);
     for p in paths {
         for (metric, m) in [("64 B", (|c: &Cell| c.pps_64) as fn(&Cell) -> Option<u64>), ("IMIX", |c: &Cell| c.pps_imix), ("no-drop 64 B", |c: &Cell| c.ndr_64)] {
             let vals = COLORS.iter().map(|(f, _)| (*f, s.cell(*f, p).and_then(m).map(|x| x as f64))).filter(|(f, _)| s.cell(*f, p).is_some()).collect();
@@ -530,9 +534,7 @@ pub fn svg_rates(s: &Summary) -> String {
 
 pub fn svg_cpu(s: &Summary) -> String {
     let mut groups = Vec::new();
-    let mut paths: Vec<PathKind> = s.cells.iter().map(|c| c.path).collect();
-    paths.dedup();
-    for p in paths {
+    for p in paths_of(s) {
         for (metric, m) in [("64 B", (|c: &Cell| c.cpu_us_per_pkt_64) as fn(&Cell) -> Option<f64>), ("IMIX", |c: &Cell| c.cpu_us_per_pkt_imix)] {
             let vals = COLORS.iter().map(|(f, _)| (*f, s.cell(*f, p).and_then(m))).filter(|(f, _)| s.cell(*f, p).is_some()).collect();
             groups.push((format!("{}\n{metric}", p.title()), vals));
@@ -556,4 +558,101 @@ pub fn save(dir: &Path, s: &Summary) -> Result<Vec<String>> {
         names.push(dir.join(n).display().to_string());
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::measure::NdrResult;
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: E2eArgs,
+    }
+
+    fn rate(pps: u64, sent: u64, lost: u64) -> RateResult {
+        RateResult { pps, offered_pps: sent / 2, sent, received: sent - lost, lost, mean_frame_bytes: 64.0, cpu_ns_per_pkt: Some(2000.0), cpu_util: Some(0.5), core_busy: vec![1.0, 1.0] }
+    }
+
+    fn summary() -> Summary {
+        let args = Cli::parse_from(["e2e"]).a;
+        let mut samples = Vec::new();
+        for round in 1..=3 {
+            for (fwd, paths) in [
+                (Fwd::Switch, vec![PathKind::PodPod, PathKind::PodSvc, PathKind::Nodeport]),
+                (Fwd::Kernel, vec![PathKind::PodPod, PathKind::PodSvc, PathKind::Nodeport]),
+                (Fwd::Ovs, vec![PathKind::PodPod]),
+            ] {
+                for path in paths {
+                    let base = match fwd {
+                        Fwd::Switch => 300_000,
+                        Fwd::Kernel => 200_000,
+                        Fwd::Ovs => 250_000,
+                    } + round as u64 * 1000;
+                    // The kernel loses nothing: its figures are lower bounds.
+                    let lost = if fwd == Fwd::Kernel { 0 } else { 1000 };
+                    samples.push(Sample {
+                        round,
+                        fwd,
+                        path,
+                        rate_64: Some(rate(base, 2 * base, lost)),
+                        rate_imix: Some(rate(base / 2, base, lost)),
+                        ndr_64: Some(NdrResult { ndr_pps: Some(base - 10_000), generator_limited: false, trials: 7, p50_ns_at_ndr: None, p99_ns_at_ndr: None }),
+                        latency_64: None,
+                        errors: Vec::new(),
+                    });
+                }
+            }
+        }
+        let setup = Setup {
+            services: 10_000,
+            endpoints: 99_991,
+            policies: 1000,
+            pods: 10_002,
+            nft_chains: 110_008,
+            nft_load_s: 18.0,
+            switch_start_s: vec![2.0],
+            flows: 256,
+            gen_core: 0,
+            fwd_core: 1,
+            rounds: 3,
+            duration_s: 2.5,
+            ndr_trial_s: 0.5,
+            ndr_resolution: 0.02,
+            latency_rate: 50_000,
+            latency_duration_s: 1.5,
+        };
+        let env = Env {
+            kernel: "k".into(),
+            cpu: "c".into(),
+            online_cpus: 2,
+            loadavg_start: String::new(),
+            loadavg_end: String::new(),
+            ovs_version: String::new(),
+            nft_version: String::new(),
+        };
+        summarize(&args, samples, setup, env, Vec::new(), String::new(), 1.0)
+    }
+
+    #[test]
+    fn headline_keys_come_first_with_medians() {
+        let s = summary();
+        let j = serde_json::to_string(&s).unwrap();
+        assert!(j.starts_with("{\"switch_svc_pps\":302000,\"kernel_nft_pps\":202000,\"switch_fwd_pps\":302000,\"ovs_afxdp_pps\":252000,"), "{}", &j[..120]);
+        assert_eq!(s.switch_vs_kernel_svc, Some(1.495));
+        let k = s.cell(Fwd::Kernel, PathKind::PodSvc).unwrap();
+        assert!(k.pps_64_lower_bound && !s.cell(Fwd::Switch, PathKind::PodSvc).unwrap().pps_64_lower_bound);
+        assert!(table(&s).contains("≥202,000"));
+    }
+
+    #[test]
+    fn rate_chart_has_one_group_per_path_and_metric() {
+        let svg = svg_rates(&summary());
+        // 3 paths x 3 metrics; bars: (3 + 3 + 3) x 2 forwarders + 3 x 1 (OVS on pod -> pod) = 21.
+        assert_eq!(svg.matches("<rect x=").count() - 3, 21, "bars (minus 3 legend squares)");
+        assert_eq!(svg.matches(">pod → pod</text>").count(), 3);
+        assert!(svg_cpu(&summary()).contains("µs per packet"));
+    }
 }
