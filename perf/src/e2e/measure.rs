@@ -13,6 +13,7 @@
 //!   `trial` seconds, `resolution`, at most `max_trials`) between `min_rate` and `max_rate`.
 //! - [`latency`]: `pktgen run --rate R --busy-poll` for `duration`: one-way latency p50 / p99 /
 //!   p99.9 (same clock at both ends) at a fixed rate every path carries without loss.
+//!
 //! Each pktgen is stopped (SIGINT, then SIGKILL) if it overruns; its output is kept for errors.
 use std::path::Path;
 use std::time::{Duration, Instant};

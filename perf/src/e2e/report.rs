@@ -461,8 +461,11 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// One group of bars: its label (lines split by '\n') and a value per forwarder.
+type Group = (String, Vec<(Fwd, Option<f64>)>);
+
 /// A grouped bar chart: one group per (path, metric), one bar per forwarder.
-fn bars(title: &str, unit: &str, groups: &[(String, Vec<(Fwd, Option<f64>)>)], fmt: impl Fn(f64) -> String) -> String {
+fn bars(title: &str, unit: &str, groups: &[Group], fmt: impl Fn(f64) -> String) -> String {
     let (w, h, left, top, bottom) = (860.0, 360.0, 70.0, 40.0, 70.0);
     let plot_h = h - top - bottom;
     let max = groups.iter().flat_map(|(_, v)| v.iter().filter_map(|(_, x)| *x)).fold(0.0f64, f64::max).max(1e-9) * 1.15;
