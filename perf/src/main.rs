@@ -1,6 +1,7 @@
 //! `podswitch-perf`: the benchmark drivers behind `scripts/bench.sh`. One subcommand per
 //! benchmark; each prints a readable report, or with `--json` one JSON object as the last line
 //! of stdout, with progress on stderr. perf/README.md says how each one measures.
+mod e2e;
 mod forward;
 mod lab;
 mod micro_bench;
@@ -37,6 +38,8 @@ enum Cmd {
     Sync(sync_bench::SyncArgs),
     /// 64-byte frames/s from one core on one veth: pktgen (AF_XDP) vs trafgen, side by side.
     Pktgen(pktgen_bench::PktgenArgs),
+    /// End to end through a lab node, one generator: podswitch (10k Services, 1k policies) vs the kernel with kube-proxy's nftables rules vs OVS AF_XDP; 64 B and IMIX rate, no-drop rate, latency, CPU per packet.
+    E2e(e2e::E2eArgs),
 }
 
 fn main() {
@@ -48,6 +51,7 @@ fn main() {
         Cmd::Policy(a) => policy_bench::main(a),
         Cmd::Sync(a) => sync_bench::main(a),
         Cmd::Pktgen(a) => pktgen_bench::main(a),
+        Cmd::E2e(a) => e2e::main(a),
     };
     match code {
         Ok(c) => std::process::exit(c),
