@@ -83,7 +83,7 @@ ensure_packages() {
 
 build() {
     echo "bench.sh: building release binaries (podswitch, podswitch-perf, pktgen)" >&2
-    (cd "$root" && cargo build --release -p podswitch-control -p podswitch-perf -p podswitch-pktgen --bins >&2)
+    (cd "$root" && cargo build --release --locked -p podswitch-control -p podswitch-perf -p podswitch-pktgen --bins >&2)
 }
 
 run_benchmark() {
