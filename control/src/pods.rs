@@ -150,11 +150,12 @@ impl PodCache {
             }
             return;
         };
-        let rv = if self.resource_versions { pod.metadata.resource_version.clone() } else { None };
         let old = self.entries.get(key);
-        if rv.is_some() && old.is_some_and(|e| e.rv == rv) {
+        let rv = if self.resource_versions { pod.metadata.resource_version.as_deref() } else { None };
+        if rv.is_some() && old.is_some_and(|e| e.rv.as_deref() == rv) {
             return;
         }
+        let rv = rv.map(str::to_string);
         let phase = phase_of(pod);
         let read = model::pod_info(pod);
         if let Some(e) = old {
