@@ -24,6 +24,8 @@ BENCHMARKS=(
     "pipeline|per-packet cost of the whole pipeline in memory: 10k Services, 100k endpoints, 1M connections; Mpps/core and instructions/packet"
     "micro|instructions per packet (callgrind) of each piece of the per-packet path: parse, LPM, Service pick, conntrack hit/insert, policy, whole pipeline"
     "pktgen|64-byte frames/s from one core on one veth: pktgen (AF_XDP) vs trafgen side by side; target pktgen >= trafgen"
+    "policy|compile 1,000 NetworkPolicies over 10,000 pods; new connections per core with them in force"
+    "sync|objects to tables in force: full sync of 10k Services x 10 endpoints + 1k policies over 10k pods, one EndpointSlice change (p50/p99); targets 200 ms, 1 ms"
 )
 
 # Build dependencies of the workspace (see /work/shared/environment.md, "Crates and build").

@@ -4,6 +4,7 @@
 //!
 //! - [`manifests`]: Kubernetes YAML from a directory.
 //! - [`model`]: the node and its pods as plain values.
+//! - [`pods`]: the pods of a view, re-read only where they changed.
 //! - [`naming`]: interface and MAC names shared with the lab.
 //! - [`ctl`]: the control socket protocol, client and server.
 //! - [`lab`]: `podswitch lab ...`.
@@ -15,6 +16,7 @@ pub mod manifests;
 pub mod metrics;
 pub mod model;
 pub mod naming;
+pub mod pods;
 pub mod policy;
 pub mod run;
 pub mod services;

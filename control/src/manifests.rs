@@ -11,7 +11,11 @@
 //!   the tables it has (nothing is half-applied).
 //! - [`dir_digest`] is a content hash over the same files; the switch reports the digest it has
 //!   applied so that tools (the lab's probe) can wait until it is in force.
-use std::collections::BTreeMap;
+//! - A view may carry [`Changes`]: the keys of every object that differs from the view whose
+//!   digest is [`Changes::since`]. Consumers that applied exactly that view may look at those
+//!   keys only ([`Manifests::changes_since`]); any other consumer compares everything. A view
+//!   without changes (the directory source, a first view, a relist) says nothing about them.
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +37,61 @@ pub struct Manifests {
     pub ignored: Vec<String>,
     /// Digest of the directory content this view was read from (see [`dir_digest`]).
     pub digest: String,
+    /// What changed since an earlier view, when the source knows it (see the module contract).
+    pub changes: Option<Changes>,
+}
+
+impl Manifests {
+    /// The keys changed since the view with digest `digest`, if this view knows them. An
+    /// empty `digest` (a consumer that applied nothing yet) never matches.
+    pub fn changes_since(&self, digest: &str) -> Option<&Changes> {
+        self.changes.as_ref().filter(|c| !digest.is_empty() && c.since == digest)
+    }
+}
+
+/// Keys (as [`Manifests`] keys them) of the objects that were added, modified or removed
+/// since the view whose digest is `since`. A key may be listed whose object did not change in
+/// the end (changed and changed back): consumers compare what they read of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub since: String,
+    pub namespaces: BTreeSet<String>,
+    pub pods: BTreeSet<String>,
+    pub nodes: BTreeSet<String>,
+    pub services: BTreeSet<String>,
+    pub endpoint_slices: BTreeSet<String>,
+    pub network_policies: BTreeSet<String>,
+}
+
+impl Changes {
+    /// The keys whose object differs between `old` and `new` (by content), leading from `old`.
+    pub fn between(old: &Manifests, new: &Manifests) -> Changes {
+        fn diff<T: PartialEq>(a: &BTreeMap<String, T>, b: &BTreeMap<String, T>) -> BTreeSet<String> {
+            let mut out: BTreeSet<String> = a.iter().filter(|(k, v)| b.get(*k) != Some(*v)).map(|(k, _)| k.clone()).collect();
+            out.extend(b.keys().filter(|k| !a.contains_key(*k)).cloned());
+            out
+        }
+        Changes {
+            since: old.digest.clone(),
+            namespaces: diff(&old.namespaces, &new.namespaces),
+            pods: diff(&old.pods, &new.pods),
+            nodes: diff(&old.nodes, &new.nodes),
+            services: diff(&old.services, &new.services),
+            endpoint_slices: diff(&old.endpoint_slices, &new.endpoint_slices),
+            network_policies: diff(&old.network_policies, &new.network_policies),
+        }
+    }
+
+    /// Adds the keys of `later`, which leads on from the view these changes lead to; the
+    /// result leads from `self.since` to where `later` leads.
+    pub fn merge(&mut self, later: Changes) {
+        self.namespaces.extend(later.namespaces);
+        self.pods.extend(later.pods);
+        self.nodes.extend(later.nodes);
+        self.services.extend(later.services);
+        self.endpoint_slices.extend(later.endpoint_slices);
+        self.network_policies.extend(later.network_policies);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -150,9 +150,9 @@ pub fn pod_info(pod: &Pod) -> Result<PodInfo, String> {
         }
         _ => None,
     };
-    let spec = pod.spec.clone().unwrap_or_default();
+    let spec = pod.spec.as_ref();
     let mut ports = Vec::new();
-    for c in &spec.containers {
+    for c in spec.iter().flat_map(|s| &s.containers) {
         for p in c.ports.iter().flatten() {
             let protocol = match p.protocol.as_deref() {
                 None => L4Proto::Tcp,
@@ -168,8 +168,8 @@ pub fn pod_info(pod: &Pod) -> Result<PodInfo, String> {
     Ok(PodInfo {
         interface: naming::pod_interface(&namespace, &name),
         labels: pod.metadata.labels.clone().unwrap_or_default(),
-        node_name: spec.node_name.clone(),
-        host_network: spec.host_network.unwrap_or(false),
+        node_name: spec.and_then(|s| s.node_name.clone()),
+        host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
         namespace,
         name,
         ip,

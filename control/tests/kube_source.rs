@@ -475,3 +475,69 @@ fn an_https_server_gets_a_rustls_client() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     t.join().unwrap();
 }
+
+/// Every key that differs between `prev` and `m` is among the changes `m` lists from `prev`.
+fn lists_every_change(prev: &Manifests, m: &Manifests, what: &str) {
+    let c = m.changes_since(&prev.digest).unwrap_or_else(|| panic!("{what}: no changes from the previous view: {:?}", m.changes));
+    let d = manifests::Changes::between(prev, m);
+    for (kind, diff, listed) in [
+        ("namespaces", &d.namespaces, &c.namespaces),
+        ("pods", &d.pods, &c.pods),
+        ("nodes", &d.nodes, &c.nodes),
+        ("services", &d.services, &c.services),
+        ("endpointslices", &d.endpoint_slices, &c.endpoint_slices),
+        ("networkpolicies", &d.network_policies, &c.network_policies),
+    ] {
+        assert!(diff.is_subset(listed), "{what}: {kind} changed {diff:?}, listed {listed:?}");
+    }
+}
+
+#[test]
+fn views_list_the_keys_that_changed_and_a_relist_lists_none() {
+    let api = FakeApi::start_new();
+    seed(&api);
+    let (src, first) = started(&api, opts());
+    assert!(first.changes.is_none(), "a first view has nothing to lead from");
+    let mut prev = first;
+    let edits: Vec<(&str, Box<dyn Fn(&FakeApi)>)> = vec![
+        ("add a pod", Box::new(|a| {
+            a.apply(pod("x", "n", "10.244.0.60", json!({})));
+        })),
+        ("modify a Service", Box::new(|a| {
+            a.apply(service("x", "web", "10.96.0.99"));
+        })),
+        ("modify an EndpointSlice", Box::new(|a| {
+            a.apply(slice("x", "web", &["10.244.0.10"]));
+        })),
+        ("delete a pod", Box::new(|a| assert!(a.delete("Pod", "x", "a")))),
+        ("relabel a namespace and add a policy", Box::new(|a| {
+            a.apply(namespace("y", json!({"ns": "y", "t": "1"})));
+            a.apply(policy("x", "p2"));
+        })),
+    ];
+    for (what, edit) in &edits {
+        edit(&api);
+        let m = recv(&src, Duration::from_secs(2), what);
+        lists_every_change(&prev, &m, what);
+        let c = m.changes.as_ref().unwrap();
+        let listed = c.namespaces.len() + c.pods.len() + c.nodes.len() + c.services.len() + c.endpoint_slices.len() + c.network_policies.len();
+        assert!(listed <= 2, "{what}: {c:?}");
+        prev = m;
+    }
+    // A consumer that did not take views in time gets the changes since the one it took.
+    for i in 0..4 {
+        api.apply(pod("x", &format!("s{i}"), &format!("10.244.0.{}", 70 + i), json!({})));
+        std::thread::sleep(Duration::from_millis(80));
+    }
+    let m = recv(&src, Duration::from_secs(1), "queued");
+    lists_every_change(&prev, &m, "views not taken in time");
+    assert_eq!(m.changes.as_ref().unwrap().pods.len(), 4);
+    // After a relist, no list of changes (the list replaced the store).
+    api.force_gone(Res::Pods, 1);
+    api.close_watches();
+    api.apply(pod("y", "after", "10.244.0.90", json!({})));
+    let m = recv(&src, Duration::from_secs(5), "after the relist");
+    assert!(src.status().kinds["pods"].relists >= 1);
+    assert!(m.pods.contains_key("y/after"), "{:?}", keys(&m.pods));
+    assert!(m.changes.is_none(), "a view after a relist lists changes: {:?}", m.changes);
+}

@@ -257,6 +257,29 @@ fn two_workers_forward_between_two_queue_ports() {
     .join()
     .unwrap();
     server.join().unwrap();
+    // /metrics counts per worker what the ports count: both workers, each with its core,
+    // and the same frames in total (traffic has stopped).
+    let body = in_netns(&t.node(), || {
+        let mut c = std::net::TcpStream::connect("127.0.0.1:9090").unwrap();
+        std::io::Write::write_all(&mut c, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut c, &mut s).unwrap();
+        s
+    })
+    .join()
+    .unwrap();
+    let sum = |prefix: &str| -> u64 {
+        body.lines().filter(|l| l.starts_with(prefix)).map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap()).sum()
+    };
+    for (w, core) in [(0, 0), (1, 1)] {
+        let line = format!("podswitch_worker_rx_packets_total{{worker=\"{w}\",core=\"{core}\"}} ");
+        assert!(body.contains(&line), "no {line} in\n{body}");
+    }
+    let worker_rx = sum("podswitch_worker_rx_packets_total{");
+    assert!(worker_rx > 40, "{worker_rx} frames over the workers\n{body}");
+    assert_eq!(worker_rx, sum("podswitch_port_rx_packets_total{"), "{body}");
+    assert_eq!(sum("podswitch_worker_tx_bytes_total{"), sum("podswitch_port_tx_bytes_total{"), "{body}");
+    assert!(body.contains("podswitch_worker_drops_total{worker=\"1\",reason=\"no_route\"} "), "{body}");
     assert!(stop_ok(sw));
 }
 

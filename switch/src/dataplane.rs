@@ -14,6 +14,8 @@
 //! - [`Dataplane::publish`] swaps the whole table snapshot; workers pick it up within a round.
 //! - Attach and detach wait for the worker to apply them (bounded), so a detached port's
 //!   interface can be deleted right after.
+//! - Per-worker counters ([`Dataplane::worker_reports`]) are the sums of the queues each worker
+//!   owns, detached ports' final counts included, so they never go down.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -129,6 +131,17 @@ pub struct PortReport {
     pub kernel: XskStats,
 }
 
+/// One worker's counters, as `/metrics` reports them.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerReport {
+    pub worker: usize,
+    pub core: usize,
+    /// Over the queues this worker owns, of every port attached now or before.
+    pub totals: PortTotals,
+    /// This worker's drops by reason (every reason, zeros included).
+    pub drops: Vec<(DropReason, u64)>,
+}
+
 pub struct Dataplane {
     cfg: DataplaneConfig,
     tables: Arc<ArcSwap<Tables>>,
@@ -136,6 +149,8 @@ pub struct Dataplane {
     reaper: Reaper,
     workers: Vec<WorkerHandle>,
     ports: BTreeMap<PortId, AttachedPort>,
+    /// Per worker: the final counts of the queues of ports detached since the start.
+    retired: Vec<PortTotals>,
 }
 
 impl Dataplane {
@@ -176,7 +191,8 @@ impl Dataplane {
                 .expect("spawning a worker thread");
             workers.push(WorkerHandle { core, cmds: tx, shared, umem, join: Some(join) });
         }
-        Ok(Self { cfg, tables, ct, reaper, workers, ports: BTreeMap::new() })
+        let retired = vec![PortTotals::default(); workers.len()];
+        Ok(Self { cfg, tables, ct, reaper, workers, ports: BTreeMap::new(), retired })
     }
 
     pub fn worker_count(&self) -> usize {
@@ -283,6 +299,12 @@ impl Dataplane {
                 result = Err(DataplaneError::WorkerGone(w));
             }
         }
+        // The workers no longer count on these queues: their counts are final.
+        for (info, c) in &port.queues {
+            if let Some(t) = self.retired.get_mut(info.worker) {
+                t.add(c);
+            }
+        }
         drop(port); // detaches XDP
         self.rebalance_fill();
         result
@@ -339,6 +361,22 @@ impl Dataplane {
         DropReason::ALL
             .iter()
             .map(|r| (*r, self.workers.iter().map(|w| w.shared.drops.get(*r)).sum()))
+            .collect()
+    }
+
+    /// Per worker: frames and bytes over the queues it owns, and its drops by reason.
+    pub fn worker_reports(&self) -> Vec<WorkerReport> {
+        self.workers
+            .iter()
+            .enumerate()
+            .map(|(w, h)| {
+                let mut totals = self.retired[w];
+                for (_, c) in self.ports.values().flat_map(|p| p.queues.iter()).filter(|(q, _)| q.worker == w) {
+                    totals.add(c);
+                }
+                let drops = DropReason::ALL.iter().map(|r| (*r, h.shared.drops.get(*r))).collect();
+                WorkerReport { worker: w, core: h.core, totals, drops }
+            })
             .collect()
     }
 

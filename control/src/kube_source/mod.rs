@@ -24,7 +24,11 @@
 //!   relisted, after 410 Gone). [`KubeSource::status`] says whether the last request got an
 //!   answer, the last error, what each kind holds and how many relists happened.
 //! - Objects are stored without `metadata.managedFields` (never used, often most of a Pod).
-use std::collections::BTreeMap;
+//! - Every view but the first lists the keys its watches changed since the view sent before it
+//!   ([`Manifests::changes`]); a view that replaces one the consumer did not take lists the
+//!   changes of both. A view after a list (initial or relist), whose store was replaced
+//!   wholesale, lists none: the consumer compares everything.
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::path::{Path, PathBuf};
@@ -45,7 +49,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::manifests::Manifests;
+use crate::manifests::{Changes, Manifests};
 
 mod track;
 
@@ -236,6 +240,11 @@ struct State {
     last_view_time: Option<SystemTime>,
     last_digest: Option<String>,
     kinds: [KindStatus; 6],
+    /// Keys of the objects each kind's watch changed since the last view was built.
+    changed: [BTreeSet<String>; 6],
+    /// A list (initial or relist) replaced some store since then: the keys above do not say
+    /// everything that changed.
+    changed_unknown: bool,
 }
 
 struct Shared {
@@ -469,27 +478,35 @@ where
             match ev {
                 Ok(ev) => {
                     writer.apply_watcher_event(&ev);
-                    let mut st = shared.lock();
+                    let mut guard = shared.lock();
+                    let st = &mut *guard;
                     let ks = &mut st.kinds[kind.index()];
-                    let changed = match ev {
+                    let changed = match &ev {
                         Event::Init => {
                             if ks.listed {
                                 ks.relists += 1;
                                 tracing::info!(kind = kind.plural(), "relisting; views are held until the list completes");
                             }
                             ks.listing = true;
+                            st.changed_unknown = true;
                             false
                         }
                         Event::InitApply(_) => false,
                         Event::InitDone => {
                             ks.listing = false;
                             ks.listed = true;
+                            st.changed_unknown = true;
                             true
                         }
-                        Event::Apply(_) | Event::Delete(_) => true,
+                        Event::Apply(o) | Event::Delete(o) => {
+                            // Recorded after the store has the change: a view built after the
+                            // aggregator took these keys has it, one built before lists it next.
+                            st.changed[kind.index()].insert(key_of(o));
+                            true
+                        }
                     };
-                    ks.objects = reader.len();
-                    drop(st);
+                    st.kinds[kind.index()].objects = reader.len();
+                    drop(guard);
                     if changed {
                         shared.changed.notify_one();
                     }
@@ -586,8 +603,8 @@ where
     out
 }
 
-/// The view of all stores now.
-fn build_view(s: &Stores) -> Manifests {
+/// The view of all stores now, carrying `changes`.
+fn build_view(s: &Stores, changes: Option<Changes>) -> Manifests {
     let mut hashed = Vec::new();
     let mut m = Manifests {
         namespaces: collect(&s.namespaces, Kind::Namespace, &mut hashed),
@@ -598,9 +615,16 @@ fn build_view(s: &Stores) -> Manifests {
         network_policies: collect(&s.network_policies, Kind::NetworkPolicy, &mut hashed),
         ignored: Vec::new(),
         digest: String::new(),
+        changes,
     };
     m.digest = digest(&mut hashed);
     m
+}
+
+/// The changes leading from the view `since`, from the keys recorded per kind.
+fn changes_from(since: String, keys: [BTreeSet<String>; 6]) -> Changes {
+    let [namespaces, pods, nodes, services, endpoint_slices, network_policies] = keys;
+    Changes { since, namespaces, pods, nodes, services, endpoint_slices, network_policies }
 }
 
 /// A digest over (kind, key, resourceVersion) of every object, independent of store order.
@@ -623,7 +647,17 @@ async fn aggregate(shared: Arc<Shared>, stores: Stores, tx: Sender<Manifests>, d
         if !synced(&shared.lock()) {
             continue; // the list under way notifies again when it completes
         }
-        let view = build_view(&stores);
+        // The keys first, then the stores (see where they are recorded).
+        let changes = {
+            let mut st = shared.lock();
+            let keys = std::mem::take(&mut st.changed);
+            let unknown = std::mem::replace(&mut st.changed_unknown, false);
+            match (&st.last_digest, unknown) {
+                (Some(since), false) => Some(changes_from(since.clone(), keys)),
+                _ => None,
+            }
+        };
+        let mut view = build_view(&stores, changes);
         if shared.lock().last_digest.as_deref() == Some(view.digest.as_str()) {
             continue;
         }
@@ -635,7 +669,16 @@ async fn aggregate(shared: Arc<Shared>, stores: Stores, tx: Sender<Manifests>, d
         st.last_view_time = Some(SystemTime::now());
         st.last_digest = Some(digest.clone());
         drop(st);
-        while drain.try_recv().is_ok() {}
+        while let Ok(old) = drain.try_recv() {
+            // Not taken: the changes must lead from what the consumer took before it.
+            view.changes = match (old.changes, view.changes.take()) {
+                (Some(mut a), Some(b)) if b.since == old.digest => {
+                    a.merge(b);
+                    Some(a)
+                }
+                _ => None,
+            };
+        }
         if tx.try_send(view).is_err() {
             return; // cannot happen: we hold a receiver and just emptied the channel
         }

@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use ipnet::Ipv4Net;
-use switch::tables::policy::{IdSet, Identity, Peer, PolicyId, PolicyTables, PortRange, Rule};
+use switch::tables::policy::{IdSet, Identity, IdentityMap, Peer, PodPolicies, PolicyId, PolicyNames, PolicyTables, PortRange, Rule};
 
 use super::lists::{Directory, PodList};
 use super::model::{self, PeerSpec, PolicyModel, PortSel, PortSpec, RuleSpec};
@@ -28,7 +28,7 @@ use super::{
     CompiledPolicy, PeerView, PolicyInputs, PolicyState, PolicyView, PortView, RuleView, NAMESPACE_NAME_LABEL,
     RESIDENT_NODE_NAME, RESIDENT_NODE_POLICY,
 };
-use crate::model::{L4Proto, PodInfo};
+use crate::model::{L4Proto, NodeInfo, PodInfo};
 use crate::naming;
 
 fn proto_number(p: L4Proto) -> u8 {
@@ -410,6 +410,99 @@ fn fail_closed_sentence(m: &PolicyModel, local: usize) -> String {
 
 /// Compiles the NetworkPolicies of `inp` into tables; see the module contract of [`super`].
 pub fn compile_policy(inp: &PolicyInputs, state: &mut PolicyState) -> CompiledPolicy {
+    state.seen = None;
+    compile_everything(inp, state)
+}
+
+/// What [`compile_policy_unless_unchanged`] keeps of the last compile.
+#[derive(Debug, Clone)]
+pub(crate) struct Seen {
+    digest: String,
+    node: NodeInfo,
+    pods_generation: u64,
+    namespaces: BTreeMap<String, k8s_openapi::api::core::v1::Namespace>,
+    policies: BTreeMap<String, k8s_openapi::api::networking::v1::NetworkPolicy>,
+}
+
+/// What [`compile_policy`] gives, or None when nothing it reads changed since the last call
+/// with `state` (so the result of that call stands: a compile would give it again). What it
+/// reads: the node, the Namespaces, the NetworkPolicies, and the pods,
+/// for which the caller vouches with `pods_generation`: a number that changes whenever
+/// `inp.all_pods` or the `status.phase` of a pod of the view changes
+/// ([`crate::pods::PodCache::generation`]). Namespaces and policies are compared by the
+/// view's [`crate::manifests::Changes`] when it leads from the last view, else by content.
+pub fn compile_policy_unless_unchanged(inp: &PolicyInputs, pods_generation: u64, state: &mut PolicyState) -> Option<CompiledPolicy> {
+    let m = inp.manifests;
+    let unchanged = match state.seen.as_deref_mut() {
+        Some(seen) => {
+            let same_objects = match m.changes_since(&seen.digest) {
+                Some(c) => {
+                    // Bring the copies up to date with the listed keys, comparing as they go.
+                    let mut same = true;
+                    for k in &c.namespaces {
+                        same &= sync_key(&mut seen.namespaces, &m.namespaces, k);
+                    }
+                    for k in &c.network_policies {
+                        same &= sync_key(&mut seen.policies, &m.network_policies, k);
+                    }
+                    same
+                }
+                None => {
+                    let same_ns = seen.namespaces == m.namespaces;
+                    if !same_ns {
+                        seen.namespaces = m.namespaces.clone();
+                    }
+                    let same_np = seen.policies == m.network_policies;
+                    if !same_np {
+                        seen.policies = m.network_policies.clone();
+                    }
+                    same_ns && same_np
+                }
+            };
+            let same = same_objects && seen.node == *inp.node && seen.pods_generation == pods_generation;
+            seen.digest = m.digest.clone();
+            seen.node = inp.node.clone();
+            seen.pods_generation = pods_generation;
+            same
+        }
+        None => {
+            state.seen = Some(Box::new(Seen {
+                digest: m.digest.clone(),
+                node: inp.node.clone(),
+                pods_generation,
+                namespaces: m.namespaces.clone(),
+                policies: m.network_policies.clone(),
+            }));
+            false
+        }
+    };
+    if unchanged {
+        return None;
+    }
+    Some(compile_everything(inp, state))
+}
+
+/// Makes `copy[key]` what `now[key]` is; true when it already was.
+fn sync_key<T: Clone + PartialEq>(copy: &mut BTreeMap<String, T>, now: &BTreeMap<String, T>, key: &str) -> bool {
+    match (copy.get_mut(key), now.get(key)) {
+        (Some(a), Some(b)) if a == b => true,
+        (Some(a), Some(b)) => {
+            *a = b.clone();
+            false
+        }
+        (None, None) => true,
+        (Some(_), None) => {
+            copy.remove(key);
+            false
+        }
+        (None, Some(b)) => {
+            copy.insert(key.to_string(), b.clone());
+            false
+        }
+    }
+}
+
+fn compile_everything(inp: &PolicyInputs, state: &mut PolicyState) -> CompiledPolicy {
     let mut problems = Vec::new();
     let view = build_view(inp, state, &mut problems);
     let dir = &view.dir;
@@ -424,12 +517,14 @@ pub fn compile_policy(inp: &PolicyInputs, state: &mut PolicyState) -> CompiledPo
     }
 
     let mut tables = PolicyTables::default();
+    let mut policy_names = PolicyNames::default();
+    let mut pods = PodPolicies::default();
     let mut resolver = Resolver { view: &view, memo: HashMap::new() };
     let mut views = Vec::new();
     for (key, np) in policies {
         let m = model::read_policy(key, np);
         let id = state.policy_ids[key];
-        tables.policy_names.insert(id, key.clone());
+        policy_names.insert(id, key.clone());
         problems.extend(m.warnings.iter().map(|w| format!("NetworkPolicy {key}: {w}")));
 
         // The podSelector, once per label group of the policy's namespace.
@@ -499,7 +594,7 @@ pub fn compile_policy(inp: &PolicyInputs, state: &mut PolicyState) -> CompiledPo
 
         for &q in &local {
             let pod = &view.pods[q as usize];
-            let e = tables.pods.entry(u32::from(pod.ip)).or_default();
+            let e = pods.entry(u32::from(pod.ip)).or_default();
             if m.directions.ingress {
                 e.ingress_isolated = true;
                 for r in &ingress {
@@ -535,26 +630,30 @@ pub fn compile_policy(inp: &PolicyInputs, state: &mut PolicyState) -> CompiledPo
     // The resident node reaches its pods whatever their ingress policies say.
     let node_peer: Arc<[Peer]> = Arc::new([Peer::IpBlock { cidr: (u32::from(inp.node.internal_ip), 32), except: Vec::new() }]);
     let mut node_rule_used = false;
-    for e in tables.pods.values_mut().filter(|e| e.ingress_isolated) {
+    for e in pods.values_mut().filter(|e| e.ingress_isolated) {
         e.ingress.push(Rule { policy: RESIDENT_NODE_POLICY, index: 0, peers: node_peer.clone(), ports: Vec::new() });
         node_rule_used = true;
     }
     if node_rule_used {
-        tables.policy_names.insert(RESIDENT_NODE_POLICY, RESIDENT_NODE_NAME.to_string());
+        policy_names.insert(RESIDENT_NODE_POLICY, RESIDENT_NODE_NAME.to_string());
     }
 
-    tables.identities.reserve(view.pods.len());
+    let mut identities = IdentityMap::default();
+    identities.reserve(view.pods.len());
     for p in view.pods.iter().filter(|p| p.addressable) {
         if let Some(id) = view.groups[p.group as usize].identity {
-            tables.identities.insert(u32::from(p.ip), id);
+            identities.insert(u32::from(p.ip), id);
         }
     }
+    tables.identities = Arc::new(identities);
+    tables.pods = Arc::new(pods);
+    tables.policy_names = Arc::new(policy_names);
     let same = state.last.as_ref().is_some_and(|l| l.identities == tables.identities && l.pods == tables.pods);
     if !same {
         state.epoch = state.epoch.wrapping_add(1).max(1);
     }
     tables.epoch = state.epoch;
     state.last =
-        Some(PolicyTables { identities: tables.identities.clone(), pods: tables.pods.clone(), ..PolicyTables::default() });
+        Some(PolicyTables { identities: Arc::clone(&tables.identities), pods: Arc::clone(&tables.pods), ..PolicyTables::default() });
     CompiledPolicy { tables, problems, views }
 }

@@ -68,7 +68,7 @@ use std::collections::BTreeMap;
 
 use switch::tables::policy::{PolicyId, PolicyTables};
 
-pub use compile::compile_policy;
+pub use compile::{compile_policy, compile_policy_unless_unchanged};
 pub use lists::PodList;
 
 use crate::manifests::Manifests;
@@ -162,6 +162,8 @@ pub struct PolicyState {
     /// What the previous compile's verdicts depended on: its `identities` and `pods` (the
     /// other fields are left empty).
     pub(crate) last: Option<PolicyTables>,
+    /// What the last [`compile_policy_unless_unchanged`] read and gave.
+    pub(crate) seen: Option<Box<compile::Seen>>,
 }
 
 impl PolicyState {

@@ -1443,3 +1443,112 @@ fn verdicts_at_scale_agree_with_a_reference_evaluation() {
     check_against_reference(&changed, &mut state, samples / 2, 0x2545_f491_4f6c_dd1d);
     assert_ne!(state.epoch(), epoch);
 }
+
+// --- compile_policy_unless_unchanged: skipping a compile is exactly keeping its result ---
+
+fn same_compile(a: &CompiledPolicy, b: &CompiledPolicy, what: &str) {
+    assert_eq!(a.tables.epoch, b.tables.epoch, "{what}: epoch");
+    assert_eq!(a.tables.identities, b.tables.identities, "{what}: identities");
+    assert_eq!(a.tables.pods, b.tables.pods, "{what}: pod entries");
+    assert_eq!(a.tables.policy_names, b.tables.policy_names, "{what}: policy names");
+    assert_eq!(a.problems, b.problems, "{what}: problems");
+    assert_eq!(a.views, b.views, "{what}: views");
+}
+
+/// Random edits of namespaces, pods (labels, address, phase, node, ports), policies and of
+/// nothing policy-relevant (a Service); each view compiled by a fresh-state-free compile and by
+/// the skipping one (fed the pod cache's generation, and now and then the view's changes).
+#[test]
+fn skipping_unchanged_inputs_gives_what_a_compile_gives_over_random_edits() {
+    use crate::manifests::Changes;
+    use crate::pods::PodCache;
+    let policies = [
+        "{podSelector: {matchLabels: {pod: a}}, ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]}",
+        "{podSelector: {}, policyTypes: [Ingress, Egress]}",
+        "{podSelector: {}, ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}], ports: [{port: serve-80-tcp}]}]}",
+        "{podSelector: {matchLabels: {pod: c}}, egress: [{to: [{ipBlock: {cidr: 10.244.0.0/24, except: [10.244.0.20/32]}}]}]}",
+    ];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    };
+    // Per object, its knob(s); None: absent.
+    let mut ns_labels = [Some(0u64), Some(1), None];
+    let mut pods: [[Option<[u64; 5]>; 3]; 3] = [[Some([0, 0, 0, 0, 0]); 3]; 3];
+    let mut pols: [Option<u64>; 4] = [Some(0), None, Some(2), None];
+    let mut svc_port = 80;
+    let (mut cache, mut skipping, mut plain) = (PodCache::default(), PolicyState::default(), PolicyState::default());
+    let mut previous: Option<Manifests> = None;
+    let mut last: Option<CompiledPolicy> = None;
+    let (mut skipped, mut compiled) = (0, 0);
+    let n = node();
+    for step in 0..400 {
+        match next(5) {
+            0 => ns_labels[next(3) as usize] = if next(5) == 0 { None } else { Some(next(3)) },
+            1 | 2 => {
+                let p = &mut pods[next(3) as usize][next(3) as usize];
+                match p {
+                    Some(k) if next(8) > 0 => k[next(5) as usize] = next(3),
+                    _ => *p = if p.is_some() { None } else { Some([0; 5]) },
+                }
+            }
+            3 => pols[next(4) as usize] = if next(4) == 0 { None } else { Some(next(4)) },
+            _ => svc_port += 1,
+        }
+        let mut y = String::new();
+        for (i, l) in ns_labels.iter().enumerate() {
+            if let Some(l) = l {
+                y += &namespace(NAMESPACES[i], ["{ns: x}", "{ns: y}", "{}"][*l as usize]);
+            }
+        }
+        for (i, row) in pods.iter().enumerate() {
+            for (j, p) in row.iter().enumerate() {
+                let Some(k) = p else { continue };
+                let labels = [format!("{{pod: {}}}", NAMES[j]), "{pod: a}".into(), "{}".into()][k[0] as usize].clone();
+                let ip = [format!("10.244.0.{}", 10 * i + j + 10), "10.244.0.99".into(), String::new()][k[1] as usize].clone();
+                let node = ["", "node-1", "node-2"][k[3] as usize];
+                let ports = [LAB_PORTS, "[{name: serve-80-tcp, containerPort: 8080}]", "[]"][k[4] as usize];
+                let mut doc = pod(NAMESPACES[i], NAMES[j], &labels, &ip, node, ports);
+                if k[2] > 0 {
+                    let phase = ["", "Running", "Succeeded"][k[2] as usize];
+                    doc = if ip.is_empty() {
+                        doc.replace("status: {}", &format!("status: {{phase: {phase}}}"))
+                    } else {
+                        doc.replace("status: {", &format!("status: {{phase: {phase}, "))
+                    };
+                }
+                y += &doc;
+            }
+        }
+        for (i, p) in pols.iter().enumerate() {
+            if let Some(p) = p {
+                y += &np(NAMESPACES[i % 3], &format!("p{i}"), policies[*p as usize]);
+            }
+        }
+        y += &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s, namespace: x}}\nspec: {{ports: [{{port: {svc_port}}}]}}\n---\n");
+        let mut m = load(&y);
+        m.digest = format!("view {step}");
+        if let Some(p) = previous.as_ref().filter(|_| next(10) > 0) {
+            m.changes = Some(Changes::between(p, &m));
+        }
+        let what = format!("step {step}");
+        cache.update(&m);
+        let (all, _) = all_pods(&m);
+        assert_eq!(cache.all(), &all[..], "{what}: pods");
+        let want = compile_policy(&PolicyInputs { manifests: &m, node: &n, all_pods: &all }, &mut plain);
+        match compile_policy_unless_unchanged(&PolicyInputs { manifests: &m, node: &n, all_pods: cache.all() }, cache.generation(), &mut skipping) {
+            Some(c) => {
+                compiled += 1;
+                last = Some(c);
+            }
+            None => skipped += 1,
+        }
+        same_compile(last.as_ref().expect("the first view compiles"), &want, &what);
+        assert_eq!(skipping.epoch(), plain.epoch(), "{what}: epoch");
+        previous = Some(m);
+    }
+    assert!(skipped > 60 && compiled > 200, "skipped {skipped}, compiled {compiled}");
+}

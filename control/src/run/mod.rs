@@ -9,6 +9,10 @@
 //!   is re-read whole; a bad file is reported (log and `show status`) while the tables in force
 //!   stay in force. Pod ports whose interface is missing are retried every second and listed
 //!   as pending.
+//! - Every view is applied incrementally: pods ([`crate::pods`]), Services and NetworkPolicies
+//!   are read again only where the view changed (by its list of changed keys when it has one,
+//!   else by resourceVersion or content); the policy compile is skipped when nothing it reads
+//!   changed, and the published tables share every unchanged part with the previous ones.
 //! - SIGTERM/SIGINT detach every port, stop the workers and delete the host port.
 pub mod flows;
 pub mod host_port;
@@ -37,6 +41,7 @@ use crate::metrics::{self, MetricsAddr, MetricsArgs, MetricsSnapshot};
 use crate::manifests::{self, Manifests};
 use crate::model::{self, NodeInfo};
 use crate::naming;
+use crate::pods::PodCache;
 use crate::policy::{self as netpol, CompiledPolicy, PolicyInputs, PolicyState};
 use crate::services::{self, CompiledServices, ServiceInputs, ServiceState};
 
@@ -117,8 +122,6 @@ pub(crate) struct Switch {
     pub svc_state: ServiceState,
     /// The Services as last compiled (what `show services` reports).
     pub services: Option<CompiledServices>,
-    /// Pod address (host order) -> `namespace/name`, for every pod of the view (flow log).
-    pub pod_names: BTreeMap<u32, String>,
     pub flows: flows::FlowHistory,
     /// The API source's status, when the objects come from the Kubernetes API.
     pub kube: Option<kube_source::StatusHandle>,
@@ -129,6 +132,12 @@ pub(crate) struct Switch {
     pub policy_state: PolicyState,
     /// NetworkPolicies as last compiled (what `show policies` reports).
     pub policy: Option<CompiledPolicy>,
+    /// Every pod of the view, re-read where it changed.
+    pub pods: PodCache,
+    /// The pod generation `desired` and `pod_problems` were made from.
+    pub desired_from: Option<u64>,
+    /// Sentences about pods: unreadable ones, and those `desired` cannot wire.
+    pub pod_problems: Vec<String>,
 }
 
 impl Switch {
@@ -162,24 +171,33 @@ impl Switch {
                 self.node, node
             ));
         }
-        let pods = model::local_pods(m, &self.node)?;
-        let (desired, mut problems) = compile::desired_ports(&self.node, &pods, self.uplink.as_ref());
-        let (all_pods, pod_problems) = services::all_pods(m);
-        problems.extend(pod_problems);
-        self.pod_names = all_pods.iter().filter_map(|p| p.ip.map(|ip| (u32::from(ip), p.key()))).collect();
-        let compiled = services::compile_services(&ServiceInputs { manifests: m, node: &self.node, all_pods: &all_pods }, &mut self.svc_state);
+        // The pods step: only the pods that changed are read again, and the ports follow
+        // only when some pod did.
+        self.pods.update(m);
+        if self.desired_from != Some(self.pods.generation()) {
+            let local = self.pods.local_pods(&self.node)?;
+            let (desired, mut problems) = compile::desired_ports(&self.node, &local, self.uplink.as_ref());
+            problems.extend(self.pods.problems());
+            self.desired = desired;
+            self.pod_problems = problems;
+            self.desired_from = Some(self.pods.generation());
+        }
+        let all_pods = self.pods.all();
+        let compiled = services::compile_services(&ServiceInputs { manifests: m, node: &self.node, all_pods }, &mut self.svc_state);
+        let inputs = PolicyInputs { manifests: m, node: &self.node, all_pods };
+        if let Some(c) = netpol::compile_policy_unless_unchanged(&inputs, self.pods.generation(), &mut self.policy_state) {
+            self.policy = Some(c);
+        }
+        let mut problems = self.pod_problems.clone();
         problems.extend(compiled.problems.iter().cloned());
-        let compiled_policy = netpol::compile_policy(&PolicyInputs { manifests: m, node: &self.node, all_pods: &all_pods }, &mut self.policy_state);
-        problems.extend(compiled_policy.problems.iter().cloned());
+        problems.extend(self.policy.iter().flat_map(|p| p.problems.iter().cloned()));
         for p in &problems {
             tracing::warn!("{p}");
         }
         let removed = self.svc_state.removed_endpoints().to_vec();
-        self.desired = desired;
         self.problems = problems;
         self.ignored_kinds = m.ignored.clone();
         self.services = Some(compiled);
-        self.policy = Some(compiled_policy);
         self.reconcile();
         // The new tables are in force: no new flow can pick a removed endpoint any more, so its
         // UDP flows can go now rather than linger until they time out.
@@ -334,7 +352,6 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         // API objects change resourceVersion with every change: the Service compiler may trust it.
         svc_state: ServiceState::default().with_resource_versions(kube.is_some()),
         services: None,
-        pod_names: BTreeMap::new(),
         flows: flows::FlowHistory::default(),
         kube: kube.as_ref().map(KubeSource::status_handle),
         syncs: 0,
@@ -342,6 +359,9 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         last_sync: None,
         policy_state: PolicyState::default(),
         policy: None,
+        pods: PodCache::default().with_resource_versions(kube.is_some()),
+        desired_from: None,
+        pod_problems: Vec::new(),
     };
     if let Err(e) = sw.apply(&m) {
         sw.dp.stop();
@@ -541,8 +561,7 @@ fn metrics_snapshot(s: &Switch) -> MetricsSnapshot {
                 kernel_lost: r.kernel.lost(),
             })
             .collect(),
-        // Per-worker packet and drop counters need a Dataplane accessor (drops() sums workers).
-        workers: Vec::new(),
+        workers: worker_metrics(&s.dp),
         drops: s.dp.drops().into_iter().map(|(r, n)| (r.name().to_string(), n)).collect(),
         conntrack: metrics::ConntrackMetrics {
             entries: ct.live() as u64,
@@ -564,6 +583,22 @@ fn metrics_snapshot(s: &Switch) -> MetricsSnapshot {
             api_connected: s.kube.as_ref().map(|k| k.status().connected),
         },
     }
+}
+
+/// Per-worker packet, byte and drop counters for `/metrics`.
+pub(crate) fn worker_metrics(dp: &Dataplane) -> Vec<metrics::WorkerMetrics> {
+    dp.worker_reports()
+        .into_iter()
+        .map(|w| metrics::WorkerMetrics {
+            worker: w.worker,
+            core: w.core,
+            rx_packets: w.totals.rx_packets,
+            rx_bytes: w.totals.rx_bytes,
+            tx_packets: w.totals.tx_packets,
+            tx_bytes: w.totals.tx_bytes,
+            drops: w.drops.into_iter().map(|(r, n)| (r.name().to_string(), n)).collect(),
+        })
+        .collect()
 }
 
 fn report_error(sw: &Arc<Mutex<Switch>>, failed_digest: &mut String, digest: &str, e: String) {

@@ -146,7 +146,7 @@ fn conntrack(s: &Switch, limit: usize) -> Value {
 fn flows(s: &Switch, since: u64, limit: usize) -> Value {
     let tables = s.dp.tables();
     let names = |id: u32| tables.policy.policy_names.get(&id).cloned();
-    let recs: Vec<Value> = s.flows.since(since, limit).iter().map(|(seq, r)| super::flows::render(*seq, r, &s.pod_names, &names)).collect();
+    let recs: Vec<Value> = s.flows.since(since, limit).iter().map(|(seq, r)| super::flows::render(*seq, r, s.pods.names(), &names)).collect();
     let mut counts: Vec<Value> = tables
         .policy
         .policy_names

@@ -13,7 +13,10 @@
 //! Incremental compile. Contract: [`compile_services`] gives exactly what a compile of
 //! everything ([`compile_services_full`]) gives with the same state, and leaves the same
 //! allocations and ids; it only does less work:
-//! - step 1 reads only the objects whose [`fingerprint`] changed;
+//! - step 1 reads only the objects whose [`fingerprint`] changed; when the view lists the keys
+//!   that changed since the view of the last compile ([`crate::manifests::Changes`]), it looks
+//!   only at those, and at the pods selected by selector-derived Services only if some pod is
+//!   listed;
 //! - steps 2-3 run only when a Service appeared, went, or changed what they read
 //!   ([`AllocSig`]). Run again on the same input they give the same allocations and the same
 //!   sentences but the one-time "allocated ... instead" ones, so those are dropped when the
@@ -203,6 +206,9 @@ impl SvcOut {
 pub(crate) struct Cache {
     /// Node name and InternalIP of the last compile.
     node: Option<(String, Ipv4Addr)>,
+    /// Digest of the view of the last compile: a view whose [`crate::manifests::Changes`]
+    /// lead from it is compared only where they say.
+    seen: String,
     services: BTreeMap<String, SvcEntry>,
     slices: BTreeMap<String, SliceEntry>,
     /// Service key -> the readable slices that name it.
@@ -287,22 +293,19 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
     let mut structure_changed = all_dirty;
     let mut removed_ids: Vec<u32> = Vec::new();
 
+    // Keys that may have changed, when the view says so (else every key is compared).
+    let changes = if full { None } else { m.changes_since(&cache.seen) };
+    let pods_may_differ = changes.is_none_or(|c| !c.pods.is_empty());
+    cache.seen = m.digest.clone();
+
     // 1a. Services: read what changed.
     let mut fresh: Vec<(&String, &k8s_openapi::api::core::v1::Service)> = Vec::new();
     let mut gone: Vec<String> = Vec::new();
     {
-        let mut old = cache.services.iter_mut().peekable();
-        for (k, obj) in &m.services {
-            while old.peek().is_some_and(|(ok, _)| ok.as_str() < k.as_str()) {
-                gone.push(old.next().expect("peeked").0.clone());
-            }
-            let Some((_, e)) = old.next_if(|(ok, _)| ok.as_str() == k.as_str()) else {
-                fresh.push((k, obj));
-                continue;
-            };
+        let mut reread = |k: &String, obj: &k8s_openapi::api::core::v1::Service, e: &mut SvcEntry| {
             let fp = fingerprint::service(obj, rv);
             if !full && fp == e.fp {
-                continue;
+                return;
             }
             let n = read_service_entry(k, obj, fp, cfg);
             e.fp = fp;
@@ -318,8 +321,34 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
             }
             set_membership(&mut cache.read_problem_svcs, k, !n.read_problems.is_empty());
             e.read_problems = n.read_problems;
+        };
+        match changes {
+            Some(c) => {
+                // In key order, as the walk below: new Services are numbered in it.
+                for k in &c.services {
+                    match (m.services.get_key_value(k), cache.services.get_mut(k)) {
+                        (Some((k, obj)), Some(e)) => reread(k, obj, e),
+                        (Some((k, obj)), None) => fresh.push((k, obj)),
+                        (None, Some(_)) => gone.push(k.clone()),
+                        (None, None) => {}
+                    }
+                }
+            }
+            None => {
+                let mut old = cache.services.iter_mut().peekable();
+                for (k, obj) in &m.services {
+                    while old.peek().is_some_and(|(ok, _)| ok.as_str() < k.as_str()) {
+                        gone.push(old.next().expect("peeked").0.clone());
+                    }
+                    let Some((_, e)) = old.next_if(|(ok, _)| ok.as_str() == k.as_str()) else {
+                        fresh.push((k, obj));
+                        continue;
+                    };
+                    reread(k, obj, e);
+                }
+                gone.extend(old.map(|(k, _)| k.clone()));
+            }
         }
-        gone.extend(old.map(|(k, _)| k.clone()));
     }
     for k in &gone {
         let e = cache.services.remove(k).expect("listed");
@@ -348,24 +377,39 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
     // 1b. EndpointSlices: read what changed; their Services are to be compiled again.
     let mut touched: BTreeSet<String> = BTreeSet::new();
     {
-        let mut changes: Vec<(String, Option<SliceEntry>)> = Vec::new();
-        let mut old = cache.slices.iter().peekable();
-        for (k, obj) in &m.endpoint_slices {
-            while old.peek().is_some_and(|(ok, _)| ok.as_str() < k.as_str()) {
-                changes.push((old.next().expect("peeked").0.clone(), None));
-            }
+        let mut changed: Vec<(String, Option<SliceEntry>)> = Vec::new();
+        let read = |k: &String, obj: &k8s_openapi::api::discovery::v1::EndpointSlice, old: Option<&SliceEntry>| {
             let fp = fingerprint::slice(obj, rv);
-            if let Some((_, e)) = old.next_if(|(ok, _)| ok.as_str() == k.as_str()) {
-                if !full && fp == e.fp {
-                    continue;
-                }
+            if old.is_some_and(|e| !full && fp == e.fp) {
+                return None;
             }
             let mut problems = Vec::new();
             let model = model::read_slice(k, obj, &mut problems).map(Arc::new);
-            changes.push((k.clone(), Some(SliceEntry { fp, model, problems })));
+            Some((k.clone(), Some(SliceEntry { fp, model, problems })))
+        };
+        match changes {
+            Some(c) => {
+                for k in &c.endpoint_slices {
+                    match (m.endpoint_slices.get_key_value(k), cache.slices.get(k)) {
+                        (Some((k, obj)), old) => changed.extend(read(k, obj, old)),
+                        (None, Some(_)) => changed.push((k.clone(), None)),
+                        (None, None) => {}
+                    }
+                }
+            }
+            None => {
+                let mut old = cache.slices.iter().peekable();
+                for (k, obj) in &m.endpoint_slices {
+                    while old.peek().is_some_and(|(ok, _)| ok.as_str() < k.as_str()) {
+                        changed.push((old.next().expect("peeked").0.clone(), None));
+                    }
+                    let e = old.next_if(|(ok, _)| ok.as_str() == k.as_str()).map(|(_, e)| e);
+                    changed.extend(read(k, obj, e));
+                }
+                changed.extend(old.map(|(k, _)| (k.clone(), None)));
+            }
         }
-        changes.extend(old.map(|(k, _)| (k.clone(), None)));
-        for (k, new) in changes {
+        for (k, new) in changed {
             let new_owner = new.as_ref().and_then(|e| e.model.as_ref()).map(|s| s.service.clone());
             let old_entry = match new {
                 Some(e) => {
@@ -442,7 +486,11 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
     }
     let mut index: Option<PodIndex> = None;
     let mut selected: HashMap<String, Vec<&PodInfo>> = HashMap::new();
+    // Unless a pod may have changed, only Services that just became such have no fingerprint.
     for k in &cache.derived_svcs {
+        if !pods_may_differ && !all_dirty && !dirty.contains(k) {
+            continue;
+        }
         let e = cache.services.get_mut(k).expect("derived Services exist");
         let Some((ns, sel)) = e.model.as_ref().and_then(|s| Some((s.namespace.as_str(), s.selector.as_ref()?))) else {
             continue;

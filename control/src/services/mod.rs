@@ -35,7 +35,8 @@
 //!   that were in some backend set after the previous compile and are in none now (removed,
 //!   or no longer usable), so conntrack can flush their UDP entries at once.
 //! - Incremental: [`ServiceState`] keeps what each Service was compiled from and into, and a
-//!   compile only redoes the Services whose input changed (see [`compile`]); the result is
+//!   compile only redoes the Services whose input changed, looking only at the objects a view
+//!   lists as changed when it can (see [`compile`]); the result is
 //!   exactly the one a compile of everything gives ([`compile_services_full`]). The tables
 //!   share every unchanged part with the previous version, so publishing them is cheap.
 pub mod allocate;

@@ -316,6 +316,9 @@ fn run(seed: u64, steps: usize, config: ServiceConfig) -> (usize, usize) {
     let mut w = World { node: "node-1", ..Default::default() };
     let mut inc = ServiceState::new(config.clone());
     let mut inc_rv = ServiceState::new(config.clone()).with_resource_versions(true);
+    // Fed views that list what changed since the previous one (now and then not).
+    let mut inc_cs = ServiceState::new(config.clone()).with_resource_versions(true);
+    let mut previous: Option<Manifests> = None;
     let mut full = ServiceState::new(config.clone());
     let mut refs = RefState::new(config);
     let (mut frontends, mut problems) = (0, 0);
@@ -325,6 +328,11 @@ fn run(seed: u64, steps: usize, config: ServiceConfig) -> (usize, usize) {
         }
         let m = w.manifests(false);
         let mv = w.manifests(true);
+        let mut mc = mv.clone();
+        mc.digest = format!("view {step}");
+        if let Some(p) = previous.as_ref().filter(|_| !rng.chance(10)) {
+            mc.changes = Some(crate::manifests::Changes::between(p, &mc));
+        }
         let node = w.node();
         let (pods, _) = all_pods(&m);
         let (pods_v, _) = all_pods(&mv);
@@ -333,7 +341,9 @@ fn run(seed: u64, steps: usize, config: ServiceConfig) -> (usize, usize) {
         let b = compile_services_full(&inp, &mut full);
         let r = reference::compile_services(&inp, &mut refs);
         let v = compile_services(&ServiceInputs { manifests: &mv, node: &node, all_pods: &pods_v }, &mut inc_rv);
+        let c = compile_services(&ServiceInputs { manifests: &mc, node: &node, all_pods: &pods_v }, &mut inc_cs);
         let what = format!("seed {seed} step {step}");
+        same(&c, &inc_cs, &a, &inc, &format!("{what}, incremental by changed keys vs incremental"));
         same(&a, &inc, &b, &full, &format!("{what}, incremental vs full"));
         same_as_reference(&b, &full, &r, &refs, &format!("{what}, full vs reference"));
         same(&v, &inc_rv, &a, &inc, &format!("{what}, incremental by resourceVersion vs incremental"));
@@ -346,7 +356,16 @@ fn run(seed: u64, steps: usize, config: ServiceConfig) -> (usize, usize) {
             compile_services_full(&inp, &mut full);
             reference::compile_services(&inp, &mut refs);
             compile_services(&ServiceInputs { manifests: &mv, node: &node, all_pods: &pods_v }, &mut inc_rv);
+            // Again with no change listed.
+            let mut again = mc.clone();
+            again.changes = Some(crate::manifests::Changes { since: mc.digest.clone(), ..Default::default() });
+            again.digest = format!("view {step} again");
+            let c2 = compile_services(&ServiceInputs { manifests: &again, node: &node, all_pods: &pods_v }, &mut inc_cs);
+            assert!(inc_cs.removed_endpoints().is_empty(), "{what}: same view again, by changed keys");
+            assert!(c2.tables.frontends.ptr_eq(&c.tables.frontends), "{what}: same view again, by changed keys");
+            mc = again;
         }
+        previous = Some(mc);
         frontends += a.tables.frontends.len();
         problems += a.problems.len();
     }

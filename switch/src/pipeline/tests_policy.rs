@@ -29,7 +29,7 @@ fn base() -> Tables {
         let id = i as PortId + 1;
         t.set_port(id, Some(PortConfig { name: format!("p{id}"), kind: PortKind::Pod, mac: [0xee, 0, 0, 0, 0, id as u8], source_guard: Some(SourceGuard { mac: mac(*ip), ip: *ip }) }));
         t.routes.insert(u32::from(*ip), 32, NextHop { port: id, dst_mac: mac(*ip) });
-        t.policy.identities.insert(u32::from(*ip), 100 + i as u32);
+        std::sync::Arc::make_mut(&mut t.policy.identities).insert(u32::from(*ip), 100 + i as u32);
     }
     t
 }
@@ -39,7 +39,7 @@ fn b_isolated(epoch: u32) -> Tables {
     let mut t = base();
     t.policy.epoch = epoch;
     let from_a = [100].into_iter().collect();
-    t.policy.pods.insert(
+    std::sync::Arc::make_mut(&mut t.policy.pods).insert(
         u32::from(B),
         PodPolicy {
             ingress_isolated: true,

@@ -40,27 +40,36 @@ pub fn build(names: &[String]) -> Box<[u16]> {
     // Fill in name order so that the result does not depend on the caller's order.
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| names[a].cmp(&names[b]));
-    let perms: Vec<(u64, u64)> = order
+    // Backend k's j-th preference is (offset + j * skip) mod m. Each backend keeps its current
+    // slot and steps by `skip` with one conditional subtraction (offset, skip < m), which gives
+    // exactly that sequence without a division per step.
+    let mut cursor: Vec<(u32, u32)> = order
         .iter()
         .map(|&i| {
             let offset = hash(names[i].as_bytes(), 0x6d61676c) % m as u64;
             let skip = hash(names[i].as_bytes(), 0x65763121) % (m as u64 - 1) + 1;
-            (offset, skip)
+            (offset as u32, skip as u32)
         })
         .collect();
-    let mut next = vec![0u64; n];
+    let m32 = m as u32;
+    let step = |c: u32, skip: u32| {
+        let c = c + skip;
+        if c >= m32 {
+            c - m32
+        } else {
+            c
+        }
+    };
     let mut table = vec![u16::MAX; m];
     let mut filled = 0;
     'fill: loop {
         for (k, &i) in order.iter().enumerate() {
-            let (offset, skip) = perms[k];
-            let mut c = (offset + next[k] * skip) % m as u64;
+            let (mut c, skip) = cursor[k];
             while table[c as usize] != u16::MAX {
-                next[k] += 1;
-                c = (offset + next[k] * skip) % m as u64;
+                c = step(c, skip);
             }
             table[c as usize] = i as u16;
-            next[k] += 1;
+            cursor[k].0 = step(c, skip);
             filled += 1;
             if filled == m {
                 break 'fill;
@@ -73,6 +82,54 @@ pub fn build(names: &[String]) -> Box<[u16]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The table as the paper writes it: preference j of backend k is `(offset + j * skip) % m`.
+    fn build_by_modulo(names: &[String]) -> Box<[u16]> {
+        let n = names.len();
+        if n == 0 {
+            return Box::new([]);
+        }
+        let m = table_size(n);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| names[a].cmp(&names[b]));
+        let perms: Vec<(u64, u64)> = order
+            .iter()
+            .map(|&i| {
+                let offset = hash(names[i].as_bytes(), 0x6d61676c) % m as u64;
+                let skip = hash(names[i].as_bytes(), 0x65763121) % (m as u64 - 1) + 1;
+                (offset, skip)
+            })
+            .collect();
+        let mut next = vec![0u64; n];
+        let mut table = vec![u16::MAX; m];
+        let mut filled = 0;
+        'fill: loop {
+            for (k, &i) in order.iter().enumerate() {
+                let (offset, skip) = perms[k];
+                let mut c = (offset + next[k] * skip) % m as u64;
+                while table[c as usize] != u16::MAX {
+                    next[k] += 1;
+                    c = (offset + next[k] * skip) % m as u64;
+                }
+                table[c as usize] = i as u16;
+                next[k] += 1;
+                filled += 1;
+                if filled == m {
+                    break 'fill;
+                }
+            }
+        }
+        table.into_boxed_slice()
+    }
+
+    #[test]
+    fn same_table_as_the_modulo_permutation() {
+        // Every size of the ladder up to 655 backends, and odd counts in between.
+        for n in [1, 2, 3, 5, 10, 11, 40, 41, 163, 164, 655, 1000] {
+            let names: Vec<String> = (0..n).map(|i| format!("10.{}.{}.{}:{}", i % 7, i / 250, i % 250, 80 + i % 3)).collect();
+            assert_eq!(build(&names), build_by_modulo(&names), "n={n}");
+        }
+    }
 
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("10.244.{}.{}:8080", i / 250, i % 250 + 1)).collect()

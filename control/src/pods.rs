@@ -1,0 +1,360 @@
+//! The pods step of a sync: every Pod object of a view read into a [`PodInfo`], kept across
+//! views so that a view re-reads only the pods that changed.
+//!
+//! Contract:
+//! - After [`PodCache::update`] with a view, [`PodCache::all`] is exactly what
+//!   [`crate::services::all_pods`] gives for that view (the readable pods in key order),
+//!   [`PodCache::problems`] its sentences, [`PodCache::local_pods`] what
+//!   [`crate::model::local_pods`] gives, and [`PodCache::names`] maps every pod address to the
+//!   last pod (in key order) that has it.
+//! - What a view costs: with [`Changes`](crate::manifests::Changes) leading from the view the
+//!   cache saw last, only the listed pods are read; otherwise every pod is compared, by
+//!   `metadata.resourceVersion` when the cache trusts them ([`PodCache::with_resource_versions`],
+//!   objects from the API) and else by reading it (without copying its spec).
+//! - [`PodCache::generation`] changes exactly when a pod's [`PodInfo`] or `status.phase` (what
+//!   the Service and NetworkPolicy compilers read of pods) or a read error changed, or a pod
+//!   came or went; later steps skip their pod work while it stays.
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::manifests::Manifests;
+use crate::model::{self, NodeInfo, PodInfo};
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// `metadata.resourceVersion` when trusted and set.
+    rv: Option<String>,
+    phase: Option<String>,
+    /// The pod cannot be read (it is not in `all`).
+    error: Option<String>,
+}
+
+/// See the module contract.
+#[derive(Debug, Clone, Default)]
+pub struct PodCache {
+    resource_versions: bool,
+    /// Digest of the last view.
+    seen: String,
+    entries: BTreeMap<String, Entry>,
+    /// The readable pods, in key order.
+    all: Vec<PodInfo>,
+    /// Pods by address (host order).
+    ip_keys: BTreeMap<u32, BTreeSet<String>>,
+    names: BTreeMap<u32, String>,
+    generation: u64,
+}
+
+/// `namespace/name` of `p` against `key` (as `str` orders them), without building the string.
+fn cmp_key(p: &PodInfo, key: &str) -> Ordering {
+    let (ns, k) = (p.namespace.as_bytes(), key.as_bytes());
+    if k.len() < ns.len() {
+        return ns[..k.len()].cmp(k).then(Ordering::Greater);
+    }
+    match ns.cmp(&k[..ns.len()]) {
+        Ordering::Equal => {}
+        o => return o,
+    }
+    match k[ns.len()..].split_first() {
+        None => Ordering::Greater,
+        Some((&c, rest)) => b'/'.cmp(&c).then_with(|| p.name.as_bytes().cmp(rest)),
+    }
+}
+
+fn phase_of(pod: &Pod) -> Option<String> {
+    pod.status.as_ref().and_then(|s| s.phase.clone())
+}
+
+impl PodCache {
+    /// Whether a pod with a `metadata.resourceVersion` is known unchanged by it (see
+    /// [`crate::services::ServiceState::with_resource_versions`]).
+    pub fn with_resource_versions(mut self, on: bool) -> Self {
+        self.resource_versions = on;
+        self
+    }
+
+    /// Takes in view `m`; true when [`Self::generation`] changed.
+    pub fn update(&mut self, m: &Manifests) -> bool {
+        let before = self.generation;
+        let changes = m.changes_since(&self.seen).map(|c| &c.pods);
+        match changes {
+            Some(keys) => {
+                for k in keys {
+                    self.refresh(k, m.pods.get(k));
+                }
+            }
+            None => {
+                let gone: Vec<String> = self.entries.keys().filter(|k| !m.pods.contains_key(*k)).cloned().collect();
+                for k in gone {
+                    self.refresh(&k, None);
+                }
+                for (k, pod) in &m.pods {
+                    self.refresh(k, Some(pod));
+                }
+            }
+        }
+        self.seen = m.digest.clone();
+        self.generation != before
+    }
+
+    /// Every readable pod, in key order.
+    pub fn all(&self) -> &[PodInfo] {
+        &self.all
+    }
+
+    /// Changes whenever what the compilers read of pods changes (see the module contract).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The sentences of the pods that cannot be read, in key order.
+    pub fn problems(&self) -> Vec<String> {
+        self.entries.values().filter_map(|e| e.error.clone()).collect()
+    }
+
+    /// Pod address (host order) -> `namespace/name`.
+    pub fn names(&self) -> &BTreeMap<u32, String> {
+        &self.names
+    }
+
+    /// The pods that run on `node` with their own network namespace, as
+    /// [`model::local_pods`] gives them: an error if any pod of the view cannot be read.
+    pub fn local_pods(&self, node: &NodeInfo) -> Result<Vec<PodInfo>, String> {
+        if let Some(e) = self.entries.values().find_map(|e| e.error.clone()) {
+            return Err(e);
+        }
+        Ok(self
+            .all
+            .iter()
+            .filter(|p| !p.host_network && p.node_name.as_deref().is_none_or(|n| n == node.name))
+            .cloned()
+            .collect())
+    }
+
+    fn position(&self, key: &str) -> Result<usize, usize> {
+        // A walk in key order (a first view) appends: look at the end first.
+        match self.all.last().map(|p| cmp_key(p, key)) {
+            None | Some(Ordering::Less) => Err(self.all.len()),
+            Some(_) => self.all.binary_search_by(|p| cmp_key(p, key)),
+        }
+    }
+
+    fn refresh(&mut self, key: &str, pod: Option<&Pod>) {
+        let Some(pod) = pod else {
+            if let Some(e) = self.entries.remove(key) {
+                if e.error.is_none() {
+                    self.remove_info(key);
+                }
+                self.generation += 1;
+            }
+            return;
+        };
+        let old = self.entries.get(key);
+        let rv = if self.resource_versions { pod.metadata.resource_version.as_deref() } else { None };
+        if rv.is_some() && old.is_some_and(|e| e.rv.as_deref() == rv) {
+            return;
+        }
+        let rv = rv.map(str::to_string);
+        let phase = phase_of(pod);
+        let read = model::pod_info(pod);
+        if let Some(e) = old {
+            let same = e.phase == phase
+                && match (&read, &e.error) {
+                    (Err(a), Some(b)) => a == b,
+                    (Ok(p), None) => self.position(key).is_ok_and(|i| self.all[i] == *p),
+                    _ => false,
+                };
+            if same {
+                self.entries.get_mut(key).expect("present").rv = rv;
+                return;
+            }
+            if e.error.is_none() {
+                self.remove_info(key);
+            }
+        }
+        let error = match read {
+            Ok(p) => {
+                self.insert_info(p);
+                None
+            }
+            Err(e) => Some(e),
+        };
+        self.entries.insert(key.to_string(), Entry { rv, phase, error });
+        self.generation += 1;
+    }
+
+    fn insert_info(&mut self, p: PodInfo) {
+        let key = p.key();
+        if let Some(ip) = p.ip {
+            self.ip_keys.entry(u32::from(ip)).or_default().insert(key.clone());
+            self.name_ip(u32::from(ip));
+        }
+        match self.position(&key) {
+            Ok(i) => self.all[i] = p,
+            Err(i) => self.all.insert(i, p),
+        }
+    }
+
+    fn remove_info(&mut self, key: &str) {
+        let Ok(i) = self.position(key) else { return };
+        let p = self.all.remove(i);
+        if let Some(ip) = p.ip {
+            let ip = u32::from(ip);
+            if let Some(set) = self.ip_keys.get_mut(&ip) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.ip_keys.remove(&ip);
+                }
+            }
+            self.name_ip(ip);
+        }
+    }
+
+    fn name_ip(&mut self, ip: u32) {
+        match self.ip_keys.get(&ip).and_then(|s| s.last()) {
+            Some(k) => {
+                self.names.insert(ip, k.clone());
+            }
+            None => {
+                self.names.remove(&ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::manifests::{add_documents, Changes};
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        }
+    }
+
+    /// Pod `i` of namespace `ns` with knobs `k`; `rv` its resourceVersion (None: none).
+    fn pod_yaml(ns: &str, i: u64, k: [u64; 6], rv: Option<u64>) -> String {
+        let rv = rv.map(|v| format!("resourceVersion: \"{v}\", ")).unwrap_or_default();
+        let labels = ["{}", "{app: a}", "{app: b, tier: x}"][k[0] as usize];
+        // Shared addresses now and then, a bad one, none.
+        let ip = match k[1] {
+            0 => "".to_string(),
+            1 => "podIP: 10.244.0.99, ".to_string(),
+            2 => "podIP: not-an-ip, ".to_string(),
+            _ => format!("podIP: 10.244.{}.{}, ", ns.len(), i + 2),
+        };
+        let phase = ["", "phase: Running, ", "phase: Succeeded, "][k[2] as usize];
+        let node = ["", "nodeName: node-1, ", "nodeName: node-2, "][k[3] as usize];
+        let host = ["", "hostNetwork: true, "][k[4] as usize];
+        let port = [8080, 9090, 0][k[5] as usize];
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{{rv}name: p{i}, namespace: {ns}, labels: {labels}}}\n\
+             spec: {{{node}{host}containers: [{{name: c, image: i, ports: [{{name: http, containerPort: {port}}}]}}]}}\n\
+             status: {{{ip}{phase}}}\n---\n"
+        )
+    }
+
+    type World = BTreeMap<(&'static str, u64), ([u64; 6], u64)>;
+
+    fn view(w: &World, versions: bool, digest: String) -> Manifests {
+        let mut text = String::new();
+        for ((ns, i), (k, rv)) in w {
+            text += &pod_yaml(ns, *i, *k, versions.then_some(*rv));
+        }
+        let mut m = Manifests::default();
+        add_documents(&mut m, Path::new("pods.yaml"), &text).unwrap();
+        m.digest = digest;
+        m
+    }
+
+    fn check(c: &PodCache, m: &Manifests, node: &NodeInfo, what: &str) {
+        let (all, problems) = crate::services::all_pods(m);
+        assert_eq!(c.all(), &all[..], "{what}: pods");
+        assert_eq!(c.problems(), problems, "{what}: problems");
+        assert_eq!(c.local_pods(node), model::local_pods(m, node), "{what}: local pods");
+        let names: BTreeMap<u32, String> = all.iter().filter_map(|p| p.ip.map(|ip| (u32::from(ip), p.key()))).collect();
+        assert_eq!(c.names(), &names, "{what}: names");
+    }
+
+    /// Random edits (add, change one knob, remove; pods whose resourceVersion does not move
+    /// with an edit of nothing the compilers read): each cache kind against a read of everything.
+    #[test]
+    fn keys_compare_as_the_strings_do() {
+        let names = ["a", "a-b", "a.b", "ab", "b", "a0", "", "z"];
+        for ns in names {
+            for name in names {
+                let p = PodInfo::for_test(ns, name, None);
+                for k in ["a/a", "a/", "a", "a-b/x", "ab/", "a/b/c", "", "b/a", "a0/a", "z/z", "a.b/a.b"] {
+                    assert_eq!(cmp_key(&p, k), format!("{ns}/{name}").as_str().cmp(k), "{ns}/{name} vs {k}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn incremental_equals_a_read_of_everything_over_random_edits() {
+        let node = NodeInfo { name: "node-1".into(), pod_cidr: "10.244.0.0/16".parse().unwrap(), internal_ip: "172.18.0.2".parse().unwrap() };
+        let sizes = [3u64, 4, 3, 3, 2, 3];
+        for seed in 1..=4u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut w: World = BTreeMap::new();
+            let mut by_changes = PodCache::default().with_resource_versions(true);
+            let mut by_rv = PodCache::default().with_resource_versions(true);
+            let mut by_content = PodCache::default();
+            let mut prev: Option<Manifests> = None;
+            let mut rv = 1;
+            let mut generations = 0;
+            for step in 0..300 {
+                for _ in 0..1 + rng.below(3) {
+                    let ns = ["a", "a-b", "b"][rng.below(3) as usize];
+                    let i = rng.below(8);
+                    rv += 1;
+                    match w.get_mut(&(ns, i)) {
+                        Some(_) if rng.below(10) == 0 => drop(w.remove(&(ns, i))),
+                        Some((k, v)) => {
+                            let j = rng.below(6) as usize;
+                            k[j] = rng.below(sizes[j]);
+                            *v = rv;
+                        }
+                        None => {
+                            let k = [0, 1, 2, 3, 4, 5].map(|j| rng.below(sizes[j]));
+                            w.insert((ns, i), (k, rv));
+                        }
+                    }
+                }
+                let what = format!("seed {seed} step {step}");
+                let mut m = view(&w, true, format!("v{step}"));
+                if let Some(p) = &prev {
+                    if rng.below(10) != 0 {
+                        m.changes = Some(Changes::between(p, &m));
+                    }
+                }
+                let g = by_changes.generation();
+                let moved = by_changes.update(&m);
+                assert_eq!(moved, g != by_changes.generation(), "{what}");
+                generations += u64::from(moved);
+                check(&by_changes, &m, &node, &format!("{what}, by changes"));
+                let mut plain = m.clone();
+                plain.changes = None;
+                by_rv.update(&plain);
+                check(&by_rv, &plain, &node, &format!("{what}, by resourceVersion"));
+                let unversioned = view(&w, false, String::new());
+                by_content.update(&unversioned);
+                check(&by_content, &unversioned, &node, &format!("{what}, by content"));
+                // The same view again changes nothing.
+                assert!(!by_content.update(&unversioned), "{what}: same view again");
+                prev = Some(m);
+            }
+            assert!(generations > 200, "the edits exercise little: {generations} generations");
+        }
+    }
+}
