@@ -161,11 +161,11 @@ pub fn endpoint_identity(s: u32) -> u32 {
 pub fn policy_tables(scale: &Scale) -> PolicyTables {
     let mut p = PolicyTables { epoch: 1, ..Default::default() };
     for i in 0..scale.pods {
-        p.identities.insert(u32::from(pod_ip(i)), pod_identity(i));
+        Arc::make_mut(&mut p.identities).insert(u32::from(pod_ip(i)), pod_identity(i));
     }
     for s in 0..scale.services {
         for k in 0..scale.endpoints {
-            p.identities.insert(u32::from(endpoint_ip(s, k, scale.endpoints)), endpoint_identity(s));
+            Arc::make_mut(&mut p.identities).insert(u32::from(endpoint_ip(s, k, scale.endpoints)), endpoint_identity(s));
         }
     }
     let tcp = PortRange { proto: 6, port: TARGET_PORT, end_port: TARGET_PORT };
@@ -182,10 +182,10 @@ pub fn policy_tables(scale: &Scale) -> PolicyTables {
         ingress: vec![Rule { policy: 1, index: 0, peers: local_apps, ports: vec![tcp] }],
     };
     for i in 0..scale.pods {
-        p.pods.insert(u32::from(pod_ip(i)), pod.clone());
+        Arc::make_mut(&mut p.pods).insert(u32::from(pod_ip(i)), pod.clone());
     }
-    p.policy_names.insert(0, "bench/default-deny-allow-apps-egress".into());
-    p.policy_names.insert(1, "bench/allow-apps-ingress".into());
+    Arc::make_mut(&mut p.policy_names).insert(0, "bench/default-deny-allow-apps-egress".into());
+    Arc::make_mut(&mut p.policy_names).insert(1, "bench/allow-apps-ingress".into());
     p
 }
 
