@@ -53,6 +53,10 @@ pub struct DataplaneConfig {
     /// Connections the shared connection table holds (fixed at start).
     pub conntrack_capacity: u32,
     pub timeouts: Timeouts,
+    /// The cores the process may run on, when the calling thread's own mask no longer says so
+    /// (the control side keeps its threads off the worker cores before starting the workers);
+    /// None: the calling thread's mask.
+    pub allowed_cores: Option<Vec<usize>>,
 }
 
 impl Default for DataplaneConfig {
@@ -66,6 +70,7 @@ impl Default for DataplaneConfig {
             xdp_mode: None,
             conntrack_capacity: 262_144,
             timeouts: Timeouts::default(),
+            allowed_cores: None,
         }
     }
 }
@@ -159,7 +164,10 @@ impl Dataplane {
         if cfg.cores.is_empty() {
             return Err(DataplaneError::NoCores);
         }
-        let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+        let available: Vec<usize> = match &cfg.allowed_cores {
+            Some(c) => c.clone(),
+            None => core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect(),
+        };
         for (i, &core) in cfg.cores.iter().enumerate() {
             if cfg.cores[..i].contains(&core) {
                 return Err(DataplaneError::DuplicateCore(core));

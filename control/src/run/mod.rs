@@ -14,6 +14,7 @@
 //!   else by resourceVersion or content); the policy compile is skipped when nothing it reads
 //!   changed, and the published tables share every unchanged part with the previous ones.
 //! - SIGTERM/SIGINT detach every port, stop the workers and delete the host port.
+pub mod affinity;
 pub mod flows;
 pub mod host_port;
 pub mod show_handler;
@@ -282,6 +283,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     if !nix::unistd::geteuid().is_root() {
         return Err(anyhow!("`podswitch run` needs root (it loads XDP programs and binds AF_XDP sockets)"));
     }
+    // Before any thread exists: every thread made from here on stays off the workers' cores.
+    let control_cores = affinity::keep_off(&args.cores).map_err(|e| anyhow!("keeping control threads off the worker cores: {e}"))?;
     let (m, kube) = match args.kube.source(args.manifests.as_deref()).map_err(|e| anyhow!(e))? {
         ObjectSource::Directory(dir) => (manifests::load_dir(&dir).map_err(|e| anyhow!("{e}"))?, None),
         ObjectSource::Api(cfg) => {
@@ -323,6 +326,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
             XdpModeArg::Generic => XdpMode::Generic,
         }),
         conntrack_capacity: args.conntrack_size,
+        allowed_cores: Some(control_cores.allowed.clone()),
         ..DataplaneConfig::default()
     };
     let host_stack_mac = host_port::ensure(&node, cfg.cores.len() as u32, &crate::services::ServiceConfig::default().service_cidrs).map_err(|e| anyhow!(e))?;
@@ -381,13 +385,17 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         return Err(anyhow!(e));
     }
     println!(
-        "podswitch running: node {} (pod CIDR {}, InternalIP {}), {} port(s), workers on cores {:?}{}",
+        "podswitch running: node {} (pod CIDR {}, InternalIP {}), {} port(s), workers on cores {:?}{}; {}",
         sw.node.name,
         sw.node.pod_cidr,
         sw.node.internal_ip,
         sw.attached.len(),
         args.cores,
-        if args.busy_poll { ", busy polling" } else { "" }
+        if args.busy_poll { ", busy polling" } else { "" },
+        match &control_cores.control {
+            Some(c) => format!("control threads on cores {c:?}"),
+            None => "control threads share the workers' cores (no other core is allowed)".to_string(),
+        }
     );
     let sw = Arc::new(Mutex::new(sw));
     let _metrics = match args.metrics.metrics_addr {
@@ -469,11 +477,26 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     watcher
         .watch(&dir, notify::RecursiveMode::NonRecursive)
         .with_context(|| format!("watching {}", dir.display()))?;
+    // The directory's stat signature when it was last digested: while it stays the same the
+    // (large) directory is not read and hashed again, except every FULL_DIGEST_EVERY.
+    const FULL_DIGEST_EVERY: Duration = Duration::from_secs(10);
+    let mut digested: Option<(Vec<(std::path::PathBuf, u64, i64, i64, u64)>, std::time::Instant)> = None;
     while !stop.load(Ordering::Relaxed) {
         let _ = ev_rx.recv_timeout(Duration::from_millis(500));
         // Let a burst of file events settle before reading.
         std::thread::sleep(Duration::from_millis(20));
         while ev_rx.try_recv().is_ok() {}
+        let signature = manifests::dir_signature(&dir).ok();
+        if let (Some(sig), Some((last, at))) = (&signature, &digested) {
+            if sig == last && at.elapsed() < FULL_DIGEST_EVERY {
+                let mut s = sw.lock().expect("switch state lock");
+                if !s.pending.is_empty() || s.attached.values().any(|(_, i)| !iface::exists(i)) {
+                    s.reconcile();
+                }
+                continue;
+            }
+        }
+        digested = signature.map(|sig| (sig, std::time::Instant::now()));
         let digest = match manifests::dir_digest(&dir) {
             Ok(d) => d,
             Err(e) => {
