@@ -168,6 +168,13 @@ fn ns_exists(ns: &str) -> bool {
 /// Ends every process inside our namespaces (SIGTERM, then SIGKILL) and deletes the namespaces.
 /// Idempotent; touches only `psb-a`, `psb-b` and `psb-node`.
 pub fn destroy() {
+    destroy_namespaces(&ALL_NS);
+}
+
+/// Ends every process inside the namespaces `all` (SIGTERM, then SIGKILL after 10 s; never this
+/// process) and deletes them; namespaces that do not exist are skipped. The benchmarks' shared
+/// cleanup (each passes only its own namespaces).
+pub fn destroy_namespaces(all: &[&str]) {
     let pids = |ns: &str| -> Vec<u32> {
         if !ns_exists(ns) {
             return Vec::new();
@@ -179,7 +186,7 @@ pub fn destroy() {
             .filter(|&p| p != std::process::id())
             .collect()
     };
-    let mut procs: Vec<u32> = ALL_NS.iter().flat_map(|ns| pids(ns)).collect();
+    let mut procs: Vec<u32> = all.iter().flat_map(|ns| pids(ns)).collect();
     if !procs.is_empty() {
         for &p in &procs {
             sys::signal(p, libc::SIGTERM);
@@ -196,7 +203,7 @@ pub fn destroy() {
             sys::signal(p, libc::SIGKILL);
         }
     }
-    for ns in ALL_NS {
+    for ns in all {
         if ns_exists(ns) {
             run_quiet(&["ip", "netns", "del", ns]);
         }

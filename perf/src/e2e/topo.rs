@@ -15,7 +15,6 @@
 //!   to the forwarding core, so that the kernel forwards on the same core the switch and OVS
 //!   poll on (without it the whole path would run in softirq on the generator's core).
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -161,44 +160,8 @@ impl Topo {
     }
 }
 
-fn ns_exists(ns: &str) -> bool {
-    Path::new("/run/netns").join(ns).exists()
-}
-
 /// Ends every process inside the benchmark's namespaces (SIGTERM, then SIGKILL) and deletes
 /// them. Idempotent; touches only `pse-*`.
 pub fn destroy() {
-    let pids = |ns: &str| -> Vec<u32> {
-        if !ns_exists(ns) {
-            return Vec::new();
-        }
-        run(&["ip", "netns", "pids", ns])
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .filter(|&p| p != std::process::id())
-            .collect()
-    };
-    let mut procs: Vec<u32> = ALL_NS.iter().flat_map(|ns| pids(ns)).collect();
-    if !procs.is_empty() {
-        for &p in &procs {
-            sys::signal(p, libc::SIGTERM);
-        }
-        let end = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < end {
-            procs.retain(|&p| sys::alive(p));
-            if procs.is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for &p in &procs {
-            sys::signal(p, libc::SIGKILL);
-        }
-    }
-    for ns in ALL_NS {
-        if ns_exists(ns) {
-            run_quiet(&["ip", "netns", "del", ns]);
-        }
-    }
+    crate::lab::destroy_namespaces(&ALL_NS);
 }
