@@ -84,12 +84,7 @@ fn callgrind(a: &MicroArgs, case: &str) -> anyhow::Result<(u64, u64)> {
         bail!("valgrind on case {case} failed ({}):\n{}", out.status, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
     }
     let text = text.context("reading callgrind's output")?;
-    let total = text
-        .lines()
-        .find_map(|l| l.strip_prefix("totals: ").or_else(|| l.strip_prefix("summary: ")))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .context("no totals in the callgrind output")?;
+    let total = crate::sys::callgrind_total(&text)?;
     let ok = String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().context("the measured run printed no packet count")?;
     Ok((total, ok))
 }

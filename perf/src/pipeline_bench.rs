@@ -162,12 +162,7 @@ fn callgrind(a: &PipelineArgs) -> anyhow::Result<f64> {
         }
         let text = std::fs::read_to_string(&out_file)?;
         let _ = std::fs::remove_file(&out_file);
-        let total = text
-            .lines()
-            .find_map(|l| l.strip_prefix("totals: ").or_else(|| l.strip_prefix("summary: ")))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .context("no totals in the callgrind output")?;
+        let total = crate::sys::callgrind_total(&text)?;
         Ok(total)
     };
     eprintln!("pipeline: counting instructions under callgrind ({} packets; slow)", a.callgrind_packets);

@@ -1,6 +1,6 @@
 //! Process and /proc helpers shared by the benchmarks: running commands, spawning long-lived
 //! children with a log file, signalling and reaping them by pid, an interrupt flag (SIGINT /
-//! SIGTERM) that every wait checks, and CPU-time readers.
+//! SIGTERM) that every wait checks, CPU-time readers, and reading callgrind totals.
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -332,4 +332,13 @@ pub fn lock_file(path: &str) -> Result<File> {
         return Err(anyhow!("another benchmark run holds {path}; wait for it to finish"));
     }
     Ok(f)
+}
+
+/// The instruction total of a callgrind output file's text (its `totals:` or `summary:` line).
+pub fn callgrind_total(text: &str) -> Result<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("totals: ").or_else(|| l.strip_prefix("summary: ")))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .context("no totals in the callgrind output")
 }

@@ -97,6 +97,13 @@ fn pack(tag: u32, idx: u32, dir: Dir) -> u64 {
     ((tag as u64) << 32) | ((idx as u64) << 1) | (dir == Dir::Reply) as u64
 }
 
+/// A slot's entry index and direction (the inverse of [`pack`] but for the tag).
+#[inline(always)]
+fn unpack(v: u64) -> (usize, Dir) {
+    let idx = ((v as u32) >> 1) as usize & 0x7fff_ffff;
+    (idx, if v & 1 == 1 { Dir::Reply } else { Dir::Orig })
+}
+
 #[inline(always)]
 fn tag_of(h: u64) -> u32 {
     // Never 0, so that a slot with a tag is never mistaken for an empty one.
@@ -171,8 +178,7 @@ impl ConnTable {
         for slot in &self.buckets[self.home(h)].slots {
             let v = slot.load(Relaxed);
             if (v >> 32) as u32 == tag {
-                let idx = ((v as u32) >> 1) as usize & 0x7fff_ffff;
-                if let Some(e) = self.entries.get(idx) {
+                if let Some(e) = self.entries.get(unpack(v).0) {
                     std::hint::black_box(e.version.load(Relaxed));
                 }
                 return v;
@@ -200,8 +206,7 @@ impl ConnTable {
                 if (v >> 32) as u32 != tag {
                     continue;
                 }
-                let idx = ((v as u32) >> 1) as usize & 0x7fff_ffff;
-                let dir = if v & 1 == 1 { Dir::Reply } else { Dir::Orig };
+                let (idx, dir) = unpack(v);
                 let Some(e) = self.entries.get(idx) else { continue };
                 let Some(snap) = e.snapshot() else { continue };
                 let want = if dir == Dir::Orig { &snap.orig } else { &snap.reply };
@@ -219,18 +224,22 @@ impl ConnTable {
 
     /// [`Self::lookup_hashed`] for the fast path: the entry, the direction, and the key of the
     /// other direction only (no full snapshot).
-    #[inline(always)]
     ///
     /// `slot_hint` is a slot value [`Self::warm_entry`] returned for `h` (0: none): its entry is
     /// tried first. It is checked like any slot (the whole key, under the entry's version), so a
     /// stale hint only costs the scan.
+    #[inline(always)]
     pub fn lookup_other(&self, k: &FlowKey, h: u64, slot_hint: u64) -> Option<(u32, Dir, FlowKey)> {
         let tag = tag_of(h);
+        // A slot carrying `tag` whose entry holds `k` in the slot's direction.
+        let matching = |v: u64| -> Option<(u32, Dir, FlowKey)> {
+            let (idx, dir) = unpack(v);
+            let other = self.entries.get(idx)?.match_key(k, dir == Dir::Reply)?;
+            Some((idx as u32, dir, other))
+        };
         if slot_hint != 0 && (slot_hint >> 32) as u32 == tag {
-            let idx = ((slot_hint as u32) >> 1) as usize & 0x7fff_ffff;
-            let reply = slot_hint & 1 == 1;
-            if let Some(other) = self.entries.get(idx).and_then(|e| e.match_key(k, reply)) {
-                return Some((idx as u32, if reply { Dir::Reply } else { Dir::Orig }, other));
+            if let Some(hit) = matching(slot_hint) {
+                return Some(hit);
             }
         }
         let home = self.home(h);
@@ -239,14 +248,10 @@ impl ConnTable {
         for probe in 0..MAX_PROBE {
             for slot in &self.buckets[b].slots {
                 let v = slot.load(Acquire);
-                if (v >> 32) as u32 != tag {
-                    continue;
-                }
-                let idx = ((v as u32) >> 1) as usize & 0x7fff_ffff;
-                let reply = v & 1 == 1;
-                let Some(e) = self.entries.get(idx) else { continue };
-                if let Some(other) = e.match_key(k, reply) {
-                    return Some((idx as u32, if reply { Dir::Reply } else { Dir::Orig }, other));
+                if (v >> 32) as u32 == tag {
+                    if let Some(hit) = matching(v) {
+                        return Some(hit);
+                    }
                 }
             }
             if probe == 0 && self.buckets[home].overflow.load(Acquire) == 0 {
