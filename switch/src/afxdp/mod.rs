@@ -7,6 +7,7 @@
 //!   where the driver supports it, and reports the mode the kernel actually gave.
 //! - [`frames`]: a worker's UMEM and its pool of free frames.
 //! - [`stats`]: the kernel's counters of a socket (frames it dropped before the switch saw them).
+//! - [`prefetch`]: cache hints for the worker's hot memory (frames and the connection table).
 //!
 //! Contract: a UMEM belongs to one worker; every socket of that worker shares it, so forwarding
 //! between two of the worker's ports moves a descriptor from one port's RX ring to another's TX
@@ -14,6 +15,7 @@
 //! worker ([`crate::worker`]); this layer only makes the rings and hands out slices of frames.
 pub mod frames;
 pub mod iface;
+pub mod prefetch;
 pub mod rings;
 pub mod socket;
 pub mod standalone;

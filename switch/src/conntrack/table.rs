@@ -24,6 +24,8 @@ use std::time::Instant;
 
 use crossbeam::queue::ArrayQueue;
 
+use crate::afxdp::prefetch;
+
 use super::entry::{Entry, EntryInit, Snapshot, DYING};
 use super::key::{FlowKey, KeyHasher};
 
@@ -161,12 +163,13 @@ impl ConnTable {
     }
 
     /// Starts fetching the home bucket of hash `h`, for a burst's packets before any of them
-    /// is processed: a plain load whose value is unused, issued for many packets in a row, so
-    /// the CPU overlaps their cache misses instead of taking them one after another. (The
-    /// prefetch intrinsic would need `unsafe`, which this project keeps to the AF_XDP layer.)
+    /// is processed: a prefetch ([`crate::afxdp::prefetch`]) issued for many packets in a row,
+    /// so the CPU overlaps their cache misses instead of taking them one after another.
     #[inline(always)]
     pub fn warm_bucket(&self, h: u64) {
-        std::hint::black_box(self.buckets[self.home(h)].slots[0].load(Relaxed));
+        if let Some(b) = self.buckets.get(self.home(h)) {
+            prefetch::read(b);
+        }
     }
 
     /// Second step after [`Self::warm_bucket`]: starts fetching the entry of the first slot in
@@ -179,7 +182,7 @@ impl ConnTable {
             let v = slot.load(Relaxed);
             if (v >> 32) as u32 == tag {
                 if let Some(e) = self.entries.get(unpack(v).0) {
-                    std::hint::black_box(e.version.load(Relaxed));
+                    prefetch::read(e);
                 }
                 return v;
             }

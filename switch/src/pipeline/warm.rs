@@ -2,8 +2,8 @@
 //! handles a vector of packets overlaps their cache misses).
 //!
 //! Contract: [`burst`] reads frames only; for each IPv4 TCP/UDP/SCTP frame it computes the flow
-//! key from fixed offsets (no validation: a malformed frame only wastes one load), hashes it,
-//! and touches the key's bucket and then its entry, all packets' buckets first. Processing
+//! key from fixed offsets (no validation: a malformed frame only wastes a prefetch), hashes it,
+//! and prefetches the key's bucket and then its entry, all packets' buckets first. Processing
 //! afterwards finds them in cache. It returns what it learned ([`Hints`]: the hash, and the
 //! slot whose entry it touched) so that the fast path neither hashes the same key again nor
 //! scans the bucket again when that entry is the one. A hint is only ever a hint: the fast
