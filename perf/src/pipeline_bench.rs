@@ -77,6 +77,7 @@ struct Figures {
     est_packets: u64,
     new_forwarded: u64,
     bytes_per_entry: f64,
+    huge_pages: bool,
     live: usize,
     setup: Duration,
 }
@@ -136,6 +137,7 @@ fn measure(a: &PipelineArgs, est_packets: u64, quiet: bool) -> anyhow::Result<Fi
         est_packets,
         new_forwarded,
         bytes_per_entry: w.ct.bytes_per_entry(),
+        huge_pages: w.ct.huge_pages(),
         live,
         setup,
     })
@@ -194,6 +196,7 @@ pub fn main(a: PipelineArgs) -> anyhow::Result<i32> {
         "new_conn_mpps_per_core": (f.new_pps / 1e6 * 1000.0).round() / 1000.0,
         "instructions_per_packet": ipp.map(|v| v.round()),
         "conntrack_bytes_per_entry": (f.bytes_per_entry * 10.0).round() / 10.0,
+        "conntrack_huge_pages": f.huge_pages,
         "established_ns_per_packet": (1e9 / f.est_pps * 10.0).round() / 10.0,
         "new_conn_ns_per_packet": (1e9 / f.new_pps * 10.0).round() / 10.0,
         "services": a.services,
@@ -213,7 +216,11 @@ pub fn main(a: PipelineArgs) -> anyhow::Result<i32> {
             Some(i) => println!("  instructions per established packet (callgrind): {i:.0}"),
             None => println!("  instructions per packet: not measured (--no-callgrind)"),
         }
-        println!("  connection table: {:.1} bytes per entry", f.bytes_per_entry);
+        println!(
+            "  connection table: {:.1} bytes per entry, {}",
+            f.bytes_per_entry,
+            if f.huge_pages { "on 2 MiB pages" } else { "on 4 KiB pages (transparent huge pages off)" }
+        );
     }
     Ok(0)
 }

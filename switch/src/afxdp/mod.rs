@@ -8,12 +8,14 @@
 //! - [`frames`]: a worker's UMEM and its pool of free frames.
 //! - [`stats`]: the kernel's counters of a socket (frames it dropped before the switch saw them).
 //! - [`prefetch`]: cache hints for the worker's hot memory (frames and the connection table).
+//! - [`hugepages`]: 2 MiB pages for the connection table (fewer TLB misses per packet).
 //!
 //! Contract: a UMEM belongs to one worker; every socket of that worker shares it, so forwarding
 //! between two of the worker's ports moves a descriptor from one port's RX ring to another's TX
 //! ring and never copies packet bytes in userspace. Which frames are where is tracked by the
 //! worker ([`crate::worker`]); this layer only makes the rings and hands out slices of frames.
 pub mod frames;
+pub mod hugepages;
 pub mod iface;
 pub mod prefetch;
 pub mod rings;

@@ -86,6 +86,16 @@ pub struct ConnTable {
     hasher: KeyHasher,
     epoch: Instant,
     pub counters: TableCounters,
+    huge_pages: bool,
+}
+
+/// `n` values made by `make`, in memory advised to be backed by huge pages before it is
+/// written (so that the first writes fault in 2 MiB pages); and whether the advice was taken.
+fn huge_slice<T>(n: usize, make: impl Fn() -> T) -> (Box<[T]>, bool) {
+    let mut v = Vec::with_capacity(n);
+    let huge = crate::afxdp::hugepages::advise(v.spare_capacity_mut());
+    v.extend((0..n).map(|_| make()));
+    (v.into_boxed_slice(), huge)
 }
 
 impl std::fmt::Debug for ConnTable {
@@ -117,13 +127,21 @@ impl ConnTable {
     pub fn new(capacity: u32, hasher: KeyHasher) -> Self {
         let capacity = capacity.max(1);
         let n_buckets = (2 * capacity as usize * 100).div_ceil(SLOTS * MAX_LOAD_PCT).max(MAX_PROBE);
-        let entries: Box<[Entry]> = (0..capacity).map(|_| Entry::default()).collect();
-        let buckets: Box<[Bucket]> = (0..n_buckets).map(|_| Bucket::default()).collect();
+        let (entries, huge_entries) = huge_slice(capacity as usize, Entry::default);
+        let (buckets, huge_buckets) = huge_slice(n_buckets, Bucket::default);
         let free = ArrayQueue::new(capacity as usize);
         for i in 0..capacity {
             let _ = free.push(i);
         }
-        Self { entries, buckets, free, hasher, epoch: Instant::now(), counters: TableCounters::default() }
+        let huge_pages = huge_entries && huge_buckets;
+        Self { entries, buckets, free, hasher, epoch: Instant::now(), counters: TableCounters::default(), huge_pages }
+    }
+
+    /// Whether the kernel took the advice to back the entries and buckets with 2 MiB pages
+    /// ([`crate::afxdp::hugepages`]); false for tables smaller than a few huge pages, or when
+    /// transparent huge pages are off (`/sys/kernel/mm/transparent_hugepage/enabled`).
+    pub fn huge_pages(&self) -> bool {
+        self.huge_pages
     }
 
     pub fn capacity(&self) -> usize {
@@ -234,17 +252,28 @@ impl ConnTable {
     #[inline(always)]
     pub fn lookup_other(&self, k: &FlowKey, h: u64, slot_hint: u64) -> Option<(u32, Dir, FlowKey)> {
         let tag = tag_of(h);
-        // A slot carrying `tag` whose entry holds `k` in the slot's direction.
-        let matching = |v: u64| -> Option<(u32, Dir, FlowKey)> {
-            let (idx, dir) = unpack(v);
-            let other = self.entries.get(idx)?.match_key(k, dir == Dir::Reply)?;
-            Some((idx as u32, dir, other))
-        };
         if slot_hint != 0 && (slot_hint >> 32) as u32 == tag {
-            if let Some(hit) = matching(slot_hint) {
+            if let Some(hit) = self.match_slot(k, slot_hint) {
                 return Some(hit);
             }
         }
+        self.scan_other(k, h)
+    }
+
+    /// If slot value `v`'s entry holds `k` in the slot's direction: the entry, the direction
+    /// and the other direction's key.
+    #[inline(always)]
+    fn match_slot(&self, k: &FlowKey, v: u64) -> Option<(u32, Dir, FlowKey)> {
+        let (idx, dir) = unpack(v);
+        let other = self.entries.get(idx)?.match_key(k, dir == Dir::Reply)?;
+        Some((idx as u32, dir, other))
+    }
+
+    /// [`Self::lookup_other`] without a usable hint: scans the home bucket (and the next ones
+    /// if something overflowed from it). Out of line: the hint is right for nearly every packet.
+    #[inline(never)]
+    fn scan_other(&self, k: &FlowKey, h: u64) -> Option<(u32, Dir, FlowKey)> {
+        let tag = tag_of(h);
         let home = self.home(h);
         let n = self.buckets.len();
         let mut b = home;
@@ -252,7 +281,7 @@ impl ConnTable {
             for slot in &self.buckets[b].slots {
                 let v = slot.load(Acquire);
                 if (v >> 32) as u32 == tag {
-                    if let Some(hit) = matching(v) {
+                    if let Some(hit) = self.match_slot(k, v) {
                         return Some(hit);
                     }
                 }

@@ -380,7 +380,7 @@ fn fast_path_and_full_pipeline_agree() {
             // The fast side takes the hint a worker's warm-up gives (every third frame: a
             // hint for another key, which must not change anything either).
             let len = frame.len();
-            let hint = if len % 3 == 0 {
+            let hint = if len.is_multiple_of(3) {
                 // A hint for another key, whose slot names a real entry of another flow.
                 let other = super::warm::quick_key(&buf[..len]).map(|mut k| {
                     k.sport ^= 1;

@@ -74,9 +74,18 @@ pub fn ipv4_header_checksum(h: &[u8; 20]) -> u16 {
 pub struct Delta(u64);
 
 impl Delta {
+    /// No change yet: a partial delta to [`Self::plus`] to several checksums (e.g. the
+    /// addresses' change, which both the IPv4 header and the TCP/UDP pseudo-header cover).
+    pub const ZERO: Delta = Delta(0);
+
     #[inline(always)]
     pub fn new(old_csum: u16) -> Self {
         Delta(u64::from(!old_csum))
+    }
+    /// This delta plus another's changes.
+    #[inline(always)]
+    pub fn plus(self, other: Delta) -> Self {
+        Delta(self.0 + other.0)
     }
     #[inline(always)]
     pub fn word(self, old: u16, new: u16) -> Self {
