@@ -1,10 +1,10 @@
 //! Longest-prefix-match table, generic over the address family.
 //!
-//! Contract: one hash map ([`FlatMap`]) per prefix length in use, searched from the longest length down, so a
-//! lookup costs one hash probe per distinct prefix length present (a node has few: /32 for its
-//! pods, its pod CIDR, a default route). Hand-written rather than taken from a crate because the
-//! hot path wants exactly this shape: no allocation, no pointer chasing through a trie, and the
-//! /32 host routes that dominate a node's table answered by the first probe.
+//! Contract: one hash map ([`FlatMap`]) per prefix length in use, searched from the longest
+//! length down, so a lookup costs one hash probe per distinct prefix length present. It is the
+//! prefix store behind [`super::routes::Routes`] (listing, removal, the route that covers a
+//! removed one) and the reference its tests compare with; the per-packet lookup is Routes',
+//! which reads at most three array cells instead of probing once per length.
 use std::fmt::Debug;
 use std::hash::Hash;
 
@@ -90,6 +90,17 @@ impl<F: AddressFamily, V: Clone> LpmTable<F, V> {
             }
         }
         None
+    }
+
+    /// The value stored for exactly `prefix/len`.
+    pub fn get(&self, prefix: F::Addr, len: u8) -> Option<&V> {
+        let (_, map) = self.levels.iter().find(|(l, _)| *l == len)?;
+        map.get(&F::mask(prefix, len))
+    }
+
+    /// The longest entry shorter than `len` that contains `prefix/len`: its length and value.
+    pub fn covering(&self, prefix: F::Addr, len: u8) -> Option<(u8, &V)> {
+        self.levels.iter().filter(|(l, _)| *l < len).find_map(|(l, map)| map.get(&F::mask(prefix, *l)).map(|v| (*l, v)))
     }
 
     /// Every entry as (prefix, length, value), longest prefixes first, then by address.

@@ -7,6 +7,7 @@ pub mod flatmap;
 pub mod lpm;
 pub mod maglev;
 pub mod policy;
+pub mod routes;
 pub mod services;
 
 use std::net::Ipv4Addr;
@@ -63,7 +64,7 @@ pub struct Tables {
     /// The pods' default gateway, answered (ARP, ICMP echo) on every port.
     pub gateway_ip: Ipv4Addr,
     pub ports: Vec<Option<PortConfig>>,
-    pub routes: LpmTable<V4, NextHop>,
+    pub routes: routes::Routes,
     pub services: services::ServiceTables,
     pub policy: policy::PolicyTables,
     /// Addresses the switch answers ARP for on uplink ports (the node's own addresses, which
@@ -73,7 +74,7 @@ pub struct Tables {
 
 impl Tables {
     pub fn new(gateway_ip: Ipv4Addr) -> Self {
-        Self { version: 0, gateway_ip, ports: Vec::new(), routes: LpmTable::new(), services: Default::default(), policy: Default::default(), uplink_arp: Vec::new() }
+        Self { version: 0, gateway_ip, ports: Vec::new(), routes: routes::Routes::new(), services: Default::default(), policy: Default::default(), uplink_arp: Vec::new() }
     }
 
     #[inline]
