@@ -179,6 +179,12 @@ impl Dataplane {
         }
         let tables = Arc::new(ArcSwap::from_pointee(tables));
         let ct = Arc::new(ConnTable::new(cfg.conntrack_capacity, KeyHasher::random()));
+        tracing::info!(
+            capacity = ct.capacity(),
+            bytes_per_entry = ct.bytes_per_entry(),
+            huge_pages = ct.huge_pages(),
+            "connection table allocated (huge_pages=false: 4 KiB pages, slower at scale; see /sys/kernel/mm/transparent_hugepage/enabled)"
+        );
         let reaper = Reaper::start(Arc::clone(&ct), cfg.timeouts);
         let mut workers = Vec::new();
         for (index, &core) in cfg.cores.iter().enumerate() {
