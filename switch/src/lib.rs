@@ -8,7 +8,8 @@
 //! - [`tables`]: the immutable snapshot the workers read.
 //! - [`drop_reason`]: the numbered reasons every drop is counted under.
 //! - [`counters`]: single-writer counters the workers keep.
-//! - [`afxdp`]: the only `unsafe` code: XDP program, UMEM, sockets, rings.
+//! - [`afxdp`]: the only `unsafe` code: XDP program, UMEM, sockets, rings, and the two CPU and
+//!   kernel hints the hot tables need (prefetch, huge pages).
 //! - [`worker`]: the pinned poll loop that moves frames between rings through the pipeline.
 //! - [`dataplane`]: starts workers, adds and removes ports while running, publishes tables.
 //! - `bench_fixtures` (feature `bench-fixtures`): tables, frames and cases the benchmarks

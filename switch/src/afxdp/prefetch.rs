@@ -9,7 +9,7 @@
 //! CPU cannot retire it (nor anything after it) until the line arrives, so only about ten of a
 //! burst's misses overlap before the reorder buffer fills. A prefetch instruction retires at
 //! once, so all of a burst's misses are in flight together: with 1,000,000 tracked connections
-//! `scripts/bench.sh pipeline` went from ~8.5 to ~20 Mpps per core on the same machine in the
+//! `scripts/bench.sh pipeline` went from 9.4-10.2 to 18.0-18.4 Mpps per core, side by side in the
 //! same run. Rust offers prefetching only as an `unsafe` intrinsic, and no well-kept crate wraps
 //! it, so this one line of `unsafe` lives in the project's `unsafe` layer, beside the UMEM.
 
