@@ -367,8 +367,9 @@ fn nine_pod_matrix_through_the_switch() {
     }
     assert!(bad.is_empty(), "{} of {} probes wrong:\n{}", bad.len(), results.len(), bad.join("\n"));
     // Each pod sent 16 probes and answered 16 (TCP: at least 3 frames each way; UDP: 1): its
-    // port's counters rose by at least that.
-    let after = port_counters();
+    // port's counters rose by at least that. Some of those frames (a client's last ACK and
+    // FIN) leave after the probe has its answer, so read the counters once they settle.
+    let after = settled_port_counters();
     for pod in ips.keys() {
         let (rx0, tx0) = before[pod.as_str()];
         let (rx1, tx1) = after[pod.as_str()];
@@ -382,6 +383,21 @@ fn nine_pod_matrix_through_the_switch() {
 }
 
 /// `owner` -> (rx_packets, tx_packets) from `podswitch show ports --json`.
+/// [`port_counters`] once two reads 300 ms apart agree (at most ~5 s): frames still in flight
+/// when a probe returns (TCP's closing exchange) are counted too.
+fn settled_port_counters() -> BTreeMap<String, (u64, u64)> {
+    let mut last = port_counters();
+    for _ in 0..16 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let now = port_counters();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
 fn port_counters() -> BTreeMap<String, (u64, u64)> {
     let v: Value = serde_json::from_str(&ok(&["show", "ports", "--json"], true)).unwrap();
     v["ports"]
