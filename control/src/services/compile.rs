@@ -499,7 +499,7 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
         let mut h = FpHasher::default();
         pods.len().hash(&mut h);
         for p in &pods {
-            fingerprint::add_pod(&mut h, p, m.pods.get(&p.key()), rv);
+            fingerprint::add_pod(&mut h, p, m.pods.get(&p.key()).map(|p| &**p), rv);
         }
         let fp = Some(h.fp());
         if fp != e.pods_fp {
@@ -653,9 +653,34 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
     CompiledServices { tables, problems, views }
 }
 
-/// `ip:port`, as `format!("{ip}:{port}")` writes it, without the formatting machinery.
-fn address(ip: Ipv4Addr, port: u16) -> String {
-    fn push(s: &mut String, mut n: u32) {
+/// `ip:port` as `format!("{ip}:{port}")` writes it, in place (at most 21 bytes): the name a
+/// backend has in its Maglev table, and its address in views.
+#[derive(Clone, Copy)]
+struct AddressText {
+    len: u8,
+    buf: [u8; 21],
+}
+
+impl AddressText {
+    fn new(ip: Ipv4Addr, port: u16) -> Self {
+        let mut t = AddressText { len: 0, buf: [0; 21] };
+        for (i, o) in ip.octets().into_iter().enumerate() {
+            if i > 0 {
+                t.push_byte(b'.');
+            }
+            t.push_number(o as u32);
+        }
+        t.push_byte(b':');
+        t.push_number(port as u32);
+        t
+    }
+
+    fn push_byte(&mut self, b: u8) {
+        self.buf[self.len as usize] = b;
+        self.len += 1;
+    }
+
+    fn push_number(&mut self, mut n: u32) {
         let mut digits = [0u8; 5];
         let mut i = digits.len();
         loop {
@@ -666,18 +691,25 @@ fn address(ip: Ipv4Addr, port: u16) -> String {
                 break;
             }
         }
-        s.extend(digits[i..].iter().map(|&d| d as char));
-    }
-    let mut s = String::with_capacity(21);
-    for (i, o) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            s.push('.');
+        for &d in &digits[i..] {
+            self.push_byte(d);
         }
-        push(&mut s, o as u32);
     }
-    s.push(':');
-    push(&mut s, port as u32);
-    s
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len as usize]).expect("digits, dots and a colon")
+    }
+}
+
+impl AsRef<[u8]> for AddressText {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
+/// `ip:port`, as `format!("{ip}:{port}")` writes it, without the formatting machinery.
+fn address(ip: Ipv4Addr, port: u16) -> String {
+    AddressText::new(ip, port).as_str().to_string()
 }
 
 /// Elements of sorted `a` not in sorted `b`.
@@ -993,7 +1025,7 @@ fn maglev_for(
             .map(|s| s.maglev.clone())
     });
     let table = previous.unwrap_or_else(|| {
-        let names: Vec<String> = addrs.iter().map(|(ip, p)| address(*ip, *p)).collect();
+        let names: Vec<AddressText> = addrs.iter().map(|(ip, p)| AddressText::new(*ip, *p)).collect();
         maglev::build(&names).into()
     });
     built.insert(addrs, table.clone());
