@@ -169,7 +169,7 @@ pub fn from_selector(
         }
         let Some(ip) = p.ip else { continue };
         let key = p.key();
-        let Some((ready, serving, terminating)) = pod_conditions(manifests.pods.get(&key), svc.publish_not_ready)
+        let Some((ready, serving, terminating)) = pod_conditions(manifests.pods.get(&key).map(|p| &**p), svc.publish_not_ready)
         else {
             continue;
         };
