@@ -30,12 +30,6 @@ fn hash(name: &[u8], seed: u64) -> u64 {
 
 /// Builds the table for backends named `names` (e.g. `"10.244.0.5:8080"`, as bytes); entries
 /// are indices into `names`. Empty input gives an empty table.
-///
-/// The fill is the paper's: backends take turns in name order, each taking the next free slot
-/// of its own permutation (`offset + j * skip` mod m). It runs in two phases with the same
-/// result: while many slots are free, each backend walks its permutation; for the last
-/// ~sqrt(m) free slots (where walking costs ~m / free steps per slot), each backend takes the
-/// free slot that comes first in its permutation, found by the slot's rank in it.
 pub fn build<N: AsRef<[u8]>>(names: &[N]) -> Box<[u16]> {
     let n = names.len();
     if n == 0 {
@@ -43,9 +37,8 @@ pub fn build<N: AsRef<[u8]>>(names: &[N]) -> Box<[u16]> {
     }
     assert!(n <= u16::MAX as usize, "at most 65535 backends per Service");
     let m = table_size(n);
-    let m32 = m as u32;
     // Fill in name order so that the result does not depend on the caller's order (a stable
-    // sort: equal names keep the caller's order, as they always did).
+    // sort: equal names keep the caller's order).
     let mut order: Vec<u16> = (0..n as u16).collect();
     order.sort_by(|&a, &b| names[a as usize].as_ref().cmp(names[b as usize].as_ref()));
     // Backend k's j-th preference is (offset + j * skip) mod m. Each backend keeps its current
@@ -60,6 +53,7 @@ pub fn build<N: AsRef<[u8]>>(names: &[N]) -> Box<[u16]> {
             (offset as u32, skip as u32)
         })
         .collect();
+    let m32 = m as u32;
     let step = |c: u32, skip: u32| {
         let c = c + skip;
         if c >= m32 {
@@ -69,98 +63,32 @@ pub fn build<N: AsRef<[u8]>>(names: &[N]) -> Box<[u16]> {
         }
     };
     let mut table = vec![u16::MAX; m];
-    // Phase 1: walk while more than `tail` slots are free.
-    let tail = isqrt(m).clamp(1, m);
-    let mut k = 0;
-    for _ in 0..m - tail {
-        let (mut c, skip) = cursor[k];
-        while table[c as usize] != u16::MAX {
-            c = step(c, skip);
-        }
-        table[c as usize] = order[k];
-        cursor[k].0 = step(c, skip);
-        k += 1;
-        if k == n {
-            k = 0;
-        }
-    }
-    // Phase 2: every slot before a backend's cursor in its permutation is taken, so its next
-    // slot is the free slot of least rank j = (slot - cursor) / skip mod m.
-    let mut free: Vec<u32> = (0..m32).filter(|&s| table[s as usize] == u16::MAX).collect();
-    let modm = Barrett::new(m as u64);
-    let mut inverse: Vec<u64> = vec![0; n];
-    let mut inverted = vec![false; n];
-    while !free.is_empty() {
-        let (c, skip) = cursor[k];
-        if !inverted[k] {
-            inverse[k] = inverse_mod(skip as u64, m as u64);
-            inverted[k] = true;
-        }
-        let inv = inverse[k];
-        let mut best = (u64::MAX, 0);
-        for (j, &s) in free.iter().enumerate() {
-            let d = if s >= c { s - c } else { s + m32 - c };
-            let rank = modm.reduce(d as u64 * inv);
-            if rank < best.0 {
-                best = (rank, j);
+    let mut filled = 0;
+    'fill: loop {
+        for (k, &i) in order.iter().enumerate() {
+            let (c0, skip) = cursor[k];
+            // Two preferences per step (j and j + 1, both advancing by 2 * skip, which is not
+            // 0 mod the odd prime m): half the dependent additions of a walk one slot at a
+            // time, and the same first free slot.
+            let skip2 = step(skip, skip);
+            let (mut a, mut b) = (c0, step(c0, skip));
+            let c = loop {
+                let (a_free, b_free) = (table[a as usize] == u16::MAX, table[b as usize] == u16::MAX);
+                if a_free | b_free {
+                    break if a_free { a } else { b };
+                }
+                a = step(a, skip2);
+                b = step(b, skip2);
+            };
+            table[c as usize] = i;
+            cursor[k].0 = step(c, skip);
+            filled += 1;
+            if filled == m {
+                break 'fill;
             }
-        }
-        let s = free.swap_remove(best.1);
-        table[s as usize] = order[k];
-        k += 1;
-        if k == n {
-            k = 0;
         }
     }
     table.into_boxed_slice()
-}
-
-/// The integer square root of `x` (floor).
-fn isqrt(x: usize) -> usize {
-    let mut r = (x as f64).sqrt() as usize;
-    while r * r > x {
-        r -= 1;
-    }
-    while (r + 1) * (r + 1) <= x {
-        r += 1;
-    }
-    r
-}
-
-/// `a`'s inverse modulo the prime `m` (0 < a < m), by the extended Euclidean algorithm.
-fn inverse_mod(a: u64, m: u64) -> u64 {
-    let (mut r0, mut r1) = (m as i64, a as i64);
-    let (mut t0, mut t1) = (0i64, 1i64);
-    while r1 != 0 {
-        let q = r0 / r1;
-        (r0, r1) = (r1, r0 - q * r1);
-        (t0, t1) = (t1, t0 - q * t1);
-    }
-    debug_assert_eq!(r0, 1, "m is prime and a < m");
-    t0.rem_euclid(m as i64) as u64
-}
-
-/// `x mod m` without a division (Barrett reduction), for x < 2^64 / 2 and m < 2^32.
-struct Barrett {
-    m: u64,
-    /// floor(2^64 / m).
-    inv: u64,
-}
-
-impl Barrett {
-    fn new(m: u64) -> Self {
-        Barrett { m, inv: (u128::from(u64::MAX) + 1).div_euclid(u128::from(m)) as u64 }
-    }
-
-    fn reduce(&self, x: u64) -> u64 {
-        let q = ((u128::from(x) * u128::from(self.inv)) >> 64) as u64;
-        let r = x - q * self.m;
-        if r >= self.m {
-            r - self.m
-        } else {
-            r
-        }
-    }
 }
 
 #[cfg(test)]
@@ -220,23 +148,6 @@ mod tests {
         let mut names: Vec<String> = (0..12).map(|i| format!("10.1.0.{}:80", i % 5)).collect();
         names.push("10.1.0.1:80".into());
         assert_eq!(build(&names), build_by_modulo(&names));
-    }
-
-    #[test]
-    fn modular_helpers() {
-        for &m in SIZES.iter() {
-            let b = Barrett::new(m as u64);
-            for x in [0u64, 1, m as u64 - 1, m as u64, m as u64 * 7 + 3, (m as u64 - 1) * (m as u64 - 1), 1 << 50, u64::MAX / 2] {
-                assert_eq!(b.reduce(x), x % m as u64, "x={x} m={m}");
-            }
-            for a in [1u64, 2, 3, 1000, m as u64 - 1] {
-                assert_eq!(a * inverse_mod(a, m as u64) % m as u64, 1, "a={a} m={m}");
-            }
-        }
-        for x in [0, 1, 2, 3, 4, 15, 16, 17, 1021, 2_097_143] {
-            let r = isqrt(x);
-            assert!(r * r <= x && (r + 1) * (r + 1) > x, "x={x}");
-        }
     }
 
     fn names(n: usize) -> Vec<String> {
