@@ -53,6 +53,7 @@ mod tests_incremental;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::ops::RangeInclusive;
 
 use ipnet::Ipv4Net;
@@ -191,10 +192,10 @@ pub struct EndpointView {
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
-    pub node: Option<String>,
+    pub node: Option<Arc<str>>,
     pub local: bool,
     /// `EndpointSlice ns/name[, pod ns/name]` or `pod ns/name`.
-    pub source: String,
+    pub source: Arc<str>,
     /// In the frontend's internal set.
     pub internal: bool,
     /// In the frontend's external set.
