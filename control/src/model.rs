@@ -143,10 +143,11 @@ pub fn node_info(m: &Manifests, wanted: Option<&str>) -> Result<NodeInfo, String
 pub fn pod_info(pod: &Pod) -> Result<PodInfo, String> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let key = format!("{namespace}/{name}");
+    // Only sentences name the pod: its key is written when one is.
+    let key = || format!("{namespace}/{name}");
     let ip = match pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()) {
         Some(ip) if !ip.is_empty() => {
-            Some(ip.parse::<Ipv4Addr>().map_err(|_| format!("Pod {key}: status.podIP {ip:?} is not an IPv4 address"))?)
+            Some(ip.parse::<Ipv4Addr>().map_err(|_| format!("Pod {}: status.podIP {ip:?} is not an IPv4 address", key()))?)
         }
         _ => None,
     };
@@ -156,12 +157,14 @@ pub fn pod_info(pod: &Pod) -> Result<PodInfo, String> {
         for p in c.ports.iter().flatten() {
             let protocol = match p.protocol.as_deref() {
                 None => L4Proto::Tcp,
-                Some(s) => L4Proto::parse(s).ok_or_else(|| format!("Pod {key}: containerPort protocol {s:?} is not TCP, UDP or SCTP"))?,
+                Some(s) => {
+                    L4Proto::parse(s).ok_or_else(|| format!("Pod {}: containerPort protocol {s:?} is not TCP, UDP or SCTP", key()))?
+                }
             };
             let port = u16::try_from(p.container_port)
                 .ok()
                 .filter(|p| *p != 0)
-                .ok_or_else(|| format!("Pod {key}: containerPort {} is not in 1-65535", p.container_port))?;
+                .ok_or_else(|| format!("Pod {}: containerPort {} is not in 1-65535", key(), p.container_port))?;
             ports.push(ContainerPort { name: p.name.clone(), port, protocol });
         }
     }

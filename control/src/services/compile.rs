@@ -40,6 +40,7 @@ use switch::tables::services::{
     ServiceTables,
 };
 
+use super::address::AddressText;
 use super::allocate::{cluster_ip_order, node_port_order, valid_cluster_ip, Allocator};
 use super::derive::{self, Candidate, PodIndex};
 use super::fingerprint::{self, Fp, FpHasher};
@@ -653,77 +654,9 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
     CompiledServices { tables, problems, views }
 }
 
-/// `ip:port` as `format!("{ip}:{port}")` writes it, in place (at most 21 bytes): the name a
-/// backend has in its Maglev table, and its address in views.
-#[derive(Clone, Copy)]
-struct AddressText {
-    len: u8,
-    buf: [u8; 21],
-}
-
-impl AddressText {
-    fn new(ip: Ipv4Addr, port: u16) -> Self {
-        let mut t = AddressText { len: 0, buf: [0; 21] };
-        for (i, o) in ip.octets().into_iter().enumerate() {
-            if i > 0 {
-                t.push_byte(b'.');
-            }
-            t.push_number(o as u32);
-        }
-        t.push_byte(b':');
-        t.push_number(port as u32);
-        t
-    }
-
-    fn push_byte(&mut self, b: u8) {
-        self.buf[self.len as usize] = b;
-        self.len += 1;
-    }
-
-    fn push_number(&mut self, mut n: u32) {
-        let mut digits = [0u8; 5];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        for &d in &digits[i..] {
-            self.push_byte(d);
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len as usize]).expect("digits, dots and a colon")
-    }
-}
-
-impl AsRef<[u8]> for AddressText {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len as usize]
-    }
-}
-
-/// `ip:port`, as `format!("{ip}:{port}")` writes it, without the formatting machinery.
-fn address(ip: Ipv4Addr, port: u16) -> String {
-    AddressText::new(ip, port).as_str().to_string()
-}
-
 /// Elements of sorted `a` not in sorted `b`.
 fn sorted_difference(a: &[u32], b: &[u32]) -> Vec<u32> {
     a.iter().copied().filter(|x| b.binary_search(x).is_err()).collect()
-}
-
-#[cfg(test)]
-#[test]
-fn addresses_are_written_as_display_writes_them() {
-    for (ip, port) in [([0, 0, 0, 0], 0), ([10, 244, 0, 5], 8080), ([255, 255, 255, 255], 65535), ([1, 20, 100, 9], 53)] {
-        let ip = Ipv4Addr::from(ip);
-        assert_eq!(address(ip, port), format!("{ip}:{port}"));
-    }
 }
 
 /// Steps 2-3 over every Service (in key order): the allocations of the Services that make it
@@ -1135,7 +1068,7 @@ fn view(
             .iter()
             .enumerate()
             .map(|(i, c)| EndpointView {
-                address: address(c.ip, c.port),
+                address: AddressText::new(c.ip, c.port),
                 endpoint_id: ids[i],
                 ready: c.ready,
                 serving: c.serving,

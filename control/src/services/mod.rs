@@ -39,6 +39,7 @@
 //!   lists as changed when it can (see [`compile`]); the result is
 //!   exactly the one a compile of everything gives ([`compile_services_full`]). The tables
 //!   share every unchanged part with the previous version, so publishing them is cheap.
+pub mod address;
 pub mod allocate;
 pub mod compile;
 pub mod derive;
@@ -187,7 +188,7 @@ pub struct SetView {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EndpointView {
     /// `ip:port`.
-    pub address: String,
+    pub address: address::AddressText,
     pub endpoint_id: u32,
     pub ready: bool,
     pub serving: bool,
