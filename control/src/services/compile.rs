@@ -959,7 +959,7 @@ fn maglev_for(
     });
     let table = previous.unwrap_or_else(|| {
         let names: Vec<AddressText> = addrs.iter().map(|(ip, p)| AddressText::new(*ip, *p)).collect();
-        maglev::build(&names).into()
+        maglev::build_shared(&names)
     });
     built.insert(addrs, table.clone());
     table

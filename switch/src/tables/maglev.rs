@@ -5,6 +5,7 @@
 //! Contract: [`build`] is deterministic in the backends' names (their order does not matter),
 //! so every worker and every table version agrees; the table size is the smallest prime of the
 //! [`table_size`] ladder above 100 slots per backend.
+use std::sync::Arc;
 
 /// Primes used as table sizes: at least 100 slots per backend up to the largest.
 const SIZES: [usize; 10] = [251, 1_021, 4_093, 16_381, 65_521, 131_071, 262_139, 524_287, 1_048_573, 2_097_143];
@@ -31,9 +32,14 @@ fn hash(name: &[u8], seed: u64) -> u64 {
 /// Builds the table for backends named `names` (e.g. `"10.244.0.5:8080"`, as bytes); entries
 /// are indices into `names`. Empty input gives an empty table.
 pub fn build<N: AsRef<[u8]>>(names: &[N]) -> Box<[u16]> {
+    build_shared(names).iter().copied().collect()
+}
+
+/// [`build`], made where the tables keep it (an `Arc`) rather than copied there.
+pub fn build_shared<N: AsRef<[u8]>>(names: &[N]) -> Arc<[u16]> {
     let n = names.len();
     if n == 0 {
-        return Box::new([]);
+        return Arc::from(Vec::new());
     }
     assert!(n <= u16::MAX as usize, "at most 65535 backends per Service");
     let m = table_size(n);
@@ -62,7 +68,8 @@ pub fn build<N: AsRef<[u8]>>(names: &[N]) -> Box<[u16]> {
             c
         }
     };
-    let mut table = vec![u16::MAX; m];
+    let mut shared: Arc<[u16]> = std::iter::repeat_n(u16::MAX, m).collect();
+    let table = Arc::get_mut(&mut shared).expect("made just above, not shared yet");
     let mut filled = 0;
     'fill: loop {
         for (k, &i) in order.iter().enumerate() {
@@ -88,7 +95,7 @@ pub fn build<N: AsRef<[u8]>>(names: &[N]) -> Box<[u16]> {
             }
         }
     }
-    table.into_boxed_slice()
+    shared
 }
 
 #[cfg(test)]
@@ -140,6 +147,7 @@ mod tests {
         for n in [1, 2, 3, 5, 10, 11, 40, 41, 163, 164, 655, 1000] {
             let names: Vec<String> = (0..n).map(|i| format!("10.{}.{}.{}:{}", i % 7, i / 250, i % 250, 80 + i % 3)).collect();
             assert_eq!(build(&names), build_by_modulo(&names), "n={n}");
+            assert_eq!(*build_shared(&names), *build_by_modulo(&names), "n={n}");
         }
     }
 
