@@ -68,13 +68,17 @@ pub struct PodInfo {
     /// `spec.nodeName`; `None` means "not bound", which the manifest source takes as this node.
     pub node_name: Option<String>,
     pub host_network: bool,
-    /// Host-side veth name of the pod (see [`naming::pod_interface`]).
-    pub interface: String,
 }
 
 impl PodInfo {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Host-side veth name of the pod (see [`naming::pod_interface`]); written when asked
+    /// for, as only this node's pods have one.
+    pub fn interface(&self) -> String {
+        naming::pod_interface(&self.namespace, &self.name)
     }
 
     /// A bare pod (no labels, ports or node) for unit tests.
@@ -88,7 +92,6 @@ impl PodInfo {
             ports: vec![],
             node_name: None,
             host_network: false,
-            interface: naming::pod_interface(ns, name),
         }
     }
 }
@@ -169,7 +172,6 @@ pub fn pod_info(pod: &Pod) -> Result<PodInfo, String> {
         }
     }
     Ok(PodInfo {
-        interface: naming::pod_interface(&namespace, &name),
         labels: pod.metadata.labels.clone().unwrap_or_default(),
         node_name: spec.and_then(|s| s.node_name.clone()),
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
