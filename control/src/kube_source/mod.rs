@@ -785,8 +785,8 @@ mod tests {
         let (a, b) = (pod(Some("x"), "a", "5"), pod(Some("x"), "b", "7"));
         // Stores filled in either order give the same view and digest.
         let (mut w1, s1) = StoreWriters::new();
-        w1.apply(&manifests(&[a.clone()], &["x"]));
-        w1.apply(&manifests(&[b.clone()], &[]));
+        w1.apply(&manifests(std::slice::from_ref(&a), &["x"]));
+        w1.apply(&manifests(std::slice::from_ref(&b), &[]));
         let (mut w2, s2) = StoreWriters::new();
         w2.apply(&manifests(&[b.clone(), a.clone()], &["x"]));
         let (v1, v2) = (build_view(&s1, None), build_view(&s2, None));
