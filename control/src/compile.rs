@@ -71,7 +71,7 @@ pub fn desired_ports(node: &NodeInfo, pods: &[PodInfo], uplink: Option<&Uplink>)
             out.retain(|d| d.key != other);
             continue;
         }
-        out.push(DesiredPort { key, ifname: p.interface.clone(), kind: PortKind::Pod, pod_ip: Some(ip) });
+        out.push(DesiredPort { key, ifname: p.interface(), kind: PortKind::Pod, pod_ip: Some(ip) });
     }
     // A duplicate IP disqualifies every pod that has it.
     let dup_ips: Vec<Ipv4Addr> = {

@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -25,14 +26,16 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Deserialize;
 
 /// Objects of one manifest directory, keyed by `namespace/name` (or `name` when cluster-scoped).
+/// Objects are shared (`Arc`): a source that keeps them (the API source's stores) hands them
+/// over without copying them, and a clone of a view copies no object.
 #[derive(Debug, Default, Clone)]
 pub struct Manifests {
-    pub namespaces: BTreeMap<String, Namespace>,
-    pub pods: BTreeMap<String, Pod>,
-    pub nodes: BTreeMap<String, Node>,
-    pub services: BTreeMap<String, Service>,
-    pub endpoint_slices: BTreeMap<String, EndpointSlice>,
-    pub network_policies: BTreeMap<String, NetworkPolicy>,
+    pub namespaces: BTreeMap<String, Arc<Namespace>>,
+    pub pods: BTreeMap<String, Arc<Pod>>,
+    pub nodes: BTreeMap<String, Arc<Node>>,
+    pub services: BTreeMap<String, Arc<Service>>,
+    pub endpoint_slices: BTreeMap<String, Arc<EndpointSlice>>,
+    pub network_policies: BTreeMap<String, Arc<NetworkPolicy>>,
     /// `kind namespace/name (file)` of documents of kinds this version does not use.
     pub ignored: Vec<String>,
     /// Digest of the directory content this view was read from (see [`dir_digest`]).
@@ -264,11 +267,11 @@ fn add_object(out: &mut Manifests, file: &Path, value: serde_yaml::Value) -> Res
     Ok(())
 }
 
-fn insert_unique<T>(map: &mut BTreeMap<String, T>, key: String, v: T, kind: &str) -> Result<(), String> {
+fn insert_unique<T>(map: &mut BTreeMap<String, Arc<T>>, key: String, v: T, kind: &str) -> Result<(), String> {
     if map.contains_key(&key) {
         return Err(format!("duplicate {kind} {key}"));
     }
-    map.insert(key, v);
+    map.insert(key, Arc::new(v));
     Ok(())
 }
 

@@ -68,13 +68,17 @@ pub struct PodInfo {
     /// `spec.nodeName`; `None` means "not bound", which the manifest source takes as this node.
     pub node_name: Option<String>,
     pub host_network: bool,
-    /// Host-side veth name of the pod (see [`naming::pod_interface`]).
-    pub interface: String,
 }
 
 impl PodInfo {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Host-side veth name of the pod (see [`naming::pod_interface`]); written when asked
+    /// for, as only this node's pods have one.
+    pub fn interface(&self) -> String {
+        naming::pod_interface(&self.namespace, &self.name)
     }
 
     /// A bare pod (no labels, ports or node) for unit tests.
@@ -88,7 +92,6 @@ impl PodInfo {
             ports: vec![],
             node_name: None,
             host_network: false,
-            interface: naming::pod_interface(ns, name),
         }
     }
 }
@@ -143,10 +146,11 @@ pub fn node_info(m: &Manifests, wanted: Option<&str>) -> Result<NodeInfo, String
 pub fn pod_info(pod: &Pod) -> Result<PodInfo, String> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let key = format!("{namespace}/{name}");
+    // Only sentences name the pod: its key is written when one is.
+    let key = || format!("{namespace}/{name}");
     let ip = match pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()) {
         Some(ip) if !ip.is_empty() => {
-            Some(ip.parse::<Ipv4Addr>().map_err(|_| format!("Pod {key}: status.podIP {ip:?} is not an IPv4 address"))?)
+            Some(ip.parse::<Ipv4Addr>().map_err(|_| format!("Pod {}: status.podIP {ip:?} is not an IPv4 address", key()))?)
         }
         _ => None,
     };
@@ -156,17 +160,18 @@ pub fn pod_info(pod: &Pod) -> Result<PodInfo, String> {
         for p in c.ports.iter().flatten() {
             let protocol = match p.protocol.as_deref() {
                 None => L4Proto::Tcp,
-                Some(s) => L4Proto::parse(s).ok_or_else(|| format!("Pod {key}: containerPort protocol {s:?} is not TCP, UDP or SCTP"))?,
+                Some(s) => {
+                    L4Proto::parse(s).ok_or_else(|| format!("Pod {}: containerPort protocol {s:?} is not TCP, UDP or SCTP", key()))?
+                }
             };
             let port = u16::try_from(p.container_port)
                 .ok()
                 .filter(|p| *p != 0)
-                .ok_or_else(|| format!("Pod {key}: containerPort {} is not in 1-65535", p.container_port))?;
+                .ok_or_else(|| format!("Pod {}: containerPort {} is not in 1-65535", key(), p.container_port))?;
             ports.push(ContainerPort { name: p.name.clone(), port, protocol });
         }
     }
     Ok(PodInfo {
-        interface: naming::pod_interface(&namespace, &name),
         labels: pod.metadata.labels.clone().unwrap_or_default(),
         node_name: spec.and_then(|s| s.node_name.clone()),
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),

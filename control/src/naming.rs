@@ -11,8 +11,18 @@ use std::net::Ipv4Addr;
 
 /// Host-side veth name of a pod.
 pub fn pod_interface(namespace: &str, name: &str) -> String {
-    let digest = sha1_smol::Sha1::from(format!("{namespace}.{name}")).digest().to_string();
-    format!("ps{}", &digest[..12])
+    let mut h = sha1_smol::Sha1::new();
+    h.update(namespace.as_bytes());
+    h.update(b".");
+    h.update(name.as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(14);
+    s.push_str("ps");
+    for b in &h.digest().bytes()[..6] {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
 }
 
 /// The MAC address a pod with IPv4 address `ip` has.
@@ -43,6 +53,9 @@ mod tests {
         assert_eq!(a.len(), 14);
         assert_eq!(a, pod_interface("x", "a"));
         assert_ne!(a, pod_interface("x", "b"));
+        // The scheme, spelled out: `ps` + the first 12 hex digits of SHA-1("namespace.name").
+        let full = sha1_smol::Sha1::from("kube-system.coredns-5d78c9869d-abcde").digest().to_string();
+        assert_eq!(pod_interface("kube-system", "coredns-5d78c9869d-abcde"), format!("ps{}", &full[..12]));
         assert_eq!(mac_string(pod_mac(Ipv4Addr::new(10, 244, 0, 11))), "0a:58:0a:f4:00:0b");
     }
 }

@@ -81,7 +81,7 @@ impl PodCache {
         match changes {
             Some(keys) => {
                 for k in keys {
-                    self.refresh(k, m.pods.get(k));
+                    self.refresh(k, m.pods.get(k).map(|p| &**p));
                 }
             }
             None => {

@@ -8,12 +8,20 @@
 //! - one change: an EndpointSlice loses one endpoint and gains another; the delay from the
 //!   changed view to the new tables being published (p50, p99 over `--changes` changes).
 //!
-//! Objects carry a `metadata.resourceVersion`, as the API source delivers them, and the
-//! compilers are told to trust it (as `podswitch run --kubeconfig` does); `--content-hash` leaves
-//! the versions out, so that every object is fingerprinted by content (the manifest source).
+//! Views are built as the API source builds them (`podswitch run --kubeconfig`): objects sit in
+//! reflector stores (filled before the clock starts, as watch events fill them), and every
+//! view is made from the stores by `kube_source::build_view` (keys, maps, digest; objects are
+//! shared, not copied), which the figures include as their first step. Objects carry a
+//! `metadata.resourceVersion`, and the compilers are told to trust it. `--content-hash` leaves
+//! the versions out, so that every object is fingerprinted by content: the manifest source,
+//! whose views come from files (reading them is not timed; the view step is then 0).
 //! Each changed view lists the keys that changed since the previous one, as the API source's
 //! views do (`Manifests::changes`); `--no-changes` leaves that out, so that every step compares
 //! every object (by resourceVersion, or by content with `--content-hash`).
+//!
+//! The API source builds every view from all of its stores, so a change's view costs about
+//! as much as the full sync's (O(objects)); the change figures include it, and
+//! `update_from_view_*` give the rest alone (view in hand to tables in force).
 //!
 //! Output: a report, or with `--json` one JSON object as the last line:
 //! `{"full_sync_ms":…,"update_p50_us":…,"update_p99_us":…}` and more keys after.
@@ -24,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use podswitch_control::compile;
+use podswitch_control::kube_source::{build_view, StoreWriters};
 use podswitch_control::manifests::{add_documents, Changes, Manifests};
 use podswitch_control::model::{self, NodeInfo};
 use podswitch_control::pods::PodCache;
@@ -127,6 +136,7 @@ fn objects(a: &SyncArgs) -> String {
 /// Time spent per step of one apply.
 #[derive(Debug, Default, Clone, Copy)]
 struct Steps {
+    view: Duration,
     pods: Duration,
     services: Duration,
     policy: Duration,
@@ -164,7 +174,7 @@ fn apply(m: &Manifests, node: &NodeInfo, st: &mut State, version: u64, published
     t.policy = st.policy.as_ref().expect("the first view compiles").tables.clone();
     published.store(Arc::new(t));
     let t4 = Instant::now();
-    Ok(Steps { pods: t1 - t0, services: t2 - t1, policy: t3 - t2, publish: t4 - t3 })
+    Ok(Steps { view: Duration::ZERO, pods: t1 - t0, services: t2 - t1, policy: t3 - t2, publish: t4 - t3 })
 }
 
 pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
@@ -172,6 +182,7 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
     let text = objects(&a);
     let mut m = Manifests::default();
     add_documents(&mut m, Path::new("sync.yaml"), &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    drop(text);
     let node = model::node_info(&m, None).map_err(|e| anyhow::anyhow!(e))?;
     let published = ArcSwap::from_pointee(Tables::new(Ipv4Addr::new(169, 254, 1, 1)));
     let mut st = State {
@@ -181,46 +192,80 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
         pol: PolicyState::default(),
         policy: None,
     };
-    m.digest = "full".into();
+    // The API source's stores, filled as its watches fill them (not timed).
+    let api = !a.content_hash;
+    let (mut writers, stores) = StoreWriters::new();
+    if api {
+        writers.apply(&m);
+    } else {
+        m.digest = "full".into();
+    }
+    // The objects as read (the stores hold copies), freed only after the full sync: freeing
+    // them just before it would time the allocator's clean-up of them, which a source that
+    // receives objects over time does not pay at once.
+    let parsed = std::mem::take(&mut m);
+    if !api {
+        m = parsed.clone(); // shares the objects
+    }
     let t = Instant::now();
-    let steps = apply(&m, &node, &mut st, 1, &published)?;
+    if api {
+        m = build_view(&stores, None);
+    }
+    let view = t.elapsed();
+    let mut steps = apply(&m, &node, &mut st, 1, &published)?;
     let full = t.elapsed();
+    steps.view = view;
+    drop(parsed);
     let frontends = published.load().services.frontends.len();
     eprintln!("sync: full sync {:.1} ms ({frontends} frontends); timing {} EndpointSlice changes", full.as_secs_f64() * 1e3, a.changes);
     let mut times: Vec<Duration> = Vec::new();
     let mut update_steps: Vec<Steps> = Vec::new();
+    // From the view in hand to the tables in force (the figure before views were timed).
+    let mut from_view: Vec<Duration> = Vec::new();
     for c in 0..a.changes {
         let s = (c * 7919) % a.services;
         let mut one = Manifests::default();
         add_documents(&mut one, Path::new("change.yaml"), &slice_yaml(&a, s, c + 1)).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut changes = Changes { since: std::mem::replace(&mut m.digest, format!("change {c}")), ..Changes::default() };
+        let mut changes = Changes { since: m.digest.clone(), ..Changes::default() };
         changes.endpoint_slices.extend(one.endpoint_slices.keys().cloned());
-        m.endpoint_slices.extend(one.endpoint_slices);
-        m.changes = (!a.no_changes).then_some(changes);
+        let changes = (!a.no_changes).then_some(changes);
+        if api {
+            writers.apply(&one); // the watch event (not timed)
+        } else {
+            m.endpoint_slices.extend(one.endpoint_slices);
+            m.digest = format!("change {c}");
+            m.changes = changes.clone();
+        }
         let t = Instant::now();
-        update_steps.push(apply(&m, &node, &mut st, 2 + c as u64, &published)?);
+        if api {
+            m = build_view(&stores, changes);
+        }
+        let view = t.elapsed();
+        let mut s = apply(&m, &node, &mut st, 2 + c as u64, &published)?;
         times.push(t.elapsed());
+        from_view.push(t.elapsed() - view);
+        s.view = view;
+        update_steps.push(s);
     }
-    // What the API source pays per view besides: it copies every object of its stores into
-    // the view it hands over (kube_source::build_view), as a clone of the view does.
-    let t = Instant::now();
-    let copy = m.clone();
-    let view_copy = t.elapsed();
-    drop(copy);
     times.sort();
     let at = |v: &[Duration], p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e6;
     let pct = |p: f64| at(&times, p);
+    from_view.sort();
+    let (fv50, fv99) = (at(&from_view, 0.5), at(&from_view, 0.99));
     // Per step of an update: (p50, p99) in us.
     let step = |f: fn(&Steps) -> Duration| {
         let mut v: Vec<Duration> = update_steps.iter().map(f).collect();
         v.sort();
         (at(&v, 0.5), at(&v, 0.99))
     };
-    let (u_pods, u_svc, u_pol, u_pub) = (step(|s| s.pods), step(|s| s.services), step(|s| s.policy), step(|s| s.publish));
+    let (u_view, u_pods, u_svc, u_pol, u_pub) =
+        (step(|s| s.view), step(|s| s.pods), step(|s| s.services), step(|s| s.policy), step(|s| s.publish));
     let report = serde_json::json!({
         "full_sync_ms": (full.as_secs_f64() * 1e4).round() / 10.0,
         "update_p50_us": pct(0.5).round(),
         "update_p99_us": pct(0.99).round(),
+        "update_from_view_p50_us": fv50.round(),
+        "update_from_view_p99_us": fv99.round(),
         "services": a.services,
         "endpoints": a.services * a.endpoints,
         "policies": a.policies,
@@ -230,34 +275,49 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
         "incremental": true,
         "resource_versions": !a.content_hash,
         "changed_keys": !a.no_changes,
-        "source_view_copy_ms": view_copy.as_secs_f64() * 1e3,
+        "views_from_stores": api,
         "full_sync_steps_ms": {
+            "view": steps.view.as_secs_f64() * 1e3,
             "pods": steps.pods.as_secs_f64() * 1e3,
             "services": steps.services.as_secs_f64() * 1e3,
             "policy": steps.policy.as_secs_f64() * 1e3,
             "tables_and_publish": steps.publish.as_secs_f64() * 1e3,
         },
-        "update_steps_p50_us": {"pods": u_pods.0.round(), "services": u_svc.0.round(), "policy": u_pol.0.round(), "tables_and_publish": u_pub.0.round()},
-        "update_steps_p99_us": {"pods": u_pods.1.round(), "services": u_svc.1.round(), "policy": u_pol.1.round(), "tables_and_publish": u_pub.1.round()},
+        "update_steps_p50_us": {"view": u_view.0.round(), "pods": u_pods.0.round(), "services": u_svc.0.round(), "policy": u_pol.0.round(), "tables_and_publish": u_pub.0.round()},
+        "update_steps_p99_us": {"view": u_view.1.round(), "pods": u_pods.1.round(), "services": u_svc.1.round(), "policy": u_pol.1.round(), "tables_and_publish": u_pub.1.round()},
     });
     if a.json {
         println!("{report}");
     } else {
         println!("sync: {} Services x {} endpoints, {} policies over {} pods", a.services, a.endpoints, a.policies, a.pods);
         println!(
-            "  full sync, objects to tables in force: {:.1} ms (pods {:.0}, Services {:.0}, policies {:.0}, tables and publish {:.0})",
+            "  full sync, objects to tables in force: {:.1} ms (view {:.0}, pods {:.0}, Services {:.0}, policies {:.0}, tables and publish {:.0})",
             full.as_secs_f64() * 1e3,
+            steps.view.as_secs_f64() * 1e3,
             steps.pods.as_secs_f64() * 1e3,
             steps.services.as_secs_f64() * 1e3,
             steps.policy.as_secs_f64() * 1e3,
             steps.publish.as_secs_f64() * 1e3
         );
-        println!("  one EndpointSlice change to tables in force: p50 {:.0} us, p99 {:.0} us ({} changes)", pct(0.5), pct(0.99), a.changes);
         println!(
-            "    per step, p50/p99 us: pods {:.0}/{:.0}, Services {:.0}/{:.0}, policies {:.0}/{:.0}, tables and publish {:.0}/{:.0}",
+            "  one EndpointSlice change to tables in force: p50 {:.0} us, p99 {:.0} us ({} changes); from the view in hand: p50 {:.0} us, p99 {:.0} us",
+            pct(0.5),
+            pct(0.99),
+            a.changes,
+            fv50,
+            fv99
+        );
+        println!(
+            "    per step, p50/p99 us: view {:.0}/{:.0}, pods {:.0}/{:.0}, Services {:.0}/{:.0}, policies {:.0}/{:.0}, tables and publish {:.0}/{:.0}",
+            u_view.0,
+            u_view.1,
             u_pods.0, u_pods.1, u_svc.0, u_svc.1, u_pol.0, u_pol.1, u_pub.0, u_pub.1
         );
-        println!("  not in the figures above: the API source copies every object into each view it sends, {:.1} ms here", view_copy.as_secs_f64() * 1e3);
+        if api {
+            println!("  view: the API source's view built from its stores (objects shared with them, not copied)");
+        } else {
+            println!("  view: not timed (manifest source: views are read from files)");
+        }
         println!(
             "  (each step redoes only what changed; {}, else by {})",
             if a.no_changes { "views do not list changed keys: every object is compared" } else { "objects looked at: the keys a view lists as changed" },

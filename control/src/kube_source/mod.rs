@@ -44,7 +44,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -448,13 +448,69 @@ fn synced(st: &State) -> bool {
     st.kinds.iter().all(|k| k.listed && !k.listing && k.connected)
 }
 
-struct Stores {
-    namespaces: Store<Namespace>,
-    pods: Store<Pod>,
-    nodes: Store<Node>,
-    services: Store<Service>,
-    endpoint_slices: Store<EndpointSlice>,
-    network_policies: Store<NetworkPolicy>,
+/// The reflector stores of the six kinds, which the watchers fill; views are built from them
+/// ([`build_view`]).
+pub struct Stores {
+    pub namespaces: Store<Namespace>,
+    pub pods: Store<Pod>,
+    pub nodes: Store<Node>,
+    pub services: Store<Service>,
+    pub endpoint_slices: Store<EndpointSlice>,
+    pub network_policies: Store<NetworkPolicy>,
+}
+
+/// The writing ends of a [`Stores`] filled by hand instead of by watchers: for tests and the
+/// sync benchmark, which build views from stores as this source does.
+pub struct StoreWriters {
+    namespaces: reflector::store::Writer<Namespace>,
+    pods: reflector::store::Writer<Pod>,
+    nodes: reflector::store::Writer<Node>,
+    services: reflector::store::Writer<Service>,
+    endpoint_slices: reflector::store::Writer<EndpointSlice>,
+    network_policies: reflector::store::Writer<NetworkPolicy>,
+}
+
+impl StoreWriters {
+    /// Empty stores and their writers.
+    pub fn new() -> (Self, Stores) {
+        let w = StoreWriters {
+            namespaces: Default::default(),
+            pods: Default::default(),
+            nodes: Default::default(),
+            services: Default::default(),
+            endpoint_slices: Default::default(),
+            network_policies: Default::default(),
+        };
+        let s = Stores {
+            namespaces: w.namespaces.as_reader(),
+            pods: w.pods.as_reader(),
+            nodes: w.nodes.as_reader(),
+            services: w.services.as_reader(),
+            endpoint_slices: w.endpoint_slices.as_reader(),
+            network_policies: w.network_policies.as_reader(),
+        };
+        (w, s)
+    }
+
+    /// Applies every object of `m` as a watch event (`Apply`) would: added, or replacing the
+    /// object of the same key.
+    pub fn apply(&mut self, m: &Manifests) {
+        fn each<K>(w: &mut reflector::store::Writer<K>, objs: &BTreeMap<String, Arc<K>>)
+        where
+            K: Resource + Clone + 'static,
+            K::DynamicType: Eq + Hash + Clone,
+        {
+            for o in objs.values() {
+                w.apply_watcher_event(&Event::Apply((**o).clone()));
+            }
+        }
+        each(&mut self.namespaces, &m.namespaces);
+        each(&mut self.pods, &m.pods);
+        each(&mut self.nodes, &m.nodes);
+        each(&mut self.services, &m.services);
+        each(&mut self.endpoint_slices, &m.endpoint_slices);
+        each(&mut self.network_policies, &m.network_policies);
+    }
 }
 
 /// Starts the watcher of one kind; returns its store (which changes only as a whole on a
@@ -580,44 +636,47 @@ fn describe(e: &watcher::Error) -> String {
 }
 
 fn key_of<K: Resource>(o: &K) -> String {
-    match o.namespace() {
-        Some(ns) => format!("{ns}/{}", o.name_any()),
-        None => o.name_any(),
+    // As `ResourceExt::name_any`: the name, else generateName.
+    let meta = o.meta();
+    let name = meta.name.as_deref().or(meta.generate_name.as_deref()).unwrap_or_default();
+    match meta.namespace.as_deref() {
+        Some(ns) => {
+            let mut k = String::with_capacity(ns.len() + 1 + name.len());
+            k.push_str(ns);
+            k.push('/');
+            k.push_str(name);
+            k
+        }
+        None => name.to_string(),
     }
 }
 
-fn collect<K: Resource + Clone>(
-    store: &Store<K>,
-    kind: Kind,
-    hashed: &mut Vec<(Kind, String, String)>,
-) -> BTreeMap<String, K>
+/// The objects of `store`, shared with it, by key.
+fn collect<K: Resource + Clone>(store: &Store<K>) -> BTreeMap<String, Arc<K>>
 where
     K::DynamicType: Eq + Hash + Clone,
 {
-    let mut out = BTreeMap::new();
-    for o in store.state() {
-        let key = key_of(o.as_ref());
-        hashed.push((kind, key.clone(), o.resource_version().unwrap_or_default()));
-        out.insert(key, (*o).clone());
-    }
-    out
+    let mut objects: Vec<(String, Arc<K>)> = store.state().into_iter().map(|o| (key_of(o.as_ref()), o)).collect();
+    // Sorted first: the map is then built in one pass.
+    objects.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    objects.into_iter().collect()
 }
 
-/// The view of all stores now, carrying `changes`.
-fn build_view(s: &Stores, changes: Option<Changes>) -> Manifests {
-    let mut hashed = Vec::new();
+/// The view of all stores now, carrying `changes`. Objects are shared with the stores (an
+/// `Arc` each), not copied: a view costs its keys, its maps and the digest.
+pub fn build_view(s: &Stores, changes: Option<Changes>) -> Manifests {
     let mut m = Manifests {
-        namespaces: collect(&s.namespaces, Kind::Namespace, &mut hashed),
-        pods: collect(&s.pods, Kind::Pod, &mut hashed),
-        nodes: collect(&s.nodes, Kind::Node, &mut hashed),
-        services: collect(&s.services, Kind::Service, &mut hashed),
-        endpoint_slices: collect(&s.endpoint_slices, Kind::EndpointSlice, &mut hashed),
-        network_policies: collect(&s.network_policies, Kind::NetworkPolicy, &mut hashed),
+        namespaces: collect(&s.namespaces),
+        pods: collect(&s.pods),
+        nodes: collect(&s.nodes),
+        services: collect(&s.services),
+        endpoint_slices: collect(&s.endpoint_slices),
+        network_policies: collect(&s.network_policies),
         ignored: Vec::new(),
         digest: String::new(),
         changes,
     };
-    m.digest = digest(&mut hashed);
+    m.digest = digest(&m);
     m
 }
 
@@ -627,16 +686,25 @@ fn changes_from(since: String, keys: [BTreeSet<String>; 6]) -> Changes {
     Changes { since, namespaces, pods, nodes, services, endpoint_slices, network_policies }
 }
 
-/// A digest over (kind, key, resourceVersion) of every object, independent of store order.
-fn digest(objects: &mut [(Kind, String, String)]) -> String {
-    objects.sort();
-    let mut h = sha1_smol::Sha1::new();
-    for (kind, key, rv) in objects.iter() {
-        for part in [kind.plural(), key.as_str(), rv.as_str()] {
-            h.update(&(part.len() as u64).to_le_bytes());
-            h.update(part.as_bytes());
+/// A digest over (kind, key, resourceVersion) of every object, independent of store order:
+/// kinds in [`Kind`] order, objects in key order.
+fn digest(m: &Manifests) -> String {
+    fn add<K: Resource>(h: &mut sha1_smol::Sha1, kind: Kind, objects: &BTreeMap<String, Arc<K>>) {
+        for (key, o) in objects {
+            let rv = o.meta().resource_version.as_deref().unwrap_or_default();
+            for part in [kind.plural(), key.as_str(), rv] {
+                h.update(&(part.len() as u64).to_le_bytes());
+                h.update(part.as_bytes());
+            }
         }
     }
+    let mut h = sha1_smol::Sha1::new();
+    add(&mut h, Kind::Namespace, &m.namespaces);
+    add(&mut h, Kind::Pod, &m.pods);
+    add(&mut h, Kind::Node, &m.nodes);
+    add(&mut h, Kind::Service, &m.services);
+    add(&mut h, Kind::EndpointSlice, &m.endpoint_slices);
+    add(&mut h, Kind::NetworkPolicy, &m.network_policies);
     format!("api-{}", h.digest())
 }
 
@@ -690,20 +758,54 @@ async fn aggregate(shared: Arc<Shared>, stores: Stores, tx: Sender<Manifests>, d
 mod tests {
     use super::*;
 
+    fn pod(ns: Option<&str>, name: &str, rv: &str) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.namespace = ns.map(str::to_string);
+        p.metadata.name = Some(name.to_string());
+        p.metadata.resource_version = Some(rv.to_string());
+        p
+    }
+
+    fn manifests(pods: &[Pod], namespaces: &[&str]) -> Manifests {
+        let mut m = Manifests::default();
+        for p in pods {
+            m.pods.insert(key_of(p), Arc::new(p.clone()));
+        }
+        for n in namespaces {
+            let mut ns = Namespace::default();
+            ns.metadata.name = Some(n.to_string());
+            ns.metadata.resource_version = Some("1".into());
+            m.namespaces.insert(n.to_string(), Arc::new(ns));
+        }
+        m
+    }
+
     #[test]
     fn digest_depends_on_content_not_order() {
-        let a = || vec![(Kind::Pod, "x/a".to_string(), "5".to_string()), (Kind::Namespace, "x".to_string(), "1".to_string())];
-        let mut v1 = a();
-        let mut v2 = a();
-        v2.reverse();
-        assert_eq!(digest(&mut v1), digest(&mut v2));
-        let mut v3 = a();
-        v3[0].2 = "6".into();
-        assert_ne!(digest(&mut v1), digest(&mut v3));
+        let (a, b) = (pod(Some("x"), "a", "5"), pod(Some("x"), "b", "7"));
+        // Stores filled in either order give the same view and digest.
+        let (mut w1, s1) = StoreWriters::new();
+        w1.apply(&manifests(std::slice::from_ref(&a), &["x"]));
+        w1.apply(&manifests(std::slice::from_ref(&b), &[]));
+        let (mut w2, s2) = StoreWriters::new();
+        w2.apply(&manifests(&[b.clone(), a.clone()], &["x"]));
+        let (v1, v2) = (build_view(&s1, None), build_view(&s2, None));
+        assert_eq!(v1.digest, v2.digest);
+        assert!(v1.digest.starts_with("api-"), "{}", v1.digest);
+        assert_eq!(v1.pods.keys().collect::<Vec<_>>(), ["x/a", "x/b"]);
+        // Another resourceVersion, another digest.
+        assert_ne!(v1.digest, digest(&manifests(&[pod(Some("x"), "a", "6"), b.clone()], &["x"])));
         // Length-prefixed parts: no ambiguity between ("ab","c") and ("a","bc").
-        let mut p = vec![(Kind::Pod, "ab".to_string(), "c".to_string())];
-        let mut q = vec![(Kind::Pod, "a".to_string(), "bc".to_string())];
-        assert_ne!(digest(&mut p), digest(&mut q));
+        assert_ne!(digest(&manifests(&[pod(None, "ab", "c")], &[])), digest(&manifests(&[pod(None, "a", "bc")], &[])));
+    }
+
+    #[test]
+    fn views_share_objects_with_the_stores() {
+        let (mut w, s) = StoreWriters::new();
+        w.apply(&manifests(&[pod(Some("x"), "a", "5")], &["x"]));
+        let (v1, v2) = (build_view(&s, None), build_view(&s, None));
+        assert!(Arc::ptr_eq(&v1.pods["x/a"], &v2.pods["x/a"]), "the store's object, not a copy");
+        assert!(Arc::ptr_eq(&v1.namespaces["x"], &s.namespaces.state()[0]));
     }
 
     #[test]

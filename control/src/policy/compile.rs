@@ -420,8 +420,8 @@ pub(crate) struct Seen {
     digest: String,
     node: NodeInfo,
     pods_generation: u64,
-    namespaces: BTreeMap<String, k8s_openapi::api::core::v1::Namespace>,
-    policies: BTreeMap<String, k8s_openapi::api::networking::v1::NetworkPolicy>,
+    namespaces: BTreeMap<String, Arc<k8s_openapi::api::core::v1::Namespace>>,
+    policies: BTreeMap<String, Arc<k8s_openapi::api::networking::v1::NetworkPolicy>>,
 }
 
 /// What [`compile_policy`] gives, or None when nothing it reads changed since the last call

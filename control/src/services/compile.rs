@@ -40,6 +40,7 @@ use switch::tables::services::{
     ServiceTables,
 };
 
+use super::address::AddressText;
 use super::allocate::{cluster_ip_order, node_port_order, valid_cluster_ip, Allocator};
 use super::derive::{self, Candidate, PodIndex};
 use super::fingerprint::{self, Fp, FpHasher};
@@ -499,7 +500,7 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
         let mut h = FpHasher::default();
         pods.len().hash(&mut h);
         for p in &pods {
-            fingerprint::add_pod(&mut h, p, m.pods.get(&p.key()), rv);
+            fingerprint::add_pod(&mut h, p, m.pods.get(&p.key()).map(|p| &**p), rv);
         }
         let fp = Some(h.fp());
         if fp != e.pods_fp {
@@ -653,45 +654,9 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
     CompiledServices { tables, problems, views }
 }
 
-/// `ip:port`, as `format!("{ip}:{port}")` writes it, without the formatting machinery.
-fn address(ip: Ipv4Addr, port: u16) -> String {
-    fn push(s: &mut String, mut n: u32) {
-        let mut digits = [0u8; 5];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        s.extend(digits[i..].iter().map(|&d| d as char));
-    }
-    let mut s = String::with_capacity(21);
-    for (i, o) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            s.push('.');
-        }
-        push(&mut s, o as u32);
-    }
-    s.push(':');
-    push(&mut s, port as u32);
-    s
-}
-
 /// Elements of sorted `a` not in sorted `b`.
 fn sorted_difference(a: &[u32], b: &[u32]) -> Vec<u32> {
     a.iter().copied().filter(|x| b.binary_search(x).is_err()).collect()
-}
-
-#[cfg(test)]
-#[test]
-fn addresses_are_written_as_display_writes_them() {
-    for (ip, port) in [([0, 0, 0, 0], 0), ([10, 244, 0, 5], 8080), ([255, 255, 255, 255], 65535), ([1, 20, 100, 9], 53)] {
-        let ip = Ipv4Addr::from(ip);
-        assert_eq!(address(ip, port), format!("{ip}:{port}"));
-    }
 }
 
 /// Steps 2-3 over every Service (in key order): the allocations of the Services that make it
@@ -993,8 +958,8 @@ fn maglev_for(
             .map(|s| s.maglev.clone())
     });
     let table = previous.unwrap_or_else(|| {
-        let names: Vec<String> = addrs.iter().map(|(ip, p)| address(*ip, *p)).collect();
-        maglev::build(&names).into()
+        let names: Vec<AddressText> = addrs.iter().map(|(ip, p)| AddressText::new(*ip, *p)).collect();
+        maglev::build_shared(&names)
     });
     built.insert(addrs, table.clone());
     table
@@ -1103,7 +1068,7 @@ fn view(
             .iter()
             .enumerate()
             .map(|(i, c)| EndpointView {
-                address: address(c.ip, c.port),
+                address: AddressText::new(c.ip, c.port),
                 endpoint_id: ids[i],
                 ready: c.ready,
                 serving: c.serving,

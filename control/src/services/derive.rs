@@ -19,6 +19,7 @@
 //!   slice-name order, unless a later copy is ready and the first is not.
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -34,11 +35,11 @@ pub struct Candidate {
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
-    pub node: Option<String>,
+    pub node: Option<Arc<str>>,
     pub local: bool,
     /// Where it comes from: `EndpointSlice ns/name` (with `, pod ns/name` when it says) or
-    /// `pod ns/name`.
-    pub source: String,
+    /// `pod ns/name` (shared by the endpoints of a slice and the views that show them).
+    pub source: Arc<str>,
 }
 
 /// Endpoints of `port` from the Service's manifest slices (`slices` are the Service's, in name
@@ -55,10 +56,10 @@ pub fn from_slices(
     for s in slices {
         let Some(sp) = s.ports.iter().find(|p| p.name == port.name && p.proto == port.proto) else { continue };
         matched = true;
-        let plain = format!("EndpointSlice {}", s.key);
+        let plain: Arc<str> = Arc::from(format!("EndpointSlice {}", s.key));
         for e in &s.endpoints {
             let source = match &e.pod {
-                Some(p) => format!("{plain}, pod {p}"),
+                Some(p) => Arc::from(format!("{plain}, pod {p}")),
                 None => plain.clone(),
             };
             out.push(Candidate {
@@ -169,7 +170,7 @@ pub fn from_selector(
         }
         let Some(ip) = p.ip else { continue };
         let key = p.key();
-        let Some((ready, serving, terminating)) = pod_conditions(manifests.pods.get(&key), svc.publish_not_ready)
+        let Some((ready, serving, terminating)) = pod_conditions(manifests.pods.get(&key).map(|p| &**p), svc.publish_not_ready)
         else {
             continue;
         };
@@ -201,9 +202,9 @@ pub fn from_selector(
             ready,
             serving,
             terminating,
-            node: Some(p.node_name.clone().unwrap_or_else(|| node.name.clone())),
+            node: Some(Arc::from(p.node_name.as_deref().unwrap_or(node.name.as_str()))),
             local,
-            source: format!("pod {key}"),
+            source: Arc::from(format!("pod {key}")),
         });
     }
     dedupe(out)

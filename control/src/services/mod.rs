@@ -39,6 +39,7 @@
 //!   lists as changed when it can (see [`compile`]); the result is
 //!   exactly the one a compile of everything gives ([`compile_services_full`]). The tables
 //!   share every unchanged part with the previous version, so publishing them is cheap.
+pub mod address;
 pub mod allocate;
 pub mod compile;
 pub mod derive;
@@ -53,6 +54,7 @@ mod tests_incremental;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::ops::RangeInclusive;
 
 use ipnet::Ipv4Net;
@@ -186,15 +188,15 @@ pub struct SetView {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EndpointView {
     /// `ip:port`.
-    pub address: String,
+    pub address: address::AddressText,
     pub endpoint_id: u32,
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
-    pub node: Option<String>,
+    pub node: Option<Arc<str>>,
     pub local: bool,
     /// `EndpointSlice ns/name[, pod ns/name]` or `pod ns/name`.
-    pub source: String,
+    pub source: Arc<str>,
     /// In the frontend's internal set.
     pub internal: bool,
     /// In the frontend's external set.

@@ -9,6 +9,7 @@
 //! and not there would not trigger a recompile when it changes.
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net};
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
@@ -158,8 +159,9 @@ pub struct SliceEndpoint {
     pub serving: bool,
     /// `conditions.terminating`, nil read as false.
     pub terminating: bool,
-    /// `nodeName`, else the deprecated `topology["kubernetes.io/hostname"]`.
-    pub node: Option<String>,
+    /// `nodeName`, else the deprecated `topology["kubernetes.io/hostname"]` (shared with the
+    /// endpoints compiled from it).
+    pub node: Option<Arc<str>>,
     /// `targetRef` of kind Pod as `namespace/name`.
     pub pod: Option<String>,
 }
@@ -525,8 +527,9 @@ pub fn read_slice(key: &str, slice: &EndpointSlice, problems: &mut Vec<String>) 
         let c = e.conditions.clone().unwrap_or_default();
         let node = e
             .node_name
-            .clone()
-            .or_else(|| e.deprecated_topology.as_ref().and_then(|t| t.get("kubernetes.io/hostname").cloned()));
+            .as_deref()
+            .or_else(|| e.deprecated_topology.as_ref().and_then(|t| t.get("kubernetes.io/hostname")).map(String::as_str))
+            .map(Arc::from);
         let pod = e.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| {
             let name = r.name.as_deref()?;
             Some(format!("{}/{name}", r.namespace.as_deref().unwrap_or(namespace)))

@@ -448,7 +448,7 @@ fn view(
             .iter()
             .enumerate()
             .map(|(i, c)| EndpointView {
-                address: format!("{}:{}", c.ip, c.port),
+                address: super::address::AddressText::new(c.ip, c.port),
                 endpoint_id: ids[i],
                 ready: c.ready,
                 serving: c.serving,

@@ -588,7 +588,7 @@ fn derived_endpoints_follow_the_endpointslice_controller() {
     let v = &c.views[0];
     assert_eq!(v.endpoints_from, "selector");
     let listed: Vec<(&str, bool, bool, bool, bool)> =
-        v.endpoints.iter().map(|e| (e.source.as_str(), e.ready, e.serving, e.terminating, e.local)).collect();
+        v.endpoints.iter().map(|e| (&*e.source, e.ready, e.serving, e.terminating, e.local)).collect();
     assert_eq!(
         listed,
         [

@@ -5,6 +5,7 @@
 //! Contract: [`build`] is deterministic in the backends' names (their order does not matter),
 //! so every worker and every table version agrees; the table size is the smallest prime of the
 //! [`table_size`] ladder above 100 slots per backend.
+use std::sync::Arc;
 
 /// Primes used as table sizes: at least 100 slots per backend up to the largest.
 const SIZES: [usize; 10] = [251, 1_021, 4_093, 16_381, 65_521, 131_071, 262_139, 524_287, 1_048_573, 2_097_143];
@@ -28,26 +29,33 @@ fn hash(name: &[u8], seed: u64) -> u64 {
     h ^ (h >> 31)
 }
 
-/// Builds the table for backends named `names` (e.g. `"10.244.0.5:8080"`); entries are
-/// indices into `names`. Empty input gives an empty table.
-pub fn build(names: &[String]) -> Box<[u16]> {
+/// Builds the table for backends named `names` (e.g. `"10.244.0.5:8080"`, as bytes); entries
+/// are indices into `names`. Empty input gives an empty table.
+pub fn build<N: AsRef<[u8]>>(names: &[N]) -> Box<[u16]> {
+    build_shared(names).iter().copied().collect()
+}
+
+/// [`build`], made where the tables keep it (an `Arc`) rather than copied there.
+pub fn build_shared<N: AsRef<[u8]>>(names: &[N]) -> Arc<[u16]> {
     let n = names.len();
     if n == 0 {
-        return Box::new([]);
+        return Arc::from(Vec::new());
     }
     assert!(n <= u16::MAX as usize, "at most 65535 backends per Service");
     let m = table_size(n);
-    // Fill in name order so that the result does not depend on the caller's order.
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| names[a].cmp(&names[b]));
+    // Fill in name order so that the result does not depend on the caller's order (a stable
+    // sort: equal names keep the caller's order).
+    let mut order: Vec<u16> = (0..n as u16).collect();
+    order.sort_by(|&a, &b| names[a as usize].as_ref().cmp(names[b as usize].as_ref()));
     // Backend k's j-th preference is (offset + j * skip) mod m. Each backend keeps its current
     // slot and steps by `skip` with one conditional subtraction (offset, skip < m), which gives
     // exactly that sequence without a division per step.
     let mut cursor: Vec<(u32, u32)> = order
         .iter()
         .map(|&i| {
-            let offset = hash(names[i].as_bytes(), 0x6d61676c) % m as u64;
-            let skip = hash(names[i].as_bytes(), 0x65763121) % (m as u64 - 1) + 1;
+            let name = names[i as usize].as_ref();
+            let offset = hash(name, 0x6d61676c) % m as u64;
+            let skip = hash(name, 0x65763121) % (m as u64 - 1) + 1;
             (offset as u32, skip as u32)
         })
         .collect();
@@ -60,15 +68,26 @@ pub fn build(names: &[String]) -> Box<[u16]> {
             c
         }
     };
-    let mut table = vec![u16::MAX; m];
+    let mut shared: Arc<[u16]> = std::iter::repeat_n(u16::MAX, m).collect();
+    let table = Arc::get_mut(&mut shared).expect("made just above, not shared yet");
     let mut filled = 0;
     'fill: loop {
         for (k, &i) in order.iter().enumerate() {
-            let (mut c, skip) = cursor[k];
-            while table[c as usize] != u16::MAX {
-                c = step(c, skip);
-            }
-            table[c as usize] = i as u16;
+            let (c0, skip) = cursor[k];
+            // Two preferences per step (j and j + 1, both advancing by 2 * skip, which is not
+            // 0 mod the odd prime m): half the dependent additions of a walk one slot at a
+            // time, and the same first free slot.
+            let skip2 = step(skip, skip);
+            let (mut a, mut b) = (c0, step(c0, skip));
+            let c = loop {
+                let (a_free, b_free) = (table[a as usize] == u16::MAX, table[b as usize] == u16::MAX);
+                if a_free | b_free {
+                    break if a_free { a } else { b };
+                }
+                a = step(a, skip2);
+                b = step(b, skip2);
+            };
+            table[c as usize] = i;
             cursor[k].0 = step(c, skip);
             filled += 1;
             if filled == m {
@@ -76,7 +95,7 @@ pub fn build(names: &[String]) -> Box<[u16]> {
             }
         }
     }
-    table.into_boxed_slice()
+    shared
 }
 
 #[cfg(test)]
@@ -128,7 +147,15 @@ mod tests {
         for n in [1, 2, 3, 5, 10, 11, 40, 41, 163, 164, 655, 1000] {
             let names: Vec<String> = (0..n).map(|i| format!("10.{}.{}.{}:{}", i % 7, i / 250, i % 250, 80 + i % 3)).collect();
             assert_eq!(build(&names), build_by_modulo(&names), "n={n}");
+            assert_eq!(*build_shared(&names), *build_by_modulo(&names), "n={n}");
         }
+    }
+
+    #[test]
+    fn duplicate_names_fill_as_the_paper_does() {
+        let mut names: Vec<String> = (0..12).map(|i| format!("10.1.0.{}:80", i % 5)).collect();
+        names.push("10.1.0.1:80".into());
+        assert_eq!(build(&names), build_by_modulo(&names));
     }
 
     fn names(n: usize) -> Vec<String> {
@@ -147,7 +174,7 @@ mod tests {
             let (min, max) = (*count.iter().min().unwrap(), *count.iter().max().unwrap());
             assert!(max - min <= t.len() / n / 10 + 1, "n={n} min={min} max={max}");
         }
-        assert!(build(&[]).is_empty());
+        assert!(build::<String>(&[]).is_empty());
     }
 
     #[test]
