@@ -127,12 +127,14 @@ pub fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
     Ok(files)
 }
 
-/// A hex digest over the names and contents of the manifest files of `dir`.
+/// Per manifest file: path, size, modification time (seconds, nanoseconds) and inode.
+pub type DirSignature = Vec<(PathBuf, u64, i64, i64, u64)>;
+
 /// A cheap stand-in for [`dir_digest`]: each manifest file's name, size, modification time (to
 /// the nanosecond) and inode, from `stat` alone. Equal signatures mean the digest has not
 /// changed (short of an edit that keeps size and nanosecond mtime, which is why the caller
 /// still digests now and then); a changed one means "digest again".
-pub fn dir_signature(dir: &Path) -> Result<Vec<(PathBuf, u64, i64, i64, u64)>, ManifestError> {
+pub fn dir_signature(dir: &Path) -> Result<DirSignature, ManifestError> {
     use std::os::unix::fs::MetadataExt;
     manifest_files(dir)?
         .into_iter()
@@ -143,6 +145,7 @@ pub fn dir_signature(dir: &Path) -> Result<Vec<(PathBuf, u64, i64, i64, u64)>, M
         .collect()
 }
 
+/// A hex digest over the names and contents of the manifest files of `dir`.
 pub fn dir_digest(dir: &Path) -> Result<String, ManifestError> {
     let mut h = sha1_smol::Sha1::new();
     for file in manifest_files(dir)? {

@@ -74,11 +74,14 @@ fn keys<T>(m: &std::collections::BTreeMap<String, T>) -> Vec<&str> {
     m.keys().map(String::as_str).collect()
 }
 
-fn recv(src: &KubeSource, within: Duration, what: &str) -> Manifests {
-    src.recv_timeout(within).unwrap_or_else(|_| panic!("no view within {within:?} ({what}); status: {:#?}", src.status()))
+fn recv(src: &mut KubeSource, within: Duration, what: &str) -> Manifests {
+    if let Ok(m) = src.recv_timeout(within) {
+        return m.clone();
+    }
+    panic!("no view within {within:?} ({what}); status: {:#?}", src.status())
 }
 
-fn assert_no_view(src: &KubeSource, during: Duration, what: &str) {
+fn assert_no_view(src: &mut KubeSource, during: Duration, what: &str) {
     if let Ok(m) = src.recv_timeout(during) {
         panic!("unexpected view ({what}): pods {:?}, namespaces {:?}", keys(&m.pods), keys(&m.namespaces));
     }
@@ -93,8 +96,8 @@ fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 fn started(api: &FakeApi, o: Options) -> (KubeSource, Manifests) {
-    let src = kube_source::start_with(api.config(), o).unwrap();
-    let first = recv(&src, Duration::from_secs(10), "initial sync");
+    let mut src = kube_source::start_with(api.config(), o).unwrap();
+    let first = recv(&mut src, Duration::from_secs(10), "initial sync");
     (src, first)
 }
 
@@ -102,7 +105,7 @@ fn started(api: &FakeApi, o: Options) -> (KubeSource, Manifests) {
 fn initial_sync_produces_one_complete_view() {
     let api = FakeApi::start_new();
     seed(&api);
-    let (src, m) = started(&api, opts());
+    let (mut src, m) = started(&api, opts());
     assert_eq!(keys(&m.namespaces), ["x", "y"]);
     assert_eq!(keys(&m.nodes), ["node-1"]);
     assert_eq!(keys(&m.pods), ["x/a", "x/b", "y/c"]);
@@ -126,7 +129,7 @@ fn initial_sync_produces_one_complete_view() {
     assert_eq!(st.kinds["namespaces"].objects, 2);
     assert_eq!(st.relists, 0);
     // Nothing changes: no more views.
-    assert_no_view(&src, Duration::from_millis(300), "nothing changed");
+    assert_no_view(&mut src, Duration::from_millis(300), "nothing changed");
     // The source speaks JSON status for `show status`.
     let j = serde_json::to_value(&st).unwrap();
     assert_eq!(j["kinds"]["pods"]["objects"], 3);
@@ -138,12 +141,12 @@ fn no_view_before_every_kind_has_listed() {
     let api = FakeApi::start_new();
     seed(&api);
     api.set_list_delay(Res::NetworkPolicies, Duration::from_millis(700));
-    let src = kube_source::start_with(api.config(), opts()).unwrap();
+    let mut src = kube_source::start_with(api.config(), opts()).unwrap();
     wait_for("the pods list", Duration::from_secs(5), || src.status().kinds["pods"].listed);
-    assert_no_view(&src, Duration::from_millis(200), "network policies not listed yet");
+    assert_no_view(&mut src, Duration::from_millis(200), "network policies not listed yet");
     let st = src.status();
     assert!(!st.synced && !st.kinds["networkpolicies"].listed, "{st:#?}");
-    let m = recv(&src, Duration::from_secs(5), "after the slow list");
+    let m = recv(&mut src, Duration::from_secs(5), "after the slow list");
     assert_eq!(m.pods.len(), 3);
     assert_eq!(keys(&m.network_policies), ["y/deny"]);
 }
@@ -152,12 +155,12 @@ fn no_view_before_every_kind_has_listed() {
 fn a_change_produces_a_new_view_within_100ms() {
     let api = FakeApi::start_new();
     seed(&api);
-    let (src, first) = started(&api, opts());
+    let (mut src, first) = started(&api, opts());
     let mut digest = first.digest.clone();
     for i in 0..5 {
         let t = Instant::now();
         api.apply(pod("x", &format!("new{i}"), &format!("10.244.0.{}", 50 + i), json!({"app": "web"})));
-        let m = recv(&src, Duration::from_secs(2), "after adding a pod");
+        let m = recv(&mut src, Duration::from_secs(2), "after adding a pod");
         let took = t.elapsed();
         assert!(took < Duration::from_millis(100), "view took {took:?}");
         assert!(m.pods.contains_key(&format!("x/new{i}")));
@@ -168,22 +171,22 @@ fn a_change_produces_a_new_view_within_100ms() {
     // Modify and delete, each within 100 ms too.
     let t = Instant::now();
     api.apply(service("x", "web", "10.96.0.99"));
-    let m = recv(&src, Duration::from_secs(2), "after modifying a service");
+    let m = recv(&mut src, Duration::from_secs(2), "after modifying a service");
     assert!(t.elapsed() < Duration::from_millis(100), "{:?}", t.elapsed());
     assert_eq!(m.services["x/web"].spec.as_ref().unwrap().cluster_ip.as_deref(), Some("10.96.0.99"));
     let t = Instant::now();
     assert!(api.delete("Pod", "x", "a"));
-    let m = recv(&src, Duration::from_secs(2), "after deleting a pod");
+    let m = recv(&mut src, Duration::from_secs(2), "after deleting a pod");
     assert!(t.elapsed() < Duration::from_millis(100), "{:?}", t.elapsed());
     assert!(!m.pods.contains_key("x/a"));
     // A burst within the debounce window: few views, the last has everything.
     for i in 0..20 {
         api.apply(namespace(&format!("burst{i}"), json!({})));
     }
-    let mut last = recv(&src, Duration::from_secs(2), "burst");
+    let mut last = recv(&mut src, Duration::from_secs(2), "burst");
     let mut views = 1;
     while let Ok(m) = src.recv_timeout(Duration::from_millis(200)) {
-        last = m;
+        last = m.clone();
         views += 1;
     }
     assert_eq!(last.namespaces.len(), 22);
@@ -198,7 +201,7 @@ fn relist_after_410_gone_gives_a_fresh_complete_view_and_no_partial_one() {
         api.apply(pod("y", &format!("p{i}"), &format!("10.244.0.{}", 100 + i), json!({})));
     }
     // One object per page: the pods list takes 8 pages.
-    let (src, first) = started(&api, Options { page_size: Some(1), ..opts() });
+    let (mut src, first) = started(&api, Options { page_size: Some(1), ..opts() });
     assert_eq!(first.pods.len(), 8);
     let before = src.status().kinds["pods"].relists;
 
@@ -213,7 +216,7 @@ fn relist_after_410_gone_gives_a_fresh_complete_view_and_no_partial_one() {
     api.apply(pod("x", "late", "10.244.0.77", json!({})));
     assert!(api.delete("Pod", "y", "p0"));
     // No view while the pods are being relisted, although the namespace change arrived.
-    assert_no_view(&src, Duration::from_millis(300), "pods relist under way");
+    assert_no_view(&mut src, Duration::from_millis(300), "pods relist under way");
     let st = src.status();
     assert!(!st.synced && st.kinds["pods"].listing, "{st:#?}");
     assert!(st.kinds["pods"].last_error.as_deref().unwrap_or("").contains("410"), "{st:#?}");
@@ -224,7 +227,7 @@ fn relist_after_410_gone_gives_a_fresh_complete_view_and_no_partial_one() {
     let t = Instant::now();
     let mut views = 0;
     loop {
-        let m = recv(&src, Duration::from_secs(5), "after the relist");
+        let m = recv(&mut src, Duration::from_secs(5), "after the relist");
         views += 1;
         let pods: BTreeSet<String> = m.pods.keys().cloned().collect();
         let old: BTreeSet<String> = first.pods.keys().cloned().collect();
@@ -253,7 +256,7 @@ fn relist_after_410_gone_gives_a_fresh_complete_view_and_no_partial_one() {
 fn compaction_relists_every_kind_into_one_fresh_view() {
     let api = FakeApi::start_new();
     seed(&api);
-    let (src, _) = started(&api, opts());
+    let (mut src, _) = started(&api, opts());
     // While the server is away, things change and the history is compacted: every watch gets
     // 410 Gone when it comes back and every kind relists.
     let mut api = api;
@@ -264,7 +267,7 @@ fn compaction_relists_every_kind_into_one_fresh_view() {
     api.apply(policy("x", "allow"));
     api.compact();
     api.start();
-    let m = recv(&src, Duration::from_secs(10), "after the compaction");
+    let m = recv(&mut src, Duration::from_secs(10), "after the compaction");
     assert_eq!(keys(&m.pods), ["x/b", "y/c", "y/d"]);
     assert_eq!(keys(&m.network_policies), ["x/allow"]);
     assert_eq!(m.namespaces.len(), 2);
@@ -272,14 +275,14 @@ fn compaction_relists_every_kind_into_one_fresh_view() {
     let st = src.status();
     assert!(st.connected && st.synced, "{st:#?}");
     assert!(st.relists >= 2, "{st:#?}");
-    assert_no_view(&src, Duration::from_millis(300), "settled");
+    assert_no_view(&mut src, Duration::from_millis(300), "settled");
 }
 
 #[test]
 fn server_away_and_back() {
     let mut api = FakeApi::start_new();
     seed(&api);
-    let (src, first) = started(&api, opts());
+    let (mut src, first) = started(&api, opts());
     assert!(src.status().connected);
     api.stop();
     wait_for("disconnected", Duration::from_secs(5), || !src.status().connected);
@@ -292,10 +295,10 @@ fn server_away_and_back() {
     api.apply(pod("x", "while-away", "10.244.0.30", json!({})));
     api.delete("Pod", "y", "c");
     api.apply(slice("x", "web", &["10.244.0.11"]));
-    assert_no_view(&src, Duration::from_millis(800), "server away");
+    assert_no_view(&mut src, Duration::from_millis(800), "server away");
     assert!(!src.status().connected);
     api.start();
-    let m = recv(&src, Duration::from_secs(10), "server back");
+    let m = recv(&mut src, Duration::from_secs(10), "server back");
     // One view, complete, with every change made while it was away.
     assert_eq!(keys(&m.pods), ["x/a", "x/b", "x/while-away"]);
     assert_eq!(m.endpoint_slices["x/web-abcde"].endpoints.len(), 1);
@@ -305,10 +308,10 @@ fn server_away_and_back() {
     assert!(st.connected, "{st:#?}");
     assert!(st.synced);
     let m = src.recv_timeout(Duration::from_millis(300));
-    assert!(m.is_err(), "a second view after the return: {:?}", m.map(|m| m.digest));
+    assert!(m.is_err(), "a second view after the return: {:?}", m.map(|m| m.digest.clone()));
     // And it goes on following changes.
     api.apply(pod("x", "after", "10.244.0.31", json!({})));
-    let m = recv(&src, Duration::from_secs(2), "change after the return");
+    let m = recv(&mut src, Duration::from_secs(2), "change after the return");
     assert!(m.pods.contains_key("x/after"));
 }
 
@@ -316,7 +319,7 @@ fn server_away_and_back() {
 fn bookmarks_do_not_produce_views() {
     let api = FakeApi::start_new();
     seed(&api);
-    let (src, first) = started(&api, opts());
+    let (mut src, first) = started(&api, opts());
     wait_for("six open watches", Duration::from_secs(5), || api.open_watches() == 6);
     let reqs = api.requests();
     assert!(reqs.iter().filter(|r| r.contains("watch=true") && r.contains("allowWatchBookmarks=true")).count() >= 6, "{reqs:?}");
@@ -324,18 +327,18 @@ fn bookmarks_do_not_produce_views() {
         api.bookmarks();
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_no_view(&src, Duration::from_millis(400), "bookmarks only");
+    assert_no_view(&mut src, Duration::from_millis(400), "bookmarks only");
     // The watches are alive and resume from the bookmark's revision after a clean close.
     api.clear_requests();
     api.close_watches();
     wait_for("re-watches", Duration::from_secs(5), || api.open_watches() == 6);
-    assert_no_view(&src, Duration::from_millis(200), "watches re-established");
+    assert_no_view(&mut src, Duration::from_millis(200), "watches re-established");
     let rv = api.resource_version();
     let reqs = api.requests();
     assert!(reqs.iter().all(|r| r.contains("watch=true")), "relisted after a clean close: {reqs:?}");
     assert!(reqs.iter().all(|r| r.contains(&format!("resourceVersion={rv}"))), "{reqs:?}");
     api.apply(pod("x", "z", "10.244.0.40", json!({})));
-    let m = recv(&src, Duration::from_secs(2), "a change");
+    let m = recv(&mut src, Duration::from_secs(2), "a change");
     assert_eq!(m.pods.len(), first.pods.len() + 1);
     assert_eq!(src.status().relists, 0);
 }
@@ -361,16 +364,16 @@ fn paged_lists() {
     // first view is still complete.
     api.set_list_delay(Res::Pods, Duration::from_millis(100));
     api.clear_requests();
-    let src = kube_source::start_with(api.config(), Options { page_size: Some(3), ..opts() }).unwrap();
+    let mut src = kube_source::start_with(api.config(), Options { page_size: Some(3), ..opts() }).unwrap();
     wait_for("a first pods page", Duration::from_secs(5), || {
         api.requests().iter().any(|r| r.starts_with("GET /api/v1/pods?") && r.contains("limit=3"))
     });
     std::thread::sleep(Duration::from_millis(150));
     api.apply(pod("x", "added-mid-list", "10.244.0.90", json!({})));
     api.compact();
-    let m = recv(&src, Duration::from_secs(10), "after an expired continue token");
+    let m = recv(&mut src, Duration::from_secs(10), "after an expired continue token");
     assert!(m.pods.len() == 11 || m.pods.len() == 10, "{:?}", keys(&m.pods));
-    let m = if m.pods.len() == 10 { recv(&src, Duration::from_secs(2), "the pod added mid-list") } else { m };
+    let m = if m.pods.len() == 10 { recv(&mut src, Duration::from_secs(2), "the pod added mid-list") } else { m };
     assert!(m.pods.contains_key("x/added-mid-list"));
     let st = src.status();
     assert!(st.kinds["pods"].errors >= 1 || st.kinds["pods"].objects == 11, "{st:#?}");
@@ -380,12 +383,12 @@ fn paged_lists() {
 fn a_slow_consumer_gets_the_newest_view() {
     let api = FakeApi::start_new();
     seed(&api);
-    let (src, _) = started(&api, opts());
+    let (mut src, _) = started(&api, opts());
     for i in 0..4 {
         api.apply(pod("x", &format!("s{i}"), &format!("10.244.0.{}", 60 + i), json!({})));
         std::thread::sleep(Duration::from_millis(80));
     }
-    let m = recv(&src, Duration::from_secs(1), "queued");
+    let m = recv(&mut src, Duration::from_secs(1), "queued");
     assert_eq!(m.pods.len(), 7, "{:?}", keys(&m.pods));
     assert!(src.try_recv().is_none());
     assert!(src.status().views >= 3);
@@ -435,9 +438,9 @@ fn an_unreachable_server_gives_no_view_and_says_why() {
     // A port nothing listens on (bound, then released).
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cfg = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
-    let src = kube_source::start_with(cfg, opts()).unwrap();
+    let mut src = kube_source::start_with(cfg, opts()).unwrap();
     wait_for("an error", Duration::from_secs(5), || src.status().last_error.is_some());
-    assert_no_view(&src, Duration::from_millis(300), "no server");
+    assert_no_view(&mut src, Duration::from_millis(300), "no server");
     let st = src.status();
     assert!(!st.connected && !st.synced, "{st:#?}");
     assert!(st.kinds.values().all(|k| !k.listed));
@@ -465,12 +468,12 @@ fn an_https_server_gets_a_rustls_client() {
         }
     });
     let cfg = kube::Config::new(format!("https://127.0.0.1:{port}").parse().unwrap());
-    let src = kube_source::start_with(cfg, opts()).unwrap();
+    let mut src = kube_source::start_with(cfg, opts()).unwrap();
     wait_for("a TLS error", Duration::from_secs(5), || src.status().last_error.is_some());
     let st = src.status();
     assert!(!st.connected && !st.synced, "{st:#?}");
     eprintln!("TLS error: {:?}", st.last_error);
-    assert_no_view(&src, Duration::from_millis(100), "no TLS server");
+    assert_no_view(&mut src, Duration::from_millis(100), "no TLS server");
     drop(src);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     t.join().unwrap();
@@ -496,10 +499,11 @@ fn lists_every_change(prev: &Manifests, m: &Manifests, what: &str) {
 fn views_list_the_keys_that_changed_and_a_relist_lists_none() {
     let api = FakeApi::start_new();
     seed(&api);
-    let (src, first) = started(&api, opts());
+    let (mut src, first) = started(&api, opts());
     assert!(first.changes.is_none(), "a first view has nothing to lead from");
     let mut prev = first;
-    let edits: Vec<(&str, Box<dyn Fn(&FakeApi)>)> = vec![
+    type Edit = Box<dyn Fn(&FakeApi)>;
+    let edits: Vec<(&str, Edit)> = vec![
         ("add a pod", Box::new(|a| {
             a.apply(pod("x", "n", "10.244.0.60", json!({})));
         })),
@@ -517,7 +521,7 @@ fn views_list_the_keys_that_changed_and_a_relist_lists_none() {
     ];
     for (what, edit) in &edits {
         edit(&api);
-        let m = recv(&src, Duration::from_secs(2), what);
+        let m = recv(&mut src, Duration::from_secs(2), what);
         lists_every_change(&prev, &m, what);
         let c = m.changes.as_ref().unwrap();
         let listed = c.namespaces.len() + c.pods.len() + c.nodes.len() + c.services.len() + c.endpoint_slices.len() + c.network_policies.len();
@@ -529,14 +533,14 @@ fn views_list_the_keys_that_changed_and_a_relist_lists_none() {
         api.apply(pod("x", &format!("s{i}"), &format!("10.244.0.{}", 70 + i), json!({})));
         std::thread::sleep(Duration::from_millis(80));
     }
-    let m = recv(&src, Duration::from_secs(1), "queued");
+    let m = recv(&mut src, Duration::from_secs(1), "queued");
     lists_every_change(&prev, &m, "views not taken in time");
     assert_eq!(m.changes.as_ref().unwrap().pods.len(), 4);
     // After a relist, no list of changes (the list replaced the store).
     api.force_gone(Res::Pods, 1);
     api.close_watches();
     api.apply(pod("y", "after", "10.244.0.90", json!({})));
-    let m = recv(&src, Duration::from_secs(5), "after the relist");
+    let m = recv(&mut src, Duration::from_secs(5), "after the relist");
     assert!(src.status().kinds["pods"].relists >= 1);
     assert!(m.pods.contains_key("y/after"), "{:?}", keys(&m.pods));
     assert!(m.changes.is_none(), "a view after a relist lists changes: {:?}", m.changes);

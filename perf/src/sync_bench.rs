@@ -9,9 +9,11 @@
 //!   changed view to the new tables being published (p50, p99 over `--changes` changes).
 //!
 //! Views are built as the API source builds them (`podswitch run --kubeconfig`): objects sit in
-//! reflector stores (filled before the clock starts, as watch events fill them), and every
-//! view is made from the stores by `kube_source::build_view` (keys, maps, digest; objects are
-//! shared, not copied), which the figures include as their first step. Objects carry a
+//! reflector stores (filled before the clock starts, as watch events fill them). The full
+//! sync's view is made from all the stores (`kube_source::ViewBuilder::full`: keys, maps,
+//! digest; objects are shared, not copied); a change's update carries only the objects whose
+//! keys the watch reported (`ViewBuilder::delta`), which the consumer applies to the view it
+//! holds (`ViewKeeper`). The figures include that as their first step ("view"). Objects carry a
 //! `metadata.resourceVersion`, and the compilers are told to trust it. `--content-hash` leaves
 //! the versions out, so that every object is fingerprinted by content: the manifest source,
 //! whose views come from files (reading them is not timed; the view step is then 0).
@@ -19,9 +21,10 @@
 //! views do (`Manifests::changes`); `--no-changes` leaves that out, so that every step compares
 //! every object (by resourceVersion, or by content with `--content-hash`).
 //!
-//! The API source builds every view from all of its stores, so a change's view costs about
-//! as much as the full sync's (O(objects)); the change figures include it, and
-//! `update_from_view_*` give the rest alone (view in hand to tables in force).
+//! Not included: the watch event's way from the API server into the store (a local HTTP
+//! stream), and the source's batching window (`kube_source::Options::debounce`): a change
+//! after a quiet window goes out at once, further changes within the window wait for its end
+//! and go out together. `update_from_view_*` give the figures without the view step.
 //!
 //! Output: a report, or with `--json` one JSON object as the last line:
 //! `{"full_sync_ms":…,"update_p50_us":…,"update_p99_us":…}` and more keys after.
@@ -32,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use podswitch_control::compile;
-use podswitch_control::kube_source::{build_view, StoreWriters};
+use podswitch_control::kube_source::{Kind, StoreWriters, Update, ViewBuilder, ViewKeeper};
 use podswitch_control::manifests::{add_documents, Changes, Manifests};
 use podswitch_control::model::{self, NodeInfo};
 use podswitch_control::pods::PodCache;
@@ -207,12 +210,16 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
     if !api {
         m = parsed.clone(); // shares the objects
     }
+    // The API source's two sides: the builder makes updates from the stores, the keeper holds
+    // the consumer's view and applies them (`kube_source::view`).
+    let mut builder = ViewBuilder::default();
+    let mut keeper = ViewKeeper::default();
     let t = Instant::now();
     if api {
-        m = build_view(&stores, None);
+        keeper.apply(Update::Full(builder.full(&stores))).map_err(|e| anyhow::anyhow!(e))?;
     }
     let view = t.elapsed();
-    let mut steps = apply(&m, &node, &mut st, 1, &published)?;
+    let mut steps = apply(if api { keeper.view() } else { &m }, &node, &mut st, 1, &published)?;
     let full = t.elapsed();
     steps.view = view;
     drop(parsed);
@@ -220,7 +227,7 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
     eprintln!("sync: full sync {:.1} ms ({frontends} frontends); timing {} EndpointSlice changes", full.as_secs_f64() * 1e3, a.changes);
     let mut times: Vec<Duration> = Vec::new();
     let mut update_steps: Vec<Steps> = Vec::new();
-    // From the view in hand to the tables in force (the figure before views were timed).
+    // From the view in hand to the tables in force.
     let mut from_view: Vec<Duration> = Vec::new();
     for c in 0..a.changes {
         let s = (c * 7919) % a.services;
@@ -229,6 +236,7 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
         let mut changes = Changes { since: m.digest.clone(), ..Changes::default() };
         changes.endpoint_slices.extend(one.endpoint_slices.keys().cloned());
         let changes = (!a.no_changes).then_some(changes);
+        let slice_keys: std::collections::BTreeSet<String> = one.endpoint_slices.keys().cloned().collect();
         if api {
             writers.apply(&one); // the watch event (not timed)
         } else {
@@ -238,10 +246,16 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
         }
         let t = Instant::now();
         if api {
-            m = build_view(&stores, changes);
+            // What the watch reported: the slice's key; the update carries that object only.
+            let mut keys: [std::collections::BTreeSet<String>; 6] = Default::default();
+            keys[Kind::EndpointSlice.index()] = slice_keys;
+            keeper.apply(Update::Delta(builder.delta(&stores, keys))).map_err(|e| anyhow::anyhow!(e))?;
+            if a.no_changes {
+                keeper.forget_changes();
+            }
         }
         let view = t.elapsed();
-        let mut s = apply(&m, &node, &mut st, 2 + c as u64, &published)?;
+        let mut s = apply(if api { keeper.view() } else { &m }, &node, &mut st, 2 + c as u64, &published)?;
         times.push(t.elapsed());
         from_view.push(t.elapsed() - view);
         s.view = view;

@@ -7,7 +7,7 @@
 //!   of the whole cluster with kube-runtime watchers, each feeding a reflector store.
 //! - A view is the content of all six stores, keyed as the directory source keys them
 //!   (`namespace/name`, or `name` for Namespaces and Nodes), with a `digest` over
-//!   (kind, key, resourceVersion) of every object. `ignored` is always empty.
+//!   (kind, key, resourceVersion) of every object ([`view`]). `ignored` is always empty.
 //! - No view is emitted before every kind has completed its initial list. A relist (after 410
 //!   Gone, a failed list, ...) keeps the old content in its store and holds every view back
 //!   until it has completed; then the fresh, complete view goes out. So the consumer never sees
@@ -15,8 +15,11 @@
 //! - Changes are debounced: the first change after a view starts a window
 //!   ([`Options::debounce`], 20 ms); everything arriving in it becomes one view. A view whose
 //!   digest equals the last one sent is not sent (bookmarks, relists that found nothing new).
-//! - Views go over a channel that keeps only the newest one: a slow consumer gets the latest
-//!   view, never a backlog.
+//! - What goes over the channel is an update ([`view`]): after a list, the whole view; while
+//!   watching, only the objects that changed, which the consumer's [`KubeSource`] applies to
+//!   the view it holds (so a change costs its objects, not the cluster). The channel keeps
+//!   only the newest update, merged with any the consumer did not take: a slow consumer gets
+//!   the latest view, never a backlog.
 //! - API outages are retried with exponential backoff and jitter ([`Options::backoff_min`] to
 //!   [`Options::backoff_max`]). Views are also held while any kind's last request failed (a
 //!   tower layer under the client sees every request's outcome): nothing goes out while the
@@ -49,9 +52,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::manifests::{Changes, Manifests};
+use crate::manifests::Manifests;
 
 mod track;
+pub mod view;
+
+pub use view::{Delta, Update, ViewBuilder, ViewKeeper};
 
 /// Where `podswitch run` gets its objects from the Kubernetes API (flattened into `RunArgs`).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -172,7 +178,8 @@ impl Kind {
         }
     }
 
-    fn index(self) -> usize {
+    /// The kind's place in per-kind arrays (the order of the variants).
+    pub fn index(self) -> usize {
         self as usize
     }
 }
@@ -245,6 +252,8 @@ struct State {
     /// A list (initial or relist) replaced some store since then: the keys above do not say
     /// everything that changed.
     changed_unknown: bool,
+    /// The consumer could not apply an update: the next one is a whole view.
+    need_full: bool,
 }
 
 struct Shared {
@@ -313,7 +322,8 @@ impl track::Observer for Shared {
 
 /// The running source; dropping it stops the watches.
 pub struct KubeSource {
-    rx: Receiver<Manifests>,
+    rx: Receiver<Update>,
+    keeper: ViewKeeper,
     shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -361,23 +371,33 @@ pub fn start_with(config: kube::Config, opts: Options) -> Result<KubeSource, Kub
             // Dropping the runtime here cancels the watch tasks and closes their connections.
         })
         .map_err(KubeSourceError::Runtime)?;
-    Ok(KubeSource { rx, shared, stop: Some(stop_tx), thread: Some(thread) })
+    Ok(KubeSource { rx, keeper: ViewKeeper::default(), shared, stop: Some(stop_tx), thread: Some(thread) })
 }
 
 impl KubeSource {
-    /// The next complete view, waiting at most `timeout`.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Manifests, RecvTimeoutError> {
-        self.rx.recv_timeout(timeout)
+    /// The next complete view, waiting at most `timeout`: the view held, updated by what the
+    /// source sent (see [`view`]).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<&Manifests, RecvTimeoutError> {
+        let u = self.rx.recv_timeout(timeout)?;
+        self.take(u).ok_or(RecvTimeoutError::Timeout)
     }
 
-    /// A view if one is waiting.
-    pub fn try_recv(&self) -> Option<Manifests> {
-        self.rx.try_recv().ok()
+    /// The next view if an update is waiting.
+    pub fn try_recv(&mut self) -> Option<&Manifests> {
+        let u = self.rx.try_recv().ok()?;
+        self.take(u)
     }
 
-    /// The channel itself, for `crossbeam::select!`.
-    pub fn receiver(&self) -> &Receiver<Manifests> {
-        &self.rx
+    /// Applies an update to the view held; if it does not apply, asks the source for a whole
+    /// view and returns None.
+    fn take(&mut self, u: Update) -> Option<&Manifests> {
+        if let Err(e) = self.keeper.apply(u) {
+            tracing::warn!("{e}; asking the API source for a whole view");
+            self.shared.lock().need_full = true;
+            self.shared.changed.notify_one();
+            return None;
+        }
+        Some(self.keeper.view())
     }
 
     pub fn status(&self) -> KubeStatus {
@@ -449,7 +469,7 @@ fn synced(st: &State) -> bool {
 }
 
 /// The reflector stores of the six kinds, which the watchers fill; views are built from them
-/// ([`build_view`]).
+/// ([`ViewBuilder`]).
 pub struct Stores {
     pub namespaces: Store<Namespace>,
     pub pods: Store<Pod>,
@@ -502,6 +522,25 @@ impl StoreWriters {
         {
             for o in objs.values() {
                 w.apply_watcher_event(&Event::Apply((**o).clone()));
+            }
+        }
+        each(&mut self.namespaces, &m.namespaces);
+        each(&mut self.pods, &m.pods);
+        each(&mut self.nodes, &m.nodes);
+        each(&mut self.services, &m.services);
+        each(&mut self.endpoint_slices, &m.endpoint_slices);
+        each(&mut self.network_policies, &m.network_policies);
+    }
+
+    /// Removes every object of `m` as a watch event (`Delete`) would.
+    pub fn delete(&mut self, m: &Manifests) {
+        fn each<K>(w: &mut reflector::store::Writer<K>, objs: &BTreeMap<String, Arc<K>>)
+        where
+            K: Resource + Clone + 'static,
+            K::DynamicType: Eq + Hash + Clone,
+        {
+            for o in objs.values() {
+                w.apply_watcher_event(&Event::Delete((**o).clone()));
             }
         }
         each(&mut self.namespaces, &m.namespaces);
@@ -651,64 +690,8 @@ fn key_of<K: Resource>(o: &K) -> String {
     }
 }
 
-/// The objects of `store`, shared with it, by key.
-fn collect<K: Resource + Clone>(store: &Store<K>) -> BTreeMap<String, Arc<K>>
-where
-    K::DynamicType: Eq + Hash + Clone,
-{
-    let mut objects: Vec<(String, Arc<K>)> = store.state().into_iter().map(|o| (key_of(o.as_ref()), o)).collect();
-    // Sorted first: the map is then built in one pass.
-    objects.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    objects.into_iter().collect()
-}
-
-/// The view of all stores now, carrying `changes`. Objects are shared with the stores (an
-/// `Arc` each), not copied: a view costs its keys, its maps and the digest.
-pub fn build_view(s: &Stores, changes: Option<Changes>) -> Manifests {
-    let mut m = Manifests {
-        namespaces: collect(&s.namespaces),
-        pods: collect(&s.pods),
-        nodes: collect(&s.nodes),
-        services: collect(&s.services),
-        endpoint_slices: collect(&s.endpoint_slices),
-        network_policies: collect(&s.network_policies),
-        ignored: Vec::new(),
-        digest: String::new(),
-        changes,
-    };
-    m.digest = digest(&m);
-    m
-}
-
-/// The changes leading from the view `since`, from the keys recorded per kind.
-fn changes_from(since: String, keys: [BTreeSet<String>; 6]) -> Changes {
-    let [namespaces, pods, nodes, services, endpoint_slices, network_policies] = keys;
-    Changes { since, namespaces, pods, nodes, services, endpoint_slices, network_policies }
-}
-
-/// A digest over (kind, key, resourceVersion) of every object, independent of store order:
-/// kinds in [`Kind`] order, objects in key order.
-fn digest(m: &Manifests) -> String {
-    fn add<K: Resource>(h: &mut sha1_smol::Sha1, kind: Kind, objects: &BTreeMap<String, Arc<K>>) {
-        for (key, o) in objects {
-            let rv = o.meta().resource_version.as_deref().unwrap_or_default();
-            for part in [kind.plural(), key.as_str(), rv] {
-                h.update(&(part.len() as u64).to_le_bytes());
-                h.update(part.as_bytes());
-            }
-        }
-    }
-    let mut h = sha1_smol::Sha1::new();
-    add(&mut h, Kind::Namespace, &m.namespaces);
-    add(&mut h, Kind::Pod, &m.pods);
-    add(&mut h, Kind::Node, &m.nodes);
-    add(&mut h, Kind::Service, &m.services);
-    add(&mut h, Kind::EndpointSlice, &m.endpoint_slices);
-    add(&mut h, Kind::NetworkPolicy, &m.network_policies);
-    format!("api-{}", h.digest())
-}
-
-async fn aggregate(shared: Arc<Shared>, stores: Stores, tx: Sender<Manifests>, drain: Receiver<Manifests>, debounce: Duration) {
+async fn aggregate(shared: Arc<Shared>, stores: Stores, tx: Sender<Update>, drain: Receiver<Update>, debounce: Duration) {
+    let mut builder = ViewBuilder::default();
     loop {
         shared.changed.notified().await;
         tokio::time::sleep(debounce).await;
@@ -716,21 +699,24 @@ async fn aggregate(shared: Arc<Shared>, stores: Stores, tx: Sender<Manifests>, d
             continue; // the list under way notifies again when it completes
         }
         // The keys first, then the stores (see where they are recorded).
-        let changes = {
+        let (keys, full, asked) = {
             let mut st = shared.lock();
             let keys = std::mem::take(&mut st.changed);
             let unknown = std::mem::replace(&mut st.changed_unknown, false);
-            match (&st.last_digest, unknown) {
-                (Some(since), false) => Some(changes_from(since.clone(), keys)),
-                _ => None,
-            }
+            let asked = std::mem::replace(&mut st.need_full, false);
+            (keys, unknown || asked || st.last_digest.is_none(), asked)
         };
-        let mut view = build_view(&stores, changes);
-        if shared.lock().last_digest.as_deref() == Some(view.digest.as_str()) {
+        let mut update = if full { Update::Full(builder.full(&stores)) } else { Update::Delta(builder.delta(&stores, keys)) };
+        // Nothing new (bookmarks, relists that found nothing, changes undone), unless the
+        // consumer asked for a whole view.
+        if !asked && shared.lock().last_digest.as_deref() == Some(update.digest()) {
             continue;
         }
-        let digest = view.digest.clone();
-        let counts = [view.namespaces.len(), view.pods.len(), view.nodes.len(), view.services.len(), view.endpoint_slices.len(), view.network_policies.len()];
+        let digest = update.digest().to_string();
+        let counts = match &update {
+            Update::Full(m) => [m.namespaces.len(), m.pods.len(), m.nodes.len(), m.services.len(), m.endpoint_slices.len(), m.network_policies.len()],
+            Update::Delta(d) => [d.namespaces.len(), d.pods.len(), d.nodes.len(), d.services.len(), d.endpoint_slices.len(), d.network_policies.len()],
+        };
         // The status says what the consumer is about to get, before it can get it.
         let mut st = shared.lock();
         st.views += 1;
@@ -738,75 +724,20 @@ async fn aggregate(shared: Arc<Shared>, stores: Stores, tx: Sender<Manifests>, d
         st.last_digest = Some(digest.clone());
         drop(st);
         while let Ok(old) = drain.try_recv() {
-            // Not taken: the changes must lead from what the consumer took before it.
-            view.changes = match (old.changes, view.changes.take()) {
-                (Some(mut a), Some(b)) if b.since == old.digest => {
-                    a.merge(b);
-                    Some(a)
-                }
-                _ => None,
-            };
+            // Not taken: the consumer gets both in one.
+            update = old.merge(update);
         }
-        if tx.try_send(view).is_err() {
+        let whole = matches!(update, Update::Full(_));
+        if tx.try_send(update).is_err() {
             return; // cannot happen: we hold a receiver and just emptied the channel
         }
-        tracing::debug!(%digest, ?counts, "Kubernetes API view");
+        tracing::debug!(%digest, ?counts, whole, "Kubernetes API update");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pod(ns: Option<&str>, name: &str, rv: &str) -> Pod {
-        let mut p = Pod::default();
-        p.metadata.namespace = ns.map(str::to_string);
-        p.metadata.name = Some(name.to_string());
-        p.metadata.resource_version = Some(rv.to_string());
-        p
-    }
-
-    fn manifests(pods: &[Pod], namespaces: &[&str]) -> Manifests {
-        let mut m = Manifests::default();
-        for p in pods {
-            m.pods.insert(key_of(p), Arc::new(p.clone()));
-        }
-        for n in namespaces {
-            let mut ns = Namespace::default();
-            ns.metadata.name = Some(n.to_string());
-            ns.metadata.resource_version = Some("1".into());
-            m.namespaces.insert(n.to_string(), Arc::new(ns));
-        }
-        m
-    }
-
-    #[test]
-    fn digest_depends_on_content_not_order() {
-        let (a, b) = (pod(Some("x"), "a", "5"), pod(Some("x"), "b", "7"));
-        // Stores filled in either order give the same view and digest.
-        let (mut w1, s1) = StoreWriters::new();
-        w1.apply(&manifests(std::slice::from_ref(&a), &["x"]));
-        w1.apply(&manifests(std::slice::from_ref(&b), &[]));
-        let (mut w2, s2) = StoreWriters::new();
-        w2.apply(&manifests(&[b.clone(), a.clone()], &["x"]));
-        let (v1, v2) = (build_view(&s1, None), build_view(&s2, None));
-        assert_eq!(v1.digest, v2.digest);
-        assert!(v1.digest.starts_with("api-"), "{}", v1.digest);
-        assert_eq!(v1.pods.keys().collect::<Vec<_>>(), ["x/a", "x/b"]);
-        // Another resourceVersion, another digest.
-        assert_ne!(v1.digest, digest(&manifests(&[pod(Some("x"), "a", "6"), b.clone()], &["x"])));
-        // Length-prefixed parts: no ambiguity between ("ab","c") and ("a","bc").
-        assert_ne!(digest(&manifests(&[pod(None, "ab", "c")], &[])), digest(&manifests(&[pod(None, "a", "bc")], &[])));
-    }
-
-    #[test]
-    fn views_share_objects_with_the_stores() {
-        let (mut w, s) = StoreWriters::new();
-        w.apply(&manifests(&[pod(Some("x"), "a", "5")], &["x"]));
-        let (v1, v2) = (build_view(&s, None), build_view(&s, None));
-        assert!(Arc::ptr_eq(&v1.pods["x/a"], &v2.pods["x/a"]), "the store's object, not a copy");
-        assert!(Arc::ptr_eq(&v1.namespaces["x"], &s.namespaces.state()[0]));
-    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_max_and_resets() {

@@ -285,11 +285,11 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     }
     // Before any thread exists: every thread made from here on stays off the workers' cores.
     let control_cores = affinity::keep_off(&args.cores).map_err(|e| anyhow!("keeping control threads off the worker cores: {e}"))?;
-    let (m, kube) = match args.kube.source(args.manifests.as_deref()).map_err(|e| anyhow!(e))? {
+    let (m, mut kube) = match args.kube.source(args.manifests.as_deref()).map_err(|e| anyhow!(e))? {
         ObjectSource::Directory(dir) => (manifests::load_dir(&dir).map_err(|e| anyhow!("{e}"))?, None),
         ObjectSource::Api(cfg) => {
-            let src = kube_source::start(*cfg).map_err(|e| anyhow!("{e}"))?;
-            let m = first_api_view(&src);
+            let mut src = kube_source::start(*cfg).map_err(|e| anyhow!("{e}"))?;
+            let m = first_api_view(&mut src);
             (m, Some(src))
         }
     };
@@ -439,12 +439,12 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
             .context("starting the verdict log collector")?;
     }
     let mut failed_digest = String::new();
-    if let Some(src) = &kube {
+    if let Some(src) = &mut kube {
         while !stop.load(Ordering::Relaxed) {
             match src.recv_timeout(Duration::from_millis(500)) {
                 Ok(m) => {
                     let mut s = sw.lock().expect("switch state lock");
-                    match s.apply(&m) {
+                    match s.apply(m) {
                         Ok(()) => {
                             s.last_error = None;
                             failed_digest.clear();
@@ -480,7 +480,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     // The directory's stat signature when it was last digested: while it stays the same the
     // (large) directory is not read and hashed again, except every FULL_DIGEST_EVERY.
     const FULL_DIGEST_EVERY: Duration = Duration::from_secs(10);
-    let mut digested: Option<(Vec<(std::path::PathBuf, u64, i64, i64, u64)>, std::time::Instant)> = None;
+    let mut digested: Option<(manifests::DirSignature, std::time::Instant)> = None;
     while !stop.load(Ordering::Relaxed) {
         let _ = ev_rx.recv_timeout(Duration::from_millis(500));
         // Let a burst of file events settle before reading.
@@ -543,12 +543,13 @@ fn shutdown(sw: &Arc<Mutex<Switch>>, args: &RunArgs) {
     let _ = std::fs::remove_file(&args.control_socket);
 }
 
-/// Waits for the API source's first complete view, saying every 5 s what it waits for.
-fn first_api_view(src: &KubeSource) -> Manifests {
+/// Waits for the API source's first complete view, saying every 5 s what it waits for; a copy
+/// of it (the source keeps its own, which later updates change).
+fn first_api_view(src: &mut KubeSource) -> Manifests {
     println!("podswitch: watching the Kubernetes API at {}", src.status().server);
     loop {
         if let Ok(m) = src.recv_timeout(Duration::from_secs(5)) {
-            return m;
+            return m.clone();
         }
         let st = src.status();
         let waiting: Vec<&str> = st.kinds.iter().filter(|(_, k)| !k.listed || k.listing || !k.connected).map(|(n, _)| n.as_str()).collect();
