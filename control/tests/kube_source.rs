@@ -151,6 +151,28 @@ fn no_view_before_every_kind_has_listed() {
     assert_eq!(keys(&m.network_policies), ["y/deny"]);
 }
 
+/// The batching window does not delay a lone change: with a 3 s window, a change after a
+/// quiet window arrives at once, and a second one within the window waits for its end.
+#[test]
+fn a_lone_change_goes_out_at_once_and_a_following_one_waits_for_the_window() {
+    let api = FakeApi::start_new();
+    seed(&api);
+    let window = Duration::from_secs(3);
+    let (mut src, _) = started(&api, Options { debounce: window, ..opts() });
+    std::thread::sleep(window); // a quiet window after the first view
+    let t = Instant::now();
+    api.apply(pod("x", "lone", "10.244.0.70", json!({})));
+    let m = recv(&mut src, window * 2, "a lone change");
+    let lone = t.elapsed();
+    assert!(m.pods.contains_key("x/lone"));
+    assert!(lone < window / 3, "a lone change waited {lone:?} (window {window:?})");
+    let t = Instant::now();
+    api.apply(pod("x", "next", "10.244.0.71", json!({})));
+    let m = recv(&mut src, window * 2, "a change within the window");
+    assert!(m.pods.contains_key("x/next"));
+    assert!(t.elapsed() > window / 2, "a change within the window went out after {:?}", t.elapsed());
+}
+
 #[test]
 fn a_change_produces_a_new_view_within_100ms() {
     let api = FakeApi::start_new();

@@ -12,9 +12,12 @@
 //!   Gone, a failed list, ...) keeps the old content in its store and holds every view back
 //!   until it has completed; then the fresh, complete view goes out. So the consumer never sees
 //!   a partial view, and the tables in force stay until a complete one replaces them.
-//! - Changes are debounced: the first change after a view starts a window
-//!   ([`Options::debounce`], 20 ms); everything arriving in it becomes one view. A view whose
-//!   digest equals the last one sent is not sent (bookmarks, relists that found nothing new).
+//! - Changes are batched without delaying a lone one: a change that arrives when no view went
+//!   out during the last window ([`Options::debounce`], 20 ms) goes out at once; changes that
+//!   arrive within a window after a view wait for its end and go out together. So one change
+//!   takes effect without waiting, and a stream of changes gives at most one view per window.
+//!   A view whose digest equals the last one sent is not sent (bookmarks, relists that found
+//!   nothing new).
 //! - What goes over the channel is an update ([`view`]): after a list, the whole view; while
 //!   watching, only the objects that changed, which the consumer's [`KubeSource`] applies to
 //!   the view it holds (so a change costs its objects, not the cluster). The channel keeps
@@ -121,7 +124,9 @@ pub fn kubeconfig(path: &Path) -> Result<kube::Config, String> {
 /// Tuning; [`Options::default`] is what `podswitch run` uses.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Changes arriving within this window after the first one become one view.
+    /// The batching window: a change arriving within this time after a view waits for the
+    /// window to end and goes out with everything else that arrived; one after a quiet window
+    /// goes out at once.
     pub debounce: Duration,
     /// Objects per list page (`limit`); `None` lists everything at once.
     pub page_size: Option<u32>,
@@ -692,9 +697,13 @@ fn key_of<K: Resource>(o: &K) -> String {
 
 async fn aggregate(shared: Arc<Shared>, stores: Stores, tx: Sender<Update>, drain: Receiver<Update>, debounce: Duration) {
     let mut builder = ViewBuilder::default();
+    let mut window_start: Option<tokio::time::Instant> = None;
     loop {
         shared.changed.notified().await;
-        tokio::time::sleep(debounce).await;
+        // Within a window after the last view: wait for its end, taking in what else arrives.
+        if let Some(start) = window_start {
+            tokio::time::sleep_until(start + debounce).await;
+        }
         if !synced(&shared.lock()) {
             continue; // the list under way notifies again when it completes
         }
@@ -728,6 +737,7 @@ async fn aggregate(shared: Arc<Shared>, stores: Stores, tx: Sender<Update>, drai
             update = old.merge(update);
         }
         let whole = matches!(update, Update::Full(_));
+        window_start = Some(tokio::time::Instant::now());
         if tx.try_send(update).is_err() {
             return; // cannot happen: we hold a receiver and just emptied the channel
         }
