@@ -212,6 +212,8 @@ pub(crate) struct Cache {
     seen: String,
     services: BTreeMap<String, SvcEntry>,
     slices: BTreeMap<String, SliceEntry>,
+    /// Node names of slice endpoints, shared.
+    node_names: model::NodeNames,
     /// Service key -> the readable slices that name it.
     slices_of: HashMap<String, BTreeSet<String>>,
     /// Services whose endpoints come from their selector: a selector, in the tables, and no
@@ -379,13 +381,13 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
     let mut touched: BTreeSet<String> = BTreeSet::new();
     {
         let mut changed: Vec<(String, Option<SliceEntry>)> = Vec::new();
-        let read = |k: &String, obj: &k8s_openapi::api::discovery::v1::EndpointSlice, old: Option<&SliceEntry>| {
+        let mut read = |k: &String, obj: &k8s_openapi::api::discovery::v1::EndpointSlice, old: Option<&SliceEntry>| {
             let fp = fingerprint::slice(obj, rv);
             if old.is_some_and(|e| !full && fp == e.fp) {
                 return None;
             }
             let mut problems = Vec::new();
-            let model = model::read_slice(k, obj, &mut problems).map(Arc::new);
+            let model = model::read_slice_sharing(k, obj, &mut cache.node_names, &mut problems).map(Arc::new);
             Some((k.clone(), Some(SliceEntry { fp, model, problems })))
         };
         match changes {
