@@ -30,7 +30,7 @@
 //!   ones with the recompiled Services' frontends replaced at their places: the key index and
 //!   the ClusterIP set are shared, and so is every other frontend.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -214,8 +214,8 @@ pub(crate) struct Cache {
     slices: BTreeMap<String, SliceEntry>,
     /// Node names of slice endpoints, shared.
     node_names: model::NodeNames,
-    /// Service key -> the readable slices that name it.
-    slices_of: HashMap<String, BTreeSet<String>>,
+    /// Service key -> the readable slices that name it, sorted (a list: almost always one).
+    slices_of: HashMap<String, Vec<String>>,
     /// Services whose endpoints come from their selector: a selector, in the tables, and no
     /// EndpointSlice. Only these are looked at when pods change.
     derived_svcs: BTreeSet<String>,
@@ -427,7 +427,9 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
             let old_owner = old_entry.and_then(|e| e.model).map(|s| s.service.clone());
             if let Some(o) = &old_owner {
                 if let Some(set) = cache.slices_of.get_mut(o) {
-                    set.remove(&k);
+                    if let Ok(i) = set.binary_search(&k) {
+                        set.remove(i);
+                    }
                     if set.is_empty() {
                         cache.slices_of.remove(o);
                     }
@@ -437,7 +439,10 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
                 }
             }
             if let Some(o) = new_owner {
-                cache.slices_of.entry(o.clone()).or_default().insert(k.clone());
+                let set = cache.slices_of.entry(o.clone()).or_default();
+                if let Err(i) = set.binary_search(&k) {
+                    set.insert(i, k.clone());
+                }
                 if !all_dirty {
                     touched.insert(o);
                 }
@@ -448,9 +453,9 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
 
     // 2-3. Allocations, when what they read changed.
     let alloc_problems: Vec<String> = if rerun_alloc {
-        let (allocs, problems) = allocate(&cache.services, cfg, st_cluster_ips, st_node_ports);
+        let (mut allocs, problems) = allocate(&cache.services, cfg, st_cluster_ips, st_node_ports);
         for (k, e) in cache.services.iter_mut() {
-            let a = allocs.get(k.as_str()).cloned().map(Box::new);
+            let a = allocs.remove(k.as_str()).map(Box::new);
             if a != e.alloc {
                 structure_changed = true;
                 if !all_dirty {
@@ -522,7 +527,7 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
         }
     }
     let env = Env { m, node: inp.node, node_ips: &node_ips };
-    let no_slices = BTreeSet::new();
+    let no_slices = Vec::new();
     let mut step4 = |k: &String, e: &mut SvcEntry| {
         let old = e.out.take();
         let (Some(alloc), Some(svc)) = (e.alloc.as_ref(), e.model.as_ref()) else {
@@ -726,8 +731,8 @@ fn allocate(
         cluster_ip_order(&cfg.service_cidrs),
         requested_ips.iter().copied().chain(st_cluster_ips.values().copied()).collect(),
     );
-    let mut cluster_ip: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
-    let mut keep = Vec::with_capacity(ok.len());
+    // With their ClusterIPs.
+    let mut keep: Vec<(&ServiceModel, Ipv4Addr)> = Vec::with_capacity(ok.len());
     for svc in ok {
         let a = match svc.cluster_ip {
             ClusterIpSpec::Ip(a) => a,
@@ -751,8 +756,7 @@ fn allocate(
                 },
             },
         };
-        cluster_ip.insert(&svc.key, a);
-        keep.push(svc);
+        keep.push((svc, a));
     }
     let ok = keep;
 
@@ -780,7 +784,7 @@ fn allocate(
         requested_nps.iter().copied().chain(st_node_ports.values().copied()).collect(),
     );
     let mut out: HashMap<String, Alloc> = HashMap::with_capacity(ok.len());
-    'svc: for svc in ok {
+    'svc: for (svc, cluster_ip) in ok {
         let mut node_ports = Vec::new();
         for (port, requested) in svc.node_port_groups() {
             let np = match requested {
@@ -808,7 +812,7 @@ fn allocate(
             };
             node_ports.push((port, np));
         }
-        out.insert(svc.key.clone(), Alloc { cluster_ip: cluster_ip[svc.key.as_str()], node_ports });
+        out.insert(svc.key.clone(), Alloc { cluster_ip, node_ports });
     }
     (out, problems)
 }
@@ -841,7 +845,7 @@ fn compile_one(
     let mut items = Vec::new();
     let mut cands_out: Vec<Cand> = Vec::new();
     let mut ids_out: Vec<PortIds> = Vec::with_capacity(svc.ports.len());
-    let mut maglevs: HashMap<Vec<(Ipv4Addr, u16)>, Arc<[u16]>> = HashMap::new();
+    let mut maglevs: Built = Vec::new();
     let source_ranges: Vec<(u32, u8)> =
         svc.source_ranges.iter().map(|n| (u32::from(n.network()), n.prefix_len())).collect();
     for port in &svc.ports {
@@ -940,37 +944,52 @@ fn compile_one(
     }
 }
 
+/// Maglev tables this compile of one Service built: (hash of the addresses, backends, table).
+type Built = Vec<(u64, Arc<[Backend]>, Arc<[u16]>)>;
+
+fn same_addresses(a: &[Backend], b: &[Backend]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x.ip, x.port) == (y.ip, y.port))
+}
+
 /// The Maglev table of `backends`' addresses: one this compile of the Service already built,
 /// else the previous compile's, else a new one.
-fn maglev_for(
-    backends: &[Backend],
-    built: &mut HashMap<Vec<(Ipv4Addr, u16)>, Arc<[u16]>>,
-    old: Option<&SvcOut>,
-) -> Arc<[u16]> {
-    let addrs: Vec<(Ipv4Addr, u16)> = backends.iter().map(|b| (b.ip, b.port)).collect();
-    if let Some(t) = built.get(&addrs) {
+fn maglev_for(backends: &Arc<[Backend]>, built: &mut Built, old: Option<&SvcOut>) -> Arc<[u16]> {
+    let mut h = FpHasher::default();
+    for b in backends.iter() {
+        h.write_u64(u64::from(u32::from(b.ip)) << 16 | u64::from(b.port));
+    }
+    let hash = h.finish();
+    if let Some((_, _, t)) = built.iter().find(|(x, b, _)| *x == hash && same_addresses(b, backends)) {
         return t.clone();
     }
-    let same = |s: &BackendSet| s.backends.len() == addrs.len() && s.backends.iter().zip(&addrs).all(|(b, a)| (b.ip, b.port) == *a);
     let previous = old.and_then(|o| {
         o.cands
             .iter()
             .flat_map(|c| [&c.frontend.internal, &c.frontend.external])
-            .find(|s| same(s))
+            .find(|s| same_addresses(&s.backends, backends))
             .map(|s| s.maglev.clone())
     });
     let table = previous.unwrap_or_else(|| {
-        let names: Vec<AddressText> = addrs.iter().map(|(ip, p)| AddressText::new(*ip, *p)).collect();
-        maglev::build_shared(&names)
+        const ON_STACK: usize = 32;
+        let name = |b: &Backend| AddressText::new(b.ip, b.port);
+        if backends.len() <= ON_STACK {
+            let mut names = [AddressText::new(Ipv4Addr::UNSPECIFIED, 0); ON_STACK];
+            for (n, b) in names.iter_mut().zip(backends.iter()) {
+                *n = name(b);
+            }
+            maglev::build_shared(&names[..backends.len()])
+        } else {
+            maglev::build_shared(&backends.iter().map(name).collect::<Vec<_>>())
+        }
     });
-    built.insert(addrs, table.clone());
+    built.push((hash, backends.clone(), table.clone()));
     table
 }
 
 /// The endpoints one set uses, as indices into the candidates.
 #[derive(Debug, Clone)]
-struct SetChoice {
-    members: Vec<usize>,
+struct SetChoice<'a> {
+    members: &'a [usize],
     on_empty: OnEmpty,
     masquerade: bool,
     local_only: bool,
@@ -997,13 +1016,13 @@ impl Sets {
         Self { has_any: !cluster.is_empty(), cluster, local }
     }
 
-    fn cluster(&self, masquerade: bool) -> SetChoice {
-        SetChoice { members: self.cluster.clone(), on_empty: OnEmpty::Reject, masquerade, local_only: false }
+    fn cluster(&self, masquerade: bool) -> SetChoice<'_> {
+        SetChoice { members: &self.cluster, on_empty: OnEmpty::Reject, masquerade, local_only: false }
     }
 
-    fn local(&self, masquerade: bool) -> SetChoice {
+    fn local(&self, masquerade: bool) -> SetChoice<'_> {
         SetChoice {
-            members: self.local.clone(),
+            members: &self.local,
             on_empty: if self.has_any { OnEmpty::Drop } else { OnEmpty::Reject },
             masquerade,
             local_only: true,
@@ -1011,7 +1030,7 @@ impl Sets {
     }
 
     /// (internal, external) sets of a frontend of `kind`.
-    fn for_kind(&self, kind: FrontendKind, svc: &ServiceModel) -> (SetChoice, SetChoice) {
+    fn for_kind(&self, kind: FrontendKind, svc: &ServiceModel) -> (SetChoice<'_>, SetChoice<'_>) {
         match kind {
             FrontendKind::ClusterIp => match svc.internal_policy {
                 TrafficPolicy::Local => (self.local(false), self.local(true)),
@@ -1037,14 +1056,8 @@ fn view(
     from: &'static str,
 ) -> ServiceView {
     let ip = Ipv4Addr::from(f.key.ip);
-    let member = |s: &SetChoice| {
-        let mut v = vec![false; cands.len()];
-        for &i in &s.members {
-            v[i] = true;
-        }
-        v
-    };
-    let (in_internal, in_external) = (member(internal), member(external));
+    // Members are indices in ascending order.
+    let member = |s: &SetChoice, i: usize| s.members.binary_search(&i).is_ok();
     let set = |s: &SetChoice| SetView {
         backends: s.members.len(),
         on_empty: s.on_empty,
@@ -1078,8 +1091,8 @@ fn view(
                 node: c.node.clone(),
                 local: c.local,
                 source: c.source.clone(),
-                internal: in_internal[i],
-                external: in_external[i],
+                internal: member(internal, i),
+                external: member(external, i),
             })
             .collect(),
         internal: set(internal),
