@@ -15,6 +15,7 @@
 //!   the Service and NetworkPolicy compilers read of pods) or a read error changed, or a pod
 //!   came or went; later steps skip their pod work while it stays.
 use std::cmp::Ordering;
+use std::collections::btree_map::Entry as MapEntry;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -219,11 +220,16 @@ impl PodCache {
 
     fn name_ip(&mut self, ip: u32) {
         match self.ip_keys.get(&ip).and_then(|s| s.last()) {
-            Some(k) => {
-                if self.names.get(&ip) != Some(k) {
-                    self.names.insert(ip, k.clone());
+            Some(k) => match self.names.entry(ip) {
+                MapEntry::Occupied(mut o) => {
+                    if o.get() != k {
+                        *o.get_mut() = k.clone();
+                    }
                 }
-            }
+                MapEntry::Vacant(v) => {
+                    v.insert(k.clone());
+                }
+            },
             None => {
                 self.names.remove(&ip);
             }

@@ -424,8 +424,8 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
                     cache.slices.remove(&k)
                 }
             };
-            let old_owner = old_entry.and_then(|e| e.model).map(|s| s.service.clone());
-            if let Some(o) = &old_owner {
+            let old_model = old_entry.and_then(|e| e.model);
+            if let Some(o) = old_model.as_ref().map(|s| &s.service) {
                 if let Some(set) = cache.slices_of.get_mut(o) {
                     if let Ok(i) = set.binary_search(&k) {
                         set.remove(i);
@@ -439,12 +439,12 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
                 }
             }
             if let Some(o) = new_owner {
-                let set = cache.slices_of.entry(o.clone()).or_default();
-                if let Err(i) = set.binary_search(&k) {
-                    set.insert(i, k.clone());
-                }
                 if !all_dirty {
-                    touched.insert(o);
+                    touched.insert(o.clone());
+                }
+                let set = cache.slices_of.entry(o).or_default();
+                if let Err(i) = set.binary_search(&k) {
+                    set.insert(i, k);
                 }
             }
         }
