@@ -1070,7 +1070,7 @@ fn view(
         service_id: f.service_id,
         service_type: svc.type_,
         kind: f.kind,
-        frontend: format!("{ip}:{}/{}", f.key.port, port.proto.as_str()),
+        frontend: [AddressText::new(ip, f.key.port).as_str(), "/", port.proto.as_str()].concat(),
         ip,
         port: f.key.port,
         protocol: port.proto,

@@ -144,7 +144,7 @@ impl ServiceModel {
         if p.name.is_empty() {
             self.key.clone()
         } else {
-            format!("{}:{}", self.key, p.name)
+            [self.key.as_str(), ":", p.name.as_str()].concat()
         }
     }
 }
@@ -516,7 +516,7 @@ pub fn read_slice_sharing(
     let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
     let mut out = SliceModel {
         key: key.to_string(),
-        service: format!("{namespace}/{service}"),
+        service: [namespace, "/", service.as_str()].concat(),
         ports: Vec::with_capacity(slice.ports.as_ref().map_or(0, Vec::len)),
         endpoints: Vec::with_capacity(slice.endpoints.len()),
     };
