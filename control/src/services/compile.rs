@@ -887,6 +887,8 @@ fn compile_one(
         ids_out.push(((port.name.clone(), port.proto), cands.iter().zip(&ids).map(|(c, &id)| ((c.ip, c.port), id)).collect()));
 
         let sets = Sets::categorize(&cands);
+        // Each endpoint's `ip:port`, written once for the views and the Maglev names.
+        let addrs: Vec<AddressText> = cands.iter().map(|c| AddressText::new(c.ip, c.port)).collect();
         let mut frontends: Vec<(FrontendKind, Ipv4Addr, u16)> = vec![(FrontendKind::ClusterIp, alloc.cluster_ip, port.port)];
         if let Some(&(_, np)) = alloc.node_ports.iter().find(|(p, _)| *p == port.port) {
             frontends.extend(env.node_ips.iter().map(|a| (FrontendKind::NodePort, *a, np)));
@@ -911,7 +913,7 @@ fn compile_one(
                                 local: cands[i].local,
                             })
                             .collect();
-                        let table = maglev_for(&backends, &mut maglevs, old);
+                        let table = maglev_for(&backends, |k| addrs[s.members[k]], &mut maglevs, old);
                         (backends, table)
                     })
                     .clone();
@@ -927,7 +929,7 @@ fn compile_one(
                 affinity_timeout_s: svc.affinity_timeout_s,
                 source_ranges: if kind == FrontendKind::LoadBalancer { source_ranges.clone() } else { Vec::new() },
             };
-            let v = view(svc, port, &f, &cands, &ids, &internal, &external, from);
+            let v = view(svc, port, &f, &cands, &addrs, &ids, &internal, &external, from);
             items.push(Item::Conflict(cands_out.len()));
             cands_out.push(Cand { frontend: Arc::new(f), view: Arc::new(v) });
         }
@@ -953,7 +955,13 @@ fn same_addresses(a: &[Backend], b: &[Backend]) -> bool {
 
 /// The Maglev table of `backends`' addresses: one this compile of the Service already built,
 /// else the previous compile's, else a new one.
-fn maglev_for(backends: &Arc<[Backend]>, built: &mut Built, old: Option<&SvcOut>) -> Arc<[u16]> {
+/// `name(k)` is the address text of `backends[k]`.
+fn maglev_for(
+    backends: &Arc<[Backend]>,
+    name: impl Fn(usize) -> AddressText,
+    built: &mut Built,
+    old: Option<&SvcOut>,
+) -> Arc<[u16]> {
     let mut h = FpHasher::default();
     for b in backends.iter() {
         h.write_u64(u64::from(u32::from(b.ip)) << 16 | u64::from(b.port));
@@ -971,15 +979,14 @@ fn maglev_for(backends: &Arc<[Backend]>, built: &mut Built, old: Option<&SvcOut>
     });
     let table = previous.unwrap_or_else(|| {
         const ON_STACK: usize = 32;
-        let name = |b: &Backend| AddressText::new(b.ip, b.port);
         if backends.len() <= ON_STACK {
             let mut names = [AddressText::new(Ipv4Addr::UNSPECIFIED, 0); ON_STACK];
-            for (n, b) in names.iter_mut().zip(backends.iter()) {
-                *n = name(b);
+            for (k, n) in names[..backends.len()].iter_mut().enumerate() {
+                *n = name(k);
             }
             maglev::build_shared(&names[..backends.len()])
         } else {
-            maglev::build_shared(&backends.iter().map(name).collect::<Vec<_>>())
+            maglev::build_shared(&(0..backends.len()).map(name).collect::<Vec<_>>())
         }
     });
     built.push((hash, backends.clone(), table.clone()));
@@ -1050,6 +1057,7 @@ fn view(
     port: &PortSpec,
     f: &Frontend,
     cands: &[Candidate],
+    addrs: &[AddressText],
     ids: &[u32],
     internal: &SetChoice,
     external: &SetChoice,
@@ -1083,7 +1091,7 @@ fn view(
             .iter()
             .enumerate()
             .map(|(i, c)| EndpointView {
-                address: AddressText::new(c.ip, c.port),
+                address: addrs[i],
                 endpoint_id: ids[i],
                 ready: c.ready,
                 serving: c.serving,
