@@ -364,16 +364,35 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
         cache.out_problem_svcs.remove(k);
         service_ids.remove(k);
     }
+    // Into empty maps (a first view), the new keys, which come in key order, are built in one
+    // go rather than inserted one by one.
+    let (bulk_entries, bulk_ids) = (cache.services.is_empty(), service_ids.is_empty());
+    let mut new_entries: Vec<(String, SvcEntry)> = Vec::with_capacity(if bulk_entries { fresh.len() } else { 0 });
+    let mut new_ids: Vec<(String, u32)> = Vec::with_capacity(if bulk_ids { fresh.len() } else { 0 });
     for (k, obj) in &fresh {
         let e = read_service_entry(k, obj, fingerprint::service(obj, rv), cfg);
         set_membership(&mut cache.read_problem_svcs, k, !e.read_problems.is_empty());
-        cache.services.insert((*k).clone(), e);
+        if bulk_entries {
+            new_entries.push(((*k).clone(), e));
+        } else {
+            cache.services.insert((*k).clone(), e);
+        }
         if !all_dirty {
             dirty.insert((*k).clone());
         }
         // New keys in key order, as a full compile numbers them.
-        service_ids.insert((*k).clone(), *next_service_id);
+        if bulk_ids {
+            new_ids.push(((*k).clone(), *next_service_id));
+        } else {
+            service_ids.insert((*k).clone(), *next_service_id);
+        }
         *next_service_id = next_service_id.wrapping_add(1).max(1);
+    }
+    if bulk_entries {
+        cache.services = new_entries.into_iter().collect();
+    }
+    if bulk_ids {
+        *service_ids = new_ids.into_iter().collect();
     }
     rerun_alloc |= !fresh.is_empty() || !gone.is_empty();
 
