@@ -431,12 +431,20 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
                 changed.extend(old.map(|(k, _)| (k.clone(), None)));
             }
         }
+        // Into an empty map (a first view), built in one go rather than inserted one by one.
+        let bulk = cache.slices.is_empty();
+        let mut new_slices: Vec<(String, SliceEntry)> = Vec::with_capacity(if bulk { changed.len() } else { 0 });
         for (k, new) in changed {
             let new_owner = new.as_ref().and_then(|e| e.model.as_ref()).map(|s| s.service.clone());
             let old_entry = match new {
                 Some(e) => {
                     set_membership(&mut cache.read_problem_slices, &k, !e.problems.is_empty());
-                    cache.slices.insert(k.clone(), e)
+                    if bulk {
+                        new_slices.push((k.clone(), e));
+                        None
+                    } else {
+                        cache.slices.insert(k.clone(), e)
+                    }
                 }
                 None => {
                     cache.read_problem_slices.remove(&k);
@@ -466,6 +474,9 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
                     set.insert(i, k);
                 }
             }
+        }
+        if bulk && !new_slices.is_empty() {
+            cache.slices = new_slices.into_iter().collect();
         }
     }
     dirty.extend(touched.into_iter().filter(|k| cache.services.contains_key(k)));
