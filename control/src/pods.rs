@@ -15,7 +15,8 @@
 //!   the Service and NetworkPolicy compilers read of pods) or a read error changed, or a pod
 //!   came or went; later steps skip their pod work while it stays.
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::btree_map::Entry as MapEntry;
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -40,8 +41,9 @@ pub struct PodCache {
     entries: BTreeMap<String, Entry>,
     /// The readable pods, in key order.
     all: Vec<PodInfo>,
-    /// Pods by address (host order).
-    ip_keys: BTreeMap<u32, BTreeSet<String>>,
+    /// Pods by address (host order), each list sorted (almost always one key: a list, not a
+    /// set, keeps that to one small allocation).
+    ip_keys: BTreeMap<u32, Vec<String>>,
     names: BTreeMap<u32, String>,
     generation: u64,
 }
@@ -175,7 +177,7 @@ impl PodCache {
         }
         let error = match read {
             Ok(p) => {
-                self.insert_info(p);
+                self.insert_info(key, p);
                 None
             }
             Err(e) => Some(e),
@@ -184,13 +186,16 @@ impl PodCache {
         self.generation += 1;
     }
 
-    fn insert_info(&mut self, p: PodInfo) {
-        let key = p.key();
+    /// Adds `p`, whose key is `key`.
+    fn insert_info(&mut self, key: &str, p: PodInfo) {
         if let Some(ip) = p.ip {
-            self.ip_keys.entry(u32::from(ip)).or_default().insert(key.clone());
+            let keys = self.ip_keys.entry(u32::from(ip)).or_default();
+            if let Err(i) = keys.binary_search_by(|k| k.as_str().cmp(key)) {
+                keys.insert(i, key.to_string());
+            }
             self.name_ip(u32::from(ip));
         }
-        match self.position(&key) {
+        match self.position(key) {
             Ok(i) => self.all[i] = p,
             Err(i) => self.all.insert(i, p),
         }
@@ -202,7 +207,9 @@ impl PodCache {
         if let Some(ip) = p.ip {
             let ip = u32::from(ip);
             if let Some(set) = self.ip_keys.get_mut(&ip) {
-                set.remove(key);
+                if let Ok(i) = set.binary_search_by(|k| k.as_str().cmp(key)) {
+                    set.remove(i);
+                }
                 if set.is_empty() {
                     self.ip_keys.remove(&ip);
                 }
@@ -213,9 +220,16 @@ impl PodCache {
 
     fn name_ip(&mut self, ip: u32) {
         match self.ip_keys.get(&ip).and_then(|s| s.last()) {
-            Some(k) => {
-                self.names.insert(ip, k.clone());
-            }
+            Some(k) => match self.names.entry(ip) {
+                MapEntry::Occupied(mut o) => {
+                    if o.get() != k {
+                        *o.get_mut() = k.clone();
+                    }
+                }
+                MapEntry::Vacant(v) => {
+                    v.insert(k.clone());
+                }
+            },
             None => {
                 self.names.remove(&ip);
             }

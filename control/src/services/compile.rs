@@ -30,7 +30,7 @@
 //!   ones with the recompiled Services' frontends replaced at their places: the key index and
 //!   the ClusterIP set are shared, and so is every other frontend.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -212,8 +212,10 @@ pub(crate) struct Cache {
     seen: String,
     services: BTreeMap<String, SvcEntry>,
     slices: BTreeMap<String, SliceEntry>,
-    /// Service key -> the readable slices that name it.
-    slices_of: HashMap<String, BTreeSet<String>>,
+    /// Node names of slice endpoints, shared.
+    node_names: model::NodeNames,
+    /// Service key -> the readable slices that name it, sorted (a list: almost always one).
+    slices_of: HashMap<String, Vec<String>>,
     /// Services whose endpoints come from their selector: a selector, in the tables, and no
     /// EndpointSlice. Only these are looked at when pods change.
     derived_svcs: BTreeSet<String>,
@@ -362,16 +364,35 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
         cache.out_problem_svcs.remove(k);
         service_ids.remove(k);
     }
+    // Into empty maps (a first view), the new keys, which come in key order, are built in one
+    // go rather than inserted one by one.
+    let (bulk_entries, bulk_ids) = (cache.services.is_empty(), service_ids.is_empty());
+    let mut new_entries: Vec<(String, SvcEntry)> = Vec::with_capacity(if bulk_entries { fresh.len() } else { 0 });
+    let mut new_ids: Vec<(String, u32)> = Vec::with_capacity(if bulk_ids { fresh.len() } else { 0 });
     for (k, obj) in &fresh {
         let e = read_service_entry(k, obj, fingerprint::service(obj, rv), cfg);
         set_membership(&mut cache.read_problem_svcs, k, !e.read_problems.is_empty());
-        cache.services.insert((*k).clone(), e);
+        if bulk_entries {
+            new_entries.push(((*k).clone(), e));
+        } else {
+            cache.services.insert((*k).clone(), e);
+        }
         if !all_dirty {
             dirty.insert((*k).clone());
         }
         // New keys in key order, as a full compile numbers them.
-        service_ids.insert((*k).clone(), *next_service_id);
+        if bulk_ids {
+            new_ids.push(((*k).clone(), *next_service_id));
+        } else {
+            service_ids.insert((*k).clone(), *next_service_id);
+        }
         *next_service_id = next_service_id.wrapping_add(1).max(1);
+    }
+    if bulk_entries {
+        cache.services = new_entries.into_iter().collect();
+    }
+    if bulk_ids {
+        *service_ids = new_ids.into_iter().collect();
     }
     rerun_alloc |= !fresh.is_empty() || !gone.is_empty();
 
@@ -379,13 +400,13 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
     let mut touched: BTreeSet<String> = BTreeSet::new();
     {
         let mut changed: Vec<(String, Option<SliceEntry>)> = Vec::new();
-        let read = |k: &String, obj: &k8s_openapi::api::discovery::v1::EndpointSlice, old: Option<&SliceEntry>| {
+        let mut read = |k: &String, obj: &k8s_openapi::api::discovery::v1::EndpointSlice, old: Option<&SliceEntry>| {
             let fp = fingerprint::slice(obj, rv);
             if old.is_some_and(|e| !full && fp == e.fp) {
                 return None;
             }
             let mut problems = Vec::new();
-            let model = model::read_slice(k, obj, &mut problems).map(Arc::new);
+            let model = model::read_slice_sharing(k, obj, &mut cache.node_names, &mut problems).map(Arc::new);
             Some((k.clone(), Some(SliceEntry { fp, model, problems })))
         };
         match changes {
@@ -410,22 +431,32 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
                 changed.extend(old.map(|(k, _)| (k.clone(), None)));
             }
         }
+        // Into an empty map (a first view), built in one go rather than inserted one by one.
+        let bulk = cache.slices.is_empty();
+        let mut new_slices: Vec<(String, SliceEntry)> = Vec::with_capacity(if bulk { changed.len() } else { 0 });
         for (k, new) in changed {
             let new_owner = new.as_ref().and_then(|e| e.model.as_ref()).map(|s| s.service.clone());
             let old_entry = match new {
                 Some(e) => {
                     set_membership(&mut cache.read_problem_slices, &k, !e.problems.is_empty());
-                    cache.slices.insert(k.clone(), e)
+                    if bulk {
+                        new_slices.push((k.clone(), e));
+                        None
+                    } else {
+                        cache.slices.insert(k.clone(), e)
+                    }
                 }
                 None => {
                     cache.read_problem_slices.remove(&k);
                     cache.slices.remove(&k)
                 }
             };
-            let old_owner = old_entry.and_then(|e| e.model).map(|s| s.service.clone());
-            if let Some(o) = &old_owner {
+            let old_model = old_entry.and_then(|e| e.model);
+            if let Some(o) = old_model.as_ref().map(|s| &s.service) {
                 if let Some(set) = cache.slices_of.get_mut(o) {
-                    set.remove(&k);
+                    if let Ok(i) = set.binary_search(&k) {
+                        set.remove(i);
+                    }
                     if set.is_empty() {
                         cache.slices_of.remove(o);
                     }
@@ -435,20 +466,26 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
                 }
             }
             if let Some(o) = new_owner {
-                cache.slices_of.entry(o.clone()).or_default().insert(k.clone());
                 if !all_dirty {
-                    touched.insert(o);
+                    touched.insert(o.clone());
+                }
+                let set = cache.slices_of.entry(o).or_default();
+                if let Err(i) = set.binary_search(&k) {
+                    set.insert(i, k);
                 }
             }
+        }
+        if bulk && !new_slices.is_empty() {
+            cache.slices = new_slices.into_iter().collect();
         }
     }
     dirty.extend(touched.into_iter().filter(|k| cache.services.contains_key(k)));
 
     // 2-3. Allocations, when what they read changed.
     let alloc_problems: Vec<String> = if rerun_alloc {
-        let (allocs, problems) = allocate(&cache.services, cfg, st_cluster_ips, st_node_ports);
+        let (mut allocs, problems) = allocate(&cache.services, cfg, st_cluster_ips, st_node_ports);
         for (k, e) in cache.services.iter_mut() {
-            let a = allocs.get(k.as_str()).cloned().map(Box::new);
+            let a = allocs.remove(k.as_str()).map(Box::new);
             if a != e.alloc {
                 structure_changed = true;
                 if !all_dirty {
@@ -520,7 +557,7 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
         }
     }
     let env = Env { m, node: inp.node, node_ips: &node_ips };
-    let no_slices = BTreeSet::new();
+    let no_slices = Vec::new();
     let mut step4 = |k: &String, e: &mut SvcEntry| {
         let old = e.out.take();
         let (Some(alloc), Some(svc)) = (e.alloc.as_ref(), e.model.as_ref()) else {
@@ -724,8 +761,8 @@ fn allocate(
         cluster_ip_order(&cfg.service_cidrs),
         requested_ips.iter().copied().chain(st_cluster_ips.values().copied()).collect(),
     );
-    let mut cluster_ip: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
-    let mut keep = Vec::with_capacity(ok.len());
+    // With their ClusterIPs.
+    let mut keep: Vec<(&ServiceModel, Ipv4Addr)> = Vec::with_capacity(ok.len());
     for svc in ok {
         let a = match svc.cluster_ip {
             ClusterIpSpec::Ip(a) => a,
@@ -749,8 +786,7 @@ fn allocate(
                 },
             },
         };
-        cluster_ip.insert(&svc.key, a);
-        keep.push(svc);
+        keep.push((svc, a));
     }
     let ok = keep;
 
@@ -778,7 +814,7 @@ fn allocate(
         requested_nps.iter().copied().chain(st_node_ports.values().copied()).collect(),
     );
     let mut out: HashMap<String, Alloc> = HashMap::with_capacity(ok.len());
-    'svc: for svc in ok {
+    'svc: for (svc, cluster_ip) in ok {
         let mut node_ports = Vec::new();
         for (port, requested) in svc.node_port_groups() {
             let np = match requested {
@@ -806,7 +842,7 @@ fn allocate(
             };
             node_ports.push((port, np));
         }
-        out.insert(svc.key.clone(), Alloc { cluster_ip: cluster_ip[svc.key.as_str()], node_ports });
+        out.insert(svc.key.clone(), Alloc { cluster_ip, node_ports });
     }
     (out, problems)
 }
@@ -839,7 +875,7 @@ fn compile_one(
     let mut items = Vec::new();
     let mut cands_out: Vec<Cand> = Vec::new();
     let mut ids_out: Vec<PortIds> = Vec::with_capacity(svc.ports.len());
-    let mut maglevs: HashMap<Vec<(Ipv4Addr, u16)>, Arc<[u16]>> = HashMap::new();
+    let mut maglevs: Built = Vec::new();
     let source_ranges: Vec<(u32, u8)> =
         svc.source_ranges.iter().map(|n| (u32::from(n.network()), n.prefix_len())).collect();
     for port in &svc.ports {
@@ -881,6 +917,8 @@ fn compile_one(
         ids_out.push(((port.name.clone(), port.proto), cands.iter().zip(&ids).map(|(c, &id)| ((c.ip, c.port), id)).collect()));
 
         let sets = Sets::categorize(&cands);
+        // Each endpoint's `ip:port`, written once for the views and the Maglev names.
+        let addrs: Vec<AddressText> = cands.iter().map(|c| AddressText::new(c.ip, c.port)).collect();
         let mut frontends: Vec<(FrontendKind, Ipv4Addr, u16)> = vec![(FrontendKind::ClusterIp, alloc.cluster_ip, port.port)];
         if let Some(&(_, np)) = alloc.node_ports.iter().find(|(p, _)| *p == port.port) {
             frontends.extend(env.node_ips.iter().map(|a| (FrontendKind::NodePort, *a, np)));
@@ -905,7 +943,7 @@ fn compile_one(
                                 local: cands[i].local,
                             })
                             .collect();
-                        let table = maglev_for(&backends, &mut maglevs, old);
+                        let table = maglev_for(&backends, |k| addrs[s.members[k]], &mut maglevs, old);
                         (backends, table)
                     })
                     .clone();
@@ -921,7 +959,7 @@ fn compile_one(
                 affinity_timeout_s: svc.affinity_timeout_s,
                 source_ranges: if kind == FrontendKind::LoadBalancer { source_ranges.clone() } else { Vec::new() },
             };
-            let v = view(svc, port, &f, &cands, &ids, &internal, &external, from);
+            let v = view(svc, port, &f, &cands, &addrs, &ids, &internal, &external, from);
             items.push(Item::Conflict(cands_out.len()));
             cands_out.push(Cand { frontend: Arc::new(f), view: Arc::new(v) });
         }
@@ -938,37 +976,57 @@ fn compile_one(
     }
 }
 
+/// Maglev tables this compile of one Service built: (hash of the addresses, backends, table).
+type Built = Vec<(u64, Arc<[Backend]>, Arc<[u16]>)>;
+
+fn same_addresses(a: &[Backend], b: &[Backend]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x.ip, x.port) == (y.ip, y.port))
+}
+
 /// The Maglev table of `backends`' addresses: one this compile of the Service already built,
 /// else the previous compile's, else a new one.
+/// `name(k)` is the address text of `backends[k]`.
 fn maglev_for(
-    backends: &[Backend],
-    built: &mut HashMap<Vec<(Ipv4Addr, u16)>, Arc<[u16]>>,
+    backends: &Arc<[Backend]>,
+    name: impl Fn(usize) -> AddressText,
+    built: &mut Built,
     old: Option<&SvcOut>,
 ) -> Arc<[u16]> {
-    let addrs: Vec<(Ipv4Addr, u16)> = backends.iter().map(|b| (b.ip, b.port)).collect();
-    if let Some(t) = built.get(&addrs) {
+    let mut h = FpHasher::default();
+    for b in backends.iter() {
+        h.write_u64(u64::from(u32::from(b.ip)) << 16 | u64::from(b.port));
+    }
+    let hash = h.finish();
+    if let Some((_, _, t)) = built.iter().find(|(x, b, _)| *x == hash && same_addresses(b, backends)) {
         return t.clone();
     }
-    let same = |s: &BackendSet| s.backends.len() == addrs.len() && s.backends.iter().zip(&addrs).all(|(b, a)| (b.ip, b.port) == *a);
     let previous = old.and_then(|o| {
         o.cands
             .iter()
             .flat_map(|c| [&c.frontend.internal, &c.frontend.external])
-            .find(|s| same(s))
+            .find(|s| same_addresses(&s.backends, backends))
             .map(|s| s.maglev.clone())
     });
     let table = previous.unwrap_or_else(|| {
-        let names: Vec<AddressText> = addrs.iter().map(|(ip, p)| AddressText::new(*ip, *p)).collect();
-        maglev::build_shared(&names)
+        const ON_STACK: usize = 32;
+        if backends.len() <= ON_STACK {
+            let mut names = [AddressText::new(Ipv4Addr::UNSPECIFIED, 0); ON_STACK];
+            for (k, n) in names[..backends.len()].iter_mut().enumerate() {
+                *n = name(k);
+            }
+            maglev::build_shared(&names[..backends.len()])
+        } else {
+            maglev::build_shared(&(0..backends.len()).map(name).collect::<Vec<_>>())
+        }
     });
-    built.insert(addrs, table.clone());
+    built.push((hash, backends.clone(), table.clone()));
     table
 }
 
 /// The endpoints one set uses, as indices into the candidates.
 #[derive(Debug, Clone)]
-struct SetChoice {
-    members: Vec<usize>,
+struct SetChoice<'a> {
+    members: &'a [usize],
     on_empty: OnEmpty,
     masquerade: bool,
     local_only: bool,
@@ -995,13 +1053,13 @@ impl Sets {
         Self { has_any: !cluster.is_empty(), cluster, local }
     }
 
-    fn cluster(&self, masquerade: bool) -> SetChoice {
-        SetChoice { members: self.cluster.clone(), on_empty: OnEmpty::Reject, masquerade, local_only: false }
+    fn cluster(&self, masquerade: bool) -> SetChoice<'_> {
+        SetChoice { members: &self.cluster, on_empty: OnEmpty::Reject, masquerade, local_only: false }
     }
 
-    fn local(&self, masquerade: bool) -> SetChoice {
+    fn local(&self, masquerade: bool) -> SetChoice<'_> {
         SetChoice {
-            members: self.local.clone(),
+            members: &self.local,
             on_empty: if self.has_any { OnEmpty::Drop } else { OnEmpty::Reject },
             masquerade,
             local_only: true,
@@ -1009,7 +1067,7 @@ impl Sets {
     }
 
     /// (internal, external) sets of a frontend of `kind`.
-    fn for_kind(&self, kind: FrontendKind, svc: &ServiceModel) -> (SetChoice, SetChoice) {
+    fn for_kind(&self, kind: FrontendKind, svc: &ServiceModel) -> (SetChoice<'_>, SetChoice<'_>) {
         match kind {
             FrontendKind::ClusterIp => match svc.internal_policy {
                 TrafficPolicy::Local => (self.local(false), self.local(true)),
@@ -1029,20 +1087,15 @@ fn view(
     port: &PortSpec,
     f: &Frontend,
     cands: &[Candidate],
+    addrs: &[AddressText],
     ids: &[u32],
     internal: &SetChoice,
     external: &SetChoice,
     from: &'static str,
 ) -> ServiceView {
     let ip = Ipv4Addr::from(f.key.ip);
-    let member = |s: &SetChoice| {
-        let mut v = vec![false; cands.len()];
-        for &i in &s.members {
-            v[i] = true;
-        }
-        v
-    };
-    let (in_internal, in_external) = (member(internal), member(external));
+    // Members are indices in ascending order.
+    let member = |s: &SetChoice, i: usize| s.members.binary_search(&i).is_ok();
     let set = |s: &SetChoice| SetView {
         backends: s.members.len(),
         on_empty: s.on_empty,
@@ -1055,7 +1108,7 @@ fn view(
         service_id: f.service_id,
         service_type: svc.type_,
         kind: f.kind,
-        frontend: format!("{ip}:{}/{}", f.key.port, port.proto.as_str()),
+        frontend: [AddressText::new(ip, f.key.port).as_str(), "/", port.proto.as_str()].concat(),
         ip,
         port: f.key.port,
         protocol: port.proto,
@@ -1068,7 +1121,7 @@ fn view(
             .iter()
             .enumerate()
             .map(|(i, c)| EndpointView {
-                address: AddressText::new(c.ip, c.port),
+                address: addrs[i],
                 endpoint_id: ids[i],
                 ready: c.ready,
                 serving: c.serving,
@@ -1076,8 +1129,8 @@ fn view(
                 node: c.node.clone(),
                 local: c.local,
                 source: c.source.clone(),
-                internal: in_internal[i],
-                external: in_external[i],
+                internal: member(internal, i),
+                external: member(external, i),
             })
             .collect(),
         internal: set(internal),

@@ -56,7 +56,7 @@ pub fn from_slices(
     for s in slices {
         let Some(sp) = s.ports.iter().find(|p| p.name == port.name && p.proto == port.proto) else { continue };
         matched = true;
-        let plain: Arc<str> = Arc::from(format!("EndpointSlice {}", s.key));
+        let plain: Arc<str> = Arc::from(["EndpointSlice ", s.key.as_str()].concat());
         for e in &s.endpoints {
             let source = match &e.pod {
                 Some(p) => Arc::from(format!("{plain}, pod {p}")),

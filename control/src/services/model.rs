@@ -7,7 +7,7 @@
 //! its IPv4 side).
 //! Every field these functions read is also hashed by [`super::fingerprint`]: a field read here
 //! and not there would not trigger a recompile when it changes.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -144,7 +144,7 @@ impl ServiceModel {
         if p.name.is_empty() {
             self.key.clone()
         } else {
-            format!("{}:{}", self.key, p.name)
+            [self.key.as_str(), ":", p.name.as_str()].concat()
         }
     }
 }
@@ -244,7 +244,7 @@ pub fn read_service(key: &str, svc: &Service, cfg: &ServiceConfig, problems: &mu
         key: key.to_string(),
         type_,
         cluster_ip: ClusterIpSpec::Headless,
-        ports: Vec::new(),
+        ports: Vec::with_capacity(spec.ports.as_ref().map_or(0, Vec::len)),
         selector: spec.selector.clone().filter(|s| !s.is_empty()),
         external_ips: Vec::new(),
         lb_ips: Vec::new(),
@@ -472,9 +472,43 @@ pub fn read_service(key: &str, svc: &Service, cfg: &ServiceConfig, problems: &mu
     Some(out)
 }
 
+/// Node names shared between the endpoints that name the same node, across slices and
+/// compiles: a cluster has few nodes and many endpoints, so the names are kept once.
+#[derive(Debug, Clone, Default)]
+pub struct NodeNames(HashSet<Arc<str>>);
+
+impl NodeNames {
+    /// More names than this (a churn of nodes) starts the set afresh: it holds names, not
+    /// meaning, so forgetting them only costs allocations.
+    const MAX: usize = 65_536;
+
+    /// The shared copy of `name`.
+    pub fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.0.get(name) {
+            return n.clone();
+        }
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        let n: Arc<str> = Arc::from(name);
+        self.0.insert(n.clone());
+        n
+    }
+}
+
 /// Reads one EndpointSlice (`key` is `namespace/name`). `None` for slices this switch does not
 /// use: not IPv4, or without the `kubernetes.io/service-name` label.
 pub fn read_slice(key: &str, slice: &EndpointSlice, problems: &mut Vec<String>) -> Option<SliceModel> {
+    read_slice_sharing(key, slice, &mut NodeNames::default(), problems)
+}
+
+/// [`read_slice`], with node names taken from (and added to) `nodes`.
+pub fn read_slice_sharing(
+    key: &str,
+    slice: &EndpointSlice,
+    nodes: &mut NodeNames,
+    problems: &mut Vec<String>,
+) -> Option<SliceModel> {
     if slice.address_type != "IPv4" {
         return None;
     }
@@ -482,9 +516,9 @@ pub fn read_slice(key: &str, slice: &EndpointSlice, problems: &mut Vec<String>) 
     let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
     let mut out = SliceModel {
         key: key.to_string(),
-        service: format!("{namespace}/{service}"),
-        ports: Vec::new(),
-        endpoints: Vec::new(),
+        service: [namespace, "/", service.as_str()].concat(),
+        ports: Vec::with_capacity(slice.ports.as_ref().map_or(0, Vec::len)),
+        endpoints: Vec::with_capacity(slice.endpoints.len()),
     };
     for p in slice.ports.iter().flatten() {
         let name = p.name.clone().unwrap_or_default();
@@ -529,7 +563,7 @@ pub fn read_slice(key: &str, slice: &EndpointSlice, problems: &mut Vec<String>) 
             .node_name
             .as_deref()
             .or_else(|| e.deprecated_topology.as_ref().and_then(|t| t.get("kubernetes.io/hostname")).map(String::as_str))
-            .map(Arc::from);
+            .map(|n| nodes.get(n));
         let pod = e.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| {
             let name = r.name.as_deref()?;
             Some(format!("{}/{name}", r.namespace.as_deref().unwrap_or(namespace)))
