@@ -520,40 +520,32 @@ impl StoreWriters {
     /// Applies every object of `m` as a watch event (`Apply`) would: added, or replacing the
     /// object of the same key.
     pub fn apply(&mut self, m: &Manifests) {
-        fn each<K>(w: &mut reflector::store::Writer<K>, objs: &BTreeMap<String, Arc<K>>)
-        where
-            K: Resource + Clone + 'static,
-            K::DynamicType: Eq + Hash + Clone,
-        {
-            for o in objs.values() {
-                w.apply_watcher_event(&Event::Apply((**o).clone()));
-            }
-        }
-        each(&mut self.namespaces, &m.namespaces);
-        each(&mut self.pods, &m.pods);
-        each(&mut self.nodes, &m.nodes);
-        each(&mut self.services, &m.services);
-        each(&mut self.endpoint_slices, &m.endpoint_slices);
-        each(&mut self.network_policies, &m.network_policies);
+        self.events(m, false);
     }
 
     /// Removes every object of `m` as a watch event (`Delete`) would.
     pub fn delete(&mut self, m: &Manifests) {
-        fn each<K>(w: &mut reflector::store::Writer<K>, objs: &BTreeMap<String, Arc<K>>)
+        self.events(m, true);
+    }
+
+    /// One `Apply` (or `Delete`) event per object of `m`.
+    fn events(&mut self, m: &Manifests, delete: bool) {
+        fn each<K>(w: &mut reflector::store::Writer<K>, objs: &BTreeMap<String, Arc<K>>, delete: bool)
         where
             K: Resource + Clone + 'static,
             K::DynamicType: Eq + Hash + Clone,
         {
             for o in objs.values() {
-                w.apply_watcher_event(&Event::Delete((**o).clone()));
+                let o = (**o).clone();
+                w.apply_watcher_event(&if delete { Event::Delete(o) } else { Event::Apply(o) });
             }
         }
-        each(&mut self.namespaces, &m.namespaces);
-        each(&mut self.pods, &m.pods);
-        each(&mut self.nodes, &m.nodes);
-        each(&mut self.services, &m.services);
-        each(&mut self.endpoint_slices, &m.endpoint_slices);
-        each(&mut self.network_policies, &m.network_policies);
+        each(&mut self.namespaces, &m.namespaces, delete);
+        each(&mut self.pods, &m.pods, delete);
+        each(&mut self.nodes, &m.nodes, delete);
+        each(&mut self.services, &m.services, delete);
+        each(&mut self.endpoint_slices, &m.endpoint_slices, delete);
+        each(&mut self.network_policies, &m.network_policies, delete);
     }
 }
 
