@@ -216,23 +216,29 @@ impl ConnTable {
     /// Finds the connection a packet with key `k` (hash `h`) belongs to.
     #[inline]
     pub fn lookup_hashed(&self, k: &FlowKey, h: u64) -> Option<Hit> {
+        self.probe(h, |v| {
+            let (idx, dir) = unpack(v);
+            let snap = self.entries.get(idx)?.snapshot()?;
+            let want = if dir == Dir::Orig { &snap.orig } else { &snap.reply };
+            (want == k).then_some(Hit { idx: idx as u32, dir, snap })
+        })
+    }
+
+    /// The first `matching(slot)` that is Some, over the slots carrying `h`'s tag in `h`'s home
+    /// bucket, and in the next ones when something overflowed from home: every lookup's walk.
+    #[inline(always)]
+    fn probe<T>(&self, h: u64, mut matching: impl FnMut(u64) -> Option<T>) -> Option<T> {
         let tag = tag_of(h);
         let home = self.home(h);
         let n = self.buckets.len();
         let mut b = home;
         for probe in 0..MAX_PROBE {
-            let bucket = &self.buckets[b];
-            for slot in &bucket.slots {
+            for slot in &self.buckets[b].slots {
                 let v = slot.load(Acquire);
-                if (v >> 32) as u32 != tag {
-                    continue;
-                }
-                let (idx, dir) = unpack(v);
-                let Some(e) = self.entries.get(idx) else { continue };
-                let Some(snap) = e.snapshot() else { continue };
-                let want = if dir == Dir::Orig { &snap.orig } else { &snap.reply };
-                if want == k {
-                    return Some(Hit { idx: idx as u32, dir, snap });
+                if (v >> 32) as u32 == tag {
+                    if let Some(hit) = matching(v) {
+                        return Some(hit);
+                    }
                 }
             }
             if probe == 0 && self.buckets[home].overflow.load(Acquire) == 0 {
@@ -273,25 +279,7 @@ impl ConnTable {
     /// if something overflowed from it). Out of line: the hint is right for nearly every packet.
     #[inline(never)]
     fn scan_other(&self, k: &FlowKey, h: u64) -> Option<(u32, Dir, FlowKey)> {
-        let tag = tag_of(h);
-        let home = self.home(h);
-        let n = self.buckets.len();
-        let mut b = home;
-        for probe in 0..MAX_PROBE {
-            for slot in &self.buckets[b].slots {
-                let v = slot.load(Acquire);
-                if (v >> 32) as u32 == tag {
-                    if let Some(hit) = self.match_slot(k, v) {
-                        return Some(hit);
-                    }
-                }
-            }
-            if probe == 0 && self.buckets[home].overflow.load(Acquire) == 0 {
-                return None;
-            }
-            b = if b + 1 == n { 0 } else { b + 1 };
-        }
-        None
+        self.probe(h, |v| self.match_slot(k, v))
     }
 
     #[inline]

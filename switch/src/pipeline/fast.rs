@@ -18,7 +18,7 @@ use crate::wire::tcp_flags::{FIN, RST, SYN};
 use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
 
 use super::warm::Hint;
-use super::{policy, Ctx, Verdict};
+use super::{policy, rewrite, Ctx, Verdict};
 
 /// The bytes this path reads and writes: Ethernet, an option-less IPv4 header and a TCP
 /// header up to its flags (UDP needs less). As one fixed-size array, every field access is
@@ -134,13 +134,9 @@ pub fn established(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint:
         f[30..34].copy_from_slice(&to.dst.to_be_bytes());
         f[34..38].copy_from_slice(&to.ports_word().to_be_bytes());
         let at = if proto == IPPROTO_TCP { 34 + 16 } else { 34 + 6 };
-        let old = be16(f, at);
-        if !(proto == IPPROTO_UDP && old == 0) {
-            let mut s = Delta::new(old).plus(addresses).u32(key.ports_word(), to.ports_word()).finish();
-            if proto == IPPROTO_UDP && s == 0 {
-                s = 0xffff;
-            }
-            f[at..at + 2].copy_from_slice(&s.to_be_bytes());
+        let change = addresses.u32(key.ports_word(), to.ports_word());
+        if let Some(sum) = rewrite::l4_checksum(proto, be16(f, at), change) {
+            f[at..at + 2].copy_from_slice(&sum.to_be_bytes());
         }
     }
     f[24..26].copy_from_slice(&ip_sum.finish().to_be_bytes());

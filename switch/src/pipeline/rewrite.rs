@@ -6,7 +6,8 @@
 //! (`parsed.l4_parsed`); the caller has excluded SCTP fragments. A UDP checksum of 0 ("none")
 //! stays 0; a computed 0 is sent as 0xffff.
 use crate::conntrack::FlowKey;
-use crate::wire::{checksum, ParsedFrame, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
+use crate::wire::checksum::Delta;
+use crate::wire::{ParsedFrame, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 
 const IP: usize = 14;
 
@@ -26,8 +27,9 @@ pub fn to_tuple(buf: &mut [u8], parsed: &ParsedFrame, to: &FlowKey) {
     let (old_src, old_dst) = (get32(buf, IP + 12), get32(buf, IP + 16));
     let l4 = parsed.l4_offset as usize;
     let (old_sport, old_dport) = (get16(buf, l4), get16(buf, l4 + 2));
-    // IPv4 header: both addresses, one fold.
-    let ip_sum = checksum::Delta::new(get16(buf, IP + 10)).u32(old_src, to.src).u32(old_dst, to.dst).finish();
+    // The addresses' change, which the IPv4 header and the TCP/UDP pseudo-header both cover.
+    let addresses = Delta::ZERO.u32(old_src, to.src).u32(old_dst, to.dst);
+    let ip_sum = Delta::new(get16(buf, IP + 10)).plus(addresses).finish();
     buf[IP + 10..IP + 12].copy_from_slice(&ip_sum.to_be_bytes());
     buf[IP + 12..IP + 16].copy_from_slice(&to.src.to_be_bytes());
     buf[IP + 16..IP + 20].copy_from_slice(&to.dst.to_be_bytes());
@@ -42,21 +44,22 @@ pub fn to_tuple(buf: &mut [u8], parsed: &ParsedFrame, to: &FlowKey) {
         }
         _ => return,
     };
-    let old_sum = get16(buf, csum_at);
-    if parsed.ip_protocol == IPPROTO_UDP && old_sum == 0 {
-        return; // no checksum
+    let change = addresses.word(old_sport, to.sport).word(old_dport, to.dport);
+    if let Some(sum) = l4_checksum(parsed.ip_protocol, get16(buf, csum_at), change) {
+        buf[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
     }
-    // The pseudo-header's addresses and the ports, one fold.
-    let mut sum = checksum::Delta::new(old_sum)
-        .u32(old_src, to.src)
-        .u32(old_dst, to.dst)
-        .word(old_sport, to.sport)
-        .word(old_dport, to.dport)
-        .finish();
-    if parsed.ip_protocol == IPPROTO_UDP && sum == 0 {
-        sum = 0xffff;
+}
+
+/// A TCP or UDP checksum `old` after `change` (of the pseudo-header's addresses and of the
+/// ports), or None for a UDP datagram sent without checksum (0 stays 0). A UDP sum that comes
+/// out 0 is sent as 0xffff (RFC 768). Shared by the full path and the fast path.
+#[inline(always)]
+pub fn l4_checksum(proto: u8, old: u16, change: Delta) -> Option<u16> {
+    if proto == IPPROTO_UDP && old == 0 {
+        return None;
     }
-    buf[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
+    let sum = Delta::new(old).plus(change).finish();
+    Some(if proto == IPPROTO_UDP && sum == 0 { 0xffff } else { sum })
 }
 
 /// Recomputes the CRC32c of the SCTP packet at `l4` of `len` bytes (RFC 9260 appendix A).
@@ -73,7 +76,7 @@ pub fn sctp_fill_crc(buf: &mut [u8], l4: usize, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::parse_frame;
+    use crate::wire::{checksum, parse_frame};
     use etherparse::PacketBuilder;
     use std::net::Ipv4Addr;
 
