@@ -84,17 +84,6 @@ impl Changes {
             network_policies: diff(&old.network_policies, &new.network_policies),
         }
     }
-
-    /// Adds the keys of `later`, which leads on from the view these changes lead to; the
-    /// result leads from `self.since` to where `later` leads.
-    pub fn merge(&mut self, later: Changes) {
-        self.namespaces.extend(later.namespaces);
-        self.pods.extend(later.pods);
-        self.nodes.extend(later.nodes);
-        self.services.extend(later.services);
-        self.endpoint_slices.extend(later.endpoint_slices);
-        self.network_policies.extend(later.network_policies);
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -213,6 +213,14 @@ impl Switch {
     }
 
     /// Brings attached ports in line with the desired ones; publishes the tables.
+    /// Reconciles again when some port waits for its interface or an attached one's interface
+    /// went away (nothing else changed).
+    fn retry_pending(&mut self) {
+        if !self.pending.is_empty() || self.attached.values().any(|(_, i)| !iface::exists(i)) {
+            self.reconcile();
+        }
+    }
+
     fn reconcile(&mut self) {
         let wanted: BTreeMap<&str, &DesiredPort> = self.desired.iter().map(|d| (d.key.as_str(), d)).collect();
         let gone: Vec<String> = self
@@ -458,10 +466,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
                 }
                 Err(_) => {
                     // No new view; retry pending ports.
-                    let mut s = sw.lock().expect("switch state lock");
-                    if !s.pending.is_empty() || s.attached.values().any(|(_, i)| !iface::exists(i)) {
-                        s.reconcile();
-                    }
+                    sw.lock().expect("switch state lock").retry_pending();
                 }
             }
         }
@@ -489,10 +494,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         let signature = manifests::dir_signature(&dir).ok();
         if let (Some(sig), Some((last, at))) = (&signature, &digested) {
             if sig == last && at.elapsed() < FULL_DIGEST_EVERY {
-                let mut s = sw.lock().expect("switch state lock");
-                if !s.pending.is_empty() || s.attached.values().any(|(_, i)| !iface::exists(i)) {
-                    s.reconcile();
-                }
+                sw.lock().expect("switch state lock").retry_pending();
                 continue;
             }
         }
@@ -512,9 +514,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         }
         if digest == s.applied_digest || digest == failed_digest {
             // Nothing new; retry pending ports.
-            if !s.pending.is_empty() || s.attached.values().any(|(_, i)| !iface::exists(i)) {
-                s.reconcile();
-            }
+            s.retry_pending();
             continue;
         }
         match manifests::load_dir(&dir).map_err(|e| e.to_string()).and_then(|m| s.apply(&m)) {
