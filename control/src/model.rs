@@ -71,6 +71,12 @@ pub struct PodInfo {
 }
 
 impl PodInfo {
+    /// Whether the pod is wired by this node's switch: it runs on `node` (or names no node)
+    /// and has its own network namespace (not hostNetwork).
+    pub fn is_local_to(&self, node: &NodeInfo) -> bool {
+        !self.host_network && self.node_name.as_deref().is_none_or(|n| n == node.name)
+    }
+
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
@@ -187,13 +193,9 @@ pub fn local_pods(m: &Manifests, node: &NodeInfo) -> Result<Vec<PodInfo>, String
     let mut out = Vec::new();
     for pod in m.pods.values() {
         let p = pod_info(pod)?;
-        if p.host_network {
-            continue;
+        if p.is_local_to(node) {
+            out.push(p);
         }
-        if p.node_name.as_deref().is_some_and(|n| n != node.name) {
-            continue;
-        }
-        out.push(p);
     }
     Ok(out)
 }

@@ -129,7 +129,7 @@ impl PodCache {
         Ok(self
             .all
             .iter()
-            .filter(|p| !p.host_network && p.node_name.as_deref().is_none_or(|n| n == node.name))
+            .filter(|p| p.is_local_to(node))
             .cloned()
             .collect())
     }
