@@ -18,6 +18,9 @@ pub enum Decider {
     NotIsolated,
     /// A pod reaching itself (through its own Service): Kubernetes never lets policy block it.
     SelfAccess,
+    /// Rule `index` of `policy` allowed it: an ingress rule of the destination (`ingress`),
+    /// else an egress rule of the source. When both sides are isolated, both allowed, and the
+    /// destination's ingress rule is the one recorded.
     Rule { policy: PolicyId, index: u16, ingress: bool },
     DefaultDenyEgress,
     DefaultDenyIngress,
@@ -27,7 +30,7 @@ impl From<Decision> for Decider {
     fn from(d: Decision) -> Self {
         match d {
             Decision::NotIsolated => Decider::NotIsolated,
-            Decision::Allowed { policy, index } => Decider::Rule { policy, index, ingress: true },
+            Decision::Allowed { policy, index, ingress } => Decider::Rule { policy, index, ingress },
             Decision::DeniedEgress => Decider::DefaultDenyEgress,
             Decision::DeniedIngress => Decider::DefaultDenyIngress,
         }
