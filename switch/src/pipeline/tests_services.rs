@@ -183,19 +183,26 @@ fn cluster_ip_is_translated_both_ways_and_keeps_the_pod_source() {
     assert_eq!(tuple(&back), (VIP, 80, client, csport));
     assert_eq!(v, Verdict::Forward { port: 1, len: back.len() });
     checksums_ok(&back);
-    s.c.assert(&[], &[]); // PLACEHOLDER
+    // Every source port tried before `csport` hairpinned (masqueraded); `csport` did not.
+    let tries = u64::from(csport - 40000) + 1;
+    s.c.assert(
+        &[],
+        &[("conntrack.known", 2), ("load_balance.maglev_picks", tries), ("masquerade.masqueraded", tries - 1), ("conntrack.created", tries)],
+    );
 }
 
 #[test]
 fn flows_spread_over_backends() {
     let s = Scenario::new();
     let mut seen = std::collections::BTreeSet::new();
+    let mut hairpins = 0;
     for sport in 0..60 {
         let (_, out) = s.send(&tcp(PODS[1], VIP, 20000 + sport, 80, tcp_flags::SYN, 2), 2);
         seen.insert(tuple(&out).2);
+        hairpins += u64::from(tuple(&out).2 == PODS[1]);
     }
     assert_eq!(seen.len(), 3, "60 flows used {seen:?}");
-    s.c.assert(&[], &[]); // PLACEHOLDER
+    s.c.assert(&[], &[("load_balance.maglev_picks", 60), ("masquerade.masqueraded", hairpins), ("conntrack.created", 60)]);
 }
 
 #[test]
@@ -216,7 +223,7 @@ fn no_endpoints_rejects_tcp_with_rst_and_udp_with_port_unreachable() {
     assert_eq!((p.src_ip, p.dst_ip, p.icmp_type, p.icmp_code), (EMPTY_VIP, PODS[0], 3, 3));
     assert_eq!(checksum::internet_checksum(&out[34..]), 0);
     assert_eq!(s.ct.live(), 0, "rejected flows are not tracked");
-    s.c.assert(&[], &[]); // PLACEHOLDER
+    s.c.assert(&[], &[("reject.tcp_resets", 1), ("reject.port_unreachables", 1), ("answered", 2)]);
 }
 
 #[test]
@@ -231,7 +238,7 @@ fn unexposed_port_rejects_and_unallocated_address_drops() {
     assert_eq!(parse_frame(&out).unwrap().icmp_type, 3);
     let (v, _) = s.send(&tcp(PODS[0], Ipv4Addr::new(10, 96, 7, 7), 40000, 80, tcp_flags::SYN, 1), 1);
     assert_eq!(v, Verdict::Drop(DropReason::ServiceIpUnallocated));
-    s.c.assert(&[], &[]); // PLACEHOLDER
+    s.c.assert(&[(DropReason::ServiceIpUnallocated, 1)], &[("reject.tcp_resets", 1), ("reject.port_unreachables", 1), ("answered", 2)]);
 }
 
 #[test]
@@ -250,7 +257,12 @@ fn hairpin_is_masqueraded_to_the_node_address() {
     let (v, back) = s.send(&tcp(client, NODE_IP, 8080, nat_port, tcp_flags::SYN | tcp_flags::ACK, 3), 3);
     assert_eq!(tuple(&back), (VIP, 80, client, sport));
     assert_eq!(v, Verdict::Forward { port: 3, len: back.len() });
-    s.c.assert(&[], &[]); // PLACEHOLDER
+    // Source ports before `sport` went to other backends (not masqueraded).
+    let tries = u64::from(sport - 1000) + 1;
+    s.c.assert(
+        &[],
+        &[("conntrack.known", 1), ("load_balance.maglev_picks", tries), ("masquerade.masqueraded", 1), ("conntrack.created", tries)],
+    );
 }
 
 #[test]
@@ -262,7 +274,14 @@ fn client_ip_affinity_sticks_across_connections() {
         backends.insert(tuple(&out).2);
     }
     assert_eq!(backends.len(), 1, "15 connections went to {backends:?}");
-    s.c.assert(&[], &[]); // PLACEHOLDER
+    // One Maglev pick, then the affinity record; masqueraded only if the client reaches itself.
+    let masqueraded = if backends.contains(&PODS[0]) { 15 } else { 0 };
+    let mut expected = vec![("load_balance.maglev_picks", 1), ("load_balance.affinity_hits", 14)];
+    if masqueraded != 0 {
+        expected.push(("masquerade.masqueraded", masqueraded));
+    }
+    expected.push(("conntrack.created", 15));
+    s.c.assert(&[], &expected);
 }
 
 #[test]
@@ -284,9 +303,14 @@ fn external_traffic_policies() {
     let (_, out) = s.send(&tcp(CLIENT, NODE_IP, 50002, 30082, tcp_flags::SYN, UPLINK), UPLINK);
     assert_eq!(tuple(&out).0, CLIENT);
     // From a pod, the NodePort uses the internal set (no drop).
-    let (v, _) = s.send(&tcp(PODS[0], NODE_IP, 50003, 30081, tcp_flags::SYN, 1), 1);
+    let (v, from_pod) = s.send(&tcp(PODS[0], NODE_IP, 50003, 30081, tcp_flags::SYN, 1), 1);
     assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
-    s.c.assert(&[], &[]); // PLACEHOLDER
+    // Masqueraded: the Cluster policy's connection, and the pod's if it reached itself.
+    let hairpin = u64::from(tuple(&from_pod).0 == NODE_IP);
+    s.c.assert(
+        &[(DropReason::NoLocalEndpoint, 1)],
+        &[("conntrack.known", 1), ("load_balance.maglev_picks", 3), ("masquerade.masqueraded", 1 + hairpin), ("conntrack.created", 3)],
+    );
 }
 
 #[test]
@@ -316,7 +340,7 @@ fn port_unreachable_from_a_backend_reaches_the_client_from_the_service_address()
     assert_eq!(checksum::internet_checksum(&q[..20]), 0, "quoted header checksum");
     assert_eq!(checksum::internet_checksum(&back[34..]), 0, "ICMP checksum");
     assert_eq!(checksum::internet_checksum(&back[14..34]), 0, "outer header checksum");
-    s.c.assert(&[], &[]); // PLACEHOLDER
+    s.c.assert(&[], &[("icmp_translate.translated", 1), ("load_balance.maglev_picks", 1), ("conntrack.created", 1)]);
 }
 
 #[test]
@@ -329,7 +353,13 @@ fn a_full_table_refuses_new_flows_but_established_ones_go_on() {
     let (v, again) = s.send(&tcp(PODS[0], VIP, 1, 80, tcp_flags::ACK, 1), 1);
     assert!(matches!(v, Verdict::Forward { .. }));
     assert_eq!(tuple(&again).2, tuple(&first).2);
-    s.c.assert(&[], &[]); // PLACEHOLDER
+    // The refused SYN had its backend chosen before the table refused it.
+    let mut expected = vec![("conntrack.known", 1), ("load_balance.maglev_picks", 2)];
+    if tuple(&first).0 == NODE_IP {
+        expected.push(("masquerade.masqueraded", 1 + u64::from(tuple(&first).2 == PODS[0])));
+    }
+    expected.push(("conntrack.created", 2));
+    s.c.assert(&[(DropReason::ConntrackFull, 1)], &expected);
 }
 
 #[test]
@@ -341,7 +371,12 @@ fn udp_flush_of_a_removed_endpoint_lets_the_flow_choose_again() {
     assert_eq!(crate::conntrack::reaper::flush_udp_endpoints(&s.ct, &[endpoint]), 1);
     assert_eq!(s.ct.live(), 0);
     let _ = Timeouts::default();
-    s.c.assert(&[], &[]); // PLACEHOLDER
+    let mut expected = vec![("load_balance.maglev_picks", 1)];
+    if backend == PODS[0] {
+        expected.push(("masquerade.masqueraded", 1)); // hairpin
+    }
+    expected.push(("conntrack.created", 1));
+    s.c.assert(&[], &expected);
 }
 
 #[test]
@@ -352,7 +387,7 @@ fn lone_rst_to_a_service_is_invalid_and_untracked_between_pods() {
     let (v, _) = s.send(&tcp(PODS[0], PODS[1], 1, 80, tcp_flags::RST, 1), 1);
     assert!(matches!(v, Verdict::Forward { port: 2, .. }));
     assert_eq!(s.ct.live(), 0);
-    s.c.assert(&[], &[]); // PLACEHOLDER
+    s.c.assert(&[(DropReason::CtInvalid, 1)], &[("conntrack.untracked", 1)]);
 }
 
 #[test]
@@ -376,7 +411,7 @@ fn the_uplink_answers_arp_for_the_node_address_and_pod_ports_do_not() {
     assert_eq!(&out[28..32], &NODE_IP.octets());
     let (v, _) = s.send(&arp(pod_mac(PODS[0]), PODS[0]), 1);
     assert_eq!(v, Verdict::Drop(DropReason::ArpNotForGateway));
-    s.c.assert(&[], &[]); // PLACEHOLDER
+    s.c.assert(&[(DropReason::ArpNotForGateway, 1)], &[("arp.replies", 1), ("answered", 1)]);
 }
 
 /// The fast path must decide exactly as the full pipeline: the same frames, through `process`
@@ -513,5 +548,12 @@ fn two_flows_that_would_translate_to_one_tuple_stay_apart() {
     let (_, a2) = s.send(&udp(backend, client, 8080, new_sport, pod_port(backend)), pod_port(backend));
     assert_eq!(tuple(&a2), (backend, 8080, client, sport));
     checksums_ok(&a2);
-    s.c.assert(&[], &[]); // PLACEHOLDER
+    // Ports tried before `sport` hairpinned (masqueraded); the direct flow clashed.
+    let tries = u64::from(sport - 1000) + 1;
+    let mut expected = vec![("conntrack.known", 2), ("load_balance.maglev_picks", tries)];
+    if tries > 1 {
+        expected.push(("masquerade.masqueraded", tries - 1));
+    }
+    expected.extend([("masquerade.clashes", 1), ("conntrack.created", tries + 1)]);
+    s.c.assert(&[], &expected);
 }
