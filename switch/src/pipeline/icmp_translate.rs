@@ -37,12 +37,13 @@ pub fn translate(buf: &mut [u8], len: usize, parsed: &ParsedFrame, ctx: &Ctx) {
     }
     let il4 = inner + ihl;
     // The ports are the first four bytes of TCP, UDP and SCTP alike; the quote may hold no more.
-    let ports = &buf[il4..il4 + 4];
+    // The UDP view reads them for all three (only its port fields are touched here).
+    let ports = UdpPacket::new_unchecked(&buf[il4..il4 + 4]);
     let quoted = FlowKey {
         src: u32::from(q_ip.src_addr()),
         dst: u32::from(q_ip.dst_addr()),
-        sport: u16::from_be_bytes([ports[0], ports[1]]),
-        dport: u16::from_be_bytes([ports[2], ports[3]]),
+        sport: ports.src_port(),
+        dport: ports.dst_port(),
         proto,
     };
     let Some(hit) = ctx.ct.lookup(&quoted.reverse()) else { return };
@@ -61,8 +62,9 @@ pub fn translate(buf: &mut [u8], len: usize, parsed: &ParsedFrame, ctx: &Ctx) {
     q_ip.set_dst_addr(q.dst_ip());
     q_ip.fill_checksum();
     // Quoted ports, and the quoted UDP checksum when it is within the quote and set.
-    buf[il4..il4 + 2].copy_from_slice(&q.sport.to_be_bytes());
-    buf[il4 + 2..il4 + 4].copy_from_slice(&q.dport.to_be_bytes());
+    let mut ports = UdpPacket::new_unchecked(&mut buf[il4..il4 + 4]);
+    ports.set_src_port(q.sport);
+    ports.set_dst_port(q.dport);
     if proto == IPPROTO_UDP && len >= il4 + 8 {
         let mut udp = UdpPacket::new_unchecked(&mut buf[il4..il4 + 8]);
         let mut sum = udp.checksum();
