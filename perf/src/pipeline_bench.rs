@@ -87,7 +87,7 @@ fn measure(a: &PipelineArgs, est_packets: u64, quiet: bool) -> anyhow::Result<Fi
     let scale = scale(a);
     let w = World::new(scale, a.connections + a.connections / 8);
     let mut frames = Frames::new(BATCH);
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     let conns: Vec<Conn> = fx::service_conns(&scale, a.connections, &mut rng);
     let setup = t0.elapsed();
     if !quiet {
@@ -122,7 +122,7 @@ fn measure(a: &PipelineArgs, est_packets: u64, quiet: bool) -> anyhow::Result<Fi
     while done < est_packets {
         let n = (est_packets - done).min(BATCH as u64) as usize;
         for p in pick.iter_mut().take(n) {
-            *p = conns[(rng.next_u64() % conns.len() as u64) as usize];
+            *p = conns[(rng.u64(..) % conns.len() as u64) as usize];
         }
         frames.fill(&pick[..n], 0x10);
         let t = Instant::now();

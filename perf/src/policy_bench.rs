@@ -218,13 +218,8 @@ pub fn main(a: PolicyArgs) -> anyhow::Result<i32> {
     t.policy = c.tables;
     let ct = ConnTable::new(a.connections + a.connections / 8, KeyHasher::new(7));
     let (drops, flows, pc) = (DropCounters::default(), FlowRing::new(8192), PolicyCounters::default());
-    let mut rng: u64 = 0x1234_5678_9abc_def1;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = fastrand::Rng::with_seed(0x1234_5678_9abc_def1);
+    let mut next = move || rng.u64(..);
     const BATCH: usize = 8192;
     let mut frames = vec![0u8; BATCH * 128];
     let (mut lens, mut ports) = (vec![0usize; BATCH], vec![0u16; BATCH]);
