@@ -11,14 +11,17 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_podswitch");
 
-/// True when running as root; otherwise prints the skip line for `test`.
+/// True when the test may run as root. Without root: prints `SKIPPED: <test> needs root` and
+/// returns false, or fails the test when `CI` is set (CI must not pass without running it).
 pub fn root_or_skip(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("SKIPPED (needs root): {test}");
-        false
+        return true;
     }
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{test} needs root, and CI is set: a CI run must not skip it");
+    }
+    eprintln!("SKIPPED: {test} needs root");
+    false
 }
 
 pub fn sh(args: &[&str]) -> String {
@@ -153,12 +156,13 @@ impl Topo {
         }
     }
 
-    pub fn show(&self, what: &str) -> Result<serde_json::Value, String> {
-        let out = Command::new(BIN).args(["show", what, "--json", "--socket"]).arg(self.socket()).output().unwrap();
+    /// `podswitch show WHAT --json` against this topology's switch.
+    pub fn show(&self, what: &str) -> anyhow::Result<serde_json::Value> {
+        let out = Command::new(BIN).args(["show", what, "--json", "--socket"]).arg(self.socket()).output()?;
         if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            anyhow::bail!("podswitch show {what}: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
-        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+        Ok(serde_json::from_slice(&out.stdout)?)
     }
 
     pub fn drop_count(&self, reason: &str) -> u64 {

@@ -20,7 +20,7 @@ use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
 
 use super::state::{self, State};
-use crate::manifests;
+use podswitch_control::manifests;
 
 #[derive(Debug, clap::Args)]
 pub struct SuperviseArgs {}
@@ -30,7 +30,7 @@ fn log(msg: &str) {
 }
 
 pub fn run(_a: SuperviseArgs) -> anyhow::Result<i32> {
-    let exe = std::env::current_exe().context("cannot find the podswitch executable")?;
+    let exe = std::env::current_exe().context("cannot find the podswitch-lab executable")?;
     let dir = State::load_required()?.manifests;
     let (tx, rx) = mpsc::channel::<()>();
     let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {

@@ -1,8 +1,10 @@
-//! Integration tests of `podswitch lab`, run against the built binary.
+//! Integration tests of `podswitch lab`, run against the built binaries (`podswitch`, which execs
+//! `podswitch-lab`).
 //!
 //! Contract:
 //! - They need root (they create network namespaces); otherwise each prints
-//!   `SKIPPED (needs root): <test>` to stderr and passes.
+//!   `SKIPPED: <test> needs root` to stderr and passes, or fails when `CI` is set
+//!   ([`labkit::root_or_skip`]).
 //! - One lab per machine: every test holds a [`labkit::Hold`] (this binary's mutex and the
 //!   machine's flock), starts with `lab down` (a lab left over is removed) and tears its lab
 //!   down when the hold drops, also when it fails.
