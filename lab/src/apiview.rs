@@ -35,13 +35,23 @@ pub fn read_objects(dir: &Path) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
     for file in manifests::manifest_files(dir)? {
         let text = fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-        let docs: Vec<Value> =
-            serde_saphyr::from_multiple(&text).with_context(|| format!("{}: invalid YAML", file.display()))?;
+        let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(&text, read_options())
+            .with_context(|| format!("{}: invalid YAML", file.display()))?;
         for v in docs {
             flatten(v, &mut out);
         }
     }
     Ok(out)
+}
+
+/// YAML read as the switch reads it (YAML 1.2 scalars, as serde_yaml did): `y`, `yes`, `on` stay
+/// strings (a Namespace named `y` is not `true`), so do `0755` and `1_000`.
+fn read_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
+    }
 }
 
 fn flatten(v: Value, out: &mut Vec<Value>) {
@@ -185,7 +195,8 @@ mod tests {
              apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: a, namespace: x}\n  \
              spec: {containers: [{name: c, image: i, ports: [{containerPort: 80}]}]}\n---\n\
              apiVersion: v1\nkind: Pod\nmetadata: {name: r, namespace: x}\nspec: {nodeName: other, containers: []}\n---\n\
-             apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: x}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}\n",
+             apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: x}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}\n---\n\
+             apiVersion: v1\nkind: Namespace\nmetadata: {name: y, labels: {ns: y, on: yes, mode: 0755}}\n",
         )
         .unwrap();
         let plan = super::super::plan::plan(&dir, None, &BTreeMap::new()).unwrap();
@@ -195,7 +206,9 @@ mod tests {
         fs::write(out.join("cluster.yaml"), &text).unwrap();
         let m = manifests::load_dir(&out).unwrap();
         assert_eq!(m.pods.len(), 2);
-        assert_eq!(m.namespaces.len(), 1);
+        assert_eq!(m.namespaces.len(), 2, "YAML 1.1 words stay strings: {text}");
+        // Written quoted: read back as the same strings by any YAML reader.
+        assert!(text.contains("name: \"y\"\n") && text.contains("\"on\": \"yes\"\n") && text.contains("mode: \"0755\"\n"), "{text}");
         assert_eq!(m.services.len(), 1, "the Service is kept");
         let a = model::pod_info(&m.pods["x/a"]).unwrap();
         assert_eq!(a.ip, Some("10.244.0.2".parse().unwrap()));

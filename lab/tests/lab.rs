@@ -286,7 +286,7 @@ fn edits_are_applied_live_without_switch() {
     .unwrap();
     let r = probe(&["--from", "x/a", "--to", "svc/x/web:80", "--timeout-ms", "300"]);
     assert_eq!(r[0]["to"], "svc/x/web:80", "{r:?}");
-    assert!(fs::read_to_string("/run/podswitch/lab/api/cluster.yaml").unwrap().contains("clusterIP: 10.96.0.10"));
+    assert!(fs::read_to_string("/run/podswitch/lab/api/cluster.yaml").unwrap().contains("clusterIP: \"10.96.0.10\""));
     // A bad file: probe says so at once, and the view in force stays.
     let view_before = fs::read_to_string("/run/podswitch/lab/api/cluster.yaml").unwrap();
     fs::write(lab.dir.join("zz-bad.yaml"), ": : :\n").unwrap();

@@ -360,14 +360,14 @@ fn run_case(ctx: &mut Ctx, case: Case, round: u32) -> Result<Sample> {
     let res = measure(ctx, case, round, &mut procs);
     let mut problems = Vec::new();
     if let Some(g) = procs.gen.as_mut() {
-        let (_, killed) = g.stop(libc::SIGINT, true, Duration::from_secs(5));
+        let (_, killed) = g.stop(sys::Signal::SIGINT, true, Duration::from_secs(5));
         if killed {
             problems.push("trafgen did not stop on SIGINT and was killed".to_string());
         }
     }
     let gen_sent = procs.gen.as_ref().and_then(|g| parse_trafgen_sent(&g.log_text()));
     if let Some(f) = procs.fwd.as_mut() {
-        let sig = if case == Case::Switch { libc::SIGTERM } else { libc::SIGINT };
+        let sig = if case == Case::Switch { sys::Signal::SIGTERM } else { sys::Signal::SIGINT };
         let (st, killed) = f.stop(sig, false, Duration::from_secs(15));
         if killed {
             problems.push(format!("{} did not stop and was killed", f.name));

@@ -189,7 +189,7 @@ pub fn destroy_namespaces(all: &[&str]) {
     let mut procs: Vec<u32> = all.iter().flat_map(|ns| pids(ns)).collect();
     if !procs.is_empty() {
         for &p in &procs {
-            sys::signal(p, libc::SIGTERM);
+            sys::signal(p, sys::Signal::SIGTERM);
         }
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end {
@@ -200,7 +200,7 @@ pub fn destroy_namespaces(all: &[&str]) {
             std::thread::sleep(Duration::from_millis(50));
         }
         for &p in &procs {
-            sys::signal(p, libc::SIGKILL);
+            sys::signal(p, sys::Signal::SIGKILL);
         }
     }
     for ns in all {

@@ -206,7 +206,7 @@ fn destroy() {
             .filter(|&p| p != std::process::id())
             .collect();
         for &p in &pids {
-            sys::signal(p, libc::SIGKILL);
+            sys::signal(p, sys::Signal::SIGKILL);
         }
         run_quiet(&["ip", "netns", "del", ns]);
     }
@@ -323,7 +323,7 @@ fn measure(ctx: &mut Ctx, gen: Gen, round: u32) -> Result<Sample> {
     let mut p = Proc::spawn(gen.name(), &argv, log)?;
     let res = window(ctx, &mut p);
     // SIGINT to the generator and its children (trafgen's worker); both print a summary.
-    let (st, killed) = p.stop(libc::SIGINT, true, Duration::from_secs(10));
+    let (st, killed) = p.stop(sys::Signal::SIGINT, true, Duration::from_secs(10));
     let mut s = res?;
     if killed {
         bail!("{} did not stop on SIGINT and was killed", gen.name());

@@ -557,7 +557,7 @@ fn run_forwarder(ctx: &mut Ctx, fwd: Fwd, round: u32, samples: &mut Vec<Sample>)
                     ctx.notes.push(note);
                 }
             }
-            let (st, killed) = p.stop(libc::SIGTERM, false, Duration::from_secs(15));
+            let (st, killed) = p.stop(sys::Signal::SIGTERM, false, Duration::from_secs(15));
             if killed {
                 ctx.notes.push(format!("round {round}: podswitch did not stop on SIGTERM and was killed"));
             } else if st.is_some_and(|s| !s.success()) {
