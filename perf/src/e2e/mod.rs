@@ -26,6 +26,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::harness::cleanup::Cleanup;
+use crate::harness::{host, preflight, progress};
 use crate::sys::{self, Proc};
 use measure::{CpuSource, Gen, LatencyResult, NdrResult, RateResult, Traffic};
 use objects::Cluster;
@@ -206,24 +208,8 @@ pub struct Setup {
     pub latency_duration_s: f64,
 }
 
-static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-
 fn progress(msg: impl AsRef<str>) {
-    let t = START.get_or_init(Instant::now).elapsed().as_secs_f64();
-    eprintln!("bench e2e [{t:5.1} s]: {}", msg.as_ref());
-}
-
-/// Removes everything the run made, however it ends.
-struct Guard {
-    workdir: PathBuf,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        topo::destroy();
-        let _ = std::fs::remove_dir_all(&self.workdir);
-        let _ = std::fs::remove_file(SOCKET);
-    }
+    progress::say_timed("e2e", msg);
 }
 
 struct Ctx<'a> {
@@ -249,8 +235,7 @@ fn version(cmd: &[&str]) -> String {
 }
 
 pub fn main(args: E2eArgs) -> Result<i32> {
-    if !sys::is_root() {
-        eprintln!("bench e2e: must run as root (network namespaces, XDP, nftables)");
+    if !preflight::root("e2e", "network namespaces, XDP, nftables") {
         return Ok(1);
     }
     if args.rounds == 0 || args.duration <= args.warmup + 0.3 || args.forwarders.is_empty() || args.paths.is_empty() {
@@ -271,27 +256,16 @@ pub fn main(args: E2eArgs) -> Result<i32> {
     if args.forwarders.contains(&Fwd::Ovs) {
         need.extend(["ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovs-appctl"]);
     }
-    let missing: Vec<&str> = need.iter().copied().filter(|p| !sys::have(p)).collect();
-    if !missing.is_empty() {
-        bail!("missing programs: {} (scripts/bench.sh e2e installs them)", missing.join(", "));
-    }
-    START.get_or_init(Instant::now);
-    sys::install_interrupt_flag()?;
-    let _lock = lock_blocking(LAB_LOCK)?;
+    preflight::programs(&need, "scripts/bench.sh e2e installs them")?;
+    progress::start_clock();
+    crate::sys::install_interrupt_flag()?;
+    let _lock = preflight::lock_blocking(LAB_LOCK, progress)?;
 
     let workdir = std::env::temp_dir().join(format!("pse-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&workdir)?;
-    let guard = Guard { workdir: workdir.clone() };
-    {
-        let hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            topo::destroy();
-            hook(info);
-        }));
-    }
+    let guard = Cleanup::install(workdir.clone(), topo::destroy)?.remove_also(SOCKET);
     let started = Instant::now();
-    let started_utc = sys::run(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"]).map(|s| s.trim().to_string()).unwrap_or_default();
-    let loadavg_start = loadavg();
+    let started_utc = host::utc_now();
+    let loadavg_start = host::loadavg();
 
     progress(format!(
         "{} Services ({} endpoints each), {} policies over {} pods; {} round(s) of {} over {}; pktgen on core {}, forwarder on core {}",
@@ -376,13 +350,10 @@ pub fn main(args: E2eArgs) -> Result<i32> {
     drop(guard);
     let env = Env {
         kernel: version(&["uname", "-r"]),
-        cpu: std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, m)| m.trim().to_string()))
-            .unwrap_or_default(),
+        cpu: host::cpu_model(),
         online_cpus: cpus,
         loadavg_start,
-        loadavg_end: loadavg(),
+        loadavg_end: host::loadavg(),
         ovs_version: version(&["ovs-vswitchd", "--version"]),
         nft_version: version(&["nft", "--version"]),
     };
@@ -405,29 +376,6 @@ pub fn main(args: E2eArgs) -> Result<i32> {
 
 fn stats_round(x: f64, d: i32) -> f64 {
     crate::stats::round_to(x, d)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
-}
-
-/// Waits for the exclusive lock (lab tests of other runs may hold it), with a progress line.
-fn lock_blocking(path: &str) -> Result<std::fs::File> {
-    let end = Instant::now() + Duration::from_secs(1800);
-    let mut said = false;
-    loop {
-        match sys::lock_file(path) {
-            Ok(f) => return Ok(f),
-            Err(_) if Instant::now() < end => {
-                if !said {
-                    progress(format!("waiting for {path} (a lab test or benchmark holds it)"));
-                    said = true;
-                }
-                sys::nap(Duration::from_millis(500))?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// The traffic of `path` as forwarder `fwd` needs it addressed.

@@ -172,17 +172,10 @@ pub fn summarize(args: &E2eArgs, samples: Vec<Sample>, setup: Setup, env: Env, n
         env,
         samples,
         notes,
-        git: git_describe(),
+        git: crate::harness::host::git_describe(),
         started_utc,
         elapsed_s: round_to(elapsed, 1),
     }
-}
-
-fn git_describe() -> Option<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.to_str()?.to_string();
-    let head = crate::sys::run(&["git", "-C", &root, "rev-parse", "--short", "HEAD"]).ok()?.trim().to_string();
-    let dirty = crate::sys::run(&["git", "-C", &root, "status", "--porcelain", "--untracked-files=no"]).map(|s| !s.trim().is_empty()).unwrap_or(false);
-    Some(if dirty { format!("{head}+dirty") } else { head })
 }
 
 fn ot(x: Option<u64>) -> String {
@@ -548,19 +541,15 @@ pub fn svg_cpu(s: &Summary) -> String {
 
 /// Writes e2e.json, e2e.md and the two SVGs; returns the file names.
 pub fn save(dir: &Path, s: &Summary) -> Result<Vec<String>> {
-    std::fs::create_dir_all(dir)?;
-    let files = [
-        ("e2e.json", serde_json::to_string_pretty(s)? + "\n"),
-        ("e2e.md", markdown(s)),
-        ("e2e-rates.svg", svg_rates(s)),
-        ("e2e-cpu.svg", svg_cpu(s)),
-    ];
-    let mut names = Vec::new();
-    for (n, text) in files {
-        std::fs::write(dir.join(n), text)?;
-        names.push(dir.join(n).display().to_string());
-    }
-    Ok(names)
+    crate::harness::report::save(
+        dir,
+        &[
+            ("e2e.json", crate::harness::report::json(s)?),
+            ("e2e.md", markdown(s)),
+            ("e2e-rates.svg", svg_rates(s)),
+            ("e2e-cpu.svg", svg_cpu(s)),
+        ],
+    )
 }
 
 #[cfg(test)]
