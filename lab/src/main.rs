@@ -38,8 +38,7 @@ mod supervise;
 mod switch;
 mod up;
 
-/// `podswitch lab`: build, drive and tear down a lab cluster of network namespaces on this
-/// machine.
+/// Build, drive and tear down a lab cluster of network namespaces on this machine.
 #[derive(Debug, clap::Parser)]
 #[command(name = "podswitch-lab", bin_name = "podswitch lab", version)]
 struct LabArgs {
@@ -142,7 +141,8 @@ fn main() {
     match run(args) {
         Ok(c) => std::process::exit(c),
         Err(e) => {
-            eprintln!("podswitch lab: {e:#}");
+            // The prefix `podswitch lab` users typed has always printed.
+            eprintln!("podswitch: {e:#}");
             std::process::exit(1);
         }
     }
