@@ -323,8 +323,10 @@ impl Drop for Proc {
 /// Takes a non-blocking exclusive lock on `path`, held until the returned value drops.
 pub fn lock_file(path: &str) -> Result<Flock<File>> {
     let f = File::options().create(true).truncate(false).write(true).open(path).with_context(|| format!("opening {path}"))?;
-    Flock::lock(f, FlockArg::LockExclusiveNonblock)
-        .map_err(|_| anyhow!("another benchmark run holds {path}; wait for it to finish"))
+    Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
+        nix::errno::Errno::EWOULDBLOCK => anyhow!("another benchmark run holds {path}; wait for it to finish"),
+        e => anyhow!("cannot lock {path}: {e}"),
+    })
 }
 
 /// The instruction total of a callgrind output file's text (its `totals:` or `summary:` line).
