@@ -212,10 +212,7 @@ pub fn main(args: ForwardArgs) -> Result<i32> {
     if args.fwd_core == GEN_CORE || args.fwd_core >= cpus {
         bail!("--fwd-core must be a core other than {GEN_CORE} (the generator's) among the {cpus} online");
     }
-    let podswitch = match &args.podswitch {
-        Some(p) => p.clone(),
-        None => std::env::current_exe().context("locating this program")?.with_file_name("podswitch"),
-    };
+    let podswitch = preflight::program_beside(&args.podswitch, "podswitch")?;
     let mut need = vec!["ip", "trafgen", "taskset", "ethtool", "sysctl"];
     if args.cases.contains(&Case::Testpmd) {
         need.extend(["dpdk-testpmd", "stdbuf"]);

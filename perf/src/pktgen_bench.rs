@@ -357,10 +357,7 @@ pub fn main(args: PktgenArgs) -> Result<i32> {
     if args.core >= sys::online_cpus() {
         bail!("--core {} does not exist ({} online)", args.core, sys::online_cpus());
     }
-    let pktgen = match &args.pktgen {
-        Some(p) => p.clone(),
-        None => std::env::current_exe().context("locating this program")?.with_file_name("pktgen"),
-    };
+    let pktgen = preflight::program_beside(&args.pktgen, "pktgen")?;
     if !pktgen.is_file() {
         bail!("no pktgen binary at {} (build it: cargo build --release -p podswitch-pktgen)", pktgen.display());
     }

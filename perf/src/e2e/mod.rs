@@ -223,13 +223,6 @@ struct Ctx<'a> {
     switch_start_s: Vec<f64>,
 }
 
-fn sibling(p: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
-    Ok(match p {
-        Some(p) => p.clone(),
-        None => std::env::current_exe().context("locating this program")?.with_file_name(name),
-    })
-}
-
 fn version(cmd: &[&str]) -> String {
     sys::run(cmd).map(|s| s.lines().next().unwrap_or("").trim().to_string()).unwrap_or_default()
 }
@@ -245,8 +238,8 @@ pub fn main(args: E2eArgs) -> Result<i32> {
     if args.fwd_core == args.gen_core || args.fwd_core >= cpus || args.gen_core >= cpus {
         bail!("--gen-core and --fwd-core must be two different cores among the {cpus} online");
     }
-    let podswitch = sibling(&args.podswitch, "podswitch")?;
-    let pktgen = sibling(&args.pktgen, "pktgen")?;
+    let podswitch = preflight::program_beside(&args.podswitch, "podswitch")?;
+    let pktgen = preflight::program_beside(&args.pktgen, "pktgen")?;
     for (p, what) in [(&podswitch, "podswitch (cargo build --release -p podswitch-control)"), (&pktgen, "pktgen (cargo build --release -p podswitch-pktgen)")] {
         if !p.is_file() {
             bail!("no {what} at {}", p.display());

@@ -1,9 +1,10 @@
 //! What a benchmark checks before it touches anything: root, the programs it runs, and the
 //! lock that keeps two runs (or a run and the lab tests) from building namespaces at once.
 use std::fs::File;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use nix::fcntl::Flock;
 
 use crate::sys;
@@ -24,6 +25,16 @@ pub fn programs(need: &[&str], hint: &str) -> Result<()> {
         bail!("missing programs: {} ({hint})", missing.join(", "));
     }
     Ok(())
+}
+
+/// The program a run drives: `given` (its command-line option) or `name` next to this program
+/// (where `cargo build` puts every binary of the workspace). Whether it exists is the caller's
+/// check, with its own hint.
+pub fn program_beside(given: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
+    Ok(match given {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("locating this program")?.with_file_name(name),
+    })
 }
 
 /// Waits (up to 30 minutes, interruptible) for the exclusive lock on `path` that lab tests and
