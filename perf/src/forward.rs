@@ -13,7 +13,8 @@ use crate::harness::cleanup::Cleanup;
 use crate::harness::host::{cpu_model, git_describe, loadavg, utc_now};
 use crate::harness::trafgen::{self, FIRST_SPORT, FRAME_BYTES};
 pub use crate::harness::trafgen::Mode as GenMode;
-use crate::harness::{preflight, report};
+use crate::harness::report::{self, OutputArgs};
+use crate::harness::preflight;
 use crate::lab::{self, Lab, NS_A, NS_B, NS_NODE};
 use crate::stats::{self, opt_thousands, round_to, thousands};
 use crate::sys::{self, nap, CoreTimes, Proc};
@@ -47,9 +48,8 @@ impl Case {
 /// Pod-to-pod forwarding rate: podswitch vs Linux bridge vs dpdk-testpmd (AF_XDP).
 #[derive(Debug, clap::Args)]
 pub struct ForwardArgs {
-    /// Print progress on stderr and, as the last line of stdout, one JSON object.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Rounds; every round runs each case once, in the order given by --cases.
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
@@ -74,12 +74,6 @@ pub struct ForwardArgs {
     /// The podswitch binary (default: `podswitch` next to this program).
     #[arg(long, value_name = "PATH")]
     pub podswitch: Option<PathBuf>,
-    /// Where the last result is written as forward.json and forward.md.
-    #[arg(long, value_name = "DIR")]
-    pub results_dir: Option<PathBuf>,
-    /// Do not write the result files.
-    #[arg(long)]
-    pub no_save: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -286,18 +280,13 @@ pub fn main(args: ForwardArgs) -> Result<i32> {
     drop(guard);
 
     let summary = summarize(&args, samples, errors, notes, started_utc, loadavg_start, started.elapsed().as_secs_f64());
-    if !args.no_save {
-        let dir = args.results_dir.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
-        match report::save(&dir, &[("forward.json", report::json(&summary)?), ("forward.md", markdown(&summary))]) {
-            Ok(_) => progress(format!("result written to {}/forward.json and forward.md", dir.display())),
-            Err(e) => progress(format!("cannot write the result to {}: {e:#}", dir.display())),
-        }
-    }
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        print!("{}", table(&summary));
-    }
+    report::publish(
+        &args.output,
+        &summary,
+        || Ok(vec![("forward.json", report::json(&summary)?), ("forward.md", markdown(&summary))]),
+        || table(&summary),
+        progress,
+    )?;
     let incomplete = summary.cases.iter().any(|c| c.rounds_ok == 0);
     Ok(if summary.errors.is_empty() && !incomplete { 0 } else { 1 })
 }

@@ -6,7 +6,7 @@
 //! checksum offload off, IPv6 off), made here and removed at the end whatever happens. The
 //! generator runs in psg-a pinned to one core; the rate is the delta of `rx_packets` of psg-b's
 //! `eth0` over the window.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -17,7 +17,8 @@ use crate::harness::cleanup::Cleanup;
 use crate::harness::host::{git_describe, loadavg, utc_now};
 use crate::harness::trafgen::{self, FIRST_SPORT, FRAME_BYTES};
 pub use crate::harness::trafgen::Mode as TrafgenMode;
-use crate::harness::{preflight, report};
+use crate::harness::report::{self, OutputArgs};
+use crate::harness::preflight;
 use crate::stats::{self, opt_thousands, round_to, thousands};
 use crate::sys::{self, nap, run, CoreTimes, Proc};
 
@@ -69,9 +70,8 @@ impl Sink {
 /// pktgen vs trafgen: 64-byte frames per second from one core on one veth.
 #[derive(Debug, clap::Args)]
 pub struct PktgenArgs {
-    /// Print progress on stderr and, as the last line of stdout, one JSON object.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Rounds; every round runs both generators (the first of them alternating by round).
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
@@ -99,12 +99,6 @@ pub struct PktgenArgs {
     /// The pktgen binary (default: `pktgen` next to this program).
     #[arg(long, value_name = "PATH")]
     pub pktgen: Option<PathBuf>,
-    /// Where the last result is written as pktgen.json and pktgen.md.
-    #[arg(long, value_name = "DIR")]
-    pub results_dir: Option<PathBuf>,
-    /// Do not write the result files.
-    #[arg(long)]
-    pub no_save: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -424,18 +418,13 @@ pub fn main(args: PktgenArgs) -> Result<i32> {
     let pktgen_port = ctx.pktgen_port.take();
     drop(guard);
     let summary = summarize(&args, samples, errors, pktgen_port, started_utc, loadavg_start, started.elapsed().as_secs_f64());
-    if !args.no_save {
-        let dir = args.results_dir.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
-        match report::save(&dir, &[("pktgen.json", report::json(&summary)?), ("pktgen.md", markdown(&summary))]) {
-            Ok(_) => progress(format!("result written to {}/pktgen.json and pktgen.md", dir.display())),
-            Err(e) => progress(format!("cannot write the result to {}: {e:#}", dir.display())),
-        }
-    }
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        print!("{}", table(&summary));
-    }
+    report::publish(
+        &args.output,
+        &summary,
+        || Ok(vec![("pktgen.json", report::json(&summary)?), ("pktgen.md", markdown(&summary))]),
+        || table(&summary),
+        progress,
+    )?;
     let incomplete = summary.generators.iter().any(|g| g.rounds_ok == 0);
     Ok(if summary.errors.is_empty() && !incomplete { 0 } else { 1 })
 }

@@ -19,7 +19,7 @@ mod ovs;
 mod report;
 mod topo;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -27,6 +27,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::harness::cleanup::Cleanup;
+use crate::harness::report::OutputArgs;
 use crate::harness::{host, preflight, progress};
 use crate::sys::{self, Proc};
 use measure::{CpuSource, Gen, LatencyResult, NdrResult, RateResult, Traffic};
@@ -93,9 +94,8 @@ impl PathKind {
 /// End to end through a lab node: podswitch vs the kernel with kube-proxy's nftables rules vs OVS AF_XDP.
 #[derive(Debug, Clone, clap::Args)]
 pub struct E2eArgs {
-    /// Print progress on stderr and, as the last line of stdout, one JSON object.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Rounds; each runs every forwarder once (order rotating), every path and measurement.
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
@@ -156,12 +156,6 @@ pub struct E2eArgs {
     /// The pktgen binary (default: next to this program).
     #[arg(long, value_name = "PATH")]
     pub pktgen: Option<PathBuf>,
-    /// Where e2e.md, e2e.json and the SVG charts are written.
-    #[arg(long, value_name = "DIR")]
-    pub results_dir: Option<PathBuf>,
-    /// Do not write the result files.
-    #[arg(long)]
-    pub no_save: bool,
 }
 
 /// One path through one forwarder in one round.
@@ -351,18 +345,7 @@ pub fn main(args: E2eArgs) -> Result<i32> {
         nft_version: version(&["nft", "--version"]),
     };
     let summary = report::summarize(&args, samples, setup, env, notes, started_utc, started.elapsed().as_secs_f64());
-    if !args.no_save {
-        let dir = args.results_dir.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
-        match report::save(&dir, &summary) {
-            Ok(files) => progress(format!("report written: {}", files.join(", "))),
-            Err(e) => progress(format!("cannot write the report to {}: {e:#}", dir.display())),
-        }
-    }
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        print!("{}", report::table(&summary));
-    }
+    crate::harness::report::publish(&args.output, &summary, || report::files(&summary), || report::table(&summary), progress)?;
     let complete = summary.headline_complete();
     Ok(if complete { 0 } else { 1 })
 }

@@ -7,7 +7,6 @@
 //! medians of pod -> ClusterIP for switch and kernel, pod -> pod for switch and OVS), `null` when
 //! a figure is missing.
 use std::fmt::Write as _;
-use std::path::Path;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -539,17 +538,14 @@ pub fn svg_cpu(s: &Summary) -> String {
     bars("Forwarding core CPU time per packet at the maximum rate (lower is better)", "µs per packet", &groups, |v| format!("{v:.2}"))
 }
 
-/// Writes e2e.json, e2e.md and the two SVGs; returns the file names.
-pub fn save(dir: &Path, s: &Summary) -> Result<Vec<String>> {
-    crate::harness::report::save(
-        dir,
-        &[
-            ("e2e.json", crate::harness::report::json(s)?),
-            ("e2e.md", markdown(s)),
-            ("e2e-rates.svg", svg_rates(s)),
-            ("e2e-cpu.svg", svg_cpu(s)),
-        ],
-    )
+/// The result files: e2e.json, e2e.md and the two SVGs.
+pub fn files(s: &Summary) -> Result<Vec<(&'static str, String)>> {
+    Ok(vec![
+        ("e2e.json", crate::harness::report::json(s)?),
+        ("e2e.md", markdown(s)),
+        ("e2e-rates.svg", svg_rates(s)),
+        ("e2e-cpu.svg", svg_cpu(s)),
+    ])
 }
 
 #[cfg(test)]
