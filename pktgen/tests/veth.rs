@@ -11,18 +11,9 @@ use serde_json::Value;
 
 const PKTGEN: &str = env!("CARGO_BIN_EXE_pktgen");
 
-/// True when the test may run as root. Without root: prints `SKIPPED: <test> needs root` and
-/// returns false, or fails the test when `CI` is set (CI must not pass without running it).
-fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-        panic!("{test} needs root, and CI is set: a CI run must not skip it");
-    }
-    eprintln!("SKIPPED: {test} needs root");
-    false
-}
+#[path = "../../test-support/needs_root.rs"]
+mod needs_root;
+use needs_root::root_or_skip;
 
 macro_rules! need_root {
     ($name:expr) => {

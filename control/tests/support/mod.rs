@@ -11,18 +11,9 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_podswitch");
 
-/// True when the test may run as root. Without root: prints `SKIPPED: <test> needs root` and
-/// returns false, or fails the test when `CI` is set (CI must not pass without running it).
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-        panic!("{test} needs root, and CI is set: a CI run must not skip it");
-    }
-    eprintln!("SKIPPED: {test} needs root");
-    false
-}
+#[path = "../../../test-support/needs_root.rs"]
+mod needs_root;
+pub use needs_root::root_or_skip;
 
 pub fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));

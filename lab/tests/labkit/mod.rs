@@ -32,18 +32,9 @@ pub static LAB: Mutex<()> = Mutex::new(());
 /// Held (flock, exclusive) by every lab test of every test binary while its lab is up.
 pub const MACHINE_LOCK: &str = "/run/podswitch-lab-tests.lock";
 
-/// True when the test may run as root. Without root: prints `SKIPPED: <test> needs root` and
-/// returns false, or fails the test when `CI` is set (CI must not pass without running it).
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-        panic!("{test} needs root, and CI is set: a CI run must not skip it");
-    }
-    eprintln!("SKIPPED: {test} needs root");
-    false
-}
+#[path = "../../../test-support/needs_root.rs"]
+mod needs_root;
+pub use needs_root::root_or_skip;
 
 /// The `podswitch` binary beside [`LAB_BIN`], built (or brought up to date) on first use.
 pub fn podswitch_bin() -> &'static Path {
