@@ -132,11 +132,8 @@ pub struct CaseError {
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseSummary {
     pub case: Case,
-    pub rounds_ok: usize,
-    pub median_pps: Option<u64>,
-    pub min_pps: Option<u64>,
-    pub max_pps: Option<u64>,
-    pub per_round_pps: Vec<u64>,
+    #[serde(flatten)]
+    pub rates: stats::Rates,
     pub median_offered_pps: Option<u64>,
     pub median_fwd_cpu_ns_per_pkt: Option<f64>,
 }
@@ -287,7 +284,7 @@ pub fn main(args: ForwardArgs) -> Result<i32> {
         || table(&summary),
         progress,
     )?;
-    let incomplete = summary.cases.iter().any(|c| c.rounds_ok == 0);
+    let incomplete = summary.cases.iter().any(|c| c.rates.rounds_ok == 0);
     Ok(if summary.errors.is_empty() && !incomplete { 0 } else { 1 })
 }
 
@@ -591,26 +588,18 @@ fn summarize(
         .iter()
         .map(|&c| {
             let mine: Vec<&Sample> = samples.iter().filter(|s| s.case == c).collect();
-            let pps: Vec<f64> = mine.iter().map(|s| s.pps as f64).collect();
             let offered: Vec<f64> = mine.iter().map(|s| s.offered_pps as f64).collect();
             let cpu: Vec<f64> = mine.iter().filter_map(|s| s.fwd_cpu_ns_per_pkt).collect();
             CaseSummary {
                 case: c,
-                rounds_ok: mine.len(),
-                median_pps: stats::median(&pps).map(|x| x.round() as u64),
-                min_pps: stats::min(&pps).map(|x| x as u64),
-                max_pps: stats::max(&pps).map(|x| x as u64),
-                per_round_pps: mine.iter().map(|s| s.pps).collect(),
+                rates: stats::Rates::of(mine.iter().map(|s| s.pps).collect()),
                 median_offered_pps: stats::median(&offered).map(|x| x.round() as u64),
                 median_fwd_cpu_ns_per_pkt: stats::median(&cpu).map(|x| round_to(x, 1)),
             }
         })
         .collect();
-    let med = |c: Case| cases.iter().find(|s| s.case == c).and_then(|s| s.median_pps);
-    let ratio = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0 => Some(round_to(a as f64 / b as f64, 3)),
-        _ => None,
-    };
+    let med = |c: Case| cases.iter().find(|s| s.case == c).and_then(|s| s.rates.median_pps);
+    let ratio = stats::ratio;
     let (sw, br, tp) = (med(Case::Switch), med(Case::Bridge), med(Case::Testpmd));
     let switch_vs_testpmd = ratio(sw, tp);
     let per_round = (1..=args.rounds)
@@ -667,12 +656,12 @@ fn pct(x: f64) -> String {
 fn case_row(c: &CaseSummary) -> [String; 7] {
     [
         c.case.name().to_string(),
-        opt_thousands(c.median_pps),
-        opt_thousands(c.min_pps),
-        opt_thousands(c.max_pps),
+        opt_thousands(c.rates.median_pps),
+        opt_thousands(c.rates.min_pps),
+        opt_thousands(c.rates.max_pps),
         opt_thousands(c.median_offered_pps),
         c.median_fwd_cpu_ns_per_pkt.map(|n| format!("{n:.0} ns")).unwrap_or_else(|| "-".into()),
-        c.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / "),
+        c.rates.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / "),
     ]
 }
 
@@ -756,7 +745,7 @@ pub fn table(s: &Summary) -> String {
     o.push_str("\ncore load in the window (busy / user space / softirq), per case, median round:\n");
     for c in &s.cases {
         let mine: Vec<&Sample> = s.samples.iter().filter(|x| x.case == c.case).collect();
-        if let Some(m) = mine.iter().find(|x| Some(x.pps) == c.median_pps).or(mine.first()) {
+        if let Some(m) = mine.iter().find(|x| Some(x.pps) == c.rates.median_pps).or(mine.first()) {
             let cores: Vec<String> = (0..m.core_busy.len())
                 .map(|i| format!("core {i} {} / {} / {}", pct(m.core_busy[i]), pct(m.core_user[i]), pct(m.core_softirq[i])))
                 .collect();

@@ -122,11 +122,8 @@ pub struct Sample {
 #[derive(Debug, Clone, Serialize)]
 pub struct GenSummary {
     pub generator: Gen,
-    pub rounds_ok: usize,
-    pub median_pps: Option<u64>,
-    pub min_pps: Option<u64>,
-    pub max_pps: Option<u64>,
-    pub per_round_pps: Vec<u64>,
+    #[serde(flatten)]
+    pub rates: stats::Rates,
     pub median_cpu_ns_per_frame: Option<f64>,
 }
 
@@ -425,7 +422,7 @@ pub fn main(args: PktgenArgs) -> Result<i32> {
         || table(&summary),
         progress,
     )?;
-    let incomplete = summary.generators.iter().any(|g| g.rounds_ok == 0);
+    let incomplete = summary.generators.iter().any(|g| g.rates.rounds_ok == 0);
     Ok(if summary.errors.is_empty() && !incomplete { 0 } else { 1 })
 }
 
@@ -442,24 +439,16 @@ fn summarize(
         .iter()
         .map(|&g| {
             let mine: Vec<&Sample> = samples.iter().filter(|s| s.generator == g).collect();
-            let pps: Vec<f64> = mine.iter().map(|s| s.pps as f64).collect();
             let cpu: Vec<f64> = mine.iter().filter_map(|s| s.cpu_ns_per_frame).collect();
             GenSummary {
                 generator: g,
-                rounds_ok: mine.len(),
-                median_pps: stats::median(&pps).map(|x| x.round() as u64),
-                min_pps: stats::min(&pps).map(|x| x as u64),
-                max_pps: stats::max(&pps).map(|x| x as u64),
-                per_round_pps: mine.iter().map(|s| s.pps).collect(),
+                rates: stats::Rates::of(mine.iter().map(|s| s.pps).collect()),
                 median_cpu_ns_per_frame: stats::median(&cpu).map(|x| round_to(x, 1)),
             }
         })
         .collect();
-    let med = |g: Gen| generators.iter().find(|s| s.generator == g).and_then(|s| s.median_pps);
-    let ratio = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0 => Some(round_to(a as f64 / b as f64, 3)),
-        _ => None,
-    };
+    let med = |g: Gen| generators.iter().find(|s| s.generator == g).and_then(|s| s.rates.median_pps);
+    let ratio = stats::ratio;
     let per_round = (1..=args.rounds)
         .filter_map(|r| {
             let p = |g: Gen| samples.iter().find(|s| s.round == r && s.generator == g).map(|s| s.pps);
@@ -531,11 +520,11 @@ pub fn table(s: &Summary) -> String {
         o.push_str(&format!(
             "{:<8}  {:>12}  {:>12}  {:>12}  {:>12}  {}\n",
             g.generator.name(),
-            opt_thousands(g.median_pps),
-            opt_thousands(g.min_pps),
-            opt_thousands(g.max_pps),
+            opt_thousands(g.rates.median_pps),
+            opt_thousands(g.rates.min_pps),
+            opt_thousands(g.rates.max_pps),
             g.median_cpu_ns_per_frame.map(|n| format!("{n:.0} ns")).unwrap_or_else(|| "-".into()),
-            g.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / ")
+            g.rates.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / ")
         ));
     }
     o.push('\n');
@@ -579,11 +568,11 @@ fn markdown(s: &Summary) -> String {
         o.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} |\n",
             g.generator.name(),
-            opt_thousands(g.median_pps),
-            opt_thousands(g.min_pps),
-            opt_thousands(g.max_pps),
+            opt_thousands(g.rates.median_pps),
+            opt_thousands(g.rates.min_pps),
+            opt_thousands(g.rates.max_pps),
             g.median_cpu_ns_per_frame.map(|n| format!("{n:.0} ns")).unwrap_or_else(|| "-".into()),
-            g.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / ")
+            g.rates.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / ")
         ));
     }
     o.push('\n');

@@ -92,12 +92,7 @@ fn med_f(v: &[f64]) -> Option<f64> {
     median(v)
 }
 
-fn ratio(a: Option<u64>, b: Option<u64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0 => Some(round_to(a as f64 / b as f64, 3)),
-        _ => None,
-    }
-}
+use crate::stats::ratio;
 
 pub fn summarize(args: &E2eArgs, samples: Vec<Sample>, setup: Setup, env: Env, notes: Vec<String>, started_utc: String, elapsed: f64) -> Summary {
     let mut cells = Vec::new();
