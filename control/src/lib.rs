@@ -1,5 +1,7 @@
 //! podswitch's control side, the node agent: where the Kubernetes objects come from, how they
-//! become the switch's tables, and how the running switch is observed.
+//! become the switch's tables, and how the running switch is observed. The lab that builds a
+//! cluster of network namespaces is its own binary, `podswitch-lab` (crate `lab/`), which uses
+//! this library; `podswitch lab` execs it.
 //!
 //! Objects come from one of two sources, which give the same [`manifests::Manifests`] view:
 //! a directory of YAML ([`manifests`]) or watches on the Kubernetes API ([`kube_source`]).
@@ -18,10 +20,10 @@
 //! - [`metrics`]: the Prometheus endpoint of `podswitch run`.
 //! - [`ctl`]: the control socket protocol, client and server.
 //! - [`show`]: `podswitch show`, the client that prints what the switch reports.
+//! - [`sibling`]: finding `podswitch-lab` and `podswitch` next to each other (or on PATH).
 pub mod compile;
 pub mod ctl;
 pub mod kube_source;
-pub mod lab;
 pub mod manifests;
 pub mod metrics;
 pub mod model;
@@ -31,3 +33,4 @@ pub mod policy;
 pub mod run;
 pub mod services;
 pub mod show;
+pub mod sibling;

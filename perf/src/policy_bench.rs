@@ -122,8 +122,7 @@ fn objects(a: &PolicyArgs) -> String {
 }
 
 fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
-    let o = ip.octets();
-    [0x0a, 0x58, o[0], o[1], o[2], o[3]]
+    podswitch_control::naming::pod_mac(ip)
 }
 
 fn port_mac(id: u16) -> [u8; 6] {

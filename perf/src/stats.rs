@@ -19,6 +19,39 @@ pub fn max(v: &[f64]) -> Option<f64> {
     v.iter().copied().reduce(f64::max)
 }
 
+/// The rate one thing (a forwarder, a generator) reached over the rounds that completed, as
+/// the benchmarks' JSON holds it (flattened into each per-case summary).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Rates {
+    pub rounds_ok: usize,
+    pub median_pps: Option<u64>,
+    pub min_pps: Option<u64>,
+    pub max_pps: Option<u64>,
+    pub per_round_pps: Vec<u64>,
+}
+
+impl Rates {
+    /// The rates of the rounds that completed, in round order.
+    pub fn of(per_round_pps: Vec<u64>) -> Rates {
+        let pps: Vec<f64> = per_round_pps.iter().map(|&p| p as f64).collect();
+        Rates {
+            rounds_ok: per_round_pps.len(),
+            median_pps: median(&pps).map(|x| x.round() as u64),
+            min_pps: min(&pps).map(|x| x as u64),
+            max_pps: max(&pps).map(|x| x as u64),
+            per_round_pps,
+        }
+    }
+}
+
+/// `a / b` to 3 decimals; None when either is missing or `b` is 0.
+pub fn ratio(a: Option<u64>, b: Option<u64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0 => Some(round_to(a as f64 / b as f64, 3)),
+        _ => None,
+    }
+}
+
 /// Rounds to `digits` decimals (for ratios in JSON).
 pub fn round_to(x: f64, digits: i32) -> f64 {
     let p = 10f64.powi(digits);

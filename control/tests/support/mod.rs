@@ -11,15 +11,9 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_podswitch");
 
-/// True when running as root; otherwise prints the skip line for `test`.
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("SKIPPED (needs root): {test}");
-        false
-    }
-}
+#[path = "../../../test-support/needs_root.rs"]
+mod needs_root;
+pub use needs_root::root_or_skip;
 
 pub fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
@@ -153,12 +147,13 @@ impl Topo {
         }
     }
 
-    pub fn show(&self, what: &str) -> Result<serde_json::Value, String> {
-        let out = Command::new(BIN).args(["show", what, "--json", "--socket"]).arg(self.socket()).output().unwrap();
+    /// `podswitch show WHAT --json` against this topology's switch.
+    pub fn show(&self, what: &str) -> anyhow::Result<serde_json::Value> {
+        let out = Command::new(BIN).args(["show", what, "--json", "--socket"]).arg(self.socket()).output()?;
         if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            anyhow::bail!("podswitch show {what}: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
-        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+        Ok(serde_json::from_slice(&out.stdout)?)
     }
 
     pub fn drop_count(&self, reason: &str) -> u64 {

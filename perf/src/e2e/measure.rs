@@ -108,7 +108,7 @@ impl Gen<'_> {
         let mut p = Proc::spawn(name, args, log)?;
         during(&mut p)?;
         if p.wait_timeout(limit).is_none() {
-            p.stop(libc::SIGINT, false, Duration::from_secs(3));
+            p.stop(sys::Signal::SIGINT, false, Duration::from_secs(3));
             bail!("{name} overran {limit:?}:\n    {}", p.log_tail(8));
         }
         let text = p.log_text();

@@ -173,13 +173,13 @@ impl Ovs {
             if let Some(st) = v.exited() {
                 problems.push(format!("ovs-vswitchd had exited ({st}): {}", v.log_tail(5)));
             }
-            let (_, killed) = v.stop(libc::SIGTERM, false, Duration::from_secs(10));
+            let (_, killed) = v.stop(sys::Signal::SIGTERM, false, Duration::from_secs(10));
             if killed {
                 problems.push("ovs-vswitchd did not stop on SIGTERM and was killed".into());
             }
         }
         if let Some(mut d) = self.db.take() {
-            d.stop(libc::SIGTERM, false, Duration::from_secs(5));
+            d.stop(sys::Signal::SIGTERM, false, Duration::from_secs(5));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         problems

@@ -7,7 +7,6 @@
 //! medians of pod -> ClusterIP for switch and kernel, pod -> pod for switch and OVS), `null` when
 //! a figure is missing.
 use std::fmt::Write as _;
-use std::path::Path;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -93,12 +92,7 @@ fn med_f(v: &[f64]) -> Option<f64> {
     median(v)
 }
 
-fn ratio(a: Option<u64>, b: Option<u64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0 => Some(round_to(a as f64 / b as f64, 3)),
-        _ => None,
-    }
-}
+use crate::stats::ratio;
 
 pub fn summarize(args: &E2eArgs, samples: Vec<Sample>, setup: Setup, env: Env, notes: Vec<String>, started_utc: String, elapsed: f64) -> Summary {
     let mut cells = Vec::new();
@@ -172,17 +166,10 @@ pub fn summarize(args: &E2eArgs, samples: Vec<Sample>, setup: Setup, env: Env, n
         env,
         samples,
         notes,
-        git: git_describe(),
+        git: crate::harness::host::git_describe(),
         started_utc,
         elapsed_s: round_to(elapsed, 1),
     }
-}
-
-fn git_describe() -> Option<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.to_str()?.to_string();
-    let head = crate::sys::run(&["git", "-C", &root, "rev-parse", "--short", "HEAD"]).ok()?.trim().to_string();
-    let dirty = crate::sys::run(&["git", "-C", &root, "status", "--porcelain", "--untracked-files=no"]).map(|s| !s.trim().is_empty()).unwrap_or(false);
-    Some(if dirty { format!("{head}+dirty") } else { head })
 }
 
 fn ot(x: Option<u64>) -> String {
@@ -546,21 +533,14 @@ pub fn svg_cpu(s: &Summary) -> String {
     bars("Forwarding core CPU time per packet at the maximum rate (lower is better)", "µs per packet", &groups, |v| format!("{v:.2}"))
 }
 
-/// Writes e2e.json, e2e.md and the two SVGs; returns the file names.
-pub fn save(dir: &Path, s: &Summary) -> Result<Vec<String>> {
-    std::fs::create_dir_all(dir)?;
-    let files = [
-        ("e2e.json", serde_json::to_string_pretty(s)? + "\n"),
+/// The result files: e2e.json, e2e.md and the two SVGs.
+pub fn files(s: &Summary) -> Result<Vec<(&'static str, String)>> {
+    Ok(vec![
+        ("e2e.json", crate::harness::report::json(s)?),
         ("e2e.md", markdown(s)),
         ("e2e-rates.svg", svg_rates(s)),
         ("e2e-cpu.svg", svg_cpu(s)),
-    ];
-    let mut names = Vec::new();
-    for (n, text) in files {
-        std::fs::write(dir.join(n), text)?;
-        names.push(dir.join(n).display().to_string());
-    }
-    Ok(names)
+    ])
 }
 
 #[cfg(test)]

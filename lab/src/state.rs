@@ -23,7 +23,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::procs::ProcRef;
-use crate::model::L4Proto;
+use podswitch_control::model::L4Proto;
 
 pub const RUN_DIR: &str = "/run/podswitch";
 pub const LAB_DIR: &str = "/run/podswitch/lab";

@@ -4,7 +4,8 @@
 //!
 //! Contract:
 //! - They need root (they create network namespaces); otherwise each prints
-//!   `SKIPPED (needs root): <test>` to stderr and passes.
+//!   `SKIPPED: <test> needs root` to stderr and passes, or fails when `CI` is set
+//!   ([`labkit::root_or_skip`]).
 //! - One lab per machine: every test holds a [`labkit::Hold`] (the in-process mutex and an
 //!   exclusive `flock` on `labkit::MACHINE_LOCK`, which the other lab test binaries take too)
 //!   for as long as its lab is up, starts with `lab down` (a lab left over is removed) and tears

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::state::{self, State};
 use super::{netns, switch};
-use crate::manifests;
+use podswitch_control::manifests;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {

@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 use nix::sched::{setns, CloneFlags};
 
 use super::state::{ExternalState, PodState, NETNS_PREFIXES, NODE_NETNS};
-use crate::naming;
+use podswitch_control::naming;
 
 const NETNS_DIR: &str = "/run/netns";
 

@@ -1,8 +1,10 @@
-//! Integration tests of `podswitch lab`, run against the built binary.
+//! Integration tests of `podswitch lab`, run against the built binaries (`podswitch`, which execs
+//! `podswitch-lab`).
 //!
 //! Contract:
 //! - They need root (they create network namespaces); otherwise each prints
-//!   `SKIPPED (needs root): <test>` to stderr and passes.
+//!   `SKIPPED: <test> needs root` to stderr and passes, or fails when `CI` is set
+//!   ([`labkit::root_or_skip`]).
 //! - One lab per machine: every test holds a [`labkit::Hold`] (this binary's mutex and the
 //!   machine's flock), starts with `lab down` (a lab left over is removed) and tears its lab
 //!   down when the hold drops, also when it fails.
@@ -284,7 +286,7 @@ fn edits_are_applied_live_without_switch() {
     .unwrap();
     let r = probe(&["--from", "x/a", "--to", "svc/x/web:80", "--timeout-ms", "300"]);
     assert_eq!(r[0]["to"], "svc/x/web:80", "{r:?}");
-    assert!(fs::read_to_string("/run/podswitch/lab/api/cluster.yaml").unwrap().contains("clusterIP: 10.96.0.10"));
+    assert!(fs::read_to_string("/run/podswitch/lab/api/cluster.yaml").unwrap().contains("clusterIP: \"10.96.0.10\""));
     // A bad file: probe says so at once, and the view in force stays.
     let view_before = fs::read_to_string("/run/podswitch/lab/api/cluster.yaml").unwrap();
     fs::write(lab.dir.join("zz-bad.yaml"), ": : :\n").unwrap();
