@@ -5,7 +5,9 @@
 //!   native is refused) and registers sockets in its XSKMAP.
 //! - [`socket`]: binds an AF_XDP socket for one (interface, queue) on a worker's UMEM, zero-copy
 //!   where the driver supports it, and reports the mode the kernel actually gave.
-//! - [`frames`]: a worker's UMEM and its pool of free frames.
+//! - [`frames`]: creating a UMEM (geometry, descriptors of its frames).
+//! - [`rings`]: the AF_XDP port device: a worker's UMEM as its frame memory and one socket's
+//!   rings as a [`crate::port::PortDevice`].
 //! - [`stats`]: the kernel's counters of a socket (frames it dropped before the switch saw them).
 //! - [`prefetch`]: cache hints for the worker's hot memory (frames and the connection table).
 //! - [`hugepages`]: 2 MiB pages for the connection table (fewer TLB misses per packet).
@@ -13,7 +15,8 @@
 //! Contract: a UMEM belongs to one worker; every socket of that worker shares it, so forwarding
 //! between two of the worker's ports moves a descriptor from one port's RX ring to another's TX
 //! ring and never copies packet bytes in userspace. Which frames are where is tracked by the
-//! worker ([`crate::worker`]); this layer only makes the rings and hands out slices of frames.
+//! UMEM's ledger ([`crate::port::ledger`]) as the device moves them; the worker
+//! ([`crate::worker`]) sees only the device interface.
 pub mod frames;
 pub mod hugepages;
 pub mod iface;

@@ -1,59 +1,68 @@
-//! Safe, allocation-free operations on a worker's UMEM and on the rings of its ports.
+//! The AF_XDP port device: a worker's UMEM as its [`FrameMemory`] and the rings of one socket
+//! as a [`PortDevice`]. Safe, allocation-free operations over xsk-rs's rings.
 //!
 //! Contract (the invariant that makes the `unsafe` below sound): every frame of a
 //! [`WorkerUmem`] is in exactly one place at a time — the worker's hands (the pool or a burst
-//! being processed) or one port's fill/TX ring (recorded in `owner`). Descriptors only move
-//! through these methods, all of which take `&mut` of the one [`WorkerUmem`] the rings were
-//! bound on, so the kernel and the worker never touch a frame at the same time. The only user
-//! is [`crate::worker`], which runs on a single thread.
+//! being processed) or one port's fill/TX ring (recorded in its [`FrameLedger`]). Descriptors
+//! only move through these methods, all of which take `&mut` of the one [`WorkerUmem`] the
+//! rings were bound on, so the kernel and the worker never touch a frame at the same time. The
+//! only user is [`crate::worker`], which runs on a single thread.
+use std::os::fd::RawFd;
+
 use xsk_rs::{FrameDesc, Umem};
 
-use super::frames::{create_umem, FramePool, UmemSpec};
+use super::frames::{create_umem, UmemSpec};
 use super::socket::BoundQueue;
 use super::AfXdpError;
+use crate::port::ledger::FrameLedger;
+use crate::port::{DeviceStats, Frame, FrameMemory, PortDevice, PortMode};
 use crate::tables::PortId;
 
-const WITH_WORKER: u16 = 0;
+impl Frame for FrameDesc {
+    #[inline(always)]
+    fn offset(&self) -> usize {
+        self.addr()
+    }
+    #[inline(always)]
+    fn data_len(&self) -> usize {
+        self.lengths().data()
+    }
+}
 
 /// A worker's UMEM with its free frames and who holds each frame.
 pub struct WorkerUmem {
     umem: Umem,
-    pub(crate) pool: FramePool,
-    /// Descriptor of every frame, by frame index, to re-create lost ones on port removal.
-    all: Vec<FrameDesc>,
-    /// `WITH_WORKER`, or 1 + the id of the port whose fill or TX ring holds the frame.
-    owner: Vec<u16>,
-    frame_size: usize,
+    ledger: FrameLedger<FrameDesc>,
 }
 
 impl WorkerUmem {
     pub fn new(spec: UmemSpec) -> Result<Self, AfXdpError> {
         let (umem, descs) = create_umem(spec)?;
-        let owner = vec![WITH_WORKER; descs.len()];
-        let mut pool_descs = Vec::with_capacity(descs.len());
-        pool_descs.extend_from_slice(&descs);
-        Ok(Self { umem, pool: FramePool::new(pool_descs), all: descs, owner, frame_size: spec.frame_size as usize })
+        Ok(Self { umem, ledger: FrameLedger::new(descs, spec.frame_size as usize) })
     }
 
     /// The UMEM, for binding new sockets on it.
     pub fn umem(&self) -> &Umem {
         &self.umem
     }
+}
 
-    pub fn frame_count(&self) -> usize {
-        self.all.len()
+impl FrameMemory for WorkerUmem {
+    type Frame = FrameDesc;
+
+    #[inline(always)]
+    fn read<R>(&self, desc: &FrameDesc, f: impl FnOnce(&[u8]) -> R) -> R {
+        debug_assert!(self.ledger.with_worker(desc));
+        // SAFETY: the module invariant: the worker holds the frame (it came out of an RX or
+        // completion ring of this UMEM, or the pool, and was not handed to any ring since), so
+        // neither the kernel nor other code writes it now.
+        let data = unsafe { self.umem.data(desc) };
+        f(data.contents())
     }
 
     #[inline(always)]
-    fn index(&self, desc: &FrameDesc) -> usize {
-        desc.addr() / self.frame_size
-    }
-
-    /// Runs `f` on the bytes of a frame the worker holds: the frame's whole data area and its
-    /// current length; `f` returns its result and the new length (clamped to the area).
-    #[inline(always)]
-    pub(crate) fn with_frame<R>(&self, desc: &mut FrameDesc, f: impl FnOnce(&mut [u8], usize) -> (R, usize)) -> R {
-        debug_assert_eq!(self.owner[self.index(desc)], WITH_WORKER);
+    fn modify<R>(&mut self, desc: &mut FrameDesc, f: impl FnOnce(&mut [u8], usize) -> (R, usize)) -> R {
+        debug_assert!(self.ledger.with_worker(desc));
         // SAFETY: the module invariant: `desc` came out of an RX or completion ring (or the
         // pool) of this UMEM and has not been handed back to any ring, so neither the kernel
         // nor other code accesses the frame now.
@@ -67,39 +76,37 @@ impl WorkerUmem {
         r
     }
 
-    /// Runs `f` on the received bytes of a frame the worker holds (read only).
-    #[inline(always)]
-    pub(crate) fn read_frame<R>(&self, desc: &FrameDesc, f: impl FnOnce(&[u8]) -> R) -> R {
-        debug_assert_eq!(self.owner[self.index(desc)], WITH_WORKER);
-        // SAFETY: as in `with_frame`: the worker holds the frame, so neither the kernel nor
-        // other code writes it now.
-        let data = unsafe { self.umem.data(desc) };
-        f(data.contents())
+    #[inline]
+    fn release(&mut self, frame: FrameDesc) {
+        self.ledger.put(frame);
     }
 
-    /// Puts back into the pool every frame that port `id`'s rings held. Call only after the
-    /// port's socket is closed (the kernel has let go of its rings).
-    pub(crate) fn reclaim_port(&mut self, id: PortId) -> usize {
-        let tag = id + 1;
-        let mut n = 0;
-        for i in 0..self.owner.len() {
-            if self.owner[i] == tag {
-                self.owner[i] = WITH_WORKER;
-                self.pool.put(self.all[i]);
-                n += 1;
-            }
-        }
-        n
+    #[inline]
+    fn release_all(&mut self, frames: &[FrameDesc]) {
+        self.ledger.put_all(frames);
+    }
+
+    #[inline]
+    fn free_frames(&self) -> usize {
+        self.ledger.free_len()
+    }
+
+    fn frame_count(&self) -> usize {
+        self.ledger.frame_count()
+    }
+
+    fn reclaim_port(&mut self, id: PortId) -> usize {
+        self.ledger.reclaim_port(id)
     }
 }
 
 /// The rings of one port on one worker.
 pub struct PortRings {
-    pub(crate) id: PortId,
+    id: PortId,
     q: BoundQueue,
     in_fill: u32,
     tx_outstanding: u32,
-    pub(crate) fill_target: u32,
+    fill_target: u32,
 }
 
 impl PortRings {
@@ -110,69 +117,64 @@ impl PortRings {
     pub fn bound(&self) -> &BoundQueue {
         &self.q
     }
+}
 
-    pub fn tx_outstanding(&self) -> u32 {
-        self.tx_outstanding
+impl PortDevice for PortRings {
+    type Memory = WorkerUmem;
+
+    #[inline(always)]
+    fn id(&self) -> PortId {
+        self.id
     }
 
-    /// Moves completed TX frames back to the pool; returns how many.
     #[inline]
-    pub(crate) fn reclaim(&mut self, mem: &mut WorkerUmem, scratch: &mut [FrameDesc]) -> usize {
+    fn reclaim(&mut self, mem: &mut WorkerUmem, scratch: &mut [FrameDesc]) -> usize {
         if self.tx_outstanding == 0 {
             return 0;
         }
         // SAFETY: `scratch` only receives descriptors; frames on this completion ring belong
         // to `mem` (the socket was bound on it) and the kernel is done with them.
         let n = unsafe { self.q.comp.consume(scratch) };
-        for d in &scratch[..n] {
-            let i = mem.index(d);
-            mem.owner[i] = WITH_WORKER;
-        }
-        mem.pool.put_all(&scratch[..n]);
+        mem.ledger.to_worker(&scratch[..n]);
+        mem.ledger.put_all(&scratch[..n]);
         self.tx_outstanding -= n as u32;
         n
     }
 
-    /// Tops the fill ring up to `fill_target` from the pool; returns how many were added.
+    /// Tops the fill ring up to `fill_target` from the pool, in batches of 16 or more.
     #[inline]
-    pub(crate) fn refill(&mut self, mem: &mut WorkerUmem) -> usize {
+    fn refill(&mut self, mem: &mut WorkerUmem) -> usize {
         let want = self.fill_target.saturating_sub(self.in_fill) as usize;
         if want < 16 && self.in_fill > 0 {
             return 0; // refill in batches
         }
-        let batch = mem.pool.peek_top(want);
+        let batch = mem.ledger.peek_top(want);
         if batch.is_empty() {
             return 0;
         }
         // SAFETY: the frames are in the pool (held by nobody) and belong to `mem`.
+        // `produce` takes all of them or none, so the `n` taken are the pool's top `n`.
         let n = unsafe { self.q.fill.produce(batch) };
-        let tag = self.id + 1;
-        for d in &batch[..n] {
-            let i = d.addr() / mem.frame_size;
-            mem.owner[i] = tag;
-        }
-        mem.pool.consumed(n);
+        mem.ledger.consumed_by(self.id, n);
         self.in_fill += n as u32;
         n
     }
 
-    /// Takes up to `out.len()` received frames; they are the worker's until it passes them on.
+    fn set_fill_target(&mut self, target: u32) {
+        self.fill_target = target;
+    }
+
     #[inline]
-    pub(crate) fn receive(&mut self, mem: &mut WorkerUmem, out: &mut [FrameDesc]) -> usize {
+    fn receive(&mut self, mem: &mut WorkerUmem, out: &mut [FrameDesc]) -> usize {
         // SAFETY: frames on the RX ring were given by this port's fill ring (of `mem`).
         let n = unsafe { self.q.rx.consume(out) };
-        for d in &out[..n] {
-            let i = mem.index(d);
-            mem.owner[i] = WITH_WORKER;
-        }
+        mem.ledger.to_worker(&out[..n]);
         self.in_fill = self.in_fill.saturating_sub(n as u32);
         n
     }
 
-    /// Queues `descs` for transmission; returns how many the TX ring took (a prefix). The
-    /// caller keeps the rest.
     #[inline]
-    pub(crate) fn transmit(&mut self, mem: &mut WorkerUmem, descs: &[FrameDesc]) -> usize {
+    fn transmit(&mut self, mem: &mut WorkerUmem, descs: &[FrameDesc]) -> usize {
         let room = self.q.tx.nb_free(descs.len() as u32) as usize;
         let n = room.min(descs.len());
         if n == 0 {
@@ -181,11 +183,7 @@ impl PortRings {
         // SAFETY: the worker holds these frames (received or reclaimed) and they belong to
         // `mem`; the ring has room for `n`, so all `n` are produced.
         let sent = unsafe { self.q.tx.produce(&descs[..n]) };
-        let tag = self.id + 1;
-        for d in &descs[..sent] {
-            let i = mem.index(d);
-            mem.owner[i] = tag;
-        }
+        mem.ledger.to_port(self.id, &descs[..sent]);
         self.tx_outstanding += sent as u32;
         sent
     }
@@ -198,7 +196,7 @@ impl PortRings {
     /// pays the pipeline for frames that then die on a full TX ring. In zero-copy mode the
     /// driver transmits on its own: one kick when asked.
     #[inline]
-    pub(crate) fn kick_tx(&mut self, mem: &mut WorkerUmem, scratch: &mut [FrameDesc]) -> u32 {
+    fn kick(&mut self, mem: &mut WorkerUmem, scratch: &mut [FrameDesc]) -> u32 {
         const MAX_COPY_MODE_KICKS: u32 = 8;
         let mut kicks = 0;
         while self.tx_outstanding > 0 && self.q.tx.needs_wakeup() {
@@ -218,15 +216,26 @@ impl PortRings {
 
     /// Wakes the driver to fill RX if the fill ring asks for it.
     #[inline]
-    pub(crate) fn wake_fill(&mut self) {
+    fn wake_rx(&mut self) {
         if self.q.fill.needs_wakeup() {
             let _ = self.q.fill.wakeup(self.q.rx.fd_mut(), 0);
         }
     }
 
-    /// The fd to wait on for received frames.
-    pub fn fd(&self) -> i32 {
-        self.q.fd
+    fn tx_outstanding(&self) -> u32 {
+        self.tx_outstanding
+    }
+
+    fn mode(&self) -> PortMode {
+        PortMode { zerocopy: self.q.zerocopy, mechanism: "af_xdp" }
+    }
+
+    fn stats(&self) -> DeviceStats {
+        super::stats::read(self.q.fd).unwrap_or_default()
+    }
+
+    fn wait_fd(&self) -> Option<RawFd> {
+        Some(self.q.fd)
     }
 }
 
