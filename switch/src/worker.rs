@@ -338,3 +338,6 @@ impl<D: PortDevice> Worker<D> {
         p.staged_len = 0;
     }
 }
+
+#[cfg(test)]
+mod tests;

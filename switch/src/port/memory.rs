@@ -56,6 +56,12 @@ impl MemoryPool {
         }
     }
 
+    /// Takes a free frame out of the pool into the caller's hands (tests that stage frames
+    /// themselves); give it back with [`FrameMemory::release`].
+    pub fn take(&mut self) -> Option<MemFrame> {
+        self.ledger.take()
+    }
+
     fn slot(&self, frame: &MemFrame) -> &[u8] {
         let at = frame.offset();
         &self.bytes[at..at + self.frame_size]
@@ -268,7 +274,7 @@ mod tests {
             ((), len + 1)
         });
         // A TX queue of 2 takes a prefix of 3.
-        let extra = [rx[0], mem.ledger.take().unwrap(), mem.ledger.take().unwrap()];
+        let extra = [rx[0], mem.take().unwrap(), mem.take().unwrap()];
         assert_eq!(port.transmit(&mut mem, &extra), 2);
         mem.release(extra[2]);
         assert_eq!(port.depart(&mem)[0], b"hello!");
