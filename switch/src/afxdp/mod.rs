@@ -35,9 +35,9 @@ pub enum AfXdpError {
     #[error("loading the XDP program failed: {0}")]
     ProgramLoad(String),
     #[error("attaching XDP to {ifname} failed in native mode ({native}) and in generic mode ({generic})")]
-    Attach { ifname: String, native: String, generic: String },
+    Attach { ifname: String, native: xdp::AttachError, generic: xdp::AttachError },
     #[error("attaching XDP to {ifname} in {mode} mode failed: {detail}")]
-    AttachForced { ifname: String, mode: &'static str, detail: String },
+    AttachForced { ifname: String, mode: &'static str, detail: xdp::AttachError },
     #[error("registering the AF_XDP socket of {ifname} queue {queue} in the XSKMAP failed: {detail}")]
     MapUpdate { ifname: String, queue: u32, detail: String },
     #[error("creating the UMEM failed: {0}")]
