@@ -17,7 +17,7 @@
 //! - [`session`]: threads, trials and the report of each command.
 //!
 //! No `unsafe` here: the AF_XDP and raw-socket system calls are in
-//! `switch::afxdp::standalone`.
+//! `switch::afxdp::endpoint`.
 #![forbid(unsafe_code)]
 
 mod cli;

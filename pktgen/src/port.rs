@@ -1,4 +1,4 @@
-//! Where frames go out and come in: AF_XDP through `switch::afxdp::standalone`, or the
+//! Where frames go out and come in: AF_XDP through `switch::afxdp::endpoint`, or the
 //! explicit kernel fallback ([`crate::kernel`]).
 //!
 //! Contract:
@@ -15,7 +15,7 @@ use anyhow::{anyhow, Result};
 use serde::Serialize;
 use switch::afxdp::frames::UmemSpec;
 use switch::afxdp::socket::CopyPolicy;
-use switch::afxdp::standalone::{OpenError, Xsk, XskConfig, XskRx, XskTx};
+use switch::afxdp::endpoint::{OpenError, Xsk, XskConfig, XskRx, XskTx};
 use switch::afxdp::xdp::XdpMode;
 
 use crate::kernel::{KernelRx, KernelTx};

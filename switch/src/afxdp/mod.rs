@@ -23,7 +23,7 @@ pub mod iface;
 pub mod prefetch;
 pub mod rings;
 pub mod socket;
-pub mod standalone;
+pub mod endpoint;
 pub mod stats;
 pub mod xdp;
 

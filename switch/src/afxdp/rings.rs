@@ -7,9 +7,9 @@
 //! only move through these methods, all of which take `&mut` of the one [`WorkerUmem`] the
 //! rings were bound on, so the kernel and the worker never touch a frame at the same time. The
 //! only user is [`crate::worker`], which runs on a single thread.
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
-use xsk_rs::{FrameDesc, Umem};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
 use super::frames::{create_umem, UmemSpec};
 use super::socket::BoundQueue;
@@ -39,6 +39,38 @@ impl WorkerUmem {
     pub fn new(spec: UmemSpec) -> Result<Self, AfXdpError> {
         let (umem, descs) = create_umem(spec)?;
         Ok(Self { umem, ledger: FrameLedger::new(descs, spec.frame_size as usize) })
+    }
+
+    /// A view of `umem` owning only frames `mine` of `descs` (all of the UMEM's descriptors):
+    /// those start in the pool; the others belong to another part and are never touched. Lets
+    /// the two halves of one socket's UMEM ([`super::endpoint`]) run on two threads.
+    pub fn part(umem: Umem, descs: Vec<FrameDesc>, frame_size: u32, mine: std::ops::Range<usize>) -> Self {
+        Self { umem, ledger: FrameLedger::part(descs, frame_size as usize, mine) }
+    }
+
+    /// The descriptor of frame `index`, if it is this memory's and in the caller's hands (not
+    /// with the kernel, not another part's).
+    #[inline]
+    pub fn held(&self, index: usize) -> Option<FrameDesc> {
+        self.ledger.frame(index).filter(|d| self.ledger.with_worker(d))
+    }
+
+    /// Records that the caller handed these frames to port `id`'s rings / got them back, for
+    /// callers that check a whole batch before a ring takes it.
+    #[inline]
+    pub fn mark_with_port(&mut self, id: PortId, descs: &[FrameDesc]) {
+        self.ledger.to_port(id, descs);
+    }
+
+    #[inline]
+    pub fn mark_with_caller(&mut self, descs: &[FrameDesc]) {
+        self.ledger.to_worker(descs);
+    }
+
+    /// The index of a frame (its slot in the UMEM).
+    #[inline]
+    pub fn index(&self, desc: &FrameDesc) -> usize {
+        self.ledger.index(desc)
     }
 
     /// The UMEM, for binding new sockets on it.
@@ -100,22 +132,167 @@ impl FrameMemory for WorkerUmem {
     }
 }
 
-/// The rings of one port on one worker.
+/// The transmit half of a socket: its TX and completion rings. Used by [`PortRings`] and by
+/// the one-socket endpoint ([`super::endpoint`]), each with its own kick policy.
+pub struct TxRings {
+    tx: TxQueue,
+    comp: CompQueue,
+    outstanding: u32,
+    zerocopy: bool,
+}
+
+impl TxRings {
+    pub fn new(tx: TxQueue, comp: CompQueue, zerocopy: bool) -> Self {
+        Self { tx, comp, outstanding: 0, zerocopy }
+    }
+
+    /// Frames handed to the kernel and not yet completed.
+    #[inline(always)]
+    pub fn outstanding(&self) -> u32 {
+        self.outstanding
+    }
+
+    pub fn zerocopy(&self) -> bool {
+        self.zerocopy
+    }
+
+    /// Free TX ring entries, up to `want`.
+    #[inline]
+    pub fn room(&mut self, want: u32) -> u32 {
+        self.tx.nb_free(want).min(want)
+    }
+
+    /// Queues `descs` (frames `mem` holds for the caller) as port `id`'s; returns how many the
+    /// ring took (a prefix). The caller keeps the rest.
+    #[inline]
+    pub fn transmit(&mut self, mem: &mut WorkerUmem, id: PortId, descs: &[FrameDesc]) -> usize {
+        let room = self.tx.nb_free(descs.len() as u32) as usize;
+        let n = room.min(descs.len());
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: the caller holds these frames (`mem`'s ledger says so: received, reclaimed
+        // or never handed out) and they belong to `mem`; the ring has room for `n`, so all `n`
+        // are produced.
+        let sent = unsafe { self.tx.produce(&descs[..n]) };
+        mem.ledger.to_port(id, &descs[..sent]);
+        self.outstanding += sent as u32;
+        sent
+    }
+
+    /// Takes completed frames off the completion ring into `scratch`, back in the caller's
+    /// hands (not the pool); returns how many.
+    #[inline]
+    pub fn complete(&mut self, mem: &mut WorkerUmem, scratch: &mut [FrameDesc]) -> usize {
+        if self.outstanding == 0 {
+            return 0;
+        }
+        // SAFETY: `scratch` only receives descriptors; frames on this completion ring belong
+        // to `mem` (the socket was bound on it) and the kernel is done with them.
+        let n = unsafe { self.comp.consume(scratch) };
+        mem.ledger.to_worker(&scratch[..n]);
+        self.outstanding -= n as u32;
+        n
+    }
+
+    /// Whether the ring asks for a `sendto()` (always, in copy mode, while frames wait).
+    #[inline(always)]
+    pub fn needs_wakeup(&self) -> bool {
+        self.tx.needs_wakeup()
+    }
+
+    /// One `sendto()`: in copy mode the kernel sends up to its TX budget (32 frames by
+    /// default) and completes them before returning.
+    #[inline]
+    pub fn wakeup(&mut self) -> std::io::Result<()> {
+        self.tx.wakeup()
+    }
+
+    /// The kernel's counters of the socket.
+    pub fn stats(&self) -> DeviceStats {
+        super::stats::read(self.tx.fd().as_raw_fd()).unwrap_or_default()
+    }
+}
+
+/// The receive half of a socket: its RX and fill rings.
+pub struct RxRings {
+    rx: RxQueue,
+    fill: FillQueue,
+    in_fill: u32,
+    fill_target: u32,
+}
+
+impl RxRings {
+    pub fn new(rx: RxQueue, fill: FillQueue, fill_target: u32) -> Self {
+        Self { rx, fill, in_fill: 0, fill_target }
+    }
+
+    /// Takes up to `out.len()` received frames into the caller's hands.
+    #[inline]
+    pub fn receive(&mut self, mem: &mut WorkerUmem, out: &mut [FrameDesc]) -> usize {
+        // SAFETY: frames on the RX ring were given by this fill ring, only ever given frames
+        // of `mem`.
+        let n = unsafe { self.rx.consume(out) };
+        mem.ledger.to_worker(&out[..n]);
+        self.in_fill = self.in_fill.saturating_sub(n as u32);
+        n
+    }
+
+    /// Tops the fill ring up to the fill target from `mem`'s pool as port `id`'s, in batches
+    /// of 16 or more; returns how many were added.
+    #[inline]
+    pub fn refill(&mut self, mem: &mut WorkerUmem, id: PortId) -> usize {
+        let want = self.fill_target.saturating_sub(self.in_fill) as usize;
+        if want < 16 && self.in_fill > 0 {
+            return 0; // refill in batches
+        }
+        let batch = mem.ledger.peek_top(want);
+        if batch.is_empty() {
+            return 0;
+        }
+        // SAFETY: the frames are in the pool (held by nobody) and belong to `mem`.
+        // `produce` takes all of them or none, so the `n` taken are the pool's top `n`.
+        let n = unsafe { self.fill.produce(batch) };
+        mem.ledger.consumed_by(id, n);
+        self.in_fill += n as u32;
+        n
+    }
+
+    pub fn set_fill_target(&mut self, target: u32) {
+        self.fill_target = target;
+    }
+
+    /// Wakes the driver to fill RX if the fill ring asks for it.
+    #[inline]
+    pub fn wake(&mut self) {
+        if self.fill.needs_wakeup() {
+            let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
+        }
+    }
+
+    /// Waits up to `timeout_ms` for a frame to read; true if there is one.
+    pub fn wait(&mut self, timeout_ms: i32) -> bool {
+        self.rx.poll(timeout_ms).unwrap_or(false)
+    }
+
+    /// The kernel's counters of the socket.
+    pub fn stats(&self) -> DeviceStats {
+        super::stats::read(self.rx.fd().as_raw_fd()).unwrap_or_default()
+    }
+}
+
+/// The rings of one port on one worker: the port device the dataplane's workers drive.
 pub struct PortRings {
     id: PortId,
-    q: BoundQueue,
-    in_fill: u32,
-    tx_outstanding: u32,
-    fill_target: u32,
+    tx: TxRings,
+    rx: RxRings,
+    fd: RawFd,
 }
 
 impl PortRings {
     pub fn new(id: PortId, q: BoundQueue, fill_target: u32) -> Self {
-        Self { id, q, in_fill: 0, tx_outstanding: 0, fill_target }
-    }
-
-    pub fn bound(&self) -> &BoundQueue {
-        &self.q
+        let BoundQueue { tx, rx, fill, comp, zerocopy, fd, .. } = q;
+        Self { id, tx: TxRings::new(tx, comp, zerocopy), rx: RxRings::new(rx, fill, fill_target), fd }
     }
 }
 
@@ -129,63 +306,28 @@ impl PortDevice for PortRings {
 
     #[inline]
     fn reclaim(&mut self, mem: &mut WorkerUmem, scratch: &mut [FrameDesc]) -> usize {
-        if self.tx_outstanding == 0 {
-            return 0;
-        }
-        // SAFETY: `scratch` only receives descriptors; frames on this completion ring belong
-        // to `mem` (the socket was bound on it) and the kernel is done with them.
-        let n = unsafe { self.q.comp.consume(scratch) };
-        mem.ledger.to_worker(&scratch[..n]);
+        let n = self.tx.complete(mem, scratch);
         mem.ledger.put_all(&scratch[..n]);
-        self.tx_outstanding -= n as u32;
         n
     }
 
-    /// Tops the fill ring up to `fill_target` from the pool, in batches of 16 or more.
     #[inline]
     fn refill(&mut self, mem: &mut WorkerUmem) -> usize {
-        let want = self.fill_target.saturating_sub(self.in_fill) as usize;
-        if want < 16 && self.in_fill > 0 {
-            return 0; // refill in batches
-        }
-        let batch = mem.ledger.peek_top(want);
-        if batch.is_empty() {
-            return 0;
-        }
-        // SAFETY: the frames are in the pool (held by nobody) and belong to `mem`.
-        // `produce` takes all of them or none, so the `n` taken are the pool's top `n`.
-        let n = unsafe { self.q.fill.produce(batch) };
-        mem.ledger.consumed_by(self.id, n);
-        self.in_fill += n as u32;
-        n
+        self.rx.refill(mem, self.id)
     }
 
     fn set_fill_target(&mut self, target: u32) {
-        self.fill_target = target;
+        self.rx.set_fill_target(target);
     }
 
     #[inline]
     fn receive(&mut self, mem: &mut WorkerUmem, out: &mut [FrameDesc]) -> usize {
-        // SAFETY: frames on the RX ring were given by this port's fill ring (of `mem`).
-        let n = unsafe { self.q.rx.consume(out) };
-        mem.ledger.to_worker(&out[..n]);
-        self.in_fill = self.in_fill.saturating_sub(n as u32);
-        n
+        self.rx.receive(mem, out)
     }
 
     #[inline]
     fn transmit(&mut self, mem: &mut WorkerUmem, descs: &[FrameDesc]) -> usize {
-        let room = self.q.tx.nb_free(descs.len() as u32) as usize;
-        let n = room.min(descs.len());
-        if n == 0 {
-            return 0;
-        }
-        // SAFETY: the worker holds these frames (received or reclaimed) and they belong to
-        // `mem`; the ring has room for `n`, so all `n` are produced.
-        let sent = unsafe { self.q.tx.produce(&descs[..n]) };
-        mem.ledger.to_port(self.id, &descs[..sent]);
-        self.tx_outstanding += sent as u32;
-        sent
+        self.tx.transmit(mem, self.id, descs)
     }
 
     /// Asks the kernel to transmit if the ring says it needs that; returns the system calls made.
@@ -199,43 +341,40 @@ impl PortDevice for PortRings {
     fn kick(&mut self, mem: &mut WorkerUmem, scratch: &mut [FrameDesc]) -> u32 {
         const MAX_COPY_MODE_KICKS: u32 = 8;
         let mut kicks = 0;
-        while self.tx_outstanding > 0 && self.q.tx.needs_wakeup() {
-            let _ = self.q.tx.wakeup();
+        while self.tx.outstanding() > 0 && self.tx.needs_wakeup() {
+            let _ = self.tx.wakeup();
             kicks += 1;
-            if self.q.zerocopy || kicks == MAX_COPY_MODE_KICKS {
+            if self.tx.zerocopy() || kicks == MAX_COPY_MODE_KICKS {
                 break;
             }
-            let before = self.tx_outstanding;
+            let before = self.tx.outstanding();
             self.reclaim(mem, scratch);
-            if self.tx_outstanding == before {
+            if self.tx.outstanding() == before {
                 break; // the kernel took nothing more: the device is backed up
             }
         }
         kicks
     }
 
-    /// Wakes the driver to fill RX if the fill ring asks for it.
     #[inline]
     fn wake_rx(&mut self) {
-        if self.q.fill.needs_wakeup() {
-            let _ = self.q.fill.wakeup(self.q.rx.fd_mut(), 0);
-        }
+        self.rx.wake();
     }
 
     fn tx_outstanding(&self) -> u32 {
-        self.tx_outstanding
+        self.tx.outstanding()
     }
 
     fn mode(&self) -> PortMode {
-        PortMode { zerocopy: self.q.zerocopy, mechanism: "af_xdp" }
+        PortMode { zerocopy: self.tx.zerocopy(), mechanism: "af_xdp" }
     }
 
     fn stats(&self) -> DeviceStats {
-        super::stats::read(self.q.fd).unwrap_or_default()
+        super::stats::read(self.fd).unwrap_or_default()
     }
 
     fn wait_fd(&self) -> Option<RawFd> {
-        Some(self.q.fd)
+        Some(self.fd)
     }
 }
 

@@ -10,6 +10,8 @@ use super::Frame;
 use crate::tables::PortId;
 
 const WITH_WORKER: u16 = 0;
+/// A frame of another part of the same memory ([`FrameLedger::part`]): never touched here.
+const FOREIGN: u16 = u16::MAX;
 
 /// The frames of one memory, the pool, and the holder of each frame.
 #[derive(Debug)]
@@ -29,6 +31,21 @@ impl<F: Frame> FrameLedger<F> {
         let mut free = Vec::with_capacity(all.len());
         free.extend_from_slice(&all);
         Self { free, all, owner, frame_size }
+    }
+
+    /// A ledger owning only frames `mine` of `all`: those start in the pool, the others belong
+    /// to another part of the same memory and are never pooled or reclaimed here.
+    pub fn part(all: Vec<F>, frame_size: usize, mine: std::ops::Range<usize>) -> Self {
+        let owner = (0..all.len()).map(|i| if mine.contains(&i) { WITH_WORKER } else { FOREIGN }).collect();
+        let mut free = Vec::with_capacity(mine.len());
+        free.extend_from_slice(&all[mine]);
+        Self { free, all, owner, frame_size }
+    }
+
+    /// The descriptor of frame `index`, as made when the memory was created.
+    #[inline]
+    pub fn frame(&self, index: usize) -> Option<F> {
+        self.all.get(index).copied()
     }
 
     pub fn frame_count(&self) -> usize {
@@ -162,5 +179,16 @@ mod tests {
         l.put(F(6));
         assert_eq!(l.free_len(), 8);
         assert_eq!(l.reclaim_port(2), 0);
+    }
+
+    #[test]
+    fn a_part_pools_only_its_own_frames() {
+        let mut l = FrameLedger::part((0..8).map(F).collect(), 64, 2..5);
+        assert_eq!(l.free_len(), 3);
+        assert!(l.with_worker(&F(3)));
+        assert!(!l.with_worker(&F(6)), "another part's frame");
+        l.consumed_by(1, 3);
+        assert_eq!(l.reclaim_port(1), 3);
+        assert_eq!(l.free_len(), 3, "only its own frames came back");
     }
 }
