@@ -8,6 +8,8 @@
 //! - [`frames`]: creating a UMEM (geometry, descriptors of its frames).
 //! - [`rings`]: the AF_XDP port device: a worker's UMEM as its frame memory and one socket's
 //!   rings as a [`crate::port::PortDevice`].
+//! - [`endpoint`]: one socket with its own UMEM for one-interface tools (pktgen), on the same
+//!   TX and RX ring halves ([`rings::TxRings`], [`rings::RxRings`]) as the switch's ports.
 //! - [`stats`]: the kernel's counters of a socket (frames it dropped before the switch saw them).
 //! - [`prefetch`]: cache hints for the worker's hot memory (frames and the connection table).
 //! - [`hugepages`]: 2 MiB pages for the connection table (fewer TLB misses per packet).
