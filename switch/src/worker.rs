@@ -162,7 +162,7 @@ impl<D: PortDevice> Worker<D> {
     }
 
     /// Applies pending commands (the run loop does so between rounds); false on Stop.
-    pub fn apply_commands(&mut self) -> bool {
+    fn apply_commands(&mut self) -> bool {
         while let Ok(cmd) = self.cmds.try_recv() {
             match cmd {
                 WorkerCmd::AddPort { device, counters, ready } => {
