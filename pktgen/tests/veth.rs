@@ -1,7 +1,8 @@
 //! pktgen end to end across a veth pair between two network namespaces made here (`psg-`
 //! prefix, removed on drop): frames sent by one pktgen are received and matched by another
 //! (or by the same process in another namespace), with counts, zero loss and sane latency
-//! checked. Needs root; prints `SKIPPED (needs root)` otherwise.
+//! checked. Needs root; prints `SKIPPED (needs root)` otherwise, except where `CI` is set:
+//! there a missing root is a broken setup and the test fails.
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ fn is_root() -> bool {
 macro_rules! need_root {
     ($name:expr) => {
         if !is_root() {
+            assert!(std::env::var_os("CI").is_none(), "{} needs root, and CI is set: run the tests as root", $name);
             eprintln!("SKIPPED (needs root): {}", $name);
             return;
         }
