@@ -51,10 +51,10 @@ impl PacketSocket {
         let addr = link_addr(ifname)?;
         let proto = receive.then_some(SockProtocol::EthAll);
         let fd = socket::socket(AddressFamily::Packet, SockType::Raw, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, proto)
-            .map_err(|e| io::Error::new(io::ErrorKind::Other, format!("socket(AF_PACKET): {e}")))?;
+            .map_err(|e| io::Error::other(format!("socket(AF_PACKET): {e}")))?;
         // The address's protocol is 0: the socket's own (ETH_P_ALL or none) stays in force.
         bind(fd.as_raw_fd(), &addr)
-            .map_err(|e| io::Error::new(io::ErrorKind::Other, format!("bind(AF_PACKET) to {ifname}: {e}")))?;
+            .map_err(|e| io::Error::other(format!("bind(AF_PACKET) to {ifname}: {e}")))?;
         Ok(PacketSocket { fd })
     }
 

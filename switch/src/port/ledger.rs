@@ -107,7 +107,7 @@ impl<F: Frame> FrameLedger<F> {
         self.free.extend_from_slice(frames);
     }
 
-    /// The last `n` free frames (or fewer), for handing to a ring; call [`Self::consumed`]
+    /// The last `n` free frames (or fewer), for handing to a ring; call [`Self::consumed_by`]
     /// with how many the ring took.
     #[inline]
     pub fn peek_top(&self, n: usize) -> &[F] {
