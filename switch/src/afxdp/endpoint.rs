@@ -374,17 +374,17 @@ impl XskTx {
             let mut desc = match checked {
                 Ok(d) => d,
                 Err(e) => {
-                    self.mem.mark_with_caller(&self.scratch[..k]);
+                    self.mem.ledger_mut().to_worker(&self.scratch[..k]);
                     return Err(e);
                 }
             };
             self.mem.modify(&mut desc, |_, _| ((), len as usize));
             self.scratch[k] = desc;
             // Marked now so that a duplicate index later in `frames` is caught.
-            self.mem.mark_with_port(SELF, &self.scratch[k..=k]);
+            self.mem.ledger_mut().to_port(SELF, &self.scratch[k..=k]);
         }
         let sent = self.rings.transmit(&mut self.mem, SELF, &self.scratch[..n]);
-        self.mem.mark_with_caller(&self.scratch[sent..n]);
+        self.mem.ledger_mut().to_worker(&self.scratch[sent..n]);
         Ok(sent)
     }
 
@@ -395,7 +395,7 @@ impl XskTx {
         let max = out.len().min(self.scratch.len());
         let n = self.rings.complete(&mut self.mem, &mut self.scratch[..max]);
         for (o, d) in out.iter_mut().zip(&self.scratch[..n]) {
-            *o = self.mem.index(d) as u32;
+            *o = self.mem.ledger().index(d) as u32;
         }
         n
     }

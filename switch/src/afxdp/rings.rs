@@ -55,24 +55,6 @@ impl WorkerUmem {
         self.ledger.frame(index).filter(|d| self.ledger.with_worker(d))
     }
 
-    /// Records that the caller handed these frames to port `id`'s rings / got them back, for
-    /// callers that check a whole batch before a ring takes it.
-    #[inline]
-    pub fn mark_with_port(&mut self, id: PortId, descs: &[FrameDesc]) {
-        self.ledger.to_port(id, descs);
-    }
-
-    #[inline]
-    pub fn mark_with_caller(&mut self, descs: &[FrameDesc]) {
-        self.ledger.to_worker(descs);
-    }
-
-    /// The index of a frame (its slot in the UMEM).
-    #[inline]
-    pub fn index(&self, desc: &FrameDesc) -> usize {
-        self.ledger.index(desc)
-    }
-
     /// The UMEM, for binding new sockets on it.
     pub fn umem(&self) -> &Umem {
         &self.umem
@@ -81,6 +63,16 @@ impl WorkerUmem {
 
 impl FrameMemory for WorkerUmem {
     type Frame = FrameDesc;
+
+    #[inline(always)]
+    fn ledger(&self) -> &FrameLedger<FrameDesc> {
+        &self.ledger
+    }
+
+    #[inline(always)]
+    fn ledger_mut(&mut self) -> &mut FrameLedger<FrameDesc> {
+        &mut self.ledger
+    }
 
     #[inline(always)]
     fn read<R>(&self, desc: &FrameDesc, f: impl FnOnce(&[u8]) -> R) -> R {
@@ -106,29 +98,6 @@ impl FrameMemory for WorkerUmem {
         let (r, new_len) = f(data.contents_mut(), len);
         data.cursor().set_pos(new_len);
         r
-    }
-
-    #[inline]
-    fn release(&mut self, frame: FrameDesc) {
-        self.ledger.put(frame);
-    }
-
-    #[inline]
-    fn release_all(&mut self, frames: &[FrameDesc]) {
-        self.ledger.put_all(frames);
-    }
-
-    #[inline]
-    fn free_frames(&self) -> usize {
-        self.ledger.free_len()
-    }
-
-    fn frame_count(&self) -> usize {
-        self.ledger.frame_count()
-    }
-
-    fn reclaim_port(&mut self, id: PortId) -> usize {
-        self.ledger.reclaim_port(id)
     }
 }
 

@@ -76,6 +76,16 @@ impl MemoryPool {
 impl FrameMemory for MemoryPool {
     type Frame = MemFrame;
 
+    #[inline(always)]
+    fn ledger(&self) -> &FrameLedger<MemFrame> {
+        &self.ledger
+    }
+
+    #[inline(always)]
+    fn ledger_mut(&mut self) -> &mut FrameLedger<MemFrame> {
+        &mut self.ledger
+    }
+
     fn read<R>(&self, frame: &MemFrame, f: impl FnOnce(&[u8]) -> R) -> R {
         debug_assert!(self.ledger.with_worker(frame));
         f(&self.slot(frame)[..frame.data_len()])
@@ -89,26 +99,6 @@ impl FrameMemory for MemoryPool {
         let (r, new_len) = f(slot, len);
         frame.len = new_len.min(cap) as u32;
         r
-    }
-
-    fn release(&mut self, frame: MemFrame) {
-        self.ledger.put(frame);
-    }
-
-    fn release_all(&mut self, frames: &[MemFrame]) {
-        self.ledger.put_all(frames);
-    }
-
-    fn free_frames(&self) -> usize {
-        self.ledger.free_len()
-    }
-
-    fn frame_count(&self) -> usize {
-        self.ledger.frame_count()
-    }
-
-    fn reclaim_port(&mut self, id: PortId) -> usize {
-        self.ledger.reclaim_port(id)
     }
 }
 

@@ -23,6 +23,7 @@ use std::os::fd::RawFd;
 use serde::Serialize;
 
 use crate::tables::PortId;
+use ledger::FrameLedger;
 
 pub mod ledger;
 pub mod memory;
@@ -36,9 +37,17 @@ pub trait Frame: Copy + Default {
     fn data_len(&self) -> usize;
 }
 
-/// The frames of one worker and their pool.
+/// The frames of one worker and their pool. Every kind keeps its books in a [`FrameLedger`],
+/// through which the pool operations below are provided.
 pub trait FrameMemory {
     type Frame: Frame;
+
+    /// Who holds each frame, and the pool.
+    fn ledger(&self) -> &FrameLedger<Self::Frame>;
+
+    /// The same, for devices recording moves. Records must match what the rings hold: a frame
+    /// released while a ring still has it would be handed out twice.
+    fn ledger_mut(&mut self) -> &mut FrameLedger<Self::Frame>;
 
     /// Runs `f` on the received bytes of a frame the worker holds (read only).
     fn read<R>(&self, frame: &Self::Frame, f: impl FnOnce(&[u8]) -> R) -> R;
@@ -48,20 +57,33 @@ pub trait FrameMemory {
     fn modify<R>(&mut self, frame: &mut Self::Frame, f: impl FnOnce(&mut [u8], usize) -> (R, usize)) -> R;
 
     /// Returns a frame the worker holds to the pool.
-    fn release(&mut self, frame: Self::Frame);
+    #[inline(always)]
+    fn release(&mut self, frame: Self::Frame) {
+        self.ledger_mut().put(frame);
+    }
 
     /// Returns frames the worker holds to the pool.
-    fn release_all(&mut self, frames: &[Self::Frame]);
+    #[inline(always)]
+    fn release_all(&mut self, frames: &[Self::Frame]) {
+        self.ledger_mut().put_all(frames);
+    }
 
     /// Frames in the pool now.
-    fn free_frames(&self) -> usize;
+    #[inline(always)]
+    fn free_frames(&self) -> usize {
+        self.ledger().free_len()
+    }
 
     /// Frames this memory has in all.
-    fn frame_count(&self) -> usize;
+    fn frame_count(&self) -> usize {
+        self.ledger().frame_count()
+    }
 
     /// Puts back into the pool every frame that port `id`'s rings held; returns how many. Call
     /// only after the port's device is dropped (for AF_XDP: its socket closed).
-    fn reclaim_port(&mut self, id: PortId) -> usize;
+    fn reclaim_port(&mut self, id: PortId) -> usize {
+        self.ledger_mut().reclaim_port(id)
+    }
 }
 
 /// How a port moves frames.
