@@ -1,4 +1,4 @@
-//! Where frames go out and come in: AF_XDP through `switch::afxdp::standalone`, or the
+//! Where frames go out and come in: AF_XDP through `switch::afxdp::endpoint`, or the
 //! explicit kernel fallback ([`crate::kernel`]).
 //!
 //! Contract:
@@ -15,7 +15,7 @@ use anyhow::{anyhow, Result};
 use serde::Serialize;
 use switch::afxdp::frames::UmemSpec;
 use switch::afxdp::socket::CopyPolicy;
-use switch::afxdp::standalone::{OpenError, Xsk, XskConfig, XskRx, XskTx};
+use switch::afxdp::endpoint::{OpenError, Xsk, XskConfig, XskRx, XskTx};
 use switch::afxdp::xdp::XdpMode;
 
 use crate::kernel::{KernelRx, KernelTx};
@@ -159,7 +159,8 @@ pub enum TxIo {
 }
 
 pub enum RxIo {
-    Xdp(XskRx),
+    /// Boxed: the AF_XDP half is several times the size of the kernel one.
+    Xdp(Box<XskRx>),
     Kernel(KernelRx),
 }
 
@@ -241,6 +242,6 @@ pub fn open(cfg: &IoConfig, tx_frames: u32, receive: bool, netns: Option<&str>) 
         tx_budget: info.tx_budget,
     };
     let tx = if tx_frames > 0 { xsk.take_tx().map(TxIo::Xdp) } else { None };
-    let rx = xsk.take_rx().map(RxIo::Xdp);
+    let rx = xsk.take_rx().map(|r| RxIo::Xdp(Box::new(r)));
     Ok(Opened { tx, rx, keep: Some(xsk), desc })
 }

@@ -234,7 +234,7 @@ fn rx_thread(setup: RxSetup, matcher: &Mutex<Matcher>, stop: &AtomicBool, events
     }
     let _ = events.send(Event::RxReady(o.desc.clone()));
     let (end, drops) = match o.rx.ok_or_else(|| anyhow!("no RX half"))? {
-        RxIo::Xdp(mut p) => (rx_loop(&mut p, matcher, stop, setup.limits, &Monotonic), p.kernel_drops()),
+        RxIo::Xdp(mut p) => (rx_loop(&mut *p, matcher, stop, setup.limits, &Monotonic), p.kernel_drops()),
         RxIo::Kernel(mut p) => (rx_loop(&mut p, matcher, stop, setup.limits, &Monotonic), p.kernel_drops()),
     };
     drop(o.keep);

@@ -93,7 +93,7 @@ pub enum DataplaneError {
 
 struct WorkerHandle {
     core: usize,
-    cmds: Sender<WorkerCmd>,
+    cmds: Sender<WorkerCmd<PortRings>>,
     shared: Arc<WorkerShared>,
     umem: Umem,
     join: Option<JoinHandle<()>>,
@@ -265,7 +265,7 @@ impl Dataplane {
             let (ready_tx, ready_rx) = bounded(1);
             self.workers[w]
                 .cmds
-                .send(WorkerCmd::AddPort { rings: Box::new(rings), counters: Arc::clone(&counters), ready: ready_tx })
+                .send(WorkerCmd::AddPort { device: Box::new(rings), counters: Arc::clone(&counters), ready: ready_tx })
                 .map_err(|_| DataplaneError::WorkerGone(w))?;
             queues.push((info, counters, ready_rx));
         }

@@ -39,6 +39,15 @@ impl XdpMode {
     }
 }
 
+/// Why attaching the program in one mode failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("program {PROG_NAME} missing from the object")]
+    ProgramMissing,
+    #[error("{0}")]
+    Kernel(libbpf_rs::Error),
+}
+
 /// The program attached to one interface.
 pub struct XdpAttachment {
     object: Object,
@@ -63,13 +72,10 @@ impl XdpAttachment {
             .open_memory(PROGRAM)
             .and_then(|o| o.load())
             .map_err(|e| AfXdpError::ProgramLoad(format!("{e:#}")))?;
-        let try_mode = |mode: XdpMode| -> Result<(), String> {
-            let prog = object
-                .progs()
-                .find(|p| p.name() == PROG_NAME)
-                .ok_or_else(|| format!("program {PROG_NAME} missing from the object"))?;
+        let try_mode = |mode: XdpMode| -> Result<(), AttachError> {
+            let prog = object.progs().find(|p| p.name() == PROG_NAME).ok_or(AttachError::ProgramMissing)?;
             // Replaces a program a previous, crashed instance left behind.
-            Xdp::new(prog.as_fd()).attach(ifindex, mode.flags()).map_err(|e| format!("{e}"))
+            Xdp::new(prog.as_fd()).attach(ifindex, mode.flags()).map_err(AttachError::Kernel)
         };
         let (mode, native_refused) = match forced {
             Some(mode) => {
@@ -79,7 +85,7 @@ impl XdpAttachment {
             None => match try_mode(XdpMode::Native) {
                 Ok(()) => (XdpMode::Native, None),
                 Err(native) => match try_mode(XdpMode::Generic) {
-                    Ok(()) => (XdpMode::Generic, Some(native)),
+                    Ok(()) => (XdpMode::Generic, Some(native.to_string())),
                     Err(generic) => return Err(AfXdpError::Attach { ifname: ifname.into(), native, generic }),
                 },
             },
