@@ -114,7 +114,7 @@ impl Target {
     fn pod(&self, st: &State) -> Option<String> {
         match &self.dest {
             Dest::Pod { namespace, name } => Some(format!("{namespace}/{name}")),
-            Dest::Ip(ip) => st.pods.values().find(|p| p.ip == *ip).map(|p| p.key()),
+            Dest::Ip(ip) => st.pods.values().find(|p| p.ip == *ip).map(super::state::PodState::key),
             Dest::Service { .. } | Dest::NodePort { .. } | Dest::LoadBalancer { .. } => None,
         }
     }
@@ -328,7 +328,7 @@ fn classify(e: Errno) -> Outcome {
 }
 
 fn io_classify(e: &std::io::Error) -> Outcome {
-    e.raw_os_error().map(|n| classify(Errno::from_raw(n))).unwrap_or(Outcome::Timeout)
+    e.raw_os_error().map_or(Outcome::Timeout, |n| classify(Errno::from_raw(n)))
 }
 
 fn parse_answer(bytes: &[u8]) -> Option<(String, String)> {
@@ -561,7 +561,7 @@ fn cell(st: &State, t: &Target, r: &ProbeResult) -> String {
 fn print_matrix(st: &State, sources: &[String], targets: &[Target], rows: &[Vec<(&String, &Target, &ProbeResult)>]) {
     let cells: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|(_, t, res)| cell(st, t, res)).collect()).collect();
     let corner = "FROM \\ TO";
-    let w0 = sources.iter().map(|s| s.len()).chain([corner.len()]).max().unwrap_or(4);
+    let w0 = sources.iter().map(std::string::String::len).chain([corner.len()]).max().unwrap_or(4);
     let widths: Vec<usize> = targets
         .iter()
         .enumerate()

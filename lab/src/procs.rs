@@ -102,7 +102,7 @@ pub fn terminate_pids(pids: &[i32], grace: Duration) -> usize {
         let _ = kill(Pid::from_raw(r.pid), Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
-    while refs.iter().any(|r| r.alive()) && Instant::now() < deadline {
+    while refs.iter().any(ProcRef::alive) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     for r in refs.iter().filter(|r| r.alive()) {

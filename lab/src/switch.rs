@@ -121,7 +121,7 @@ pub fn sync_status(socket: &Path) -> Option<String> {
     let pending: Vec<String> = v
         .get("pending_ports")
         .and_then(|p| p.as_array())
-        .map(|a| a.iter().map(|p| p.as_str().map(str::to_string).unwrap_or_else(|| p.to_string())).collect())
+        .map(|a| a.iter().map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_string)).collect())
         .unwrap_or_default();
     if !pending.is_empty() {
         return Some(format!("ports not attached yet: {}", pending.join(", ")));
@@ -163,7 +163,7 @@ pub fn run(a: SwitchArgs) -> anyhow::Result<i32> {
             }
         }
         SwitchAction::Start => {
-            if let Some(p) = st.switch.process.filter(|p| p.alive()) {
+            if let Some(p) = st.switch.process.filter(super::procs::ProcRef::alive) {
                 println!("the switch is already running (pid {})", p.pid);
                 return Ok(0);
             }
@@ -171,7 +171,7 @@ pub fn run(a: SwitchArgs) -> anyhow::Result<i32> {
             st.save()?;
             drop(lock);
             wait_ready(&st, Some(&mut child), READY_TIMEOUT)?;
-            println!("started the switch (pid {}); it is in sync", st.switch.process.map(|p| p.pid).unwrap_or(0));
+            println!("started the switch (pid {}); it is in sync", st.switch.process.map_or(0, |p| p.pid));
         }
     }
     Ok(0)

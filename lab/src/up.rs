@@ -189,7 +189,7 @@ fn print_summary(st: &State, no_switch: bool) {
             e.ip, e.prefix_len, e.netns, e.gateway, e.uplink, st.node.netns
         );
     }
-    let w = st.pods.keys().map(|k| k.len()).max().unwrap_or(3).max(3);
+    let w = st.pods.keys().map(std::string::String::len).max().unwrap_or(3).max(3);
     println!("{:w$}  {:15}  {:14}  NETNS", "POD", "IP", "INTERFACE");
     for (k, p) in &st.pods {
         println!("{k:w$}  {:15}  {:14}  {}", p.ip.to_string(), p.interface, p.netns);

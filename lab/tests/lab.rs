@@ -33,7 +33,7 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 fn lab_namespaces() -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir("/run/netns")
         .map(|rd| {
-            rd.filter_map(|e| e.ok())
+            rd.filter_map(std::result::Result::ok)
                 .filter_map(|e| e.file_name().into_string().ok())
                 .filter(|n| n.starts_with("psl-") || n.starts_with("psl_"))
                 .collect()
@@ -517,7 +517,7 @@ fn live_edit_through_the_switch() {
     assert!(
         r.iter().all(|r| r["result"] == "connected" && r["seen_client"] == r["source"]),
         "{}",
-        r.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n")
+        r.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("\n")
     );
     // The new pod's first frames (its ARP for the gateway) reach a socket with a filled fill
     // ring: the kernel lost nothing on any port.

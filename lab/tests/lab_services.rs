@@ -61,7 +61,7 @@ impl Lab {
     /// `extra` (`"app: web"`, ...).
     fn set_labels(&self, ns: &str, name: &str, extra: &[&str]) {
         let mut labels = vec![format!("pod: {name}")];
-        labels.extend(extra.iter().map(|l| l.to_string()));
+        labels.extend(extra.iter().map(std::string::ToString::to_string));
         self.replace_labels(&format!("pods-{ns}.yaml"), &format!("  name: {name}\n  namespace: {ns}\n  labels:\n"), &labels);
     }
 }
@@ -80,7 +80,7 @@ fn host(addr: &Value) -> String {
 }
 
 fn show(r: &[Value]) -> String {
-    r.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n")
+    r.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("\n")
 }
 
 /// A Service of namespace x; `spec` is the YAML of its spec, indented by 2.
@@ -403,7 +403,7 @@ fn serving_terminating_endpoints_serve_only_when_none_is_ready() {
         let mut args = vec!["--from", "y/a", "--to"];
         args.extend(times("svc/x/drain:80", 12));
         let r = probe(&args);
-        let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+        let want: BTreeSet<String> = want.iter().map(std::string::ToString::to_string).collect();
         assert_eq!(answered_by(&r), want, "{what}:\n{}", show(&r));
     };
     // No endpoint is ready: the serving+terminating one answers, the one no longer serving never.

@@ -391,7 +391,7 @@ fn measure(ctx: &mut Ctx, case: Case, round: u32, procs: &mut CaseProcs) -> Resu
     std::fs::write(&cfg, trafgen_config(&dst_mac, &ctx.lab, args.flows))?;
     let mut gen_args: Vec<String> = ["ip", "netns", "exec", NS_A, "taskset", "-c", &GEN_CORE.to_string(), "trafgen"]
         .iter()
-        .map(|s| s.to_string())
+        .map(std::string::ToString::to_string)
         .collect();
     gen_args.extend(trafgen::args(&cfg, args.gen_mode));
     let log = ctx.workdir.join(format!("trafgen-r{round}-{}.log", case.name()));
@@ -535,8 +535,8 @@ fn port<'a>(ports: &'a Value, ifname: &str) -> Option<&'a Value> {
 
 fn switch_diag(lab: &Lab, before: &(Value, Value), after: &(Value, Value)) -> SwitchDiag {
     let d = |which: &str, k: &str| -> u64 {
-        let a = port(&before.0, which).map(|p| u(p, k)).unwrap_or(0);
-        let b = port(&after.0, which).map(|p| u(p, k)).unwrap_or(0);
+        let a = port(&before.0, which).map_or(0, |p| u(p, k));
+        let b = port(&after.0, which).map_or(0, |p| u(p, k));
         b.saturating_sub(a)
     };
     let drops_of = |s: &Value| -> BTreeMap<String, u64> {
@@ -550,7 +550,7 @@ fn switch_diag(lab: &Lab, before: &(Value, Value), after: &(Value, Value)) -> Sw
             .unwrap_or_default()
     };
     let workers = |s: &Value, k: &str| -> u64 {
-        s.get("workers").and_then(Value::as_array).map(|a| a.iter().map(|w| u(w, k)).sum()).unwrap_or(0)
+        s.get("workers").and_then(Value::as_array).map_or(0, |a| a.iter().map(|w| u(w, k)).sum())
     };
     let (d0, d1) = (drops_of(&before.1), drops_of(&after.1));
     let drops = d1
@@ -660,7 +660,7 @@ fn case_row(c: &CaseSummary) -> [String; 7] {
         opt_thousands(c.rates.min_pps),
         opt_thousands(c.rates.max_pps),
         opt_thousands(c.median_offered_pps),
-        c.median_fwd_cpu_ns_per_pkt.map(|n| format!("{n:.0} ns")).unwrap_or_else(|| "-".into()),
+        c.median_fwd_cpu_ns_per_pkt.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
         c.rates.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / "),
     ]
 }
@@ -694,7 +694,7 @@ pub fn table(s: &Summary) -> String {
     o.push_str(&format!("generator: {} ({} mode); forwarder on core {}\n\n", s.generator, s.gen_mode, s.fwd_core));
     let head = ["case", "median pps", "min pps", "max pps", "offered pps", "fwd CPU/frame", "per round (pps)"];
     let rows: Vec<[String; 7]> = s.cases.iter().map(case_row).collect();
-    let mut w = head.map(|h| h.len());
+    let mut w = head.map(str::len);
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
             w[i] = w[i].max(c.len());
@@ -711,7 +711,7 @@ pub fn table(s: &Summary) -> String {
         }
         l.trim_end().to_string() + "\n"
     };
-    o.push_str(&line(head.iter().map(|h| h.to_string()).collect()));
+    o.push_str(&line(head.iter().map(std::string::ToString::to_string).collect()));
     for r in &rows {
         o.push_str(&line(r.to_vec()));
     }
@@ -734,7 +734,7 @@ pub fn table(s: &Summary) -> String {
                     thousands(d.rx_packets),
                     thousands(d.tx_packets),
                     thousands(*d.drops.get("tx_ring_full").unwrap_or(&0)),
-                    d.packets_per_kick.map(|k| format!("{k:.1}")).unwrap_or_else(|| "-".into()),
+                    d.packets_per_kick.map_or_else(|| "-".into(), |k| format!("{k:.1}")),
                     d.idle_sleeps
                 )
             })
@@ -800,8 +800,8 @@ fn markdown(s: &Summary) -> String {
             x.case.name(),
             thousands(x.pps),
             thousands(x.offered_pps),
-            x.fwd_cpu_ns_per_pkt.map(|n| format!("{n:.0} ns")).unwrap_or_else(|| "-".into()),
-            x.fwd_cpu_util.map(pct).unwrap_or_else(|| "-".into()),
+            x.fwd_cpu_ns_per_pkt.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
+            x.fwd_cpu_util.map_or_else(|| "-".into(), pct),
             x.core_busy.iter().map(|b| pct(*b)).collect::<Vec<_>>().join(" / "),
             x.core_user.iter().map(|b| pct(*b)).collect::<Vec<_>>().join(" / "),
             x.core_softirq.iter().map(|b| pct(*b)).collect::<Vec<_>>().join(" / "),
@@ -822,7 +822,7 @@ fn markdown(s: &Summary) -> String {
                 thousands(d.rx_packets),
                 thousands(d.tx_packets),
                 thousands(d.tx_kicks),
-                d.packets_per_kick.map(|k| format!("{k:.1}")).unwrap_or_else(|| "-".into()),
+                d.packets_per_kick.map_or_else(|| "-".into(), |k| format!("{k:.1}")),
                 if d.drops.is_empty() {
                     "-".to_string()
                 } else {

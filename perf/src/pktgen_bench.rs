@@ -227,7 +227,7 @@ fn measure(ctx: &mut Ctx, gen: Gen, round: u32) -> Result<Sample> {
     let core = a.core.to_string();
     let total = a.warmup + a.duration + 10.0;
     let log = ctx.workdir.join(format!("{}-r{round}.log", gen.name()));
-    let mut argv: Vec<String> = ["ip", "netns", "exec", NS_A, "taskset", "-c", &core].iter().map(|s| s.to_string()).collect();
+    let mut argv: Vec<String> = ["ip", "netns", "exec", NS_A, "taskset", "-c", &core].iter().map(std::string::ToString::to_string).collect();
     match gen {
         Gen::Pktgen => {
             argv.push(ctx.pktgen.display().to_string());
@@ -290,7 +290,7 @@ fn describe_port(p: &Value) -> String {
     format!(
         "{io} {}{}",
         if zc { "zero-copy" } else { "copy mode" },
-        budget.map(|b| format!(", TX budget {b} frames per sendto()")).unwrap_or_else(|| ", kernel's TX budget (32)".into())
+        budget.map_or_else(|| ", kernel's TX budget (32)".into(), |b| format!(", TX budget {b} frames per sendto()"))
     )
 }
 
@@ -483,7 +483,7 @@ fn summarize(
 }
 
 fn pct(x: Option<f64>) -> String {
-    x.map(|v| format!("{:.0}%", v * 100.0)).unwrap_or_else(|| "-".into())
+    x.map_or_else(|| "-".into(), |v| format!("{:.0}%", v * 100.0))
 }
 
 fn headline(s: &Summary) -> Vec<String> {
@@ -523,7 +523,7 @@ pub fn table(s: &Summary) -> String {
             opt_thousands(g.rates.median_pps),
             opt_thousands(g.rates.min_pps),
             opt_thousands(g.rates.max_pps),
-            g.median_cpu_ns_per_frame.map(|n| format!("{n:.0} ns")).unwrap_or_else(|| "-".into()),
+            g.median_cpu_ns_per_frame.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
             g.rates.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / ")
         ));
     }
@@ -571,7 +571,7 @@ fn markdown(s: &Summary) -> String {
             opt_thousands(g.rates.median_pps),
             opt_thousands(g.rates.min_pps),
             opt_thousands(g.rates.max_pps),
-            g.median_cpu_ns_per_frame.map(|n| format!("{n:.0} ns")).unwrap_or_else(|| "-".into()),
+            g.median_cpu_ns_per_frame.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
             g.rates.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / ")
         ));
     }
@@ -587,7 +587,7 @@ fn markdown(s: &Summary) -> String {
             x.generator.name(),
             thousands(x.pps),
             thousands(x.offered_pps),
-            x.cpu_ns_per_frame.map(|n| format!("{n:.0} ns")).unwrap_or_else(|| "-".into()),
+            x.cpu_ns_per_frame.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
             pct(x.core_busy),
             pct(x.core_softirq)
         ));

@@ -6,7 +6,7 @@ pub fn median(v: &[f64]) -> Option<f64> {
         return None;
     }
     let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
+    s.sort_by(f64::total_cmp);
     let n = s.len();
     Some(if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 })
 }
@@ -72,7 +72,7 @@ pub fn thousands(x: u64) -> String {
 }
 
 pub fn opt_thousands(x: Option<u64>) -> String {
-    x.map(thousands).unwrap_or_else(|| "-".into())
+    x.map_or_else(|| "-".into(), thousands)
 }
 
 #[cfg(test)]

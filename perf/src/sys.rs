@@ -71,13 +71,12 @@ pub fn have(prog: &str) -> bool {
         return Path::new(prog).is_file();
     }
     std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
-        .unwrap_or(false)
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
 }
 
 /// Runs a command to completion; its stdout on success, an error naming it and its stderr otherwise.
 pub fn run<S: AsRef<str>>(args: &[S]) -> Result<String> {
-    let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+    let args: Vec<&str> = args.iter().map(std::convert::AsRef::as_ref).collect();
     let out = Command::new(args[0])
         .args(&args[1..])
         .stdin(Stdio::null())
@@ -91,7 +90,7 @@ pub fn run<S: AsRef<str>>(args: &[S]) -> Result<String> {
 
 /// Runs a command and ignores how it went (cleanup paths).
 pub fn run_quiet<S: AsRef<str>>(args: &[S]) {
-    let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+    let args: Vec<&str> = args.iter().map(std::convert::AsRef::as_ref).collect();
     let _ = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
 }
 
@@ -212,7 +211,7 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn<S: AsRef<str>>(name: &str, args: &[S], log: PathBuf) -> Result<Proc> {
-        let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+        let args: Vec<&str> = args.iter().map(std::convert::AsRef::as_ref).collect();
         let f = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let f2 = f.try_clone()?;
         let child = Command::new(args[0])

@@ -235,7 +235,7 @@ pub fn open(cfg: &IoConfig, tx_frames: u32, receive: bool, netns: Option<&str>) 
         io: "af_xdp",
         queue: cfg.queue,
         zerocopy: info.zerocopy,
-        xdp_mode: info.xdp_mode.map(|m| m.as_str()),
+        xdp_mode: info.xdp_mode.map(switch::afxdp::xdp::XdpMode::as_str),
         native_refused: info.native_refused.clone(),
         tx_frames: if tx_frames > 0 { info.tx_frames } else { 0 },
         rx_frames: info.rx_frames,

@@ -121,7 +121,7 @@ impl Hold {
         if !root_or_skip(test) {
             return None;
         }
-        let lock = LAB.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = LAB.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let machine = machine_lock();
         let dir = std::env::temp_dir().join(format!("psl-{kind}-test-{}-{test}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);

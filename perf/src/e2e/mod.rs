@@ -405,7 +405,7 @@ fn start_switch(ctx: &mut Ctx) -> Result<Proc> {
         "--control-socket", SOCKET, "--cores", &core, "--busy-poll", "--uplink", UPLINK, "--uplink-gateway-mac", &x_mac,
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(std::string::ToString::to_string)
     .collect();
     let t0 = Instant::now();
     let mut p = Proc::spawn("podswitch", &a, ctx.workdir.join("podswitch.log"))?;
@@ -543,7 +543,7 @@ fn measure_path(ctx: &mut Ctx, fwd: Fwd, path: PathKind, round: u32, cpu: CpuSou
             let max = (r.offered_pps.max(r.pps) as f64 * 1.1) as u64;
             match gen.ndr(&t, "64", a.ndr_trial, max.max(20_000), (max / 20).max(1000), a.ndr_resolution, a.ndr_max_trials) {
                 Ok(n) => {
-                    progress(format!("{tag}: no-drop rate {} pps ({} trials)", n.ndr_pps.map(crate::stats::thousands).unwrap_or("-".into()), n.trials));
+                    progress(format!("{tag}: no-drop rate {} pps ({} trials)", n.ndr_pps.map_or("-".into(), crate::stats::thousands), n.trials));
                     s.ndr_64 = Some(n);
                 }
                 Err(e) => fail(&mut s, "no-drop search", e)?,

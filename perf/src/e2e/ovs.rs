@@ -157,13 +157,13 @@ impl Ovs {
         for k in ["OVS_RUNDIR", "OVS_LOGDIR", "OVS_DBDIR", "OVS_SYSCONFDIR"] {
             v.push(format!("{k}={}", self.dir.display()));
         }
-        v.extend(args.iter().map(|s| s.to_string()));
+        v.extend(args.iter().map(std::string::ToString::to_string));
         Proc::spawn(name, &v, PathBuf::from(log))
     }
 
     /// pid of ovs-vswitchd (its CPU time is the forwarder's).
     pub fn vswitchd_pid(&self) -> Option<u32> {
-        self.vswitchd.as_ref().map(|p| p.pid())
+        self.vswitchd.as_ref().map(super::super::sys::Proc::pid)
     }
 
     /// Stops both daemons (SIGTERM, then SIGKILL) and removes the directory. Returns problems.

@@ -173,7 +173,7 @@ pub fn summarize(args: &E2eArgs, samples: Vec<Sample>, setup: Setup, env: Env, n
 }
 
 fn ot(x: Option<u64>) -> String {
-    x.map(thousands).unwrap_or_else(|| "-".into())
+    x.map_or_else(|| "-".into(), thousands)
 }
 
 /// A figure, with "≥" when it is a lower bound (the generator was the limit).
@@ -185,11 +185,11 @@ fn lb(x: Option<u64>, lower: bool) -> String {
 }
 
 fn of(x: Option<f64>, d: usize) -> String {
-    x.map(|v| format!("{v:.d$}")).unwrap_or_else(|| "-".into())
+    x.map_or_else(|| "-".into(), |v| format!("{v:.d$}"))
 }
 
 fn or(x: Option<f64>) -> String {
-    x.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
+    x.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
 }
 
 const HEAD: [&str; 11] = [
@@ -415,11 +415,11 @@ pub fn markdown(s: &Summary) -> String {
             ot(r.map(|r| r.offered_pps)),
             ot(r.map(|r| r.lost)),
             ot(x.rate_imix.as_ref().map(|r| r.pps)),
-            x.ndr_64.as_ref().map(|n| format!("{} ({})", ot(n.ndr_pps), n.trials)).unwrap_or("-".into()),
-            x.latency_64.as_ref().map(|l| format!("{:.1} / {:.1}", l.p50_ns as f64 / 1e3, l.p99_ns as f64 / 1e3)).unwrap_or("-".into()),
+            x.ndr_64.as_ref().map_or("-".into(), |n| format!("{} ({})", ot(n.ndr_pps), n.trials)),
+            x.latency_64.as_ref().map_or("-".into(), |l| format!("{:.1} / {:.1}", l.p50_ns as f64 / 1e3, l.p99_ns as f64 / 1e3)),
             of(r.and_then(|r| r.cpu_ns_per_pkt).map(|n| n / 1e3), 2),
             of(x.rate_imix.as_ref().and_then(|r| r.cpu_ns_per_pkt).map(|n| n / 1e3), 2),
-            r.map(|r| r.core_busy.iter().map(|b| format!("{:.0}%", b * 100.0)).collect::<Vec<_>>().join(" / ")).unwrap_or("-".into())
+            r.map_or("-".into(), |r| r.core_busy.iter().map(|b| format!("{:.0}%", b * 100.0)).collect::<Vec<_>>().join(" / "))
         );
     }
     let errs: Vec<String> = s
@@ -472,7 +472,7 @@ fn bars(title: &str, unit: &str, groups: &[Group], fmt: impl Fn(f64) -> String) 
         let x0 = left + gi as f64 * gw;
         let bw = (gw * 0.8) / vals.len().max(1) as f64;
         for (bi, (f, v)) in vals.iter().enumerate() {
-            let color = COLORS.iter().find(|(c, _)| c == f).map(|(_, c)| *c).unwrap_or("#888");
+            let color = COLORS.iter().find(|(c, _)| c == f).map_or("#888", |(_, c)| *c);
             let x = x0 + gw * 0.1 + bi as f64 * bw;
             if let Some(v) = v {
                 let bh = plot_h * v / max;

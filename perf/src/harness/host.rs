@@ -20,7 +20,7 @@ pub fn cpu_model() -> String {
 pub fn git_describe() -> Option<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.to_str()?.to_string();
     let head = sys::run(&["git", "-C", &root, "rev-parse", "--short", "HEAD"]).ok()?.trim().to_string();
-    let dirty = sys::run(&["git", "-C", &root, "status", "--porcelain", "--untracked-files=no"]).map(|s| !s.trim().is_empty()).unwrap_or(false);
+    let dirty = sys::run(&["git", "-C", &root, "status", "--porcelain", "--untracked-files=no"]).is_ok_and(|s| !s.trim().is_empty());
     Some(if dirty { format!("{head}+dirty") } else { head })
 }
 
