@@ -173,7 +173,7 @@ impl Dataplane {
                 return Err(DataplaneError::DuplicateCore(core));
             }
             if !available.contains(&core) {
-                let available = available.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+                let available = available.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join(",");
                 return Err(DataplaneError::NoSuchCore { core, available });
             }
         }

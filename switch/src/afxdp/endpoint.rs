@@ -263,7 +263,7 @@ impl Xsk {
 
     /// (frames the XDP program redirected to sockets, frames it passed to the kernel).
     pub fn xdp_counters(&self) -> Option<(u64, u64)> {
-        self.xdp.as_ref().map(|x| x.counters())
+        self.xdp.as_ref().map(super::xdp::XdpAttachment::counters)
     }
 }
 
@@ -284,7 +284,7 @@ fn set_tx_budget(fd: RawFd, budget: u32) -> bool {
             fd,
             libc::SOL_XDP,
             XDP_MAX_TX_SKB_BUDGET,
-            (&budget as *const u32).cast(),
+            (&raw const budget).cast(),
             std::mem::size_of::<u32>() as libc::socklen_t,
         )
     };

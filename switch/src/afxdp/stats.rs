@@ -29,7 +29,7 @@ pub fn read(fd: RawFd) -> Option<DeviceStats> {
     let mut len = std::mem::size_of::<XdpStatistics>() as libc::socklen_t;
     // SAFETY: `s` is a writable `struct xdp_statistics` of `len` bytes that outlives the call;
     // the kernel writes at most `len` bytes and reports how many in `len`.
-    let rc = unsafe { libc::getsockopt(fd, libc::SOL_XDP, XDP_STATISTICS, (&mut s as *mut XdpStatistics).cast(), &mut len) };
+    let rc = unsafe { libc::getsockopt(fd, libc::SOL_XDP, XDP_STATISTICS, (&raw mut s).cast(), &raw mut len) };
     (rc == 0).then_some(DeviceStats {
         rx_dropped: s.rx_dropped,
         rx_ring_full: s.rx_ring_full,

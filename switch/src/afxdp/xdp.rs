@@ -70,7 +70,7 @@ impl XdpAttachment {
         let ifindex = iface::ifindex(ifname)?;
         let object = ObjectBuilder::default()
             .open_memory(PROGRAM)
-            .and_then(|o| o.load())
+            .and_then(libbpf_rs::OpenObject::load)
             .map_err(|e| AfXdpError::ProgramLoad(format!("{e:#}")))?;
         let try_mode = |mode: XdpMode| -> Result<(), AttachError> {
             let prog = object.progs().find(|p| p.name() == PROG_NAME).ok_or(AttachError::ProgramMissing)?;
@@ -124,10 +124,9 @@ impl XdpAttachment {
             map.lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY)
                 .ok()
                 .flatten()
-                .map(|per_cpu| {
+                .map_or(0, |per_cpu| {
                     per_cpu.iter().map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8]))).sum()
                 })
-                .unwrap_or(0)
         };
         (sum(0), sum(1))
     }

@@ -258,7 +258,7 @@ mod tests {
         assert!(port.arrive(&mut mem, b"hello"));
         let mut rx = [MemFrame::default(); 4];
         assert_eq!(port.receive(&mut mem, &mut rx), 1);
-        assert_eq!(mem.read(&rx[0], |b| b.to_vec()), b"hello");
+        assert_eq!(mem.read(&rx[0], <[u8]>::to_vec), b"hello");
         mem.modify(&mut rx[0], |b, len| {
             b[len] = b'!';
             ((), len + 1)
