@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 use serde::Serialize;
 
 /// Socket counters kept by the kernel.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct XskStats {
     /// Frames dropped on receive: in copy mode mostly an empty fill ring.
     pub rx_dropped: u64,
