@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use super::Request;
 
-/// Answers a request: the answer object (with `"ok": true`), or why there is none.
-pub type Handler = Arc<dyn Fn(&Request) -> Result<serde_json::Value, String> + Send + Sync>;
+/// Answers a request: the answer object (with `"ok": true`), or the error encoding it.
+pub type Handler = Arc<dyn Fn(&Request) -> Result<serde_json::Value, serde_json::Error> + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -74,7 +74,7 @@ fn answer(conn: UnixStream, handler: &Handler) {
         return;
     }
     let answer = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => handler(&req).unwrap_or_else(refusal),
+        Ok(req) => handler(&req).unwrap_or_else(|e| refusal(format!("cannot encode the answer: {e}"))),
         Err(e) => refusal(format!("bad request: {e}")),
     };
     let mut out = serde_json::to_string(&answer).unwrap_or_else(|_| "{\"ok\":false}".into());

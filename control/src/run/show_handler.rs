@@ -49,13 +49,17 @@ pub(crate) fn handler(shared: Arc<Shared>) -> crate::ctl::server::Handler {
                     None => answer(&replies::Policies { epoch, policies: [(); 0] }),
                 }
             }
-            Request::Flows { since, limit } => answer(&flows(&shared, &s, &dp, since.unwrap_or(0), limit.unwrap_or(1000))),
+            Request::Flows { since, limit } => {
+                let (tables, policies) = policy_counts(&dp);
+                drop(dp);
+                answer(&flows(&shared, &s, &tables, policies, since.unwrap_or(0), limit.unwrap_or(1000)))
+            }
         }
     })
 }
 
-fn answer<T: Serialize>(reply: &T) -> Result<Value, String> {
-    serde_json::to_value(Answer::new(reply)).map_err(|e| format!("cannot encode the answer: {e}"))
+fn answer<T: Serialize>(reply: &T) -> Result<Value, serde_json::Error> {
+    serde_json::to_value(Answer::new(reply))
 }
 
 fn status(shared: &Shared, s: &Snapshot, dp: &Dataplane) -> replies::Status {
@@ -157,11 +161,9 @@ fn conntrack(ct: &ConnTable, tables: &Tables, limit: usize) -> replies::Conntrac
     }
 }
 
-fn flows(shared: &Shared, s: &Snapshot, dp: &Dataplane, since: u64, limit: usize) -> replies::Flows {
+/// The tables in force and the connections allowed per policy, by name.
+fn policy_counts(dp: &Dataplane) -> (Arc<Tables>, Vec<replies::PolicyCount>) {
     let tables = dp.tables();
-    let names = |id: u32| tables.policy.policy_names.get(&id).cloned();
-    let history = shared.flows();
-    let flows = history.since(since, limit).iter().map(|(seq, r)| super::flows::render(*seq, r, &s.pod_names, &names)).collect();
     let mut policies: Vec<replies::PolicyCount> = tables
         .policy
         .policy_names
@@ -169,7 +171,17 @@ fn flows(shared: &Shared, s: &Snapshot, dp: &Dataplane, since: u64, limit: usize
         .map(|(id, name)| replies::PolicyCount { policy: name.clone(), id: *id, allowed_connections: dp.policy_allowed(*id) })
         .collect();
     policies.sort_by(|a, b| a.policy.cmp(&b.policy));
-    replies::Flows { next: history.next_seq(), lost: history.lost, policy_epoch: tables.policy.epoch, policies, flows }
+    (tables, policies)
+}
+
+fn flows(shared: &Shared, s: &Snapshot, tables: &Tables, policies: Vec<replies::PolicyCount>, since: u64, limit: usize) -> replies::Flows {
+    let names = |id: u32| tables.policy.policy_names.get(&id).cloned();
+    let (next, lost, recs) = {
+        let history = shared.flows();
+        (history.next_seq(), history.lost, history.since(since, limit))
+    };
+    let flows = recs.iter().map(|(seq, r)| super::flows::render(*seq, r, &s.pod_names, &names)).collect();
+    replies::Flows { next, lost, policy_epoch: tables.policy.epoch, policies, flows }
 }
 
 fn stats(dp: &Dataplane) -> replies::Stats {

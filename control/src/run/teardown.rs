@@ -1,8 +1,8 @@
 //! Undoing what start-up did, once, whichever way `podswitch run` ends.
 //!
 //! Contract: start-up records each thing it makes in a [`Teardown`] as soon as it exists; when
-//! the guard drops (a normal stop, a failed start-up step, a panic unwinding `run`), it undoes
-//! them in the reverse order: the dataplane stops (every port detached, workers stopped), the
+//! the guard drops (a normal stop, a failed start-up step; a panic only in builds that unwind:
+//! release builds abort), it undoes them in the reverse order: the dataplane stops (every port detached, workers stopped), the
 //! host port pair is deleted (its routes go with it), the control socket file is removed.
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -149,12 +149,19 @@ pub(crate) fn follow_directory(sw: &mut Switch, watch: &mut DirWatch, stop: &Ato
             sw.retry_pending();
             continue;
         }
-        match manifests::load_dir(watch.dir()).map_err(|e| e.to_string()).and_then(|m| sw.apply(&m).map_err(|e| e.to_string())) {
+        let m = match manifests::load_dir(watch.dir()) {
+            Ok(m) => m,
+            Err(e) => {
+                refused.record(sw, &digest, e.to_string());
+                continue;
+            }
+        };
+        match sw.apply(&m) {
             Ok(()) => {
                 refused.clear();
                 tracing::info!(digest = %sw.applied_digest, ports = sw.attached.len(), pending = sw.pending.len(), "manifests applied");
             }
-            Err(e) => refused.record(sw, &digest, e),
+            Err(e) => refused.record(sw, &digest, e.to_string()),
         }
     }
 }
@@ -193,5 +200,38 @@ pub(crate) fn first_api_view(src: &mut KubeSource) -> Manifests {
             "waiting for a complete list of {}",
             waiting.join(", ")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll_digest(w: &mut DirWatch) -> Option<String> {
+        match w.next(Duration::ZERO) {
+            DirPoll::Digest(d) => Some(d),
+            DirPoll::Unchanged => None,
+            DirPoll::Unreadable(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_directory_is_digested_first_and_again_only_when_its_files_change() {
+        let dir = std::env::temp_dir().join(format!("podswitch-dirwatch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.yaml"), "kind: Namespace\n").unwrap();
+        for mut w in [DirWatch::new(&dir).unwrap(), DirWatch::polling(&dir)] {
+            let first = poll_digest(&mut w).expect("the first look digests");
+            assert_eq!(poll_digest(&mut w), None, "same files: no digest");
+            std::fs::write(dir.join("b.yaml"), "kind: Namespace\n").unwrap();
+            let second = poll_digest(&mut w).expect("a new file: digest again");
+            assert_ne!(first, second);
+            std::fs::remove_file(dir.join("b.yaml")).unwrap();
+            assert_eq!(poll_digest(&mut w), Some(first), "the same content digests the same");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut gone = DirWatch::polling(&dir);
+        assert!(matches!(gone.next(Duration::ZERO), DirPoll::Unreadable(_)));
     }
 }
