@@ -100,7 +100,7 @@ struct WorkerHandle {
 }
 
 /// One queue of an attached port.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct QueueInfo {
     pub queue: u32,
     pub worker: usize,
@@ -117,7 +117,7 @@ struct AttachedPort {
 }
 
 /// A port's state and counters, as `show ports` reports it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PortReport {
     pub id: PortId,
     pub name: String,

@@ -16,6 +16,13 @@ pub enum ClientError {
     BadAnswer(String),
     #[error("the switch refused the request: {0}")]
     Refused(String),
+    #[error("the switch's answer does not have the shape this `podswitch` expects (another version?): {0}")]
+    Shape(serde_json::Error),
+}
+
+/// Reads an answer as the reply type `T` (see [`super::replies`]).
+pub fn read<T: serde::de::DeserializeOwned>(answer: &serde_json::Value) -> Result<T, ClientError> {
+    T::deserialize(answer).map_err(ClientError::Shape)
 }
 
 /// Sends `req` and returns the answer object (with `ok` true).

@@ -15,7 +15,7 @@ static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xsk_redirect.b
 const PROG_NAME: &str = "podswitch_xsk_redirect";
 
 /// The XDP mode in effect on an interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
     /// In the driver (XDP_FLAGS_DRV_MODE).

@@ -97,7 +97,7 @@ pub struct PortMode {
 
 /// Frames a device lost or refused before the worker saw them (for AF_XDP the kernel's socket
 /// counters): no drop reason of the switch can count these.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DeviceStats {
     /// Frames dropped on receive: for AF_XDP in copy mode mostly an empty fill ring.
     pub rx_dropped: u64,

@@ -29,7 +29,7 @@ pub type PortId = u16;
 pub const MAX_PORTS: usize = 4096;
 
 /// What is on the other side of a port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PortKind {
     /// A pod's veth: anti-spoofing applies.
