@@ -37,7 +37,7 @@ pub fn request(socket: &Path, req: &Request) -> Result<serde_json::Value, Client
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer).map_err(io)?;
     let v: serde_json::Value = serde_json::from_str(&answer).map_err(|_| ClientError::BadAnswer(answer.clone()))?;
-    if v.get("ok").and_then(|o| o.as_bool()) != Some(true) {
+    if v.get("ok").and_then(serde_json::Value::as_bool) != Some(true) {
         let e = v.get("error").and_then(|e| e.as_str()).unwrap_or("no reason given").to_string();
         return Err(ClientError::Refused(e));
     }

@@ -122,7 +122,7 @@ impl Switch {
     /// the view's changed keys themselves.
     pub fn apply(&mut self, m: &Manifests) -> Result<(), ApplyError> {
         let t0 = Instant::now();
-        let node = model::node_info(m, Some(&self.cfg.node.name)).map_err(|e| ApplyError::Node(e.to_string()))?;
+        let node = model::node_info(m, Some(&self.cfg.node.name)).map_err(|e| ApplyError::Node(e.clone()))?;
         if node != self.cfg.node {
             return Err(ApplyError::NodeChanged { old: Box::new(self.cfg.node.clone()), new: Box::new(node) });
         }
@@ -131,7 +131,7 @@ impl Switch {
         self.pods.update(m);
         let ports_changed = self.desired_from != Some(self.pods.generation());
         if ports_changed {
-            let local = self.pods.local_pods(&self.cfg.node).map_err(|e| ApplyError::Pods(e.to_string()))?;
+            let local = self.pods.local_pods(&self.cfg.node).map_err(|e| ApplyError::Pods(e.clone()))?;
             let (desired, mut problems) = compile::desired_ports(&self.cfg.node, &local, self.cfg.uplink.as_ref());
             problems.extend(self.pods.problems());
             self.desired = desired;

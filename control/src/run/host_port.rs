@@ -32,7 +32,7 @@ fn run(args: &[&str]) -> Result<(), HostPortError> {
 
 fn queues(ifname: &str) -> Option<u32> {
     let rd = std::fs::read_dir(format!("/sys/class/net/{ifname}/queues")).ok()?;
-    Some(rd.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count() as u32)
+    Some(rd.filter_map(std::result::Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count() as u32)
 }
 
 /// Whether `ip` is an address of some interface of this namespace.
@@ -66,7 +66,7 @@ pub fn ensure(node: &NodeInfo, workers: u32, service_cidrs: &[ipnet::Ipv4Net]) -
     let local_src = is_local_address(node.internal_ip);
     // The pods, and the Services (so that the node's agents reach ClusterIPs too).
     let mut cidrs = vec![node.pod_cidr.to_string()];
-    cidrs.extend(service_cidrs.iter().map(|c| c.to_string()));
+    cidrs.extend(service_cidrs.iter().map(std::string::ToString::to_string));
     for cidr in &cidrs {
         let mut route = vec!["ip", "route", "replace", cidr.as_str(), "via", &gw, "dev", HOST_STACK_IF, "onlink"];
         if local_src {

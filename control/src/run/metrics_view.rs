@@ -53,7 +53,7 @@ pub(crate) fn snapshot(shared: &Shared) -> MetricsSnapshot {
             last_timestamp_seconds: s.last_sync.and_then(|(_, at)| at.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64()),
             syncs: s.syncs,
             manifest_errors: s.sync_errors,
-            api_errors: shared.kube.as_ref().map(|k| k.errors()).unwrap_or(0),
+            api_errors: shared.kube.as_ref().map_or(0, crate::kube_source::StatusHandle::errors),
             api_connected: shared.kube.as_ref().map(|k| k.status().connected),
         },
     }

@@ -109,15 +109,15 @@ impl Shared {
     pub fn dp(&self) -> RwLockReadGuard<'_, Dataplane> {
         // A panic while a port was attached leaves the dataplane as consistent as the attach
         // left it; readers and teardown go on with it.
-        self.dp.read().unwrap_or_else(|e| e.into_inner())
+        self.dp.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The dataplane for attaching and detaching ports, and for stopping it.
     pub fn dp_mut(&self) -> RwLockWriteGuard<'_, Dataplane> {
-        self.dp.write().unwrap_or_else(|e| e.into_inner())
+        self.dp.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn flows(&self) -> MutexGuard<'_, FlowHistory> {
-        self.flows.lock().unwrap_or_else(|e| e.into_inner())
+        self.flows.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

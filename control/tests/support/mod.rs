@@ -66,7 +66,7 @@ impl Topo {
 
     /// Creates the pod's namespace and veth (unless `veth` is false) and writes its manifest.
     pub fn add_pod(&mut self, ns: &str, name: &str, ip: &str, veth: bool) {
-        self.add_pod_queues(ns, name, ip, veth, 1)
+        self.add_pod_queues(ns, name, ip, veth, 1);
     }
 
     /// [`Self::add_pod`] with a veth of `queues` rx and tx queues.
@@ -138,7 +138,7 @@ impl Topo {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(v) = self.show("status") {
-                if v["applied_digest"] == want.as_str() && v["pending_ports"].as_array().is_some_and(|a| a.is_empty()) {
+                if v["applied_digest"] == want.as_str() && v["pending_ports"].as_array().is_some_and(std::vec::Vec::is_empty) {
                     return;
                 }
             }
