@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, then runs every test of podswitch:
 #   unit and golden-byte tests, scenario tests of the pipeline, integration tests that build
-#   network namespaces (as root; without root they print SKIPPED), and a short fuzz run of the
+#   network namespaces (as root; without root they print SKIPPED and pass, or fail when CI is
+#   set, so a CI run cannot pass without them), and a short fuzz run of the
 #   frame parser.
 # Environment: PODSWITCH_FUZZ_SECONDS (default 20; 0 skips the fuzz run).
 set -euo pipefail

@@ -1,12 +1,21 @@
-//! The table compiler: from the node and its pods to the switch's [`Tables`].
+//! The table assembler: from the node, its pods and the compiled Services and NetworkPolicies
+//! to the switch's [`Tables`].
 //!
-//! Contract: pure functions. [`desired_ports`] says which ports the switch should have (the
-//! node's host port and one per local pod with an IP) and lists what cannot be wired, as
-//! sentences; [`build_tables`] makes the snapshot for the ports actually attached. A pod whose
-//! port is not attached has no route, so nothing is sent toward a socket that is not there.
+//! Contract: pure functions, the only place that makes a [`Tables`].
+//! - [`desired_ports`] says which ports the switch should have (the node's host port, the
+//!   uplink, one per local pod with an IP) and lists what cannot be wired, as sentences.
+//! - [`PortTables::build`] makes the port part (port configs, routes, the uplink's ARP
+//!   addresses) for the ports actually attached. A pod whose port is not attached has no route,
+//!   so nothing is sent toward a socket that is not there. The caller keeps it and builds it
+//!   again only when the desired or attached ports change.
+//! - [`assemble`] puts a port part, compiled Services and compiled NetworkPolicies together
+//!   under a version; it copies the port part and shares the rest.
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use switch::tables::policy::PolicyTables;
+use switch::tables::routes::Routes;
+use switch::tables::services::ServiceTables;
 use switch::tables::{NextHop, PortConfig, PortId, PortKind, SourceGuard, Tables};
 
 use crate::model::{NodeInfo, PodInfo};
@@ -85,39 +94,71 @@ pub fn desired_ports(node: &NodeInfo, pods: &[PodInfo], uplink: Option<&Uplink>)
     (out, problems)
 }
 
-/// Builds the tables for the desired ports that are attached.
-pub fn build_tables(
-    version: u64,
-    node: &NodeInfo,
-    desired: &[DesiredPort],
-    attached: &BTreeMap<String, Attached>,
-    host_stack_mac: [u8; 6],
-    uplink: Option<&Uplink>,
-) -> Tables {
-    let mut t = Tables::new(naming::GATEWAY_IP);
-    t.version = version;
-    t.uplink_arp = vec![node.internal_ip];
-    for d in desired {
-        let Some(a) = attached.get(&d.key) else { continue };
-        let guard = d.pod_ip.map(|ip| SourceGuard { mac: naming::pod_mac(ip), ip });
-        t.set_port(a.id, Some(PortConfig { name: d.key.clone(), kind: d.kind, mac: a.mac, source_guard: guard }));
-        match (d.kind, d.pod_ip) {
-            (PortKind::Pod, Some(ip)) => {
-                t.routes.insert(u32::from(ip), 32, NextHop { port: a.id, dst_mac: naming::pod_mac(ip) });
-            }
-            (PortKind::Host, _) => {
-                t.routes.insert(u32::from(node.internal_ip), 32, NextHop { port: a.id, dst_mac: host_stack_mac });
-            }
-            (PortKind::Uplink, _) => {
-                if let Some(u) = uplink {
-                    // Whatever is not a pod of this node or the node itself leaves by the uplink.
-                    t.routes.insert(0, 0, NextHop { port: a.id, dst_mac: u.gateway_mac });
+/// The port part of the tables: what the desired and attached ports make.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortTables {
+    pub ports: Vec<Option<PortConfig>>,
+    pub routes: Routes,
+    pub uplink_arp: Vec<Ipv4Addr>,
+}
+
+impl PortTables {
+    /// The port part for the desired ports that are attached.
+    pub fn build(
+        node: &NodeInfo,
+        desired: &[DesiredPort],
+        attached: &BTreeMap<String, Attached>,
+        host_stack_mac: [u8; 6],
+        uplink: Option<&Uplink>,
+    ) -> Self {
+        let mut t = Tables::new(naming::GATEWAY_IP);
+        for d in desired {
+            let Some(a) = attached.get(&d.key) else { continue };
+            let guard = d.pod_ip.map(|ip| SourceGuard { mac: naming::pod_mac(ip), ip });
+            t.set_port(a.id, Some(PortConfig { name: d.key.clone(), kind: d.kind, mac: a.mac, source_guard: guard }));
+            match (d.kind, d.pod_ip) {
+                (PortKind::Pod, Some(ip)) => {
+                    t.routes.insert(u32::from(ip), 32, NextHop { port: a.id, dst_mac: naming::pod_mac(ip) });
                 }
+                (PortKind::Host, _) => {
+                    t.routes.insert(u32::from(node.internal_ip), 32, NextHop { port: a.id, dst_mac: host_stack_mac });
+                }
+                (PortKind::Uplink, _) => {
+                    if let Some(u) = uplink {
+                        // Whatever is not a pod of this node or the node itself leaves by the uplink.
+                        t.routes.insert(0, 0, NextHop { port: a.id, dst_mac: u.gateway_mac });
+                    }
+                }
+                _ => {}
             }
-            _ => {}
         }
+        Self { ports: t.ports, routes: t.routes, uplink_arp: vec![node.internal_ip] }
     }
-    t
+}
+
+/// The compiled parts the tables are made of.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts<'a> {
+    /// The version the tables get (increase it with every publish).
+    pub version: u64,
+    pub ports: &'a PortTables,
+    pub services: &'a ServiceTables,
+    pub policy: &'a PolicyTables,
+}
+
+/// The tables made of `parts`.
+pub fn assemble(parts: Parts<'_>) -> Tables {
+    // A literal rather than `Tables::new` and assignments: an empty route table is 320 KiB to
+    // allocate and clear for nothing.
+    Tables {
+        version: parts.version,
+        gateway_ip: naming::GATEWAY_IP,
+        ports: parts.ports.ports.clone(),
+        routes: parts.ports.routes.clone(),
+        services: parts.services.clone(),
+        policy: parts.policy.clone(),
+        uplink_arp: parts.ports.uplink_arp.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -154,7 +195,8 @@ mod tests {
         let mut attached = BTreeMap::new();
         attached.insert("node".to_string(), Attached { id: 0, mac: [2, 0, 0, 0, 0, 1] });
         attached.insert("x/a".to_string(), Attached { id: 1, mac: [2, 0, 0, 0, 0, 2] });
-        let t = build_tables(7, &node(), &d, &attached, [2, 0, 0, 0, 0, 9], None);
+        let ports = PortTables::build(&node(), &d, &attached, [2, 0, 0, 0, 0, 9], None);
+        let t = assemble(Parts { version: 7, ports: &ports, services: &Default::default(), policy: &Default::default() });
         assert_eq!(t.version, 7);
         let a = t.route("10.244.0.10".parse().unwrap()).unwrap();
         assert_eq!((a.port, a.dst_mac), (1, naming::pod_mac("10.244.0.10".parse().unwrap())));

@@ -1,17 +1,29 @@
-//! podswitch's control side: where Kubernetes objects come from (the manifest directory now,
-//! the Kubernetes API later), how they become the switch's tables, the control socket that
-//! `podswitch show` talks to, and the lab that builds a cluster of network namespaces.
+//! podswitch's control side, the node agent: where the Kubernetes objects come from, how they
+//! become the switch's tables, and how the running switch is observed. The lab that builds a
+//! cluster of network namespaces is its own binary, `podswitch-lab` (crate `lab/`), which uses
+//! this library; `podswitch lab` execs it.
 //!
-//! - [`manifests`]: Kubernetes YAML from a directory.
+//! Objects come from one of two sources, which give the same [`manifests::Manifests`] view:
+//! a directory of YAML ([`manifests`]) or watches on the Kubernetes API ([`kube_source`]).
+//! Each view is compiled into the dataplane's tables ([`compile`], [`services`], [`policy`],
+//! with [`model`] and [`pods`]) and published to the workers by `podswitch run` ([`run`]).
+//!
+//! - [`manifests`]: Kubernetes YAML from a directory, and the view every source gives.
+//! - [`kube_source`]: the same view from watches on the Kubernetes API server.
 //! - [`model`]: the node and its pods as plain values.
 //! - [`pods`]: the pods of a view, re-read only where they changed.
-//! - [`naming`]: interface and MAC names shared with the lab.
+//! - [`compile`]: the switch's ports and routes for the node and its pods.
+//! - [`services`]: Services and EndpointSlices compiled into service tables.
+//! - [`policy`]: NetworkPolicies compiled into policy tables.
+//! - [`naming`]: interface and MAC names shared by the switch, the CNI side and the lab.
+//! - [`run`]: `podswitch run`, the switch process.
+//! - [`metrics`]: the Prometheus endpoint of `podswitch run`.
 //! - [`ctl`]: the control socket protocol, client and server.
-//! - [`lab`]: `podswitch lab ...`.
+//! - [`show`]: `podswitch show`, the client that prints what the switch reports.
+//! - [`sibling`]: finding `podswitch-lab` and `podswitch` next to each other (or on PATH).
 pub mod compile;
 pub mod ctl;
 pub mod kube_source;
-pub mod lab;
 pub mod manifests;
 pub mod metrics;
 pub mod model;
@@ -21,3 +33,4 @@ pub mod policy;
 pub mod run;
 pub mod services;
 pub mod show;
+pub mod sibling;

@@ -13,7 +13,14 @@ enum Cmd {
     Run(podswitch_control::run::RunArgs),
     Show(podswitch_control::show::ShowArgs),
     /// Build, drive and tear down a lab cluster of network namespaces on this machine.
-    Lab(podswitch_control::lab::LabArgs),
+    ///
+    /// Runs `podswitch-lab ARGS` (a separate binary, so that the node agent does not contain the
+    /// lab), found next to this executable, then on PATH. `podswitch lab --help` lists its commands.
+    #[command(disable_help_flag = true)]
+    Lab {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// `podswitch show stats | head` closes our stdout early; Rust ignores SIGPIPE, so println!
@@ -47,7 +54,7 @@ fn main() {
     let code = match cli.cmd {
         Cmd::Run(args) => podswitch_control::run::main(args),
         Cmd::Show(args) => podswitch_control::show::main(args),
-        Cmd::Lab(args) => podswitch_control::lab::main(args),
+        Cmd::Lab { args } => Err(podswitch_control::sibling::exec("podswitch-lab", &args).into()),
     };
     match code {
         Ok(c) => std::process::exit(c),

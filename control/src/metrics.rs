@@ -4,12 +4,16 @@
 //! Contract:
 //! - The switch hands [`serve`] a provider that returns a [`MetricsSnapshot`]; every scrape
 //!   calls it once and renders it with [`render`]. Nothing is cached between scrapes.
+//! - `prometheus-client` writes the text (a collector over the snapshot, its Prometheus text
+//!   encoder): escaping, number formats and the `_total` suffix are the crate's. The names, label
+//!   names, types and HELP texts are this file's and stay as they are: dashboards query them
+//!   (the tests hold the whole exposition of a sample snapshot).
 //! - One request per connection, each on a short-lived thread (at most 8 at once); a client
 //!   gets 5 s to send its request. `GET`/`HEAD /metrics` answer
 //!   200, any other path 404, any other method 405.
 //! - Names follow Prometheus conventions: `podswitch_` prefix, `_total` for counters, base units
 //!   (`_bytes`, `_seconds`); every family has HELP and TYPE lines, label values are escaped.
-use std::fmt::Write as _;
+use std::fmt;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::str::FromStr;
@@ -18,6 +22,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::prometheus_text::{self, CONTENT_TYPE};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
 /// `--metrics-addr`: an address to listen on, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricsAddr {
@@ -25,16 +37,19 @@ pub enum MetricsAddr {
     At(SocketAddr),
 }
 
-impl FromStr for MetricsAddr {
-    type Err = String;
+/// A `--metrics-addr` that is neither an address nor `off`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an address:port (e.g. 127.0.0.1:9090) nor `off`")]
+pub struct BadMetricsAddr(String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for MetricsAddr {
+    type Err = BadMetricsAddr;
+
+    fn from_str(s: &str) -> Result<Self, BadMetricsAddr> {
         if s.eq_ignore_ascii_case("off") {
             return Ok(MetricsAddr::Off);
         }
-        s.parse::<SocketAddr>()
-            .map(MetricsAddr::At)
-            .map_err(|_| format!("{s:?} is not an address:port (e.g. 127.0.0.1:9090) nor `off`"))
+        s.parse::<SocketAddr>().map(MetricsAddr::At).map_err(|_| BadMetricsAddr(s.to_string()))
     }
 }
 
@@ -132,151 +147,130 @@ pub struct MetricsSnapshot {
     pub sync: SyncMetrics,
 }
 
-struct Family<'a> {
-    out: &'a mut String,
+/// One scrape's snapshot, written out by `prometheus-client` on each encode.
+#[derive(Debug)]
+struct SnapshotCollector(MetricsSnapshot);
+
+/// Opens a counter family. `name` is the exposed name, `_total` included (the crate appends
+/// `_total` to counters itself, so it is taken off here: the names in this file stay the ones
+/// dashboards query).
+fn counter_family<'s>(enc: &'s mut DescriptorEncoder, name: &'s str, help: &str) -> Result<MetricEncoder<'s>, fmt::Error> {
+    let base = name.strip_suffix("_total").expect("counter names end with _total");
+    enc.encode_descriptor(base, help, None, MetricType::Counter)
 }
 
-impl Family<'_> {
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) -> &mut Self {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", escape_label(v));
+fn counter(family: &mut MetricEncoder, labels: &impl EncodeLabelSet, value: u64) -> fmt::Result {
+    ConstCounter::new(value).encode(family.encode_family(labels)?)
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let s = &self.0;
+        type PortField = fn(&PortMetrics) -> u64;
+        let port_counters: [(&str, &str, PortField); 7] = [
+            ("podswitch_port_rx_packets_total", "Frames received from the port.", |p| p.rx_packets),
+            ("podswitch_port_rx_bytes_total", "Bytes received from the port.", |p| p.rx_bytes),
+            ("podswitch_port_rx_dropped_total", "Frames received from the port and dropped.", |p| p.rx_dropped),
+            ("podswitch_port_tx_packets_total", "Frames sent to the port.", |p| p.tx_packets),
+            ("podswitch_port_tx_bytes_total", "Bytes sent to the port.", |p| p.tx_bytes),
+            ("podswitch_port_tx_dropped_total", "Frames for the port that could not be sent.", |p| p.tx_dropped),
+            (
+                "podswitch_port_kernel_lost_total",
+                "Frames of the port the kernel dropped before the switch saw them (empty fill ring, full RX ring) or refused to send.",
+                |p| p.kernel_lost,
+            ),
+        ];
+        for (name, help, get) in port_counters {
+            let mut f = counter_family(&mut enc, name, help)?;
+            for p in &s.ports {
+                counter(&mut f, &[("port", p.port.as_str()), ("interface", p.interface.as_str())], get(p))?;
             }
-            self.out.push('}');
         }
-        let _ = writeln!(self.out, " {value}");
-        self
-    }
-}
-
-fn family<'a>(out: &'a mut String, name: &str, kind: &str, help: &str) -> Family<'a> {
-    let _ = writeln!(out, "# HELP {name} {}", help.replace('\\', "\\\\").replace('\n', "\\n"));
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    Family { out }
-}
-
-/// Label values escape backslash, double quote and newline.
-pub fn escape_label(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
+        type WorkerField = fn(&WorkerMetrics) -> u64;
+        let worker_counters: [(&str, &str, WorkerField); 4] = [
+            ("podswitch_worker_rx_packets_total", "Frames the worker received.", |w| w.rx_packets),
+            ("podswitch_worker_rx_bytes_total", "Bytes the worker received.", |w| w.rx_bytes),
+            ("podswitch_worker_tx_packets_total", "Frames the worker sent.", |w| w.tx_packets),
+            ("podswitch_worker_tx_bytes_total", "Bytes the worker sent.", |w| w.tx_bytes),
+        ];
+        for (name, help, get) in worker_counters {
+            let mut f = counter_family(&mut enc, name, help)?;
+            for w in &s.workers {
+                counter(&mut f, &[("worker", w.worker.to_string()), ("core", w.core.to_string())], get(w))?;
+            }
         }
-    }
-    s
-}
-
-/// A float as the exposition format writes it.
-fn float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
-    } else {
-        format!("{v}")
-    }
-}
-
-/// The snapshot in the Prometheus text format.
-pub fn render(s: &MetricsSnapshot) -> String {
-    let mut out = String::with_capacity(4096 + 600 * s.ports.len());
-    type PortField = fn(&PortMetrics) -> u64;
-    let port_counters: [(&str, &str, PortField); 7] = [
-        ("podswitch_port_rx_packets_total", "Frames received from the port.", |p| p.rx_packets),
-        ("podswitch_port_rx_bytes_total", "Bytes received from the port.", |p| p.rx_bytes),
-        ("podswitch_port_rx_dropped_total", "Frames received from the port and dropped.", |p| p.rx_dropped),
-        ("podswitch_port_tx_packets_total", "Frames sent to the port.", |p| p.tx_packets),
-        ("podswitch_port_tx_bytes_total", "Bytes sent to the port.", |p| p.tx_bytes),
-        ("podswitch_port_tx_dropped_total", "Frames for the port that could not be sent.", |p| p.tx_dropped),
-        (
-            "podswitch_port_kernel_lost_total",
-            "Frames of the port the kernel dropped before the switch saw them (empty fill ring, full RX ring) or refused to send.",
-            |p| p.kernel_lost,
-        ),
-    ];
-    for (name, help, get) in port_counters {
-        let mut f = family(&mut out, name, "counter", help);
-        for p in &s.ports {
-            f.sample(name, &[("port", &p.port), ("interface", &p.interface)], get(p));
-        }
-    }
-    type WorkerField = fn(&WorkerMetrics) -> u64;
-    let worker_counters: [(&str, &str, WorkerField); 4] = [
-        ("podswitch_worker_rx_packets_total", "Frames the worker received.", |w| w.rx_packets),
-        ("podswitch_worker_rx_bytes_total", "Bytes the worker received.", |w| w.rx_bytes),
-        ("podswitch_worker_tx_packets_total", "Frames the worker sent.", |w| w.tx_packets),
-        ("podswitch_worker_tx_bytes_total", "Bytes the worker sent.", |w| w.tx_bytes),
-    ];
-    for (name, help, get) in worker_counters {
-        let mut f = family(&mut out, name, "counter", help);
-        for w in &s.workers {
-            let (id, core) = (w.worker.to_string(), w.core.to_string());
-            f.sample(name, &[("worker", &id), ("core", &core)], get(w));
-        }
-    }
-    {
-        let name = "podswitch_worker_drops_total";
-        let mut f = family(&mut out, name, "counter", "Frames the worker dropped, by reason.");
+        let mut f = counter_family(&mut enc, "podswitch_worker_drops_total", "Frames the worker dropped, by reason.")?;
         for w in &s.workers {
             let id = w.worker.to_string();
             for (reason, n) in &w.drops {
-                f.sample(name, &[("worker", &id), ("reason", reason)], n);
+                counter(&mut f, &[("worker", id.as_str()), ("reason", reason.as_str())], *n)?;
             }
         }
-    }
-    {
-        let name = "podswitch_drops_total";
-        let mut f = family(&mut out, name, "counter", "Frames dropped, by reason (all workers).");
+        let mut f = counter_family(&mut enc, "podswitch_drops_total", "Frames dropped, by reason (all workers).")?;
         for (reason, n) in &s.drops {
-            f.sample(name, &[("reason", reason)], n);
+            counter(&mut f, &[("reason", reason.as_str())], *n)?;
         }
-    }
-    let gauges: [(&str, &str, &str, u64); 6] = [
-        ("podswitch_conntrack_entries", "gauge", "Connections in the connection table.", s.conntrack.entries),
-        ("podswitch_conntrack_capacity", "gauge", "Connections the connection table holds at most.", s.conntrack.capacity),
-        ("podswitch_routes", "gauge", "Routes in the tables in force.", s.tables.routes),
-        ("podswitch_service_frontends", "gauge", "Service frontends (address, port, protocol) in the tables in force.", s.tables.frontends),
-        ("podswitch_service_backends", "gauge", "Service backends in the tables in force.", s.tables.backends),
-        ("podswitch_policy_pods", "gauge", "Pods selected by some NetworkPolicy in the tables in force.", s.tables.policy_pods),
-    ];
-    for (name, kind, help, v) in gauges {
-        family(&mut out, name, kind, help).sample(name, &[], v);
-    }
-    family(&mut out, "podswitch_conntrack_insert_failures_total", "counter", "New connections refused: connection table full or no free slot.")
-        .sample("podswitch_conntrack_insert_failures_total", &[], s.conntrack.insert_failures);
-    {
-        let name = "podswitch_sync_duration_seconds";
-        let mut f = family(&mut out, name, "gauge", "How long the last apply of the objects to the tables took.");
-        if let Some(v) = s.sync.last_duration_seconds {
-            f.sample(name, &[], float(v));
+        let gauges: [(&str, &str, u64); 6] = [
+            ("podswitch_conntrack_entries", "Connections in the connection table.", s.conntrack.entries),
+            ("podswitch_conntrack_capacity", "Connections the connection table holds at most.", s.conntrack.capacity),
+            ("podswitch_routes", "Routes in the tables in force.", s.tables.routes),
+            ("podswitch_service_frontends", "Service frontends (address, port, protocol) in the tables in force.", s.tables.frontends),
+            ("podswitch_service_backends", "Service backends in the tables in force.", s.tables.backends),
+            ("podswitch_policy_pods", "Pods selected by some NetworkPolicy in the tables in force.", s.tables.policy_pods),
+        ];
+        for (name, help, v) in gauges {
+            ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
         }
-    }
-    {
-        let name = "podswitch_last_sync_timestamp_seconds";
-        let mut f = family(&mut out, name, "gauge", "When the objects were last applied to the tables (Unix time).");
-        if let Some(v) = s.sync.last_timestamp_seconds {
-            f.sample(name, &[], float(v));
+        let f = counter_family(
+            &mut enc,
+            "podswitch_conntrack_insert_failures_total",
+            "New connections refused: connection table full or no free slot.",
+        )?;
+        ConstCounter::new(s.conntrack.insert_failures).encode(f)?;
+        // Before the first apply these two families are declared without a sample.
+        let optional_gauges = [
+            ("podswitch_sync_duration_seconds", "How long the last apply of the objects to the tables took.", s.sync.last_duration_seconds),
+            (
+                "podswitch_last_sync_timestamp_seconds",
+                "When the objects were last applied to the tables (Unix time).",
+                s.sync.last_timestamp_seconds,
+            ),
+        ];
+        for (name, help, v) in optional_gauges {
+            let f = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            if let Some(v) = v {
+                ConstGauge::new(v).encode(f)?;
+            }
         }
+        let f = counter_family(&mut enc, "podswitch_syncs_total", "Object views applied to the tables.")?;
+        ConstCounter::new(s.sync.syncs).encode(f)?;
+        let mut f = counter_family(
+            &mut enc,
+            "podswitch_source_errors_total",
+            "Errors of the object source: views not applied (manifests) and Kubernetes API errors (api).",
+        )?;
+        counter(&mut f, &[("source", "manifests")], s.sync.manifest_errors)?;
+        counter(&mut f, &[("source", "api")], s.sync.api_errors)?;
+        // Only the Kubernetes API source has this family.
+        if let Some(c) = s.sync.api_connected {
+            let f = enc.encode_descriptor(
+                "podswitch_api_connected",
+                "1 if the last request to the Kubernetes API got an answer.",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(u64::from(c)).encode(f)?;
+        }
+        Ok(())
     }
-    family(&mut out, "podswitch_syncs_total", "counter", "Object views applied to the tables.").sample("podswitch_syncs_total", &[], s.sync.syncs);
-    {
-        let name = "podswitch_source_errors_total";
-        family(&mut out, name, "counter", "Errors of the object source: views not applied (manifests) and Kubernetes API errors (api).")
-            .sample(name, &[("source", "manifests")], s.sync.manifest_errors)
-            .sample(name, &[("source", "api")], s.sync.api_errors);
-    }
-    if let Some(c) = s.sync.api_connected {
-        let name = "podswitch_api_connected";
-        family(&mut out, name, "gauge", "1 if the last request to the Kubernetes API got an answer.").sample(name, &[], u8::from(c));
-    }
+}
+
+/// The snapshot in the Prometheus text format (version 0.0.4, [`CONTENT_TYPE`]).
+pub fn render(s: &MetricsSnapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector(s.clone())));
+    let mut out = String::with_capacity(4096 + 600 * s.ports.len());
+    prometheus_text::encode(&mut out, &registry).expect("writing to a String does not fail");
     out
 }
 
@@ -363,7 +357,7 @@ fn handle(mut stream: TcpStream, provider: &Provider) -> std::io::Result<()> {
         return respond(&mut stream, "405 Method Not Allowed", "text/plain", b"GET /metrics\n", true);
     }
     let body = render(&provider());
-    respond(&mut stream, "200 OK", "text/plain; version=0.0.4; charset=utf-8", body.as_bytes(), method == "GET")
+    respond(&mut stream, "200 OK", CONTENT_TYPE, body.as_bytes(), method == "GET")
 }
 
 fn respond(stream: &mut TcpStream, status: &str, ctype: &str, body: &[u8], with_body: bool) -> std::io::Result<()> {
@@ -378,7 +372,7 @@ fn respond(stream: &mut TcpStream, status: &str, ctype: &str, body: &[u8], with_
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+    use std::process::{Command, Stdio};
 
     fn snapshot() -> MetricsSnapshot {
         MetricsSnapshot {
@@ -407,170 +401,150 @@ mod tests {
         }
     }
 
-    fn valid_name(n: &str) -> bool {
-        let mut cs = n.chars();
-        cs.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-            && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    }
-
-    /// Parses `{k="v",...}`; returns the labels with unescaped values, or why not.
-    fn parse_labels(s: &str) -> Result<Vec<(String, String)>, String> {
-        let mut out = Vec::new();
-        let b: Vec<char> = s.chars().collect();
-        let mut i = 0;
-        while i < b.len() {
-            let start = i;
-            while i < b.len() && b[i] != '=' {
-                i += 1;
-            }
-            let key: String = b[start..i].iter().collect();
-            let key_ok = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !key_ok {
-                return Err(format!("bad label name {key:?}"));
-            }
-            if b.get(i + 1) != Some(&'"') {
-                return Err(format!("label {key} value not quoted"));
-            }
-            i += 2;
-            let mut v = String::new();
-            loop {
-                match b.get(i) {
-                    None => return Err(format!("label {key} value not terminated")),
-                    Some('"') => break,
-                    Some('\n') => return Err("raw newline in label value".into()),
-                    Some('\\') => {
-                        match b.get(i + 1) {
-                            Some('\\') => v.push('\\'),
-                            Some('"') => v.push('"'),
-                            Some('n') => v.push('\n'),
-                            other => return Err(format!("bad escape \\{other:?}")),
-                        }
-                        i += 2;
-                        continue;
-                    }
-                    Some(c) => v.push(*c),
-                }
-                i += 1;
-            }
-            i += 1; // closing quote
-            out.push((key, v));
-            match b.get(i) {
-                None => break,
-                Some(',') => i += 1,
-                Some(c) => return Err(format!("unexpected {c:?} after a label value")),
-            }
-        }
-        Ok(out)
-    }
-
-    type Labels = Vec<(String, String)>;
-    type Samples = BTreeMap<String, Vec<(Labels, f64)>>;
-
-    /// A checker of the text format: HELP/TYPE before samples, one TYPE per family, valid
-    /// names and labels, numeric values, every sample of a declared family, no duplicates.
-    fn check(text: &str) -> Result<Samples, String> {
-        let mut types: BTreeMap<String, String> = BTreeMap::new();
-        let mut helped = std::collections::BTreeSet::new();
-        let mut samples: Samples = BTreeMap::new();
-        let mut seen = std::collections::BTreeSet::new();
-        if !text.ends_with('\n') {
-            return Err("output does not end with a newline".into());
-        }
-        for (no, line) in text.lines().enumerate() {
-            let err = |m: String| format!("line {}: {m}: {line:?}", no + 1);
-            if let Some(rest) = line.strip_prefix("# HELP ") {
-                let name = rest.split(' ').next().unwrap_or("");
-                if !valid_name(name) || !helped.insert(name.to_string()) {
-                    return Err(err("bad or repeated HELP".into()));
-                }
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let mut p = rest.split(' ');
-                let (name, kind) = (p.next().unwrap_or(""), p.next().unwrap_or(""));
-                if !valid_name(name) || !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
-                    return Err(err("bad TYPE".into()));
-                }
-                if types.insert(name.to_string(), kind.to_string()).is_some() {
-                    return Err(err("repeated TYPE".into()));
-                }
-                if samples.contains_key(name) {
-                    return Err(err("TYPE after samples".into()));
-                }
-                continue;
-            }
-            if line.starts_with('#') || line.is_empty() {
-                continue;
-            }
-            let (series, value) = line.rsplit_once(' ').ok_or_else(|| err("no value".into()))?;
-            let value: f64 = match value {
-                "NaN" => f64::NAN,
-                "+Inf" => f64::INFINITY,
-                "-Inf" => f64::NEG_INFINITY,
-                v => v.parse().map_err(|_| err("value is not a number".into()))?,
-            };
-            let (name, labels) = match series.split_once('{') {
-                Some((n, rest)) => {
-                    let inner = rest.strip_suffix('}').ok_or_else(|| err("labels not closed".into()))?;
-                    (n, parse_labels(inner).map_err(err)?)
-                }
-                None => (series, Vec::new()),
-            };
-            if !valid_name(name) {
-                return Err(err("bad metric name".into()));
-            }
-            let kind = types.get(name).ok_or_else(|| err("sample of an undeclared metric".into()))?;
-            if !helped.contains(name) {
-                return Err(err("no HELP".into()));
-            }
-            if kind == "counter" && !name.ends_with("_total") {
-                return Err(err("counter without _total".into()));
-            }
-            if !seen.insert(series.to_string()) {
-                return Err(err("duplicate series".into()));
-            }
-            samples.entry(name.to_string()).or_default().push((labels, value));
-        }
-        Ok(samples)
-    }
+    /// The exposition of [`snapshot`], byte for byte as podswitch wrote it before it used
+    /// `prometheus-client`: names, label names, types and HELP texts are what dashboards and
+    /// alerts query, so any change here is a change for users.
+    const SCRAPE: &str = r#"# HELP podswitch_port_rx_packets_total Frames received from the port.
+# TYPE podswitch_port_rx_packets_total counter
+podswitch_port_rx_packets_total{port="host",interface="psw-host"} 10
+podswitch_port_rx_packets_total{port="x/a \"quoted\"\\back\nline",interface="ps0123"} 0
+# HELP podswitch_port_rx_bytes_total Bytes received from the port.
+# TYPE podswitch_port_rx_bytes_total counter
+podswitch_port_rx_bytes_total{port="host",interface="psw-host"} 1000
+podswitch_port_rx_bytes_total{port="x/a \"quoted\"\\back\nline",interface="ps0123"} 0
+# HELP podswitch_port_rx_dropped_total Frames received from the port and dropped.
+# TYPE podswitch_port_rx_dropped_total counter
+podswitch_port_rx_dropped_total{port="host",interface="psw-host"} 0
+podswitch_port_rx_dropped_total{port="x/a \"quoted\"\\back\nline",interface="ps0123"} 0
+# HELP podswitch_port_tx_packets_total Frames sent to the port.
+# TYPE podswitch_port_tx_packets_total counter
+podswitch_port_tx_packets_total{port="host",interface="psw-host"} 0
+podswitch_port_tx_packets_total{port="x/a \"quoted\"\\back\nline",interface="ps0123"} 3
+# HELP podswitch_port_tx_bytes_total Bytes sent to the port.
+# TYPE podswitch_port_tx_bytes_total counter
+podswitch_port_tx_bytes_total{port="host",interface="psw-host"} 0
+podswitch_port_tx_bytes_total{port="x/a \"quoted\"\\back\nline",interface="ps0123"} 0
+# HELP podswitch_port_tx_dropped_total Frames for the port that could not be sent.
+# TYPE podswitch_port_tx_dropped_total counter
+podswitch_port_tx_dropped_total{port="host",interface="psw-host"} 0
+podswitch_port_tx_dropped_total{port="x/a \"quoted\"\\back\nline",interface="ps0123"} 0
+# HELP podswitch_port_kernel_lost_total Frames of the port the kernel dropped before the switch saw them (empty fill ring, full RX ring) or refused to send.
+# TYPE podswitch_port_kernel_lost_total counter
+podswitch_port_kernel_lost_total{port="host",interface="psw-host"} 0
+podswitch_port_kernel_lost_total{port="x/a \"quoted\"\\back\nline",interface="ps0123"} 0
+# HELP podswitch_worker_rx_packets_total Frames the worker received.
+# TYPE podswitch_worker_rx_packets_total counter
+podswitch_worker_rx_packets_total{worker="0",core="2"} 13
+# HELP podswitch_worker_rx_bytes_total Bytes the worker received.
+# TYPE podswitch_worker_rx_bytes_total counter
+podswitch_worker_rx_bytes_total{worker="0",core="2"} 0
+# HELP podswitch_worker_tx_packets_total Frames the worker sent.
+# TYPE podswitch_worker_tx_packets_total counter
+podswitch_worker_tx_packets_total{worker="0",core="2"} 0
+# HELP podswitch_worker_tx_bytes_total Bytes the worker sent.
+# TYPE podswitch_worker_tx_bytes_total counter
+podswitch_worker_tx_bytes_total{worker="0",core="2"} 0
+# HELP podswitch_worker_drops_total Frames the worker dropped, by reason.
+# TYPE podswitch_worker_drops_total counter
+podswitch_worker_drops_total{worker="0",reason="no_route"} 4
+podswitch_worker_drops_total{worker="0",reason="truncated"} 0
+# HELP podswitch_drops_total Frames dropped, by reason (all workers).
+# TYPE podswitch_drops_total counter
+podswitch_drops_total{reason="no_route"} 4
+podswitch_drops_total{reason="truncated"} 0
+# HELP podswitch_conntrack_entries Connections in the connection table.
+# TYPE podswitch_conntrack_entries gauge
+podswitch_conntrack_entries 5
+# HELP podswitch_conntrack_capacity Connections the connection table holds at most.
+# TYPE podswitch_conntrack_capacity gauge
+podswitch_conntrack_capacity 262144
+# HELP podswitch_routes Routes in the tables in force.
+# TYPE podswitch_routes gauge
+podswitch_routes 12
+# HELP podswitch_service_frontends Service frontends (address, port, protocol) in the tables in force.
+# TYPE podswitch_service_frontends gauge
+podswitch_service_frontends 3
+# HELP podswitch_service_backends Service backends in the tables in force.
+# TYPE podswitch_service_backends gauge
+podswitch_service_backends 6
+# HELP podswitch_policy_pods Pods selected by some NetworkPolicy in the tables in force.
+# TYPE podswitch_policy_pods gauge
+podswitch_policy_pods 2
+# HELP podswitch_conntrack_insert_failures_total New connections refused: connection table full or no free slot.
+# TYPE podswitch_conntrack_insert_failures_total counter
+podswitch_conntrack_insert_failures_total 1
+# HELP podswitch_sync_duration_seconds How long the last apply of the objects to the tables took.
+# TYPE podswitch_sync_duration_seconds gauge
+podswitch_sync_duration_seconds 0.0042
+# HELP podswitch_last_sync_timestamp_seconds When the objects were last applied to the tables (Unix time).
+# TYPE podswitch_last_sync_timestamp_seconds gauge
+podswitch_last_sync_timestamp_seconds 1700000000.5
+# HELP podswitch_syncs_total Object views applied to the tables.
+# TYPE podswitch_syncs_total counter
+podswitch_syncs_total 7
+# HELP podswitch_source_errors_total Errors of the object source: views not applied (manifests) and Kubernetes API errors (api).
+# TYPE podswitch_source_errors_total counter
+podswitch_source_errors_total{source="manifests"} 1
+podswitch_source_errors_total{source="api"} 2
+# HELP podswitch_api_connected 1 if the last request to the Kubernetes API got an answer.
+# TYPE podswitch_api_connected gauge
+podswitch_api_connected 1
+"#;
 
     #[test]
-    fn rendering_passes_the_format_checker() {
+    fn rendering_is_the_documented_exposition() {
         let text = render(&snapshot());
-        let samples = check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let rx = &samples["podswitch_port_rx_packets_total"];
-        assert_eq!(rx.len(), 2);
-        assert_eq!(rx[0].1, 10.0);
-        // The awkward label value comes back intact after unescaping.
-        assert_eq!(rx[1].0[0], ("port".to_string(), "x/a \"quoted\"\\back\nline".to_string()));
-        assert_eq!(samples["podswitch_drops_total"][0], (vec![("reason".into(), "no_route".into())], 4.0));
-        assert_eq!(samples["podswitch_conntrack_entries"][0].1, 5.0);
-        assert_eq!(samples["podswitch_conntrack_capacity"][0].1, 262_144.0);
-        assert_eq!(samples["podswitch_sync_duration_seconds"][0].1, 0.0042);
-        assert_eq!(samples["podswitch_last_sync_timestamp_seconds"][0].1, 1_700_000_000.5);
-        assert_eq!(samples["podswitch_worker_drops_total"].len(), 2);
-        assert_eq!(samples["podswitch_source_errors_total"].len(), 2);
-        assert_eq!(samples["podswitch_api_connected"][0].1, 1.0);
-        assert!(text.contains("# TYPE podswitch_conntrack_entries gauge\n"));
-        assert!(text.contains("# TYPE podswitch_drops_total counter\n"));
-        // An empty snapshot (no sync yet, directory source) is valid too.
-        let text = render(&MetricsSnapshot::default());
-        let samples = check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        assert!(!samples.contains_key("podswitch_sync_duration_seconds"));
-        assert!(!text.contains("podswitch_api_connected"));
+        assert_eq!(text, SCRAPE, "got:\n{text}");
+        // The awkward port name comes out escaped (backslash, quote, newline).
+        assert!(text.contains(r#"{port="x/a \"quoted\"\\back\nline",interface="ps0123"} 3"#));
+        // Before the first apply, with the directory source: the sync gauges have no sample
+        // and there is no API family.
+        let empty = render(&MetricsSnapshot::default());
+        assert!(empty.contains("# TYPE podswitch_sync_duration_seconds gauge\n# HELP podswitch_last_sync"), "{empty}");
+        assert!(!empty.lines().any(|l| l.starts_with("podswitch_sync_duration_seconds")), "{empty}");
+        assert!(!empty.lines().any(|l| l.starts_with("podswitch_last_sync_timestamp_seconds")), "{empty}");
+        assert!(!empty.contains("podswitch_api_connected"), "{empty}");
+        assert!(empty.contains("podswitch_source_errors_total{source=\"api\"} 0\n"), "{empty}");
+    }
+
+    /// `promtool` (from Debian's `prometheus`), found on PATH or installed by
+    /// `scripts/lib/deps.sh` when root; None (after printing SKIPPED) otherwise.
+    fn promtool(test: &str) -> Option<&'static str> {
+        let found = || Command::new("promtool").arg("--version").output().is_ok_and(|o| o.status.success());
+        if !found() && nix::unistd::geteuid().is_root() {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lib/deps.sh");
+            let _ = Command::new("bash").args(["-c", &format!("source {script} && podswitch_install_promtool")]).status();
+        }
+        if found() {
+            Some("promtool")
+        } else {
+            eprintln!("SKIPPED (needs promtool; run as root or install Debian's prometheus): {test}");
+            None
+        }
+    }
+
+    /// `promtool check metrics` on `text`: None if it accepts it, else its complaints.
+    fn promtool_complaints(promtool: &str, text: &str) -> Option<String> {
+        let mut child = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (!out.status.success()).then(|| format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     }
 
     #[test]
-    fn the_checker_catches_mistakes() {
-        assert!(check("# HELP a_total x\n# TYPE a_total counter\na_total 1\n").is_ok());
-        assert!(check("a 1\n").unwrap_err().contains("undeclared"));
-        assert!(check("# HELP a x\n# TYPE a gauge\na{l=\"x\"y\"} 1\n").is_err());
-        assert!(check("# HELP a x\n# TYPE a gauge\na{l=\"x\\q\"} 1\n").is_err());
-        assert!(check("# HELP 1a x\n# TYPE 1a gauge\n1a 1\n").is_err());
-        assert!(check("# HELP a x\n# TYPE a gauge\na one\n").is_err());
-        assert!(check("# HELP a x\n# TYPE a counter\na 1\n").unwrap_err().contains("_total"));
-        assert!(check("# HELP a x\n# TYPE a gauge\na 1\na 2\n").unwrap_err().contains("duplicate"));
+    fn promtool_accepts_the_exposition() {
+        let Some(promtool) = promtool("promtool_accepts_the_exposition") else { return };
+        assert_eq!(promtool_complaints(promtool, &render(&snapshot())), None);
+        assert_eq!(promtool_complaints(promtool, &render(&MetricsSnapshot::default())), None);
+        // And it is a checker that complains: a counter without `_total`, an unterminated label.
+        assert!(promtool_complaints(promtool, "# HELP a x\n# TYPE a counter\na 1\n").is_some_and(|c| c.contains("_total")));
+        assert!(promtool_complaints(promtool, "a{l=\"x\"y\"} 1\n").is_some());
     }
 
     #[test]
@@ -613,7 +587,7 @@ mod tests {
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         assert!(r.contains("Content-Type: text/plain; version=0.0.4"), "{r}");
         let body = r.split_once("\r\n\r\n").unwrap().1;
-        check(body).unwrap();
+        assert_eq!(body, SCRAPE);
         let len: usize = r.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().trim().parse().unwrap();
         assert_eq!(len, body.len());
         assert!(get(addr, "GET /metrics?x=1 HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200"));

@@ -244,17 +244,6 @@ mod tests {
     use super::*;
     use crate::manifests::{add_documents, Changes};
 
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-        }
-    }
-
     /// Pod `i` of namespace `ns` with knobs `k`; `rv` its resourceVersion (None: none).
     fn pod_yaml(ns: &str, i: u64, k: [u64; 6], rv: Option<u64>) -> String {
         let rv = rv.map(|v| format!("resourceVersion: \"{v}\", ")).unwrap_or_default();
@@ -319,7 +308,7 @@ mod tests {
         let node = NodeInfo { name: "node-1".into(), pod_cidr: "10.244.0.0/16".parse().unwrap(), internal_ip: "172.18.0.2".parse().unwrap() };
         let sizes = [3u64, 4, 3, 3, 2, 3];
         for seed in 1..=4u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut rng = fastrand::Rng::with_seed(seed);
             let mut w: World = BTreeMap::new();
             let mut by_changes = PodCache::default().with_resource_versions(true);
             let mut by_rv = PodCache::default().with_resource_versions(true);
@@ -328,19 +317,19 @@ mod tests {
             let mut rv = 1;
             let mut generations = 0;
             for step in 0..300 {
-                for _ in 0..1 + rng.below(3) {
-                    let ns = ["a", "a-b", "b"][rng.below(3) as usize];
-                    let i = rng.below(8);
+                for _ in 0..1 + rng.u64(..3) {
+                    let ns = ["a", "a-b", "b"][rng.u64(..3) as usize];
+                    let i = rng.u64(..8);
                     rv += 1;
                     match w.get_mut(&(ns, i)) {
-                        Some(_) if rng.below(10) == 0 => drop(w.remove(&(ns, i))),
+                        Some(_) if rng.u64(..10) == 0 => drop(w.remove(&(ns, i))),
                         Some((k, v)) => {
-                            let j = rng.below(6) as usize;
-                            k[j] = rng.below(sizes[j]);
+                            let j = rng.u64(..6) as usize;
+                            k[j] = rng.u64(..sizes[j]);
                             *v = rv;
                         }
                         None => {
-                            let k = [0, 1, 2, 3, 4, 5].map(|j| rng.below(sizes[j]));
+                            let k = [0, 1, 2, 3, 4, 5].map(|j| rng.u64(..sizes[j]));
                             w.insert((ns, i), (k, rv));
                         }
                     }
@@ -348,7 +337,7 @@ mod tests {
                 let what = format!("seed {seed} step {step}");
                 let mut m = view(&w, true, format!("v{step}"));
                 if let Some(p) = &prev {
-                    if rng.below(10) != 0 {
+                    if rng.u64(..10) != 0 {
                         m.changes = Some(Changes::between(p, &m));
                     }
                 }

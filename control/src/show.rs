@@ -1,10 +1,9 @@
 //! `podswitch show ...`: asks the running switch over its control socket and prints the
-//! answer as a table for people or, with `--json`, as the switch's JSON object.
+//! answer as a table for people (read into the [`crate::ctl::replies`] types and printed from
+//! their fields) or, with `--json`, as the switch's JSON object.
 use std::path::PathBuf;
 
-use serde_json::Value;
-
-use crate::ctl::{client, Request};
+use crate::ctl::{client, replies, Request};
 use crate::naming;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -67,155 +66,148 @@ pub fn main(args: ShowArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     match args.what {
-        What::Status => print_status(&v),
-        What::Ports => print_ports(&v),
-        What::Routes => print_routes(&v),
-        What::Stats => print_stats(&v),
-        What::Services => print_services(&v),
-        What::Conntrack => print_conntrack(&v),
+        What::Status => print_status(&client::read(&v)?),
+        What::Ports => print_ports(&client::read(&v)?),
+        What::Routes => print_routes(&client::read(&v)?),
+        What::Stats => print_stats(&client::read(&v)?),
+        What::Services => print_services(&client::read(&v)?),
+        What::Conntrack => print_conntrack(&client::read(&v)?),
         What::Flows => unreachable!("handled above"),
-        What::Policies => println!("{}", serde_json::to_string_pretty(&v["policies"])?),
+        What::Policies => {
+            let p: replies::Policies<serde_json::Value> = client::read(&v)?;
+            println!("{}", serde_json::to_string_pretty(&p.policies)?);
+        }
     }
     Ok(0)
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
+/// An optional field as printed: `-` when absent.
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".into(), T::to_string)
+}
+
+/// A serialized name (a kind, a mode) as its JSON string.
+fn name<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "-".into(),
     }
 }
 
-fn print_status(v: &Value) {
-    for key in ["node", "pod_cidr", "internal_ip", "manifests_dir", "applied_digest", "tables_version", "workers", "ports_wanted", "ports_attached", "uptime_s", "last_error"] {
-        println!("{key:<16} {}", s(&v[key]));
+fn print_status(v: &replies::Status) {
+    let rows: [(&str, String); 11] = [
+        ("node", v.node.clone()),
+        ("pod_cidr", v.pod_cidr.clone()),
+        ("internal_ip", v.internal_ip.clone()),
+        ("manifests_dir", v.manifests_dir.clone()),
+        ("applied_digest", v.applied_digest.clone()),
+        ("tables_version", v.tables_version.to_string()),
+        ("workers", v.workers.to_string()),
+        ("ports_wanted", v.ports_wanted.to_string()),
+        ("ports_attached", v.ports_attached.to_string()),
+        ("uptime_s", v.uptime_s.to_string()),
+        ("last_error", opt(&v.last_error)),
+    ];
+    for (key, value) in rows {
+        println!("{key:<16} {value}");
     }
-    for (title, key) in [("pending", "pending_ports"), ("problem", "problems"), ("ignored", "ignored_objects")] {
-        for item in v[key].as_array().into_iter().flatten() {
-            println!("{title:<16} {}", s(item));
+    for (title, items) in [("pending", &v.pending_ports), ("problem", &v.problems), ("ignored", &v.ignored_objects)] {
+        for item in items {
+            println!("{title:<16} {item}");
         }
     }
 }
 
-fn print_ports(v: &Value) {
+fn print_ports(v: &replies::Ports) {
     println!(
         "{:<4} {:<15} {:<10} {:<6} {:<8} {:<5} {:>12} {:>12} {:>10} {:>10} {:>11}",
         "ID", "INTERFACE", "OWNER", "KIND", "XDP", "COPY", "RX_PACKETS", "TX_PACKETS", "RX_DROP", "TX_DROP", "KERNEL_LOST"
     );
-    for p in v["ports"].as_array().into_iter().flatten() {
+    for p in &v.ports {
+        let r = &p.report;
         println!(
             "{:<4} {:<15} {:<10} {:<6} {:<8} {:<5} {:>12} {:>12} {:>10} {:>10} {:>11}",
-            s(&p["id"]),
-            s(&p["name"]),
-            s(&p["owner"]),
-            s(&p["kind"]),
-            s(&p["xdp_mode"]),
-            if p["zerocopy"].as_bool() == Some(true) { "zc" } else { "copy" },
-            s(&p["rx_packets"]),
-            s(&p["tx_packets"]),
-            s(&p["rx_dropped"]),
-            s(&p["tx_dropped"]),
-            kernel_lost(&p["kernel"]),
+            r.id,
+            r.name,
+            opt(&p.owner),
+            p.kind.as_ref().map_or_else(|| "-".into(), name),
+            r.xdp_mode.as_str(),
+            if r.zerocopy { "zc" } else { "copy" },
+            r.totals.rx_packets,
+            r.totals.tx_packets,
+            r.totals.rx_dropped,
+            r.totals.tx_dropped,
+            r.kernel.lost(),
         );
     }
-    if let Some(pending) = v["pending"].as_object() {
-        for (k, e) in pending {
-            println!("pending {k}: {}", s(e));
-        }
+    for (k, e) in &v.pending {
+        println!("pending {k}: {e}");
     }
 }
 
-/// Frames the kernel lost on a port's sockets (see `switch::afxdp::stats`).
-fn kernel_lost(k: &Value) -> String {
-    let n = |f: &str| k[f].as_u64().unwrap_or(0);
-    match k.as_object() {
-        Some(_) => (n("rx_dropped") + n("rx_ring_full") + n("rx_invalid_descs") + n("tx_invalid_descs")).to_string(),
-        None => "-".into(),
-    }
-}
-
-fn print_routes(v: &Value) {
-    println!("gateway {} (tables version {})", s(&v["gateway"]), s(&v["tables_version"]));
+fn print_routes(v: &replies::Routes) {
+    println!("gateway {} (tables version {})", v.gateway, v.tables_version);
     println!("{:<20} {:<10} {:<6} NEXT-HOP MAC", "PREFIX", "PORT", "ID");
-    for r in v["routes"].as_array().into_iter().flatten() {
-        println!("{:<20} {:<10} {:<6} {}", s(&r["prefix"]), s(&r["port"]), s(&r["port_id"]), s(&r["dst_mac"]));
+    for r in &v.routes {
+        println!("{:<20} {:<10} {:<6} {}", r.prefix, opt(&r.port), r.port_id, r.dst_mac);
     }
 }
 
-fn print_stats(v: &Value) {
+fn print_stats(v: &replies::Stats) {
     println!("{:<4} {:<24} {:>12}  DESCRIPTION", "NO", "DROP REASON", "COUNT");
-    for d in v["drops"].as_array().into_iter().flatten() {
-        println!("{:<4} {:<24} {:>12}  {}", s(&d["number"]), s(&d["reason"]), s(&d["count"]), s(&d["description"]));
+    for d in &v.drops {
+        println!("{:<4} {:<24} {:>12}  {}", d.number, d.reason, d.count, d.description);
     }
     println!();
     println!("{:<7} {:<5} {:>14} {:>12} {:>12}", "WORKER", "CORE", "ROUNDS", "IDLE_SLEEPS", "FREE_FRAMES");
-    for w in v["workers"].as_array().into_iter().flatten() {
-        println!("{:<7} {:<5} {:>14} {:>12} {:>12}", s(&w["worker"]), s(&w["core"]), s(&w["rounds"]), s(&w["idle_sleeps"]), s(&w["free_frames"]));
+    for w in &v.workers {
+        println!("{:<7} {:<5} {:>14} {:>12} {:>12}", w.worker, w.core, w.rounds, w.idle_sleeps, w.free_frames);
     }
 }
 
-fn print_services(v: &Value) {
-    for f in v["services"].as_array().into_iter().flatten() {
+fn print_services(v: &replies::Services<Vec<replies::ServiceRow>>) {
+    for f in &v.services {
         println!(
             "{} {} {} -> target port {} (endpoints from {}; eTP {}, iTP {}{})",
-            s(&f["name"]),
-            s(&f["kind"]),
-            s(&f["frontend"]),
-            s(&f["target_port"]),
-            s(&f["endpoints_from"]),
-            s(&f["external_traffic_policy"]),
-            s(&f["internal_traffic_policy"]),
-            f["affinity_timeout_s"].as_u64().map(|t| format!(", ClientIP affinity {t}s")).unwrap_or_default()
+            f.name,
+            f.kind,
+            f.frontend,
+            f.target_port,
+            f.endpoints_from,
+            f.external_traffic_policy,
+            f.internal_traffic_policy,
+            f.affinity_timeout_s.map(|t| format!(", ClientIP affinity {t}s")).unwrap_or_default()
         );
-        for (set, title) in [("internal", "from pods/node"), ("external", "from outside")] {
-            let st = &f[set];
-            println!(
-                "    {title:<15} {} backend(s), empty: {}, masquerade: {}",
-                st["backends"].as_u64().unwrap_or(0),
-                s(&st["on_empty"]),
-                s(&st["masquerade"])
-            );
+        for (st, title) in [(&f.internal, "from pods/node"), (&f.external, "from outside")] {
+            println!("    {title:<15} {} backend(s), empty: {}, masquerade: {}", st.backends, st.on_empty, st.masquerade);
         }
-        for e in f["endpoints"].as_array().into_iter().flatten() {
+        for e in &f.endpoints {
             println!(
                 "    endpoint {:<22} ready={} serving={} terminating={} node={} {}{}",
-                s(&e["address"]),
-                s(&e["ready"]),
-                s(&e["serving"]),
-                s(&e["terminating"]),
-                s(&e["node"]),
-                if e["internal"].as_bool() == Some(true) { "[internal]" } else { "" },
-                if e["external"].as_bool() == Some(true) { "[external]" } else { "" },
+                e.address,
+                e.ready,
+                e.serving,
+                e.terminating,
+                opt(&e.node),
+                if e.internal { "[internal]" } else { "" },
+                if e.external { "[external]" } else { "" },
             );
         }
     }
 }
 
-fn print_conntrack(v: &Value) {
+fn print_conntrack(v: &replies::Conntrack) {
     println!(
         "{} connection(s) (capacity {}, {:.0} bytes each); inserted {}, refused (full) {}, removed {}",
-        s(&v["entries"]),
-        s(&v["capacity"]),
-        v["bytes_per_entry"].as_f64().unwrap_or(0.0),
-        s(&v["inserted"]),
-        s(&v["insert_failed_full"]),
-        s(&v["removed"])
+        v.entries, v.capacity, v.bytes_per_entry, v.inserted, v.insert_failed_full, v.removed
     );
     println!("{:<48} {:<48} {:<12} {:>6} {:>6}  SERVICE", "ORIGINAL", "REPLY (TRANSLATED)", "STATE", "AGE", "IDLE");
-    for c in v["connections"].as_array().into_iter().flatten() {
-        println!(
-            "{:<48} {:<48} {:<12} {:>6} {:>6}  {}",
-            s(&c["original"]),
-            s(&c["reply"]),
-            s(&c["state"]),
-            s(&c["age_s"]),
-            s(&c["idle_s"]),
-            s(&c["service"])
-        );
+    for c in &v.connections {
+        println!("{:<48} {:<48} {:<12} {:>6} {:>6}  {}", c.original, c.reply, c.state, c.age_s, c.idle_s, opt(&c.service));
     }
-    if v["shown"] != v["entries"] {
-        println!("(showing {} of {}; --limit N for more)", s(&v["shown"]), s(&v["entries"]));
+    if v.shown != v.entries {
+        println!("(showing {} of {}; --limit N for more)", v.shown, v.entries);
     }
 }
 
@@ -225,58 +217,61 @@ fn flows(args: &ShowArgs) -> anyhow::Result<i32> {
         if args.json {
             println!("{}", serde_json::to_string(&v)?);
         } else {
-            print_flow_header(&v);
-            print_flows(&v);
+            let f: replies::Flows = client::read(&v)?;
+            print_flow_header(&f);
+            print_flows(&f.flows);
         }
         return Ok(0);
     }
+    let first: replies::Flows = client::read(&v)?;
     if !args.json {
-        print_flow_header(&v);
+        print_flow_header(&first);
     }
-    let mut next = v["next"].as_u64().unwrap_or(0);
-    let mut first = Some(v);
+    let mut next = first.next;
+    let mut pending = Some(first);
     loop {
-        let v = match first.take() {
-            Some(v) => v,
+        let f = match pending.take() {
+            Some(f) => f,
             None => {
                 std::thread::sleep(std::time::Duration::from_millis(250));
-                client::request(&args.socket, &Request::Flows { since: Some(next), limit: Some(100_000) })?
+                let v = client::request(&args.socket, &Request::Flows { since: Some(next), limit: Some(100_000) })?;
+                client::read::<replies::Flows>(&v)?
             }
         };
         if args.json {
-            for f in v["flows"].as_array().into_iter().flatten() {
-                println!("{}", serde_json::to_string(f)?);
+            for r in &f.flows {
+                println!("{}", serde_json::to_string(r)?);
             }
         } else {
-            print_flows(&v);
+            print_flows(&f.flows);
         }
-        next = v["next"].as_u64().unwrap_or(next);
+        next = f.next;
     }
 }
 
-fn print_flow_header(v: &Value) {
-    println!("policy epoch {}; verdicts lost (log full): {}", s(&v["policy_epoch"]), s(&v["lost"]));
-    for p in v["policies"].as_array().into_iter().flatten() {
-        println!("  {:<40} allowed {} connection(s)", s(&p["policy"]), s(&p["allowed_connections"]));
+fn print_flow_header(v: &replies::Flows) {
+    println!("policy epoch {}; verdicts lost (log full): {}", v.policy_epoch, v.lost);
+    for p in &v.policies {
+        println!("  {:<40} allowed {} connection(s)", p.policy, p.allowed_connections);
     }
     println!("{:<13} {:<8} {:<10} {:<10} {:<22} {:<22} {:<5} DECIDED BY", "TIME", "VERDICT", "FROM", "TO", "DESTINATION", "TRANSLATED", "PROTO");
 }
 
-fn print_flows(v: &Value) {
-    for f in v["flows"].as_array().into_iter().flatten() {
-        let ms = f["time_ms"].as_u64().unwrap_or(0);
+fn print_flows(flows: &[replies::Flow]) {
+    for f in flows {
+        let ms = f.time_ms;
         let t = format!("{:02}:{:02}:{:02}.{:03}", (ms / 3_600_000) % 24, (ms / 60_000) % 60, (ms / 1000) % 60, ms % 1000);
         println!(
             "{:<13} {:<8} {:<10} {:<10} {:<22} {:<22} {:<5} {}{}",
             t,
-            s(&f["verdict"]),
-            s(&f["from"]),
-            s(&f["to"]),
-            s(&f["destination"]),
-            s(&f["translated"]),
-            s(&f["protocol"]),
-            s(&f["decided_by"]),
-            if f["rejudged"].as_bool() == Some(true) { " (re-judged after a policy change)" } else { "" }
+            f.verdict,
+            opt(&f.from),
+            opt(&f.to),
+            f.destination,
+            f.translated,
+            f.protocol,
+            f.decided_by,
+            if f.rejudged { " (re-judged after a policy change)" } else { "" }
         );
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests of `podswitch run` on namespaces built by hand (no lab): start-up
 //! errors, ports coming and going under traffic, anti-spoofing with real sockets, several
-//! workers. Each needs root and says SKIPPED without it.
+//! workers. Each needs root: without it, it prints `SKIPPED: <test> needs root` and passes, or fails
+//! when `CI` is set ([`support::root_or_skip`]).
 mod support;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -15,7 +16,7 @@ use support::*;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs the switch to completion (it must fail) and returns its stderr.

@@ -9,20 +9,23 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::harness::cleanup::Cleanup;
+use crate::harness::host::{cpu_model, git_describe, loadavg, utc_now};
+use crate::harness::trafgen::{self, FIRST_SPORT, FRAME_BYTES};
+pub use crate::harness::trafgen::Mode as GenMode;
+use crate::harness::report::{self, OutputArgs};
+use crate::harness::preflight;
 use crate::lab::{self, Lab, NS_A, NS_B, NS_NODE};
 use crate::stats::{self, opt_thousands, round_to, thousands};
 use crate::sys::{self, nap, CoreTimes, Proc};
 
 /// The generator's core: trafgen pins its (single) worker process to CPU 0 itself.
 pub const GEN_CORE: usize = 0;
-/// Frame size without FCS (64 bytes on the wire with it).
-const FRAME_BYTES: usize = 60;
 const SOCKET: &str = "/run/podswitch/psb-bench.sock";
 const BRIDGE: &str = "psbr0";
 /// testpmd's EAL file prefix (its run directory /var/run/dpdk/psb-bench is removed at the end).
 const DPDK_PREFIX: &str = "psb-bench";
 const TARGET_SWITCH_VS_TESTPMD: f64 = 0.9;
-const FIRST_SPORT: u32 = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,29 +45,11 @@ impl Case {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum GenMode {
-    /// One sendto() per frame (`trafgen -t 0`): robust, frames arrive unbatched.
-    Sendto,
-    /// trafgen's PACKET_TX_RING (batched, non-linear skbs); may abort when frames queue up.
-    Ring,
-}
-
-impl GenMode {
-    fn name(self) -> &'static str {
-        match self {
-            GenMode::Sendto => "sendto",
-            GenMode::Ring => "ring",
-        }
-    }
-}
-
 /// Pod-to-pod forwarding rate: podswitch vs Linux bridge vs dpdk-testpmd (AF_XDP).
 #[derive(Debug, clap::Args)]
 pub struct ForwardArgs {
-    /// Print progress on stderr and, as the last line of stdout, one JSON object.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Rounds; every round runs each case once, in the order given by --cases.
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
@@ -89,12 +74,6 @@ pub struct ForwardArgs {
     /// The podswitch binary (default: `podswitch` next to this program).
     #[arg(long, value_name = "PATH")]
     pub podswitch: Option<PathBuf>,
-    /// Where the last result is written as forward.json and forward.md.
-    #[arg(long, value_name = "DIR")]
-    pub results_dir: Option<PathBuf>,
-    /// Do not write the result files.
-    #[arg(long)]
-    pub no_save: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -153,11 +132,8 @@ pub struct CaseError {
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseSummary {
     pub case: Case,
-    pub rounds_ok: usize,
-    pub median_pps: Option<u64>,
-    pub min_pps: Option<u64>,
-    pub max_pps: Option<u64>,
-    pub per_round_pps: Vec<u64>,
+    #[serde(flatten)]
+    pub rates: stats::Rates,
     pub median_offered_pps: Option<u64>,
     pub median_fwd_cpu_ns_per_pkt: Option<f64>,
 }
@@ -203,22 +179,8 @@ pub struct Summary {
     pub elapsed_s: f64,
 }
 
-/// Removes the namespaces, processes, work directory and socket when the run ends in any way.
-struct Guard {
-    workdir: PathBuf,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        lab::destroy();
-        let _ = std::fs::remove_dir_all(&self.workdir);
-        let _ = std::fs::remove_file(SOCKET);
-        let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(DPDK_PREFIX));
-    }
-}
-
 fn progress(msg: impl AsRef<str>) {
-    eprintln!("bench forward: {}", msg.as_ref());
+    crate::harness::progress::say("forward", msg);
 }
 
 struct Ctx<'a> {
@@ -231,8 +193,7 @@ struct Ctx<'a> {
 }
 
 pub fn main(args: ForwardArgs) -> Result<i32> {
-    if !sys::is_root() {
-        eprintln!("bench forward: must run as root (it creates network namespaces and attaches XDP programs)");
+    if !preflight::root("forward", "it creates network namespaces and attaches XDP programs") {
         return Ok(1);
     }
     if args.rounds == 0 || args.duration <= 0.0 || args.warmup < 0.0 || args.cases.is_empty() {
@@ -242,37 +203,25 @@ pub fn main(args: ForwardArgs) -> Result<i32> {
     if args.fwd_core == GEN_CORE || args.fwd_core >= cpus {
         bail!("--fwd-core must be a core other than {GEN_CORE} (the generator's) among the {cpus} online");
     }
-    let podswitch = match &args.podswitch {
-        Some(p) => p.clone(),
-        None => std::env::current_exe().context("locating this program")?.with_file_name("podswitch"),
-    };
+    let podswitch = preflight::program_beside(&args.podswitch, "podswitch")?;
     let mut need = vec!["ip", "trafgen", "taskset", "ethtool", "sysctl"];
     if args.cases.contains(&Case::Testpmd) {
         need.extend(["dpdk-testpmd", "stdbuf"]);
     }
-    let missing: Vec<&str> = need.iter().copied().filter(|p| !sys::have(p)).collect();
-    if !missing.is_empty() {
-        bail!("missing programs: {} (scripts/bench.sh installs them)", missing.join(", "));
-    }
+    preflight::programs(&need, "scripts/bench.sh installs them")?;
     if args.cases.contains(&Case::Switch) && !podswitch.is_file() {
         bail!("no podswitch binary at {} (build it: cargo build --release -p podswitch-control)", podswitch.display());
     }
     let _lock = sys::lock_file("/run/psb-bench.lock")?;
-    sys::install_interrupt_flag()?;
-
+    // Namespaces, processes, work directory, socket and testpmd's run directory go however the
+    // run ends.
     let workdir = std::env::temp_dir().join(format!("psb-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&workdir)?;
-    let guard = Guard { workdir: workdir.clone() };
-    {
-        let hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            lab::destroy();
-            hook(info);
-        }));
-    }
+    let guard = Cleanup::install(workdir.clone(), lab::destroy)?
+        .remove_also(SOCKET)
+        .remove_also(Path::new("/var/run/dpdk").join(DPDK_PREFIX));
 
     let started = Instant::now();
-    let started_utc = sys::run(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"]).map(|s| s.trim().to_string()).unwrap_or_default();
+    let started_utc = utc_now();
     let loadavg_start = loadavg();
     progress(format!(
         "{} round(s) x {} s (+{} s warm-up) of {}; trafgen {} on core {GEN_CORE}, forwarder on core {}",
@@ -328,24 +277,15 @@ pub fn main(args: ForwardArgs) -> Result<i32> {
     drop(guard);
 
     let summary = summarize(&args, samples, errors, notes, started_utc, loadavg_start, started.elapsed().as_secs_f64());
-    if !args.no_save {
-        let dir = args.results_dir.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
-        match save(&dir, &summary) {
-            Ok(()) => progress(format!("result written to {}/forward.json and forward.md", dir.display())),
-            Err(e) => progress(format!("cannot write the result to {}: {e:#}", dir.display())),
-        }
-    }
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        print!("{}", table(&summary));
-    }
-    let incomplete = summary.cases.iter().any(|c| c.rounds_ok == 0);
+    report::publish(
+        &args.output,
+        &summary,
+        || Ok(vec![("forward.json", report::json(&summary)?), ("forward.md", markdown(&summary))]),
+        || table(&summary),
+        progress,
+    )?;
+    let incomplete = summary.cases.iter().any(|c| c.rates.rounds_ok == 0);
     Ok(if summary.errors.is_empty() && !incomplete { 0 } else { 1 })
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
 }
 
 /// Processes of one case, stopped politely whatever happens.
@@ -360,14 +300,14 @@ fn run_case(ctx: &mut Ctx, case: Case, round: u32) -> Result<Sample> {
     let res = measure(ctx, case, round, &mut procs);
     let mut problems = Vec::new();
     if let Some(g) = procs.gen.as_mut() {
-        let (_, killed) = g.stop(libc::SIGINT, true, Duration::from_secs(5));
+        let (_, killed) = g.stop(sys::Signal::SIGINT, true, Duration::from_secs(5));
         if killed {
             problems.push("trafgen did not stop on SIGINT and was killed".to_string());
         }
     }
-    let gen_sent = procs.gen.as_ref().and_then(|g| parse_trafgen_sent(&g.log_text()));
+    let gen_sent = procs.gen.as_ref().and_then(|g| trafgen::parse_sent(&g.log_text()));
     if let Some(f) = procs.fwd.as_mut() {
-        let sig = if case == Case::Switch { libc::SIGTERM } else { libc::SIGINT };
+        let sig = if case == Case::Switch { sys::Signal::SIGTERM } else { sys::Signal::SIGINT };
         let (st, killed) = f.stop(sig, false, Duration::from_secs(15));
         if killed {
             problems.push(format!("{} did not stop and was killed", f.name));
@@ -451,14 +391,9 @@ fn measure(ctx: &mut Ctx, case: Case, round: u32, procs: &mut CaseProcs) -> Resu
     std::fs::write(&cfg, trafgen_config(&dst_mac, &ctx.lab, args.flows))?;
     let mut gen_args: Vec<String> = ["ip", "netns", "exec", NS_A, "taskset", "-c", &GEN_CORE.to_string(), "trafgen"]
         .iter()
-        .map(|s| s.to_string())
+        .map(std::string::ToString::to_string)
         .collect();
-    gen_args.extend(["-o", "eth0", "-i"].map(String::from));
-    gen_args.push(cfg.display().to_string());
-    gen_args.extend(["-P", "1", "--no-sock-mem"].map(String::from));
-    if args.gen_mode == GenMode::Sendto {
-        gen_args.extend(["-t", "0"].map(String::from));
-    }
+    gen_args.extend(trafgen::args(&cfg, args.gen_mode));
     let log = ctx.workdir.join(format!("trafgen-r{round}-{}.log", case.name()));
     procs.gen = Some(Proc::spawn("trafgen", &gen_args, log)?);
     // 3. Warm-up, then the window.
@@ -497,22 +432,10 @@ fn measure(ctx: &mut Ctx, case: Case, round: u32, procs: &mut CaseProcs) -> Resu
     })
 }
 
+/// trafgen's frames from pod a to pod b, addressed to `dst_mac` (the next hop's).
 fn trafgen_config(dst_mac: &str, lab: &Lab, flows: u32) -> String {
-    // 14 (Ethernet) + 20 (IPv4) + 8 (UDP) + 18 payload = 60 bytes; 64 on the wire with the FCS.
-    let payload = FRAME_BYTES - 14 - 20 - 8;
-    let last = FIRST_SPORT + flows - 1;
-    format!(
-        "/* podswitch bench forward: 64-byte UDP frames a -> b, {flows} flows */\n{{\n  \
-         eth(da={dst_mac}, sa={}, type=0x0800),\n  \
-         ipv4(sa={}, da={}, ttl=64),\n  \
-         udp(sp=dinc({FIRST_SPORT}, {last}), dp=9),\n  \
-         fill(0x00, {payload})\n}}\n",
-        lab.a.mac, lab.a.ip, lab.b.ip
-    )
-}
-
-fn parse_trafgen_sent(log: &str) -> Option<u64> {
-    log.lines().find_map(|l| l.trim().strip_suffix("packets outgoing").and_then(|n| n.trim().parse().ok()))
+    let f = trafgen::Frames { src_mac: &lab.a.mac, dst_mac, src_ip: &lab.a.ip, dst_ip: &lab.b.ip, flows };
+    trafgen::config("forward", &f)
 }
 
 fn start_switch(ctx: &mut Ctx) -> Result<Proc> {
@@ -612,8 +535,8 @@ fn port<'a>(ports: &'a Value, ifname: &str) -> Option<&'a Value> {
 
 fn switch_diag(lab: &Lab, before: &(Value, Value), after: &(Value, Value)) -> SwitchDiag {
     let d = |which: &str, k: &str| -> u64 {
-        let a = port(&before.0, which).map(|p| u(p, k)).unwrap_or(0);
-        let b = port(&after.0, which).map(|p| u(p, k)).unwrap_or(0);
+        let a = port(&before.0, which).map_or(0, |p| u(p, k));
+        let b = port(&after.0, which).map_or(0, |p| u(p, k));
         b.saturating_sub(a)
     };
     let drops_of = |s: &Value| -> BTreeMap<String, u64> {
@@ -627,7 +550,7 @@ fn switch_diag(lab: &Lab, before: &(Value, Value), after: &(Value, Value)) -> Sw
             .unwrap_or_default()
     };
     let workers = |s: &Value, k: &str| -> u64 {
-        s.get("workers").and_then(Value::as_array).map(|a| a.iter().map(|w| u(w, k)).sum()).unwrap_or(0)
+        s.get("workers").and_then(Value::as_array).map_or(0, |a| a.iter().map(|w| u(w, k)).sum())
     };
     let (d0, d1) = (drops_of(&before.1), drops_of(&after.1));
     let drops = d1
@@ -665,26 +588,18 @@ fn summarize(
         .iter()
         .map(|&c| {
             let mine: Vec<&Sample> = samples.iter().filter(|s| s.case == c).collect();
-            let pps: Vec<f64> = mine.iter().map(|s| s.pps as f64).collect();
             let offered: Vec<f64> = mine.iter().map(|s| s.offered_pps as f64).collect();
             let cpu: Vec<f64> = mine.iter().filter_map(|s| s.fwd_cpu_ns_per_pkt).collect();
             CaseSummary {
                 case: c,
-                rounds_ok: mine.len(),
-                median_pps: stats::median(&pps).map(|x| x.round() as u64),
-                min_pps: stats::min(&pps).map(|x| x as u64),
-                max_pps: stats::max(&pps).map(|x| x as u64),
-                per_round_pps: mine.iter().map(|s| s.pps).collect(),
+                rates: stats::Rates::of(mine.iter().map(|s| s.pps).collect()),
                 median_offered_pps: stats::median(&offered).map(|x| x.round() as u64),
                 median_fwd_cpu_ns_per_pkt: stats::median(&cpu).map(|x| round_to(x, 1)),
             }
         })
         .collect();
-    let med = |c: Case| cases.iter().find(|s| s.case == c).and_then(|s| s.median_pps);
-    let ratio = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0 => Some(round_to(a as f64 / b as f64, 3)),
-        _ => None,
-    };
+    let med = |c: Case| cases.iter().find(|s| s.case == c).and_then(|s| s.rates.median_pps);
+    let ratio = stats::ratio;
     let (sw, br, tp) = (med(Case::Switch), med(Case::Bridge), med(Case::Testpmd));
     let switch_vs_testpmd = ratio(sw, tp);
     let per_round = (1..=args.rounds)
@@ -734,20 +649,6 @@ fn summarize(
     }
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, m)| m.trim().to_string()))
-        .unwrap_or_default()
-}
-
-fn git_describe() -> Option<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.to_str()?.to_string();
-    let head = sys::run(&["git", "-C", &root, "rev-parse", "--short", "HEAD"]).ok()?.trim().to_string();
-    let dirty = sys::run(&["git", "-C", &root, "status", "--porcelain", "--untracked-files=no"]).map(|s| !s.trim().is_empty()).unwrap_or(false);
-    Some(if dirty { format!("{head}+dirty") } else { head })
-}
-
 fn pct(x: f64) -> String {
     format!("{:.0}%", x * 100.0)
 }
@@ -755,12 +656,12 @@ fn pct(x: f64) -> String {
 fn case_row(c: &CaseSummary) -> [String; 7] {
     [
         c.case.name().to_string(),
-        opt_thousands(c.median_pps),
-        opt_thousands(c.min_pps),
-        opt_thousands(c.max_pps),
+        opt_thousands(c.rates.median_pps),
+        opt_thousands(c.rates.min_pps),
+        opt_thousands(c.rates.max_pps),
         opt_thousands(c.median_offered_pps),
-        c.median_fwd_cpu_ns_per_pkt.map(|n| format!("{n:.0} ns")).unwrap_or_else(|| "-".into()),
-        c.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / "),
+        c.median_fwd_cpu_ns_per_pkt.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
+        c.rates.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / "),
     ]
 }
 
@@ -793,7 +694,7 @@ pub fn table(s: &Summary) -> String {
     o.push_str(&format!("generator: {} ({} mode); forwarder on core {}\n\n", s.generator, s.gen_mode, s.fwd_core));
     let head = ["case", "median pps", "min pps", "max pps", "offered pps", "fwd CPU/frame", "per round (pps)"];
     let rows: Vec<[String; 7]> = s.cases.iter().map(case_row).collect();
-    let mut w = head.map(|h| h.len());
+    let mut w = head.map(str::len);
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
             w[i] = w[i].max(c.len());
@@ -810,7 +711,7 @@ pub fn table(s: &Summary) -> String {
         }
         l.trim_end().to_string() + "\n"
     };
-    o.push_str(&line(head.iter().map(|h| h.to_string()).collect()));
+    o.push_str(&line(head.iter().map(std::string::ToString::to_string).collect()));
     for r in &rows {
         o.push_str(&line(r.to_vec()));
     }
@@ -833,7 +734,7 @@ pub fn table(s: &Summary) -> String {
                     thousands(d.rx_packets),
                     thousands(d.tx_packets),
                     thousands(*d.drops.get("tx_ring_full").unwrap_or(&0)),
-                    d.packets_per_kick.map(|k| format!("{k:.1}")).unwrap_or_else(|| "-".into()),
+                    d.packets_per_kick.map_or_else(|| "-".into(), |k| format!("{k:.1}")),
                     d.idle_sleeps
                 )
             })
@@ -844,7 +745,7 @@ pub fn table(s: &Summary) -> String {
     o.push_str("\ncore load in the window (busy / user space / softirq), per case, median round:\n");
     for c in &s.cases {
         let mine: Vec<&Sample> = s.samples.iter().filter(|x| x.case == c.case).collect();
-        if let Some(m) = mine.iter().find(|x| Some(x.pps) == c.median_pps).or(mine.first()) {
+        if let Some(m) = mine.iter().find(|x| Some(x.pps) == c.rates.median_pps).or(mine.first()) {
             let cores: Vec<String> = (0..m.core_busy.len())
                 .map(|i| format!("core {i} {} / {} / {}", pct(m.core_busy[i]), pct(m.core_user[i]), pct(m.core_softirq[i])))
                 .collect();
@@ -899,8 +800,8 @@ fn markdown(s: &Summary) -> String {
             x.case.name(),
             thousands(x.pps),
             thousands(x.offered_pps),
-            x.fwd_cpu_ns_per_pkt.map(|n| format!("{n:.0} ns")).unwrap_or_else(|| "-".into()),
-            x.fwd_cpu_util.map(pct).unwrap_or_else(|| "-".into()),
+            x.fwd_cpu_ns_per_pkt.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
+            x.fwd_cpu_util.map_or_else(|| "-".into(), pct),
             x.core_busy.iter().map(|b| pct(*b)).collect::<Vec<_>>().join(" / "),
             x.core_user.iter().map(|b| pct(*b)).collect::<Vec<_>>().join(" / "),
             x.core_softirq.iter().map(|b| pct(*b)).collect::<Vec<_>>().join(" / "),
@@ -921,7 +822,7 @@ fn markdown(s: &Summary) -> String {
                 thousands(d.rx_packets),
                 thousands(d.tx_packets),
                 thousands(d.tx_kicks),
-                d.packets_per_kick.map(|k| format!("{k:.1}")).unwrap_or_else(|| "-".into()),
+                d.packets_per_kick.map_or_else(|| "-".into(), |k| format!("{k:.1}")),
                 if d.drops.is_empty() {
                     "-".to_string()
                 } else {
@@ -946,23 +847,9 @@ fn markdown(s: &Summary) -> String {
     o
 }
 
-fn save(dir: &Path, s: &Summary) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("forward.json"), serde_json::to_string_pretty(s)? + "\n")?;
-    std::fs::write(dir.join("forward.md"), markdown(s))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn trafgen_output_is_parsed() {
-        let log = "Cannot set ...\n\n     2593449 packets outgoing\n   155606940 bytes outgoing\n";
-        assert_eq!(parse_trafgen_sent(log), Some(2593449));
-        assert_eq!(parse_trafgen_sent("nothing"), None);
-    }
 
     #[test]
     fn frames_are_60_bytes() {
@@ -972,11 +859,5 @@ mod tests {
         assert!(cfg.contains("fill(0x00, 18)"));
         assert!(cfg.contains("dinc(1024, 1279)"));
         assert!(cfg.contains("sa=10.244.0.10"));
-    }
-
-    #[test]
-    fn host_ifname_matches_podswitch() {
-        // python3 -c "import hashlib;print('ps'+hashlib.sha1(b'x.a').hexdigest()[:12])"
-        assert_eq!(lab::host_ifname("x", "a"), "ps456b416f2bf8");
     }
 }

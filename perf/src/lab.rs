@@ -1,6 +1,6 @@
 //! The benchmark topology: two pod namespaces `psb-a` and `psb-b` and a node namespace
 //! `psb-node` holding both pods' host-side veths, laid out as podswitch expects pods to be
-//! (host-side name `ps` + SHA-1 of `namespace.name`, pod side `eth0` with MAC `0a:58:`+IP,
+//! (host-side name and pod MAC from `podswitch_control::naming`, pod side `eth0`,
 //! address /32, routes via 169.254.1.1, tx checksum offload off, IPv6 off).
 //!
 //! Everything lives in namespaces this module makes (prefix `psb-`), and [`destroy`] removes
@@ -10,6 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+
+use podswitch_control::naming;
 
 use crate::sys::{self, run, run_quiet};
 
@@ -35,21 +37,14 @@ pub struct Pod {
 
 impl Pod {
     fn new(netns: &'static str, name: &'static str, ip: Ipv4Addr) -> Pod {
-        let o = ip.octets();
         Pod {
             netns,
             name,
             ip,
-            host_if: host_ifname(POD_NAMESPACE, name),
-            mac: format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]),
+            host_if: naming::pod_interface(POD_NAMESPACE, name),
+            mac: naming::mac_string(naming::pod_mac(ip)),
         }
     }
-}
-
-/// podswitch's name for a pod's host-side veth: `ps` + 12 hex digits of SHA-1("ns.name").
-pub fn host_ifname(ns: &str, name: &str) -> String {
-    let h = sha1_smol::Sha1::from(format!("{ns}.{name}")).digest().to_string();
-    format!("ps{}", &h[..12])
 }
 
 pub struct Lab {
@@ -189,7 +184,7 @@ pub fn destroy_namespaces(all: &[&str]) {
     let mut procs: Vec<u32> = all.iter().flat_map(|ns| pids(ns)).collect();
     if !procs.is_empty() {
         for &p in &procs {
-            sys::signal(p, libc::SIGTERM);
+            sys::signal(p, sys::Signal::SIGTERM);
         }
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end {
@@ -200,7 +195,7 @@ pub fn destroy_namespaces(all: &[&str]) {
             std::thread::sleep(Duration::from_millis(50));
         }
         for &p in &procs {
-            sys::signal(p, libc::SIGKILL);
+            sys::signal(p, sys::Signal::SIGKILL);
         }
     }
     for ns in all {

@@ -3,6 +3,7 @@
 //! of stdout, with progress on stderr. perf/README.md says how each one measures.
 mod e2e;
 mod forward;
+mod harness;
 mod lab;
 mod micro_bench;
 mod pipeline_bench;

@@ -126,7 +126,7 @@ pub fn main(a: MicroArgs) -> anyhow::Result<i32> {
     println!("micro: instructions per packet (callgrind, setup excluded), {packets} packets per case");
     println!("  {:<30} {:>12}  what one packet's work is", "case", "instr/pkt");
     for (name, per) in &rows {
-        let what = CASES.iter().find(|c| c.0 == *name).map(|c| c.1).unwrap_or("");
+        let what = CASES.iter().find(|c| c.0 == *name).map_or("", |c| c.1);
         println!("  {name:<30} {per:>12.1}  {what}");
     }
     if a.json {

@@ -6,15 +6,21 @@
 //! checksum offload off, IPv6 off), made here and removed at the end whatever happens. The
 //! generator runs in psg-a pinned to one core; the rate is the delta of `rx_packets` of psg-b's
 //! `eth0` over the window.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::harness::cleanup::Cleanup;
+use crate::harness::host::{git_describe, loadavg, utc_now};
+use crate::harness::trafgen::{self, FIRST_SPORT, FRAME_BYTES};
+pub use crate::harness::trafgen::Mode as TrafgenMode;
+use crate::harness::report::{self, OutputArgs};
+use crate::harness::preflight;
 use crate::stats::{self, opt_thousands, round_to, thousands};
-use crate::sys::{self, nap, run, run_quiet, CoreTimes, Proc};
+use crate::sys::{self, nap, run, CoreTimes, Proc};
 
 const NS_A: &str = "psg-a";
 const NS_B: &str = "psg-b";
@@ -25,8 +31,6 @@ const MAC_OTHER: &str = "02:50:47:00:00:99";
 const IP_A: &str = "10.99.0.1";
 const IP_B: &str = "10.99.0.2";
 /// Frame size without FCS (64 bytes on the wire with it).
-const FRAME_BYTES: usize = 60;
-const FIRST_SPORT: u32 = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -40,23 +44,6 @@ impl Gen {
         match self {
             Gen::Pktgen => "pktgen",
             Gen::Trafgen => "trafgen",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TrafgenMode {
-    /// One sendto() per frame (`trafgen -t 0`), as the forward benchmark runs it.
-    Sendto,
-    /// trafgen's PACKET_TX_RING.
-    Ring,
-}
-
-impl TrafgenMode {
-    fn name(self) -> &'static str {
-        match self {
-            TrafgenMode::Sendto => "sendto",
-            TrafgenMode::Ring => "ring",
         }
     }
 }
@@ -83,9 +70,8 @@ impl Sink {
 /// pktgen vs trafgen: 64-byte frames per second from one core on one veth.
 #[derive(Debug, clap::Args)]
 pub struct PktgenArgs {
-    /// Print progress on stderr and, as the last line of stdout, one JSON object.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Rounds; every round runs both generators (the first of them alternating by round).
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
@@ -113,12 +99,6 @@ pub struct PktgenArgs {
     /// The pktgen binary (default: `pktgen` next to this program).
     #[arg(long, value_name = "PATH")]
     pub pktgen: Option<PathBuf>,
-    /// Where the last result is written as pktgen.json and pktgen.md.
-    #[arg(long, value_name = "DIR")]
-    pub results_dir: Option<PathBuf>,
-    /// Do not write the result files.
-    #[arg(long)]
-    pub no_save: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,11 +122,8 @@ pub struct Sample {
 #[derive(Debug, Clone, Serialize)]
 pub struct GenSummary {
     pub generator: Gen,
-    pub rounds_ok: usize,
-    pub median_pps: Option<u64>,
-    pub min_pps: Option<u64>,
-    pub max_pps: Option<u64>,
-    pub per_round_pps: Vec<u64>,
+    #[serde(flatten)]
+    pub rates: stats::Rates,
     pub median_cpu_ns_per_frame: Option<f64>,
 }
 
@@ -186,41 +163,12 @@ pub struct Summary {
 }
 
 fn progress(msg: impl AsRef<str>) {
-    eprintln!("bench pktgen: {}", msg.as_ref());
-}
-
-fn ns_exists(ns: &str) -> bool {
-    Path::new("/run/netns").join(ns).exists()
+    crate::harness::progress::say("pktgen", msg);
 }
 
 /// Ends every process inside psg-a and psg-b and deletes both namespaces. Idempotent.
 fn destroy() {
-    for ns in [NS_A, NS_B] {
-        if !ns_exists(ns) {
-            continue;
-        }
-        let pids: Vec<u32> = run(&["ip", "netns", "pids", ns])
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .filter(|&p| p != std::process::id())
-            .collect();
-        for &p in &pids {
-            sys::signal(p, libc::SIGKILL);
-        }
-        run_quiet(&["ip", "netns", "del", ns]);
-    }
-}
-
-struct Guard {
-    workdir: PathBuf,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        destroy();
-        let _ = std::fs::remove_dir_all(&self.workdir);
-    }
+    crate::lab::destroy_namespaces(&[NS_A, NS_B]);
 }
 
 fn create() -> Result<()> {
@@ -252,21 +200,9 @@ fn create() -> Result<()> {
     }
 }
 
+/// trafgen's frames from psg-a to psg-b, addressed to `dst_mac`.
 fn trafgen_config(dst_mac: &str, flows: u32) -> String {
-    // 14 (Ethernet) + 20 (IPv4) + 8 (UDP) + 18 payload = 60 bytes; 64 on the wire with the FCS.
-    let payload = FRAME_BYTES - 14 - 20 - 8;
-    let last = FIRST_SPORT + flows - 1;
-    format!(
-        "/* podswitch bench pktgen: 64-byte UDP frames a -> b, {flows} flows */\n{{\n  \
-         eth(da={dst_mac}, sa={MAC_A}, type=0x0800),\n  \
-         ipv4(sa={IP_A}, da={IP_B}, ttl=64),\n  \
-         udp(sp=dinc({FIRST_SPORT}, {last}), dp=9),\n  \
-         fill(0x00, {payload})\n}}\n"
-    )
-}
-
-fn parse_trafgen_sent(log: &str) -> Option<u64> {
-    log.lines().find_map(|l| l.trim().strip_suffix("packets outgoing").and_then(|n| n.trim().parse().ok()))
+    trafgen::config("pktgen", &trafgen::Frames { src_mac: MAC_A, dst_mac, src_ip: &IP_A, dst_ip: &IP_B, flows })
 }
 
 /// CPU time of `pid` and its children (trafgen's worker is a child process).
@@ -291,7 +227,7 @@ fn measure(ctx: &mut Ctx, gen: Gen, round: u32) -> Result<Sample> {
     let core = a.core.to_string();
     let total = a.warmup + a.duration + 10.0;
     let log = ctx.workdir.join(format!("{}-r{round}.log", gen.name()));
-    let mut argv: Vec<String> = ["ip", "netns", "exec", NS_A, "taskset", "-c", &core].iter().map(|s| s.to_string()).collect();
+    let mut argv: Vec<String> = ["ip", "netns", "exec", NS_A, "taskset", "-c", &core].iter().map(std::string::ToString::to_string).collect();
     match gen {
         Gen::Pktgen => {
             argv.push(ctx.pktgen.display().to_string());
@@ -312,18 +248,14 @@ fn measure(ctx: &mut Ctx, gen: Gen, round: u32) -> Result<Sample> {
         Gen::Trafgen => {
             let cfg = ctx.workdir.join("trafgen.cfg");
             std::fs::write(&cfg, trafgen_config(ctx.dst_mac, a.flows))?;
-            argv.extend(["trafgen", "-o", "eth0", "-i"].map(String::from));
-            argv.push(cfg.display().to_string());
-            argv.extend(["-P", "1", "--no-sock-mem"].map(String::from));
-            if a.trafgen_mode == TrafgenMode::Sendto {
-                argv.extend(["-t", "0"].map(String::from));
-            }
+            argv.push("trafgen".into());
+            argv.extend(trafgen::args(&cfg, a.trafgen_mode));
         }
     }
     let mut p = Proc::spawn(gen.name(), &argv, log)?;
     let res = window(ctx, &mut p);
     // SIGINT to the generator and its children (trafgen's worker); both print a summary.
-    let (st, killed) = p.stop(libc::SIGINT, true, Duration::from_secs(10));
+    let (st, killed) = p.stop(sys::Signal::SIGINT, true, Duration::from_secs(10));
     let mut s = res?;
     if killed {
         bail!("{} did not stop on SIGINT and was killed", gen.name());
@@ -346,7 +278,7 @@ fn measure(ctx: &mut Ctx, gen: Gen, round: u32) -> Result<Sample> {
             }
             v.get("tx").cloned()
         }
-        Gen::Trafgen => parse_trafgen_sent(&text).map(|n| serde_json::json!({ "sent": n })),
+        Gen::Trafgen => trafgen::parse_sent(&text).map(|n| serde_json::json!({ "sent": n })),
     };
     Ok(s)
 }
@@ -358,7 +290,7 @@ fn describe_port(p: &Value) -> String {
     format!(
         "{io} {}{}",
         if zc { "zero-copy" } else { "copy mode" },
-        budget.map(|b| format!(", TX budget {b} frames per sendto()")).unwrap_or_else(|| ", kernel's TX budget (32)".into())
+        budget.map_or_else(|| ", kernel's TX budget (32)".into(), |b| format!(", TX budget {b} frames per sendto()"))
     )
 }
 
@@ -407,8 +339,7 @@ fn window(ctx: &Ctx, p: &mut Proc) -> Result<Sample> {
 }
 
 pub fn main(args: PktgenArgs) -> Result<i32> {
-    if !sys::is_root() {
-        eprintln!("bench pktgen: must run as root (it creates network namespaces)");
+    if !preflight::root("pktgen", "it creates network namespaces") {
         return Ok(1);
     }
     if args.rounds == 0 || args.duration <= 0.0 || args.warmup < 0.0 {
@@ -417,31 +348,16 @@ pub fn main(args: PktgenArgs) -> Result<i32> {
     if args.core >= sys::online_cpus() {
         bail!("--core {} does not exist ({} online)", args.core, sys::online_cpus());
     }
-    let pktgen = match &args.pktgen {
-        Some(p) => p.clone(),
-        None => std::env::current_exe().context("locating this program")?.with_file_name("pktgen"),
-    };
+    let pktgen = preflight::program_beside(&args.pktgen, "pktgen")?;
     if !pktgen.is_file() {
         bail!("no pktgen binary at {} (build it: cargo build --release -p podswitch-pktgen)", pktgen.display());
     }
-    let missing: Vec<&str> = ["ip", "trafgen", "taskset", "ethtool", "sysctl"].into_iter().filter(|p| !sys::have(p)).collect();
-    if !missing.is_empty() {
-        bail!("missing programs: {} (scripts/bench.sh installs them)", missing.join(", "));
-    }
+    preflight::programs(&["ip", "trafgen", "taskset", "ethtool", "sysctl"], "scripts/bench.sh installs them")?;
     let _lock = sys::lock_file("/run/psg-bench.lock")?;
-    sys::install_interrupt_flag()?;
     let workdir = std::env::temp_dir().join(format!("psg-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&workdir)?;
-    let guard = Guard { workdir: workdir.clone() };
-    {
-        let hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            destroy();
-            hook(info);
-        }));
-    }
+    let guard = Cleanup::install(workdir.clone(), destroy)?;
     let started = Instant::now();
-    let started_utc = run(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"]).map(|s| s.trim().to_string()).unwrap_or_default();
+    let started_utc = utc_now();
     let loadavg_start = loadavg();
     progress(format!(
         "{} round(s) x {} s (+{} s warm-up) of pktgen and trafgen ({}) on core {}, sink {}",
@@ -499,24 +415,15 @@ pub fn main(args: PktgenArgs) -> Result<i32> {
     let pktgen_port = ctx.pktgen_port.take();
     drop(guard);
     let summary = summarize(&args, samples, errors, pktgen_port, started_utc, loadavg_start, started.elapsed().as_secs_f64());
-    if !args.no_save {
-        let dir = args.results_dir.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
-        match save(&dir, &summary) {
-            Ok(()) => progress(format!("result written to {}/pktgen.json and pktgen.md", dir.display())),
-            Err(e) => progress(format!("cannot write the result to {}: {e:#}", dir.display())),
-        }
-    }
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        print!("{}", table(&summary));
-    }
-    let incomplete = summary.generators.iter().any(|g| g.rounds_ok == 0);
+    report::publish(
+        &args.output,
+        &summary,
+        || Ok(vec![("pktgen.json", report::json(&summary)?), ("pktgen.md", markdown(&summary))]),
+        || table(&summary),
+        progress,
+    )?;
+    let incomplete = summary.generators.iter().any(|g| g.rates.rounds_ok == 0);
     Ok(if summary.errors.is_empty() && !incomplete { 0 } else { 1 })
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
 }
 
 fn summarize(
@@ -532,24 +439,16 @@ fn summarize(
         .iter()
         .map(|&g| {
             let mine: Vec<&Sample> = samples.iter().filter(|s| s.generator == g).collect();
-            let pps: Vec<f64> = mine.iter().map(|s| s.pps as f64).collect();
             let cpu: Vec<f64> = mine.iter().filter_map(|s| s.cpu_ns_per_frame).collect();
             GenSummary {
                 generator: g,
-                rounds_ok: mine.len(),
-                median_pps: stats::median(&pps).map(|x| x.round() as u64),
-                min_pps: stats::min(&pps).map(|x| x as u64),
-                max_pps: stats::max(&pps).map(|x| x as u64),
-                per_round_pps: mine.iter().map(|s| s.pps).collect(),
+                rates: stats::Rates::of(mine.iter().map(|s| s.pps).collect()),
                 median_cpu_ns_per_frame: stats::median(&cpu).map(|x| round_to(x, 1)),
             }
         })
         .collect();
-    let med = |g: Gen| generators.iter().find(|s| s.generator == g).and_then(|s| s.median_pps);
-    let ratio = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0 => Some(round_to(a as f64 / b as f64, 3)),
-        _ => None,
-    };
+    let med = |g: Gen| generators.iter().find(|s| s.generator == g).and_then(|s| s.rates.median_pps);
+    let ratio = stats::ratio;
     let per_round = (1..=args.rounds)
         .filter_map(|r| {
             let p = |g: Gen| samples.iter().find(|s| s.round == r && s.generator == g).map(|s| s.pps);
@@ -583,15 +482,8 @@ fn summarize(
     }
 }
 
-fn git_describe() -> Option<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.to_str()?.to_string();
-    let head = run(&["git", "-C", &root, "rev-parse", "--short", "HEAD"]).ok()?.trim().to_string();
-    let dirty = run(&["git", "-C", &root, "status", "--porcelain", "--untracked-files=no"]).map(|s| !s.trim().is_empty()).unwrap_or(false);
-    Some(if dirty { format!("{head}+dirty") } else { head })
-}
-
 fn pct(x: Option<f64>) -> String {
-    x.map(|v| format!("{:.0}%", v * 100.0)).unwrap_or_else(|| "-".into())
+    x.map_or_else(|| "-".into(), |v| format!("{:.0}%", v * 100.0))
 }
 
 fn headline(s: &Summary) -> Vec<String> {
@@ -628,11 +520,11 @@ pub fn table(s: &Summary) -> String {
         o.push_str(&format!(
             "{:<8}  {:>12}  {:>12}  {:>12}  {:>12}  {}\n",
             g.generator.name(),
-            opt_thousands(g.median_pps),
-            opt_thousands(g.min_pps),
-            opt_thousands(g.max_pps),
-            g.median_cpu_ns_per_frame.map(|n| format!("{n:.0} ns")).unwrap_or_else(|| "-".into()),
-            g.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / ")
+            opt_thousands(g.rates.median_pps),
+            opt_thousands(g.rates.min_pps),
+            opt_thousands(g.rates.max_pps),
+            g.median_cpu_ns_per_frame.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
+            g.rates.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / ")
         ));
     }
     o.push('\n');
@@ -676,11 +568,11 @@ fn markdown(s: &Summary) -> String {
         o.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} |\n",
             g.generator.name(),
-            opt_thousands(g.median_pps),
-            opt_thousands(g.min_pps),
-            opt_thousands(g.max_pps),
-            g.median_cpu_ns_per_frame.map(|n| format!("{n:.0} ns")).unwrap_or_else(|| "-".into()),
-            g.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / ")
+            opt_thousands(g.rates.median_pps),
+            opt_thousands(g.rates.min_pps),
+            opt_thousands(g.rates.max_pps),
+            g.median_cpu_ns_per_frame.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
+            g.rates.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / ")
         ));
     }
     o.push('\n');
@@ -695,7 +587,7 @@ fn markdown(s: &Summary) -> String {
             x.generator.name(),
             thousands(x.pps),
             thousands(x.offered_pps),
-            x.cpu_ns_per_frame.map(|n| format!("{n:.0} ns")).unwrap_or_else(|| "-".into()),
+            x.cpu_ns_per_frame.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
             pct(x.core_busy),
             pct(x.core_softirq)
         ));
@@ -709,13 +601,6 @@ fn markdown(s: &Summary) -> String {
     o
 }
 
-fn save(dir: &Path, s: &Summary) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("pktgen.json"), serde_json::to_string_pretty(s)? + "\n")?;
-    std::fs::write(dir.join("pktgen.md"), markdown(s))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -726,7 +611,6 @@ mod tests {
         assert!(cfg.contains("fill(0x00, 18)"));
         assert!(cfg.contains("dinc(1024, 1279)"));
         assert!(cfg.contains(&format!("da={MAC_B}")));
-        assert_eq!(parse_trafgen_sent("  \n   123 packets outgoing\n"), Some(123));
     }
 
     #[test]

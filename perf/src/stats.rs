@@ -6,7 +6,7 @@ pub fn median(v: &[f64]) -> Option<f64> {
         return None;
     }
     let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
+    s.sort_by(f64::total_cmp);
     let n = s.len();
     Some(if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 })
 }
@@ -17,6 +17,39 @@ pub fn min(v: &[f64]) -> Option<f64> {
 
 pub fn max(v: &[f64]) -> Option<f64> {
     v.iter().copied().reduce(f64::max)
+}
+
+/// The rate one thing (a forwarder, a generator) reached over the rounds that completed, as
+/// the benchmarks' JSON holds it (flattened into each per-case summary).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Rates {
+    pub rounds_ok: usize,
+    pub median_pps: Option<u64>,
+    pub min_pps: Option<u64>,
+    pub max_pps: Option<u64>,
+    pub per_round_pps: Vec<u64>,
+}
+
+impl Rates {
+    /// The rates of the rounds that completed, in round order.
+    pub fn of(per_round_pps: Vec<u64>) -> Rates {
+        let pps: Vec<f64> = per_round_pps.iter().map(|&p| p as f64).collect();
+        Rates {
+            rounds_ok: per_round_pps.len(),
+            median_pps: median(&pps).map(|x| x.round() as u64),
+            min_pps: min(&pps).map(|x| x as u64),
+            max_pps: max(&pps).map(|x| x as u64),
+            per_round_pps,
+        }
+    }
+}
+
+/// `a / b` to 3 decimals; None when either is missing or `b` is 0.
+pub fn ratio(a: Option<u64>, b: Option<u64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0 => Some(round_to(a as f64 / b as f64, 3)),
+        _ => None,
+    }
 }
 
 /// Rounds to `digits` decimals (for ratios in JSON).
@@ -39,7 +72,7 @@ pub fn thousands(x: u64) -> String {
 }
 
 pub fn opt_thousands(x: Option<u64>) -> String {
-    x.map(thousands).unwrap_or_else(|| "-".into())
+    x.map_or_else(|| "-".into(), thousands)
 }
 
 #[cfg(test)]

@@ -149,7 +149,9 @@ struct Steps {
 /// What `Switch` keeps between views.
 struct State {
     pods: PodCache,
-    desired: Option<(u64, Vec<compile::DesiredPort>)>,
+    /// The port part of the tables and the pod generation it was built from (no port is
+    /// attached here, so it holds no pod route: the part is what `run` rebuilds on pod changes).
+    ports: Option<(u64, compile::PortTables)>,
     svc: ServiceState,
     pol: PolicyState,
     policy: Option<CompiledPolicy>,
@@ -159,9 +161,10 @@ fn apply(m: &Manifests, node: &NodeInfo, st: &mut State, version: u64, published
     let t0 = Instant::now();
     st.pods.update(m);
     let generation = st.pods.generation();
-    if st.desired.as_ref().is_none_or(|(g, _)| *g != generation) {
+    if st.ports.as_ref().is_none_or(|(g, _)| *g != generation) {
         let local = st.pods.local_pods(node).map_err(|e| anyhow::anyhow!(e))?;
-        st.desired = Some((generation, compile::desired_ports(node, &local, None).0));
+        let desired = compile::desired_ports(node, &local, None).0;
+        st.ports = Some((generation, compile::PortTables::build(node, &desired, &Default::default(), [0; 6], None)));
     }
     let all_pods = st.pods.all();
     let t1 = Instant::now();
@@ -171,10 +174,12 @@ fn apply(m: &Manifests, node: &NodeInfo, st: &mut State, version: u64, published
         st.policy = Some(p);
     }
     let t3 = Instant::now();
-    let desired = &st.desired.as_ref().expect("made above").1;
-    let mut t = compile::build_tables(version, node, desired, &Default::default(), [0; 6], None);
-    t.services = s.tables;
-    t.policy = st.policy.as_ref().expect("the first view compiles").tables.clone();
+    let t = compile::assemble(compile::Parts {
+        version,
+        ports: &st.ports.as_ref().expect("made above").1,
+        services: &s.tables,
+        policy: &st.policy.as_ref().expect("the first view compiles").tables,
+    });
     published.store(Arc::new(t));
     let t4 = Instant::now();
     Ok(Steps { view: Duration::ZERO, pods: t1 - t0, services: t2 - t1, policy: t3 - t2, publish: t4 - t3 })
@@ -190,7 +195,7 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
     let published = ArcSwap::from_pointee(Tables::new(Ipv4Addr::new(169, 254, 1, 1)));
     let mut st = State {
         pods: PodCache::default().with_resource_versions(!a.content_hash),
-        desired: None,
+        ports: None,
         svc: ServiceState::default().with_resource_versions(!a.content_hash),
         pol: PolicyState::default(),
         policy: None,

@@ -9,6 +9,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+pub use nix::sys::signal::Signal;
 
 static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
@@ -51,17 +53,15 @@ pub fn nap(d: Duration) -> Result<()> {
 }
 
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
+/// Cores online (not only those this process may run on), at least 1.
 pub fn online_cpus() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    if n < 1 {
-        1
-    } else {
-        n as usize
+    use nix::unistd::{sysconf, SysconfVar};
+    match sysconf(SysconfVar::_NPROCESSORS_ONLN) {
+        Ok(Some(n)) if n >= 1 => n as usize,
+        _ => 1,
     }
 }
 
@@ -71,13 +71,12 @@ pub fn have(prog: &str) -> bool {
         return Path::new(prog).is_file();
     }
     std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
-        .unwrap_or(false)
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
 }
 
 /// Runs a command to completion; its stdout on success, an error naming it and its stderr otherwise.
 pub fn run<S: AsRef<str>>(args: &[S]) -> Result<String> {
-    let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+    let args: Vec<&str> = args.iter().map(std::convert::AsRef::as_ref).collect();
     let out = Command::new(args[0])
         .args(&args[1..])
         .stdin(Stdio::null())
@@ -91,7 +90,7 @@ pub fn run<S: AsRef<str>>(args: &[S]) -> Result<String> {
 
 /// Runs a command and ignores how it went (cleanup paths).
 pub fn run_quiet<S: AsRef<str>>(args: &[S]) {
-    let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+    let args: Vec<&str> = args.iter().map(std::convert::AsRef::as_ref).collect();
     let _ = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
 }
 
@@ -101,12 +100,10 @@ pub fn ns_read_u64(ns: &str, path: &str) -> Result<u64> {
     s.trim().parse().with_context(|| format!("{path} in {ns} is not a number: {s:?}"))
 }
 
-pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill has no memory-safety preconditions; pid is one of our children or a process
-    // found in one of our own namespaces.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
-    }
+/// Sends `sig` to `pid` (one of our children or a process found in one of our own namespaces);
+/// a process already gone is not an error.
+pub fn signal(pid: u32, sig: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
 }
 
 pub fn alive(pid: u32) -> bool {
@@ -214,7 +211,7 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn<S: AsRef<str>>(name: &str, args: &[S], log: PathBuf) -> Result<Proc> {
-        let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+        let args: Vec<&str> = args.iter().map(std::convert::AsRef::as_ref).collect();
         let f = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let f2 = f.try_clone()?;
         let child = Command::new(args[0])
@@ -284,7 +281,7 @@ impl Proc {
 
     /// Sends `sig` (to it and, with `tree`, its children), waits up to `grace`, then SIGKILLs
     /// whatever is left. Returns the exit status and whether it had to be killed.
-    pub fn stop(&mut self, sig: i32, tree: bool, grace: Duration) -> (Option<ExitStatus>, bool) {
+    pub fn stop(&mut self, sig: Signal, tree: bool, grace: Duration) -> (Option<ExitStatus>, bool) {
         if let Some(st) = self.exited() {
             return (Some(st), false);
         }
@@ -297,15 +294,15 @@ impl Proc {
         if let Some(st) = self.wait_timeout(grace) {
             for &k in &kids {
                 if alive(k) {
-                    signal(k, libc::SIGKILL);
+                    signal(k, Signal::SIGKILL);
                 }
             }
             return (Some(st), false);
         }
         for &k in &kids {
-            signal(k, libc::SIGKILL);
+            signal(k, Signal::SIGKILL);
         }
-        signal(pid, libc::SIGKILL);
+        signal(pid, Signal::SIGKILL);
         (self.wait_timeout(Duration::from_secs(5)), true)
     }
 }
@@ -314,7 +311,7 @@ impl Drop for Proc {
     fn drop(&mut self) {
         if self.exited().is_none() {
             for k in children(self.pid()) {
-                signal(k, libc::SIGKILL);
+                signal(k, Signal::SIGKILL);
             }
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -322,16 +319,13 @@ impl Drop for Proc {
     }
 }
 
-/// Takes a non-blocking exclusive lock on `path` for the life of the process.
-pub fn lock_file(path: &str) -> Result<File> {
+/// Takes a non-blocking exclusive lock on `path`, held until the returned value drops.
+pub fn lock_file(path: &str) -> Result<Flock<File>> {
     let f = File::options().create(true).truncate(false).write(true).open(path).with_context(|| format!("opening {path}"))?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a file descriptor we own.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r != 0 {
-        return Err(anyhow!("another benchmark run holds {path}; wait for it to finish"));
-    }
-    Ok(f)
+    Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
+        nix::errno::Errno::EWOULDBLOCK => anyhow!("another benchmark run holds {path}; wait for it to finish"),
+        e => anyhow!("cannot lock {path}: {e}"),
+    })
 }
 
 /// The instruction total of a callgrind output file's text (its `totals:` or `summary:` line).

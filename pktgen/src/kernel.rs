@@ -1,5 +1,5 @@
 //! The explicit kernel-socket fallback (`--fallback kernel`): an AF_PACKET raw socket
-//! (`switch::afxdp::standalone::PacketSocket`) behind the same [`TxPort`] / [`RxPort`]
+//! ([`PacketSocket`], through `nix`: no `unsafe` here) behind the same [`TxPort`] / [`RxPort`]
 //! interface as AF_XDP.
 //!
 //! Contract: frames are built in userspace buffers that play the part of UMEM frames (built
@@ -10,14 +10,97 @@
 //! leads here by itself.
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use anyhow::{Context, Result};
-use switch::afxdp::standalone::PacketSocket;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    self, bind, recvfrom, setsockopt, sockopt, AddressFamily, LinkAddr, MsgFlags, SockFlag, SockProtocol, SockType,
+};
 
 use crate::port::TxPort;
 use crate::rx::RxPort;
 
 const FRAME: usize = 2048;
+
+/// `sll_pkttype` of a frame this host sent (`PACKET_OUTGOING` of <linux/if_packet.h>).
+const PACKET_OUTGOING: u8 = 4;
+
+/// An AF_PACKET raw socket bound to one interface, non-blocking.
+///
+/// Sending goes through the interface's queueing discipline like any packet socket; receiving
+/// sees every frame arriving on the interface (frames this host sends are skipped).
+#[derive(Debug)]
+pub struct PacketSocket {
+    fd: OwnedFd,
+}
+
+/// The link-layer address of `ifname` (index, type, MAC) as the kernel lists it.
+fn link_addr(ifname: &str) -> io::Result<LinkAddr> {
+    let found = nix::ifaddrs::getifaddrs()?
+        .filter(|a| a.interface_name == ifname)
+        .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()));
+    found.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface {ifname} in this namespace")))
+}
+
+impl PacketSocket {
+    /// Opens a raw packet socket on `ifname`; with `receive` it gets every incoming frame
+    /// (`ETH_P_ALL`), else none (send only).
+    pub fn open(ifname: &str, receive: bool) -> io::Result<PacketSocket> {
+        let addr = link_addr(ifname)?;
+        let proto = receive.then_some(SockProtocol::EthAll);
+        let fd = socket::socket(AddressFamily::Packet, SockType::Raw, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, proto)
+            .map_err(|e| io::Error::other(format!("socket(AF_PACKET): {e}")))?;
+        // The address's protocol is 0: the socket's own (ETH_P_ALL or none) stays in force.
+        bind(fd.as_raw_fd(), &addr)
+            .map_err(|e| io::Error::other(format!("bind(AF_PACKET) to {ifname}: {e}")))?;
+        Ok(PacketSocket { fd })
+    }
+
+    /// Sets the send buffer (SO_SNDBUFFORCE as root, else SO_SNDBUF).
+    pub fn set_send_buffer(&self, bytes: usize) -> io::Result<()> {
+        setsockopt(&self.fd, sockopt::SndBufForce, &bytes).or_else(|_| setsockopt(&self.fd, sockopt::SndBuf, &bytes))?;
+        Ok(())
+    }
+
+    /// Sets the receive buffer (SO_RCVBUFFORCE as root, else SO_RCVBUF).
+    pub fn set_recv_buffer(&self, bytes: usize) -> io::Result<()> {
+        setsockopt(&self.fd, sockopt::RcvBufForce, &bytes).or_else(|_| setsockopt(&self.fd, sockopt::RcvBuf, &bytes))?;
+        Ok(())
+    }
+
+    /// Sends one frame. `Ok(false)`: the socket's buffer or the device queue is full (retry).
+    #[inline]
+    pub fn send(&self, frame: &[u8]) -> io::Result<bool> {
+        match socket::send(self.fd.as_raw_fd(), frame, MsgFlags::MSG_DONTWAIT) {
+            Ok(_) => Ok(true),
+            Err(Errno::EAGAIN | Errno::ENOBUFS | Errno::EINTR) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Receives one frame into `buf` without waiting; its length (truncated to `buf`) or None.
+    /// Frames this host sent on the interface are skipped.
+    #[inline]
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            match recvfrom::<LinkAddr>(self.fd.as_raw_fd(), buf) {
+                Ok((_, Some(from))) if from.pkttype() == PACKET_OUTGOING => continue,
+                Ok((n, _)) => return Ok(Some(n)),
+                Err(Errno::EAGAIN | Errno::EINTR) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits up to `timeout_ms` until a frame can be read.
+    pub fn wait_readable(&self, timeout_ms: i32) -> bool {
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(timeout_ms.max(0)).unwrap_or(PollTimeout::MAX);
+        poll(&mut fds, timeout).is_ok_and(|n| n > 0)
+    }
+}
 
 pub struct KernelTx {
     sock: PacketSocket,

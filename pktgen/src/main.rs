@@ -16,8 +16,8 @@
 //! - [`netns`]: namespaces, interface addresses, next-hop MAC.
 //! - [`session`]: threads, trials and the report of each command.
 //!
-//! No `unsafe` here: the AF_XDP and raw-socket system calls are in
-//! `switch::afxdp::standalone`.
+//! No `unsafe` here: the AF_XDP system calls are in `switch::afxdp::endpoint` (the switch's own
+//! ring layer), the raw socket's go through `nix`.
 #![forbid(unsafe_code)]
 
 mod cli;

@@ -1,4 +1,4 @@
-//! Where frames go out and come in: AF_XDP through `switch::afxdp::standalone`, or the
+//! Where frames go out and come in: AF_XDP through `switch::afxdp::endpoint`, or the
 //! explicit kernel fallback ([`crate::kernel`]).
 //!
 //! Contract:
@@ -15,7 +15,7 @@ use anyhow::{anyhow, Result};
 use serde::Serialize;
 use switch::afxdp::frames::UmemSpec;
 use switch::afxdp::socket::CopyPolicy;
-use switch::afxdp::standalone::{OpenError, Xsk, XskConfig, XskRx, XskTx};
+use switch::afxdp::endpoint::{OpenError, Xsk, XskConfig, XskRx, XskTx};
 use switch::afxdp::xdp::XdpMode;
 
 use crate::kernel::{KernelRx, KernelTx};
@@ -159,7 +159,8 @@ pub enum TxIo {
 }
 
 pub enum RxIo {
-    Xdp(XskRx),
+    /// Boxed: the AF_XDP half is several times the size of the kernel one.
+    Xdp(Box<XskRx>),
     Kernel(KernelRx),
 }
 
@@ -234,13 +235,13 @@ pub fn open(cfg: &IoConfig, tx_frames: u32, receive: bool, netns: Option<&str>) 
         io: "af_xdp",
         queue: cfg.queue,
         zerocopy: info.zerocopy,
-        xdp_mode: info.xdp_mode.map(|m| m.as_str()),
+        xdp_mode: info.xdp_mode.map(switch::afxdp::xdp::XdpMode::as_str),
         native_refused: info.native_refused.clone(),
         tx_frames: if tx_frames > 0 { info.tx_frames } else { 0 },
         rx_frames: info.rx_frames,
         tx_budget: info.tx_budget,
     };
     let tx = if tx_frames > 0 { xsk.take_tx().map(TxIo::Xdp) } else { None };
-    let rx = xsk.take_rx().map(RxIo::Xdp);
+    let rx = xsk.take_rx().map(|r| RxIo::Xdp(Box::new(r)));
     Ok(Opened { tx, rx, keep: Some(xsk), desc })
 }

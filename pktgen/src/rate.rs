@@ -132,14 +132,13 @@ pub fn pace_wait(d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::XorShift;
 
     /// A sender asking for batches of 64 at irregular times, with stalls, for 2 s of simulated
     /// time: what it gets is within 1% (in fact within a burst) of the rate.
     #[test]
     fn accurate_at_one_mpps() {
         for rate in [1_000_000u64, 1_234_567, 10_000, 50] {
-            let mut rng = XorShift::new(rate);
+            let mut rng = fastrand::Rng::with_seed(rate);
             let mut now = 1_000_000u64;
             let start = now;
             let mut tb = TokenBucket::new(rate, TokenBucket::default_burst(rate, 64), now);
@@ -148,8 +147,8 @@ mod tests {
                 sent += tb.take(now, 64);
                 // Between 0 and 20 µs per round, and a 300 µs stall now and then (shorter than
                 // the 10 ms burst, so no credit is lost).
-                now += rng.next() % 20_000;
-                if rng.next().is_multiple_of(1000) {
+                now += rng.u64(..) % 20_000;
+                if rng.u64(..).is_multiple_of(1000) {
                     now += 300_000;
                 }
             }

@@ -166,7 +166,7 @@ pub fn progress_line(t: &Tick, receiving: bool, sending: bool) -> String {
     }
     if receiving {
         let _ = write!(s, "  rx {:>11} pps  lost {}", thousands(t.rx_pps), thousands(t.lost));
-        let _ = write!(s, "  p99 {}", t.p99_ns.map(ns).unwrap_or_else(|| "-".into()));
+        let _ = write!(s, "  p99 {}", t.p99_ns.map_or_else(|| "-".into(), ns));
     }
     s
 }
@@ -273,7 +273,7 @@ impl Report {
                     o,
                     "    trial {:>2}: offered {:>12}  sent {:>11} pps  lost {:>9} ({:.4}%)  p99 {:>10}  {}",
                     t.n,
-                    t.outcome.offered_pps.map(|p| format!("{} pps", thousands(p))).unwrap_or_else(|| "max".into()),
+                    t.outcome.offered_pps.map_or_else(|| "max".into(), |p| format!("{} pps", thousands(p))),
                     thousands(t.outcome.sent_pps),
                     thousands(t.outcome.lost),
                     t.outcome.loss_ratio() * 100.0,
@@ -313,7 +313,7 @@ impl Report {
                     f.flow,
                     f.src,
                     f.dst,
-                    f.sent.map(thousands).unwrap_or_else(|| "-".into()),
+                    f.sent.map_or_else(|| "-".into(), thousands),
                     thousands(f.received),
                     thousands(f.lost),
                     thousands(f.reordered),

@@ -91,7 +91,7 @@ pub struct SearchResult {
 /// Runs the search; `trial(rate)` runs one trial.
 pub fn search(cfg: &SearchConfig, mut trial: impl FnMut(Rate) -> Result<TrialOutcome>) -> Result<SearchResult> {
     let mut trials = Vec::new();
-    let first_rate = cfg.max_rate.map(Rate::Pps).unwrap_or(Rate::Max);
+    let first_rate = cfg.max_rate.map_or(Rate::Max, Rate::Pps);
     let first = trial(first_rate)?;
     let ok = first.passed(cfg.loss_tolerance);
     trials.push(Trial { n: 1, passed: ok, outcome: first.clone() });
@@ -125,7 +125,7 @@ pub fn search(cfg: &SearchConfig, mut trial: impl FnMut(Rate) -> Result<TrialOut
             hi = mid;
         }
     }
-    Ok(SearchResult { throughput_pps: best.as_ref().map(|b| b.rate()), at_throughput: best, generator_limited: false, trials })
+    Ok(SearchResult { throughput_pps: best.as_ref().map(TrialOutcome::rate), at_throughput: best, generator_limited: false, trials })
 }
 
 #[cfg(test)]

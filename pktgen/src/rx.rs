@@ -358,14 +358,14 @@ pub fn rx_loop<P: RxPort, C: Clock>(port: &mut P, matcher: &Mutex<Matcher>, stop
         let mut at: Option<u64> = None;
         let per_frame = !port.snapshot_batches();
         let (n, matched, last) = {
-            let mut m = matcher.lock().unwrap_or_else(|e| e.into_inner());
+            let mut m = matcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let n = port.recv(RX_BATCH, |f| {
                 let t = match at {
                     Some(t) if !per_frame => t,
                     _ => clock.now_ns(),
                 };
                 at = Some(t);
-                m.on_frame(f, t)
+                m.on_frame(f, t);
             });
             (n, m.matched, m.last_ns)
         };

@@ -170,14 +170,14 @@ fn tx_thread(setup: TxSetup, shared: &TxShared, events: &Sender<Event>, cmds: Re
             if let Some(l) = log {
                 e.log_sends(l);
             }
-            serve_tx(e, shared, events, cmds)
+            serve_tx(e, shared, events, cmds);
         }
         TxIo::Kernel(p) => {
             let mut e = TxEngine::new(p, tmpl, &sizes, setup.batch);
             if let Some(l) = log {
                 e.log_sends(l);
             }
-            serve_tx(e, shared, events, cmds)
+            serve_tx(e, shared, events, cmds);
         }
     }
     drop(keep);
@@ -234,7 +234,7 @@ fn rx_thread(setup: RxSetup, matcher: &Mutex<Matcher>, stop: &AtomicBool, events
     }
     let _ = events.send(Event::RxReady(o.desc.clone()));
     let (end, drops) = match o.rx.ok_or_else(|| anyhow!("no RX half"))? {
-        RxIo::Xdp(mut p) => (rx_loop(&mut p, matcher, stop, setup.limits, &Monotonic), p.kernel_drops()),
+        RxIo::Xdp(mut p) => (rx_loop(&mut *p, matcher, stop, setup.limits, &Monotonic), p.kernel_drops()),
         RxIo::Kernel(mut p) => (rx_loop(&mut p, matcher, stop, setup.limits, &Monotonic), p.kernel_drops()),
     };
     drop(o.keep);
@@ -317,7 +317,7 @@ impl Session {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Matcher> {
-        self.matcher.lock().unwrap_or_else(|e| e.into_inner())
+        self.matcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Handles events and ticks until `until` says stop; returns on a failure.
@@ -438,7 +438,7 @@ fn rx_summary(m: &Matcher, sent: Option<&TxResult>, drops: Option<KernelDrops>) 
         Some(_) => (0, "none", 0),
         None => (m.table.lost_inferred(), "inferred", m.table.expected_at_least),
     };
-    let span = m.first_ns.map(|f| m.last_ns.saturating_sub(f)).unwrap_or(0);
+    let span = m.first_ns.map_or(0, |f| m.last_ns.saturating_sub(f));
     RxSummary {
         frames: m.frames,
         matched: m.matched,

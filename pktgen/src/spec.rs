@@ -197,8 +197,8 @@ impl Sizes {
             if lo > hi {
                 bail!("size range {body:?} runs backwards");
             }
-            let mut rng = XorShift::new(seed);
-            (0..RANDOM_PATTERN).map(|_| lo + (rng.next() % u64::from(hi - lo + 1)) as u32).collect()
+            let mut rng = fastrand::Rng::with_seed(seed);
+            (0..RANDOM_PATTERN).map(|_| rng.u32(lo..=hi)).collect()
         } else {
             let mut weighted = Vec::new();
             for part in body.split(',') {
@@ -242,25 +242,6 @@ fn smooth_weighted(items: &[(u32, u32)]) -> Vec<u32> {
         out.push(items[best].0);
     }
     out
-}
-
-/// A small deterministic generator (xorshift64*), for random size patterns.
-#[derive(Debug, Clone)]
-pub struct XorShift(u64);
-
-impl XorShift {
-    pub fn new(seed: u64) -> Self {
-        XorShift(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
 }
 
 /// Sending rate.

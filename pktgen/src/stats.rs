@@ -270,13 +270,13 @@ mod tests {
 
     #[test]
     fn random_permutation_against_a_set() {
-        let mut rng = crate::spec::XorShift::new(3);
+        let mut rng = fastrand::Rng::with_seed(3);
         let mut f = FlowState::default();
         let mut seen = std::collections::HashSet::new();
         let mut max: Option<u32> = None;
         for _ in 0..50_000 {
             let base = max.unwrap_or(0);
-            let s = (base + (rng.next() % 64) as u32).saturating_sub((rng.next() % 300) as u32);
+            let s = (base + (rng.u64(..) % 64) as u32).saturating_sub((rng.u64(..) % 300) as u32);
             let r = f.record(s);
             let expect = if !seen.insert(s) {
                 Seen::Duplicate

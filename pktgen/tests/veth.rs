@@ -1,7 +1,8 @@
 //! pktgen end to end across a veth pair between two network namespaces made here (`psg-`
 //! prefix, removed on drop): frames sent by one pktgen are received and matched by another
 //! (or by the same process in another namespace), with counts, zero loss and sane latency
-//! checked. Needs root; prints `SKIPPED (needs root)` otherwise.
+//! checked. Needs root: without it each test prints `SKIPPED: <test> needs root` and passes, or
+//! fails when `CI` is set ([`root_or_skip`]).
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,14 +11,13 @@ use serde_json::Value;
 
 const PKTGEN: &str = env!("CARGO_BIN_EXE_pktgen");
 
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
-}
+#[path = "../../test-support/needs_root.rs"]
+mod needs_root;
+use needs_root::root_or_skip;
 
 macro_rules! need_root {
     ($name:expr) => {
-        if !is_root() {
-            eprintln!("SKIPPED (needs root): {}", $name);
+        if !root_or_skip($name) {
             return;
         }
     };

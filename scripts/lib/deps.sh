@@ -30,3 +30,24 @@ podswitch_install_rust() {
     return 1
   fi
 }
+
+# promtool (lints the metrics exposition in control's metrics tests) is taken out of Debian's
+# `prometheus` package (19 MB) rather than installing the package, which would pull a web UI's
+# JavaScript libraries and start a Prometheus server on :9090, the switch's own metrics port.
+podswitch_install_promtool() {
+  command -v promtool >/dev/null && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "promtool missing (run as root, or install Debian's prometheus)" >&2
+    return 1
+  fi
+  local dir rc
+  dir=$(mktemp -d)
+  chmod 755 "$dir" # apt-get download fetches as the _apt user
+  { (cd "$dir" && apt-get download -qq prometheus 2>/dev/null) ||
+      (apt-get update -qq && cd "$dir" && apt-get download -qq prometheus); } &&
+    dpkg-deb --fsys-tarfile "$dir"/prometheus_*.deb | tar -xO ./usr/bin/promtool >"$dir/promtool" &&
+    install -m 755 "$dir/promtool" /usr/local/bin/promtool
+  rc=$?
+  rm -rf "$dir"
+  return $rc
+}

@@ -69,7 +69,7 @@ pub struct PortQueueCounters {
 }
 
 /// Totals of one port over its queues.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct PortTotals {
     pub rx_packets: u64,
     pub rx_bytes: u64,

@@ -93,14 +93,14 @@ pub enum DataplaneError {
 
 struct WorkerHandle {
     core: usize,
-    cmds: Sender<WorkerCmd>,
+    cmds: Sender<WorkerCmd<PortRings>>,
     shared: Arc<WorkerShared>,
     umem: Umem,
     join: Option<JoinHandle<()>>,
 }
 
 /// One queue of an attached port.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct QueueInfo {
     pub queue: u32,
     pub worker: usize,
@@ -117,7 +117,7 @@ struct AttachedPort {
 }
 
 /// A port's state and counters, as `show ports` reports it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PortReport {
     pub id: PortId,
     pub name: String,
@@ -173,7 +173,7 @@ impl Dataplane {
                 return Err(DataplaneError::DuplicateCore(core));
             }
             if !available.contains(&core) {
-                let available = available.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+                let available = available.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join(",");
                 return Err(DataplaneError::NoSuchCore { core, available });
             }
         }
@@ -265,7 +265,7 @@ impl Dataplane {
             let (ready_tx, ready_rx) = bounded(1);
             self.workers[w]
                 .cmds
-                .send(WorkerCmd::AddPort { rings: Box::new(rings), counters: Arc::clone(&counters), ready: ready_tx })
+                .send(WorkerCmd::AddPort { device: Box::new(rings), counters: Arc::clone(&counters), ready: ready_tx })
                 .map_err(|_| DataplaneError::WorkerGone(w))?;
             queues.push((info, counters, ready_rx));
         }

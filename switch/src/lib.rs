@@ -8,12 +8,19 @@
 //! - [`tables`]: the immutable snapshot the workers read.
 //! - [`drop_reason`]: the numbered reasons every drop is counted under.
 //! - [`counters`]: single-writer counters the workers keep.
-//! - [`afxdp`]: the only `unsafe` code: XDP program, UMEM, sockets, rings, and the two CPU and
-//!   kernel hints the hot tables need (prefetch, huge pages).
-//! - [`worker`]: the pinned poll loop that moves frames between rings through the pipeline.
+//! - [`port`]: the port device interface the workers drive (receive and transmit bursts,
+//!   reclaim, refill, kick, mode, counters) and an in-memory device for tests.
+//! - [`afxdp`]: the only `unsafe` code: the AF_XDP port device (XDP program, UMEM, sockets,
+//!   rings), the one-socket endpoint pktgen uses, and the two CPU and kernel hints the hot
+//!   tables need (prefetch, huge pages).
+//! - [`worker`]: the pinned poll loop that moves frames between a device's rings through the
+//!   pipeline, generic over the device.
 //! - [`dataplane`]: starts workers, adds and removes ports while running, publishes tables.
 //! - `bench_fixtures` (feature `bench-fixtures`): tables, frames and cases the benchmarks
 //!   share; not part of the dataplane.
+// `unsafe` lives in the AF_XDP layer only, every block with a `// SAFETY:` comment.
+
+#[allow(unsafe_code)]
 pub mod afxdp;
 #[cfg(feature = "bench-fixtures")]
 pub mod bench_fixtures;
@@ -23,6 +30,7 @@ pub mod dataplane;
 pub mod drop_reason;
 pub mod flowlog;
 pub mod pipeline;
+pub mod port;
 pub mod tables;
 pub mod wire;
 pub mod worker;

@@ -1,7 +1,14 @@
-//! A poll-mode worker: one thread, pinned to one core, owning one UMEM and one queue of every
-//! port, moving frames from RX rings through the pipeline to TX rings.
+//! A poll-mode worker: one thread, pinned to one core, owning one frame memory (for AF_XDP a
+//! UMEM) and one queue of every port, moving frames from RX rings through the pipeline to TX
+//! rings.
 //!
 //! Contract:
+//! - The worker is generic over the port device ([`PortDevice`]: AF_XDP in production, the
+//!   in-memory device in tests), monomorphised, so a device costs no dynamic call per packet.
+//! - Frames a burst sends to a port are staged per egress port and handed to its TX ring
+//!   (flushed) at the end of that burst, in order; what the ring does not take is dropped as
+//!   `TxRingFull` (and `tx_dropped`), frames for a port this worker does not have as
+//!   `EgressPortNotReady`; every dropped frame goes back to the pool.
 //! - The hot path (everything in [`Worker::poll_once`]) takes no lock, allocates nothing and
 //!   enters the kernel only where a ring's need_wakeup flag asks (copy-mode TX always does)
 //!   or to sleep when idle.
@@ -16,13 +23,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use crossbeam::channel::{Receiver, Sender};
-use xsk_rs::FrameDesc;
 
-use crate::afxdp::rings::{wait_readable, PortRings, WorkerUmem};
+use crate::afxdp::rings::wait_readable;
 use crate::counters::{Counter, DropCounters, PortQueueCounters};
 use crate::drop_reason::DropReason;
 use crate::conntrack::ConnTable;
 use crate::pipeline::{process_hinted, warm, Ctx, Verdict};
+use crate::port::{Frame, FrameMemory, PortDevice};
 use crate::tables::{PortId, Tables, MAX_PORTS};
 
 /// Frames taken from one RX ring per round.
@@ -31,12 +38,15 @@ const IDLE_SPINS: u32 = 256;
 const IDLE_SLEEP_MS: i32 = 5;
 const NO_SLOT: u16 = u16::MAX;
 
+/// The frame descriptor of device `D`.
+type FrameOf<D> = <<D as PortDevice>::Memory as FrameMemory>::Frame;
+
 /// Orders from the control side.
-pub enum WorkerCmd {
+pub enum WorkerCmd<D> {
     /// Takes the port's rings, fills its fill ring, then acknowledges: only then may the
     /// control side register the socket in the XSKMAP (frames redirected to a socket with an
     /// empty fill ring are dropped by the kernel, and a pod's first ARP would be lost).
-    AddPort { rings: Box<PortRings>, counters: Arc<PortQueueCounters>, ready: Sender<()> },
+    AddPort { device: Box<D>, counters: Arc<PortQueueCounters>, ready: Sender<()> },
     /// Closes the port's socket and reclaims its frames, then acknowledges.
     RemovePort { id: PortId, done: Sender<()> },
     /// Rebalances the fill target of every port (ports were added or removed).
@@ -76,40 +86,40 @@ impl Default for WorkerShared {
 /// Verdict records a worker keeps until the control side drains them.
 pub const FLOW_RING: usize = 8192;
 
-struct Port {
-    rings: PortRings,
+struct Port<D: PortDevice> {
+    device: D,
     counters: Arc<PortQueueCounters>,
     /// Frames bound for this port in the current round.
-    staged: Box<[FrameDesc; BURST * 2]>,
+    staged: Box<[FrameOf<D>; BURST * 2]>,
     staged_len: usize,
 }
 
-pub struct Worker {
+pub struct Worker<D: PortDevice> {
     pub index: usize,
-    mem: WorkerUmem,
-    ports: Vec<Port>,
+    mem: D::Memory,
+    ports: Vec<Port<D>>,
     /// Port id -> index in `ports`.
     slot_of: Box<[u16; MAX_PORTS]>,
     tables: Arc<ArcSwap<Tables>>,
     ct: Arc<ConnTable>,
     shared: Arc<WorkerShared>,
-    cmds: Receiver<WorkerCmd>,
+    cmds: Receiver<WorkerCmd<D>>,
     busy_poll: bool,
-    rx: Box<[FrameDesc; BURST]>,
-    scratch: Box<[FrameDesc; BURST * 4]>,
+    rx: Box<[FrameOf<D>; BURST]>,
+    scratch: Box<[FrameOf<D>; BURST * 4]>,
     pollfds: Vec<libc::pollfd>,
     /// Slots with staged frames this round.
     dirty: Vec<u16>,
 }
 
-impl Worker {
+impl<D: PortDevice> Worker<D> {
     pub fn new(
         index: usize,
-        mem: WorkerUmem,
+        mem: D::Memory,
         tables: Arc<ArcSwap<Tables>>,
         ct: Arc<ConnTable>,
         shared: Arc<WorkerShared>,
-        cmds: Receiver<WorkerCmd>,
+        cmds: Receiver<WorkerCmd<D>>,
         busy_poll: bool,
     ) -> Self {
         Self {
@@ -122,8 +132,8 @@ impl Worker {
             shared,
             cmds,
             busy_poll,
-            rx: Box::new([FrameDesc::default(); BURST]),
-            scratch: Box::new([FrameDesc::default(); BURST * 4]),
+            rx: Box::new([FrameOf::<D>::default(); BURST]),
+            scratch: Box::new([FrameOf::<D>::default(); BURST * 4]),
             pollfds: Vec::with_capacity(64),
             dirty: Vec::with_capacity(MAX_PORTS),
         }
@@ -134,7 +144,7 @@ impl Worker {
         self.shared.running.store(true, Ordering::Release);
         let mut idle = 0u32;
         loop {
-            if !self.cmds.is_empty() && !self.handle_commands() {
+            if !self.cmds.is_empty() && !self.apply_commands() {
                 break;
             }
             let work = self.poll_once();
@@ -154,22 +164,22 @@ impl Worker {
         self.shared.running.store(false, Ordering::Release);
     }
 
-    /// Applies pending commands; false on Stop.
-    fn handle_commands(&mut self) -> bool {
+    /// Applies pending commands (the run loop does so between rounds); false on Stop.
+    fn apply_commands(&mut self) -> bool {
         while let Ok(cmd) = self.cmds.try_recv() {
             match cmd {
-                WorkerCmd::AddPort { rings, counters, ready } => {
-                    let id = rings.id;
+                WorkerCmd::AddPort { device, counters, ready } => {
+                    let id = device.id();
                     if let Some(old) = self.slot_index(id) {
                         self.remove_slot(old); // replaced: close the old socket first
                     }
                     self.slot_of[id as usize] = self.ports.len() as u16;
-                    let mut rings = *rings;
-                    rings.refill(&mut self.mem);
+                    let mut device = *device;
+                    device.refill(&mut self.mem);
                     self.ports.push(Port {
-                        rings,
+                        device,
                         counters,
-                        staged: Box::new([FrameDesc::default(); BURST * 2]),
+                        staged: Box::new([FrameOf::<D>::default(); BURST * 2]),
                         staged_len: 0,
                     });
                     self.rebuild_pollfds();
@@ -183,7 +193,7 @@ impl Worker {
                 }
                 WorkerCmd::SetFillTarget(t) => {
                     for p in &mut self.ports {
-                        p.rings.fill_target = t;
+                        p.device.set_fill_target(t);
                     }
                 }
                 WorkerCmd::Stop => return false,
@@ -199,14 +209,14 @@ impl Worker {
 
     fn remove_slot(&mut self, i: usize) {
         let port = self.ports.swap_remove(i);
-        let id = port.rings.id;
+        let id = port.device.id();
         self.slot_of[id as usize] = NO_SLOT;
         if i < self.ports.len() {
-            let moved = self.ports[i].rings.id;
+            let moved = self.ports[i].device.id();
             self.slot_of[moved as usize] = i as u16;
         }
         // Staged frames were never handed to the kernel.
-        self.mem.pool.put_all(&port.staged[..port.staged_len]);
+        self.mem.release_all(&port.staged[..port.staged_len]);
         drop(port); // closes the socket: the kernel lets go of its rings
         self.mem.reclaim_port(id);
         self.rebuild_pollfds();
@@ -215,7 +225,9 @@ impl Worker {
     fn rebuild_pollfds(&mut self) {
         self.pollfds.clear();
         for p in &self.ports {
-            self.pollfds.push(libc::pollfd { fd: p.rings.fd(), events: libc::POLLIN, revents: 0 });
+            if let Some(fd) = p.device.wait_fd() {
+                self.pollfds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+            }
         }
     }
 
@@ -236,25 +248,25 @@ impl Worker {
         let mut work = 0;
         for i in 0..self.ports.len() {
             let port = &mut self.ports[i];
-            work += port.rings.reclaim(&mut self.mem, &mut self.scratch[..]);
-            port.rings.refill(&mut self.mem);
-            let n = port.rings.receive(&mut self.mem, &mut self.rx[..]);
+            work += port.device.reclaim(&mut self.mem, &mut self.scratch[..]);
+            port.device.refill(&mut self.mem);
+            let n = port.device.receive(&mut self.mem, &mut self.rx[..]);
             if n == 0 {
-                port.rings.wake_fill();
+                port.device.wake_rx();
                 continue;
             }
             work += n;
-            let in_id = port.rings.id;
+            let in_id = port.device.id();
             let mut bytes = 0u64;
             let mut dropped = 0u64;
             // Start every frame's connection-table misses before processing the first.
             let (mem, rx) = (&self.mem, &self.rx);
-            let hints = warm::burst(&self.ct, n, |k| mem.read_frame(&rx[k], warm::quick_key));
+            let hints = warm::burst(&self.ct, n, |k| mem.read(&rx[k], warm::quick_key));
             for k in 0..n {
                 let mut desc = self.rx[k];
-                bytes += desc.lengths().data() as u64;
+                bytes += desc.data_len() as u64;
                 let hint = hints.get(k);
-                let verdict = self.mem.with_frame(&mut desc, |buf, len| {
+                let verdict = self.mem.modify(&mut desc, |buf, len| {
                     let v = process_hinted(buf, len, in_id, &ctx, hint);
                     let new_len = match v {
                         Verdict::Forward { len, .. } => len,
@@ -278,13 +290,13 @@ impl Worker {
                         None => {
                             self.shared.drops.count(DropReason::EgressPortNotReady);
                             dropped += 1;
-                            self.mem.pool.put(desc);
+                            self.mem.release(desc);
                         }
                     },
                     Verdict::Drop(reason) => {
                         self.shared.drops.count(reason);
                         dropped += 1;
-                        self.mem.pool.put(desc);
+                        self.mem.release(desc);
                     }
                 }
             }
@@ -300,24 +312,24 @@ impl Worker {
             self.dirty.clear();
         }
         for p in &mut self.ports {
-            let kicks = p.rings.kick_tx(&mut self.mem, &mut self.scratch[..]);
+            let kicks = p.device.kick(&mut self.mem, &mut self.scratch[..]);
             if kicks > 0 {
                 p.counters.tx_kicks.add(kicks as u64);
             }
         }
-        self.shared.free_frames.set(self.mem.pool.len() as u64);
+        self.shared.free_frames.set(self.mem.free_frames() as u64);
         work
     }
 
     /// Moves a port's staged frames to its TX ring; what does not fit is dropped and counted.
     #[inline]
-    fn flush(mem: &mut WorkerUmem, p: &mut Port, drops: &DropCounters) {
+    fn flush(mem: &mut D::Memory, p: &mut Port<D>, drops: &DropCounters) {
         if p.staged_len == 0 {
             return;
         }
         let staged = &p.staged[..p.staged_len];
-        let sent = p.rings.transmit(mem, staged);
-        let bytes: u64 = staged[..sent].iter().map(|d| d.lengths().data() as u64).sum();
+        let sent = p.device.transmit(mem, staged);
+        let bytes: u64 = staged[..sent].iter().map(|d| d.data_len() as u64).sum();
         p.counters.tx_packets.add(sent as u64);
         p.counters.tx_bytes.add(bytes);
         if sent < staged.len() {
@@ -325,8 +337,11 @@ impl Worker {
             for _ in sent..staged.len() {
                 drops.count(DropReason::TxRingFull);
             }
-            mem.pool.put_all(&staged[sent..]);
+            mem.release_all(&staged[sent..]);
         }
         p.staged_len = 0;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,6 +16,13 @@ pub enum ClientError {
     BadAnswer(String),
     #[error("the switch refused the request: {0}")]
     Refused(String),
+    #[error("the switch's answer does not have the shape this `podswitch` expects (another version?): {0}")]
+    Shape(serde_json::Error),
+}
+
+/// Reads an answer as the reply type `T` (see [`super::replies`]).
+pub fn read<T: serde::de::DeserializeOwned>(answer: &serde_json::Value) -> Result<T, ClientError> {
+    T::deserialize(answer).map_err(ClientError::Shape)
 }
 
 /// Sends `req` and returns the answer object (with `ok` true).
@@ -30,7 +37,7 @@ pub fn request(socket: &Path, req: &Request) -> Result<serde_json::Value, Client
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer).map_err(io)?;
     let v: serde_json::Value = serde_json::from_str(&answer).map_err(|_| ClientError::BadAnswer(answer.clone()))?;
-    if v.get("ok").and_then(|o| o.as_bool()) != Some(true) {
+    if v.get("ok").and_then(serde_json::Value::as_bool) != Some(true) {
         let e = v.get("error").and_then(|e| e.as_str()).unwrap_or("no reason given").to_string();
         return Err(ClientError::Refused(e));
     }

@@ -3,8 +3,10 @@
 //! Contract: a Unix stream socket (mode 0600, so only root opens it). The client writes one JSON
 //! [`Request`] and a newline; the server answers one JSON object and a newline, then closes,
 //! except for streaming requests, which send one JSON object per line until the client goes.
-//! Every answer has `"ok": true|false`; a failed one has `"error": "..."`.
+//! Every answer has `"ok": true|false`; a failed one has `"error": "..."`; a successful one is
+//! one of the [`replies`] types.
 pub mod client;
+pub mod replies;
 pub mod server;
 
 use serde::{Deserialize, Serialize};

@@ -13,23 +13,36 @@ use std::time::Duration;
 
 use super::Request;
 
-pub type Handler = Arc<dyn Fn(&Request) -> serde_json::Value + Send + Sync>;
+/// Answers a request: the answer object (with `"ok": true`), or the error encoding it.
+pub type Handler = Arc<dyn Fn(&Request) -> Result<serde_json::Value, serde_json::Error> + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot create {}: {error}", dir.display())]
+    CreateDir { dir: PathBuf, error: std::io::Error },
+    #[error("another switch is already listening on {} (stop it first)", path.display())]
+    InUse { path: PathBuf },
+    #[error("cannot listen on {}: {error}", path.display())]
+    Listen { path: PathBuf, error: std::io::Error },
+    #[error("cannot restrict {}: {error}", path.display())]
+    Restrict { path: PathBuf, error: std::io::Error },
+}
 
 /// Binds the socket at `path`; see the module contract.
-pub fn bind(path: &Path) -> Result<UnixListener, String> {
+pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|error| ServerError::CreateDir { dir: dir.to_path_buf(), error })?;
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
-            return Err(format!("another switch is already listening on {} (stop it first)", path.display()));
+            return Err(ServerError::InUse { path: path.to_path_buf() });
         }
         let _ = std::fs::remove_file(path);
     }
-    let listener = UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    let listener = UnixListener::bind(path).map_err(|error| ServerError::Listen { path: path.to_path_buf(), error })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+        .map_err(|error| ServerError::Restrict { path: path.to_path_buf(), error })?;
     Ok(listener)
 }
 
@@ -48,6 +61,11 @@ pub fn serve(listener: UnixListener, path: PathBuf, handler: Handler) {
         .expect("spawning the control socket thread");
 }
 
+/// `{"ok": false, "error": ...}`.
+fn refusal(error: String) -> serde_json::Value {
+    serde_json::json!({"ok": false, "error": error})
+}
+
 fn answer(conn: UnixStream, handler: &Handler) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     let mut line = String::new();
@@ -56,8 +74,8 @@ fn answer(conn: UnixStream, handler: &Handler) {
         return;
     }
     let answer = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => handler(&req),
-        Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
+        Ok(req) => handler(&req).unwrap_or_else(|e| refusal(format!("cannot encode the answer: {e}"))),
+        Err(e) => refusal(format!("bad request: {e}")),
     };
     let mut out = serde_json::to_string(&answer).unwrap_or_else(|_| "{\"ok\":false}".into());
     out.push('\n');

@@ -632,13 +632,12 @@ struct Backoff {
     min: Duration,
     max: Duration,
     step: Duration,
-    seed: u64,
+    jitter: fastrand::Rng,
 }
 
 impl Backoff {
     fn new(min: Duration, max: Duration) -> Self {
-        let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1;
-        Backoff { min, max: max.max(min), step: min, seed }
+        Backoff { min, max: max.max(min), step: min, jitter: fastrand::Rng::new() }
     }
 }
 
@@ -646,11 +645,7 @@ impl Iterator for Backoff {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        // xorshift64: jitter needs no more than this.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let frac = (self.seed >> 11) as f64 / (1u64 << 53) as f64;
+        let frac = self.jitter.f64();
         let d = self.step.mul_f64(1.0 + frac).min(self.max);
         self.step = (self.step * 2).min(self.max);
         Some(d)

@@ -1371,13 +1371,8 @@ fn check_against_reference(yaml: &str, state: &mut PolicyState, samples: u32, se
         .chain([ip("192.0.2.1"), ip("10.245.0.1"), scale_pod_ip(3), scale_pod_ip(5), ip("10.244.250.1"), ip("10.244.250.2"), ip("10.244.250.3")])
         .collect();
     let local: Vec<Ipv4Addr> = pods.iter().filter(|p| r.is_local(p)).filter_map(|p| p.ip).collect();
-    let mut rng = seed;
-    let mut next = move |n: usize| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng % n as u64) as usize
-    };
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut next = move |n: usize| rng.usize(..n);
     const PORTS: [u16; 10] = [53, 54, 80, 8080, 8081, 8082, 8083, 9100, 5432, 1];
     let mut kinds = BTreeMap::new();
     let mut wrong = Vec::new();
@@ -1468,13 +1463,8 @@ fn skipping_unchanged_inputs_gives_what_a_compile_gives_over_random_edits() {
         "{podSelector: {}, ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}], ports: [{port: serve-80-tcp}]}]}",
         "{podSelector: {matchLabels: {pod: c}}, egress: [{to: [{ipBlock: {cidr: 10.244.0.0/24, except: [10.244.0.20/32]}}]}]}",
     ];
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move |n: u64| {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    };
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
+    let mut next = move |n: u64| rng.u64(..n);
     // Per object, its knob(s); None: absent.
     let mut ns_labels = [Some(0u64), Some(1), None];
     let mut pods: [[Option<[u64; 5]>; 3]; 3] = [[Some([0, 0, 0, 0, 0]); 3]; 3];

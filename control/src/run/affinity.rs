@@ -10,6 +10,16 @@
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
+#[derive(Debug, thiserror::Error)]
+pub enum AffinityError {
+    #[error("reading the CPU mask: {0}")]
+    Read(nix::Error),
+    #[error("CPU {cpu}: {error}")]
+    Cpu { cpu: usize, error: nix::Error },
+    #[error("setting the CPU mask to {cores:?}: {error}")]
+    Set { cores: Vec<usize>, error: nix::Error },
+}
+
 /// What [`keep_off`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlCores {
@@ -21,22 +31,22 @@ pub struct ControlCores {
 }
 
 /// Removes `worker_cores` from this thread's CPU mask (see the module contract).
-pub fn keep_off(worker_cores: &[usize]) -> Result<ControlCores, String> {
+pub fn keep_off(worker_cores: &[usize]) -> Result<ControlCores, AffinityError> {
     let me = Pid::from_raw(0);
-    let current = sched_getaffinity(me).map_err(|e| format!("reading the CPU mask: {e}"))?;
+    let current = sched_getaffinity(me).map_err(AffinityError::Read)?;
     let allowed: Vec<usize> = (0..CpuSet::count()).filter(|c| current.is_set(*c).unwrap_or(false)).collect();
     let mut left = CpuSet::new();
     let mut cores = Vec::new();
     for &cpu in &allowed {
         if !worker_cores.contains(&cpu) {
-            left.set(cpu).map_err(|e| format!("CPU {cpu}: {e}"))?;
+            left.set(cpu).map_err(|error| AffinityError::Cpu { cpu, error })?;
             cores.push(cpu);
         }
     }
     if cores.is_empty() {
         return Ok(ControlCores { allowed, control: None });
     }
-    sched_setaffinity(me, &left).map_err(|e| format!("setting the CPU mask to {cores:?}: {e}"))?;
+    sched_setaffinity(me, &left).map_err(|error| AffinityError::Set { cores: cores.clone(), error })?;
     Ok(ControlCores { allowed, control: Some(cores) })
 }
 

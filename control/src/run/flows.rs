@@ -6,11 +6,30 @@
 //! not overwritten (in a worker's ring or here) before it asked.
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use serde_json::{json, Value};
 use switch::flowlog::{Decider, FlowRecord};
 
+use super::shared::Shared;
+use crate::ctl::replies::Flow;
+
 pub const HISTORY: usize = 20_000;
+
+/// Starts the collector thread: every 100 ms it moves the workers' records into the history,
+/// until `stop` is set.
+pub(crate) fn start_collector(shared: Arc<Shared>, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    std::thread::Builder::new().name("podswitch-flows".into()).spawn(move || {
+        let mut buf = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            shared.dp().drain_flows(&mut buf);
+            shared.flows().push_all(buf.drain(..));
+        }
+    })?;
+    Ok(())
+}
 
 #[derive(Debug, Default)]
 pub struct FlowHistory {
@@ -21,7 +40,7 @@ pub struct FlowHistory {
 }
 
 impl FlowHistory {
-    pub fn push_all(&mut self, recs: Vec<FlowRecord>) {
+    pub fn push_all(&mut self, recs: impl IntoIterator<Item = FlowRecord>) {
         for r in recs {
             self.records.push_back((self.next_seq, r));
             self.next_seq += 1;
@@ -54,8 +73,8 @@ fn proto_name(p: u8) -> &'static str {
     }
 }
 
-/// One record as JSON, with pod names for addresses that are pods.
-pub fn render(seq: u64, r: &FlowRecord, pods: &BTreeMap<u32, String>, policies: &dyn Fn(u32) -> Option<String>) -> Value {
+/// One record for `show flows`, with pod names for addresses that are pods.
+pub fn render(seq: u64, r: &FlowRecord, pods: &BTreeMap<u32, String>, policies: &dyn Fn(u32) -> Option<String>) -> Flow {
     let name = |ip: u32| pods.get(&ip).cloned();
     let decided_by = match r.decider {
         Decider::NotIsolated => "not isolated (no policy selects the pods in this direction)".to_string(),
@@ -70,18 +89,18 @@ pub fn render(seq: u64, r: &FlowRecord, pods: &BTreeMap<u32, String>, policies: 
         Decider::Rule { policy, .. } => policies(policy),
         _ => None,
     };
-    json!({
-        "seq": seq,
-        "time_ms": r.unix_ms,
-        "from": name(r.src),
-        "to": name(r.dst),
-        "source": format!("{}:{}", Ipv4Addr::from(r.src), r.sport),
-        "destination": format!("{}:{}", Ipv4Addr::from(r.orig_dst), r.orig_dport),
-        "translated": format!("{}:{}", Ipv4Addr::from(r.dst), r.dport),
-        "protocol": proto_name(r.proto),
-        "verdict": if r.allowed { "allowed" } else { "denied" },
-        "rejudged": r.rejudged,
-        "policy": policy,
-        "decided_by": decided_by,
-    })
+    Flow {
+        seq,
+        time_ms: r.unix_ms,
+        from: name(r.src),
+        to: name(r.dst),
+        source: format!("{}:{}", Ipv4Addr::from(r.src), r.sport),
+        destination: format!("{}:{}", Ipv4Addr::from(r.orig_dst), r.orig_dport),
+        translated: format!("{}:{}", Ipv4Addr::from(r.dst), r.dport),
+        protocol: proto_name(r.proto).to_string(),
+        verdict: if r.allowed { "allowed" } else { "denied" }.to_string(),
+        rejudged: r.rejudged,
+        policy,
+        decided_by,
+    }
 }

@@ -5,36 +5,44 @@
 //! side a fixed MAC (`0a:58` + the node IP), turns its TX checksum offload off (frames cross
 //! AF_XDP, which does not complete partial checksums), and routes the pod CIDR and the Service
 //! CIDRs to 169.254.1.1 over it. [`remove`] deletes the pair (and with it the route). Commands run in
-//! the caller's network namespace; each failure names the command and its stderr.
+//! the caller's network namespace; each failure names the command and its stderr. The node's
+//! addresses are read with `getifaddrs(3)`.
 use std::net::Ipv4Addr;
 use std::process::Command;
 
 use crate::model::NodeInfo;
 use crate::naming::{self, HOST_STACK_IF, HOST_SWITCH_IF};
 
-fn run(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("cannot run `{}`: {e}", args.join(" ")))?;
+#[derive(Debug, thiserror::Error)]
+pub enum HostPortError {
+    #[error("cannot run `{command}`: {error}")]
+    Spawn { command: String, error: std::io::Error },
+    #[error("`{command}` failed: {stderr}")]
+    Failed { command: String, stderr: String },
+}
+
+fn run(args: &[&str]) -> Result<(), HostPortError> {
+    let command = || args.join(" ");
+    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|error| HostPortError::Spawn { command: command(), error })?;
     if !out.status.success() {
-        return Err(format!("`{}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(HostPortError::Failed { command: command(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(())
 }
 
 fn queues(ifname: &str) -> Option<u32> {
     let rd = std::fs::read_dir(format!("/sys/class/net/{ifname}/queues")).ok()?;
-    Some(rd.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count() as u32)
+    Some(rd.filter_map(std::result::Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count() as u32)
 }
 
 /// Whether `ip` is an address of some interface of this namespace.
 fn is_local_address(ip: Ipv4Addr) -> bool {
-    run(&["ip", "-o", "-4", "addr", "show"]).map(|s| s.contains(&format!(" {ip}/"))).unwrap_or(false)
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return false };
+    addrs.filter_map(|a| a.address).any(|a| a.as_sockaddr_in().is_some_and(|sin| sin.ip() == ip))
 }
 
 /// Creates or fixes the host port pair; returns the stack side's MAC.
-pub fn ensure(node: &NodeInfo, workers: u32, service_cidrs: &[ipnet::Ipv4Net]) -> Result<[u8; 6], String> {
+pub fn ensure(node: &NodeInfo, workers: u32, service_cidrs: &[ipnet::Ipv4Net]) -> Result<[u8; 6], HostPortError> {
     if queues(HOST_SWITCH_IF).is_some_and(|q| q < workers) {
         run(&["ip", "link", "del", HOST_STACK_IF])?;
     }
@@ -58,7 +66,7 @@ pub fn ensure(node: &NodeInfo, workers: u32, service_cidrs: &[ipnet::Ipv4Net]) -
     let local_src = is_local_address(node.internal_ip);
     // The pods, and the Services (so that the node's agents reach ClusterIPs too).
     let mut cidrs = vec![node.pod_cidr.to_string()];
-    cidrs.extend(service_cidrs.iter().map(|c| c.to_string()));
+    cidrs.extend(service_cidrs.iter().map(std::string::ToString::to_string));
     for cidr in &cidrs {
         let mut route = vec!["ip", "route", "replace", cidr.as_str(), "via", &gw, "dev", HOST_STACK_IF, "onlink"];
         if local_src {
@@ -72,4 +80,23 @@ pub fn ensure(node: &NodeInfo, workers: u32, service_cidrs: &[ipnet::Ipv4Net]) -
 /// Deletes the pair; the route goes with it.
 pub fn remove() {
     let _ = run(&["ip", "link", "del", HOST_STACK_IF]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_a_local_address_and_a_documentation_address_is_not() {
+        assert!(is_local_address(Ipv4Addr::LOCALHOST));
+        assert!(!is_local_address(Ipv4Addr::new(192, 0, 2, 77)));
+    }
+
+    #[test]
+    fn a_failing_command_names_itself_and_its_stderr() {
+        let e = run(&["ip", "link", "show", "dev", "psw-no-such-if"]).unwrap_err();
+        assert!(matches!(&e, HostPortError::Failed { command, .. } if command == "ip link show dev psw-no-such-if"), "{e}");
+        let e = run(&["psw-no-such-command"]).unwrap_err();
+        assert!(e.to_string().starts_with("cannot run `psw-no-such-command`"), "{e}");
+    }
 }

@@ -1,187 +1,211 @@
-//! Answers to `podswitch show ...`, built from the running switch's state.
+//! Answers to `podswitch show ...`, filled from what the apply side published and from the
+//! dataplane's counters.
 //!
-//! Contract: every answer is a JSON object with `"ok": true`; the field names are stable
-//! (documented in the README under "podswitch show"). Numbers are totals since start.
-use std::sync::{Arc, Mutex};
+//! Contract: every answer is one of the [`crate::ctl::replies`] types with `"ok": true`. The
+//! handler loads the published snapshot (no lock) and reads counters under the dataplane's
+//! shared lock, so an answer never waits for a compile, nor an apply for an answer. Numbers
+//! are totals since start.
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use switch::afxdp::iface;
+use switch::conntrack::{flags, ConnTable};
+use switch::dataplane::Dataplane;
+use switch::tables::Tables;
 
-use super::Switch;
+use super::shared::{Shared, Snapshot};
+use crate::ctl::replies::{self, Answer};
 use crate::ctl::Request;
 use crate::naming::mac_string;
 
-pub(crate) fn handler(sw: Arc<Mutex<Switch>>) -> crate::ctl::server::Handler {
+pub(crate) fn handler(shared: Arc<Shared>) -> crate::ctl::server::Handler {
     Arc::new(move |req: &Request| {
-        let s = match sw.lock() {
-            Ok(s) => s,
-            Err(_) => return json!({"ok": false, "error": "switch state is poisoned (a control thread panicked)"}),
-        };
+        let s = shared.snapshot();
+        if let Request::Conntrack { limit } = req {
+            // The walk over the table may take a while: without the dataplane's lock.
+            let (ct, tables) = {
+                let dp = shared.dp();
+                (Arc::clone(dp.conntrack()), dp.tables())
+            };
+            return answer(&conntrack(&ct, &tables, limit.unwrap_or(1000)));
+        }
+        let dp = shared.dp();
         match req {
-            Request::Status => status(&s),
-            Request::Ports => ports(&s),
-            Request::Routes => routes(&s),
-            Request::Stats => stats(&s),
-            Request::Services => services(&s),
-            Request::Conntrack { limit } => conntrack(&s, limit.unwrap_or(1000)),
+            Request::Status => answer(&status(&shared, &s, &dp)),
+            Request::Ports => answer(&ports(&s, &dp)),
+            Request::Routes => answer(&routes(&dp)),
+            Request::Stats => answer(&stats(&dp)),
+            Request::Services => match &s.services {
+                Some(c) => answer(&replies::Services { services: c.views.clone() }),
+                None => answer(&replies::Services { services: [(); 0] }),
+            },
+            Request::Conntrack { .. } => unreachable!("answered above"),
             Request::Policies => {
-                let views = s.policy.as_ref().map(|c| serde_json::to_value(&c.views).unwrap_or(Value::Null)).unwrap_or(json!([]));
-                let epoch = s.dp.tables().policy.epoch;
-                json!({"ok": true, "epoch": epoch, "policies": views})
+                let epoch = dp.tables().policy.epoch;
+                match &s.policy {
+                    Some(c) => answer(&replies::Policies { epoch, policies: &c.views }),
+                    None => answer(&replies::Policies { epoch, policies: [(); 0] }),
+                }
             }
-            Request::Flows { since, limit } => flows(&s, since.unwrap_or(0), limit.unwrap_or(1000)),
+            Request::Flows { since, limit } => {
+                let (tables, policies) = policy_counts(&dp);
+                drop(dp);
+                answer(&flows(&shared, &s, &tables, policies, since.unwrap_or(0), limit.unwrap_or(1000)))
+            }
         }
     })
 }
 
-fn status(s: &Switch) -> Value {
-    json!({
-        "ok": true,
-        "node": s.node.name,
-        "pod_cidr": s.node.pod_cidr.to_string(),
-        "internal_ip": s.node.internal_ip.to_string(),
-        "manifests_dir": s.dir.display().to_string(),
-        "applied_digest": s.applied_digest,
-        "tables_version": s.version,
-        "ports_wanted": s.desired.len(),
-        "ports_attached": s.attached.len(),
-        "pending_ports": s.pending.iter().map(|(k, e)| format!("{k}: {e}")).collect::<Vec<_>>(),
-        "problems": s.problems,
-        "ignored_objects": s.ignored_kinds,
-        "last_error": s.last_error,
-        "uptime_s": s.started.elapsed().as_secs(),
-        "workers": s.dp.worker_count(),
-        "kubernetes_api": s.kube.as_ref().map(|k| k.status()),
-    })
+fn answer<T: Serialize>(reply: &T) -> Result<Value, serde_json::Error> {
+    serde_json::to_value(Answer::new(reply))
 }
 
-fn ports(s: &Switch) -> Value {
-    let tables = s.dp.tables();
-    let mut out = Vec::new();
-    for r in s.dp.reports() {
-        let cfg = tables.port(r.id);
-        let mut v = serde_json::to_value(&r).unwrap_or(Value::Null);
-        if let Value::Object(o) = &mut v {
-            o.insert("owner".into(), json!(cfg.map(|c| c.name.clone())));
-            o.insert("kind".into(), json!(cfg.map(|c| c.kind)));
-            o.insert("mac".into(), json!(cfg.map(|c| mac_string(c.mac))));
-            o.insert("pod_ip".into(), json!(cfg.and_then(|c| c.source_guard).map(|g| g.ip.to_string())));
-            o.insert("interface_present".into(), json!(iface::exists(&r.name)));
-        }
-        out.push(v);
+fn status(shared: &Shared, s: &Snapshot, dp: &Dataplane) -> replies::Status {
+    replies::Status {
+        node: s.node.name.clone(),
+        pod_cidr: s.node.pod_cidr.to_string(),
+        internal_ip: s.node.internal_ip.to_string(),
+        manifests_dir: s.dir.display().to_string(),
+        applied_digest: s.applied_digest.clone(),
+        tables_version: s.tables_version,
+        ports_wanted: s.ports_wanted,
+        ports_attached: s.port_keys.len(),
+        pending_ports: s.pending.iter().map(|(k, e)| format!("{k}: {e}")).collect(),
+        problems: s.problems.clone(),
+        ignored_objects: s.ignored_kinds.clone(),
+        last_error: s.last_error.clone(),
+        uptime_s: shared.started.elapsed().as_secs(),
+        workers: dp.worker_count(),
+        kubernetes_api: shared.kube.as_ref().and_then(|k| serde_json::to_value(k.status()).ok()),
     }
-    json!({"ok": true, "ports": out, "pending": s.pending})
 }
 
-fn routes(s: &Switch) -> Value {
-    let tables = s.dp.tables();
-    let routes: Vec<Value> = tables
+fn ports(s: &Snapshot, dp: &Dataplane) -> replies::Ports {
+    let tables = dp.tables();
+    let ports = dp
+        .reports()
+        .into_iter()
+        .map(|report| {
+            let cfg = tables.port(report.id);
+            let interface_present = iface::exists(&report.name);
+            replies::PortRow {
+                owner: cfg.map(|c| c.name.clone()),
+                kind: cfg.map(|c| c.kind),
+                mac: cfg.map(|c| mac_string(c.mac)),
+                pod_ip: cfg.and_then(|c| c.source_guard).map(|g| g.ip.to_string()),
+                interface_present,
+                report,
+            }
+        })
+        .collect();
+    replies::Ports { ports, pending: s.pending.clone() }
+}
+
+fn routes(dp: &Dataplane) -> replies::Routes {
+    let tables = dp.tables();
+    let routes = tables
         .routes
         .entries()
         .into_iter()
-        .map(|(prefix, len, hop)| {
-            let port = tables.port(hop.port);
-            json!({
-                "prefix": format!("{}/{}", std::net::Ipv4Addr::from(prefix), len),
-                "port_id": hop.port,
-                "port": port.map(|p| p.name.clone()),
-                "dst_mac": mac_string(hop.dst_mac),
-            })
+        .map(|(prefix, len, hop)| replies::Route {
+            prefix: format!("{}/{}", std::net::Ipv4Addr::from(prefix), len),
+            port_id: hop.port,
+            port: tables.port(hop.port).map(|p| p.name.clone()),
+            dst_mac: mac_string(hop.dst_mac),
         })
         .collect();
-    json!({"ok": true, "tables_version": tables.version, "gateway": tables.gateway_ip.to_string(), "routes": routes})
+    replies::Routes { tables_version: tables.version, gateway: tables.gateway_ip.to_string(), routes }
 }
 
-fn services(s: &Switch) -> Value {
-    let views = s.services.as_ref().map(|c| serde_json::to_value(&c.views).unwrap_or(Value::Null)).unwrap_or(json!([]));
-    json!({"ok": true, "services": views})
-}
-
-fn conntrack(s: &Switch, limit: usize) -> Value {
-    let ct = s.dp.conntrack();
+fn conntrack(ct: &ConnTable, tables: &Tables, limit: usize) -> replies::Conntrack {
     let now = ct.now_ms();
-    let tables = s.dp.tables();
-    let mut out = Vec::new();
+    let mut connections = Vec::new();
     let mut total = 0usize;
     ct.for_each_live(0..ct.capacity(), |_, e, snap| {
         total += 1;
-        if out.len() >= limit {
+        if connections.len() >= limit {
             return;
         }
         let Some(state) = e.state() else { return };
         let fl = e.flags();
-        let frontend = (snap.frontend > 0)
+        let service = (snap.frontend > 0)
             .then(|| tables.services.frontends.get(snap.frontend as usize - 1).map(|f| f.name.clone()))
             .flatten();
-        out.push(json!({
-            "original": snap.orig.to_string(),
-            "reply": snap.reply.to_string(),
-            "state": state.name(),
-            "age_s": now.wrapping_sub(snap.created) / 1000,
-            "idle_s": now.wrapping_sub(e.last_seen()) / 1000,
-            "dnat": fl & switch::conntrack::flags::DNAT != 0,
-            "snat": fl & switch::conntrack::flags::SNAT != 0,
-            "seen_reply": fl & switch::conntrack::flags::SEEN_REPLY != 0,
-            "from_uplink": fl & switch::conntrack::flags::FROM_UPLINK != 0,
-            "service": frontend,
-            "endpoint_id": (snap.endpoint != u32::MAX).then_some(snap.endpoint),
-        }));
+        connections.push(replies::Connection {
+            original: snap.orig.to_string(),
+            reply: snap.reply.to_string(),
+            state: state.name().to_string(),
+            age_s: now.wrapping_sub(snap.created) / 1000,
+            idle_s: now.wrapping_sub(e.last_seen()) / 1000,
+            dnat: fl & flags::DNAT != 0,
+            snat: fl & flags::SNAT != 0,
+            seen_reply: fl & flags::SEEN_REPLY != 0,
+            from_uplink: fl & flags::FROM_UPLINK != 0,
+            service,
+            endpoint_id: (snap.endpoint != u32::MAX).then_some(snap.endpoint),
+        });
     });
     let c = &ct.counters;
-    use std::sync::atomic::Ordering::Relaxed;
-    json!({
-        "ok": true,
-        "entries": total,
-        "capacity": ct.capacity(),
-        "bytes_per_entry": ct.bytes_per_entry(),
-        "inserted": c.inserted.load(Relaxed),
-        "insert_failed_full": c.insert_failed_full.load(Relaxed),
-        "insert_failed_no_slot": c.insert_failed_slot.load(Relaxed),
-        "removed": c.removed.load(Relaxed),
-        "shown": out.len(),
-        "connections": out,
-    })
+    replies::Conntrack {
+        entries: total,
+        capacity: ct.capacity(),
+        bytes_per_entry: ct.bytes_per_entry(),
+        inserted: c.inserted.load(Relaxed),
+        insert_failed_full: c.insert_failed_full.load(Relaxed),
+        insert_failed_no_slot: c.insert_failed_slot.load(Relaxed),
+        removed: c.removed.load(Relaxed),
+        shown: connections.len(),
+        connections,
+    }
 }
 
-fn flows(s: &Switch, since: u64, limit: usize) -> Value {
-    let tables = s.dp.tables();
-    let names = |id: u32| tables.policy.policy_names.get(&id).cloned();
-    let recs: Vec<Value> = s.flows.since(since, limit).iter().map(|(seq, r)| super::flows::render(*seq, r, s.pods.names(), &names)).collect();
-    let mut counts: Vec<Value> = tables
+/// The tables in force and the connections allowed per policy, by name.
+fn policy_counts(dp: &Dataplane) -> (Arc<Tables>, Vec<replies::PolicyCount>) {
+    let tables = dp.tables();
+    let mut policies: Vec<replies::PolicyCount> = tables
         .policy
         .policy_names
         .iter()
-        .map(|(id, name)| json!({"policy": name, "id": id, "allowed_connections": s.dp.policy_allowed(*id)}))
+        .map(|(id, name)| replies::PolicyCount { policy: name.clone(), id: *id, allowed_connections: dp.policy_allowed(*id) })
         .collect();
-    counts.sort_by(|a, b| a["policy"].as_str().cmp(&b["policy"].as_str()));
-    json!({
-        "ok": true,
-        "next": s.flows.next_seq(),
-        "lost": s.flows.lost,
-        "policy_epoch": tables.policy.epoch,
-        "policies": counts,
-        "flows": recs,
-    })
+    policies.sort_by(|a, b| a.policy.cmp(&b.policy));
+    (tables, policies)
 }
 
-fn stats(s: &Switch) -> Value {
-    let drops: Vec<Value> = s
-        .dp
-        .drops()
-        .into_iter()
-        .map(|(r, n)| json!({"number": r as u8, "reason": r.name(), "count": n, "description": r.description()}))
-        .collect();
-    let workers: Vec<Value> = s
-        .dp
-        .worker_stats()
-        .into_iter()
-        .map(|(i, core, rounds, sleeps, free)| json!({"worker": i, "core": core, "rounds": rounds, "idle_sleeps": sleeps, "free_frames": free}))
-        .collect();
-    let ports: Vec<Value> = s
-        .dp
-        .reports()
-        .into_iter()
-        .map(|r| json!({"name": r.name, "rx_packets": r.totals.rx_packets, "tx_packets": r.totals.tx_packets, "rx_dropped": r.totals.rx_dropped, "tx_dropped": r.totals.tx_dropped}))
-        .collect();
-    json!({"ok": true, "drops": drops, "workers": workers, "ports": ports})
+fn flows(shared: &Shared, s: &Snapshot, tables: &Tables, policies: Vec<replies::PolicyCount>, since: u64, limit: usize) -> replies::Flows {
+    let names = |id: u32| tables.policy.policy_names.get(&id).cloned();
+    let (next, lost, recs) = {
+        let history = shared.flows();
+        (history.next_seq(), history.lost, history.since(since, limit))
+    };
+    let flows = recs.iter().map(|(seq, r)| super::flows::render(*seq, r, &s.pod_names, &names)).collect();
+    replies::Flows { next, lost, policy_epoch: tables.policy.epoch, policies, flows }
+}
+
+fn stats(dp: &Dataplane) -> replies::Stats {
+    replies::Stats {
+        drops: dp
+            .drops()
+            .into_iter()
+            .map(|(r, n)| replies::DropCount { number: r as u8, reason: r.name().to_string(), count: n, description: r.description().to_string() })
+            .collect(),
+        workers: dp
+            .worker_stats()
+            .into_iter()
+            .map(|(worker, core, rounds, idle_sleeps, free_frames)| replies::WorkerStats { worker, core, rounds, idle_sleeps, free_frames })
+            .collect(),
+        ports: dp
+            .reports()
+            .into_iter()
+            .map(|r| replies::PortCounts {
+                name: r.name,
+                rx_packets: r.totals.rx_packets,
+                tx_packets: r.totals.tx_packets,
+                rx_dropped: r.totals.rx_dropped,
+                tx_dropped: r.totals.tx_dropped,
+            })
+            .collect(),
+    }
 }

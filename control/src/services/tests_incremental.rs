@@ -9,22 +9,11 @@ use super::reference::{self, RefState};
 use super::*;
 use crate::manifests::{add_documents, Manifests};
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
+use fastrand::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
+/// True in `percent` of the calls.
+fn chance(rng: &mut Rng, percent: u64) -> bool {
+    rng.u64(..100) < percent
 }
 
 const NAMESPACES: [&str; 2] = ["a", "b"];
@@ -38,14 +27,14 @@ struct Knobs(Vec<usize>);
 
 impl Knobs {
     fn random(rng: &mut Rng, sizes: &[usize]) -> Self {
-        Self(sizes.iter().map(|&n| rng.below(n)).collect())
+        Self(sizes.iter().map(|&n| rng.usize(..n)).collect())
     }
     fn turn(&mut self, rng: &mut Rng, sizes: &[usize]) {
-        if rng.chance(30) {
+        if chance(rng, 30) {
             *self = Self::random(rng, sizes);
         } else {
-            let i = rng.below(sizes.len());
-            self.0[i] = rng.below(sizes[i]);
+            let i = rng.usize(..sizes.len());
+            self.0[i] = rng.usize(..sizes[i]);
         }
     }
 }
@@ -205,12 +194,12 @@ fn slice_yaml(k: &Knobs, ns: usize, svc: usize, n: usize) -> String {
 
 impl World {
     fn edit(&mut self, rng: &mut Rng) {
-        let ns = rng.below(NAMESPACES.len());
-        match rng.below(12) {
+        let ns = rng.usize(..NAMESPACES.len());
+        match rng.usize(..12) {
             0..=2 => {
-                let i = rng.below(SERVICES_PER_NS);
+                let i = rng.usize(..SERVICES_PER_NS);
                 let key = format!("{}/s{i}", NAMESPACES[ns]);
-                let remove = rng.chance(15);
+                let remove = chance(rng, 15);
                 match self.services.get_mut(&key) {
                     Some(_) if remove => drop(self.services.remove(&key)),
                     Some((_, _, k)) => k.turn(rng, &SVC_KNOBS),
@@ -218,9 +207,9 @@ impl World {
                 }
             }
             3..=6 => {
-                let (svc, n) = (rng.below(SERVICES_PER_NS), rng.below(2));
+                let (svc, n) = (rng.usize(..SERVICES_PER_NS), rng.usize(..2));
                 let key = format!("{}/s{svc}-{n}", NAMESPACES[ns]);
-                let remove = rng.chance(20);
+                let remove = chance(rng, 20);
                 match self.slices.get_mut(&key) {
                     Some(_) if remove => drop(self.slices.remove(&key)),
                     Some((_, _, _, k)) => k.turn(rng, &SLICE_KNOBS),
@@ -228,9 +217,9 @@ impl World {
                 }
             }
             7..=10 => {
-                let i = rng.below(PODS_PER_NS);
+                let i = rng.usize(..PODS_PER_NS);
                 let key = format!("{}/p{i}", NAMESPACES[ns]);
-                let remove = rng.chance(10);
+                let remove = chance(rng, 10);
                 match self.pods.get_mut(&key) {
                     Some(_) if remove => drop(self.pods.remove(&key)),
                     Some((_, _, k)) => k.turn(rng, &POD_KNOBS),
@@ -238,7 +227,7 @@ impl World {
                 }
             }
             _ => {
-                if rng.chance(20) {
+                if chance(rng, 20) {
                     self.node = if self.node == "node-1" { "node-2" } else { "node-1" };
                 }
             }
@@ -312,7 +301,7 @@ fn same_as_reference(a: &CompiledServices, sa: &ServiceState, r: &CompiledServic
 }
 
 fn run(seed: u64, steps: usize, config: ServiceConfig) -> (usize, usize) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::with_seed(seed);
     let mut w = World { node: "node-1", ..Default::default() };
     let mut inc = ServiceState::new(config.clone());
     let mut inc_rv = ServiceState::new(config.clone()).with_resource_versions(true);
@@ -323,14 +312,14 @@ fn run(seed: u64, steps: usize, config: ServiceConfig) -> (usize, usize) {
     let mut refs = RefState::new(config);
     let (mut frontends, mut problems) = (0, 0);
     for step in 0..steps {
-        for _ in 0..1 + rng.below(3) {
+        for _ in 0..1 + rng.usize(..3) {
             w.edit(&mut rng);
         }
         let m = w.manifests(false);
         let mv = w.manifests(true);
         let mut mc = mv.clone();
         mc.digest = format!("view {step}");
-        if let Some(p) = previous.as_ref().filter(|_| !rng.chance(10)) {
+        if let Some(p) = previous.as_ref().filter(|_| !chance(&mut rng, 10)) {
             mc.changes = Some(crate::manifests::Changes::between(p, &mc));
         }
         let node = w.node();
@@ -348,7 +337,7 @@ fn run(seed: u64, steps: usize, config: ServiceConfig) -> (usize, usize) {
         same_as_reference(&b, &full, &r, &refs, &format!("{what}, full vs reference"));
         same(&v, &inc_rv, &a, &inc, &format!("{what}, incremental by resourceVersion vs incremental"));
         // The same view again changes nothing.
-        if rng.chance(10) {
+        if chance(&mut rng, 10) {
             let again = compile_services(&inp, &mut inc);
             assert!(inc.removed_endpoints().is_empty(), "{what}: same view again");
             assert_eq!(again.views, a.views, "{what}: same view again");

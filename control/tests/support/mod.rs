@@ -11,15 +11,9 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_podswitch");
 
-/// True when running as root; otherwise prints the skip line for `test`.
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("SKIPPED (needs root): {test}");
-        false
-    }
-}
+#[path = "../../../test-support/needs_root.rs"]
+mod needs_root;
+pub use needs_root::root_or_skip;
 
 pub fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
@@ -72,7 +66,7 @@ impl Topo {
 
     /// Creates the pod's namespace and veth (unless `veth` is false) and writes its manifest.
     pub fn add_pod(&mut self, ns: &str, name: &str, ip: &str, veth: bool) {
-        self.add_pod_queues(ns, name, ip, veth, 1)
+        self.add_pod_queues(ns, name, ip, veth, 1);
     }
 
     /// [`Self::add_pod`] with a veth of `queues` rx and tx queues.
@@ -144,7 +138,7 @@ impl Topo {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(v) = self.show("status") {
-                if v["applied_digest"] == want.as_str() && v["pending_ports"].as_array().is_some_and(|a| a.is_empty()) {
+                if v["applied_digest"] == want.as_str() && v["pending_ports"].as_array().is_some_and(std::vec::Vec::is_empty) {
                     return;
                 }
             }
@@ -153,12 +147,13 @@ impl Topo {
         }
     }
 
-    pub fn show(&self, what: &str) -> Result<serde_json::Value, String> {
-        let out = Command::new(BIN).args(["show", what, "--json", "--socket"]).arg(self.socket()).output().unwrap();
+    /// `podswitch show WHAT --json` against this topology's switch.
+    pub fn show(&self, what: &str) -> anyhow::Result<serde_json::Value> {
+        let out = Command::new(BIN).args(["show", what, "--json", "--socket"]).arg(self.socket()).output()?;
         if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            anyhow::bail!("podswitch show {what}: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
-        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+        Ok(serde_json::from_slice(&out.stdout)?)
     }
 
     pub fn drop_count(&self, reason: &str) -> u64 {

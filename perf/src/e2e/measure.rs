@@ -108,7 +108,7 @@ impl Gen<'_> {
         let mut p = Proc::spawn(name, args, log)?;
         during(&mut p)?;
         if p.wait_timeout(limit).is_none() {
-            p.stop(libc::SIGINT, false, Duration::from_secs(3));
+            p.stop(sys::Signal::SIGINT, false, Duration::from_secs(3));
             bail!("{name} overran {limit:?}:\n    {}", p.log_tail(8));
         }
         let text = p.log_text();
@@ -183,7 +183,7 @@ impl Gen<'_> {
         Ok(NdrResult {
             ndr_pps: r.get("throughput_pps").and_then(Value::as_u64),
             generator_limited: r.get("generator_limited").and_then(Value::as_bool).unwrap_or(false),
-            trials: r.get("trials").and_then(Value::as_array).map(|a| a.len()).unwrap_or(0),
+            trials: r.get("trials").and_then(Value::as_array).map_or(0, std::vec::Vec::len),
             p50_ns_at_ndr: r.pointer("/at_throughput/latency/p50_ns").and_then(Value::as_u64),
             p99_ns_at_ndr: r.pointer("/at_throughput/latency/p99_ns").and_then(Value::as_u64),
         })

@@ -19,13 +19,16 @@ mod ovs;
 mod report;
 mod topo;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::harness::cleanup::Cleanup;
+use crate::harness::report::OutputArgs;
+use crate::harness::{host, preflight, progress};
 use crate::sys::{self, Proc};
 use measure::{CpuSource, Gen, LatencyResult, NdrResult, RateResult, Traffic};
 use objects::Cluster;
@@ -91,9 +94,8 @@ impl PathKind {
 /// End to end through a lab node: podswitch vs the kernel with kube-proxy's nftables rules vs OVS AF_XDP.
 #[derive(Debug, Clone, clap::Args)]
 pub struct E2eArgs {
-    /// Print progress on stderr and, as the last line of stdout, one JSON object.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Rounds; each runs every forwarder once (order rotating), every path and measurement.
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
@@ -154,12 +156,6 @@ pub struct E2eArgs {
     /// The pktgen binary (default: next to this program).
     #[arg(long, value_name = "PATH")]
     pub pktgen: Option<PathBuf>,
-    /// Where e2e.md, e2e.json and the SVG charts are written.
-    #[arg(long, value_name = "DIR")]
-    pub results_dir: Option<PathBuf>,
-    /// Do not write the result files.
-    #[arg(long)]
-    pub no_save: bool,
 }
 
 /// One path through one forwarder in one round.
@@ -206,24 +202,8 @@ pub struct Setup {
     pub latency_duration_s: f64,
 }
 
-static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-
 fn progress(msg: impl AsRef<str>) {
-    let t = START.get_or_init(Instant::now).elapsed().as_secs_f64();
-    eprintln!("bench e2e [{t:5.1} s]: {}", msg.as_ref());
-}
-
-/// Removes everything the run made, however it ends.
-struct Guard {
-    workdir: PathBuf,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        topo::destroy();
-        let _ = std::fs::remove_dir_all(&self.workdir);
-        let _ = std::fs::remove_file(SOCKET);
-    }
+    progress::say_timed("e2e", msg);
 }
 
 struct Ctx<'a> {
@@ -237,20 +217,12 @@ struct Ctx<'a> {
     switch_start_s: Vec<f64>,
 }
 
-fn sibling(p: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
-    Ok(match p {
-        Some(p) => p.clone(),
-        None => std::env::current_exe().context("locating this program")?.with_file_name(name),
-    })
-}
-
 fn version(cmd: &[&str]) -> String {
     sys::run(cmd).map(|s| s.lines().next().unwrap_or("").trim().to_string()).unwrap_or_default()
 }
 
 pub fn main(args: E2eArgs) -> Result<i32> {
-    if !sys::is_root() {
-        eprintln!("bench e2e: must run as root (network namespaces, XDP, nftables)");
+    if !preflight::root("e2e", "network namespaces, XDP, nftables") {
         return Ok(1);
     }
     if args.rounds == 0 || args.duration <= args.warmup + 0.3 || args.forwarders.is_empty() || args.paths.is_empty() {
@@ -260,8 +232,8 @@ pub fn main(args: E2eArgs) -> Result<i32> {
     if args.fwd_core == args.gen_core || args.fwd_core >= cpus || args.gen_core >= cpus {
         bail!("--gen-core and --fwd-core must be two different cores among the {cpus} online");
     }
-    let podswitch = sibling(&args.podswitch, "podswitch")?;
-    let pktgen = sibling(&args.pktgen, "pktgen")?;
+    let podswitch = preflight::program_beside(&args.podswitch, "podswitch")?;
+    let pktgen = preflight::program_beside(&args.pktgen, "pktgen")?;
     for (p, what) in [(&podswitch, "podswitch (cargo build --release -p podswitch-control)"), (&pktgen, "pktgen (cargo build --release -p podswitch-pktgen)")] {
         if !p.is_file() {
             bail!("no {what} at {}", p.display());
@@ -271,27 +243,16 @@ pub fn main(args: E2eArgs) -> Result<i32> {
     if args.forwarders.contains(&Fwd::Ovs) {
         need.extend(["ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovs-appctl"]);
     }
-    let missing: Vec<&str> = need.iter().copied().filter(|p| !sys::have(p)).collect();
-    if !missing.is_empty() {
-        bail!("missing programs: {} (scripts/bench.sh e2e installs them)", missing.join(", "));
-    }
-    START.get_or_init(Instant::now);
-    sys::install_interrupt_flag()?;
-    let _lock = lock_blocking(LAB_LOCK)?;
+    preflight::programs(&need, "scripts/bench.sh e2e installs them")?;
+    progress::start_clock();
+    crate::sys::install_interrupt_flag()?;
+    let _lock = preflight::lock_blocking(LAB_LOCK, progress)?;
 
     let workdir = std::env::temp_dir().join(format!("pse-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&workdir)?;
-    let guard = Guard { workdir: workdir.clone() };
-    {
-        let hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            topo::destroy();
-            hook(info);
-        }));
-    }
+    let guard = Cleanup::install(workdir.clone(), topo::destroy)?.remove_also(SOCKET);
     let started = Instant::now();
-    let started_utc = sys::run(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"]).map(|s| s.trim().to_string()).unwrap_or_default();
-    let loadavg_start = loadavg();
+    let started_utc = host::utc_now();
+    let loadavg_start = host::loadavg();
 
     progress(format!(
         "{} Services ({} endpoints each), {} policies over {} pods; {} round(s) of {} over {}; pktgen on core {}, forwarder on core {}",
@@ -376,58 +337,21 @@ pub fn main(args: E2eArgs) -> Result<i32> {
     drop(guard);
     let env = Env {
         kernel: version(&["uname", "-r"]),
-        cpu: std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, m)| m.trim().to_string()))
-            .unwrap_or_default(),
+        cpu: host::cpu_model(),
         online_cpus: cpus,
         loadavg_start,
-        loadavg_end: loadavg(),
+        loadavg_end: host::loadavg(),
         ovs_version: version(&["ovs-vswitchd", "--version"]),
         nft_version: version(&["nft", "--version"]),
     };
     let summary = report::summarize(&args, samples, setup, env, notes, started_utc, started.elapsed().as_secs_f64());
-    if !args.no_save {
-        let dir = args.results_dir.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
-        match report::save(&dir, &summary) {
-            Ok(files) => progress(format!("report written: {}", files.join(", "))),
-            Err(e) => progress(format!("cannot write the report to {}: {e:#}", dir.display())),
-        }
-    }
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        print!("{}", report::table(&summary));
-    }
+    crate::harness::report::publish(&args.output, &summary, || report::files(&summary), || report::table(&summary), progress)?;
     let complete = summary.headline_complete();
     Ok(if complete { 0 } else { 1 })
 }
 
 fn stats_round(x: f64, d: i32) -> f64 {
     crate::stats::round_to(x, d)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
-}
-
-/// Waits for the exclusive lock (lab tests of other runs may hold it), with a progress line.
-fn lock_blocking(path: &str) -> Result<std::fs::File> {
-    let end = Instant::now() + Duration::from_secs(1800);
-    let mut said = false;
-    loop {
-        match sys::lock_file(path) {
-            Ok(f) => return Ok(f),
-            Err(_) if Instant::now() < end => {
-                if !said {
-                    progress(format!("waiting for {path} (a lab test or benchmark holds it)"));
-                    said = true;
-                }
-                sys::nap(Duration::from_millis(500))?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// The traffic of `path` as forwarder `fwd` needs it addressed.
@@ -481,7 +405,7 @@ fn start_switch(ctx: &mut Ctx) -> Result<Proc> {
         "--control-socket", SOCKET, "--cores", &core, "--busy-poll", "--uplink", UPLINK, "--uplink-gateway-mac", &x_mac,
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(std::string::ToString::to_string)
     .collect();
     let t0 = Instant::now();
     let mut p = Proc::spawn("podswitch", &a, ctx.workdir.join("podswitch.log"))?;
@@ -557,7 +481,7 @@ fn run_forwarder(ctx: &mut Ctx, fwd: Fwd, round: u32, samples: &mut Vec<Sample>)
                     ctx.notes.push(note);
                 }
             }
-            let (st, killed) = p.stop(libc::SIGTERM, false, Duration::from_secs(15));
+            let (st, killed) = p.stop(sys::Signal::SIGTERM, false, Duration::from_secs(15));
             if killed {
                 ctx.notes.push(format!("round {round}: podswitch did not stop on SIGTERM and was killed"));
             } else if st.is_some_and(|s| !s.success()) {
@@ -619,7 +543,7 @@ fn measure_path(ctx: &mut Ctx, fwd: Fwd, path: PathKind, round: u32, cpu: CpuSou
             let max = (r.offered_pps.max(r.pps) as f64 * 1.1) as u64;
             match gen.ndr(&t, "64", a.ndr_trial, max.max(20_000), (max / 20).max(1000), a.ndr_resolution, a.ndr_max_trials) {
                 Ok(n) => {
-                    progress(format!("{tag}: no-drop rate {} pps ({} trials)", n.ndr_pps.map(crate::stats::thousands).unwrap_or("-".into()), n.trials));
+                    progress(format!("{tag}: no-drop rate {} pps ({} trials)", n.ndr_pps.map_or("-".into(), crate::stats::thousands), n.trials));
                     s.ndr_64 = Some(n);
                 }
                 Err(e) => fail(&mut s, "no-drop search", e)?,

@@ -157,13 +157,13 @@ impl Ovs {
         for k in ["OVS_RUNDIR", "OVS_LOGDIR", "OVS_DBDIR", "OVS_SYSCONFDIR"] {
             v.push(format!("{k}={}", self.dir.display()));
         }
-        v.extend(args.iter().map(|s| s.to_string()));
+        v.extend(args.iter().map(std::string::ToString::to_string));
         Proc::spawn(name, &v, PathBuf::from(log))
     }
 
     /// pid of ovs-vswitchd (its CPU time is the forwarder's).
     pub fn vswitchd_pid(&self) -> Option<u32> {
-        self.vswitchd.as_ref().map(|p| p.pid())
+        self.vswitchd.as_ref().map(super::super::sys::Proc::pid)
     }
 
     /// Stops both daemons (SIGTERM, then SIGKILL) and removes the directory. Returns problems.
@@ -173,13 +173,13 @@ impl Ovs {
             if let Some(st) = v.exited() {
                 problems.push(format!("ovs-vswitchd had exited ({st}): {}", v.log_tail(5)));
             }
-            let (_, killed) = v.stop(libc::SIGTERM, false, Duration::from_secs(10));
+            let (_, killed) = v.stop(sys::Signal::SIGTERM, false, Duration::from_secs(10));
             if killed {
                 problems.push("ovs-vswitchd did not stop on SIGTERM and was killed".into());
             }
         }
         if let Some(mut d) = self.db.take() {
-            d.stop(libc::SIGTERM, false, Duration::from_secs(5));
+            d.stop(sys::Signal::SIGTERM, false, Duration::from_secs(5));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         problems

@@ -7,7 +7,6 @@
 //! medians of pod -> ClusterIP for switch and kernel, pod -> pod for switch and OVS), `null` when
 //! a figure is missing.
 use std::fmt::Write as _;
-use std::path::Path;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -93,12 +92,7 @@ fn med_f(v: &[f64]) -> Option<f64> {
     median(v)
 }
 
-fn ratio(a: Option<u64>, b: Option<u64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0 => Some(round_to(a as f64 / b as f64, 3)),
-        _ => None,
-    }
-}
+use crate::stats::ratio;
 
 pub fn summarize(args: &E2eArgs, samples: Vec<Sample>, setup: Setup, env: Env, notes: Vec<String>, started_utc: String, elapsed: f64) -> Summary {
     let mut cells = Vec::new();
@@ -172,21 +166,14 @@ pub fn summarize(args: &E2eArgs, samples: Vec<Sample>, setup: Setup, env: Env, n
         env,
         samples,
         notes,
-        git: git_describe(),
+        git: crate::harness::host::git_describe(),
         started_utc,
         elapsed_s: round_to(elapsed, 1),
     }
 }
 
-fn git_describe() -> Option<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.to_str()?.to_string();
-    let head = crate::sys::run(&["git", "-C", &root, "rev-parse", "--short", "HEAD"]).ok()?.trim().to_string();
-    let dirty = crate::sys::run(&["git", "-C", &root, "status", "--porcelain", "--untracked-files=no"]).map(|s| !s.trim().is_empty()).unwrap_or(false);
-    Some(if dirty { format!("{head}+dirty") } else { head })
-}
-
 fn ot(x: Option<u64>) -> String {
-    x.map(thousands).unwrap_or_else(|| "-".into())
+    x.map_or_else(|| "-".into(), thousands)
 }
 
 /// A figure, with "≥" when it is a lower bound (the generator was the limit).
@@ -198,11 +185,11 @@ fn lb(x: Option<u64>, lower: bool) -> String {
 }
 
 fn of(x: Option<f64>, d: usize) -> String {
-    x.map(|v| format!("{v:.d$}")).unwrap_or_else(|| "-".into())
+    x.map_or_else(|| "-".into(), |v| format!("{v:.d$}"))
 }
 
 fn or(x: Option<f64>) -> String {
-    x.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
+    x.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
 }
 
 const HEAD: [&str; 11] = [
@@ -428,11 +415,11 @@ pub fn markdown(s: &Summary) -> String {
             ot(r.map(|r| r.offered_pps)),
             ot(r.map(|r| r.lost)),
             ot(x.rate_imix.as_ref().map(|r| r.pps)),
-            x.ndr_64.as_ref().map(|n| format!("{} ({})", ot(n.ndr_pps), n.trials)).unwrap_or("-".into()),
-            x.latency_64.as_ref().map(|l| format!("{:.1} / {:.1}", l.p50_ns as f64 / 1e3, l.p99_ns as f64 / 1e3)).unwrap_or("-".into()),
+            x.ndr_64.as_ref().map_or("-".into(), |n| format!("{} ({})", ot(n.ndr_pps), n.trials)),
+            x.latency_64.as_ref().map_or("-".into(), |l| format!("{:.1} / {:.1}", l.p50_ns as f64 / 1e3, l.p99_ns as f64 / 1e3)),
             of(r.and_then(|r| r.cpu_ns_per_pkt).map(|n| n / 1e3), 2),
             of(x.rate_imix.as_ref().and_then(|r| r.cpu_ns_per_pkt).map(|n| n / 1e3), 2),
-            r.map(|r| r.core_busy.iter().map(|b| format!("{:.0}%", b * 100.0)).collect::<Vec<_>>().join(" / ")).unwrap_or("-".into())
+            r.map_or("-".into(), |r| r.core_busy.iter().map(|b| format!("{:.0}%", b * 100.0)).collect::<Vec<_>>().join(" / "))
         );
     }
     let errs: Vec<String> = s
@@ -485,7 +472,7 @@ fn bars(title: &str, unit: &str, groups: &[Group], fmt: impl Fn(f64) -> String) 
         let x0 = left + gi as f64 * gw;
         let bw = (gw * 0.8) / vals.len().max(1) as f64;
         for (bi, (f, v)) in vals.iter().enumerate() {
-            let color = COLORS.iter().find(|(c, _)| c == f).map(|(_, c)| *c).unwrap_or("#888");
+            let color = COLORS.iter().find(|(c, _)| c == f).map_or("#888", |(_, c)| *c);
             let x = x0 + gw * 0.1 + bi as f64 * bw;
             if let Some(v) = v {
                 let bh = plot_h * v / max;
@@ -546,21 +533,14 @@ pub fn svg_cpu(s: &Summary) -> String {
     bars("Forwarding core CPU time per packet at the maximum rate (lower is better)", "µs per packet", &groups, |v| format!("{v:.2}"))
 }
 
-/// Writes e2e.json, e2e.md and the two SVGs; returns the file names.
-pub fn save(dir: &Path, s: &Summary) -> Result<Vec<String>> {
-    std::fs::create_dir_all(dir)?;
-    let files = [
-        ("e2e.json", serde_json::to_string_pretty(s)? + "\n"),
+/// The result files: e2e.json, e2e.md and the two SVGs.
+pub fn files(s: &Summary) -> Result<Vec<(&'static str, String)>> {
+    Ok(vec![
+        ("e2e.json", crate::harness::report::json(s)?),
         ("e2e.md", markdown(s)),
         ("e2e-rates.svg", svg_rates(s)),
         ("e2e-cpu.svg", svg_cpu(s)),
-    ];
-    let mut names = Vec::new();
-    for (n, text) in files {
-        std::fs::write(dir.join(n), text)?;
-        names.push(dir.join(n).display().to_string());
-    }
-    Ok(names)
+    ])
 }
 
 #[cfg(test)]

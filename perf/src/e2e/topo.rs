@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
+use podswitch_control::naming;
+
 use super::objects::{EXTERNAL_IP, NODE_IP, NODE_PREFIX, POD_A_IP, POD_B_IP, POD_NS};
-use crate::lab::host_ifname;
 use crate::sys::{self, run, run_quiet};
 
 pub const NS_NODE: &str = "pse-node";
@@ -39,9 +40,9 @@ pub struct Host {
     pub node_if: String,
 }
 
+/// The MAC podswitch expects of a pod (and the lab gives `external`): `0a:58` + the IP.
 fn mac_of(ip: Ipv4Addr) -> String {
-    let o = ip.octets();
-    format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+    naming::mac_string(naming::pod_mac(ip))
 }
 
 pub struct Topo {
@@ -60,7 +61,7 @@ fn write_sys(ns: &str, path: &str, value: &str) -> Result<()> {
 
 impl Topo {
     pub fn hosts() -> Topo {
-        let pod = |netns, name, ip| Host { netns, ip, mac: mac_of(ip), node_if: host_ifname(POD_NS, name) };
+        let pod = |netns, name, ip| Host { netns, ip, mac: mac_of(ip), node_if: naming::pod_interface(POD_NS, name) };
         Topo {
             a: pod(NS_A, "a", POD_A_IP),
             b: pod(NS_B, "b", POD_B_IP),

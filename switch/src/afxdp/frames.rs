@@ -1,8 +1,8 @@
-//! A worker's UMEM and the pool of frames that are neither in a ring nor in flight.
+//! Creating a UMEM: its geometry ([`UmemSpec`]) and the descriptors of all its frames.
 //!
-//! Contract: [`FramePool`] holds at most the UMEM's frame count and never allocates after
-//! creation. Every frame is always in exactly one place: the pool, a fill ring, an RX ring
-//! being read, a TX ring, or a completion ring; the worker moves it between them.
+//! Contract: [`create_umem`] returns the UMEM with one descriptor per frame, frame `i` at
+//! offset `i * frame_size`; who holds which frame afterwards is tracked by the user
+//! ([`crate::port::ledger`]).
 use std::num::NonZeroU32;
 
 use xsk_rs::config::{FrameSize, QueueSize, UmemConfig};
@@ -39,55 +39,4 @@ pub fn create_umem(spec: UmemSpec) -> Result<(Umem, Vec<FrameDesc>), AfXdpError>
         let source = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
         AfXdpError::Umem(format!("{e}{source} (locked memory limit? `ulimit -l`)"))
     })
-}
-
-/// Free frames of one UMEM, as a stack (the most recently freed frame is warm in cache).
-#[derive(Debug)]
-pub struct FramePool {
-    free: Vec<FrameDesc>,
-}
-
-impl FramePool {
-    pub fn new(all: Vec<FrameDesc>) -> Self {
-        Self { free: all }
-    }
-
-    #[inline]
-    pub fn len(&self) -> usize {
-        self.free.len()
-    }
-
-    #[inline]
-    pub fn is_empty(&self) -> bool {
-        self.free.is_empty()
-    }
-
-    /// Returns a frame to the pool. The pool never holds more than it was created with, so
-    /// this never reallocates.
-    #[inline]
-    pub fn put(&mut self, desc: FrameDesc) {
-        debug_assert!(self.free.len() < self.free.capacity());
-        self.free.push(desc);
-    }
-
-    #[inline]
-    pub fn put_all(&mut self, descs: &[FrameDesc]) {
-        debug_assert!(self.free.len() + descs.len() <= self.free.capacity());
-        self.free.extend_from_slice(descs);
-    }
-
-    /// The last `n` free frames (or fewer), for handing to a ring; call [`Self::consumed`]
-    /// with how many the ring took.
-    #[inline]
-    pub fn peek_top(&self, n: usize) -> &[FrameDesc] {
-        let n = n.min(self.free.len());
-        &self.free[self.free.len() - n..]
-    }
-
-    /// Forgets the top `n` frames after a ring took them.
-    #[inline]
-    pub fn consumed(&mut self, n: usize) {
-        let keep = self.free.len() - n.min(self.free.len());
-        self.free.truncate(keep);
-    }
 }

@@ -34,13 +34,13 @@ pub fn mac(ifname: &str) -> Result<[u8; 6], AfXdpError> {
 pub fn rx_queues(ifname: &str) -> Result<u32, AfXdpError> {
     let dir = format!("/sys/class/net/{ifname}/queues");
     let rd = fs::read_dir(&dir).map_err(|e| AfXdpError::NoInterface { ifname: ifname.into(), detail: e.to_string() })?;
-    Ok(rd.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count() as u32)
+    Ok(rd.filter_map(std::result::Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count() as u32)
 }
 
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut out = [0u8; 6];
     let mut parts = s.split(':');
-    for b in out.iter_mut() {
+    for b in &mut out {
         *b = u8::from_str_radix(parts.next()?, 16).ok()?;
     }
     parts.next().is_none().then_some(out)

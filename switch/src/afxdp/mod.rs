@@ -5,7 +5,11 @@
 //!   native is refused) and registers sockets in its XSKMAP.
 //! - [`socket`]: binds an AF_XDP socket for one (interface, queue) on a worker's UMEM, zero-copy
 //!   where the driver supports it, and reports the mode the kernel actually gave.
-//! - [`frames`]: a worker's UMEM and its pool of free frames.
+//! - [`frames`]: creating a UMEM (geometry, descriptors of its frames).
+//! - [`rings`]: the AF_XDP port device: a worker's UMEM as its frame memory and one socket's
+//!   rings as a [`crate::port::PortDevice`].
+//! - [`endpoint`]: one socket with its own UMEM for one-interface tools (pktgen), on the same
+//!   TX and RX ring halves ([`rings::TxRings`], [`rings::RxRings`]) as the switch's ports.
 //! - [`stats`]: the kernel's counters of a socket (frames it dropped before the switch saw them).
 //! - [`prefetch`]: cache hints for the worker's hot memory (frames and the connection table).
 //! - [`hugepages`]: 2 MiB pages for the connection table (fewer TLB misses per packet).
@@ -13,14 +17,15 @@
 //! Contract: a UMEM belongs to one worker; every socket of that worker shares it, so forwarding
 //! between two of the worker's ports moves a descriptor from one port's RX ring to another's TX
 //! ring and never copies packet bytes in userspace. Which frames are where is tracked by the
-//! worker ([`crate::worker`]); this layer only makes the rings and hands out slices of frames.
+//! UMEM's ledger ([`crate::port::ledger`]) as the device moves them; the worker
+//! ([`crate::worker`]) sees only the device interface.
 pub mod frames;
 pub mod hugepages;
 pub mod iface;
 pub mod prefetch;
 pub mod rings;
 pub mod socket;
-pub mod standalone;
+pub mod endpoint;
 pub mod stats;
 pub mod xdp;
 
@@ -32,9 +37,9 @@ pub enum AfXdpError {
     #[error("loading the XDP program failed: {0}")]
     ProgramLoad(String),
     #[error("attaching XDP to {ifname} failed in native mode ({native}) and in generic mode ({generic})")]
-    Attach { ifname: String, native: String, generic: String },
+    Attach { ifname: String, native: xdp::AttachError, generic: xdp::AttachError },
     #[error("attaching XDP to {ifname} in {mode} mode failed: {detail}")]
-    AttachForced { ifname: String, mode: &'static str, detail: String },
+    AttachForced { ifname: String, mode: &'static str, detail: xdp::AttachError },
     #[error("registering the AF_XDP socket of {ifname} queue {queue} in the XSKMAP failed: {detail}")]
     MapUpdate { ifname: String, queue: u32, detail: String },
     #[error("creating the UMEM failed: {0}")]

@@ -21,7 +21,7 @@ pub fn read<T>(r: &T) {
     // concerned, and it never faults, whatever the address (here that of a live reference).
     // SSE, which has it, is part of the x86_64 baseline, so every CPU this binary runs on has it.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((r as *const T).cast::<i8>())
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((r as *const T).cast::<i8>());
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = r;

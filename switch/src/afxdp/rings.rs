@@ -1,59 +1,92 @@
-//! Safe, allocation-free operations on a worker's UMEM and on the rings of its ports.
+//! The AF_XDP port device: a worker's UMEM as its [`FrameMemory`] and the rings of one socket
+//! as a [`PortDevice`]. Safe, allocation-free operations over xsk-rs's rings.
 //!
 //! Contract (the invariant that makes the `unsafe` below sound): every frame of a
 //! [`WorkerUmem`] is in exactly one place at a time — the worker's hands (the pool or a burst
-//! being processed) or one port's fill/TX ring (recorded in `owner`). Descriptors only move
-//! through these methods, all of which take `&mut` of the one [`WorkerUmem`] the rings were
-//! bound on, so the kernel and the worker never touch a frame at the same time. The only user
-//! is [`crate::worker`], which runs on a single thread.
-use xsk_rs::{FrameDesc, Umem};
+//! being processed) or one port's fill/TX ring (recorded in its [`FrameLedger`]). Descriptors
+//! only move through these methods, all of which take `&mut` of the one [`WorkerUmem`] the
+//! rings were bound on, so the kernel and the worker never touch a frame at the same time. The
+//! only user is [`crate::worker`], which runs on a single thread.
+use std::os::fd::{AsRawFd, RawFd};
 
-use super::frames::{create_umem, FramePool, UmemSpec};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
+
+use super::frames::{create_umem, UmemSpec};
 use super::socket::BoundQueue;
 use super::AfXdpError;
+use crate::port::ledger::FrameLedger;
+use crate::port::{DeviceStats, Frame, FrameMemory, PortDevice, PortMode};
 use crate::tables::PortId;
 
-const WITH_WORKER: u16 = 0;
+impl Frame for FrameDesc {
+    #[inline(always)]
+    fn offset(&self) -> usize {
+        self.addr()
+    }
+    #[inline(always)]
+    fn data_len(&self) -> usize {
+        self.lengths().data()
+    }
+}
 
 /// A worker's UMEM with its free frames and who holds each frame.
 pub struct WorkerUmem {
     umem: Umem,
-    pub(crate) pool: FramePool,
-    /// Descriptor of every frame, by frame index, to re-create lost ones on port removal.
-    all: Vec<FrameDesc>,
-    /// `WITH_WORKER`, or 1 + the id of the port whose fill or TX ring holds the frame.
-    owner: Vec<u16>,
-    frame_size: usize,
+    ledger: FrameLedger<FrameDesc>,
 }
 
 impl WorkerUmem {
     pub fn new(spec: UmemSpec) -> Result<Self, AfXdpError> {
         let (umem, descs) = create_umem(spec)?;
-        let owner = vec![WITH_WORKER; descs.len()];
-        let mut pool_descs = Vec::with_capacity(descs.len());
-        pool_descs.extend_from_slice(&descs);
-        Ok(Self { umem, pool: FramePool::new(pool_descs), all: descs, owner, frame_size: spec.frame_size as usize })
+        Ok(Self { umem, ledger: FrameLedger::new(descs, spec.frame_size as usize) })
+    }
+
+    /// A view of `umem` owning only frames `mine` of `descs` (all of the UMEM's descriptors):
+    /// those start in the pool; the others belong to another part and are never touched. Lets
+    /// the two halves of one socket's UMEM ([`super::endpoint`]) run on two threads.
+    pub fn part(umem: Umem, descs: Vec<FrameDesc>, frame_size: u32, mine: std::ops::Range<usize>) -> Self {
+        Self { umem, ledger: FrameLedger::part(descs, frame_size as usize, mine) }
+    }
+
+    /// The descriptor of frame `index`, if it is this memory's and in the caller's hands (not
+    /// with the kernel, not another part's).
+    #[inline]
+    pub fn held(&self, index: usize) -> Option<FrameDesc> {
+        self.ledger.frame(index).filter(|d| self.ledger.with_worker(d))
     }
 
     /// The UMEM, for binding new sockets on it.
     pub fn umem(&self) -> &Umem {
         &self.umem
     }
+}
 
-    pub fn frame_count(&self) -> usize {
-        self.all.len()
+impl FrameMemory for WorkerUmem {
+    type Frame = FrameDesc;
+
+    #[inline(always)]
+    fn ledger(&self) -> &FrameLedger<FrameDesc> {
+        &self.ledger
     }
 
     #[inline(always)]
-    fn index(&self, desc: &FrameDesc) -> usize {
-        desc.addr() / self.frame_size
+    fn ledger_mut(&mut self) -> &mut FrameLedger<FrameDesc> {
+        &mut self.ledger
     }
 
-    /// Runs `f` on the bytes of a frame the worker holds: the frame's whole data area and its
-    /// current length; `f` returns its result and the new length (clamped to the area).
     #[inline(always)]
-    pub(crate) fn with_frame<R>(&self, desc: &mut FrameDesc, f: impl FnOnce(&mut [u8], usize) -> (R, usize)) -> R {
-        debug_assert_eq!(self.owner[self.index(desc)], WITH_WORKER);
+    fn read<R>(&self, desc: &FrameDesc, f: impl FnOnce(&[u8]) -> R) -> R {
+        debug_assert!(self.ledger.with_worker(desc));
+        // SAFETY: the module invariant: the worker holds the frame (it came out of an RX or
+        // completion ring of this UMEM, or the pool, and was not handed to any ring since), so
+        // neither the kernel nor other code writes it now.
+        let data = unsafe { self.umem.data(desc) };
+        f(data.contents())
+    }
+
+    #[inline(always)]
+    fn modify<R>(&mut self, desc: &mut FrameDesc, f: impl FnOnce(&mut [u8], usize) -> (R, usize)) -> R {
+        debug_assert!(self.ledger.with_worker(desc));
         // SAFETY: the module invariant: `desc` came out of an RX or completion ring (or the
         // pool) of this UMEM and has not been handed back to any ring, so neither the kernel
         // nor other code accesses the frame now.
@@ -66,128 +99,204 @@ impl WorkerUmem {
         data.cursor().set_pos(new_len);
         r
     }
+}
 
-    /// Runs `f` on the received bytes of a frame the worker holds (read only).
+/// The transmit half of a socket: its TX and completion rings. Used by [`PortRings`] and by
+/// the one-socket endpoint ([`super::endpoint`]), each with its own kick policy.
+pub struct TxRings {
+    tx: TxQueue,
+    comp: CompQueue,
+    outstanding: u32,
+    zerocopy: bool,
+}
+
+impl TxRings {
+    pub fn new(tx: TxQueue, comp: CompQueue, zerocopy: bool) -> Self {
+        Self { tx, comp, outstanding: 0, zerocopy }
+    }
+
+    /// Frames handed to the kernel and not yet completed.
     #[inline(always)]
-    pub(crate) fn read_frame<R>(&self, desc: &FrameDesc, f: impl FnOnce(&[u8]) -> R) -> R {
-        debug_assert_eq!(self.owner[self.index(desc)], WITH_WORKER);
-        // SAFETY: as in `with_frame`: the worker holds the frame, so neither the kernel nor
-        // other code writes it now.
-        let data = unsafe { self.umem.data(desc) };
-        f(data.contents())
+    pub fn outstanding(&self) -> u32 {
+        self.outstanding
     }
 
-    /// Puts back into the pool every frame that port `id`'s rings held. Call only after the
-    /// port's socket is closed (the kernel has let go of its rings).
-    pub(crate) fn reclaim_port(&mut self, id: PortId) -> usize {
-        let tag = id + 1;
-        let mut n = 0;
-        for i in 0..self.owner.len() {
-            if self.owner[i] == tag {
-                self.owner[i] = WITH_WORKER;
-                self.pool.put(self.all[i]);
-                n += 1;
-            }
-        }
-        n
-    }
-}
-
-/// The rings of one port on one worker.
-pub struct PortRings {
-    pub(crate) id: PortId,
-    q: BoundQueue,
-    in_fill: u32,
-    tx_outstanding: u32,
-    pub(crate) fill_target: u32,
-}
-
-impl PortRings {
-    pub fn new(id: PortId, q: BoundQueue, fill_target: u32) -> Self {
-        Self { id, q, in_fill: 0, tx_outstanding: 0, fill_target }
+    pub fn zerocopy(&self) -> bool {
+        self.zerocopy
     }
 
-    pub fn bound(&self) -> &BoundQueue {
-        &self.q
-    }
-
-    pub fn tx_outstanding(&self) -> u32 {
-        self.tx_outstanding
-    }
-
-    /// Moves completed TX frames back to the pool; returns how many.
+    /// Free TX ring entries, up to `want`.
     #[inline]
-    pub(crate) fn reclaim(&mut self, mem: &mut WorkerUmem, scratch: &mut [FrameDesc]) -> usize {
-        if self.tx_outstanding == 0 {
-            return 0;
-        }
-        // SAFETY: `scratch` only receives descriptors; frames on this completion ring belong
-        // to `mem` (the socket was bound on it) and the kernel is done with them.
-        let n = unsafe { self.q.comp.consume(scratch) };
-        for d in &scratch[..n] {
-            let i = mem.index(d);
-            mem.owner[i] = WITH_WORKER;
-        }
-        mem.pool.put_all(&scratch[..n]);
-        self.tx_outstanding -= n as u32;
-        n
+    pub fn room(&mut self, want: u32) -> u32 {
+        self.tx.nb_free(want).min(want)
     }
 
-    /// Tops the fill ring up to `fill_target` from the pool; returns how many were added.
+    /// Queues `descs` (frames `mem` holds for the caller) as port `id`'s; returns how many the
+    /// ring took (a prefix). The caller keeps the rest.
     #[inline]
-    pub(crate) fn refill(&mut self, mem: &mut WorkerUmem) -> usize {
-        let want = self.fill_target.saturating_sub(self.in_fill) as usize;
-        if want < 16 && self.in_fill > 0 {
-            return 0; // refill in batches
-        }
-        let batch = mem.pool.peek_top(want);
-        if batch.is_empty() {
-            return 0;
-        }
-        // SAFETY: the frames are in the pool (held by nobody) and belong to `mem`.
-        let n = unsafe { self.q.fill.produce(batch) };
-        let tag = self.id + 1;
-        for d in &batch[..n] {
-            let i = d.addr() / mem.frame_size;
-            mem.owner[i] = tag;
-        }
-        mem.pool.consumed(n);
-        self.in_fill += n as u32;
-        n
-    }
-
-    /// Takes up to `out.len()` received frames; they are the worker's until it passes them on.
-    #[inline]
-    pub(crate) fn receive(&mut self, mem: &mut WorkerUmem, out: &mut [FrameDesc]) -> usize {
-        // SAFETY: frames on the RX ring were given by this port's fill ring (of `mem`).
-        let n = unsafe { self.q.rx.consume(out) };
-        for d in &out[..n] {
-            let i = mem.index(d);
-            mem.owner[i] = WITH_WORKER;
-        }
-        self.in_fill = self.in_fill.saturating_sub(n as u32);
-        n
-    }
-
-    /// Queues `descs` for transmission; returns how many the TX ring took (a prefix). The
-    /// caller keeps the rest.
-    #[inline]
-    pub(crate) fn transmit(&mut self, mem: &mut WorkerUmem, descs: &[FrameDesc]) -> usize {
-        let room = self.q.tx.nb_free(descs.len() as u32) as usize;
+    pub fn transmit(&mut self, mem: &mut WorkerUmem, id: PortId, descs: &[FrameDesc]) -> usize {
+        let room = self.tx.nb_free(descs.len() as u32) as usize;
         let n = room.min(descs.len());
         if n == 0 {
             return 0;
         }
-        // SAFETY: the worker holds these frames (received or reclaimed) and they belong to
-        // `mem`; the ring has room for `n`, so all `n` are produced.
-        let sent = unsafe { self.q.tx.produce(&descs[..n]) };
-        let tag = self.id + 1;
-        for d in &descs[..sent] {
-            let i = mem.index(d);
-            mem.owner[i] = tag;
-        }
-        self.tx_outstanding += sent as u32;
+        // SAFETY: the caller holds these frames (`mem`'s ledger says so: received, reclaimed
+        // or never handed out) and they belong to `mem`; the ring has room for `n`, so all `n`
+        // are produced.
+        let sent = unsafe { self.tx.produce(&descs[..n]) };
+        mem.ledger.to_port(id, &descs[..sent]);
+        self.outstanding += sent as u32;
         sent
+    }
+
+    /// Takes completed frames off the completion ring into `scratch`, back in the caller's
+    /// hands (not the pool); returns how many.
+    #[inline]
+    pub fn complete(&mut self, mem: &mut WorkerUmem, scratch: &mut [FrameDesc]) -> usize {
+        if self.outstanding == 0 {
+            return 0;
+        }
+        // SAFETY: `scratch` only receives descriptors; frames on this completion ring belong
+        // to `mem` (the socket was bound on it) and the kernel is done with them.
+        let n = unsafe { self.comp.consume(scratch) };
+        mem.ledger.to_worker(&scratch[..n]);
+        self.outstanding -= n as u32;
+        n
+    }
+
+    /// Whether the ring asks for a `sendto()` (always, in copy mode, while frames wait).
+    #[inline(always)]
+    pub fn needs_wakeup(&self) -> bool {
+        self.tx.needs_wakeup()
+    }
+
+    /// One `sendto()`: in copy mode the kernel sends up to its TX budget (32 frames by
+    /// default) and completes them before returning.
+    #[inline]
+    pub fn wakeup(&mut self) -> std::io::Result<()> {
+        self.tx.wakeup()
+    }
+
+    /// The kernel's counters of the socket.
+    pub fn stats(&self) -> DeviceStats {
+        super::stats::read(self.tx.fd().as_raw_fd()).unwrap_or_default()
+    }
+}
+
+/// The receive half of a socket: its RX and fill rings.
+pub struct RxRings {
+    rx: RxQueue,
+    fill: FillQueue,
+    in_fill: u32,
+    fill_target: u32,
+}
+
+impl RxRings {
+    pub fn new(rx: RxQueue, fill: FillQueue, fill_target: u32) -> Self {
+        Self { rx, fill, in_fill: 0, fill_target }
+    }
+
+    /// Takes up to `out.len()` received frames into the caller's hands.
+    #[inline]
+    pub fn receive(&mut self, mem: &mut WorkerUmem, out: &mut [FrameDesc]) -> usize {
+        // SAFETY: frames on the RX ring were given by this fill ring, only ever given frames
+        // of `mem`.
+        let n = unsafe { self.rx.consume(out) };
+        mem.ledger.to_worker(&out[..n]);
+        self.in_fill = self.in_fill.saturating_sub(n as u32);
+        n
+    }
+
+    /// Tops the fill ring up to the fill target from `mem`'s pool as port `id`'s, in batches
+    /// of 16 or more; returns how many were added.
+    #[inline]
+    pub fn refill(&mut self, mem: &mut WorkerUmem, id: PortId) -> usize {
+        let want = self.fill_target.saturating_sub(self.in_fill) as usize;
+        if want < 16 && self.in_fill > 0 {
+            return 0; // refill in batches
+        }
+        let batch = mem.ledger.peek_top(want);
+        if batch.is_empty() {
+            return 0;
+        }
+        // SAFETY: the frames are in the pool (held by nobody) and belong to `mem`.
+        // `produce` takes all of them or none, so the `n` taken are the pool's top `n`.
+        let n = unsafe { self.fill.produce(batch) };
+        mem.ledger.consumed_by(id, n);
+        self.in_fill += n as u32;
+        n
+    }
+
+    pub fn set_fill_target(&mut self, target: u32) {
+        self.fill_target = target;
+    }
+
+    /// Wakes the driver to fill RX if the fill ring asks for it.
+    #[inline]
+    pub fn wake(&mut self) {
+        if self.fill.needs_wakeup() {
+            let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
+        }
+    }
+
+    /// Waits up to `timeout_ms` for a frame to read; true if there is one.
+    pub fn wait(&mut self, timeout_ms: i32) -> bool {
+        self.rx.poll(timeout_ms).unwrap_or(false)
+    }
+
+    /// The kernel's counters of the socket.
+    pub fn stats(&self) -> DeviceStats {
+        super::stats::read(self.rx.fd().as_raw_fd()).unwrap_or_default()
+    }
+}
+
+/// The rings of one port on one worker: the port device the dataplane's workers drive.
+pub struct PortRings {
+    id: PortId,
+    tx: TxRings,
+    rx: RxRings,
+    fd: RawFd,
+}
+
+impl PortRings {
+    pub fn new(id: PortId, q: BoundQueue, fill_target: u32) -> Self {
+        let BoundQueue { tx, rx, fill, comp, zerocopy, fd, .. } = q;
+        Self { id, tx: TxRings::new(tx, comp, zerocopy), rx: RxRings::new(rx, fill, fill_target), fd }
+    }
+}
+
+impl PortDevice for PortRings {
+    type Memory = WorkerUmem;
+
+    #[inline(always)]
+    fn id(&self) -> PortId {
+        self.id
+    }
+
+    #[inline]
+    fn reclaim(&mut self, mem: &mut WorkerUmem, scratch: &mut [FrameDesc]) -> usize {
+        let n = self.tx.complete(mem, scratch);
+        mem.ledger.put_all(&scratch[..n]);
+        n
+    }
+
+    #[inline]
+    fn refill(&mut self, mem: &mut WorkerUmem) -> usize {
+        self.rx.refill(mem, self.id)
+    }
+
+    fn set_fill_target(&mut self, target: u32) {
+        self.rx.set_fill_target(target);
+    }
+
+    #[inline]
+    fn receive(&mut self, mem: &mut WorkerUmem, out: &mut [FrameDesc]) -> usize {
+        self.rx.receive(mem, out)
+    }
+
+    #[inline]
+    fn transmit(&mut self, mem: &mut WorkerUmem, descs: &[FrameDesc]) -> usize {
+        self.tx.transmit(mem, self.id, descs)
     }
 
     /// Asks the kernel to transmit if the ring says it needs that; returns the system calls made.
@@ -198,35 +307,43 @@ impl PortRings {
     /// pays the pipeline for frames that then die on a full TX ring. In zero-copy mode the
     /// driver transmits on its own: one kick when asked.
     #[inline]
-    pub(crate) fn kick_tx(&mut self, mem: &mut WorkerUmem, scratch: &mut [FrameDesc]) -> u32 {
+    fn kick(&mut self, mem: &mut WorkerUmem, scratch: &mut [FrameDesc]) -> u32 {
         const MAX_COPY_MODE_KICKS: u32 = 8;
         let mut kicks = 0;
-        while self.tx_outstanding > 0 && self.q.tx.needs_wakeup() {
-            let _ = self.q.tx.wakeup();
+        while self.tx.outstanding() > 0 && self.tx.needs_wakeup() {
+            let _ = self.tx.wakeup();
             kicks += 1;
-            if self.q.zerocopy || kicks == MAX_COPY_MODE_KICKS {
+            if self.tx.zerocopy() || kicks == MAX_COPY_MODE_KICKS {
                 break;
             }
-            let before = self.tx_outstanding;
+            let before = self.tx.outstanding();
             self.reclaim(mem, scratch);
-            if self.tx_outstanding == before {
+            if self.tx.outstanding() == before {
                 break; // the kernel took nothing more: the device is backed up
             }
         }
         kicks
     }
 
-    /// Wakes the driver to fill RX if the fill ring asks for it.
     #[inline]
-    pub(crate) fn wake_fill(&mut self) {
-        if self.q.fill.needs_wakeup() {
-            let _ = self.q.fill.wakeup(self.q.rx.fd_mut(), 0);
-        }
+    fn wake_rx(&mut self) {
+        self.rx.wake();
     }
 
-    /// The fd to wait on for received frames.
-    pub fn fd(&self) -> i32 {
-        self.q.fd
+    fn tx_outstanding(&self) -> u32 {
+        self.tx.outstanding()
+    }
+
+    fn mode(&self) -> PortMode {
+        PortMode { zerocopy: self.tx.zerocopy(), mechanism: "af_xdp" }
+    }
+
+    fn stats(&self) -> DeviceStats {
+        super::stats::read(self.fd).unwrap_or_default()
+    }
+
+    fn wait_fd(&self) -> Option<RawFd> {
+        Some(self.fd)
     }
 }
 

@@ -53,7 +53,7 @@ fn create(umem: &Umem, ifname: &str, queue: u32, ring: u32, bind: BindFlags) -> 
     let (tx, rx, rings) = unsafe { Socket::new(config, umem, &name, queue) }.map_err(|e| {
         let os = std::error::Error::source(&e)
             .and_then(|s| s.downcast_ref::<std::io::Error>())
-            .and_then(|io| io.raw_os_error());
+            .and_then(std::io::Error::raw_os_error);
         let detail = match std::error::Error::source(&e) {
             Some(s) => format!("{e}: {s}"),
             None => e.to_string(),
@@ -98,7 +98,7 @@ fn socket_is_zerocopy(fd: RawFd) -> bool {
     // SAFETY: `fd` is an open AF_XDP socket owned by the caller's queues; `opts` and `len`
     // are valid for writes of the sizes given, as getsockopt(XDP_OPTIONS) requires.
     let rc = unsafe {
-        libc::getsockopt(fd, libc::SOL_XDP, libc::XDP_OPTIONS, (&mut opts as *mut u32).cast(), &mut len)
+        libc::getsockopt(fd, libc::SOL_XDP, libc::XDP_OPTIONS, (&raw mut opts).cast(), &raw mut len)
     };
     rc == 0 && opts & libc::XDP_OPTIONS_ZEROCOPY != 0
 }

@@ -15,7 +15,7 @@ static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xsk_redirect.b
 const PROG_NAME: &str = "podswitch_xsk_redirect";
 
 /// The XDP mode in effect on an interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
     /// In the driver (XDP_FLAGS_DRV_MODE).
@@ -37,6 +37,15 @@ impl XdpMode {
             XdpMode::Generic => XdpFlags::SKB_MODE,
         }
     }
+}
+
+/// Why attaching the program in one mode failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("program {PROG_NAME} missing from the object")]
+    ProgramMissing,
+    #[error("{0}")]
+    Kernel(libbpf_rs::Error),
 }
 
 /// The program attached to one interface.
@@ -61,15 +70,12 @@ impl XdpAttachment {
         let ifindex = iface::ifindex(ifname)?;
         let object = ObjectBuilder::default()
             .open_memory(PROGRAM)
-            .and_then(|o| o.load())
+            .and_then(libbpf_rs::OpenObject::load)
             .map_err(|e| AfXdpError::ProgramLoad(format!("{e:#}")))?;
-        let try_mode = |mode: XdpMode| -> Result<(), String> {
-            let prog = object
-                .progs()
-                .find(|p| p.name() == PROG_NAME)
-                .ok_or_else(|| format!("program {PROG_NAME} missing from the object"))?;
+        let try_mode = |mode: XdpMode| -> Result<(), AttachError> {
+            let prog = object.progs().find(|p| p.name() == PROG_NAME).ok_or(AttachError::ProgramMissing)?;
             // Replaces a program a previous, crashed instance left behind.
-            Xdp::new(prog.as_fd()).attach(ifindex, mode.flags()).map_err(|e| format!("{e}"))
+            Xdp::new(prog.as_fd()).attach(ifindex, mode.flags()).map_err(AttachError::Kernel)
         };
         let (mode, native_refused) = match forced {
             Some(mode) => {
@@ -79,7 +85,7 @@ impl XdpAttachment {
             None => match try_mode(XdpMode::Native) {
                 Ok(()) => (XdpMode::Native, None),
                 Err(native) => match try_mode(XdpMode::Generic) {
-                    Ok(()) => (XdpMode::Generic, Some(native)),
+                    Ok(()) => (XdpMode::Generic, Some(native.to_string())),
                     Err(generic) => return Err(AfXdpError::Attach { ifname: ifname.into(), native, generic }),
                 },
             },
@@ -118,10 +124,9 @@ impl XdpAttachment {
             map.lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY)
                 .ok()
                 .flatten()
-                .map(|per_cpu| {
+                .map_or(0, |per_cpu| {
                     per_cpu.iter().map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8]))).sum()
                 })
-                .unwrap_or(0)
         };
         (sum(0), sum(1))
     }

@@ -94,7 +94,7 @@ struct ParseVerify {
 
 impl ParseVerify {
     fn new(scale: Scale) -> Self {
-        let mut rng = Rng(SEED);
+        let mut rng = Rng::with_seed(SEED);
         let conns = service_conns(&scale, BURST as u32, &mut rng);
         let mut frames = Frames::new(BURST);
         frames.fill(&conns, ACK);
@@ -128,7 +128,7 @@ struct LpmRoute {
 
 impl LpmRoute {
     fn new(scale: Scale) -> Self {
-        Self { tables: build_tables(&scale), rng: Rng(SEED), scale, dsts: [std::net::Ipv4Addr::UNSPECIFIED; BURST] }
+        Self { tables: build_tables(&scale), rng: Rng::with_seed(SEED), scale, dsts: [std::net::Ipv4Addr::UNSPECIFIED; BURST] }
     }
 }
 
@@ -137,9 +137,9 @@ impl MicroCase for LpmRoute {
         let s = self.scale;
         for (i, d) in self.dsts.iter_mut().enumerate() {
             *d = if i % 2 == 0 {
-                pod_ip(self.rng.below(s.pods as u64) as u32)
+                pod_ip(self.rng.u64(..s.pods as u64) as u32)
             } else {
-                endpoint_ip(self.rng.below(s.services as u64) as u32, self.rng.below(s.endpoints as u64) as u32, s.endpoints)
+                endpoint_ip(self.rng.u64(..s.services as u64) as u32, self.rng.u64(..s.endpoints as u64) as u32, s.endpoints)
             };
         }
     }
@@ -165,7 +165,7 @@ struct ServicePick {
 
 impl ServicePick {
     fn new(scale: Scale) -> Self {
-        Self { world: World::new(scale, 1), rng: Rng(SEED), inputs: [(std::net::Ipv4Addr::UNSPECIFIED, 0); BURST] }
+        Self { world: World::new(scale, 1), rng: Rng::with_seed(SEED), inputs: [(std::net::Ipv4Addr::UNSPECIFIED, 0); BURST] }
     }
 }
 
@@ -173,7 +173,7 @@ impl MicroCase for ServicePick {
     fn prepare(&mut self) {
         let s = self.world.scale;
         for inp in self.inputs.iter_mut() {
-            let c = Conn { pod: self.rng.below(s.pods as u64) as u32, sport: 1024 + self.rng.below(60000) as u16, dst: Dst::Service(self.rng.below(s.services as u64) as u32) };
+            let c = Conn { pod: self.rng.u64(..s.pods as u64) as u32, sport: 1024 + self.rng.u64(..60000) as u16, dst: Dst::Service(self.rng.u64(..s.services as u64) as u32) };
             // The pipeline hashes the key once for the connection table and reuses the hash.
             *inp = (c.dst_addr().0, self.world.ct.hash(&c.key()));
         }
@@ -203,7 +203,7 @@ struct ConntrackHit {
 
 impl ConntrackHit {
     fn new(scale: Scale) -> Self {
-        let mut rng = Rng(SEED);
+        let mut rng = Rng::with_seed(SEED);
         let conns = service_conns(&scale, scale.connections, &mut rng);
         let world = world_with(scale, &conns);
         let k0 = conns[0].key();
@@ -214,7 +214,7 @@ impl ConntrackHit {
 impl MicroCase for ConntrackHit {
     fn prepare(&mut self) {
         for k in self.keys.iter_mut() {
-            *k = self.conns[self.rng.below(self.conns.len() as u64) as usize].key();
+            *k = self.conns[self.rng.u64(..self.conns.len() as u64) as usize].key();
         }
     }
 
@@ -241,7 +241,7 @@ struct ConntrackInsert {
 
 impl ConntrackInsert {
     fn new(scale: Scale) -> Self {
-        let mut rng = Rng(SEED);
+        let mut rng = Rng::with_seed(SEED);
         let conns = service_conns(&scale, scale.connections, &mut rng);
         let world = world_with(scale, &conns);
         let k = conns[0].key();
@@ -261,10 +261,10 @@ impl MicroCase for ConntrackInsert {
         for init in self.inits.iter_mut() {
             // A new connection to a Service, as the pipeline records it: DNAT to a backend.
             // Source ports from 30000 up never clash with the table's connections (1024 +).
-            let svc = self.rng.below(s.services as u64) as u32;
-            let c = Conn { pod: self.rng.below(s.pods as u64) as u32, sport: 30000 + self.rng.below(30000) as u16, dst: Dst::Service(svc) };
+            let svc = self.rng.u64(..s.services as u64) as u32;
+            let c = Conn { pod: self.rng.u64(..s.pods as u64) as u32, sport: 30000 + self.rng.u64(..30000) as u16, dst: Dst::Service(svc) };
             let orig = c.key();
-            let k = self.rng.below(s.endpoints as u64) as u32;
+            let k = self.rng.u64(..s.endpoints as u64) as u32;
             let reply = FlowKey::new(endpoint_ip(svc, k, s.endpoints), pod_ip(c.pod), TARGET_PORT, c.sport, 6);
             *init = EntryInit { orig, reply, state: CtState::TcpSynSent, flags: flags::DNAT, frontend: svc + 1, endpoint: svc * s.endpoints + k, policy_epoch: 0, policy_rule: u32::MAX, verdict: policy::VERDICT_ALLOW, timeout_ms: 0 };
         }
@@ -298,7 +298,7 @@ impl PolicyJudge {
         let mut tables = build_tables(&scale);
         tables.policy = policy_tables(&scale);
         let world = World::with_tables(scale, tables, 1);
-        Self { world, rng: Rng(SEED), drained: Vec::with_capacity(8192), inputs: [(std::net::Ipv4Addr::UNSPECIFIED, 0, 0, 0, 0); BURST] }
+        Self { world, rng: Rng::with_seed(SEED), drained: Vec::with_capacity(8192), inputs: [(std::net::Ipv4Addr::UNSPECIFIED, 0, 0, 0, 0); BURST] }
     }
 }
 
@@ -310,16 +310,16 @@ impl MicroCase for PolicyJudge {
         self.world.flows.drain(&mut self.drained);
         let s = self.world.scale;
         for (i, inp) in self.inputs.iter_mut().enumerate() {
-            let pod = self.rng.below(s.pods as u64) as u32;
-            let sport = 30000 + self.rng.below(30000) as u16;
+            let pod = self.rng.u64(..s.pods as u64) as u32;
+            let sport = 30000 + self.rng.u64(..30000) as u16;
             // Half to a Service (judged on its backend: the source's egress), half to another
             // local pod (the source's egress and the destination's ingress).
             *inp = if i % 2 == 0 {
-                let svc = self.rng.below(s.services as u64) as u32;
-                let backend = endpoint_ip(svc, self.rng.below(s.endpoints as u64) as u32, s.endpoints);
+                let svc = self.rng.u64(..s.services as u64) as u32;
+                let backend = endpoint_ip(svc, self.rng.u64(..s.endpoints as u64) as u32, s.endpoints);
                 (pod_ip(pod), sport, u32::from(vip(svc)), SERVICE_PORT, u32::from(backend))
             } else {
-                let other = (pod + 1 + self.rng.below(s.pods as u64 - 1) as u32) % s.pods;
+                let other = (pod + 1 + self.rng.u64(..s.pods as u64 - 1) as u32) % s.pods;
                 let dst = u32::from(pod_ip(other));
                 (pod_ip(pod), sport, dst, TARGET_PORT, dst)
             };
@@ -348,7 +348,7 @@ struct ProcessEstablished {
 
 impl ProcessEstablished {
     fn new(scale: Scale, services: bool) -> Self {
-        let mut rng = Rng(SEED);
+        let mut rng = Rng::with_seed(SEED);
         let conns = if services { service_conns(&scale, scale.connections, &mut rng) } else { pod_conns(&scale, scale.connections) };
         let world = world_with(scale, &conns);
         Self { world, pick: vec![conns[0]; BURST], conns, rng, frames: Frames::new(BURST) }
@@ -359,7 +359,7 @@ impl MicroCase for ProcessEstablished {
     fn prepare(&mut self) {
         // Fresh random connections each burst (no small set stays warm), frames rewritten.
         for p in self.pick.iter_mut() {
-            *p = self.conns[self.rng.below(self.conns.len() as u64) as usize];
+            *p = self.conns[self.rng.u64(..self.conns.len() as u64) as usize];
         }
         self.frames.fill(&self.pick, ACK);
     }
@@ -380,7 +380,7 @@ struct ProcessServiceNew {
 
 impl ProcessServiceNew {
     fn new(scale: Scale) -> Self {
-        let mut rng = Rng(SEED);
+        let mut rng = Rng::with_seed(SEED);
         let conns = service_conns(&scale, scale.connections, &mut rng);
         let world = world_with(scale, &conns);
         Self { world, fresh: Vec::with_capacity(BURST), rng, frames: Frames::new(BURST) }
@@ -397,7 +397,7 @@ impl MicroCase for ProcessServiceNew {
         let s = self.world.scale;
         for _ in 0..BURST {
             // Source ports from 30000 up never clash with the table's connections (1024 +).
-            let c = Conn { pod: self.rng.below(s.pods as u64) as u32, sport: 30000 + self.rng.below(30000) as u16, dst: Dst::Service(self.rng.below(s.services as u64) as u32) };
+            let c = Conn { pod: self.rng.u64(..s.pods as u64) as u32, sport: 30000 + self.rng.u64(..30000) as u16, dst: Dst::Service(self.rng.u64(..s.services as u64) as u32) };
             if !self.fresh.contains(&c) {
                 self.fresh.push(c);
             }

@@ -17,7 +17,7 @@
 //!   all through [`crate::pipeline::process`]; afterwards they are ESTABLISHED, with the
 //!   translation the pipeline chose. It fails loudly (panics) if the pipeline does not forward
 //!   every packet: a benchmark on half-opened connections would measure something else.
-//! - Randomness is a fixed-seed xorshift ([`Rng`]): runs are repeatable.
+//! - Randomness is `fastrand` with a fixed seed ([`Rng`]): runs are repeatable.
 pub mod micro;
 
 use std::net::Ipv4Addr;
@@ -226,7 +226,7 @@ impl Conn {
 /// `c % pods`, source port `1024 + c / pods`; the same list for the same `rng` state.
 pub fn service_conns(scale: &Scale, n: u32, rng: &mut Rng) -> Vec<Conn> {
     (0..n)
-        .map(|c| Conn { pod: c % scale.pods, sport: 1024 + ((c / scale.pods) % 64000) as u16, dst: Dst::Service((rng.next_u64() % scale.services as u64) as u32) })
+        .map(|c| Conn { pod: c % scale.pods, sport: 1024 + ((c / scale.pods) % 64000) as u16, dst: Dst::Service((rng.u64(..) % scale.services as u64) as u32) })
         .collect()
 }
 
@@ -242,23 +242,8 @@ pub fn pod_conns(scale: &Scale, n: u32) -> Vec<Conn> {
         .collect()
 }
 
-/// xorshift64: fast, repeatable, good enough to scatter benchmark inputs.
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A value in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
+/// The generator that scatters benchmark inputs; seeded with [`Rng::with_seed`], so repeatable.
+pub use fastrand::Rng;
 
 /// Writes a 60-byte TCP frame into `slot`: Ethernet (`macs` = source, destination), IPv4 with
 /// its checksum, TCP header with `flags` (its checksum is not verified by the switch and left

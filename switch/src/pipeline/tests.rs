@@ -244,13 +244,8 @@ fn malformed_and_unwanted_frames_have_their_reasons() {
 fn random_bytes_never_panic() {
     let t = tables();
     let template = udp(A_MAC, PORT_A_MAC, A_IP, B_IP, 64, b"hello world, hello world");
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = fastrand::Rng::with_seed(0x9e3779b97f4a7c15);
+    let mut next = move || rng.u64(..);
     for _ in 0..200_000 {
         let mut f = template.clone();
         let len = (next() % (f.len() as u64 + 1)) as usize;

@@ -1,11 +1,14 @@
-//! A small open-addressing hash map for the route table's prefix levels: keys are addresses
-//! (integers), lookups are one multiply, one shift and a short linear probe.
+//! A small open-addressing hash map from addresses (integers) to values: one multiply, one
+//! shift and a short linear probe per lookup.
 //!
-//! Contract: built and changed by the control side (inserts grow it, removals rebuild it), read
-//! by the workers through an immutable snapshot. Hand-written because the general-purpose maps
-//! cost several times more instructions per lookup, and the route lookup runs for every packet.
-//! The table is at most half full, so probes are short; keys are control-plane addresses, not
-//! attacker-chosen, so a fixed multiplicative hash is fine here.
+//! Contract: it holds one prefix length's routes in [`super::lpm::LpmTable`], the prefix store
+//! behind [`super::routes::Routes`] (listing, removal, finding the route that covers a removed
+//! one) and the reference that Routes' tests compare with. It is changed and read by the control
+//! side only: the per-packet route lookup reads Routes' arrays, not this map. Inserts grow it
+//! (it stays at most half full, so probes are short); a removal rebuilds it. Keys are addresses
+//! the control side put there, not attacker-chosen, so a fixed multiplicative hash suffices.
+//! It was written for the per-packet lookup it no longer serves; a general-purpose map (e.g.
+//! `rustc-hash`'s, already a dependency) would now do as well.
 
 /// A key the map can hold: an address as an integer.
 pub trait FlatKey: Copy + Eq + std::fmt::Debug {

@@ -168,7 +168,7 @@ mod tests {
             let t = build(&names(n));
             assert_eq!(t.len(), table_size(n));
             let mut count = vec![0usize; n];
-            for &s in t.iter() {
+            for &s in &t {
                 count[s as usize] += 1;
             }
             let (min, max) = (*count.iter().min().unwrap(), *count.iter().max().unwrap());

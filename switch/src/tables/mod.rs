@@ -1,8 +1,16 @@
-//! The tables the workers read: ports and routes, as one immutable snapshot.
+//! The tables the workers read, as one immutable snapshot ([`Tables`]): ports, routes
+//! ([`routes`]), Services with their Maglev tables ([`services`], [`maglev`]), NetworkPolicy
+//! ([`policy`]), the gateway address and the addresses answered for on uplinks.
 //!
-//! Contract: the control side builds a new [`Tables`] and publishes it whole (see
-//! [`crate::dataplane::Dataplane::publish`]); workers load the current snapshot once per burst,
-//! lock-free, and never see a half-built table. Nothing here knows Kubernetes types.
+//! Contract: the control side builds a whole new [`Tables`] and publishes it
+//! ([`crate::dataplane::Dataplane::publish`], an `ArcSwap` store); each worker loads the current
+//! snapshot once per burst, lock-free, and never sees a half-built table. Every packet of a
+//! burst is judged against the same snapshot. Nothing here knows Kubernetes types: the control
+//! side has already decided every Kubernetes semantic. The connection table is not part of the
+//! snapshot: it is state the workers write ([`crate::conntrack`]).
+//!
+//! [`lpm`] (with [`flatmap`]) keeps the route prefixes for listing and removal; the per-packet
+//! lookup is [`routes::Routes`]'s array walk.
 pub mod flatmap;
 pub mod lpm;
 pub mod maglev;
@@ -21,7 +29,7 @@ pub type PortId = u16;
 pub const MAX_PORTS: usize = 4096;
 
 /// What is on the other side of a port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PortKind {
     /// A pod's veth: anti-spoofing applies.

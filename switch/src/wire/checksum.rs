@@ -167,13 +167,8 @@ mod tests {
 
     #[test]
     fn delta_u32_whole_equals_the_word_by_word_update() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.u64(..);
         let edges = [0u32, 1, 0xffff, 0x1_0000, 0xffff_0000, 0xffff_ffff, 0x8000_0001];
         for i in 0..200_000 {
             let (c, old, new) = if i < edges.len() * edges.len() {
@@ -196,11 +191,9 @@ mod tests {
         assert_eq!(ipv4_header_checksum(&h), 0);
         h[8] = 63;
         assert_ne!(ipv4_header_checksum(&h), 0);
-        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut rng = fastrand::Rng::with_seed(0x1234_5678_9abc_def1);
         for _ in 0..10_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.u64(..);
             let (c, a, b, p, q) = (x as u16, (x >> 16) as u32, (x >> 24) as u32, (x >> 40) as u16, (x >> 48) as u16);
             let one = Delta::new(c).u32(a, b).word(p, q).finish();
             let two = update_u16(update_u32(c, a, b), p, q);
@@ -225,23 +218,6 @@ mod tests {
         acc as u16
     }
 
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn fill(&mut self, buf: &mut [u8]) {
-            for b in buf {
-                *b = self.next() as u8;
-            }
-        }
-    }
-
     fn read(buf: &[u8], at: usize) -> u16 {
         u16::from_be_bytes([buf[at], buf[at + 1]])
     }
@@ -264,7 +240,7 @@ mod tests {
 
     #[test]
     fn fast_sum_matches_reference_for_all_lengths() {
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
         let mut buf = [0u8; 300];
         for len in 0..buf.len() {
             rng.fill(&mut buf[..len]);
@@ -292,7 +268,7 @@ mod tests {
 
     #[test]
     fn combine_equals_sum_of_concatenation() {
-        let mut rng = XorShift(12345);
+        let mut rng = fastrand::Rng::with_seed(12345);
         let mut buf = [0u8; 64];
         for split in (0..=64).step_by(2) {
             rng.fill(&mut buf);
@@ -324,19 +300,19 @@ mod tests {
 
     #[test]
     fn incremental_u16_equals_recomputation() {
-        let mut rng = XorShift(0xdead_beef_cafe_f00d);
+        let mut rng = fastrand::Rng::with_seed(0xdead_beef_cafe_f00d);
         let mut buf = [0u8; 20];
         for _ in 0..20_000 {
             rng.fill(&mut buf);
             buf[0] = 0x45; // never the all-zero packet
             let old_csum = recompute(&mut buf, 10);
             // A random word other than the checksum.
-            let mut at = (rng.next() % 10) as usize * 2;
+            let mut at = (rng.u64(..) % 10) as usize * 2;
             if at == 10 {
                 at = 8;
             }
             let old = read(&buf, at);
-            let new = rng.next() as u16;
+            let new = rng.u64(..) as u16;
             buf[at..at + 2].copy_from_slice(&new.to_be_bytes());
             let incremental = update_u16(old_csum, old, new);
             assert_eq!(
@@ -370,15 +346,15 @@ mod tests {
 
     #[test]
     fn incremental_u32_and_addr_equal_recomputation() {
-        let mut rng = XorShift(0x0123_4567_89ab_cdef);
+        let mut rng = fastrand::Rng::with_seed(0x0123_4567_89ab_cdef);
         let mut buf = [0u8; 20];
         for _ in 0..20_000 {
             rng.fill(&mut buf);
             buf[0] = 0x45;
             let old_csum = recompute(&mut buf, 10);
-            let at = if rng.next() & 1 == 0 { 12 } else { 16 };
+            let at = if rng.u64(..) & 1 == 0 { 12 } else { 16 };
             let old = u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
-            let new = rng.next() as u32;
+            let new = rng.u64(..) as u32;
             buf[at..at + 4].copy_from_slice(&new.to_be_bytes());
             assert_eq!(update_u32(old_csum, old, new), recompute(&mut buf, 10));
             assert_eq!(
@@ -408,12 +384,12 @@ mod tests {
     fn incremental_tcp_checksum_after_port_and_addr_rewrite() {
         // NAT-style: rewrite a destination address and port, patch the L4 checksum through the
         // pseudo-header and the port word, compare with recomputation.
-        let mut rng = XorShift(77);
+        let mut rng = fastrand::Rng::with_seed(77);
         let mut seg = [0u8; 37];
         for _ in 0..2_000 {
             rng.fill(&mut seg);
-            let src = Ipv4Addr::from(rng.next() as u32);
-            let dst = Ipv4Addr::from(rng.next() as u32);
+            let src = Ipv4Addr::from(rng.u64(..) as u32);
+            let dst = Ipv4Addr::from(rng.u64(..) as u32);
             let full = |seg: &mut [u8], dst: Ipv4Addr| {
                 seg[16] = 0;
                 seg[17] = 0;
@@ -423,9 +399,9 @@ mod tests {
                 c
             };
             let c0 = full(&mut seg, dst);
-            let new_dst = Ipv4Addr::from(rng.next() as u32);
+            let new_dst = Ipv4Addr::from(rng.u64(..) as u32);
             let old_port = read(&seg, 2);
-            let new_port = rng.next() as u16;
+            let new_port = rng.u64(..) as u16;
             seg[2..4].copy_from_slice(&new_port.to_be_bytes());
             let c1 = update_u16(update_addr(c0, dst, new_dst), old_port, new_port);
             assert_eq!(c1, full(&mut seg, new_dst));

@@ -421,20 +421,6 @@ mod tests {
 
     // --- Randomised checks: no panic, and agreement with etherparse ---
 
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
 
     /// How a cross-checked frame ended, to show the random test reached every path.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -545,7 +531,7 @@ mod tests {
     #[test]
     fn mutated_frames_never_panic_and_agree_with_etherparse() {
         let goldens: [&[u8]; 4] = [&ARP_FRAME, &UDP_FRAME, &TCP_FRAME, &ICMP_FRAME];
-        let mut rng = XorShift(0x5eed_1234_abcd_ef01);
+        let mut rng = fastrand::Rng::with_seed(0x5eed_1234_abcd_ef01);
         let mut buf = [0u8; 128];
         let mut seen = std::collections::HashMap::new();
         for round in 0..200_000 {
@@ -553,18 +539,18 @@ mod tests {
             let mut len = g.len();
             buf[..len].copy_from_slice(g);
             // Flip 1 to 4 bytes, mostly in the headers (where the parser looks).
-            for _ in 0..1 + rng.below(4) {
-                let at = if rng.next() & 3 == 0 {
-                    rng.below(len)
+            for _ in 0..1 + rng.usize(..4) {
+                let at = if rng.u64(..) & 3 == 0 {
+                    rng.usize(..len)
                 } else {
-                    12 + rng.below(40)
+                    12 + rng.usize(..40)
                 };
-                buf[at.min(len - 1)] = rng.next() as u8;
+                buf[at.min(len - 1)] = rng.u64(..) as u8;
             }
             // Sometimes cut the frame or extend it with trailing bytes.
-            match rng.below(8) {
-                0 => len = rng.below(len + 1),
-                1 => len = (len + rng.below(32)).min(buf.len()),
+            match rng.usize(..8) {
+                0 => len = rng.usize(..len + 1),
+                1 => len = (len + rng.usize(..32)).min(buf.len()),
                 _ => {}
             }
             *seen.entry(cross_check(&buf[..len])).or_insert(0u32) += 1;
@@ -584,15 +570,15 @@ mod tests {
 
     #[test]
     fn random_bytes_never_panic() {
-        let mut rng = XorShift(42);
+        let mut rng = fastrand::Rng::with_seed(42);
         let mut buf = [0u8; 100];
         for _ in 0..100_000 {
-            let len = rng.below(buf.len() + 1);
+            let len = rng.usize(..buf.len() + 1);
             for b in &mut buf[..len] {
-                *b = rng.next() as u8;
+                *b = rng.u64(..) as u8;
             }
             // Steer half of them into the IPv4 path.
-            if len >= 15 && rng.next() & 1 == 0 {
+            if len >= 15 && rng.u64(..) & 1 == 0 {
                 buf[12] = 0x08;
                 buf[13] = 0x00;
                 buf[14] = 0x45;

@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 use nix::sched::{setns, CloneFlags};
 
 use super::state::{ExternalState, PodState, NETNS_PREFIXES, NODE_NETNS};
-use crate::naming;
+use podswitch_control::naming;
 
 const NETNS_DIR: &str = "/run/netns";
 
@@ -54,7 +54,7 @@ pub fn exists(name: &str) -> bool {
 pub fn lab_namespaces() -> Vec<String> {
     let mut out: Vec<String> = fs::read_dir(NETNS_DIR)
         .map(|rd| {
-            rd.filter_map(|e| e.ok())
+            rd.filter_map(std::result::Result::ok)
                 .filter_map(|e| e.file_name().into_string().ok())
                 .filter(|n| NETNS_PREFIXES.iter().any(|p| n.starts_with(p)))
                 .collect()

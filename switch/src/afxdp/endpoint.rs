@@ -1,11 +1,13 @@
-//! A safe AF_XDP endpoint for one-interface tools (the packet generator `pktgen`), built on
-//! the switch's own layer: [`create_umem`], [`socket::bind`] and [`XdpAttachment`].
+//! A one-socket AF_XDP endpoint for one-interface tools (the packet generator `pktgen`), on the
+//! switch's own ring layer: [`create_umem`], [`socket::bind`], [`XdpAttachment`] and the
+//! [`TxRings`] / [`RxRings`] halves that the switch's port device ([`super::rings::PortRings`])
+//! is made of, over two parts of one UMEM ([`WorkerUmem::part`]).
 //!
 //! Contract:
 //! - [`Xsk::open`] makes one UMEM and binds one socket to (interface, queue). Frame indices
 //!   `0..tx_frames` belong to the TX half ([`XskTx`]), the last `rx_frames` to the RX half
-//!   ([`XskRx`]); the halves never touch each other's frames, so they can be moved to two
-//!   threads ([`Xsk::take_tx`], [`Xsk::take_rx`]).
+//!   ([`XskRx`]); each half's ledger owns only its own frames, so the halves can be moved to
+//!   two threads ([`Xsk::take_tx`], [`Xsk::take_rx`]).
 //! - RX needs an XDP program: with `rx_frames > 0` podswitch's program is attached to the
 //!   interface (native, generic where native is refused, or the forced mode) and the socket is
 //!   registered for `queue`; every frame of that queue then goes to this socket, none to the
@@ -13,25 +15,29 @@
 //!   already has an XDP program is refused ([`OpenError::XdpBusy`]) unless `replace_xdp`.
 //!   With `rx_frames == 0` nothing is attached (AF_XDP TX needs no program).
 //! - Every TX frame is either the caller's (writable with [`XskTx::write`]) or the kernel's
-//!   (submitted and not yet reclaimed); the state is checked on every access, so no safe call
-//!   can reach a frame the kernel may be reading. RX frames are only ever lent to a closure
-//!   ([`XskRx::recv`]) and go straight back to the fill ring.
+//!   (submitted and not yet reclaimed), as the TX half's ledger records; the state is checked
+//!   on every access, so no safe call can reach a frame the kernel may be reading. RX frames
+//!   are only ever lent to a closure ([`XskRx::recv`]) and go straight back to the fill ring.
 //! - Nothing here allocates after `open` (scratch arrays are sized then).
-//! - [`PacketSocket`] is the explicit kernel fallback (AF_PACKET raw socket on one interface)
-//!   for the same tools: it lives here because it needs `unsafe` for its system calls.
 //!
 //! Interface facts come from `/sys/class/net` ([`iface`]): a thread that entered another
 //! network namespace must also see that namespace's sysfs (as `ip netns exec` arranges).
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, RawFd};
 
 use libbpf_rs::{Xdp, XdpFlags};
-use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
+use xsk_rs::FrameDesc;
 
 use super::frames::{create_umem, UmemSpec};
+use super::rings::{RxRings, TxRings, WorkerUmem};
 use super::socket::{self, BoundQueue, CopyPolicy};
 use super::xdp::{XdpAttachment, XdpMode};
 use super::{iface, AfXdpError};
+use crate::port::FrameMemory;
+use crate::tables::PortId;
+
+/// The port id the halves record their frames under in their ledgers (one port per ledger).
+const SELF: PortId = 0;
 
 /// `setsockopt(SOL_XDP, XDP_MAX_TX_SKB_BUDGET)` (Linux 6.17+): frames the kernel sends per
 /// `sendto()` in copy mode (default 32).
@@ -176,26 +182,19 @@ impl Xsk {
             Some(b) if !zerocopy => set_tx_budget(fd, b).then_some(b),
             _ => None,
         };
-        let frame_size = spec.frame_size as usize;
         let tx_count = (spec.frames - cfg.rx_frames) as usize;
+        let all = descs.len();
+        let mut tx_mem = WorkerUmem::part(umem.clone(), descs.clone(), spec.frame_size, 0..tx_count);
         let capacity = {
             let mut d = descs[0];
-            // SAFETY: frame 0 belongs to this UMEM and no ring holds it yet (the socket was
-            // just bound and nothing was produced), so nobody else accesses it.
-            let mut data = unsafe { umem.data_mut(&mut d) };
-            data.cursor().buf_len()
+            tx_mem.modify(&mut d, |buf, len| (buf.len(), len))
         };
         let tx_half = XskTx {
-            umem: umem.clone(),
-            tx,
-            comp,
-            descs: descs[..tx_count].to_vec(),
-            in_kernel: vec![false; tx_count],
-            frame_size,
+            mem: tx_mem,
+            rings: TxRings::new(tx, comp, zerocopy),
+            count: tx_count as u32,
             capacity,
             scratch: vec![FrameDesc::default(); cfg.ring_size.max(spec.comp_ring) as usize],
-            outstanding: 0,
-            zerocopy,
             fd,
         };
         let mut xdp = None;
@@ -212,21 +211,14 @@ impl Xsk {
         };
         let rx_half = if receive {
             let mut half = XskRx {
-                umem,
-                rx,
-                fill,
-                descs: descs[tx_count..].to_vec(),
-                first: tx_count,
-                frame_size,
+                mem: WorkerUmem::part(umem, descs, spec.frame_size, tx_count..all),
+                rings: RxRings::new(rx, fill, cfg.rx_frames),
                 scratch: vec![FrameDesc::default(); cfg.ring_size as usize],
-                refill: vec![FrameDesc::default(); cfg.ring_size as usize],
                 fd,
             };
-            // SAFETY: the RX frames belong to this UMEM and are held by nobody: they were
-            // never produced to any ring, and the TX half owns only indices below them.
-            let n = unsafe { half.fill.produce(&half.descs) };
-            if n != half.descs.len() {
-                return Err(OpenError::Config(format!("the fill ring took {n} of {} RX frames", half.descs.len())));
+            let n = half.rings.refill(&mut half.mem, SELF);
+            if n != cfg.rx_frames as usize {
+                return Err(OpenError::Config(format!("the fill ring took {n} of {} RX frames", cfg.rx_frames)));
             }
             let att = XdpAttachment::attach(&cfg.ifname, cfg.xdp_mode)?;
             att.register_socket(cfg.queue, fd)?;
@@ -271,7 +263,7 @@ impl Xsk {
 
     /// (frames the XDP program redirected to sockets, frames it passed to the kernel).
     pub fn xdp_counters(&self) -> Option<(u64, u64)> {
-        self.xdp.as_ref().map(|x| x.counters())
+        self.xdp.as_ref().map(super::xdp::XdpAttachment::counters)
     }
 }
 
@@ -292,36 +284,28 @@ fn set_tx_budget(fd: RawFd, budget: u32) -> bool {
             fd,
             libc::SOL_XDP,
             XDP_MAX_TX_SKB_BUDGET,
-            (&budget as *const u32).cast(),
+            (&raw const budget).cast(),
             std::mem::size_of::<u32>() as libc::socklen_t,
         )
     };
     rc == 0
 }
 
-fn read_stats(fd: &xsk_rs::socket::Fd) -> XskStats {
-    super::stats::read(fd.as_raw_fd()).unwrap_or_default()
-}
-
 /// The TX half: frames `0..frame_count()`, the TX ring and the completion ring.
 pub struct XskTx {
-    umem: Umem,
-    tx: TxQueue,
-    comp: CompQueue,
-    descs: Vec<FrameDesc>,
-    in_kernel: Vec<bool>,
-    frame_size: usize,
+    mem: WorkerUmem,
+    rings: TxRings,
+    count: u32,
     capacity: usize,
+    /// Descriptors of a batch being submitted, then of frames being reclaimed.
     scratch: Vec<FrameDesc>,
-    outstanding: u32,
-    zerocopy: bool,
     fd: RawFd,
 }
 
 impl XskTx {
     /// TX frames (indices `0..frame_count()`).
     pub fn frame_count(&self) -> u32 {
-        self.descs.len() as u32
+        self.count
     }
 
     /// Bytes a frame can hold.
@@ -330,12 +314,12 @@ impl XskTx {
     }
 
     pub fn zerocopy(&self) -> bool {
-        self.zerocopy
+        self.rings.zerocopy()
     }
 
     /// Frames submitted and not yet reclaimed.
     pub fn outstanding(&self) -> u32 {
-        self.outstanding
+        self.rings.outstanding()
     }
 
     pub fn fd(&self) -> RawFd {
@@ -345,34 +329,28 @@ impl XskTx {
     /// Free TX ring entries, up to `want`.
     #[inline]
     pub fn room(&mut self, want: u32) -> u32 {
-        self.tx.nb_free(want).min(want)
+        self.rings.room(want)
+    }
+
+    /// The descriptor of frame `index` if it is the caller's.
+    #[inline]
+    fn held(&self, index: u32) -> Result<FrameDesc, FrameError> {
+        if index >= self.count {
+            return Err(FrameError::OutOfRange(index));
+        }
+        self.mem.held(index as usize).ok_or(FrameError::Busy(index))
     }
 
     /// Whether frame `index` is the caller's (not with the kernel).
     pub fn is_free(&self, index: u32) -> bool {
-        self.in_kernel.get(index as usize).is_some_and(|k| !k)
+        self.held(index).is_ok()
     }
 
     /// Runs `f` on the whole data area of frame `index` (its earlier contents intact).
     #[inline]
     pub fn write<R>(&mut self, index: u32, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, FrameError> {
-        let i = index as usize;
-        match self.in_kernel.get(i) {
-            None => return Err(FrameError::OutOfRange(index)),
-            Some(true) => return Err(FrameError::Busy(index)),
-            Some(false) => {}
-        }
-        let desc = &mut self.descs[i];
-        // SAFETY: `desc` is a frame of this UMEM (made by `create_umem` for it) that only this
-        // half owns (RX frames have other indices), and it is not on the TX ring or awaiting
-        // completion (`in_kernel` is false), so neither the kernel nor other code accesses it.
-        let mut data = unsafe { self.umem.data_mut(desc) };
-        let len = data.contents().len();
-        let cap = data.cursor().buf_len();
-        data.cursor().set_pos(cap);
-        let r = f(data.contents_mut());
-        data.cursor().set_pos(len);
-        Ok(r)
+        let mut desc = self.held(index)?;
+        Ok(self.mem.modify(&mut desc, |buf, len| (f(buf), len)))
     }
 
     /// Queues frames `(index, length)` for transmission. Returns how many the TX ring took (a
@@ -380,45 +358,33 @@ impl XskTx {
     /// call and queues nothing.
     #[inline]
     pub fn submit(&mut self, frames: &[(u32, u32)]) -> Result<usize, FrameError> {
-        let room = self.tx.nb_free(frames.len() as u32) as usize;
+        let room = self.rings.room(frames.len() as u32) as usize;
         let n = room.min(frames.len()).min(self.scratch.len());
         if n == 0 {
             return Ok(0);
         }
         for (k, &(index, len)) in frames[..n].iter().enumerate() {
-            let i = index as usize;
-            let problem = match self.in_kernel.get(i) {
-                None => Some(FrameError::OutOfRange(index)),
-                Some(true) => Some(FrameError::Busy(index)),
-                Some(false) if len == 0 || len as usize > self.capacity => {
-                    Some(FrameError::BadLength { index, len, capacity: self.capacity })
+            let checked = self.held(index).and_then(|d| {
+                if len == 0 || len as usize > self.capacity {
+                    Err(FrameError::BadLength { index, len, capacity: self.capacity })
+                } else {
+                    Ok(d)
                 }
-                Some(false) => None,
+            });
+            let mut desc = match checked {
+                Ok(d) => d,
+                Err(e) => {
+                    self.mem.ledger_mut().to_worker(&self.scratch[..k]);
+                    return Err(e);
+                }
             };
-            if let Some(e) = problem {
-                for &(j, _) in &frames[..k] {
-                    self.in_kernel[j as usize] = false;
-                }
-                return Err(e);
-            }
+            self.mem.modify(&mut desc, |_, _| ((), len as usize));
+            self.scratch[k] = desc;
             // Marked now so that a duplicate index later in `frames` is caught.
-            self.in_kernel[i] = true;
-            let desc = &mut self.descs[i];
-            // SAFETY: as in `write`: this half's frame, not with the kernel (checked above,
-            // and marked only now); only the length in the descriptor is set.
-            let mut data = unsafe { self.umem.data_mut(desc) };
-            data.cursor().set_pos(len as usize);
-            self.scratch[k] = *desc;
+            self.mem.ledger_mut().to_port(SELF, &self.scratch[k..=k]);
         }
-        // SAFETY: the descriptors are this UMEM's frames, owned by this half and now marked as
-        // the kernel's; the ring has room for all `n` (`nb_free`), so all are produced.
-        let sent = unsafe { self.tx.produce(&self.scratch[..n]) };
-        if sent != n {
-            for &(j, _) in &frames[sent..n] {
-                self.in_kernel[j as usize] = false;
-            }
-        }
-        self.outstanding += sent as u32;
+        let sent = self.rings.transmit(&mut self.mem, SELF, &self.scratch[..n]);
+        self.mem.ledger_mut().to_worker(&self.scratch[sent..n]);
         Ok(sent)
     }
 
@@ -426,58 +392,39 @@ impl XskTx {
     /// how many.
     #[inline]
     pub fn reclaim(&mut self, out: &mut [u32]) -> usize {
-        if self.outstanding == 0 {
-            return 0;
-        }
         let max = out.len().min(self.scratch.len());
-        // SAFETY: `scratch` only receives descriptors; the completion ring of this UMEM
-        // holds only frames this half submitted, which the kernel is done with.
-        let n = unsafe { self.comp.consume(&mut self.scratch[..max]) };
-        let mut k = 0;
-        for d in &self.scratch[..n] {
-            let i = d.addr() / self.frame_size;
-            if let Some(s) = self.in_kernel.get_mut(i) {
-                if *s {
-                    *s = false;
-                    out[k] = i as u32;
-                    k += 1;
-                }
-            }
+        let n = self.rings.complete(&mut self.mem, &mut self.scratch[..max]);
+        for (o, d) in out.iter_mut().zip(&self.scratch[..n]) {
+            *o = self.mem.ledger().index(d) as u32;
         }
-        self.outstanding -= n as u32;
-        k
+        n
     }
 
     /// Whether the kernel must be kicked to transmit: always in copy mode (it sends only
     /// inside `sendto()`), when the ring asks in zero-copy mode.
     #[inline]
     pub fn needs_kick(&self) -> bool {
-        self.outstanding > 0 && (!self.zerocopy || self.tx.needs_wakeup())
+        self.rings.outstanding() > 0 && (!self.rings.zerocopy() || self.rings.needs_wakeup())
     }
 
     /// One `sendto()`: in copy mode the kernel sends up to its TX budget (32 frames by
     /// default) and completes them before returning.
     #[inline]
     pub fn kick(&mut self) -> io::Result<()> {
-        self.tx.wakeup()
+        self.rings.wakeup()
     }
 
     /// Kernel counters of the socket.
     pub fn stats(&self) -> XskStats {
-        read_stats(self.tx.fd())
+        self.rings.stats()
     }
 }
 
 /// The RX half: the RX and fill rings and the last `rx_frames` frames.
 pub struct XskRx {
-    umem: Umem,
-    rx: RxQueue,
-    fill: FillQueue,
-    descs: Vec<FrameDesc>,
-    first: usize,
-    frame_size: usize,
+    mem: WorkerUmem,
+    rings: RxRings,
     scratch: Vec<FrameDesc>,
-    refill: Vec<FrameDesc>,
     fd: RawFd,
 }
 
@@ -491,34 +438,15 @@ impl XskRx {
     #[inline]
     pub fn recv(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> usize {
         let max = max.min(self.scratch.len());
-        // SAFETY: `scratch` only receives descriptors; frames on this RX ring came from this
-        // UMEM's fill ring, which is only ever given this half's frames.
-        let n = unsafe { self.rx.consume(&mut self.scratch[..max]) };
-        if n == 0 {
-            if self.fill.needs_wakeup() {
-                let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
+        let n = self.rings.receive(&mut self.mem, &mut self.scratch[..max]);
+        if n > 0 {
+            for d in &self.scratch[..n] {
+                self.mem.read(d, &mut f);
             }
-            return 0;
+            self.mem.release_all(&self.scratch[..n]);
+            self.rings.refill(&mut self.mem, SELF);
         }
-        let mut k = 0;
-        for d in &self.scratch[..n] {
-            // SAFETY: the kernel handed this frame over on the RX ring and gets it back only
-            // below, after `f` returned; it is only read here.
-            let data = unsafe { self.umem.data(d) };
-            f(data.contents());
-            let i = d.addr() / self.frame_size;
-            if let Some(canon) = i.checked_sub(self.first).and_then(|j| self.descs.get(j)) {
-                self.refill[k] = *canon;
-                k += 1;
-            }
-        }
-        // SAFETY: these frames came off the RX ring just now and nothing holds them; the fill
-        // ring has room, since it was sized for all RX frames and these were out of it.
-        let put = unsafe { self.fill.produce(&self.refill[..k]) };
-        debug_assert_eq!(put, k);
-        if self.fill.needs_wakeup() {
-            let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
-        }
+        self.rings.wake();
         n
     }
 
@@ -535,145 +463,12 @@ impl XskRx {
 
     /// Waits up to `timeout_ms` for a frame to read; true if there is one.
     pub fn wait(&mut self, timeout_ms: i32) -> bool {
-        self.rx.poll(timeout_ms).unwrap_or(false)
+        self.rings.wait(timeout_ms)
     }
 
     /// Kernel counters of the socket (drops for a full RX ring or an empty fill ring).
     pub fn stats(&self) -> XskStats {
-        read_stats(self.rx.fd())
-    }
-}
-
-/// The explicit kernel fallback: an AF_PACKET raw socket bound to one interface.
-///
-/// Sending goes through the interface's queueing discipline like any packet socket; receiving
-/// sees every frame arriving on the interface (not the ones this host sends).
-#[derive(Debug)]
-pub struct PacketSocket {
-    fd: OwnedFd,
-    ifindex: i32,
-}
-
-fn last_err(what: &str) -> io::Error {
-    let e = io::Error::last_os_error();
-    io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
-impl PacketSocket {
-    /// Opens a raw packet socket on `ifname`; with `receive` it gets every incoming frame
-    /// (`ETH_P_ALL`), else none (send only).
-    pub fn open(ifname: &str, receive: bool) -> io::Result<PacketSocket> {
-        let ifindex = iface::ifindex(ifname).map_err(|e| io::Error::new(io::ErrorKind::NotFound, e.to_string()))?;
-        let proto = if receive { (libc::ETH_P_ALL as u16).to_be() } else { 0 };
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto)) };
-        if raw < 0 {
-            return Err(last_err("socket(AF_PACKET)"));
-        }
-        // SAFETY: `raw` is a freshly created socket that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = ifindex;
-        // SAFETY: `sll` is a valid sockaddr_ll and the length given is its size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(last_err(&format!("bind(AF_PACKET) to {ifname}")));
-        }
-        let s = PacketSocket { fd, ifindex };
-        if receive {
-            // Frames this host sends on the interface are not wanted (best effort: 4.20+).
-            let _ = s.set_int(libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1);
-        }
-        Ok(s)
-    }
-
-    fn set_int(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-        // SAFETY: our open socket; the value is a valid c_int of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(last_err("setsockopt"));
-        }
-        Ok(())
-    }
-
-    /// Sets the send buffer (SO_SNDBUFFORCE as root, else SO_SNDBUF).
-    pub fn set_send_buffer(&self, bytes: i32) -> io::Result<()> {
-        self.set_int(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, bytes)
-            .or_else(|_| self.set_int(libc::SOL_SOCKET, libc::SO_SNDBUF, bytes))
-    }
-
-    /// Sets the receive buffer (SO_RCVBUFFORCE as root, else SO_RCVBUF).
-    pub fn set_recv_buffer(&self, bytes: i32) -> io::Result<()> {
-        self.set_int(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes)
-            .or_else(|_| self.set_int(libc::SOL_SOCKET, libc::SO_RCVBUF, bytes))
-    }
-
-    /// Bypasses the interface's queueing discipline (PACKET_QDISC_BYPASS).
-    pub fn bypass_qdisc(&self) -> io::Result<()> {
-        self.set_int(libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
-    }
-
-    pub fn ifindex(&self) -> i32 {
-        self.ifindex
-    }
-
-    pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
-    /// Sends one frame. `Ok(false)`: the socket's buffer or the device queue is full (retry).
-    #[inline]
-    pub fn send(&self, frame: &[u8]) -> io::Result<bool> {
-        // SAFETY: `frame` is a valid readable buffer of the length given; the socket is ours.
-        let rc = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), libc::MSG_DONTWAIT) };
-        if rc >= 0 {
-            return Ok(true);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR) => Ok(false),
-            _ => Err(e),
-        }
-    }
-
-    /// Receives one frame into `buf` without waiting; its length (truncated to `buf`) or None.
-    #[inline]
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        // SAFETY: `buf` is a valid writable buffer of the length given; the socket is ours.
-        let rc = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if rc >= 0 {
-            return Ok(Some(rc as usize));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
-            _ => Err(e),
-        }
-    }
-
-    /// Waits up to `timeout_ms` until a frame can be read.
-    pub fn wait_readable(&self, timeout_ms: i32) -> bool {
-        let mut p = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid, exclusively borrowed pollfd.
-        let rc = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-        rc > 0
+        self.rings.stats()
     }
 }
 

@@ -1,8 +1,10 @@
-//! Integration tests of `podswitch lab`, run against the built binary.
+//! Integration tests of `podswitch lab`, run against the built binaries (`podswitch`, which execs
+//! `podswitch-lab`).
 //!
 //! Contract:
 //! - They need root (they create network namespaces); otherwise each prints
-//!   `SKIPPED (needs root): <test>` to stderr and passes.
+//!   `SKIPPED: <test> needs root` to stderr and passes, or fails when `CI` is set
+//!   ([`labkit::root_or_skip`]).
 //! - One lab per machine: every test holds a [`labkit::Hold`] (this binary's mutex and the
 //!   machine's flock), starts with `lab down` (a lab left over is removed) and tears its lab
 //!   down when the hold drops, also when it fails.
@@ -31,7 +33,7 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 fn lab_namespaces() -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir("/run/netns")
         .map(|rd| {
-            rd.filter_map(|e| e.ok())
+            rd.filter_map(std::result::Result::ok)
                 .filter_map(|e| e.file_name().into_string().ok())
                 .filter(|n| n.starts_with("psl-") || n.starts_with("psl_"))
                 .collect()
@@ -284,7 +286,7 @@ fn edits_are_applied_live_without_switch() {
     .unwrap();
     let r = probe(&["--from", "x/a", "--to", "svc/x/web:80", "--timeout-ms", "300"]);
     assert_eq!(r[0]["to"], "svc/x/web:80", "{r:?}");
-    assert!(fs::read_to_string("/run/podswitch/lab/api/cluster.yaml").unwrap().contains("clusterIP: 10.96.0.10"));
+    assert!(fs::read_to_string("/run/podswitch/lab/api/cluster.yaml").unwrap().contains("clusterIP: \"10.96.0.10\""));
     // A bad file: probe says so at once, and the view in force stays.
     let view_before = fs::read_to_string("/run/podswitch/lab/api/cluster.yaml").unwrap();
     fs::write(lab.dir.join("zz-bad.yaml"), ": : :\n").unwrap();
@@ -515,7 +517,7 @@ fn live_edit_through_the_switch() {
     assert!(
         r.iter().all(|r| r["result"] == "connected" && r["seen_client"] == r["source"]),
         "{}",
-        r.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n")
+        r.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("\n")
     );
     // The new pod's first frames (its ARP for the gateway) reach a socket with a filled fill
     // ring: the kernel lost nothing on any port.

@@ -1,4 +1,8 @@
-//! `podswitch lab`: a Kubernetes node built out of network namespaces on this machine.
+//! `podswitch-lab` (what `podswitch lab ...` runs): a Kubernetes node built out of network
+//! namespaces on this machine. It is its own binary so that the node agent the DaemonSet runs
+//! does not contain it; `podswitch lab ARGS` execs `podswitch-lab ARGS` found next to `podswitch`
+//! (then on PATH), and the lab runs the switch as `podswitch run` found the same way
+//! ([`podswitch_control::sibling`]).
 //!
 //! Contract (the interface other code and tests rely on):
 //! - Nothing is touched in the machine's own network namespace. The node is the namespace
@@ -19,30 +23,31 @@
 //! [`netns`] (namespaces, veths, commands), [`plan`] (desired pods and IPs from the manifests),
 //! [`apiview`] (the API view file), [`pods`] (building and removing pods, reconciling),
 //! [`switch`] (the switch process), and one module per subcommand.
-pub mod apiview;
-pub mod down;
-pub mod exec;
-pub mod netns;
-pub mod plan;
-pub mod pods;
-pub mod probe;
-pub mod procs;
-pub mod serve;
-pub mod state;
-pub mod status;
-pub mod supervise;
-pub mod switch;
-pub mod up;
+mod apiview;
+mod down;
+mod exec;
+mod netns;
+mod plan;
+mod pods;
+mod probe;
+mod procs;
+mod serve;
+mod state;
+mod status;
+mod supervise;
+mod switch;
+mod up;
 
-/// Arguments of `podswitch lab` (its help text is the doc of `Cmd::Lab` in main.rs).
-#[derive(Debug, clap::Args)]
-pub struct LabArgs {
+/// Build, drive and tear down a lab cluster of network namespaces on this machine.
+#[derive(Debug, clap::Parser)]
+#[command(name = "podswitch-lab", bin_name = "podswitch lab", version)]
+struct LabArgs {
     #[command(subcommand)]
-    pub cmd: LabCmd,
+    cmd: LabCmd,
 }
 
 #[derive(Debug, clap::Subcommand)]
-pub enum LabCmd {
+enum LabCmd {
     /// Create the lab from a manifest directory, start the switch, wait until traffic flows.
     ///
     /// Creates the network namespace psl-node (the node: it holds the pods' host-side veths and
@@ -124,8 +129,27 @@ pub enum LabCmd {
     Supervise(supervise::SuperviseArgs),
 }
 
+fn main() {
+    let args = match <LabArgs as clap::Parser>::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    match run(args) {
+        Ok(c) => std::process::exit(c),
+        Err(e) => {
+            // The prefix `podswitch lab` users typed has always printed.
+            eprintln!("podswitch: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// Runs a `podswitch lab` subcommand; returns the process exit code.
-pub fn main(args: LabArgs) -> anyhow::Result<i32> {
+fn run(args: LabArgs) -> anyhow::Result<i32> {
     match args.cmd {
         LabCmd::Up(a) => up::run(a),
         LabCmd::Down(a) => down::run(a),
@@ -139,9 +163,10 @@ pub fn main(args: LabArgs) -> anyhow::Result<i32> {
 }
 
 /// Fails with a clear sentence unless running as root (namespaces need CAP_SYS_ADMIN).
-pub(crate) fn require_root(what: &str) -> anyhow::Result<()> {
+fn require_root(what: &str) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("`podswitch lab {what}` needs root (it creates and enters network namespaces)");
     }
     Ok(())
 }
+

@@ -42,8 +42,8 @@ use serde_json::json;
 use super::exec::target_netns;
 use super::state::{self, State};
 use super::{apiview, netns, switch};
-use crate::ctl::{client, Request};
-use crate::manifests;
+use podswitch_control::ctl::{client, Request};
+use podswitch_control::manifests;
 
 #[derive(Debug, clap::Args)]
 pub struct ProbeArgs {
@@ -114,7 +114,7 @@ impl Target {
     fn pod(&self, st: &State) -> Option<String> {
         match &self.dest {
             Dest::Pod { namespace, name } => Some(format!("{namespace}/{name}")),
-            Dest::Ip(ip) => st.pods.values().find(|p| p.ip == *ip).map(|p| p.key()),
+            Dest::Ip(ip) => st.pods.values().find(|p| p.ip == *ip).map(super::state::PodState::key),
             Dest::Service { .. } | Dest::NodePort { .. } | Dest::LoadBalancer { .. } => None,
         }
     }
@@ -163,10 +163,21 @@ pub fn parse_target(s: &str) -> anyhow::Result<Target> {
     Ok(Target { text: s.to_string(), dest, port, proto })
 }
 
+/// Why the lab's switch cannot tell which Service frontends it serves (a phrase, completing
+/// "Service X has no ... in the manifests and ...").
+#[derive(Debug, Clone, thiserror::Error)]
+enum NoSwitchServices {
+    #[error("the lab's switch is not running")]
+    NotRunning,
+    /// The control socket's error, as text (kept in a cache that is read more than once).
+    #[error("the lab's switch does not answer `show services` ({0})")]
+    NoAnswer(String),
+}
+
 /// The Service frontends the lab's switch serves (`show services`), asked for at most once.
 struct SwitchServices<'a> {
     st: &'a State,
-    views: std::cell::OnceCell<Result<Vec<serde_json::Value>, String>>,
+    views: std::cell::OnceCell<Result<Vec<serde_json::Value>, NoSwitchServices>>,
 }
 
 impl<'a> SwitchServices<'a> {
@@ -174,15 +185,15 @@ impl<'a> SwitchServices<'a> {
         SwitchServices { st, views: std::cell::OnceCell::new() }
     }
 
-    /// The views, or why the switch cannot give them (a phrase).
-    fn views(&self) -> Result<&[serde_json::Value], String> {
+    /// The views, or why the switch cannot give them.
+    fn views(&self) -> Result<&[serde_json::Value], NoSwitchServices> {
         self.views
             .get_or_init(|| {
                 if !self.st.switch.process.is_some_and(|p| p.alive()) {
-                    return Err("the lab's switch is not running".into());
+                    return Err(NoSwitchServices::NotRunning);
                 }
                 let v = client::request(&self.st.switch.control_socket, &Request::Services)
-                    .map_err(|e| format!("the lab's switch does not answer `show services` ({e})"))?;
+                    .map_err(|e| NoSwitchServices::NoAnswer(e.to_string()))?;
                 Ok(v.get("services").and_then(|s| s.as_array()).cloned().unwrap_or_default())
             })
             .as_deref()
@@ -317,7 +328,7 @@ fn classify(e: Errno) -> Outcome {
 }
 
 fn io_classify(e: &std::io::Error) -> Outcome {
-    e.raw_os_error().map(|n| classify(Errno::from_raw(n))).unwrap_or(Outcome::Timeout)
+    e.raw_os_error().map_or(Outcome::Timeout, |n| classify(Errno::from_raw(n)))
 }
 
 fn parse_answer(bytes: &[u8]) -> Option<(String, String)> {
@@ -550,7 +561,7 @@ fn cell(st: &State, t: &Target, r: &ProbeResult) -> String {
 fn print_matrix(st: &State, sources: &[String], targets: &[Target], rows: &[Vec<(&String, &Target, &ProbeResult)>]) {
     let cells: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|(_, t, res)| cell(st, t, res)).collect()).collect();
     let corner = "FROM \\ TO";
-    let w0 = sources.iter().map(|s| s.len()).chain([corner.len()]).max().unwrap_or(4);
+    let w0 = sources.iter().map(std::string::String::len).chain([corner.len()]).max().unwrap_or(4);
     let widths: Vec<usize> = targets
         .iter()
         .enumerate()

@@ -20,7 +20,7 @@ use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
 
 use super::state::{self, State};
-use crate::manifests;
+use podswitch_control::manifests;
 
 #[derive(Debug, clap::Args)]
 pub struct SuperviseArgs {}
@@ -30,8 +30,12 @@ fn log(msg: &str) {
 }
 
 pub fn run(_a: SuperviseArgs) -> anyhow::Result<i32> {
-    let exe = std::env::current_exe().context("cannot find the podswitch executable")?;
+    let exe = std::env::current_exe().context("cannot find the podswitch-lab executable")?;
     let dir = State::load_required()?.manifests;
+    // TODO(merge): use run's watch loop. This loop (inotify plus a 1 s poll, settle a burst,
+    // digest, skip the digest in force or known bad) is the one `podswitch run` has for its
+    // manifest directory in run/mod.rs; once helper C1's refactor makes that loop a public
+    // function of podswitch-control, call it here with `apply` as the action.
     let (tx, rx) = mpsc::channel::<()>();
     let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
         let _ = tx.send(());

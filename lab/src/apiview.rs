@@ -5,6 +5,8 @@
 //!   object of the manifest directory (all kinds, `List`s flattened into their items, otherwise
 //!   unchanged) as YAML documents, except that each local Pod has `spec.nodeName`,
 //!   `status.podIP` and `status.podIPs` set as the lab assigned them.
+//! - Objects are held as `serde_json::Value` (maps keep their key order), read and written with
+//!   `serde-saphyr`; manifests are JSON-compatible YAML (string keys), as the API server's are.
 //! - It is written atomically (`.cluster.yaml.tmp`, ignored by `manifests::manifest_files`, then
 //!   a rename), and only when its content changes.
 //! - [`service_cluster_ip`], [`service_node_port`] and [`service_lb_ip`] read what the view's
@@ -14,12 +16,13 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde::Deserialize;
-use serde_yaml::{Mapping, Value};
+use serde_json::Value;
+
+type Mapping = serde_json::Map<String, Value>;
 
 use super::plan::Plan;
 use super::state::{api_dir, write_atomic};
-use crate::manifests;
+use podswitch_control::manifests;
 
 pub const VIEW_FILE: &str = "cluster.yaml";
 
@@ -32,13 +35,23 @@ pub fn read_objects(dir: &Path) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
     for file in manifests::manifest_files(dir)? {
         let text = fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-        for (i, de) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let v = Value::deserialize(de)
-                .with_context(|| format!("{}, document {}: invalid YAML", file.display(), i + 1))?;
+        let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(&text, read_options())
+            .with_context(|| format!("{}: invalid YAML", file.display()))?;
+        for v in docs {
             flatten(v, &mut out);
         }
     }
     Ok(out)
+}
+
+/// YAML read as the switch reads it (YAML 1.2 scalars, as serde_yaml did): `y`, `yes`, `on` stay
+/// strings (a Namespace named `y` is not `true`), so do `0755` and `1_000`.
+fn read_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
+    }
 }
 
 fn flatten(v: Value, out: &mut Vec<Value>) {
@@ -47,7 +60,7 @@ fn flatten(v: Value, out: &mut Vec<Value>) {
     }
     let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
     if kind == "List" || kind.ends_with("List") {
-        for item in v.get("items").and_then(Value::as_sequence).cloned().unwrap_or_default() {
+        for item in v.get("items").and_then(Value::as_array).cloned().unwrap_or_default() {
             flatten(item, out);
         }
     } else {
@@ -69,12 +82,11 @@ fn pod_key(v: &Value) -> Option<String> {
 
 /// The sub-mapping `key` of mapping `v`, created if missing (or not a mapping).
 fn submap<'a>(v: &'a mut Value, key: &str) -> &'a mut Mapping {
-    let m = v.as_mapping_mut().expect("objects are mappings");
-    let k = Value::from(key);
-    if !m.get(&k).is_some_and(Value::is_mapping) {
-        m.insert(k.clone(), Value::Mapping(Mapping::new()));
+    let m = v.as_object_mut().expect("objects are mappings");
+    if !m.get(key).is_some_and(Value::is_object) {
+        m.insert(key.to_string(), Value::Object(Mapping::new()));
     }
-    m.get_mut(&k).and_then(Value::as_mapping_mut).expect("just inserted")
+    m.get_mut(key).and_then(Value::as_object_mut).expect("just inserted")
 }
 
 /// The text of `cluster.yaml` for `plan`.
@@ -88,17 +100,17 @@ pub fn render(plan: &Plan, source: &Path) -> String {
     for obj in &plan.objects {
         let mut obj = obj.clone();
         if let Some(p) = pod_key(&obj).and_then(|k| plan.pods.get(&k)) {
-            if obj.is_mapping() {
+            if obj.is_object() {
                 submap(&mut obj, "spec").insert("nodeName".into(), plan.node.name.clone().into());
                 let status = submap(&mut obj, "status");
                 status.insert("podIP".into(), p.ip.to_string().into());
                 let mut ip = Mapping::new();
                 ip.insert("ip".into(), p.ip.to_string().into());
-                status.insert("podIPs".into(), Value::Sequence(vec![Value::Mapping(ip)]));
+                status.insert("podIPs".into(), Value::Array(vec![Value::Object(ip)]));
             }
         }
         text.push_str("---\n");
-        text.push_str(&serde_yaml::to_string(&obj).expect("YAML values serialize"));
+        text.push_str(&serde_saphyr::to_string(&obj).expect("JSON values serialize as YAML"));
     }
     text
 }
@@ -134,7 +146,7 @@ pub fn service_cluster_ip(namespace: &str, name: &str) -> Option<Ipv4Addr> {
 /// Service `namespace/name` (a hand-set one; allocated ones only the switch knows).
 pub fn service_node_port(namespace: &str, name: &str, port: u16, protocol: &str) -> Option<u16> {
     let svc = service(namespace, name)?;
-    svc.get("spec")?.get("ports")?.as_sequence()?.iter().find_map(|p| {
+    svc.get("spec")?.get("ports")?.as_array()?.iter().find_map(|p| {
         let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
         (p.get("port")?.as_u64()? == u64::from(port) && proto.eq_ignore_ascii_case(protocol))
             .then(|| p.get("nodePort")?.as_u64()?.try_into().ok())
@@ -148,7 +160,7 @@ pub fn service_lb_ip(namespace: &str, name: &str) -> Option<Ipv4Addr> {
     svc.get("status")?
         .get("loadBalancer")?
         .get("ingress")?
-        .as_sequence()?
+        .as_array()?
         .iter()
         .find_map(|i| i.get("ip")?.as_str()?.parse().ok())
 }
@@ -170,7 +182,7 @@ pub fn pod_ip(namespace: &str, name: &str) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model;
+    use podswitch_control::model;
     use std::collections::BTreeMap;
 
     #[test]
@@ -183,7 +195,8 @@ mod tests {
              apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: a, namespace: x}\n  \
              spec: {containers: [{name: c, image: i, ports: [{containerPort: 80}]}]}\n---\n\
              apiVersion: v1\nkind: Pod\nmetadata: {name: r, namespace: x}\nspec: {nodeName: other, containers: []}\n---\n\
-             apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: x}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}\n",
+             apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: x}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}\n---\n\
+             apiVersion: v1\nkind: Namespace\nmetadata: {name: y, labels: {ns: y, on: yes, mode: 0755}}\n",
         )
         .unwrap();
         let plan = super::super::plan::plan(&dir, None, &BTreeMap::new()).unwrap();
@@ -193,14 +206,16 @@ mod tests {
         fs::write(out.join("cluster.yaml"), &text).unwrap();
         let m = manifests::load_dir(&out).unwrap();
         assert_eq!(m.pods.len(), 2);
-        assert_eq!(m.namespaces.len(), 1);
+        assert_eq!(m.namespaces.len(), 2, "YAML 1.1 words stay strings: {text}");
+        // Written quoted: read back as the same strings by any YAML reader.
+        assert!(text.contains("name: \"y\"\n") && text.contains("\"on\": \"yes\"\n") && text.contains("mode: \"0755\"\n"), "{text}");
         assert_eq!(m.services.len(), 1, "the Service is kept");
         let a = model::pod_info(&m.pods["x/a"]).unwrap();
         assert_eq!(a.ip, Some("10.244.0.2".parse().unwrap()));
         assert_eq!(a.node_name.as_deref(), Some("node-1"));
         let r = model::pod_info(&m.pods["x/r"]).unwrap();
         assert_eq!((r.ip, r.node_name.as_deref()), (None, Some("other")));
-        assert!(text.contains("podIPs:\n  - ip: 10.244.0.2"), "{text}");
+        assert!(text.contains("podIPs:\n  - ip: \"10.244.0.2\""), "{text}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

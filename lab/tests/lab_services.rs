@@ -4,7 +4,8 @@
 //!
 //! Contract (as in `lab.rs`, sharing nothing mutable with it):
 //! - They need root (they create network namespaces); otherwise each prints
-//!   `SKIPPED (needs root): <test>` to stderr and passes.
+//!   `SKIPPED: <test> needs root` to stderr and passes, or fails when `CI` is set
+//!   ([`labkit::root_or_skip`]).
 //! - One lab per machine: every test holds a [`labkit::Hold`] (this binary's mutex and the
 //!   machine's flock), starts with `lab down` (a lab left over is removed) and tears its lab
 //!   down when the hold drops, also when it fails.
@@ -60,7 +61,7 @@ impl Lab {
     /// `extra` (`"app: web"`, ...).
     fn set_labels(&self, ns: &str, name: &str, extra: &[&str]) {
         let mut labels = vec![format!("pod: {name}")];
-        labels.extend(extra.iter().map(|l| l.to_string()));
+        labels.extend(extra.iter().map(std::string::ToString::to_string));
         self.replace_labels(&format!("pods-{ns}.yaml"), &format!("  name: {name}\n  namespace: {ns}\n  labels:\n"), &labels);
     }
 }
@@ -79,7 +80,7 @@ fn host(addr: &Value) -> String {
 }
 
 fn show(r: &[Value]) -> String {
-    r.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n")
+    r.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("\n")
 }
 
 /// A Service of namespace x; `spec` is the YAML of its spec, indented by 2.
@@ -402,7 +403,7 @@ fn serving_terminating_endpoints_serve_only_when_none_is_ready() {
         let mut args = vec!["--from", "y/a", "--to"];
         args.extend(times("svc/x/drain:80", 12));
         let r = probe(&args);
-        let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+        let want: BTreeSet<String> = want.iter().map(std::string::ToString::to_string).collect();
         assert_eq!(answered_by(&r), want, "{what}:\n{}", show(&r));
     };
     // No endpoint is ready: the serving+terminating one answers, the one no longer serving never.
@@ -647,23 +648,24 @@ fn udp_flow_of_a_removed_endpoint_moves_to_another_backend_at_once() {
 /// A TCP connection from the calling thread's namespace, bound to `port` with SO_REUSEADDR
 /// (so several sockets share the source port, as Linux allows toward different destinations),
 /// to `dst`; returns the answer line, or why there is none.
-fn tcp_from_port(port: u16, dst: std::net::SocketAddrV4) -> Result<(std::net::TcpStream, String), String> {
+fn tcp_from_port(port: u16, dst: std::net::SocketAddrV4) -> anyhow::Result<(std::net::TcpStream, String)> {
+    use anyhow::Context;
     use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
     use std::io::Read;
-    let fd = socket::socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(|e| e.to_string())?;
-    socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| e.to_string())?;
+    let fd = socket::socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).context("socket")?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true).context("SO_REUSEADDR")?;
     // connect() gives up after the send timeout: one SYN and no retransmission.
     let timeout = nix::sys::time::TimeVal::new(0, 900_000);
-    socket::setsockopt(&fd, sockopt::SendTimeout, &timeout).map_err(|e| e.to_string())?;
-    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::new(0, 0, 0, 0, port)).map_err(|e| format!("bind: {e}"))?;
+    socket::setsockopt(&fd, sockopt::SendTimeout, &timeout).context("SO_SNDTIMEO")?;
+    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::new(0, 0, 0, 0, port)).context("bind")?;
     socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(dst)).map_err(|e| match e {
-        nix::errno::Errno::EINPROGRESS | nix::errno::Errno::EAGAIN => "connect: no SYN-ACK within 0.9 s".to_string(),
-        e => format!("connect: {e}"),
+        nix::errno::Errno::EINPROGRESS | nix::errno::Errno::EAGAIN => anyhow::anyhow!("connect: no SYN-ACK within 0.9 s"),
+        e => anyhow::anyhow!("connect: {e}"),
     })?;
     let mut s = std::net::TcpStream::from(fd);
     s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     let mut buf = [0u8; 256];
-    let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+    let n = s.read(&mut buf).context("read")?;
     let line = text(&buf[..n]).trim().to_string();
     Ok((s, line))
 }
@@ -706,12 +708,16 @@ fn flows_from_one_source_port_to_two_services_of_one_backend_stay_apart() {
         // The first connection stays open while the second is made.
         let first = tcp_from_port(40222, "10.96.0.31:80".parse().unwrap());
         let second = tcp_from_port(40222, "10.96.0.32:80".parse().unwrap());
-        let line = |r: &Result<(std::net::TcpStream, String), String>| r.as_ref().map(|(_, l)| l.clone()).map_err(Clone::clone);
+        // The answer line, or the error as text (for the assertion's message).
+        let line = |r: &anyhow::Result<(std::net::TcpStream, String)>| match r {
+            Ok((_, l)) => l.clone(),
+            Err(e) => format!("error: {e:#}"),
+        };
         (line(&first), line(&second))
     })
     .join()
     .unwrap();
-    let ok_line = |r: &Result<String, String>| r.as_ref().is_ok_and(|l| l.starts_with("x/a "));
+    let ok_line = |l: &String| l.starts_with("x/a ");
     let tcp_ok = ok_line(&results.0) && ok_line(&results.1);
     assert!(
         wrong.is_empty() && tcp_ok,

@@ -1,8 +1,14 @@
 //! What the lab integration tests (`lab.rs`, `lab_services.rs`, `lab_policy.rs`) share: running
-//! the built `podswitch`, the hold on the machine's one lab, the lab's pods and `lab probe`.
+//! `podswitch lab` as users do (the built `podswitch`, which execs the built `podswitch-lab`
+//! next to it), the hold on the machine's one lab, the lab's pods and `lab probe`.
 //!
 //! Contract:
-//! - [`Hold::new`] returns None (after printing `SKIPPED (needs root): <test>`) unless root.
+//! - [`podswitch_bin`] is the `podswitch` of this build's target directory, beside
+//!   `podswitch-lab`; `cargo test` builds only this package's binary, so the first call runs
+//!   `cargo build -p podswitch-control --bin podswitch` (same profile) to make it current.
+//! - [`root_or_skip`]: a test that needs root runs as root; without root it prints
+//!   `SKIPPED: <test> needs root` and passes, except when `CI` is set: then it fails.
+//! - [`Hold::new`] returns None (after [`root_or_skip`]'s SKIPPED line) unless root.
 //!   Otherwise it holds this binary's [`LAB`] mutex and the machine-wide flock on
 //!   [`MACHINE_LOCK`] (every lab test of every test binary, and the benchmarks that build
 //!   namespaces, take turns on it), removes a lab left over (`lab down`), and copies an
@@ -15,19 +21,43 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use serde_json::Value;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_podswitch");
+/// This package's binary, `podswitch-lab`.
+pub const LAB_BIN: &str = env!("CARGO_BIN_EXE_podswitch-lab");
 /// One lab per test binary at a time (tests of one binary run on threads).
 pub static LAB: Mutex<()> = Mutex::new(());
 /// Held (flock, exclusive) by every lab test of every test binary while its lab is up.
 pub const MACHINE_LOCK: &str = "/run/podswitch-lab-tests.lock";
 
+#[path = "../../../test-support/needs_root.rs"]
+mod needs_root;
+pub use needs_root::root_or_skip;
+
+/// The `podswitch` binary beside [`LAB_BIN`], built (or brought up to date) on first use.
+pub fn podswitch_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = Path::new(LAB_BIN).parent().expect("the lab binary is in a directory");
+        let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+        build.args(["build", "--quiet", "-p", "podswitch-control", "--bin", "podswitch"]);
+        // target/debug or target/release: the profile this test was built with.
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("run cargo build");
+        assert!(status.success(), "cargo build -p podswitch-control --bin podswitch failed");
+        let bin = dir.join("podswitch");
+        assert!(bin.exists(), "{} was not built", bin.display());
+        bin
+    })
+}
+
 /// Runs `podswitch ARGS`; with `no_switch` a `lab up` does not start the switch.
 pub fn podswitch_env(args: &[&str], no_switch: bool) -> Output {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(podswitch_bin());
     c.args(args);
     if no_switch {
         c.env("PODSWITCH_LAB_NO_SWITCH", "1");
@@ -88,11 +118,10 @@ impl Hold {
     /// `kind` names the test file in the directory's name (`psl-KIND-test-PID-TEST`);
     /// `example` is the directory of `examples/` to copy.
     pub fn new(kind: &str, test: &str, example: &str) -> Option<Hold> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED (needs root): {test}");
+        if !root_or_skip(test) {
             return None;
         }
-        let lock = LAB.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = LAB.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let machine = machine_lock();
         let dir = std::env::temp_dir().join(format!("psl-{kind}-test-{}-{test}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);

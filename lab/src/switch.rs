@@ -2,7 +2,7 @@
 //! (`podswitch lab switch stop|start`).
 //!
 //! Contract:
-//! - The switch is `ip netns exec psl-node <this binary> run --manifests /run/podswitch/lab/api
+//! - The switch is `ip netns exec psl-node <podswitch> run --manifests /run/podswitch/lab/api
 //!   --control-socket /run/podswitch/podswitch.sock --node-name NODE --cores C [--busy-poll]
 //!   --uplink psw-uplink --uplink-gateway-mac MAC-OF-EXTERNAL`, detached, output to
 //!   `logs/switch.log`, recorded in the state. `--cores C` is the lab's core list, so the switch
@@ -20,8 +20,8 @@ use anyhow::bail;
 
 use super::procs::{spawn_detached, ProcRef};
 use super::state::{self, State};
-use crate::ctl::{client, Request};
-use crate::manifests;
+use podswitch_control::ctl::{client, Request};
+use podswitch_control::manifests;
 
 /// How long `lab up` and `lab switch start` wait for the switch.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,11 +76,13 @@ pub fn worker_count(st: &State) -> u32 {
     st.switch.cores.split(',').count() as u32
 }
 
-/// Starts the switch; records it in `st` (the caller saves).
-pub fn start(st: &mut State, exe: &Path) -> anyhow::Result<Child> {
+/// Starts the switch (`podswitch` found next to this binary, then on PATH); records it in `st`
+/// (the caller saves).
+pub fn start(st: &mut State) -> anyhow::Result<Child> {
+    let exe = podswitch_control::sibling::find("podswitch")?;
     let _ = fs::remove_file(&st.switch.control_socket);
     let log = switch_log();
-    let args = command_line(st, exe);
+    let args = command_line(st, &exe);
     let mut f = fs::OpenOptions::new().create(true).append(true).open(&log)?;
     use std::io::Write;
     let _ = writeln!(f, "{} podswitch lab: starting ip {}", state::timestamp(), args.join(" "));
@@ -119,7 +121,7 @@ pub fn sync_status(socket: &Path) -> Option<String> {
     let pending: Vec<String> = v
         .get("pending_ports")
         .and_then(|p| p.as_array())
-        .map(|a| a.iter().map(|p| p.as_str().map(str::to_string).unwrap_or_else(|| p.to_string())).collect())
+        .map(|a| a.iter().map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_string)).collect())
         .unwrap_or_default();
     if !pending.is_empty() {
         return Some(format!("ports not attached yet: {}", pending.join(", ")));
@@ -149,7 +151,6 @@ pub fn wait_ready(st: &State, mut child: Option<&mut Child>, timeout: Duration) 
 
 pub fn run(a: SwitchArgs) -> anyhow::Result<i32> {
     super::require_root("switch")?;
-    let exe = std::env::current_exe()?;
     let lock = state::lock(Duration::from_secs(30))?;
     let mut st = State::load_required()?;
     match a.action {
@@ -162,15 +163,15 @@ pub fn run(a: SwitchArgs) -> anyhow::Result<i32> {
             }
         }
         SwitchAction::Start => {
-            if let Some(p) = st.switch.process.filter(|p| p.alive()) {
+            if let Some(p) = st.switch.process.filter(super::procs::ProcRef::alive) {
                 println!("the switch is already running (pid {})", p.pid);
                 return Ok(0);
             }
-            let mut child = start(&mut st, &exe)?;
+            let mut child = start(&mut st)?;
             st.save()?;
             drop(lock);
             wait_ready(&st, Some(&mut child), READY_TIMEOUT)?;
-            println!("started the switch (pid {}); it is in sync", st.switch.process.map(|p| p.pid).unwrap_or(0));
+            println!("started the switch (pid {}); it is in sync", st.switch.process.map_or(0, |p| p.pid));
         }
     }
     Ok(0)

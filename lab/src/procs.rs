@@ -1,9 +1,10 @@
 //! Processes the lab starts: detached spawning, identity, liveness and termination.
 //!
 //! Contract:
-//! - [`spawn_detached`] starts a program in its own session (setsid) with stdin from /dev/null
-//!   and stdout/stderr appended to a log file, so it outlives the command that started it and
-//!   never holds that command's terminal or pipes.
+//! - [`spawn_detached`] starts a program in its own process group with stdin from /dev/null
+//!   and stdout/stderr appended to a log file, so it outlives the command that started it, gets
+//!   no signal meant for that command's foreground job (Ctrl-C), and never holds its pipes.
+//!   (A process group rather than a session: std sets it without `unsafe` pre-exec code.)
 //! - A process is recorded as a [`ProcRef`]: pid plus start time (from `/proc/PID/stat`), so a
 //!   recycled pid is never mistaken for a lab process and never signalled.
 //! - [`ProcRef::terminate`] sends SIGTERM, waits, then SIGKILL; a zombie counts as exited.
@@ -85,10 +86,7 @@ pub fn spawn_detached(program: &Path, args: &[String], log: &Path) -> anyhow::Re
     let err = out.try_clone().with_context(|| format!("cannot open log {}", log.display()))?;
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
-    }
+    cmd.process_group(0);
     let child = cmd.spawn().with_context(|| format!("cannot start {} {}", program.display(), args.join(" ")))?;
     let pid = child.id() as i32;
     // The child exists (possibly as a zombie) until it is waited for, so its stat is readable.
@@ -104,7 +102,7 @@ pub fn terminate_pids(pids: &[i32], grace: Duration) -> usize {
         let _ = kill(Pid::from_raw(r.pid), Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
-    while refs.iter().any(|r| r.alive()) && Instant::now() < deadline {
+    while refs.iter().any(ProcRef::alive) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     for r in refs.iter().filter(|r| r.alive()) {

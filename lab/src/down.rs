@@ -86,9 +86,7 @@ pub fn teardown() -> anyhow::Result<Vec<String>> {
         }
     }
     let socket = st
-        .as_ref()
-        .map(|s| s.switch.control_socket.clone())
-        .unwrap_or_else(|| crate::naming::DEFAULT_CONTROL_SOCKET.into());
+        .as_ref().map_or_else(|| podswitch_control::naming::DEFAULT_CONTROL_SOCKET.into(), |s| s.switch.control_socket.clone());
     if fs::symlink_metadata(&socket).is_ok() {
         match fs::remove_file(&socket) {
             Ok(()) => removed.push(socket.display().to_string()),

@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 
 use super::state::{self, NodeState, State, SwitchState};
 use super::{down, netns, procs, switch};
-use crate::naming;
+use podswitch_control::naming;
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
@@ -72,7 +72,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<i32> {
         bail!("{} is not a directory (--manifests wants a directory of manifests)", dir.display());
     }
     let plan = super::plan::plan(&dir, a.node_name.as_deref(), &BTreeMap::new())?;
-    let exe = std::env::current_exe().context("cannot find the podswitch executable")?;
+    let exe = std::env::current_exe().context("cannot find the podswitch-lab executable")?;
     let no_switch = std::env::var(state::NO_SWITCH_ENV).is_ok_and(|v| v == "1");
 
     fs::create_dir_all(state::RUN_DIR).with_context(|| format!("cannot create {}", state::RUN_DIR))?;
@@ -153,13 +153,13 @@ fn build(
         log("PODSWITCH_LAB_NO_SWITCH=1: not starting the switch");
         None
     } else {
-        let c = switch::start(st, exe)?;
+        let c = switch::start(st)?;
         st.save()?;
         Some(c)
     };
     let (_sup, sup_ref) = procs::spawn_detached(
         exe,
-        &["lab".to_string(), "supervise".to_string()],
+        &["supervise".to_string()],
         &state::logs_dir().join("supervisor.log"),
     )?;
     st.supervisor = Some(sup_ref);
@@ -189,7 +189,7 @@ fn print_summary(st: &State, no_switch: bool) {
             e.ip, e.prefix_len, e.netns, e.gateway, e.uplink, st.node.netns
         );
     }
-    let w = st.pods.keys().map(|k| k.len()).max().unwrap_or(3).max(3);
+    let w = st.pods.keys().map(std::string::String::len).max().unwrap_or(3).max(3);
     println!("{:w$}  {:15}  {:14}  NETNS", "POD", "IP", "INTERFACE");
     for (k, p) in &st.pods {
         println!("{k:w$}  {:15}  {:14}  {}", p.ip.to_string(), p.interface, p.netns);

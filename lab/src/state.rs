@@ -23,7 +23,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::procs::ProcRef;
-use crate::model::L4Proto;
+use podswitch_control::model::L4Proto;
 
 pub const RUN_DIR: &str = "/run/podswitch";
 pub const LAB_DIR: &str = "/run/podswitch/lab";
@@ -235,7 +235,7 @@ pub fn lock(timeout: Duration) -> anyhow::Result<LabLock> {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => return Ok(LabLock { _lock: l }),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50))
+                std::thread::sleep(Duration::from_millis(50));
             }
             Err((_, e)) => {
                 anyhow::bail!("cannot lock {} (another `podswitch lab` command is busy?): {e}", path.display())
@@ -254,7 +254,7 @@ pub fn log_tail(path: &Path, n: usize) -> String {
 
 /// Seconds since the epoch.
 pub fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// `HH:MM:SS.mmm` (UTC), for log lines.

@@ -22,9 +22,9 @@ use ipnet::Ipv4Net;
 
 use super::apiview;
 use super::state::{self, ExternalState, PodState, PortSpec};
-use crate::manifests;
-use crate::model::{self, NodeInfo, PodInfo};
-use crate::naming;
+use podswitch_control::manifests;
+use podswitch_control::model::{self, NodeInfo, PodInfo};
+use podswitch_control::naming;
 
 #[derive(Debug, Clone)]
 pub struct PlannedPod {
@@ -53,7 +53,7 @@ pub struct Plan {
     /// Local pods keyed `namespace/name`.
     pub pods: BTreeMap<String, PlannedPod>,
     /// Every object of the directory (Lists flattened), unchanged, for the API view.
-    pub objects: Vec<serde_yaml::Value>,
+    pub objects: Vec<serde_json::Value>,
     /// The `external` host's address (see [`external_ip`]).
     pub external_ip: Ipv4Addr,
 }
@@ -185,10 +185,19 @@ fn usable(cidr: Ipv4Net, ip: Ipv4Addr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::L4Proto;
+    use podswitch_control::model::L4Proto;
 
+    /// A bare pod (no labels, ports or node).
     fn pod(ns: &str, name: &str, ip: Option<&str>) -> PodInfo {
-        PodInfo::for_test(ns, name, ip)
+        PodInfo {
+            namespace: ns.into(),
+            name: name.into(),
+            ip: ip.map(|i| i.parse().expect("test IP")),
+            labels: Default::default(),
+            ports: vec![],
+            node_name: None,
+            host_network: false,
+        }
     }
 
     fn node() -> NodeInfo {

@@ -22,8 +22,8 @@ use super::netns;
 use super::plan::{Plan, PlannedPod};
 use super::procs::{self, spawn_detached};
 use super::state::{self, NodeState, PodState, State};
-use crate::model::L4Proto;
-use crate::naming;
+use podswitch_control::model::L4Proto;
+use podswitch_control::naming;
 
 /// How long a pod server may take to bind its sockets.
 const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -197,7 +197,6 @@ pub fn start_server(p: &mut PodState, exe: &Path, children: &mut Vec<Child>) -> 
         "exec".into(),
         p.netns.clone(),
         exe.display().to_string(),
-        "lab".into(),
         "serve".into(),
         "--pod".into(),
         p.key(),

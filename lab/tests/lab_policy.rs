@@ -4,7 +4,8 @@
 //!
 //! Contract:
 //! - They need root (they create network namespaces); otherwise each prints
-//!   `SKIPPED (needs root): <test>` to stderr and passes.
+//!   `SKIPPED: <test> needs root` to stderr and passes, or fails when `CI` is set
+//!   ([`labkit::root_or_skip`]).
 //! - One lab per machine: every test holds a [`labkit::Hold`] (the in-process mutex and an
 //!   exclusive `flock` on `labkit::MACHINE_LOCK`, which the other lab test binaries take too)
 //!   for as long as its lab is up, starts with `lab down` (a lab left over is removed) and tears
@@ -279,7 +280,7 @@ impl Lab {
     /// Sets the labels of pod `ns/name` (in `pods-NS.yaml`) to `pod: NAME` plus `extra`.
     fn set_pod_labels(&self, ns: &str, name: &str, extra: &[&str]) {
         let mut labels = vec![format!("pod: {name}")];
-        labels.extend(extra.iter().map(|l| l.to_string()));
+        labels.extend(extra.iter().map(std::string::ToString::to_string));
         self.replace_labels(
             &format!("pods-{ns}.yaml"),
             &format!("  name: {name}\n  namespace: {ns}\n  labels:\n"),
@@ -290,7 +291,7 @@ impl Lab {
     /// Sets the labels of Namespace `ns` (in `namespaces.yaml`) to `ns: NS` plus `extra`.
     fn set_namespace_labels(&self, ns: &str, extra: &[&str]) {
         let mut labels = vec![format!("ns: {ns}")];
-        labels.extend(extra.iter().map(|l| l.to_string()));
+        labels.extend(extra.iter().map(std::string::ToString::to_string));
         self.replace_labels("namespaces.yaml", &format!("  name: {ns}\n  labels:\n"), &labels);
     }
 }
@@ -693,8 +694,8 @@ fn check_rejudged(since: u64, want: &[Rejudged]) -> Vec<String> {
                 w.source,
                 w.verdict,
                 w.decided_by,
-                recs.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", "),
-                fl.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n")
+                recs.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join(", "),
+                fl.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("\n")
             ));
         }
     }
@@ -1213,7 +1214,7 @@ fn flow_log_records_every_verdict() {
                 "{} -> {} from {src}: expected {verdict} by {decided_by:?}, records: [{}]",
                 pr.conn.from.key(),
                 pr.target(),
-                recs.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ")
+                recs.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join(", ")
             ));
         }
     }

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::state::{self, State};
 use super::{netns, switch};
-use crate::manifests;
+use podswitch_control::manifests;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -115,7 +115,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
         ),
         None => println!("external: none (a lab from before `external` existed)"),
     }
-    let w = st.pods.keys().map(|k| k.len()).max().unwrap_or(3).max(3);
+    let w = st.pods.keys().map(std::string::String::len).max().unwrap_or(3).max(3);
     println!("{:w$}  {:15}  {:14}  {:24}  SERVER", "POD", "IP", "INTERFACE", "NETNS");
     for (k, p) in &st.pods {
         let server = match p.server {

@@ -1,0 +1,433 @@
+//! The control socket's answers as types: the switch fills them (`run::show_handler`),
+//! `podswitch show` reads them back (`crate::show`).
+//!
+//! Contract: each answer serializes as one JSON object whose keys are the field names below, in
+//! this order, with `"ok": true` first ([`Answer`]); the names are stable (README, "podswitch
+//! show"): users and tests read `podswitch show ... --json`. Answers that carry what another
+//! module compiled (Services, NetworkPolicies) are generic over the list: the switch sends the
+//! compiled views, `show` reads the fields it prints ([`ServiceRow`]; a test checks that the
+//! views deserialize into them, so a renamed field fails there and not silently in `show`).
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use switch::dataplane::PortReport;
+use switch::tables::{PortId, PortKind};
+
+/// A successful answer: `{"ok": true, ...the reply's fields}`.
+#[derive(Debug, Serialize)]
+pub struct Answer<'a, T> {
+    pub ok: bool,
+    #[serde(flatten)]
+    pub reply: &'a T,
+}
+
+impl<'a, T> Answer<'a, T> {
+    pub fn new(reply: &'a T) -> Self {
+        Self { ok: true, reply }
+    }
+}
+
+/// `show status`: the sync state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub node: String,
+    pub pod_cidr: String,
+    pub internal_ip: String,
+    pub manifests_dir: String,
+    pub applied_digest: String,
+    pub tables_version: u64,
+    pub ports_wanted: usize,
+    pub ports_attached: usize,
+    /// `key: why`, per port waiting for its interface.
+    pub pending_ports: Vec<String>,
+    pub problems: Vec<String>,
+    pub ignored_objects: Vec<String>,
+    pub last_error: Option<String>,
+    pub uptime_s: u64,
+    pub workers: usize,
+    /// The API source's own status (`kube_source::KubeStatus`), passed through as it serializes.
+    pub kubernetes_api: Option<serde_json::Value>,
+}
+
+/// `show ports`: every attached port, and the ports waiting for their interface.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ports {
+    pub ports: Vec<PortRow>,
+    /// Port key → why it is not attached.
+    pub pending: BTreeMap<String, String>,
+}
+
+/// One attached port: the dataplane's report and what the tables say of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PortRow {
+    #[serde(flatten)]
+    pub report: PortReport,
+    /// The port's key: `node`, `uplink` or `namespace/name`.
+    pub owner: Option<String>,
+    pub kind: Option<PortKind>,
+    /// The switch side's MAC.
+    pub mac: Option<String>,
+    pub pod_ip: Option<String>,
+    pub interface_present: bool,
+}
+
+/// `show routes`: the route table in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Routes {
+    pub tables_version: u64,
+    pub gateway: String,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    /// `a.b.c.d/len`.
+    pub prefix: String,
+    pub port_id: PortId,
+    /// The port's key.
+    pub port: Option<String>,
+    pub dst_mac: String,
+}
+
+/// `show stats`: drops by reason, per-worker and per-port counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub drops: Vec<DropCount>,
+    pub workers: Vec<WorkerStats>,
+    pub ports: Vec<PortCounts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DropCount {
+    /// The reason's number (`switch::drop_reason`; numbers never change).
+    pub number: u8,
+    pub reason: String,
+    pub count: u64,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    pub worker: usize,
+    pub core: usize,
+    pub rounds: u64,
+    pub idle_sleeps: u64,
+    pub free_frames: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortCounts {
+    /// The interface.
+    pub name: String,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
+}
+
+/// `show services`: one entry per Service frontend. The switch sends
+/// `crate::services::ServiceView`s; `show` reads [`ServiceRow`]s.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Services<L> {
+    pub services: L,
+}
+
+/// What `show services` prints of a `ServiceView`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ServiceRow {
+    pub name: String,
+    pub kind: String,
+    pub frontend: String,
+    pub target_port: String,
+    pub endpoints_from: String,
+    pub external_traffic_policy: String,
+    pub internal_traffic_policy: String,
+    pub affinity_timeout_s: Option<u32>,
+    pub internal: SetRow,
+    pub external: SetRow,
+    pub endpoints: Vec<EndpointRow>,
+}
+
+/// What `show services` prints of a `SetView`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SetRow {
+    pub backends: u64,
+    pub on_empty: String,
+    pub masquerade: bool,
+}
+
+/// What `show services` prints of an `EndpointView`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EndpointRow {
+    pub address: String,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    pub node: Option<String>,
+    pub internal: bool,
+    pub external: bool,
+}
+
+/// `show policies`: the policy epoch and every NetworkPolicy as compiled (the switch sends
+/// `crate::policy::PolicyView`s; `show` prints them as JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Policies<L> {
+    pub epoch: u32,
+    pub policies: L,
+}
+
+/// `show conntrack`: the connection table's counters and (some of) its connections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conntrack {
+    pub entries: usize,
+    pub capacity: usize,
+    pub bytes_per_entry: f64,
+    pub inserted: u64,
+    pub insert_failed_full: u64,
+    pub insert_failed_no_slot: u64,
+    pub removed: u64,
+    /// How many of `entries` are in `connections`.
+    pub shown: usize,
+    pub connections: Vec<Connection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connection {
+    pub original: String,
+    pub reply: String,
+    pub state: String,
+    pub age_s: u32,
+    pub idle_s: u32,
+    pub dnat: bool,
+    pub snat: bool,
+    pub seen_reply: bool,
+    pub from_uplink: bool,
+    /// The Service frontend's name, for a translated connection.
+    pub service: Option<String>,
+    pub endpoint_id: Option<u32>,
+}
+
+/// `show flows`: NetworkPolicy verdicts after a sequence number, and connections allowed per
+/// policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flows {
+    /// The sequence number to ask for next (`--follow`).
+    pub next: u64,
+    /// Verdicts lost before anyone read them.
+    pub lost: u64,
+    pub policy_epoch: u32,
+    pub policies: Vec<PolicyCount>,
+    pub flows: Vec<Flow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyCount {
+    /// `namespace/name`.
+    pub policy: String,
+    pub id: u32,
+    pub allowed_connections: u64,
+}
+
+/// One verdict of the verdict log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flow {
+    pub seq: u64,
+    pub time_ms: u64,
+    /// Pod names of the two ends, where they are pods.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// `ip:port` as sent, as addressed (a Service's), and as translated (the endpoint).
+    pub source: String,
+    pub destination: String,
+    pub translated: String,
+    pub protocol: String,
+    /// `allowed` or `denied`.
+    pub verdict: String,
+    pub rejudged: bool,
+    pub policy: Option<String>,
+    pub decided_by: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::Value;
+    use switch::afxdp::stats::XskStats;
+    use switch::afxdp::xdp::XdpMode;
+    use switch::counters::PortTotals;
+    use switch::dataplane::QueueInfo;
+
+    use super::*;
+    use crate::ctl::client;
+    use crate::manifests::{add_documents, Manifests};
+    use crate::model::NodeInfo;
+    use crate::services::{all_pods, compile_services, ServiceInputs, ServiceState};
+
+    /// `reply` as the switch sends it, and read back as `show` reads it.
+    fn sent_and_read<T: Serialize, R: serde::de::DeserializeOwned>(reply: &T) -> (Value, R) {
+        let v = serde_json::to_value(Answer::new(reply)).unwrap();
+        let back = client::read(&v).unwrap_or_else(|e| panic!("{e}: {v}"));
+        (v, back)
+    }
+
+    fn keys(v: &Value) -> Vec<&str> {
+        v.as_object().unwrap().keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn status_keeps_its_keys_and_reads_back() {
+        let s = Status {
+            node: "n".into(),
+            pod_cidr: "10.244.0.0/24".into(),
+            internal_ip: "172.18.0.2".into(),
+            manifests_dir: "/m".into(),
+            applied_digest: "d".into(),
+            tables_version: 3,
+            ports_wanted: 2,
+            ports_attached: 1,
+            pending_ports: vec!["x/a: interface missing".into()],
+            problems: vec![],
+            ignored_objects: vec!["ConfigMap".into()],
+            last_error: None,
+            uptime_s: 5,
+            workers: 1,
+            kubernetes_api: None,
+        };
+        let (v, back): (Value, Status) = sent_and_read(&s);
+        assert_eq!(back, s);
+        // What `show status --json` users read: the keys and their order.
+        assert_eq!(
+            keys(&v),
+            [
+                "ok", "node", "pod_cidr", "internal_ip", "manifests_dir", "applied_digest", "tables_version", "ports_wanted",
+                "ports_attached", "pending_ports", "problems", "ignored_objects", "last_error", "uptime_s", "workers",
+                "kubernetes_api"
+            ]
+        );
+        assert_eq!(v["ok"], true);
+        assert!(v["last_error"].is_null());
+    }
+
+    #[test]
+    fn a_port_row_is_the_dataplane_report_with_the_tables_fields_after_it() {
+        let row = PortRow {
+            report: PortReport {
+                id: 1,
+                name: "psw-x-a".into(),
+                xdp_mode: XdpMode::Native,
+                native_refused: None,
+                zerocopy: false,
+                queues: vec![QueueInfo { queue: 0, worker: 0, core: 1, zerocopy: false }],
+                totals: PortTotals { rx_packets: 7, tx_packets: 9, ..PortTotals::default() },
+                xdp_redirected: 7,
+                xdp_passed: 2,
+                kernel: XskStats { rx_ring_full: 4, ..XskStats::default() },
+            },
+            owner: Some("x/a".into()),
+            kind: Some(PortKind::Pod),
+            mac: Some("02:00:00:00:00:01".into()),
+            pod_ip: Some("10.244.0.10".into()),
+            interface_present: true,
+        };
+        let ports = Ports { ports: vec![row], pending: BTreeMap::from([("x/b".to_string(), "no interface".to_string())]) };
+        let (v, back): (Value, Ports) = sent_and_read(&ports);
+        let p = &v["ports"][0];
+        // The report's counters sit at the top level of a port (tests and users read them there).
+        assert_eq!((p["rx_packets"].as_u64(), p["tx_packets"].as_u64()), (Some(7), Some(9)));
+        assert_eq!((p["owner"].as_str(), p["kind"].as_str(), p["xdp_mode"].as_str()), (Some("x/a"), Some("pod"), Some("native")));
+        assert_eq!(p["kernel"]["rx_ring_full"], 4);
+        let r = &back.ports[0];
+        assert_eq!((r.report.id, r.report.totals.tx_packets, r.report.kernel.lost()), (1, 9, 4));
+        assert_eq!((r.kind, r.owner.as_deref()), (Some(PortKind::Pod), Some("x/a")));
+        assert_eq!(back.pending["x/b"], "no interface");
+    }
+
+    #[test]
+    fn routes_stats_conntrack_and_flows_read_back_as_sent() {
+        let routes = Routes {
+            tables_version: 4,
+            gateway: "169.254.1.1".into(),
+            routes: vec![Route { prefix: "10.244.0.10/32".into(), port_id: 1, port: Some("x/a".into()), dst_mac: "0a:58:0a:f4:00:0a".into() }],
+        };
+        assert_eq!(sent_and_read::<_, Routes>(&routes).1, routes);
+        let stats = Stats {
+            drops: vec![DropCount { number: 3, reason: "no_route".into(), count: 2, description: "no route".into() }],
+            workers: vec![WorkerStats { worker: 0, core: 1, rounds: 10, idle_sleeps: 4, free_frames: 100 }],
+            ports: vec![PortCounts { name: "psw-host-sw".into(), rx_packets: 1, tx_packets: 2, rx_dropped: 0, tx_dropped: 0 }],
+        };
+        assert_eq!(sent_and_read::<_, Stats>(&stats).1, stats);
+        let ct = Conntrack {
+            entries: 1,
+            capacity: 1024,
+            bytes_per_entry: 101.5,
+            inserted: 1,
+            insert_failed_full: 0,
+            insert_failed_no_slot: 0,
+            removed: 0,
+            shown: 1,
+            connections: vec![Connection {
+                original: "10.244.0.10:1000 -> 10.96.0.1:80/tcp".into(),
+                reply: "10.244.0.11:8080 -> 10.244.0.10:1000/tcp".into(),
+                state: "established".into(),
+                age_s: 3,
+                idle_s: 1,
+                dnat: true,
+                snat: false,
+                seen_reply: true,
+                from_uplink: false,
+                service: Some("x/s:http".into()),
+                endpoint_id: Some(7),
+            }],
+        };
+        assert_eq!(sent_and_read::<_, Conntrack>(&ct).1, ct);
+        let flows = Flows {
+            next: 2,
+            lost: 0,
+            policy_epoch: 5,
+            policies: vec![PolicyCount { policy: "x/p".into(), id: 1, allowed_connections: 3 }],
+            flows: vec![Flow {
+                seq: 1,
+                time_ms: 1000,
+                from: Some("x/a".into()),
+                to: None,
+                source: "10.244.0.10:1000".into(),
+                destination: "10.244.0.11:80".into(),
+                translated: "10.244.0.11:80".into(),
+                protocol: "tcp".into(),
+                verdict: "allowed".into(),
+                rejudged: false,
+                policy: Some("x/p".into()),
+                decided_by: "x/p rule 0".into(),
+            }],
+        };
+        let (v, back) = sent_and_read::<_, Flows>(&flows);
+        assert_eq!(back, flows);
+        assert_eq!(keys(&v), ["ok", "next", "lost", "policy_epoch", "policies", "flows"]);
+    }
+
+    #[test]
+    fn compiled_service_views_read_back_as_the_rows_show_prints() {
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, labels: {app: web}}\n\
+            spec: {nodeName: node-1, containers: [{name: c, image: i, ports: [{name: http, containerPort: 8080}]}]}\n\
+            status: {podIP: 10.244.0.10, conditions: [{type: Ready, status: 'True'}]}\n---\n\
+            apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: x}\n\
+            spec: {clusterIP: 10.96.0.50, selector: {app: web}, sessionAffinity: ClientIP, \
+            sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}, ports: [{name: http, port: 80, targetPort: http}]}\n";
+        let mut m = Manifests::default();
+        add_documents(&mut m, Path::new("test.yaml"), yaml).unwrap();
+        let (pods, problems) = all_pods(&m);
+        assert!(problems.is_empty(), "{problems:?}");
+        let node = NodeInfo { name: "node-1".into(), pod_cidr: "10.244.0.0/24".parse().unwrap(), internal_ip: "172.18.0.2".parse().unwrap() };
+        let c = compile_services(&ServiceInputs { manifests: &m, node: &node, all_pods: &pods }, &mut ServiceState::default());
+        assert!(!c.views.is_empty(), "{:?}", c.problems);
+        let (_, back): (Value, Services<Vec<ServiceRow>>) = sent_and_read(&Services { services: c.views.clone() });
+        let row = &back.services[0];
+        assert_eq!((row.name.as_str(), row.frontend.as_str(), row.target_port.as_str()), ("x/s:http", "10.96.0.50:80/tcp", "http"));
+        assert_eq!(row.affinity_timeout_s, Some(60));
+        assert_eq!(row.endpoints.len(), 1, "{row:?}");
+        assert_eq!(row.endpoints[0].address, "10.244.0.10:8080");
+        assert_eq!(row.endpoints[0].node.as_deref(), Some("node-1"));
+        assert!(row.endpoints[0].internal && row.internal.backends == 1, "{row:?}");
+    }
+}

@@ -1,0 +1,317 @@
+//! The apply side: turns each view of the Kubernetes objects into tables in force.
+//!
+//! Contract: one [`Switch`], owned by the thread that receives views (no lock around it).
+//! [`Switch::apply`] takes a view in; its cost follows the change:
+//! - pods ([`crate::pods`]), Services and NetworkPolicies are read again only where the view
+//!   changed; the policy compile is skipped when nothing it reads changed;
+//! - the ports (attach, detach, the port part of the tables with its routes) are looked at only
+//!   when the pods changed or some port waits for its interface, and then the interface of a
+//!   port is looked up (sysfs) only for ports that are new or pending;
+//! - the published tables share every unchanged part with the previous ones.
+//!
+//! [`Switch::retry_pending`] (every second) attaches ports whose interface appeared and
+//! detaches those whose interface went away. After every apply, refusal or retry that changed
+//! something the state is published as a [`Snapshot`] for the readers.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use switch::afxdp::iface;
+use switch::tables::services::ServiceTables;
+use switch::tables::policy::PolicyTables;
+use switch::tables::PortId;
+
+use super::shared::{Shared, Snapshot};
+use crate::compile::{self, Attached, DesiredPort, PortTables, Uplink};
+use crate::manifests::Manifests;
+use crate::model::{self, NodeInfo};
+use crate::pods::PodCache;
+use crate::policy::{self as netpol, CompiledPolicy, PolicyInputs, PolicyState};
+use crate::services::{self, CompiledServices, ServiceInputs, ServiceState};
+
+/// Why a view was not applied (the tables in force stay).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{0}")]
+    Node(String),
+    #[error("the Node object changed ({old:?} -> {new:?}); restart the switch to apply a new pod CIDR or InternalIP")]
+    NodeChanged { old: Box<NodeInfo>, new: Box<NodeInfo> },
+    #[error("{0}")]
+    Pods(String),
+}
+
+/// What the apply side starts from.
+pub(crate) struct Config {
+    pub node: NodeInfo,
+    pub uplink: Option<Uplink>,
+    /// MAC of the node's stack side of the host port.
+    pub host_stack_mac: [u8; 6],
+    /// The manifest directory (empty with the API source).
+    pub dir: PathBuf,
+    /// Objects carry resourceVersions the compilers may trust (the API source).
+    pub resource_versions: bool,
+}
+
+pub(crate) struct Switch {
+    shared: Arc<Shared>,
+    cfg: Config,
+    pub desired: Vec<DesiredPort>,
+    /// The pod generation `desired` and `pod_problems` were made from.
+    desired_from: Option<u64>,
+    /// Sentences about pods: unreadable ones, and those `desired` cannot wire.
+    pod_problems: Vec<String>,
+    problems: Vec<String>,
+    /// Attached ports by key, with their interface.
+    pub attached: BTreeMap<String, (Attached, String)>,
+    pub pending: BTreeMap<String, String>,
+    /// The port part of the tables for `attached`, built again only when that changes.
+    port_tables: PortTables,
+    pub applied_digest: String,
+    pub last_error: Option<String>,
+    version: u64,
+    ignored_kinds: Vec<String>,
+    svc_state: ServiceState,
+    services: Option<Arc<CompiledServices>>,
+    policy_state: PolicyState,
+    policy: Option<Arc<CompiledPolicy>>,
+    /// Every pod of the view, re-read where it changed.
+    pods: PodCache,
+    /// Pod names by IP for the readers, and the pod generation they were made from.
+    pod_names: (Option<u64>, Arc<BTreeMap<u32, String>>),
+    syncs: u64,
+    sync_errors: u64,
+    last_sync: Option<(std::time::Duration, SystemTime)>,
+}
+
+impl Switch {
+    pub fn new(shared: Arc<Shared>, cfg: Config) -> Self {
+        let rv = cfg.resource_versions;
+        Self {
+            shared,
+            desired: Vec::new(),
+            desired_from: None,
+            pod_problems: Vec::new(),
+            problems: Vec::new(),
+            attached: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            port_tables: PortTables::build(&cfg.node, &[], &BTreeMap::new(), cfg.host_stack_mac, cfg.uplink.as_ref()),
+            applied_digest: String::new(),
+            last_error: None,
+            version: 0,
+            ignored_kinds: Vec::new(),
+            // API objects change resourceVersion with every change: the compilers may trust it.
+            svc_state: ServiceState::default().with_resource_versions(rv),
+            services: None,
+            policy_state: PolicyState::default(),
+            policy: None,
+            pods: PodCache::default().with_resource_versions(rv),
+            pod_names: (None, Arc::default()),
+            syncs: 0,
+            sync_errors: 0,
+            last_sync: None,
+            cfg,
+        }
+    }
+
+    pub fn node(&self) -> &NodeInfo {
+        &self.cfg.node
+    }
+
+    /// Takes in a view. The consumer of "what changed": the pod cache and the compilers read
+    /// the view's changed keys themselves.
+    pub fn apply(&mut self, m: &Manifests) -> Result<(), ApplyError> {
+        let t0 = Instant::now();
+        let node = model::node_info(m, Some(&self.cfg.node.name)).map_err(|e| ApplyError::Node(e.clone()))?;
+        if node != self.cfg.node {
+            return Err(ApplyError::NodeChanged { old: Box::new(self.cfg.node.clone()), new: Box::new(node) });
+        }
+        // The pods step: only the pods that changed are read again, and the ports follow
+        // only when some pod did.
+        self.pods.update(m);
+        let ports_changed = self.desired_from != Some(self.pods.generation());
+        if ports_changed {
+            let local = self.pods.local_pods(&self.cfg.node).map_err(|e| ApplyError::Pods(e.clone()))?;
+            let (desired, mut problems) = compile::desired_ports(&self.cfg.node, &local, self.cfg.uplink.as_ref());
+            problems.extend(self.pods.problems());
+            self.desired = desired;
+            self.pod_problems = problems;
+            self.desired_from = Some(self.pods.generation());
+        }
+        let all_pods = self.pods.all();
+        let compiled = services::compile_services(&ServiceInputs { manifests: m, node: &self.cfg.node, all_pods }, &mut self.svc_state);
+        let inputs = PolicyInputs { manifests: m, node: &self.cfg.node, all_pods };
+        if let Some(c) = netpol::compile_policy_unless_unchanged(&inputs, self.pods.generation(), &mut self.policy_state) {
+            self.policy = Some(Arc::new(c));
+        }
+        let mut problems = self.pod_problems.clone();
+        problems.extend(compiled.problems.iter().cloned());
+        problems.extend(self.policy.iter().flat_map(|p| p.problems.iter().cloned()));
+        for p in &problems {
+            tracing::warn!("{p}");
+        }
+        let removed = self.svc_state.removed_endpoints().to_vec();
+        self.problems = problems;
+        self.ignored_kinds.clone_from(&m.ignored);
+        self.services = Some(Arc::new(compiled));
+        if ports_changed || !self.pending.is_empty() {
+            self.reconcile(false);
+        } else {
+            self.publish_tables();
+        }
+        // The new tables are in force: no new flow can pick a removed endpoint any more, so its
+        // UDP flows can go now rather than linger until they time out.
+        if !removed.is_empty() {
+            let n = self.shared.dp().flush_udp_endpoints(removed.clone());
+            tracing::info!(endpoints = removed.len(), flushed = n, "UDP connections of removed endpoints flushed");
+        }
+        self.applied_digest.clone_from(&m.digest);
+        self.last_error = None;
+        self.syncs += 1;
+        self.last_sync = Some((t0.elapsed(), SystemTime::now()));
+        self.publish_snapshot();
+        Ok(())
+    }
+
+    /// Records a view that was not applied (counted, shown by `show status`).
+    pub fn refused(&mut self, error: String) {
+        self.last_error = Some(error);
+        self.sync_errors += 1;
+        self.publish_snapshot();
+    }
+
+    /// A refused view was undone: what is in force is what the source says again.
+    pub fn clear_error(&mut self) {
+        if self.last_error.take().is_some() {
+            self.publish_snapshot();
+        }
+    }
+
+    /// Reconciles again when some port waits for its interface or an attached one's interface
+    /// went away (nothing else changed).
+    pub fn retry_pending(&mut self) {
+        if !self.pending.is_empty() || self.attached.values().any(|(_, i)| !iface::exists(i)) {
+            self.reconcile(true);
+            self.publish_snapshot();
+        }
+    }
+
+    fn free_id(&self) -> PortId {
+        let used: BTreeSet<PortId> = self.attached.values().map(|(a, _)| a.id).collect();
+        (1..).find(|id| !used.contains(id)).expect("fewer ports than ids")
+    }
+
+    /// Brings attached ports in line with the desired ones; publishes the tables. Interfaces
+    /// are looked up for ports to attach, and for attached ones only with `check_attached`.
+    fn reconcile(&mut self, check_attached: bool) {
+        let wanted: BTreeMap<&str, &DesiredPort> = self.desired.iter().map(|d| (d.key.as_str(), d)).collect();
+        let gone: Vec<String> = self
+            .attached
+            .iter()
+            .filter(|(k, (_, ifname))| {
+                wanted.get(k.as_str()).is_none_or(|d| &d.ifname != ifname) || (check_attached && !iface::exists(ifname))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !gone.is_empty() {
+            // Routes to these ports go first, then their sockets.
+            let removed: Vec<(&String, (Attached, String))> =
+                gone.iter().map(|k| (k, self.attached.remove(k).expect("listed above"))).collect();
+            self.rebuild_port_tables();
+            self.publish_tables();
+            for (k, (a, ifname)) in removed {
+                if let Err(e) = self.shared.dp_mut().detach_port(a.id) {
+                    tracing::error!(port = %k, "detaching {ifname}: {e}");
+                }
+                tracing::info!(port = %k, interface = %ifname, "port detached");
+            }
+        }
+        self.pending.clear();
+        for i in 0..self.desired.len() {
+            let d = &self.desired[i];
+            if self.attached.contains_key(&d.key) {
+                continue;
+            }
+            if !iface::exists(&d.ifname) {
+                self.pending.insert(d.key.clone(), format!("interface {} does not exist (yet)", d.ifname));
+                continue;
+            }
+            let id = if d.key == compile::HOST_KEY { 0 } else { self.free_id() };
+            let attached = iface::mac(&d.ifname)
+                .map_err(|e| e.to_string())
+                .and_then(|mac| self.shared.dp_mut().attach_port(id, &d.ifname).map(|r| (mac, r)).map_err(|e| e.to_string()));
+            match attached {
+                Ok((mac, r)) => {
+                    println!(
+                        "port {} ({}): XDP {}, {} mode, {} queue(s){}",
+                        d.ifname,
+                        d.key,
+                        r.xdp_mode.as_str(),
+                        if r.zerocopy { "zero-copy" } else { "copy" },
+                        r.queues.len(),
+                        r.native_refused.as_deref().map(|w| format!(" (native refused: {w})")).unwrap_or_default()
+                    );
+                    self.attached.insert(d.key.clone(), (Attached { id, mac }, d.ifname.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(port = %d.key, "cannot attach {}: {e}", d.ifname);
+                    self.pending.insert(d.key.clone(), e);
+                }
+            }
+        }
+        self.rebuild_port_tables();
+        self.publish_tables();
+    }
+
+    fn rebuild_port_tables(&mut self) {
+        let attached: BTreeMap<String, Attached> = self.attached.iter().map(|(k, (a, _))| (k.clone(), *a)).collect();
+        self.port_tables = PortTables::build(&self.cfg.node, &self.desired, &attached, self.cfg.host_stack_mac, self.cfg.uplink.as_ref());
+    }
+
+    /// Assembles the tables from the parts in hand and puts them in force.
+    fn publish_tables(&mut self) {
+        self.version += 1;
+        let (no_services, no_policy);
+        let services = match &self.services {
+            Some(c) => &c.tables,
+            None => {
+                no_services = ServiceTables::default();
+                &no_services
+            }
+        };
+        let policy = match &self.policy {
+            Some(c) => &c.tables,
+            None => {
+                no_policy = PolicyTables::default();
+                &no_policy
+            }
+        };
+        let t = compile::assemble(compile::Parts { version: self.version, ports: &self.port_tables, services, policy });
+        self.shared.dp().publish(t);
+    }
+
+    fn publish_snapshot(&mut self) {
+        let generation = self.pods.generation();
+        if self.pod_names.0 != Some(generation) {
+            self.pod_names = (Some(generation), Arc::new(self.pods.names().clone()));
+        }
+        self.shared.publish(Snapshot {
+            node: self.cfg.node.clone(),
+            dir: self.cfg.dir.clone(),
+            applied_digest: self.applied_digest.clone(),
+            tables_version: self.version,
+            ports_wanted: self.desired.len(),
+            port_keys: self.attached.iter().map(|(k, (a, _))| (a.id, k.clone())).collect(),
+            pending: self.pending.clone(),
+            problems: self.problems.clone(),
+            ignored_kinds: self.ignored_kinds.clone(),
+            last_error: self.last_error.clone(),
+            syncs: self.syncs,
+            sync_errors: self.sync_errors,
+            last_sync: self.last_sync,
+            services: self.services.clone(),
+            policy: self.policy.clone(),
+            pod_names: Arc::clone(&self.pod_names.1),
+        });
+    }
+}

@@ -1,0 +1,123 @@
+//! What the apply side shares with the readers (`show`, `/metrics`, the verdict log collector).
+//!
+//! Contract: the apply side ([`super::apply::Switch`]) owns its state exclusively and, after
+//! every view it applies or refuses, publishes a read-only [`Snapshot`] by swapping one pointer;
+//! readers load the snapshot they need without any lock. The dataplane sits behind a
+//! read-write lock: readers take it shared to read counters (atomics), the apply side takes it
+//! shared to publish tables and exclusively only to attach or detach a port (the dataplane's
+//! `attach_port`/`detach_port` take `&mut`). So a reader never waits for a Service or policy
+//! compile, and an apply that changes no port never waits for a reader. The verdict log's
+//! history has a lock of its own, shared by the collector and `show flows` only.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use switch::dataplane::Dataplane;
+use switch::tables::PortId;
+
+use super::flows::FlowHistory;
+use crate::kube_source::StatusHandle;
+use crate::model::NodeInfo;
+use crate::policy::CompiledPolicy;
+use crate::services::CompiledServices;
+
+/// The apply side's state as readers see it, published whole after every apply.
+#[derive(Debug, Clone)]
+pub(crate) struct Snapshot {
+    pub node: NodeInfo,
+    /// The manifest directory (empty with the API source).
+    pub dir: PathBuf,
+    pub applied_digest: String,
+    /// Version of the tables last published.
+    pub tables_version: u64,
+    pub ports_wanted: usize,
+    /// The attached ports: their id and key (`node`, `uplink`, `namespace/name`).
+    pub port_keys: BTreeMap<PortId, String>,
+    /// Ports waiting for their interface, with why.
+    pub pending: BTreeMap<String, String>,
+    pub problems: Vec<String>,
+    pub ignored_kinds: Vec<String>,
+    pub last_error: Option<String>,
+    /// Views applied, views refused, and the last apply's duration and end.
+    pub syncs: u64,
+    pub sync_errors: u64,
+    pub last_sync: Option<(Duration, SystemTime)>,
+    /// The Services and NetworkPolicies as last compiled (shared with the apply side).
+    pub services: Option<Arc<CompiledServices>>,
+    pub policy: Option<Arc<CompiledPolicy>>,
+    /// Pod names by IP, for the verdict log (shared until the pods change).
+    pub pod_names: Arc<BTreeMap<u32, String>>,
+}
+
+impl Snapshot {
+    /// Before the first apply.
+    pub fn empty(node: NodeInfo, dir: PathBuf) -> Self {
+        Self {
+            node,
+            dir,
+            applied_digest: String::new(),
+            tables_version: 0,
+            ports_wanted: 0,
+            port_keys: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            problems: Vec::new(),
+            ignored_kinds: Vec::new(),
+            last_error: None,
+            syncs: 0,
+            sync_errors: 0,
+            last_sync: None,
+            services: None,
+            policy: None,
+            pod_names: Arc::default(),
+        }
+    }
+}
+
+/// The handle every thread of `podswitch run` holds.
+pub(crate) struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    dp: RwLock<Dataplane>,
+    flows: Mutex<FlowHistory>,
+    /// The API source's status, when the objects come from the Kubernetes API.
+    pub kube: Option<StatusHandle>,
+    pub started: Instant,
+}
+
+impl Shared {
+    pub fn new(dp: Dataplane, snapshot: Snapshot, kube: Option<StatusHandle>) -> Self {
+        Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            dp: RwLock::new(dp),
+            flows: Mutex::new(FlowHistory::default()),
+            kube,
+            started: Instant::now(),
+        }
+    }
+
+    /// The snapshot last published.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn publish(&self, s: Snapshot) {
+        self.snapshot.store(Arc::new(s));
+    }
+
+    /// The dataplane for reading counters and tables, and for publishing tables.
+    pub fn dp(&self) -> RwLockReadGuard<'_, Dataplane> {
+        // A panic while a port was attached leaves the dataplane as consistent as the attach
+        // left it; readers and teardown go on with it.
+        self.dp.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The dataplane for attaching and detaching ports, and for stopping it.
+    pub fn dp_mut(&self) -> RwLockWriteGuard<'_, Dataplane> {
+        self.dp.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn flows(&self) -> MutexGuard<'_, FlowHistory> {
+        self.flows.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

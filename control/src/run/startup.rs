@@ -1,0 +1,197 @@
+//! Start-up of `podswitch run`: everything the event loop needs, made in order.
+//!
+//! Contract: [`start`] keeps the control threads off the worker cores, reads the first view
+//! (manifest directory or Kubernetes API), checks the uplink and the pods' interfaces, binds
+//! the control socket, creates the host port, starts the workers, applies the first view
+//! (attaching the host port first, then the uplink and every local pod's port), then starts
+//! the metrics endpoint, the control socket's server, the signal handlers and the verdict log
+//! collector. Each thing made is recorded in the returned [`Running`]'s [`Teardown`] as soon
+//! as it exists, so a failure at any step (returned as a [`StartError`]) leaves nothing
+//! behind, and so does the end of [`Running`].
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use switch::afxdp::frames::UmemSpec;
+use switch::afxdp::iface;
+use switch::afxdp::socket::CopyPolicy;
+use switch::afxdp::xdp::XdpMode;
+use switch::dataplane::{Dataplane, DataplaneConfig, DataplaneError};
+use switch::tables::{PortKind, Tables};
+
+use super::apply::{self, ApplyError, Switch};
+use super::shared::{Shared, Snapshot};
+use super::teardown::Teardown;
+use super::watch::{self, DirWatch, WatchError};
+use super::{affinity, flows, host_port, metrics_view, show_handler, RunArgs, XdpModeArg};
+use crate::compile::{self, Uplink};
+use crate::ctl;
+use crate::kube_source::{self, KubeSource, ObjectSource};
+use crate::manifests;
+use crate::metrics::{self, MetricsAddr};
+use crate::model;
+use crate::naming;
+
+/// Why `podswitch run` did not start (nothing it made is left behind).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("`podswitch run` needs root (it loads XDP programs and binds AF_XDP sockets)")]
+    NotRoot,
+    #[error("keeping control threads off the worker cores")]
+    Affinity(#[source] affinity::AffinityError),
+    /// The object source's own message (bad flags, unreadable directory, kubeconfig, Node).
+    #[error("{0}")]
+    Source(String),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error("--uplink-gateway-mac {0:?} is not a MAC address (aa:bb:cc:dd:ee:ff)")]
+    UplinkMac(String),
+    #[error("uplink interface {0} does not exist in this network namespace")]
+    NoUplink(String),
+    #[error("interface {ifname} of pod {pod} does not exist in this network namespace (pass --allow-missing-interfaces to wait for it)")]
+    MissingInterface { ifname: String, pod: String },
+    #[error(transparent)]
+    ControlSocket(#[from] ctl::server::ServerError),
+    #[error(transparent)]
+    HostPort(#[from] host_port::HostPortError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error(transparent)]
+    FirstView(#[from] ApplyError),
+    #[error("cannot attach port {port}: {error}")]
+    Attach { port: String, error: String },
+    #[error("--metrics-addr {addr}")]
+    Metrics { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("installing signal handlers")]
+    Signals(#[source] std::io::Error),
+    #[error("starting the verdict log collector")]
+    Collector(#[source] std::io::Error),
+}
+
+/// Where the views come from after the first.
+pub(crate) enum Source {
+    Directory(DirWatch),
+    Api(Box<KubeSource>),
+}
+
+/// A started switch: what the event loop works with. Dropping it tears everything down.
+pub(crate) struct Running {
+    pub switch: Switch,
+    pub source: Source,
+    /// Set by SIGTERM and SIGINT.
+    pub stop: Arc<AtomicBool>,
+    _metrics: Option<metrics::MetricsServer>,
+    /// Last: undoes the rest once the fields above are gone.
+    _teardown: Teardown,
+}
+
+/// Starts the switch (see the module contract).
+pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(StartError::NotRoot);
+    }
+    // Before any thread exists: every thread made from here on stays off the workers' cores.
+    let control_cores = affinity::keep_off(&args.cores).map_err(StartError::Affinity)?;
+    let source_err = |e: &dyn std::fmt::Display| StartError::Source(e.to_string());
+    let (m, source) = match args.kube.source(args.manifests.as_deref()).map_err(|e| source_err(&e))? {
+        ObjectSource::Directory(dir) => {
+            let m = manifests::load_dir(&dir).map_err(|e| source_err(&e))?;
+            // An edit made before the watch starts is not missed: the first look digests.
+            (m, Source::Directory(DirWatch::new(&dir)?))
+        }
+        ObjectSource::Api(cfg) => {
+            let mut src = kube_source::start(*cfg).map_err(|e| source_err(&e))?;
+            (watch::first_api_view(&mut src), Source::Api(Box::new(src)))
+        }
+    };
+    let node = model::node_info(&m, args.node_name.as_deref()).map_err(|e| source_err(&e))?;
+    let pods = model::local_pods(&m, &node).map_err(|e| source_err(&e))?;
+    let uplink = match (&args.uplink, &args.uplink_gateway_mac) {
+        (Some(ifname), Some(mac)) => {
+            let gateway_mac = iface::parse_mac(mac).ok_or_else(|| StartError::UplinkMac(mac.clone()))?;
+            if !iface::exists(ifname) {
+                return Err(StartError::NoUplink(ifname.clone()));
+            }
+            Some(Uplink { ifname: ifname.clone(), gateway_mac })
+        }
+        _ => None,
+    };
+    let (desired, _) = compile::desired_ports(&node, &pods, uplink.as_ref());
+    if !args.allow_missing_interfaces {
+        if let Some(d) = desired.iter().find(|d| d.kind != PortKind::Host && !iface::exists(&d.ifname)) {
+            return Err(StartError::MissingInterface { ifname: d.ifname.clone(), pod: d.key.clone() });
+        }
+    }
+
+    let mut teardown = Teardown::default();
+    let listener = ctl::server::bind(&args.control_socket)?;
+    teardown.control_socket(args.control_socket.clone());
+    let cfg = dataplane_config(args, control_cores.allowed.clone());
+    let host_stack_mac = host_port::ensure(&node, cfg.cores.len() as u32, &crate::services::ServiceConfig::default().service_cidrs)?;
+    teardown.host_port();
+    let dp = Dataplane::start(cfg, Tables::new(naming::GATEWAY_IP))?;
+    let dir = args.manifests.clone().unwrap_or_default();
+    let kube_status = match &source {
+        Source::Api(src) => Some(src.status_handle()),
+        Source::Directory(_) => None,
+    };
+    let shared = Arc::new(Shared::new(dp, Snapshot::empty(node.clone(), dir.clone()), kube_status));
+    teardown.dataplane(Arc::clone(&shared));
+
+    let resource_versions = matches!(source, Source::Api(_));
+    let mut sw = Switch::new(Arc::clone(&shared), apply::Config { node, uplink, host_stack_mac, dir, resource_versions });
+    sw.apply(&m)?;
+    drop(m);
+    let fatal = sw
+        .pending
+        .iter()
+        .find(|(k, _)| k.as_str() == compile::HOST_KEY || k.as_str() == compile::UPLINK_KEY || !args.allow_missing_interfaces);
+    if let Some((port, error)) = fatal {
+        return Err(StartError::Attach { port: port.clone(), error: error.clone() });
+    }
+    let n = sw.node();
+    println!(
+        "podswitch running: node {} (pod CIDR {}, InternalIP {}), {} port(s), workers on cores {:?}{}; {}",
+        n.name,
+        n.pod_cidr,
+        n.internal_ip,
+        sw.attached.len(),
+        args.cores,
+        if args.busy_poll { ", busy polling" } else { "" },
+        match &control_cores.control {
+            Some(c) => format!("control threads on cores {c:?}"),
+            None => "control threads share the workers' cores (no other core is allowed)".to_string(),
+        }
+    );
+
+    let metrics = match args.metrics.metrics_addr {
+        MetricsAddr::Off => None,
+        MetricsAddr::At(addr) => {
+            let shared = Arc::clone(&shared);
+            let provider: metrics::Provider = Arc::new(move || metrics_view::snapshot(&shared));
+            Some(metrics::serve(addr, provider).map_err(|source| StartError::Metrics { addr, source })?)
+        }
+    };
+    ctl::server::serve(listener, args.control_socket.clone(), show_handler::handler(Arc::clone(&shared)));
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(StartError::Signals)?;
+    }
+    flows::start_collector(Arc::clone(&shared), Arc::clone(&stop)).map_err(StartError::Collector)?;
+    Ok(Running { switch: sw, source, stop, _metrics: metrics, _teardown: teardown })
+}
+
+fn dataplane_config(args: &RunArgs, allowed_cores: Vec<usize>) -> DataplaneConfig {
+    DataplaneConfig {
+        cores: args.cores.clone(),
+        busy_poll: args.busy_poll,
+        umem: UmemSpec { frames: args.frames, ..UmemSpec::default() },
+        copy_policy: if args.require_zerocopy { CopyPolicy::RequireZeroCopy } else { CopyPolicy::PreferZeroCopy },
+        xdp_mode: args.xdp_mode.map(|m| match m {
+            XdpModeArg::Native => XdpMode::Native,
+            XdpModeArg::Generic => XdpMode::Generic,
+        }),
+        conntrack_capacity: args.conntrack_size,
+        allowed_cores: Some(allowed_cores),
+        ..DataplaneConfig::default()
+    }
+}

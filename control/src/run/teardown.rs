@@ -1,0 +1,50 @@
+//! Undoing what start-up did, once, whichever way `podswitch run` ends.
+//!
+//! Contract: start-up records each thing it makes in a [`Teardown`] as soon as it exists; when
+//! the guard drops (a normal stop, a failed start-up step; a panic only in builds that unwind:
+//! release builds abort), it undoes them in the reverse order: the dataplane stops (every port detached, workers stopped), the
+//! host port pair is deleted (its routes go with it), the control socket file is removed.
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::host_port;
+use super::shared::Shared;
+
+#[derive(Default)]
+pub(crate) struct Teardown {
+    control_socket: Option<PathBuf>,
+    host_port: bool,
+    dataplane: Option<Arc<Shared>>,
+}
+
+impl Teardown {
+    /// The control socket file exists at `path`.
+    pub fn control_socket(&mut self, path: PathBuf) {
+        self.control_socket = Some(path);
+    }
+
+    /// The host port pair exists.
+    pub fn host_port(&mut self) {
+        self.host_port = true;
+    }
+
+    /// The dataplane runs.
+    pub fn dataplane(&mut self, shared: Arc<Shared>) {
+        self.dataplane = Some(shared);
+    }
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        if let Some(shared) = self.dataplane.take() {
+            tracing::info!("stopping");
+            shared.dp_mut().stop();
+        }
+        if self.host_port {
+            host_port::remove();
+        }
+        if let Some(path) = self.control_socket.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! What every benchmark driver (forward, pktgen, e2e) shares, so that each of them holds only
+//! its own topology, measurement and figures:
+//!
+//! - [`progress`]: the `bench NAME: ...` lines on stderr.
+//! - [`preflight`]: root, the programs a run needs, and the machine-wide lock it takes.
+//! - [`cleanup`]: the guard that removes what a run made however it ends (return, error, panic,
+//!   SIGINT/SIGTERM through `sys::interrupted`).
+//! - [`host`]: what a report records about the machine and the checkout (load average, CPU
+//!   model, `git describe`, start time).
+//! - [`trafgen`]: the 64-byte UDP frames netsniff-ng's trafgen sends and how it is started.
+//! - [`report`]: writing a run's JSON and Markdown (and any other files) to the results dir.
+//!
+//! Processes, /proc readers and the interrupt flag are in [`crate::sys`].
+pub mod cleanup;
+pub mod host;
+pub mod preflight;
+pub mod progress;
+pub mod report;
+pub mod trafgen;

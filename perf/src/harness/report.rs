@@ -1,0 +1,62 @@
+//! A run's results: `NAME.json` (the summary, pretty-printed, one trailing newline), `NAME.md`
+//! and any further files, written into the results directory (created if missing) unless
+//! `--no-save`; then the summary on stdout, as one JSON line (`--json`) or as a table.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+/// The output options every driver has (flattened into its arguments).
+#[derive(Debug, Clone, clap::Args)]
+pub struct OutputArgs {
+    /// Print progress on stderr and, as the last line of stdout, one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the result files are written (default: perf/results of this checkout).
+    #[arg(long, value_name = "DIR")]
+    pub results_dir: Option<PathBuf>,
+    /// Do not write the result files.
+    #[arg(long)]
+    pub no_save: bool,
+}
+
+/// Writes the files `files` makes (unless `--no-save`; where they went, or why not, goes to
+/// `say`), then prints `summary` as one JSON line with `--json`, else `table`.
+pub fn publish<S: Serialize>(
+    out: &OutputArgs,
+    summary: &S,
+    files: impl FnOnce() -> Result<Vec<(&'static str, String)>>,
+    table: impl FnOnce() -> String,
+    say: impl Fn(String),
+) -> Result<()> {
+    if !out.no_save {
+        let dir = out.results_dir.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
+        match files().and_then(|f| save(&dir, &f)) {
+            Ok(names) => say(format!("result written: {}", names.join(", "))),
+            Err(e) => say(format!("cannot write the result to {}: {e:#}", dir.display())),
+        }
+    }
+    if out.json {
+        println!("{}", serde_json::to_string(summary)?);
+    } else {
+        print!("{}", table());
+    }
+    Ok(())
+}
+
+/// The summary as the `.json` file holds it.
+pub fn json<S: Serialize>(summary: &S) -> Result<String> {
+    Ok(serde_json::to_string_pretty(summary)? + "\n")
+}
+
+/// Writes `files` (name, text) into `dir`; returns their paths in order.
+fn save(dir: &Path, files: &[(&str, String)]) -> Result<Vec<String>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut names = Vec::new();
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        names.push(path.display().to_string());
+    }
+    Ok(names)
+}
