@@ -85,5 +85,5 @@ impl FlowRing {
 /// Milliseconds since the Unix epoch (a vDSO call; made once per new connection).
 #[inline]
 pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

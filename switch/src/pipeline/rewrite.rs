@@ -97,10 +97,10 @@ mod tests {
         let h = ip.header();
         match p.transport.unwrap() {
             etherparse::TransportSlice::Tcp(t) => {
-                assert_eq!(t.checksum(), t.to_header().calc_checksum_ipv4(&h.to_header(), t.payload()).unwrap())
+                assert_eq!(t.checksum(), t.to_header().calc_checksum_ipv4(&h.to_header(), t.payload()).unwrap());
             }
             etherparse::TransportSlice::Udp(u) => {
-                assert_eq!(u.checksum(), u.to_header().calc_checksum_ipv4(&h.to_header(), u.payload()).unwrap())
+                assert_eq!(u.checksum(), u.to_header().calc_checksum_ipv4(&h.to_header(), u.payload()).unwrap());
             }
             _ => panic!(),
         }
