@@ -142,6 +142,8 @@ pub struct MetricsSnapshot {
     pub workers: Vec<WorkerMetrics>,
     /// Drops by reason, all workers together (every reason, zeros included).
     pub drops: Vec<(String, u64)>,
+    /// What the pipeline stages did besides dropping (`stage.counter`), all workers together.
+    pub stages: Vec<(String, u64)>,
     pub conntrack: ConntrackMetrics,
     pub tables: TableSizes,
     pub sync: SyncMetrics,
@@ -209,6 +211,14 @@ impl Collector for SnapshotCollector {
         let mut f = counter_family(&mut enc, "podswitch_drops_total", "Frames dropped, by reason (all workers).")?;
         for (reason, n) in &s.drops {
             counter(&mut f, &[("reason", reason.as_str())], *n)?;
+        }
+        let mut f = counter_family(
+            &mut enc,
+            "podswitch_pipeline_stage_total",
+            "What the pipeline stages did besides dropping (answers sent, connections made, backends chosen), by stage counter (all workers).",
+        )?;
+        for (name, n) in &s.stages {
+            counter(&mut f, &[("counter", name.as_str())], *n)?;
         }
         let gauges: [(&str, &str, u64); 6] = [
             ("podswitch_conntrack_entries", "Connections in the connection table.", s.conntrack.entries),
@@ -388,6 +398,7 @@ mod tests {
                 ..Default::default()
             }],
             drops: vec![("no_route".into(), 4), ("truncated".into(), 0)],
+            stages: vec![("arp.replies".into(), 2), ("reject.tcp_resets".into(), 1)],
             conntrack: ConntrackMetrics { entries: 5, capacity: 262_144, insert_failures: 1 },
             tables: TableSizes { routes: 12, frontends: 3, backends: 6, policy_pods: 2 },
             sync: SyncMetrics {
@@ -452,6 +463,10 @@ podswitch_worker_drops_total{worker="0",reason="truncated"} 0
 # TYPE podswitch_drops_total counter
 podswitch_drops_total{reason="no_route"} 4
 podswitch_drops_total{reason="truncated"} 0
+# HELP podswitch_pipeline_stage_total What the pipeline stages did besides dropping (answers sent, connections made, backends chosen), by stage counter (all workers).
+# TYPE podswitch_pipeline_stage_total counter
+podswitch_pipeline_stage_total{counter="arp.replies"} 2
+podswitch_pipeline_stage_total{counter="reject.tcp_resets"} 1
 # HELP podswitch_conntrack_entries Connections in the connection table.
 # TYPE podswitch_conntrack_entries gauge
 podswitch_conntrack_entries 5

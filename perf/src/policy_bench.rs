@@ -156,7 +156,8 @@ fn syn(slot: &mut [u8], src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, in
 
 #[inline(never)]
 fn timed_new(tables: &Tables, ct: &ConnTable, frames: &mut [u8], lens: &[usize], ports: &[u16], counters: (&DropCounters, &FlowRing, &PolicyCounters)) -> (u64, u64) {
-    let ctx = Ctx { tables, ct, now: ct.now_ms(), drops: counters.0, flows: counters.1, policy_counters: counters.2 };
+    let stages = switch::pipeline::StageCounters::default();
+    let ctx = Ctx { tables, ct, now: ct.now_ms(), drops: counters.0, flows: counters.1, policy_counters: counters.2, stages: &stages };
     let (mut fwd, mut denied) = (0, 0);
     let n = lens.len();
     for start in (0..n).step_by(warm::MAX) {

@@ -51,7 +51,7 @@ fn micro(c: &mut Criterion) {
                     left -= n;
                 }
                 timed
-            })
+            });
         });
     }
     group.finish();

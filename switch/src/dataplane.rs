@@ -378,6 +378,18 @@ impl Dataplane {
             .collect()
     }
 
+    /// The pipeline stages' counters by name (`stage.counter`: answers sent, connections made,
+    /// backends chosen), summed over workers, in pipeline order.
+    pub fn stage_counters(&self) -> Vec<(&'static str, u64)> {
+        let mut sums = crate::pipeline::StageCounters::default().values();
+        for w in &self.workers {
+            for (sum, (_, n)) in sums.iter_mut().zip(w.shared.stages.values()) {
+                sum.1 += n;
+            }
+        }
+        sums.to_vec()
+    }
+
     /// Per worker: frames and bytes over the queues it owns, and its drops by reason.
     pub fn worker_reports(&self) -> Vec<WorkerReport> {
         self.workers

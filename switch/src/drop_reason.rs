@@ -2,7 +2,7 @@
 //! `podswitch show stats`, the metrics and (later) the flow log.
 //!
 //! Contract: numbers are assigned once and never reused or renumbered; a new reason takes the
-//! next free number. `name()` is the stable machine name (snake case) used in JSON and metrics.
+//! next free number. A retired reason's number stays in [`RETIRED`]. `name()` is the stable machine name (snake case) used in JSON and metrics.
 use serde::Serialize;
 
 macro_rules! drop_reasons {
@@ -55,7 +55,10 @@ drop_reasons! {
     IcmpErrorNotSent = 20, "icmp_error_not_sent", "an ICMP error was due but not sent (the frame could not hold it, or it would answer an ICMP error)";
     UnknownIngressPort = 21, "unknown_ingress_port", "frame arrived on a port the tables do not know (being added or removed)";
     LocalNotHandled = 22, "local_not_handled", "addressed to the switch's gateway address but not an echo request";
-    Multibuffer = 23, "multibuffer", "frame spans several buffers (jumbo); not supported";
+    // 23 was `multibuffer` ("frame spans several buffers"): retired, never to be reused. The
+    // sockets are bound without XDP_USE_SG, so the kernel never hands a frame in several
+    // buffers to the switch (it drops a frame larger than one buffer itself, in its own
+    // socket statistics); no code could see one, and the counter stayed 0 forever.
     ConntrackFull = 24, "conntrack_full", "connection table full (or no slot in reach): new connection refused";
     NoLocalEndpoint = 25, "no_local_endpoint", "traffic policy Local and no endpoint of the Service on this node";
     ServiceRejected = 26, "service_rejected", "Service without usable endpoints, or a port it does not expose: answered with TCP RST or ICMP port unreachable";
@@ -67,6 +70,9 @@ drop_reasons! {
     SnatPortsExhausted = 32, "snat_ports_exhausted", "no free masquerade port for this backend";
     PolicyDenied = 33, "policy_denied", "NetworkPolicy: the source's egress or the destination's ingress does not allow the connection";
 }
+
+/// Numbers of reasons that no longer exist (see the comment at each), never given again.
+pub const RETIRED: &[u8] = &[23];
 
 /// Number of counter slots an array indexed by `reason as usize` needs.
 pub const DROP_REASON_SLOTS: usize = 34;
@@ -81,9 +87,10 @@ mod tests {
             let n = *r as usize;
             assert!(n > 0 && n < DROP_REASON_SLOTS, "{r:?}");
             assert!(!seen[n], "{r:?} reuses {n}");
+            assert!(!RETIRED.contains(&(n as u8)), "{r:?} reuses retired {n}");
             seen[n] = true;
             assert!(r.name().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
         }
-        assert_eq!(DropReason::ALL.len(), DROP_REASON_SLOTS - 1);
+        assert_eq!(DropReason::ALL.len() + RETIRED.len(), DROP_REASON_SLOTS - 1);
     }
 }

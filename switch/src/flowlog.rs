@@ -18,6 +18,9 @@ pub enum Decider {
     NotIsolated,
     /// A pod reaching itself (through its own Service): Kubernetes never lets policy block it.
     SelfAccess,
+    /// Rule `index` of `policy` allowed it: an ingress rule of the destination (`ingress`),
+    /// else an egress rule of the source. When both sides are isolated, both allowed, and the
+    /// destination's ingress rule is the one recorded.
     Rule { policy: PolicyId, index: u16, ingress: bool },
     DefaultDenyEgress,
     DefaultDenyIngress,
@@ -27,7 +30,7 @@ impl From<Decision> for Decider {
     fn from(d: Decision) -> Self {
         match d {
             Decision::NotIsolated => Decider::NotIsolated,
-            Decision::Allowed { policy, index } => Decider::Rule { policy, index, ingress: true },
+            Decision::Allowed { policy, index, ingress } => Decider::Rule { policy, index, ingress },
             Decision::DeniedEgress => Decider::DefaultDenyEgress,
             Decision::DeniedIngress => Decider::DefaultDenyIngress,
         }
@@ -82,5 +85,5 @@ impl FlowRing {
 /// Milliseconds since the Unix epoch (a vDSO call; made once per new connection).
 #[inline]
 pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -60,6 +60,8 @@ pub struct WorkerShared {
     pub drops: DropCounters,
     pub flows: crate::flowlog::FlowRing,
     pub policy: crate::counters::PolicyCounters,
+    /// The pipeline stages' counters (answers sent, connections made).
+    pub stages: crate::pipeline::StageCounters,
     pub rounds: Counter,
     pub idle_sleeps: Counter,
     pub free_frames: Counter,
@@ -72,6 +74,7 @@ impl Default for WorkerShared {
             drops: DropCounters::default(),
             flows: crate::flowlog::FlowRing::new(FLOW_RING),
             policy: Default::default(),
+            stages: Default::default(),
             rounds: Counter::default(),
             idle_sleeps: Counter::default(),
             free_frames: Counter::default(),
@@ -240,6 +243,7 @@ impl<D: PortDevice> Worker<D> {
             drops: &self.shared.drops,
             flows: &self.shared.flows,
             policy_counters: &self.shared.policy,
+            stages: &self.shared.stages,
         };
         let mut work = 0;
         for i in 0..self.ports.len() {

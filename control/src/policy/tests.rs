@@ -998,7 +998,7 @@ fn ambiguous_pod_addresses_get_no_identity() {
 fn the_resident_node_reaches_its_pods() {
     let c = compile(&(lab9() + &np("x", "deny-all", "{podSelector: {}, policyTypes: [Ingress, Egress]}")));
     let xa = lab_ip("x/a");
-    assert_eq!(c.tables.judge(NODE_IP, xa, TCP, 8080), Decision::Allowed { policy: RESIDENT_NODE_POLICY, index: 0 });
+    assert_eq!(c.tables.judge(NODE_IP, xa, TCP, 8080), Decision::Allowed { policy: RESIDENT_NODE_POLICY, index: 0, ingress: true });
     assert_eq!(c.tables.judge(ip("172.18.0.3"), xa, TCP, 8080), Decision::DeniedIngress, "another node");
     assert_eq!(c.tables.judge(xa, NODE_IP, TCP, 10250), Decision::DeniedEgress, "egress to the node is policy's");
     assert_eq!(c.tables.policy_names[&RESIDENT_NODE_POLICY], RESIDENT_NODE_NAME);
@@ -1324,7 +1324,7 @@ impl<'a> Reference<'a> {
                     .map(|i| (*id, i as u16))
                 });
                 match hit {
-                    Some(h) => allowed_by = Some(h),
+                    Some((id, i)) => allowed_by = Some((id, i, false)),
                     None => return Decision::DeniedEgress,
                 }
             }
@@ -1344,13 +1344,13 @@ impl<'a> Reference<'a> {
                     })
                     .or((src == self.node.internal_ip).then_some((RESIDENT_NODE_POLICY, 0)));
                 match hit {
-                    Some(h) => allowed_by = Some(h),
+                    Some((id, i)) => allowed_by = Some((id, i, true)),
                     None => return Decision::DeniedIngress,
                 }
             }
         }
         match allowed_by {
-            Some((policy, index)) => Decision::Allowed { policy, index },
+            Some((policy, index, ingress)) => Decision::Allowed { policy, index, ingress },
             None => Decision::NotIsolated,
         }
     }

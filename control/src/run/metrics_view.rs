@@ -37,6 +37,9 @@ pub(crate) fn snapshot(shared: &Shared) -> MetricsSnapshot {
             .collect(),
         workers: workers(&dp),
         drops: dp.drops().into_iter().map(|(r, n)| (r.name().to_string(), n)).collect(),
+        // `answered` is the sum of the answer counters: left out so that a sum over the
+        // family counts nothing twice.
+        stages: dp.stage_counters().into_iter().filter(|(name, _)| *name != "answered").map(|(name, n)| (name.to_string(), n)).collect(),
         conntrack: metrics::ConntrackMetrics {
             entries: ct.live() as u64,
             capacity: ct.capacity() as u64,

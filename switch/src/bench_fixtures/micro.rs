@@ -172,7 +172,7 @@ impl ServicePick {
 impl MicroCase for ServicePick {
     fn prepare(&mut self) {
         let s = self.world.scale;
-        for inp in self.inputs.iter_mut() {
+        for inp in &mut self.inputs {
             let c = Conn { pod: self.rng.u64(..s.pods as u64) as u32, sport: 1024 + self.rng.u64(..60000) as u16, dst: Dst::Service(self.rng.u64(..s.services as u64) as u32) };
             // The pipeline hashes the key once for the connection table and reuses the hash.
             *inp = (c.dst_addr().0, self.world.ct.hash(&c.key()));
@@ -213,7 +213,7 @@ impl ConntrackHit {
 
 impl MicroCase for ConntrackHit {
     fn prepare(&mut self) {
-        for k in self.keys.iter_mut() {
+        for k in &mut self.keys {
             *k = self.conns[self.rng.u64(..self.conns.len() as u64) as usize].key();
         }
     }
@@ -252,13 +252,13 @@ impl ConntrackInsert {
 
 impl MicroCase for ConntrackInsert {
     fn prepare(&mut self) {
-        for slot in self.inserted.iter_mut() {
+        for slot in &mut self.inserted {
             if let Some(idx) = slot.take() {
                 self.world.ct.remove(idx);
             }
         }
         let s = self.world.scale;
-        for init in self.inits.iter_mut() {
+        for init in &mut self.inits {
             // A new connection to a Service, as the pipeline records it: DNAT to a backend.
             // Source ports from 30000 up never clash with the table's connections (1024 +).
             let svc = self.rng.u64(..s.services as u64) as u32;
@@ -358,7 +358,7 @@ impl ProcessEstablished {
 impl MicroCase for ProcessEstablished {
     fn prepare(&mut self) {
         // Fresh random connections each burst (no small set stays warm), frames rewritten.
-        for p in self.pick.iter_mut() {
+        for p in &mut self.pick {
             *p = self.conns[self.rng.u64(..self.conns.len() as u64) as usize];
         }
         self.frames.fill(&self.pick, ACK);

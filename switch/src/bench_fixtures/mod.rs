@@ -26,7 +26,7 @@ use std::sync::Arc;
 use crate::conntrack::{ConnTable, FlowKey, KeyHasher};
 use crate::counters::{DropCounters, PolicyCounters};
 use crate::flowlog::FlowRing;
-use crate::pipeline::{process_hinted, warm, Ctx, Verdict};
+use crate::pipeline::{process_hinted, warm, Ctx, StageCounters, Verdict};
 use crate::tables::maglev;
 use crate::tables::policy::{IdSet, Peer, PodPolicy, PolicyTables, PortRange, Rule};
 use crate::tables::services::{Backend, BackendSet, Frontend, FrontendKey, FrontendKind, OnEmpty, ServiceTables};
@@ -327,6 +327,7 @@ pub struct World {
     pub drops: DropCounters,
     pub flows: FlowRing,
     pub policy_counters: PolicyCounters,
+    pub stages: StageCounters,
 }
 
 impl World {
@@ -344,13 +345,22 @@ impl World {
             drops: DropCounters::default(),
             flows: FlowRing::new(8192),
             policy_counters: PolicyCounters::default(),
+            stages: StageCounters::default(),
         }
     }
 
     /// What the pipeline reads, with the table's clock read now (a worker reads it once per
     /// burst).
     pub fn ctx(&self) -> Ctx<'_> {
-        Ctx { tables: &self.tables, ct: &self.ct, now: self.ct.now_ms(), drops: &self.drops, flows: &self.flows, policy_counters: &self.policy_counters }
+        Ctx {
+            tables: &self.tables,
+            ct: &self.ct,
+            now: self.ct.now_ms(),
+            drops: &self.drops,
+            flows: &self.flows,
+            policy_counters: &self.policy_counters,
+            stages: &self.stages,
+        }
     }
 
     /// Runs `frames[0..n]` through the pipeline as a worker does (warm the connection table for

@@ -22,6 +22,34 @@ pub mod flags {
     pub const FROM_UPLINK: u8 = 1 << 3;
 }
 
+/// One read of an entry's state word: state (byte 0), [`flags`] (byte 1), policy verdict
+/// (byte 2). Read once, decoded as often as needed, so that the three always agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateWord(u32);
+
+impl StateWord {
+    /// The connection's state (None: a free or dying slot).
+    #[inline(always)]
+    pub fn state(self) -> Option<CtState> {
+        CtState::from_u8(self.0 as u8)
+    }
+    /// The [`flags`] byte.
+    #[inline(always)]
+    pub fn flags(self) -> u8 {
+        (self.0 >> 8) as u8
+    }
+    /// Whether any of `mask` (of [`flags`]) is set.
+    #[inline(always)]
+    pub fn has(self, mask: u8) -> bool {
+        self.flags() & mask != 0
+    }
+    /// The policy verdict byte (0: not judged).
+    #[inline(always)]
+    pub fn verdict(self) -> u8 {
+        (self.0 >> 16) as u8
+    }
+}
+
 /// Sentinel state byte of an entry being removed.
 pub(crate) const DYING: u8 = 0xff;
 
@@ -158,24 +186,25 @@ impl Entry {
         (self.version.load(Relaxed) == v1 && st != 0 && st != DYING).then_some(o)
     }
 
+    /// The state, flags and verdict as one consistent read (see [`StateWord`]).
     #[inline]
-    pub fn state_word(&self) -> u32 {
-        self.state.load(Acquire)
+    pub fn state_word(&self) -> StateWord {
+        StateWord(self.state.load(Acquire))
     }
 
     #[inline]
     pub fn state(&self) -> Option<CtState> {
-        CtState::from_u8(self.state_word() as u8)
+        self.state_word().state()
     }
 
     #[inline]
     pub fn flags(&self) -> u8 {
-        (self.state_word() >> 8) as u8
+        self.state_word().flags()
     }
 
     #[inline]
     pub fn verdict(&self) -> u8 {
-        (self.state_word() >> 16) as u8
+        self.state_word().verdict()
     }
 
     /// Moves the state byte from `from` to `to` and ORs `set_flags` in, unless the entry changed

@@ -12,7 +12,7 @@ pub mod reaper;
 pub mod table;
 pub mod tcp;
 
-pub use entry::{flags, Entry, EntryInit, Snapshot};
+pub use entry::{flags, Entry, EntryInit, Snapshot, StateWord};
 pub use key::{FlowKey, KeyHasher};
 pub use table::{ConnTable, Dir, Hit, InsertError};
 pub use tcp::{CtState, Timeouts};

@@ -14,16 +14,19 @@
 use crate::conntrack::{flags, CtState, Dir, FlowKey};
 use crate::tables::PortId;
 use crate::wire::checksum::{self, Delta};
+use crate::wire::offsets::*;
 use crate::wire::tcp_flags::{FIN, RST, SYN};
-use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
+use crate::wire::{ethernet, ipv4, tcp, udp, ETHERTYPE_IPV4, IPPROTO_TCP, IPPROTO_UDP};
 
 use super::warm::Hint;
-use super::{policy, rewrite, Ctx, Verdict};
+use super::{policy, rewrite, route, Ctx, Verdict};
 
-/// The bytes this path reads and writes: Ethernet, an option-less IPv4 header and a TCP
-/// header up to its flags (UDP needs less). As one fixed-size array, every field access is
-/// checked at compile time rather than per packet.
-const HDR: usize = 54;
+/// The bytes this path reads and writes: Ethernet, an option-less IPv4 header and a minimal
+/// TCP header (UDP needs less), at the fixed offsets of [`crate::wire::offsets`]. As one
+/// fixed-size array, every field access is checked at compile time rather than per packet.
+const HDR: usize = TCP_END;
+/// Option-less IPv4 header length.
+const IPV4_HDR: usize = ipv4::MIN_HEADER_LEN;
 
 #[inline(always)]
 fn be16(b: &[u8; HDR], i: usize) -> u16 {
@@ -40,6 +43,11 @@ fn mac(b: &[u8; HDR], i: usize) -> [u8; 6] {
     [b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5]]
 }
 
+#[inline(always)]
+fn put<const N: usize>(b: &mut [u8; HDR], at: usize, v: &[u8; N]) {
+    b[at..at + N].copy_from_slice(v);
+}
+
 #[inline]
 /// `hint` is what [`super::warm::burst`] learned of the frame, or [`Hint::NONE`].
 pub fn established(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint: Hint) -> Option<Verdict> {
@@ -48,29 +56,30 @@ pub fn established(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint:
     // stale and are read only where the lengths checked below cover them. (Shorter buffers,
     // in tests, go the full way.)
     let f: &mut [u8; HDR] = buf.get_mut(..HDR)?.try_into().ok()?;
-    if len < 42 || f[12] != 0x08 || f[13] != 0x00 || f[14] != 0x45 {
+    if len < UDP_END || be16(f, ETHERTYPE) != ETHERTYPE_IPV4 || f[IPV4_VER_IHL] != VER_IHL_NO_OPTIONS {
         return None;
     }
-    let total = be16(f, 16) as usize;
+    let total = be16(f, IPV4_TOTAL_LEN) as usize;
     // Not fragmented (MF clear, offset 0; DF may be set), and the lengths hold.
-    if be16(f, 20) & 0x3fff != 0 || total < 28 || 14 + total > len {
+    if be16(f, IPV4_FLAGS_FRAG) & FRAGMENT_BITS != 0 || total < IPV4_HDR + udp::HEADER_LEN || ethernet::HEADER_LEN + total > len {
         return None;
     }
-    let proto = f[23];
-    let l4_len = total - 20;
+    let proto = f[IPV4_PROTOCOL];
+    let l4_len = total - IPV4_HDR;
     match proto {
         IPPROTO_TCP => {
-            // 20 bytes of TCP header are within the frame: f[46] and f[47] are its own.
-            if l4_len < 20 || ((f[46] >> 4) as usize) < 5 || ((f[46] >> 4) as usize) * 4 > l4_len {
+            // A minimal TCP header is within the frame: the data offset and flags are its own.
+            let data_offset = (f[TCP_DATA_OFFSET] >> 4) as usize;
+            if l4_len < tcp::MIN_HEADER_LEN || data_offset < 5 || data_offset * 4 > l4_len {
                 return None;
             }
-            if f[47] & (SYN | FIN | RST) != 0 {
+            if f[TCP_FLAGS] & (SYN | FIN | RST) != 0 {
                 return None; // state changes go the full way
             }
         }
         IPPROTO_UDP => {
-            let ulen = be16(f, 38) as usize;
-            if !(8..=l4_len).contains(&ulen) {
+            let ulen = be16(f, UDP_LEN) as usize;
+            if !(udp::HEADER_LEN..=l4_len).contains(&ulen) {
                 return None;
             }
         }
@@ -78,69 +87,67 @@ pub fn established(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint:
     }
     let tables = ctx.tables;
     let port = tables.port(in_port)?;
-    if mac(f, 0) != port.mac {
+    if mac(f, ETH_DST) != port.mac {
         return None;
     }
-    let src = be32(f, 26);
+    let src = be32(f, IPV4_SRC);
     if let Some(g) = &port.source_guard {
-        if mac(f, 6) != g.mac || src != u32::from(g.ip) {
+        if mac(f, ETH_SRC) != g.mac || src != u32::from(g.ip) {
             return None;
         }
     }
-    let ttl = f[22];
-    let dst = be32(f, 30);
+    let ttl = f[IPV4_TTL];
+    let dst = be32(f, IPV4_DST);
     if ttl <= 1 || dst == u32::from(tables.gateway_ip) {
         return None;
     }
-    let hdr: &[u8; 20] = f[14..34].try_into().ok()?;
+    let hdr: &[u8; IPV4_HDR] = f[IPV4..L4].try_into().ok()?;
     if checksum::ipv4_header_checksum(hdr) != 0 {
         return None;
     }
-    let key = FlowKey { src, dst, sport: be16(f, 34), dport: be16(f, 36), proto };
+    let key = FlowKey { src, dst, sport: be16(f, L4_SRC_PORT), dport: be16(f, L4_DST_PORT), proto };
     let h = if hint.hash != Hint::NONE.hash { hint.hash } else { ctx.ct.hash(&key) };
     let (idx, dir, other) = ctx.ct.lookup_other(&key, h, hint.slot)?;
     let e = ctx.ct.entry(idx);
     let word = e.state_word();
-    let state = CtState::from_u8(word as u8)?;
-    let entry_flags = (word >> 8) as u8;
+    let state = word.state()?;
     let steady = state == CtState::TcpEstablished || state == CtState::UdpReplied;
     if !steady
-        || (dir == Dir::Reply && entry_flags & flags::SEEN_REPLY == 0)
+        || (dir == Dir::Reply && !word.has(flags::SEEN_REPLY))
         || e.policy_epoch() != tables.policy.epoch
-        || (word >> 16) as u8 != policy::VERDICT_ALLOW
+        || word.verdict() != policy::VERDICT_ALLOW
     {
         return None;
     }
     // Where it goes: the translated tuple, then its route.
-    let nat = entry_flags & (flags::DNAT | flags::SNAT) != 0;
+    let nat = word.has(flags::DNAT | flags::SNAT);
     // The other direction's key, reversed: this packet as it leaves.
     let to = if nat { other.reverse() } else { key };
-    let to_dst = std::net::Ipv4Addr::from(to.dst);
-    if to_dst.is_broadcast() || to_dst.is_multicast() || to_dst.is_unspecified() {
+    if !route::is_unicast(to.dst_ip()) {
         return None;
     }
-    let hop = *tables.route(to_dst)?;
+    let hop = *tables.route(to.dst_ip())?;
     let out = tables.port(hop.port)?;
     // Committed: from here the frame and the entry change exactly as the full path would.
     e.touch(ctx.now);
     // IPv4 header: addresses (if translated) and TTL - 1, one checksum fold.
-    let mut ip_sum = Delta::new(be16(f, 24)).word(u16::from_be_bytes([ttl, proto]), u16::from_be_bytes([ttl - 1, proto]));
-    f[22] = ttl - 1;
+    let mut ip_sum = Delta::new(be16(f, IPV4_CHECKSUM)).word(u16::from_be_bytes([ttl, proto]), u16::from_be_bytes([ttl - 1, proto]));
+    f[IPV4_TTL] = ttl - 1;
     if nat {
         // The addresses' change, shared by the IPv4 header and the L4 pseudo-header.
         let addresses = Delta::ZERO.u32(key.src, to.src).u32(key.dst, to.dst);
         ip_sum = ip_sum.plus(addresses);
-        f[26..30].copy_from_slice(&to.src.to_be_bytes());
-        f[30..34].copy_from_slice(&to.dst.to_be_bytes());
-        f[34..38].copy_from_slice(&to.ports_word().to_be_bytes());
-        let at = if proto == IPPROTO_TCP { 34 + 16 } else { 34 + 6 };
+        put(f, IPV4_SRC, &to.src.to_be_bytes());
+        put(f, IPV4_DST, &to.dst.to_be_bytes());
+        put(f, L4_SRC_PORT, &to.ports_word().to_be_bytes());
+        let at = if proto == IPPROTO_TCP { TCP_CHECKSUM } else { UDP_CHECKSUM };
         let change = addresses.u32(key.ports_word(), to.ports_word());
         if let Some(sum) = rewrite::l4_checksum(proto, be16(f, at), change) {
-            f[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+            put(f, at, &sum.to_be_bytes());
         }
     }
-    f[24..26].copy_from_slice(&ip_sum.finish().to_be_bytes());
-    f[0..6].copy_from_slice(&hop.dst_mac);
-    f[6..12].copy_from_slice(&out.mac);
+    put(f, IPV4_CHECKSUM, &ip_sum.finish().to_be_bytes());
+    put(f, ETH_DST, &hop.dst_mac);
+    put(f, ETH_SRC, &out.mac);
     Some(Verdict::Forward { port: hop.port, len })
 }

@@ -1,127 +1,145 @@
-//! ICMP the switch originates: echo replies from the gateway address, and time exceeded
-//! (RFC 792) for packets whose TTL runs out. Both are written in place into the frame that
-//! caused them and sent back out the port it came in on.
+//! ICMP the switch originates: echo replies from the gateway address, and ICMP errors (time
+//! exceeded for packets whose TTL runs out, RFC 792; port unreachable for [`super::reject`]).
+//! Each is written in place into the frame that caused it and sent back out the port it came
+//! in on.
 //!
-//! Contract: no ICMP error answers an ICMP error or a non-first fragment (RFC 1122 3.2.2);
-//! the error quotes the original IP header and the first 8 bytes of its payload.
+//! Contract: only echo requests (code 0, unfragmented) to the gateway are answered; anything
+//! else to it is dropped. No ICMP error answers an ICMP error or a non-first fragment (RFC 1122
+//! 3.2.2); the error quotes the original IP header and the first 8 bytes of its payload.
+//! Counting: every answer sent is counted in [`Counters`]; a frame whose TTL ran out is
+//! counted once under [`DropReason::TtlExceeded`], whether the time exceeded was sent (then
+//! by this stage, the frame becoming the answer) or may not be sent (then as the frame's drop
+//! reason, by the worker); a time exceeded that did not fit the buffer is a drop under
+//! [`DropReason::IcmpErrorNotSent`] instead.
 use std::net::Ipv4Addr;
 
+use crate::counters::Counter;
 use crate::drop_reason::DropReason;
-use crate::tables::{PortConfig, PortId, Tables};
-use crate::wire::{checksum, ParsedFrame, IPPROTO_ICMP};
+use crate::tables::{PortConfig, PortId};
+use crate::wire::checksum;
+use crate::wire::icmpv4::{self, Icmpv4Packet};
+use crate::wire::{ethernet, offsets, EthernetFrame, Ipv4Packet, MacAddr, ParsedFrame, ETHERTYPE_IPV4, IPPROTO_ICMP};
 
-use super::Verdict;
+use super::{Ctx, Verdict};
 
-const IP: usize = 14;
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_ECHO_REQUEST: u8 = 8;
-const ICMP_TIME_EXCEEDED: u8 = 11;
-/// ICMP types that are errors (never answered with an error).
-const ICMP_ERROR_TYPES: [u8; 5] = [3, 4, 5, 11, 12];
+/// TTL of the packets the switch originates.
 const REPLY_TTL: u8 = 64;
+/// Where an ICMP error this switch writes quotes the original datagram: behind a 20-byte IPv4
+/// header and the 8-byte ICMP header.
+const QUOTE_AT: usize = offsets::L4 + icmpv4::HEADER_LEN;
+
+/// What this stage did.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Echo replies sent from the gateway address (answers).
+    pub echo_replies: Counter,
+    /// Time exceeded errors sent (answers).
+    pub time_exceeded: Counter,
+}
 
 /// Answers an echo request addressed to the gateway; anything else to it is dropped.
-pub fn answer_echo(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: PortId, port: &PortConfig) -> Verdict {
-    if parsed.ip_protocol != IPPROTO_ICMP || parsed.is_fragment || parsed.icmp_type != ICMP_ECHO_REQUEST || parsed.icmp_code != 0 {
-        return Verdict::Drop(DropReason::LocalNotHandled);
+pub fn answer_echo(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: PortId, port: &PortConfig, ctx: &Ctx) -> Result<Verdict, DropReason> {
+    if parsed.ip_protocol != IPPROTO_ICMP
+        || parsed.is_fragment
+        || parsed.icmp_type != icmpv4::TYPE_ECHO_REQUEST
+        || parsed.icmp_code != 0
+    {
+        return Err(DropReason::LocalNotHandled);
     }
-    let ihl = ((buf[IP] & 0x0f) as usize) * 4;
-    let icmp = IP + ihl;
     // Ethernet: back to the sender, from this port.
-    let (dst, src) = buf[0..12].split_at_mut(6);
-    dst.copy_from_slice(src);
-    buf[6..12].copy_from_slice(&port.mac);
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..len]);
+    eth.set_dst_addr(parsed.src_mac);
+    eth.set_src_addr(MacAddr(port.mac));
     // IPv4: swap addresses, fresh TTL, recompute the header checksum.
-    for i in 0..4 {
-        buf.swap(IP + 12 + i, IP + 16 + i);
-    }
-    buf[IP + 8] = REPLY_TTL;
-    buf[IP + 10..IP + 12].fill(0);
-    let sum = checksum::internet_checksum(&buf[IP..IP + ihl]);
-    buf[IP + 10..IP + 12].copy_from_slice(&sum.to_be_bytes());
+    let mut ip = Ipv4Packet::new_unchecked(&mut buf[offsets::IPV4..len]);
+    ip.set_src_addr(parsed.dst_ip);
+    ip.set_dst_addr(parsed.src_ip);
+    ip.set_ttl(REPLY_TTL);
+    ip.fill_checksum();
     // ICMP: type 8 -> 0; only the type word changes, so update the checksum incrementally.
-    let old_word = u16::from_be_bytes([buf[icmp], buf[icmp + 1]]);
-    buf[icmp] = ICMP_ECHO_REPLY;
-    let new_word = u16::from_be_bytes([buf[icmp], buf[icmp + 1]]);
-    let old_sum = u16::from_be_bytes([buf[icmp + 2], buf[icmp + 3]]);
-    buf[icmp + 2..icmp + 4].copy_from_slice(&checksum::update_u16(old_sum, old_word, new_word).to_be_bytes());
-    Verdict::Forward { port: in_port, len }
+    let mut icmp = Icmpv4Packet::new_unchecked(&mut buf[parsed.l4_offset as usize..len]);
+    let old_word = u16::from_be_bytes([icmp.msg_type(), icmp.msg_code()]);
+    icmp.set_msg_type(icmpv4::TYPE_ECHO_REPLY);
+    let new_word = u16::from_be_bytes([icmp.msg_type(), icmp.msg_code()]);
+    icmp.set_checksum(checksum::update_u16(icmp.checksum(), old_word, new_word));
+    ctx.stages.icmp.echo_replies.add(1);
+    Ok(Verdict::Forward { port: in_port, len })
 }
 
 /// Rewrites the frame into an ICMP time exceeded for its sender (see the module contract).
-pub fn time_exceeded(
-    buf: &mut [u8],
-    len: usize,
-    parsed: &ParsedFrame,
-    in_port: PortId,
-    port: &PortConfig,
-    tables: &Tables,
-) -> Verdict {
-    match error(buf, len, parsed, port, tables.gateway_ip, ICMP_TIME_EXCEEDED, 0) {
-        Ok(new_len) => Verdict::Forward { port: in_port, len: new_len },
-        Err(r) => Verdict::Drop(r),
+pub fn time_exceeded(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: PortId, port: &PortConfig, ctx: &Ctx) -> Result<Verdict, DropReason> {
+    match error(buf, len, parsed, port, ctx.tables.gateway_ip, icmpv4::TYPE_TIME_EXCEEDED, icmpv4::CODE_TTL_EXCEEDED) {
+        Ok(new_len) => {
+            ctx.drops.count(DropReason::TtlExceeded);
+            ctx.stages.icmp.time_exceeded.add(1);
+            Ok(Verdict::Forward { port: in_port, len: new_len })
+        }
+        Err(ErrorNotSent::Forbidden) => Err(DropReason::TtlExceeded),
+        Err(ErrorNotSent::NoRoom) => Err(DropReason::IcmpErrorNotSent),
     }
 }
 
-/// ICMP destination unreachable, code port unreachable.
-pub const ICMP_DEST_UNREACHABLE: u8 = 3;
-pub const CODE_PORT_UNREACHABLE: u8 = 3;
+/// Why [`error`] wrote nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorNotSent {
+    /// The frame is an ICMP error or a non-first fragment: no error may answer it.
+    Forbidden,
+    /// The buffer cannot hold the error.
+    NoRoom,
+}
 
 /// Rewrites the frame, in place, into the ICMP error (`icmp_type`, `code`) answering it, sent
 /// from `from` to the frame's source and addressed (Ethernet) back to its sender through
-/// `port`. Returns the new length, or `Err(TtlExceeded)` where no error may be sent (an ICMP
-/// error or a non-first fragment) and `Err(IcmpErrorNotSent)` where the frame cannot hold it.
-pub fn error(
-    buf: &mut [u8],
-    len: usize,
-    parsed: &ParsedFrame,
-    port: &PortConfig,
-    from: Ipv4Addr,
-    icmp_type: u8,
-    code: u8,
-) -> Result<usize, DropReason> {
-    let is_icmp_error = parsed.ip_protocol == IPPROTO_ICMP && ICMP_ERROR_TYPES.contains(&parsed.icmp_type);
+/// `port`. Returns the new length.
+pub fn error(buf: &mut [u8], len: usize, parsed: &ParsedFrame, port: &PortConfig, from: Ipv4Addr, icmp_type: u8, code: u8) -> Result<usize, ErrorNotSent> {
+    let is_icmp_error = parsed.ip_protocol == IPPROTO_ICMP && icmpv4::is_error_type(parsed.icmp_type);
     if parsed.is_fragment && parsed.fragment_offset != 0 || is_icmp_error {
-        return Err(if icmp_type == ICMP_TIME_EXCEEDED { DropReason::TtlExceeded } else { DropReason::IcmpErrorNotSent });
+        return Err(ErrorNotSent::Forbidden);
     }
-    let ihl = ((buf[IP] & 0x0f) as usize) * 4;
-    let total = u16::from_be_bytes([buf[IP + 2], buf[IP + 3]]) as usize;
-    let quote = (ihl + 8).min(total).min(len - IP);
-    const QUOTE_AT: usize = IP + 20 + 8;
+    // The frame as it is now (after any translation): its sender gets the error.
+    let orig = Ipv4Packet::new_unchecked(&buf[offsets::IPV4..len]);
+    let quote = (orig.header_len() + 8).min(usize::from(orig.total_len())).min(len - offsets::IPV4);
+    let to = orig.src_addr();
     let new_len = QUOTE_AT + quote;
     if new_len > buf.len() {
-        return Err(DropReason::IcmpErrorNotSent);
+        return Err(ErrorNotSent::NoRoom);
     }
-    let src_mac: [u8; 6] = buf[6..12].try_into().expect("frame has an Ethernet header");
-    let orig_src: [u8; 4] = buf[IP + 12..IP + 16].try_into().expect("frame has an IPv4 header");
-    buf.copy_within(IP..IP + quote, QUOTE_AT);
-    // Ethernet
-    buf[0..6].copy_from_slice(&src_mac);
-    buf[6..12].copy_from_slice(&port.mac);
-    buf[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    // IPv4
-    write_ipv4_header(&mut buf[IP..IP + 20], (20 + 8 + quote) as u16, IPPROTO_ICMP, from, Ipv4Addr::from(orig_src));
-    // ICMP
-    let icmp = IP + 20;
-    buf[icmp] = icmp_type;
-    buf[icmp + 1] = code;
-    buf[icmp + 2..icmp + 8].fill(0);
-    let sum = checksum::internet_checksum(&buf[icmp..new_len]);
-    buf[icmp + 2..icmp + 4].copy_from_slice(&sum.to_be_bytes());
+    let sender = EthernetFrame::new_unchecked(&buf[..len]).src_addr();
+    buf.copy_within(offsets::IPV4..offsets::IPV4 + quote, QUOTE_AT);
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..new_len]);
+    eth.set_dst_addr(sender);
+    eth.set_src_addr(MacAddr(port.mac));
+    eth.set_ethertype(ETHERTYPE_IPV4);
+    write_ipv4_header(&mut buf[offsets::IPV4..new_len], (ipv4_len() + icmpv4::HEADER_LEN + quote) as u16, IPPROTO_ICMP, from, to);
+    let mut icmp = Icmpv4Packet::new_unchecked(&mut buf[offsets::L4..new_len]);
+    icmp.set_msg_type(icmp_type);
+    icmp.set_msg_code(code);
+    icmp.set_rest_of_header([0; 4]);
+    icmp.fill_checksum();
     Ok(new_len)
 }
 
-/// Writes a 20-byte IPv4 header (TTL 64, no options, DF clear) with its checksum.
-pub fn write_ipv4_header(hdr: &mut [u8], total_len: u16, proto: u8, src: Ipv4Addr, dst: Ipv4Addr) {
-    hdr[0] = 0x45;
-    hdr[1] = if proto == IPPROTO_ICMP { 0xc0 } else { 0 }; // routers send ICMP errors as "internetwork control"
-    hdr[2..4].copy_from_slice(&total_len.to_be_bytes());
-    hdr[4..8].fill(0);
-    hdr[8] = REPLY_TTL;
-    hdr[9] = proto;
-    hdr[10..12].fill(0);
-    hdr[12..16].copy_from_slice(&src.octets());
-    hdr[16..20].copy_from_slice(&dst.octets());
-    let sum = checksum::internet_checksum(&hdr[..20]);
-    hdr[10..12].copy_from_slice(&sum.to_be_bytes());
+#[inline(always)]
+const fn ipv4_len() -> usize {
+    offsets::L4 - ethernet::HEADER_LEN
+}
+
+/// Writes a 20-byte IPv4 header (TTL 64, no options, DF clear) with its checksum at the start
+/// of `ip` (which holds the whole packet).
+pub fn write_ipv4_header(ip: &mut [u8], total_len: u16, proto: u8, src: Ipv4Addr, dst: Ipv4Addr) {
+    let mut h = Ipv4Packet::new_unchecked(ip);
+    h.set_version(4);
+    h.set_ihl(5);
+    // Routers send ICMP errors as "internetwork control".
+    h.set_dscp_ecn(if proto == IPPROTO_ICMP { 0xc0 } else { 0 });
+    h.set_total_len(total_len);
+    h.set_ident(0);
+    h.set_flags_frag(0);
+    h.set_ttl(REPLY_TTL);
+    h.set_protocol(proto);
+    h.set_src_addr(src);
+    h.set_dst_addr(dst);
+    h.set_checksum(0);
+    let sum = checksum::internet_checksum(&h.header()[..20]);
+    h.set_checksum(sum);
 }

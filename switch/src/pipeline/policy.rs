@@ -2,16 +2,19 @@
 //! destination, and kept in the connection's entry with the policy epoch it was judged under.
 //!
 //! Contract:
-//! - [`judge_new`] decides a new connection and logs the verdict; a denied connection is
-//!   dropped without any answer (the client times out, as the conformance tests expect) and
-//!   not tracked, so its retransmissions are judged again.
+//! - [`judge_new`] decides a new connection and logs the verdict; [`admit`] records an
+//!   allowed verdict in the connection's entry. A denied connection is dropped without any
+//!   answer (the client times out, as the conformance tests expect) and not tracked, so its
+//!   retransmissions are judged again.
 //! - [`check_established`] lets packets of a connection through with one comparison while the
 //!   epoch is unchanged; after a policy change it judges the connection again, records the
 //!   new verdict (logged as re-judged) and drops its packets from then on if it is now denied.
 //!   Replies are covered by their connection's verdict and never judged on their own.
 use std::net::Ipv4Addr;
 
-use crate::conntrack::{Entry, Snapshot};
+use crate::conntrack::{Entry, EntryInit, Snapshot};
+use crate::counters::Counter;
+use crate::drop_reason::DropReason;
 use crate::flowlog::{self, Decider, FlowRecord};
 use crate::tables::policy::Decision;
 use crate::wire::IPPROTO_ICMP;
@@ -22,10 +25,18 @@ use super::Ctx;
 pub const VERDICT_ALLOW: u8 = 1;
 pub const VERDICT_DENY: u8 = 2;
 
+/// What this stage did (connections allowed per policy are in
+/// [`PolicyCounters`](crate::counters::PolicyCounters)).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Established connections judged again after a policy change.
+    pub rejudged: Counter,
+}
+
 /// Packs a decision for the entry's rule word (policy id << 8 | rule index).
 pub fn rule_word(d: Decision) -> u32 {
     match d {
-        Decision::Allowed { policy, index } => (policy << 8) | (index as u32 & 0xff),
+        Decision::Allowed { policy, index, .. } => (policy << 8) | (index as u32 & 0xff),
         _ => u32::MAX,
     }
 }
@@ -87,13 +98,35 @@ fn log_self(ctx: &Ctx, src: Ipv4Addr, sport: u16, orig_dst: u32, orig_dport: u16
     });
 }
 
-/// Whether a packet of an established connection may pass (see the module contract).
-#[inline]
-pub fn check_established(ctx: &Ctx, e: &Entry, snap: &Snapshot, verdict: u8) -> bool {
-    let epoch = ctx.tables.policy.epoch;
-    if e.policy_epoch() == epoch {
-        return verdict != VERDICT_DENY;
+/// Records an allowed verdict of a new connection in its entry; a denied one is dropped.
+#[inline(always)]
+pub fn admit(init: &mut EntryInit, d: Decision, ctx: &Ctx) -> Result<(), DropReason> {
+    if !d.allowed() {
+        return Err(DropReason::PolicyDenied);
     }
+    init.verdict = VERDICT_ALLOW;
+    init.policy_epoch = ctx.tables.policy.epoch;
+    init.policy_rule = rule_word(d);
+    Ok(())
+}
+
+/// Whether a packet of an established connection may pass (see the module contract);
+/// `verdict` is the entry's verdict byte as read with its state.
+#[inline]
+pub fn check_established(ctx: &Ctx, e: &Entry, snap: &Snapshot, verdict: u8) -> Result<(), DropReason> {
+    let epoch = ctx.tables.policy.epoch;
+    let allowed = if e.policy_epoch() == epoch { verdict != VERDICT_DENY } else { rejudge(ctx, e, snap, epoch) };
+    if allowed {
+        Ok(())
+    } else {
+        Err(DropReason::PolicyDenied)
+    }
+}
+
+/// Judges an established connection again under policy `epoch` and records the verdict.
+#[inline(never)]
+fn rejudge(ctx: &Ctx, e: &Entry, snap: &Snapshot, epoch: u32) -> bool {
+    ctx.stages.policy.rejudged.add(1);
     let (o, r) = (&snap.orig, &snap.reply);
     if o.src == r.src {
         e.set_verdict(VERDICT_ALLOW, epoch, u32::MAX);

@@ -1,53 +1,64 @@
-//! Rewriting a packet's addresses and ports with incremental checksum updates (RFC 1624):
-//! the IPv4 header checksum, the TCP and UDP checksums (whose pseudo-header covers the
-//! addresses), and SCTP's CRC32c, which covers only the SCTP packet and is recomputed.
+//! Rewriting a packet on its way out: its addresses and ports (NAT) with incremental checksum
+//! updates (RFC 1624) of the IPv4 header checksum, the TCP and UDP checksums (whose
+//! pseudo-header covers the addresses), and SCTP's CRC32c, which covers only the SCTP packet
+//! and is recomputed; then its MACs and TTL ([`forward_l2`]).
 //!
 //! Contract: `buf` holds a frame that [`crate::wire::parse_frame`] accepted with its L4 header
 //! (`parsed.l4_parsed`); the caller has excluded SCTP fragments. A UDP checksum of 0 ("none")
-//! stays 0; a computed 0 is sent as 0xffff.
+//! stays 0; a computed 0 is sent as 0xffff. A forwarded frame keeps its length and payload.
 use crate::conntrack::FlowKey;
-use crate::wire::checksum::Delta;
-use crate::wire::{ParsedFrame, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
-
-const IP: usize = 14;
-
-#[inline(always)]
-fn get32(buf: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
-}
-
-#[inline(always)]
-fn get16(buf: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([buf[at], buf[at + 1]])
-}
+use crate::tables::NextHop;
+use crate::wire::checksum::{self, Delta};
+use crate::wire::{offsets, EthernetFrame, Ipv4Packet, MacAddr, ParsedFrame, TcpPacket, UdpPacket, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 
 /// Rewrites the packet's 5-tuple to `to` (protocol unchanged).
 #[inline]
 pub fn to_tuple(buf: &mut [u8], parsed: &ParsedFrame, to: &FlowKey) {
-    let (old_src, old_dst) = (get32(buf, IP + 12), get32(buf, IP + 16));
     let l4 = parsed.l4_offset as usize;
-    let (old_sport, old_dport) = (get16(buf, l4), get16(buf, l4 + 2));
+    let mut ip = Ipv4Packet::new_unchecked(&mut buf[offsets::IPV4..l4]);
+    let (old_src, old_dst) = (u32::from(ip.src_addr()), u32::from(ip.dst_addr()));
     // The addresses' change, which the IPv4 header and the TCP/UDP pseudo-header both cover.
     let addresses = Delta::ZERO.u32(old_src, to.src).u32(old_dst, to.dst);
-    let ip_sum = Delta::new(get16(buf, IP + 10)).plus(addresses).finish();
-    buf[IP + 10..IP + 12].copy_from_slice(&ip_sum.to_be_bytes());
-    buf[IP + 12..IP + 16].copy_from_slice(&to.src.to_be_bytes());
-    buf[IP + 16..IP + 20].copy_from_slice(&to.dst.to_be_bytes());
-    buf[l4..l4 + 2].copy_from_slice(&to.sport.to_be_bytes());
-    buf[l4 + 2..l4 + 4].copy_from_slice(&to.dport.to_be_bytes());
-    let csum_at = match parsed.ip_protocol {
-        IPPROTO_TCP => l4 + 16,
-        IPPROTO_UDP => l4 + 6,
-        IPPROTO_SCTP => {
-            sctp_fill_crc(buf, l4, parsed.l4_len as usize);
-            return;
-        }
-        _ => return,
-    };
+    ip.set_checksum(Delta::new(ip.checksum()).plus(addresses).finish());
+    ip.set_src_addr(to.src_ip());
+    ip.set_dst_addr(to.dst_ip());
+    // TCP, UDP and SCTP all start with the two ports.
+    let mut ports = UdpPacket::new_unchecked(&mut buf[l4..l4 + 4]);
+    let (old_sport, old_dport) = (ports.src_port(), ports.dst_port());
+    ports.set_src_port(to.sport);
+    ports.set_dst_port(to.dport);
     let change = addresses.word(old_sport, to.sport).word(old_dport, to.dport);
-    if let Some(sum) = l4_checksum(parsed.ip_protocol, get16(buf, csum_at), change) {
-        buf[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
+    match parsed.ip_protocol {
+        IPPROTO_TCP => {
+            let mut tcp = TcpPacket::new_unchecked(&mut buf[l4..]);
+            if let Some(sum) = l4_checksum(IPPROTO_TCP, tcp.checksum(), change) {
+                tcp.set_checksum(sum);
+            }
+        }
+        IPPROTO_UDP => {
+            let mut udp = UdpPacket::new_unchecked(&mut buf[l4..]);
+            if let Some(sum) = l4_checksum(IPPROTO_UDP, udp.checksum(), change) {
+                udp.set_checksum(sum);
+            }
+        }
+        IPPROTO_SCTP => sctp_fill_crc(buf, l4, parsed.l4_len as usize),
+        _ => {}
     }
+}
+
+/// The last rewrite of a forwarded frame: Ethernet addresses for the next hop (from the egress
+/// port's MAC), and TTL − 1 with the header checksum updated for the 16-bit word (TTL,
+/// protocol). The caller has checked that the TTL is above 1.
+#[inline(always)]
+pub fn forward_l2(buf: &mut [u8], hop: &NextHop, out_mac: &[u8; 6]) {
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..offsets::L4]);
+    eth.set_dst_addr(MacAddr(hop.dst_mac));
+    eth.set_src_addr(MacAddr(*out_mac));
+    let mut ip = Ipv4Packet::new_unchecked(&mut buf[offsets::IPV4..offsets::L4]);
+    let (ttl, proto) = (ip.ttl(), ip.protocol());
+    ip.set_ttl(ttl - 1);
+    let sum = checksum::update_u16(ip.checksum(), u16::from_be_bytes([ttl, proto]), u16::from_be_bytes([ttl - 1, proto]));
+    ip.set_checksum(sum);
 }
 
 /// A TCP or UDP checksum `old` after `change` (of the pseudo-header's addresses and of the
@@ -86,10 +97,10 @@ mod tests {
         let h = ip.header();
         match p.transport.unwrap() {
             etherparse::TransportSlice::Tcp(t) => {
-                assert_eq!(t.checksum(), t.to_header().calc_checksum_ipv4(&h.to_header(), t.payload()).unwrap())
+                assert_eq!(t.checksum(), t.to_header().calc_checksum_ipv4(&h.to_header(), t.payload()).unwrap());
             }
             etherparse::TransportSlice::Udp(u) => {
-                assert_eq!(u.checksum(), u.to_header().calc_checksum_ipv4(&h.to_header(), u.payload()).unwrap())
+                assert_eq!(u.checksum(), u.to_header().calc_checksum_ipv4(&h.to_header(), u.payload()).unwrap());
             }
             _ => panic!(),
         }

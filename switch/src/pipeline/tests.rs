@@ -3,6 +3,7 @@ use std::net::Ipv4Addr;
 
 use etherparse::PacketBuilder;
 
+use super::test_worker::Counted;
 use super::*;
 use crate::conntrack::KeyHasher;
 use crate::tables::{NextHop, PortConfig, PortKind, SourceGuard};
@@ -57,26 +58,32 @@ fn arp(op: u16, sender_mac: [u8; 6], sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -
 }
 
 /// Runs `frame` through the pipeline in a 2 KiB buffer, as a UMEM frame would hold it, with a
-/// fresh connection table.
-fn run(frame: &[u8], in_port: PortId, t: &Tables) -> (Verdict, Vec<u8>, DropCounters) {
+/// fresh connection table and fresh counters.
+fn run(frame: &[u8], in_port: PortId, t: &Tables) -> (Verdict, Vec<u8>, Counted) {
     let ct = ConnTable::new(1024, KeyHasher::new(1));
     run_ct(frame, in_port, t, &ct)
 }
 
 /// [`run`] with a given connection table (for scenarios over several packets).
-fn run_ct(frame: &[u8], in_port: PortId, t: &Tables, ct: &ConnTable) -> (Verdict, Vec<u8>, DropCounters) {
+fn run_ct(frame: &[u8], in_port: PortId, t: &Tables, ct: &ConnTable) -> (Verdict, Vec<u8>, Counted) {
     let mut buf = vec![0u8; 2048];
     buf[..frame.len()].copy_from_slice(frame);
-    let drops = DropCounters::default();
-    let (flows, pc) = (crate::flowlog::FlowRing::new(64), crate::counters::PolicyCounters::default());
-    let ctx = Ctx { tables: t, ct, now: ct.now_ms(), drops: &drops, flows: &flows, policy_counters: &pc };
-    let v = process(&mut buf, frame.len(), in_port, &ctx);
+    let c = Counted::new();
+    let v = c.process(&c.ctx(t, ct, ct.now_ms()), &mut buf, frame.len(), in_port);
     let len = match v {
         Verdict::Forward { len, .. } => len,
         Verdict::Drop(_) => frame.len(),
     };
     buf.truncate(len);
-    (v, buf, drops)
+    (v, buf, c)
+}
+
+/// Asserts that `frame` is dropped for `reason` and that this is all the counters say.
+#[track_caller]
+fn dropped(frame: &[u8], in_port: PortId, t: &Tables, reason: DropReason, stages: &[(&str, u64)]) {
+    let (v, _, c) = run(frame, in_port, t);
+    assert_eq!(v, Verdict::Drop(reason));
+    c.assert(&[(reason, 1)], stages);
 }
 
 fn ip_header_ok(frame: &[u8]) -> bool {
@@ -87,8 +94,9 @@ fn ip_header_ok(frame: &[u8]) -> bool {
 #[test]
 fn arp_request_for_the_gateway_is_answered_in_place() {
     let t = tables();
-    let (v, out, _) = run(&arp(1, A_MAC, A_IP, GW), 1, &t);
+    let (v, out, c) = run(&arp(1, A_MAC, A_IP, GW), 1, &t);
     assert_eq!(v, Verdict::Forward { port: 1, len: 60 });
+    c.assert(&[], &[("arp.replies", 1), ("answered", 1)]);
     assert_eq!(&out[0..6], &A_MAC);
     assert_eq!(&out[6..12], &PORT_A_MAC);
     assert_eq!(&out[20..22], &[0, 2], "operation reply");
@@ -101,15 +109,16 @@ fn arp_request_for_the_gateway_is_answered_in_place() {
 #[test]
 fn arp_edges() {
     let t = tables();
-    assert_eq!(run(&arp(1, A_MAC, B_IP, GW), 1, &t).0, Verdict::Drop(DropReason::SpoofedSourceIp), "ARP claiming B's IP");
-    assert_eq!(run(&arp(1, A_MAC, A_IP, B_IP), 1, &t).0, Verdict::Drop(DropReason::ArpNotForGateway));
-    assert_eq!(run(&arp(2, A_MAC, A_IP, GW), 1, &t).0, Verdict::Drop(DropReason::ArpNotRequest));
+    dropped(&arp(1, A_MAC, B_IP, GW), 1, &t, DropReason::SpoofedSourceIp, &[]); // claiming B's IP
+    dropped(&arp(1, A_MAC, A_IP, B_IP), 1, &t, DropReason::ArpNotForGateway, &[]);
+    dropped(&arp(2, A_MAC, A_IP, GW), 1, &t, DropReason::ArpNotRequest, &[]);
     let mut spoofed_mac = arp(1, B_MAC, A_IP, GW);
     spoofed_mac[6..12].copy_from_slice(&A_MAC); // Ethernet source right, ARP sender wrong
-    assert_eq!(run(&spoofed_mac, 1, &t).0, Verdict::Drop(DropReason::SpoofedSourceIp));
+    dropped(&spoofed_mac, 1, &t, DropReason::SpoofedSourceIp, &[]);
     // The host port answers too, with its own MAC.
-    let (v, out, _) = run(&arp(1, NODE_MAC, NODE_IP, GW), 0, &t);
+    let (v, out, c) = run(&arp(1, NODE_MAC, NODE_IP, GW), 0, &t);
     assert_eq!(v, Verdict::Forward { port: 0, len: 60 });
+    c.assert(&[], &[("arp.replies", 1), ("answered", 1)]);
     assert_eq!(&out[22..28], &HOST_PORT_MAC);
 }
 
@@ -117,8 +126,9 @@ fn arp_edges() {
 fn pod_to_pod_is_routed_with_rewritten_macs_and_ttl() {
     let t = tables();
     let frame = udp(A_MAC, PORT_A_MAC, A_IP, B_IP, 64, b"hello");
-    let (v, out, _) = run(&frame, 1, &t);
+    let (v, out, c) = run(&frame, 1, &t);
     assert_eq!(v, Verdict::Forward { port: 2, len: frame.len() });
+    c.assert(&[], &[("conntrack.created", 1)]);
     assert_eq!(&out[0..6], &B_MAC);
     assert_eq!(&out[6..12], &PORT_B_MAC);
     assert_eq!(out[22], 63, "TTL decremented");
@@ -141,12 +151,12 @@ fn node_reaches_pods_and_pods_reach_the_node() {
 fn spoofed_sources_are_dropped() {
     let t = tables();
     let ip_spoof = udp(A_MAC, PORT_A_MAC, B_IP, NODE_IP, 64, b"x");
-    assert_eq!(run(&ip_spoof, 1, &t).0, Verdict::Drop(DropReason::SpoofedSourceIp));
+    dropped(&ip_spoof, 1, &t, DropReason::SpoofedSourceIp, &[]);
     let mac_spoof = udp(B_MAC, PORT_A_MAC, A_IP, NODE_IP, 64, b"x");
-    assert_eq!(run(&mac_spoof, 1, &t).0, Verdict::Drop(DropReason::SpoofedSourceMac));
+    dropped(&mac_spoof, 1, &t, DropReason::SpoofedSourceMac, &[]);
     // An unknown address (not a pod at all) from a pod port.
     let outsider = udp(A_MAC, PORT_A_MAC, Ipv4Addr::new(10, 244, 0, 99), B_IP, 64, b"x");
-    assert_eq!(run(&outsider, 1, &t).0, Verdict::Drop(DropReason::SpoofedSourceIp));
+    dropped(&outsider, 1, &t, DropReason::SpoofedSourceIp, &[]);
     // The host port is trusted like the kernel's own interfaces.
     let from_host = udp(NODE_MAC, HOST_PORT_MAC, Ipv4Addr::new(172, 18, 0, 3), B_IP, 64, b"x");
     assert!(matches!(run(&from_host, 0, &t).0, Verdict::Forward { port: 2, .. }));
@@ -156,10 +166,11 @@ fn spoofed_sources_are_dropped() {
 fn ttl_expiry_is_answered_with_time_exceeded() {
     let t = tables();
     let frame = udp(A_MAC, PORT_A_MAC, A_IP, B_IP, 1, b"0123456789abcdef");
-    let (v, out, drops) = run(&frame, 1, &t);
+    let (v, out, c) = run(&frame, 1, &t);
     let quote_len = 20 + 8;
     assert_eq!(v, Verdict::Forward { port: 1, len: 14 + 20 + 8 + quote_len });
-    assert_eq!(drops.get(DropReason::TtlExceeded), 1);
+    // The frame is counted once as TTL-exceeded, and its answer as sent.
+    c.assert(&[(DropReason::TtlExceeded, 1)], &[("conntrack.created", 1), ("icmp.time_exceeded", 1), ("answered", 1)]);
     assert_eq!(&out[0..6], &A_MAC);
     assert_eq!(&out[6..12], &PORT_A_MAC);
     assert!(ip_header_ok(&out));
@@ -176,7 +187,8 @@ fn ttl_expiry_is_answered_with_time_exceeded() {
         .icmpv4(etherparse::Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit))
         .write(&mut icmp_err, &[0; 28])
         .unwrap();
-    assert_eq!(run(&icmp_err, 1, &t).0, Verdict::Drop(DropReason::TtlExceeded));
+    // Counted once, not sent, and not an answer (it was counted twice before).
+    dropped(&icmp_err, 1, &t, DropReason::TtlExceeded, &[]);
 }
 
 #[test]
@@ -184,46 +196,48 @@ fn echo_to_the_gateway_is_answered() {
     let t = tables();
     let mut ping = Vec::new();
     PacketBuilder::ethernet2(A_MAC, PORT_A_MAC).ipv4(A_IP.octets(), GW.octets(), 64).icmpv4_echo_request(7, 1).write(&mut ping, b"ping").unwrap();
-    let (v, out, _) = run(&ping, 1, &t);
+    let (v, out, c) = run(&ping, 1, &t);
     assert_eq!(v, Verdict::Forward { port: 1, len: ping.len() });
+    c.assert(&[], &[("icmp.echo_replies", 1), ("answered", 1)]);
     assert_eq!(&out[26..30], &GW.octets());
     assert_eq!(&out[30..34], &A_IP.octets());
     assert_eq!(out[34], 0, "echo reply");
     assert!(ip_header_ok(&out));
     assert_eq!(checksum::internet_checksum(&out[34..]), 0);
     let udp_to_gw = udp(A_MAC, PORT_A_MAC, A_IP, GW, 64, b"x");
-    assert_eq!(run(&udp_to_gw, 1, &t).0, Verdict::Drop(DropReason::LocalNotHandled));
+    dropped(&udp_to_gw, 1, &t, DropReason::LocalNotHandled, &[]);
 }
 
 #[test]
 fn malformed_and_unwanted_frames_have_their_reasons() {
     let t = tables();
     let good = udp(A_MAC, PORT_A_MAC, A_IP, B_IP, 64, b"hello");
-    assert_eq!(run(&good[..10], 1, &t).0, Verdict::Drop(DropReason::Truncated));
+    dropped(&good[..10], 1, &t, DropReason::Truncated, &[]);
     let mut bad_version = good.clone();
     bad_version[14] = 0x65;
-    assert_eq!(run(&bad_version, 1, &t).0, Verdict::Drop(DropReason::BadIpVersion));
+    dropped(&bad_version, 1, &t, DropReason::BadIpVersion, &[]);
     let mut bad_ihl = good.clone();
     bad_ihl[14] = 0x44;
-    assert_eq!(run(&bad_ihl, 1, &t).0, Verdict::Drop(DropReason::BadIhl));
+    dropped(&bad_ihl, 1, &t, DropReason::BadIhl, &[]);
     let mut bad_len = good.clone();
     bad_len[16..18].copy_from_slice(&10u16.to_be_bytes());
-    assert_eq!(run(&bad_len, 1, &t).0, Verdict::Drop(DropReason::BadIpTotalLength));
+    dropped(&bad_len, 1, &t, DropReason::BadIpTotalLength, &[]);
     bad_len[16..18].copy_from_slice(&2000u16.to_be_bytes());
-    assert_eq!(run(&bad_len, 1, &t).0, Verdict::Drop(DropReason::Truncated), "claims more than the frame holds");
+    dropped(&bad_len, 1, &t, DropReason::Truncated, &[]); // "claims more than the frame holds"
     let mut bad_sum = good.clone();
     bad_sum[24] ^= 0xff;
-    assert_eq!(run(&bad_sum, 1, &t).0, Verdict::Drop(DropReason::BadIpChecksum));
+    dropped(&bad_sum, 1, &t, DropReason::BadIpChecksum, &[]);
     let mut v6 = good.clone();
     v6[12..14].copy_from_slice(&[0x86, 0xdd]);
-    assert_eq!(run(&v6, 1, &t).0, Verdict::Drop(DropReason::UnsupportedEthertype));
+    dropped(&v6, 1, &t, DropReason::UnsupportedEthertype, &[]);
     let other_mac = udp(A_MAC, [2, 2, 2, 2, 2, 2], A_IP, B_IP, 64, b"x");
-    assert_eq!(run(&other_mac, 1, &t).0, Verdict::Drop(DropReason::DstMacNotSwitch));
+    dropped(&other_mac, 1, &t, DropReason::DstMacNotSwitch, &[]);
     let bcast = udp(A_MAC, PORT_A_MAC, A_IP, Ipv4Addr::BROADCAST, 64, b"x");
-    assert_eq!(run(&bcast, 1, &t).0, Verdict::Drop(DropReason::DstNotUnicast));
+    // Tracked first, then refused by routing (the entry expires unused).
+    dropped(&bcast, 1, &t, DropReason::DstNotUnicast, &[("conntrack.created", 1)]);
     let nowhere = udp(A_MAC, PORT_A_MAC, A_IP, Ipv4Addr::new(10, 244, 0, 77), 64, b"x");
-    assert_eq!(run(&nowhere, 1, &t).0, Verdict::Drop(DropReason::NoRoute));
-    assert_eq!(run(&good, 9, &t).0, Verdict::Drop(DropReason::UnknownIngressPort));
+    dropped(&nowhere, 1, &t, DropReason::NoRoute, &[("conntrack.created", 1)]);
+    dropped(&good, 9, &t, DropReason::UnknownIngressPort, &[]);
 }
 
 #[test]

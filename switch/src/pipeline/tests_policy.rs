@@ -5,10 +5,11 @@ use std::net::Ipv4Addr;
 
 use etherparse::PacketBuilder;
 
+use super::test_worker::Counted;
 use super::*;
 use crate::conntrack::KeyHasher;
 use crate::drop_reason::DropReason;
-use crate::flowlog::{Decider, FlowRing};
+use crate::flowlog::Decider;
 use crate::tables::policy::{Peer, PodPolicy, PortRange, Rule};
 use crate::tables::{NextHop, PortConfig, PortKind, SourceGuard};
 use crate::wire::tcp_flags;
@@ -69,70 +70,91 @@ fn seg(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u
     v
 }
 
-fn send(t: &Tables, ct: &ConnTable, flows: &FlowRing, frame: &[u8]) -> Verdict {
+fn send(t: &Tables, ct: &ConnTable, c: &Counted, frame: &[u8]) -> Verdict {
     let mut buf = vec![0u8; 2048];
     buf[..frame.len()].copy_from_slice(frame);
-    let drops = DropCounters::default();
-    let pc = crate::counters::PolicyCounters::default();
     let in_port = port_of(Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]));
-    let ctx = Ctx { tables: t, ct, now: ct.now_ms(), drops: &drops, flows, policy_counters: &pc };
-    process(&mut buf, frame.len(), in_port, &ctx)
+    c.process(&c.ctx(t, ct, ct.now_ms()), &mut buf, frame.len(), in_port)
 }
 
 #[test]
 fn ingress_isolation_allows_only_what_a_rule_allows_and_denies_silently() {
-    let (t, ct, flows) = (b_isolated(1), ConnTable::new(64, KeyHasher::new(1)), FlowRing::new(64));
-    assert!(matches!(send(&t, &ct, &flows, &seg(A, B, 1000, 80, tcp_flags::SYN)), Verdict::Forward { port: 2, .. }));
-    assert_eq!(send(&t, &ct, &flows, &seg(C, B, 1000, 80, tcp_flags::SYN)), Verdict::Drop(DropReason::PolicyDenied), "C not allowed");
-    assert_eq!(send(&t, &ct, &flows, &seg(A, B, 1001, 81, tcp_flags::SYN)), Verdict::Drop(DropReason::PolicyDenied), "port 81 not allowed");
+    let (t, ct, c) = (b_isolated(1), ConnTable::new(64, KeyHasher::new(1)), Counted::new());
+    assert!(matches!(send(&t, &ct, &c, &seg(A, B, 1000, 80, tcp_flags::SYN)), Verdict::Forward { port: 2, .. }));
+    assert_eq!(send(&t, &ct, &c, &seg(C, B, 1000, 80, tcp_flags::SYN)), Verdict::Drop(DropReason::PolicyDenied), "C not allowed");
+    assert_eq!(send(&t, &ct, &c, &seg(A, B, 1001, 81, tcp_flags::SYN)), Verdict::Drop(DropReason::PolicyDenied), "port 81 not allowed");
     // B is not isolated for egress, C not at all: B -> C and C -> A pass.
-    assert!(matches!(send(&t, &ct, &flows, &seg(B, C, 1000, 81, tcp_flags::SYN)), Verdict::Forward { .. }));
-    assert!(matches!(send(&t, &ct, &flows, &seg(C, A, 1000, 81, tcp_flags::SYN)), Verdict::Forward { .. }));
+    assert!(matches!(send(&t, &ct, &c, &seg(B, C, 1000, 81, tcp_flags::SYN)), Verdict::Forward { .. }));
+    assert!(matches!(send(&t, &ct, &c, &seg(C, A, 1000, 81, tcp_flags::SYN)), Verdict::Forward { .. }));
     // The reply of the allowed connection passes without being judged (B -> A:1000 would be
     // allowed anyway; the point is that the entry's verdict covers it).
-    assert!(matches!(send(&t, &ct, &flows, &seg(B, A, 80, 1000, tcp_flags::SYN | tcp_flags::ACK)), Verdict::Forward { port: 1, .. }));
+    assert!(matches!(send(&t, &ct, &c, &seg(B, A, 80, 1000, tcp_flags::SYN | tcp_flags::ACK)), Verdict::Forward { port: 1, .. }));
     let mut log = Vec::new();
-    flows.drain(&mut log);
+    c.flows.drain(&mut log);
     assert_eq!(log.len(), 5, "one record per new connection: {log:?}");
     assert!(log[0].allowed && log[0].decider == Decider::Rule { policy: 7, index: 0, ingress: true });
     assert!(!log[1].allowed && log[1].decider == Decider::DefaultDenyIngress);
     assert_eq!(log[3].decider, Decider::NotIsolated);
     assert_eq!(ct.live(), 3, "denied connections are not tracked");
+    c.assert(&[(DropReason::PolicyDenied, 2)], &[("conntrack.known", 1), ("conntrack.created", 3)]);
+    assert_eq!((c.policy.get(7), c.policy.get(8)), (1, 0), "connections allowed by policy 7");
+}
+
+#[test]
+fn the_flow_log_says_which_direction_allowed() {
+    // A may send TCP/81 to C only (policy 8, egress rule 0); B is isolated as above.
+    let mut t = b_isolated(1);
+    let to_c = [102].into_iter().collect();
+    std::sync::Arc::make_mut(&mut t.policy.pods).insert(
+        u32::from(A),
+        PodPolicy {
+            ingress_isolated: false,
+            egress_isolated: true,
+            ingress: vec![],
+            egress: vec![Rule { policy: 8, index: 0, peers: vec![Peer::Identities(to_c)].into(), ports: vec![PortRange { proto: 6, port: 81, end_port: 81 }] }],
+        },
+    );
+    let (ct, c) = (ConnTable::new(64, KeyHasher::new(4)), Counted::new());
+    assert!(matches!(send(&t, &ct, &c, &seg(A, C, 1000, 81, tcp_flags::SYN)), Verdict::Forward { port: 3, .. }));
+    assert_eq!(send(&t, &ct, &c, &seg(A, B, 1000, 80, tcp_flags::SYN)), Verdict::Drop(DropReason::PolicyDenied), "A's egress");
+    let mut log = Vec::new();
+    c.flows.drain(&mut log);
+    assert_eq!(log[0].decider, Decider::Rule { policy: 8, index: 0, ingress: false }, "A's egress rule decided");
+    assert_eq!(log[1].decider, Decider::DefaultDenyEgress);
+    c.assert(&[(DropReason::PolicyDenied, 1)], &[("conntrack.created", 1)]);
+    assert_eq!((c.policy.get(7), c.policy.get(8)), (0, 1));
 }
 
 #[test]
 fn a_policy_change_cuts_established_connections_on_their_next_packet() {
-    let (ct, flows) = (ConnTable::new(64, KeyHasher::new(2)), FlowRing::new(64));
+    let (ct, c) = (ConnTable::new(64, KeyHasher::new(2)), Counted::new());
     let open = base(); // epoch 0, nobody isolated
-    assert!(matches!(send(&open, &ct, &flows, &seg(C, B, 2000, 80, tcp_flags::SYN)), Verdict::Forward { .. }));
-    assert!(matches!(send(&open, &ct, &flows, &seg(C, B, 2000, 80, tcp_flags::ACK)), Verdict::Forward { .. }));
+    assert!(matches!(send(&open, &ct, &c, &seg(C, B, 2000, 80, tcp_flags::SYN)), Verdict::Forward { .. }));
+    assert!(matches!(send(&open, &ct, &c, &seg(C, B, 2000, 80, tcp_flags::ACK)), Verdict::Forward { .. }));
     // B becomes isolated (epoch 1): the established C -> B connection is judged again and cut,
     // in both directions.
     let closed = b_isolated(1);
-    assert_eq!(send(&closed, &ct, &flows, &seg(C, B, 2000, 80, tcp_flags::ACK)), Verdict::Drop(DropReason::PolicyDenied));
-    assert_eq!(send(&closed, &ct, &flows, &seg(B, C, 80, 2000, tcp_flags::ACK)), Verdict::Drop(DropReason::PolicyDenied));
+    assert_eq!(send(&closed, &ct, &c, &seg(C, B, 2000, 80, tcp_flags::ACK)), Verdict::Drop(DropReason::PolicyDenied));
+    assert_eq!(send(&closed, &ct, &c, &seg(B, C, 80, 2000, tcp_flags::ACK)), Verdict::Drop(DropReason::PolicyDenied));
     let mut log = Vec::new();
-    flows.drain(&mut log);
+    c.flows.drain(&mut log);
     assert!(log.iter().any(|r| r.rejudged && !r.allowed), "{log:?}");
     // The policy goes away again (epoch 2): the connection flows again.
     let mut reopened = base();
     reopened.policy.epoch = 2;
-    assert!(matches!(send(&reopened, &ct, &flows, &seg(C, B, 2000, 80, tcp_flags::ACK)), Verdict::Forward { .. }));
+    assert!(matches!(send(&reopened, &ct, &c, &seg(C, B, 2000, 80, tcp_flags::ACK)), Verdict::Forward { .. }));
+    // Judged again once per policy change (epoch 1, then 2), not per packet.
+    c.assert(&[(DropReason::PolicyDenied, 2)], &[("conntrack.known", 2), ("policy.rejudged", 2), ("conntrack.created", 1)]);
 }
 
 #[test]
 fn a_pod_reaching_itself_is_never_denied() {
-    let (t, ct, flows) = (b_isolated(1), ConnTable::new(64, KeyHasher::new(3)), FlowRing::new(64));
+    let (t, ct, c) = (b_isolated(1), ConnTable::new(64, KeyHasher::new(3)), Counted::new());
     // B to B: what a Service hairpin looks like to policy once translated.
-    let mut buf = vec![0u8; 2048];
-    let f = seg(B, B, 3000, 81, tcp_flags::SYN);
-    buf[..f.len()].copy_from_slice(&f);
-    let drops = DropCounters::default();
-    let pc = crate::counters::PolicyCounters::default();
-    let ctx = Ctx { tables: &t, ct: &ct, now: ct.now_ms(), drops: &drops, flows: &flows, policy_counters: &pc };
+    let ctx = c.ctx(&t, &ct, ct.now_ms());
     let d = super::policy::judge_new(&ctx, B, 3000, u32::from(B), 81, u32::from(B), 81, 6);
     assert!(d.allowed());
     let mut log = Vec::new();
-    flows.drain(&mut log);
+    c.flows.drain(&mut log);
     assert_eq!(log[0].decider, Decider::SelfAccess);
 }

@@ -4,6 +4,7 @@ use std::net::Ipv4Addr;
 
 use etherparse::PacketBuilder;
 
+use super::test_worker::Counted;
 use super::*;
 use crate::conntrack::{KeyHasher, Timeouts};
 use crate::drop_reason::DropReason;
@@ -84,26 +85,29 @@ fn tables() -> Tables {
 struct Scenario {
     t: Tables,
     ct: ConnTable,
+    c: Counted,
 }
 
 impl Scenario {
     fn new() -> Self {
-        Self { t: tables(), ct: ConnTable::new(4096, KeyHasher::new(11)) }
+        Self::with_table(ConnTable::new(4096, KeyHasher::new(11)))
     }
 
-    fn send(&self, frame: &[u8], in_port: PortId) -> (Verdict, Vec<u8>, DropCounters) {
+    fn with_table(ct: ConnTable) -> Self {
+        Self { t: tables(), ct, c: Counted::new() }
+    }
+
+    /// One frame through the pipeline, counted as the worker counts it in `self.c`.
+    fn send(&self, frame: &[u8], in_port: PortId) -> (Verdict, Vec<u8>) {
         let mut buf = vec![0u8; 2048];
         buf[..frame.len()].copy_from_slice(frame);
-        let drops = DropCounters::default();
-        let (flows, pc) = (crate::flowlog::FlowRing::new(64), crate::counters::PolicyCounters::default());
-        let ctx = Ctx { tables: &self.t, ct: &self.ct, now: self.ct.now_ms(), drops: &drops, flows: &flows, policy_counters: &pc };
-        let v = process(&mut buf, frame.len(), in_port, &ctx);
+        let v = self.c.process(&self.c.ctx(&self.t, &self.ct, self.ct.now_ms()), &mut buf, frame.len(), in_port);
         let len = match v {
             Verdict::Forward { len, .. } => len,
             Verdict::Drop(_) => frame.len(),
         };
         buf.truncate(len);
-        (v, buf, drops)
+        (v, buf)
     }
 }
 
@@ -160,7 +164,7 @@ fn cluster_ip_is_translated_both_ways_and_keeps_the_pod_source() {
     // A flow that does not hairpin (that one is masqueraded; tested below).
     let (csport, v, out) = (40000..41000)
         .map(|p| {
-            let (v, out, _) = s.send(&tcp(client, VIP, p, 80, tcp_flags::SYN, 1), 1);
+            let (v, out) = s.send(&tcp(client, VIP, p, 80, tcp_flags::SYN, 1), 1);
             (p, v, out)
         })
         .find(|(_, _, out)| tuple(out).2 != client)
@@ -172,31 +176,40 @@ fn cluster_ip_is_translated_both_ways_and_keeps_the_pod_source() {
     assert_eq!(&out[0..6], &pod_mac(backend));
     checksums_ok(&out);
     // The same flow again lands on the same backend.
-    let (_, again, _) = s.send(&tcp(client, VIP, csport, 80, tcp_flags::ACK, 1), 1);
+    let (_, again) = s.send(&tcp(client, VIP, csport, 80, tcp_flags::ACK, 1), 1);
     assert_eq!(tuple(&again).2, backend);
     // The backend's answer comes back from the Service address.
-    let (v, back, _) = s.send(&tcp(backend, client, 8080, csport, tcp_flags::SYN | tcp_flags::ACK, pod_port(backend)), pod_port(backend));
+    let (v, back) = s.send(&tcp(backend, client, 8080, csport, tcp_flags::SYN | tcp_flags::ACK, pod_port(backend)), pod_port(backend));
     assert_eq!(tuple(&back), (VIP, 80, client, csport));
     assert_eq!(v, Verdict::Forward { port: 1, len: back.len() });
     checksums_ok(&back);
+    // Every source port tried before `csport` hairpinned (masqueraded); `csport` did not.
+    let tries = u64::from(csport - 40000) + 1;
+    s.c.assert(
+        &[],
+        &[("conntrack.known", 2), ("load_balance.maglev_picks", tries), ("masquerade.masqueraded", tries - 1), ("conntrack.created", tries)],
+    );
 }
 
 #[test]
 fn flows_spread_over_backends() {
     let s = Scenario::new();
     let mut seen = std::collections::BTreeSet::new();
+    let mut hairpins = 0;
     for sport in 0..60 {
-        let (_, out, _) = s.send(&tcp(PODS[1], VIP, 20000 + sport, 80, tcp_flags::SYN, 2), 2);
+        let (_, out) = s.send(&tcp(PODS[1], VIP, 20000 + sport, 80, tcp_flags::SYN, 2), 2);
         seen.insert(tuple(&out).2);
+        hairpins += u64::from(tuple(&out).2 == PODS[1]);
     }
     assert_eq!(seen.len(), 3, "60 flows used {seen:?}");
+    s.c.assert(&[], &[("load_balance.maglev_picks", 60), ("masquerade.masqueraded", hairpins), ("conntrack.created", 60)]);
 }
 
 #[test]
 fn no_endpoints_rejects_tcp_with_rst_and_udp_with_port_unreachable() {
     let s = Scenario::new();
     let syn = tcp(PODS[0], EMPTY_VIP, 40000, 80, tcp_flags::SYN, 1);
-    let (v, out, _) = s.send(&syn, 1);
+    let (v, out) = s.send(&syn, 1);
     assert_eq!(v, Verdict::Forward { port: 1, len: 54 });
     let p = parse_frame(&out).unwrap();
     assert_eq!((p.src_ip, p.src_port, p.dst_ip, p.dst_port), (EMPTY_VIP, 80, PODS[0], 40000));
@@ -204,26 +217,28 @@ fn no_endpoints_rejects_tcp_with_rst_and_udp_with_port_unreachable() {
     assert_eq!(u32::from_be_bytes(out[42..46].try_into().unwrap()), 1001, "acknowledges the SYN");
     assert_eq!(&out[0..6], &pod_mac(PODS[0]));
     checksums_ok(&out);
-    let (v, out, _) = s.send(&udp(PODS[0], EMPTY_VIP, 5353, 53, 1), 1);
+    let (v, out) = s.send(&udp(PODS[0], EMPTY_VIP, 5353, 53, 1), 1);
     assert!(matches!(v, Verdict::Forward { port: 1, .. }));
     let p = parse_frame(&out).unwrap();
     assert_eq!((p.src_ip, p.dst_ip, p.icmp_type, p.icmp_code), (EMPTY_VIP, PODS[0], 3, 3));
     assert_eq!(checksum::internet_checksum(&out[34..]), 0);
     assert_eq!(s.ct.live(), 0, "rejected flows are not tracked");
+    s.c.assert(&[], &[("reject.tcp_resets", 1), ("reject.port_unreachables", 1), ("answered", 2)]);
 }
 
 #[test]
 fn unexposed_port_rejects_and_unallocated_address_drops() {
     let s = Scenario::new();
-    let (v, out, _) = s.send(&tcp(PODS[0], VIP, 40000, 81, tcp_flags::SYN, 1), 1);
+    let (v, out) = s.send(&tcp(PODS[0], VIP, 40000, 81, tcp_flags::SYN, 1), 1);
     assert!(matches!(v, Verdict::Forward { port: 1, .. }));
     assert_eq!(parse_frame(&out).unwrap().tcp_flags & tcp_flags::RST, tcp_flags::RST);
     // UDP/80 is not exposed either (only TCP/80 is).
-    let (v, out, _) = s.send(&udp(PODS[0], VIP, 5353, 80, 1), 1);
+    let (v, out) = s.send(&udp(PODS[0], VIP, 5353, 80, 1), 1);
     assert!(matches!(v, Verdict::Forward { .. }));
     assert_eq!(parse_frame(&out).unwrap().icmp_type, 3);
-    let (v, _, _) = s.send(&tcp(PODS[0], Ipv4Addr::new(10, 96, 7, 7), 40000, 80, tcp_flags::SYN, 1), 1);
+    let (v, _) = s.send(&tcp(PODS[0], Ipv4Addr::new(10, 96, 7, 7), 40000, 80, tcp_flags::SYN, 1), 1);
     assert_eq!(v, Verdict::Drop(DropReason::ServiceIpUnallocated));
+    s.c.assert(&[(DropReason::ServiceIpUnallocated, 1)], &[("reject.tcp_resets", 1), ("reject.port_unreachables", 1), ("answered", 2)]);
 }
 
 #[test]
@@ -239,9 +254,15 @@ fn hairpin_is_masqueraded_to_the_node_address() {
     assert_eq!((src, dst), (NODE_IP, client), "masqueraded to the node");
     checksums_ok(&out);
     // The pod answers the node address; the switch turns it back into the Service's answer.
-    let (v, back, _) = s.send(&tcp(client, NODE_IP, 8080, nat_port, tcp_flags::SYN | tcp_flags::ACK, 3), 3);
+    let (v, back) = s.send(&tcp(client, NODE_IP, 8080, nat_port, tcp_flags::SYN | tcp_flags::ACK, 3), 3);
     assert_eq!(tuple(&back), (VIP, 80, client, sport));
     assert_eq!(v, Verdict::Forward { port: 3, len: back.len() });
+    // Source ports before `sport` went to other backends (not masqueraded).
+    let tries = u64::from(sport - 1000) + 1;
+    s.c.assert(
+        &[],
+        &[("conntrack.known", 1), ("load_balance.maglev_picks", tries), ("masquerade.masqueraded", 1), ("conntrack.created", tries)],
+    );
 }
 
 #[test]
@@ -249,39 +270,53 @@ fn client_ip_affinity_sticks_across_connections() {
     let s = Scenario::new();
     let mut backends = std::collections::BTreeSet::new();
     for sport in 0..15 {
-        let (_, out, _) = s.send(&tcp(PODS[0], VIP, 30000 + sport * 13, 443, tcp_flags::SYN, 1), 1);
+        let (_, out) = s.send(&tcp(PODS[0], VIP, 30000 + sport * 13, 443, tcp_flags::SYN, 1), 1);
         backends.insert(tuple(&out).2);
     }
     assert_eq!(backends.len(), 1, "15 connections went to {backends:?}");
+    // One Maglev pick, then the affinity record; masqueraded only if the client reaches itself.
+    let masqueraded = if backends.contains(&PODS[0]) { 15 } else { 0 };
+    let mut expected = vec![("load_balance.maglev_picks", 1), ("load_balance.affinity_hits", 14)];
+    if masqueraded != 0 {
+        expected.push(("masquerade.masqueraded", masqueraded));
+    }
+    expected.push(("conntrack.created", 15));
+    s.c.assert(&[], &expected);
 }
 
 #[test]
 fn external_traffic_policies() {
     let s = Scenario::new();
     // Cluster: masqueraded to the node address.
-    let (v, out, _) = s.send(&tcp(CLIENT, NODE_IP, 50000, 30080, tcp_flags::SYN, UPLINK), UPLINK);
+    let (v, out) = s.send(&tcp(CLIENT, NODE_IP, 50000, 30080, tcp_flags::SYN, UPLINK), UPLINK);
     let (src, nat_port, backend, _) = tuple(&out);
     assert_eq!(src, NODE_IP);
     assert!(matches!(v, Verdict::Forward { .. }));
     // Its answer goes back out the uplink from the node's NodePort.
-    let (v, back, _) = s.send(&tcp(backend, NODE_IP, 8080, nat_port, tcp_flags::SYN | tcp_flags::ACK, pod_port(backend)), pod_port(backend));
+    let (v, back) = s.send(&tcp(backend, NODE_IP, 8080, nat_port, tcp_flags::SYN | tcp_flags::ACK, pod_port(backend)), pod_port(backend));
     assert_eq!(tuple(&back), (NODE_IP, 30080, CLIENT, 50000));
     assert_eq!(v, Verdict::Forward { port: UPLINK, len: back.len() });
     // Local with no local endpoint: dropped.
-    let (v, _, _) = s.send(&tcp(CLIENT, NODE_IP, 50001, 30081, tcp_flags::SYN, UPLINK), UPLINK);
+    let (v, _) = s.send(&tcp(CLIENT, NODE_IP, 50001, 30081, tcp_flags::SYN, UPLINK), UPLINK);
     assert_eq!(v, Verdict::Drop(DropReason::NoLocalEndpoint));
     // Local with local endpoints: the client's address is preserved.
-    let (_, out, _) = s.send(&tcp(CLIENT, NODE_IP, 50002, 30082, tcp_flags::SYN, UPLINK), UPLINK);
+    let (_, out) = s.send(&tcp(CLIENT, NODE_IP, 50002, 30082, tcp_flags::SYN, UPLINK), UPLINK);
     assert_eq!(tuple(&out).0, CLIENT);
     // From a pod, the NodePort uses the internal set (no drop).
-    let (v, _, _) = s.send(&tcp(PODS[0], NODE_IP, 50003, 30081, tcp_flags::SYN, 1), 1);
+    let (v, from_pod) = s.send(&tcp(PODS[0], NODE_IP, 50003, 30081, tcp_flags::SYN, 1), 1);
     assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    // Masqueraded: the Cluster policy's connection, and the pod's if it reached itself.
+    let hairpin = u64::from(tuple(&from_pod).0 == NODE_IP);
+    s.c.assert(
+        &[(DropReason::NoLocalEndpoint, 1)],
+        &[("conntrack.known", 1), ("load_balance.maglev_picks", 3), ("masquerade.masqueraded", 1 + hairpin), ("conntrack.created", 3)],
+    );
 }
 
 #[test]
 fn port_unreachable_from_a_backend_reaches_the_client_from_the_service_address() {
     let s = Scenario::new();
-    let (_, out, _) = s.send(&udp(PODS[0], VIP, 5353, 53, 1), 1);
+    let (_, out) = s.send(&udp(PODS[0], VIP, 5353, 53, 1), 1);
     let backend = tuple(&out).2;
     if backend == PODS[0] {
         return; // hairpin case covered elsewhere
@@ -293,7 +328,7 @@ fn port_unreachable_from_a_backend_reaches_the_client_from_the_service_address()
         .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port))
         .write(&mut icmp, &out[14..])
         .unwrap();
-    let (v, back, _) = s.send(&icmp, pod_port(backend));
+    let (v, back) = s.send(&icmp, pod_port(backend));
     assert_eq!(v, Verdict::Forward { port: 1, len: back.len() });
     let p = parse_frame(&back).unwrap();
     assert_eq!((p.src_ip, p.dst_ip, p.icmp_type), (VIP, PODS[0], 3));
@@ -305,39 +340,54 @@ fn port_unreachable_from_a_backend_reaches_the_client_from_the_service_address()
     assert_eq!(checksum::internet_checksum(&q[..20]), 0, "quoted header checksum");
     assert_eq!(checksum::internet_checksum(&back[34..]), 0, "ICMP checksum");
     assert_eq!(checksum::internet_checksum(&back[14..34]), 0, "outer header checksum");
+    s.c.assert(&[], &[("icmp_translate.translated", 1), ("load_balance.maglev_picks", 1), ("conntrack.created", 1)]);
 }
 
 #[test]
 fn a_full_table_refuses_new_flows_but_established_ones_go_on() {
-    let s = Scenario { t: tables(), ct: ConnTable::new(2, KeyHasher::new(3)) };
-    let (_, first, _) = s.send(&tcp(PODS[0], VIP, 1, 80, tcp_flags::SYN, 1), 1);
+    let s = Scenario::with_table(ConnTable::new(2, KeyHasher::new(3)));
+    let (_, first) = s.send(&tcp(PODS[0], VIP, 1, 80, tcp_flags::SYN, 1), 1);
     s.send(&tcp(PODS[0], PODS[1], 2, 80, tcp_flags::SYN, 1), 1);
-    let (v, _, _) = s.send(&tcp(PODS[0], VIP, 3, 80, tcp_flags::SYN, 1), 1);
+    let (v, _) = s.send(&tcp(PODS[0], VIP, 3, 80, tcp_flags::SYN, 1), 1);
     assert_eq!(v, Verdict::Drop(DropReason::ConntrackFull));
-    let (v, again, _) = s.send(&tcp(PODS[0], VIP, 1, 80, tcp_flags::ACK, 1), 1);
+    let (v, again) = s.send(&tcp(PODS[0], VIP, 1, 80, tcp_flags::ACK, 1), 1);
     assert!(matches!(v, Verdict::Forward { .. }));
     assert_eq!(tuple(&again).2, tuple(&first).2);
+    // The refused SYN had its backend chosen before the table refused it.
+    let mut expected = vec![("conntrack.known", 1), ("load_balance.maglev_picks", 2)];
+    if tuple(&first).0 == NODE_IP {
+        expected.push(("masquerade.masqueraded", 1 + u64::from(tuple(&first).2 == PODS[0])));
+    }
+    expected.push(("conntrack.created", 2));
+    s.c.assert(&[(DropReason::ConntrackFull, 1)], &expected);
 }
 
 #[test]
 fn udp_flush_of_a_removed_endpoint_lets_the_flow_choose_again() {
     let s = Scenario::new();
-    let (_, out, _) = s.send(&udp(PODS[0], VIP, 6000, 53, 1), 1);
+    let (_, out) = s.send(&udp(PODS[0], VIP, 6000, 53, 1), 1);
     let backend = tuple(&out).2;
     let endpoint = 100 + PODS.iter().position(|p| *p == backend).unwrap() as u32;
     assert_eq!(crate::conntrack::reaper::flush_udp_endpoints(&s.ct, &[endpoint]), 1);
     assert_eq!(s.ct.live(), 0);
     let _ = Timeouts::default();
+    let mut expected = vec![("load_balance.maglev_picks", 1)];
+    if backend == PODS[0] {
+        expected.push(("masquerade.masqueraded", 1)); // hairpin
+    }
+    expected.push(("conntrack.created", 1));
+    s.c.assert(&[], &expected);
 }
 
 #[test]
 fn lone_rst_to_a_service_is_invalid_and_untracked_between_pods() {
     let s = Scenario::new();
-    let (v, _, _) = s.send(&tcp(PODS[0], VIP, 1, 80, tcp_flags::RST, 1), 1);
+    let (v, _) = s.send(&tcp(PODS[0], VIP, 1, 80, tcp_flags::RST, 1), 1);
     assert_eq!(v, Verdict::Drop(DropReason::CtInvalid));
-    let (v, _, _) = s.send(&tcp(PODS[0], PODS[1], 1, 80, tcp_flags::RST, 1), 1);
+    let (v, _) = s.send(&tcp(PODS[0], PODS[1], 1, 80, tcp_flags::RST, 1), 1);
     assert!(matches!(v, Verdict::Forward { port: 2, .. }));
     assert_eq!(s.ct.live(), 0);
+    s.c.assert(&[(DropReason::CtInvalid, 1)], &[("conntrack.untracked", 1)]);
 }
 
 #[test]
@@ -355,12 +405,13 @@ fn the_uplink_answers_arp_for_the_node_address_and_pod_ports_do_not() {
         f.resize(60, 0);
         f
     };
-    let (v, out, _) = s.send(&arp([2, 0, 0, 0, 0, 0x50], CLIENT), UPLINK);
+    let (v, out) = s.send(&arp([2, 0, 0, 0, 0, 0x50], CLIENT), UPLINK);
     assert_eq!(v, Verdict::Forward { port: UPLINK, len: 60 });
     assert_eq!(&out[22..28], &port_mac(UPLINK));
     assert_eq!(&out[28..32], &NODE_IP.octets());
-    let (v, _, _) = s.send(&arp(pod_mac(PODS[0]), PODS[0]), 1);
+    let (v, _) = s.send(&arp(pod_mac(PODS[0]), PODS[0]), 1);
     assert_eq!(v, Verdict::Drop(DropReason::ArpNotForGateway));
+    s.c.assert(&[(DropReason::ArpNotForGateway, 1)], &[("arp.replies", 1), ("answered", 1)]);
 }
 
 /// The fast path must decide exactly as the full pipeline: the same frames, through `process`
@@ -370,12 +421,13 @@ fn the_uplink_answers_arp_for_the_node_address_and_pod_ports_do_not() {
 fn fast_path_and_full_pipeline_agree() {
     let t = tables();
     let (ct_a, ct_b) = (ConnTable::new(4096, KeyHasher::new(77)), ConnTable::new(4096, KeyHasher::new(77)));
+    // Each side's counters: both must count the same drops.
+    let (c_a, c_b) = (Counted::new(), Counted::new());
     let run = |frame: &[u8], in_port: PortId, fast: bool, ct: &ConnTable| -> (Verdict, Vec<u8>) {
         let mut buf = vec![0u8; 2048];
         buf[..frame.len()].copy_from_slice(frame);
-        let drops = DropCounters::default();
-        let (flows, pc) = (crate::flowlog::FlowRing::new(64), crate::counters::PolicyCounters::default());
-        let ctx = Ctx { tables: &t, ct, now: 1000, drops: &drops, flows: &flows, policy_counters: &pc };
+        let c = if fast { &c_a } else { &c_b };
+        let ctx = c.ctx(&t, ct, 1000);
         let v = if fast {
             // The fast side takes the hint a worker's warm-up gives (every third frame: a
             // hint for another key, which must not change anything either).
@@ -400,6 +452,9 @@ fn fast_path_and_full_pipeline_agree() {
         } else {
             slow(&mut buf, frame.len(), in_port, &ctx)
         };
+        if let Verdict::Drop(r) = v {
+            c.drops.count(r);
+        }
         (v, buf)
     };
     let both = |frame: &[u8], in_port: PortId| {
@@ -441,9 +496,8 @@ fn fast_path_and_full_pipeline_agree() {
             // writes nothing at this clock, so the tables stay identical).
             let mut probe = vec![0u8; 2048];
             probe[..f.len()].copy_from_slice(&f);
-            let drops = DropCounters::default();
-            let (flows, pc) = (crate::flowlog::FlowRing::new(64), crate::counters::PolicyCounters::default());
-            let ctx = Ctx { tables: &t, ct: &ct_a, now: 1000, drops: &drops, flows: &flows, policy_counters: &pc };
+            let probe_counters = Counted::new();
+            let ctx = probe_counters.ctx(&t, &ct_a, 1000);
             fast_taken += fast::established(&mut probe, f.len(), *port, &ctx, super::warm::Hint::NONE).is_some() as u32;
         }
         if round % 2 == 1 {
@@ -455,6 +509,12 @@ fn fast_path_and_full_pipeline_agree() {
         both(&f[..len], in_port);
     }
     assert!(fast_taken > 8_000, "the fast path took only {fast_taken} of 10,000 intact packets");
+    // Both ways count the same drops and the same answers and connections; only how many
+    // known-connection packets took the full path differs (all of them on the slow side).
+    assert_eq!(c_a.drops(), c_b.drops());
+    assert!(!c_a.drops().is_empty(), "the mutations exercised some drops");
+    let without_known = |c: &Counted| c.stages().into_iter().filter(|(n, _)| *n != "conntrack.known").collect::<Vec<_>>();
+    assert_eq!(without_known(&c_a), without_known(&c_b));
 }
 
 #[test]
@@ -470,7 +530,7 @@ fn two_flows_that_would_translate_to_one_tuple_stay_apart() {
     assert_eq!(tuple(&out).1, sport);
     // ...and a direct flow from the same source port to that backend's port: same reply tuple.
     let (v, direct) = {
-        let (v, d, _) = s.send(&udp(client, backend, sport, 8080, 1), 1);
+        let (v, d) = s.send(&udp(client, backend, sport, 8080, 1), 1);
         (v, d)
     };
     assert!(matches!(v, Verdict::Forward { .. }));
@@ -478,9 +538,17 @@ fn two_flows_that_would_translate_to_one_tuple_stay_apart() {
     assert_eq!((src, dst, dport), (client, backend, 8080));
     assert_ne!(new_sport, sport, "the second flow's source port was remapped");
     // Answers to each reach the client from the address it talked to.
-    let (_, a1, _) = s.send(&udp(backend, client, 8080, sport, pod_port(backend)), pod_port(backend));
+    let (_, a1) = s.send(&udp(backend, client, 8080, sport, pod_port(backend)), pod_port(backend));
     assert_eq!(tuple(&a1), (VIP, 53, client, sport));
-    let (_, a2, _) = s.send(&udp(backend, client, 8080, new_sport, pod_port(backend)), pod_port(backend));
+    let (_, a2) = s.send(&udp(backend, client, 8080, new_sport, pod_port(backend)), pod_port(backend));
     assert_eq!(tuple(&a2), (backend, 8080, client, sport));
     checksums_ok(&a2);
+    // Ports tried before `sport` hairpinned (masqueraded); the direct flow clashed.
+    let tries = u64::from(sport - 1000) + 1;
+    let mut expected = vec![("conntrack.known", 2), ("load_balance.maglev_picks", tries)];
+    if tries > 1 {
+        expected.push(("masquerade.masqueraded", tries - 1));
+    }
+    expected.extend([("masquerade.clashes", 1), ("conntrack.created", tries + 1)]);
+    s.c.assert(&[], &expected);
 }

@@ -11,7 +11,8 @@
 //! frame's key can only cost a miss (the scan, or the full pipeline, then decides), never a
 //! wrong connection. It never changes what [`super::process`] decides.
 use crate::conntrack::{ConnTable, FlowKey};
-use crate::wire::{IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
+use crate::wire::offsets::{ETHERTYPE, IPV4_DST, IPV4_PROTOCOL, IPV4_SRC, IPV4_VER_IHL, L4_DST_PORT, L4_SRC_PORT, VER_IHL_NO_OPTIONS};
+use crate::wire::{ETHERTYPE_IPV4, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 
 /// The most frames warmed at once (a worker's burst).
 pub const MAX: usize = 64;
@@ -41,24 +42,25 @@ impl Hints {
     }
 }
 
-/// The flow key of an option-less IPv4 TCP/UDP/SCTP frame, read at fixed offsets.
+/// The flow key of an option-less IPv4 TCP/UDP/SCTP frame, read at the fixed offsets of
+/// [`crate::wire::offsets`].
 #[inline(always)]
 pub fn quick_key(f: &[u8]) -> Option<FlowKey> {
-    if f.len() < 38 || f[12] != 0x08 || f[13] != 0x00 || f[14] != 0x45 {
+    let f: &[u8; KEY_END] = f.get(..KEY_END)?.try_into().ok()?;
+    if u16::from_be_bytes([f[ETHERTYPE], f[ETHERTYPE + 1]]) != ETHERTYPE_IPV4 || f[IPV4_VER_IHL] != VER_IHL_NO_OPTIONS {
         return None;
     }
-    let proto = f[23];
+    let proto = f[IPV4_PROTOCOL];
     if !matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
         return None;
     }
-    Some(FlowKey {
-        src: u32::from_be_bytes([f[26], f[27], f[28], f[29]]),
-        dst: u32::from_be_bytes([f[30], f[31], f[32], f[33]]),
-        sport: u16::from_be_bytes([f[34], f[35]]),
-        dport: u16::from_be_bytes([f[36], f[37]]),
-        proto,
-    })
+    let be32 = |at: usize| u32::from_be_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]]);
+    let be16 = |at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
+    Some(FlowKey { src: be32(IPV4_SRC), dst: be32(IPV4_DST), sport: be16(L4_SRC_PORT), dport: be16(L4_DST_PORT), proto })
 }
+
+/// The end of the bytes [`quick_key`] reads: the two ports.
+const KEY_END: usize = L4_DST_PORT + 2;
 
 /// Warms the table for up to [`MAX`] frames, whose quick keys `key_of(i)` gives for `i < n`
 /// (see [`quick_key`]); returns what it learned of each.

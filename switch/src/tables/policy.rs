@@ -220,9 +220,9 @@ pub struct PolicyTables {
 pub enum Decision {
     /// Neither side is isolated in the direction concerned.
     NotIsolated,
-    /// Allowed by rule `index` of `policy` (ingress rule if the destination was isolated,
-    /// else the egress rule).
-    Allowed { policy: PolicyId, index: u16 },
+    /// Allowed by rule `index` of `policy`: the destination's ingress rule (`ingress`) if the
+    /// destination was isolated for ingress, else the source's egress rule.
+    Allowed { policy: PolicyId, index: u16, ingress: bool },
     /// Denied: the source's egress allowed nothing.
     DeniedEgress,
     /// Denied: the destination's ingress allowed nothing.
@@ -248,18 +248,18 @@ impl PolicyTables {
         let mut allowed_by = None;
         if let Some(p) = self.pods.get(&u32::from(src)).filter(|p| p.egress_isolated) {
             match first_match(&p.egress, self, dst, proto, dport) {
-                Some(r) => allowed_by = Some(r),
+                Some(r) => allowed_by = Some((r, false)),
                 None => return Decision::DeniedEgress,
             }
         }
         if let Some(p) = self.pods.get(&u32::from(dst)).filter(|p| p.ingress_isolated) {
             match first_match(&p.ingress, self, src, proto, dport) {
-                Some(r) => allowed_by = Some(r),
+                Some(r) => allowed_by = Some((r, true)),
                 None => return Decision::DeniedIngress,
             }
         }
         match allowed_by {
-            Some(r) => Decision::Allowed { policy: r.policy, index: r.index },
+            Some((r, ingress)) => Decision::Allowed { policy: r.policy, index: r.index, ingress },
             None => Decision::NotIsolated,
         }
     }
@@ -327,8 +327,8 @@ mod tests {
     #[test]
     fn addresses_peer_restricts_each_number_to_the_pods_that_declare_it() {
         let t = named_egress();
-        assert_eq!(t.judge(A, B, TCP, 8080), Decision::Allowed { policy: 3, index: 0 });
-        assert_eq!(t.judge(A, C, TCP, 9090), Decision::Allowed { policy: 3, index: 0 });
+        assert_eq!(t.judge(A, B, TCP, 8080), Decision::Allowed { policy: 3, index: 0, ingress: false });
+        assert_eq!(t.judge(A, C, TCP, 9090), Decision::Allowed { policy: 3, index: 0, ingress: false });
         // Same identity, but the other pod's number: no.
         assert_eq!(t.judge(A, B, TCP, 9090), Decision::DeniedEgress);
         assert_eq!(t.judge(A, C, TCP, 8080), Decision::DeniedEgress);
@@ -354,8 +354,8 @@ mod tests {
         );
         assert_eq!(t.judge(A, B, TCP, 80), Decision::DeniedIngress);
         Arc::make_mut(&mut t.pods).get_mut(&u32::from(B)).unwrap().ingress.push(Rule { policy: 2, index: 0, peers: vec![Peer::Any].into(), ports: vec![] });
-        assert_eq!(t.judge(A, B, TCP, 80), Decision::Allowed { policy: 2, index: 0 });
-        assert_eq!(t.judge(A, B, 1, 0), Decision::Allowed { policy: 2, index: 0 });
+        assert_eq!(t.judge(A, B, TCP, 80), Decision::Allowed { policy: 2, index: 0, ingress: true });
+        assert_eq!(t.judge(A, B, 1, 0), Decision::Allowed { policy: 2, index: 0, ingress: true });
     }
 
     #[test]
@@ -378,15 +378,15 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert_eq!(t.judge(A, C, TCP, 81), Decision::Allowed { policy: 2, index: 4 });
+        assert_eq!(t.judge(A, C, TCP, 81), Decision::Allowed { policy: 2, index: 4, ingress: true });
         assert_eq!(t.judge(A, C, TCP, 82), Decision::DeniedEgress);
         assert_eq!(t.judge(A, B, TCP, 80), Decision::DeniedEgress);
         assert_eq!(t.judge(A, OUTSIDE, TCP, 80), Decision::DeniedEgress);
         assert_eq!(t.judge(B, C, UDP, 81), Decision::DeniedIngress);
-        assert_eq!(t.judge(B, C, TCP, 5000), Decision::Allowed { policy: 2, index: 4 });
+        assert_eq!(t.judge(B, C, TCP, 5000), Decision::Allowed { policy: 2, index: 4, ingress: true });
         let all = Peer::IpBlock { cidr: (0, 0), except: vec![] };
         Arc::make_mut(&mut t.pods).get_mut(&u32::from(A)).unwrap().egress[0].peers = vec![all].into();
-        assert_eq!(t.judge(A, OUTSIDE, TCP, 80), Decision::Allowed { policy: 1, index: 0 });
+        assert_eq!(t.judge(A, OUTSIDE, TCP, 80), Decision::Allowed { policy: 1, index: 0, ingress: false });
     }
 
     #[test]

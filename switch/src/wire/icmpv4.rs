@@ -17,6 +17,8 @@ pub const HEADER_LEN: usize = 8;
 pub const TYPE_ECHO_REPLY: u8 = 0;
 /// Destination unreachable.
 pub const TYPE_DEST_UNREACHABLE: u8 = 3;
+/// Source quench (deprecated, RFC 6633, but still an error).
+pub const TYPE_SOURCE_QUENCH: u8 = 4;
 /// Redirect.
 pub const TYPE_REDIRECT: u8 = 5;
 /// Echo request.
@@ -25,6 +27,21 @@ pub const TYPE_ECHO_REQUEST: u8 = 8;
 pub const TYPE_TIME_EXCEEDED: u8 = 11;
 /// Parameter problem.
 pub const TYPE_PARAMETER_PROBLEM: u8 = 12;
+
+/// Destination unreachable, code: port unreachable.
+pub const CODE_PORT_UNREACHABLE: u8 = 3;
+/// Time exceeded, code: TTL exceeded in transit.
+pub const CODE_TTL_EXCEEDED: u8 = 0;
+
+/// Whether `msg_type` is an ICMP error message (one that quotes the datagram it is about, and
+/// that is never answered with an error itself, RFC 1122 3.2.2).
+#[inline]
+pub const fn is_error_type(msg_type: u8) -> bool {
+    matches!(
+        msg_type,
+        TYPE_DEST_UNREACHABLE | TYPE_SOURCE_QUENCH | TYPE_REDIRECT | TYPE_TIME_EXCEEDED | TYPE_PARAMETER_PROBLEM
+    )
+}
 
 mod field {
     use super::Field;

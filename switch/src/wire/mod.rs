@@ -10,6 +10,8 @@
 //!   (slice indexing): that constructor is only for buffers the caller has sized itself.
 //! - [`parse_frame`] is the one entry point for received frames: it validates Ethernet, ARP or
 //!   IPv4 and the TCP/UDP/ICMP header, and returns a small `Copy` summary ([`ParsedFrame`]).
+//! - [`offsets`] is the one table of fixed byte offsets (untagged Ethernet, option-less IPv4,
+//!   TCP/UDP) for the code that reads frames without a view: the fast path and the warm-up.
 //! - [`checksum`] holds the RFC 1071 internet checksum and the RFC 1624 incremental update that
 //!   the router (TTL) and NAT (addresses, ports) use.
 //!
@@ -22,6 +24,7 @@ pub mod checksum;
 pub mod ethernet;
 pub mod icmpv4;
 pub mod ipv4;
+pub mod offsets;
 pub mod parse;
 pub mod tcp;
 pub mod udp;

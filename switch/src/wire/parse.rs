@@ -539,7 +539,7 @@ mod tests {
             let mut len = g.len();
             buf[..len].copy_from_slice(g);
             // Flip 1 to 4 bytes, mostly in the headers (where the parser looks).
-            for _ in 0..1 + rng.usize(..4) {
+            for _ in 0..=rng.usize(..4) {
                 let at = if rng.u64(..) & 3 == 0 {
                     rng.usize(..len)
                 } else {
@@ -549,7 +549,7 @@ mod tests {
             }
             // Sometimes cut the frame or extend it with trailing bytes.
             match rng.usize(..8) {
-                0 => len = rng.usize(..len + 1),
+                0 => len = rng.usize(..=len),
                 1 => len = (len + rng.usize(..32)).min(buf.len()),
                 _ => {}
             }
@@ -573,7 +573,7 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(42);
         let mut buf = [0u8; 100];
         for _ in 0..100_000 {
-            let len = rng.usize(..buf.len() + 1);
+            let len = rng.usize(..=buf.len());
             for b in &mut buf[..len] {
                 *b = rng.u64(..) as u8;
             }

@@ -1,0 +1,66 @@
+//! Masquerade: source translation of a new connection to the node's address, with a port
+//! chosen so that the connection's reply tuple is unique in the connection table.
+//!
+//! Contract:
+//! - [`apply`] masquerades a connection the load balancer asked it for: the reply comes back
+//!   to the node's SNAT address on a free port in 32768..61000 (no SNAT address known: drop;
+//!   no free port within 64 probes: drop).
+//! - [`resolve_clash`]: when another connection already answers on the reply tuple of one that
+//!   is not masqueraded (the client used the same source port toward another Service with this
+//!   backend, or toward the backend directly), the client's address stays but the connection
+//!   gets another source port, as netfilter does on such a clash, so both stay apart here and
+//!   at the backend.
+use crate::conntrack::{flags, EntryInit, FlowKey};
+use crate::counters::Counter;
+use crate::drop_reason::DropReason;
+use crate::wire::IPPROTO_ICMP;
+
+use super::Ctx;
+
+const SNAT_PORT_FIRST: u16 = 32768;
+const SNAT_PORTS: u16 = 28232;
+const SNAT_PORT_TRIES: u16 = 64;
+
+/// What this stage did.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections masqueraded to the node's address.
+    pub masqueraded: Counter,
+    /// Connections given another source port because their reply tuple was taken.
+    pub clashes: Counter,
+}
+
+/// Masquerades `init` (translated to a backend already) to the node's address.
+#[inline(always)]
+pub fn apply(init: &mut EntryInit, h: u64, ctx: &Ctx) -> Result<(), DropReason> {
+    let snat = ctx.tables.services.snat_ip.ok_or(DropReason::NoSnatAddress)?;
+    init.reply.dst = u32::from(snat);
+    init.reply.dport = free_port(&init.reply, h, ctx)?;
+    init.flags |= flags::SNAT;
+    ctx.stages.masquerade.masqueraded.add(1);
+    Ok(())
+}
+
+/// Gives a connection that is not masqueraded another source port if its reply tuple is taken.
+#[inline(always)]
+pub fn resolve_clash(init: &mut EntryInit, h: u64, ctx: &Ctx) -> Result<(), DropReason> {
+    if init.flags & flags::SNAT == 0 && init.orig.proto != IPPROTO_ICMP && ctx.ct.lookup(&init.reply).is_some() {
+        init.reply.dport = free_port(&init.reply, h, ctx)?;
+        init.flags |= flags::SNAT;
+        ctx.stages.masquerade.clashes.add(1);
+    }
+    Ok(())
+}
+
+/// A port for which the reply key `reply` (with `dport` to be chosen) is unused.
+fn free_port(reply: &FlowKey, h: u64, ctx: &Ctx) -> Result<u16, DropReason> {
+    let start = (h >> 17) as u16 % SNAT_PORTS;
+    for i in 0..SNAT_PORT_TRIES {
+        let p = SNAT_PORT_FIRST + (start.wrapping_add(i.wrapping_mul(7919)) % SNAT_PORTS);
+        let candidate = FlowKey { dport: p, ..*reply };
+        if ctx.ct.lookup(&candidate).is_none() {
+            return Ok(p);
+        }
+    }
+    Err(DropReason::SnatPortsExhausted)
+}
