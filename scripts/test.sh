@@ -13,8 +13,17 @@ podswitch_install_rust
 podswitch_install_debs "${PODSWITCH_DEBS[@]}"
 podswitch_need_root || true
 
+podswitch_install_promtool || echo "promtool could not be installed: the metrics lint test will say why" >&2
+
 echo "== build" >&2
 cargo build --workspace --all-targets --locked
+
+echo "== lint (workspace lints, warnings are errors)" >&2
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+else
+  echo "clippy is not installed (rustup component add clippy): the lint step did not run" >&2
+fi
 
 fuzz_seconds=${PODSWITCH_FUZZ_SECONDS:-20}
 if [ "$fuzz_seconds" != 0 ]; then
