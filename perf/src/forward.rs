@@ -15,6 +15,7 @@ use crate::harness::trafgen::{self, FIRST_SPORT, FRAME_BYTES};
 pub use crate::harness::trafgen::Mode as GenMode;
 use crate::harness::report::{self, OutputArgs};
 use crate::harness::preflight;
+use crate::harness::rounds::{self, Contender, Measured};
 use crate::lab::{self, Lab, NS_A, NS_B, NS_NODE};
 use crate::stats::{self, opt_thousands, round_to, thousands};
 use crate::sys::{self, nap, CoreTimes, Proc};
@@ -35,7 +36,7 @@ pub enum Case {
     Testpmd,
 }
 
-impl Case {
+impl Contender for Case {
     fn name(self) -> &'static str {
         match self {
             Case::Switch => "switch",
@@ -238,40 +239,13 @@ pub fn main(args: ForwardArgs) -> Result<i32> {
     lab.write_manifests(&manifests)?;
     let mut ctx = Ctx { args: &args, lab, podswitch, workdir: workdir.clone(), manifests, notes: Vec::new() };
 
-    let mut samples = Vec::new();
-    let mut errors = Vec::new();
-    let mut interrupted = false;
-    'rounds: for round in 1..=args.rounds {
-        for &case in &args.cases {
-            progress(format!("round {round}/{} {}: running", args.rounds, case.name()));
-            match run_case(&mut ctx, case, round) {
-                Ok(s) => {
-                    progress(format!(
-                        "round {round}/{} {}: {} pps (offered {} pps{})",
-                        args.rounds,
-                        case.name(),
-                        thousands(s.pps),
-                        thousands(s.offered_pps),
-                        s.fwd_cpu_ns_per_pkt.map(|n| format!(", forwarder {:.0} ns CPU/frame", n)).unwrap_or_default()
-                    ));
-                    samples.push(s);
-                }
-                Err(e) if e.is::<sys::Interrupted>() || sys::interrupted() => {
-                    interrupted = true;
-                    break 'rounds;
-                }
-                Err(e) => {
-                    progress(format!("round {round}/{} {}: FAILED: {e:#}", args.rounds, case.name()));
-                    errors.push(CaseError { round, case, error: format!("{e:#}") });
-                }
-            }
-        }
-    }
-    if interrupted {
-        progress("interrupted; cleaning up");
+    let done = rounds::run("forward", args.rounds, |_| args.cases.clone(), |case, round| run_case(&mut ctx, case, round));
+    if done.interrupted {
         drop(guard);
         return Ok(130);
     }
+    let samples = done.samples;
+    let errors = done.failures.into_iter().map(|(round, case, error)| CaseError { round, case, error }).collect();
     let notes = std::mem::take(&mut ctx.notes);
     drop(ctx);
     drop(guard);
@@ -286,6 +260,15 @@ pub fn main(args: ForwardArgs) -> Result<i32> {
     )?;
     let incomplete = summary.cases.iter().any(|c| c.rates.rounds_ok == 0);
     Ok(if summary.errors.is_empty() && !incomplete { 0 } else { 1 })
+}
+
+impl Measured for Sample {
+    fn rates(&self) -> (u64, u64) {
+        (self.pps, self.offered_pps)
+    }
+    fn note(&self) -> String {
+        self.fwd_cpu_ns_per_pkt.map(|n| format!(", forwarder {n:.0} ns CPU/frame")).unwrap_or_default()
+    }
 }
 
 /// Processes of one case, stopped politely whatever happens.

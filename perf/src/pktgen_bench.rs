@@ -19,6 +19,7 @@ use crate::harness::trafgen::{self, FIRST_SPORT, FRAME_BYTES};
 pub use crate::harness::trafgen::Mode as TrafgenMode;
 use crate::harness::report::{self, OutputArgs};
 use crate::harness::preflight;
+use crate::harness::rounds::{self, Contender, Measured};
 use crate::stats::{self, opt_thousands, round_to, thousands};
 use crate::sys::{self, nap, run, CoreTimes, Proc};
 
@@ -39,7 +40,7 @@ pub enum Gen {
     Trafgen,
 }
 
-impl Gen {
+impl Contender for Gen {
     fn name(self) -> &'static str {
         match self {
             Gen::Pktgen => "pktgen",
@@ -338,6 +339,15 @@ fn window(ctx: &Ctx, p: &mut Proc) -> Result<Sample> {
     })
 }
 
+impl Measured for Sample {
+    fn rates(&self) -> (u64, u64) {
+        (self.pps, self.offered_pps)
+    }
+    fn note(&self) -> String {
+        self.cpu_ns_per_frame.map(|n| format!(", {n:.0} ns CPU/frame")).unwrap_or_default()
+    }
+}
+
 pub fn main(args: PktgenArgs) -> Result<i32> {
     if !preflight::root("pktgen", "it creates network namespaces") {
         return Ok(1);
@@ -377,41 +387,21 @@ pub fn main(args: PktgenArgs) -> Result<i32> {
         dst_mac: if args.sink == Sink::Drop { MAC_OTHER } else { MAC_B },
         pktgen_port: None,
     };
-    let mut samples = Vec::new();
-    let mut errors = Vec::new();
-    'rounds: for round in 1..=args.rounds {
-        let order = if round % 2 == 1 { [Gen::Pktgen, Gen::Trafgen] } else { [Gen::Trafgen, Gen::Pktgen] };
-        for gen in order {
-            progress(format!("round {round}/{} {}: running", args.rounds, gen.name()));
-            match measure(&mut ctx, gen, round) {
-                Ok(s) => {
-                    progress(format!(
-                        "round {round}/{} {}: {} pps (offered {} pps{})",
-                        args.rounds,
-                        gen.name(),
-                        thousands(s.pps),
-                        thousands(s.offered_pps),
-                        s.cpu_ns_per_frame.map(|n| format!(", {n:.0} ns CPU/frame")).unwrap_or_default()
-                    ));
-                    samples.push(s);
-                }
-                Err(e) if e.is::<sys::Interrupted>() || sys::interrupted() => {
-                    progress("interrupted; cleaning up");
-                    break 'rounds;
-                }
-                Err(e) => {
-                    progress(format!("round {round}/{} {}: FAILED: {e:#}", args.rounds, gen.name()));
-                    errors.push(RoundError { round, generator: gen, error: format!("{e:#}") });
-                }
-            }
-            // Let the previous generator's socket go before the next binds.
+    let order = |round: u32| if round % 2 == 1 { vec![Gen::Pktgen, Gen::Trafgen] } else { vec![Gen::Trafgen, Gen::Pktgen] };
+    let done = rounds::run("pktgen", args.rounds, order, |gen, round| {
+        let res = measure(&mut ctx, gen, round);
+        // Let the previous generator's socket go before the next binds.
+        if !sys::interrupted() {
             nap(Duration::from_millis(300)).ok();
         }
-    }
-    if sys::interrupted() {
+        res
+    });
+    if done.interrupted || sys::interrupted() {
         drop(guard);
         return Ok(130);
     }
+    let samples = done.samples;
+    let errors = done.failures.into_iter().map(|(round, generator, error)| RoundError { round, generator, error }).collect();
     let pktgen_port = ctx.pktgen_port.take();
     drop(guard);
     let summary = summarize(&args, samples, errors, pktgen_port, started_utc, loadavg_start, started.elapsed().as_secs_f64());
@@ -501,6 +491,19 @@ fn headline(s: &Summary) -> Vec<String> {
     v
 }
 
+/// A generator's cells in the summary tables: name, median, min and max pps, CPU per frame,
+/// the per-round rates.
+fn generator_row(g: &GenSummary) -> [String; 6] {
+    [
+        g.generator.name().to_string(),
+        opt_thousands(g.rates.median_pps),
+        opt_thousands(g.rates.min_pps),
+        opt_thousands(g.rates.max_pps),
+        g.median_cpu_ns_per_frame.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
+        g.rates.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / "),
+    ]
+}
+
 /// The readable report.
 pub fn table(s: &Summary) -> String {
     let mut o = String::new();
@@ -517,15 +520,8 @@ pub fn table(s: &Summary) -> String {
     ));
     o.push_str(&format!("{:<8}  {:>12}  {:>12}  {:>12}  {:>12}  per round (pps)\n", "", "median pps", "min pps", "max pps", "CPU/frame"));
     for g in &s.generators {
-        o.push_str(&format!(
-            "{:<8}  {:>12}  {:>12}  {:>12}  {:>12}  {}\n",
-            g.generator.name(),
-            opt_thousands(g.rates.median_pps),
-            opt_thousands(g.rates.min_pps),
-            opt_thousands(g.rates.max_pps),
-            g.median_cpu_ns_per_frame.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
-            g.rates.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / ")
-        ));
+        let [name, median, min, max, cpu, rounds] = generator_row(g);
+        o.push_str(&format!("{name:<8}  {median:>12}  {min:>12}  {max:>12}  {cpu:>12}  {rounds}\n"));
     }
     o.push('\n');
     for l in headline(s) {
@@ -565,15 +561,7 @@ fn markdown(s: &Summary) -> String {
     ));
     o.push_str("| generator | median pps | min pps | max pps | CPU per frame | per round (pps) |\n| --- | ---: | ---: | ---: | ---: | --- |\n");
     for g in &s.generators {
-        o.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
-            g.generator.name(),
-            opt_thousands(g.rates.median_pps),
-            opt_thousands(g.rates.min_pps),
-            opt_thousands(g.rates.max_pps),
-            g.median_cpu_ns_per_frame.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
-            g.rates.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / ")
-        ));
+        o.push_str(&format!("| {} |\n", generator_row(g).join(" | ")));
     }
     o.push('\n');
     for l in headline(s) {
