@@ -130,6 +130,12 @@ pub struct CaseError {
     pub error: String,
 }
 
+impl CaseError {
+    fn shown(&self) -> rounds::FailureRef<'_> {
+        (self.round, self.case.name(), &self.error)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseSummary {
     pub case: Case,
@@ -735,9 +741,7 @@ pub fn table(s: &Summary) -> String {
             o.push_str(&format!("  {:<8} {}\n", c.case.name(), cores.join(", ")));
         }
     }
-    for e in &s.errors {
-        o.push_str(&format!("\nERROR round {} {}: {}\n", e.round, e.case.name(), e.error));
-    }
+    o.push_str(&rounds::failure_lines(s.errors.iter().map(CaseError::shown)));
     if !s.notes.is_empty() {
         o.push_str("\nnotes:\n");
         for n in &s.notes {
@@ -815,12 +819,7 @@ fn markdown(s: &Summary) -> String {
             ));
         }
     }
-    if !s.errors.is_empty() {
-        o.push_str("\n## Errors\n\n");
-        for e in &s.errors {
-            o.push_str(&format!("- round {} {}: `{}`\n", e.round, e.case.name(), e.error.replace('\n', " ")));
-        }
-    }
+    o.push_str(&rounds::failure_section(s.errors.iter().map(CaseError::shown)));
     if !s.notes.is_empty() {
         o.push_str("\n## Notes\n\n");
         for n in &s.notes {

@@ -135,6 +135,12 @@ pub struct RoundError {
     pub error: String,
 }
 
+impl RoundError {
+    fn shown(&self) -> rounds::FailureRef<'_> {
+        (self.round, self.generator.name(), &self.error)
+    }
+}
+
 /// The result; the first two keys are the medians.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -528,9 +534,7 @@ pub fn table(s: &Summary) -> String {
         o.push_str(&l);
         o.push('\n');
     }
-    for e in &s.errors {
-        o.push_str(&format!("\nERROR round {} {}: {}\n", e.round, e.generator.name(), e.error));
-    }
+    o.push_str(&rounds::failure_lines(s.errors.iter().map(RoundError::shown)));
     o
 }
 
@@ -580,12 +584,7 @@ fn markdown(s: &Summary) -> String {
             pct(x.core_softirq)
         ));
     }
-    if !s.errors.is_empty() {
-        o.push_str("\n## Errors\n\n");
-        for e in &s.errors {
-            o.push_str(&format!("- round {} {}: `{}`\n", e.round, e.generator.name(), e.error.replace('\n', " ")));
-        }
-    }
+    o.push_str(&rounds::failure_section(s.errors.iter().map(RoundError::shown)));
     o
 }
 

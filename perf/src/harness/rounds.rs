@@ -69,3 +69,37 @@ pub fn run<K: Contender, S: Measured>(
     }
     out
 }
+
+/// A failed measurement as the reports show it: round, contender's name, error.
+pub type FailureRef<'a> = (u32, &'static str, &'a str);
+
+/// The readable report's `ERROR round R NAME: ERROR` lines, each after an empty line.
+pub fn failure_lines<'a>(failures: impl IntoIterator<Item = FailureRef<'a>>) -> String {
+    failures.into_iter().map(|(round, name, error)| format!("\nERROR round {round} {name}: {error}\n")).collect()
+}
+
+/// The Markdown report's `## Errors` section (nothing without failures); an error's lines are
+/// joined into one.
+pub fn failure_section<'a>(failures: impl IntoIterator<Item = FailureRef<'a>>) -> String {
+    let items: String =
+        failures.into_iter().map(|(round, name, error)| format!("- round {round} {name}: `{}`\n", error.replace('\n', " "))).collect();
+    if items.is_empty() {
+        items
+    } else {
+        format!("\n## Errors\n\n{items}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_read_as_the_reports_wrote_them() {
+        let f = [(2, "switch", "no route\n  to host")];
+        assert_eq!(failure_lines(f), "\nERROR round 2 switch: no route\n  to host\n");
+        assert_eq!(failure_section(f), "\n## Errors\n\n- round 2 switch: `no route   to host`\n");
+        assert_eq!(failure_section([]), "");
+        assert_eq!(failure_lines([]), "");
+    }
+}
