@@ -19,7 +19,7 @@ use crate::harness::trafgen::{self, FIRST_SPORT, FRAME_BYTES};
 pub use crate::harness::trafgen::Mode as TrafgenMode;
 use crate::harness::report::{self, OutputArgs};
 use crate::harness::preflight;
-use crate::harness::rounds::{self, Contender, Measured};
+use crate::harness::rounds::{self, Contender, Measured, Window};
 use crate::stats::{self, opt_thousands, round_to, thousands};
 use crate::sys::{self, nap, run, CoreTimes, Proc};
 
@@ -69,19 +69,14 @@ impl Sink {
 }
 
 /// pktgen vs trafgen: 64-byte frames per second from one core on one veth.
+///
+/// Every round runs both generators, the first of them alternating by round.
 #[derive(Debug, clap::Args)]
 pub struct PktgenArgs {
     #[command(flatten)]
     pub output: OutputArgs,
-    /// Rounds; every round runs both generators (the first of them alternating by round).
-    #[arg(long, default_value_t = 3)]
-    pub rounds: u32,
-    /// Measurement window per generator and round, seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub duration: f64,
-    /// Traffic before the window opens (not counted), seconds.
-    #[arg(long, default_value_t = 1.0)]
-    pub warmup: f64,
+    #[command(flatten)]
+    pub window: Window,
     /// How trafgen sends (the forward benchmark's default is sendto).
     #[arg(long, value_enum, default_value_t = TrafgenMode::Sendto)]
     pub trafgen_mode: TrafgenMode,
@@ -232,7 +227,7 @@ struct Ctx<'a> {
 fn measure(ctx: &mut Ctx, gen: Gen, round: u32) -> Result<Sample> {
     let a = ctx.args;
     let core = a.core.to_string();
-    let total = a.warmup + a.duration + 10.0;
+    let total = a.window.warmup + a.window.duration + 10.0;
     let log = ctx.workdir.join(format!("{}-r{round}.log", gen.name()));
     let mut argv: Vec<String> = ["ip", "netns", "exec", NS_A, "taskset", "-c", &core].iter().map(std::string::ToString::to_string).collect();
     match gen {
@@ -313,7 +308,7 @@ fn window(ctx: &Ctx, p: &mut Proc) -> Result<Sample> {
         }
         Ok(())
     };
-    watch(p, a.warmup)?;
+    watch(p, a.window.warmup)?;
     let snap = |p: &Proc| -> Result<(Instant, u64, u64, CoreTimes, Option<u64>)> {
         let t0 = Instant::now();
         let rx = sys::ns_read_u64(NS_B, "/sys/class/net/eth0/statistics/rx_packets")?;
@@ -322,7 +317,7 @@ fn window(ctx: &Ctx, p: &mut Proc) -> Result<Sample> {
         Ok((t0 + (t1 - t0) / 2, rx, tx, CoreTimes::read(), tree_cpu_ns(p.pid())))
     };
     let s0 = snap(p)?;
-    watch(p, a.duration)?;
+    watch(p, a.window.duration)?;
     let s1 = snap(p)?;
     let w = (s1.0 - s0.0).as_secs_f64();
     let rx = s1.1.saturating_sub(s0.1);
@@ -358,7 +353,7 @@ pub fn main(args: PktgenArgs) -> Result<i32> {
     if !preflight::root("pktgen", "it creates network namespaces") {
         return Ok(1);
     }
-    if args.rounds == 0 || args.duration <= 0.0 || args.warmup < 0.0 {
+    if args.window.rounds == 0 || args.window.duration <= 0.0 || args.window.warmup < 0.0 {
         bail!("--rounds and --duration must be positive");
     }
     if args.core >= sys::online_cpus() {
@@ -377,9 +372,9 @@ pub fn main(args: PktgenArgs) -> Result<i32> {
     let loadavg_start = loadavg();
     progress(format!(
         "{} round(s) x {} s (+{} s warm-up) of pktgen and trafgen ({}) on core {}, sink {}",
-        args.rounds,
-        args.duration,
-        args.warmup,
+        args.window.rounds,
+        args.window.duration,
+        args.window.warmup,
         args.trafgen_mode.name(),
         args.core,
         args.sink.name()
@@ -394,7 +389,7 @@ pub fn main(args: PktgenArgs) -> Result<i32> {
         pktgen_port: None,
     };
     let order = |round: u32| if round % 2 == 1 { vec![Gen::Pktgen, Gen::Trafgen] } else { vec![Gen::Trafgen, Gen::Pktgen] };
-    let done = rounds::run("pktgen", args.rounds, order, |gen, round| {
+    let done = rounds::run("pktgen", args.window.rounds, order, |gen, round| {
         let res = measure(&mut ctx, gen, round);
         // Let the previous generator's socket go before the next binds.
         if !sys::interrupted() {
@@ -445,7 +440,7 @@ fn summarize(
         .collect();
     let med = |g: Gen| generators.iter().find(|s| s.generator == g).and_then(|s| s.rates.median_pps);
     let ratio = stats::ratio;
-    let per_round = (1..=args.rounds)
+    let per_round = (1..=args.window.rounds)
         .filter_map(|r| {
             let p = |g: Gen| samples.iter().find(|s| s.round == r && s.generator == g).map(|s| s.pps);
             ratio(p(Gen::Pktgen), p(Gen::Trafgen))
@@ -460,9 +455,9 @@ fn summarize(
         pktgen_port,
         sink: args.sink.name(),
         core: args.core,
-        rounds: args.rounds,
-        duration_s: args.duration,
-        warmup_s: args.warmup,
+        rounds: args.window.rounds,
+        duration_s: args.window.duration,
+        warmup_s: args.window.warmup,
         frame_bytes: FRAME_BYTES,
         frame_bytes_with_fcs: FRAME_BYTES + 4,
         flows: args.flows,

@@ -13,6 +13,21 @@ use crate::sys;
 
 use super::progress;
 
+/// How many rounds and how long each measurement is: the options every round-based benchmark
+/// takes (`--rounds`, `--duration`, `--warmup`).
+#[derive(Debug, clap::Args)]
+pub struct Window {
+    /// Rounds; every round measures each case (or generator) once, interleaved.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Measurement window per case (or generator) and round, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Traffic before the window opens (not counted), seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+}
+
 /// What is compared in a round.
 pub trait Contender: Copy {
     fn name(self) -> &'static str;
