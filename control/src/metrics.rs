@@ -29,6 +29,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use switch::counters::PortTotals;
 
 /// `--metrics-addr`: an address to listen on, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,12 +78,8 @@ pub struct PortMetrics {
     pub port: String,
     /// Its interface.
     pub interface: String,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub rx_dropped: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub tx_dropped: u64,
+    /// The switch's counters of the port (`tx_kicks` is not exported).
+    pub totals: PortTotals,
     /// Frames the kernel dropped before the switch saw them, or refused to send.
     pub kernel_lost: u64,
 }
@@ -170,12 +167,12 @@ impl Collector for SnapshotCollector {
         let s = &self.0;
         type PortField = fn(&PortMetrics) -> u64;
         let port_counters: [(&str, &str, PortField); 7] = [
-            ("podswitch_port_rx_packets_total", "Frames received from the port.", |p| p.rx_packets),
-            ("podswitch_port_rx_bytes_total", "Bytes received from the port.", |p| p.rx_bytes),
-            ("podswitch_port_rx_dropped_total", "Frames received from the port and dropped.", |p| p.rx_dropped),
-            ("podswitch_port_tx_packets_total", "Frames sent to the port.", |p| p.tx_packets),
-            ("podswitch_port_tx_bytes_total", "Bytes sent to the port.", |p| p.tx_bytes),
-            ("podswitch_port_tx_dropped_total", "Frames for the port that could not be sent.", |p| p.tx_dropped),
+            ("podswitch_port_rx_packets_total", "Frames received from the port.", |p| p.totals.rx_packets),
+            ("podswitch_port_rx_bytes_total", "Bytes received from the port.", |p| p.totals.rx_bytes),
+            ("podswitch_port_rx_dropped_total", "Frames received from the port and dropped.", |p| p.totals.rx_dropped),
+            ("podswitch_port_tx_packets_total", "Frames sent to the port.", |p| p.totals.tx_packets),
+            ("podswitch_port_tx_bytes_total", "Bytes sent to the port.", |p| p.totals.tx_bytes),
+            ("podswitch_port_tx_dropped_total", "Frames for the port that could not be sent.", |p| p.totals.tx_dropped),
             (
                 "podswitch_port_kernel_lost_total",
                 "Frames of the port the kernel dropped before the switch saw them (empty fill ring, full RX ring) or refused to send.",
@@ -387,8 +384,18 @@ mod tests {
     fn snapshot() -> MetricsSnapshot {
         MetricsSnapshot {
             ports: vec![
-                PortMetrics { port: "host".into(), interface: "psw-host".into(), rx_packets: 10, rx_bytes: 1000, ..Default::default() },
-                PortMetrics { port: "x/a \"quoted\"\\back\nline".into(), interface: "ps0123".into(), tx_packets: 3, ..Default::default() },
+                PortMetrics {
+                    port: "host".into(),
+                    interface: "psw-host".into(),
+                    totals: PortTotals { rx_packets: 10, rx_bytes: 1000, ..Default::default() },
+                    ..Default::default()
+                },
+                PortMetrics {
+                    port: "x/a \"quoted\"\\back\nline".into(),
+                    interface: "ps0123".into(),
+                    totals: PortTotals { tx_packets: 3, ..Default::default() },
+                    ..Default::default()
+                },
             ],
             workers: vec![WorkerMetrics {
                 worker: 0,

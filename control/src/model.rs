@@ -87,8 +87,8 @@ impl PodInfo {
         naming::pod_interface(&self.namespace, &self.name)
     }
 
-    /// A bare pod (no labels, ports or node) for unit tests.
-    #[cfg(test)]
+    /// A bare pod (no labels, ports or node) for unit tests, here and in other crates (the
+    /// lab's); panics on an `ip` that is not an IPv4 address.
     pub fn for_test(ns: &str, name: &str, ip: Option<&str>) -> Self {
         PodInfo {
             namespace: ns.into(),

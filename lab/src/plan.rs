@@ -187,17 +187,8 @@ mod tests {
     use super::*;
     use podswitch_control::model::L4Proto;
 
-    /// A bare pod (no labels, ports or node).
     fn pod(ns: &str, name: &str, ip: Option<&str>) -> PodInfo {
-        PodInfo {
-            namespace: ns.into(),
-            name: name.into(),
-            ip: ip.map(|i| i.parse().expect("test IP")),
-            labels: Default::default(),
-            ports: vec![],
-            node_name: None,
-            host_network: false,
-        }
+        PodInfo::for_test(ns, name, ip)
     }
 
     fn node() -> NodeInfo {

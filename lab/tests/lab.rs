@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 mod labkit;
-use labkit::{describe, ok_env as ok, pod_ips, podswitch_env as podswitch, probe, state, text, Hold};
+use labkit::{describe, ok_env as ok, pod_ips, podswitch_env as podswitch, probe, state, text, Hold, Lab};
 
 fn sh(cmd: &str, args: &[&str]) -> String {
     let o = Command::new(cmd).args(args).output().expect("run command");
@@ -41,16 +41,6 @@ fn lab_namespaces() -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
-}
-
-/// A test's hold on the machine's one lab ([`labkit::Hold`]), with this file's ways up.
-struct Lab(Hold);
-
-impl std::ops::Deref for Lab {
-    type Target = Hold;
-    fn deref(&self) -> &Hold {
-        &self.0
-    }
 }
 
 impl Lab {
@@ -80,6 +70,12 @@ fn pod_yaml(ns: &str, name: &str, labels: &str) -> String {
          - name: c\n    image: registry.k8s.io/e2e-test-images/agnhost:2.45\n    ports:\n    \
          - {{name: serve-80-tcp, containerPort: 80, protocol: TCP}}\n    - {{name: serve-81-udp, containerPort: 81, protocol: UDP}}\n"
     )
+}
+
+/// Writes `pod-y-c.yaml` into the lab's directory: namespace y and its pod c with `labels`.
+fn write_pod_y_c(lab: &Lab, labels: &str) {
+    let yaml = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: y, labels: {{ns: y}}}}\n---\n{}", pod_yaml("y", "c", labels));
+    fs::write(lab.dir.join("pod-y-c.yaml"), yaml).unwrap();
 }
 
 // ---- Tests that need no switch ----
@@ -504,14 +500,7 @@ fn up_twice_refuses_and_down_cleans_with_switch() {
 fn live_edit_through_the_switch() {
     let Some(lab) = Lab::with_switch("live_edit_through_the_switch", "lab-2pods") else { return };
     lab.up(false);
-    fs::write(
-        lab.dir.join("pod-y-c.yaml"),
-        format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: y, labels: {{ns: y}}}}\n---\n{}",
-            pod_yaml("y", "c", "pod: c")
-        ),
-    )
-    .unwrap();
+    write_pod_y_c(&lab, "pod: c");
     let r = probe(&["--from", "x/a", "y/c", "--to", "pod/y/c:80", "pod/x/a:81/udp", "pod/x/b:80"]);
     assert_eq!(r.len(), 6);
     assert!(
@@ -529,14 +518,7 @@ fn live_edit_through_the_switch() {
         }
     }
     // A label edit on an existing pod is applied too (the switch re-reads the view).
-    fs::write(
-        lab.dir.join("pod-y-c.yaml"),
-        format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: y, labels: {{ns: y}}}}\n---\n{}",
-            pod_yaml("y", "c", "pod: c, tier: db")
-        ),
-    )
-    .unwrap();
+    write_pod_y_c(&lab, "pod: c, tier: db");
     let r = probe(&["--from", "y/c", "--to", "pod/x/a:80"]);
     assert_eq!(r[0]["result"], "connected", "{r:?}");
 }

@@ -451,6 +451,29 @@ fn assert_no_failures(failures: &[String]) {
     assert!(failures.is_empty(), "{} scenario(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
 }
 
+/// A test's matrix checks: each scenario is probed and compared, its difference kept, and
+/// [`MatrixChecks::finish`] fails with all of them (so one test reports every scenario).
+struct MatrixChecks<'a> {
+    lab: &'a Lab,
+    failures: Vec<String>,
+}
+
+impl<'a> MatrixChecks<'a> {
+    fn new(lab: &'a Lab) -> MatrixChecks<'a> {
+        MatrixChecks { lab, failures: Vec::new() }
+    }
+    fn check(&mut self, scenario: &str, expect: Expect) {
+        if let Err(e) = check_matrix(self.lab, scenario, expect) {
+            self.failures.push(e);
+        }
+    }
+    /// Fails with every difference kept, and `more` failures found otherwise.
+    fn finish(mut self, more: Vec<String>) {
+        self.failures.extend(more);
+        assert_no_failures(&self.failures);
+    }
+}
+
 // ---- Flow log ----
 
 /// `podswitch show flows --json` (every record the switch still holds).
@@ -709,17 +732,12 @@ fn check_rejudged(since: u64, want: &[Rejudged]) -> Vec<String> {
 fn example_policies_one_at_a_time() {
     let Some(lab) = Lab::up("example_policies_one_at_a_time") else { return };
     assert_eq!(lab.ip(pod("x/b")), "10.244.0.3", "06's except names the address a fresh lab gives x/b");
-    let mut failures = Vec::new();
+    let mut matrix = MatrixChecks::new(&lab);
     let mut node_failures = Vec::new();
-    let mut check = |scenario: &str, expect: Expect| {
-        if let Err(e) = check_matrix(&lab, scenario, expect) {
-            failures.push(e);
-        }
-    };
-    check("no policy", &everything);
+    matrix.check("no policy", &everything);
     for (file, expect) in example_scenarios() {
         lab.apply_example(file);
-        check(file, &expect);
+        matrix.check(file, &expect);
         if file == DENY_INGRESS {
             // The node reaches its pods whatever their policies (kubelet probes). (By pod IP:
             // the node's stack has no route to the Service CIDR in the lab.)
@@ -741,46 +759,40 @@ fn example_policies_one_at_a_time() {
         }
         lab.remove(file);
     }
-    check("no policy again (every example removed)", &everything);
-    failures.extend(node_failures);
-    assert_no_failures(&failures);
+    matrix.check("no policy again (every example removed)", &everything);
+    matrix.finish(node_failures);
 }
 
 /// Policies added, edited and deleted while the lab runs.
 #[test]
 fn live_policy_add_edit_delete() {
     let Some(lab) = Lab::up("live_policy_add_edit_delete") else { return };
-    let mut failures = Vec::new();
-    let mut check = |scenario: &str, expect: Expect| {
-        if let Err(e) = check_matrix(&lab, scenario, expect) {
-            failures.push(e);
-        }
-    };
+    let mut matrix = MatrixChecks::new(&lab);
     lab.apply_example(DENY_INGRESS);
-    check("default-deny-ingress in x", &x_isolated);
+    matrix.check("default-deny-ingress in x", &x_isolated);
     lab.apply_example(ALLOW_SAME_NS);
-    check("default-deny-ingress + allow-same-namespace added", &x_accepts_x);
+    matrix.check("default-deny-ingress + allow-same-namespace added", &x_accepts_x);
     // The same policy edited in place: x accepts only x/b now.
     let same_ns = fs::read_to_string(examples("policies").join(ALLOW_SAME_NS)).unwrap();
     let edited = same_ns.replace("- podSelector: {}", "- podSelector: {matchLabels: {pod: b}}");
     assert_ne!(edited, same_ns);
     lab.write(ALLOW_SAME_NS, &edited);
-    check("allow-same-namespace edited to allow x/b only", &|c| c.to.ns != "x" || c.from.is("x/b"));
+    matrix.check("allow-same-namespace edited to allow x/b only", &|c| c.to.ns != "x" || c.from.is("x/b"));
     lab.remove(ALLOW_SAME_NS);
-    check("allow-same-namespace deleted", &x_isolated);
+    matrix.check("allow-same-namespace deleted", &x_isolated);
     // The same policy in every namespace (y and z too): each namespace keeps to itself.
     for ns in ["y", "z"] {
         lab.write(&format!("same-ns-{ns}.yaml"), &same_ns.replace("namespace: x", &format!("namespace: {ns}")));
     }
-    check("default-deny-ingress in x, allow-same-namespace in y and z", &|c| c.to.ns != "x" && c.from.ns == c.to.ns);
+    matrix.check("default-deny-ingress in x, allow-same-namespace in y and z", &|c| c.to.ns != "x" && c.from.ns == c.to.ns);
     lab.apply_example(ALLOW_SAME_NS);
-    check("allow-same-namespace in x, y and z", &|c| c.from.ns == c.to.ns);
+    matrix.check("allow-same-namespace in x, y and z", &|c| c.from.ns == c.to.ns);
     lab.remove(ALLOW_SAME_NS);
     lab.remove("same-ns-y.yaml");
     lab.remove("same-ns-z.yaml");
-    check("back to default-deny-ingress in x only", &x_isolated);
+    matrix.check("back to default-deny-ingress in x only", &x_isolated);
     lab.remove(DENY_INGRESS);
-    check("default-deny-ingress deleted", &everything);
+    matrix.check("default-deny-ingress deleted", &everything);
     // A policy the API server would refuse (a bad CIDR) fails closed: x/a, which it selects,
     // is isolated and the policy allows nothing.
     lab.write(
@@ -788,10 +800,10 @@ fn live_policy_add_edit_delete() {
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: bad-cidr\n  namespace: x\n\
          spec:\n  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n    - from:\n        - ipBlock: {cidr: 10.0.0.0/33}\n",
     );
-    check("an invalid policy selecting x/a", &|c| !c.to.is("x/a"));
+    matrix.check("an invalid policy selecting x/a", &|c| !c.to.is("x/a"));
     lab.remove("bad-cidr.yaml");
-    check("the invalid policy deleted", &everything);
-    assert_no_failures(&failures);
+    matrix.check("the invalid policy deleted", &everything);
+    matrix.finish(Vec::new());
 }
 
 /// Pod label changes on both sides: the peer (`role: client`) and the selected pod (`tier: db`).
@@ -799,12 +811,7 @@ fn live_policy_add_edit_delete() {
 fn live_pod_label_changes() {
     let Some(lab) = Lab::up("live_pod_label_changes") else { return };
     const POLICY: &str = "db-from-clients.yaml";
-    let mut failures = Vec::new();
-    let mut check = |scenario: &str, expect: Expect| {
-        if let Err(e) = check_matrix(&lab, scenario, expect) {
-            failures.push(e);
-        }
-    };
+    let mut matrix = MatrixChecks::new(&lab);
     // Pods of x labelled tier=db accept pods labelled role=client of any namespace.
     lab.write(
         POLICY,
@@ -812,19 +819,19 @@ fn live_pod_label_changes() {
          spec:\n  podSelector:\n    matchLabels: {tier: db}\n  ingress:\n    - from:\n        \
          - namespaceSelector: {}\n          podSelector:\n            matchLabels: {role: client}\n",
     );
-    check("db-from-clients, no pod labelled", &everything);
+    matrix.check("db-from-clients, no pod labelled", &everything);
     lab.set_pod_labels("x", "a", &["tier: db"]);
-    check("x/a labelled tier=db: isolated", &|c| !c.to.is("x/a"));
+    matrix.check("x/a labelled tier=db: isolated", &|c| !c.to.is("x/a"));
     lab.set_pod_labels("y", "a", &["role: client"]);
-    check("y/a labelled role=client: reaches x/a", &|c| !c.to.is("x/a") || c.from.is("y/a"));
+    matrix.check("y/a labelled role=client: reaches x/a", &|c| !c.to.is("x/a") || c.from.is("y/a"));
     lab.set_pod_labels("x", "b", &["tier: db"]);
-    check("x/b labelled tier=db too", &|c| !(c.to.is("x/a") || c.to.is("x/b")) || c.from.is("y/a"));
+    matrix.check("x/b labelled tier=db too", &|c| !(c.to.is("x/a") || c.to.is("x/b")) || c.from.is("y/a"));
     lab.set_pod_labels("y", "a", &[]);
-    check("role=client removed from y/a", &|c| !(c.to.is("x/a") || c.to.is("x/b")));
+    matrix.check("role=client removed from y/a", &|c| !(c.to.is("x/a") || c.to.is("x/b")));
     lab.set_pod_labels("x", "a", &[]);
     lab.set_pod_labels("x", "b", &[]);
-    check("tier=db removed from x/a and x/b", &everything);
-    assert_no_failures(&failures);
+    matrix.check("tier=db removed from x/a and x/b", &everything);
+    matrix.finish(Vec::new());
 }
 
 /// Namespace label changes: a namespaceSelector on `team: blue`.
@@ -832,29 +839,24 @@ fn live_pod_label_changes() {
 fn live_namespace_label_change() {
     let Some(lab) = Lab::up("live_namespace_label_change") else { return };
     const POLICY: &str = "x-from-team-blue.yaml";
-    let mut failures = Vec::new();
-    let mut check = |scenario: &str, expect: Expect| {
-        if let Err(e) = check_matrix(&lab, scenario, expect) {
-            failures.push(e);
-        }
-    };
+    let mut matrix = MatrixChecks::new(&lab);
     lab.write(
         POLICY,
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: from-team-blue\n  namespace: x\n\
          spec:\n  podSelector: {}\n  ingress:\n    - from:\n        - namespaceSelector:\n            \
          matchLabels: {team: blue}\n",
     );
-    check("from-team-blue, no namespace labelled", &x_isolated);
+    matrix.check("from-team-blue, no namespace labelled", &x_isolated);
     lab.set_namespace_labels("y", &["team: blue"]);
-    check("namespace y labelled team=blue", &|c| c.to.ns != "x" || c.from.ns == "y");
+    matrix.check("namespace y labelled team=blue", &|c| c.to.ns != "x" || c.from.ns == "y");
     lab.set_namespace_labels("y", &[]);
     lab.set_namespace_labels("z", &["team: blue"]);
-    check("the label moved from y to z", &|c| c.to.ns != "x" || c.from.ns == "z");
+    matrix.check("the label moved from y to z", &|c| c.to.ns != "x" || c.from.ns == "z");
     lab.set_namespace_labels("z", &[]);
-    check("team=blue removed from z", &x_isolated);
+    matrix.check("team=blue removed from z", &x_isolated);
     lab.remove(POLICY);
-    check("from-team-blue deleted", &everything);
-    assert_no_failures(&failures);
+    matrix.check("from-team-blue deleted", &everything);
+    matrix.finish(Vec::new());
 }
 
 /// Established TCP and UDP connections (by pod IP and through a Service) that a new policy

@@ -30,20 +30,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod labkit;
-use labkit::{describe, ok, pod_ips, podswitch, probe, text, Hold};
+use labkit::{describe, ok, pod_ips, podswitch, probe, text, Hold, Lab};
 
 const NODE_IP: &str = "172.18.0.2";
 const EXTERNAL_IP: &str = "172.18.0.100";
-
-/// A test's hold on the machine's one lab ([`labkit::Hold`]) on a copy of `examples/lab-9pods`.
-struct Lab(Hold);
-
-impl std::ops::Deref for Lab {
-    type Target = Hold;
-    fn deref(&self) -> &Hold {
-        &self.0
-    }
-}
 
 impl Lab {
     /// None (after printing SKIPPED) unless root; `examples/lab-9pods` is copied into a fresh

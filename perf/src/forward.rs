@@ -15,6 +15,7 @@ use crate::harness::trafgen::{self, FIRST_SPORT, FRAME_BYTES};
 pub use crate::harness::trafgen::Mode as GenMode;
 use crate::harness::report::{self, OutputArgs};
 use crate::harness::preflight;
+use crate::harness::rounds::{self, Contender, Measured, Window};
 use crate::lab::{self, Lab, NS_A, NS_B, NS_NODE};
 use crate::stats::{self, opt_thousands, round_to, thousands};
 use crate::sys::{self, nap, CoreTimes, Proc};
@@ -35,7 +36,7 @@ pub enum Case {
     Testpmd,
 }
 
-impl Case {
+impl Contender for Case {
     fn name(self) -> &'static str {
         match self {
             Case::Switch => "switch",
@@ -46,19 +47,14 @@ impl Case {
 }
 
 /// Pod-to-pod forwarding rate: podswitch vs Linux bridge vs dpdk-testpmd (AF_XDP).
+///
+/// Every round runs each case once, in the order given by --cases.
 #[derive(Debug, clap::Args)]
 pub struct ForwardArgs {
     #[command(flatten)]
     pub output: OutputArgs,
-    /// Rounds; every round runs each case once, in the order given by --cases.
-    #[arg(long, default_value_t = 3)]
-    pub rounds: u32,
-    /// Measurement window per case and round, seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub duration: f64,
-    /// Traffic before the window opens (not counted), seconds.
-    #[arg(long, default_value_t = 1.0)]
-    pub warmup: f64,
+    #[command(flatten)]
+    pub window: Window,
     /// How trafgen sends.
     #[arg(long, value_enum, default_value_t = GenMode::Sendto)]
     pub gen_mode: GenMode,
@@ -129,6 +125,12 @@ pub struct CaseError {
     pub error: String,
 }
 
+impl CaseError {
+    fn shown(&self) -> rounds::FailureRef<'_> {
+        (self.round, self.case.name(), &self.error)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseSummary {
     pub case: Case,
@@ -196,7 +198,7 @@ pub fn main(args: ForwardArgs) -> Result<i32> {
     if !preflight::root("forward", "it creates network namespaces and attaches XDP programs") {
         return Ok(1);
     }
-    if args.rounds == 0 || args.duration <= 0.0 || args.warmup < 0.0 || args.cases.is_empty() {
+    if args.window.rounds == 0 || args.window.duration <= 0.0 || args.window.warmup < 0.0 || args.cases.is_empty() {
         bail!("--rounds, --duration and --cases must be positive / non-empty");
     }
     let cpus = sys::online_cpus();
@@ -225,9 +227,9 @@ pub fn main(args: ForwardArgs) -> Result<i32> {
     let loadavg_start = loadavg();
     progress(format!(
         "{} round(s) x {} s (+{} s warm-up) of {}; trafgen {} on core {GEN_CORE}, forwarder on core {}",
-        args.rounds,
-        args.duration,
-        args.warmup,
+        args.window.rounds,
+        args.window.duration,
+        args.window.warmup,
         args.cases.iter().map(|c| c.name()).collect::<Vec<_>>().join(", "),
         args.gen_mode.name(),
         args.fwd_core
@@ -238,40 +240,13 @@ pub fn main(args: ForwardArgs) -> Result<i32> {
     lab.write_manifests(&manifests)?;
     let mut ctx = Ctx { args: &args, lab, podswitch, workdir: workdir.clone(), manifests, notes: Vec::new() };
 
-    let mut samples = Vec::new();
-    let mut errors = Vec::new();
-    let mut interrupted = false;
-    'rounds: for round in 1..=args.rounds {
-        for &case in &args.cases {
-            progress(format!("round {round}/{} {}: running", args.rounds, case.name()));
-            match run_case(&mut ctx, case, round) {
-                Ok(s) => {
-                    progress(format!(
-                        "round {round}/{} {}: {} pps (offered {} pps{})",
-                        args.rounds,
-                        case.name(),
-                        thousands(s.pps),
-                        thousands(s.offered_pps),
-                        s.fwd_cpu_ns_per_pkt.map(|n| format!(", forwarder {:.0} ns CPU/frame", n)).unwrap_or_default()
-                    ));
-                    samples.push(s);
-                }
-                Err(e) if e.is::<sys::Interrupted>() || sys::interrupted() => {
-                    interrupted = true;
-                    break 'rounds;
-                }
-                Err(e) => {
-                    progress(format!("round {round}/{} {}: FAILED: {e:#}", args.rounds, case.name()));
-                    errors.push(CaseError { round, case, error: format!("{e:#}") });
-                }
-            }
-        }
-    }
-    if interrupted {
-        progress("interrupted; cleaning up");
+    let done = rounds::run("forward", args.window.rounds, |_| args.cases.clone(), |case, round| run_case(&mut ctx, case, round));
+    if done.interrupted {
         drop(guard);
         return Ok(130);
     }
+    let samples = done.samples;
+    let errors = done.failures.into_iter().map(|(round, case, error)| CaseError { round, case, error }).collect();
     let notes = std::mem::take(&mut ctx.notes);
     drop(ctx);
     drop(guard);
@@ -286,6 +261,15 @@ pub fn main(args: ForwardArgs) -> Result<i32> {
     )?;
     let incomplete = summary.cases.iter().any(|c| c.rates.rounds_ok == 0);
     Ok(if summary.errors.is_empty() && !incomplete { 0 } else { 1 })
+}
+
+impl Measured for Sample {
+    fn rates(&self) -> (u64, u64) {
+        (self.pps, self.offered_pps)
+    }
+    fn note(&self) -> String {
+        self.fwd_cpu_ns_per_pkt.map(|n| format!(", forwarder {n:.0} ns CPU/frame")).unwrap_or_default()
+    }
 }
 
 /// Processes of one case, stopped politely whatever happens.
@@ -397,10 +381,10 @@ fn measure(ctx: &mut Ctx, case: Case, round: u32, procs: &mut CaseProcs) -> Resu
     let log = ctx.workdir.join(format!("trafgen-r{round}-{}.log", case.name()));
     procs.gen = Some(Proc::spawn("trafgen", &gen_args, log)?);
     // 3. Warm-up, then the window.
-    watch(procs, Duration::from_secs_f64(args.warmup))?;
+    watch(procs, Duration::from_secs_f64(args.window.warmup))?;
     let switch = case == Case::Switch;
     let s0 = snap(ctx, procs, switch, true)?;
-    watch(procs, Duration::from_secs_f64(args.duration))?;
+    watch(procs, Duration::from_secs_f64(args.window.duration))?;
     let s1 = snap(ctx, procs, switch, false)?;
     let xdp = [ctx.lab.xdp_mode(&ctx.lab.a), ctx.lab.xdp_mode(&ctx.lab.b)];
 
@@ -602,7 +586,7 @@ fn summarize(
     let ratio = stats::ratio;
     let (sw, br, tp) = (med(Case::Switch), med(Case::Bridge), med(Case::Testpmd));
     let switch_vs_testpmd = ratio(sw, tp);
-    let per_round = (1..=args.rounds)
+    let per_round = (1..=args.window.rounds)
         .filter_map(|r| {
             let p = |c: Case| samples.iter().find(|s| s.round == r && s.case == c).map(|s| s.pps);
             ratio(p(Case::Switch), p(Case::Testpmd))
@@ -618,9 +602,9 @@ fn summarize(
         switch_vs_testpmd_per_round: per_round,
         target_switch_vs_testpmd: TARGET_SWITCH_VS_TESTPMD,
         target_met: switch_vs_testpmd.map(|r| r >= TARGET_SWITCH_VS_TESTPMD),
-        rounds: args.rounds,
-        duration_s: args.duration,
-        warmup_s: args.warmup,
+        rounds: args.window.rounds,
+        duration_s: args.window.duration,
+        warmup_s: args.window.warmup,
         frame_bytes: FRAME_BYTES,
         frame_bytes_with_fcs: FRAME_BYTES + 4,
         generator: format!(
@@ -752,9 +736,7 @@ pub fn table(s: &Summary) -> String {
             o.push_str(&format!("  {:<8} {}\n", c.case.name(), cores.join(", ")));
         }
     }
-    for e in &s.errors {
-        o.push_str(&format!("\nERROR round {} {}: {}\n", e.round, e.case.name(), e.error));
-    }
+    o.push_str(&rounds::failure_lines(s.errors.iter().map(CaseError::shown)));
     if !s.notes.is_empty() {
         o.push_str("\nnotes:\n");
         for n in &s.notes {
@@ -832,12 +814,7 @@ fn markdown(s: &Summary) -> String {
             ));
         }
     }
-    if !s.errors.is_empty() {
-        o.push_str("\n## Errors\n\n");
-        for e in &s.errors {
-            o.push_str(&format!("- round {} {}: `{}`\n", e.round, e.case.name(), e.error.replace('\n', " ")));
-        }
-    }
+    o.push_str(&rounds::failure_section(s.errors.iter().map(CaseError::shown)));
     if !s.notes.is_empty() {
         o.push_str("\n## Notes\n\n");
         for n in &s.notes {

@@ -19,6 +19,7 @@ use crate::harness::trafgen::{self, FIRST_SPORT, FRAME_BYTES};
 pub use crate::harness::trafgen::Mode as TrafgenMode;
 use crate::harness::report::{self, OutputArgs};
 use crate::harness::preflight;
+use crate::harness::rounds::{self, Contender, Measured, Window};
 use crate::stats::{self, opt_thousands, round_to, thousands};
 use crate::sys::{self, nap, run, CoreTimes, Proc};
 
@@ -39,7 +40,7 @@ pub enum Gen {
     Trafgen,
 }
 
-impl Gen {
+impl Contender for Gen {
     fn name(self) -> &'static str {
         match self {
             Gen::Pktgen => "pktgen",
@@ -68,19 +69,14 @@ impl Sink {
 }
 
 /// pktgen vs trafgen: 64-byte frames per second from one core on one veth.
+///
+/// Every round runs both generators, the first of them alternating by round.
 #[derive(Debug, clap::Args)]
 pub struct PktgenArgs {
     #[command(flatten)]
     pub output: OutputArgs,
-    /// Rounds; every round runs both generators (the first of them alternating by round).
-    #[arg(long, default_value_t = 3)]
-    pub rounds: u32,
-    /// Measurement window per generator and round, seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub duration: f64,
-    /// Traffic before the window opens (not counted), seconds.
-    #[arg(long, default_value_t = 1.0)]
-    pub warmup: f64,
+    #[command(flatten)]
+    pub window: Window,
     /// How trafgen sends (the forward benchmark's default is sendto).
     #[arg(long, value_enum, default_value_t = TrafgenMode::Sendto)]
     pub trafgen_mode: TrafgenMode,
@@ -132,6 +128,12 @@ pub struct RoundError {
     pub round: u32,
     pub generator: Gen,
     pub error: String,
+}
+
+impl RoundError {
+    fn shown(&self) -> rounds::FailureRef<'_> {
+        (self.round, self.generator.name(), &self.error)
+    }
 }
 
 /// The result; the first two keys are the medians.
@@ -225,7 +227,7 @@ struct Ctx<'a> {
 fn measure(ctx: &mut Ctx, gen: Gen, round: u32) -> Result<Sample> {
     let a = ctx.args;
     let core = a.core.to_string();
-    let total = a.warmup + a.duration + 10.0;
+    let total = a.window.warmup + a.window.duration + 10.0;
     let log = ctx.workdir.join(format!("{}-r{round}.log", gen.name()));
     let mut argv: Vec<String> = ["ip", "netns", "exec", NS_A, "taskset", "-c", &core].iter().map(std::string::ToString::to_string).collect();
     match gen {
@@ -306,7 +308,7 @@ fn window(ctx: &Ctx, p: &mut Proc) -> Result<Sample> {
         }
         Ok(())
     };
-    watch(p, a.warmup)?;
+    watch(p, a.window.warmup)?;
     let snap = |p: &Proc| -> Result<(Instant, u64, u64, CoreTimes, Option<u64>)> {
         let t0 = Instant::now();
         let rx = sys::ns_read_u64(NS_B, "/sys/class/net/eth0/statistics/rx_packets")?;
@@ -315,7 +317,7 @@ fn window(ctx: &Ctx, p: &mut Proc) -> Result<Sample> {
         Ok((t0 + (t1 - t0) / 2, rx, tx, CoreTimes::read(), tree_cpu_ns(p.pid())))
     };
     let s0 = snap(p)?;
-    watch(p, a.duration)?;
+    watch(p, a.window.duration)?;
     let s1 = snap(p)?;
     let w = (s1.0 - s0.0).as_secs_f64();
     let rx = s1.1.saturating_sub(s0.1);
@@ -338,11 +340,20 @@ fn window(ctx: &Ctx, p: &mut Proc) -> Result<Sample> {
     })
 }
 
+impl Measured for Sample {
+    fn rates(&self) -> (u64, u64) {
+        (self.pps, self.offered_pps)
+    }
+    fn note(&self) -> String {
+        self.cpu_ns_per_frame.map(|n| format!(", {n:.0} ns CPU/frame")).unwrap_or_default()
+    }
+}
+
 pub fn main(args: PktgenArgs) -> Result<i32> {
     if !preflight::root("pktgen", "it creates network namespaces") {
         return Ok(1);
     }
-    if args.rounds == 0 || args.duration <= 0.0 || args.warmup < 0.0 {
+    if args.window.rounds == 0 || args.window.duration <= 0.0 || args.window.warmup < 0.0 {
         bail!("--rounds and --duration must be positive");
     }
     if args.core >= sys::online_cpus() {
@@ -361,9 +372,9 @@ pub fn main(args: PktgenArgs) -> Result<i32> {
     let loadavg_start = loadavg();
     progress(format!(
         "{} round(s) x {} s (+{} s warm-up) of pktgen and trafgen ({}) on core {}, sink {}",
-        args.rounds,
-        args.duration,
-        args.warmup,
+        args.window.rounds,
+        args.window.duration,
+        args.window.warmup,
         args.trafgen_mode.name(),
         args.core,
         args.sink.name()
@@ -377,41 +388,21 @@ pub fn main(args: PktgenArgs) -> Result<i32> {
         dst_mac: if args.sink == Sink::Drop { MAC_OTHER } else { MAC_B },
         pktgen_port: None,
     };
-    let mut samples = Vec::new();
-    let mut errors = Vec::new();
-    'rounds: for round in 1..=args.rounds {
-        let order = if round % 2 == 1 { [Gen::Pktgen, Gen::Trafgen] } else { [Gen::Trafgen, Gen::Pktgen] };
-        for gen in order {
-            progress(format!("round {round}/{} {}: running", args.rounds, gen.name()));
-            match measure(&mut ctx, gen, round) {
-                Ok(s) => {
-                    progress(format!(
-                        "round {round}/{} {}: {} pps (offered {} pps{})",
-                        args.rounds,
-                        gen.name(),
-                        thousands(s.pps),
-                        thousands(s.offered_pps),
-                        s.cpu_ns_per_frame.map(|n| format!(", {n:.0} ns CPU/frame")).unwrap_or_default()
-                    ));
-                    samples.push(s);
-                }
-                Err(e) if e.is::<sys::Interrupted>() || sys::interrupted() => {
-                    progress("interrupted; cleaning up");
-                    break 'rounds;
-                }
-                Err(e) => {
-                    progress(format!("round {round}/{} {}: FAILED: {e:#}", args.rounds, gen.name()));
-                    errors.push(RoundError { round, generator: gen, error: format!("{e:#}") });
-                }
-            }
-            // Let the previous generator's socket go before the next binds.
+    let order = |round: u32| if round % 2 == 1 { vec![Gen::Pktgen, Gen::Trafgen] } else { vec![Gen::Trafgen, Gen::Pktgen] };
+    let done = rounds::run("pktgen", args.window.rounds, order, |gen, round| {
+        let res = measure(&mut ctx, gen, round);
+        // Let the previous generator's socket go before the next binds.
+        if !sys::interrupted() {
             nap(Duration::from_millis(300)).ok();
         }
-    }
-    if sys::interrupted() {
+        res
+    });
+    if done.interrupted || sys::interrupted() {
         drop(guard);
         return Ok(130);
     }
+    let samples = done.samples;
+    let errors = done.failures.into_iter().map(|(round, generator, error)| RoundError { round, generator, error }).collect();
     let pktgen_port = ctx.pktgen_port.take();
     drop(guard);
     let summary = summarize(&args, samples, errors, pktgen_port, started_utc, loadavg_start, started.elapsed().as_secs_f64());
@@ -449,7 +440,7 @@ fn summarize(
         .collect();
     let med = |g: Gen| generators.iter().find(|s| s.generator == g).and_then(|s| s.rates.median_pps);
     let ratio = stats::ratio;
-    let per_round = (1..=args.rounds)
+    let per_round = (1..=args.window.rounds)
         .filter_map(|r| {
             let p = |g: Gen| samples.iter().find(|s| s.round == r && s.generator == g).map(|s| s.pps);
             ratio(p(Gen::Pktgen), p(Gen::Trafgen))
@@ -464,9 +455,9 @@ fn summarize(
         pktgen_port,
         sink: args.sink.name(),
         core: args.core,
-        rounds: args.rounds,
-        duration_s: args.duration,
-        warmup_s: args.warmup,
+        rounds: args.window.rounds,
+        duration_s: args.window.duration,
+        warmup_s: args.window.warmup,
         frame_bytes: FRAME_BYTES,
         frame_bytes_with_fcs: FRAME_BYTES + 4,
         flows: args.flows,
@@ -501,6 +492,19 @@ fn headline(s: &Summary) -> Vec<String> {
     v
 }
 
+/// A generator's cells in the summary tables: name, median, min and max pps, CPU per frame,
+/// the per-round rates.
+fn generator_row(g: &GenSummary) -> [String; 6] {
+    [
+        g.generator.name().to_string(),
+        opt_thousands(g.rates.median_pps),
+        opt_thousands(g.rates.min_pps),
+        opt_thousands(g.rates.max_pps),
+        g.median_cpu_ns_per_frame.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
+        g.rates.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / "),
+    ]
+}
+
 /// The readable report.
 pub fn table(s: &Summary) -> String {
     let mut o = String::new();
@@ -517,24 +521,15 @@ pub fn table(s: &Summary) -> String {
     ));
     o.push_str(&format!("{:<8}  {:>12}  {:>12}  {:>12}  {:>12}  per round (pps)\n", "", "median pps", "min pps", "max pps", "CPU/frame"));
     for g in &s.generators {
-        o.push_str(&format!(
-            "{:<8}  {:>12}  {:>12}  {:>12}  {:>12}  {}\n",
-            g.generator.name(),
-            opt_thousands(g.rates.median_pps),
-            opt_thousands(g.rates.min_pps),
-            opt_thousands(g.rates.max_pps),
-            g.median_cpu_ns_per_frame.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
-            g.rates.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / ")
-        ));
+        let [name, median, min, max, cpu, rounds] = generator_row(g);
+        o.push_str(&format!("{name:<8}  {median:>12}  {min:>12}  {max:>12}  {cpu:>12}  {rounds}\n"));
     }
     o.push('\n');
     for l in headline(s) {
         o.push_str(&l);
         o.push('\n');
     }
-    for e in &s.errors {
-        o.push_str(&format!("\nERROR round {} {}: {}\n", e.round, e.generator.name(), e.error));
-    }
+    o.push_str(&rounds::failure_lines(s.errors.iter().map(RoundError::shown)));
     o
 }
 
@@ -565,15 +560,7 @@ fn markdown(s: &Summary) -> String {
     ));
     o.push_str("| generator | median pps | min pps | max pps | CPU per frame | per round (pps) |\n| --- | ---: | ---: | ---: | ---: | --- |\n");
     for g in &s.generators {
-        o.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
-            g.generator.name(),
-            opt_thousands(g.rates.median_pps),
-            opt_thousands(g.rates.min_pps),
-            opt_thousands(g.rates.max_pps),
-            g.median_cpu_ns_per_frame.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
-            g.rates.per_round_pps.iter().map(|&p| thousands(p)).collect::<Vec<_>>().join(" / ")
-        ));
+        o.push_str(&format!("| {} |\n", generator_row(g).join(" | ")));
     }
     o.push('\n');
     for l in headline(s) {
@@ -592,12 +579,7 @@ fn markdown(s: &Summary) -> String {
             pct(x.core_softirq)
         ));
     }
-    if !s.errors.is_empty() {
-        o.push_str("\n## Errors\n\n");
-        for e in &s.errors {
-            o.push_str(&format!("- round {} {}: `{}`\n", e.round, e.generator.name(), e.error.replace('\n', " ")));
-        }
-    }
+    o.push_str(&rounds::failure_section(s.errors.iter().map(RoundError::shown)));
     o
 }
 

@@ -253,20 +253,13 @@ pub struct RecvArgs {
     pub out: OutputArgs,
 }
 
+/// `pktgen run`: everything `send` takes, and the receiving side.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     #[command(flatten)]
-    pub io: IoArgs,
+    pub send: SendArgs,
     #[command(flatten)]
     pub rx: RxArgs,
-    #[command(flatten)]
-    pub traffic: TrafficArgs,
-    #[command(flatten)]
-    pub pace: PaceArgs,
-    #[command(flatten)]
-    pub tuning: TxTuning,
-    #[command(flatten)]
-    pub out: OutputArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -8,7 +8,6 @@
 //! queue ends a submit early; the caller retries the rest. Receiving reads one frame per
 //! `recv()` into a buffer lent to the closure. Only used when asked for: AF_XDP failing never
 //! leads here by itself.
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
@@ -19,7 +18,7 @@ use nix::sys::socket::{
     self, bind, recvfrom, setsockopt, sockopt, AddressFamily, LinkAddr, MsgFlags, SockFlag, SockProtocol, SockType,
 };
 
-use crate::port::TxPort;
+use crate::port::{SentFrames, TxPort};
 use crate::rx::RxPort;
 
 const FRAME: usize = 2048;
@@ -106,7 +105,7 @@ pub struct KernelTx {
     sock: PacketSocket,
     bufs: Vec<u8>,
     frames: u32,
-    done: VecDeque<u32>,
+    done: SentFrames,
 }
 
 impl KernelTx {
@@ -115,7 +114,7 @@ impl KernelTx {
         // Room for a few batches in flight; the default buffer (~200 KiB) makes send() fail
         // with ENOBUFS as soon as frames queue on another core.
         let _ = sock.set_send_buffer(4 << 20);
-        Ok(KernelTx { sock, bufs: vec![0; frames as usize * FRAME], frames, done: VecDeque::with_capacity(frames as usize) })
+        Ok(KernelTx { sock, bufs: vec![0; frames as usize * FRAME], frames, done: SentFrames::with_capacity(frames as usize) })
     }
 }
 
@@ -138,7 +137,7 @@ impl TxPort for KernelTx {
         for (k, &(index, len)) in frames.iter().enumerate() {
             let at = index as usize * FRAME;
             match self.sock.send(&self.bufs[at..at + len as usize]) {
-                Ok(true) => self.done.push_back(index),
+                Ok(true) => self.done.push(index),
                 // Buffer full: the rest is retried. A hard error (interface gone) ends nothing
                 // here; the frame counts as sent by nobody and is retried likewise.
                 Ok(false) | Err(_) => return k,
@@ -147,23 +146,10 @@ impl TxPort for KernelTx {
         frames.len()
     }
     fn reclaim(&mut self, out: &mut [u32]) -> usize {
-        let n = out.len().min(self.done.len());
-        for o in out.iter_mut().take(n) {
-            *o = self.done.pop_front().unwrap_or(0);
-        }
-        n
+        self.done.reclaim(out)
     }
     fn outstanding(&self) -> u32 {
-        self.done.len() as u32
-    }
-    fn needs_kick(&self) -> bool {
-        false
-    }
-    fn kick(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-    fn kick_completes(&self) -> bool {
-        true
+        self.done.len()
     }
 }
 

@@ -9,6 +9,7 @@
 //!   (AF_XDP allows one socket per queue); its halves go to the TX and RX threads.
 //! - [`TxPort`] and [`RxPort`] are what the loops see; both implementations are
 //!   allocation-free after opening.
+use std::collections::VecDeque;
 use std::io;
 
 use anyhow::{anyhow, Result};
@@ -35,12 +36,46 @@ pub trait TxPort {
     /// Indices of frames done with; how many were written to `out`.
     fn reclaim(&mut self, out: &mut [u32]) -> usize;
     fn outstanding(&self) -> u32;
-    /// Whether a kick is due for submitted frames to go out.
-    fn needs_kick(&self) -> bool;
-    /// Asks the kernel to transmit.
-    fn kick(&mut self) -> io::Result<()>;
-    /// Whether a kick transmits and completes synchronously (copy mode, kernel socket).
-    fn kick_completes(&self) -> bool;
+    /// Whether a kick is due for submitted frames to go out. The default is a port whose
+    /// `submit` sends at once (kernel socket, tests' recorders): never.
+    fn needs_kick(&self) -> bool {
+        false
+    }
+    /// Asks the kernel to transmit (by default there is nothing to ask).
+    fn kick(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// Whether a kick transmits and completes synchronously (copy mode, kernel socket; the
+    /// default).
+    fn kick_completes(&self) -> bool {
+        true
+    }
+}
+
+/// The frames a port that sends in `submit` has sent and pktgen has not reclaimed yet, in
+/// order: what such a port's [`TxPort::reclaim`] and [`TxPort::outstanding`] report.
+#[derive(Debug, Default)]
+pub struct SentFrames(VecDeque<u32>);
+
+impl SentFrames {
+    pub fn with_capacity(frames: usize) -> SentFrames {
+        SentFrames(VecDeque::with_capacity(frames))
+    }
+    /// Frame `index` went out.
+    pub fn push(&mut self, index: u32) {
+        self.0.push_back(index);
+    }
+    /// Moves the oldest sent indices into `out`; how many.
+    pub fn reclaim(&mut self, out: &mut [u32]) -> usize {
+        let n = out.len().min(self.0.len());
+        for (o, index) in out.iter_mut().zip(self.0.drain(..n)) {
+            *o = index;
+        }
+        n
+    }
+    pub fn len(&self) -> u32 {
+        self.0.len() as u32
+    }
 }
 
 impl TxPort for XskTx {

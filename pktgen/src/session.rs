@@ -740,13 +740,14 @@ impl Duplex {
 }
 
 /// `pktgen run`.
-pub fn run(a: RunArgs) -> Result<i32> {
+pub fn run(args: RunArgs) -> Result<i32> {
+    let RunArgs { send: a, rx } = args;
     let s = settings(&a.traffic, Some(&a.pace))?;
     let pace = Pace::resolve(&s)?;
     if pace.duration.is_none() && pace.count.is_none() && !a.out.quiet {
         eprintln!("pktgen: no --duration or --count: sending until Ctrl-C");
     }
-    let mut d = start_duplex(&a.io, &a.rx, &a.tuning, s, a.out.quiet)?;
+    let mut d = start_duplex(&a.io, &rx, &a.tuning, s, a.out.quiet)?;
     let mut notes = Vec::new();
     check_stamp_room(&d.traffic, &mut notes);
     d.sess.start = Instant::now();

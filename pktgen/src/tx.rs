@@ -302,6 +302,7 @@ impl<P: TxPort> TxEngine<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::port::SentFrames;
     use crate::rx::find_stamp;
     use crate::spec::{Defaults, Traffic, TrafficSettings};
     use crate::template::Stamp;
@@ -321,7 +322,7 @@ mod tests {
     struct Recorder {
         bufs: Vec<Vec<u8>>,
         out: Vec<Vec<u8>>,
-        done: VecDeque<u32>,
+        done: SentFrames,
         ring: usize,
     }
 
@@ -342,28 +343,15 @@ mod tests {
             let n = frames.len().min(self.ring);
             for &(i, len) in &frames[..n] {
                 self.out.push(self.bufs[i as usize][..len as usize].to_vec());
-                self.done.push_back(i);
+                self.done.push(i);
             }
             n
         }
         fn reclaim(&mut self, out: &mut [u32]) -> usize {
-            let n = out.len().min(self.done.len());
-            for o in out.iter_mut().take(n) {
-                *o = self.done.pop_front().unwrap();
-            }
-            n
+            self.done.reclaim(out)
         }
         fn outstanding(&self) -> u32 {
-            self.done.len() as u32
-        }
-        fn needs_kick(&self) -> bool {
-            false
-        }
-        fn kick(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn kick_completes(&self) -> bool {
-            true
+            self.done.len()
         }
     }
 
@@ -380,7 +368,7 @@ mod tests {
         let s = TrafficSettings { dst_ip: Some("10.0.0.2".into()), src_port: Some(flows.into()), ..Default::default() };
         let d = Defaults { src_mac: Some([2, 0, 0, 0, 0, 1]), src_ip: Some("10.0.0.1".parse().unwrap()) };
         let t = Templates::new(&Traffic::resolve(&s, &d).unwrap(), [2, 0, 0, 0, 0, 2]);
-        let port = Recorder { bufs: vec![vec![0; 2048]; frames], out: Vec::new(), done: VecDeque::new(), ring: 48 };
+        let port = Recorder { bufs: vec![vec![0; 2048]; frames], out: Vec::new(), done: SentFrames::default(), ring: 48 };
         TxEngine::new(port, t, sizes, 64)
     }
 

@@ -26,12 +26,7 @@ pub(crate) fn snapshot(shared: &Shared) -> MetricsSnapshot {
             .map(|r| metrics::PortMetrics {
                 port: key_of.get(&r.id).cloned().unwrap_or_else(|| r.name.clone()),
                 interface: r.name,
-                rx_packets: r.totals.rx_packets,
-                rx_bytes: r.totals.rx_bytes,
-                rx_dropped: r.totals.rx_dropped,
-                tx_packets: r.totals.tx_packets,
-                tx_bytes: r.totals.tx_bytes,
-                tx_dropped: r.totals.tx_dropped,
+                totals: r.totals,
                 kernel_lost: r.kernel.lost(),
             })
             .collect(),

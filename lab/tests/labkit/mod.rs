@@ -107,6 +107,17 @@ pub fn machine_lock() -> nix::fcntl::Flock<fs::File> {
         .unwrap_or_else(|e| panic!("flock {MACHINE_LOCK}: {e}"))
 }
 
+/// A test's lab in `lab.rs` and `lab_services.rs`: a [`Hold`] (it derefs to one), with each file's
+/// own ways up in an `impl Lab` of that file.
+pub struct Lab(pub Hold);
+
+impl std::ops::Deref for Lab {
+    type Target = Hold;
+    fn deref(&self) -> &Hold {
+        &self.0
+    }
+}
+
 /// A test's hold on the machine's one lab and its manifest directory (see the module contract).
 pub struct Hold {
     pub dir: PathBuf,

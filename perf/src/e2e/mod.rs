@@ -359,32 +359,12 @@ fn traffic(ctx: &Ctx, path: PathKind) -> Result<Traffic> {
     let t = &ctx.topo;
     let last = 1024 + ctx.args.flows - 1;
     let src_ports = format!("1024-{last}");
-    Ok(match path {
-        PathKind::PodPod => Traffic {
-            tx_netns: topo::NS_A,
-            rx_netns: topo::NS_B,
-            dst_ip: t.b.ip.to_string(),
-            dst_port: objects::TARGET_PORT,
-            dst_mac: t.node_mac(&t.a.node_if)?,
-            src_ports,
-        },
-        PathKind::PodSvc => Traffic {
-            tx_netns: topo::NS_A,
-            rx_netns: topo::NS_B,
-            dst_ip: objects::SVC_IP.to_string(),
-            dst_port: objects::SVC_PORT,
-            dst_mac: t.node_mac(&t.a.node_if)?,
-            src_ports,
-        },
-        PathKind::Nodeport => Traffic {
-            tx_netns: topo::NS_X,
-            rx_netns: topo::NS_B,
-            dst_ip: objects::NODE_IP.to_string(),
-            dst_port: objects::NODE_PORT,
-            dst_mac: t.node_mac(UPLINK)?,
-            src_ports,
-        },
-    })
+    let (tx_netns, dst_ip, dst_port, node_if) = match path {
+        PathKind::PodPod => (topo::NS_A, t.b.ip.to_string(), objects::TARGET_PORT, t.a.node_if.as_str()),
+        PathKind::PodSvc => (topo::NS_A, objects::SVC_IP.to_string(), objects::SVC_PORT, t.a.node_if.as_str()),
+        PathKind::Nodeport => (topo::NS_X, objects::NODE_IP.to_string(), objects::NODE_PORT, UPLINK),
+    };
+    Ok(Traffic { tx_netns, rx_netns: topo::NS_B, dst_ip, dst_port, dst_mac: t.node_mac(node_if)?, src_ports })
 }
 
 /// The running forwarder of one round (stopped on drop).

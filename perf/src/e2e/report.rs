@@ -249,24 +249,14 @@ fn headline(s: &Summary) -> Vec<String> {
         }
         l
     };
-    vec![
-        line(
-            "switch/kernel, pod → ClusterIP, 64 B, 10,000 Services",
-            s.switch_vs_kernel_svc,
-            s.switch_svc_pps,
-            s.kernel_nft_pps,
-            lower(Fwd::Switch, PathKind::PodSvc),
-            lower(Fwd::Kernel, PathKind::PodSvc),
-        ),
-        line(
-            "switch/OVS AF_XDP, pod → pod, 64 B",
-            s.switch_vs_ovs_fwd,
-            s.switch_fwd_pps,
-            s.ovs_afxdp_pps,
-            lower(Fwd::Switch, PathKind::PodPod),
-            lower(Fwd::Ovs, PathKind::PodPod),
-        ),
+    // (what, ratio, switch pps, other pps, the other forwarder, the path compared on)
+    [
+        ("switch/kernel, pod → ClusterIP, 64 B, 10,000 Services", s.switch_vs_kernel_svc, s.switch_svc_pps, s.kernel_nft_pps, Fwd::Kernel, PathKind::PodSvc),
+        ("switch/OVS AF_XDP, pod → pod, 64 B", s.switch_vs_ovs_fwd, s.switch_fwd_pps, s.ovs_afxdp_pps, Fwd::Ovs, PathKind::PodPod),
     ]
+    .into_iter()
+    .map(|(what, r, sw, other, other_fwd, path)| line(what, r, sw, other, lower(Fwd::Switch, path), lower(other_fwd, path)))
+    .collect()
 }
 
 /// The readable report (stdout without --json).

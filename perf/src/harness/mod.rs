@@ -9,6 +9,7 @@
 //!   model, `git describe`, start time).
 //! - [`trafgen`]: the 64-byte UDP frames netsniff-ng's trafgen sends and how it is started.
 //! - [`report`]: writing a run's JSON and Markdown (and any other files) to the results dir.
+//! - [`rounds`]: the interleaved rounds of forward and pktgen, with their progress lines.
 //!
 //! Processes, /proc readers and the interrupt flag are in [`crate::sys`].
 pub mod cleanup;
@@ -16,4 +17,5 @@ pub mod host;
 pub mod preflight;
 pub mod progress;
 pub mod report;
+pub mod rounds;
 pub mod trafgen;

@@ -1,0 +1,120 @@
+//! The interleaved rounds of a benchmark: every round runs each contender (a case, a
+//! generator) once, in an order the benchmark chooses per round, with the same progress lines
+//! for every benchmark:
+//!
+//! - `round R/N NAME: running` before a measurement,
+//! - `round R/N NAME: P pps (offered O pps, NOTE)` after one,
+//! - `round R/N NAME: FAILED: ERROR` for a failed one (the rounds go on),
+//! - `interrupted; cleaning up` when a measurement ends by SIGINT/SIGTERM (the rounds stop).
+use anyhow::Result;
+
+use crate::stats::thousands;
+use crate::sys;
+
+use super::progress;
+
+/// How many rounds and how long each measurement is: the options every round-based benchmark
+/// takes (`--rounds`, `--duration`, `--warmup`).
+#[derive(Debug, clap::Args)]
+pub struct Window {
+    /// Rounds; every round measures each case (or generator) once, interleaved.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Measurement window per case (or generator) and round, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Traffic before the window opens (not counted), seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+}
+
+/// What is compared in a round.
+pub trait Contender: Copy {
+    fn name(self) -> &'static str;
+}
+
+/// What a progress line says of one measurement.
+pub trait Measured {
+    /// Frames per second received and offered.
+    fn rates(&self) -> (u64, u64);
+    /// What follows the offered rate in the progress line (`, ...`), or nothing.
+    fn note(&self) -> String;
+}
+
+/// What the rounds gave.
+pub struct Rounds<K, S> {
+    pub samples: Vec<S>,
+    /// Failed measurements: round, contender, the error with its causes.
+    pub failures: Vec<(u32, K, String)>,
+    /// The rounds stopped on SIGINT/SIGTERM.
+    pub interrupted: bool,
+}
+
+/// Runs `rounds` rounds of `order(round)`, measuring each with `measure(contender, round)`.
+pub fn run<K: Contender, S: Measured>(
+    bench: &str,
+    rounds: u32,
+    order: impl Fn(u32) -> Vec<K>,
+    mut measure: impl FnMut(K, u32) -> Result<S>,
+) -> Rounds<K, S> {
+    let mut out = Rounds { samples: Vec::new(), failures: Vec::new(), interrupted: false };
+    'rounds: for round in 1..=rounds {
+        for k in order(round) {
+            progress::say(bench, format!("round {round}/{rounds} {}: running", k.name()));
+            match measure(k, round) {
+                Ok(s) => {
+                    let (pps, offered) = s.rates();
+                    progress::say(
+                        bench,
+                        format!("round {round}/{rounds} {}: {} pps (offered {} pps{})", k.name(), thousands(pps), thousands(offered), s.note()),
+                    );
+                    out.samples.push(s);
+                }
+                Err(e) if e.is::<sys::Interrupted>() || sys::interrupted() => {
+                    progress::say(bench, "interrupted; cleaning up");
+                    out.interrupted = true;
+                    break 'rounds;
+                }
+                Err(e) => {
+                    progress::say(bench, format!("round {round}/{rounds} {}: FAILED: {e:#}", k.name()));
+                    out.failures.push((round, k, format!("{e:#}")));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A failed measurement as the reports show it: round, contender's name, error.
+pub type FailureRef<'a> = (u32, &'static str, &'a str);
+
+/// The readable report's `ERROR round R NAME: ERROR` lines, each after an empty line.
+pub fn failure_lines<'a>(failures: impl IntoIterator<Item = FailureRef<'a>>) -> String {
+    failures.into_iter().map(|(round, name, error)| format!("\nERROR round {round} {name}: {error}\n")).collect()
+}
+
+/// The Markdown report's `## Errors` section (nothing without failures); an error's lines are
+/// joined into one.
+pub fn failure_section<'a>(failures: impl IntoIterator<Item = FailureRef<'a>>) -> String {
+    let items: String =
+        failures.into_iter().map(|(round, name, error)| format!("- round {round} {name}: `{}`\n", error.replace('\n', " "))).collect();
+    if items.is_empty() {
+        items
+    } else {
+        format!("\n## Errors\n\n{items}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_read_as_the_reports_wrote_them() {
+        let f = [(2, "switch", "no route\n  to host")];
+        assert_eq!(failure_lines(f), "\nERROR round 2 switch: no route\n  to host\n");
+        assert_eq!(failure_section(f), "\n## Errors\n\n- round 2 switch: `no route   to host`\n");
+        assert_eq!(failure_section([]), "");
+        assert_eq!(failure_lines([]), "");
+    }
+}
