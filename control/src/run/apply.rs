@@ -17,7 +17,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use switch::afxdp::iface;
+use switch::afxdp::{iface, AfXdpError};
+use switch::dataplane::DataplaneError;
 use switch::tables::services::ServiceTables;
 use switch::tables::policy::PolicyTables;
 use switch::tables::PortId;
@@ -39,6 +40,15 @@ pub enum ApplyError {
     NodeChanged { old: Box<NodeInfo>, new: Box<NodeInfo> },
     #[error("{0}")]
     Pods(String),
+}
+
+/// Why a port was not attached (it stays pending, with this as the reason).
+#[derive(Debug, thiserror::Error)]
+enum AttachError {
+    #[error(transparent)]
+    Mac(AfXdpError),
+    #[error(transparent)]
+    Dataplane(DataplaneError),
 }
 
 /// What the apply side starts from.
@@ -238,8 +248,8 @@ impl Switch {
             }
             let id = if d.key == compile::HOST_KEY { 0 } else { self.free_id() };
             let attached = iface::mac(&d.ifname)
-                .map_err(|e| e.to_string())
-                .and_then(|mac| self.shared.dp_mut().attach_port(id, &d.ifname).map(|r| (mac, r)).map_err(|e| e.to_string()));
+                .map_err(AttachError::Mac)
+                .and_then(|mac| self.shared.dp_mut().attach_port(id, &d.ifname).map(|r| (mac, r)).map_err(AttachError::Dataplane));
             match attached {
                 Ok((mac, r)) => {
                     println!(
@@ -255,7 +265,7 @@ impl Switch {
                 }
                 Err(e) => {
                     tracing::warn!(port = %d.key, "cannot attach {}: {e}", d.ifname);
-                    self.pending.insert(d.key.clone(), e);
+                    self.pending.insert(d.key.clone(), e.to_string());
                 }
             }
         }
