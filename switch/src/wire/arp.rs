@@ -51,7 +51,9 @@ fields! {
         protocol_len / set_protocol_len: u8 = field::PLEN;
         /// [`OP_REQUEST`], [`OP_REPLY`] or another value.
         operation / set_operation: u16 = field::OPER;
+        sender_hw_addr / set_sender_hw_addr: MacAddr = field::SHA.start;
         sender_proto_addr / set_sender_proto_addr: Ipv4Addr = field::SPA;
+        target_hw_addr / set_target_hw_addr: MacAddr = field::THA.start;
         target_proto_addr / set_target_proto_addr: Ipv4Addr = field::TPA;
     }
 }
@@ -74,20 +76,6 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
         }
         Ok(())
     }
-
-    #[inline]
-    pub fn sender_hw_addr(&self) -> MacAddr {
-        let mut a = [0u8; 6];
-        a.copy_from_slice(&self.buffer.as_ref()[field::SHA]);
-        MacAddr(a)
-    }
-
-    #[inline]
-    pub fn target_hw_addr(&self) -> MacAddr {
-        let mut a = [0u8; 6];
-        a.copy_from_slice(&self.buffer.as_ref()[field::THA]);
-        MacAddr(a)
-    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> ArpPacket<T> {
@@ -98,16 +86,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> ArpPacket<T> {
         self.set_protocol_type(PTYPE_IPV4);
         self.set_hardware_len(6);
         self.set_protocol_len(4);
-    }
-
-    #[inline]
-    pub fn set_sender_hw_addr(&mut self, addr: MacAddr) {
-        self.buffer.as_mut()[field::SHA].copy_from_slice(&addr.0);
-    }
-
-    #[inline]
-    pub fn set_target_hw_addr(&mut self, addr: MacAddr) {
-        self.buffer.as_mut()[field::THA].copy_from_slice(&addr.0);
     }
 }
 

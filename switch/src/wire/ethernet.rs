@@ -95,6 +95,8 @@ view! {
 
 fields! {
     EthernetFrame {
+        dst_addr / set_dst_addr: MacAddr = field::DST.start;
+        src_addr / set_src_addr: MacAddr = field::SRC.start;
         ethertype / set_ethertype: u16 = field::ETHERTYPE;
     }
 }
@@ -106,27 +108,7 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     /// The check `new_checked` makes.
     #[inline]
     pub fn check_len(&self) -> Result<(), WireError> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            Err(WireError::Truncated)
-        } else {
-            Ok(())
-        }
-    }
-
-    #[inline]
-    pub fn dst_addr(&self) -> MacAddr {
-        let b = self.buffer.as_ref();
-        let mut a = [0u8; 6];
-        a.copy_from_slice(&b[field::DST]);
-        MacAddr(a)
-    }
-
-    #[inline]
-    pub fn src_addr(&self) -> MacAddr {
-        let b = self.buffer.as_ref();
-        let mut a = [0u8; 6];
-        a.copy_from_slice(&b[field::SRC]);
-        MacAddr(a)
+        super::check_min_len(self.buffer.as_ref(), HEADER_LEN)
     }
 
     /// Everything after the 14-byte header (including any Ethernet padding).
@@ -137,16 +119,6 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
-    #[inline]
-    pub fn set_dst_addr(&mut self, addr: MacAddr) {
-        self.buffer.as_mut()[field::DST].copy_from_slice(&addr.0);
-    }
-
-    #[inline]
-    pub fn set_src_addr(&mut self, addr: MacAddr) {
-        self.buffer.as_mut()[field::SRC].copy_from_slice(&addr.0);
-    }
-
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::PAYLOAD..]

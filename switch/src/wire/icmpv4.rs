@@ -81,11 +81,7 @@ impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
     /// The check `new_checked` makes.
     #[inline]
     pub fn check_len(&self) -> Result<(), WireError> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            Err(WireError::Truncated)
-        } else {
-            Ok(())
-        }
+        super::check_min_len(self.buffer.as_ref(), HEADER_LEN)
     }
 
     /// Bytes 4..8, whose meaning depends on the type (echo id/seq, unused, next-hop MTU, ...).

@@ -203,6 +203,29 @@ impl FieldValue for u32 {
     }
 }
 
+impl FieldValue for MacAddr {
+    #[inline]
+    fn read(buf: &[u8], at: usize) -> Self {
+        let mut a = [0u8; 6];
+        a.copy_from_slice(&buf[at..at + 6]);
+        MacAddr(a)
+    }
+    #[inline]
+    fn write(self, buf: &mut [u8], at: usize) {
+        buf[at..at + 6].copy_from_slice(&self.0);
+    }
+}
+
+/// The length check of a view with a fixed-size header: `Truncated` below `min_len` bytes.
+#[inline]
+fn check_min_len(buf: &[u8], min_len: usize) -> Result<(), WireError> {
+    if buf.len() < min_len {
+        Err(WireError::Truncated)
+    } else {
+        Ok(())
+    }
+}
+
 impl FieldValue for std::net::Ipv4Addr {
     #[inline]
     fn read(buf: &[u8], at: usize) -> Self {

@@ -54,11 +54,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     /// `payload` or the checksum methods.
     #[inline]
     pub fn check_header_len(&self) -> Result<(), WireError> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            Err(WireError::Truncated)
-        } else {
-            Ok(())
-        }
+        super::check_min_len(self.buffer.as_ref(), HEADER_LEN)
     }
 
     /// The checks `new_checked` makes.
