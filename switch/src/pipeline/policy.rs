@@ -56,7 +56,7 @@ struct Flow {
 
 impl Flow {
     /// Records what `decider` made of this connection in the flow log.
-    #[inline]
+    #[inline(always)]
     fn log(self, ctx: &Ctx, decider: Decider, allowed: bool, rejudged: bool) {
         ctx.flows.record(FlowRecord {
             unix_ms: flowlog::unix_ms(),
@@ -74,7 +74,7 @@ impl Flow {
     }
 
     /// Logs decision `d` and counts the connection for the policy that allowed it.
-    #[inline]
+    #[inline(always)]
     fn log_decision(self, ctx: &Ctx, d: Decision, rejudged: bool) {
         self.log(ctx, Decider::from(d), d.allowed(), rejudged);
         if let Decision::Allowed { policy, .. } = d {
