@@ -287,42 +287,48 @@ impl ConnTable {
         self.lookup_hashed(k, self.hash(k))
     }
 
-    fn link(&self, k: &FlowKey, idx: u32, dir: Dir) -> Result<(), InsertError> {
+    /// The home bucket of `k` and the slot value naming entry `idx` in direction `dir`.
+    fn placement(&self, k: &FlowKey, idx: u32, dir: Dir) -> (usize, u64) {
         let h = self.hash(k);
-        let value = pack(tag_of(h), idx, dir);
-        let home = self.home(h);
+        (self.home(h), pack(tag_of(h), idx, dir))
+    }
+
+    /// The probe walk of [`Self::link`] and [`Self::unlink`]: replaces `from` by `to` in the
+    /// first slot holding `from` among the `MAX_PROBE` buckets from `home`, and returns how
+    /// many buckets past home that slot was. `before_bucket(probe)` runs before each bucket.
+    fn swap_slot(&self, home: usize, from: u64, to: u64, mut before_bucket: impl FnMut(usize)) -> Option<usize> {
         let n = self.buckets.len();
         for probe in 0..MAX_PROBE {
-            let b = (home + probe) % n;
-            if probe == 1 {
-                // Announce before publishing, so lookups look past home from now on.
-                self.buckets[home].overflow.fetch_add(1, AcqRel);
-            }
-            for slot in &self.buckets[b].slots {
-                if slot.load(Relaxed) == 0 && slot.compare_exchange(0, value, AcqRel, Relaxed).is_ok() {
-                    return Ok(());
+            before_bucket(probe);
+            for slot in &self.buckets[(home + probe) % n].slots {
+                if slot.load(Relaxed) == from && slot.compare_exchange(from, to, AcqRel, Relaxed).is_ok() {
+                    return Some(probe);
                 }
             }
         }
-        self.buckets[home].overflow.fetch_sub(1, AcqRel);
+        None
+    }
+
+    fn link(&self, k: &FlowKey, idx: u32, dir: Dir) -> Result<(), InsertError> {
+        let (home, value) = self.placement(k, idx, dir);
+        let overflow = &self.buckets[home].overflow;
+        let announce = |probe| {
+            if probe == 1 {
+                // Announce before publishing, so lookups look past home from now on.
+                overflow.fetch_add(1, AcqRel);
+            }
+        };
+        if self.swap_slot(home, 0, value, announce).is_some() {
+            return Ok(());
+        }
+        overflow.fetch_sub(1, AcqRel);
         Err(InsertError::NoSlot)
     }
 
     fn unlink(&self, k: &FlowKey, idx: u32, dir: Dir) {
-        let h = self.hash(k);
-        let value = pack(tag_of(h), idx, dir);
-        let home = self.home(h);
-        let n = self.buckets.len();
-        for probe in 0..MAX_PROBE {
-            let b = (home + probe) % n;
-            for slot in &self.buckets[b].slots {
-                if slot.load(Relaxed) == value && slot.compare_exchange(value, 0, AcqRel, Relaxed).is_ok() {
-                    if probe > 0 {
-                        self.buckets[home].overflow.fetch_sub(1, AcqRel);
-                    }
-                    return;
-                }
-            }
+        let (home, value) = self.placement(k, idx, dir);
+        if self.swap_slot(home, value, 0, |_| {}).is_some_and(|probe| probe > 0) {
+            self.buckets[home].overflow.fetch_sub(1, AcqRel);
         }
     }
 

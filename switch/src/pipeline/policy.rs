@@ -41,23 +41,45 @@ pub fn rule_word(d: Decision) -> u32 {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn log(ctx: &Ctx, src: Ipv4Addr, sport: u16, orig_dst: u32, orig_dport: u16, dst: u32, dport: u16, proto: u8, d: Decision, rejudged: bool) {
-    ctx.flows.record(FlowRecord {
-        unix_ms: flowlog::unix_ms(),
-        src: u32::from(src),
-        sport,
-        orig_dst,
-        orig_dport,
-        dst,
-        dport,
-        proto,
-        allowed: d.allowed(),
-        rejudged,
-        decider: Decider::from(d),
-    });
-    if let Decision::Allowed { policy, .. } = d {
-        ctx.policy_counters.allowed_by(policy);
+/// A connection as the flow log describes it: the tuple the client sent (`orig_dst`:
+/// `orig_dport` as addressed) and the destination it was translated to (`dst`:`dport`).
+#[derive(Clone, Copy)]
+struct Flow {
+    src: Ipv4Addr,
+    sport: u16,
+    orig_dst: u32,
+    orig_dport: u16,
+    dst: u32,
+    dport: u16,
+    proto: u8,
+}
+
+impl Flow {
+    /// Records what `decider` made of this connection in the flow log.
+    #[inline(always)]
+    fn log(self, ctx: &Ctx, decider: Decider, allowed: bool, rejudged: bool) {
+        ctx.flows.record(FlowRecord {
+            unix_ms: flowlog::unix_ms(),
+            src: u32::from(self.src),
+            sport: self.sport,
+            orig_dst: self.orig_dst,
+            orig_dport: self.orig_dport,
+            dst: self.dst,
+            dport: self.dport,
+            proto: self.proto,
+            allowed,
+            rejudged,
+            decider,
+        });
+    }
+
+    /// Logs decision `d` and counts the connection for the policy that allowed it.
+    #[inline(always)]
+    fn log_decision(self, ctx: &Ctx, d: Decision, rejudged: bool) {
+        self.log(ctx, Decider::from(d), d.allowed(), rejudged);
+        if let Decision::Allowed { policy, .. } = d {
+            ctx.policy_counters.allowed_by(policy);
+        }
     }
 }
 
@@ -70,32 +92,16 @@ pub fn judge_new(ctx: &Ctx, src: Ipv4Addr, sport: u16, orig_dst: u32, orig_dport
     if p.pods.is_empty() {
         return Decision::NotIsolated; // no policy selects any local pod
     }
+    let flow = Flow { src, sport, orig_dst, orig_dport, dst, dport, proto };
     if u32::from(src) == dst {
         // "A pod cannot block access to itself": its own Service answering it from itself.
-        log_self(ctx, src, sport, orig_dst, orig_dport, dport, proto, false);
+        flow.log(ctx, Decider::SelfAccess, true, false);
         return Decision::NotIsolated;
     }
     let port = if proto == IPPROTO_ICMP { 0 } else { dport };
     let d = p.judge(src, Ipv4Addr::from(dst), proto, port);
-    log(ctx, src, sport, orig_dst, orig_dport, dst, dport, proto, d, false);
+    flow.log_decision(ctx, d, false);
     d
-}
-
-#[allow(clippy::too_many_arguments)]
-fn log_self(ctx: &Ctx, src: Ipv4Addr, sport: u16, orig_dst: u32, orig_dport: u16, dport: u16, proto: u8, rejudged: bool) {
-    ctx.flows.record(FlowRecord {
-        unix_ms: flowlog::unix_ms(),
-        src: u32::from(src),
-        sport,
-        orig_dst,
-        orig_dport,
-        dst: u32::from(src),
-        dport,
-        proto,
-        allowed: true,
-        rejudged,
-        decider: Decider::SelfAccess,
-    });
 }
 
 /// Records an allowed verdict of a new connection in its entry; a denied one is dropped.
@@ -138,6 +144,7 @@ fn rejudge(ctx: &Ctx, e: &Entry, snap: &Snapshot, epoch: u32) -> bool {
     if ctx.tables.policy.pods.is_empty() && d == Decision::NotIsolated {
         return true; // nothing to log: no policy anywhere
     }
-    log(ctx, o.src_ip(), o.sport, o.dst, o.dport, r.src, r.sport, o.proto, d, true);
+    let flow = Flow { src: o.src_ip(), sport: o.sport, orig_dst: o.dst, orig_dport: o.dport, dst: r.src, dport: r.sport, proto: o.proto };
+    flow.log_decision(ctx, d, true);
     d.allowed()
 }

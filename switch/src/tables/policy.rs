@@ -245,21 +245,23 @@ impl PolicyTables {
     /// O(rules of the two pods): each peer test is O(1) or O(log n).
     #[inline]
     pub fn judge(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, dport: u16) -> Decision {
-        let mut allowed_by = None;
+        // Each verdict is built where it is known, with the deciding direction as a constant:
+        // no (rule, direction) pair carried to the end (this is per new connection).
+        let mut egress_rule = None;
         if let Some(p) = self.pods.get(&u32::from(src)).filter(|p| p.egress_isolated) {
             match first_match(&p.egress, self, dst, proto, dport) {
-                Some(r) => allowed_by = Some((r, false)),
+                Some(r) => egress_rule = Some(r),
                 None => return Decision::DeniedEgress,
             }
         }
         if let Some(p) = self.pods.get(&u32::from(dst)).filter(|p| p.ingress_isolated) {
-            match first_match(&p.ingress, self, src, proto, dport) {
-                Some(r) => allowed_by = Some((r, true)),
-                None => return Decision::DeniedIngress,
-            }
+            return match first_match(&p.ingress, self, src, proto, dport) {
+                Some(r) => Decision::Allowed { policy: r.policy, index: r.index, ingress: true },
+                None => Decision::DeniedIngress,
+            };
         }
-        match allowed_by {
-            Some((r, ingress)) => Decision::Allowed { policy: r.policy, index: r.index, ingress },
+        match egress_rule {
+            Some(r) => Decision::Allowed { policy: r.policy, index: r.index, ingress: false },
             None => Decision::NotIsolated,
         }
     }

@@ -9,7 +9,7 @@
 use std::net::Ipv4Addr;
 
 use super::ethernet::MacAddr;
-use super::{read_ipv4, read_u16, write_ipv4, write_u16, Field, WireError};
+use super::{Field, WireError};
 
 /// Length of an Ethernet/IPv4 ARP packet.
 pub const PACKET_LEN: usize = 28;
@@ -35,29 +35,32 @@ mod field {
     pub const TPA: usize = 24;
 }
 
-/// A view of an Ethernet/IPv4 ARP packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an Ethernet/IPv4 ARP packet.
+    ArpPacket,
+    unchecked: "Wraps a buffer without checks: only for buffers of at least 28 bytes the caller built.",
+    checked: "Wraps an untrusted buffer, checking its length and that it is Ethernet/IPv4 ARP.",
+    check: check
+}
+
+fields! {
+    ArpPacket {
+        hardware_type / set_hardware_type: u16 = field::HTYPE;
+        protocol_type / set_protocol_type: u16 = field::PTYPE;
+        hardware_len / set_hardware_len: u8 = field::HLEN;
+        protocol_len / set_protocol_len: u8 = field::PLEN;
+        /// [`OP_REQUEST`], [`OP_REPLY`] or another value.
+        operation / set_operation: u16 = field::OPER;
+        sender_hw_addr / set_sender_hw_addr: MacAddr = field::SHA.start;
+        sender_proto_addr / set_sender_proto_addr: Ipv4Addr = field::SPA;
+        target_hw_addr / set_target_hw_addr: MacAddr = field::THA.start;
+        target_proto_addr / set_target_proto_addr: Ipv4Addr = field::TPA;
+    }
 }
 
 impl<T: AsRef<[u8]>> ArpPacket<T> {
     /// Length of the packet (there is no variable part).
     pub const PACKET_LEN: usize = PACKET_LEN;
-
-    /// Wraps a buffer without checks: only for buffers of at least 28 bytes the caller built.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        ArpPacket { buffer }
-    }
-
-    /// Wraps an untrusted buffer, checking its length and that it is Ethernet/IPv4 ARP.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check()?;
-        Ok(packet)
-    }
 
     /// The checks `new_checked` makes.
     pub fn check(&self) -> Result<(), WireError> {
@@ -73,84 +76,9 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
         }
         Ok(())
     }
-
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    #[inline]
-    pub fn hardware_type(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::HTYPE)
-    }
-
-    #[inline]
-    pub fn protocol_type(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::PTYPE)
-    }
-
-    #[inline]
-    pub fn hardware_len(&self) -> u8 {
-        self.buffer.as_ref()[field::HLEN]
-    }
-
-    #[inline]
-    pub fn protocol_len(&self) -> u8 {
-        self.buffer.as_ref()[field::PLEN]
-    }
-
-    /// [`OP_REQUEST`], [`OP_REPLY`] or another value.
-    #[inline]
-    pub fn operation(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::OPER)
-    }
-
-    #[inline]
-    pub fn sender_hw_addr(&self) -> MacAddr {
-        let mut a = [0u8; 6];
-        a.copy_from_slice(&self.buffer.as_ref()[field::SHA]);
-        MacAddr(a)
-    }
-
-    #[inline]
-    pub fn sender_proto_addr(&self) -> Ipv4Addr {
-        read_ipv4(self.buffer.as_ref(), field::SPA)
-    }
-
-    #[inline]
-    pub fn target_hw_addr(&self) -> MacAddr {
-        let mut a = [0u8; 6];
-        a.copy_from_slice(&self.buffer.as_ref()[field::THA]);
-        MacAddr(a)
-    }
-
-    #[inline]
-    pub fn target_proto_addr(&self) -> Ipv4Addr {
-        read_ipv4(self.buffer.as_ref(), field::TPA)
-    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> ArpPacket<T> {
-    #[inline]
-    pub fn set_hardware_type(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::HTYPE, value);
-    }
-
-    #[inline]
-    pub fn set_protocol_type(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::PTYPE, value);
-    }
-
-    #[inline]
-    pub fn set_hardware_len(&mut self, value: u8) {
-        self.buffer.as_mut()[field::HLEN] = value;
-    }
-
-    #[inline]
-    pub fn set_protocol_len(&mut self, value: u8) {
-        self.buffer.as_mut()[field::PLEN] = value;
-    }
-
     /// Writes the four fixed fields of Ethernet/IPv4 ARP (htype 1, ptype 0x0800, 6, 4).
     #[inline]
     pub fn set_ethernet_ipv4(&mut self) {
@@ -158,31 +86,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> ArpPacket<T> {
         self.set_protocol_type(PTYPE_IPV4);
         self.set_hardware_len(6);
         self.set_protocol_len(4);
-    }
-
-    #[inline]
-    pub fn set_operation(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::OPER, value);
-    }
-
-    #[inline]
-    pub fn set_sender_hw_addr(&mut self, addr: MacAddr) {
-        self.buffer.as_mut()[field::SHA].copy_from_slice(&addr.0);
-    }
-
-    #[inline]
-    pub fn set_sender_proto_addr(&mut self, addr: Ipv4Addr) {
-        write_ipv4(self.buffer.as_mut(), field::SPA, addr);
-    }
-
-    #[inline]
-    pub fn set_target_hw_addr(&mut self, addr: MacAddr) {
-        self.buffer.as_mut()[field::THA].copy_from_slice(&addr.0);
-    }
-
-    #[inline]
-    pub fn set_target_proto_addr(&mut self, addr: Ipv4Addr) {
-        write_ipv4(self.buffer.as_mut(), field::TPA, addr);
     }
 }
 

@@ -8,7 +8,7 @@
 
 use core::fmt;
 
-use super::{read_u16, write_u16, Field, WireError};
+use super::{Field, WireError};
 
 /// Length of the Ethernet II header (destination, source, ethertype).
 pub const HEADER_LEN: usize = 14;
@@ -85,64 +85,30 @@ impl From<[u8; 6]> for MacAddr {
     }
 }
 
-/// A view of an Ethernet II frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EthernetFrame<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an Ethernet II frame.
+    EthernetFrame,
+    unchecked: "Wraps a buffer without checks: only for buffers of at least 14 bytes the caller built.",
+    checked: "Wraps an untrusted buffer: `Err(Truncated)` if it is shorter than the header.",
+    check: check_len
+}
+
+fields! {
+    EthernetFrame {
+        dst_addr / set_dst_addr: MacAddr = field::DST.start;
+        src_addr / set_src_addr: MacAddr = field::SRC.start;
+        ethertype / set_ethertype: u16 = field::ETHERTYPE;
+    }
 }
 
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
     /// Header length, also the offset of the payload.
     pub const HEADER_LEN: usize = HEADER_LEN;
 
-    /// Wraps a buffer without checks: only for buffers of at least 14 bytes the caller built.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        EthernetFrame { buffer }
-    }
-
-    /// Wraps an untrusted buffer: `Err(Truncated)` if it is shorter than the header.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let frame = Self::new_unchecked(buffer);
-        frame.check_len()?;
-        Ok(frame)
-    }
-
     /// The check `new_checked` makes.
     #[inline]
     pub fn check_len(&self) -> Result<(), WireError> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            Err(WireError::Truncated)
-        } else {
-            Ok(())
-        }
-    }
-
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    #[inline]
-    pub fn dst_addr(&self) -> MacAddr {
-        let b = self.buffer.as_ref();
-        let mut a = [0u8; 6];
-        a.copy_from_slice(&b[field::DST]);
-        MacAddr(a)
-    }
-
-    #[inline]
-    pub fn src_addr(&self) -> MacAddr {
-        let b = self.buffer.as_ref();
-        let mut a = [0u8; 6];
-        a.copy_from_slice(&b[field::SRC]);
-        MacAddr(a)
-    }
-
-    #[inline]
-    pub fn ethertype(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::ETHERTYPE)
+        super::check_min_len(self.buffer.as_ref(), HEADER_LEN)
     }
 
     /// Everything after the 14-byte header (including any Ethernet padding).
@@ -153,21 +119,6 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
-    #[inline]
-    pub fn set_dst_addr(&mut self, addr: MacAddr) {
-        self.buffer.as_mut()[field::DST].copy_from_slice(&addr.0);
-    }
-
-    #[inline]
-    pub fn set_src_addr(&mut self, addr: MacAddr) {
-        self.buffer.as_mut()[field::SRC].copy_from_slice(&addr.0);
-    }
-
-    #[inline]
-    pub fn set_ethertype(&mut self, ethertype: u16) {
-        write_u16(self.buffer.as_mut(), field::ETHERTYPE, ethertype);
-    }
-
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::PAYLOAD..]

@@ -8,7 +8,7 @@
 //! things (see [`Icmpv4Packet::rest_of_header`]); check [`Icmpv4Packet::is_echo`] first.
 
 use super::checksum;
-use super::{read_u16, write_u16, Field, WireError};
+use super::{Field, WireError};
 
 /// Length of the ICMP header (type, code, checksum, rest of header).
 pub const HEADER_LEN: usize = 8;
@@ -54,58 +54,34 @@ mod field {
     pub const PAYLOAD: usize = 8;
 }
 
-/// A view of an ICMPv4 message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Icmpv4Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an ICMPv4 message.
+    Icmpv4Packet,
+    unchecked: "Wraps a buffer without checks: only for buffers of at least 8 bytes the caller built.",
+    checked: "Wraps an untrusted buffer: `Err(Truncated)` if it is shorter than 8 bytes.",
+    check: check_len
+}
+
+fields! {
+    Icmpv4Packet {
+        msg_type / set_msg_type: u8 = field::TYPE;
+        msg_code / set_msg_code: u8 = field::CODE;
+        checksum / set_checksum: u16 = field::CHECKSUM;
+        /// Echo identifier (meaningful for echo request/reply only).
+        echo_ident / set_echo_ident: u16 = field::ECHO_IDENT;
+        /// Echo sequence number (meaningful for echo request/reply only).
+        echo_seq_no / set_echo_seq_no: u16 = field::ECHO_SEQ;
+    }
 }
 
 impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
     /// Length of the ICMP header.
     pub const HEADER_LEN: usize = HEADER_LEN;
 
-    /// Wraps a buffer without checks: only for buffers of at least 8 bytes the caller built.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Icmpv4Packet { buffer }
-    }
-
-    /// Wraps an untrusted buffer: `Err(Truncated)` if it is shorter than 8 bytes.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// The check `new_checked` makes.
     #[inline]
     pub fn check_len(&self) -> Result<(), WireError> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            Err(WireError::Truncated)
-        } else {
-            Ok(())
-        }
-    }
-
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    #[inline]
-    pub fn msg_type(&self) -> u8 {
-        self.buffer.as_ref()[field::TYPE]
-    }
-
-    #[inline]
-    pub fn msg_code(&self) -> u8 {
-        self.buffer.as_ref()[field::CODE]
-    }
-
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::CHECKSUM)
+        super::check_min_len(self.buffer.as_ref(), HEADER_LEN)
     }
 
     /// Bytes 4..8, whose meaning depends on the type (echo id/seq, unused, next-hop MTU, ...).
@@ -119,18 +95,6 @@ impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
     #[inline]
     pub fn is_echo(&self) -> bool {
         matches!(self.msg_type(), TYPE_ECHO_REQUEST | TYPE_ECHO_REPLY)
-    }
-
-    /// Echo identifier (meaningful for echo request/reply only).
-    #[inline]
-    pub fn echo_ident(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::ECHO_IDENT)
-    }
-
-    /// Echo sequence number (meaningful for echo request/reply only).
-    #[inline]
-    pub fn echo_seq_no(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::ECHO_SEQ)
     }
 
     /// True if the checksum over the whole message is correct.
@@ -148,33 +112,8 @@ impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv4Packet<T> {
     #[inline]
-    pub fn set_msg_type(&mut self, value: u8) {
-        self.buffer.as_mut()[field::TYPE] = value;
-    }
-
-    #[inline]
-    pub fn set_msg_code(&mut self, value: u8) {
-        self.buffer.as_mut()[field::CODE] = value;
-    }
-
-    #[inline]
-    pub fn set_checksum(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::CHECKSUM, value);
-    }
-
-    #[inline]
     pub fn set_rest_of_header(&mut self, value: [u8; 4]) {
         self.buffer.as_mut()[field::REST].copy_from_slice(&value);
-    }
-
-    #[inline]
-    pub fn set_echo_ident(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::ECHO_IDENT, value);
-    }
-
-    #[inline]
-    pub fn set_echo_seq_no(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::ECHO_SEQ, value);
     }
 
     /// Computes the checksum over the whole message and writes it.

@@ -12,7 +12,7 @@
 use std::net::Ipv4Addr;
 
 use super::checksum;
-use super::{read_ipv4, read_u16, write_ipv4, write_u16, WireError};
+use super::{read_u16, write_u16, WireError};
 
 /// Length of a header without options.
 pub const MIN_HEADER_LEN: usize = 20;
@@ -35,29 +35,32 @@ const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 const FRAG_OFFSET_MASK: u16 = 0x1fff;
 
-/// A view of an IPv4 packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ipv4Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an IPv4 packet.
+    Ipv4Packet,
+    unchecked: "Wraps a buffer without checks: only for buffers the caller built and sized.",
+    checked: "Wraps an untrusted buffer; see the module doc for the checks.",
+    check: check
+}
+
+fields! {
+    Ipv4Packet {
+        /// The DSCP and ECN byte (formerly TOS).
+        dscp_ecn / set_dscp_ecn: u8 = field::DSCP_ECN;
+        /// Total length of the packet, header included.
+        total_len / set_total_len: u16 = field::TOTAL_LEN;
+        ident / set_ident: u16 = field::IDENT;
+        ttl / set_ttl: u8 = field::TTL;
+        protocol / set_protocol: u8 = field::PROTOCOL;
+        checksum / set_checksum: u16 = field::CHECKSUM;
+        src_addr / set_src_addr: Ipv4Addr = field::SRC;
+        dst_addr / set_dst_addr: Ipv4Addr = field::DST;
+    }
 }
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Length of a header without options.
     pub const MIN_HEADER_LEN: usize = MIN_HEADER_LEN;
-
-    /// Wraps a buffer without checks: only for buffers the caller built and sized.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Ipv4Packet { buffer }
-    }
-
-    /// Wraps an untrusted buffer; see the module doc for the checks.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check()?;
-        Ok(packet)
-    }
 
     /// The checks `new_checked` makes, in that order.
     pub fn check(&self) -> Result<(), WireError> {
@@ -86,11 +89,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    #[inline]
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[field::VER_IHL] >> 4
     }
@@ -107,12 +105,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         usize::from(self.ihl()) * 4
     }
 
-    /// The DSCP and ECN byte (formerly TOS).
-    #[inline]
-    pub fn dscp_ecn(&self) -> u8 {
-        self.buffer.as_ref()[field::DSCP_ECN]
-    }
-
     #[inline]
     pub fn dscp(&self) -> u8 {
         self.dscp_ecn() >> 2
@@ -121,17 +113,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     #[inline]
     pub fn ecn(&self) -> u8 {
         self.dscp_ecn() & 0x03
-    }
-
-    /// Total length of the packet, header included.
-    #[inline]
-    pub fn total_len(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::TOTAL_LEN)
-    }
-
-    #[inline]
-    pub fn ident(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::IDENT)
     }
 
     /// The raw 16-bit flags and fragment offset word.
@@ -166,31 +147,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     #[inline]
     pub fn is_non_first_fragment(&self) -> bool {
         self.flags_frag() & FRAG_OFFSET_MASK != 0
-    }
-
-    #[inline]
-    pub fn ttl(&self) -> u8 {
-        self.buffer.as_ref()[field::TTL]
-    }
-
-    #[inline]
-    pub fn protocol(&self) -> u8 {
-        self.buffer.as_ref()[field::PROTOCOL]
-    }
-
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::CHECKSUM)
-    }
-
-    #[inline]
-    pub fn src_addr(&self) -> Ipv4Addr {
-        read_ipv4(self.buffer.as_ref(), field::SRC)
-    }
-
-    #[inline]
-    pub fn dst_addr(&self) -> Ipv4Addr {
-        read_ipv4(self.buffer.as_ref(), field::DST)
     }
 
     /// The header, options included.
@@ -238,21 +194,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         self.set_ihl(bytes / 4);
     }
 
-    #[inline]
-    pub fn set_dscp_ecn(&mut self, value: u8) {
-        self.buffer.as_mut()[field::DSCP_ECN] = value;
-    }
-
-    #[inline]
-    pub fn set_total_len(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::TOTAL_LEN, value);
-    }
-
-    #[inline]
-    pub fn set_ident(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::IDENT, value);
-    }
-
     /// Sets the raw flags and fragment offset word.
     #[inline]
     pub fn set_flags_frag(&mut self, value: u16) {
@@ -276,31 +217,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     pub fn set_frag_offset(&mut self, bytes: u16) {
         let w = self.flags_frag();
         self.set_flags_frag((w & !FRAG_OFFSET_MASK) | ((bytes >> 3) & FRAG_OFFSET_MASK));
-    }
-
-    #[inline]
-    pub fn set_ttl(&mut self, value: u8) {
-        self.buffer.as_mut()[field::TTL] = value;
-    }
-
-    #[inline]
-    pub fn set_protocol(&mut self, value: u8) {
-        self.buffer.as_mut()[field::PROTOCOL] = value;
-    }
-
-    #[inline]
-    pub fn set_checksum(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::CHECKSUM, value);
-    }
-
-    #[inline]
-    pub fn set_src_addr(&mut self, addr: Ipv4Addr) {
-        write_ipv4(self.buffer.as_mut(), field::SRC, addr);
-    }
-
-    #[inline]
-    pub fn set_dst_addr(&mut self, addr: Ipv4Addr) {
-        write_ipv4(self.buffer.as_mut(), field::DST, addr);
     }
 
     #[inline]

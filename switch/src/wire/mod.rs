@@ -19,6 +19,66 @@
 //! (ethertype 0x8100 is reported as it is); no `Repr` types yet: the pipeline works on views and
 //! on [`ParsedFrame`].
 
+/// Declares a view type over a byte buffer `T` (smoltcp style) with what every view has:
+/// `new_unchecked`, `new_checked` (which runs the view's own `check` method and returns its
+/// error) and `into_inner`. Each view's module adds its constants, checks and field accessors.
+macro_rules! view {
+    ($(#[$doc:meta])* $name:ident, unchecked: $unchecked:literal, checked: $checked:literal, check: $check:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            #[doc = $unchecked]
+            #[inline]
+            pub const fn new_unchecked(buffer: T) -> Self {
+                $name { buffer }
+            }
+
+            #[doc = $checked]
+            #[inline]
+            pub fn new_checked(buffer: T) -> Result<Self, $crate::wire::WireError> {
+                let view = Self::new_unchecked(buffer);
+                view.$check()?;
+                Ok(view)
+            }
+
+            #[inline]
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+    };
+}
+
+/// Declares a view's fixed-offset fields: for each, a getter (with the given docs and
+/// attributes) and a setter `set_...`, reading and writing the value at its offset in network
+/// byte order through [`FieldValue`].
+macro_rules! fields {
+    ($view:ident { $( $(#[$attr:meta])* $get:ident / $set:ident: $ty:ty = $at:expr; )* }) => {
+        impl<T: AsRef<[u8]>> $view<T> {
+            $(
+                $(#[$attr])*
+                #[inline]
+                pub fn $get(&self) -> $ty {
+                    <$ty as $crate::wire::FieldValue>::read(self.buffer.as_ref(), $at)
+                }
+            )*
+        }
+
+        impl<T: AsRef<[u8]> + AsMut<[u8]>> $view<T> {
+            $(
+                #[inline]
+                pub fn $set(&mut self, value: $ty) {
+                    $crate::wire::FieldValue::write(value, self.buffer.as_mut(), $at);
+                }
+            )*
+        }
+    };
+}
+
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
@@ -103,6 +163,79 @@ impl std::error::Error for WireError {}
 
 /// Byte-range type used by the private `field` tables of the views.
 type Field = core::ops::Range<usize>;
+
+/// A value stored at a fixed offset of a header, in network byte order (see [`fields!`]).
+trait FieldValue: Sized {
+    fn read(buf: &[u8], at: usize) -> Self;
+    fn write(self, buf: &mut [u8], at: usize);
+}
+
+impl FieldValue for u8 {
+    #[inline]
+    fn read(buf: &[u8], at: usize) -> Self {
+        buf[at]
+    }
+    #[inline]
+    fn write(self, buf: &mut [u8], at: usize) {
+        buf[at] = self;
+    }
+}
+
+impl FieldValue for u16 {
+    #[inline]
+    fn read(buf: &[u8], at: usize) -> Self {
+        read_u16(buf, at)
+    }
+    #[inline]
+    fn write(self, buf: &mut [u8], at: usize) {
+        write_u16(buf, at, self);
+    }
+}
+
+impl FieldValue for u32 {
+    #[inline]
+    fn read(buf: &[u8], at: usize) -> Self {
+        read_u32(buf, at)
+    }
+    #[inline]
+    fn write(self, buf: &mut [u8], at: usize) {
+        write_u32(buf, at, self);
+    }
+}
+
+impl FieldValue for MacAddr {
+    #[inline]
+    fn read(buf: &[u8], at: usize) -> Self {
+        let mut a = [0u8; 6];
+        a.copy_from_slice(&buf[at..at + 6]);
+        MacAddr(a)
+    }
+    #[inline]
+    fn write(self, buf: &mut [u8], at: usize) {
+        buf[at..at + 6].copy_from_slice(&self.0);
+    }
+}
+
+/// The length check of a view with a fixed-size header: `Truncated` below `min_len` bytes.
+#[inline]
+fn check_min_len(buf: &[u8], min_len: usize) -> Result<(), WireError> {
+    if buf.len() < min_len {
+        Err(WireError::Truncated)
+    } else {
+        Ok(())
+    }
+}
+
+impl FieldValue for std::net::Ipv4Addr {
+    #[inline]
+    fn read(buf: &[u8], at: usize) -> Self {
+        read_ipv4(buf, at)
+    }
+    #[inline]
+    fn write(self, buf: &mut [u8], at: usize) {
+        write_ipv4(buf, at, self);
+    }
+}
 
 /// Reads a big-endian `u16` at `at`. Panics only if the slice is too short, which a checked
 /// view rules out.

@@ -11,7 +11,7 @@
 use std::net::Ipv4Addr;
 
 use super::checksum;
-use super::{read_u16, read_u32, write_u16, write_u32, WireError, IPPROTO_TCP};
+use super::{WireError, IPPROTO_TCP};
 
 /// Length of the fixed header (data offset 5).
 pub const MIN_HEADER_LEN: usize = 20;
@@ -41,29 +41,31 @@ mod field {
     pub const OPTIONS: usize = 20;
 }
 
-/// A view of a TCP segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of a TCP segment.
+    TcpPacket,
+    unchecked: "Wraps a buffer without checks: only for buffers the caller built and sized.",
+    checked: "Wraps an untrusted buffer; see the module doc for the checks.",
+    check: check
+}
+
+fields! {
+    TcpPacket {
+        src_port / set_src_port: u16 = field::SRC_PORT;
+        dst_port / set_dst_port: u16 = field::DST_PORT;
+        seq_number / set_seq_number: u32 = field::SEQ;
+        ack_number / set_ack_number: u32 = field::ACK;
+        /// The flag byte; test it with the masks in [`flags`].
+        flags / set_flags: u8 = field::FLAGS;
+        window / set_window: u16 = field::WINDOW;
+        checksum / set_checksum: u16 = field::CHECKSUM;
+        urgent_ptr / set_urgent_ptr: u16 = field::URGENT;
+    }
 }
 
 impl<T: AsRef<[u8]>> TcpPacket<T> {
     /// Length of the fixed header.
     pub const MIN_HEADER_LEN: usize = MIN_HEADER_LEN;
-
-    /// Wraps a buffer without checks: only for buffers the caller built and sized.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        TcpPacket { buffer }
-    }
-
-    /// Wraps an untrusted buffer; see the module doc for the checks.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check()?;
-        Ok(packet)
-    }
 
     /// The checks `new_checked` makes.
     #[inline]
@@ -79,31 +81,6 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         Ok(())
     }
 
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    #[inline]
-    pub fn src_port(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::SRC_PORT)
-    }
-
-    #[inline]
-    pub fn dst_port(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::DST_PORT)
-    }
-
-    #[inline]
-    pub fn seq_number(&self) -> u32 {
-        read_u32(self.buffer.as_ref(), field::SEQ)
-    }
-
-    #[inline]
-    pub fn ack_number(&self) -> u32 {
-        read_u32(self.buffer.as_ref(), field::ACK)
-    }
-
     /// Data offset in 32-bit words.
     #[inline]
     pub fn data_offset(&self) -> u8 {
@@ -116,31 +93,10 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         usize::from(self.data_offset()) * 4
     }
 
-    /// The flag byte; test it with the masks in [`flags`].
-    #[inline]
-    pub fn flags(&self) -> u8 {
-        self.buffer.as_ref()[field::FLAGS]
-    }
-
     /// True if every bit of `mask` is set.
     #[inline]
     pub fn has_flags(&self, mask: u8) -> bool {
         self.flags() & mask == mask
-    }
-
-    #[inline]
-    pub fn window(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::WINDOW)
-    }
-
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::CHECKSUM)
-    }
-
-    #[inline]
-    pub fn urgent_ptr(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::URGENT)
     }
 
     /// Option bytes (empty when the data offset is 5).
@@ -165,26 +121,6 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
-    #[inline]
-    pub fn set_src_port(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::SRC_PORT, value);
-    }
-
-    #[inline]
-    pub fn set_dst_port(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::DST_PORT, value);
-    }
-
-    #[inline]
-    pub fn set_seq_number(&mut self, value: u32) {
-        write_u32(self.buffer.as_mut(), field::SEQ, value);
-    }
-
-    #[inline]
-    pub fn set_ack_number(&mut self, value: u32) {
-        write_u32(self.buffer.as_mut(), field::ACK, value);
-    }
-
     /// Sets the data offset in 32-bit words (low 4 bits used; the reserved bits are kept).
     #[inline]
     pub fn set_data_offset(&mut self, words: u8) {
@@ -196,26 +132,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     #[inline]
     pub fn set_header_len(&mut self, bytes: u8) {
         self.set_data_offset(bytes / 4);
-    }
-
-    #[inline]
-    pub fn set_flags(&mut self, value: u8) {
-        self.buffer.as_mut()[field::FLAGS] = value;
-    }
-
-    #[inline]
-    pub fn set_window(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::WINDOW, value);
-    }
-
-    #[inline]
-    pub fn set_checksum(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::CHECKSUM, value);
-    }
-
-    #[inline]
-    pub fn set_urgent_ptr(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::URGENT, value);
     }
 
     #[inline]

@@ -14,7 +14,7 @@
 use std::net::Ipv4Addr;
 
 use super::checksum;
-use super::{read_u16, write_u16, WireError, IPPROTO_UDP};
+use super::{WireError, IPPROTO_UDP};
 
 /// Length of the UDP header.
 pub const HEADER_LEN: usize = 8;
@@ -27,39 +27,34 @@ mod field {
     pub const PAYLOAD: usize = 8;
 }
 
-/// A view of a UDP datagram.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UdpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of a UDP datagram.
+    UdpPacket,
+    unchecked: "Wraps a buffer without checks: only for buffers the caller built and sized.",
+    checked: "Wraps an untrusted buffer; see the module doc for the checks.",
+    check: check
+}
+
+fields! {
+    UdpPacket {
+        src_port / set_src_port: u16 = field::SRC_PORT;
+        dst_port / set_dst_port: u16 = field::DST_PORT;
+        /// The length field: header plus payload.
+        #[allow(clippy::len_without_is_empty)]
+        len / set_len: u16 = field::LENGTH;
+        checksum / set_checksum: u16 = field::CHECKSUM;
+    }
 }
 
 impl<T: AsRef<[u8]>> UdpPacket<T> {
     /// Length of the UDP header.
     pub const HEADER_LEN: usize = HEADER_LEN;
 
-    /// Wraps a buffer without checks: only for buffers the caller built and sized.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        UdpPacket { buffer }
-    }
-
-    /// Wraps an untrusted buffer; see the module doc for the checks.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check()?;
-        Ok(packet)
-    }
-
     /// Only the header length check: enough for the port, length and checksum getters, not for
     /// `payload` or the checksum methods.
     #[inline]
     pub fn check_header_len(&self) -> Result<(), WireError> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            Err(WireError::Truncated)
-        } else {
-            Ok(())
-        }
+        super::check_min_len(self.buffer.as_ref(), HEADER_LEN)
     }
 
     /// The checks `new_checked` makes.
@@ -71,33 +66,6 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
             return Err(WireError::BadL4Length);
         }
         Ok(())
-    }
-
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    #[inline]
-    pub fn src_port(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::SRC_PORT)
-    }
-
-    #[inline]
-    pub fn dst_port(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::DST_PORT)
-    }
-
-    /// The length field: header plus payload.
-    #[inline]
-    #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::LENGTH)
-    }
-
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// The datagram as the length field bounds it.
@@ -124,26 +92,6 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
-    #[inline]
-    pub fn set_src_port(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::SRC_PORT, value);
-    }
-
-    #[inline]
-    pub fn set_dst_port(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::DST_PORT, value);
-    }
-
-    #[inline]
-    pub fn set_len(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::LENGTH, value);
-    }
-
-    #[inline]
-    pub fn set_checksum(&mut self, value: u16) {
-        write_u16(self.buffer.as_mut(), field::CHECKSUM, value);
-    }
-
     /// Computes the checksum over the pseudo-header and `len()` bytes and writes it (0 becomes
     /// `0xffff`). Set the length field first.
     #[inline]
