@@ -79,7 +79,7 @@ impl PodCache {
     /// Takes in view `m`; true when [`Self::generation`] changed.
     pub fn update(&mut self, m: &Manifests) -> bool {
         let before = self.generation;
-        let changes = m.changes_since(&self.seen).map(|c| &c.pods);
+        let changes = m.changes_since(&self.seen).map(|c| &c.keys.pods);
         match changes {
             Some(keys) => {
                 for k in keys {

@@ -617,7 +617,7 @@ fn selectors_match_as_kubernetes_does() {
         ("{matchLabels: {pod: a}, matchExpressions: [{key: tier, operator: NotIn, values: [web]}]}", false),
     ];
     for (yaml, want) in cases {
-        let sel: LabelSelector = serde_yaml::from_str(yaml).unwrap();
+        let sel: LabelSelector = serde_saphyr::from_str(yaml).unwrap();
         let s = selector::Selector::parse(&sel).unwrap_or_else(|e| panic!("{yaml}: {e}"));
         assert_eq!(s.matches(&labels), want, "{yaml}");
     }
@@ -634,11 +634,11 @@ fn selectors_match_as_kubernetes_does() {
         ("{matchExpressions: [{key: '', operator: Exists}]}", "key"),
     ];
     for (yaml, needle) in errors {
-        let sel: LabelSelector = serde_yaml::from_str(yaml).unwrap();
+        let sel: LabelSelector = serde_saphyr::from_str(yaml).unwrap();
         let e = selector::Selector::parse(&sel).unwrap_err();
         assert!(e.contains(needle), "{yaml}: {e}");
     }
-    let sel: LabelSelector = serde_yaml::from_str(
+    let sel: LabelSelector = serde_saphyr::from_str(
         "{matchLabels: {pod: a}, matchExpressions: [{key: ns, operator: In, values: [y, x]}, {key: t, operator: DoesNotExist}, {key: k8s.io/u, operator: Exists}]}",
     )
     .unwrap();

@@ -298,7 +298,7 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
 
     // Keys that may have changed, when the view says so (else every key is compared).
     let changes = if full { None } else { m.changes_since(&cache.seen) };
-    let pods_may_differ = changes.is_none_or(|c| !c.pods.is_empty());
+    let pods_may_differ = changes.is_none_or(|c| !c.keys.pods.is_empty());
     cache.seen = m.digest.clone();
 
     // 1a. Services: read what changed.
@@ -328,7 +328,7 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
         match changes {
             Some(c) => {
                 // In key order, as the walk below: new Services are numbered in it.
-                for k in &c.services {
+                for k in &c.keys.services {
                     match (m.services.get_key_value(k), cache.services.get_mut(k)) {
                         (Some((k, obj)), Some(e)) => reread(k, obj, e),
                         (Some((k, obj)), None) => fresh.push((k, obj)),
@@ -411,7 +411,7 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
         };
         match changes {
             Some(c) => {
-                for k in &c.endpoint_slices {
+                for k in &c.keys.endpoint_slices {
                     match (m.endpoint_slices.get_key_value(k), cache.slices.get(k)) {
                         (Some((k, obj)), old) => changed.extend(read(k, obj, old)),
                         (None, Some(_)) => changed.push((k.clone(), None)),
