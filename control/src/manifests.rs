@@ -205,9 +205,13 @@ pub fn load_dir(dir: &Path) -> Result<Manifests, ManifestError> {
 
 /// The YAML reader's limits: those of serde-saphyr (against alias bombs and the like), with
 /// room for the document and node counts of a whole cluster's objects in one file (the sync
-/// benchmark's 30,000 documents).
+/// benchmark's 30,000 documents). Scalars are read as YAML 1.2 (as serde_yaml did): `y`, `yes`,
+/// `on` stay strings (a Namespace named `y` is not `true`), so do `0755` and `1_000`.
 fn yaml_options() -> serde_saphyr::Options {
     serde_saphyr::options! {
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
         budget: serde_saphyr::budget! {
             max_documents: 10_000_000,
             max_nodes: 1_000_000_000,
@@ -357,6 +361,19 @@ mod tests {
         assert_eq!(m.pods.keys().collect::<Vec<_>>(), vec!["x/a"]);
         assert_eq!(m.nodes.len(), 1);
         assert_eq!(m.ignored.len(), 1);
+    }
+
+    #[test]
+    fn scalars_are_yaml_1_2_as_serde_yaml_read_them() {
+        let mut m = Manifests::default();
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: y}\n---\n\
+                    apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: y, labels: {on: yes, mode: 0755, n: 1_000}}\n";
+        add_documents(&mut m, Path::new("f.yaml"), text).unwrap();
+        assert_eq!(m.namespaces.keys().collect::<Vec<_>>(), vec!["y"]);
+        let labels = m.pods["y/a"].metadata.labels.clone().unwrap();
+        assert_eq!(labels["on"], "yes");
+        assert_eq!(labels["mode"], "0755");
+        assert_eq!(labels["n"], "1_000");
     }
 
     #[test]

@@ -428,7 +428,13 @@ fn the_api_view_matches_the_directory_view_of_the_same_objects() {
     let mut n = 0;
     for f in manifests::manifest_files(&dir).unwrap() {
         let text = std::fs::read_to_string(&f).unwrap();
-        for v in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
+        // Scalars as the switch reads them (YAML 1.2: a name `y` or `0755` is a string).
+        let opts = serde_saphyr::options! {
+            strict_booleans: true,
+            leading_zero_numbers_as_strings: true,
+            underscored_numbers_as_strings: true,
+        };
+        for v in serde_saphyr::from_multiple_with_options::<Value>(&text, opts).unwrap() {
             if Res::from_kind(v["kind"].as_str().unwrap_or("")).is_some() {
                 api.apply(v);
                 n += 1;
