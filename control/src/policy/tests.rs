@@ -635,7 +635,7 @@ fn selectors_match_as_kubernetes_does() {
     ];
     for (yaml, needle) in errors {
         let sel: LabelSelector = serde_saphyr::from_str(yaml).unwrap();
-        let e = selector::Selector::parse(&sel).unwrap_err();
+        let e = selector::Selector::parse(&sel).unwrap_err().to_string();
         assert!(e.contains(needle), "{yaml}: {e}");
     }
     let sel: LabelSelector = serde_saphyr::from_str(
