@@ -203,10 +203,15 @@ pub fn is_iana_port_name(s: &str) -> bool {
         && !s.contains("--")
 }
 
-fn parse_proto(p: Option<&str>) -> Result<L4Proto, String> {
+/// A port's protocol that is not one podswitch carries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("protocol {0:?} is not TCP, UDP or SCTP")]
+pub struct ProtocolError(pub String);
+
+fn parse_proto(p: Option<&str>) -> Result<L4Proto, ProtocolError> {
     match p {
         None | Some("") => Ok(L4Proto::Tcp),
-        Some(s) => L4Proto::parse(s).ok_or_else(|| format!("protocol {s:?} is not TCP, UDP or SCTP")),
+        Some(s) => L4Proto::parse(s).ok_or_else(|| ProtocolError(s.to_string())),
     }
 }
 
