@@ -243,7 +243,12 @@ pub fn add_documents(out: &mut Manifests, file: &Path, text: &str) -> Result<(),
 /// The reader's message without the location it renders (the error says file and line).
 fn yaml_message(e: &serde_saphyr::Error) -> String {
     let full = e.to_string();
-    full.lines().next().unwrap_or_default().trim().to_string()
+    let first = full.lines().next().unwrap_or_default().trim();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match first.split_once(": ") {
+        Some((at, message)) if at.starts_with("line ") => message.to_string(),
+        _ => first.to_string(),
+    }
 }
 
 fn add_object(out: &mut Manifests, file: &Path, value: serde_json::Value) -> Result<(), ObjectError> {
@@ -382,7 +387,8 @@ mod tests {
         let e = add_documents(&mut m, Path::new("bad.yaml"), "kind: Pod\napiVersion: v1\nmetadata: {name: a}\n---\n: : :\n")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("bad.yaml, line 5: invalid YAML"), "{e}");
+        assert!(e.starts_with("bad.yaml, line 5: invalid YAML: "), "{e}");
+        assert!(!e.contains("line 5 column"), "the location once: {e}");
         let e = add_documents(&mut Manifests::default(), Path::new("f.yaml"), "kind: Pod\napiVersion: v1\nmetadata: {name: A_b}\n")
             .unwrap_err()
             .to_string();
