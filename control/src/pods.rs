@@ -317,7 +317,7 @@ mod tests {
             let mut rv = 1;
             let mut generations = 0;
             for step in 0..300 {
-                for _ in 0..1 + rng.u64(..3) {
+                for _ in 0..=rng.u64(..3) {
                     let ns = ["a", "a-b", "b"][rng.u64(..3) as usize];
                     let i = rng.u64(..8);
                     rv += 1;

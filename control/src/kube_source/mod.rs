@@ -281,7 +281,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records an error, of the kind with this index if it is one kind's.
@@ -446,7 +446,7 @@ impl StatusHandle {
     pub fn status(&self) -> KubeStatus {
         let shared = &self.0;
         let st = shared.lock();
-        let kinds: BTreeMap<String, KindStatus> = PLURALS.iter().map(|p| p.to_string()).zip(st.kinds.iter().cloned()).collect();
+        let kinds: BTreeMap<String, KindStatus> = PLURALS.iter().map(std::string::ToString::to_string).zip(st.kinds.iter().cloned()).collect();
         KubeStatus {
             server: shared.server.clone(),
             connected: st.connected,

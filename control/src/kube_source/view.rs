@@ -294,9 +294,7 @@ mod tests {
     }
 
     fn pod_keys(keys: &[&str]) -> ByKind<Keys> {
-        let mut k = ByKind::<Keys>::default();
-        k.pods = keys.iter().map(|s| s.to_string()).collect();
-        k
+        ByKind::<Keys> { pods: keys.iter().map(std::string::ToString::to_string).collect(), ..Default::default() }
     }
 
     /// What a view holds, objects compared by identity (they are shared, never copied).

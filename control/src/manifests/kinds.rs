@@ -227,7 +227,7 @@ mod tests {
     fn the_list_is_in_order_with_scopes_and_names() {
         assert_eq!(PLURALS, ["namespaces", "pods", "nodes", "services", "endpointslices", "networkpolicies"]);
         assert_eq!((Pod::INDEX, NetworkPolicy::INDEX), (1, 5));
-        assert!(Pod::NAMESPACED && EndpointSlice::NAMESPACED && !Node::NAMESPACED && !Namespace::NAMESPACED);
+        const { assert!(Pod::NAMESPACED && EndpointSlice::NAMESPACED && !Node::NAMESPACED && !Namespace::NAMESPACED) };
         assert_eq!((<EndpointSlice as k8s_openapi::Resource>::KIND, <EndpointSlice as k8s_openapi::Resource>::API_VERSION), ("EndpointSlice", "discovery.k8s.io/v1"));
     }
 

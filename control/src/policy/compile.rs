@@ -615,7 +615,7 @@ fn compile_everything(inp: &PolicyInputs, state: &mut PolicyState) -> CompiledPo
         views.push(PolicyView {
             policy: key.clone(),
             policy_id: id,
-            pod_selector: m.pod_selector.as_ref().map_or_else(|| "invalid".to_string(), |s| s.to_string()),
+            pod_selector: m.pod_selector.as_ref().map_or_else(|| "invalid".to_string(), std::string::ToString::to_string),
             policy_types: m.directions.names(),
             status: if m.errors.is_empty() { "ok" } else { "invalid" },
             errors: m.errors.clone(),

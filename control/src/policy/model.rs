@@ -90,7 +90,7 @@ impl PeerSpec {
             PeerSpec::IpBlock { cidr, except } if except.is_empty() => format!("ipBlock {cidr}"),
             PeerSpec::IpBlock { cidr, except } => format!(
                 "ipBlock {cidr} except {}",
-                except.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+                except.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join(", ")
             ),
             PeerSpec::Ipv6Block { cidr } => format!("ipBlock {cidr} (IPv6: matches nothing here)"),
         }

@@ -1112,7 +1112,7 @@ fn example_policies_compile_cleanly_over_the_lab() {
     for f in files {
         let mut m = crate::manifests::load_dir(&lab).unwrap();
         // The lab allocates IPs; give the pods the ones the tests use.
-        for (k, p) in m.pods.iter_mut() {
+        for (k, p) in &mut m.pods {
             std::sync::Arc::make_mut(p).status.get_or_insert_with(Default::default).pod_ip = Some(lab_ip(k).to_string());
         }
         let text = std::fs::read_to_string(&f).unwrap();

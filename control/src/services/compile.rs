@@ -544,7 +544,7 @@ fn allocation_step(pass: &mut Pass, state: &mut ServiceState) -> Vec<String> {
         return cache.alloc_problems.iter().filter(|(once, _)| !once).map(|(_, p)| p.clone()).collect();
     }
     let (mut allocs, problems) = allocate(&cache.services, cfg, cluster_ips, node_ports);
-    for (k, e) in cache.services.iter_mut() {
+    for (k, e) in &mut cache.services {
         let a = allocs.remove(k.as_str()).map(Box::new);
         if a != e.alloc {
             pass.structure_changed = true;
@@ -671,7 +671,7 @@ fn assemble_tables(
     let mut cluster_ips = AddressSet::default();
     let mut frontends: Vec<Arc<Frontend>> = Vec::with_capacity(n);
     let mut views: Vec<Arc<ServiceView>> = Vec::with_capacity(n);
-    for (k, e) in cache.services.iter_mut() {
+    for (k, e) in &mut cache.services {
         let Some(out) = e.out.as_mut() else { continue };
         cluster_ips.insert(u32::from(e.alloc.as_ref().expect("compiled Services are allocated").cluster_ip));
         out.offset = frontends.len();
@@ -956,8 +956,7 @@ fn compile_one(
         // Ids: kept while listed; new ones in order.
         let old_ids: &[((Ipv4Addr, u16), u32)] = old
             .and_then(|o| o.ids.iter().find(|((n, p), _)| *n == port.name && *p == port.proto))
-            .map(|(_, v)| v.as_slice())
-            .unwrap_or(&[]);
+            .map_or(&[], |(_, v)| v.as_slice());
         let ids: Vec<u32> = cands
             .iter()
             .map(|c| match old_ids.binary_search_by_key(&(c.ip, c.port), |e| e.0) {

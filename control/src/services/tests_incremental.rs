@@ -312,7 +312,7 @@ fn run(seed: u64, steps: usize, config: ServiceConfig) -> (usize, usize) {
     let mut refs = RefState::new(config);
     let (mut frontends, mut problems) = (0, 0);
     for step in 0..steps {
-        for _ in 0..1 + rng.usize(..3) {
+        for _ in 0..=rng.usize(..3) {
             w.edit(&mut rng);
         }
         let m = w.manifests(false);
