@@ -3,45 +3,60 @@
 //! Contract:
 //! - Every `*.yaml`/`*.yml`/`*.json` file directly in the directory is read, in name order;
 //!   a file may hold several documents separated by `---`. `List` objects are flattened.
-//! - Kinds understood: Namespace, Pod, Node, Service (v1), EndpointSlice
-//!   (discovery.k8s.io/v1) and NetworkPolicy (networking.k8s.io/v1). Other kinds are kept aside as
-//!   [`Manifests::ignored`] so that a caller can say what it did not use.
+//! - Kinds understood: those of [`kinds`] (Namespace, Pod, Node, Service (v1), EndpointSlice
+//!   (discovery.k8s.io/v1) and NetworkPolicy (networking.k8s.io/v1)), each at its one
+//!   apiVersion. Other kinds are kept aside as [`Manifests::ignored`] so that a caller can say
+//!   what it did not use.
+//! - YAML is read with serde-saphyr (the YAML crate kube uses), within its limits against
+//!   alias bombs and the like, widened for the document counts of a whole cluster.
 //! - Any error (unreadable file, bad YAML, a known kind that does not deserialize, a duplicate
-//!   object) fails the whole load with a message naming the file and document: the caller keeps
-//!   the tables it has (nothing is half-applied).
+//!   object) fails the whole load with a message naming the file and line (of the bad YAML, or
+//!   where the bad object's document starts): the caller keeps the tables it has (nothing is
+//!   half-applied).
 //! - [`dir_digest`] is a content hash over the same files; the switch reports the digest it has
 //!   applied so that tools (the lab's probe) can wait until it is in force.
 //! - A view may carry [`Changes`]: the keys of every object that differs from the view whose
 //!   digest is [`Changes::since`]. Consumers that applied exactly that view may look at those
 //!   keys only ([`Manifests::changes_since`]); any other consumer compares everything. A view
 //!   without changes (the directory source, a first view, a relist) says nothing about them.
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use serde::Deserialize;
+pub mod kinds;
 
-/// Objects of one manifest directory, keyed by `namespace/name` (or `name` when cluster-scoped).
+pub use kinds::{ByKind, Collection, EachKind, Keys, Kind, Objects};
+
+/// Objects of one manifest directory (or of the API source's stores), keyed by
+/// `namespace/name` (or `name` when cluster-scoped), one [`Collection`] per [`Kind`].
 /// Objects are shared (`Arc`): a source that keeps them (the API source's stores) hands them
 /// over without copying them, and a clone of a view copies no object.
 #[derive(Debug, Default, Clone)]
 pub struct Manifests {
-    pub namespaces: BTreeMap<String, Arc<Namespace>>,
-    pub pods: BTreeMap<String, Arc<Pod>>,
-    pub nodes: BTreeMap<String, Arc<Node>>,
-    pub services: BTreeMap<String, Arc<Service>>,
-    pub endpoint_slices: BTreeMap<String, Arc<EndpointSlice>>,
-    pub network_policies: BTreeMap<String, Arc<NetworkPolicy>>,
+    pub objects: ByKind<Objects>,
     /// `kind namespace/name (file)` of documents of kinds this version does not use.
     pub ignored: Vec<String>,
     /// Digest of the directory content this view was read from (see [`dir_digest`]).
     pub digest: String,
     /// What changed since an earlier view, when the source knows it (see the module contract).
     pub changes: Option<Changes>,
+}
+
+/// A view reads as its objects (`m.pods`, `m.services`, ...): the other fields say where they
+/// came from.
+impl Deref for Manifests {
+    type Target = ByKind<Objects>;
+
+    fn deref(&self) -> &ByKind<Objects> {
+        &self.objects
+    }
+}
+
+impl DerefMut for Manifests {
+    fn deref_mut(&mut self) -> &mut ByKind<Objects> {
+        &mut self.objects
+    }
 }
 
 impl Manifests {
@@ -52,37 +67,37 @@ impl Manifests {
     }
 }
 
-/// Keys (as [`Manifests`] keys them) of the objects that were added, modified or removed
-/// since the view whose digest is `since`. A key may be listed whose object did not change in
-/// the end (changed and changed back): consumers compare what they read of it.
+/// Keys (as [`Manifests`] keys them), per kind, of the objects that were added, modified or
+/// removed since the view whose digest is `since`. A key may be listed whose object did not
+/// change in the end (changed and changed back): consumers compare what they read of it.
+///
+/// The one account of what changed, from the source to the compilers: the API source's
+/// watches record keys into it, its updates carry it, and the view hands it on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     pub since: String,
-    pub namespaces: BTreeSet<String>,
-    pub pods: BTreeSet<String>,
-    pub nodes: BTreeSet<String>,
-    pub services: BTreeSet<String>,
-    pub endpoint_slices: BTreeSet<String>,
-    pub network_policies: BTreeSet<String>,
+    pub keys: ByKind<Keys>,
 }
 
 impl Changes {
     /// The keys whose object differs between `old` and `new` (by content), leading from `old`.
     pub fn between(old: &Manifests, new: &Manifests) -> Changes {
-        fn diff<T: PartialEq>(a: &BTreeMap<String, T>, b: &BTreeMap<String, T>) -> BTreeSet<String> {
-            let mut out: BTreeSet<String> = a.iter().filter(|(k, v)| b.get(*k) != Some(*v)).map(|(k, _)| k.clone()).collect();
-            out.extend(b.keys().filter(|k| !a.contains_key(*k)).cloned());
-            out
+        struct Diff<'a> {
+            old: &'a Manifests,
+            new: &'a Manifests,
+            keys: ByKind<Keys>,
         }
-        Changes {
-            since: old.digest.clone(),
-            namespaces: diff(&old.namespaces, &new.namespaces),
-            pods: diff(&old.pods, &new.pods),
-            nodes: diff(&old.nodes, &new.nodes),
-            services: diff(&old.services, &new.services),
-            endpoint_slices: diff(&old.endpoint_slices, &new.endpoint_slices),
-            network_policies: diff(&old.network_policies, &new.network_policies),
+        impl EachKind for Diff<'_> {
+            fn kind<K: Kind>(&mut self) {
+                let (a, b) = (K::of(&self.old.objects), K::of(&self.new.objects));
+                let out = K::of_mut(&mut self.keys);
+                out.extend(a.iter().filter(|(k, v)| b.get(*k) != Some(*v)).map(|(k, _)| k.clone()));
+                out.extend(b.keys().filter(|k| !a.contains_key(*k)).cloned());
+            }
         }
+        let mut d = Diff { old, new, keys: ByKind::default() };
+        kinds::each_kind(&mut d);
+        Changes { since: old.digest.clone(), keys: d.keys }
     }
 }
 
@@ -92,8 +107,30 @@ pub enum ManifestError {
     ReadDir { dir: PathBuf, source: std::io::Error },
     #[error("cannot read {file}: {source}")]
     ReadFile { file: PathBuf, source: std::io::Error },
-    #[error("{file}, document {doc}: {message}")]
-    Document { file: PathBuf, doc: usize, message: String },
+    #[error("{file}: file is not UTF-8 text")]
+    NotUtf8 { file: PathBuf },
+    #[error("{file}, line {line}: invalid YAML: {message}")]
+    Yaml { file: PathBuf, line: u64, message: String },
+    /// `line` is where the document (or the List item) holding the object starts.
+    #[error("{file}, line {line}: {source}")]
+    Object { file: PathBuf, line: u64, source: ObjectError },
+}
+
+/// What is wrong with one object of a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("object has no `kind`")]
+    NoKind,
+    #[error("{kind} has no metadata.name")]
+    NoName { kind: String },
+    #[error("{kind} name {name:?} is not a valid Kubernetes name (lowercase DNS label)")]
+    BadName { kind: String, name: String },
+    #[error("{kind} {name}: apiVersion must be {want}, not {got:?}")]
+    ApiVersion { kind: String, name: String, want: &'static str, got: String },
+    #[error("{kind} {name}: {source}")]
+    Decode { kind: String, name: String, source: serde_json::Error },
+    #[error("duplicate {kind} {key}")]
+    Duplicate { kind: String, key: String },
 }
 
 /// The manifest files of `dir`, sorted by name.
@@ -159,116 +196,145 @@ pub fn load_dir(dir: &Path) -> Result<Manifests, ManifestError> {
     for file in manifest_files(dir)? {
         let bytes = fs::read(&file).map_err(|source| ManifestError::ReadFile { file: file.clone(), source })?;
         digest_file(&mut h, &file, &bytes);
-        let text = String::from_utf8(bytes).map_err(|_| ManifestError::Document {
-            file: file.clone(),
-            doc: 1,
-            message: "file is not UTF-8 text".into(),
-        })?;
+        let text = String::from_utf8(bytes).map_err(|_| ManifestError::NotUtf8 { file: file.clone() })?;
         add_documents(&mut out, &file, &text)?;
     }
     out.digest = h.digest().to_string();
     Ok(out)
 }
 
+/// The YAML reader's limits: those of serde-saphyr (against alias bombs and the like), with
+/// room for the document and node counts of a whole cluster's objects in one file (the sync
+/// benchmark's 30,000 documents). Scalars are read as YAML 1.2 (as serde_yaml did): `y`, `yes`,
+/// `on` stay strings (a Namespace named `y` is not `true`), so do `0755` and `1_000`.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
+        budget: serde_saphyr::budget! {
+            max_documents: 10_000_000,
+            max_nodes: 1_000_000_000,
+            max_events: 1_000_000_000,
+            max_total_scalar_bytes: 4 << 30,
+        },
+    }
+}
+
 /// Parses the documents of one file's `text` into `out`.
 pub fn add_documents(out: &mut Manifests, file: &Path, text: &str) -> Result<(), ManifestError> {
-    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let doc = i + 1;
-        let err = |message: String| ManifestError::Document { file: file.into(), doc, message };
-        let value = serde_yaml::Value::deserialize(de).map_err(|e| err(format!("invalid YAML: {e}")))?;
-        if value.is_null() {
+    // JSON values: what k8s-openapi's types read best, and the form of the API's own objects.
+    let docs: Vec<serde_saphyr::Spanned<serde_json::Value>> =
+        serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(|e| ManifestError::Yaml {
+            file: file.into(),
+            line: e.location().map_or(0, |l| l.line()),
+            message: yaml_message(&e),
+        })?;
+    for doc in docs {
+        if doc.value.is_null() {
             continue; // empty document, e.g. a trailing `---`
         }
-        add_object(out, file, value).map_err(err)?;
+        let line = doc.referenced.line();
+        add_object(out, file, doc.value).map_err(|source| ManifestError::Object { file: file.into(), line, source })?;
     }
     Ok(())
 }
 
-fn add_object(out: &mut Manifests, file: &Path, value: serde_yaml::Value) -> Result<(), String> {
-    let kind = value
-        .get("kind")
-        .and_then(|k| k.as_str())
-        .ok_or_else(|| "object has no `kind`".to_string())?
-        .to_string();
-    let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("").to_string();
+/// The reader's message without the location it renders (the error says file and line).
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    let full = e.to_string();
+    let first = full.lines().next().unwrap_or_default().trim();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match first.split_once(": ") {
+        Some((at, message)) if at.starts_with("line ") => message.to_string(),
+        _ => first.to_string(),
+    }
+}
+
+fn add_object(out: &mut Manifests, file: &Path, value: serde_json::Value) -> Result<(), ObjectError> {
+    let kind = value.get("kind").and_then(|k| k.as_str()).ok_or(ObjectError::NoKind)?.to_string();
     if kind == "List" || kind.ends_with("List") {
-        let items = value.get("items").and_then(|i| i.as_sequence()).cloned().unwrap_or_default();
-        for item in items {
-            add_object(out, file, item)?;
+        let items = match value {
+            serde_json::Value::Object(mut o) => o.remove("items"),
+            _ => None,
+        };
+        if let Some(serde_json::Value::Array(items)) = items {
+            for item in items {
+                add_object(out, file, item)?;
+            }
         }
         return Ok(());
     }
-    let meta_name = value
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(|n| n.as_str())
-        .map(str::to_string);
-    let Some(name) = meta_name else {
-        return Err(format!("{kind} has no metadata.name"));
+    let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("").to_string();
+    let meta = value.get("metadata");
+    let Some(name) = meta.and_then(|m| m.get("name")).and_then(|n| n.as_str()).map(str::to_string) else {
+        return Err(ObjectError::NoName { kind });
     };
     validate_name(&kind, &name)?;
-    let namespace = value
-        .get("metadata")
-        .and_then(|m| m.get("namespace"))
-        .and_then(|n| n.as_str())
-        .unwrap_or("default")
-        .to_string();
-    macro_rules! typed {
-        ($ty:ty) => {
-            serde_yaml::from_value::<$ty>(value.clone()).map_err(|e| format!("{kind} {name}: {e}"))?
-        };
+    let namespace = meta.and_then(|m| m.get("namespace")).and_then(|n| n.as_str()).unwrap_or("default").to_string();
+    let mut add = AddObject { out, kind, api_version, name, namespace, value: Some(value), result: None };
+    kinds::each_kind(&mut add);
+    match add.result {
+        Some(r) => r,
+        None => {
+            let AddObject { out, kind, namespace, name, .. } = add;
+            out.ignored.push(format!("{kind} {namespace}/{name} ({})", file.display()));
+            Ok(())
+        }
     }
-    match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Namespace") => insert_unique(&mut out.namespaces, name.clone(), typed!(Namespace), &kind)?,
-        ("v1", "Node") => insert_unique(&mut out.nodes, name.clone(), typed!(Node), &kind)?,
-        ("v1", "Pod") => {
-            validate_name("Namespace", &namespace)?;
-            let mut pod = typed!(Pod);
-            pod.metadata.namespace = Some(namespace.clone());
-            insert_unique(&mut out.pods, format!("{namespace}/{name}"), pod, &kind)?
-        }
-        ("v1", "Service") => {
-            validate_name("Namespace", &namespace)?;
-            let mut svc = typed!(Service);
-            svc.metadata.namespace = Some(namespace.clone());
-            insert_unique(&mut out.services, format!("{namespace}/{name}"), svc, &kind)?
-        }
-        ("discovery.k8s.io/v1", "EndpointSlice") => {
-            validate_name("Namespace", &namespace)?;
-            let mut slice = typed!(EndpointSlice);
-            slice.metadata.namespace = Some(namespace.clone());
-            insert_unique(&mut out.endpoint_slices, format!("{namespace}/{name}"), slice, &kind)?
-        }
-        ("networking.k8s.io/v1", "NetworkPolicy") => {
-            validate_name("Namespace", &namespace)?;
-            let mut np = typed!(NetworkPolicy);
-            np.metadata.namespace = Some(namespace.clone());
-            insert_unique(&mut out.network_policies, format!("{namespace}/{name}"), np, &kind)?
-        }
-        (_, "Namespace" | "Node" | "Pod" | "Service") => {
-            return Err(format!("{kind} {name}: apiVersion must be v1, not {api_version:?}"));
-        }
-        (_, "EndpointSlice") => {
-            return Err(format!("{kind} {name}: apiVersion must be discovery.k8s.io/v1, not {api_version:?}"));
-        }
-        (_, "NetworkPolicy") => {
-            return Err(format!("{kind} {name}: apiVersion must be networking.k8s.io/v1, not {api_version:?}"));
-        }
-        _ => out.ignored.push(format!("{kind} {namespace}/{name} ({})", file.display())),
-    }
-    Ok(())
 }
 
-fn insert_unique<T>(map: &mut BTreeMap<String, Arc<T>>, key: String, v: T, kind: &str) -> Result<(), String> {
-    if map.contains_key(&key) {
-        return Err(format!("duplicate {kind} {key}"));
+/// Adds the object to the collection of its kind, if it is of one (else `result` stays None).
+struct AddObject<'a> {
+    out: &'a mut Manifests,
+    kind: String,
+    api_version: String,
+    name: String,
+    namespace: String,
+    value: Option<serde_json::Value>,
+    result: Option<Result<(), ObjectError>>,
+}
+
+impl AddObject<'_> {
+    fn add<K: Kind>(&mut self) -> Result<(), ObjectError> {
+        let (kind, name) = (&self.kind, &self.name);
+        if self.api_version != K::API_VERSION {
+            return Err(ObjectError::ApiVersion {
+                kind: kind.clone(),
+                name: name.clone(),
+                want: K::API_VERSION,
+                got: self.api_version.clone(),
+            });
+        }
+        let value = self.value.take().expect("one kind matches");
+        let mut obj: K = serde_json::from_value(value)
+            .map_err(|source| ObjectError::Decode { kind: kind.clone(), name: name.clone(), source })?;
+        let key = if K::NAMESPACED {
+            validate_name("Namespace", &self.namespace)?;
+            obj.meta_mut().namespace = Some(self.namespace.clone());
+            format!("{}/{name}", self.namespace)
+        } else {
+            name.clone()
+        };
+        let objects = K::of_mut(&mut self.out.objects);
+        if objects.contains_key(&key) {
+            return Err(ObjectError::Duplicate { kind: kind.clone(), key });
+        }
+        objects.insert(key, Arc::new(obj));
+        Ok(())
     }
-    map.insert(key, Arc::new(v));
-    Ok(())
+}
+
+impl EachKind for AddObject<'_> {
+    fn kind<K: Kind>(&mut self) {
+        if self.result.is_none() && self.kind == K::KIND {
+            self.result = Some(self.add::<K>());
+        }
+    }
 }
 
 /// Object names must be DNS-1123 labels (Namespaces, Pods as used here) or subdomains (Nodes).
-fn validate_name(kind: &str, name: &str) -> Result<(), String> {
+fn validate_name(kind: &str, name: &str) -> Result<(), ObjectError> {
     let max = if kind == "Namespace" { 63 } else { 253 };
     let ok = !name.is_empty()
         && name.len() <= max
@@ -279,7 +345,7 @@ fn validate_name(kind: &str, name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{kind} name {name:?} is not a valid Kubernetes name (lowercase DNS label)"))
+        Err(ObjectError::BadName { kind: kind.to_string(), name: name.to_string() })
     }
 }
 
@@ -303,12 +369,26 @@ mod tests {
     }
 
     #[test]
+    fn scalars_are_yaml_1_2_as_serde_yaml_read_them() {
+        let mut m = Manifests::default();
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: y}\n---\n\
+                    apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: y, labels: {on: yes, mode: 0755, n: 1_000}}\n";
+        add_documents(&mut m, Path::new("f.yaml"), text).unwrap();
+        assert_eq!(m.namespaces.keys().collect::<Vec<_>>(), vec!["y"]);
+        let labels = m.pods["y/a"].metadata.labels.clone().unwrap();
+        assert_eq!(labels["on"], "yes");
+        assert_eq!(labels["mode"], "0755");
+        assert_eq!(labels["n"], "1_000");
+    }
+
+    #[test]
     fn errors_name_file_and_document() {
         let mut m = Manifests::default();
         let e = add_documents(&mut m, Path::new("bad.yaml"), "kind: Pod\napiVersion: v1\nmetadata: {name: a}\n---\n: : :\n")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("bad.yaml, document 2: invalid YAML"), "{e}");
+        assert!(e.starts_with("bad.yaml, line 5: invalid YAML: "), "{e}");
+        assert!(!e.contains("line 5 column"), "the location once: {e}");
         let e = add_documents(&mut Manifests::default(), Path::new("f.yaml"), "kind: Pod\napiVersion: v1\nmetadata: {name: A_b}\n")
             .unwrap_err()
             .to_string();

@@ -102,21 +102,39 @@ impl PodInfo {
     }
 }
 
+/// Why the Node this switch serves cannot be read ([`node_info`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    #[error("no Node named {wanted:?} among the manifests ({nodes} Nodes)")]
+    NotFound { wanted: String, nodes: usize },
+    #[error("the manifests hold {nodes} Nodes ({names}); say which one this is with --node-name")]
+    WhichOne { nodes: usize, names: String },
+    #[error("Node {node}: spec.podCIDR {text:?} is not an IPv4 CIDR")]
+    PodCidr { node: String, text: String },
+}
+
+/// Why a Pod cannot be read ([`pod_info`]); `pod` is its `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PodError {
+    #[error("Pod {pod}: status.podIP {ip:?} is not an IPv4 address")]
+    PodIp { pod: String, ip: String },
+    #[error("Pod {pod}: containerPort protocol {protocol:?} is not TCP, UDP or SCTP")]
+    Protocol { pod: String, protocol: String },
+    #[error("Pod {pod}: containerPort {port} is not in 1-65535")]
+    Port { pod: String, port: i32 },
+}
+
 /// The Node this switch serves: `wanted` by name, else the only Node of the view, else the
 /// defaults (`node-1`, 10.244.0.0/24).
-pub fn node_info(m: &Manifests, wanted: Option<&str>) -> Result<NodeInfo, String> {
+pub fn node_info(m: &Manifests, wanted: Option<&str>) -> Result<NodeInfo, NodeError> {
     let node = match wanted {
         Some(w) => match m.nodes.get(w) {
             Some(n) => Some(n),
             None if m.nodes.is_empty() => None,
-            None => return Err(format!("no Node named {w:?} among the manifests ({} Nodes)", m.nodes.len())),
+            None => return Err(NodeError::NotFound { wanted: w.to_string(), nodes: m.nodes.len() }),
         },
         None if m.nodes.len() > 1 => {
-            return Err(format!(
-                "the manifests hold {} Nodes ({}); say which one this is with --node-name",
-                m.nodes.len(),
-                m.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
+            return Err(NodeError::WhichOne { nodes: m.nodes.len(), names: m.nodes.keys().cloned().collect::<Vec<_>>().join(", ") })
         }
         None => m.nodes.values().next(),
     };
@@ -137,7 +155,7 @@ pub fn node_info(m: &Manifests, wanted: Option<&str>) -> Result<NodeInfo, String
         .unwrap_or_else(|| DEFAULT_POD_CIDR.to_string());
     let pod_cidr: Ipv4Net = cidr_text
         .parse()
-        .map_err(|_| format!("Node {name}: spec.podCIDR {cidr_text:?} is not an IPv4 CIDR"))?;
+        .map_err(|_| NodeError::PodCidr { node: name.clone(), text: cidr_text.clone() })?;
     let internal_ip = match node.status.as_ref().and_then(|s| s.addresses.as_ref()) {
         Some(addrs) => match addrs.iter().find(|a| a.type_ == "InternalIP" && a.address.parse::<Ipv4Addr>().is_ok()) {
             Some(a) => a.address.parse().expect("checked above"),
@@ -149,14 +167,14 @@ pub fn node_info(m: &Manifests, wanted: Option<&str>) -> Result<NodeInfo, String
 }
 
 /// Reads one Pod object.
-pub fn pod_info(pod: &Pod) -> Result<PodInfo, String> {
+pub fn pod_info(pod: &Pod) -> Result<PodInfo, PodError> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
     // Only sentences name the pod: its key is written when one is.
     let key = || format!("{namespace}/{name}");
     let ip = match pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()) {
         Some(ip) if !ip.is_empty() => {
-            Some(ip.parse::<Ipv4Addr>().map_err(|_| format!("Pod {}: status.podIP {ip:?} is not an IPv4 address", key()))?)
+            Some(ip.parse::<Ipv4Addr>().map_err(|_| PodError::PodIp { pod: key(), ip: ip.clone() })?)
         }
         _ => None,
     };
@@ -167,13 +185,13 @@ pub fn pod_info(pod: &Pod) -> Result<PodInfo, String> {
             let protocol = match p.protocol.as_deref() {
                 None => L4Proto::Tcp,
                 Some(s) => {
-                    L4Proto::parse(s).ok_or_else(|| format!("Pod {}: containerPort protocol {s:?} is not TCP, UDP or SCTP", key()))?
+                    L4Proto::parse(s).ok_or_else(|| PodError::Protocol { pod: key(), protocol: s.to_string() })?
                 }
             };
             let port = u16::try_from(p.container_port)
                 .ok()
                 .filter(|p| *p != 0)
-                .ok_or_else(|| format!("Pod {}: containerPort {} is not in 1-65535", key(), p.container_port))?;
+                .ok_or_else(|| PodError::Port { pod: key(), port: p.container_port })?;
             ports.push(ContainerPort { name: p.name.clone(), port, protocol });
         }
     }
@@ -189,7 +207,7 @@ pub fn pod_info(pod: &Pod) -> Result<PodInfo, String> {
 }
 
 /// Every pod of the view that runs on `node` with its own network namespace (not hostNetwork).
-pub fn local_pods(m: &Manifests, node: &NodeInfo) -> Result<Vec<PodInfo>, String> {
+pub fn local_pods(m: &Manifests, node: &NodeInfo) -> Result<Vec<PodInfo>, PodError> {
     let mut out = Vec::new();
     for pod in m.pods.values() {
         let p = pod_info(pod)?;

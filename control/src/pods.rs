@@ -29,7 +29,7 @@ struct Entry {
     rv: Option<String>,
     phase: Option<String>,
     /// The pod cannot be read (it is not in `all`).
-    error: Option<String>,
+    error: Option<model::PodError>,
 }
 
 /// See the module contract.
@@ -79,7 +79,7 @@ impl PodCache {
     /// Takes in view `m`; true when [`Self::generation`] changed.
     pub fn update(&mut self, m: &Manifests) -> bool {
         let before = self.generation;
-        let changes = m.changes_since(&self.seen).map(|c| &c.pods);
+        let changes = m.changes_since(&self.seen).map(|c| &c.keys.pods);
         match changes {
             Some(keys) => {
                 for k in keys {
@@ -112,7 +112,7 @@ impl PodCache {
 
     /// The sentences of the pods that cannot be read, in key order.
     pub fn problems(&self) -> Vec<String> {
-        self.entries.values().filter_map(|e| e.error.clone()).collect()
+        self.entries.values().filter_map(|e| e.error.as_ref().map(ToString::to_string)).collect()
     }
 
     /// Pod address (host order) -> `namespace/name`.
@@ -122,7 +122,7 @@ impl PodCache {
 
     /// The pods that run on `node` with their own network namespace, as
     /// [`model::local_pods`] gives them: an error if any pod of the view cannot be read.
-    pub fn local_pods(&self, node: &NodeInfo) -> Result<Vec<PodInfo>, String> {
+    pub fn local_pods(&self, node: &NodeInfo) -> Result<Vec<PodInfo>, model::PodError> {
         if let Some(e) = self.entries.values().find_map(|e| e.error.clone()) {
             return Err(e);
         }
@@ -317,7 +317,7 @@ mod tests {
             let mut rv = 1;
             let mut generations = 0;
             for step in 0..300 {
-                for _ in 0..1 + rng.u64(..3) {
+                for _ in 0..=rng.u64(..3) {
                     let ns = ["a", "a-b", "b"][rng.u64(..3) as usize];
                     let i = rng.u64(..8);
                     rv += 1;

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use podswitch_control::kube_source::{self, KubeSource, Options};
+use podswitch_control::kube_source::{self, KubeSource, Options, Retry};
 use podswitch_control::manifests::{self, Manifests};
 use serde_json::{json, Value};
 use support_fakeapi::{FakeApi, Res};
@@ -15,8 +15,7 @@ fn opts() -> Options {
     Options {
         debounce: Duration::from_millis(20),
         page_size: Some(500),
-        backoff_min: Duration::from_millis(50),
-        backoff_max: Duration::from_millis(300),
+        retry: Retry::Exponential { min: Duration::from_millis(50), max: Duration::from_millis(300) },
         watch_timeout_secs: 290,
     }
 }
@@ -173,8 +172,13 @@ fn a_lone_change_goes_out_at_once_and_a_following_one_waits_for_the_window() {
     assert!(t.elapsed() > window / 2, "a change within the window went out after {:?}", t.elapsed());
 }
 
+/// A change goes out at once: a few milliseconds on a quiet machine. The bound (1 s) is one a
+/// loaded 2-core machine keeps; it still catches a change that waits for a retry, a relist or
+/// a watch timeout. That a lone change does not wait for the batching window is the test above.
+const AT_ONCE: Duration = Duration::from_secs(1);
+
 #[test]
-fn a_change_produces_a_new_view_within_100ms() {
+fn a_change_produces_a_new_view_at_once() {
     let api = FakeApi::start_new();
     seed(&api);
     let (mut src, first) = started(&api, opts());
@@ -184,22 +188,22 @@ fn a_change_produces_a_new_view_within_100ms() {
         api.apply(pod("x", &format!("new{i}"), &format!("10.244.0.{}", 50 + i), json!({"app": "web"})));
         let m = recv(&mut src, Duration::from_secs(2), "after adding a pod");
         let took = t.elapsed();
-        assert!(took < Duration::from_millis(100), "view took {took:?}");
+        assert!(took < AT_ONCE, "view took {took:?}");
         assert!(m.pods.contains_key(&format!("x/new{i}")));
         assert_eq!(m.pods.len(), 4 + i);
         assert_ne!(m.digest, digest);
         digest = m.digest;
     }
-    // Modify and delete, each within 100 ms too.
+    // Modify and delete, each at once too.
     let t = Instant::now();
     api.apply(service("x", "web", "10.96.0.99"));
     let m = recv(&mut src, Duration::from_secs(2), "after modifying a service");
-    assert!(t.elapsed() < Duration::from_millis(100), "{:?}", t.elapsed());
+    assert!(t.elapsed() < AT_ONCE, "{:?}", t.elapsed());
     assert_eq!(m.services["x/web"].spec.as_ref().unwrap().cluster_ip.as_deref(), Some("10.96.0.99"));
     let t = Instant::now();
     assert!(api.delete("Pod", "x", "a"));
     let m = recv(&mut src, Duration::from_secs(2), "after deleting a pod");
-    assert!(t.elapsed() < Duration::from_millis(100), "{:?}", t.elapsed());
+    assert!(t.elapsed() < AT_ONCE, "{:?}", t.elapsed());
     assert!(!m.pods.contains_key("x/a"));
     // A burst within the debounce window: few views, the last has everything.
     for i in 0..20 {
@@ -424,11 +428,13 @@ fn the_api_view_matches_the_directory_view_of_the_same_objects() {
     let mut n = 0;
     for f in manifests::manifest_files(&dir).unwrap() {
         let text = std::fs::read_to_string(&f).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v: Value = serde::Deserialize::deserialize(doc).unwrap();
-            if v.is_null() {
-                continue;
-            }
+        // Scalars as the switch reads them (YAML 1.2: a name `y` or `0755` is a string).
+        let opts = serde_saphyr::options! {
+            strict_booleans: true,
+            leading_zero_numbers_as_strings: true,
+            underscored_numbers_as_strings: true,
+        };
+        for v in serde_saphyr::from_multiple_with_options::<Value>(&text, opts).unwrap() {
             if Res::from_kind(v["kind"].as_str().unwrap_or("")).is_some() {
                 api.apply(v);
                 n += 1;
@@ -505,6 +511,7 @@ fn an_https_server_gets_a_rustls_client() {
 fn lists_every_change(prev: &Manifests, m: &Manifests, what: &str) {
     let c = m.changes_since(&prev.digest).unwrap_or_else(|| panic!("{what}: no changes from the previous view: {:?}", m.changes));
     let d = manifests::Changes::between(prev, m);
+    let (d, c) = (&d.keys, &c.keys);
     for (kind, diff, listed) in [
         ("namespaces", &d.namespaces, &c.namespaces),
         ("pods", &d.pods, &c.pods),
@@ -546,7 +553,7 @@ fn views_list_the_keys_that_changed_and_a_relist_lists_none() {
         let m = recv(&mut src, Duration::from_secs(2), what);
         lists_every_change(&prev, &m, what);
         let c = m.changes.as_ref().unwrap();
-        let listed = c.namespaces.len() + c.pods.len() + c.nodes.len() + c.services.len() + c.endpoint_slices.len() + c.network_policies.len();
+        let listed: usize = c.keys.counts().iter().sum();
         assert!(listed <= 2, "{what}: {c:?}");
         prev = m;
     }
@@ -557,7 +564,7 @@ fn views_list_the_keys_that_changed_and_a_relist_lists_none() {
     }
     let m = recv(&mut src, Duration::from_secs(1), "queued");
     lists_every_change(&prev, &m, "views not taken in time");
-    assert_eq!(m.changes.as_ref().unwrap().pods.len(), 4);
+    assert_eq!(m.changes.as_ref().unwrap().keys.pods.len(), 4);
     // After a relist, no list of changes (the list replaced the store).
     api.force_gone(Res::Pods, 1);
     api.close_watches();

@@ -50,7 +50,7 @@ fn startup_errors_are_one_clear_line_and_leave_nothing_behind() {
     // Bad YAML.
     write_atomic(&t.dir.join("bad.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: [\n");
     let e = run_failing(&t, &[]);
-    assert!(e.contains("bad.yaml, document 1: invalid YAML"), "{e}");
+    assert!(e.contains("bad.yaml, line 3: invalid YAML: unclosed bracket"), "{e}");
     std::fs::remove_file(t.dir.join("bad.yaml")).unwrap();
     // A pod whose interface does not exist.
     t.add_pod("x", "a", "10.244.0.10", false);

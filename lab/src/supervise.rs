@@ -2,8 +2,8 @@
 //! edits of the manifest directory live, as a watch on the Kubernetes API would deliver them.
 //!
 //! Contract:
-//! - Watches the manifest directory with inotify (the `notify` crate) and polls it every second
-//!   as a fallback; acts when `manifests::dir_digest` differs from the digest in `synced`.
+//! - Follows the manifest directory with `podswitch run`'s own [`DirWatch`] (inotify, polled
+//!   every second as a fallback); acts when the digest differs from the one in `synced`.
 //! - Applying = [`super::plan::plan`] then [`super::pods::reconcile`] under the lab lock: new
 //!   pods get namespaces, veths and servers, deleted pods are removed, and any change of any
 //!   object rewrites the API view. On success it writes the digest to `synced`.
@@ -13,14 +13,12 @@
 //! - It reaps the servers it started, and exits when the lab's state file is gone.
 use std::path::Path;
 use std::process::Child;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::Context;
-use notify::{RecursiveMode, Watcher};
 
 use super::state::{self, State};
-use podswitch_control::manifests;
+use podswitch_control::run::watch::{DirPoll, DirWatch};
 
 #[derive(Debug, clap::Args)]
 pub struct SuperviseArgs {}
@@ -32,43 +30,37 @@ fn log(msg: &str) {
 pub fn run(_a: SuperviseArgs) -> anyhow::Result<i32> {
     let exe = std::env::current_exe().context("cannot find the podswitch-lab executable")?;
     let dir = State::load_required()?.manifests;
-    // TODO(merge): use run's watch loop. This loop (inotify plus a 1 s poll, settle a burst,
-    // digest, skip the digest in force or known bad) is the one `podswitch run` has for its
-    // manifest directory in run/mod.rs; once helper C1's refactor makes that loop a public
-    // function of podswitch-control, call it here with `apply` as the action.
-    let (tx, rx) = mpsc::channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-        let _ = tx.send(());
-    })
-    .context("cannot create a file watcher")?;
-    match watcher.watch(&dir, RecursiveMode::NonRecursive) {
-        Ok(()) => log(&format!("supervisor (pid {}): watching {}", std::process::id(), dir.display())),
-        Err(e) => log(&format!("cannot watch {} ({e}); polling it every second", dir.display())),
+    // The directory is followed as `podswitch run` follows its own (inotify, settle, digest
+    // only when the stat signature changed): the same `DirWatch`.
+    let mut watch = match DirWatch::new(&dir) {
+        Ok(w) => {
+            log(&format!("supervisor (pid {}): watching {}", std::process::id(), dir.display()));
+            w
+        }
+        Err(e) => {
+            log(&format!("{e}; polling it every second"));
+            DirWatch::polling(&dir)
+        }
     }
+    // Let a burst of events (an editor's save, a `cp` of several files) settle.
+    .with_settle(Duration::from_millis(100));
     let mut children: Vec<Child> = Vec::new();
     let mut failed: Option<String> = None;
     let mut unreadable = false;
     loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(()) => {
-                // Let a burst of events (an editor's save, a `cp` of several files) settle.
-                std::thread::sleep(Duration::from_millis(100));
-                while rx.try_recv().is_ok() {}
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_secs(1)),
-        }
+        let poll = watch.next(Duration::from_secs(1));
         children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
         if !state::state_path().exists() {
             log("the lab's state file is gone: exiting");
             return Ok(0);
         }
-        let digest = match manifests::dir_digest(&dir) {
-            Ok(d) => {
+        let digest = match poll {
+            DirPoll::Unchanged => continue,
+            DirPoll::Digest(d) => {
                 unreadable = false;
                 d
             }
-            Err(e) => {
+            DirPoll::Unreadable(e) => {
                 if !unreadable {
                     log(&format!("{e}; keeping the view in force"));
                     unreadable = true;

@@ -221,7 +221,7 @@ fn bad_manifests_fail_in_one_line_and_leave_nothing() {
         assert!(!Path::new("/run/podswitch/lab").exists(), "{what}");
     };
     fs::write(lab.dir.join("zz-bad.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: q\n").unwrap();
-    check("bad YAML", "zz-bad.yaml, document 1: invalid YAML");
+    check("bad YAML", "zz-bad.yaml, line 3: invalid YAML: unclosed bracket");
     fs::write(lab.dir.join("zz-bad.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: Q_q}\n").unwrap();
     check("bad name", "not a valid Kubernetes name");
     let dup = |name: &str| {

@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use podswitch_control::compile;
-use podswitch_control::kube_source::{Kind, StoreWriters, Update, ViewBuilder, ViewKeeper};
-use podswitch_control::manifests::{add_documents, Changes, Manifests};
+use podswitch_control::kube_source::{StoreWriters, Update, ViewBuilder, ViewKeeper};
+use podswitch_control::manifests::{add_documents, ByKind, Changes, Keys, Manifests};
 use podswitch_control::model::{self, NodeInfo};
 use podswitch_control::pods::PodCache;
 use podswitch_control::policy::{compile_policy_unless_unchanged, CompiledPolicy, PolicyInputs, PolicyState};
@@ -239,21 +239,21 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
         let mut one = Manifests::default();
         add_documents(&mut one, Path::new("change.yaml"), &slice_yaml(&a, s, c + 1)).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut changes = Changes { since: m.digest.clone(), ..Changes::default() };
-        changes.endpoint_slices.extend(one.endpoint_slices.keys().cloned());
+        changes.keys.endpoint_slices.extend(one.endpoint_slices.keys().cloned());
         let changes = (!a.no_changes).then_some(changes);
         let slice_keys: std::collections::BTreeSet<String> = one.endpoint_slices.keys().cloned().collect();
         if api {
             writers.apply(&one); // the watch event (not timed)
         } else {
-            m.endpoint_slices.extend(one.endpoint_slices);
+            m.endpoint_slices.extend(one.objects.endpoint_slices);
             m.digest = format!("change {c}");
             m.changes = changes.clone();
         }
         let t = Instant::now();
         if api {
             // What the watch reported: the slice's key; the update carries that object only.
-            let mut keys: [std::collections::BTreeSet<String>; 6] = Default::default();
-            keys[Kind::EndpointSlice.index()] = slice_keys;
+            let mut keys = ByKind::<Keys>::default();
+            keys.endpoint_slices = slice_keys;
             keeper.apply(Update::Delta(builder.delta(&stores, keys))).map_err(|e| anyhow::anyhow!(e))?;
             if a.no_changes {
                 keeper.forget_changes();

@@ -23,8 +23,8 @@
 //!   the view it holds (so a change costs its objects, not the cluster). The channel keeps
 //!   only the newest update, merged with any the consumer did not take: a slow consumer gets
 //!   the latest view, never a backlog.
-//! - API outages are retried with exponential backoff and jitter ([`Options::backoff_min`] to
-//!   [`Options::backoff_max`]). Views are also held while any kind's last request failed (a
+//! - API outages are retried with exponential backoff and jitter ([`Options::retry`]: kube's
+//!   `DefaultBackoff`, as client-go's reflector, unless a test asks for shorter delays). Views are also held while any kind's last request failed (a
 //!   tower layer under the client sees every request's outcome): nothing goes out while the
 //!   server is away, and when it is back one view follows once every watch has resumed (or
 //!   relisted, after 410 Gone). [`KubeSource::status`] says whether the last request got an
@@ -34,9 +34,8 @@
 //!   ([`Manifests::changes`]); a view that replaces one the consumer did not take lists the
 //!   changes of both. A view after a list (initial or relist), whose store was replaced
 //!   wholesale, lists none: the consumer compares everything.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -44,17 +43,15 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::utils::ResetTimerBackoff;
+use kube::runtime::watcher::{self, watcher, DefaultBackoff, Event, ExponentialBackoff};
 use kube::runtime::WatchStreamExt;
-use kube::{Api, Client, Resource};
-use serde::de::DeserializeOwned;
+use kube::{Api, Client};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use crate::manifests::kinds::{self, key_of, ByKind, EachKind, Family, Keys, Kind, MakeEach, COUNT, PLURALS};
 use crate::manifests::Manifests;
 
 mod track;
@@ -90,35 +87,56 @@ impl std::fmt::Debug for ObjectSource {
 impl KubeArgs {
     /// Chooses the object source: `--manifests DIR`, `--kubeconfig PATH`, or the in-cluster
     /// configuration when neither is given and `KUBERNETES_SERVICE_HOST`/`_PORT` are set.
-    pub fn source(&self, manifests: Option<&Path>) -> Result<ObjectSource, String> {
+    pub fn source(&self, manifests: Option<&Path>) -> Result<ObjectSource, SourceChoiceError> {
         match (manifests, &self.kubeconfig) {
-            (Some(_), Some(_)) => Err("--manifests and --kubeconfig exclude each other: give one".into()),
+            (Some(_), Some(_)) => Err(SourceChoiceError::Both),
             (Some(dir), None) => Ok(ObjectSource::Directory(dir.to_path_buf())),
-            (None, Some(path)) => kubeconfig(path).map(|c| ObjectSource::Api(Box::new(c))),
+            (None, Some(path)) => Ok(ObjectSource::Api(Box::new(kubeconfig(path)?))),
             (None, None) => {
                 if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() || std::env::var_os("KUBERNETES_SERVICE_PORT").is_none() {
-                    return Err("no object source: give --manifests DIR or --kubeconfig PATH, or run the switch in a pod \
-                                (KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT are not set)"
-                        .into());
+                    return Err(SourceChoiceError::None);
                 }
                 kube::Config::incluster()
                     .map(|c| ObjectSource::Api(Box::new(c)))
-                    .map_err(|e| format!("in-cluster Kubernetes configuration: {}", track::error_chain(&e)))
+                    .map_err(|e| SourceChoiceError::InCluster(track::error_chain(&e)))
             }
         }
     }
 }
 
+/// Why no object source could be chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceChoiceError {
+    #[error("--manifests and --kubeconfig exclude each other: give one")]
+    Both,
+    #[error(
+        "no object source: give --manifests DIR or --kubeconfig PATH, or run the switch in a pod \
+         (KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT are not set)"
+    )]
+    None,
+    #[error("in-cluster Kubernetes configuration: {0}")]
+    InCluster(String),
+    #[error(transparent)]
+    Kubeconfig(#[from] KubeconfigError),
+}
+
+/// Why a kubeconfig file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeconfigError {
+    /// The file or its current context; the text is the whole error chain.
+    #[error("kubeconfig {path}: {chain}")]
+    Read { path: PathBuf, chain: String },
+    #[error("starting a runtime to read the kubeconfig: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
 /// Reads a kubeconfig file (its current context).
-pub fn kubeconfig(path: &Path) -> Result<kube::Config, String> {
-    let kc = kube::config::Kubeconfig::read_from(path)
-        .map_err(|e| format!("kubeconfig {}: {}", path.display(), track::error_chain(&e)))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting a runtime to read the kubeconfig: {e}"))?;
+pub fn kubeconfig(path: &Path) -> Result<kube::Config, KubeconfigError> {
+    let read = |chain: String| KubeconfigError::Read { path: path.to_path_buf(), chain };
+    let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| read(track::error_chain(&e)))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(KubeconfigError::Runtime)?;
     rt.block_on(kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()))
-        .map_err(|e| format!("kubeconfig {}: {}", path.display(), track::error_chain(&e)))
+        .map_err(|e| read(track::error_chain(&e)))
 }
 
 /// Tuning; [`Options::default`] is what `podswitch run` uses.
@@ -130,9 +148,8 @@ pub struct Options {
     pub debounce: Duration,
     /// Objects per list page (`limit`); `None` lists everything at once.
     pub page_size: Option<u32>,
-    /// First retry delay after an error; doubles (with jitter) up to `backoff_max`.
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
+    /// How a watch waits before retrying after an error.
+    pub retry: Retry,
     /// `timeoutSeconds` of each watch request (the server ends the watch then; it is resumed).
     pub watch_timeout_secs: u32,
 }
@@ -142,9 +159,35 @@ impl Default for Options {
         Options {
             debounce: Duration::from_millis(20),
             page_size: Some(500),
-            backoff_min: Duration::from_millis(800),
-            backoff_max: Duration::from_secs(30),
+            retry: Retry::Default,
             watch_timeout_secs: 290,
+        }
+    }
+}
+
+/// How a watch waits before retrying after an error (the delay is reset by the next success).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// kube's `DefaultBackoff`, client-go's reflector's: 800 ms doubling with jitter up to 30 s,
+    /// started over after two minutes without error.
+    Default,
+    /// Exponential with jitter from `min`, doubling up to `max` (tests: outages of a second).
+    Exponential { min: Duration, max: Duration },
+}
+
+impl Retry {
+    fn backoff(self) -> Box<dyn kube::runtime::utils::Backoff> {
+        match self {
+            Retry::Default => Box::new(DefaultBackoff::default()),
+            Retry::Exponential { min, max } => {
+                let b = backon::ExponentialBuilder::default()
+                    .with_min_delay(min)
+                    .with_max_delay(max.max(min))
+                    .with_factor(2.0)
+                    .with_jitter()
+                    .without_max_times();
+                Box::new(ResetTimerBackoff::new(ExponentialBackoff::from(b), Duration::from_secs(120)))
+            }
         }
     }
 }
@@ -155,38 +198,6 @@ pub enum KubeSourceError {
     Runtime(#[source] std::io::Error),
     #[error("creating the Kubernetes API client: {0}")]
     Client(String),
-}
-
-/// The kinds watched, in the order a status lists them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    Namespace,
-    Pod,
-    Node,
-    Service,
-    EndpointSlice,
-    NetworkPolicy,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 6] = [Kind::Namespace, Kind::Pod, Kind::Node, Kind::Service, Kind::EndpointSlice, Kind::NetworkPolicy];
-
-    /// The API's plural resource name.
-    pub fn plural(self) -> &'static str {
-        match self {
-            Kind::Namespace => "namespaces",
-            Kind::Pod => "pods",
-            Kind::Node => "nodes",
-            Kind::Service => "services",
-            Kind::EndpointSlice => "endpointslices",
-            Kind::NetworkPolicy => "networkpolicies",
-        }
-    }
-
-    /// The kind's place in per-kind arrays (the order of the variants).
-    pub fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// What one watched kind is doing.
@@ -251,9 +262,10 @@ struct State {
     views: u64,
     last_view_time: Option<SystemTime>,
     last_digest: Option<String>,
-    kinds: [KindStatus; 6],
+    /// Per kind, in [`kinds`] order.
+    kinds: [KindStatus; COUNT],
     /// Keys of the objects each kind's watch changed since the last view was built.
-    changed: [BTreeSet<String>; 6],
+    changed: ByKind<Keys>,
     /// A list (initial or relist) replaced some store since then: the keys above do not say
     /// everything that changed.
     changed_unknown: bool,
@@ -269,18 +281,19 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn error(&self, kind: Option<Kind>, e: String) {
+    /// Records an error, of the kind with this index if it is one kind's.
+    fn error(&self, kind: Option<usize>, e: String) {
         let mut st = self.lock();
         if let Some(k) = kind {
-            let ks = &mut st.kinds[k.index()];
+            let ks = &mut st.kinds[k];
             ks.errors += 1;
             ks.last_error = Some(e.clone());
         }
         if st.last_error.as_ref() != Some(&e) {
-            tracing::warn!(kind = kind.map(Kind::plural).unwrap_or("-"), "Kubernetes API: {e}");
+            tracing::warn!(kind = kind.map_or("-", |k| PLURALS[k]), "Kubernetes API: {e}");
         }
         st.last_error = Some(e);
         st.last_error_time = Some(SystemTime::now());
@@ -288,10 +301,10 @@ impl Shared {
     }
 }
 
-/// The kind a request is about, from the last segment of its path (`.../v1/pods`).
-fn kind_of_path(path: &str) -> Option<Kind> {
+/// The index of the kind a request is about, from the last segment of its path (`.../v1/pods`).
+fn kind_of_path(path: &str) -> Option<usize> {
     let last = path.trim_end_matches('/').rsplit('/').next()?;
-    Kind::ALL.into_iter().find(|k| k.plural() == last)
+    PLURALS.iter().position(|p| *p == last)
 }
 
 impl track::Observer for Shared {
@@ -303,7 +316,7 @@ impl track::Observer for Shared {
         st.connected = true;
         let mut reconnected = false;
         if let Some(k) = kind_of_path(path) {
-            let ks = &mut st.kinds[k.index()];
+            let ks = &mut st.kinds[k];
             reconnected = !ks.connected && ks.listed;
             ks.connected = true;
         }
@@ -318,7 +331,7 @@ impl track::Observer for Shared {
         let mut st = self.lock();
         st.connected = false;
         if let Some(k) = kind_of_path(path) {
-            st.kinds[k.index()].connected = false;
+            st.kinds[k].connected = false;
         }
         drop(st);
         self.error(None, error);
@@ -360,14 +373,7 @@ pub fn start_with(config: kube::Config, opts: Options) -> Result<KubeSource, Kub
         .name("podswitch-kube".into())
         .spawn(move || {
             rt.block_on(async move {
-                let stores = Stores {
-                    namespaces: spawn_kind::<Namespace>(&client, Kind::Namespace, &sh, &opts),
-                    pods: spawn_kind::<Pod>(&client, Kind::Pod, &sh, &opts),
-                    nodes: spawn_kind::<Node>(&client, Kind::Node, &sh, &opts),
-                    services: spawn_kind::<Service>(&client, Kind::Service, &sh, &opts),
-                    endpoint_slices: spawn_kind::<EndpointSlice>(&client, Kind::EndpointSlice, &sh, &opts),
-                    network_policies: spawn_kind::<NetworkPolicy>(&client, Kind::NetworkPolicy, &sh, &opts),
-                };
+                let stores = ByKind::make(&mut SpawnWatches { client: &client, shared: &sh, opts: &opts });
                 tokio::select! {
                     _ = aggregate(Arc::clone(&sh), stores, tx, drain, opts.debounce) => {}
                     _ = stop_rx => {}
@@ -440,8 +446,7 @@ impl StatusHandle {
     pub fn status(&self) -> KubeStatus {
         let shared = &self.0;
         let st = shared.lock();
-        let kinds: BTreeMap<String, KindStatus> =
-            Kind::ALL.iter().map(|k| (k.plural().to_string(), st.kinds[k.index()].clone())).collect();
+        let kinds: BTreeMap<String, KindStatus> = PLURALS.iter().map(std::string::ToString::to_string).zip(st.kinds.iter().cloned()).collect();
         KubeStatus {
             server: shared.server.clone(),
             connected: st.connected,
@@ -473,48 +478,38 @@ fn synced(st: &State) -> bool {
     st.kinds.iter().all(|k| k.listed && !k.listing && k.connected)
 }
 
-/// The reflector stores of the six kinds, which the watchers fill; views are built from them
-/// ([`ViewBuilder`]).
-pub struct Stores {
-    pub namespaces: Store<Namespace>,
-    pub pods: Store<Pod>,
-    pub nodes: Store<Node>,
-    pub services: Store<Service>,
-    pub endpoint_slices: Store<EndpointSlice>,
-    pub network_policies: Store<NetworkPolicy>,
+/// A reflector store per kind ([`Stores`]).
+pub struct StoreOf;
+impl Family for StoreOf {
+    type Of<K: Kind> = Store<K>;
 }
+
+/// A reflector store's writing end per kind ([`StoreWriters`]).
+pub struct WriterOf;
+impl Family for WriterOf {
+    type Of<K: Kind> = reflector::store::Writer<K>;
+}
+
+/// The reflector stores, one per kind, which the watchers fill; views are built from them
+/// ([`ViewBuilder`]).
+pub type Stores = ByKind<StoreOf>;
 
 /// The writing ends of a [`Stores`] filled by hand instead of by watchers: for tests and the
 /// sync benchmark, which build views from stores as this source does.
-pub struct StoreWriters {
-    namespaces: reflector::store::Writer<Namespace>,
-    pods: reflector::store::Writer<Pod>,
-    nodes: reflector::store::Writer<Node>,
-    services: reflector::store::Writer<Service>,
-    endpoint_slices: reflector::store::Writer<EndpointSlice>,
-    network_policies: reflector::store::Writer<NetworkPolicy>,
-}
+pub struct StoreWriters(ByKind<WriterOf>);
 
 impl StoreWriters {
     /// Empty stores and their writers.
     pub fn new() -> (Self, Stores) {
-        let w = StoreWriters {
-            namespaces: Default::default(),
-            pods: Default::default(),
-            nodes: Default::default(),
-            services: Default::default(),
-            endpoint_slices: Default::default(),
-            network_policies: Default::default(),
-        };
-        let s = Stores {
-            namespaces: w.namespaces.as_reader(),
-            pods: w.pods.as_reader(),
-            nodes: w.nodes.as_reader(),
-            services: w.services.as_reader(),
-            endpoint_slices: w.endpoint_slices.as_reader(),
-            network_policies: w.network_policies.as_reader(),
-        };
-        (w, s)
+        struct Readers<'a>(&'a ByKind<WriterOf>);
+        impl MakeEach<StoreOf> for Readers<'_> {
+            fn make<K: Kind>(&mut self) -> Store<K> {
+                K::of(self.0).as_reader()
+            }
+        }
+        let w = ByKind::<WriterOf>::default();
+        let s = ByKind::make(&mut Readers(&w));
+        (StoreWriters(w), s)
     }
 
     /// Applies every object of `m` as a watch event (`Apply`) would: added, or replacing the
@@ -530,35 +525,40 @@ impl StoreWriters {
 
     /// One `Apply` (or `Delete`) event per object of `m`.
     fn events(&mut self, m: &Manifests, delete: bool) {
-        fn each<K>(w: &mut reflector::store::Writer<K>, objs: &BTreeMap<String, Arc<K>>, delete: bool)
-        where
-            K: Resource + Clone + 'static,
-            K::DynamicType: Eq + Hash + Clone,
-        {
-            for o in objs.values() {
-                let o = (**o).clone();
-                w.apply_watcher_event(&if delete { Event::Delete(o) } else { Event::Apply(o) });
+        struct Events<'a>(&'a mut ByKind<WriterOf>, &'a Manifests, bool);
+        impl EachKind for Events<'_> {
+            fn kind<K: Kind>(&mut self) {
+                let w = K::of_mut(self.0);
+                for o in K::of(&self.1.objects).values() {
+                    let o = (**o).clone();
+                    w.apply_watcher_event(&if self.2 { Event::Delete(o) } else { Event::Apply(o) });
+                }
             }
         }
-        each(&mut self.namespaces, &m.namespaces, delete);
-        each(&mut self.pods, &m.pods, delete);
-        each(&mut self.nodes, &m.nodes, delete);
-        each(&mut self.services, &m.services, delete);
-        each(&mut self.endpoint_slices, &m.endpoint_slices, delete);
-        each(&mut self.network_policies, &m.network_policies, delete);
+        kinds::each_kind(&mut Events(&mut self.0, m, delete));
+    }
+}
+
+/// Starts the watch of every kind ([`spawn_kind`]).
+struct SpawnWatches<'a> {
+    client: &'a Client,
+    shared: &'a Arc<Shared>,
+    opts: &'a Options,
+}
+
+impl MakeEach<StoreOf> for SpawnWatches<'_> {
+    fn make<K: Kind>(&mut self) -> Store<K> {
+        spawn_kind::<K>(self.client, self.shared, self.opts)
     }
 }
 
 /// Starts the watcher of one kind; returns its store (which changes only as a whole on a
 /// completed list, or by single Apply/Delete events while watching).
-fn spawn_kind<K>(client: &Client, kind: Kind, shared: &Arc<Shared>, opts: &Options) -> Store<K>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
+fn spawn_kind<K: Kind>(client: &Client, shared: &Arc<Shared>, opts: &Options) -> Store<K> {
     let (store, mut writer) = reflector::store::<K>();
     let api: Api<K> = Api::all(client.clone());
     let wc = watcher::Config { page_size: opts.page_size, timeout: Some(opts.watch_timeout_secs), ..watcher::Config::default() };
-    let backoff = Backoff::new(opts.backoff_min, opts.backoff_max);
+    let backoff = opts.retry.backoff();
     let shared = Arc::clone(shared);
     let reader = store.clone();
     tokio::spawn(async move {
@@ -572,12 +572,12 @@ where
                     writer.apply_watcher_event(&ev);
                     let mut guard = shared.lock();
                     let st = &mut *guard;
-                    let ks = &mut st.kinds[kind.index()];
+                    let ks = &mut st.kinds[K::INDEX];
                     let changed = match &ev {
                         Event::Init => {
                             if ks.listed {
                                 ks.relists += 1;
-                                tracing::info!(kind = kind.plural(), "relisting; views are held until the list completes");
+                                tracing::info!(kind = K::PLURAL, "relisting; views are held until the list completes");
                             }
                             ks.listing = true;
                             st.changed_unknown = true;
@@ -593,11 +593,11 @@ where
                         Event::Apply(o) | Event::Delete(o) => {
                             // Recorded after the store has the change: a view built after the
                             // aggregator took these keys has it, one built before lists it next.
-                            st.changed[kind.index()].insert(key_of(o));
+                            K::of_mut(&mut st.changed).insert(key_of(o));
                             true
                         }
                     };
-                    st.kinds[kind.index()].objects = reader.len();
+                    st.kinds[K::INDEX].objects = reader.len();
                     drop(guard);
                     if changed {
                         shared.changed.notify_one();
@@ -612,11 +612,11 @@ where
                         watcher::Error::WatchStartFailed(_) | watcher::Error::WatchFailed(_) => false,
                     };
                     if relist {
-                        shared.lock().kinds[kind.index()].listing = true;
+                        shared.lock().kinds[K::INDEX].listing = true;
                     }
-                    shared.error(Some(kind), format!("{}: {}", kind.plural(), describe(&e)));
+                    shared.error(Some(K::INDEX), format!("{}: {}", K::PLURAL, describe(&e)));
                     if matches!(&e, watcher::Error::WatchError(s) if s.code == 410) {
-                        tracing::info!(kind = kind.plural(), "410 Gone: the watch's resourceVersion is too old, relisting");
+                        tracing::info!(kind = K::PLURAL, "410 Gone: the watch's resourceVersion is too old, relisting");
                     }
                 }
             }
@@ -625,60 +625,11 @@ where
     store
 }
 
-/// Exponential backoff with jitter (as client-go's reflector): each delay is the current step
-/// plus up to the same again at random, the step doubling from `min` up to `max`; reset by the
-/// stream on any success.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    step: Duration,
-    jitter: fastrand::Rng,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration) -> Self {
-        Backoff { min, max: max.max(min), step: min, jitter: fastrand::Rng::new() }
-    }
-}
-
-impl Iterator for Backoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let frac = self.jitter.f64();
-        let d = self.step.mul_f64(1.0 + frac).min(self.max);
-        self.step = (self.step * 2).min(self.max);
-        Some(d)
-    }
-}
-
-impl kube::runtime::utils::Backoff for Backoff {
-    fn reset(&mut self) {
-        self.step = self.min;
-    }
-}
-
 /// A watcher error in one line; API statuses with their code (`410 Expired: too old ...`).
 fn describe(e: &watcher::Error) -> String {
     match e {
         watcher::Error::WatchError(s) => format!("watch error {} {}: {}", s.code, s.reason, s.message),
         e => track::error_chain(e),
-    }
-}
-
-fn key_of<K: Resource>(o: &K) -> String {
-    // As `ResourceExt::name_any`: the name, else generateName.
-    let meta = o.meta();
-    let name = meta.name.as_deref().or(meta.generate_name.as_deref()).unwrap_or_default();
-    match meta.namespace.as_deref() {
-        Some(ns) => {
-            let mut k = String::with_capacity(ns.len() + 1 + name.len());
-            k.push_str(ns);
-            k.push('/');
-            k.push_str(name);
-            k
-        }
-        None => name.to_string(),
     }
 }
 
@@ -710,8 +661,8 @@ async fn aggregate(shared: Arc<Shared>, stores: Stores, tx: Sender<Update>, drai
         }
         let digest = update.digest().to_string();
         let counts = match &update {
-            Update::Full(m) => [m.namespaces.len(), m.pods.len(), m.nodes.len(), m.services.len(), m.endpoint_slices.len(), m.network_policies.len()],
-            Update::Delta(d) => [d.namespaces.len(), d.pods.len(), d.nodes.len(), d.services.len(), d.endpoint_slices.len(), d.network_policies.len()],
+            Update::Full(m) => m.objects.counts(),
+            Update::Delta(d) => d.changes.keys.counts(),
         };
         // The status says what the consumer is about to get, before it can get it.
         let mut st = shared.lock();
@@ -737,23 +688,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_with_jitter_up_to_max_and_resets() {
-        use kube::runtime::utils::Backoff as _;
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
-        let d: Vec<Duration> = (&mut b).take(8).collect();
-        assert!(d[0] >= Duration::from_millis(100) && d[0] < Duration::from_millis(200), "{d:?}");
-        assert!(d[1] >= Duration::from_millis(200) && d[1] < Duration::from_millis(400), "{d:?}");
-        assert!(d.iter().all(|x| *x <= Duration::from_millis(1000)), "{d:?}");
-        assert_eq!(d[7], Duration::from_millis(1000));
-        b.reset();
-        assert!(b.next().unwrap() < Duration::from_millis(200));
+    fn exponential_retry_grows_from_min_to_max() {
+        let min = Duration::from_millis(100);
+        let max = Duration::from_millis(1000);
+        let d: Vec<Duration> = Retry::Exponential { min, max }.backoff().take(8).collect();
+        assert!(d[0] >= min && d[0] <= 2 * min, "{d:?}");
+        assert!(d.iter().all(|x| *x <= 2 * max), "{d:?}");
+        assert!(d[7] >= max, "{d:?}");
     }
 
     #[test]
     fn request_paths_map_to_kinds() {
-        assert_eq!(kind_of_path("/api/v1/pods"), Some(Kind::Pod));
-        assert_eq!(kind_of_path("/k8s/clusters/c-1/apis/discovery.k8s.io/v1/endpointslices"), Some(Kind::EndpointSlice));
-        assert_eq!(kind_of_path("/apis/networking.k8s.io/v1/networkpolicies/"), Some(Kind::NetworkPolicy));
+        use k8s_openapi::api::{core::v1::Pod, discovery::v1::EndpointSlice, networking::v1::NetworkPolicy};
+        assert_eq!(kind_of_path("/api/v1/pods"), Some(Pod::INDEX));
+        assert_eq!(kind_of_path("/k8s/clusters/c-1/apis/discovery.k8s.io/v1/endpointslices"), Some(EndpointSlice::INDEX));
+        assert_eq!(kind_of_path("/apis/networking.k8s.io/v1/networkpolicies/"), Some(NetworkPolicy::INDEX));
         assert_eq!(kind_of_path("/version"), None);
     }
 
@@ -762,9 +711,9 @@ mod tests {
         let none = KubeArgs::default();
         assert!(matches!(none.source(Some(Path::new("/d"))), Ok(ObjectSource::Directory(_))));
         let both = KubeArgs { kubeconfig: Some("/k".into()) };
-        assert!(both.source(Some(Path::new("/d"))).unwrap_err().contains("exclude each other"));
+        assert!(both.source(Some(Path::new("/d"))).unwrap_err().to_string().contains("exclude each other"));
         let missing = KubeArgs { kubeconfig: Some("/nonexistent/kubeconfig".into()) };
-        assert!(missing.source(None).unwrap_err().contains("/nonexistent/kubeconfig"));
+        assert!(missing.source(None).unwrap_err().to_string().contains("/nonexistent/kubeconfig"));
     }
 
     #[test]

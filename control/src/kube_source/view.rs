@@ -16,84 +16,71 @@
 //!   a delta lists its keys as the view's [`Manifests::changes`], exactly as the consumer's
 //!   compilers expect. A delta that does not start from the view held is refused (the source
 //!   then sends a whole view).
-use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use rustc_hash::FxHashMap;
-use kube::Resource;
 
-use super::{key_of, Kind, Stores};
+use super::Stores;
+use crate::manifests::kinds::{self, key_of, ByKind, EachKind, Family, Keys, Kind, Objects};
 use crate::manifests::{Changes, Manifests};
 
-/// One kind's changed objects: the new object, or `None` where it was deleted.
-pub type Changed<K> = BTreeMap<String, Option<Arc<K>>>;
-
-/// The objects that changed between the view with digest `since` and the one with `digest`.
+/// The objects that changed between the view with digest `changes.since` and the one with
+/// `digest`: the keys ([`Changes`], which the consumer's view then lists as they are) and the
+/// objects of those keys that exist now; a key without object was deleted.
 #[derive(Debug, Clone, Default)]
 pub struct Delta {
-    pub since: String,
+    pub changes: Changes,
     pub digest: String,
-    pub namespaces: Changed<k8s_openapi::api::core::v1::Namespace>,
-    pub pods: Changed<k8s_openapi::api::core::v1::Pod>,
-    pub nodes: Changed<k8s_openapi::api::core::v1::Node>,
-    pub services: Changed<k8s_openapi::api::core::v1::Service>,
-    pub endpoint_slices: Changed<k8s_openapi::api::discovery::v1::EndpointSlice>,
-    pub network_policies: Changed<k8s_openapi::api::networking::v1::NetworkPolicy>,
+    pub objects: ByKind<Objects>,
 }
 
 impl Delta {
-    /// The changed keys, as [`Manifests::changes`] lists them.
-    fn changes(&self) -> Changes {
-        fn keys<K>(c: &Changed<K>) -> BTreeSet<String> {
-            c.keys().cloned().collect()
-        }
-        Changes {
-            since: self.since.clone(),
-            namespaces: keys(&self.namespaces),
-            pods: keys(&self.pods),
-            nodes: keys(&self.nodes),
-            services: keys(&self.services),
-            endpoint_slices: keys(&self.endpoint_slices),
-            network_policies: keys(&self.network_policies),
-        }
-    }
-
-    /// Applies the delta to `m` (whose digest must be `since`): objects set or removed; the
-    /// digest and the list of changes follow.
+    /// Applies the delta to `m` (whose digest must be `changes.since`): objects set or
+    /// removed; the digest and, if `list_changes`, the list of changes follow.
     fn apply_to(self, m: &mut Manifests, list_changes: bool) {
-        fn each<K>(view: &mut BTreeMap<String, Arc<K>>, changed: Changed<K>) {
-            for (key, o) in changed {
-                match o {
-                    Some(o) => {
-                        view.insert(key, o);
-                    }
-                    None => {
-                        view.remove(&key);
-                    }
+        struct Apply<'a> {
+            view: &'a mut ByKind<Objects>,
+            keys: &'a ByKind<Keys>,
+            objects: ByKind<Objects>,
+        }
+        impl EachKind for Apply<'_> {
+            fn kind<K: Kind>(&mut self) {
+                let (view, new) = (K::of_mut(self.view), K::of_mut(&mut self.objects));
+                for key in K::of(self.keys) {
+                    match new.remove(key) {
+                        Some(o) => view.insert(key.clone(), o),
+                        None => view.remove(key),
+                    };
                 }
             }
         }
-        m.changes = list_changes.then(|| self.changes());
-        m.digest = self.digest;
-        each(&mut m.namespaces, self.namespaces);
-        each(&mut m.pods, self.pods);
-        each(&mut m.nodes, self.nodes);
-        each(&mut m.services, self.services);
-        each(&mut m.endpoint_slices, self.endpoint_slices);
-        each(&mut m.network_policies, self.network_policies);
+        let Delta { changes, digest, objects } = self;
+        kinds::each_kind(&mut Apply { view: &mut m.objects, keys: &changes.keys, objects });
+        m.changes = list_changes.then_some(changes);
+        m.digest = digest;
     }
 
     /// This delta followed by `later` (which starts where this one ends).
     fn then(mut self, later: Delta) -> Delta {
-        self.digest = later.digest;
-        self.namespaces.extend(later.namespaces);
-        self.pods.extend(later.pods);
-        self.nodes.extend(later.nodes);
-        self.services.extend(later.services);
-        self.endpoint_slices.extend(later.endpoint_slices);
-        self.network_policies.extend(later.network_policies);
+        struct Then<'a> {
+            objects: &'a mut ByKind<Objects>,
+            later_keys: &'a ByKind<Keys>,
+            later_objects: ByKind<Objects>,
+        }
+        impl EachKind for Then<'_> {
+            fn kind<K: Kind>(&mut self) {
+                let objects = K::of_mut(self.objects);
+                for key in K::of(self.later_keys) {
+                    objects.remove(key); // deleted since, unless `later` has it
+                }
+                objects.append(K::of_mut(&mut self.later_objects));
+            }
+        }
+        let Delta { changes, digest, objects } = later;
+        kinds::each_kind(&mut Then { objects: &mut self.objects, later_keys: &changes.keys, later_objects: objects });
+        self.changes.keys.extend(changes.keys);
+        self.digest = digest;
         self
     }
 }
@@ -129,9 +116,9 @@ impl Update {
 }
 
 /// The hash of one object in the digest (SipHash-1-3: 64 bits are plenty to tell views apart).
-fn object_hash(kind: Kind, key: &str, rv: &str) -> u64 {
+fn object_hash(plural: &str, key: &str, rv: &str) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
-    (kind.plural(), key, rv).hash(&mut h);
+    (plural, key, rv).hash(&mut h);
     h.finish()
 }
 
@@ -139,11 +126,18 @@ fn digest_text(sum: u64) -> String {
     format!("api-{sum:016x}")
 }
 
+/// Each object's part of the digest, by key, per kind.
+#[derive(Debug, Default)]
+struct Hashes;
+impl Family for Hashes {
+    type Of<K: Kind> = FxHashMap<String, u64>;
+}
+
 /// The source's side: the digest of the view last made and each object's part of it.
 #[derive(Debug, Default)]
 pub struct ViewBuilder {
     sum: u64,
-    hashes: [FxHashMap<String, u64>; 6],
+    hashes: ByKind<Hashes>,
     made: bool,
 }
 
@@ -159,83 +153,82 @@ impl ViewBuilder {
 
     /// Every object of the stores, shared with them (an `Arc` each, not copied).
     pub fn full(&mut self, s: &Stores) -> Manifests {
-        fn collect<K: Resource<DynamicType = ()> + Clone>(
-            kind: Kind,
-            store: &Store<K>,
-            hashes: &mut FxHashMap<String, u64>,
-            sum: &mut u64,
-        ) -> BTreeMap<String, Arc<K>> {
-            hashes.clear();
-            hashes.reserve(store.len());
-            let mut objects: Vec<(String, Arc<K>)> = store.state().into_iter().map(|o| (key_of(o.as_ref()), o)).collect();
-            // Sorted first: the map is then built in one pass.
-            objects.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            for (key, o) in &objects {
-                let h = object_hash(kind, key, o.meta().resource_version.as_deref().unwrap_or_default());
-                *sum = sum.wrapping_add(h);
-                hashes.insert(key.clone(), h);
-            }
-            objects.into_iter().collect()
+        struct Collect<'a> {
+            stores: &'a Stores,
+            hashes: &'a mut ByKind<Hashes>,
+            sum: u64,
+            out: ByKind<Objects>,
         }
-        let mut sum = 0u64;
-        let [h_ns, h_pods, h_nodes, h_svc, h_eps, h_np] = &mut self.hashes;
-        let mut m = Manifests {
-            namespaces: collect(Kind::Namespace, &s.namespaces, h_ns, &mut sum),
-            pods: collect(Kind::Pod, &s.pods, h_pods, &mut sum),
-            nodes: collect(Kind::Node, &s.nodes, h_nodes, &mut sum),
-            services: collect(Kind::Service, &s.services, h_svc, &mut sum),
-            endpoint_slices: collect(Kind::EndpointSlice, &s.endpoint_slices, h_eps, &mut sum),
-            network_policies: collect(Kind::NetworkPolicy, &s.network_policies, h_np, &mut sum),
-            ignored: Vec::new(),
-            digest: String::new(),
-            changes: None,
-        };
-        self.sum = sum;
+        impl EachKind for Collect<'_> {
+            fn kind<K: Kind>(&mut self) {
+                let store = K::of(self.stores);
+                let hashes = K::of_mut(self.hashes);
+                hashes.clear();
+                hashes.reserve(store.len());
+                let mut objects: Vec<_> = store.state().into_iter().map(|o| (key_of(o.as_ref()), o)).collect();
+                // Sorted first: the map is then built in one pass.
+                objects.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                for (key, o) in &objects {
+                    let h = object_hash(K::PLURAL, key, o.meta().resource_version.as_deref().unwrap_or_default());
+                    self.sum = self.sum.wrapping_add(h);
+                    hashes.insert(key.clone(), h);
+                }
+                *K::of_mut(&mut self.out) = objects.into_iter().collect();
+            }
+        }
+        let mut c = Collect { stores: s, hashes: &mut self.hashes, sum: 0, out: ByKind::default() };
+        kinds::each_kind(&mut c);
+        self.sum = c.sum;
         self.made = true;
-        m.digest = digest_text(sum);
-        m
+        Manifests { objects: c.out, ignored: Vec::new(), digest: digest_text(self.sum), changes: None }
     }
 
-    /// The objects of `keys` (per kind, in [`Kind`] order) as the stores hold them now, from the
-    /// view last made. Call [`Self::full`] first.
-    pub fn delta(&mut self, s: &Stores, keys: [BTreeSet<String>; 6]) -> Delta {
-        fn each<K: Resource<DynamicType = ()> + Clone>(
-            kind: Kind,
-            store: &Store<K>,
-            keys: BTreeSet<String>,
-            hashes: &mut FxHashMap<String, u64>,
-            sum: &mut u64,
-        ) -> Changed<K> {
-            let mut out = Changed::new();
-            for key in keys {
-                let r = match key.split_once('/') {
-                    Some((ns, name)) => ObjectRef::<K>::new(name).within(ns),
-                    None => ObjectRef::<K>::new(&key),
-                };
-                let o = store.get(&r);
-                let new = o.as_ref().map(|o| object_hash(kind, &key, o.meta().resource_version.as_deref().unwrap_or_default()));
-                let old = match new {
-                    Some(h) => hashes.insert(key.clone(), h),
-                    None => hashes.remove(&key),
-                };
-                *sum = sum.wrapping_sub(old.unwrap_or(0)).wrapping_add(new.unwrap_or(0));
-                out.insert(key, o);
+    /// The objects of `keys` as the stores hold them now, from the view last made. Call
+    /// [`Self::full`] first.
+    pub fn delta(&mut self, s: &Stores, keys: ByKind<Keys>) -> Delta {
+        struct Look<'a> {
+            stores: &'a Stores,
+            keys: &'a ByKind<Keys>,
+            hashes: &'a mut ByKind<Hashes>,
+            sum: u64,
+            out: ByKind<Objects>,
+        }
+        impl EachKind for Look<'_> {
+            fn kind<K: Kind>(&mut self) {
+                let (store, hashes, out) = (K::of(self.stores), K::of_mut(self.hashes), K::of_mut(&mut self.out));
+                for key in K::of(self.keys) {
+                    let r = match key.split_once('/') {
+                        Some((ns, name)) => ObjectRef::<K>::new(name).within(ns),
+                        None => ObjectRef::<K>::new(key),
+                    };
+                    let o = store.get(&r);
+                    let new = o.as_ref().map(|o| object_hash(K::PLURAL, key, o.meta().resource_version.as_deref().unwrap_or_default()));
+                    let old = match new {
+                        Some(h) => hashes.insert(key.clone(), h),
+                        None => hashes.remove(key),
+                    };
+                    self.sum = self.sum.wrapping_sub(old.unwrap_or(0)).wrapping_add(new.unwrap_or(0));
+                    if let Some(o) = o {
+                        out.insert(key.clone(), o);
+                    }
+                }
             }
-            out
         }
         let since = self.digest();
-        let mut sum = self.sum;
-        let [k_ns, k_pods, k_nodes, k_svc, k_eps, k_np] = keys;
-        let [h_ns, h_pods, h_nodes, h_svc, h_eps, h_np] = &mut self.hashes;
-        let namespaces = each(Kind::Namespace, &s.namespaces, k_ns, h_ns, &mut sum);
-        let pods = each(Kind::Pod, &s.pods, k_pods, h_pods, &mut sum);
-        let nodes = each(Kind::Node, &s.nodes, k_nodes, h_nodes, &mut sum);
-        let services = each(Kind::Service, &s.services, k_svc, h_svc, &mut sum);
-        let endpoint_slices = each(Kind::EndpointSlice, &s.endpoint_slices, k_eps, h_eps, &mut sum);
-        let network_policies = each(Kind::NetworkPolicy, &s.network_policies, k_np, h_np, &mut sum);
-        self.sum = sum;
-        Delta { since, digest: digest_text(sum), namespaces, pods, nodes, services, endpoint_slices, network_policies }
+        let mut l = Look { stores: s, keys: &keys, hashes: &mut self.hashes, sum: self.sum, out: ByKind::default() };
+        kinds::each_kind(&mut l);
+        self.sum = l.sum;
+        let objects = l.out;
+        Delta { changes: Changes { since, keys }, digest: digest_text(self.sum), objects }
     }
+}
+
+/// A delta that does not start from the view held.
+#[derive(Debug, thiserror::Error)]
+#[error("an update from view {from:?} does not apply to view {held:?}")]
+pub struct ViewMismatch {
+    pub from: String,
+    pub held: String,
 }
 
 /// The consumer's side: the view, kept up to date by the updates applied to it.
@@ -247,12 +240,12 @@ pub struct ViewKeeper {
 impl ViewKeeper {
     /// Applies `u`; a delta must start from the view held (else it is refused and nothing
     /// changes: ask the source for a whole view).
-    pub fn apply(&mut self, u: Update) -> Result<&Manifests, String> {
+    pub fn apply(&mut self, u: Update) -> Result<&Manifests, ViewMismatch> {
         match u {
             Update::Full(m) => self.view = m,
             Update::Delta(d) => {
-                if d.since.is_empty() || d.since != self.view.digest {
-                    return Err(format!("an update from view {:?} does not apply to view {:?}", d.since, self.view.digest));
+                if d.changes.since.is_empty() || d.changes.since != self.view.digest {
+                    return Err(ViewMismatch { from: d.changes.since, held: self.view.digest.clone() });
                 }
                 d.apply_to(&mut self.view, true);
             }
@@ -275,6 +268,7 @@ impl ViewKeeper {
 mod tests {
     use super::*;
     use crate::kube_source::StoreWriters;
+    use std::sync::Arc;
     use k8s_openapi::api::core::v1::{Namespace, Pod};
 
     fn pod(ns: Option<&str>, name: &str, rv: &str) -> Pod {
@@ -299,10 +293,8 @@ mod tests {
         m
     }
 
-    fn pod_keys(keys: &[&str]) -> [BTreeSet<String>; 6] {
-        let mut k: [BTreeSet<String>; 6] = Default::default();
-        k[Kind::Pod.index()] = keys.iter().map(|s| s.to_string()).collect();
-        k
+    fn pod_keys(keys: &[&str]) -> ByKind<Keys> {
+        ByKind::<Keys> { pods: keys.iter().map(std::string::ToString::to_string).collect(), ..Default::default() }
     }
 
     /// What a view holds, objects compared by identity (they are shared, never copied).
@@ -329,8 +321,8 @@ mod tests {
         w3.apply(&manifests(&[pod(Some("x"), "a", "6"), b.clone()], &["x"]));
         assert_ne!(v1.digest, ViewBuilder::default().full(&s3).digest);
         // No ambiguity between ("ab", "c") and ("a", "bc").
-        assert_ne!(object_hash(Kind::Pod, "ab", "c"), object_hash(Kind::Pod, "a", "bc"));
-        assert_ne!(object_hash(Kind::Pod, "a", "1"), object_hash(Kind::Namespace, "a", "1"));
+        assert_ne!(object_hash("pods", "ab", "c"), object_hash("pods", "a", "bc"));
+        assert_ne!(object_hash("pods", "a", "1"), object_hash("namespaces", "a", "1"));
     }
 
     #[test]
@@ -357,19 +349,20 @@ mod tests {
         w.apply(&manifests(&[pod(Some("x"), "a", "2"), pod(Some("x"), "c", "1")], &[]));
         w.delete(&manifests(&[pod(Some("x"), "b", "1")], &[]));
         let d = builder.delta(&s, pod_keys(&["x/a", "x/b", "x/c"]));
-        assert_eq!(d.since, d0);
-        assert_eq!(d.pods.len(), 3);
-        assert!(d.pods["x/b"].is_none(), "a deletion is a key without object");
+        assert_eq!(d.changes.since, d0);
+        assert_eq!(d.changes.keys.pods.len(), 3);
+        assert_eq!(d.objects.pods.len(), 2);
+        assert!(!d.objects.pods.contains_key("x/b"), "a deletion is a key without object");
         let m = keeper.apply(Update::Delta(d)).unwrap();
         let whole = ViewBuilder::default().full(&s);
         assert_eq!(m.digest, whole.digest);
         assert_eq!(content(m), content(&whole));
         let c = m.changes_since(&d0).expect("a delta lists its keys");
-        assert_eq!(c.pods.iter().map(String::as_str).collect::<Vec<_>>(), ["x/a", "x/b", "x/c"]);
-        assert!(c.namespaces.is_empty());
+        assert_eq!(c.keys.pods.iter().map(String::as_str).collect::<Vec<_>>(), ["x/a", "x/b", "x/c"]);
+        assert!(c.keys.namespaces.is_empty());
         // A key reported whose object did not change in the end: same digest.
         let same = builder.delta(&s, pod_keys(&["x/a"]));
-        assert_eq!(same.digest, same.since);
+        assert_eq!(same.digest, same.changes.since);
     }
 
     #[test]
@@ -398,7 +391,7 @@ mod tests {
         late.apply(first).unwrap();
         let m = late.apply(d1.merge(d2)).unwrap();
         assert_eq!(content(m), content(one_by_one.view()));
-        assert_eq!(m.changes.as_ref().unwrap().pods.len(), 2);
+        assert_eq!(m.changes.as_ref().unwrap().keys.pods.len(), 2);
     }
 
     #[test]
@@ -413,7 +406,7 @@ mod tests {
         assert!(keeper.apply(d.clone()).is_err(), "no view held yet");
         keeper.apply(Update::Full(first.clone())).unwrap();
         let mut skipped = builder.delta(&s, pod_keys(&["x/a"]));
-        skipped.since = "api-other".into();
+        skipped.changes.since = "api-other".into();
         assert!(keeper.apply(Update::Delta(skipped)).is_err());
         assert_eq!(keeper.view().digest, first.digest);
         assert!(keeper.apply(d).is_ok());

@@ -439,10 +439,10 @@ pub fn compile_policy_unless_unchanged(inp: &PolicyInputs, pods_generation: u64,
                 Some(c) => {
                     // Bring the copies up to date with the listed keys, comparing as they go.
                     let mut same = true;
-                    for k in &c.namespaces {
+                    for k in &c.keys.namespaces {
                         same &= sync_key(&mut seen.namespaces, &m.namespaces, k);
                     }
-                    for k in &c.network_policies {
+                    for k in &c.keys.network_policies {
                         same &= sync_key(&mut seen.policies, &m.network_policies, k);
                     }
                     same
@@ -615,7 +615,7 @@ fn compile_everything(inp: &PolicyInputs, state: &mut PolicyState) -> CompiledPo
         views.push(PolicyView {
             policy: key.clone(),
             policy_id: id,
-            pod_selector: m.pod_selector.as_ref().map_or_else(|| "invalid".to_string(), |s| s.to_string()),
+            pod_selector: m.pod_selector.as_ref().map_or_else(|| "invalid".to_string(), std::string::ToString::to_string),
             policy_types: m.directions.names(),
             status: if m.errors.is_empty() { "ok" } else { "invalid" },
             errors: m.errors.clone(),

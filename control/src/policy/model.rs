@@ -10,7 +10,7 @@ use ipnet::{IpNet, Ipv4Net};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::selector::Selector;
+use super::selector::{Selector, SelectorError};
 use crate::model::L4Proto;
 use crate::services::model::is_iana_port_name;
 
@@ -90,7 +90,7 @@ impl PeerSpec {
             PeerSpec::IpBlock { cidr, except } if except.is_empty() => format!("ipBlock {cidr}"),
             PeerSpec::IpBlock { cidr, except } => format!(
                 "ipBlock {cidr} except {}",
-                except.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+                except.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join(", ")
             ),
             PeerSpec::Ipv6Block { cidr } => format!("ipBlock {cidr} (IPv6: matches nothing here)"),
         }
@@ -250,33 +250,70 @@ fn read_rule(
     rule
 }
 
-fn read_peer(p: &NetworkPolicyPeer) -> Result<PeerSpec, String> {
+/// What is wrong with a NetworkPolicy peer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    #[error("must specify a peer (podSelector, namespaceSelector or ipBlock)")]
+    Empty,
+    #[error("may not specify both ipBlock and another peer")]
+    IpBlockAndOther,
+    #[error("podSelector: {0}")]
+    PodSelector(SelectorError),
+    #[error("namespaceSelector: {0}")]
+    NamespaceSelector(SelectorError),
+    #[error("ipBlock.cidr is required")]
+    NoCidr,
+    #[error("ipBlock.cidr {0:?} is not a CIDR (address/prefix-length)")]
+    Cidr(String),
+    #[error("ipBlock.except[{at}] {except:?} is not a CIDR (address/prefix-length)")]
+    ExceptCidr { at: usize, except: String },
+    #[error("ipBlock.except[{at}] {except:?} must be a strict subset of cidr {cidr}")]
+    ExceptNotSubset { at: usize, except: String, cidr: String },
+}
+
+/// What is wrong with a NetworkPolicy port.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    #[error("protocol {0:?} is not TCP, UDP or SCTP")]
+    Protocol(String),
+    #[error("endPort needs a port")]
+    EndPortAlone,
+    #[error("port {0} is not in 1-65535")]
+    Port(i32),
+    #[error("endPort {0} is not in 1-65535")]
+    EndPort(i32),
+    #[error("endPort {end} must be greater than or equal to port {port}")]
+    EndBeforePort { port: i32, end: i32 },
+    #[error("endPort may not be used with the named port {0:?}")]
+    EndPortNamed(String),
+    #[error("port {0:?} is not a valid port name (at most 15 lowercase alphanumerics or '-', with a letter, no '--', not beginning or ending with '-')")]
+    Name(String),
+}
+
+fn read_peer(p: &NetworkPolicyPeer) -> Result<PeerSpec, PeerError> {
     let set = [p.pod_selector.is_some(), p.namespace_selector.is_some(), p.ip_block.is_some()];
     match set {
-        [false, false, false] => Err("must specify a peer (podSelector, namespaceSelector or ipBlock)".into()),
-        [_, _, true] if set.iter().filter(|b| **b).count() > 1 => {
-            Err("may not specify both ipBlock and another peer".into())
-        }
+        [false, false, false] => Err(PeerError::Empty),
+        [_, _, true] if set.iter().filter(|b| **b).count() > 1 => Err(PeerError::IpBlockAndOther),
         [_, _, true] => read_ip_block(p.ip_block.as_ref().expect("checked")),
         _ => {
-            let pods = p.pod_selector.as_ref().map(Selector::parse).transpose().map_err(|e| format!("podSelector: {e}"))?;
+            let pods = p.pod_selector.as_ref().map(Selector::parse).transpose().map_err(PeerError::PodSelector)?;
             let namespaces =
-                p.namespace_selector.as_ref().map(Selector::parse).transpose().map_err(|e| format!("namespaceSelector: {e}"))?;
+                p.namespace_selector.as_ref().map(Selector::parse).transpose().map_err(PeerError::NamespaceSelector)?;
             Ok(PeerSpec::Pods { pods, namespaces })
         }
     }
 }
 
-fn read_ip_block(b: &k8s_openapi::api::networking::v1::IPBlock) -> Result<PeerSpec, String> {
+fn read_ip_block(b: &k8s_openapi::api::networking::v1::IPBlock) -> Result<PeerSpec, PeerError> {
     if b.cidr.is_empty() {
-        return Err("ipBlock.cidr is required".into());
+        return Err(PeerError::NoCidr);
     }
-    let cidr: IpNet = b.cidr.parse().map_err(|_| format!("ipBlock.cidr {:?} is not a CIDR (address/prefix-length)", b.cidr))?;
+    let cidr: IpNet = b.cidr.parse().map_err(|_| PeerError::Cidr(b.cidr.clone()))?;
     let cidr = cidr.trunc();
     let mut except = Vec::new();
     for (k, e) in b.except.iter().flatten().enumerate() {
-        let net: IpNet =
-            e.parse().map_err(|_| format!("ipBlock.except[{k}] {e:?} is not a CIDR (address/prefix-length)"))?;
+        let net: IpNet = e.parse().map_err(|_| PeerError::ExceptCidr { at: k, except: e.clone() })?;
         let net = net.trunc();
         // The API server's rule: `cidr` contains the except's network and the except's prefix is
         // longer ("must be a strict subset of `cidr`").
@@ -286,7 +323,7 @@ fn read_ip_block(b: &k8s_openapi::api::networking::v1::IPBlock) -> Result<PeerSp
             _ => false,
         };
         if !strict_subset {
-            return Err(format!("ipBlock.except[{k}] {e:?} must be a strict subset of cidr {}", b.cidr));
+            return Err(PeerError::ExceptNotSubset { at: k, except: e.clone(), cidr: b.cidr.clone() });
         }
         except.push(net);
     }
@@ -305,27 +342,27 @@ fn read_ip_block(b: &k8s_openapi::api::networking::v1::IPBlock) -> Result<PeerSp
     }
 }
 
-fn read_port(p: &NetworkPolicyPort) -> Result<PortSpec, String> {
+fn read_port(p: &NetworkPolicyPort) -> Result<PortSpec, PortError> {
     // Protocol names are case-sensitive in the API (`tcp` is refused).
     let proto = match p.protocol.as_deref() {
         None => L4Proto::Tcp,
         Some("TCP") => L4Proto::Tcp,
         Some("UDP") => L4Proto::Udp,
         Some("SCTP") => L4Proto::Sctp,
-        Some(other) => return Err(format!("protocol {other:?} is not TCP, UDP or SCTP")),
+        Some(other) => return Err(PortError::Protocol(other.to_string())),
     };
     let valid_num = |n: i32| u16::try_from(n).ok().filter(|n| *n != 0);
     let port = match (&p.port, p.end_port) {
         (None, None) => PortSel::All,
-        (None, Some(_)) => return Err("endPort needs a port".into()),
+        (None, Some(_)) => return Err(PortError::EndPortAlone),
         (Some(IntOrString::Int(n)), end) => {
-            let a = valid_num(*n).ok_or_else(|| format!("port {n} is not in 1-65535"))?;
+            let a = valid_num(*n).ok_or(PortError::Port(*n))?;
             let b = match end {
                 None => a,
                 Some(e) => {
-                    let b = valid_num(e).ok_or_else(|| format!("endPort {e} is not in 1-65535"))?;
+                    let b = valid_num(e).ok_or(PortError::EndPort(e))?;
                     if b < a {
-                        return Err(format!("endPort {e} must be greater than or equal to port {n}"));
+                        return Err(PortError::EndBeforePort { port: *n, end: e });
                     }
                     b
                 }
@@ -334,12 +371,10 @@ fn read_port(p: &NetworkPolicyPort) -> Result<PortSpec, String> {
         }
         (Some(IntOrString::String(s)), end) => {
             if end.is_some() {
-                return Err(format!("endPort may not be used with the named port {s:?}"));
+                return Err(PortError::EndPortNamed(s.clone()));
             }
             if !is_iana_port_name(s) {
-                return Err(format!(
-                    "port {s:?} is not a valid port name (at most 15 lowercase alphanumerics or '-', with a letter, no '--', not beginning or ending with '-')"
-                ));
+                return Err(PortError::Name(s.clone()));
             }
             PortSel::Named(s.clone())
         }

@@ -63,24 +63,24 @@ impl Selector {
     }
 
     /// Reads and validates `sel`; the error names the offending field relative to the selector.
-    pub fn parse(sel: &LabelSelector) -> Result<Self, String> {
+    pub fn parse(sel: &LabelSelector) -> Result<Self, SelectorError> {
         let mut requirements = Vec::new();
         for (k, v) in sel.match_labels.iter().flatten() {
-            validate_key(k).map_err(|e| format!("matchLabels key {k:?}: {e}"))?;
-            validate_value(v).map_err(|e| format!("matchLabels[{k:?}] value {v:?}: {e}"))?;
+            validate_key(k).map_err(|source| SelectorError::MatchLabelsKey { key: k.clone(), source })?;
+            validate_value(v).map_err(|source| SelectorError::MatchLabelsValue { key: k.clone(), value: v.clone(), source })?;
             requirements.push(Requirement { key: k.clone(), op: Op::In(BTreeSet::from([v.clone()])) });
         }
         for (i, e) in sel.match_expressions.iter().flatten().enumerate() {
             let at = format!("matchExpressions[{i}]");
-            validate_key(&e.key).map_err(|m| format!("{at}.key {:?}: {m}", e.key))?;
+            validate_key(&e.key).map_err(|source| SelectorError::ExpressionKey { at: at.clone(), key: e.key.clone(), source })?;
             let values: Vec<String> = e.values.clone().unwrap_or_default();
             let op = match e.operator.as_str() {
                 "In" | "NotIn" => {
                     if values.is_empty() {
-                        return Err(format!("{at}: operator {} needs at least one value", e.operator));
+                        return Err(SelectorError::NoValues { at, operator: e.operator.clone() });
                     }
                     for v in &values {
-                        validate_value(v).map_err(|m| format!("{at} value {v:?}: {m}"))?;
+                        validate_value(v).map_err(|source| SelectorError::ExpressionValue { at: at.clone(), value: v.clone(), source })?;
                     }
                     let set: BTreeSet<String> = values.into_iter().collect();
                     if e.operator == "In" {
@@ -91,7 +91,7 @@ impl Selector {
                 }
                 "Exists" | "DoesNotExist" => {
                     if !values.is_empty() {
-                        return Err(format!("{at}: operator {} takes no values, got {values:?}", e.operator));
+                        return Err(SelectorError::Values { at, operator: e.operator.clone(), values });
                     }
                     if e.operator == "Exists" {
                         Op::Exists
@@ -100,7 +100,7 @@ impl Selector {
                     }
                 }
                 other => {
-                    return Err(format!("{at}: operator {other:?} is not In, NotIn, Exists or DoesNotExist"));
+                    return Err(SelectorError::Operator { at, operator: other.to_string() });
                 }
             };
             requirements.push(Requirement { key: e.key.clone(), op });
@@ -154,28 +154,58 @@ fn is_dns_subdomain(s: &str) -> bool {
         })
 }
 
+/// What is wrong with a label key or value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    #[error("the prefix must be a DNS subdomain (lowercase)")]
+    Prefix,
+    #[error("must be at most 63 alphanumerics, '-', '_' or '.', beginning and ending with an alphanumeric (with an optional DNS prefix and '/')")]
+    Name,
+    #[error("must be empty or at most 63 alphanumerics, '-', '_' or '.', beginning and ending with an alphanumeric")]
+    Value,
+}
+
+/// What is wrong with a label selector; the field is named relative to the selector.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    #[error("matchLabels key {key:?}: {source}")]
+    MatchLabelsKey { key: String, source: LabelError },
+    #[error("matchLabels[{key:?}] value {value:?}: {source}")]
+    MatchLabelsValue { key: String, value: String, source: LabelError },
+    #[error("{at}.key {key:?}: {source}")]
+    ExpressionKey { at: String, key: String, source: LabelError },
+    #[error("{at} value {value:?}: {source}")]
+    ExpressionValue { at: String, value: String, source: LabelError },
+    #[error("{at}: operator {operator} needs at least one value")]
+    NoValues { at: String, operator: String },
+    #[error("{at}: operator {operator} takes no values, got {values:?}")]
+    Values { at: String, operator: String, values: Vec<String> },
+    #[error("{at}: operator {operator:?} is not In, NotIn, Exists or DoesNotExist")]
+    Operator { at: String, operator: String },
+}
+
 /// A label key: `[prefix/]name` (Kubernetes' qualified name).
-pub fn validate_key(k: &str) -> Result<(), String> {
+pub fn validate_key(k: &str) -> Result<(), LabelError> {
     let (prefix, name) = match k.split_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, k),
     };
     if let Some(p) = prefix {
         if !is_dns_subdomain(p) {
-            return Err("the prefix must be a DNS subdomain (lowercase)".into());
+            return Err(LabelError::Prefix);
         }
     }
     if !is_label_name(name) {
-        return Err("must be at most 63 alphanumerics, '-', '_' or '.', beginning and ending with an alphanumeric (with an optional DNS prefix and '/')".into());
+        return Err(LabelError::Name);
     }
     Ok(())
 }
 
 /// A label value: empty, or like the name part of a key.
-pub fn validate_value(v: &str) -> Result<(), String> {
+pub fn validate_value(v: &str) -> Result<(), LabelError> {
     if v.is_empty() || is_label_name(v) {
         Ok(())
     } else {
-        Err("must be empty or at most 63 alphanumerics, '-', '_' or '.', beginning and ending with an alphanumeric".into())
+        Err(LabelError::Value)
     }
 }

@@ -617,7 +617,7 @@ fn selectors_match_as_kubernetes_does() {
         ("{matchLabels: {pod: a}, matchExpressions: [{key: tier, operator: NotIn, values: [web]}]}", false),
     ];
     for (yaml, want) in cases {
-        let sel: LabelSelector = serde_yaml::from_str(yaml).unwrap();
+        let sel: LabelSelector = serde_saphyr::from_str(yaml).unwrap();
         let s = selector::Selector::parse(&sel).unwrap_or_else(|e| panic!("{yaml}: {e}"));
         assert_eq!(s.matches(&labels), want, "{yaml}");
     }
@@ -634,11 +634,11 @@ fn selectors_match_as_kubernetes_does() {
         ("{matchExpressions: [{key: '', operator: Exists}]}", "key"),
     ];
     for (yaml, needle) in errors {
-        let sel: LabelSelector = serde_yaml::from_str(yaml).unwrap();
-        let e = selector::Selector::parse(&sel).unwrap_err();
+        let sel: LabelSelector = serde_saphyr::from_str(yaml).unwrap();
+        let e = selector::Selector::parse(&sel).unwrap_err().to_string();
         assert!(e.contains(needle), "{yaml}: {e}");
     }
-    let sel: LabelSelector = serde_yaml::from_str(
+    let sel: LabelSelector = serde_saphyr::from_str(
         "{matchLabels: {pod: a}, matchExpressions: [{key: ns, operator: In, values: [y, x]}, {key: t, operator: DoesNotExist}, {key: k8s.io/u, operator: Exists}]}",
     )
     .unwrap();
@@ -1112,7 +1112,7 @@ fn example_policies_compile_cleanly_over_the_lab() {
     for f in files {
         let mut m = crate::manifests::load_dir(&lab).unwrap();
         // The lab allocates IPs; give the pods the ones the tests use.
-        for (k, p) in m.pods.iter_mut() {
+        for (k, p) in &mut m.pods {
             std::sync::Arc::make_mut(p).status.get_or_insert_with(Default::default).pod_ip = Some(lab_ip(k).to_string());
         }
         let text = std::fs::read_to_string(&f).unwrap();

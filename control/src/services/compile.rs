@@ -46,7 +46,7 @@ use super::derive::{self, Candidate, PodIndex};
 use super::fingerprint::{self, Fp, FpHasher};
 use super::model::{self, ClusterIpSpec, PortSpec, ServiceModel, SliceModel, TargetPort, TrafficPolicy};
 use super::{CompiledServices, EndpointView, ServiceConfig, ServiceInputs, ServiceState, ServiceView, SetView};
-use crate::manifests::Manifests;
+use crate::manifests::{Collection, Manifests};
 use crate::model::{L4Proto, NodeInfo, PodInfo};
 
 /// The most backends one set holds (Maglev entries are 16-bit indices).
@@ -273,260 +273,313 @@ fn read_service_entry(key: &str, obj: &k8s_openapi::api::core::v1::Service, fp: 
     SvcEntry { fp, sig: AllocSig::of(model.as_deref()), model, read_problems, alloc: None, pods_fp: None, out: None }
 }
 
+/// One key of [`walk`]: in the view and in the cache, in the view only, or in the cache only.
+enum Walked<'a, K> {
+    Both(&'a String, &'a K),
+    New(&'a String, &'a K),
+    Gone(String),
+}
+
+/// The keys of one kind to look at, in key order: those of `changed` when the view lists what
+/// changed since the last compile, else every key of the view and of the cache (a merge walk
+/// of the two sorted maps).
+fn walk<'a, K, V>(
+    changed: Option<&'a BTreeSet<String>>,
+    view: &'a Collection<K>,
+    cache: &BTreeMap<String, V>,
+) -> Vec<Walked<'a, K>> {
+    let mut out = Vec::new();
+    match changed {
+        Some(keys) => {
+            for k in keys {
+                match (view.get_key_value(k), cache.contains_key(k)) {
+                    (Some((k, obj)), true) => out.push(Walked::Both(k, &**obj)),
+                    (Some((k, obj)), false) => out.push(Walked::New(k, &**obj)),
+                    (None, true) => out.push(Walked::Gone(k.clone())),
+                    (None, false) => {}
+                }
+            }
+        }
+        None => {
+            out.reserve(view.len());
+            let mut old = cache.keys().peekable();
+            for (k, obj) in view {
+                while old.peek().is_some_and(|ok| ok.as_str() < k.as_str()) {
+                    out.push(Walked::Gone(old.next().expect("peeked").clone()));
+                }
+                if old.next_if(|ok| ok.as_str() == k.as_str()).is_some() {
+                    out.push(Walked::Both(k, &**obj));
+                } else {
+                    out.push(Walked::New(k, &**obj));
+                }
+            }
+            out.extend(old.map(|k| Walked::Gone(k.clone())));
+        }
+    }
+    out
+}
+
+/// Inserts `entries` (new keys, in key order) into `map`; an empty map (a first view) is built
+/// in one go rather than one key at a time.
+fn insert_sorted<V>(map: &mut BTreeMap<String, V>, entries: Vec<(String, V)>) {
+    if map.is_empty() {
+        *map = entries.into_iter().collect();
+    } else {
+        map.extend(entries);
+    }
+}
+
+/// What one compile found so far, handed from step to step.
+struct Pass {
+    /// Every object is read again (a full compile).
+    full: bool,
+    /// Every Service is compiled again (a full compile, or another node).
+    all_dirty: bool,
+    /// Services to compile again (unused when `all_dirty`).
+    dirty: BTreeSet<String>,
+    /// Steps 2-3 run again.
+    rerun_alloc: bool,
+    /// Frontends appeared, went or moved: step 5 rebuilds the tables.
+    structure_changed: bool,
+    /// Endpoint ids no longer used.
+    removed_ids: Vec<u32>,
+}
+
+impl Pass {
+    /// Service `k` is to be compiled again.
+    fn mark(&mut self, k: &str) {
+        if !self.all_dirty {
+            self.dirty.insert(k.to_string());
+        }
+    }
+
+    /// The Services to compile again, each with its entry.
+    fn for_each_dirty(&self, services: &mut BTreeMap<String, SvcEntry>, mut f: impl FnMut(&String, &mut SvcEntry)) {
+        if self.all_dirty {
+            for (k, e) in services.iter_mut() {
+                f(k, e);
+            }
+        } else {
+            for k in &self.dirty {
+                f(k, services.get_mut(k).expect("dirty Services exist"));
+            }
+        }
+    }
+}
+
 fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> CompiledServices {
     let m = inp.manifests;
     let rv = state.resource_versions;
-    let ServiceState {
-        config: cfg,
-        cluster_ips: st_cluster_ips,
-        node_ports: st_node_ports,
-        service_ids,
-        next_service_id,
-        next_endpoint_id,
-        removed: st_removed,
-        cache,
-        ..
-    } = state;
-
     let node_id = (inp.node.name.clone(), inp.node.internal_ip);
-    let all_dirty = full || cache.node.as_ref() != Some(&node_id);
-    cache.node = Some(node_id);
-    let mut dirty: BTreeSet<String> = BTreeSet::new();
-    let mut rerun_alloc = full;
-    let mut structure_changed = all_dirty;
-    let mut removed_ids: Vec<u32> = Vec::new();
+    let all_dirty = full || state.cache.node.as_ref() != Some(&node_id);
+    state.cache.node = Some(node_id);
+    let mut pass =
+        Pass { full, all_dirty, dirty: BTreeSet::new(), rerun_alloc: full, structure_changed: all_dirty, removed_ids: Vec::new() };
 
     // Keys that may have changed, when the view says so (else every key is compared).
-    let changes = if full { None } else { m.changes_since(&cache.seen) };
-    let pods_may_differ = changes.is_none_or(|c| !c.pods.is_empty());
-    cache.seen = m.digest.clone();
+    let changes = if full { None } else { m.changes_since(&state.cache.seen) };
+    let pods_may_differ = changes.is_none_or(|c| !c.keys.pods.is_empty());
+    state.cache.seen = m.digest.clone();
 
-    // 1a. Services: read what changed.
+    read_services(&mut pass, m, changes.map(|c| &c.keys.services), rv, state);
+    read_slices(&mut pass, m, changes.map(|c| &c.keys.endpoint_slices), rv, &mut state.cache);
+    let alloc_problems = allocation_step(&mut pass, state);
+    let mut index: Option<PodIndex> = None;
+    let mut selected = select_pods(&mut pass, inp, pods_may_differ, rv, &mut state.cache, &mut index);
+    compile_dirty(&mut pass, inp, state, &mut selected, &mut index);
+
+    // 5. The tables.
+    let cache = &mut state.cache;
+    let service_cidrs: Vec<(u32, u8)> =
+        state.config.service_cidrs.iter().map(|c| (u32::from(c.network()), c.prefix_len())).collect();
+    let snat_ip = Some(inp.node.internal_ip);
+    let (frontends, views, by_key, cluster_ips) = if pass.structure_changed {
+        assemble_tables(cache, &mut pass.removed_ids)
+    } else if pass.dirty.is_empty() {
+        (cache.tables.frontends.clone(), cache.views.clone(), cache.tables.by_key.clone(), cache.tables.cluster_ips.clone())
+    } else {
+        let (frontends, views) = replace_in_place(cache, &pass.dirty, &mut pass.removed_ids);
+        (frontends, views, cache.tables.by_key.clone(), cache.tables.cluster_ips.clone())
+    };
+    let tables = ServiceTables { frontends, by_key, cluster_ips, service_cidrs, snat_ip };
+    let problems = problems(cache, alloc_problems);
+    let mut removed_ids = pass.removed_ids;
+    removed_ids.sort_unstable();
+    removed_ids.dedup();
+    state.removed = removed_ids;
+    cache.tables = tables.clone();
+    cache.views = views.clone();
+    CompiledServices { tables, problems, views }
+}
+
+/// Step 1a: reads the Services that changed (`changed`, else every one), drops those gone and
+/// numbers the new ones in key order.
+fn read_services(pass: &mut Pass, m: &Manifests, changed: Option<&BTreeSet<String>>, rv: bool, state: &mut ServiceState) {
+    let ServiceState { config: cfg, service_ids, next_service_id, cache, .. } = state;
     let mut fresh: Vec<(&String, &k8s_openapi::api::core::v1::Service)> = Vec::new();
     let mut gone: Vec<String> = Vec::new();
-    {
-        let mut reread = |k: &String, obj: &k8s_openapi::api::core::v1::Service, e: &mut SvcEntry| {
-            let fp = fingerprint::service(obj, rv);
-            if !full && fp == e.fp {
-                return;
+    // In key order, as a full compile: new Services are numbered in it.
+    for w in walk(changed, &m.services, &cache.services) {
+        let (k, obj) = match w {
+            Walked::Both(k, obj) => (k, obj),
+            Walked::New(k, obj) => {
+                fresh.push((k, obj));
+                continue;
             }
-            let n = read_service_entry(k, obj, fp, cfg);
-            e.fp = fp;
-            if n.sig != e.sig {
-                rerun_alloc = true;
-                e.sig = n.sig;
+            Walked::Gone(k) => {
+                gone.push(k);
+                continue;
             }
-            if n.model != e.model {
-                if !all_dirty {
-                    dirty.insert(k.clone());
-                }
-                e.model = n.model;
-            }
-            set_membership(&mut cache.read_problem_svcs, k, !n.read_problems.is_empty());
-            e.read_problems = n.read_problems;
         };
-        match changes {
-            Some(c) => {
-                // In key order, as the walk below: new Services are numbered in it.
-                for k in &c.services {
-                    match (m.services.get_key_value(k), cache.services.get_mut(k)) {
-                        (Some((k, obj)), Some(e)) => reread(k, obj, e),
-                        (Some((k, obj)), None) => fresh.push((k, obj)),
-                        (None, Some(_)) => gone.push(k.clone()),
-                        (None, None) => {}
-                    }
-                }
-            }
-            None => {
-                let mut old = cache.services.iter_mut().peekable();
-                for (k, obj) in &m.services {
-                    while old.peek().is_some_and(|(ok, _)| ok.as_str() < k.as_str()) {
-                        gone.push(old.next().expect("peeked").0.clone());
-                    }
-                    let Some((_, e)) = old.next_if(|(ok, _)| ok.as_str() == k.as_str()) else {
-                        fresh.push((k, obj));
-                        continue;
-                    };
-                    reread(k, obj, e);
-                }
-                gone.extend(old.map(|(k, _)| k.clone()));
-            }
+        let e = cache.services.get_mut(k).expect("walked");
+        let fp = fingerprint::service(obj, rv);
+        if !pass.full && fp == e.fp {
+            continue;
         }
+        let n = read_service_entry(k, obj, fp, cfg);
+        e.fp = fp;
+        if n.sig != e.sig {
+            pass.rerun_alloc = true;
+            e.sig = n.sig;
+        }
+        if n.model != e.model {
+            pass.mark(k);
+            e.model = n.model;
+        }
+        set_membership(&mut cache.read_problem_svcs, k, !n.read_problems.is_empty());
+        e.read_problems = n.read_problems;
     }
     for k in &gone {
         let e = cache.services.remove(k).expect("listed");
         if let Some(o) = e.out {
-            structure_changed = true;
-            removed_ids.extend(o.used);
+            pass.structure_changed = true;
+            pass.removed_ids.extend(o.used);
         }
         cache.derived_svcs.remove(k);
         cache.read_problem_svcs.remove(k);
         cache.out_problem_svcs.remove(k);
         service_ids.remove(k);
     }
-    // Into empty maps (a first view), the new keys, which come in key order, are built in one
-    // go rather than inserted one by one.
-    let (bulk_entries, bulk_ids) = (cache.services.is_empty(), service_ids.is_empty());
-    let mut new_entries: Vec<(String, SvcEntry)> = Vec::with_capacity(if bulk_entries { fresh.len() } else { 0 });
-    let mut new_ids: Vec<(String, u32)> = Vec::with_capacity(if bulk_ids { fresh.len() } else { 0 });
+    let mut new_entries: Vec<(String, SvcEntry)> = Vec::with_capacity(fresh.len());
+    let mut new_ids: Vec<(String, u32)> = Vec::with_capacity(fresh.len());
     for (k, obj) in &fresh {
         let e = read_service_entry(k, obj, fingerprint::service(obj, rv), cfg);
         set_membership(&mut cache.read_problem_svcs, k, !e.read_problems.is_empty());
-        if bulk_entries {
-            new_entries.push(((*k).clone(), e));
-        } else {
-            cache.services.insert((*k).clone(), e);
-        }
-        if !all_dirty {
-            dirty.insert((*k).clone());
-        }
-        // New keys in key order, as a full compile numbers them.
-        if bulk_ids {
-            new_ids.push(((*k).clone(), *next_service_id));
-        } else {
-            service_ids.insert((*k).clone(), *next_service_id);
-        }
+        new_entries.push(((*k).clone(), e));
+        pass.mark(k);
+        new_ids.push(((*k).clone(), *next_service_id));
         *next_service_id = next_service_id.wrapping_add(1).max(1);
     }
-    if bulk_entries {
-        cache.services = new_entries.into_iter().collect();
-    }
-    if bulk_ids {
-        *service_ids = new_ids.into_iter().collect();
-    }
-    rerun_alloc |= !fresh.is_empty() || !gone.is_empty();
+    insert_sorted(&mut cache.services, new_entries);
+    insert_sorted(service_ids, new_ids);
+    pass.rerun_alloc |= !fresh.is_empty() || !gone.is_empty();
+}
 
-    // 1b. EndpointSlices: read what changed; their Services are to be compiled again.
-    let mut touched: BTreeSet<String> = BTreeSet::new();
-    {
-        let mut changed: Vec<(String, Option<SliceEntry>)> = Vec::new();
-        let mut read = |k: &String, obj: &k8s_openapi::api::discovery::v1::EndpointSlice, old: Option<&SliceEntry>| {
-            let fp = fingerprint::slice(obj, rv);
-            if old.is_some_and(|e| !full && fp == e.fp) {
-                return None;
+/// Step 1b: reads the EndpointSlices that changed; the Services they named or name are to be
+/// compiled again.
+fn read_slices(pass: &mut Pass, m: &Manifests, changed_keys: Option<&BTreeSet<String>>, rv: bool, cache: &mut Cache) {
+    let mut changed: Vec<(String, Option<SliceEntry>)> = Vec::new();
+    for w in walk(changed_keys, &m.endpoint_slices, &cache.slices) {
+        let (k, obj, old) = match w {
+            Walked::Both(k, obj) => (k, obj, cache.slices.get(k)),
+            Walked::New(k, obj) => (k, obj, None),
+            Walked::Gone(k) => {
+                changed.push((k, None));
+                continue;
             }
-            let mut problems = Vec::new();
-            let model = model::read_slice_sharing(k, obj, &mut cache.node_names, &mut problems).map(Arc::new);
-            Some((k.clone(), Some(SliceEntry { fp, model, problems })))
         };
-        match changes {
-            Some(c) => {
-                for k in &c.endpoint_slices {
-                    match (m.endpoint_slices.get_key_value(k), cache.slices.get(k)) {
-                        (Some((k, obj)), old) => changed.extend(read(k, obj, old)),
-                        (None, Some(_)) => changed.push((k.clone(), None)),
-                        (None, None) => {}
-                    }
-                }
+        let fp = fingerprint::slice(obj, rv);
+        if old.is_some_and(|e| !pass.full && fp == e.fp) {
+            continue;
+        }
+        let mut problems = Vec::new();
+        let model = model::read_slice_sharing(k, obj, &mut cache.node_names, &mut problems).map(Arc::new);
+        changed.push((k.clone(), Some(SliceEntry { fp, model, problems })));
+    }
+    let mut touched: BTreeSet<String> = BTreeSet::new();
+    let mut new_slices: Vec<(String, SliceEntry)> = Vec::with_capacity(changed.len());
+    for (k, new) in changed {
+        let new_owner = new.as_ref().and_then(|e| e.model.as_ref()).map(|s| s.service.clone());
+        let old_entry = cache.slices.remove(&k);
+        match new {
+            Some(e) => {
+                set_membership(&mut cache.read_problem_slices, &k, !e.problems.is_empty());
+                new_slices.push((k.clone(), e));
             }
             None => {
-                let mut old = cache.slices.iter().peekable();
-                for (k, obj) in &m.endpoint_slices {
-                    while old.peek().is_some_and(|(ok, _)| ok.as_str() < k.as_str()) {
-                        changed.push((old.next().expect("peeked").0.clone(), None));
-                    }
-                    let e = old.next_if(|(ok, _)| ok.as_str() == k.as_str()).map(|(_, e)| e);
-                    changed.extend(read(k, obj, e));
-                }
-                changed.extend(old.map(|(k, _)| (k.clone(), None)));
+                cache.read_problem_slices.remove(&k);
             }
         }
-        // Into an empty map (a first view), built in one go rather than inserted one by one.
-        let bulk = cache.slices.is_empty();
-        let mut new_slices: Vec<(String, SliceEntry)> = Vec::with_capacity(if bulk { changed.len() } else { 0 });
-        for (k, new) in changed {
-            let new_owner = new.as_ref().and_then(|e| e.model.as_ref()).map(|s| s.service.clone());
-            let old_entry = match new {
-                Some(e) => {
-                    set_membership(&mut cache.read_problem_slices, &k, !e.problems.is_empty());
-                    if bulk {
-                        new_slices.push((k.clone(), e));
-                        None
-                    } else {
-                        cache.slices.insert(k.clone(), e)
-                    }
+        if let Some(o) = old_entry.and_then(|e| e.model).map(|s| s.service.clone()) {
+            if let Some(set) = cache.slices_of.get_mut(&o) {
+                if let Ok(i) = set.binary_search(&k) {
+                    set.remove(i);
                 }
-                None => {
-                    cache.read_problem_slices.remove(&k);
-                    cache.slices.remove(&k)
-                }
-            };
-            let old_model = old_entry.and_then(|e| e.model);
-            if let Some(o) = old_model.as_ref().map(|s| &s.service) {
-                if let Some(set) = cache.slices_of.get_mut(o) {
-                    if let Ok(i) = set.binary_search(&k) {
-                        set.remove(i);
-                    }
-                    if set.is_empty() {
-                        cache.slices_of.remove(o);
-                    }
-                }
-                if !all_dirty {
-                    touched.insert(o.clone());
+                if set.is_empty() {
+                    cache.slices_of.remove(&o);
                 }
             }
-            if let Some(o) = new_owner {
-                if !all_dirty {
-                    touched.insert(o.clone());
-                }
-                let set = cache.slices_of.entry(o).or_default();
-                if let Err(i) = set.binary_search(&k) {
-                    set.insert(i, k);
-                }
+            if !pass.all_dirty {
+                touched.insert(o);
             }
         }
-        if bulk && !new_slices.is_empty() {
-            cache.slices = new_slices.into_iter().collect();
+        if let Some(o) = new_owner {
+            if !pass.all_dirty {
+                touched.insert(o.clone());
+            }
+            let set = cache.slices_of.entry(o).or_default();
+            if let Err(i) = set.binary_search(&k) {
+                set.insert(i, k);
+            }
         }
     }
-    dirty.extend(touched.into_iter().filter(|k| cache.services.contains_key(k)));
+    insert_sorted(&mut cache.slices, new_slices);
+    pass.dirty.extend(touched.into_iter().filter(|k| cache.services.contains_key(k)));
+}
 
-    // 2-3. Allocations, when what they read changed.
-    let alloc_problems: Vec<String> = if rerun_alloc {
-        let (mut allocs, problems) = allocate(&cache.services, cfg, st_cluster_ips, st_node_ports);
-        for (k, e) in cache.services.iter_mut() {
-            let a = allocs.remove(k.as_str()).map(Box::new);
-            if a != e.alloc {
-                structure_changed = true;
-                if !all_dirty {
-                    dirty.insert(k.clone());
-                }
-                e.alloc = a;
-            }
+/// Steps 2-3: ClusterIPs and NodePorts, again when what they read changed; the sentences.
+fn allocation_step(pass: &mut Pass, state: &mut ServiceState) -> Vec<String> {
+    let ServiceState { config: cfg, cluster_ips, node_ports, cache, .. } = state;
+    if !pass.rerun_alloc {
+        return cache.alloc_problems.iter().filter(|(once, _)| !once).map(|(_, p)| p.clone()).collect();
+    }
+    let (mut allocs, problems) = allocate(&cache.services, cfg, cluster_ips, node_ports);
+    for (k, e) in &mut cache.services {
+        let a = allocs.remove(k.as_str()).map(Box::new);
+        if a != e.alloc {
+            pass.structure_changed = true;
+            pass.mark(k);
+            e.alloc = a;
         }
-        cache.alloc_problems = problems;
-        cache.alloc_problems.iter().map(|(_, p)| p.clone()).collect()
-    } else {
-        cache.alloc_problems.iter().filter(|(once, _)| !once).map(|(_, p)| p.clone()).collect()
-    };
+    }
+    cache.alloc_problems = problems;
+    cache.alloc_problems.iter().map(|(_, p)| p.clone()).collect()
+}
 
-    // Services whose endpoints come from their selector: compiled again when the pods it picks
-    // (or what is read of them) changed.
-    // Whether a Service is one of them changes only with its model, allocation or slices, which
-    // make it dirty.
-    let mut derived = |k: &String, e: &mut SvcEntry| {
-        let yes = e.alloc.is_some()
-            && e.model.as_ref().is_some_and(|s| s.selector.is_some())
-            && !cache.slices_of.contains_key(k);
-        set_membership(&mut cache.derived_svcs, k, yes);
+/// Services whose endpoints come from their selector: compiled again when the pods it picks
+/// (or what is read of them) changed. Returns the pods picked, by Service.
+fn select_pods<'a>(
+    pass: &mut Pass,
+    inp: &ServiceInputs<'a>,
+    pods_may_differ: bool,
+    rv: bool,
+    cache: &mut Cache,
+    index: &mut Option<PodIndex<'a>>,
+) -> HashMap<String, Vec<&'a PodInfo>> {
+    // Whether a Service is one of them changes only with its model, allocation or slices,
+    // which make it dirty.
+    let (derived_svcs, slices_of) = (&mut cache.derived_svcs, &cache.slices_of);
+    pass.for_each_dirty(&mut cache.services, |k, e| {
+        let yes = e.alloc.is_some() && e.model.as_ref().is_some_and(|s| s.selector.is_some()) && !slices_of.contains_key(k);
+        set_membership(derived_svcs, k, yes);
         if !yes {
             e.pods_fp = None;
         }
-    };
-    if all_dirty {
-        for (k, e) in cache.services.iter_mut() {
-            derived(k, e);
-        }
-    } else {
-        for k in &dirty {
-            derived(k, cache.services.get_mut(k).expect("dirty Services exist"));
-        }
-    }
-    let mut index: Option<PodIndex> = None;
+    });
     let mut selected: HashMap<String, Vec<&PodInfo>> = HashMap::new();
     // Unless a pod may have changed, only Services that just became such have no fingerprint.
     for k in &cache.derived_svcs {
-        if !pods_may_differ && !all_dirty && !dirty.contains(k) {
+        if !pods_may_differ && !pass.all_dirty && !pass.dirty.contains(k) {
             continue;
         }
         let e = cache.services.get_mut(k).expect("derived Services exist");
@@ -537,40 +590,49 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
         let mut h = FpHasher::default();
         pods.len().hash(&mut h);
         for p in &pods {
-            fingerprint::add_pod(&mut h, p, m.pods.get(&p.key()).map(|p| &**p), rv);
+            fingerprint::add_pod(&mut h, p, inp.manifests.pods.get(&p.key()).map(|p| &**p), rv);
         }
         let fp = Some(h.fp());
         if fp != e.pods_fp {
             e.pods_fp = fp;
-            if !all_dirty {
-                dirty.insert(k.clone());
-            }
+            pass.mark(k);
         }
         selected.insert(k.clone(), pods);
     }
+    selected
+}
 
-    // 4. Compile the Services whose input changed.
+/// Step 4: compiles the Services whose input changed.
+fn compile_dirty<'a>(
+    pass: &mut Pass,
+    inp: &ServiceInputs<'a>,
+    state: &mut ServiceState,
+    selected: &mut HashMap<String, Vec<&'a PodInfo>>,
+    index: &mut Option<PodIndex<'a>>,
+) {
+    let ServiceState { config: cfg, service_ids, next_endpoint_id, cache, .. } = state;
     let mut node_ips = vec![inp.node.internal_ip];
     for a in &cfg.extra_node_ips {
         if !node_ips.contains(a) {
             node_ips.push(*a);
         }
     }
-    let env = Env { m, node: inp.node, node_ips: &node_ips };
+    let env = Env { m: inp.manifests, node: inp.node, node_ips: &node_ips };
     let no_slices = Vec::new();
-    let mut step4 = |k: &String, e: &mut SvcEntry| {
+    let (slices_of, slices, out_problem_svcs) = (&cache.slices_of, &cache.slices, &mut cache.out_problem_svcs);
+    let (mut structure_changed, mut removed_ids) = (false, Vec::new());
+    pass.for_each_dirty(&mut cache.services, |k, e| {
         let old = e.out.take();
         let (Some(alloc), Some(svc)) = (e.alloc.as_ref(), e.model.as_ref()) else {
             if let Some(o) = old {
                 structure_changed = true;
                 removed_ids.extend(o.used);
-                cache.out_problem_svcs.remove(k);
+                out_problem_svcs.remove(k);
             }
             return;
         };
-        let slice_keys = cache.slices_of.get(k).unwrap_or(&no_slices);
-        let slices: Vec<&SliceModel> =
-            slice_keys.iter().filter_map(|s| cache.slices.get(s).and_then(|e| e.model.as_deref())).collect();
+        let slice_keys = slices_of.get(k).unwrap_or(&no_slices);
+        let slices: Vec<&SliceModel> = slice_keys.iter().filter_map(|s| slices.get(s).and_then(|e| e.model.as_deref())).collect();
         let pods: Option<Vec<&PodInfo>> = (slices.is_empty() && svc.selector.is_some()).then(|| {
             selected.remove(k).unwrap_or_else(|| {
                 let sel = svc.selector.as_ref().expect("checked");
@@ -593,84 +655,84 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
             }
         }
         e.out = Some(Box::new(out));
-    };
-    if all_dirty {
-        for (k, e) in cache.services.iter_mut() {
-            step4(k, e);
-        }
-    } else {
-        for k in &dirty {
-            step4(k, cache.services.get_mut(k).expect("dirty Services exist"));
-        }
-    }
+    });
+    pass.structure_changed |= structure_changed;
+    pass.removed_ids.extend(removed_ids);
+}
 
-    // 5. The tables.
-    let service_cidrs: Vec<(u32, u8)> =
-        cfg.service_cidrs.iter().map(|c| (u32::from(c.network()), c.prefix_len())).collect();
-    let snat_ip = Some(inp.node.internal_ip);
-    let (frontends, views, by_key, cluster_ips) = if structure_changed {
-        let n = cache.tables.frontends.len();
-        let mut by_key = FrontendIndex::with_capacity_and_hasher(n, Default::default());
-        let mut cluster_ips = AddressSet::default();
-        let mut frontends: Vec<Arc<Frontend>> = Vec::with_capacity(n);
-        let mut views: Vec<Arc<ServiceView>> = Vec::with_capacity(n);
-        for (k, e) in cache.services.iter_mut() {
-            let Some(out) = e.out.as_mut() else { continue };
-            cluster_ips.insert(u32::from(e.alloc.as_ref().expect("compiled Services are allocated").cluster_ip));
-            out.offset = frontends.len();
-            let mut taken_by = Vec::with_capacity(out.cands.len());
-            for c in &out.cands {
-                let f = &c.frontend;
-                match by_key.get(&f.key) {
-                    Some(&i) => taken_by.push(Some(frontends[i as usize].name.clone())),
-                    None => {
-                        by_key.insert(f.key, frontends.len() as u32);
-                        if f.kind == FrontendKind::ClusterIp {
-                            cluster_ips.insert(f.key.ip);
-                        }
-                        frontends.push(Arc::clone(f));
-                        views.push(Arc::clone(&c.view));
-                        taken_by.push(None);
+/// Step 5 when frontends appeared, went or moved: the tables built again from every Service's
+/// result, in key order; the first Service to claim a frontend key has it.
+fn assemble_tables(
+    cache: &mut Cache,
+    removed_ids: &mut Vec<u32>,
+) -> (ArcList<Frontend>, ArcList<ServiceView>, Arc<FrontendIndex>, Arc<AddressSet>) {
+    let n = cache.tables.frontends.len();
+    let mut by_key = FrontendIndex::with_capacity_and_hasher(n, Default::default());
+    let mut cluster_ips = AddressSet::default();
+    let mut frontends: Vec<Arc<Frontend>> = Vec::with_capacity(n);
+    let mut views: Vec<Arc<ServiceView>> = Vec::with_capacity(n);
+    for (k, e) in &mut cache.services {
+        let Some(out) = e.out.as_mut() else { continue };
+        cluster_ips.insert(u32::from(e.alloc.as_ref().expect("compiled Services are allocated").cluster_ip));
+        out.offset = frontends.len();
+        let mut taken_by = Vec::with_capacity(out.cands.len());
+        for c in &out.cands {
+            let f = &c.frontend;
+            match by_key.get(&f.key) {
+                Some(&i) => taken_by.push(Some(frontends[i as usize].name.clone())),
+                None => {
+                    by_key.insert(f.key, frontends.len() as u32);
+                    if f.kind == FrontendKind::ClusterIp {
+                        cluster_ips.insert(f.key.ip);
                     }
+                    frontends.push(Arc::clone(f));
+                    views.push(Arc::clone(&c.view));
+                    taken_by.push(None);
                 }
-            }
-            if out.previous_used.is_some() || taken_by != out.taken_by {
-                out.taken_by = taken_by;
-                out.render(k);
-                set_membership(&mut cache.out_problem_svcs, k, !out.problems.is_empty());
-                let before = out.previous_used.take().unwrap_or_else(|| std::mem::take(&mut out.used));
-                out.compute_used();
-                removed_ids.extend(sorted_difference(&before, &out.used));
             }
         }
-        (ArcList::from(frontends), ArcList::from(views), Arc::new(by_key), Arc::new(cluster_ips))
-    } else if dirty.is_empty() {
-        (cache.tables.frontends.clone(), cache.views.clone(), cache.tables.by_key.clone(), cache.tables.cluster_ips.clone())
-    } else {
-        // Same Services, same frontend keys and names: the recompiled ones take their places.
-        let mut frontends = cache.tables.frontends.to_vec();
-        let mut views = cache.views.to_vec();
-        for k in &dirty {
-            let Some(out) = cache.services.get_mut(k).and_then(|e| e.out.as_mut()) else { continue };
-            let Some(before) = out.previous_used.take() else { continue };
-            let mut i = out.offset;
-            for (c, t) in out.cands.iter().zip(&out.taken_by) {
-                if t.is_none() {
-                    frontends[i] = Arc::clone(&c.frontend);
-                    views[i] = Arc::clone(&c.view);
-                    i += 1;
-                }
-            }
+        if out.previous_used.is_some() || taken_by != out.taken_by {
+            out.taken_by = taken_by;
             out.render(k);
             set_membership(&mut cache.out_problem_svcs, k, !out.problems.is_empty());
+            let before = out.previous_used.take().unwrap_or_else(|| std::mem::take(&mut out.used));
             out.compute_used();
             removed_ids.extend(sorted_difference(&before, &out.used));
         }
-        (ArcList::from(frontends), ArcList::from(views), cache.tables.by_key.clone(), cache.tables.cluster_ips.clone())
-    };
-    let tables = ServiceTables { frontends, by_key, cluster_ips, service_cidrs, snat_ip };
+    }
+    (ArcList::from(frontends), ArcList::from(views), Arc::new(by_key), Arc::new(cluster_ips))
+}
 
-    // Sentences, in the order a single pass gives them.
+/// Step 5 when the same Services have the same frontend keys and names: the recompiled ones
+/// take their places in copies of the previous lists.
+fn replace_in_place(
+    cache: &mut Cache,
+    dirty: &BTreeSet<String>,
+    removed_ids: &mut Vec<u32>,
+) -> (ArcList<Frontend>, ArcList<ServiceView>) {
+    let mut frontends = cache.tables.frontends.to_vec();
+    let mut views = cache.views.to_vec();
+    for k in dirty {
+        let Some(out) = cache.services.get_mut(k).and_then(|e| e.out.as_mut()) else { continue };
+        let Some(before) = out.previous_used.take() else { continue };
+        let mut i = out.offset;
+        for (c, t) in out.cands.iter().zip(&out.taken_by) {
+            if t.is_none() {
+                frontends[i] = Arc::clone(&c.frontend);
+                views[i] = Arc::clone(&c.view);
+                i += 1;
+            }
+        }
+        out.render(k);
+        set_membership(&mut cache.out_problem_svcs, k, !out.problems.is_empty());
+        out.compute_used();
+        removed_ids.extend(sorted_difference(&before, &out.used));
+    }
+    (ArcList::from(frontends), ArcList::from(views))
+}
+
+/// The sentences, in the order a single pass gives them.
+fn problems(cache: &Cache, alloc_problems: Vec<String>) -> Vec<String> {
     let mut problems = Vec::new();
     for k in &cache.read_problem_svcs {
         problems.extend_from_slice(&cache.services[k].read_problems);
@@ -682,13 +744,7 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
     for k in &cache.out_problem_svcs {
         problems.extend_from_slice(&cache.services[k].out.as_ref().expect("compiled").problems);
     }
-
-    removed_ids.sort_unstable();
-    removed_ids.dedup();
-    *st_removed = removed_ids;
-    cache.tables = tables.clone();
-    cache.views = views.clone();
-    CompiledServices { tables, problems, views }
+    problems
 }
 
 /// Elements of sorted `a` not in sorted `b`.
@@ -900,8 +956,7 @@ fn compile_one(
         // Ids: kept while listed; new ones in order.
         let old_ids: &[((Ipv4Addr, u16), u32)] = old
             .and_then(|o| o.ids.iter().find(|((n, p), _)| *n == port.name && *p == port.proto))
-            .map(|(_, v)| v.as_slice())
-            .unwrap_or(&[]);
+            .map_or(&[], |(_, v)| v.as_slice());
         let ids: Vec<u32> = cands
             .iter()
             .map(|c| match old_ids.binary_search_by_key(&(c.ip, c.port), |e| e.0) {

@@ -274,7 +274,7 @@ mod tests {
 
     #[test]
     fn resource_versions_only_when_asked() {
-        let mut a: Service = serde_yaml::from_str("metadata: {name: s, resourceVersion: '7'}\nspec: {ports: [{port: 80}]}").unwrap();
+        let mut a: Service = serde_saphyr::from_str("metadata: {name: s, resourceVersion: '7'}\nspec: {ports: [{port: 80}]}").unwrap();
         let b = a.clone();
         a.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 81;
         // Same version, different content: only the content hash sees it.

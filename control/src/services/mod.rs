@@ -110,7 +110,7 @@ pub fn all_pods(m: &Manifests) -> (Vec<PodInfo>, Vec<String>) {
     for pod in m.pods.values() {
         match crate::model::pod_info(pod) {
             Ok(p) => out.push(p),
-            Err(e) => problems.push(e),
+            Err(e) => problems.push(e.to_string()),
         }
     }
     (out, problems)

@@ -203,10 +203,15 @@ pub fn is_iana_port_name(s: &str) -> bool {
         && !s.contains("--")
 }
 
-fn parse_proto(p: Option<&str>) -> Result<L4Proto, String> {
+/// A port's protocol that is not one podswitch carries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("protocol {0:?} is not TCP, UDP or SCTP")]
+pub struct ProtocolError(pub String);
+
+fn parse_proto(p: Option<&str>) -> Result<L4Proto, ProtocolError> {
     match p {
         None | Some("") => Ok(L4Proto::Tcp),
-        Some(s) => L4Proto::parse(s).ok_or_else(|| format!("protocol {s:?} is not TCP, UDP or SCTP")),
+        Some(s) => L4Proto::parse(s).ok_or_else(|| ProtocolError(s.to_string())),
     }
 }
 
@@ -283,7 +288,7 @@ pub fn read_service(key: &str, svc: &Service, cfg: &ServiceConfig, problems: &mu
                 match c.parse::<IpAddr>() {
                     Ok(IpAddr::V4(a)) => {
                         if !v4.contains(&a) {
-                            v4.push(a)
+                            v4.push(a);
                         }
                     }
                     Ok(IpAddr::V6(_)) => {}
@@ -294,7 +299,7 @@ pub fn read_service(key: &str, svc: &Service, cfg: &ServiceConfig, problems: &mu
                 [] => ClusterIpSpec::Ipv6Only,
                 [a] => {
                     if !allocate::valid_cluster_ip(&cfg.service_cidrs, *a) {
-                        let cidrs: Vec<String> = cfg.service_cidrs.iter().map(|c| c.to_string()).collect();
+                        let cidrs: Vec<String> = cfg.service_cidrs.iter().map(std::string::ToString::to_string).collect();
                         return fail(
                             problems,
                             key,
@@ -512,7 +517,7 @@ pub fn read_slice_sharing(
     if slice.address_type != "IPv4" {
         return None;
     }
-    let namespace = key.split_once('/').map(|(ns, _)| ns).unwrap_or("default");
+    let namespace = key.split_once('/').map_or("default", |(ns, _)| ns);
     let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
     let mut out = SliceModel {
         key: key.to_string(),

@@ -777,7 +777,7 @@ fn svc_node_port(c: &CompiledServices, name: &str, port: u16) -> u16 {
         .views
         .iter()
         .find(|v| v.service == name && v.kind == FrontendKind::NodePort && v.name.ends_with(&format!(":p{port}")));
-    v.map(|v| v.port).unwrap_or_else(|| panic!("{name} p{port}: {:?}", c.views))
+    v.map_or_else(|| panic!("{name} p{port}: {:?}", c.views), |v| v.port)
 }
 
 #[test]

@@ -312,7 +312,7 @@ fn run(seed: u64, steps: usize, config: ServiceConfig) -> (usize, usize) {
     let mut refs = RefState::new(config);
     let (mut frontends, mut problems) = (0, 0);
     for step in 0..steps {
-        for _ in 0..1 + rng.usize(..3) {
+        for _ in 0..=rng.usize(..3) {
             w.edit(&mut rng);
         }
         let m = w.manifests(false);
@@ -406,7 +406,7 @@ fn an_endpoint_change_replaces_one_services_frontends_and_shares_the_rest() {
     let c0 = compile_services(&ServiceInputs { manifests: &m, node: &node, all_pods: &[] }, &mut state);
     let mut one = Manifests::default();
     add_documents(&mut one, Path::new("c.yaml"), &simple_slice(7, 1)).unwrap();
-    m.endpoint_slices.extend(one.endpoint_slices);
+    m.endpoint_slices.extend(one.objects.endpoint_slices);
     let c1 = compile_services(&ServiceInputs { manifests: &m, node: &node, all_pods: &[] }, &mut state);
     assert!(Arc::ptr_eq(&c0.tables.by_key, &c1.tables.by_key), "the key index is shared");
     assert!(Arc::ptr_eq(&c0.tables.cluster_ips, &c1.tables.cluster_ips));

@@ -130,7 +130,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -392,7 +392,7 @@ async fn handle(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Res
 fn list(shared: &Shared, res: Res, q: &HashMap<String, String>) -> Response<Body> {
     let mut st = shared.lock();
     let limit: Option<usize> = q.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0);
-    let rv_param = q.get("resourceVersion").map(String::as_str).unwrap_or("");
+    let rv_param = q.get("resourceVersion").map_or("", String::as_str);
     let (snap_id, offset, snap_rv, items) = if let Some(token) = q.get("continue").filter(|t| !t.is_empty()) {
         let Some((id, offset)) = token.split_once(':').and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<usize>().ok()?)))
         else {
@@ -412,7 +412,7 @@ fn list(shared: &Shared, res: Res, q: &HashMap<String, String>) -> Response<Body
     };
     // resourceVersion=0 is served whole from the watch cache: limit is ignored.
     let limit = if rv_param == "0" && !q.contains_key("continue") { None } else { limit };
-    let end = limit.map(|l| (offset + l).min(items.len())).unwrap_or(items.len());
+    let end = limit.map_or(items.len(), |l| (offset + l).min(items.len()));
     let page: Vec<Value> = items[offset.min(end)..end]
         .iter()
         .map(|o| {
