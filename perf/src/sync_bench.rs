@@ -252,8 +252,7 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
         let t = Instant::now();
         if api {
             // What the watch reported: the slice's key; the update carries that object only.
-            let mut keys = ByKind::<Keys>::default();
-            keys.endpoint_slices = slice_keys;
+            let keys = ByKind::<Keys> { endpoint_slices: slice_keys, ..Default::default() };
             keeper.apply(Update::Delta(builder.delta(&stores, keys))).map_err(|e| anyhow::anyhow!(e))?;
             if a.no_changes {
                 keeper.forget_changes();

@@ -34,12 +34,12 @@ use crate::services::{self, CompiledServices, ServiceInputs, ServiceState};
 /// Why a view was not applied (the tables in force stay).
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("{0}")]
-    Node(String),
+    #[error(transparent)]
+    Node(#[from] model::NodeError),
     #[error("the Node object changed ({old:?} -> {new:?}); restart the switch to apply a new pod CIDR or InternalIP")]
     NodeChanged { old: Box<NodeInfo>, new: Box<NodeInfo> },
-    #[error("{0}")]
-    Pods(String),
+    #[error(transparent)]
+    Pods(#[from] model::PodError),
 }
 
 /// Why a port was not attached (it stays pending, with this as the reason).
