@@ -152,33 +152,19 @@ pub fn service(svc: &Service, resource_versions: bool) -> Fp {
             s.selector.hash(&mut h);
             s.allocate_load_balancer_node_ports.hash(&mut h);
             s.publish_not_ready_addresses.hash(&mut h);
-            match &s.ports {
-                None => 0u8.hash(&mut h),
-                Some(ports) => {
-                    1u8.hash(&mut h);
-                    ports.len().hash(&mut h);
-                    for p in ports {
-                        p.name.hash(&mut h);
-                        p.port.hash(&mut h);
-                        p.protocol.hash(&mut h);
-                        int_or_string(&mut h, &p.target_port);
-                        p.node_port.hash(&mut h);
-                    }
-                }
-            }
+            hash_opt_list(&mut h, s.ports.as_ref(), |h, p| {
+                p.name.hash(h);
+                p.port.hash(h);
+                p.protocol.hash(h);
+                int_or_string(h, &p.target_port);
+                p.node_port.hash(h);
+            });
         }
     }
-    match svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()) {
-        None => 0u8.hash(&mut h),
-        Some(ing) => {
-            1u8.hash(&mut h);
-            ing.len().hash(&mut h);
-            for i in ing {
-                i.ip.hash(&mut h);
-                i.ip_mode.hash(&mut h);
-            }
-        }
-    }
+    hash_opt_list(&mut h, svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()), |h, i| {
+        i.ip.hash(h);
+        i.ip_mode.hash(h);
+    });
     h.fp()
 }
 
@@ -190,41 +176,26 @@ pub fn slice(s: &EndpointSlice, resource_versions: bool) -> Fp {
     }
     s.address_type.hash(&mut h);
     s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).hash(&mut h);
-    match &s.ports {
-        None => 0u8.hash(&mut h),
-        Some(ports) => {
-            1u8.hash(&mut h);
-            ports.len().hash(&mut h);
-            for p in ports {
-                p.name.hash(&mut h);
-                p.protocol.hash(&mut h);
-                p.port.hash(&mut h);
-            }
-        }
-    }
+    hash_opt_list(&mut h, s.ports.as_ref(), |h, p| {
+        p.name.hash(h);
+        p.protocol.hash(h);
+        p.port.hash(h);
+    });
     s.endpoints.len().hash(&mut h);
     for e in &s.endpoints {
         e.addresses.hash(&mut h);
-        match &e.conditions {
-            None => 0u8.hash(&mut h),
-            Some(c) => {
-                1u8.hash(&mut h);
-                c.ready.hash(&mut h);
-                c.serving.hash(&mut h);
-                c.terminating.hash(&mut h);
-            }
-        }
+        hash_opt(&mut h, e.conditions.as_ref(), |h, c| {
+            c.ready.hash(h);
+            c.serving.hash(h);
+            c.terminating.hash(h);
+        });
         e.node_name.hash(&mut h);
         e.deprecated_topology.as_ref().and_then(|t| t.get("kubernetes.io/hostname")).hash(&mut h);
-        match &e.target_ref {
-            None => 0u8.hash(&mut h),
-            Some(r) => {
-                1u8.hash(&mut h);
-                r.kind.hash(&mut h);
-                r.name.hash(&mut h);
-                r.namespace.hash(&mut h);
-            }
-        }
+        hash_opt(&mut h, e.target_ref.as_ref(), |h, r| {
+            r.kind.hash(h);
+            r.name.hash(h);
+            r.namespace.hash(h);
+        });
     }
     h.fp()
 }
@@ -249,6 +220,28 @@ pub fn add_pod(h: &mut FpHasher, p: &PodInfo, obj: Option<&Pod>, resource_versio
     }
     obj.is_some().hash(h);
     derive::pod_status(obj).hash(h);
+}
+
+/// Hashes whether `v` is there (0 or 1) and, when it is, what `f` hashes of it: an absent field
+/// and an empty one hash apart.
+fn hash_opt<T>(h: &mut FpHasher, v: Option<&T>, f: impl FnOnce(&mut FpHasher, &T)) {
+    match v {
+        None => 0u8.hash(h),
+        Some(x) => {
+            1u8.hash(h);
+            f(h, x);
+        }
+    }
+}
+
+/// [`hash_opt`] of a list: presence, length, then `f` of each item in order.
+fn hash_opt_list<T>(h: &mut FpHasher, v: Option<&Vec<T>>, mut f: impl FnMut(&mut FpHasher, &T)) {
+    hash_opt(h, v, |h, items| {
+        items.len().hash(h);
+        for item in items {
+            f(h, item);
+        }
+    });
 }
 
 #[cfg(test)]
@@ -286,3 +279,4 @@ mod tests {
         assert_eq!(service(&c, false), service(&b, false));
     }
 }
+
