@@ -40,6 +40,12 @@ pub trait Family {
     type Of<K: Kind>;
 }
 
+/// A [`Family`] whose slots are collections: they can be counted ([`ByKind::counts`]).
+pub trait Counted: Family {
+    /// How many entries one kind's slot holds.
+    fn len<K: Kind>(of: &Self::Of<K>) -> usize;
+}
+
 /// Something done for every kind, in list order ([`each_kind`]).
 pub trait EachKind {
     fn kind<K: Kind>(&mut self);
@@ -58,11 +64,21 @@ pub struct Objects;
 impl Family for Objects {
     type Of<K: Kind> = Collection<K>;
 }
+impl Counted for Objects {
+    fn len<K: Kind>(of: &Collection<K>) -> usize {
+        of.len()
+    }
+}
 
 /// Keys of objects per kind (those that changed, see [`super::Changes`]).
 pub struct Keys;
 impl Family for Keys {
     type Of<K: Kind> = BTreeSet<String>;
+}
+impl Counted for Keys {
+    fn len<K: Kind>(of: &BTreeSet<String>) -> usize {
+        of.len()
+    }
 }
 
 /// Whether a k8s-openapi scope is a namespace.
@@ -155,13 +171,13 @@ kinds! {
     NetworkPolicy => network_policies,
 }
 
-impl ByKind<Objects> {
-    /// Objects per kind, in list order.
+impl<F: Counted> ByKind<F> {
+    /// Entries per kind (objects, keys), in list order.
     pub fn counts(&self) -> [usize; COUNT] {
-        struct Count<'a>(&'a ByKind<Objects>, [usize; COUNT]);
-        impl EachKind for Count<'_> {
+        struct Count<'a, F: Counted>(&'a ByKind<F>, [usize; COUNT]);
+        impl<F: Counted> EachKind for Count<'_, F> {
             fn kind<K: Kind>(&mut self) {
-                self.1[K::INDEX] = K::of(self.0).len();
+                self.1[K::INDEX] = F::len::<K>(K::of(self.0));
             }
         }
         let mut c = Count(self, [0; COUNT]);
@@ -171,19 +187,6 @@ impl ByKind<Objects> {
 }
 
 impl ByKind<Keys> {
-    /// Keys per kind, in list order.
-    pub fn counts(&self) -> [usize; COUNT] {
-        struct Count<'a>(&'a ByKind<Keys>, [usize; COUNT]);
-        impl EachKind for Count<'_> {
-            fn kind<K: Kind>(&mut self) {
-                self.1[K::INDEX] = K::of(self.0).len();
-            }
-        }
-        let mut c = Count(self, [0; COUNT]);
-        each_kind(&mut c);
-        c.1
-    }
-
     /// Adds every key of `other`.
     pub fn extend(&mut self, other: ByKind<Keys>) {
         struct Extend<'a>(&'a mut ByKind<Keys>, ByKind<Keys>);
