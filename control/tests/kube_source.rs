@@ -17,6 +17,7 @@ fn opts() -> Options {
         page_size: Some(500),
         retry: Retry::Exponential { min: Duration::from_millis(50), max: Duration::from_millis(300) },
         watch_timeout_secs: 290,
+        resume_settle: Duration::from_millis(250),
     }
 }
 

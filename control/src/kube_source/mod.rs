@@ -24,10 +24,11 @@
 //!   only the newest update, merged with any the consumer did not take: a slow consumer gets
 //!   the latest view, never a backlog.
 //! - API outages are retried with exponential backoff and jitter ([`Options::retry`]: kube's
-//!   `DefaultBackoff`, as client-go's reflector, unless a test asks for shorter delays). Views are also held while any kind's last request failed (a
-//!   tower layer under the client sees every request's outcome): nothing goes out while the
-//!   server is away, and when it is back one view follows once every watch has resumed (or
-//!   relisted, after 410 Gone). [`KubeSource::status`] says whether the last request got an
+//!   `DefaultBackoff`, as client-go's reflector, unless a test asks for shorter delays). Views
+//!   are also held while any kind's last request failed (a tower layer under the client sees
+//!   every request's outcome): nothing goes out while the server is away, and when it is back
+//!   one view follows once every watch has resumed (or relisted, after 410 Gone) and had
+//!   [`Options::resume_settle`] to deliver what it missed. [`KubeSource::status`] says whether the last request got an
 //!   answer, the last error, what each kind holds and how many relists happened.
 //! - Objects are stored without `metadata.managedFields` (never used, often most of a Pod).
 //! - Every view but the first lists the keys its watches changed since the view sent before it
@@ -152,6 +153,11 @@ pub struct Options {
     pub retry: Retry,
     /// `timeoutSeconds` of each watch request (the server ends the watch then; it is resumed).
     pub watch_timeout_secs: u32,
+    /// After an outage, how long views stay held once a watch is answered again. A resumed
+    /// watch sends what happened meanwhile only after its request is answered, and nothing
+    /// marks the end of that backlog; this lets every kind's backlog arrive so that one view
+    /// carries the whole outage instead of one view per kind. Each kind's return restarts it.
+    pub resume_settle: Duration,
 }
 
 impl Default for Options {
@@ -161,6 +167,7 @@ impl Default for Options {
             page_size: Some(500),
             retry: Retry::Default,
             watch_timeout_secs: 290,
+            resume_settle: Duration::from_millis(250),
         }
     }
 }
@@ -271,12 +278,16 @@ struct State {
     changed_unknown: bool,
     /// The consumer could not apply an update: the next one is a whole view.
     need_full: bool,
+    /// A kind's watch came back after an outage: views are held until then
+    /// ([`Options::resume_settle`]).
+    resume_hold_until: Option<tokio::time::Instant>,
 }
 
 struct Shared {
     server: String,
     state: Mutex<State>,
     changed: Notify,
+    resume_settle: Duration,
 }
 
 impl Shared {
@@ -320,9 +331,13 @@ impl track::Observer for Shared {
             reconnected = !ks.connected && ks.listed;
             ks.connected = true;
         }
+        if reconnected {
+            st.resume_hold_until = Some(tokio::time::Instant::now() + self.resume_settle);
+        }
         drop(st);
         if reconnected {
-            // Views were held while this kind was cut off; its watch is back.
+            // Views were held while this kind was cut off; its watch is back (and its backlog
+            // on the way: the aggregator waits for it).
             self.changed.notify_one();
         }
     }
@@ -356,7 +371,12 @@ pub fn start(config: kube::Config) -> Result<KubeSource, KubeSourceError> {
 /// [`KubeSource::recv_timeout`]).
 pub fn start_with(config: kube::Config, opts: Options) -> Result<KubeSource, KubeSourceError> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(KubeSourceError::Runtime)?;
-    let shared = Arc::new(Shared { server: config.cluster_url.to_string(), state: Mutex::default(), changed: Notify::new() });
+    let shared = Arc::new(Shared {
+        server: config.cluster_url.to_string(),
+        state: Mutex::default(),
+        changed: Notify::new(),
+        resume_settle: opts.resume_settle,
+    });
     let client = {
         let _guard = rt.enter();
         kube::client::ClientBuilder::try_from(config)
@@ -641,6 +661,14 @@ async fn aggregate(shared: Arc<Shared>, stores: Stores, tx: Sender<Update>, drai
         // Within a window after the last view: wait for its end, taking in what else arrives.
         if let Some(start) = window_start {
             tokio::time::sleep_until(start + debounce).await;
+        }
+        // After an outage: until every returned watch's backlog had time to arrive.
+        loop {
+            let hold = shared.lock().resume_hold_until; // the guard goes before the sleep
+            match hold {
+                Some(until) if until > tokio::time::Instant::now() => tokio::time::sleep_until(until).await,
+                _ => break,
+            }
         }
         if !synced(&shared.lock()) {
             continue; // the list under way notifies again when it completes
