@@ -41,6 +41,14 @@ impl L4Proto {
             _ => None,
         }
     }
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Tcp => 6,
+            Self::Udp => 17,
+            Self::Sctp => 132,
+        }
+    }
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Tcp => "tcp",

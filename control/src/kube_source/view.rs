@@ -39,50 +39,42 @@ impl Delta {
     /// Applies the delta to `m` (whose digest must be `changes.since`): objects set or
     /// removed; the digest and, if `list_changes`, the list of changes follow.
     fn apply_to(self, m: &mut Manifests, list_changes: bool) {
-        struct Apply<'a> {
-            view: &'a mut ByKind<Objects>,
-            keys: &'a ByKind<Keys>,
-            objects: ByKind<Objects>,
-        }
-        impl EachKind for Apply<'_> {
-            fn kind<K: Kind>(&mut self) {
-                let (view, new) = (K::of_mut(self.view), K::of_mut(&mut self.objects));
-                for key in K::of(self.keys) {
-                    match new.remove(key) {
-                        Some(o) => view.insert(key.clone(), o),
-                        None => view.remove(key),
-                    };
-                }
-            }
-        }
         let Delta { changes, digest, objects } = self;
-        kinds::each_kind(&mut Apply { view: &mut m.objects, keys: &changes.keys, objects });
+        overlay(&mut m.objects, &changes.keys, objects);
         m.changes = list_changes.then_some(changes);
         m.digest = digest;
     }
 
     /// This delta followed by `later` (which starts where this one ends).
     fn then(mut self, later: Delta) -> Delta {
-        struct Then<'a> {
-            objects: &'a mut ByKind<Objects>,
-            later_keys: &'a ByKind<Keys>,
-            later_objects: ByKind<Objects>,
-        }
-        impl EachKind for Then<'_> {
-            fn kind<K: Kind>(&mut self) {
-                let objects = K::of_mut(self.objects);
-                for key in K::of(self.later_keys) {
-                    objects.remove(key); // deleted since, unless `later` has it
-                }
-                objects.append(K::of_mut(&mut self.later_objects));
-            }
-        }
         let Delta { changes, digest, objects } = later;
-        kinds::each_kind(&mut Then { objects: &mut self.objects, later_keys: &changes.keys, later_objects: objects });
+        overlay(&mut self.objects, &changes.keys, objects);
         self.changes.keys.extend(changes.keys);
         self.digest = digest;
         self
     }
+}
+
+/// Sets in `onto` the object of every key in `keys` that `objects` has, and removes those it
+/// has not (deleted): a delta's effect, on a view or on an earlier delta's objects.
+fn overlay(onto: &mut ByKind<Objects>, keys: &ByKind<Keys>, objects: ByKind<Objects>) {
+    struct Overlay<'a> {
+        onto: &'a mut ByKind<Objects>,
+        keys: &'a ByKind<Keys>,
+        objects: ByKind<Objects>,
+    }
+    impl EachKind for Overlay<'_> {
+        fn kind<K: Kind>(&mut self) {
+            let (onto, new) = (K::of_mut(self.onto), K::of_mut(&mut self.objects));
+            for key in K::of(self.keys) {
+                match new.remove(key) {
+                    Some(o) => onto.insert(key.clone(), o),
+                    None => onto.remove(key),
+                };
+            }
+        }
+    }
+    kinds::each_kind(&mut Overlay { onto, keys, objects });
 }
 
 /// What the source sends.

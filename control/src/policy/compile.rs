@@ -31,13 +31,6 @@ use super::{
 use crate::model::{L4Proto, NodeInfo, PodInfo};
 use crate::naming;
 
-fn proto_number(p: L4Proto) -> u8 {
-    match p {
-        L4Proto::Tcp => 6,
-        L4Proto::Udp => 17,
-        L4Proto::Sctp => 132,
-    }
-}
 
 /// A pod that takes part in policy (see the module contract of [`super`]).
 struct Pod<'a> {
@@ -289,7 +282,7 @@ impl<'v, 'a> Resolver<'v, 'a> {
 }
 
 fn range(proto: L4Proto, sel: &PortSel) -> Option<PortRange> {
-    let proto = proto_number(proto);
+    let proto = proto.number();
     match sel {
         PortSel::All => Some(PortRange { proto, port: 0, end_port: 0 }),
         PortSel::Range(a, b) => Some(PortRange { proto, port: *a, end_port: *b }),
@@ -314,7 +307,7 @@ fn ingress_ports(spec: &[PortSpec], pod: Option<&PodInfo>) -> Option<Vec<PortRan
         match &p.port {
             PortSel::Named(n) => {
                 for port in pod.into_iter().flat_map(|pod| named_numbers(pod, n, p.proto)) {
-                    out.push(PortRange { proto: proto_number(p.proto), port, end_port: port });
+                    out.push(PortRange { proto: p.proto.number(), port, end_port: port });
                 }
             }
             sel => out.extend(range(p.proto, sel)),
@@ -369,7 +362,7 @@ fn egress_rules(id: PolicyId, index: u16, spec: &RuleSpec, rp: &ResolvedPeers, v
         for &i in &pods {
             let q = &view.pods[i as usize];
             for port in named_numbers(q.info, name, p.proto) {
-                by_number.entry((proto_number(p.proto), port)).or_default().push(u32::from(q.ip));
+                by_number.entry((p.proto.number(), port)).or_default().push(u32::from(q.ip));
                 resolved.push((i, port));
             }
         }

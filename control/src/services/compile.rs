@@ -36,29 +36,24 @@ use std::sync::Arc;
 
 use switch::tables::maglev;
 use switch::tables::services::{
-    AddressSet, ArcList, Backend, BackendSet, Frontend, FrontendIndex, FrontendKey, FrontendKind, OnEmpty,
+    AddressSet, ArcList, Backend, BackendSet, Frontend, FrontendIndex, FrontendKey, FrontendKind,
     ServiceTables,
 };
 
 use super::address::AddressText;
 use super::allocate::{cluster_ip_order, node_port_order, valid_cluster_ip, Allocator};
-use super::derive::{self, Candidate, PodIndex};
+use super::derive::{self, PodIndex};
 use super::fingerprint::{self, Fp, FpHasher};
-use super::model::{self, ClusterIpSpec, PortSpec, ServiceModel, SliceModel, TargetPort, TrafficPolicy};
-use super::{CompiledServices, EndpointView, ServiceConfig, ServiceInputs, ServiceState, ServiceView, SetView};
+use super::model::{self, ClusterIpSpec, ServiceModel, SliceModel};
+use super::sets::{SetChoice, Sets};
+use super::view::frontend_view;
+use super::{CompiledServices, ServiceConfig, ServiceInputs, ServiceState, ServiceView};
 use crate::manifests::{Collection, Manifests};
 use crate::model::{L4Proto, NodeInfo, PodInfo};
 
 /// The most backends one set holds (Maglev entries are 16-bit indices).
 const MAX_BACKENDS: usize = u16::MAX as usize;
 
-fn proto_number(p: L4Proto) -> u8 {
-    match p {
-        L4Proto::Tcp => 6,
-        L4Proto::Udp => 17,
-        L4Proto::Sctp => 132,
-    }
-}
 
 /// Compiles the Services of `inp` into tables; see the module contract of [`super`]. Only what
 /// changed since the last compile with `state` is compiled again (see the contract above).
@@ -983,7 +978,7 @@ fn compile_one(
         // [cluster set, local set] of this port, built once.
         let mut shared: [Option<SharedSet>; 2] = [None, None];
         for (kind, ip, fport) in frontends {
-            let key = FrontendKey { ip: u32::from(ip), port: fport, proto: proto_number(port.proto) };
+            let key = FrontendKey { ip: u32::from(ip), port: fport, proto: port.proto.number() };
             let (internal, external) = sets.for_kind(kind, svc);
             let mut build = |s: &SetChoice| {
                 let (backends, table) = shared[s.local_only as usize]
@@ -1014,7 +1009,7 @@ fn compile_one(
                 affinity_timeout_s: svc.affinity_timeout_s,
                 source_ranges: if kind == FrontendKind::LoadBalancer { source_ranges.clone() } else { Vec::new() },
             };
-            let v = view(svc, port, &f, &cands, &addrs, &ids, &internal, &external, from);
+            let v = frontend_view(svc, port, &f, &cands, &addrs, &ids, &internal, &external, from);
             items.push(Item::Conflict(cands_out.len()));
             cands_out.push(Cand { frontend: Arc::new(f), view: Arc::new(v) });
         }
@@ -1076,123 +1071,4 @@ fn maglev_for(
     });
     built.push((hash, backends.clone(), table.clone()));
     table
-}
-
-/// The endpoints one set uses, as indices into the candidates.
-#[derive(Debug, Clone)]
-struct SetChoice<'a> {
-    members: &'a [usize],
-    on_empty: OnEmpty,
-    masquerade: bool,
-    local_only: bool,
-}
-
-/// kube-proxy's `CategorizeEndpoints` (no topology hints): the cluster and local sets.
-struct Sets {
-    cluster: Vec<usize>,
-    local: Vec<usize>,
-    has_any: bool,
-}
-
-impl Sets {
-    fn categorize(c: &[Candidate]) -> Self {
-        let pick = |f: &dyn Fn(&Candidate) -> bool| -> Vec<usize> { (0..c.len()).filter(|&i| f(&c[i])).collect() };
-        let mut cluster = pick(&|e| e.ready);
-        if cluster.is_empty() {
-            cluster = pick(&|e| e.serving && e.terminating);
-        }
-        let mut local = pick(&|e| e.local && e.ready);
-        if local.is_empty() {
-            local = pick(&|e| e.local && e.serving && e.terminating);
-        }
-        Self { has_any: !cluster.is_empty(), cluster, local }
-    }
-
-    fn cluster(&self, masquerade: bool) -> SetChoice<'_> {
-        SetChoice { members: &self.cluster, on_empty: OnEmpty::Reject, masquerade, local_only: false }
-    }
-
-    fn local(&self, masquerade: bool) -> SetChoice<'_> {
-        SetChoice {
-            members: &self.local,
-            on_empty: if self.has_any { OnEmpty::Drop } else { OnEmpty::Reject },
-            masquerade,
-            local_only: true,
-        }
-    }
-
-    /// (internal, external) sets of a frontend of `kind`.
-    fn for_kind(&self, kind: FrontendKind, svc: &ServiceModel) -> (SetChoice<'_>, SetChoice<'_>) {
-        match kind {
-            FrontendKind::ClusterIp => match svc.internal_policy {
-                TrafficPolicy::Local => (self.local(false), self.local(true)),
-                TrafficPolicy::Cluster => (self.cluster(false), self.cluster(true)),
-            },
-            _ => match svc.external_policy {
-                TrafficPolicy::Local => (self.cluster(false), self.local(false)),
-                TrafficPolicy::Cluster => (self.cluster(true), self.cluster(true)),
-            },
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn view(
-    svc: &ServiceModel,
-    port: &PortSpec,
-    f: &Frontend,
-    cands: &[Candidate],
-    addrs: &[AddressText],
-    ids: &[u32],
-    internal: &SetChoice,
-    external: &SetChoice,
-    from: &'static str,
-) -> ServiceView {
-    let ip = Ipv4Addr::from(f.key.ip);
-    // Members are indices in ascending order.
-    let member = |s: &SetChoice, i: usize| s.members.binary_search(&i).is_ok();
-    let set = |s: &SetChoice| SetView {
-        backends: s.members.len(),
-        on_empty: s.on_empty,
-        masquerade: s.masquerade,
-        local_only: s.local_only,
-    };
-    ServiceView {
-        service: svc.key.clone(),
-        name: f.name.clone(),
-        service_id: f.service_id,
-        service_type: svc.type_,
-        kind: f.kind,
-        frontend: [AddressText::new(ip, f.key.port).as_str(), "/", port.proto.as_str()].concat(),
-        ip,
-        port: f.key.port,
-        protocol: port.proto,
-        target_port: match &port.target {
-            TargetPort::Number(n) => n.to_string(),
-            TargetPort::Name(s) => s.clone(),
-        },
-        endpoints_from: from,
-        endpoints: cands
-            .iter()
-            .enumerate()
-            .map(|(i, c)| EndpointView {
-                address: addrs[i],
-                endpoint_id: ids[i],
-                ready: c.ready,
-                serving: c.serving,
-                terminating: c.terminating,
-                node: c.node.clone(),
-                local: c.local,
-                source: c.source.clone(),
-                internal: member(internal, i),
-                external: member(external, i),
-            })
-            .collect(),
-        internal: set(internal),
-        external: set(external),
-        affinity_timeout_s: svc.affinity_timeout_s,
-        external_traffic_policy: svc.external_policy,
-        internal_traffic_policy: svc.internal_policy,
-        source_ranges: f.source_ranges.iter().map(|(n, l)| format!("{}/{l}", Ipv4Addr::from(*n))).collect(),
-    }
 }

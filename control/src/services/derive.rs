@@ -27,10 +27,14 @@ use super::model::{PortSpec, ServiceModel, SliceModel, TargetPort};
 use crate::manifests::Manifests;
 use crate::model::{NodeInfo, PodInfo};
 
-/// One endpoint of one Service port, whatever its conditions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One endpoint of one Service port, whatever its conditions. Its conditions, node and source
+/// are serialized as part of the [`super::EndpointView`] that shows it (the address is shown
+/// there as `ip:port` text).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Candidate {
+    #[serde(skip)]
     pub ip: Ipv4Addr,
+    #[serde(skip)]
     pub port: u16,
     pub ready: bool,
     pub serving: bool,

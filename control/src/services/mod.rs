@@ -45,6 +45,8 @@ pub mod compile;
 pub mod derive;
 pub mod fingerprint;
 pub mod model;
+mod sets;
+mod view;
 #[cfg(test)]
 mod reference;
 #[cfg(test)]
@@ -54,7 +56,6 @@ mod tests_incremental;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::ops::RangeInclusive;
 
 use ipnet::Ipv4Net;
@@ -190,13 +191,10 @@ pub struct EndpointView {
     /// `ip:port`.
     pub address: address::AddressText,
     pub endpoint_id: u32,
-    pub ready: bool,
-    pub serving: bool,
-    pub terminating: bool,
-    pub node: Option<Arc<str>>,
-    pub local: bool,
-    /// `EndpointSlice ns/name[, pod ns/name]` or `pod ns/name`.
-    pub source: Arc<str>,
+    /// Conditions (`ready`, `serving`, `terminating`), `node`, `local` and `source`
+    /// (`EndpointSlice ns/name[, pod ns/name]` or `pod ns/name`).
+    #[serde(flatten)]
+    pub endpoint: derive::Candidate,
     /// In the frontend's internal set.
     pub internal: bool,
     /// In the frontend's external set.

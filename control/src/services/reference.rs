@@ -5,28 +5,22 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use switch::tables::maglev;
-use switch::tables::services::{Backend, BackendSet, Frontend, FrontendKey, FrontendKind, OnEmpty, ServiceTables};
+use switch::tables::services::{Backend, BackendSet, Frontend, FrontendKey, FrontendKind, ServiceTables};
 use std::sync::Arc;
 
 use super::allocate::{cluster_ip_order, node_port_order, valid_cluster_ip, Allocator};
-use super::derive::{self, Candidate};
-use super::model::{self, ClusterIpSpec, PortSpec, ServiceModel, SliceModel, TargetPort, TrafficPolicy};
-use super::{CompiledServices, EndpointKey, EndpointView, ServiceConfig, ServiceInputs, ServiceView, SetView};
-use crate::model::L4Proto;
+use super::derive;
+use super::model::{self, ClusterIpSpec, ServiceModel, SliceModel};
+use super::address::AddressText;
+use super::sets::{SetChoice, Sets};
+use super::view::frontend_view;
+use super::{CompiledServices, EndpointKey, ServiceConfig, ServiceInputs, ServiceView};
 
 /// The most backends one set holds (Maglev entries are 16-bit indices).
 const MAX_BACKENDS: usize = u16::MAX as usize;
 
-fn proto_number(p: L4Proto) -> u8 {
-    match p {
-        L4Proto::Tcp => 6,
-        L4Proto::Udp => 17,
-        L4Proto::Sctp => 132,
-    }
-}
-
 /// The state the reference compiler keeps (the original `ServiceState`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RefState {
     pub config: ServiceConfig,
     pub cluster_ips: BTreeMap<String, Ipv4Addr>,
@@ -41,17 +35,7 @@ pub struct RefState {
 
 impl RefState {
     pub fn new(config: ServiceConfig) -> Self {
-        Self {
-            config,
-            cluster_ips: BTreeMap::new(),
-            node_ports: BTreeMap::new(),
-            service_ids: BTreeMap::new(),
-            next_service_id: 1,
-            endpoint_ids: BTreeMap::new(),
-            next_endpoint_id: 1,
-            in_use: BTreeSet::new(),
-            removed: Vec::new(),
-        }
+        Self { config, next_service_id: 1, next_endpoint_id: 1, ..Self::default() }
     }
 }
 
@@ -284,7 +268,7 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut RefState) -> CompiledSe
             frontends.extend(svc.lb_ips.iter().map(|a| (FrontendKind::LoadBalancer, *a, port.port)));
             frontends.extend(svc.external_ips.iter().map(|a| (FrontendKind::ExternalIp, *a, port.port)));
             for (kind, ip, fport) in frontends {
-                let key = FrontendKey { ip: u32::from(ip), port: fport, proto: proto_number(port.proto) };
+                let key = FrontendKey { ip: u32::from(ip), port: fport, proto: port.proto.number() };
                 if let Some(&i) = tables.by_key.get(&key) {
                     problems.push(format!(
                         "Service {}: {ip}:{fport}/{} is already a frontend of {}; this one skipped",
@@ -330,7 +314,8 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut RefState) -> CompiledSe
                         Vec::new()
                     },
                 };
-                views.push(view(svc, port, &f, &cands, &ids, &internal, &external, from));
+                let addrs: Vec<AddressText> = cands.iter().map(|c| AddressText::new(c.ip, c.port)).collect();
+                views.push(frontend_view(svc, port, &f, &cands, &addrs, &ids, &internal, &external, from));
                 tables.push(f);
             }
         }
@@ -343,128 +328,4 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut RefState) -> CompiledSe
     state.removed = state.in_use.difference(&now).copied().collect();
     state.in_use = now;
     out
-}
-
-/// The endpoints one set uses, as indices into the candidates.
-#[derive(Debug, Clone)]
-struct SetChoice {
-    members: Vec<usize>,
-    on_empty: OnEmpty,
-    masquerade: bool,
-    local_only: bool,
-}
-
-/// kube-proxy's `CategorizeEndpoints` (no topology hints): the cluster and local sets.
-struct Sets {
-    cluster: Vec<usize>,
-    local: Vec<usize>,
-    has_any: bool,
-}
-
-impl Sets {
-    fn categorize(c: &[Candidate]) -> Self {
-        let pick = |f: &dyn Fn(&Candidate) -> bool| -> Vec<usize> { (0..c.len()).filter(|&i| f(&c[i])).collect() };
-        let mut cluster = pick(&|e| e.ready);
-        if cluster.is_empty() {
-            cluster = pick(&|e| e.serving && e.terminating);
-        }
-        let mut local = pick(&|e| e.local && e.ready);
-        if local.is_empty() {
-            local = pick(&|e| e.local && e.serving && e.terminating);
-        }
-        Self { has_any: !cluster.is_empty(), cluster, local }
-    }
-
-    fn cluster(&self, masquerade: bool) -> SetChoice {
-        SetChoice { members: self.cluster.clone(), on_empty: OnEmpty::Reject, masquerade, local_only: false }
-    }
-
-    fn local(&self, masquerade: bool) -> SetChoice {
-        SetChoice {
-            members: self.local.clone(),
-            on_empty: if self.has_any { OnEmpty::Drop } else { OnEmpty::Reject },
-            masquerade,
-            local_only: true,
-        }
-    }
-
-    /// (internal, external) sets of a frontend of `kind`.
-    fn for_kind(&self, kind: FrontendKind, svc: &ServiceModel) -> (SetChoice, SetChoice) {
-        match kind {
-            FrontendKind::ClusterIp => match svc.internal_policy {
-                TrafficPolicy::Local => (self.local(false), self.local(true)),
-                TrafficPolicy::Cluster => (self.cluster(false), self.cluster(true)),
-            },
-            _ => match svc.external_policy {
-                TrafficPolicy::Local => (self.cluster(false), self.local(false)),
-                TrafficPolicy::Cluster => (self.cluster(true), self.cluster(true)),
-            },
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn view(
-    svc: &ServiceModel,
-    port: &PortSpec,
-    f: &Frontend,
-    cands: &[Candidate],
-    ids: &[u32],
-    internal: &SetChoice,
-    external: &SetChoice,
-    from: &'static str,
-) -> ServiceView {
-    let ip = Ipv4Addr::from(f.key.ip);
-    let member = |s: &SetChoice| {
-        let mut v = vec![false; cands.len()];
-        for &i in &s.members {
-            v[i] = true;
-        }
-        v
-    };
-    let (in_internal, in_external) = (member(internal), member(external));
-    let set = |s: &SetChoice| SetView {
-        backends: s.members.len(),
-        on_empty: s.on_empty,
-        masquerade: s.masquerade,
-        local_only: s.local_only,
-    };
-    ServiceView {
-        service: svc.key.clone(),
-        name: f.name.clone(),
-        service_id: f.service_id,
-        service_type: svc.type_,
-        kind: f.kind,
-        frontend: format!("{ip}:{}/{}", f.key.port, port.proto.as_str()),
-        ip,
-        port: f.key.port,
-        protocol: port.proto,
-        target_port: match &port.target {
-            TargetPort::Number(n) => n.to_string(),
-            TargetPort::Name(s) => s.clone(),
-        },
-        endpoints_from: from,
-        endpoints: cands
-            .iter()
-            .enumerate()
-            .map(|(i, c)| EndpointView {
-                address: super::address::AddressText::new(c.ip, c.port),
-                endpoint_id: ids[i],
-                ready: c.ready,
-                serving: c.serving,
-                terminating: c.terminating,
-                node: c.node.clone(),
-                local: c.local,
-                source: c.source.clone(),
-                internal: in_internal[i],
-                external: in_external[i],
-            })
-            .collect(),
-        internal: set(internal),
-        external: set(external),
-        affinity_timeout_s: svc.affinity_timeout_s,
-        external_traffic_policy: svc.external_policy,
-        internal_traffic_policy: svc.internal_policy,
-        source_ranges: f.source_ranges.iter().map(|(n, l)| format!("{}/{l}", Ipv4Addr::from(*n))).collect(),
-    }
 }

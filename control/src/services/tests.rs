@@ -536,7 +536,7 @@ fn overlapping_slices_count_an_endpoint_once_preferring_ready() {
     let f = fe(&c, "10.96.0.66", 80, TCP);
     assert_eq!(addrs(&f.internal), ["10.244.0.10:8080", "10.244.0.11:8080"]);
     assert_eq!(c.views[0].endpoints.len(), 2);
-    assert!(c.views[0].endpoints[0].source.starts_with("EndpointSlice x/s-2"));
+    assert!(c.views[0].endpoints[0].endpoint.source.starts_with("EndpointSlice x/s-2"));
 }
 
 #[test]
@@ -551,7 +551,7 @@ fn locality_of_slice_endpoints() {
     .concat();
     let c = compile(&yaml);
     assert_eq!(addrs(&fe(&c, "10.96.0.67", 80, TCP).internal), ["10.244.0.10:80", "10.244.0.11:80"]);
-    let nodes: Vec<Option<&str>> = c.views[0].endpoints.iter().map(|e| e.node.as_deref()).collect();
+    let nodes: Vec<Option<&str>> = c.views[0].endpoints.iter().map(|e| e.endpoint.node.as_deref()).collect();
     assert_eq!(nodes, [Some("node-1"), Some("node-1"), Some("node-2"), None]);
 }
 
@@ -588,7 +588,7 @@ fn derived_endpoints_follow_the_endpointslice_controller() {
     let v = &c.views[0];
     assert_eq!(v.endpoints_from, "selector");
     let listed: Vec<(&str, bool, bool, bool, bool)> =
-        v.endpoints.iter().map(|e| (&*e.source, e.ready, e.serving, e.terminating, e.local)).collect();
+        v.endpoints.iter().map(|e| &e.endpoint).map(|e| (&*e.source, e.ready, e.serving, e.terminating, e.local)).collect();
     assert_eq!(
         listed,
         [
