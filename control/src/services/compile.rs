@@ -44,15 +44,12 @@ use super::address::AddressText;
 use super::allocate::{cluster_ip_order, node_port_order, valid_cluster_ip, Allocator};
 use super::derive::{self, PodIndex};
 use super::fingerprint::{self, Fp, FpHasher};
-use super::model::{self, ClusterIpSpec, ServiceModel, SliceModel};
+use super::model::{self, ClusterIpSpec, PortSpec, ServiceModel, SliceModel};
 use super::sets::{SetChoice, Sets};
 use super::view::frontend_view;
 use super::{CompiledServices, ServiceConfig, ServiceInputs, ServiceState, ServiceView};
 use crate::manifests::{Collection, Manifests};
 use crate::model::{L4Proto, NodeInfo, PodInfo};
-
-/// The most backends one set holds (Maglev entries are 16-bit indices).
-const MAX_BACKENDS: usize = u16::MAX as usize;
 
 
 /// Compiles the Services of `inp` into tables; see the module contract of [`super`]. Only what
@@ -91,10 +88,10 @@ impl AllocSig {
 
 /// What steps 2-3 gave a Service that is in the tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Alloc {
-    cluster_ip: Ipv4Addr,
+pub(super) struct Alloc {
+    pub cluster_ip: Ipv4Addr,
     /// (Service `port`, NodePort) of the port groups that have one.
-    node_ports: Vec<(u16, u16)>,
+    pub node_ports: Vec<(u16, u16)>,
 }
 
 #[derive(Debug, Clone)]
@@ -538,7 +535,13 @@ fn allocation_step(pass: &mut Pass, state: &mut ServiceState) -> Vec<String> {
     if !pass.rerun_alloc {
         return cache.alloc_problems.iter().filter(|(once, _)| !once).map(|(_, p)| p.clone()).collect();
     }
-    let (mut allocs, problems) = allocate(&cache.services, cfg, cluster_ips, node_ports);
+    let (mut allocs, problems) = allocate(
+        cache.services.values().filter_map(|e| e.model.as_deref()),
+        |k| cache.services.get(k).map(|e| e.model.as_deref()),
+        cfg,
+        cluster_ips,
+        node_ports,
+    );
     for (k, e) in &mut cache.services {
         let a = allocs.remove(k.as_str()).map(Box::new);
         if a != e.alloc {
@@ -749,14 +752,17 @@ fn sorted_difference(a: &[u32], b: &[u32]) -> Vec<u32> {
 
 /// Steps 2-3 over every Service (in key order): the allocations of the Services that make it
 /// into the tables, and the sentences, each with whether it is a one-time one.
-fn allocate(
-    services: &BTreeMap<String, SvcEntry>,
+/// `readable` are the Services that could be read, in key order; `model_of` says of a key
+/// whether a Service has it (`None`) and whether it could be read (`Some(None)`: it keeps its
+/// allocations reserved).
+pub(super) fn allocate<'a>(
+    readable: impl Iterator<Item = &'a ServiceModel>,
+    model_of: impl Fn(&str) -> Option<Option<&'a ServiceModel>>,
     cfg: &ServiceConfig,
     st_cluster_ips: &mut BTreeMap<String, Ipv4Addr>,
     st_node_ports: &mut BTreeMap<(String, u16), u16>,
 ) -> (HashMap<String, Alloc>, Vec<(bool, String)>) {
     let mut problems: Vec<(bool, String)> = Vec::new();
-    let model_of = |k: &str| services.get(k).map(|e| e.model.as_deref());
 
     // 2. Values set by hand.
     let mut ip_owner: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
@@ -764,7 +770,7 @@ fn allocate(
     let mut requested_ips: BTreeSet<Ipv4Addr> = BTreeSet::new();
     let mut requested_nps: BTreeSet<u16> = BTreeSet::new();
     let mut ok: Vec<&ServiceModel> = Vec::new();
-    for svc in services.values().filter_map(|e| e.model.as_deref()).filter(|s| s.has_frontends()) {
+    for svc in readable.filter(|s| s.has_frontends()) {
         let ip = match svc.cluster_ip {
             ClusterIpSpec::Ip(a) => Some(a),
             _ => None,
@@ -931,22 +937,7 @@ fn compile_one(
         svc.source_ranges.iter().map(|n| (u32::from(n.network()), n.prefix_len())).collect();
     for port in &svc.ports {
         let mut problems = Vec::new();
-        let (mut cands, from) = if !slices.is_empty() {
-            (derive::from_slices(svc, port, slices, env.node, &mut problems), "endpointslices")
-        } else if let Some(pods) = pods {
-            (derive::from_selector(svc, port, pods, env.m, env.node, &mut problems), "selector")
-        } else {
-            (Vec::new(), "none")
-        };
-        if cands.len() > MAX_BACKENDS {
-            problems.push(format!(
-                "Service {}: port {} has {} endpoints; only the first {MAX_BACKENDS} are used",
-                svc.key,
-                port.label(),
-                cands.len()
-            ));
-            cands.truncate(MAX_BACKENDS);
-        }
+        let (cands, from) = derive::endpoints(svc, port, slices, pods, env.m, env.node, &mut problems);
         items.extend(problems.into_iter().map(Item::Fixed));
         // Ids: kept while listed; new ones in order.
         let old_ids: &[((Ipv4Addr, u16), u32)] = old
@@ -969,12 +960,7 @@ fn compile_one(
         let sets = Sets::categorize(&cands);
         // Each endpoint's `ip:port`, written once for the views and the Maglev names.
         let addrs: Vec<AddressText> = cands.iter().map(|c| AddressText::new(c.ip, c.port)).collect();
-        let mut frontends: Vec<(FrontendKind, Ipv4Addr, u16)> = vec![(FrontendKind::ClusterIp, alloc.cluster_ip, port.port)];
-        if let Some(&(_, np)) = alloc.node_ports.iter().find(|(p, _)| *p == port.port) {
-            frontends.extend(env.node_ips.iter().map(|a| (FrontendKind::NodePort, *a, np)));
-        }
-        frontends.extend(svc.lb_ips.iter().map(|a| (FrontendKind::LoadBalancer, *a, port.port)));
-        frontends.extend(svc.external_ips.iter().map(|a| (FrontendKind::ExternalIp, *a, port.port)));
+        let frontends = port_frontends(svc, port, alloc, env.node_ips);
         // [cluster set, local set] of this port, built once.
         let mut shared: [Option<SharedSet>; 2] = [None, None];
         for (kind, ip, fport) in frontends {
@@ -983,32 +969,14 @@ fn compile_one(
             let mut build = |s: &SetChoice| {
                 let (backends, table) = shared[s.local_only as usize]
                     .get_or_insert_with(|| {
-                        let backends: Arc<[Backend]> = s
-                            .members
-                            .iter()
-                            .map(|&i| Backend {
-                                ip: cands[i].ip,
-                                port: cands[i].port,
-                                endpoint_id: ids[i],
-                                local: cands[i].local,
-                            })
-                            .collect();
+                        let backends: Arc<[Backend]> = s.backends(&cands, &ids).collect();
                         let table = maglev_for(&backends, |k| addrs[s.members[k]], &mut maglevs, old);
                         (backends, table)
                     })
                     .clone();
                 BackendSet { backends, maglev: table, on_empty: s.on_empty, masquerade: s.masquerade }
             };
-            let f = Frontend {
-                name: svc.port_name(port),
-                service_id,
-                kind,
-                key,
-                internal: build(&internal),
-                external: build(&external),
-                affinity_timeout_s: svc.affinity_timeout_s,
-                source_ranges: if kind == FrontendKind::LoadBalancer { source_ranges.clone() } else { Vec::new() },
-            };
+            let f = frontend(svc, port, service_id, key, kind, [build(&internal), build(&external)], &source_ranges);
             let v = frontend_view(svc, port, &f, &cands, &addrs, &ids, &internal, &external, from);
             items.push(Item::Conflict(cands_out.len()));
             cands_out.push(Cand { frontend: Arc::new(f), view: Arc::new(v) });
@@ -1023,6 +991,47 @@ fn compile_one(
         problems: Vec::new(),
         used: Vec::new(),
         previous_used: None,
+    }
+}
+
+/// The frontends of one Service port, as (kind, address, port): the ClusterIP, the NodePort
+/// on each of `node_ips` when the port has one, the LoadBalancer ingress IPs and the
+/// externalIPs.
+pub(super) fn port_frontends(
+    svc: &ServiceModel,
+    port: &PortSpec,
+    alloc: &Alloc,
+    node_ips: &[Ipv4Addr],
+) -> Vec<(FrontendKind, Ipv4Addr, u16)> {
+    let mut frontends = vec![(FrontendKind::ClusterIp, alloc.cluster_ip, port.port)];
+    if let Some(&(_, np)) = alloc.node_ports.iter().find(|(p, _)| *p == port.port) {
+        frontends.extend(node_ips.iter().map(|a| (FrontendKind::NodePort, *a, np)));
+    }
+    frontends.extend(svc.lb_ips.iter().map(|a| (FrontendKind::LoadBalancer, *a, port.port)));
+    frontends.extend(svc.external_ips.iter().map(|a| (FrontendKind::ExternalIp, *a, port.port)));
+    frontends
+}
+
+/// One frontend of a Service port with its [internal, external] sets; `source_ranges` (the
+/// Service's `loadBalancerSourceRanges`) apply to LoadBalancer frontends only.
+pub(super) fn frontend(
+    svc: &ServiceModel,
+    port: &PortSpec,
+    service_id: u32,
+    key: FrontendKey,
+    kind: FrontendKind,
+    [internal, external]: [BackendSet; 2],
+    source_ranges: &[(u32, u8)],
+) -> Frontend {
+    Frontend {
+        name: svc.port_name(port),
+        service_id,
+        kind,
+        key,
+        internal,
+        external,
+        affinity_timeout_s: svc.affinity_timeout_s,
+        source_ranges: if kind == FrontendKind::LoadBalancer { source_ranges.to_vec() } else { Vec::new() },
     }
 }
 

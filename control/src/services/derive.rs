@@ -46,6 +46,40 @@ pub struct Candidate {
     pub source: Arc<str>,
 }
 
+/// The most endpoints one Service port uses (Maglev entries are 16-bit indices).
+pub const MAX_BACKENDS: usize = u16::MAX as usize;
+
+/// The endpoints of `port` and where they come from (`endpointslices`, `selector` or `none`):
+/// the Service's EndpointSlices when it has any, else the pods its selector picks (`pods`,
+/// `None` without a selector). Past [`MAX_BACKENDS`] the rest are left out, with a problem.
+pub fn endpoints(
+    svc: &ServiceModel,
+    port: &PortSpec,
+    slices: &[&SliceModel],
+    pods: Option<&[&PodInfo]>,
+    manifests: &Manifests,
+    node: &NodeInfo,
+    problems: &mut Vec<String>,
+) -> (Vec<Candidate>, &'static str) {
+    let (mut cands, from) = if !slices.is_empty() {
+        (from_slices(svc, port, slices, node, problems), "endpointslices")
+    } else if let Some(pods) = pods {
+        (from_selector(svc, port, pods, manifests, node, problems), "selector")
+    } else {
+        (Vec::new(), "none")
+    };
+    if cands.len() > MAX_BACKENDS {
+        problems.push(format!(
+            "Service {}: port {} has {} endpoints; only the first {MAX_BACKENDS} are used",
+            svc.key,
+            port.label(),
+            cands.len()
+        ));
+        cands.truncate(MAX_BACKENDS);
+    }
+    (cands, from)
+}
+
 /// Endpoints of `port` from the Service's manifest slices (`slices` are the Service's, in name
 /// order). Pushes a problem when no slice lists the port.
 pub fn from_slices(

@@ -13,7 +13,7 @@
 //! | ClusterIP           | `Cluster`                       | cluster         | cluster, masqueraded  |
 //! | NodePort, LB, extIP | `externalTrafficPolicy: Local`  | cluster         | local (client kept)   |
 //! | NodePort, LB, extIP | `Cluster`                       | cluster, masq.  | cluster, masqueraded  |
-use switch::tables::services::{FrontendKind, OnEmpty};
+use switch::tables::services::{Backend, FrontendKind, OnEmpty};
 
 use super::derive::Candidate;
 use super::model::{ServiceModel, TrafficPolicy};
@@ -25,6 +25,14 @@ pub(super) struct SetChoice<'a> {
     pub on_empty: OnEmpty,
     pub masquerade: bool,
     pub local_only: bool,
+}
+
+impl SetChoice<'_> {
+    /// The set's backends: its members of `cands`, with their endpoint ids (`ids[i]` is
+    /// `cands[i]`'s).
+    pub fn backends<'c>(&'c self, cands: &'c [Candidate], ids: &'c [u32]) -> impl Iterator<Item = Backend> + 'c {
+        self.members.iter().map(|&i| Backend { ip: cands[i].ip, port: cands[i].port, endpoint_id: ids[i], local: cands[i].local })
+    }
 }
 
 /// kube-proxy's `CategorizeEndpoints` (no topology hints): the cluster and local sets.
