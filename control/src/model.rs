@@ -3,7 +3,7 @@
 //!
 //! Contract: pure functions of a [`Manifests`] view; errors are sentences naming the object.
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Pod;
@@ -69,20 +69,24 @@ pub struct ContainerPort {
 pub struct PodInfo {
     pub namespace: String,
     pub name: String,
-    /// `status.podIP`, when set.
+    /// The pod's IPv4 address: the first of `status.podIPs` (else `status.podIP`) that is
+    /// IPv4. `None` while it has none (pending, or IPv6 only).
     pub ip: Option<Ipv4Addr>,
     pub labels: BTreeMap<String, String>,
     pub ports: Vec<ContainerPort>,
     /// `spec.nodeName`; `None` means "not bound", which the manifest source takes as this node.
     pub node_name: Option<String>,
     pub host_network: bool,
+    /// `status.phase` is Succeeded or Failed: its containers have ended and its address is
+    /// released (another pod may get it), so it is not wired and serves no Service.
+    pub completed: bool,
 }
 
 impl PodInfo {
-    /// Whether the pod is wired by this node's switch: it runs on `node` (or names no node)
-    /// and has its own network namespace (not hostNetwork).
+    /// Whether the pod is wired by this node's switch: it runs on `node` (or names no node),
+    /// has its own network namespace (not hostNetwork) and has not completed.
     pub fn is_local_to(&self, node: &NodeInfo) -> bool {
-        !self.host_network && self.node_name.as_deref().is_none_or(|n| n == node.name)
+        !self.host_network && !self.completed && self.node_name.as_deref().is_none_or(|n| n == node.name)
     }
 
     pub fn key(&self) -> String {
@@ -106,6 +110,7 @@ impl PodInfo {
             ports: vec![],
             node_name: None,
             host_network: false,
+            completed: false,
         }
     }
 }
@@ -124,7 +129,7 @@ pub enum NodeError {
 /// Why a Pod cannot be read ([`pod_info`]); `pod` is its `namespace/name`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PodError {
-    #[error("Pod {pod}: status.podIP {ip:?} is not an IPv4 address")]
+    #[error("Pod {pod}: status.podIP(s) {ip:?} is not an IP address")]
     PodIp { pod: String, ip: String },
     #[error("Pod {pod}: containerPort protocol {protocol:?} is not TCP, UDP or SCTP")]
     Protocol { pod: String, protocol: String },
@@ -180,12 +185,20 @@ pub fn pod_info(pod: &Pod) -> Result<PodInfo, PodError> {
     let name = pod.metadata.name.clone().unwrap_or_default();
     // Only sentences name the pod: its key is written when one is.
     let key = || format!("{namespace}/{name}");
-    let ip = match pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()) {
-        Some(ip) if !ip.is_empty() => {
-            Some(ip.parse::<Ipv4Addr>().map_err(|_| PodError::PodIp { pod: key(), ip: ip.clone() })?)
+    let status = pod.status.as_ref();
+    // podIPs lists podIP first; a dual-stack pod's IPv4 address may come second.
+    let texts = status.and_then(|s| s.pod_ips.as_ref()).into_iter().flatten().map(|p| &p.ip).chain(status.and_then(|s| s.pod_ip.as_ref()));
+    let mut ip = None;
+    for text in texts.filter(|t| !t.is_empty()) {
+        match text.parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) => {
+                ip = ip.or(Some(a));
+            }
+            Ok(IpAddr::V6(_)) => {} // served once IPv6 is
+            Err(_) => return Err(PodError::PodIp { pod: key(), ip: text.clone() }),
         }
-        _ => None,
-    };
+    }
+    let completed = matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
     let spec = pod.spec.as_ref();
     let mut ports = Vec::new();
     for c in spec.iter().flat_map(|s| &s.containers) {
@@ -207,6 +220,7 @@ pub fn pod_info(pod: &Pod) -> Result<PodInfo, PodError> {
         labels: pod.metadata.labels.clone().unwrap_or_default(),
         node_name: spec.and_then(|s| s.node_name.clone()),
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+        completed,
         namespace,
         name,
         ip,
@@ -224,4 +238,56 @@ pub fn local_pods(m: &Manifests, node: &NodeInfo) -> Result<Vec<PodInfo>, PodErr
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "x"},
+            "spec": {"containers": [{"name": "c"}]},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn node() -> NodeInfo {
+        NodeInfo { name: "n".into(), pod_cidr: "10.244.0.0/24".parse().unwrap(), internal_ip: DEFAULT_INTERNAL_IP }
+    }
+
+    #[test]
+    fn the_ipv4_address_of_a_dual_stack_pod_is_its_address_whichever_comes_first() {
+        let v6_first = pod(serde_json::json!({"podIP": "fd00::5", "podIPs": [{"ip": "fd00::5"}, {"ip": "10.244.0.5"}]}));
+        assert_eq!(pod_info(&v6_first).unwrap().ip, Some(Ipv4Addr::new(10, 244, 0, 5)));
+        let v4_first = pod(serde_json::json!({"podIP": "10.244.0.6", "podIPs": [{"ip": "10.244.0.6"}, {"ip": "fd00::6"}]}));
+        assert_eq!(pod_info(&v4_first).unwrap().ip, Some(Ipv4Addr::new(10, 244, 0, 6)));
+        let only_pod_ip = pod(serde_json::json!({"podIP": "10.244.0.7"}));
+        assert_eq!(pod_info(&only_pod_ip).unwrap().ip, Some(Ipv4Addr::new(10, 244, 0, 7)));
+    }
+
+    #[test]
+    fn an_ipv6_only_pod_has_no_address_and_is_no_error() {
+        let p = pod_info(&pod(serde_json::json!({"podIP": "fd00::9", "podIPs": [{"ip": "fd00::9"}]}))).unwrap();
+        assert_eq!(p.ip, None);
+    }
+
+    #[test]
+    fn an_address_that_is_no_ip_is_an_error() {
+        let e = pod_info(&pod(serde_json::json!({"podIP": "10.244.0.300"}))).unwrap_err();
+        assert_eq!(e.to_string(), "Pod x/p: status.podIP(s) \"10.244.0.300\" is not an IP address");
+        let e = pod_info(&pod(serde_json::json!({"podIPs": [{"ip": "10.244.0.8"}, {"ip": "nonsense"}]}))).unwrap_err();
+        assert!(e.to_string().contains("\"nonsense\""), "{e}");
+    }
+
+    #[test]
+    fn completed_pods_are_not_wired() {
+        for (phase, completed) in [("Running", false), ("Pending", false), ("Succeeded", true), ("Failed", true)] {
+            let p = pod_info(&pod(serde_json::json!({"podIP": "10.244.0.5", "phase": phase}))).unwrap();
+            assert_eq!(p.completed, completed, "{phase}");
+            assert_eq!(p.is_local_to(&node()), !completed, "{phase}");
+        }
+    }
 }

@@ -13,7 +13,7 @@
 //!   edited and Services / EndpointSlices added, brings the lab up with its switch, and
 //!   observes with `lab probe --json` (which waits until the lab and the switch have applied
 //!   the directory) or, where a fixed source port matters, with sockets of its own in a pod.
-//! - Service addresses: ClusterIPs in 10.96.0.0/16, load balancer and external IPs in
+//! - Service addresses: ClusterIPs in 10.96.0.0/12, load balancer and external IPs in
 //!   192.0.2.0/24; the node is 172.18.0.2 and `external` 172.18.0.100.
 //! - Client addresses are compared by host: a switch may remap a client's source port (to
 //!   keep two flows apart that would otherwise translate to one tuple) but not its address,

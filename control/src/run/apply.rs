@@ -29,7 +29,7 @@ use crate::manifests::Manifests;
 use crate::model::{self, NodeInfo};
 use crate::pods::PodCache;
 use crate::policy::{self as netpol, CompiledPolicy, PolicyInputs, PolicyState};
-use crate::services::{self, CompiledServices, ServiceInputs, ServiceState};
+use crate::services::{self, CompiledServices, ServiceConfig, ServiceInputs, ServiceState};
 
 /// Why a view was not applied (the tables in force stay).
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,8 @@ pub(crate) struct Config {
     pub dir: PathBuf,
     /// Objects carry resourceVersions the compilers may trust (the API source).
     pub resource_versions: bool,
+    /// The Service address ranges and NodePort range.
+    pub services: ServiceConfig,
 }
 
 pub(crate) struct Switch {
@@ -111,7 +113,7 @@ impl Switch {
             version: 0,
             ignored_kinds: Vec::new(),
             // API objects change resourceVersion with every change: the compilers may trust it.
-            svc_state: ServiceState::default().with_resource_versions(rv),
+            svc_state: ServiceState::new(cfg.services.clone()).with_resource_versions(rv),
             services: None,
             policy_state: PolicyState::default(),
             policy: None,

@@ -87,6 +87,12 @@ pub struct RunArgs {
     /// Start even if some pods' interfaces do not exist yet (they are retried every second).
     #[arg(long)]
     pub allow_missing_interfaces: bool,
+    /// The cluster's Service address range (the API server's --service-cluster-ip-range,
+    /// IPv4 part); repeat for several. ClusterIPs are allocated from it for manifests without
+    /// one, and the host port routes it to the switch. A Service whose clusterIP lies outside
+    /// is still proxied.
+    #[arg(long = "service-cidr", value_name = "CIDR", default_value = crate::services::DEFAULT_SERVICE_CIDR)]
+    pub service_cidrs: Vec<ipnet::Ipv4Net>,
 }
 
 fn init_logging() {

@@ -126,7 +126,7 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
     let listener = ctl::server::bind(&args.control_socket)?;
     teardown.control_socket(args.control_socket.clone());
     let cfg = dataplane_config(args, control_cores.allowed.clone());
-    let host_stack_mac = host_port::ensure(&node, cfg.cores.len() as u32, &crate::services::ServiceConfig::default().service_cidrs)?;
+    let host_stack_mac = host_port::ensure(&node, cfg.cores.len() as u32, &args.service_cidrs)?;
     teardown.host_port();
     let dp = Dataplane::start(cfg, Tables::new(naming::GATEWAY_IP))?;
     let dir = args.manifests.clone().unwrap_or_default();
@@ -138,7 +138,14 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
     teardown.dataplane(Arc::clone(&shared));
 
     let resource_versions = matches!(source, Source::Api(_));
-    let mut sw = Switch::new(Arc::clone(&shared), apply::Config { node, uplink, host_stack_mac, dir, resource_versions });
+    let mut sw = Switch::new(Arc::clone(&shared), apply::Config {
+        node,
+        uplink,
+        host_stack_mac,
+        dir,
+        resource_versions,
+        services: crate::services::ServiceConfig { service_cidrs: args.service_cidrs.clone(), ..Default::default() },
+    });
     sw.apply(&m)?;
     drop(m);
     let fatal = sw

@@ -67,8 +67,8 @@ pub use model::{ServiceType, TrafficPolicy};
 use crate::manifests::Manifests;
 use crate::model::{L4Proto, NodeInfo, PodInfo};
 
-/// The Service CIDR kubeadm and kind use by default.
-pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/16";
+/// The Service CIDR kubeadm uses by default (`--service-cidr` changes it).
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
 /// The API server's default `--service-node-port-range`.
 pub const DEFAULT_NODE_PORT_RANGE: RangeInclusive<u16> = 30000..=32767;
 

@@ -298,13 +298,16 @@ pub fn read_service(key: &str, svc: &Service, cfg: &ServiceConfig, problems: &mu
             match v4.as_slice() {
                 [] => ClusterIpSpec::Ipv6Only,
                 [a] => {
+                    // Outside every range: the API server checked it against its own ranges,
+                    // which --service-cidr may not know all of (ServiceCIDR objects add ranges
+                    // at run time). Inside one: its network or broadcast address is no address.
                     if !allocate::valid_cluster_ip(&cfg.service_cidrs, *a) {
                         let cidrs: Vec<String> = cfg.service_cidrs.iter().map(std::string::ToString::to_string).collect();
-                        return fail(
-                            problems,
-                            key,
-                            format!("clusterIP {a} is not a usable address of the Service CIDR ({})", cidrs.join(", ")),
-                        );
+                        let what = format!("clusterIP {a} is not a usable address of the Service CIDR ({})", cidrs.join(", "));
+                        if cfg.service_cidrs.iter().any(|c| c.contains(a)) {
+                            return fail(problems, key, what);
+                        }
+                        problems.push(format!("Service {key}: {what}; proxied all the same"));
                     }
                     ClusterIpSpec::Ip(*a)
                 }

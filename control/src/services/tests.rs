@@ -127,7 +127,7 @@ fn cluster_ip_service_over_selected_pods() {
         assert!(f.internal.pick(h.wrapping_mul(0x9e37_79b9_7f4a_7c15)).is_some());
     }
     assert!(c.tables.cluster_ips.contains(&u32::from(ip("10.96.0.20"))));
-    assert_eq!(c.tables.service_cidrs, vec![(u32::from(ip("10.96.0.0")), 16)]);
+    assert_eq!(c.tables.service_cidrs, vec![(u32::from(ip("10.96.0.0")), 12)]);
     assert_eq!(c.tables.snat_ip, Some(ip(NODE_IP)));
     assert!(c.tables.in_service_cidr(ip("10.96.200.1")));
 }
@@ -267,7 +267,6 @@ fn malformed_services_are_skipped_with_a_sentence() {
     // (spec, problem expected, frontends left)
     let cases: &[(&str, &str, usize)] = &[
         ("{type: Weird, ports: [{port: 80}]}", "type \"Weird\" is not", 0),
-        ("{clusterIP: 10.97.0.1, ports: [{port: 80}]}", "not a usable address of the Service CIDR", 0),
         ("{clusterIP: 10.96.0.0, ports: [{port: 80}]}", "not a usable address", 0),
         ("{clusterIP: banana, ports: [{port: 80}]}", "clusterIP \"banana\" is not an IP", 0),
         ("{clusterIP: 10.96.0.50, externalIPs: [300.1.1.1], ports: [{port: 80}]}", "externalIPs entry", 0),
@@ -296,6 +295,7 @@ fn malformed_services_are_skipped_with_a_sentence() {
             2, // b: ClusterIP + NodePort
         ),
         // Warnings that keep the Service.
+        ("{clusterIP: 10.112.0.1, ports: [{port: 80}]}", "not a usable address of the Service CIDR (10.96.0.0/12); proxied all the same", 1),
         ("{clusterIP: 10.96.0.50, ports: [{port: 80, nodePort: 30001}]}", "type is ClusterIP; nodePort ignored", 1),
         ("{clusterIP: 10.96.0.50, loadBalancerSourceRanges: [10.0.0.0/8], ports: [{port: 80}]}", "only apply to type LoadBalancer", 1),
     ];
@@ -833,7 +833,10 @@ fn service_cidr_is_a_parameter() {
     assert_eq!(svc_ip(&c, "x/a"), ip("10.100.0.16"));
     assert_eq!(c.tables.service_cidrs, vec![(u32::from(ip("10.100.0.0")), 24)]);
     let c = compile_in(&mut state, &service("x", "b", "{clusterIP: 10.96.0.10, ports: [{port: 80}]}"));
-    assert!(has_problem(&c, "not a usable address of the Service CIDR (10.100.0.0/24)"));
+    assert!(has_problem(&c, "not a usable address of the Service CIDR (10.100.0.0/24); proxied all the same"));
+    // Outside the ranges this switch knows, the API server's choice is proxied all the same.
+    assert_eq!(svc_ip(&c, "x/b"), ip("10.96.0.10"));
+    assert!(c.tables.cluster_ips.contains(&u32::from(ip("10.96.0.10"))));
     // Exhaustion is a problem, not a panic.
     let mut state = ServiceState::new(ServiceConfig {
         service_cidrs: vec!["10.100.0.0/30".parse().unwrap()],

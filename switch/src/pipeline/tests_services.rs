@@ -17,6 +17,9 @@ const GW: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
+/// A ClusterIP outside the Service CIDR the switch was given (the API server's ranges may be
+/// wider): still a Service address.
+const OUTSIDE_VIP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 10);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
 const PODS: [Ipv4Addr; 3] = [Ipv4Addr::new(10, 244, 0, 10), Ipv4Addr::new(10, 244, 0, 11), Ipv4Addr::new(10, 244, 0, 12)];
 const UPLINK: PortId = 9;
@@ -70,6 +73,7 @@ fn tables() -> Tables {
     s.push(frontend(VIP, 53, 17, FrontendKind::ClusterIp, all.clone(), BackendSet { masquerade: true, ..all.clone() }));
     s.push(frontend(EMPTY_VIP, 80, 6, FrontendKind::ClusterIp, set(&[], OnEmpty::Reject, false), set(&[], OnEmpty::Reject, true)));
     s.push(frontend(EMPTY_VIP, 53, 17, FrontendKind::ClusterIp, set(&[], OnEmpty::Reject, false), set(&[], OnEmpty::Reject, true)));
+    s.push(frontend(OUTSIDE_VIP, 80, 6, FrontendKind::ClusterIp, all.clone(), BackendSet { masquerade: true, ..all.clone() }));
     // NodePort 30080: eTP Cluster (masquerade); 30081: eTP Local with no local endpoint.
     s.push(frontend(NODE_IP, 30080, 6, FrontendKind::NodePort, all.clone(), BackendSet { masquerade: true, ..all.clone() }));
     s.push(frontend(NODE_IP, 30081, 6, FrontendKind::NodePort, all.clone(), set(&[], OnEmpty::Drop, false)));
@@ -239,6 +243,24 @@ fn unexposed_port_rejects_and_unallocated_address_drops() {
     let (v, _) = s.send(&tcp(PODS[0], Ipv4Addr::new(10, 96, 7, 7), 40000, 80, tcp_flags::SYN, 1), 1);
     assert_eq!(v, Verdict::Drop(DropReason::ServiceIpUnallocated));
     s.c.assert(&[(DropReason::ServiceIpUnallocated, 1)], &[("reject.tcp_resets", 1), ("reject.port_unreachables", 1), ("answered", 2)]);
+}
+
+#[test]
+fn a_cluster_ip_outside_the_service_cidr_is_served_and_rejects_its_unexposed_ports() {
+    let s = Scenario::new();
+    let (v, out) = s.send(&tcp(PODS[0], OUTSIDE_VIP, 40000, 80, tcp_flags::SYN, 1), 1);
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    let (_, _, dst, dport) = tuple(&out);
+    assert!(PODS.contains(&dst) && dport == 8080, "{dst}:{dport}");
+    // Not forwarded towards the uplink as an outside address: answered like any ClusterIP.
+    let (v, out) = s.send(&tcp(PODS[0], OUTSIDE_VIP, 40001, 81, tcp_flags::SYN, 1), 1);
+    assert!(matches!(v, Verdict::Forward { port: 1, .. }), "{v:?}");
+    assert_eq!(parse_frame(&out).unwrap().tcp_flags & tcp_flags::RST, tcp_flags::RST);
+    let hairpin = u64::from(dst == PODS[0]);
+    s.c.assert(
+        &[],
+        &[("load_balance.maglev_picks", 1), ("reject.tcp_resets", 1), ("masquerade.masqueraded", hairpin), ("conntrack.created", 1), ("answered", 1)],
+    );
 }
 
 #[test]
