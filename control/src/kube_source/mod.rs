@@ -68,6 +68,15 @@ pub struct KubeArgs {
     /// uses the pod's service account.
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
+    /// Reach the API server at this address instead of the one the kubeconfig or the pod's
+    /// environment names: `HOST:PORT` (HTTPS; `[v6]:PORT` for IPv6) or a URL. On a cluster
+    /// where podswitch is the Service proxy, the in-cluster address is a ClusterIP that
+    /// nothing serves until podswitch has read the API: give the API server's own address
+    /// (kubeadm: the control plane's advertise address, port 6443). The pod's service
+    /// account token and CA are still used. Setting KUBERNETES_SERVICE_HOST and
+    /// KUBERNETES_SERVICE_PORT in the DaemonSet does the same.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub k8s_api_server: Option<String>,
 }
 
 /// Where the objects come from.
@@ -89,6 +98,18 @@ impl KubeArgs {
     /// Chooses the object source: `--manifests DIR`, `--kubeconfig PATH`, or the in-cluster
     /// configuration when neither is given and `KUBERNETES_SERVICE_HOST`/`_PORT` are set.
     pub fn source(&self, manifests: Option<&Path>) -> Result<ObjectSource, SourceChoiceError> {
+        let source = self.config_source(manifests)?;
+        match (source, &self.k8s_api_server) {
+            (ObjectSource::Directory(_), Some(_)) => Err(SourceChoiceError::ServerWithManifests),
+            (ObjectSource::Api(mut config), Some(server)) => {
+                config.cluster_url = api_server_url(server)?;
+                Ok(ObjectSource::Api(config))
+            }
+            (source, None) => Ok(source),
+        }
+    }
+
+    fn config_source(&self, manifests: Option<&Path>) -> Result<ObjectSource, SourceChoiceError> {
         match (manifests, &self.kubeconfig) {
             (Some(_), Some(_)) => Err(SourceChoiceError::Both),
             (Some(dir), None) => Ok(ObjectSource::Directory(dir.to_path_buf())),
@@ -105,9 +126,30 @@ impl KubeArgs {
     }
 }
 
+/// The URL of `--k8s-api-server`: `HOST:PORT` is `https://HOST:PORT`; a URL is taken as it is.
+fn api_server_url(text: &str) -> Result<http::Uri, SourceChoiceError> {
+    let bad = |why: &str| SourceChoiceError::ApiServer { text: text.to_string(), why: why.to_string() };
+    let url = if text.contains("://") { text.to_string() } else { format!("https://{text}") };
+    let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    if !matches!(uri.scheme_str(), Some("https" | "http")) {
+        return Err(bad("the scheme is not https or http"));
+    }
+    if uri.port_u16().is_none() {
+        return Err(bad("no port (HOST:PORT, e.g. 192.0.2.10:6443)"));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    Ok(uri)
+}
+
 /// Why no object source could be chosen.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceChoiceError {
+    #[error("--k8s-api-server {text:?}: {why}")]
+    ApiServer { text: String, why: String },
+    #[error("--k8s-api-server needs the Kubernetes API as the object source, not --manifests")]
+    ServerWithManifests,
     #[error("--manifests and --kubeconfig exclude each other: give one")]
     Both,
     #[error(
@@ -738,10 +780,40 @@ mod tests {
     fn source_choice() {
         let none = KubeArgs::default();
         assert!(matches!(none.source(Some(Path::new("/d"))), Ok(ObjectSource::Directory(_))));
-        let both = KubeArgs { kubeconfig: Some("/k".into()) };
+        let both = KubeArgs { kubeconfig: Some("/k".into()), ..KubeArgs::default() };
         assert!(both.source(Some(Path::new("/d"))).unwrap_err().to_string().contains("exclude each other"));
-        let missing = KubeArgs { kubeconfig: Some("/nonexistent/kubeconfig".into()) };
+        let missing = KubeArgs { kubeconfig: Some("/nonexistent/kubeconfig".into()), ..KubeArgs::default() };
         assert!(missing.source(None).unwrap_err().to_string().contains("/nonexistent/kubeconfig"));
+    }
+
+    #[test]
+    fn api_server_address_replaces_the_configured_one() {
+        assert_eq!(api_server_url("192.0.2.10:6443").unwrap().to_string(), "https://192.0.2.10:6443/");
+        assert_eq!(api_server_url("[2001:db8::1]:6443").unwrap().to_string(), "https://[2001:db8::1]:6443/");
+        assert_eq!(api_server_url("http://127.0.0.1:8080").unwrap().to_string(), "http://127.0.0.1:8080/");
+        for (bad, why) in [("192.0.2.10", "no port"), ("ftp://h:21", "scheme"), ("a b:1", "invalid"), (":6443", "")] {
+            let e = api_server_url(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--k8s-api-server {bad:?}: ")) && e.contains(why), "{bad}: {e}");
+        }
+        let dir = std::env::temp_dir().join(format!("podswitch-apiserver-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\ncurrent-context: lab\n\
+             clusters: [{name: lab, cluster: {server: 'https://10.96.0.1:443'}}]\n\
+             users: [{name: u, user: {token: abc}}]\n\
+             contexts: [{name: lab, context: {cluster: lab, user: u}}]\n",
+        )
+        .unwrap();
+        let args = KubeArgs { kubeconfig: Some(path), k8s_api_server: Some("192.0.2.10:6443".into()) };
+        match args.source(None).unwrap() {
+            ObjectSource::Api(c) => assert_eq!(c.cluster_url.to_string(), "https://192.0.2.10:6443/"),
+            other => panic!("{other:?}"),
+        }
+        let with_dir = KubeArgs { kubeconfig: None, k8s_api_server: Some("192.0.2.10:6443".into()) };
+        assert!(with_dir.source(Some(Path::new("/d"))).unwrap_err().to_string().contains("not --manifests"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
