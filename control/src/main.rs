@@ -10,7 +10,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    Run(podswitch_control::run::RunArgs),
+    Run(Box<podswitch_control::run::RunArgs>),
     Show(podswitch_control::show::ShowArgs),
     /// Build, drive and tear down a lab cluster of network namespaces on this machine.
     ///
@@ -52,7 +52,7 @@ fn main() {
         }
     };
     let code = match cli.cmd {
-        Cmd::Run(args) => podswitch_control::run::main(args),
+        Cmd::Run(args) => podswitch_control::run::main(*args),
         Cmd::Show(args) => podswitch_control::show::main(args),
         Cmd::Lab { args } => Err(podswitch_control::sibling::exec("podswitch-lab", &args).into()),
     };

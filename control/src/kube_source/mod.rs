@@ -809,7 +809,7 @@ mod tests {
         let args = KubeArgs { kubeconfig: Some(path), k8s_api_server: Some("192.0.2.10:6443".into()) };
         match args.source(None).unwrap() {
             ObjectSource::Api(c) => assert_eq!(c.cluster_url.to_string(), "https://192.0.2.10:6443/"),
-            other => panic!("{other:?}"),
+            other @ ObjectSource::Directory(_) => panic!("{other:?}"),
         }
         let with_dir = KubeArgs { kubeconfig: None, k8s_api_server: Some("192.0.2.10:6443".into()) };
         assert!(with_dir.source(Some(Path::new("/d"))).unwrap_err().to_string().contains("not --manifests"));
