@@ -88,6 +88,7 @@ pub mod offsets;
 pub mod parse;
 pub mod tcp;
 pub mod udp;
+pub mod vxlan;
 
 use core::fmt;
 
