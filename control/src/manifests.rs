@@ -4,7 +4,7 @@
 //! - Every `*.yaml`/`*.yml`/`*.json` file directly in the directory is read, in name order;
 //!   a file may hold several documents separated by `---`. `List` objects are flattened.
 //! - Kinds understood: those of [`kinds`] (Namespace, Pod, Node, Service (v1), EndpointSlice
-//!   (discovery.k8s.io/v1) and NetworkPolicy (networking.k8s.io/v1)), each at its one
+//!   (discovery.k8s.io/v1), NetworkPolicy and ServiceCIDR (networking.k8s.io/v1)), each at its one
 //!   apiVersion. Other kinds are kept aside as [`Manifests::ignored`] so that a caller can say
 //!   what it did not use.
 //! - YAML is read with serde-saphyr (the YAML crate kube uses), within its limits against

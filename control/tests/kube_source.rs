@@ -347,9 +347,9 @@ fn bookmarks_do_not_produce_views() {
     let api = FakeApi::start_new();
     seed(&api);
     let (mut src, first) = started(&api, opts());
-    wait_for("six open watches", Duration::from_secs(5), || api.open_watches() == 6);
+    wait_for("seven open watches", Duration::from_secs(5), || api.open_watches() == 7);
     let reqs = api.requests();
-    assert!(reqs.iter().filter(|r| r.contains("watch=true") && r.contains("allowWatchBookmarks=true")).count() >= 6, "{reqs:?}");
+    assert!(reqs.iter().filter(|r| r.contains("watch=true") && r.contains("allowWatchBookmarks=true")).count() >= 7, "{reqs:?}");
     for _ in 0..3 {
         api.bookmarks();
         std::thread::sleep(Duration::from_millis(50));
@@ -358,7 +358,7 @@ fn bookmarks_do_not_produce_views() {
     // The watches are alive and resume from the bookmark's revision after a clean close.
     api.clear_requests();
     api.close_watches();
-    wait_for("re-watches", Duration::from_secs(5), || api.open_watches() == 6);
+    wait_for("re-watches", Duration::from_secs(5), || api.open_watches() == 7);
     assert_no_view(&mut src, Duration::from_millis(200), "watches re-established");
     let rv = api.resource_version();
     let reqs = api.requests();
@@ -574,4 +574,48 @@ fn views_list_the_keys_that_changed_and_a_relist_lists_none() {
     assert!(src.status().kinds["pods"].relists >= 1);
     assert!(m.pods.contains_key("y/after"), "{:?}", keys(&m.pods));
     assert!(m.changes.is_none(), "a view after a relist lists changes: {:?}", m.changes);
+}
+
+fn service_cidr(name: &str, cidrs: &[&str]) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR", "metadata": {"name": name},
+           "spec": {"cidrs": cidrs}})
+}
+
+#[test]
+fn service_cidrs_are_watched_where_the_server_has_them() {
+    let api = FakeApi::start_new();
+    seed(&api);
+    api.apply(service_cidr("kubernetes", &["10.96.0.0/12", "fd00:10:96::/112"]));
+    let (mut src, m) = started(&api, opts());
+    assert_eq!(keys(&m.service_cidrs), ["kubernetes"]);
+    assert!(!src.status().kinds["servicecidrs"].absent);
+    api.apply(service_cidr("extra", &["10.200.0.0/16"]));
+    let m = recv(&mut src, Duration::from_secs(5), "a new ServiceCIDR");
+    assert_eq!(keys(&m.service_cidrs), ["extra", "kubernetes"]);
+}
+
+#[test]
+fn a_server_without_service_cidrs_syncs_without_them_and_lists_them_once_it_has_them() {
+    let api = FakeApi::start_new();
+    api.unserve(Res::ServiceCidrs);
+    seed(&api);
+    // Views are not held back for a kind the server does not have.
+    let (mut src, m) = started(&api, opts());
+    assert!(m.service_cidrs.is_empty());
+    assert_eq!(keys(&m.pods), ["x/a", "x/b", "y/c"]);
+    let st = src.status();
+    let k = &st.kinds["servicecidrs"];
+    assert!(st.synced && k.absent && k.listed && !k.listing, "{st:#?}");
+    assert_eq!(st.errors, 0, "a kind the server does not have is not an error: {st:#?}");
+    // Its list is asked again (after the backoff) and produces no views while still absent.
+    wait_for("another list of servicecidrs", Duration::from_secs(5), || {
+        api.requests().iter().filter(|r| r.starts_with("GET /apis/networking.k8s.io/v1/servicecidrs?")).count() >= 2
+    });
+    assert_no_view(&mut src, Duration::from_millis(300), "servicecidrs still absent");
+    // The server gets them (an upgrade): listed and followed like any kind.
+    api.apply(service_cidr("kubernetes", &["10.96.0.0/12"]));
+    api.serve(Res::ServiceCidrs);
+    let m = recv(&mut src, Duration::from_secs(10), "servicecidrs served");
+    assert_eq!(keys(&m.service_cidrs), ["kubernetes"]);
+    assert!(!src.status().kinds["servicecidrs"].absent);
 }

@@ -3,9 +3,13 @@
 //!
 //! Contract:
 //! - [`start`] spawns a thread with its own tokio runtime. It watches Namespaces, Pods, Nodes,
-//!   Services, EndpointSlices (discovery.k8s.io/v1) and NetworkPolicies (networking.k8s.io/v1)
-//!   of the whole cluster with kube-runtime watchers, each feeding a reflector store.
-//! - A view is the content of all six stores, keyed as the directory source keys them
+//!   Services, EndpointSlices (discovery.k8s.io/v1), NetworkPolicies and ServiceCIDRs
+//!   (networking.k8s.io/v1) of the whole cluster with kube-runtime watchers, each feeding a
+//!   reflector store. An optional kind ([`kinds::Kind::OPTIONAL`]: ServiceCIDR, Kubernetes
+//!   1.33+) whose list finds no such resource (404), or is forbidden (403, also recorded as an
+//!   error), counts as listed and empty ([`KindStatus::absent`]); its watcher keeps asking
+//!   after its backoff.
+//! - A view is the content of all the kinds' stores, keyed as the directory source keys them
 //!   (`namespace/name`, or `name` for Namespaces and Nodes), with a `digest` over
 //!   (kind, key, resourceVersion) of every object ([`view`]). `ignored` is always empty.
 //! - No view is emitted before every kind has completed its initial list. A relist (after 410
@@ -263,6 +267,9 @@ pub struct KindStatus {
     pub connected: bool,
     /// Lists started after the first completed one (410 Gone, failed watches, ...).
     pub relists: u64,
+    /// An optional kind the API server does not serve (its list found no such resource) or
+    /// forbids: it counts as listed and empty.
+    pub absent: bool,
     /// Watch or list errors seen.
     pub errors: u64,
     pub last_error: Option<String>,
@@ -649,6 +656,7 @@ fn spawn_kind<K: Kind>(client: &Client, shared: &Arc<Shared>, opts: &Options) ->
                         Event::InitDone => {
                             ks.listing = false;
                             ks.listed = true;
+                            ks.absent = false;
                             st.changed_unknown = true;
                             true
                         }
@@ -662,6 +670,30 @@ fn spawn_kind<K: Kind>(client: &Client, shared: &Arc<Shared>, opts: &Options) ->
                     st.kinds[K::INDEX].objects = reader.len();
                     drop(guard);
                     if changed {
+                        shared.changed.notify_one();
+                    }
+                }
+                Err(watcher::Error::InitialListFailed(kube::Error::Api(status))) if K::OPTIONAL && matches!(status.code, 403 | 404) => {
+                    // The cluster does not serve this kind (404), or the switch may not read
+                    // it (403: an RBAC role from before the kind was added; said as an error):
+                    // an empty list. The watcher asks again after its backoff, and a later
+                    // answer lists it as any list.
+                    if status.code == 403 {
+                        shared.error(Some(K::INDEX), format!("{}: forbidden ({}); taken as empty", K::PLURAL, status.message));
+                    }
+                    writer.apply_watcher_event(&Event::Init);
+                    writer.apply_watcher_event(&Event::InitDone);
+                    let mut guard = shared.lock();
+                    let st = &mut *guard;
+                    let ks = &mut st.kinds[K::INDEX];
+                    let news = !ks.listed || ks.listing || !ks.absent || ks.objects != 0;
+                    if !ks.absent {
+                        tracing::info!(kind = K::PLURAL, "the API server does not serve this kind; taken as empty");
+                    }
+                    (ks.listed, ks.listing, ks.absent, ks.objects) = (true, false, true, 0);
+                    if news {
+                        st.changed_unknown = true;
+                        drop(guard);
                         shared.changed.notify_one();
                     }
                 }

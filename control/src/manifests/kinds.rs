@@ -3,7 +3,8 @@
 //! Contract:
 //! - [`Kind`] is what every watched kind offers: its place in the list ([`Kind::INDEX`]), its
 //!   scope, and its slot in a [`ByKind`]. The list itself is the one `kinds!` invocation below:
-//!   adding a kind (Gateway API, ServiceCIDR, ...) is one line there; the manifest reader, the
+//!   adding a kind (Gateway API, ...) is one line there (`[optional]` for kinds a cluster may
+//!   not serve); the manifest reader, the
 //!   API source's watches, stores, views and digests, and the change lists follow from it.
 //! - [`ByKind<F>`] holds one `F::Of<K>` per kind: the objects of a view ([`Objects`]), the keys
 //!   that changed ([`Keys`]), the API source's stores, ... Code that does the same for every
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, ServiceCIDR};
 use serde::de::DeserializeOwned;
 
 /// One kind of Kubernetes object that podswitch reads.
@@ -29,6 +30,9 @@ pub trait Kind:
     const NAMESPACED: bool;
     /// The API's plural resource name (`pods`, `endpointslices`, ...).
     const PLURAL: &'static str = <Self as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+    /// Clusters may not serve this kind (a newer API): the API source takes a list that
+    /// finds no such resource (404) as an empty list instead of waiting for it.
+    const OPTIONAL: bool;
 
     /// This kind's slot of `all`.
     fn of<F: Family>(all: &ByKind<F>) -> &F::Of<Self>;
@@ -94,9 +98,12 @@ impl Scope for k8s_openapi::ClusterResourceScope {
 
 macro_rules! kinds {
     (@impl $i:expr;) => {};
-    (@impl $i:expr; $ty:ty => $field:ident, $($rest:tt)*) => {
+    (@optional) => { false };
+    (@optional optional) => { true };
+    (@impl $i:expr; $ty:ty => $field:ident $([$optional:ident])?, $($rest:tt)*) => {
         impl Kind for $ty {
             const INDEX: usize = $i;
+            const OPTIONAL: bool = kinds!(@optional $($optional)?);
             const NAMESPACED: bool = <<$ty as k8s_openapi::Resource>::Scope as Scope>::NAMESPACED;
             fn of<F: Family>(all: &ByKind<F>) -> &F::Of<Self> {
                 &all.$field
@@ -107,7 +114,7 @@ macro_rules! kinds {
         }
         kinds!(@impl $i + 1; $($rest)*);
     };
-    ($($ty:ty => $field:ident),* $(,)?) => {
+    ($($ty:ty => $field:ident $([$optional:ident])?),* $(,)?) => {
         /// One `F::Of<K>` per kind, in list order.
         pub struct ByKind<F: Family> {
             $(pub $field: F::Of<$ty>,)*
@@ -157,7 +164,7 @@ macro_rules! kinds {
             }
         }
 
-        kinds!(@impl 0usize; $($ty => $field,)*);
+        kinds!(@impl 0usize; $($ty => $field $([$optional])?,)*);
     };
 }
 
@@ -169,6 +176,8 @@ kinds! {
     Service => services,
     EndpointSlice => endpoint_slices,
     NetworkPolicy => network_policies,
+    // networking.k8s.io/v1 since Kubernetes 1.33: the cluster's Service ranges.
+    ServiceCIDR => service_cidrs [optional],
 }
 
 impl<F: Counted> ByKind<F> {
@@ -228,7 +237,8 @@ mod tests {
 
     #[test]
     fn the_list_is_in_order_with_scopes_and_names() {
-        assert_eq!(PLURALS, ["namespaces", "pods", "nodes", "services", "endpointslices", "networkpolicies"]);
+        assert_eq!(PLURALS, ["namespaces", "pods", "nodes", "services", "endpointslices", "networkpolicies", "servicecidrs"]);
+        const { assert!(ServiceCIDR::OPTIONAL && !ServiceCIDR::NAMESPACED && !Pod::OPTIONAL) };
         assert_eq!((Pod::INDEX, NetworkPolicy::INDEX), (1, 5));
         const { assert!(Pod::NAMESPACED && EndpointSlice::NAMESPACED && !Node::NAMESPACED && !Namespace::NAMESPACED) };
         assert_eq!((<EndpointSlice as k8s_openapi::Resource>::KIND, <EndpointSlice as k8s_openapi::Resource>::API_VERSION), ("EndpointSlice", "discovery.k8s.io/v1"));

@@ -23,6 +23,7 @@ use switch::tables::services::ServiceTables;
 use switch::tables::policy::PolicyTables;
 use switch::tables::PortId;
 
+use super::host_port;
 use super::shared::{Shared, Snapshot};
 use crate::compile::{self, Attached, DesiredPort, PortTables, Uplink};
 use crate::manifests::Manifests;
@@ -61,7 +62,8 @@ pub(crate) struct Config {
     pub dir: PathBuf,
     /// Objects carry resourceVersions the compilers may trust (the API source).
     pub resource_versions: bool,
-    /// The Service address ranges and NodePort range.
+    /// The Service address ranges (`--service-cidr`, unless ServiceCIDR objects say) and
+    /// NodePort range.
     pub services: ServiceConfig,
 }
 
@@ -151,7 +153,19 @@ impl Switch {
             self.desired_from = Some(self.pods.generation());
         }
         let all_pods = self.pods.all();
-        let compiled = services::compile_services(&ServiceInputs { manifests: m, node: &self.cfg.node, all_pods }, &mut self.svc_state);
+        let ranges = services::service_ranges(m, &self.cfg.services.service_cidrs);
+        let inputs = ServiceInputs { manifests: m, node: &self.cfg.node, all_pods };
+        let before = self.svc_state.config().service_cidrs.clone();
+        let compiled = if self.svc_state.set_service_cidrs(ranges) {
+            let now = &self.svc_state.config().service_cidrs;
+            tracing::info!(?now, ?before, "Service ranges changed (ServiceCIDR objects, else --service-cidr)");
+            if let Err(e) = host_port::reroute_service_ranges(&self.cfg.node, &before, now) {
+                tracing::warn!("routing the Service ranges to the switch on the host port: {e}");
+            }
+            services::compile_services_full(&inputs, &mut self.svc_state)
+        } else {
+            services::compile_services(&inputs, &mut self.svc_state)
+        };
         let inputs = PolicyInputs { manifests: m, node: &self.cfg.node, all_pods };
         if let Some(c) = netpol::compile_policy_unless_unchanged(&inputs, self.pods.generation(), &mut self.policy_state) {
             self.policy = Some(Arc::new(c));

@@ -4,7 +4,8 @@
 //! Contract: [`ensure`] makes the pair exist with the queues the workers need, gives the stack
 //! side a fixed MAC (`0a:58` + the node IP), turns its TX checksum offload off (frames cross
 //! AF_XDP, which does not complete partial checksums), and routes the pod CIDR and the Service
-//! CIDRs to 169.254.1.1 over it. [`remove`] deletes the pair (and with it the route). Commands run in
+//! CIDRs to 169.254.1.1 over it; [`reroute_service_ranges`] follows a change of the Service
+//! ranges. [`remove`] deletes the pair (and with it the routes). Commands run in
 //! the caller's network namespace; each failure names the command and its stderr. The node's
 //! addresses are read with `getifaddrs(3)`.
 use std::net::Ipv4Addr;
@@ -61,20 +62,36 @@ pub fn ensure(node: &NodeInfo, workers: u32, service_cidrs: &[ipnet::Ipv4Net]) -
         run(&["ip", "link", "set", ifname, "up"])?;
     }
     run(&["ethtool", "-K", HOST_STACK_IF, "tx", "off"])?;
-    let gw = naming::GATEWAY_IP.to_string();
-    let src = node.internal_ip.to_string();
-    let local_src = is_local_address(node.internal_ip);
     // The pods, and the Services (so that the node's agents reach ClusterIPs too).
-    let mut cidrs = vec![node.pod_cidr.to_string()];
-    cidrs.extend(service_cidrs.iter().map(std::string::ToString::to_string));
-    for cidr in &cidrs {
-        let mut route = vec!["ip", "route", "replace", cidr.as_str(), "via", &gw, "dev", HOST_STACK_IF, "onlink"];
-        if local_src {
-            route.extend(["src", &src]);
-        }
-        run(&route)?;
+    route_to_switch(node, &node.pod_cidr.to_string())?;
+    for cidr in service_cidrs {
+        route_to_switch(node, &cidr.to_string())?;
     }
     Ok(mac)
+}
+
+/// Routes `cidr` to the gateway over the host port (from the node address where the stack has
+/// it).
+fn route_to_switch(node: &NodeInfo, cidr: &str) -> Result<(), HostPortError> {
+    let gw = naming::GATEWAY_IP.to_string();
+    let src = node.internal_ip.to_string();
+    let mut route = vec!["ip", "route", "replace", cidr, "via", &gw, "dev", HOST_STACK_IF, "onlink"];
+    if is_local_address(node.internal_ip) {
+        route.extend(["src", &src]);
+    }
+    run(&route)
+}
+
+/// The Service ranges changed (ServiceCIDR objects): routes for the new ones, none for the
+/// ones that went.
+pub fn reroute_service_ranges(node: &NodeInfo, old: &[ipnet::Ipv4Net], new: &[ipnet::Ipv4Net]) -> Result<(), HostPortError> {
+    for cidr in new {
+        route_to_switch(node, &cidr.to_string())?;
+    }
+    for cidr in old.iter().filter(|c| !new.contains(c)) {
+        run(&["ip", "route", "del", &cidr.to_string(), "dev", HOST_STACK_IF])?;
+    }
+    Ok(())
 }
 
 /// Deletes the pair; the route goes with it.

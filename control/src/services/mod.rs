@@ -93,6 +93,28 @@ impl Default for ServiceConfig {
     }
 }
 
+/// The cluster's Service ranges: the IPv4 CIDRs of its ServiceCIDR objects (Kubernetes 1.33+,
+/// in name order, each once) where it has any, else `configured` (`--service-cidr`). A
+/// ServiceCIDR that is being deleted still counts: its addresses stay allocated until it goes.
+pub fn service_ranges(m: &Manifests, configured: &[Ipv4Net]) -> Vec<Ipv4Net> {
+    let mut out: Vec<Ipv4Net> = Vec::new();
+    for c in m.service_cidrs.values() {
+        for text in c.spec.iter().flat_map(|s| s.cidrs.iter().flatten()) {
+            if let Ok(net) = text.parse::<Ipv4Net>() {
+                let net = net.trunc();
+                if !out.contains(&net) {
+                    out.push(net);
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        configured.to_vec()
+    } else {
+        out
+    }
+}
+
 /// What [`compile_services`] reads.
 #[derive(Debug, Clone, Copy)]
 pub struct ServiceInputs<'a> {
@@ -261,6 +283,17 @@ impl ServiceState {
 
     pub fn config(&self) -> &ServiceConfig {
         &self.config
+    }
+
+    /// Replaces the Service ranges; true when they changed, and then the next compile must be
+    /// a full one ([`compile_services_full`]: every Service is read against the new ranges;
+    /// allocations and endpoint ids are kept).
+    pub fn set_service_cidrs(&mut self, cidrs: Vec<Ipv4Net>) -> bool {
+        if self.config.service_cidrs == cidrs {
+            return false;
+        }
+        self.config.service_cidrs = cidrs;
+        true
     }
 
     /// Endpoint ids that were in some backend set after the compile before the last one and

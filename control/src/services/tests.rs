@@ -1062,3 +1062,29 @@ fn views_describe_each_frontend() {
     assert_eq!(json[1]["endpoints"][0]["node"], "node-1");
     assert_eq!(json[0]["protocol"], "tcp");
 }
+
+#[test]
+fn service_ranges_come_from_service_cidr_objects_else_from_the_flag() {
+    let configured: Vec<Ipv4Net> = vec!["10.96.0.0/12".parse().unwrap()];
+    assert_eq!(service_ranges(&load(""), &configured), configured);
+    let m = load(
+        "apiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\nmetadata: {name: kubernetes}\n\
+         spec: {cidrs: [10.96.0.0/12, 'fd00:10:96::/112']}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\nmetadata: {name: extra}\n\
+         spec: {cidrs: [10.200.0.1/16, 10.96.0.0/12]}\n",
+    );
+    let want: Vec<Ipv4Net> = vec!["10.200.0.0/16".parse().unwrap(), "10.96.0.0/12".parse().unwrap()];
+    assert_eq!(service_ranges(&m, &configured), want, "IPv4 ones, in name order, each once, as networks");
+    // A new range is a full compile with the allocations and ids kept.
+    let mut state = ServiceState::default();
+    let yaml = service("x", "a", "{clusterIP: 10.200.0.10, ports: [{port: 80}]}");
+    let c = compile_in(&mut state, &yaml);
+    assert!(has_problem(&c, "proxied all the same"));
+    let id = state.service_id("x/a");
+    assert!(state.set_service_cidrs(want.clone()));
+    assert!(!state.set_service_cidrs(want.clone()));
+    let c = compile_services_full(&ServiceInputs { manifests: &load(&yaml), node: &node(), all_pods: &[] }, &mut state);
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    assert_eq!(c.tables.service_cidrs, vec![(u32::from(ip("10.200.0.0")), 16), (u32::from(ip("10.96.0.0")), 12)]);
+    assert_eq!(state.service_id("x/a"), id);
+}

@@ -1,5 +1,6 @@
 //! A fake Kubernetes API server for tests: the list and watch protocol of the real one, over
-//! HTTP on 127.0.0.1, for the six kinds the switch watches.
+//! HTTP on 127.0.0.1, for the seven kinds the switch watches ([`FakeApi::unserve`] makes one
+//! answer 404, as an older server does for ServiceCIDRs).
 //!
 //! - `GET /api/v1/pods` (and namespaces, nodes, services,
 //!   `/apis/discovery.k8s.io/v1/endpointslices`, `/apis/networking.k8s.io/v1/networkpolicies`):
@@ -43,10 +44,12 @@ pub enum Res {
     Services,
     EndpointSlices,
     NetworkPolicies,
+    ServiceCidrs,
 }
 
 impl Res {
-    pub const ALL: [Res; 6] = [Res::Namespaces, Res::Pods, Res::Nodes, Res::Services, Res::EndpointSlices, Res::NetworkPolicies];
+    pub const ALL: [Res; 7] =
+        [Res::Namespaces, Res::Pods, Res::Nodes, Res::Services, Res::EndpointSlices, Res::NetworkPolicies, Res::ServiceCidrs];
 
     pub fn path(self) -> &'static str {
         match self {
@@ -56,6 +59,7 @@ impl Res {
             Res::Services => "/api/v1/services",
             Res::EndpointSlices => "/apis/discovery.k8s.io/v1/endpointslices",
             Res::NetworkPolicies => "/apis/networking.k8s.io/v1/networkpolicies",
+            Res::ServiceCidrs => "/apis/networking.k8s.io/v1/servicecidrs",
         }
     }
 
@@ -67,19 +71,20 @@ impl Res {
             Res::Services => "Service",
             Res::EndpointSlices => "EndpointSlice",
             Res::NetworkPolicies => "NetworkPolicy",
+            Res::ServiceCidrs => "ServiceCIDR",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
             Res::EndpointSlices => "discovery.k8s.io/v1",
-            Res::NetworkPolicies => "networking.k8s.io/v1",
+            Res::NetworkPolicies | Res::ServiceCidrs => "networking.k8s.io/v1",
             _ => "v1",
         }
     }
 
     pub fn namespaced(self) -> bool {
-        !matches!(self, Res::Namespaces | Res::Nodes)
+        !matches!(self, Res::Namespaces | Res::Nodes | Res::ServiceCidrs)
     }
 
     pub fn from_kind(kind: &str) -> Option<Res> {
@@ -119,6 +124,8 @@ struct State {
     requests: Vec<String>,
     uid: u64,
     list_delay: HashMap<Res, Duration>,
+    /// Resources answered with 404 (a server that does not serve them).
+    unserved: std::collections::BTreeSet<Res>,
     /// Watches that are streaming now.
     open_watches: usize,
 }
@@ -286,6 +293,16 @@ impl FakeApi {
         self.shared.lock().list_delay.insert(res, d);
     }
 
+    /// From now on `res` is answered with 404, as a server that does not serve it (an older
+    /// Kubernetes for ServiceCIDRs); `serve` undoes it.
+    pub fn unserve(&self, res: Res) {
+        self.shared.lock().unserved.insert(res);
+    }
+
+    pub fn serve(&self, res: Res) {
+        self.shared.lock().unserved.remove(&res);
+    }
+
     /// Every request so far, as `GET path?query`.
     pub fn requests(&self) -> Vec<String> {
         self.shared.lock().requests.clone()
@@ -375,7 +392,7 @@ async fn handle(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Res
     if req.method() != hyper::Method::GET {
         return json_response(StatusCode::METHOD_NOT_ALLOWED, &status(405, "MethodNotAllowed", "the fake API only reads"));
     }
-    let Some(res) = Res::from_path(&path) else {
+    let Some(res) = Res::from_path(&path).filter(|r| !shared.lock().unserved.contains(r)) else {
         return json_response(StatusCode::NOT_FOUND, &status(404, "NotFound", "the server could not find the requested resource"));
     };
     if matches!(q.get("watch").map(String::as_str), Some("1" | "true")) {
