@@ -12,6 +12,8 @@
 //! - [`kube_source`]: the same view from watches on the Kubernetes API server.
 //! - [`model`]: the node and its pods as plain values.
 //! - [`pods`]: the pods of a view, re-read only where they changed.
+//! - [`nodes`]: the other nodes (pod CIDRs, InternalIP), for the multi-node pod network
+//!   (not yet routed: #11).
 //! - [`compile`]: the switch's ports and routes for the node and its pods.
 //! - [`services`]: Services and EndpointSlices compiled into service tables.
 //! - [`policy`]: NetworkPolicies compiled into policy tables.
@@ -28,6 +30,7 @@ pub mod manifests;
 pub mod metrics;
 pub mod model;
 pub mod naming;
+pub mod nodes;
 pub mod pods;
 pub mod policy;
 pub mod run;
