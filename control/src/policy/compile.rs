@@ -3,7 +3,7 @@
 //!
 //! Order of work, deterministic (pods in view order, policies in `namespace/name` order):
 //! 1. the view: namespace labels, the pods that take part, their label groups (pods of one
-//!    namespace with equal labels) and identities ([`build_view`]);
+//!    namespace with equal labels) and identities (`build_view`);
 //! 2. policy ids;
 //! 3. per policy: read it ([`super::model`]), select pods (its podSelector evaluated once per
 //!    label group of its namespace), resolve each rule's peers once (each namespaceSelector

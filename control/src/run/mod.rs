@@ -1,27 +1,27 @@
 //! `podswitch run`: the switch process.
 //!
 //! Contract:
-//! - Start-up ([`startup`]) reads the manifests, creates the node's host port, starts the
+//! - Start-up (`startup.rs`) reads the manifests, creates the node's host port, starts the
 //!   pinned workers, attaches the host port first and then every local pod's host-side veth,
 //!   publishes the tables and prints the XDP and copy mode of every port. Any failure there
-//!   prints one line and exits non-zero, leaving nothing behind ([`teardown`]).
+//!   prints one line and exits non-zero, leaving nothing behind (`teardown.rs`).
 //! - Then it follows the manifest directory (inotify, and a 1 s re-check) or the Kubernetes
 //!   API ([`watch`]): a changed directory is re-read whole; a bad file is reported (log and
 //!   `show status`) while the tables in force stay in force. Pod ports whose interface is
 //!   missing are retried every second and listed as pending.
-//! - Every view is applied incrementally ([`apply`]): its cost follows what changed.
+//! - Every view is applied incrementally (`apply.rs`): its cost follows what changed.
 //! - Readers (`show` over the control socket, [`show_handler`]; `/metrics`, [`metrics_view`];
-//!   the verdict log collector, [`flows`]) read what the apply side publishes ([`shared`]).
+//!   the verdict log collector, [`flows`]) read what the apply side publishes (`shared.rs`).
 //! - SIGTERM/SIGINT detach every port, stop the workers and delete the host port.
 pub mod affinity;
-pub mod apply;
+mod apply;
 pub mod flows;
 pub mod host_port;
 pub mod metrics_view;
-pub mod shared;
+mod shared;
 pub mod show_handler;
-pub mod startup;
-pub mod teardown;
+mod startup;
+mod teardown;
 pub mod watch;
 
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 //!   inotify events on a directory (or, in polling mode, for the timeout), lets a burst of
 //!   events settle, and says whether the content may have changed: it digests the directory
 //!   only when the files' stat signature changed, or every [`FULL_DIGEST_EVERY`] as a check.
-//! - [`follow_directory`] and [`follow_api`] are the switch's event loops: each view that
+//! - `follow_directory` and `follow_api` are the switch's event loops: each view that
 //!   differs from the one in force and from the last one refused is applied; a refused view is
 //!   reported once (log) and recorded (`show status`) while the tables in force stay; between
 //!   views, ports that wait for their interface are retried (every 500 ms at most). Both

@@ -18,7 +18,7 @@
 //!   only at those, and at the pods selected by selector-derived Services only if some pod is
 //!   listed;
 //! - steps 2-3 run only when a Service appeared, went, or changed what they read
-//!   ([`AllocSig`]). Run again on the same input they give the same allocations and the same
+//!   (`AllocSig`). Run again on the same input they give the same allocations and the same
 //!   sentences but the one-time "allocated ... instead" ones, so those are dropped when the
 //!   previous run's result is kept;
 //! - step 4 runs only for the Services whose input changed: the Service, its EndpointSlices,

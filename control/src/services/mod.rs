@@ -13,7 +13,7 @@
 //!   every node address; every `status.loadBalancer.ingress[].ip` (not `ipMode: Proxy`) of a
 //!   LoadBalancer, with `loadBalancerSourceRanges`; every `externalIPs` entry, on any type.
 //!   ExternalName, headless and IPv6-only Services get none.
-//! - Endpoints (see [`derive`]): the Service's EndpointSlices (label
+//! - Endpoints (see [`mod@derive`]): the Service's EndpointSlices (label
 //!   `kubernetes.io/service-name`, addressType IPv4), or, when the manifests hold none for a
 //!   Service with a selector, the pods it selects as the EndpointSlice controller would.
 //! - Sets (kube-proxy's `CategorizeEndpoints`, without topology hints): the cluster set is the
