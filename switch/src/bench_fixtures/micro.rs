@@ -47,6 +47,7 @@ pub const CASES: &[(&str, &str)] = &[
     ("process_pod_to_pod", "whole pipeline (warm + process), established pod-to-pod TCP, random connections"),
     ("process_service_established", "whole pipeline (warm + process), established Service TCP flow (DNAT), random connections"),
     ("process_service_new", "whole pipeline (warm + process), TCP SYN to a Service: Maglev pick, insert, DNAT, route (no policy)"),
+    ("process_udp_one_way", "whole pipeline (warm + process), pod-to-pod UDP never answered (the forward benchmark's traffic): the full path, every packet"),
 ];
 
 /// Runs one burst of `case`: the function callgrind counts (see the module contract).
@@ -69,6 +70,7 @@ pub fn new_case(name: &str, scale: &Scale) -> Option<Box<dyn MicroCase>> {
         "process_pod_to_pod" => Box::new(ProcessEstablished::new(s, false)),
         "process_service_established" => Box::new(ProcessEstablished::new(s, true)),
         "process_service_new" => Box::new(ProcessServiceNew::new(s)),
+        "process_udp_one_way" => Box::new(ProcessUdpOneWay::new(s)),
         _ => return None,
     })
 }
@@ -415,6 +417,44 @@ impl MicroCase for ProcessServiceNew {
     }
 }
 
+/// One-way pod-to-pod UDP flows (what `podswitch-perf forward` sends): each connection's
+/// first packet recorded it, nothing ever answered, so it stays unreplied and every packet
+/// takes the full path (the fast path takes only answered UDP).
+struct ProcessUdpOneWay {
+    world: World,
+    conns: Vec<Conn>,
+    rng: Rng,
+    pick: Vec<Conn>,
+    frames: Frames,
+}
+
+impl ProcessUdpOneWay {
+    fn new(scale: Scale) -> Self {
+        let conns = pod_conns(&scale, scale.connections);
+        let world = World::new(scale, capacity_for(conns.len() as u32));
+        let mut frames = Frames::new(8192);
+        for chunk in conns.chunks(frames.capacity()) {
+            frames.fill_udp(chunk);
+            let fwd = world.run_frames(&mut frames, chunk.len());
+            assert_eq!(fwd, chunk.len(), "first UDP packets forwarded (connection table full or tables wrong?)");
+        }
+        Self { world, pick: vec![conns[0]; BURST], conns, rng: Rng::with_seed(SEED), frames: Frames::new(BURST) }
+    }
+}
+
+impl MicroCase for ProcessUdpOneWay {
+    fn prepare(&mut self) {
+        for p in &mut self.pick {
+            *p = self.conns[self.rng.u64(..self.conns.len() as u64) as usize];
+        }
+        self.frames.fill_udp(&self.pick);
+    }
+
+    fn run(&mut self, n: usize) -> usize {
+        self.world.run_frames(&mut self.frames, n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,6 +473,20 @@ mod tests {
             }
         }
         assert!(new_case("no_such_case", &scale).is_none());
+    }
+
+    /// The one-way UDP case measures the full path: every packet is a known connection's that
+    /// the fast path leaves alone (unreplied UDP), none opens a new one.
+    #[test]
+    fn one_way_udp_takes_the_full_path_for_every_packet() {
+        let scale = Scale { services: 50, endpoints: 4, pods: 20, connections: 2000 };
+        let mut case = ProcessUdpOneWay::new(scale);
+        let created = case.world.stages.conntrack.created.get();
+        assert_eq!(created, 2000);
+        case.prepare();
+        assert_eq!(measured_burst(&mut case, BURST), BURST);
+        assert_eq!(case.world.stages.conntrack.known.get(), BURST as u64);
+        assert_eq!(case.world.stages.conntrack.created.get(), created);
     }
 
     #[test]

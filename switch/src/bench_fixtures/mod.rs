@@ -11,7 +11,7 @@
 //! - [`build_tables`] gives the routes (one /32 per pod, the /9 of the endpoints through the
 //!   uplink), ports and Services of a [`Scale`]; [`policy_tables`] adds a NetworkPolicy set
 //!   that isolates every local pod (see there).
-//! - Frames are 60-byte TCP/IPv4 frames with a valid IPv4 header checksum, written into slots of
+//! - Frames are 60-byte TCP/IPv4 frames (UDP for one-way flows) with a valid IPv4 header checksum, written into slots of
 //!   [`SLOT`] bytes of a [`Frames`] buffer, each with its ingress port, as a worker receives them.
 //! - [`World::open`] opens connections the way real ones open: SYN, the answer's SYN-ACK, ACK,
 //!   all through [`crate::pipeline::process`]; afterwards they are ESTABLISHED, with the
@@ -271,6 +271,29 @@ pub fn write_tcp(slot: &mut [u8], macs: ([u8; 6], [u8; 6]), from: (Ipv4Addr, u16
     60
 }
 
+/// Writes a 60-byte UDP frame into `slot` (18 bytes of zero payload, as trafgen's 64-byte
+/// frames without the FCS): Ethernet (`macs` = source, destination), IPv4 with its checksum,
+/// UDP without a checksum (0). Returns the frame's length.
+pub fn write_udp(slot: &mut [u8], macs: ([u8; 6], [u8; 6]), from: (Ipv4Addr, u16), to: (Ipv4Addr, u16)) -> usize {
+    let f = &mut slot[..60];
+    f.fill(0);
+    f[0..6].copy_from_slice(&macs.1);
+    f[6..12].copy_from_slice(&macs.0);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&46u16.to_be_bytes());
+    f[22] = 64;
+    f[23] = 17;
+    f[26..30].copy_from_slice(&from.0.octets());
+    f[30..34].copy_from_slice(&to.0.octets());
+    let s = checksum::internet_checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&s.to_be_bytes());
+    f[34..36].copy_from_slice(&from.1.to_be_bytes());
+    f[36..38].copy_from_slice(&to.1.to_be_bytes());
+    f[38..40].copy_from_slice(&26u16.to_be_bytes());
+    60
+}
+
 /// Writes the frame of `c`'s original direction (client pod -> destination as addressed) into
 /// `slot`; returns (length, ingress port).
 pub fn write_conn_frame(slot: &mut [u8], c: Conn, flags: u8) -> (usize, PortId) {
@@ -307,6 +330,17 @@ impl Frames {
     /// Frame `i`, received bytes only.
     pub fn frame(&self, i: usize) -> &[u8] {
         &self.buf[i * SLOT..i * SLOT + self.lens[i]]
+    }
+
+    /// Writes UDP frames from the client pod to the destination of each of `conns` (the
+    /// connection's addresses and ports, as UDP) into slots 0...
+    pub fn fill_udp(&mut self, conns: &[Conn]) {
+        for (i, c) in conns.iter().enumerate() {
+            let src = pod_ip(c.pod);
+            let port = pod_port(c.pod);
+            self.lens[i] = write_udp(self.slot_mut(i), (mac_of(src), port_mac(port)), (src, c.sport), c.dst_addr());
+            self.ingress[i] = port;
+        }
     }
 
     /// Writes the original-direction frames of `conns` (with TCP `flags`) into slots 0...

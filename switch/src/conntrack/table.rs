@@ -216,12 +216,16 @@ impl ConnTable {
     /// Finds the connection a packet with key `k` (hash `h`) belongs to.
     #[inline]
     pub fn lookup_hashed(&self, k: &FlowKey, h: u64) -> Option<Hit> {
-        self.probe(h, |v| {
-            let (idx, dir) = unpack(v);
-            let snap = self.entries.get(idx)?.snapshot()?;
-            let want = if dir == Dir::Orig { &snap.orig } else { &snap.reply };
-            (want == k).then_some(Hit { idx: idx as u32, dir, snap })
-        })
+        self.probe(h, |v| self.hit_at(v, k))
+    }
+
+    /// The hit of slot value `v` if its entry's key in the slot's direction is `k`.
+    #[inline(always)]
+    fn hit_at(&self, v: u64, k: &FlowKey) -> Option<Hit> {
+        let (idx, dir) = unpack(v);
+        let snap = self.entries.get(idx)?.snapshot()?;
+        let want = if dir == Dir::Orig { &snap.orig } else { &snap.reply };
+        (want == k).then_some(Hit { idx: idx as u32, dir, snap })
     }
 
     /// The first `matching(slot)` that is Some, over the slots carrying `h`'s tag in `h`'s home

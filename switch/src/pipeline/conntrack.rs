@@ -3,10 +3,13 @@
 //!
 //! Contract:
 //! - [`lookup`] classifies a packet: TCP, UDP and SCTP flows and ICMP echo are tracked
-//!   ([`Lookup::Known`] or [`Lookup::New`]); ICMP errors go to [`super::icmp_translate`]
+//!   ([`Lookup::Tracked`]: its key and hash); ICMP errors go to [`super::icmp_translate`]
 //!   ([`Lookup::IcmpError`]); other protocols and non-first fragments pass
 //!   ([`Lookup::Untracked`]), except non-first fragments to a Service address, which cannot be
-//!   translated and are dropped.
+//!   translated and are dropped. [`find`] then finds a tracked packet's connection, if it has
+//!   one (a [`Hit`]), or it is the first packet of a new one. The hit is returned by itself,
+//!   not inside [`Lookup`]: it is the size of a whole connection snapshot, and carried through
+//!   an enum and a `Result` it was copied three times per packet.
 //! - [`advance`] moves a known connection's TCP/UDP state, notes the reply direction and its
 //!   idle time, and says how the packet is to be rewritten (the connection's NAT), if at all.
 //! - [`initial_state`] is the state a new connection starts in; a TCP segment that cannot
@@ -43,10 +46,9 @@ pub enum Lookup {
     Untracked,
     /// An ICMP error: translated back if it is about a translated connection.
     IcmpError,
-    /// A packet of a connection in the table.
-    Known(Hit),
-    /// The first packet of a connection (`hash` is `key`'s in the table).
-    New { key: FlowKey, hash: u64 },
+    /// A tracked packet: its connection's key in this direction and the key's hash in the
+    /// table ([`find`] looks it up).
+    Tracked { key: FlowKey, hash: u64 },
 }
 
 #[inline(always)]
@@ -73,11 +75,14 @@ pub fn lookup(parsed: &ParsedFrame, ctx: &Ctx) -> Result<Lookup, DropReason> {
             return Ok(Lookup::Untracked);
         }
     };
-    let hash = ctx.ct.hash(&key);
-    Ok(match ctx.ct.lookup_hashed(&key, hash) {
-        Some(hit) => Lookup::Known(hit),
-        None => Lookup::New { key, hash },
-    })
+    Ok(Lookup::Tracked { key, hash: ctx.ct.hash(&key) })
+}
+
+/// The connection of a tracked packet ([`Lookup::Tracked`]), or None: the packet opens a new
+/// one.
+#[inline(always)]
+pub fn find(key: &FlowKey, hash: u64, ctx: &Ctx) -> Option<Hit> {
+    ctx.ct.lookup_hashed(key, hash)
 }
 
 /// A packet of a known connection (its policy verdict already checked): state, idle time, and

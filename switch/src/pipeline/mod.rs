@@ -196,19 +196,21 @@ fn ipv4(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: PortId, port:
     match conntrack::lookup(parsed, ctx)? {
         conntrack::Lookup::Untracked => {}
         conntrack::Lookup::IcmpError => icmp_translate::translate(buf, len, parsed, ctx),
-        conntrack::Lookup::Known(hit) => {
-            let e = ctx.ct.entry(hit.idx);
-            let word = e.state_word();
-            policy::check_established(ctx, e, &hit.snap, word.verdict())?;
-            if let Some(to) = conntrack::advance(parsed, e, word, &hit, ctx) {
-                rewrite::to_tuple(buf, parsed, &to);
+        conntrack::Lookup::Tracked { key, hash } => match conntrack::find(&key, hash, ctx) {
+            Some(hit) => {
+                let e = ctx.ct.entry(hit.idx);
+                let word = e.state_word();
+                policy::check_established(ctx, e, &hit.snap, word.verdict())?;
+                if let Some(to) = conntrack::advance(parsed, e, word, &hit, ctx) {
+                    rewrite::to_tuple(buf, parsed, &to);
+                }
             }
-        }
-        conntrack::Lookup::New { key, hash } => {
-            if let Some(answer) = new_connection(buf, len, parsed, key, hash, in_port, port, ctx)? {
-                return Ok(answer);
+            None => {
+                if let Some(answer) = new_connection(buf, len, parsed, key, hash, in_port, port, ctx)? {
+                    return Ok(answer);
+                }
             }
-        }
+        },
     }
     let hop = route::next_hop(ctx.tables, buf)?;
     if !route::ttl_allows_forwarding(buf) {

@@ -240,32 +240,32 @@ impl FieldValue for std::net::Ipv4Addr {
 
 /// Reads a big-endian `u16` at `at`. Panics only if the slice is too short, which a checked
 /// view rules out.
-#[inline]
+#[inline(always)]
 fn read_u16(buf: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([buf[at], buf[at + 1]])
 }
 
-#[inline]
+#[inline(always)]
 fn write_u16(buf: &mut [u8], at: usize, value: u16) {
     buf[at..at + 2].copy_from_slice(&value.to_be_bytes());
 }
 
-#[inline]
+#[inline(always)]
 fn read_u32(buf: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
 }
 
-#[inline]
+#[inline(always)]
 fn write_u32(buf: &mut [u8], at: usize, value: u32) {
     buf[at..at + 4].copy_from_slice(&value.to_be_bytes());
 }
 
-#[inline]
+#[inline(always)]
 fn read_ipv4(buf: &[u8], at: usize) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::new(buf[at], buf[at + 1], buf[at + 2], buf[at + 3])
 }
 
-#[inline]
+#[inline(always)]
 fn write_ipv4(buf: &mut [u8], at: usize, addr: std::net::Ipv4Addr) {
     buf[at..at + 4].copy_from_slice(&addr.octets());
 }
