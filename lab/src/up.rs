@@ -132,9 +132,11 @@ pub fn run(a: UpArgs) -> anyhow::Result<i32> {
         }
     };
     if !no_switch {
-        switch::wait_ready(&st, &mut switch_children, switch::READY_TIMEOUT).map_err(|e| {
-            anyhow::anyhow!("{e:#}; the lab stays up for inspection: run `podswitch lab down` to remove it")
-        })?;
+        switch::wait_ready(&st, &mut switch_children, switch::READY_TIMEOUT)
+            .and_then(|()| switch::route_node_stacks_to_underlay(&st))
+            .map_err(|e| {
+                anyhow::anyhow!("{e:#}; the lab stays up for inspection: run `podswitch lab down` to remove it")
+            })?;
     }
     print_summary(&st, no_switch);
     Ok(0)
