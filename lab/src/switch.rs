@@ -170,8 +170,7 @@ pub fn sync_status(socket: &Path) -> Option<String> {
 pub fn wait_ready(st: &State, children: &mut [Child], timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     for node in st.node_switches() {
-        loop {
-            let Some(reason) = sync_status(&node.control_socket) else { break };
+        while let Some(reason) = sync_status(&node.control_socket) {
             let child = children.iter_mut().find(|c| node.process.is_some_and(|p| p.pid == c.id() as i32));
             let exited = match child {
                 Some(c) => c.try_wait().ok().flatten().map(|s| format!("exited ({s})")),
