@@ -179,6 +179,27 @@ fn a_pod_added_live_for_node_2_is_wired_on_node_2() {
     assert!(state()["pods"].get("x/d").is_none());
     let o = Command::new("ip").args(["-n", "psl-node-node-2", "link", "show", "dev", iface]).output().unwrap();
     assert!(!o.status.success(), "{iface} is left in node-2's namespace");
+    // A Node added while the lab runs is refused (it needs `lab down` and `lab up`); the lab
+    // keeps running as it was.
+    hold.write(
+        "node-4.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node-4}\nspec: {podCIDR: 10.244.3.0/24}\n\
+         status: {addresses: [{type: InternalIP, address: 172.18.0.5}]}\n",
+    );
+    let mut refused = String::new();
+    for _ in 0..100 {
+        let o = labkit::podswitch(&["lab", "probe", "--json", "--from", "x/b", "--to", "pod/y/b:80"]);
+        refused = text(&o.stderr);
+        if !o.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(refused.contains("the lab's nodes are node-1, node-2, node-3 but the manifests now have node-1, node-2, node-3, node-4: adding or removing Nodes needs"), "{refused}");
+    assert!(!lab_namespaces().iter().any(|n| n.contains("node-4")));
+    fs::remove_file(hold.dir.join("node-4.yaml")).unwrap();
+    let r = probe(&["--from", "x/b", "--to", "pod/y/b:80"]);
+    assert_eq!(r[0]["result"], "connected", "{r:?}");
 }
 
 #[test]
