@@ -140,6 +140,23 @@ fn three_nodes_each_run_their_own_switch_and_forward_between_their_pods() {
     assert_eq!(r[0]["result"], "connected", "{r:?}");
     assert!(r[0]["seen_client"].as_str().unwrap().starts_with("172.18.0.4:"), "{r:?}");
 
+    // `lab switch stop|start` stops and starts every node's switch; the node stacks' routes to
+    // the underlay come back with them.
+    let out = ok(&["lab", "switch", "stop"]);
+    for (name, ..) in NODES {
+        assert!(out.contains(&format!("stopped the switch of node {name} (pid")), "{out}");
+    }
+    let o = labkit::podswitch(&["show", "status", "--node", "node-3"]);
+    assert!(!o.status.success(), "node-3's switch still answers: {}", describe(&o));
+    let out = ok(&["lab", "switch", "start"]);
+    assert_eq!(out.matches("; it is in sync").count(), 3, "{out}");
+    let s: Value = serde_json::from_str(&ok(&["show", "status", "--node", "node-3", "--json"])).unwrap();
+    assert_eq!(s["node"], "node-3", "{s}");
+    let o = labkit::podswitch(&["lab", "exec", "external", "--", "ping", "-c", "1", "-W", "2", "172.18.0.4"]);
+    assert!(o.status.success(), "external → node-3 after a restart: {}", describe(&o));
+    let r = probe(&["--from", "x/c", "--to", "pod/y/c:80", "pod/y/c:81/udp"]);
+    assert!(r.iter().all(|x| x["result"] == "connected"), "{r:?}");
+
     drop(hold);
     assert_eq!(lab_namespaces(), Vec::<String>::new(), "lab down left namespaces");
     assert!(!std::path::Path::new("/run/podswitch/lab-nodes").exists());
