@@ -7,7 +7,11 @@
 //!   switch knows every pod's MAC from its IP: anti-spoofing needs no learning.
 //! - The node's own stack reaches the switch over the veth pair `psw-host` (stack side) and
 //!   `psw-host-sw` (switch side).
+//! - In `podswitch lab`, the switch of lab node NAME is reached at
+//!   [`lab_node_control_socket`]`(NAME)` (`podswitch show --node NAME`); the first node's switch
+//!   listens on [`DEFAULT_CONTROL_SOCKET`] and the lab links its per-node path there.
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 /// Host-side veth name of a pod.
 pub fn pod_interface(namespace: &str, name: &str) -> String {
@@ -43,6 +47,16 @@ pub const HOST_SWITCH_IF: &str = "psw-host-sw";
 pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 /// Where `podswitch run` listens for `podswitch show` unless told otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/podswitch/podswitch.sock";
+/// The directory of the lab nodes' control sockets (see [`lab_node_control_socket`]).
+pub const LAB_NODE_SOCKET_DIR: &str = "/run/podswitch/lab-nodes";
+
+/// The control socket of the switch of `podswitch lab` node `node`: `/run/podswitch/lab-nodes/
+/// NODE.sock`. For the lab's first node this path is a symbolic link to
+/// [`DEFAULT_CONTROL_SOCKET`], where that switch listens (so `podswitch show` without flags
+/// talks to it); the switches of the other nodes listen on it.
+pub fn lab_node_control_socket(node: &str) -> PathBuf {
+    PathBuf::from(LAB_NODE_SOCKET_DIR).join(format!("{node}.sock"))
+}
 
 #[cfg(test)]
 mod tests {
@@ -57,5 +71,11 @@ mod tests {
         let full = sha1_smol::Sha1::from("kube-system.coredns-5d78c9869d-abcde").digest().to_string();
         assert_eq!(pod_interface("kube-system", "coredns-5d78c9869d-abcde"), format!("ps{}", &full[..12]));
         assert_eq!(mac_string(pod_mac(Ipv4Addr::new(10, 244, 0, 11))), "0a:58:0a:f4:00:0b");
+    }
+
+    #[test]
+    fn lab_node_sockets_are_per_node() {
+        assert_eq!(lab_node_control_socket("node-2"), PathBuf::from("/run/podswitch/lab-nodes/node-2.sock"));
+        assert_ne!(lab_node_control_socket("node-1"), lab_node_control_socket("node-2"));
     }
 }

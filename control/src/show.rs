@@ -1,6 +1,8 @@
 //! `podswitch show ...`: asks the running switch over its control socket and prints the
 //! answer as a table for people (read into the [`crate::ctl::replies`] types and printed from
 //! their fields) or, with `--json`, as the switch's JSON object.
+//! The switch is the one at `--socket` (default [`naming::DEFAULT_CONTROL_SOCKET`]) or, with
+//! `--node NAME`, the switch of `podswitch lab` node NAME ([`naming::lab_node_control_socket`]).
 use std::path::PathBuf;
 
 use crate::ctl::{client, replies, Request};
@@ -44,6 +46,17 @@ pub struct ShowArgs {
     /// The switch's control socket.
     #[arg(long, value_name = "PATH", default_value = naming::DEFAULT_CONTROL_SOCKET)]
     pub socket: PathBuf,
+    /// The switch of `podswitch lab` node NAME (its control socket
+    /// /run/podswitch/lab-nodes/NAME.sock) instead of --socket.
+    #[arg(long, value_name = "NAME", conflicts_with = "socket")]
+    pub node: Option<String>,
+}
+
+impl ShowArgs {
+    /// The control socket asked: the lab node's (`--node`), else `--socket`.
+    pub fn control_socket(&self) -> PathBuf {
+        self.node.as_deref().map_or_else(|| self.socket.clone(), naming::lab_node_control_socket)
+    }
 }
 
 pub fn main(args: ShowArgs) -> anyhow::Result<i32> {
@@ -60,7 +73,7 @@ pub fn main(args: ShowArgs) -> anyhow::Result<i32> {
         What::Flows => unreachable!("handled above"),
         What::Policies => Request::Policies,
     };
-    let v = client::request(&args.socket, &req)?;
+    let v = client::request(&args.control_socket(), &req)?;
     if args.json {
         println!("{}", serde_json::to_string(&v)?);
         return Ok(0);
@@ -212,7 +225,7 @@ fn print_conntrack(v: &replies::Conntrack) {
 }
 
 fn flows(args: &ShowArgs) -> anyhow::Result<i32> {
-    let v = client::request(&args.socket, &Request::Flows { since: None, limit: Some(args.limit) })?;
+    let v = client::request(&args.control_socket(), &Request::Flows { since: None, limit: Some(args.limit) })?;
     if !args.follow {
         if args.json {
             println!("{}", serde_json::to_string(&v)?);
@@ -234,7 +247,7 @@ fn flows(args: &ShowArgs) -> anyhow::Result<i32> {
             Some(f) => f,
             None => {
                 std::thread::sleep(std::time::Duration::from_millis(250));
-                let v = client::request(&args.socket, &Request::Flows { since: Some(next), limit: Some(100_000) })?;
+                let v = client::request(&args.control_socket(), &Request::Flows { since: Some(next), limit: Some(100_000) })?;
                 client::read::<replies::Flows>(&v)?
             }
         };

@@ -3,8 +3,9 @@
 //! Contract:
 //! - The view is the directory `/run/podswitch/lab/api/` holding one file, `cluster.yaml`: every
 //!   object of the manifest directory (all kinds, `List`s flattened into their items, otherwise
-//!   unchanged) as YAML documents, except that each local Pod has `spec.nodeName`,
-//!   `status.podIP` and `status.podIPs` set as the lab assigned them.
+//!   unchanged) as YAML documents, except that each Pod the lab builds has `spec.nodeName` (its
+//!   lab node), `status.podIP` and `status.podIPs` set as the lab assigned them. Every node's
+//!   switch reads the same view.
 //! - Objects are held as `serde_json::Value` (maps keep their key order), read and written with
 //!   `serde-saphyr`; manifests are JSON-compatible YAML (string keys), as the API server's are.
 //! - It is written atomically (`.cluster.yaml.tmp`, ignored by `manifests::manifest_files`, then
@@ -101,7 +102,7 @@ pub fn render(plan: &Plan, source: &Path) -> String {
         let mut obj = obj.clone();
         if let Some(p) = pod_key(&obj).and_then(|k| plan.pods.get(&k)) {
             if obj.is_object() {
-                submap(&mut obj, "spec").insert("nodeName".into(), plan.node.name.clone().into());
+                submap(&mut obj, "spec").insert("nodeName".into(), p.node.clone().into());
                 let status = submap(&mut obj, "status");
                 status.insert("podIP".into(), p.ip.to_string().into());
                 let mut ip = Mapping::new();

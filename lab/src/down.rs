@@ -1,10 +1,12 @@
 //! `podswitch lab down`: remove everything the lab made.
 //!
 //! Contract:
-//! - Stops the supervisor first (so nothing is rebuilt), then the switch and the pod servers
-//!   recorded in the state, then any other process inside a lab namespace (`ip netns pids`).
-//! - Deletes every `psl-*` / `psl_*` namespace (which removes their veths), the pods' first,
-//!   then removes `/run/podswitch/lab` and the control socket.
+//! - Stops the supervisor first (so nothing is rebuilt), then every node's switch and the pod
+//!   servers recorded in the state, then any other process inside a lab namespace (`ip netns
+//!   pids`).
+//! - Deletes every `psl-*` / `psl_*` namespace (which removes their veths): the pods' first, then
+//!   the nodes', `psl-external` and `psl-underlay`; then removes `/run/podswitch/lab`, the
+//!   switches' control sockets and `/run/podswitch/lab-nodes`.
 //! - Works from whatever is left (no state file, a half-built lab); prints what it removed, or
 //!   that nothing was up (exit 0 either way). Fails only if something could not be removed.
 use std::fs;
@@ -50,9 +52,11 @@ pub fn teardown() -> anyhow::Result<Vec<String>> {
                 removed.push(format!("supervisor (pid {})", p.pid));
             }
         }
-        if let Some(p) = st.switch.process {
-            if p.terminate(Duration::from_secs(10)) {
-                removed.push(format!("switch (pid {})", p.pid));
+        let several = !st.more_nodes.is_empty();
+        for n in st.node_switches() {
+            if n.process.is_some_and(|p| p.terminate(Duration::from_secs(10))) {
+                let of = if several { format!(" of node {}", n.name) } else { String::new() };
+                removed.push(format!("switch{of} (pid {})", n.process.map_or(0, |p| p.pid)));
             }
         }
         let servers = st.pods.values().filter_map(|p| p.server).filter(|s| s.terminate(Duration::from_secs(2))).count();
@@ -85,12 +89,23 @@ pub fn teardown() -> anyhow::Result<Vec<String>> {
             Err(e) => errors.push(format!("cannot remove {}: {e}", state::LAB_DIR)),
         }
     }
-    let socket = st
-        .as_ref().map_or_else(|| podswitch_control::naming::DEFAULT_CONTROL_SOCKET.into(), |s| s.switch.control_socket.clone());
-    if fs::symlink_metadata(&socket).is_ok() {
-        match fs::remove_file(&socket) {
-            Ok(()) => removed.push(socket.display().to_string()),
-            Err(e) => errors.push(format!("cannot remove {}: {e}", socket.display())),
+    let sockets: Vec<std::path::PathBuf> = st.as_ref().map_or_else(
+        || vec![podswitch_control::naming::DEFAULT_CONTROL_SOCKET.into()],
+        |s| s.node_switches().into_iter().map(|n| n.control_socket).collect(),
+    );
+    for socket in sockets {
+        if fs::symlink_metadata(&socket).is_ok() {
+            match fs::remove_file(&socket) {
+                Ok(()) => removed.push(socket.display().to_string()),
+                Err(e) => errors.push(format!("cannot remove {}: {e}", socket.display())),
+            }
+        }
+    }
+    let node_sockets = Path::new(podswitch_control::naming::LAB_NODE_SOCKET_DIR);
+    if node_sockets.exists() {
+        match fs::remove_dir_all(node_sockets) {
+            Ok(()) => removed.push(node_sockets.display().to_string()),
+            Err(e) => errors.push(format!("cannot remove {}: {e}", node_sockets.display())),
         }
     }
     if !errors.is_empty() {

@@ -1,6 +1,8 @@
 //! `podswitch lab exec TARGET -- CMD...`: run a command inside a lab namespace.
 //!
-//! Contract: TARGET is `NS/POD` (namespace `psl_NS_POD`), `node` (`psl-node`) or `external`
+//! Contract: TARGET is `NS/POD` (namespace `psl_NS_POD`), `node` (the first node, `psl-node`),
+//! the name of a lab node (its namespace: `psl-node` for the first, `psl-node-NAME` for the
+//! others), `underlay` (`psl-underlay`, in a lab with several nodes) or `external`
 //! (`psl-external`, the client outside the cluster). The process is replaced by `ip netns exec NAME CMD...`, so the command's exit code
 //! (and signals, and the terminal) are its own.
 use std::os::unix::process::CommandExt;
@@ -13,7 +15,7 @@ use super::state;
 
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
-    /// NAMESPACE/POD, `node` or `external`.
+    /// NAMESPACE/POD, `node` (the first node), NODENAME (a lab node), `underlay` or `external`.
     #[arg(value_name = "TARGET")]
     pub target: String,
     /// The command and its arguments (after `--`).
@@ -21,23 +23,34 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
-/// The namespace of a `lab exec` / `lab probe --from` target.
-pub fn target_netns(target: &str) -> anyhow::Result<String> {
+/// The namespace of a `lab exec` / `lab probe --from` target; node names are looked up in
+/// `st` (the lab that is up, if any).
+pub fn target_netns(target: &str, st: Option<&state::State>) -> anyhow::Result<String> {
     match target {
         "node" => Ok(state::NODE_NETNS.to_string()),
         "external" => Ok(state::EXTERNAL_NETNS.to_string()),
+        "underlay" => Ok(state::UNDERLAY_NETNS.to_string()),
         t => match t.split_once('/') {
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
                 Ok(state::pod_netns(ns, name))
             }
-            _ => bail!("{t:?} is not a target: use NAMESPACE/POD, `node` or `external`"),
+            _ => match st.and_then(|st| st.node_netns_of(t)) {
+                Some(ns) => Ok(ns),
+                None => bail!("{t:?} is not a target: use NAMESPACE/POD, `node`, a node's name or `external`"),
+            },
         },
     }
 }
 
+/// Whether `target` names a node of `st` (`node` or a node's name).
+pub fn is_node(target: &str, st: &state::State) -> bool {
+    target == "node" || st.node_netns_of(target).is_some()
+}
+
 pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
     super::require_root("exec")?;
-    let ns = target_netns(&a.target)?;
+    let st = state::State::load().ok().flatten();
+    let ns = target_netns(&a.target, st.as_ref())?;
     if !netns::exists(&ns) {
         bail!("no network namespace {ns} (is the lab up, and is {} one of its pods?)", a.target);
     }

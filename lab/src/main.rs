@@ -5,14 +5,24 @@
 //! ([`podswitch_control::sibling`]).
 //!
 //! Contract (the interface other code and tests rely on):
-//! - Nothing is touched in the machine's own network namespace. The node is the namespace
-//!   `psl-node`; each local pod NS/NAME gets the namespace `psl_NS_NAME` with `eth0` (IP/32,
-//!   MAC `naming::pod_mac`, default route via `naming::GATEWAY_IP`), whose veth peer
-//!   `naming::pod_interface(NS, NAME)` sits in `psl-node`, where the switch runs.
+//! - Nothing is touched in the machine's own network namespace. The lab builds one node per
+//!   Node object of the manifest directory, in the order of their names (none: one node
+//!   `node-1`; `lab up --node-name NAME`: only that one). The first node is the namespace
+//!   `psl-node`, the others `psl-node-NAME`; each has its own stack (its InternalIP/32 on `lo`)
+//!   and runs its own `podswitch run --node-name NAME` on the one API view, with its own control
+//!   socket (`/run/podswitch/podswitch.sock` for the first node; the others at
+//!   `naming::lab_node_control_socket(NAME)`, which for the first node links to the default).
+//! - Each pod NS/NAME of a node gets the namespace `psl_NS_NAME` with `eth0` (IP/32, MAC
+//!   `naming::pod_mac`, default route via `naming::GATEWAY_IP`), whose veth peer
+//!   `naming::pod_interface(NS, NAME)` sits in its node's namespace, where that node's switch
+//!   runs. A pod goes to the node of its `spec.nodeName`, without one to the first node.
 //! - A client outside the cluster, `external`, is the namespace `psl-external`: `eth0` (MAC
-//!   `naming::pod_mac(IP)`, IP = `.100` of the node InternalIP's /24, default route via the
-//!   InternalIP) whose veth peer `psw-uplink` in `psl-node` is the switch's uplink port
-//!   (`podswitch run --uplink psw-uplink --uplink-gateway-mac <external's MAC>`).
+//!   `naming::pod_mac(IP)`, IP = `.100` of the first node InternalIP's /24, default route via
+//!   that InternalIP). In a one-node lab its veth peer is `psw-uplink` in `psl-node`, the
+//!   switch's uplink port. With several nodes every node has its uplink `psw-uplink`, and the
+//!   underlay `psl-underlay` (the data-centre network) joins them and external's `eth0` on the
+//!   bridge `br0` (ports `upN` and `ext`). Every switch gets `--uplink psw-uplink
+//!   --uplink-gateway-mac <external's MAC>`.
 //! - The lab plays kubelet and API server: it assigns pod IPs and writes an API view of the
 //!   manifest directory to `/run/podswitch/lab/api/cluster.yaml`, which the switch reads; a
 //!   supervisor applies edits of the manifest directory live.
@@ -48,25 +58,35 @@ struct LabArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum LabCmd {
-    /// Create the lab from a manifest directory, start the switch, wait until traffic flows.
+    /// Create the lab from a manifest directory, start the switches, wait until traffic flows.
     ///
-    /// Creates the network namespace psl-node (the node: it holds the pods' host-side veths and
-    /// runs the switch) and, for every pod of the node, a namespace psl_NS_NAME whose eth0 has the
-    /// pod's IP/32 (status.podIP, else allocated from the node's pod CIDR), MAC 0a:58 + the IP, a
+    /// Creates one node per Node object of DIR, in the order of their names (none: one node
+    /// node-1 with pod CIDR 10.244.0.0/24 and InternalIP 172.18.0.2; --node-name NAME: only that
+    /// Node). The first node is the network namespace psl-node, the others psl-node-NAME; each
+    /// holds its pods' host-side veths and runs its own switch. A pod goes to the node named in
+    /// its spec.nodeName (none: the first node). With several nodes, their uplinks and external
+    /// share the underlay psl-underlay (a bridge), on which the InternalIPs live; each switch
+    /// has its own control socket (`podswitch show --node NAME`).
+    ///
+    /// For every pod it creates a namespace psl_NS_NAME whose eth0 has the
+    /// pod's IP/32 (status.podIP, else allocated from its node's pod CIDR), MAC 0a:58 + the IP, a
     /// default route via 169.254.1.1, and a server answering on every containerPort (TCP and UDP)
     /// with the line `NS/NAME CLIENTIP:CLIENTPORT`. Nothing changes in the machine's own network
     /// namespace.
     ///
     /// Also creates `external`, a client outside the cluster: the namespace psl-external whose
-    /// eth0 has the .100 address of the node InternalIP's /24 (172.18.0.100 by default; MAC
-    /// 0a:58 + the IP) and a default route via the InternalIP, so NodePorts, LoadBalancer and
-    /// external IPs and ClusterIPs are sent to the node. Its veth peer psw-uplink in psl-node is
-    /// the switch's uplink port (`run --uplink psw-uplink --uplink-gateway-mac MAC`).
+    /// eth0 has the .100 address of the first node InternalIP's /24 (172.18.0.100 by default;
+    /// MAC 0a:58 + the IP) and a default route via that InternalIP, so NodePorts, LoadBalancer
+    /// and external IPs and ClusterIPs are sent to the first node. In a one-node lab its veth
+    /// peer psw-uplink in psl-node is the switch's uplink port (`run --uplink psw-uplink
+    /// --uplink-gateway-mac MAC`); with several nodes it sits on the underlay with every node's
+    /// uplink psw-uplink.
     ///
     /// Writes the API view /run/podswitch/lab/api/cluster.yaml (the manifests with pod IPs and
-    /// nodeName filled in), starts `podswitch run` in psl-node on that view, and starts a
-    /// supervisor that applies later edits of DIR live (new, changed and deleted objects). Waits
-    /// up to 30 s until the switch has applied the view and attached every pod port, then prints
+    /// nodeName filled in), starts `podswitch run` in every node's namespace on that view, and starts a
+    /// supervisor that applies later edits of DIR live (new, changed and deleted objects, pods
+    /// of every node; not added or removed Nodes). Waits up to 30 s until every switch has
+    /// applied the view and attached every pod port, then prints
     /// the node, the pods and where the logs are (/run/podswitch/lab/logs). Refuses when a lab is
     /// already up; a bad manifest directory is one line of error and leaves nothing behind.
     ///
@@ -76,24 +96,24 @@ enum LabCmd {
     Up(up::UpArgs),
     /// Remove the lab: every process it started, its namespaces, its files.
     ///
-    /// Stops the supervisor, the switch, the pod servers and any other process inside the lab's
-    /// namespaces; deletes every psl-* and psl_* network namespace, psl-external included (and
-    /// with them their veths);
-    /// removes /run/podswitch/lab and the control socket. Prints what it removed; exits 0 also
+    /// Stops the supervisor, every node's switch, the pod servers and any other process inside
+    /// the lab's namespaces; deletes every psl-* and psl_* network namespace, the nodes',
+    /// psl-external and psl-underlay included (and with them their veths); removes
+    /// /run/podswitch/lab, the control sockets and /run/podswitch/lab-nodes. Prints what it removed; exits 0 also
     /// when nothing was up.
     Down(down::DownArgs),
-    /// Show what is up: node, pods, processes, sync state.
+    /// Show what is up: nodes, pods, processes, sync state.
     ///
-    /// Prints the node, the manifest directory and whether its current content is applied (or
+    /// Prints the nodes (name, pod CIDR, InternalIP, namespace, control socket, switch), the manifest directory and whether its current content is applied (or
     /// why not), the switch (running, in sync with the API view or why not), the supervisor, the
     /// `external` host (address, MAC, gateway, uplink port), and every pod with its IP,
     /// interface, namespace and server. Exits 0 also when no lab is up.
     Status(status::StatusArgs),
-    /// Stop or restart the lab's switch.
+    /// Stop or restart the lab's switches (every node's).
     ///
-    /// `stop` sends SIGTERM and waits until the switch has exited (pods then reach nobody but
-    /// themselves); `start` starts it again with the command line `lab up` used and waits (30 s)
-    /// until it has applied the API view and attached every pod port.
+    /// `stop` sends SIGTERM and waits until each switch has exited (pods then reach nobody but
+    /// themselves); `start` starts those not running with the command line `lab up` used and
+    /// waits (30 s) until all have applied the API view and attached every pod port.
     Switch(switch::SwitchArgs),
     /// Probe TCP/UDP connectivity from pods (or the node, or `external`) with real sockets.
     ///
@@ -101,8 +121,9 @@ enum LabCmd {
     /// nodeport/NS/NAME:PORT (the node's InternalIP and the NodePort of Service port PORT),
     /// lb/NS/NAME:PORT (the Service's first LoadBalancer ingress IP) or IP:PORT, each optionally
     /// followed by /tcp or /udp (default tcp); see --to for how Services are resolved. Sources
-    /// are pods (NS/POD), `node` (the node's own stack in psl-node) or `external` (the client
-    /// outside the cluster in psl-external); by default every pod of the lab.
+    /// are pods (NS/POD), `node` (the first node's own stack in psl-node), a node's name (that
+    /// node's own stack) or `external` (the client outside the cluster in psl-external); by
+    /// default every pod of the lab.
     /// Before probing it waits until the lab has applied the current content of its manifest
     /// directory and the switch (when running) has applied it too. Every (source, target) pair is
     /// probed at once, each from a thread inside the source's namespace.
@@ -117,8 +138,9 @@ enum LabCmd {
     Probe(probe::ProbeArgs),
     /// Run a command inside a pod's (or the node's, or `external`'s) network namespace.
     ///
-    /// TARGET is NAMESPACE/POD, `node` or `external`. Runs `ip netns exec NAMESPACE CMD...` in place of this
-    /// process, so the exit code is the command's. Example: `podswitch lab exec x/a -- ping -c1
+    /// TARGET is NAMESPACE/POD, `node` (the first node), a node's name, `underlay` or `external`.
+    /// Runs `ip netns exec NAMESPACE CMD...` in place of this process, so the exit code is the
+    /// command's. Example: `podswitch lab exec x/a -- ping -c1
     /// 10.244.0.3`.
     Exec(exec::ExecArgs),
     /// (internal) The server that runs inside a pod's namespace.

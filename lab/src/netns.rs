@@ -9,9 +9,13 @@
 //!   where it is. Sockets created by the closure belong to that namespace.
 //! - [`create_pod`] / [`delete_pod`] build and remove one pod's namespace and veth pair as the
 //!   lab's interface specifies (see [`super`]).
-//! - [`create_external`] builds the `external` host: namespace `psl-external`, a veth pair
-//!   `psw-uplink` (node namespace, the switch's uplink port) / `eth0` (external), with the
-//!   addresses, route, offloads and sysctls of [`super::state::ExternalState`].
+//! - [`create_external`] builds the `external` host of a one-node lab: namespace `psl-external`,
+//!   a veth pair `psw-uplink` (node namespace, the switch's uplink port) / `eth0` (external),
+//!   with the addresses, route, offloads and sysctls of [`super::state::ExternalState`].
+//! - [`create_underlay`] builds the same for a lab with several nodes, with a shared L2 segment
+//!   between: namespace `psl-underlay` holding the bridge `br0`, whose ports are `ext` (peer of
+//!   external's `eth0`) and `upN` (peer of node N's `psw-uplink`, N counting from 0 in the
+//!   lab's node order).
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +23,7 @@ use std::process::Command;
 use anyhow::{bail, Context};
 use nix::sched::{setns, CloneFlags};
 
-use super::state::{ExternalState, PodState, NETNS_PREFIXES, NODE_NETNS};
+use super::state::{ExternalState, PodState, NETNS_PREFIXES, UNDERLAY_BRIDGE, UNDERLAY_NETNS};
 use podswitch_control::naming;
 
 const NETNS_DIR: &str = "/run/netns";
@@ -84,43 +88,85 @@ pub fn delete(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the node namespace, its loopback holding the node's InternalIP/32 (the node's own
-/// stack has its address, as a real node has it on its NIC; this kernel has no dummy links).
-pub fn create_node(internal_ip: std::net::Ipv4Addr) -> anyhow::Result<()> {
-    add(NODE_NETNS)?;
-    ip(&["-n", NODE_NETNS, "addr", "add", &format!("{internal_ip}/32"), "dev", "lo"])?;
+/// Creates the node namespace `netns`, its loopback holding the node's InternalIP/32 (the
+/// node's own stack has its address, as a real node has it on its NIC; this kernel has no dummy
+/// links).
+pub fn create_node(netns: &str, internal_ip: std::net::Ipv4Addr) -> anyhow::Result<()> {
+    add(netns)?;
+    ip(&["-n", netns, "addr", "add", &format!("{internal_ip}/32"), "dev", "lo"])?;
     Ok(())
 }
 
-/// Moves the node's InternalIP from `old` to `new`.
-pub fn set_node_ip(old: std::net::Ipv4Addr, new: std::net::Ipv4Addr) -> anyhow::Result<()> {
-    let _ = ip(&["-n", NODE_NETNS, "addr", "del", &format!("{old}/32"), "dev", "lo"]);
-    ip(&["-n", NODE_NETNS, "addr", "add", &format!("{new}/32"), "dev", "lo"])?;
+/// Moves the InternalIP of the node in `netns` from `old` to `new`.
+pub fn set_node_ip(netns: &str, old: std::net::Ipv4Addr, new: std::net::Ipv4Addr) -> anyhow::Result<()> {
+    let _ = ip(&["-n", netns, "addr", "del", &format!("{old}/32"), "dev", "lo"]);
+    ip(&["-n", netns, "addr", "add", &format!("{new}/32"), "dev", "lo"])?;
     Ok(())
 }
 
-/// Builds the `external` host `e` (see the module contract): its namespace, the veth pair
-/// (uplink side in the node namespace, with `queues` RX and TX queues: one per switch worker),
-/// `eth0` with MAC, address and a default route via the node, TX checksum offload off, IPv6
-/// off on both sides. On error the caller removes the namespaces (`lab down`).
-pub fn create_external(e: &ExternalState, queues: u32) -> anyhow::Result<()> {
+/// Builds the `external` host `e` of a one-node lab (see the module contract): its namespace,
+/// the veth pair (uplink side in the node namespace `node_netns`, with `queues` RX and TX
+/// queues: one per switch worker), `eth0` with MAC, address and a default route via the node,
+/// TX checksum offload off, IPv6 off on both sides. On error the caller removes the namespaces
+/// (`lab down`).
+pub fn create_external(e: &ExternalState, node_netns: &str, queues: u32) -> anyhow::Result<()> {
     let ns = e.netns.as_str();
     let q = queues.max(1).to_string();
     add(ns)?;
     sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
     sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
     ip(&[
-        "-n", NODE_NETNS, "link", "add", &e.uplink, "numtxqueues", &q, "numrxqueues", &q, "type", "veth", "peer", "name",
+        "-n", node_netns, "link", "add", &e.uplink, "numtxqueues", &q, "numrxqueues", &q, "type", "veth", "peer", "name",
         "eth0", "netns", ns, "numtxqueues", &q, "numrxqueues", &q,
     ])?;
-    sysctl(NODE_NETNS, &format!("net.ipv6.conf.{}.disable_ipv6", e.uplink), "1")?;
+    sysctl(node_netns, &format!("net.ipv6.conf.{}.disable_ipv6", e.uplink), "1")?;
+    configure_external_eth0(e)?;
+    ip(&["-n", node_netns, "link", "set", &e.uplink, "up"])?;
+    Ok(())
+}
+
+/// `eth0` of the `external` host: MAC, address, up, default route, TX checksum offload off.
+fn configure_external_eth0(e: &ExternalState) -> anyhow::Result<()> {
+    let ns = e.netns.as_str();
     ip(&["-n", ns, "link", "set", "eth0", "address", &e.mac])?;
     ip(&["-n", ns, "addr", "add", &format!("{}/{}", e.ip, e.prefix_len), "dev", "eth0"])?;
     ip(&["-n", ns, "link", "set", "eth0", "up"])?;
     ip(&["-n", ns, "route", "add", "default", "via", &e.gateway.to_string(), "dev", "eth0"])?;
     // As on pods: AF_XDP does not complete partial checksums.
     ip(&["netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"])?;
-    ip(&["-n", NODE_NETNS, "link", "set", &e.uplink, "up"])?;
+    Ok(())
+}
+
+/// Builds the underlay of a lab with several nodes and the `external` host on it (see the
+/// module contract): every node namespace of `node_netns` (which exist) gets its uplink `e.uplink`
+/// (with `queues` RX and TX queues), whose peer `upN` is a port of the bridge, as is `ext`, the
+/// peer of external's `eth0`. IPv6 is off in the underlay and on the uplinks. On error the
+/// caller removes the namespaces (`lab down`).
+pub fn create_underlay(e: &ExternalState, node_netns: &[String], queues: u32) -> anyhow::Result<()> {
+    let u = UNDERLAY_NETNS;
+    let q = queues.max(1).to_string();
+    add(u)?;
+    sysctl(u, "net.ipv6.conf.all.disable_ipv6", "1")?;
+    sysctl(u, "net.ipv6.conf.default.disable_ipv6", "1")?;
+    ip(&["-n", u, "link", "add", UNDERLAY_BRIDGE, "type", "bridge"])?;
+    ip(&["-n", u, "link", "set", UNDERLAY_BRIDGE, "up"])?;
+    let ns = e.netns.as_str();
+    add(ns)?;
+    sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
+    sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
+    ip(&["-n", u, "link", "add", "ext", "type", "veth", "peer", "name", "eth0", "netns", ns])?;
+    ip(&["-n", u, "link", "set", "ext", "master", UNDERLAY_BRIDGE, "up"])?;
+    configure_external_eth0(e)?;
+    for (i, node) in node_netns.iter().enumerate() {
+        let port = format!("up{i}");
+        ip(&[
+            "-n", node, "link", "add", &e.uplink, "numtxqueues", &q, "numrxqueues", &q, "type", "veth", "peer", "name",
+            &port, "netns", u, "numtxqueues", &q, "numrxqueues", &q,
+        ])?;
+        sysctl(node, &format!("net.ipv6.conf.{}.disable_ipv6", e.uplink), "1")?;
+        ip(&["-n", u, "link", "set", &port, "master", UNDERLAY_BRIDGE, "up"])?;
+        ip(&["-n", node, "link", "set", &e.uplink, "up"])?;
+    }
     Ok(())
 }
 
@@ -163,19 +209,20 @@ pub fn sysctl(netns: &str, key: &str, value: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot set sysctl {key}={value} in network namespace {netns}"))
 }
 
-/// Builds pod `p`: its namespace, the veth pair (host side in the node namespace), addresses,
+/// Builds pod `p`: its namespace, the veth pair (host side in its node's namespace), addresses,
 /// routes, offloads and sysctls. On error the caller removes what was made with [`delete_pod`].
 pub fn create_pod(p: &PodState) -> anyhow::Result<()> {
     let ns = p.netns.as_str();
     let host = p.interface.as_str();
+    let node = p.node_netns.as_str();
     let cidr = format!("{}/32", p.ip);
     let gw = naming::GATEWAY_IP.to_string();
     ip(&["netns", "add", ns])?;
     // Before any link exists, so that eth0 comes up without IPv6 (no RS/MLD/DAD noise).
     sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
     sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
-    ip(&["-n", NODE_NETNS, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
-    sysctl(NODE_NETNS, &format!("net.ipv6.conf.{host}.disable_ipv6"), "1")?;
+    ip(&["-n", node, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
+    sysctl(node, &format!("net.ipv6.conf.{host}.disable_ipv6"), "1")?;
     ip(&["-n", ns, "link", "set", "eth0", "address", &p.mac])?;
     ip(&["-n", ns, "addr", "add", &cidr, "dev", "eth0"])?;
     ip(&["-n", ns, "link", "set", "lo", "up"])?;
@@ -185,7 +232,7 @@ pub fn create_pod(p: &PodState) -> anyhow::Result<()> {
     // veth leaves TCP/UDP checksums to offload; frames read through AF_XDP would carry partial
     // checksums and TCP across the switch would stall.
     ip(&["netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"])?;
-    ip(&["-n", NODE_NETNS, "link", "set", host, "up"])?;
+    ip(&["-n", node, "link", "set", host, "up"])?;
     Ok(())
 }
 
@@ -193,9 +240,10 @@ pub fn create_pod(p: &PodState) -> anyhow::Result<()> {
 /// Deleting the host side first destroys the pair at once, so the interface name is free
 /// for a pod created right after.
 pub fn delete_pod(p: &PodState) -> anyhow::Result<()> {
-    let host_exists = exists(NODE_NETNS) && ip(&["-n", NODE_NETNS, "link", "show", "dev", &p.interface]).is_ok();
+    let node = p.node_netns.as_str();
+    let host_exists = exists(node) && ip(&["-n", node, "link", "show", "dev", &p.interface]).is_ok();
     if host_exists {
-        ip(&["-n", NODE_NETNS, "link", "del", "dev", &p.interface])?;
+        ip(&["-n", node, "link", "del", "dev", &p.interface])?;
     }
     delete(&p.netns)
 }

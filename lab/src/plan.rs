@@ -1,13 +1,23 @@
-//! The desired lab, computed from the manifest directory: the node, its local pods and their IPs.
+//! The desired lab, computed from the manifest directory: the nodes, their pods and the IPs.
 //!
 //! Contract:
 //! - [`plan`] validates everything before the caller changes anything: the directory loads
-//!   (`manifests::load_dir`), the node is known (`model::node_info`), pods read
-//!   (`model::local_pods`), and IPs are unique. Errors are one sentence.
+//!   (`manifests::load_dir`), the nodes are known (`model::node_info`), pods read
+//!   (`model::pod_info`), and IPs are unique. Errors are one sentence.
+//! - The lab's nodes: with `--node-name`, or with at most one Node object in the directory,
+//!   exactly one (`model::node_info`: the named or only Node, else `node-1`, 10.244.0.0/24,
+//!   172.18.0.2). With several Node objects and no `--node-name`: one lab node per Node, in the
+//!   order of their names (the first is the lab's first node: `psl-node`, `lab exec node`).
+//!   Their names must be DNS labels/subdomains (lower-case letters, digits, `-`, `.`), their
+//!   InternalIPs distinct and in the first node's /24 (the underlay they share with `external`).
+//! - A pod goes to the lab node named in its `spec.nodeName`; without one, to the first node.
+//!   A pod naming a node the lab does not have is not built (it is another node's), nor are
+//!   hostNetwork and completed pods (`PodInfo::is_local_to`).
 //! - A pod's IP is its `status.podIP` when set; otherwise it keeps the IP it had in the lab's
 //!   state (edits never renumber a pod), else it gets the lowest free address of the node's pod
 //!   CIDR, skipping the network address, the first address (.1) and the broadcast address.
-//! - Two local pods with the same IP are an error naming both.
+//!   Each pod is allocated from the pod CIDR of its node.
+//! - Two pods with the same IP (on any lab nodes) are an error naming both.
 //! - The `external` host gets the `.100` address of the /24 that holds the node's InternalIP
 //!   ([`external_ip`]); that address must not be the InternalIP, the gateway or a local pod's
 //!   `status.podIP` (allocation skips it).
@@ -32,6 +42,8 @@ pub struct PlannedPod {
     pub ip: Ipv4Addr,
     /// True when the IP is the lab's choice (no status.podIP).
     pub allocated: bool,
+    /// The name of the lab node it runs on.
+    pub node: String,
 }
 
 impl PlannedPod {
@@ -49,8 +61,11 @@ impl PlannedPod {
 pub struct Plan {
     /// `manifests::dir_digest` of the content planned from.
     pub digest: String,
+    /// The first node (`nodes[0]`).
     pub node: NodeInfo,
-    /// Local pods keyed `namespace/name`.
+    /// Every node of the lab, the first first (see the module contract).
+    pub nodes: Vec<NodeInfo>,
+    /// The pods of the lab's nodes keyed `namespace/name`.
     pub pods: BTreeMap<String, PlannedPod>,
     /// Every object of the directory (Lists flattened), unchanged, for the API view.
     pub objects: Vec<serde_json::Value>,
@@ -84,8 +99,18 @@ pub const EXTERNAL_PREFIX_LEN: u8 = 24;
 /// The `external` host's address: `.100` of the /24 holding the node's InternalIP (172.18.0.100
 /// for the default 172.18.0.2). Fails when that address is taken by the node, the gateway or
 /// one of `pods`.
-pub fn external_ip(node: &NodeInfo, pods: &BTreeMap<String, PlannedPod>) -> anyhow::Result<Ipv4Addr> {
+/// With several nodes the first decides the address, and it must not be any node's InternalIP
+/// either.
+pub fn external_ip_of(nodes: &[NodeInfo], pods: &BTreeMap<String, PlannedPod>) -> anyhow::Result<Ipv4Addr> {
+    let node = &nodes[0];
     let ip = external_address(node);
+    if let Some(n) = nodes[1..].iter().find(|n| n.internal_ip == ip) {
+        bail!(
+            "Node {}'s InternalIP {ip} is the address the lab gives its `external` host (.{EXTERNAL_HOST} of the \
+             first node's /{EXTERNAL_PREFIX_LEN}): give the Node another InternalIP",
+            n.name
+        );
+    }
     if ip == node.internal_ip {
         bail!(
             "the node's InternalIP {ip} is the address the lab gives its `external` host (.{EXTERNAL_HOST} of the \
@@ -110,13 +135,59 @@ pub fn plan(dir: &Path, node_name: Option<&str>, previous: &BTreeMap<String, Pod
             std::thread::sleep(std::time::Duration::from_millis(50));
             continue; // changed while being read: read again
         }
-        let node = model::node_info(&m, node_name).map_err(|e| anyhow!(e))?;
-        let local = model::local_pods(&m, &node).map_err(|e| anyhow!(e))?;
-        let pods = assign_ips(&node, local, previous)?;
-        let external_ip = external_ip(&node, &pods)?;
-        return Ok(Plan { digest: m.digest, node, pods, objects, external_ip });
+        let nodes = lab_nodes(&m, node_name)?;
+        let infos = m.pods.values().map(|p| model::pod_info(p)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow!(e))?;
+        let mut pods = BTreeMap::new();
+        for (i, node) in nodes.iter().enumerate() {
+            // The first node also takes the pods that name no node.
+            let mine: Vec<PodInfo> =
+                infos.iter().filter(|p| p.is_local_to(node) && (i == 0 || p.node_name.is_some())).cloned().collect();
+            for (key, mut p) in assign_ips(node, mine, previous)? {
+                p.node.clone_from(&node.name);
+                pods.insert(key, p);
+            }
+        }
+        let mut by_ip: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
+        for (key, p) in &pods {
+            if let Some(other) = by_ip.insert(p.ip, key) {
+                bail!("Pods {other} and {key} both have IP {}: pod IPs must be unique", p.ip);
+            }
+        }
+        let external_ip = external_ip_of(&nodes, &pods)?;
+        let node = nodes[0].clone();
+        return Ok(Plan { digest: m.digest, node, nodes, pods, objects, external_ip });
     }
     bail!("the manifest directory {} keeps changing while being read", dir.display())
+}
+
+/// The lab's nodes (see the module contract), the first first.
+fn lab_nodes(m: &manifests::Manifests, node_name: Option<&str>) -> anyhow::Result<Vec<NodeInfo>> {
+    if node_name.is_some() || m.nodes.len() <= 1 {
+        return Ok(vec![model::node_info(m, node_name).map_err(|e| anyhow!(e))?]);
+    }
+    let mut nodes = Vec::new();
+    for name in m.nodes.keys() {
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !valid {
+            bail!("Node {name:?}: the lab wants node names of at most 63 lower-case letters, digits, `-` and `.`");
+        }
+        nodes.push(model::node_info(m, Some(name)).map_err(|e| anyhow!(e))?);
+    }
+    let first = Ipv4Net::new(nodes[0].internal_ip, EXTERNAL_PREFIX_LEN).expect("valid prefix").trunc();
+    for (i, n) in nodes.iter().enumerate() {
+        if !first.contains(&n.internal_ip) {
+            bail!(
+                "Node {}'s InternalIP {} is not in {first}, the underlay of the first node {} that the lab's nodes share",
+                n.name, n.internal_ip, nodes[0].name
+            );
+        }
+        if let Some(o) = nodes[..i].iter().find(|o| o.internal_ip == n.internal_ip) {
+            bail!("Nodes {} and {} both have InternalIP {}", o.name, n.name, n.internal_ip);
+        }
+    }
+    Ok(nodes)
 }
 
 /// Gives every pod an IP (see the module contract).
@@ -139,7 +210,7 @@ pub fn assign_ips(
                 if let Some(other) = taken.insert(ip, key.clone()) {
                     bail!("Pods {other} and {key} both have IP {ip}: pod IPs must be unique");
                 }
-                out.insert(key, PlannedPod { info: p, ip, allocated: false });
+                out.insert(key, PlannedPod { info: p, ip, allocated: false, node: node.name.clone() });
             }
             None => rest.push(p),
         }
@@ -150,7 +221,7 @@ pub fn assign_ips(
         match previous.get(&key).map(|s| s.ip) {
             Some(ip) if usable(cidr, ip) && !taken.contains_key(&ip) && ip != external_address(node) => {
                 taken.insert(ip, key.clone());
-                out.insert(key, PlannedPod { info: p, ip, allocated: true });
+                out.insert(key, PlannedPod { info: p, ip, allocated: true, node: node.name.clone() });
             }
             _ => new.push(p),
         }
@@ -165,7 +236,7 @@ pub fn assign_ips(
             .find(|ip| !taken.contains_key(ip))
             .ok_or_else(|| anyhow!("no free address left in pod CIDR {cidr} for Pod {key}"))?;
         taken.insert(ip, key.clone());
-        out.insert(key, PlannedPod { info: p, ip, allocated: true });
+        out.insert(key, PlannedPod { info: p, ip, allocated: true, node: node.name.clone() });
     }
     Ok(out)
 }
@@ -213,6 +284,8 @@ mod tests {
                 allocated: true,
                 ports: vec![PortSpec { port: 80, protocol: L4Proto::Tcp }],
                 server: None,
+                node: "n".into(),
+                node_netns: String::new(),
             },
         )
     }
@@ -256,13 +329,90 @@ mod tests {
         assert!(e.contains("no free address left in pod CIDR 10.1.0.0/30 for Pod x/b"), "{e}");
     }
 
+    /// A manifest directory of `docs` in a fresh temporary directory named after `test`.
+    fn dir_with(test: &str, docs: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("psl-plan-test-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.yaml"), docs).unwrap();
+        dir
+    }
+
+    fn node_yaml(name: &str, cidr: &str, ip: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\nspec: {{podCIDR: {cidr}}}\n\
+             status: {{addresses: [{{type: InternalIP, address: {ip}}}]}}\n---\n"
+        )
+    }
+
+    fn pod_yaml(name: &str, node: Option<&str>, ip: Option<&str>) -> String {
+        let node = node.map(|n| format!("nodeName: {n}, ")).unwrap_or_default();
+        let status = ip.map(|i| format!("status: {{podIP: {i}}}\n")).unwrap_or_default();
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: x}}\nspec: {{{node}containers: []}}\n{status}---\n")
+    }
+
+    #[test]
+    fn several_nodes_in_name_order_pods_on_their_node_else_the_first() {
+        let docs = [
+            node_yaml("node-2", "10.244.1.0/24", "172.18.0.3"),
+            node_yaml("node-1", "10.244.0.0/24", "172.18.0.2"),
+            pod_yaml("a", None, None),
+            pod_yaml("b", Some("node-2"), None),
+            pod_yaml("c", Some("node-1"), None),
+            pod_yaml("r", Some("elsewhere"), None),
+        ]
+        .concat();
+        let dir = dir_with("several", &docs);
+        let plan = plan(&dir, None, &BTreeMap::new()).unwrap();
+        let names: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["node-1", "node-2"]);
+        assert_eq!(plan.node.name, "node-1");
+        let got: Vec<(&str, &str, String)> =
+            plan.pods.iter().map(|(k, p)| (k.as_str(), p.node.as_str(), p.ip.to_string())).collect();
+        assert_eq!(
+            got,
+            [("x/a", "node-1", "10.244.0.2".into()), ("x/b", "node-2", "10.244.1.2".into()), ("x/c", "node-1", "10.244.0.3".into())]
+        );
+        assert_eq!(plan.external_ip.to_string(), "172.18.0.100");
+        // --node-name: one node, as before.
+        let one = super::plan(&dir, Some("node-2"), &BTreeMap::new()).unwrap();
+        assert_eq!((one.nodes.len(), one.node.name.as_str()), (1, "node-2"));
+        assert_eq!(one.pods.keys().collect::<Vec<_>>(), ["x/a", "x/b"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn several_nodes_refuse_shared_addresses() {
+        let two = [node_yaml("n1", "10.244.0.0/24", "172.18.0.2"), node_yaml("n2", "10.244.0.0/24", "172.18.0.3")].concat();
+        let dir = dir_with("shared-pod-ip", &[two.clone(), pod_yaml("a", Some("n1"), None), pod_yaml("b", Some("n2"), None)].concat());
+        let e = plan(&dir, None, &BTreeMap::new()).unwrap_err().to_string();
+        assert_eq!(e, "Pods x/a and x/b both have IP 10.244.0.2: pod IPs must be unique");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let same_ip = [node_yaml("n1", "10.244.0.0/24", "172.18.0.2"), node_yaml("n2", "10.244.1.0/24", "172.18.0.2")].concat();
+        let dir = dir_with("shared-node-ip", &same_ip);
+        let e = plan(&dir, None, &BTreeMap::new()).unwrap_err().to_string();
+        assert_eq!(e, "Nodes n1 and n2 both have InternalIP 172.18.0.2");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let external = [node_yaml("n1", "10.244.0.0/24", "172.18.0.2"), node_yaml("n2", "10.244.1.0/24", "172.18.0.100")].concat();
+        let dir = dir_with("external-ip", &external);
+        let e = plan(&dir, None, &BTreeMap::new()).unwrap_err().to_string();
+        assert!(e.starts_with("Node n2's InternalIP 172.18.0.100 is the address the lab gives its `external` host"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let bad = [node_yaml("n1", "10.244.0.0/24", "172.18.0.2"), node_yaml("N_2", "10.244.1.0/24", "172.18.0.3")].concat();
+        let dir = dir_with("bad-name", &bad);
+        let e = plan(&dir, None, &BTreeMap::new()).unwrap_err().to_string();
+        // The manifest loader refuses it already (the lab's own check guards its names too).
+        assert!(e.contains("Node name \"N_2\" is not a valid Kubernetes name"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn external_address_is_dot_100_of_the_node_network() {
-        let got = external_ip(&node(), &BTreeMap::new()).unwrap();
+        let got = external_ip_of(&[node()], &BTreeMap::new()).unwrap();
         assert_eq!(got.to_string(), "172.18.0.100");
         let mut n = node();
         n.internal_ip = "172.18.0.100".parse().unwrap();
-        let e = external_ip(&n, &BTreeMap::new()).unwrap_err().to_string();
+        let e = external_ip_of(&[n], &BTreeMap::new()).unwrap_err().to_string();
         assert!(e.contains("InternalIP 172.18.0.100 is the address the lab gives its `external` host"), "{e}");
         // A pod CIDR around the node's network: allocation skips .100, a static podIP there fails.
         let mut n = node();
@@ -271,7 +421,7 @@ mod tests {
         let got = assign_ips(&n, pods, &BTreeMap::new()).unwrap();
         assert!(got.values().all(|p| p.ip.to_string() != "10.244.0.100"));
         let got = assign_ips(&n, vec![pod("x", "s", Some("10.244.0.100"))], &BTreeMap::new()).unwrap();
-        let e = external_ip(&n, &got).unwrap_err().to_string();
+        let e = external_ip_of(&[n], &got).unwrap_err().to_string();
         assert!(e.starts_with("Pod x/s has IP 10.244.0.100"), "{e}");
     }
 }

@@ -1,7 +1,9 @@
 //! Building and removing pods, and reconciling the lab with a [`Plan`].
 //!
 //! Contract of [`reconcile`], shared by `lab up` (from an empty lab) and the supervisor:
-//! 1. pods whose IP changed are removed first (their interface name is reused);
+//! 0. the lab's nodes stay those it was built with: a plan with other node names is refused
+//!    (adding or removing Nodes needs `lab down` and `lab up`); a node's InternalIP moves live;
+//! 1. pods whose IP or node changed are removed first (their interface name is reused);
 //! 2. new pods get their namespace and veth pair ([`netns::create_pod`]) and a pod server;
 //!    pods whose ports changed, or whose server is gone, get a new server;
 //! 3. it waits until every started server has bound its sockets (its ready file);
@@ -21,7 +23,7 @@ use super::apiview;
 use super::netns;
 use super::plan::{Plan, PlannedPod};
 use super::procs::{self, spawn_detached};
-use super::state::{self, NodeState, PodState, State};
+use super::state::{self, MoreNode, NodeState, PodState, State};
 use podswitch_control::model::L4Proto;
 use podswitch_control::naming;
 
@@ -62,8 +64,9 @@ impl Changes {
     }
 }
 
-/// The state record of a planned pod (no server yet).
-pub fn pod_state(key: &str, p: &PlannedPod) -> PodState {
+/// The state record of a planned pod (no server yet) on the node whose namespace is
+/// `node_netns`.
+pub fn pod_state(key: &str, p: &PlannedPod, node_netns: &str) -> PodState {
     let (namespace, name) = key.split_once('/').expect("pod keys are namespace/name");
     PodState {
         namespace: namespace.to_string(),
@@ -75,7 +78,34 @@ pub fn pod_state(key: &str, p: &PlannedPod) -> PodState {
         allocated: p.allocated,
         ports: p.ports(),
         server: None,
+        node: p.node.clone(),
+        node_netns: node_netns.to_string(),
     }
+}
+
+/// The state records of the nodes of `plan` (the first, then the others), keeping the
+/// `requested_name` of `st` and the switches of the nodes that stay.
+fn node_states(st: &State, plan: &Plan) -> (NodeState, Vec<MoreNode>) {
+    let record = |n: &podswitch_control::model::NodeInfo, first: bool| NodeState {
+        name: n.name.clone(),
+        pod_cidr: n.pod_cidr.to_string(),
+        internal_ip: n.internal_ip,
+        netns: state::node_netns(&n.name, first),
+        requested_name: if first { st.node.requested_name.clone() } else { None },
+    };
+    let first = record(&plan.nodes[0], true);
+    let more = plan.nodes[1..]
+        .iter()
+        .map(|n| {
+            let old = st.more_nodes.iter().find(|m| m.node.name == n.name);
+            MoreNode {
+                node: record(n, false),
+                control_socket: naming::lab_node_control_socket(&n.name),
+                process: old.and_then(|m| m.process),
+            }
+        })
+        .collect();
+    (first, more)
 }
 
 /// Brings the lab in line with `plan` (see the module contract). `children` collects the
@@ -88,9 +118,35 @@ pub fn reconcile(
     log: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Changes> {
     let mut ch = Changes::default();
-    if st.node.internal_ip != plan.node.internal_ip && netns::exists(state::NODE_NETNS) {
-        netns::set_node_ip(st.node.internal_ip, plan.node.internal_ip)?;
-        log(&format!("node: InternalIP {} -> {}", st.node.internal_ip, plan.node.internal_ip));
+    let (first, more) = node_states(st, plan);
+    // 0. The nodes: the same set (a lab being built has no pods and no other nodes yet).
+    let built = !st.pods.is_empty() || !st.more_nodes.is_empty();
+    let names = |v: &[String]| v.join(", ");
+    let have: Vec<String> = st.node_switches().into_iter().map(|n| n.name).collect();
+    let want: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
+    if built && have.len() != want.len() {
+        bail!(
+            "the lab's nodes are {} but the manifests now have {}: adding or removing Nodes needs \
+             `podswitch lab down` and `lab up`",
+            names(&have),
+            names(&want)
+        );
+    }
+    if built && have.len() > 1 && have != want {
+        bail!(
+            "the lab's nodes are {} but the manifests now have {}: renaming Nodes needs `podswitch lab down` and `lab up`",
+            names(&have),
+            names(&want)
+        );
+    }
+    let old_nodes: Vec<(String, std::net::Ipv4Addr)> =
+        std::iter::once(&st.node).chain(st.more_nodes.iter().map(|m| &m.node)).map(|n| (n.netns.clone(), n.internal_ip)).collect();
+    let new_nodes = std::iter::once(&first).chain(more.iter().map(|m| &m.node));
+    for ((netns_name, old_ip), n) in old_nodes.iter().zip(new_nodes) {
+        if *old_ip != n.internal_ip && netns::exists(netns_name) {
+            netns::set_node_ip(netns_name, *old_ip, n.internal_ip)?;
+            log(&format!("node {}: InternalIP {old_ip} -> {}", n.name, n.internal_ip));
+        }
     }
     if let Some(old) = st.external.clone() {
         let want = super::plan::external_state(plan);
@@ -103,18 +159,14 @@ pub fn reconcile(
         }
         st.external = Some(want);
     }
-    st.node = NodeState {
-        name: plan.node.name.clone(),
-        pod_cidr: plan.node.pod_cidr.to_string(),
-        internal_ip: plan.node.internal_ip,
-        netns: state::NODE_NETNS.to_string(),
-        requested_name: st.node.requested_name.clone(),
-    };
-    // 1. Pods whose IP changed go first.
+    st.node = first;
+    st.more_nodes = more;
+    let netns_of = |name: &str, st: &State| st.node_netns_of(name).unwrap_or_else(|| state::NODE_NETNS.to_string());
+    // 1. Pods whose IP or node changed go first.
     let readdressed: Vec<String> = st
         .pods
         .iter()
-        .filter(|(k, p)| plan.pods.get(*k).is_some_and(|pp| pp.ip != p.ip))
+        .filter(|(k, p)| plan.pods.get(*k).is_some_and(|pp| pp.ip != p.ip || st.node_netns_of(&pp.node).is_some_and(|ns| ns != p.node_netns)))
         .map(|(k, _)| k.clone())
         .collect();
     for key in &readdressed {
@@ -129,7 +181,7 @@ pub fn reconcile(
         if st.pods.contains_key(key) {
             continue;
         }
-        let mut p = pod_state(key, pp);
+        let mut p = pod_state(key, pp, &netns_of(&pp.node, st));
         st.pods.insert(key.clone(), p.clone());
         let built = netns::create_pod(&p).and_then(|_| start_server(&mut p, exe, children));
         if let Err(e) = built {
@@ -137,7 +189,7 @@ pub fn reconcile(
             st.pods.remove(key);
             return Err(e.context(format!("cannot build Pod {key}")));
         }
-        log(&format!("pod {key}: built {} ({}, {} in {})", p.netns, p.ip, p.interface, state::NODE_NETNS));
+        log(&format!("pod {key}: built {} ({}, {} in {})", p.netns, p.ip, p.interface, p.node_netns));
         st.pods.insert(key.clone(), p);
         started.push(key.clone());
         if readdressed.contains(key) {

@@ -1,9 +1,9 @@
 //! `podswitch lab probe`: connectivity between lab namespaces, with real sockets.
 //!
 //! Contract:
-//! - Sources (`--from`): `NS/POD` (a pod of the lab), `node` (the node's own stack in
-//!   `psl-node`) or `external` (the client outside the cluster, `psl-external`); default: every
-//!   pod. Targets (`--to`), each optionally suffixed `/tcp` or `/udp` (tcp by default):
+//! - Sources (`--from`): `NS/POD` (a pod of the lab), `node` (the first node's own stack in
+//!   `psl-node`), NODENAME (that lab node's own stack in its namespace) or `external` (the
+//!   client outside the cluster, `psl-external`); default: every pod. Targets (`--to`), each optionally suffixed `/tcp` or `/udp` (tcp by default):
 //!   - `pod/NS/NAME:PORT`: the pod's IP;
 //!   - `svc/NS/NAME:PORT`: the Service's ClusterIP: `spec.clusterIP` of the API view, else the
 //!     ClusterIP the switch serves for it (`show services`, kind `clusterip`: an allocated one);
@@ -39,7 +39,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 use serde_json::json;
 
-use super::exec::target_netns;
+use super::exec::{is_node, target_netns};
 use super::state::{self, State};
 use super::{apiview, netns, switch};
 use podswitch_control::ctl::{client, Request};
@@ -47,9 +47,10 @@ use podswitch_control::manifests;
 
 #[derive(Debug, clap::Args)]
 pub struct ProbeArgs {
-    /// Source: NS/POD, `node` (the node's own stack) or `external` (the client outside the
-    /// cluster, behind the switch's uplink) (repeatable, or several values). Default: every pod.
-    #[arg(long = "from", value_name = "NS/POD|node|external", num_args = 1..)]
+    /// Source: NS/POD, `node` (the first node's own stack), NODENAME (that lab node's own stack)
+    /// or `external` (the client outside the cluster, behind the switches' uplinks) (repeatable,
+    /// or several values). Default: every pod.
+    #[arg(long = "from", value_name = "NS/POD|node|NODENAME|external", num_args = 1..)]
     pub from: Vec<String>,
     /// Target (repeatable, or several values), each optionally followed by /tcp or /udp (default
     /// tcp):
@@ -447,17 +448,23 @@ pub fn wait_in_sync(timeout: Duration) -> anyhow::Result<State> {
             }
             Some(format!("the lab has not applied the current content of {} yet", st.manifests.display()))
         } else {
-            match st.switch.process {
-                Some(p) if !p.alive() => bail!(
-                    "the lab's switch (pid {}) has exited (see {}); `podswitch lab switch start` restarts it",
-                    p.pid,
-                    switch::switch_log().display()
-                ),
-                Some(_) => {
-                    switch::sync_status(&st.switch.control_socket).map(|r| format!("the switch is not in sync: {r}"))
+            let several = !st.more_nodes.is_empty();
+            let mut reason = None;
+            for n in st.node_switches() {
+                let of = if several { format!(" of node {}", n.name) } else { String::new() };
+                match n.process {
+                    Some(p) if !p.alive() => bail!(
+                        "the lab's switch{of} (pid {}) has exited (see {}); `podswitch lab switch start` restarts it",
+                        p.pid,
+                        n.log.display()
+                    ),
+                    Some(_) if reason.is_none() => {
+                        reason = switch::sync_status(&n.control_socket).map(|r| format!("the switch{of} is not in sync: {r}"));
+                    }
+                    _ => {}
                 }
-                None => None,
             }
+            reason
         };
         match reason {
             None => return Ok(st),
@@ -470,8 +477,9 @@ pub fn wait_in_sync(timeout: Duration) -> anyhow::Result<State> {
 pub fn run(a: ProbeArgs) -> anyhow::Result<i32> {
     super::require_root("probe")?;
     let targets = a.to.iter().map(|t| parse_target(t)).collect::<anyhow::Result<Vec<_>>>()?;
+    let loaded = State::load().ok().flatten();
     for f in &a.from {
-        target_netns(f)?;
+        target_netns(f, loaded.as_ref())?;
     }
     let st = wait_in_sync(Duration::from_secs(a.sync_timeout))?;
     let sources: Vec<String> = if a.from.is_empty() { st.pods.keys().cloned().collect() } else { a.from.clone() };
@@ -480,8 +488,8 @@ pub fn run(a: ProbeArgs) -> anyhow::Result<i32> {
     }
     let mut from_netns = Vec::new();
     for f in &sources {
-        let ns = target_netns(f)?;
-        if f != "node" && f != "external" && !st.pods.contains_key(f) {
+        let ns = target_netns(f, Some(&st))?;
+        if !is_node(f, &st) && f != "external" && f != "underlay" && !st.pods.contains_key(f) {
             bail!("no Pod {f} in the lab");
         }
         if !netns::exists(&ns) {

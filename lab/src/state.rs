@@ -1,8 +1,10 @@
 //! The lab's files under `/run/podswitch/lab` and the state record.
 //!
 //! Contract:
-//! - `state.json`: the [`State`] (manifest directory, node, pods with their IPs and interfaces,
-//!   the `external` host, every process the lab started). Written atomically (temporary file +
+//! - `state.json`: the [`State`] (manifest directory, the nodes, pods with their IPs, nodes and
+//!   interfaces, the `external` host, the underlay, every process the lab started). The first
+//!   node is `node` with its switch in `switch` (the one-node lab's fields, unchanged); further
+//!   nodes of a lab with several are in `more_nodes`, each with its own switch process. Written atomically (temporary file +
 //!   rename), so readers never need the lock; writers (up, supervise, switch start/stop, down)
 //!   hold [`lock`] around read-modify-write.
 //! - `synced`: the `manifests::dir_digest` of the manifest directory that the lab has applied
@@ -27,7 +29,13 @@ use podswitch_control::model::L4Proto;
 
 pub const RUN_DIR: &str = "/run/podswitch";
 pub const LAB_DIR: &str = "/run/podswitch/lab";
+/// The namespace of the lab's first node (of its only one, usually).
 pub const NODE_NETNS: &str = "psl-node";
+/// The namespace of the underlay (the data-centre network: a bridge joining the nodes' uplinks
+/// and `external`) of a lab with several nodes.
+pub const UNDERLAY_NETNS: &str = "psl-underlay";
+/// The bridge in [`UNDERLAY_NETNS`].
+pub const UNDERLAY_BRIDGE: &str = "br0";
 /// The namespace of the `external` client: a host outside the cluster, behind the uplink.
 pub const EXTERNAL_NETNS: &str = "psl-external";
 /// The switch's uplink port, in the node namespace; its peer is `eth0` in [`EXTERNAL_NETNS`].
@@ -67,6 +75,26 @@ pub fn pod_netns(namespace: &str, name: &str) -> String {
     format!("psl_{namespace}_{name}")
 }
 
+/// The namespace of lab node `name`: [`NODE_NETNS`] for the first node, `psl-node-NAME` for the
+/// others.
+pub fn node_netns(name: &str, first: bool) -> String {
+    if first {
+        NODE_NETNS.to_string()
+    } else {
+        format!("{NODE_NETNS}-{name}")
+    }
+}
+
+/// The switch log of lab node `name`: `switch.log` for the first node, `switch-NAME.log` for the
+/// others.
+pub fn switch_log(name: &str, first: bool) -> PathBuf {
+    if first {
+        logs_dir().join("switch.log")
+    } else {
+        logs_dir().join(format!("switch-{name}.log"))
+    }
+}
+
 /// The log file of the server of the pod whose namespace is `netns`.
 pub fn pod_log(netns: &str) -> PathBuf {
     logs_dir().join(format!("pod-{}.log", netns.trim_start_matches("psl_")))
@@ -86,6 +114,35 @@ pub struct State {
     /// The `external` client and the uplink it hangs on (absent in state files of older labs).
     #[serde(default)]
     pub external: Option<ExternalState>,
+    /// The nodes after the first (sorted by name), each with its own switch; empty in a
+    /// one-node lab.
+    #[serde(default)]
+    pub more_nodes: Vec<MoreNode>,
+    /// The underlay namespace ([`UNDERLAY_NETNS`]) when the lab has several nodes.
+    #[serde(default)]
+    pub underlay: Option<String>,
+}
+
+/// A node after the first: its record and its switch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MoreNode {
+    pub node: NodeState,
+    /// Where its switch listens (`naming::lab_node_control_socket`).
+    pub control_socket: PathBuf,
+    /// Its running switch, if any.
+    pub process: Option<ProcRef>,
+}
+
+/// One node's switch as the lab runs it (a view over [`State`]).
+#[derive(Debug, Clone)]
+pub struct NodeSwitch {
+    pub name: String,
+    pub netns: String,
+    pub internal_ip: Ipv4Addr,
+    pub pod_cidr: String,
+    pub control_socket: PathBuf,
+    pub process: Option<ProcRef>,
+    pub log: PathBuf,
 }
 
 /// The `external` host: `eth0` in [`EXTERNAL_NETNS`], peer of the switch's uplink port.
@@ -132,6 +189,16 @@ pub struct PodState {
     pub allocated: bool,
     pub ports: Vec<PortSpec>,
     pub server: Option<ProcRef>,
+    /// The name of the node the pod runs on (empty in state files of older labs: the first).
+    #[serde(default)]
+    pub node: String,
+    /// The namespace of that node, where the host-side veth is.
+    #[serde(default = "first_node_netns")]
+    pub node_netns: String,
+}
+
+fn first_node_netns() -> String {
+    NODE_NETNS.to_string()
 }
 
 impl PodState {
@@ -153,6 +220,45 @@ pub struct SwitchState {
 }
 
 impl State {
+    /// Every node's switch, the first node's first.
+    pub fn node_switches(&self) -> Vec<NodeSwitch> {
+        let mut out = vec![NodeSwitch {
+            name: self.node.name.clone(),
+            netns: self.node.netns.clone(),
+            internal_ip: self.node.internal_ip,
+            pod_cidr: self.node.pod_cidr.clone(),
+            control_socket: self.switch.control_socket.clone(),
+            process: self.switch.process,
+            log: switch_log(&self.node.name, true),
+        }];
+        out.extend(self.more_nodes.iter().map(|m| NodeSwitch {
+            name: m.node.name.clone(),
+            netns: m.node.netns.clone(),
+            internal_ip: m.node.internal_ip,
+            pod_cidr: m.node.pod_cidr.clone(),
+            control_socket: m.control_socket.clone(),
+            process: m.process,
+            log: switch_log(&m.node.name, false),
+        }));
+        out
+    }
+
+    /// Records the switch process of node number `index` (0: the first node).
+    pub fn set_switch_process(&mut self, index: usize, process: Option<ProcRef>) {
+        match index {
+            0 => self.switch.process = process,
+            i => self.more_nodes[i - 1].process = process,
+        }
+    }
+
+    /// The namespace of the lab node named `name`, if the lab has one.
+    pub fn node_netns_of(&self, name: &str) -> Option<String> {
+        if self.node.name == name {
+            return Some(self.node.netns.clone());
+        }
+        self.more_nodes.iter().find(|m| m.node.name == name).map(|m| m.node.netns.clone())
+    }
+
     /// The state of the lab that is up, if any.
     pub fn load() -> anyhow::Result<Option<State>> {
         let path = state_path();

@@ -3,8 +3,12 @@
 //! Contract: reads the state (no lock, no changes) and checks liveness: node, manifest
 //! directory and whether its current content is applied (or why not), switch (pid, running,
 //! in sync or why not), supervisor, the `external` host (address, MAC, gateway, uplink port,
-//! whether its namespace exists), and each pod (IP, interface, namespace, server running).
+//! whether its namespace exists), and each pod (IP, interface, namespace, node, server running).
 //! With `--json`, one object; `{"up": false}` when no lab is up. Exit 0 either way.
+//! The JSON's `node` and `switch` are the first node's (as in a one-node lab); `nodes` lists
+//! every node, the first first: `{"name","internal_ip","pod_cidr","netns","control_socket",
+//! "switch_pid","switch_running","in_sync","not_in_sync_because","present"}`; `underlay` is the
+//! underlay's namespace (null in a one-node lab).
 use serde_json::json;
 
 use super::state::{self, State};
@@ -52,13 +56,28 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
             .values()
             .map(|p| {
                 json!({"pod": p.key(), "ip": p.ip, "mac": p.mac, "interface": p.interface, "netns": p.netns,
+                       "node": if p.node.is_empty() { &st.node.name } else { &p.node }, "node_netns": p.node_netns,
                        "allocated": p.allocated, "ports": p.ports, "server_pid": p.server.map(|s| s.pid),
                        "server_running": p.server.is_some_and(|s| s.alive())})
+            })
+            .collect();
+        let nodes: Vec<_> = st
+            .node_switches()
+            .into_iter()
+            .map(|n| {
+                let running = n.process.is_some_and(|p| p.alive());
+                let why = if running { switch::sync_status(&n.control_socket) } else { None };
+                json!({"name": n.name, "internal_ip": n.internal_ip, "pod_cidr": n.pod_cidr, "netns": n.netns,
+                       "control_socket": n.control_socket, "switch_pid": n.process.map(|p| p.pid),
+                       "switch_running": running, "in_sync": running && why.is_none(),
+                       "not_in_sync_because": why, "present": netns::exists(&n.netns)})
             })
             .collect();
         let v = json!({
             "up": true,
             "node": st.node,
+            "nodes": nodes,
+            "underlay": st.underlay,
             "manifests": st.manifests,
             "manifests_digest": current.as_ref().ok(),
             "synced_digest": synced,
@@ -82,6 +101,27 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
         "node {} (pod CIDR {}, InternalIP {}, network namespace {})",
         st.node.name, st.node.pod_cidr, st.node.internal_ip, st.node.netns
     );
+    for n in st.node_switches().iter().skip(1) {
+        let sw = match n.process {
+            Some(p) if p.alive() => match switch::sync_status(&n.control_socket) {
+                None => format!("running (pid {}), in sync", p.pid),
+                Some(why) => format!("running (pid {}), not in sync: {why}", p.pid),
+            },
+            Some(p) => format!("exited (pid {}; see {})", p.pid, n.log.display()),
+            None => "not running".into(),
+        };
+        println!(
+            "node {} (pod CIDR {}, InternalIP {}, network namespace {}, control socket {}): switch {sw}",
+            n.name,
+            n.pod_cidr,
+            n.internal_ip,
+            n.netns,
+            n.control_socket.display()
+        );
+    }
+    if let Some(u) = &st.underlay {
+        println!("underlay: bridge {} in {u}", state::UNDERLAY_BRIDGE);
+    }
     println!("manifests {}: {sync}", st.manifests.display());
     let sw = match (st.switch.process, switch_running) {
         (Some(p), true) => match &switch_sync {
@@ -116,13 +156,17 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
         None => println!("external: none (a lab from before `external` existed)"),
     }
     let w = st.pods.keys().map(std::string::String::len).max().unwrap_or(3).max(3);
-    println!("{:w$}  {:15}  {:14}  {:24}  SERVER", "POD", "IP", "INTERFACE", "NETNS");
+    // The NODE column only in a lab with several nodes (a one-node lab prints as it always did).
+    let several = !st.more_nodes.is_empty();
+    let node_col = |n: &str| if several { format!("{n:10}  ") } else { String::new() };
+    println!("{:w$}  {:15}  {:14}  {:24}  {}SERVER", "POD", "IP", "INTERFACE", "NETNS", node_col("NODE"));
     for (k, p) in &st.pods {
         let server = match p.server {
             Some(s) if s.alive() => format!("pid {}", s.pid),
             _ => "not running".into(),
         };
-        println!("{k:w$}  {:15}  {:14}  {:24}  {server}", p.ip.to_string(), p.interface, p.netns);
+        let node = node_col(if p.node.is_empty() { &st.node.name } else { &p.node });
+        println!("{k:w$}  {:15}  {:14}  {:24}  {node}{server}", p.ip.to_string(), p.interface, p.netns);
     }
     println!("logs: {}", state::logs_dir().display());
     Ok(0)

@@ -5,8 +5,10 @@
 //! - Follows the manifest directory with `podswitch run`'s own [`DirWatch`] (inotify, polled
 //!   every second as a fallback); acts when the digest differs from the one in `synced`.
 //! - Applying = [`super::plan::plan`] then [`super::pods::reconcile`] under the lab lock: new
-//!   pods get namespaces, veths and servers, deleted pods are removed, and any change of any
-//!   object rewrites the API view. On success it writes the digest to `synced`.
+//!   pods get namespaces, veths and servers on their node (every node of the lab), deleted pods
+//!   are removed, and any change of any object rewrites the API view, which every node's switch
+//!   reads. Adding, removing or renaming Nodes of a lab with several is refused (reported like
+//!   content that does not load): it needs `lab down` and `lab up`. On success it writes the digest to `synced`.
 //! - Content that does not load (bad YAML, duplicate IPs, ...) is reported in its log and in
 //!   `sync-error` (with the digest), the view in force stays, and the same content is not
 //!   retried; the next edit is.
@@ -87,7 +89,9 @@ pub fn run(_a: SuperviseArgs) -> anyhow::Result<i32> {
 fn apply(dir: &Path, digest: &str, exe: &Path, children: &mut Vec<Child>) -> anyhow::Result<()> {
     let _lock = state::lock(Duration::from_secs(60))?;
     let mut st = State::load_required()?;
-    let plan = super::plan::plan(dir, Some(&st.node.name), &st.pods)?;
+    // A one-node lab stays the node it plays; a lab of several follows every Node.
+    let node_name = if st.more_nodes.is_empty() { Some(st.node.name.as_str()) } else { st.node.requested_name.as_deref() };
+    let plan = super::plan::plan(dir, node_name, &st.pods)?;
     log(&format!("applying {} (digest {})", dir.display(), plan.digest));
     let mut logf = |m: &str| log(m);
     let result = super::pods::reconcile(&mut st, &plan, exe, children, &mut logf);

@@ -1,16 +1,24 @@
-//! The lab's switch: starting it in the node namespace, waiting until it is in sync, stopping it
-//! (`podswitch lab switch stop|start`).
+//! The lab's switches, one per node: starting each in its node's namespace, waiting until they
+//! are in sync, stopping them (`podswitch lab switch stop|start`).
 //!
 //! Contract:
-//! - The switch is `ip netns exec psl-node <podswitch> run --manifests /run/podswitch/lab/api
-//!   --control-socket /run/podswitch/podswitch.sock --node-name NODE --cores C [--busy-poll]
-//!   --uplink psw-uplink --uplink-gateway-mac MAC-OF-EXTERNAL`, detached, output to
-//!   `logs/switch.log`, recorded in the state. `--cores C` is the lab's core list, so the switch
-//!   runs one worker ([`worker_count`]): every port the lab makes has that many queues.
-//! - It is ready when its control socket answers Status with `applied_digest` equal to
-//!   `manifests::dir_digest` of the API view and an empty `pending_ports` ([`sync_status`]).
-//! - `stop` sends SIGTERM and waits for the exit (SIGKILL after 10 s), then removes the control
-//!   socket; `start` starts it with the same command line as `lab up` and waits until ready.
+//! - A node's switch is `ip netns exec NODE-NETNS <podswitch> run --manifests
+//!   /run/podswitch/lab/api --control-socket SOCKET --node-name NODE --cores C [--busy-poll]
+//!   --uplink psw-uplink --uplink-gateway-mac MAC-OF-EXTERNAL`, detached, output to the node's
+//!   log (`logs/switch.log` for the first node, `logs/switch-NODE.log` for the others), recorded
+//!   in the state. SOCKET is /run/podswitch/podswitch.sock for the first node (the default of
+//!   `podswitch show`; /run/podswitch/lab-nodes/NODE.sock links to it) and
+//!   `naming::lab_node_control_socket(NODE)` for the others. Every switch reads the same API
+//!   view. `--cores C` is the lab's core list, so each switch runs one worker per core
+//!   ([`worker_count`]): every port the lab makes has that many queues.
+//! - A switch is ready when its control socket answers Status with `applied_digest` equal to
+//!   `manifests::dir_digest` of the API view and an empty `pending_ports` ([`sync_status`]);
+//!   the lab is ready when every node's switch is.
+//! - `stop` sends SIGTERM to every switch and waits for the exits (SIGKILL after 10 s), then
+//!   removes their control sockets; `start` starts those not running with the command line of
+//!   `lab up` and waits until all are ready.
+//! - With several nodes, once the switches are ready each node's stack gets a route to the
+//!   underlay through its switch ([`route_node_stacks_to_underlay`]), so it answers `external`.
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -19,11 +27,11 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 
 use super::procs::{spawn_detached, ProcRef};
-use super::state::{self, State};
+use super::state::{self, NodeSwitch, State};
 use podswitch_control::ctl::{client, Request};
-use podswitch_control::manifests;
+use podswitch_control::{manifests, naming};
 
-/// How long `lab up` and `lab switch start` wait for the switch.
+/// How long `lab up` and `lab switch start` wait for the switches.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, clap::Args)]
@@ -34,30 +42,31 @@ pub struct SwitchArgs {
 
 #[derive(Debug, Clone, Copy, clap::Subcommand)]
 pub enum SwitchAction {
-    /// Stop the switch (SIGTERM, wait for it to exit).
+    /// Stop every node's switch (SIGTERM, wait for it to exit).
     Stop,
-    /// Start the switch again and wait until it is in sync.
+    /// Start every node's switch again and wait until all are in sync.
     Start,
 }
 
+/// The first node's switch log (`logs/switch.log`).
 pub fn switch_log() -> PathBuf {
     state::logs_dir().join("switch.log")
 }
 
-/// The switch's command line after `ip netns exec psl-node`.
-pub fn command_line(st: &State, exe: &Path) -> Vec<String> {
+/// The command line of node `node`'s switch after `ip`.
+pub fn command_line(st: &State, node: &NodeSwitch, exe: &Path) -> Vec<String> {
     let mut args = vec![
         "netns".to_string(),
         "exec".into(),
-        state::NODE_NETNS.into(),
+        node.netns.clone(),
         exe.display().to_string(),
         "run".into(),
         "--manifests".into(),
         state::api_dir().display().to_string(),
         "--control-socket".into(),
-        st.switch.control_socket.display().to_string(),
+        node.control_socket.display().to_string(),
         "--node-name".into(),
-        st.node.name.clone(),
+        node.name.clone(),
         "--cores".into(),
         st.switch.cores.clone(),
     ];
@@ -70,33 +79,60 @@ pub fn command_line(st: &State, exe: &Path) -> Vec<String> {
     args
 }
 
-/// How many workers the lab's switch runs: one per core of its `--cores` list, which the lab
-/// passes through unchanged (see [`command_line`]).
+/// How many workers each of the lab's switches runs: one per core of its `--cores` list, which
+/// the lab passes through unchanged (see [`command_line`]).
 pub fn worker_count(st: &State) -> u32 {
     st.switch.cores.split(',').count() as u32
 }
 
-/// Starts the switch (`podswitch` found next to this binary, then on PATH); records it in `st`
-/// (the caller saves).
-pub fn start(st: &mut State) -> anyhow::Result<Child> {
-    let exe = podswitch_control::sibling::find("podswitch")?;
-    let _ = fs::remove_file(&st.switch.control_socket);
-    let log = switch_log();
-    let args = command_line(st, &exe);
-    let mut f = fs::OpenOptions::new().create(true).append(true).open(&log)?;
-    use std::io::Write;
-    let _ = writeln!(f, "{} podswitch lab: starting ip {}", state::timestamp(), args.join(" "));
-    let (child, proc_ref) = spawn_detached(Path::new("ip"), &args, &log)?;
-    st.switch.process = Some(proc_ref);
-    Ok(child)
+/// Links `naming::lab_node_control_socket(FIRST)` to the first node's control socket, so that
+/// `podswitch show --node FIRST` reaches it as `--node` reaches the others.
+pub fn link_first_socket(st: &State) -> anyhow::Result<()> {
+    let link = naming::lab_node_control_socket(&st.node.name);
+    if let Some(dir) = link.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(&st.switch.control_socket, &link)
+        .map_err(|e| anyhow::anyhow!("cannot link {} to {}: {e}", link.display(), st.switch.control_socket.display()))
 }
 
-/// Stops the switch of `st` if it runs; returns the pid it had. The caller saves `st`.
-pub fn stop(st: &mut State) -> Option<ProcRef> {
-    let p = st.switch.process.take()?;
-    let was = p.terminate(Duration::from_secs(10));
-    let _ = fs::remove_file(&st.switch.control_socket);
-    was.then_some(p)
+/// Starts the switch of every node whose switch is not running (`podswitch` found next to this
+/// binary, then on PATH); records them in `st` (the caller saves). Returns the processes
+/// started.
+pub fn start(st: &mut State) -> anyhow::Result<Vec<Child>> {
+    let exe = podswitch_control::sibling::find("podswitch")?;
+    let mut children = Vec::new();
+    for (i, node) in st.node_switches().into_iter().enumerate() {
+        if node.process.is_some_and(|p| p.alive()) {
+            continue;
+        }
+        let _ = fs::remove_file(&node.control_socket);
+        let args = command_line(st, &node, &exe);
+        let mut f = fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
+        use std::io::Write;
+        let _ = writeln!(f, "{} podswitch lab: starting ip {}", state::timestamp(), args.join(" "));
+        let (child, proc_ref) = spawn_detached(Path::new("ip"), &args, &node.log)?;
+        st.set_switch_process(i, Some(proc_ref));
+        children.push(child);
+    }
+    Ok(children)
+}
+
+/// Stops every node's switch that runs; returns (node, pid) of those that ran. The caller
+/// saves `st`.
+pub fn stop(st: &mut State) -> Vec<(String, ProcRef)> {
+    let mut out = Vec::new();
+    for (i, node) in st.node_switches().into_iter().enumerate() {
+        st.set_switch_process(i, None);
+        let Some(p) = node.process else { continue };
+        let was = p.terminate(Duration::from_secs(10));
+        let _ = fs::remove_file(&node.control_socket);
+        if was {
+            out.push((node.name, p));
+        }
+    }
+    out
 }
 
 /// Why the switch is not (yet) in sync with the API view; None when it is.
@@ -129,49 +165,94 @@ pub fn sync_status(socket: &Path) -> Option<String> {
     None
 }
 
-/// Waits until the switch is in sync (see [`sync_status`]); fails early if it exits.
-pub fn wait_ready(st: &State, mut child: Option<&mut Child>, timeout: Duration) -> anyhow::Result<()> {
+/// Waits until every node's switch is in sync (see [`sync_status`]); fails early if one exits.
+/// `children` are the processes [`start`] returned (their exit is noticed at once).
+pub fn wait_ready(st: &State, children: &mut [Child], timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
-    let log = switch_log();
-    loop {
-        let Some(reason) = sync_status(&st.switch.control_socket) else { return Ok(()) };
-        let exited = match child.as_deref_mut() {
-            Some(c) => c.try_wait().ok().flatten().map(|s| format!("exited ({s})")),
-            None => st.switch.process.filter(|p| !p.alive()).map(|_| "exited".to_string()),
-        };
-        if let Some(status) = exited {
-            bail!("the switch {status} before it was ready ({}: {})", log.display(), state::log_tail(&log, 2));
+    for node in st.node_switches() {
+        while let Some(reason) = sync_status(&node.control_socket) {
+            let child = children.iter_mut().find(|c| node.process.is_some_and(|p| p.pid == c.id() as i32));
+            let exited = match child {
+                Some(c) => c.try_wait().ok().flatten().map(|s| format!("exited ({s})")),
+                None => node.process.filter(|p| !p.alive()).map(|_| "exited".to_string()),
+            };
+            let which = if st.more_nodes.is_empty() { String::new() } else { format!(" of node {}", node.name) };
+            if let Some(status) = exited {
+                bail!(
+                    "the switch{which} {status} before it was ready ({}: {})",
+                    node.log.display(),
+                    state::log_tail(&node.log, 2)
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!("the switch{which} is not ready after {} s: {reason} (see {})", timeout.as_secs(), node.log.display());
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        if Instant::now() >= deadline {
-            bail!("the switch is not ready after {} s: {reason} (see {})", timeout.as_secs(), log.display());
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
+    Ok(())
+}
+
+/// In a lab with several nodes, routes the underlay (the /24 of the InternalIPs) from each
+/// node's own stack through its switch: `ip route replace NET/24 via 169.254.1.1 dev psw-host
+/// src INTERNAL-IP onlink`, as the switch routes the pod CIDR (a real node has this route on
+/// its NIC, which here is the switch's uplink). `psw-host` is the switch's (made when it starts,
+/// gone when it stops), so this runs once the switches are ready. A one-node lab is left as it
+/// always was.
+pub fn route_node_stacks_to_underlay(st: &State) -> anyhow::Result<()> {
+    if st.underlay.is_none() {
+        return Ok(());
+    }
+    let Some(e) = &st.external else { return Ok(()) };
+    let net = ipnet::Ipv4Net::new(e.ip, e.prefix_len).map(|n| n.trunc()).map_err(|err| anyhow::anyhow!("{err}"))?;
+    let gw = naming::GATEWAY_IP.to_string();
+    for n in st.node_switches() {
+        let src = n.internal_ip.to_string();
+        super::netns::ip(&[
+            "-n", &n.netns, "route", "replace", &net.to_string(), "via", &gw, "dev", naming::HOST_STACK_IF, "src", &src,
+            "onlink",
+        ])?;
+    }
+    Ok(())
 }
 
 pub fn run(a: SwitchArgs) -> anyhow::Result<i32> {
     super::require_root("switch")?;
     let lock = state::lock(Duration::from_secs(30))?;
     let mut st = State::load_required()?;
+    let several = !st.more_nodes.is_empty();
+    let of = |name: &str| if several { format!(" of node {name}") } else { String::new() };
     match a.action {
         SwitchAction::Stop => {
             let stopped = stop(&mut st);
             st.save()?;
-            match stopped {
-                Some(p) => println!("stopped the switch (pid {})", p.pid),
-                None => println!("the switch is not running"),
+            if stopped.is_empty() {
+                println!("the switch is not running");
+            }
+            for (name, p) in stopped {
+                println!("stopped the switch{} (pid {})", of(&name), p.pid);
             }
         }
         SwitchAction::Start => {
-            if let Some(p) = st.switch.process.filter(super::procs::ProcRef::alive) {
-                println!("the switch is already running (pid {})", p.pid);
+            let running: Vec<(String, ProcRef)> = st
+                .node_switches()
+                .into_iter()
+                .filter_map(|n| n.process.filter(ProcRef::alive).map(|p| (n.name, p)))
+                .collect();
+            if running.len() == st.node_switches().len() {
+                for (name, p) in running {
+                    println!("the switch{} is already running (pid {})", of(&name), p.pid);
+                }
                 return Ok(0);
             }
-            let mut child = start(&mut st)?;
+            let mut children = start(&mut st)?;
             st.save()?;
             drop(lock);
-            wait_ready(&st, Some(&mut child), READY_TIMEOUT)?;
-            println!("started the switch (pid {}); it is in sync", st.switch.process.map_or(0, |p| p.pid));
+            wait_ready(&st, &mut children, READY_TIMEOUT)?;
+            route_node_stacks_to_underlay(&st)?;
+            for n in st.node_switches() {
+                println!("started the switch{} (pid {}); it is in sync", of(&n.name), n.process.map_or(0, |p| p.pid));
+            }
         }
     }
     Ok(0)

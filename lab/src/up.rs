@@ -6,10 +6,12 @@
 //! - Everything is validated before anything is created ([`super::plan`]); a bad directory is
 //!   one line and exit 1 with nothing left behind. A failure while building removes everything
 //!   built so far.
-//! - Order: node namespace, the `external` host and the uplink (`psl-external`, `psw-uplink`), pods (namespaces, veths, servers ready), API view, synced digest,
-//!   switch (unless `PODSWITCH_LAB_NO_SWITCH=1`), supervisor; then it waits (30 s) until the
-//!   switch has applied the view and attached every port, and prints a summary. If the switch
-//!   does not get ready the lab stays up for inspection and the error says so.
+//! - Order: node namespaces (one per lab node, see [`super::plan`]), the `external` host and
+//!   the uplinks (`psl-external`, each node's `psw-uplink`; with several nodes the underlay
+//!   `psl-underlay` joining them), pods (namespaces, veths, servers ready), API view, synced
+//!   digest, the switches (unless `PODSWITCH_LAB_NO_SWITCH=1`), supervisor; then it waits (30 s)
+//!   until every switch has applied the view and attached every port, and prints a summary. If a
+//!   switch does not get ready the lab stays up for inspection and the error says so.
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -34,7 +36,8 @@ pub struct UpArgs {
     /// Let the switch busy-poll its sockets (`podswitch run --busy-poll`).
     #[arg(long)]
     pub busy_poll: bool,
-    /// The Node this lab plays, when the manifests hold several Nodes.
+    /// Build only this Node of the manifests (a one-node lab). Without it, the lab builds one
+    /// node per Node object (none: one node `node-1`).
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
 }
@@ -104,41 +107,67 @@ pub fn run(a: UpArgs) -> anyhow::Result<i32> {
         supervisor: None,
         created_unix: state::now_unix(),
         external: None,
+        more_nodes: plan.nodes[1..]
+            .iter()
+            .map(|n| state::MoreNode {
+                node: NodeState {
+                    name: n.name.clone(),
+                    pod_cidr: n.pod_cidr.to_string(),
+                    internal_ip: n.internal_ip,
+                    netns: state::node_netns(&n.name, false),
+                    requested_name: None,
+                },
+                control_socket: naming::lab_node_control_socket(&n.name),
+                process: None,
+            })
+            .collect(),
+        underlay: (plan.nodes.len() > 1).then(|| state::UNDERLAY_NETNS.to_string()),
     };
     let built = build(&mut st, &plan, &exe, no_switch);
-    let mut switch_child = match built {
+    let mut switch_children = match built {
         Ok(c) => c,
         Err(e) => {
             let _ = down::teardown();
             return Err(e);
         }
     };
-    if let Some(child) = switch_child.as_mut() {
-        switch::wait_ready(&st, Some(child), switch::READY_TIMEOUT).map_err(|e| {
-            anyhow::anyhow!("{e:#}; the lab stays up for inspection: run `podswitch lab down` to remove it")
-        })?;
+    if !no_switch {
+        switch::wait_ready(&st, &mut switch_children, switch::READY_TIMEOUT)
+            .and_then(|()| switch::route_node_stacks_to_underlay(&st))
+            .map_err(|e| {
+                anyhow::anyhow!("{e:#}; the lab stays up for inspection: run `podswitch lab down` to remove it")
+            })?;
     }
     print_summary(&st, no_switch);
     Ok(0)
 }
 
-/// Builds the lab; returns the switch process when one was started.
+/// Builds the lab; returns the switch processes started.
 fn build(
     st: &mut State,
     plan: &super::plan::Plan,
     exe: &Path,
     no_switch: bool,
-) -> anyhow::Result<Option<std::process::Child>> {
+) -> anyhow::Result<Vec<std::process::Child>> {
     for d in [state::logs_dir(), state::api_dir(), state::ready_dir()] {
         fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     st.save()?;
     let _lock = state::lock(std::time::Duration::from_secs(10))?;
-    netns::create_node(plan.node.internal_ip)?;
+    let nodes = st.node_switches();
+    for n in &nodes {
+        netns::create_node(&n.netns, n.internal_ip)?;
+    }
+    switch::link_first_socket(st)?;
     let external = super::plan::external_state(plan);
     st.external = Some(external.clone());
     st.save()?;
-    netns::create_external(&external, switch::worker_count(st))?;
+    if st.underlay.is_some() {
+        let netns: Vec<String> = nodes.iter().map(|n| n.netns.clone()).collect();
+        netns::create_underlay(&external, &netns, switch::worker_count(st))?;
+    } else {
+        netns::create_external(&external, &st.node.netns, switch::worker_count(st))?;
+    }
     let log_path = state::logs_dir().join("up.log");
     let mut log_file = fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let mut log = |m: &str| {
@@ -149,13 +178,13 @@ fn build(
     st.save()?;
     result?;
     state::write_synced(&plan.digest)?;
-    let switch_child = if no_switch {
+    let switch_children = if no_switch {
         log("PODSWITCH_LAB_NO_SWITCH=1: not starting the switch");
-        None
+        Vec::new()
     } else {
-        let c = switch::start(st)?;
+        let c = switch::start(st);
         st.save()?;
-        Some(c)
+        c?
     };
     let (_sup, sup_ref) = procs::spawn_detached(
         exe,
@@ -164,7 +193,7 @@ fn build(
     )?;
     st.supervisor = Some(sup_ref);
     st.save()?;
-    Ok(switch_child)
+    Ok(switch_children)
 }
 
 fn print_summary(st: &State, no_switch: bool) {
@@ -172,6 +201,19 @@ fn print_summary(st: &State, no_switch: bool) {
         "lab up: node {} (pod CIDR {}, InternalIP {}, network namespace {})",
         st.node.name, st.node.pod_cidr, st.node.internal_ip, st.node.netns
     );
+    for m in &st.more_nodes {
+        println!(
+            "        node {} (pod CIDR {}, InternalIP {}, network namespace {}, switch {})",
+            m.node.name,
+            m.node.pod_cidr,
+            m.node.internal_ip,
+            m.node.netns,
+            m.process.map_or_else(|| "not running".to_string(), |p| format!("pid {}", p.pid))
+        );
+    }
+    if let Some(u) = &st.underlay {
+        println!("underlay: bridge {} in {u} joins the nodes' uplinks and external", state::UNDERLAY_BRIDGE);
+    }
     match (st.switch.process, no_switch) {
         (_, true) => println!("switch: not started ({}=1)", state::NO_SWITCH_ENV),
         (Some(p), false) => println!(
@@ -190,9 +232,16 @@ fn print_summary(st: &State, no_switch: bool) {
         );
     }
     let w = st.pods.keys().map(std::string::String::len).max().unwrap_or(3).max(3);
-    println!("{:w$}  {:15}  {:14}  NETNS", "POD", "IP", "INTERFACE");
-    for (k, p) in &st.pods {
-        println!("{k:w$}  {:15}  {:14}  {}", p.ip.to_string(), p.interface, p.netns);
+    if st.more_nodes.is_empty() {
+        println!("{:w$}  {:15}  {:14}  NETNS", "POD", "IP", "INTERFACE");
+        for (k, p) in &st.pods {
+            println!("{k:w$}  {:15}  {:14}  {}", p.ip.to_string(), p.interface, p.netns);
+        }
+    } else {
+        println!("{:w$}  {:15}  {:14}  {:24}  NODE", "POD", "IP", "INTERFACE", "NETNS");
+        for (k, p) in &st.pods {
+            println!("{k:w$}  {:15}  {:14}  {:24}  {}", p.ip.to_string(), p.interface, p.netns, p.node);
+        }
     }
     println!("manifests: {} (edits are applied live); logs: {}", st.manifests.display(), state::logs_dir().display());
 }
