@@ -189,7 +189,8 @@ impl PortDesc {
 }
 
 pub enum TxIo {
-    Xdp(XskTx),
+    /// Boxed, as in [`RxIo`]: one pointer per burst, not per frame.
+    Xdp(Box<XskTx>),
     Kernel(KernelTx),
 }
 
@@ -276,7 +277,7 @@ pub fn open(cfg: &IoConfig, tx_frames: u32, receive: bool, netns: Option<&str>) 
         rx_frames: info.rx_frames,
         tx_budget: info.tx_budget,
     };
-    let tx = if tx_frames > 0 { xsk.take_tx().map(TxIo::Xdp) } else { None };
+    let tx = if tx_frames > 0 { xsk.take_tx().map(|t| TxIo::Xdp(Box::new(t))) } else { None };
     let rx = xsk.take_rx().map(|r| RxIo::Xdp(Box::new(r)));
     Ok(Opened { tx, rx, keep: Some(xsk), desc })
 }

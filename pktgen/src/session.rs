@@ -166,7 +166,7 @@ fn tx_thread(setup: TxSetup, shared: &TxShared, events: &Sender<Event>, cmds: Re
     };
     match io {
         TxIo::Xdp(p) => {
-            let mut e = TxEngine::new(p, tmpl, &sizes, setup.batch);
+            let mut e = TxEngine::new(*p, tmpl, &sizes, setup.batch);
             if let Some(l) = log {
                 e.log_sends(l);
             }
