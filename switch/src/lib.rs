@@ -2,12 +2,10 @@
 //! the poll-mode workers. Nothing here knows Kubernetes; the control side compiles objects
 //! into [`tables::Tables`] and publishes them through [`dataplane::Dataplane`].
 //!
-//! - [`wire`]: zero-copy views of Ethernet, ARP, IPv4, ICMP, UDP, TCP and VXLAN headers.
+//! - [`wire`]: zero-copy views of Ethernet, ARP, IPv4, ICMP, UDP and TCP headers.
 //! - [`pipeline`]: what happens to one frame (classify, anti-spoof, ARP, route, rewrite,
 //!   ICMP errors); pure functions over bytes and tables, tested without a kernel.
 //! - [`tables`]: the immutable snapshot the workers read.
-//! - [`neighbours`]: the MACs of next hops on the uplink, learned from ARP by the workers
-//!   (not yet consulted by the pipeline: #11's uplink resolution builds on it).
 //! - [`drop_reason`]: the numbered reasons every drop is counted under.
 //! - [`counters`]: single-writer counters the workers keep.
 //! - [`port`]: the port device interface the workers drive (receive and transmit bursts,
@@ -31,7 +29,6 @@ pub mod counters;
 pub mod dataplane;
 pub mod drop_reason;
 pub mod flowlog;
-pub mod neighbours;
 pub mod pipeline;
 pub mod port;
 pub mod tables;
