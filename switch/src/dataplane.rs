@@ -16,8 +16,12 @@
 //!   interface can be deleted right after.
 //! - Per-worker counters ([`Dataplane::worker_reports`]) are the sums of the queues each worker
 //!   owns, detached ports' final counts included, so they never go down.
+//! - Every method takes `&self`: attach and detach serialize among themselves, and readers
+//!   (reports, counters, the verdict log) only take the port map's lock for the moment they
+//!   read it, never while a port is being attached (XDP attach, socket binds, waiting for the
+//!   workers) or detached. So `show` and `/metrics` answer during port changes.
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -96,7 +100,7 @@ struct WorkerHandle {
     cmds: Sender<WorkerCmd<PortRings>>,
     shared: Arc<WorkerShared>,
     umem: Umem,
-    join: Option<JoinHandle<()>>,
+    join: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// One queue of an attached port.
@@ -153,9 +157,17 @@ pub struct Dataplane {
     ct: Arc<ConnTable>,
     reaper: Reaper,
     workers: Vec<WorkerHandle>,
-    ports: BTreeMap<PortId, AttachedPort>,
+    /// Held through a whole attach or detach (they are never concurrent).
+    changing: Mutex<()>,
+    ports: Mutex<BTreeMap<PortId, AttachedPort>>,
     /// Per worker: the final counts of the queues of ports detached since the start.
-    retired: Vec<PortTotals>,
+    retired: Mutex<Vec<PortTotals>>,
+}
+
+/// A poisoned lock's data is still consistent here (every critical section is a map or
+/// counter update that cannot stop half-way): go on with it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Dataplane {
@@ -203,10 +215,19 @@ impl Dataplane {
                     worker.run();
                 })
                 .expect("spawning a worker thread");
-            workers.push(WorkerHandle { core, cmds: tx, shared, umem, join: Some(join) });
+            workers.push(WorkerHandle { core, cmds: tx, shared, umem, join: Mutex::new(Some(join)) });
         }
         let retired = vec![PortTotals::default(); workers.len()];
-        Ok(Self { cfg, tables, ct, reaper, workers, ports: BTreeMap::new(), retired })
+        Ok(Self {
+            cfg,
+            tables,
+            ct,
+            reaper,
+            workers,
+            changing: Mutex::new(()),
+            ports: Mutex::new(BTreeMap::new()),
+            retired: Mutex::new(retired),
+        })
     }
 
     pub fn worker_count(&self) -> usize {
@@ -239,8 +260,9 @@ impl Dataplane {
     }
 
     /// Attaches interface `ifname` as port `id`: XDP program, one socket per worker.
-    pub fn attach_port(&mut self, id: PortId, ifname: &str) -> Result<PortReport, DataplaneError> {
-        if self.ports.contains_key(&id) {
+    pub fn attach_port(&self, id: PortId, ifname: &str) -> Result<PortReport, DataplaneError> {
+        let _changing = lock(&self.changing);
+        if lock(&self.ports).contains_key(&id) {
             return Err(DataplaneError::PortInUse(id));
         }
         let need = self.workers.len() as u32;
@@ -256,7 +278,7 @@ impl Dataplane {
         }
         let mut queues = Vec::new();
         let mut sockets = Vec::new();
-        let fill_target = self.fill_target(self.ports.len() + 1);
+        let fill_target = self.fill_target(lock(&self.ports).len() + 1);
         for (w, q) in bound.into_iter().enumerate() {
             let info = QueueInfo { queue: q.queue, worker: w, core: self.workers[w].core, zerocopy: q.zerocopy };
             let counters = Arc::new(PortQueueCounters::default());
@@ -287,9 +309,9 @@ impl Dataplane {
             }
         }
         let socket_fds = sockets.iter().map(|(_, fd)| *fd).collect();
-        self.ports.insert(id, AttachedPort { name: ifname.into(), xdp, queues, socket_fds });
+        lock(&self.ports).insert(id, AttachedPort { name: ifname.into(), xdp, queues, socket_fds });
         if let Err(e) = result {
-            let _ = self.detach_port(id);
+            let _ = self.detach_locked(id);
             return Err(e);
         }
         self.rebalance_fill();
@@ -297,8 +319,14 @@ impl Dataplane {
     }
 
     /// Detaches port `id`: its frames pass to the kernel again and its sockets close.
-    pub fn detach_port(&mut self, id: PortId) -> Result<(), DataplaneError> {
-        let Some(port) = self.ports.remove(&id) else {
+    pub fn detach_port(&self, id: PortId) -> Result<(), DataplaneError> {
+        let _changing = lock(&self.changing);
+        self.detach_locked(id)
+    }
+
+    /// [`Self::detach_port`] with `changing` held.
+    fn detach_locked(&self, id: PortId) -> Result<(), DataplaneError> {
+        let Some(port) = lock(&self.ports).remove(&id) else {
             return Ok(());
         };
         for (info, _) in &port.queues {
@@ -314,11 +342,13 @@ impl Dataplane {
             }
         }
         // The workers no longer count on these queues: their counts are final.
+        let mut retired = lock(&self.retired);
         for (info, c) in &port.queues {
-            if let Some(t) = self.retired.get_mut(info.worker) {
+            if let Some(t) = retired.get_mut(info.worker) {
                 t.add(c);
             }
         }
+        drop(retired);
         drop(port); // detaches XDP
         self.rebalance_fill();
         result
@@ -331,18 +361,22 @@ impl Dataplane {
     }
 
     fn rebalance_fill(&self) {
-        let t = self.fill_target(self.ports.len());
+        let t = self.fill_target(lock(&self.ports).len());
         for w in &self.workers {
             let _ = w.cmds.send(WorkerCmd::SetFillTarget(t));
         }
     }
 
-    pub fn attached(&self) -> impl Iterator<Item = (PortId, &str)> {
-        self.ports.iter().map(|(id, p)| (*id, p.name.as_str()))
+    /// The attached ports' ids and interfaces.
+    pub fn attached(&self) -> Vec<(PortId, String)> {
+        lock(&self.ports).iter().map(|(id, p)| (*id, p.name.clone())).collect()
     }
 
     pub fn report(&self, id: PortId) -> Option<PortReport> {
-        let p = self.ports.get(&id)?;
+        Some(Self::report_of(id, lock(&self.ports).get(&id)?))
+    }
+
+    fn report_of(id: PortId, p: &AttachedPort) -> PortReport {
         let mut totals = PortTotals::default();
         for (_, c) in &p.queues {
             totals.add(c);
@@ -352,7 +386,7 @@ impl Dataplane {
         for fd in &p.socket_fds {
             kernel.add(&stats::read(*fd).unwrap_or_default());
         }
-        Some(PortReport {
+        PortReport {
             id,
             name: p.name.clone(),
             xdp_mode: p.xdp.mode(),
@@ -363,11 +397,11 @@ impl Dataplane {
             xdp_redirected,
             xdp_passed,
             kernel,
-        })
+        }
     }
 
     pub fn reports(&self) -> Vec<PortReport> {
-        self.ports.keys().filter_map(|id| self.report(*id)).collect()
+        lock(&self.ports).iter().map(|(id, p)| Self::report_of(*id, p)).collect()
     }
 
     /// Drops by reason, summed over workers (every reason, zeros included).
@@ -392,12 +426,13 @@ impl Dataplane {
 
     /// Per worker: frames and bytes over the queues it owns, and its drops by reason.
     pub fn worker_reports(&self) -> Vec<WorkerReport> {
+        let (ports, retired) = (lock(&self.ports), lock(&self.retired));
         self.workers
             .iter()
             .enumerate()
             .map(|(w, h)| {
-                let mut totals = self.retired[w];
-                for (_, c) in self.ports.values().flat_map(|p| p.queues.iter()).filter(|(q, _)| q.worker == w) {
+                let mut totals = retired[w];
+                for (_, c) in ports.values().flat_map(|p| p.queues.iter()).filter(|(q, _)| q.worker == w) {
                     totals.add(c);
                 }
                 let drops = DropReason::ALL.iter().map(|r| (*r, h.shared.drops.get(*r))).collect();
@@ -431,14 +466,17 @@ impl Dataplane {
     }
 
     /// Detaches every port (the first-attached last) and stops the workers.
-    pub fn stop(&mut self) {
-        let ids: Vec<PortId> = self.ports.keys().rev().copied().collect();
+    /// Idempotent.
+    pub fn stop(&self) {
+        let _changing = lock(&self.changing);
+        let ids: Vec<PortId> = lock(&self.ports).keys().rev().copied().collect();
         for id in ids {
-            let _ = self.detach_port(id);
+            let _ = self.detach_locked(id);
         }
-        for w in &mut self.workers {
+        for w in &self.workers {
             let _ = w.cmds.send(WorkerCmd::Stop);
-            if let Some(j) = w.join.take() {
+            let join = lock(&w.join).take();
+            if let Some(j) = join {
                 let _ = j.join();
             }
         }

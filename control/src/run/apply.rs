@@ -246,7 +246,7 @@ impl Switch {
             self.rebuild_port_tables();
             self.publish_tables();
             for (k, (a, ifname)) in removed {
-                if let Err(e) = self.shared.dp_mut().detach_port(a.id) {
+                if let Err(e) = self.shared.dp().detach_port(a.id) {
                     tracing::error!(port = %k, "detaching {ifname}: {e}");
                 }
                 tracing::info!(port = %k, interface = %ifname, "port detached");
@@ -265,7 +265,7 @@ impl Switch {
             let id = if d.key == compile::HOST_KEY { 0 } else { self.free_id() };
             let attached = iface::mac(&d.ifname)
                 .map_err(AttachError::Mac)
-                .and_then(|mac| self.shared.dp_mut().attach_port(id, &d.ifname).map(|r| (mac, r)).map_err(AttachError::Dataplane));
+                .and_then(|mac| self.shared.dp().attach_port(id, &d.ifname).map(|r| (mac, r)).map_err(AttachError::Dataplane));
             match attached {
                 Ok((mac, r)) => {
                     println!(

@@ -30,7 +30,7 @@ pub(crate) fn snapshot(shared: &Shared) -> MetricsSnapshot {
                 kernel_lost: r.kernel.lost(),
             })
             .collect(),
-        workers: workers(&dp),
+        workers: workers(dp),
         drops: dp.drops().into_iter().map(|(r, n)| (r.name().to_string(), n)).collect(),
         // `answered` is the sum of the answer counters: left out so that a sum over the
         // family counts nothing twice.

@@ -2,15 +2,14 @@
 //!
 //! Contract: the apply side ([`super::apply::Switch`]) owns its state exclusively and, after
 //! every view it applies or refuses, publishes a read-only [`Snapshot`] by swapping one pointer;
-//! readers load the snapshot they need without any lock. The dataplane sits behind a
-//! read-write lock: readers take it shared to read counters (atomics), the apply side takes it
-//! shared to publish tables and exclusively only to attach or detach a port (the dataplane's
-//! `attach_port`/`detach_port` take `&mut`). So a reader never waits for a Service or policy
-//! compile, and an apply that changes no port never waits for a reader. The verdict log's
-//! history has a lock of its own, shared by the collector and `show flows` only.
+//! readers load the snapshot they need without any lock. The dataplane is shared as it is: its
+//! counters are atomics, and its port map is locked only for the moment a reader reads it, not
+//! while a port is attached or detached. So a reader never waits for a Service or policy
+//! compile nor for a port change, and the apply side never waits for a reader. The verdict
+//! log's history has a lock of its own, shared by the collector and `show flows` only.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -78,7 +77,7 @@ impl Snapshot {
 /// The handle every thread of `podswitch run` holds.
 pub(crate) struct Shared {
     snapshot: ArcSwap<Snapshot>,
-    dp: RwLock<Dataplane>,
+    dp: Dataplane,
     flows: Mutex<FlowHistory>,
     /// The API source's status, when the objects come from the Kubernetes API.
     pub kube: Option<StatusHandle>,
@@ -89,7 +88,7 @@ impl Shared {
     pub fn new(dp: Dataplane, snapshot: Snapshot, kube: Option<StatusHandle>) -> Self {
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
-            dp: RwLock::new(dp),
+            dp,
             flows: Mutex::new(FlowHistory::default()),
             kube,
             started: Instant::now(),
@@ -105,16 +104,10 @@ impl Shared {
         self.snapshot.store(Arc::new(s));
     }
 
-    /// The dataplane for reading counters and tables, and for publishing tables.
-    pub fn dp(&self) -> RwLockReadGuard<'_, Dataplane> {
-        // A panic while a port was attached leaves the dataplane as consistent as the attach
-        // left it; readers and teardown go on with it.
-        self.dp.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The dataplane for attaching and detaching ports, and for stopping it.
-    pub fn dp_mut(&self) -> RwLockWriteGuard<'_, Dataplane> {
-        self.dp.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The dataplane: counters, tables, ports. Readers never wait for a port change (see
+    /// [`Dataplane`]'s contract).
+    pub fn dp(&self) -> &Dataplane {
+        &self.dp
     }
 
     pub fn flows(&self) -> MutexGuard<'_, FlowHistory> {

@@ -23,25 +23,17 @@ use crate::naming::mac_string;
 pub(crate) fn handler(shared: Arc<Shared>) -> crate::ctl::server::Handler {
     Arc::new(move |req: &Request| {
         let s = shared.snapshot();
-        if let Request::Conntrack { limit } = req {
-            // The walk over the table may take a while: without the dataplane's lock.
-            let (ct, tables) = {
-                let dp = shared.dp();
-                (Arc::clone(dp.conntrack()), dp.tables())
-            };
-            return answer(&conntrack(&ct, &tables, limit.unwrap_or(1000)));
-        }
         let dp = shared.dp();
         match req {
-            Request::Status => answer(&status(&shared, &s, &dp)),
-            Request::Ports => answer(&ports(&s, &dp)),
-            Request::Routes => answer(&routes(&dp)),
-            Request::Stats => answer(&stats(&dp)),
+            Request::Status => answer(&status(&shared, &s, dp)),
+            Request::Ports => answer(&ports(&s, dp)),
+            Request::Routes => answer(&routes(dp)),
+            Request::Stats => answer(&stats(dp)),
             Request::Services => match &s.services {
                 Some(c) => answer(&replies::Services { services: c.views.clone() }),
                 None => answer(&replies::Services { services: [(); 0] }),
             },
-            Request::Conntrack { .. } => unreachable!("answered above"),
+            Request::Conntrack { limit } => answer(&conntrack(dp.conntrack(), &dp.tables(), limit.unwrap_or(1000))),
             Request::Policies => {
                 let epoch = dp.tables().policy.epoch;
                 match &s.policy {
@@ -50,8 +42,7 @@ pub(crate) fn handler(shared: Arc<Shared>) -> crate::ctl::server::Handler {
                 }
             }
             Request::Flows { since, limit } => {
-                let (tables, policies) = policy_counts(&dp);
-                drop(dp);
+                let (tables, policies) = policy_counts(dp);
                 answer(&flows(&shared, &s, &tables, policies, since.unwrap_or(0), limit.unwrap_or(1000)))
             }
         }

@@ -38,7 +38,7 @@ impl Drop for Teardown {
     fn drop(&mut self) {
         if let Some(shared) = self.dataplane.take() {
             tracing::info!("stopping");
-            shared.dp_mut().stop();
+            shared.dp().stop();
         }
         if self.host_port {
             host_port::remove();
