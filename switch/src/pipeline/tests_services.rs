@@ -74,6 +74,7 @@ fn tables() -> Tables {
     s.push(frontend(EMPTY_VIP, 80, 6, FrontendKind::ClusterIp, set(&[], OnEmpty::Reject, false), set(&[], OnEmpty::Reject, true)));
     s.push(frontend(EMPTY_VIP, 53, 17, FrontendKind::ClusterIp, set(&[], OnEmpty::Reject, false), set(&[], OnEmpty::Reject, true)));
     s.push(frontend(OUTSIDE_VIP, 80, 6, FrontendKind::ClusterIp, all.clone(), BackendSet { masquerade: true, ..all.clone() }));
+    s.push(frontend(VIP, 3868, 132, FrontendKind::ClusterIp, all.clone(), BackendSet { masquerade: true, ..all.clone() }));
     // NodePort 30080: eTP Cluster (masquerade); 30081: eTP Local with no local endpoint.
     s.push(frontend(NODE_IP, 30080, 6, FrontendKind::NodePort, all.clone(), BackendSet { masquerade: true, ..all.clone() }));
     s.push(frontend(NODE_IP, 30081, 6, FrontendKind::NodePort, all.clone(), set(&[], OnEmpty::Drop, false)));
@@ -142,6 +143,28 @@ fn udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, in_port: PortId) ->
     let mut v = Vec::new();
     PacketBuilder::ethernet2(src_mac, port_mac(in_port)).ipv4(src.octets(), dst.octets(), 64).udp(sport, dport).write(&mut v, b"dns?").unwrap();
     v
+}
+
+/// An SCTP packet (common header and an INIT chunk) with a valid CRC32c.
+fn sctp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, in_port: PortId) -> Vec<u8> {
+    let src_mac = if in_port == UPLINK { [2, 0, 0, 0, 0, 0x50] } else { pod_mac(src) };
+    let mut chunk = vec![0u8; 12];
+    chunk.extend_from_slice(&[1, 0, 0, 20, 0x12, 0x34, 0x56, 0x78, 0, 1, 0, 0, 0, 10, 0, 10, 0, 0, 0, 1]);
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(src_mac, port_mac(in_port))
+        .ipv4(src.octets(), dst.octets(), 64)
+        .write(&mut v, etherparse::IpNumber(132), &chunk)
+        .unwrap();
+    let mut p = crate::wire::SctpPacket::new_unchecked(&mut v[34..]);
+    p.set_src_port(sport);
+    p.set_dst_port(dport);
+    p.fill_checksum();
+    v
+}
+
+fn sctp_checksum_ok(frame: &[u8]) -> bool {
+    let l4 = parse_frame(frame).unwrap().l4_offset as usize;
+    crate::wire::SctpPacket::new_unchecked(&frame[l4..]).verify_checksum()
 }
 
 fn tuple(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
@@ -261,6 +284,24 @@ fn a_cluster_ip_outside_the_service_cidr_is_served_and_rejects_its_unexposed_por
         &[],
         &[("load_balance.maglev_picks", 1), ("reject.tcp_resets", 1), ("masquerade.masqueraded", hairpin), ("conntrack.created", 1), ("answered", 1)],
     );
+}
+
+#[test]
+fn sctp_to_a_service_is_translated_both_ways_with_its_crc32c_recomputed() {
+    let s = Scenario::new();
+    let (v, out) = s.send(&sctp(PODS[0], VIP, 40000, 3868, 1), 1);
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    let (src, sport, backend, dport) = tuple(&out);
+    assert!(PODS.contains(&backend) && dport == 8080, "{backend}:{dport}");
+    assert!(sctp_checksum_ok(&out), "CRC32c after DNAT");
+    checksums_ok(&out);
+    // The backend's answer comes back from the Service's address and port.
+    let back_port = PODS.iter().position(|p| *p == backend).unwrap() as PortId + 1;
+    let (v, back) = s.send(&sctp(backend, src, 8080, sport, back_port), back_port);
+    assert!(matches!(v, Verdict::Forward { port: 1, .. }), "{v:?}");
+    assert_eq!(tuple(&back), (VIP, 3868, PODS[0], 40000));
+    assert!(sctp_checksum_ok(&back), "CRC32c after reverse NAT");
+    assert_eq!(s.ct.live(), 1, "one association tracked");
 }
 
 #[test]

@@ -86,6 +86,7 @@ pub mod icmpv4;
 pub mod ipv4;
 pub mod offsets;
 pub mod parse;
+pub mod sctp;
 pub mod tcp;
 pub mod udp;
 pub mod vxlan;
@@ -97,6 +98,7 @@ pub use ethernet::{EthernetFrame, MacAddr};
 pub use icmpv4::Icmpv4Packet;
 pub use ipv4::Ipv4Packet;
 pub use parse::{parse_frame, FrameKind, ParsedFrame};
+pub use sctp::SctpPacket;
 pub use tcp::flags as tcp_flags;
 pub use tcp::TcpPacket;
 pub use udp::UdpPacket;
@@ -114,7 +116,7 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.
 pub const IPPROTO_UDP: u8 = 17;
-/// IP protocol number of SCTP (carried, not parsed).
+/// IP protocol number of SCTP.
 pub const IPPROTO_SCTP: u8 = 132;
 
 /// Why a buffer is not a valid packet of the kind asked for.
