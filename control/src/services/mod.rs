@@ -45,6 +45,7 @@ pub mod compile;
 pub mod derive;
 pub mod fingerprint;
 pub mod model;
+pub mod view_list;
 #[cfg(test)]
 mod reference;
 #[cfg(test)]
@@ -58,7 +59,9 @@ use std::sync::Arc;
 use std::ops::RangeInclusive;
 
 use ipnet::Ipv4Net;
-use switch::tables::services::{ArcList, FrontendKind, OnEmpty, ServiceTables};
+use switch::tables::services::{FrontendKind, OnEmpty, ServiceTables};
+
+use view_list::ChunkedList;
 
 pub use compile::{compile_services, compile_services_full};
 pub use model::{ServiceType, TrafficPolicy};
@@ -124,8 +127,9 @@ pub struct CompiledServices {
     /// pod x/a does not declare; endpoint skipped`. Warnings: the tables hold the rest.
     pub problems: Vec<String>,
     /// One per frontend, in the order of `tables.frontends`, for `podswitch show services`
-    /// (shared with the compiler's state: unchanged Services keep their views).
-    pub views: ArcList<ServiceView>,
+    /// (shared with the compiler's state: unchanged Services keep their views, and a compile
+    /// that replaces some copies only the chunks that hold them).
+    pub views: ChunkedList<ServiceView>,
 }
 
 impl CompiledServices {
