@@ -47,6 +47,7 @@ use super::fingerprint::{self, Fp, FpHasher};
 use super::model::{self, ClusterIpSpec, PortSpec, ServiceModel, SliceModel};
 use super::sets::{SetChoice, Sets};
 use super::view::frontend_view;
+use super::view_list::ChunkedList;
 use super::{CompiledServices, ServiceConfig, ServiceInputs, ServiceState, ServiceView};
 use crate::manifests::{Collection, Manifests};
 use crate::model::{L4Proto, NodeInfo, PodInfo};
@@ -217,7 +218,7 @@ pub(crate) struct Cache {
     /// Sentences of steps 2-3, with whether they are one-time ones.
     alloc_problems: Vec<(bool, String)>,
     tables: ServiceTables,
-    views: ArcList<ServiceView>,
+    views: ChunkedList<ServiceView>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -663,7 +664,7 @@ fn compile_dirty<'a>(
 fn assemble_tables(
     cache: &mut Cache,
     removed_ids: &mut Vec<u32>,
-) -> (ArcList<Frontend>, ArcList<ServiceView>, Arc<FrontendIndex>, Arc<AddressSet>) {
+) -> (ArcList<Frontend>, ChunkedList<ServiceView>, Arc<FrontendIndex>, Arc<AddressSet>) {
     let n = cache.tables.frontends.len();
     let mut by_key = FrontendIndex::with_capacity_and_hasher(n, Default::default());
     let mut cluster_ips = AddressSet::default();
@@ -698,18 +699,19 @@ fn assemble_tables(
             removed_ids.extend(sorted_difference(&before, &out.used));
         }
     }
-    (ArcList::from(frontends), ArcList::from(views), Arc::new(by_key), Arc::new(cluster_ips))
+    (ArcList::from(frontends), views.into_iter().collect(), Arc::new(by_key), Arc::new(cluster_ips))
 }
 
 /// Step 5 when the same Services have the same frontend keys and names: the recompiled ones
-/// take their places in copies of the previous lists.
+/// take their places in a copy of the previous frontend list (which the dataplane needs flat)
+/// and in a copy of the views that shares every chunk they are not in.
 fn replace_in_place(
     cache: &mut Cache,
     dirty: &BTreeSet<String>,
     removed_ids: &mut Vec<u32>,
-) -> (ArcList<Frontend>, ArcList<ServiceView>) {
+) -> (ArcList<Frontend>, ChunkedList<ServiceView>) {
     let mut frontends = cache.tables.frontends.to_vec();
-    let mut views = cache.views.to_vec();
+    let mut views: Vec<(usize, Arc<ServiceView>)> = Vec::new();
     for k in dirty {
         let Some(out) = cache.services.get_mut(k).and_then(|e| e.out.as_mut()) else { continue };
         let Some(before) = out.previous_used.take() else { continue };
@@ -717,7 +719,7 @@ fn replace_in_place(
         for (c, t) in out.cands.iter().zip(&out.taken_by) {
             if t.is_none() {
                 frontends[i] = Arc::clone(&c.frontend);
-                views[i] = Arc::clone(&c.view);
+                views.push((i, Arc::clone(&c.view)));
                 i += 1;
             }
         }
@@ -726,7 +728,7 @@ fn replace_in_place(
         out.compute_used();
         removed_ids.extend(sorted_difference(&before, &out.used));
     }
-    (ArcList::from(frontends), ArcList::from(views))
+    (ArcList::from(frontends), cache.views.with_replaced(views))
 }
 
 /// The sentences, in the order a single pass gives them.

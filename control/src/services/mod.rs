@@ -47,6 +47,7 @@ pub mod fingerprint;
 pub mod model;
 mod sets;
 mod view;
+pub mod view_list;
 #[cfg(test)]
 mod reference;
 #[cfg(test)]
@@ -59,7 +60,9 @@ use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 
 use ipnet::Ipv4Net;
-use switch::tables::services::{ArcList, FrontendKind, OnEmpty, ServiceTables};
+use switch::tables::services::{FrontendKind, OnEmpty, ServiceTables};
+
+use view_list::ChunkedList;
 
 pub use compile::{compile_services, compile_services_full};
 pub use model::{ServiceType, TrafficPolicy};
@@ -147,8 +150,9 @@ pub struct CompiledServices {
     /// pod x/a does not declare; endpoint skipped`. Warnings: the tables hold the rest.
     pub problems: Vec<String>,
     /// One per frontend, in the order of `tables.frontends`, for `podswitch show services`
-    /// (shared with the compiler's state: unchanged Services keep their views).
-    pub views: ArcList<ServiceView>,
+    /// (shared with the compiler's state: unchanged Services keep their views, and a compile
+    /// that replaces some copies only the chunks that hold them).
+    pub views: ChunkedList<ServiceView>,
 }
 
 impl CompiledServices {
