@@ -36,8 +36,8 @@ use std::sync::Arc;
 
 use switch::tables::maglev;
 use switch::tables::services::{
-    AddressSet, ArcList, Backend, BackendSet, Frontend, FrontendIndex, FrontendKey, FrontendKind,
-    ServiceTables,
+    AddressSet, Backend, BackendSet, Frontend, FrontendIndex, FrontendKey, FrontendKind,
+    ChunkedList, ServiceTables,
 };
 
 use super::address::AddressText;
@@ -47,7 +47,6 @@ use super::fingerprint::{self, Fp, FpHasher};
 use super::model::{self, ClusterIpSpec, PortSpec, ServiceModel, SliceModel};
 use super::sets::{SetChoice, Sets};
 use super::view::frontend_view;
-use super::view_list::ChunkedList;
 use super::{CompiledServices, ServiceConfig, ServiceInputs, ServiceState, ServiceView};
 use crate::manifests::{Collection, Manifests};
 use crate::model::{L4Proto, NodeInfo, PodInfo};
@@ -664,7 +663,7 @@ fn compile_dirty<'a>(
 fn assemble_tables(
     cache: &mut Cache,
     removed_ids: &mut Vec<u32>,
-) -> (ArcList<Frontend>, ChunkedList<ServiceView>, Arc<FrontendIndex>, Arc<AddressSet>) {
+) -> (ChunkedList<Frontend>, ChunkedList<ServiceView>, Arc<FrontendIndex>, Arc<AddressSet>) {
     let n = cache.tables.frontends.len();
     let mut by_key = FrontendIndex::with_capacity_and_hasher(n, Default::default());
     let mut cluster_ips = AddressSet::default();
@@ -699,18 +698,18 @@ fn assemble_tables(
             removed_ids.extend(sorted_difference(&before, &out.used));
         }
     }
-    (ArcList::from(frontends), views.into_iter().collect(), Arc::new(by_key), Arc::new(cluster_ips))
+    (frontends.into_iter().collect(), views.into_iter().collect(), Arc::new(by_key), Arc::new(cluster_ips))
 }
 
 /// Step 5 when the same Services have the same frontend keys and names: the recompiled ones
-/// take their places in a copy of the previous frontend list (which the dataplane needs flat)
-/// and in a copy of the views that shares every chunk they are not in.
+/// take their places in copies of the previous frontend and view lists that share every chunk
+/// they are not in.
 fn replace_in_place(
     cache: &mut Cache,
     dirty: &BTreeSet<String>,
     removed_ids: &mut Vec<u32>,
-) -> (ArcList<Frontend>, ChunkedList<ServiceView>) {
-    let mut frontends = cache.tables.frontends.to_vec();
+) -> (ChunkedList<Frontend>, ChunkedList<ServiceView>) {
+    let mut frontends: Vec<(usize, Arc<Frontend>)> = Vec::new();
     let mut views: Vec<(usize, Arc<ServiceView>)> = Vec::new();
     for k in dirty {
         let Some(out) = cache.services.get_mut(k).and_then(|e| e.out.as_mut()) else { continue };
@@ -718,7 +717,7 @@ fn replace_in_place(
         let mut i = out.offset;
         for (c, t) in out.cands.iter().zip(&out.taken_by) {
             if t.is_none() {
-                frontends[i] = Arc::clone(&c.frontend);
+                frontends.push((i, Arc::clone(&c.frontend)));
                 views.push((i, Arc::clone(&c.view)));
                 i += 1;
             }
@@ -728,7 +727,7 @@ fn replace_in_place(
         out.compute_used();
         removed_ids.extend(sorted_difference(&before, &out.used));
     }
-    (ArcList::from(frontends), cache.views.with_replaced(views))
+    (cache.tables.frontends.with_replaced(frontends), cache.views.with_replaced(views))
 }
 
 /// The sentences, in the order a single pass gives them.

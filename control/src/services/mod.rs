@@ -47,7 +47,6 @@ pub mod fingerprint;
 pub mod model;
 mod sets;
 mod view;
-pub mod view_list;
 #[cfg(test)]
 mod reference;
 #[cfg(test)]
@@ -62,7 +61,7 @@ use std::ops::RangeInclusive;
 use ipnet::Ipv4Net;
 use switch::tables::services::{FrontendKind, OnEmpty, ServiceTables};
 
-use view_list::ChunkedList;
+use switch::tables::chunked::ChunkedList;
 
 pub use compile::{compile_services, compile_services_full};
 pub use model::{ServiceType, TrafficPolicy};

@@ -11,6 +11,7 @@
 //!
 //! [`lpm`] (with [`flatmap`]) keeps the route prefixes for listing and removal; the per-packet
 //! lookup is [`routes::Routes`]'s array walk.
+pub mod chunked;
 pub mod flatmap;
 pub mod lpm;
 pub mod maglev;

@@ -22,10 +22,11 @@
 //!   one Maglev table). The dataplane's cost is one hash lookup per new connection
 //!   ([`ServiceTables::lookup`]); established connections never read these tables.
 use std::net::Ipv4Addr;
-use std::ops::Deref;
 use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
+
+pub use super::chunked::ChunkedList;
 
 /// Key of a frontend: destination address (host order), port, IP protocol number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -111,77 +112,6 @@ impl Frontend {
     }
 }
 
-/// An immutable list whose elements are shared: cloning the list is one reference count, and a
-/// list built from another one's elements shares them.
-pub struct ArcList<T>(Arc<[Arc<T>]>);
-
-impl<T> ArcList<T> {
-    /// Whether both lists are the same allocation.
-    pub fn ptr_eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl<T> Clone for ArcList<T> {
-    fn clone(&self) -> Self {
-        Self(Arc::clone(&self.0))
-    }
-}
-
-impl<T> Default for ArcList<T> {
-    fn default() -> Self {
-        Self(Arc::from(Vec::new()))
-    }
-}
-
-impl<T> Deref for ArcList<T> {
-    type Target = [Arc<T>];
-    #[inline]
-    fn deref(&self) -> &[Arc<T>] {
-        &self.0
-    }
-}
-
-impl<'a, T> IntoIterator for &'a ArcList<T> {
-    type Item = &'a Arc<T>;
-    type IntoIter = std::slice::Iter<'a, Arc<T>>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
-    }
-}
-
-impl<T> FromIterator<Arc<T>> for ArcList<T> {
-    fn from_iter<I: IntoIterator<Item = Arc<T>>>(iter: I) -> Self {
-        Self(iter.into_iter().collect())
-    }
-}
-
-impl<T> From<Vec<Arc<T>>> for ArcList<T> {
-    fn from(v: Vec<Arc<T>>) -> Self {
-        Self(v.into())
-    }
-}
-
-impl<T: std::fmt::Debug> std::fmt::Debug for ArcList<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.iter()).finish()
-    }
-}
-
-impl<T: PartialEq> PartialEq for ArcList<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.ptr_eq(other) || *self.0 == *other.0
-    }
-}
-
-impl<T: Eq> Eq for ArcList<T> {}
-
-impl<T: serde::Serialize> serde::Serialize for ArcList<T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|t| &**t))
-    }
-}
-
 /// Frontend key -> index in [`ServiceTables::frontends`].
 pub type FrontendIndex = FxHashMap<FrontendKey, u32>;
 /// A set of IPv4 addresses (host order).
@@ -189,8 +119,9 @@ pub type AddressSet = FxHashSet<u32>;
 
 #[derive(Debug, Clone, Default)]
 pub struct ServiceTables {
-    /// Shared with other versions; [`Frontend`]s are never mutated once published.
-    pub frontends: ArcList<Frontend>,
+    /// Shared with other versions, chunk by chunk; [`Frontend`]s are never mutated once
+    /// published.
+    pub frontends: ChunkedList<Frontend>,
     /// Frontend key -> index in `frontends` (rebuilt only when the set of keys changes).
     pub by_key: Arc<FrontendIndex>,
     /// Every ClusterIP in force (host order).
@@ -228,7 +159,7 @@ impl ServiceTables {
 
     /// Adds frontends, indexing them (a key added again is indexed to its last frontend).
     pub fn extend(&mut self, fs: impl IntoIterator<Item = Frontend>) {
-        let mut list: Vec<Arc<Frontend>> = self.frontends.to_vec();
+        let mut list: Vec<Arc<Frontend>> = self.frontends.iter().cloned().collect();
         let by_key = Arc::make_mut(&mut self.by_key);
         let cluster_ips = Arc::make_mut(&mut self.cluster_ips);
         for f in fs {
@@ -238,6 +169,6 @@ impl ServiceTables {
             by_key.insert(f.key, list.len() as u32);
             list.push(Arc::new(f));
         }
-        self.frontends = list.into();
+        self.frontends = list.into_iter().collect();
     }
 }
