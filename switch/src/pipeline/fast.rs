@@ -7,7 +7,8 @@
 //! only what is unambiguous and steady: an option-less, unfragmented IPv4 TCP or UDP frame,
 //! addressed to the port's MAC, from the port's own pod (anti-spoofing), with a valid header
 //! checksum and TTL > 1, that belongs to a tracked connection in a steady state (established
-//! TCP without SYN, FIN or RST; answered UDP) judged under the current policy epoch and
+//! TCP without SYN, FIN or RST; answered UDP; unanswered UDP in its original direction, which
+//! changes nothing but the idle time) judged under the current policy epoch and
 //! allowed, and whose translated destination has a route. Everything else (ARP, ICMP, new
 //! connections, state changes, malformed frames, drops of any kind) goes the full way, so each
 //! drop keeps its precise reason. A differential test checks that both paths agree.
@@ -111,7 +112,11 @@ pub fn established(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint:
     let e = ctx.ct.entry(idx);
     let word = e.state_word();
     let state = word.state()?;
-    let steady = state == CtState::TcpEstablished || state == CtState::UdpReplied;
+    // An unanswered UDP flow's packets in its own direction change nothing but its idle time
+    // (one-way streams: telemetry, logs, a load test's generator).
+    let steady = state == CtState::TcpEstablished
+        || state == CtState::UdpReplied
+        || (state == CtState::UdpUnreplied && dir == Dir::Orig);
     if !steady
         || (dir == Dir::Reply && !word.has(flags::SEEN_REPLY))
         || e.policy_epoch() != tables.policy.epoch
