@@ -1,13 +1,16 @@
 //! Parse and verify: the first stage of the full pipeline.
 //!
-//! Contract: [`frame`] validates the headers ([`crate::wire::parse_frame`]); [`ingress_port`]
+//! Contract: [`frame`] validates the headers ([`crate::wire::parse_frame`]) and reads an SCTP
+//! packet's ports from its common header (which `parse_frame` leaves to this stage, out of the
+//! way of the TCP and UDP it parses for every packet; a first or only fragment without the
+//! whole 12-byte header is `truncated`); [`ingress_port`]
 //! finds the port the frame came in on; [`addressed_to`] accepts frames for the port's MAC
 //! (the pods' gateway MAC) or broadcast; [`verify_ipv4_header`] checks the IPv4 header
 //! checksum, which the pipeline does after anti-spoofing so that a spoofed frame is counted as
 //! spoofed whatever its checksum. Each returns the drop reason of the first problem found.
 use crate::drop_reason::DropReason;
 use crate::tables::{PortConfig, PortId, Tables};
-use crate::wire::{checksum, offsets, parse_frame, Ipv4Packet, MacAddr, ParsedFrame, WireError};
+use crate::wire::{checksum, offsets, parse_frame, FrameKind, Ipv4Packet, MacAddr, ParsedFrame, SctpPacket, WireError, IPPROTO_SCTP};
 
 impl From<WireError> for DropReason {
     fn from(e: WireError) -> Self {
@@ -26,7 +29,22 @@ impl From<WireError> for DropReason {
 /// The frame's headers, validated.
 #[inline(always)]
 pub fn frame(frame: &[u8]) -> Result<ParsedFrame, DropReason> {
-    Ok(parse_frame(frame)?)
+    let mut p = parse_frame(frame)?;
+    if p.ip_protocol == IPPROTO_SCTP && p.kind == FrameKind::Ipv4 && p.fragment_offset == 0 {
+        sctp_ports(frame, &mut p)?;
+    }
+    Ok(p)
+}
+
+/// An SCTP packet's ports (rare next to TCP and UDP: out of their way).
+#[cold]
+#[inline(never)]
+fn sctp_ports(frame: &[u8], p: &mut ParsedFrame) -> Result<(), DropReason> {
+    let sctp = SctpPacket::new_checked(&frame[p.l4_range()])?;
+    p.src_port = sctp.src_port();
+    p.dst_port = sctp.dst_port();
+    p.l4_parsed = true;
+    Ok(())
 }
 
 /// The configuration of the port the frame came in on.

@@ -168,7 +168,7 @@ fn sctp_checksum_ok(frame: &[u8]) -> bool {
 }
 
 fn tuple(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
-    let p = parse_frame(frame).unwrap();
+    let p = super::parse::frame(frame).unwrap(); // SCTP's ports too
     (p.src_ip, p.src_port, p.dst_ip, p.dst_port)
 }
 
@@ -284,6 +284,18 @@ fn a_cluster_ip_outside_the_service_cidr_is_served_and_rejects_its_unexposed_por
         &[],
         &[("load_balance.maglev_picks", 1), ("reject.tcp_resets", 1), ("masquerade.masqueraded", hairpin), ("conntrack.created", 1), ("answered", 1)],
     );
+}
+
+#[test]
+fn sctp_shorter_than_its_common_header_is_truncated() {
+    let s = Scenario::new();
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(pod_mac(PODS[0]), port_mac(1))
+        .ipv4(PODS[0].octets(), VIP.octets(), 64)
+        .write(&mut v, etherparse::IpNumber(132), &[0x9c, 0x40, 0x0f, 0x1c, 0, 0, 0, 0, 0, 0, 0])
+        .unwrap();
+    let (verdict, _) = s.send(&v, 1);
+    assert_eq!(verdict, Verdict::Drop(DropReason::Truncated));
 }
 
 #[test]

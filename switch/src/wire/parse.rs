@@ -6,8 +6,7 @@
 //!   Ethernet header is looked at; the caller decides whether to drop it);
 //! - a valid Ethernet/IPv4 ARP packet ([`FrameKind::Arp`]), see [`ArpPacket::new_checked`];
 //! - a valid IPv4 packet ([`FrameKind::Ipv4`]), see [`Ipv4Packet::new_checked`] (the header
-//!   checksum is not verified here), whose TCP, UDP, SCTP (common header) or ICMP header, when
-//!   present, is valid too.
+//!   checksum is not verified here), whose TCP, UDP or ICMP header, when present, is valid too.
 //!   For other IP protocols and for non-first fragments, the L4 fields stay zero. The first
 //!   fragment of a fragmented datagram must hold the whole L4 header; its UDP length field is
 //!   not compared with the fragment.
@@ -19,8 +18,8 @@ use std::net::Ipv4Addr;
 
 use super::ethernet::{EthernetFrame, MacAddr, HEADER_LEN as ETHERNET_HEADER_LEN};
 use super::{
-    ArpPacket, Icmpv4Packet, Ipv4Packet, SctpPacket, TcpPacket, UdpPacket, WireError, ETHERTYPE_ARP,
-    ETHERTYPE_IPV4, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
+    ArpPacket, Icmpv4Packet, Ipv4Packet, TcpPacket, UdpPacket, WireError, ETHERTYPE_ARP,
+    ETHERTYPE_IPV4, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 /// What the frame carries, by ethertype.
@@ -162,12 +161,6 @@ fn parse_ipv4(l3: &[u8], p: &mut ParsedFrame) -> Result<(), WireError> {
             }
             p.src_port = udp.src_port();
             p.dst_port = udp.dst_port();
-            p.l4_parsed = true;
-        }
-        IPPROTO_SCTP => {
-            let sctp = SctpPacket::new_checked(l4)?;
-            p.src_port = sctp.src_port();
-            p.dst_port = sctp.dst_port();
             p.l4_parsed = true;
         }
         IPPROTO_ICMP => {
@@ -341,30 +334,14 @@ mod tests {
 
     #[test]
     fn other_ip_protocol_is_ok_without_l4() {
-        let v = with_ip_fixup(&UDP_FRAME, |ip| ip.set_protocol(47)); // GRE
+        let v = with_ip_fixup(&UDP_FRAME, |ip| ip.set_protocol(IPPROTO_SCTP));
         let p = parse_frame(&v).unwrap();
-        assert_eq!(p.ip_protocol, 47);
+        assert_eq!(p.ip_protocol, IPPROTO_SCTP);
         assert!(!p.l4_parsed);
         assert_eq!(
             (p.src_port, p.dst_port, p.l4_offset, p.l4_len),
             (0, 0, 34, 13)
         );
-    }
-
-    #[test]
-    fn sctp_ports_are_read_from_its_common_header() {
-        // The UDP frame's 13 bytes of L4 read as SCTP: ports, then a 12-byte header needed.
-        let v = with_ip_fixup(&UDP_FRAME, |ip| ip.set_protocol(IPPROTO_SCTP));
-        let p = parse_frame(&v).unwrap();
-        assert!(p.l4_parsed);
-        let udp = parse_frame(&UDP_FRAME).unwrap();
-        assert_eq!((p.src_port, p.dst_port, p.l4_offset, p.l4_len), (udp.src_port, udp.dst_port, 34, 13));
-        // Shorter than the common header: truncated.
-        let short = with_ip_fixup(&UDP_FRAME[..14 + 20 + 11], |ip| {
-            ip.set_protocol(IPPROTO_SCTP);
-            ip.set_total_len(20 + 11);
-        });
-        assert_eq!(parse_frame(&short).unwrap_err(), WireError::Truncated);
     }
 
     #[test]
@@ -490,12 +467,6 @@ mod tests {
             }
             // We also check the L4 header of first fragments.
             (Err(_), Ok(_)) if ours_fragment => return Outcome::Exempt,
-            // etherparse does not read SCTP; we need its 12-byte common header.
-            (Err(WireError::Truncated), Ok(t))
-                if matches!(&t.net, Some(etherparse::NetSlice::Ipv4(i)) if i.payload().ip_number.0 == IPPROTO_SCTP && i.payload().payload.len() < 12) =>
-            {
-                return Outcome::Exempt;
-            }
             // etherparse checks the length of ICMP timestamp messages (types 13, 14); we read
             // only the 8-byte header of any ICMP type.
             (Ok(o), Err(_)) if o.ip_protocol == IPPROTO_ICMP && matches!(o.icmp_type, 13 | 14) => {
@@ -537,13 +508,6 @@ mod tests {
             Some(etherparse::TransportSlice::Icmpv4(i)) => {
                 assert!(ours.l4_parsed);
                 assert_eq!((ours.icmp_type, ours.icmp_code), (i.type_u8(), i.code_u8()));
-                Outcome::L4Compared
-            }
-            // etherparse does not read SCTP: its common header gives the ports.
-            None if ours.ip_protocol == IPPROTO_SCTP => {
-                assert!(ours.l4_parsed);
-                let l4 = usize::from(ours.l4_offset);
-                assert_eq!((ours.src_port, ours.dst_port), (u16::from_be_bytes([buf[l4], buf[l4 + 1]]), u16::from_be_bytes([buf[l4 + 2], buf[l4 + 3]])));
                 Outcome::L4Compared
             }
             // etherparse also parses ICMPv6 (58) over IPv4; for us it is an unparsed protocol.
