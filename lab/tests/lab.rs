@@ -22,25 +22,12 @@ use std::time::Duration;
 use serde_json::Value;
 
 mod labkit;
-use labkit::{describe, ok_env as ok, pod_ips, podswitch_env as podswitch, probe, state, text, Hold, Lab};
+use labkit::{describe, lab_namespaces, ok_env as ok, pod_ips, podswitch_env as podswitch, probe, state, text, Hold, Lab};
 
 fn sh(cmd: &str, args: &[&str]) -> String {
     let o = Command::new(cmd).args(args).output().expect("run command");
     assert!(o.status.success(), "{cmd} {} failed: {}", args.join(" "), describe(&o));
     text(&o.stdout)
-}
-
-fn lab_namespaces() -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir("/run/netns")
-        .map(|rd| {
-            rd.filter_map(std::result::Result::ok)
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.starts_with("psl-") || n.starts_with("psl_"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 impl Lab {

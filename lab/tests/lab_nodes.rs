@@ -15,7 +15,7 @@ use std::process::Command;
 use serde_json::Value;
 
 mod labkit;
-use labkit::{describe, ok, probe, state, text, Hold};
+use labkit::{describe, lab_namespaces, ok, probe, state, text, Hold};
 
 /// (node, its namespace, its InternalIP, its pod CIDR, the pod name its pods have).
 const NODES: [(&str, &str, &str, &str, &str); 3] = [
@@ -23,19 +23,6 @@ const NODES: [(&str, &str, &str, &str, &str); 3] = [
     ("node-2", "psl-node-node-2", "172.18.0.3", "10.244.1.0/24", "b"),
     ("node-3", "psl-node-node-3", "172.18.0.4", "10.244.2.0/24", "c"),
 ];
-
-fn lab_namespaces() -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir("/run/netns")
-        .map(|rd| {
-            rd.filter_map(std::result::Result::ok)
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.starts_with("psl-") || n.starts_with("psl_"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
 
 fn up(hold: &Hold) -> String {
     ok(&["lab", "up", "--manifests", hold.dir()])

@@ -5,7 +5,7 @@
 //! fails when `CI` is set ([`root_or_skip`]).
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -23,62 +23,12 @@ macro_rules! need_root {
     };
 }
 
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
+#[path = "../../test-support/veth_pair.rs"]
+mod veth_pair;
 
 /// Two namespaces joined by a veth pair (`eth0` on both sides), 10.98.0.1/24 and 10.98.0.2/24.
-struct Pair {
-    a: String,
-    b: String,
-}
-
-impl Pair {
-    fn new(tag: &str) -> Pair {
-        let p = Pair { a: format!("psg-it{}-{tag}-a", std::process::id()), b: format!("psg-it{}-{tag}-b", std::process::id()) };
-        p.cleanup();
-        for ns in [&p.a, &p.b] {
-            sh(&["ip", "netns", "add", ns]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-            sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
-        }
-        sh(&["ip", "-n", &p.a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &p.b]);
-        for (ns, ip) in [(&p.a, "10.98.0.1/24"), (&p.b, "10.98.0.2/24")] {
-            sh(&["ip", "-n", ns, "addr", "add", ip, "dev", "eth0"]);
-            sh(&["ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"]);
-            sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
-        }
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            let o = Command::new("ip").args(["-n", &p.b, "-br", "link", "show", "eth0"]).output().unwrap();
-            if String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1) == Some("UP") {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        p
-    }
-
-    fn cleanup(&self) {
-        for ns in [&self.a, &self.b] {
-            if std::path::Path::new("/run/netns").join(ns).exists() {
-                if let Ok(o) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                    for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                        let _ = Command::new("kill").args(["-9", pid]).status();
-                    }
-                }
-                let _ = Command::new("ip").args(["netns", "del", ns]).status();
-            }
-        }
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        self.cleanup();
-    }
+fn pair(tag: &str) -> veth_pair::VethPair {
+    veth_pair::VethPair::new("psg-it", tag, "10.98.0.1/24", "10.98.0.2/24")
 }
 
 fn last_json(stdout: &[u8]) -> Value {
@@ -101,7 +51,7 @@ const N: u64 = 20_000;
 #[test]
 fn send_in_one_namespace_receive_in_the_other() {
     need_root!("send_in_one_namespace_receive_in_the_other");
-    let p = Pair::new("sr");
+    let p = pair("sr");
     let mut rx = Command::new("ip")
         .args(["netns", "exec", &p.b, PKTGEN, "recv", "-i", "eth0", "--count", &N.to_string(), "--duration", "60s", "--json", "-q"])
         .stdout(Stdio::piped())
@@ -155,7 +105,7 @@ fn send_in_one_namespace_receive_in_the_other() {
 #[test]
 fn one_process_two_namespaces_and_the_kernel_fallback() {
     need_root!("one_process_two_namespaces_and_the_kernel_fallback");
-    let p = Pair::new("run");
+    let p = pair("run");
     for fallback in [None, Some("kernel")] {
         let mut args = vec![
             "run", "--netns", &p.a, "-i", "eth0", "--rx-netns", &p.b, "--rx-iface", "eth0", "--dst-ip", "10.98.0.2", "--count", "20000",
@@ -185,7 +135,7 @@ fn one_process_two_namespaces_and_the_kernel_fallback() {
 #[test]
 fn round_trip_against_the_peer_stack() {
     need_root!("round_trip_against_the_peer_stack");
-    let p = Pair::new("rtt");
+    let p = pair("rtt");
     let out = Command::new("ip")
         .args([
             "netns", "exec", &p.a, PKTGEN, "run", "-i", "eth0", "--proto", "icmp", "--dst-ip", "10.98.0.2", "--count", "2000", "--rate",
@@ -218,7 +168,7 @@ fn round_trip_against_the_peer_stack() {
 #[test]
 fn af_xdp_failure_is_an_error_not_a_silent_fallback() {
     need_root!("af_xdp_failure_is_an_error_not_a_silent_fallback");
-    let p = Pair::new("err");
+    let p = pair("err");
     // veth has no zero-copy AF_XDP: asking for it must fail, naming the way out.
     let out = Command::new("ip")
         .args(["netns", "exec", &p.a, PKTGEN, "send", "-i", "eth0", "--dst-ip", "10.98.0.2", "--dst-mac", "02:00:00:00:00:02", "--count", "10", "--require-zerocopy"])

@@ -22,11 +22,9 @@ const A_OVERLAY: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
 const B_OVERLAY: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 2);
 const B_OVERLAY_MAC: [u8; 6] = [0x0a, 0x58, 10, 250, 0, 2];
 
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+#[path = "../../test-support/veth_pair.rs"]
+mod veth_pair;
+use veth_pair::{sh, VethPair};
 
 fn mac_of(ns: &str, ifname: &str) -> [u8; 6] {
     let text = sh(&["ip", "netns", "exec", ns, "cat", &format!("/sys/class/net/{ifname}/address")]);
@@ -40,23 +38,13 @@ fn mac_of(ns: &str, ifname: &str) -> [u8; 6] {
 struct Lab {
     a: String,
     b: String,
+    _pair: VethPair,
 }
 
 impl Lab {
     fn new(tag: &str) -> Lab {
-        let lab = Lab { a: format!("psw-vx{}-{tag}-a", std::process::id()), b: format!("psw-vx{}-{tag}-b", std::process::id()) };
-        lab.cleanup();
-        for ns in [&lab.a, &lab.b] {
-            sh(&["ip", "netns", "add", ns]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-            sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
-        }
-        sh(&["ip", "-n", &lab.a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &lab.b]);
-        for (ns, ip) in [(&lab.a, A_UNDERLAY), (&lab.b, B_UNDERLAY)] {
-            sh(&["ip", "-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
-            sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
-        }
+        let pair = VethPair::new("psw-vx", tag, &format!("{A_UNDERLAY}/24"), &format!("{B_UNDERLAY}/24"));
+        let lab = Lab { a: pair.a.clone(), b: pair.b.clone(), _pair: pair };
         let a = lab.a.as_str();
         let (vni, local, remote) = (VNI.to_string(), A_UNDERLAY.to_string(), B_UNDERLAY.to_string());
         sh(&["ip", "-n", a, "link", "add", "vx0", "type", "vxlan", "id", &vni, "dstport", "8472", "local", &local, "dev", "eth0", "nolearning"]);
@@ -73,19 +61,6 @@ impl Lab {
         lab
     }
 
-    fn cleanup(&self) {
-        for ns in [&self.a, &self.b] {
-            if std::path::Path::new("/run/netns").join(ns).exists() {
-                if let Ok(o) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                    for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                        let _ = Command::new("kill").args(["-9", pid]).status();
-                    }
-                }
-                let _ = Command::new("ip").args(["netns", "del", ns]).status();
-            }
-        }
-    }
-
     /// Runs a Python program in `ns` (stdout captured) and returns the child.
     fn python(ns: &str, program: &str) -> std::process::Child {
         Command::new("ip")
@@ -94,12 +69,6 @@ impl Lab {
             .stderr(Stdio::piped())
             .spawn()
             .expect("python3 (scripts/test.sh installs it)")
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.cleanup();
     }
 }
 

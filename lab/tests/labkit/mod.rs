@@ -90,6 +90,20 @@ pub fn ok(args: &[&str]) -> String {
     ok_env(args, false)
 }
 
+/// The network namespaces a lab made (`psl-` and `psl_` prefixes), sorted.
+pub fn lab_namespaces() -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir("/run/netns")
+        .map(|rd| {
+            rd.filter_map(std::result::Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with("psl-") || n.starts_with("psl_"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 pub fn examples(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("examples").join(name)
 }

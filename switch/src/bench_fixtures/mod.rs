@@ -249,21 +249,7 @@ pub use fastrand::Rng;
 /// its checksum, TCP header with `flags` (its checksum is not verified by the switch and left
 /// 0). Returns the frame's length.
 pub fn write_tcp(slot: &mut [u8], macs: ([u8; 6], [u8; 6]), from: (Ipv4Addr, u16), to: (Ipv4Addr, u16), flags: u8) -> usize {
-    let f = &mut slot[..60];
-    f.fill(0);
-    f[0..6].copy_from_slice(&macs.1);
-    f[6..12].copy_from_slice(&macs.0);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    f[14] = 0x45;
-    f[16..18].copy_from_slice(&40u16.to_be_bytes());
-    f[22] = 64;
-    f[23] = 6;
-    f[26..30].copy_from_slice(&from.0.octets());
-    f[30..34].copy_from_slice(&to.0.octets());
-    let s = checksum::internet_checksum(&f[14..34]);
-    f[24..26].copy_from_slice(&s.to_be_bytes());
-    f[34..36].copy_from_slice(&from.1.to_be_bytes());
-    f[36..38].copy_from_slice(&to.1.to_be_bytes());
+    let f = write_eth_ipv4(slot, macs, from, to, 6, 40);
     f[38..42].copy_from_slice(&1u32.to_be_bytes());
     f[46] = 5 << 4;
     f[47] = flags;
@@ -275,23 +261,30 @@ pub fn write_tcp(slot: &mut [u8], macs: ([u8; 6], [u8; 6]), from: (Ipv4Addr, u16
 /// frames without the FCS): Ethernet (`macs` = source, destination), IPv4 with its checksum,
 /// UDP without a checksum (0). Returns the frame's length.
 pub fn write_udp(slot: &mut [u8], macs: ([u8; 6], [u8; 6]), from: (Ipv4Addr, u16), to: (Ipv4Addr, u16)) -> usize {
+    let f = write_eth_ipv4(slot, macs, from, to, 17, 46);
+    f[38..40].copy_from_slice(&26u16.to_be_bytes());
+    60
+}
+
+/// The first 60 bytes of `slot` zeroed, then Ethernet (`macs` = source, destination), an
+/// option-less IPv4 header of `ip_len` bytes in all with its checksum, and the L4 ports.
+fn write_eth_ipv4(slot: &mut [u8], macs: ([u8; 6], [u8; 6]), from: (Ipv4Addr, u16), to: (Ipv4Addr, u16), proto: u8, ip_len: u16) -> &mut [u8] {
     let f = &mut slot[..60];
     f.fill(0);
     f[0..6].copy_from_slice(&macs.1);
     f[6..12].copy_from_slice(&macs.0);
     f[12..14].copy_from_slice(&[0x08, 0x00]);
     f[14] = 0x45;
-    f[16..18].copy_from_slice(&46u16.to_be_bytes());
+    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
     f[22] = 64;
-    f[23] = 17;
+    f[23] = proto;
     f[26..30].copy_from_slice(&from.0.octets());
     f[30..34].copy_from_slice(&to.0.octets());
     let s = checksum::internet_checksum(&f[14..34]);
     f[24..26].copy_from_slice(&s.to_be_bytes());
     f[34..36].copy_from_slice(&from.1.to_be_bytes());
     f[36..38].copy_from_slice(&to.1.to_be_bytes());
-    f[38..40].copy_from_slice(&26u16.to_be_bytes());
-    60
+    f
 }
 
 /// Writes the frame of `c`'s original direction (client pod -> destination as addressed) into
