@@ -382,16 +382,19 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
 
     // 5. The tables.
     let cache = &mut state.cache;
-    let service_cidrs: Vec<(u32, u8)> =
-        state.config.service_cidrs.iter().map(|c| (u32::from(c.network()), c.prefix_len())).collect();
     let snat_ip = Some(inp.node.internal_ip);
-    let (frontends, views, by_key, cluster_ips) = if pass.structure_changed {
-        assemble_tables(cache, &mut pass.removed_ids)
-    } else if pass.dirty.is_empty() {
-        (cache.tables.frontends.clone(), cache.views.clone(), cache.tables.by_key.clone(), cache.tables.cluster_ips.clone())
+    let (frontends, views, by_key, cluster_ips, service_cidrs) = if pass.structure_changed {
+        let (frontends, views, by_key, cluster_ips) = assemble_tables(cache, &mut pass.removed_ids);
+        let ranges = service_ranges(&state.config.service_cidrs, &cluster_ips);
+        (frontends, views, by_key, cluster_ips, ranges)
     } else {
-        let (frontends, views) = replace_in_place(cache, &pass.dirty, &mut pass.removed_ids);
-        (frontends, views, cache.tables.by_key.clone(), cache.tables.cluster_ips.clone())
+        // The same ClusterIPs (and ranges: a change of ranges is a full compile).
+        let (frontends, views) = if pass.dirty.is_empty() {
+            (cache.tables.frontends.clone(), cache.views.clone())
+        } else {
+            replace_in_place(cache, &pass.dirty, &mut pass.removed_ids)
+        };
+        (frontends, views, cache.tables.by_key.clone(), cache.tables.cluster_ips.clone(), cache.tables.service_cidrs.clone())
     };
     let tables = ServiceTables { frontends, by_key, cluster_ips, service_cidrs, snat_ip };
     let problems = problems(cache, alloc_problems);
@@ -656,6 +659,18 @@ fn compile_dirty<'a>(
     });
     pass.structure_changed |= structure_changed;
     pass.removed_ids.extend(removed_ids);
+}
+
+/// The dataplane's Service address ranges: the configured ranges, and a /32 for every
+/// ClusterIP outside them (the API server's ranges may be wider), so that the dataplane tells
+/// Service addresses from others by the ranges alone.
+pub(super) fn service_ranges(configured: &[ipnet::Ipv4Net], cluster_ips: &AddressSet) -> Vec<(u32, u8)> {
+    let mut ranges: Vec<(u32, u8)> = configured.iter().map(|c| (u32::from(c.network()), c.prefix_len())).collect();
+    let inside = |ip: u32| configured.iter().any(|c| c.contains(&Ipv4Addr::from(ip)));
+    let mut outside: Vec<u32> = cluster_ips.iter().copied().filter(|ip| !inside(*ip)).collect();
+    outside.sort_unstable();
+    ranges.extend(outside.into_iter().map(|ip| (ip, 32)));
+    ranges
 }
 
 /// Step 5 when frontends appeared, went or moved: the tables built again from every Service's

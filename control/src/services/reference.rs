@@ -77,7 +77,6 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut RefState) -> CompiledSe
         }
     }
     let mut tables = ServiceTables {
-        service_cidrs: cfg.service_cidrs.iter().map(|c| (u32::from(c.network()), c.prefix_len())).collect(),
         snat_ip: Some(inp.node.internal_ip),
         ..Default::default()
     };
@@ -151,6 +150,7 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut RefState) -> CompiledSe
 
     // Ids of endpoints no longer listed go; ids that left every set are reported.
     state.endpoint_ids.retain(|k, _| seen_endpoints.contains(k));
+    tables.service_cidrs = super::compile::service_ranges(&cfg.service_cidrs, &tables.cluster_ips);
     let out = CompiledServices { tables, problems, views: views.into_iter().map(Arc::new).collect() };
     let now = out.endpoint_ids();
     state.removed = state.in_use.difference(&now).copied().collect();

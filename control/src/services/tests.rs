@@ -837,6 +837,8 @@ fn service_cidr_is_a_parameter() {
     // Outside the ranges this switch knows, the API server's choice is proxied all the same.
     assert_eq!(svc_ip(&c, "x/b"), ip("10.96.0.10"));
     assert!(c.tables.cluster_ips.contains(&u32::from(ip("10.96.0.10"))));
+    // The dataplane knows it for a Service address by the ranges: a /32 of its own.
+    assert_eq!(c.tables.service_cidrs, vec![(u32::from(ip("10.100.0.0")), 24), (u32::from(ip("10.96.0.10")), 32)]);
     // Exhaustion is a problem, not a panic.
     let mut state = ServiceState::new(ServiceConfig {
         service_cidrs: vec!["10.100.0.0/30".parse().unwrap()],

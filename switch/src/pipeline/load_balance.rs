@@ -63,11 +63,10 @@ pub fn translate(parsed: &ParsedFrame, key: &FlowKey, hash: u64, from_uplink: bo
     let svc = &ctx.tables.services;
     let frontend = if key.proto != IPPROTO_ICMP { svc.lookup(parsed.dst_ip, key.dport, key.proto) } else { None };
     let Some((index, f)) = frontend else {
-        // A ClusterIP (inside the Service CIDR or not) on a port it does not expose.
-        if svc.cluster_ips.contains(&u32::from(parsed.dst_ip)) {
-            return Ok(Translation::Reject);
-        }
         if svc.in_service_cidr(parsed.dst_ip) {
+            if svc.cluster_ips.contains(&u32::from(parsed.dst_ip)) {
+                return Ok(Translation::Reject);
+            }
             return Err(DropReason::ServiceIpUnallocated);
         }
         return Ok(Translation::NotAService);

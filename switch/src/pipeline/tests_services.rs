@@ -67,7 +67,9 @@ fn tables() -> Tables {
     t.set_port(UPLINK, Some(PortConfig { name: "uplink".into(), kind: PortKind::Uplink, mac: port_mac(UPLINK), source_guard: None }));
     t.routes.insert(u32::from(NODE_IP), 32, NextHop { port: 0, dst_mac: [0x0a, 0x58, 172, 18, 0, 2] });
     t.routes.insert(u32::from(CLIENT), 32, NextHop { port: UPLINK, dst_mac: [2, 0, 0, 0, 0, 0x50] });
-    let mut s = ServiceTables { service_cidrs: vec![(u32::from(Ipv4Addr::new(10, 96, 0, 0)), 16)], snat_ip: Some(NODE_IP), ..Default::default() };
+    // The compiler lists a ClusterIP outside the configured range as a /32 of its own.
+    let service_cidrs = vec![(u32::from(Ipv4Addr::new(10, 96, 0, 0)), 16), (u32::from(OUTSIDE_VIP), 32)];
+    let mut s = ServiceTables { service_cidrs, snat_ip: Some(NODE_IP), ..Default::default() };
     let all = set(&PODS, OnEmpty::Reject, false);
     s.push(frontend(VIP, 80, 6, FrontendKind::ClusterIp, all.clone(), BackendSet { masquerade: true, ..all.clone() }));
     s.push(frontend(VIP, 53, 17, FrontendKind::ClusterIp, all.clone(), BackendSet { masquerade: true, ..all.clone() }));

@@ -126,7 +126,8 @@ pub struct ServiceTables {
     pub by_key: Arc<FrontendIndex>,
     /// Every ClusterIP in force (host order).
     pub cluster_ips: Arc<AddressSet>,
-    /// The Service CIDRs (network, prefix length), e.g. 10.96.0.0/12.
+    /// The Service CIDRs (network, prefix length), e.g. 10.96.0.0/12, and a /32 for every
+    /// ClusterIP outside them: every Service address is inside one.
     pub service_cidrs: Vec<(u32, u8)>,
     /// The address masqueraded traffic leaves with (the node's InternalIP).
     pub snat_ip: Option<Ipv4Addr>,
