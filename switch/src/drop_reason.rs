@@ -69,13 +69,18 @@ drop_reasons! {
     CtInvalid = 31, "ct_invalid", "TCP segment that cannot open a connection (a lone RST) to a Service";
     SnatPortsExhausted = 32, "snat_ports_exhausted", "no free masquerade port for this backend";
     PolicyDenied = 33, "policy_denied", "NetworkPolicy: the source's egress or the destination's ingress does not allow the connection";
+    TunnelMalformed = 34, "tunnel_malformed", "VXLAN frame to this node with a bad outer header (fragment, length, checksum), no VNI flag, or an inner frame that is not IPv4";
+    TunnelUnknownPeer = 35, "tunnel_unknown_peer", "VXLAN frame from an address that is not a node of the cluster";
+    TunnelBadVni = 36, "tunnel_bad_vni", "VXLAN frame with another VNI than the pod network's";
+    TunnelSpoofedSource = 37, "tunnel_spoofed_source", "VXLAN frame whose inner source is neither a pod of the sending node nor that node";
+    FragmentationNeeded = 38, "fragmentation_needed", "packet longer than the tunnel's MTU: ICMP fragmentation-needed sent to its source (DF set) or dropped (DF clear)";
 }
 
 /// Numbers of reasons that no longer exist (see the comment at each), never given again.
 pub const RETIRED: &[u8] = &[23];
 
 /// Number of counter slots an array indexed by `reason as usize` needs.
-pub const DROP_REASON_SLOTS: usize = 34;
+pub const DROP_REASON_SLOTS: usize = 39;
 
 #[cfg(test)]
 mod tests {

@@ -109,12 +109,12 @@ pub fn build_tables(scale: &Scale) -> Tables {
     for i in 0..scale.pods {
         let (id, ip) = (pod_port(i), pod_ip(i));
         t.set_port(id, Some(PortConfig { name: format!("bench/p{i}"), kind: PortKind::Pod, mac: port_mac(id), source_guard: Some(SourceGuard { mac: mac_of(ip), ip }) }));
-        t.routes.insert(u32::from(ip), 32, NextHop { port: id, dst_mac: mac_of(ip) });
+        t.routes.insert(u32::from(ip), 32, NextHop::direct(id, mac_of(ip)));
     }
     // Endpoints live on other nodes, reached through the uplink.
     let up = scale.uplink();
     t.set_port(up, Some(PortConfig { name: "uplink".into(), kind: PortKind::Uplink, mac: port_mac(up), source_guard: None }));
-    t.routes.insert(u32::from(Ipv4Addr::new(10, 128, 0, 0)), 9, NextHop { port: up, dst_mac: UPLINK_PEER_MAC });
+    t.routes.insert(u32::from(Ipv4Addr::new(10, 128, 0, 0)), 9, NextHop::direct(up, UPLINK_PEER_MAC));
     let mut s = ServiceTables { service_cidrs: vec![(u32::from(Ipv4Addr::new(10, 96, 0, 0)), 12)], snat_ip: Some(NODE_IP), ..Default::default() };
     let per = scale.endpoints;
     s.extend((0..scale.services).map(|svc| {

@@ -132,6 +132,9 @@ pub fn established(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint:
         return None;
     }
     let hop = *tables.route(to.dst_ip())?;
+    if hop.tunnel != 0 && total > usize::from(tables.overlay.inner_mtu) {
+        return None; // too big for its tunnel: the full way answers
+    }
     let out = tables.port(hop.port)?;
     // Committed: from here the frame and the entry change exactly as the full path would.
     e.touch(ctx.now);

@@ -35,6 +35,8 @@ pub struct Counters {
     pub echo_replies: Counter,
     /// Time exceeded errors sent (answers).
     pub time_exceeded: Counter,
+    /// Fragmentation-needed errors sent (answers) for packets too long for a tunnel.
+    pub fragmentation_needed: Counter,
 }
 
 /// Answers an echo request addressed to the gateway; anything else to it is dropped.
@@ -79,6 +81,23 @@ pub fn time_exceeded(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: 
     }
 }
 
+/// Rewrites the frame into an ICMP destination unreachable, fragmentation needed (RFC 792,
+/// with the next-hop MTU of RFC 1191) for its sender: the packet is longer than `mtu` and has
+/// DF set. Counted like a time exceeded: once under [`DropReason::FragmentationNeeded`] whether
+/// the error was sent or not.
+pub fn fragmentation_needed(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: PortId, port: &PortConfig, mtu: u16, ctx: &Ctx) -> Result<Verdict, DropReason> {
+    let m = mtu.to_be_bytes();
+    match error_with(buf, len, parsed, port, ctx.tables.gateway_ip, icmpv4::TYPE_DEST_UNREACHABLE, icmpv4::CODE_FRAG_NEEDED, [0, 0, m[0], m[1]]) {
+        Ok(new_len) => {
+            ctx.drops.count(DropReason::FragmentationNeeded);
+            ctx.stages.icmp.fragmentation_needed.add(1);
+            Ok(Verdict::Forward { port: in_port, len: new_len })
+        }
+        Err(ErrorNotSent::Forbidden) => Err(DropReason::FragmentationNeeded),
+        Err(ErrorNotSent::NoRoom) => Err(DropReason::IcmpErrorNotSent),
+    }
+}
+
 /// Why [`error`] wrote nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorNotSent {
@@ -92,6 +111,12 @@ pub enum ErrorNotSent {
 /// from `from` to the frame's source and addressed (Ethernet) back to its sender through
 /// `port`. Returns the new length.
 pub fn error(buf: &mut [u8], len: usize, parsed: &ParsedFrame, port: &PortConfig, from: Ipv4Addr, icmp_type: u8, code: u8) -> Result<usize, ErrorNotSent> {
+    error_with(buf, len, parsed, port, from, icmp_type, code, [0; 4])
+}
+
+/// [`error`] with the second word of the ICMP header (`rest`: unused, or the next-hop MTU).
+#[allow(clippy::too_many_arguments)]
+fn error_with(buf: &mut [u8], len: usize, parsed: &ParsedFrame, port: &PortConfig, from: Ipv4Addr, icmp_type: u8, code: u8, rest: [u8; 4]) -> Result<usize, ErrorNotSent> {
     let is_icmp_error = parsed.ip_protocol == IPPROTO_ICMP && icmpv4::is_error_type(parsed.icmp_type);
     if parsed.is_fragment && parsed.fragment_offset != 0 || is_icmp_error {
         return Err(ErrorNotSent::Forbidden);
@@ -114,7 +139,7 @@ pub fn error(buf: &mut [u8], len: usize, parsed: &ParsedFrame, port: &PortConfig
     let mut icmp = Icmpv4Packet::new_unchecked(&mut buf[offsets::L4..new_len]);
     icmp.set_msg_type(icmp_type);
     icmp.set_msg_code(code);
-    icmp.set_rest_of_header([0; 4]);
+    icmp.set_rest_of_header(rest);
     icmp.fill_checksum();
     Ok(new_len)
 }

@@ -58,6 +58,7 @@ pub mod policy;
 pub mod reject;
 pub mod rewrite;
 pub mod route;
+pub mod tunnel;
 pub mod warm;
 
 use crate::conntrack::{flags, ConnTable, FlowKey};
@@ -86,12 +87,14 @@ pub struct StageCounters {
     pub masquerade: masquerade::Counters,
     pub policy: policy::Counters,
     pub reject: reject::Counters,
+    pub tunnel: tunnel::Counters,
 }
 
 impl StageCounters {
     /// Every counter with its name (`stage.counter`), in pipeline order.
-    pub fn values(&self) -> [(&'static str, u64); 15] {
+    pub fn values(&self) -> [(&'static str, u64); 18] {
         [
+            ("tunnel.decapsulated", self.tunnel.decapsulated.get()),
             ("arp.replies", self.arp.replies.get()),
             ("icmp.echo_replies", self.icmp.echo_replies.get()),
             ("conntrack.untracked", self.conntrack.untracked.get()),
@@ -106,16 +109,19 @@ impl StageCounters {
             ("policy.rejudged", self.policy.rejudged.get()),
             ("conntrack.created", self.conntrack.created.get()),
             ("icmp.time_exceeded", self.icmp.time_exceeded.get()),
+            ("icmp.fragmentation_needed", self.icmp.fragmentation_needed.get()),
+            ("tunnel.encapsulated", self.tunnel.encapsulated.get()),
             ("answered", self.answered()),
         ]
     }
 
     /// Answers the switch sent back out the ingress port instead of forwarding: ARP replies,
-    /// echo replies, time exceeded and REJECTs (RST or port unreachable).
+    /// echo replies, time exceeded, fragmentation needed and REJECTs (RST or port unreachable).
     pub fn answered(&self) -> u64 {
         self.arp.replies.get()
             + self.icmp.echo_replies.get()
             + self.icmp.time_exceeded.get()
+            + self.icmp.fragmentation_needed.get()
             + self.reject.tcp_resets.get()
             + self.reject.port_unreachables.get()
     }
@@ -149,10 +155,15 @@ pub fn process(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx) -> Verdic
 /// verdict is the same whatever the hint.
 #[inline]
 pub fn process_hinted(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint: warm::Hint) -> Verdict {
-    match fast::established(buf, len, in_port, ctx, hint) {
+    let overlay = &ctx.tables.overlay;
+    if overlay.enabled && in_port == overlay.uplink && tunnel::is_tunnel_frame(buf, len, overlay) {
+        return tunnel::receive(buf, len, ctx);
+    }
+    let v = match fast::established(buf, len, in_port, ctx, hint) {
         Some(v) => v,
         None => slow(buf, len, in_port, ctx),
-    }
+    };
+    tunnel::finish(buf, v, ctx)
 }
 
 /// The full pipeline (see the module contract); [`process`] comes here for everything the
@@ -216,6 +227,11 @@ fn ipv4(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: PortId, port:
     if !route::ttl_allows_forwarding(buf) {
         return icmp::time_exceeded(buf, len, parsed, in_port, port, ctx);
     }
+    if hop.next.tunnel != 0 {
+        if let Some(answer) = tunnel::too_big(buf, len, parsed, in_port, port, ctx) {
+            return answer;
+        }
+    }
     rewrite::forward_l2(buf, hop.next, hop.out_mac);
     Ok(Verdict::Forward { port: hop.next.port, len })
 }
@@ -271,3 +287,5 @@ mod tests;
 mod tests_policy;
 #[cfg(test)]
 mod tests_services;
+#[cfg(test)]
+mod tests_tunnel;

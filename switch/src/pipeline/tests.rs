@@ -31,9 +31,9 @@ fn tables() -> Tables {
         2,
         Some(PortConfig { name: "x/b".into(), kind: PortKind::Pod, mac: PORT_B_MAC, source_guard: Some(SourceGuard { mac: B_MAC, ip: B_IP }) }),
     );
-    t.routes.insert(u32::from(A_IP), 32, NextHop { port: 1, dst_mac: A_MAC });
-    t.routes.insert(u32::from(B_IP), 32, NextHop { port: 2, dst_mac: B_MAC });
-    t.routes.insert(u32::from(NODE_IP), 32, NextHop { port: 0, dst_mac: NODE_MAC });
+    t.routes.insert(u32::from(A_IP), 32, NextHop::direct(1, A_MAC));
+    t.routes.insert(u32::from(B_IP), 32, NextHop::direct(2, B_MAC));
+    t.routes.insert(u32::from(NODE_IP), 32, NextHop::direct(0, NODE_MAC));
     t
 }
 

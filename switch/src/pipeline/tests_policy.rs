@@ -29,7 +29,7 @@ fn base() -> Tables {
     for (i, ip) in [A, B, C].iter().enumerate() {
         let id = i as PortId + 1;
         t.set_port(id, Some(PortConfig { name: format!("p{id}"), kind: PortKind::Pod, mac: [0xee, 0, 0, 0, 0, id as u8], source_guard: Some(SourceGuard { mac: mac(*ip), ip: *ip }) }));
-        t.routes.insert(u32::from(*ip), 32, NextHop { port: id, dst_mac: mac(*ip) });
+        t.routes.insert(u32::from(*ip), 32, NextHop::direct(id, mac(*ip)));
         std::sync::Arc::make_mut(&mut t.policy.identities).insert(u32::from(*ip), 100 + i as u32);
     }
     t

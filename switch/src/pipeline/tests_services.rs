@@ -62,11 +62,11 @@ fn tables() -> Tables {
             id,
             Some(PortConfig { name: format!("x/{i}"), kind: PortKind::Pod, mac: port_mac(id), source_guard: Some(SourceGuard { mac: pod_mac(*ip), ip: *ip }) }),
         );
-        t.routes.insert(u32::from(*ip), 32, NextHop { port: id, dst_mac: pod_mac(*ip) });
+        t.routes.insert(u32::from(*ip), 32, NextHop::direct(id, pod_mac(*ip)));
     }
     t.set_port(UPLINK, Some(PortConfig { name: "uplink".into(), kind: PortKind::Uplink, mac: port_mac(UPLINK), source_guard: None }));
-    t.routes.insert(u32::from(NODE_IP), 32, NextHop { port: 0, dst_mac: [0x0a, 0x58, 172, 18, 0, 2] });
-    t.routes.insert(u32::from(CLIENT), 32, NextHop { port: UPLINK, dst_mac: [2, 0, 0, 0, 0, 0x50] });
+    t.routes.insert(u32::from(NODE_IP), 32, NextHop::direct(0, [0x0a, 0x58, 172, 18, 0, 2]));
+    t.routes.insert(u32::from(CLIENT), 32, NextHop::direct(UPLINK, [2, 0, 0, 0, 0, 0x50]));
     // The compiler lists a ClusterIP outside the configured range as a /32 of its own.
     let service_cidrs = vec![(u32::from(Ipv4Addr::new(10, 96, 0, 0)), 16), (u32::from(OUTSIDE_VIP), 32)];
     let mut s = ServiceTables { service_cidrs, snat_ip: Some(NODE_IP), ..Default::default() };

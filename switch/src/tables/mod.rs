@@ -15,6 +15,7 @@ pub mod chunked;
 pub mod flatmap;
 pub mod lpm;
 pub mod maglev;
+pub mod overlay;
 pub mod policy;
 pub mod routes;
 pub mod services;
@@ -39,6 +40,10 @@ pub enum PortKind {
     Host,
     /// The node's link to the rest of the network.
     Uplink,
+    /// Not a device: the VXLAN tunnels to the other nodes ([`overlay`]). Frames decapsulated
+    /// from the uplink come in on it; frames routed to it are encapsulated and leave by the
+    /// uplink.
+    Tunnel,
 }
 
 /// The only source a pod port accepts.
@@ -63,6 +68,16 @@ pub struct PortConfig {
 pub struct NextHop {
     pub port: PortId,
     pub dst_mac: [u8; 6],
+    /// 0: the frame leaves `port` as it is; `i + 1`: `port` is the tunnel port and the frame
+    /// is encapsulated in tunnel `i` of [`overlay::Overlay::tunnels`].
+    pub tunnel: u16,
+}
+
+impl NextHop {
+    /// A hop out of a device port to `dst_mac`.
+    pub const fn direct(port: PortId, dst_mac: [u8; 6]) -> Self {
+        Self { port, dst_mac, tunnel: 0 }
+    }
 }
 
 /// One consistent view of the switch's tables.
@@ -79,11 +94,13 @@ pub struct Tables {
     /// Addresses the switch answers ARP for on uplink ports (the node's own addresses, which
     /// clients outside reach NodePorts on and route LoadBalancer traffic through).
     pub uplink_arp: Vec<Ipv4Addr>,
+    /// The tunnels to the other nodes (empty without `--pod-network vxlan`).
+    pub overlay: overlay::Overlay,
 }
 
 impl Tables {
     pub fn new(gateway_ip: Ipv4Addr) -> Self {
-        Self { version: 0, gateway_ip, ports: Vec::new(), routes: routes::Routes::new(), services: Default::default(), policy: Default::default(), uplink_arp: Vec::new() }
+        Self { version: 0, gateway_ip, ports: Vec::new(), routes: routes::Routes::new(), services: Default::default(), policy: Default::default(), uplink_arp: Vec::new(), overlay: Default::default() }
     }
 
     #[inline]

@@ -233,7 +233,7 @@ mod tests {
     }
 
     fn hop(port: u16) -> NextHop {
-        NextHop { port, dst_mac: [2, 0, 0, 0, 0, port as u8] }
+        NextHop::direct(port, [2, 0, 0, 0, 0, port as u8])
     }
 
     fn port_of(r: &Routes, addr: &str) -> Option<u16> {

@@ -32,6 +32,9 @@ pub const TYPE_PARAMETER_PROBLEM: u8 = 12;
 pub const CODE_PORT_UNREACHABLE: u8 = 3;
 /// Time exceeded, code: TTL exceeded in transit.
 pub const CODE_TTL_EXCEEDED: u8 = 0;
+/// Destination unreachable code: fragmentation needed and DF set (RFC 792; the next-hop MTU
+/// in the second header word, RFC 1191).
+pub const CODE_FRAG_NEEDED: u8 = 4;
 
 /// Whether `msg_type` is an ICMP error message (one that quotes the datagram it is about, and
 /// that is never answered with an error itself, RFC 1122 3.2.2).

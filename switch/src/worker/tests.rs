@@ -29,8 +29,8 @@ fn tables() -> Tables {
     };
     t.set_port(A, pod("x/a", PORT_A_MAC, A_MAC, A_IP));
     t.set_port(B, pod("x/b", PORT_B_MAC, B_MAC, B_IP));
-    t.routes.insert(u32::from(A_IP), 32, NextHop { port: A, dst_mac: A_MAC });
-    t.routes.insert(u32::from(B_IP), 32, NextHop { port: B, dst_mac: B_MAC });
+    t.routes.insert(u32::from(A_IP), 32, NextHop::direct(A, A_MAC));
+    t.routes.insert(u32::from(B_IP), 32, NextHop::direct(B, B_MAC));
     t
 }
 

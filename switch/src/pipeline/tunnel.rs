@@ -1,0 +1,197 @@
+//! The tunnel stage: VXLAN (RFC 7348) between the nodes' switches, as the tables'
+//! [`crate::tables::overlay::Overlay`] describes it. It runs around the rest of the pipeline:
+//! decapsulation before it, encapsulation after it.
+//!
+//! Contract:
+//! - [`is_tunnel_frame`]: a frame on the uplink that is option-less IPv4/UDP to this node's
+//!   address and the tunnel's UDP port (a few fixed-offset reads for every uplink frame).
+//! - [`receive`] decapsulates it and runs the pipeline on the inner frame as come in on the
+//!   tunnel port. It takes the frame only when the outer headers hold (IPv4 header checksum,
+//!   not a fragment, lengths, the VNI flag: else `tunnel_malformed`; the outer destination MAC
+//!   is the uplink's: else `dst_mac_not_switch`), it comes from a node of the cluster
+//!   (`tunnel_unknown_peer`) with the pod network's VNI (`tunnel_bad_vni`), its inner frame is
+//!   IPv4 (`tunnel_malformed`), and the inner source belongs to the sending node: an address
+//!   whose route is that node's tunnel (one of its pods), or the node's own address
+//!   (masqueraded traffic). Anything else is `tunnel_spoofed_source`: a node cannot speak for
+//!   another node's pods, nor for this node's, nor for the world.
+//! - [`too_big`]: a packet routed into a tunnel whose IPv4 length exceeds the tunnel's MTU is
+//!   answered with ICMP fragmentation-needed (next-hop MTU = the tunnel's) when DF is set, and
+//!   dropped as `fragmentation_needed` otherwise (pods' MTU leaves room for the tunnel, so only
+//!   a misconfigured pod sends such packets). The check comes after translation: the error
+//!   quotes the packet as translated.
+//! - [`encapsulate`]: a frame the pipeline sends to the tunnel port (routed to a remote pod, or
+//!   an answer to a frame that came through a tunnel) gets the outer headers of the tunnel its
+//!   inner destination routes to and leaves by the uplink; the outer UDP source port comes
+//!   from the inner flow's addresses and ports (RFC 7348 §5), so a flow stays on one RSS queue
+//!   and flows spread.
+//!
+//! No allocation; the frame moves within its own buffer (50 bytes forward or back).
+use crate::counters::Counter;
+use crate::drop_reason::DropReason;
+use crate::tables::overlay::Overlay;
+use crate::wire::offsets::*;
+use crate::wire::vxlan::{self, OVERHEAD};
+use crate::wire::{checksum, ethernet, ipv4, ETHERTYPE_IPV4, IPPROTO_TCP, IPPROTO_UDP};
+use crate::wire::{Ipv4Packet, ParsedFrame};
+
+use super::{fast, icmp, slow, warm, Ctx, Verdict};
+use crate::tables::{PortConfig, PortId};
+
+/// What this stage did.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Frames taken out of a tunnel.
+    pub decapsulated: Counter,
+    /// Frames put into a tunnel.
+    pub encapsulated: Counter,
+}
+
+/// Where the VXLAN header of an option-less outer packet starts.
+const VXLAN_AT: usize = UDP_END;
+
+#[inline(always)]
+fn be16(b: &[u8], i: usize) -> u16 {
+    u16::from_be_bytes([b[i], b[i + 1]])
+}
+
+#[inline(always)]
+fn be32(b: &[u8], i: usize) -> u32 {
+    u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+/// Whether a frame from the uplink is a tunnel frame for this node (see the module contract).
+#[inline(always)]
+pub fn is_tunnel_frame(buf: &[u8], len: usize, o: &Overlay) -> bool {
+    len >= VXLAN_AT
+        && buf.len() >= VXLAN_AT
+        && be16(buf, ETHERTYPE) == ETHERTYPE_IPV4
+        && buf[IPV4_VER_IHL] == VER_IHL_NO_OPTIONS
+        && buf[IPV4_PROTOCOL] == IPPROTO_UDP
+        && be16(buf, L4_DST_PORT) == o.udp_port
+        && be32(buf, IPV4_DST) == u32::from(o.node_ip)
+}
+
+/// Decapsulates a tunnel frame and runs the pipeline on its inner frame (see the module
+/// contract). Out of line: the per-packet path of local traffic stays small.
+#[inline(never)]
+pub fn receive(buf: &mut [u8], len: usize, ctx: &Ctx) -> Verdict {
+    let o = &ctx.tables.overlay;
+    let inner_len = match decapsulate(buf, len, ctx) {
+        Ok(n) => n,
+        Err(r) => return Verdict::Drop(r),
+    };
+    ctx.stages.tunnel.decapsulated.add(1);
+    let v = match fast::established(buf, inner_len, o.tunnel_port, ctx, warm::Hint::NONE) {
+        Some(v) => v,
+        None => slow(buf, inner_len, o.tunnel_port, ctx),
+    };
+    finish(buf, v, ctx)
+}
+
+/// Checks a tunnel frame and moves its inner frame to the front of `buf`; returns the inner
+/// frame's length.
+fn decapsulate(buf: &mut [u8], len: usize, ctx: &Ctx) -> Result<usize, DropReason> {
+    let tables = ctx.tables;
+    let o = &tables.overlay;
+    let len = len.min(buf.len());
+    let inner_at = OVERHEAD;
+    if len < inner_at + ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN {
+        return Err(DropReason::TunnelMalformed);
+    }
+    let uplink_mac = tables.port(o.uplink).map(|p| p.mac).ok_or(DropReason::UnknownIngressPort)?;
+    if buf[ETH_DST..ETH_DST + 6] != uplink_mac {
+        return Err(DropReason::DstMacNotSwitch);
+    }
+    let total = usize::from(be16(buf, IPV4_TOTAL_LEN));
+    let header: &[u8; ipv4::MIN_HEADER_LEN] = buf[IPV4..L4].try_into().map_err(|_| DropReason::TunnelMalformed)?;
+    if checksum::ipv4_header_checksum(header) != 0
+        || be16(buf, IPV4_FLAGS_FRAG) & FRAGMENT_BITS != 0
+        || ethernet::HEADER_LEN + total > len
+        || ethernet::HEADER_LEN + total < inner_at + ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN
+        || usize::from(be16(buf, UDP_LEN)) != total - ipv4::MIN_HEADER_LEN
+    {
+        return Err(DropReason::TunnelMalformed);
+    }
+    let outer_src = be32(buf, IPV4_SRC);
+    let peer = o.peer(outer_src).ok_or(DropReason::TunnelUnknownPeer)?;
+    let (vni, at) = vxlan::inner(&buf[..len], VXLAN_AT).map_err(|_| DropReason::TunnelMalformed)?;
+    debug_assert_eq!(at, inner_at);
+    if vni != o.vni {
+        return Err(DropReason::TunnelBadVni);
+    }
+    let inner_len = ethernet::HEADER_LEN + total - inner_at;
+    if be16(buf, inner_at + ETHERTYPE) != ETHERTYPE_IPV4 {
+        return Err(DropReason::TunnelMalformed);
+    }
+    let inner_src = be32(buf, inner_at + IPV4_SRC);
+    let from_peer = inner_src == outer_src || tables.routes.lookup(inner_src).is_some_and(|h| h.tunnel == peer && h.port == o.tunnel_port);
+    if !from_peer {
+        return Err(DropReason::TunnelSpoofedSource);
+    }
+    buf.copy_within(inner_at..inner_at + inner_len, 0);
+    Ok(inner_len)
+}
+
+/// A packet routed into a tunnel that the tunnel cannot carry: the fragmentation-needed
+/// answer, or the drop (see the module contract). `None`: it fits.
+#[inline(always)]
+pub fn too_big(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: PortId, port: &PortConfig, ctx: &Ctx) -> Option<Result<Verdict, DropReason>> {
+    let mtu = ctx.tables.overlay.inner_mtu;
+    let ip = Ipv4Packet::new_unchecked(&buf[IPV4..]);
+    if ip.total_len() <= mtu {
+        return None;
+    }
+    if !ip.dont_frag() {
+        return Some(Err(DropReason::FragmentationNeeded));
+    }
+    Some(icmp::fragmentation_needed(buf, len, parsed, in_port, port, mtu, ctx))
+}
+
+/// The pipeline's last step: a frame for the tunnel port is encapsulated; every other verdict
+/// stays as it is.
+#[inline(always)]
+pub fn finish(buf: &mut [u8], v: Verdict, ctx: &Ctx) -> Verdict {
+    let o = &ctx.tables.overlay;
+    match v {
+        Verdict::Forward { port, len } if port == o.tunnel_port && o.enabled => encapsulate(buf, len, ctx),
+        v => v,
+    }
+}
+
+/// Puts the (IPv4) frame into the tunnel its destination routes to; see the module contract.
+#[inline(never)]
+fn encapsulate(buf: &mut [u8], len: usize, ctx: &Ctx) -> Verdict {
+    let o = &ctx.tables.overlay;
+    if len < L4 || buf.len() < len + OVERHEAD {
+        return Verdict::Drop(DropReason::FragmentationNeeded);
+    }
+    let dst = be32(buf, IPV4_DST);
+    let Some(tunnel) = ctx.tables.routes.lookup(dst).and_then(|h| o.tunnel(h.tunnel)) else {
+        return Verdict::Drop(DropReason::NoRoute);
+    };
+    let hash = flow_hash(buf, len);
+    buf.copy_within(0..len, OVERHEAD);
+    if tunnel.write_outer(&mut buf[..len + OVERHEAD], vxlan::source_port(hash)).is_err() {
+        return Verdict::Drop(DropReason::FragmentationNeeded);
+    }
+    ctx.stages.tunnel.encapsulated.add(1);
+    Verdict::Forward { port: o.uplink, len: len + OVERHEAD }
+}
+
+/// A hash of the inner flow (addresses, protocol, and the ports of unfragmented TCP and UDP)
+/// for the outer source port.
+#[inline(always)]
+fn flow_hash(buf: &[u8], len: usize) -> u64 {
+    let proto = buf[IPV4_PROTOCOL];
+    let ihl = usize::from(buf[IPV4_VER_IHL] & 0x0f) * 4;
+    let l4 = IPV4 + ihl;
+    let ports = if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && be16(buf, IPV4_FLAGS_FRAG) & FRAGMENT_BITS == 0 && len >= l4 + 4 {
+        be32(buf, l4)
+    } else {
+        0
+    };
+    let a = (u64::from(be32(buf, IPV4_SRC)) << 32 | u64::from(be32(buf, IPV4_DST))).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let b = (u64::from(ports) << 8 | u64::from(proto)).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    (a ^ b ^ (a >> 29)).wrapping_mul(0x1656_67b1_9e37_79f9)
+}
+
