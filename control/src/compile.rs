@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use switch::tables::overlay::Overlay;
 use switch::tables::policy::PolicyTables;
 use switch::tables::routes::Routes;
 use switch::tables::services::ServiceTables;
@@ -38,6 +39,10 @@ pub struct Uplink {
     /// MAC of the next hop behind the uplink (the router, or in the lab the `external` host):
     /// everything without a more specific route goes there.
     pub gateway_mac: [u8; 6],
+    /// How pods reach other nodes' pods over it.
+    pub pod_network: crate::pod_network::PodNetwork,
+    /// Its MTU (IPv4 packet size), read at start.
+    pub mtu: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,12 +104,14 @@ pub fn desired_ports(node: &NodeInfo, pods: &[PodInfo], uplink: Option<&Uplink>)
     (out, problems)
 }
 
-/// The port part of the tables: what the desired and attached ports make.
-#[derive(Debug, Clone, PartialEq)]
+/// The port part of the tables: what the desired and attached ports make, and the pod
+/// network's routes and tunnels ([`crate::pod_network::add_routes`]).
+#[derive(Debug, Clone, Default)]
 pub struct PortTables {
     pub ports: Vec<Option<PortConfig>>,
     pub routes: Routes,
     pub uplink_arp: Vec<Ipv4Addr>,
+    pub overlay: Overlay,
 }
 
 impl PortTables {
@@ -123,21 +130,21 @@ impl PortTables {
             t.set_port(a.id, Some(PortConfig { name: d.key.clone(), kind: d.kind, mac: a.mac, source_guard: guard }));
             match (d.kind, d.pod_ip) {
                 (PortKind::Pod, Some(ip)) => {
-                    t.routes.insert(u32::from(ip), 32, NextHop { port: a.id, dst_mac: naming::pod_mac(ip) });
+                    t.routes.insert(u32::from(ip), 32, NextHop::direct(a.id, naming::pod_mac(ip)));
                 }
                 (PortKind::Host, _) => {
-                    t.routes.insert(u32::from(node.internal_ip), 32, NextHop { port: a.id, dst_mac: host_stack_mac });
+                    t.routes.insert(u32::from(node.internal_ip), 32, NextHop::direct(a.id, host_stack_mac));
                 }
                 (PortKind::Uplink, _) => {
                     if let Some(u) = uplink {
                         // Whatever is not a pod of this node or the node itself leaves by the uplink.
-                        t.routes.insert(0, 0, NextHop { port: a.id, dst_mac: u.gateway_mac });
+                        t.routes.insert(0, 0, NextHop::direct(a.id, u.gateway_mac));
                     }
                 }
                 _ => {}
             }
         }
-        Self { ports: t.ports, routes: t.routes, uplink_arp: vec![node.internal_ip] }
+        Self { ports: t.ports, routes: t.routes, uplink_arp: vec![node.internal_ip], overlay: Overlay::default() }
     }
 }
 
@@ -166,6 +173,7 @@ pub fn assemble(parts: Parts<'_>) -> Tables {
         services: parts.services.clone(),
         policy: parts.policy.clone(),
         uplink_arp: parts.ports.uplink_arp.clone(),
+        overlay: parts.ports.overlay.clone(),
     }
 }
 
@@ -218,7 +226,7 @@ mod tests {
     #[test]
     fn assembled_routes_are_the_port_parts_routes() {
         let pods = vec![pod("x", "a", Some("10.244.0.10")), pod("x", "b", Some("10.244.1.11"))];
-        let uplink = Uplink { ifname: "eth0".into(), gateway_mac: [2, 0, 0, 0, 0, 0xfe] };
+        let uplink = Uplink { ifname: "eth0".into(), gateway_mac: [2, 0, 0, 0, 0, 0xfe], pod_network: Default::default(), mtu: 1500 };
         let (d, _) = desired_ports(&node(), &pods, Some(&uplink));
         let attached: BTreeMap<String, Attached> = d
             .iter()

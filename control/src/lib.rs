@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod model;
 pub mod naming;
 pub mod nodes;
+pub mod pod_network;
 pub mod pods;
 pub mod policy;
 pub mod run;

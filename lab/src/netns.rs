@@ -211,7 +211,7 @@ pub fn sysctl(netns: &str, key: &str, value: &str) -> anyhow::Result<()> {
 
 /// Builds pod `p`: its namespace, the veth pair (host side in its node's namespace), addresses,
 /// routes, offloads and sysctls. On error the caller removes what was made with [`delete_pod`].
-pub fn create_pod(p: &PodState) -> anyhow::Result<()> {
+pub fn create_pod(p: &PodState, mtu: u16) -> anyhow::Result<()> {
     let ns = p.netns.as_str();
     let host = p.interface.as_str();
     let node = p.node_netns.as_str();
@@ -221,7 +221,8 @@ pub fn create_pod(p: &PodState) -> anyhow::Result<()> {
     // Before any link exists, so that eth0 comes up without IPv6 (no RS/MLD/DAD noise).
     sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
     sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
-    ip(&["-n", node, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
+    let mtu = mtu.to_string();
+    ip(&["-n", node, "link", "add", host, "mtu", &mtu, "type", "veth", "peer", "name", "eth0", "netns", ns, "mtu", &mtu])?;
     sysctl(node, &format!("net.ipv6.conf.{host}.disable_ipv6"), "1")?;
     ip(&["-n", ns, "link", "set", "eth0", "address", &p.mac])?;
     ip(&["-n", ns, "addr", "add", &cidr, "dev", "eth0"])?;

@@ -183,7 +183,7 @@ pub fn reconcile(
         }
         let mut p = pod_state(key, pp, &netns_of(&pp.node, st));
         st.pods.insert(key.clone(), p.clone());
-        let built = netns::create_pod(&p).and_then(|_| start_server(&mut p, exe, children));
+        let built = netns::create_pod(&p, st.switch.pod_mtu()).and_then(|_| start_server(&mut p, exe, children));
         if let Err(e) = built {
             remove_pod(&p, log);
             st.pods.remove(key);

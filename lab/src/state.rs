@@ -217,6 +217,25 @@ pub struct SwitchState {
     pub process: Option<ProcRef>,
     /// False when the lab came up with PODSWITCH_LAB_NO_SWITCH=1.
     pub started_by_up: bool,
+    /// `lab up --pod-network`: how the switches reach the other nodes' pods (`vxlan`, the
+    /// default, or `routed`); absent in state files of older labs.
+    #[serde(default = "default_pod_network")]
+    pub pod_network: String,
+}
+
+fn default_pod_network() -> String {
+    "vxlan".into()
+}
+
+impl SwitchState {
+    /// The pods' MTU: the underlay's 1500 less what the pod network adds (VXLAN: 50 bytes).
+    pub fn pod_mtu(&self) -> u16 {
+        if self.pod_network == "vxlan" {
+            1450
+        } else {
+            1500
+        }
+    }
 }
 
 impl State {

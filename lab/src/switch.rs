@@ -75,6 +75,7 @@ pub fn command_line(st: &State, node: &NodeSwitch, exe: &Path) -> Vec<String> {
     }
     if let Some(e) = &st.external {
         args.extend(["--uplink".into(), e.uplink.clone(), "--uplink-gateway-mac".into(), e.mac.clone()]);
+        args.extend(["--pod-network".into(), st.switch.pod_network.clone()]);
     }
     args
 }

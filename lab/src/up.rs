@@ -40,6 +40,10 @@ pub struct UpArgs {
     /// node per Node object (none: one node `node-1`).
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
+    /// How the nodes' switches reach each other's pods (`podswitch run --pod-network`):
+    /// `vxlan` (tunnels over the underlay; pods get MTU 1450) or `routed` (MTU 1500).
+    #[arg(long, value_name = "MODE", default_value = "vxlan", value_parser = ["vxlan", "routed"])]
+    pub pod_network: String,
 }
 
 /// Why a lab counts as up, if it does.
@@ -103,6 +107,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<i32> {
             control_socket: PathBuf::from(naming::DEFAULT_CONTROL_SOCKET),
             process: None,
             started_by_up: !no_switch,
+            pod_network: a.pod_network,
         },
         supervisor: None,
         created_unix: state::now_unix(),

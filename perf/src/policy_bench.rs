@@ -214,11 +214,11 @@ pub fn main(a: PolicyArgs) -> anyhow::Result<i32> {
         let id = i as u16 + 1;
         let ip = pod_ip(i);
         t.set_port(id, Some(PortConfig { name: format!("p{i}"), kind: PortKind::Pod, mac: port_mac(id), source_guard: Some(SourceGuard { mac: mac_of(ip), ip }) }));
-        t.routes.insert(u32::from(ip), 32, NextHop { port: id, dst_mac: mac_of(ip) });
+        t.routes.insert(u32::from(ip), 32, NextHop::direct(id, mac_of(ip)));
     }
     let uplink = a.local_pods as u16 + 1;
     t.set_port(uplink, Some(PortConfig { name: "uplink".into(), kind: PortKind::Uplink, mac: port_mac(uplink), source_guard: None }));
-    t.routes.insert(0, 0, NextHop { port: uplink, dst_mac: [2, 0, 0, 0, 0, 1] });
+    t.routes.insert(0, 0, NextHop::direct(uplink, [2, 0, 0, 0, 0, 1]));
     t.policy = c.tables;
     let ct = ConnTable::new(a.connections + a.connections / 8, KeyHasher::new(7));
     let (drops, flows, pc) = (DropCounters::default(), FlowRing::new(8192), PolicyCounters::default());

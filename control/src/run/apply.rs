@@ -28,6 +28,8 @@ use super::shared::{Shared, Snapshot};
 use crate::compile::{self, Attached, DesiredPort, PortTables, Uplink};
 use crate::manifests::Manifests;
 use crate::model::{self, NodeInfo};
+use crate::nodes::{self, RemoteNode};
+use crate::pod_network::{self, AttachedUplink};
 use crate::pods::PodCache;
 use crate::policy::{self as netpol, CompiledPolicy, PolicyInputs, PolicyState};
 use crate::services::{self, CompiledServices, ServiceConfig, ServiceInputs, ServiceState};
@@ -75,6 +77,12 @@ pub(crate) struct Switch {
     desired_from: Option<u64>,
     /// Sentences about pods: unreadable ones, and those `desired` cannot wire.
     pod_problems: Vec<String>,
+    /// The other nodes, and sentences about those left out or not reachable (yet).
+    remote: Vec<RemoteNode>,
+    node_problems: Vec<String>,
+    network_problems: Vec<String>,
+    /// MACs of the next hops on the uplink by underlay address (the neighbour table).
+    neighbours: BTreeMap<std::net::Ipv4Addr, [u8; 6]>,
     problems: Vec<String>,
     /// Attached ports by key, with their interface.
     pub attached: BTreeMap<String, (Attached, String)>,
@@ -106,6 +114,10 @@ impl Switch {
             desired: Vec::new(),
             desired_from: None,
             pod_problems: Vec::new(),
+            remote: Vec::new(),
+            node_problems: Vec::new(),
+            network_problems: Vec::new(),
+            neighbours: BTreeMap::new(),
             problems: Vec::new(),
             attached: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -140,6 +152,18 @@ impl Switch {
         if node != self.cfg.node {
             return Err(ApplyError::NodeChanged { old: Box::new(self.cfg.node.clone()), new: Box::new(node) });
         }
+        // The other nodes: their routes change with them, live.
+        let (remote, node_problems) = nodes::remote_nodes(m, &self.cfg.node);
+        self.node_problems = node_problems;
+        let nodes_changed = remote != self.remote;
+        if nodes_changed {
+            let cidrs = |r: &[RemoteNode]| r.iter().flat_map(|n| n.pod_cidrs.iter().copied()).collect::<Vec<_>>();
+            if let Err(e) = host_port::reroute(&self.cfg.node, &cidrs(&self.remote), &cidrs(&remote)) {
+                tracing::warn!("routing the other nodes' pod CIDRs to the switch on the host port: {e}");
+            }
+            tracing::info!(nodes = remote.len(), "other nodes changed");
+            self.remote = remote;
+        }
         // The pods step: only the pods that changed are read again, and the ports follow
         // only when some pod did.
         self.pods.update(m);
@@ -159,7 +183,7 @@ impl Switch {
         let compiled = if self.svc_state.set_service_cidrs(ranges) {
             let now = &self.svc_state.config().service_cidrs;
             tracing::info!(?now, ?before, "Service ranges changed (ServiceCIDR objects, else --service-cidr)");
-            if let Err(e) = host_port::reroute_service_ranges(&self.cfg.node, &before, now) {
+            if let Err(e) = host_port::reroute(&self.cfg.node, &before, now) {
                 tracing::warn!("routing the Service ranges to the switch on the host port: {e}");
             }
             services::compile_services_full(&inputs, &mut self.svc_state)
@@ -171,6 +195,7 @@ impl Switch {
             self.policy = Some(Arc::new(c));
         }
         let mut problems = self.pod_problems.clone();
+        problems.extend(self.node_problems.iter().cloned());
         problems.extend(compiled.problems.iter().cloned());
         problems.extend(self.policy.iter().flat_map(|p| p.problems.iter().cloned()));
         for p in &problems {
@@ -183,6 +208,9 @@ impl Switch {
         if ports_changed || !self.pending.is_empty() {
             self.reconcile(false);
         } else {
+            if nodes_changed {
+                self.rebuild_port_tables();
+            }
             self.publish_tables();
         }
         // The new tables are in force: no new flow can pick a removed endpoint any more, so its
@@ -224,7 +252,7 @@ impl Switch {
 
     fn free_id(&self) -> PortId {
         let used: BTreeSet<PortId> = self.attached.values().map(|(a, _)| a.id).collect();
-        (1..).find(|id| !used.contains(id)).expect("fewer ports than ids")
+        (pod_network::TUNNEL_PORT_ID + 1..).find(|id| !used.contains(id)).expect("fewer ports than ids")
     }
 
     /// Brings attached ports in line with the desired ones; publishes the tables. Interfaces
@@ -292,6 +320,26 @@ impl Switch {
     fn rebuild_port_tables(&mut self) {
         let attached: BTreeMap<String, Attached> = self.attached.iter().map(|(k, (a, _))| (k.clone(), *a)).collect();
         self.port_tables = PortTables::build(&self.cfg.node, &self.desired, &attached, self.cfg.host_stack_mac, self.cfg.uplink.as_ref());
+        self.network_problems.clear();
+        if let Some(u) = &self.cfg.uplink {
+            let up = attached.get(compile::UPLINK_KEY).map(|a| AttachedUplink { id: a.id, mac: a.mac, mtu: u.mtu });
+            let neighbours = &self.neighbours;
+            let mac = |ip: std::net::Ipv4Addr| neighbours.get(&ip).copied();
+            self.network_problems = pod_network::add_routes(&mut self.port_tables, &self.cfg.node, u.pod_network, up, &self.remote, &mac);
+            for p in &self.network_problems {
+                tracing::warn!("{p}");
+            }
+        }
+    }
+
+    /// The neighbour table changed: the routes to other nodes follow.
+    pub fn set_neighbours(&mut self, neighbours: BTreeMap<std::net::Ipv4Addr, [u8; 6]>) {
+        if neighbours != self.neighbours {
+            self.neighbours = neighbours;
+            self.rebuild_port_tables();
+            self.publish_tables();
+            self.publish_snapshot();
+        }
     }
 
     /// Assembles the tables from the parts in hand and puts them in force.
@@ -329,7 +377,7 @@ impl Switch {
             ports_wanted: self.desired.len(),
             port_keys: self.attached.iter().map(|(k, (a, _))| (a.id, k.clone())).collect(),
             pending: self.pending.clone(),
-            problems: self.problems.clone(),
+            problems: self.problems.iter().chain(&self.network_problems).cloned().collect(),
             ignored_kinds: self.ignored_kinds.clone(),
             last_error: self.last_error.clone(),
             syncs: self.syncs,

@@ -82,9 +82,9 @@ fn route_to_switch(node: &NodeInfo, cidr: &str) -> Result<(), HostPortError> {
     run(&route)
 }
 
-/// The Service ranges changed (ServiceCIDR objects): routes for the new ones, none for the
-/// ones that went.
-pub fn reroute_service_ranges(node: &NodeInfo, old: &[ipnet::Ipv4Net], new: &[ipnet::Ipv4Net]) -> Result<(), HostPortError> {
+/// Ranges routed to the switch changed (the Service ranges from ServiceCIDR objects, the other
+/// nodes' pod CIDRs): routes for the new ones, none for the ones that went.
+pub fn reroute(node: &NodeInfo, old: &[ipnet::Ipv4Net], new: &[ipnet::Ipv4Net]) -> Result<(), HostPortError> {
     for cidr in new {
         route_to_switch(node, &cidr.to_string())?;
     }

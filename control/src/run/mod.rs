@@ -84,6 +84,17 @@ pub struct RunArgs {
     /// MAC of the next hop behind --uplink (the router; in the lab, the `external` host).
     #[arg(long, value_name = "MAC", requires = "uplink")]
     pub uplink_gateway_mac: Option<String>,
+    /// How pods reach the pods of other nodes through --uplink: `vxlan` (each node's pod CIDRs
+    /// through a VXLAN tunnel to its InternalIP; pods' MTU must leave 50 bytes for it) or
+    /// `routed` (unencapsulated: the underlay routes pod CIDRs, or the nodes share a subnet).
+    #[arg(long, value_enum, value_name = "MODE", default_value = "vxlan")]
+    pub pod_network: PodNetworkArg,
+    /// UDP port of the VXLAN tunnels (8472: flannel's and Linux's default; IANA's is 4789).
+    #[arg(long, value_name = "PORT", default_value_t = switch::wire::vxlan::DEFAULT_PORT)]
+    pub vxlan_port: u16,
+    /// VXLAN network identifier of the pod network (24 bits); the same on every node.
+    #[arg(long, value_name = "VNI", default_value_t = 1)]
+    pub vxlan_vni: u32,
     /// Start even if some pods' interfaces do not exist yet (they are retried every second).
     #[arg(long)]
     pub allow_missing_interfaces: bool,
@@ -93,6 +104,24 @@ pub struct RunArgs {
     /// is still proxied.
     #[arg(long = "service-cidr", value_name = "CIDR", default_value = crate::services::DEFAULT_SERVICE_CIDR)]
     pub service_cidrs: Vec<ipnet::Ipv4Net>,
+}
+
+/// `--pod-network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PodNetworkArg {
+    Vxlan,
+    Routed,
+}
+
+impl RunArgs {
+    /// The pod network `--pod-network`, `--vxlan-port` and `--vxlan-vni` describe.
+    pub fn pod_network(&self) -> Result<crate::pod_network::PodNetwork, crate::pod_network::PodNetworkError> {
+        use crate::pod_network::PodNetwork;
+        match self.pod_network {
+            PodNetworkArg::Vxlan => PodNetwork::Vxlan { udp_port: self.vxlan_port, vni: self.vxlan_vni }.validate(),
+            PodNetworkArg::Routed => Ok(PodNetwork::Routed),
+        }
+    }
 }
 
 fn init_logging() {

@@ -47,6 +47,8 @@ pub enum StartError {
     UplinkMac(String),
     #[error("uplink interface {0} does not exist in this network namespace")]
     NoUplink(String),
+    #[error(transparent)]
+    PodNetwork(#[from] crate::pod_network::PodNetworkError),
     #[error("interface {ifname} of pod {pod} does not exist in this network namespace (pass --allow-missing-interfaces to wait for it)")]
     MissingInterface { ifname: String, pod: String },
     #[error(transparent)]
@@ -111,7 +113,8 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
             if !iface::exists(ifname) {
                 return Err(StartError::NoUplink(ifname.clone()));
             }
-            Some(Uplink { ifname: ifname.clone(), gateway_mac })
+            let mtu = iface::mtu(ifname).map_err(|_| StartError::NoUplink(ifname.clone()))?;
+            Some(Uplink { ifname: ifname.clone(), gateway_mac, pod_network: args.pod_network()?, mtu })
         }
         _ => None,
     };

@@ -30,6 +30,12 @@ pub fn mac(ifname: &str) -> Result<[u8; 6], AfXdpError> {
     parse_mac(&s).ok_or_else(|| AfXdpError::NoInterface { ifname: ifname.into(), detail: format!("bad MAC {s:?}") })
 }
 
+/// The interface's MTU (the largest IP packet it sends).
+pub fn mtu(ifname: &str) -> Result<u16, AfXdpError> {
+    let s = read(ifname, "mtu")?;
+    s.parse().map_err(|_| AfXdpError::NoInterface { ifname: ifname.into(), detail: format!("bad MTU {s:?}") })
+}
+
 /// Number of rx queues (`/sys/class/net/IF/queues/rx-*`).
 pub fn rx_queues(ifname: &str) -> Result<u32, AfXdpError> {
     let dir = format!("/sys/class/net/{ifname}/queues");
