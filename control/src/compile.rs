@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use switch::tables::egress::EgressMasquerade;
 use switch::tables::overlay::Overlay;
 use switch::tables::policy::PolicyTables;
 use switch::tables::routes::Routes;
@@ -43,6 +44,9 @@ pub struct Uplink {
     pub pod_network: crate::pod_network::PodNetwork,
     /// Its MTU (IPv4 packet size), read at start.
     pub mtu: u16,
+    /// Destinations pods reach with their own address besides the cluster's pod CIDRs
+    /// (`--non-masquerade-cidr`).
+    pub non_masquerade: Vec<ipnet::Ipv4Net>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +116,7 @@ pub struct PortTables {
     pub routes: Routes,
     pub uplink_arp: Vec<Ipv4Addr>,
     pub overlay: Overlay,
+    pub egress: EgressMasquerade,
 }
 
 impl PortTables {
@@ -144,7 +149,7 @@ impl PortTables {
                 _ => {}
             }
         }
-        Self { ports: t.ports, routes: t.routes, uplink_arp: vec![node.internal_ip], overlay: Overlay::default() }
+        Self { ports: t.ports, routes: t.routes, uplink_arp: vec![node.internal_ip], overlay: Overlay::default(), egress: EgressMasquerade::default() }
     }
 }
 
@@ -174,6 +179,7 @@ pub fn assemble(parts: Parts<'_>) -> Tables {
         policy: parts.policy.clone(),
         uplink_arp: parts.ports.uplink_arp.clone(),
         overlay: parts.ports.overlay.clone(),
+        egress: parts.ports.egress.clone(),
     }
 }
 
@@ -226,7 +232,7 @@ mod tests {
     #[test]
     fn assembled_routes_are_the_port_parts_routes() {
         let pods = vec![pod("x", "a", Some("10.244.0.10")), pod("x", "b", Some("10.244.1.11"))];
-        let uplink = Uplink { ifname: "eth0".into(), gateway_mac: [2, 0, 0, 0, 0, 0xfe], pod_network: Default::default(), mtu: 1500 };
+        let uplink = Uplink { ifname: "eth0".into(), gateway_mac: [2, 0, 0, 0, 0, 0xfe], pod_network: Default::default(), mtu: 1500, non_masquerade: Vec::new() };
         let (d, _) = desired_ports(&node(), &pods, Some(&uplink));
         let attached: BTreeMap<String, Attached> = d
             .iter()

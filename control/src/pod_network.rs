@@ -18,7 +18,13 @@
 //!
 //! A node whose next hop is not resolved (yet) gets no routes (its pods are `no_route` until
 //! then) and a sentence. The inner MTU is the uplink's MTU less the VXLAN overhead.
+//!
+//! With an attached uplink, pods' traffic leaving the cluster is masqueraded
+//! ([`switch::tables::egress`]): everything but this node's and every other node's pod CIDRs
+//! (whether reachable yet or not), this node's InternalIP and the `non_masquerade` prefixes.
 use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
 
 use switch::tables::overlay::{Overlay, TUNNEL_MAC};
 use switch::tables::{NextHop, PortConfig, PortId, PortKind};
@@ -85,16 +91,25 @@ pub struct AttachedUplink {
 
 /// Adds the pod network's routes (and tunnels) to `ports`; see the module contract. Returns
 /// sentences about the nodes left without routes.
+#[allow(clippy::too_many_arguments)]
 pub fn add_routes(
     ports: &mut PortTables,
     node: &NodeInfo,
     mode: PodNetwork,
     uplink: Option<AttachedUplink>,
     remote: &[RemoteNode],
+    non_masquerade: &[Ipv4Net],
     next_hop_mac: &dyn Fn(Ipv4Addr) -> Option<[u8; 6]>,
 ) -> Vec<String> {
     let Some(up) = uplink else { return Vec::new() };
     let mut problems = Vec::new();
+    let exempt = &mut ports.egress.exempt;
+    let cidrs = std::iter::once(node.pod_cidr).chain(remote.iter().flat_map(|r| r.pod_cidrs.iter().copied())).chain(non_masquerade.iter().copied());
+    for c in cidrs {
+        exempt.insert(u32::from(c.network()), c.prefix_len(), ());
+    }
+    exempt.insert(u32::from(node.internal_ip), 32, ());
+    ports.egress.masquerade = true;
     if let PodNetwork::Vxlan { udp_port, vni } = mode {
         let id = usize::from(TUNNEL_PORT_ID);
         if ports.ports.len() <= id {
@@ -168,7 +183,7 @@ mod tests {
     fn vxlan_routes_each_nodes_pods_and_address_into_its_tunnel() {
         let mut p = PortTables::default();
         let nodes = [remote("n2", "10.244.1.0/24", [172, 18, 0, 3]), remote("n3", "10.244.2.0/24", [172, 18, 0, 4])];
-        let problems = add_routes(&mut p, &node(), PodNetwork::default(), Some(UP), &nodes, &resolve);
+        let problems = add_routes(&mut p, &node(), PodNetwork::default(), Some(UP), &nodes, &[], &resolve);
         assert!(problems.is_empty(), "{problems:?}");
         let o = &p.overlay;
         assert!(o.enabled);
@@ -186,7 +201,7 @@ mod tests {
     fn routed_mode_sends_each_nodes_pods_to_its_mac_on_the_uplink() {
         let mut p = PortTables::default();
         let nodes = [remote("n2", "10.244.1.0/24", [172, 18, 0, 3])];
-        add_routes(&mut p, &node(), PodNetwork::Routed, Some(UP), &nodes, &resolve);
+        add_routes(&mut p, &node(), PodNetwork::Routed, Some(UP), &nodes, &[], &resolve);
         assert!(!p.overlay.enabled);
         assert_eq!(*p.routes.lookup(u32::from(Ipv4Addr::new(10, 244, 1, 200))).unwrap(), NextHop::direct(3, [2, 0, 0, 0, 1, 3]));
         assert!(p.ports.get(usize::from(TUNNEL_PORT_ID)).is_none_or(Option::is_none));
@@ -196,14 +211,34 @@ mod tests {
     fn an_unresolved_node_gets_no_route_and_a_sentence_and_no_uplink_means_nothing() {
         let mut p = PortTables::default();
         let nodes = [remote("n9", "10.244.9.0/24", [172, 18, 0, 99]), remote("n2", "10.244.1.0/24", [172, 18, 0, 3])];
-        let problems = add_routes(&mut p, &node(), PodNetwork::default(), Some(UP), &nodes, &resolve);
+        let problems = add_routes(&mut p, &node(), PodNetwork::default(), Some(UP), &nodes, &[], &resolve);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("n9") && problems[0].contains("172.18.0.99"), "{problems:?}");
         assert!(p.routes.lookup(u32::from(Ipv4Addr::new(10, 244, 9, 1))).is_none());
         assert!(p.routes.lookup(u32::from(Ipv4Addr::new(10, 244, 1, 1))).is_some());
         let mut none = PortTables::default();
-        assert!(add_routes(&mut none, &node(), PodNetwork::default(), None, &nodes, &resolve).is_empty());
-        assert!(!none.overlay.enabled && none.routes.is_empty());
+        assert!(add_routes(&mut none, &node(), PodNetwork::default(), None, &nodes, &[], &resolve).is_empty());
+        assert!(!none.overlay.enabled && none.routes.is_empty() && !none.egress.masquerade);
+    }
+
+    #[test]
+    fn pods_leaving_the_cluster_are_masqueraded_but_not_towards_pods_the_node_or_exempt_ranges() {
+        let mut p = PortTables::default();
+        // n9 is unresolved: its pods are still pods, never masqueraded.
+        let nodes = [remote("n2", "10.244.1.0/24", [172, 18, 0, 3]), remote("n9", "10.244.9.0/24", [172, 18, 0, 99])];
+        add_routes(&mut p, &node(), PodNetwork::Routed, Some(UP), &nodes, &["192.168.0.0/16".parse().unwrap()], &resolve);
+        let e = &p.egress;
+        for (dst, masq) in [
+            ([10, 244, 0, 5], false),
+            ([10, 244, 1, 5], false),
+            ([10, 244, 9, 5], false),
+            ([192, 168, 3, 3], false),
+            ([172, 18, 0, 3], true), // another node's own address
+            ([8, 8, 8, 8], true),
+        ] {
+            assert_eq!(e.applies_to(u32::from(Ipv4Addr::from(dst))), masq, "{dst:?}");
+        }
+        assert!(!e.applies_to(u32::from(DEFAULT_INTERNAL_IP)));
     }
 
     #[test]

@@ -325,7 +325,7 @@ impl Switch {
             let up = attached.get(compile::UPLINK_KEY).map(|a| AttachedUplink { id: a.id, mac: a.mac, mtu: u.mtu });
             let neighbours = &self.neighbours;
             let mac = |ip: std::net::Ipv4Addr| neighbours.get(&ip).copied();
-            self.network_problems = pod_network::add_routes(&mut self.port_tables, &self.cfg.node, u.pod_network, up, &self.remote, &mac);
+            self.network_problems = pod_network::add_routes(&mut self.port_tables, &self.cfg.node, u.pod_network, up, &self.remote, &u.non_masquerade, &mac);
             for p in &self.network_problems {
                 tracing::warn!("{p}");
             }

@@ -95,6 +95,11 @@ pub struct RunArgs {
     /// VXLAN network identifier of the pod network (24 bits); the same on every node.
     #[arg(long, value_name = "VNI", default_value_t = 1)]
     pub vxlan_vni: u32,
+    /// Pods' connections to addresses outside the cluster's pod CIDRs leave --uplink
+    /// masqueraded to the node's InternalIP (as ip-masq-agent does); repeat this to let pods
+    /// reach more ranges with their own address (e.g. a peered network that routes pod CIDRs).
+    #[arg(long = "non-masquerade-cidr", value_name = "CIDR")]
+    pub non_masquerade_cidrs: Vec<ipnet::Ipv4Net>,
     /// Start even if some pods' interfaces do not exist yet (they are retried every second).
     #[arg(long)]
     pub allow_missing_interfaces: bool,

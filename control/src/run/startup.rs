@@ -114,7 +114,13 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
                 return Err(StartError::NoUplink(ifname.clone()));
             }
             let mtu = iface::mtu(ifname).map_err(|_| StartError::NoUplink(ifname.clone()))?;
-            Some(Uplink { ifname: ifname.clone(), gateway_mac, pod_network: args.pod_network()?, mtu })
+            Some(Uplink {
+                ifname: ifname.clone(),
+                gateway_mac,
+                pod_network: args.pod_network()?,
+                mtu,
+                non_masquerade: args.non_masquerade_cidrs.iter().map(|c| c.trunc()).collect(),
+            })
         }
         _ => None,
     };

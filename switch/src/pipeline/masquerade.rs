@@ -5,6 +5,9 @@
 //! - [`apply`] masquerades a connection the load balancer asked it for: the reply comes back
 //!   to the node's SNAT address on a free port in 32768..61000 (no SNAT address known: drop;
 //!   no free port within 64 probes: drop).
+//! - [`leaves_cluster`]: a new connection from a pod that is not to a Service and leaves the
+//!   cluster ([`crate::tables::egress`]) is masqueraded the same way ([`apply`]), counted
+//!   apart.
 //! - [`resolve_clash`]: when another connection already answers on the reply tuple of one that
 //!   is not masqueraded (the client used the same source port toward another Service with this
 //!   backend, or toward the backend directly), the client's address stays but the connection
@@ -28,6 +31,15 @@ pub struct Counters {
     pub masqueraded: Counter,
     /// Connections given another source port because their reply tuple was taken.
     pub clashes: Counter,
+    /// Of the masqueraded connections, those from pods leaving the cluster.
+    pub egress: Counter,
+}
+
+/// Whether a new connection from a pod (not to a Service) to `dst` over `proto` leaves the
+/// cluster masqueraded.
+#[inline(always)]
+pub fn leaves_cluster(dst: u32, proto: u8, ctx: &Ctx) -> bool {
+    proto != IPPROTO_ICMP && ctx.tables.egress.applies_to(dst)
 }
 
 /// Masquerades `init` (translated to a backend already) to the node's address.

@@ -92,7 +92,7 @@ pub struct StageCounters {
 
 impl StageCounters {
     /// Every counter with its name (`stage.counter`), in pipeline order.
-    pub fn values(&self) -> [(&'static str, u64); 18] {
+    pub fn values(&self) -> [(&'static str, u64); 19] {
         [
             ("tunnel.decapsulated", self.tunnel.decapsulated.get()),
             ("arp.replies", self.arp.replies.get()),
@@ -106,6 +106,7 @@ impl StageCounters {
             ("reject.port_unreachables", self.reject.port_unreachables.get()),
             ("masquerade.masqueraded", self.masquerade.masqueraded.get()),
             ("masquerade.clashes", self.masquerade.clashes.get()),
+            ("masquerade.egress", self.masquerade.egress.get()),
             ("policy.rejudged", self.policy.rejudged.get()),
             ("conntrack.created", self.conntrack.created.get()),
             ("icmp.time_exceeded", self.icmp.time_exceeded.get()),
@@ -257,7 +258,12 @@ fn new_connection(
     };
     let mut init = conntrack::entry_for(key, state, from_uplink);
     match load_balance::translate(parsed, &key, hash, from_uplink, ctx)? {
-        load_balance::Translation::NotAService => {}
+        load_balance::Translation::NotAService => {
+            if port.kind == PortKind::Pod && masquerade::leaves_cluster(key.dst, key.proto, ctx) {
+                masquerade::apply(&mut init, hash, ctx)?;
+                ctx.stages.masquerade.egress.add(1);
+            }
+        }
         load_balance::Translation::Reject => return reject::reject(buf, len, parsed, in_port, port, ctx).map(Some),
         load_balance::Translation::Backend(b) => {
             init.flags |= flags::DNAT;

@@ -48,6 +48,10 @@ fn tables() -> Tables {
     t.routes.insert(u32::from(Ipv4Addr::new(10, 244, 1, 0)), 24, NextHop { port: TUNNEL, dst_mac: TUNNEL_MAC, tunnel: n2 });
     t.routes.insert(u32::from(Ipv4Addr::new(10, 244, 2, 0)), 24, NextHop { port: TUNNEL, dst_mac: TUNNEL_MAC, tunnel: n3 });
     t.overlay = o;
+    // Pods' traffic leaving the cluster (outside 10.244.0.0/16) is masqueraded.
+    t.services.snat_ip = Some(NODE_IP);
+    t.egress.masquerade = true;
+    t.egress.exempt.insert(u32::from(Ipv4Addr::new(10, 244, 0, 0)), 16, ());
     t
 }
 
@@ -267,4 +271,45 @@ fn without_an_overlay_a_vxlan_frame_to_the_node_is_just_a_packet() {
     let (v, _) = run_ct(&remote_to_a(REMOTE_POD, 5000), UPLINK, &t, &ct, &c);
     assert!(matches!(v, Verdict::Forward { port: UPLINK, .. }), "{v:?}");
     c.assert(&[], &[("conntrack.created", 1)]);
+}
+
+#[test]
+fn a_pods_connection_out_of_the_cluster_is_masqueraded_and_its_reply_comes_back() {
+    let (t, ct, c) = fresh();
+    let world = Ipv4Addr::new(198, 51, 100, 7);
+    let out_frame = udp_ports(A_MAC, PORT_A_MAC, A_IP, world, 40000, 53, 16, true);
+    let (v, out) = run_ct(&out_frame, A, &t, &ct, &c);
+    assert_eq!(v, Verdict::Forward { port: UPLINK, len: out_frame.len() });
+    assert_eq!(&out[0..6], &ROUTER_MAC);
+    assert_eq!(&out[26..30], &NODE_IP.octets(), "source: the node's address");
+    assert_eq!(&out[30..34], &world.octets());
+    let port = u16::from_be_bytes([out[34], out[35]]);
+    assert!((32768..61000).contains(&port), "masquerade port {port}");
+    assert!(ip_and_udp_checksums_hold(&out));
+    // The answer to the node's address and that port goes back to the pod, untranslated.
+    let answer = udp_ports(ROUTER_MAC, UPLINK_MAC, world, NODE_IP, 53, port, 16, true);
+    let (v, back) = run_ct(&answer, UPLINK, &t, &ct, &c);
+    assert_eq!(v, Verdict::Forward { port: A, len: answer.len() });
+    assert_eq!(&back[30..34], &A_IP.octets());
+    assert_eq!(u16::from_be_bytes([back[36], back[37]]), 40000);
+    assert!(ip_and_udp_checksums_hold(&back));
+    // Pods of other nodes are reached with the pod's own address (the first test checks the
+    // bytes); ICMP echo to the world is not translated.
+    let mut ping = Vec::new();
+    PacketBuilder::ethernet2(A_MAC, PORT_A_MAC).ipv4(A_IP.octets(), world.octets(), 64).icmpv4_echo_request(9, 1).write(&mut ping, b"x").unwrap();
+    let (_, p) = run_ct(&ping, A, &t, &ct, &c);
+    assert_eq!(&p[26..30], &A_IP.octets());
+    c.assert(
+        &[],
+        &[("conntrack.known", 1), ("masquerade.masqueraded", 1), ("masquerade.egress", 1), ("conntrack.created", 2)],
+    );
+}
+
+fn ip_and_udp_checksums_hold(f: &[u8]) -> bool {
+    let p = SlicedPacket::from_ethernet(f).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = p.net else { return false };
+    let Some(TransportSlice::Udp(u)) = p.transport else { return false };
+    let h = ip.header();
+    checksum::internet_checksum(&f[14..34]) == 0
+        && u.to_header().calc_checksum_ipv4_raw(h.source(), h.destination(), u.payload()).ok() == Some(u.checksum())
 }

@@ -12,6 +12,7 @@
 //! [`lpm`] (with [`flatmap`]) keeps the route prefixes for listing and removal; the per-packet
 //! lookup is [`routes::Routes`]'s array walk.
 pub mod chunked;
+pub mod egress;
 pub mod flatmap;
 pub mod lpm;
 pub mod maglev;
@@ -96,11 +97,13 @@ pub struct Tables {
     pub uplink_arp: Vec<Ipv4Addr>,
     /// The tunnels to the other nodes (empty without `--pod-network vxlan`).
     pub overlay: overlay::Overlay,
+    /// Which pod traffic leaves the cluster masqueraded.
+    pub egress: egress::EgressMasquerade,
 }
 
 impl Tables {
     pub fn new(gateway_ip: Ipv4Addr) -> Self {
-        Self { version: 0, gateway_ip, ports: Vec::new(), routes: routes::Routes::new(), services: Default::default(), policy: Default::default(), uplink_arp: Vec::new(), overlay: Default::default() }
+        Self { version: 0, gateway_ip, ports: Vec::new(), routes: routes::Routes::new(), services: Default::default(), policy: Default::default(), uplink_arp: Vec::new(), overlay: Default::default(), egress: Default::default() }
     }
 
     #[inline]
