@@ -163,7 +163,20 @@ fn print_routes(v: &replies::Routes) {
     println!("gateway {} (tables version {})", v.gateway, v.tables_version);
     println!("{:<20} {:<10} {:<6} NEXT-HOP MAC", "PREFIX", "PORT", "ID");
     for r in &v.routes {
-        println!("{:<20} {:<10} {:<6} {}", r.prefix, opt(&r.port), r.port_id, r.dst_mac);
+        match &r.tunnel {
+            Some(t) => println!(
+                "{:<20} {:<10} {:<6} {} (VXLAN {} to {} via {}, UDP {})",
+                r.prefix,
+                opt(&r.port),
+                r.port_id,
+                r.dst_mac,
+                t.vni,
+                t.remote,
+                t.next_hop_mac,
+                t.udp_port
+            ),
+            None => println!("{:<20} {:<10} {:<6} {}", r.prefix, opt(&r.port), r.port_id, r.dst_mac),
+        }
     }
 }
 

@@ -87,6 +87,19 @@ pub struct Route {
     /// The port's key.
     pub port: Option<String>,
     pub dst_mac: String,
+    /// For routes into a VXLAN tunnel: the remote node's underlay address, and the MAC of
+    /// the next hop towards it on the uplink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<RouteTunnel>,
+}
+
+/// The tunnel a route goes through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTunnel {
+    pub remote: String,
+    pub next_hop_mac: String,
+    pub vni: u32,
+    pub udp_port: u16,
 }
 
 /// `show stats`: drops by reason, per-worker and per-port counters.
@@ -348,7 +361,7 @@ mod tests {
         let routes = Routes {
             tables_version: 4,
             gateway: "169.254.1.1".into(),
-            routes: vec![Route { prefix: "10.244.0.10/32".into(), port_id: 1, port: Some("x/a".into()), dst_mac: "0a:58:0a:f4:00:0a".into() }],
+            routes: vec![Route { prefix: "10.244.0.10/32".into(), port_id: 1, port: Some("x/a".into()), dst_mac: "0a:58:0a:f4:00:0a".into(), tunnel: None }],
         };
         assert_eq!(sent_and_read::<_, Routes>(&routes).1, routes);
         let stats = Stats {

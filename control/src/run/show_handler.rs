@@ -105,6 +105,12 @@ fn routes(dp: &Dataplane) -> replies::Routes {
             port_id: hop.port,
             port: tables.port(hop.port).map(|p| p.name.clone()),
             dst_mac: mac_string(hop.dst_mac),
+            tunnel: tables.overlay.tunnel(hop.tunnel).map(|t| replies::RouteTunnel {
+                remote: t.dst_ip.to_string(),
+                next_hop_mac: mac_string(t.dst_mac.0),
+                vni: t.vni,
+                udp_port: t.dst_port,
+            }),
         })
         .collect();
     replies::Routes { tables_version: tables.version, gateway: tables.gateway_ip.to_string(), routes }
