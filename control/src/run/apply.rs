@@ -28,6 +28,7 @@ use super::shared::{Shared, Snapshot};
 use crate::compile::{self, Attached, DesiredPort, PortTables, Uplink};
 use crate::manifests::Manifests;
 use crate::model::{self, NodeInfo};
+use crate::neighbours::Neighbours;
 use crate::pods::PodCache;
 use crate::policy::{self as netpol, CompiledPolicy, PolicyInputs, PolicyState};
 use crate::services::{self, CompiledServices, ServiceConfig, ServiceInputs, ServiceState};
@@ -55,7 +56,12 @@ enum AttachError {
 /// What the apply side starts from.
 pub(crate) struct Config {
     pub node: NodeInfo,
+    /// The uplink; its `gateway_mac` is the one given (`--uplink-gateway-mac`), else the one
+    /// `neighbours` resolved, kept up to date by [`Switch::follow_neighbours`].
     pub uplink: Option<Uplink>,
+    /// The uplink's next hops as the kernel resolves them (with an uplink). Dropped with the
+    /// switch, which removes the neighbour entries it made.
+    pub neighbours: Option<Neighbours>,
     /// MAC of the node's stack side of the host port.
     pub host_stack_mac: [u8; 6],
     /// The manifest directory (empty with the API source).
@@ -96,11 +102,23 @@ pub(crate) struct Switch {
     syncs: u64,
     sync_errors: u64,
     last_sync: Option<(std::time::Duration, SystemTime)>,
+    /// The gateway MAC was given (`--uplink-gateway-mac`): no neighbour lookup for it.
+    gateway_given: bool,
+    /// The neighbour snapshot generation the uplink's gateway MAC was taken from.
+    neighbours_seen: Option<u64>,
 }
 
 impl Switch {
-    pub fn new(shared: Arc<Shared>, cfg: Config) -> Self {
+    pub fn new(shared: Arc<Shared>, mut cfg: Config) -> Self {
         let rv = cfg.resource_versions;
+        let gateway_given = cfg.uplink.as_ref().is_some_and(|u| u.gateway_mac.is_some());
+        let mut neighbours_seen = None;
+        if let (Some(u), Some(n), false) = (&mut cfg.uplink, &cfg.neighbours, gateway_given) {
+            let reader = n.reader();
+            neighbours_seen = Some(reader.generation());
+            u.gateway_mac = reader.snapshot().gateway_mac();
+            log_gateway(u, &reader.snapshot());
+        }
         Self {
             shared,
             desired: Vec::new(),
@@ -124,8 +142,37 @@ impl Switch {
             syncs: 0,
             sync_errors: 0,
             last_sync: None,
+            gateway_given,
+            neighbours_seen,
             cfg,
         }
+    }
+
+    /// Takes in a change of the uplink's resolved next hops: when the gateway's MAC changed
+    /// (found, changed, lost), the port tables are built again and published. Cheap when
+    /// nothing changed (one atomic load); called by the event loops between views.
+    pub fn follow_neighbours(&mut self) {
+        let Some(n) = &self.cfg.neighbours else { return };
+        let reader = n.reader();
+        let generation = reader.generation();
+        if self.neighbours_seen == Some(generation) {
+            return;
+        }
+        self.neighbours_seen = Some(generation);
+        if self.gateway_given {
+            return;
+        }
+        let snap = reader.snapshot();
+        let Some(u) = &mut self.cfg.uplink else { return };
+        let mac = snap.gateway_mac();
+        if mac == u.gateway_mac {
+            return;
+        }
+        u.gateway_mac = mac;
+        log_gateway(u, &snap);
+        self.rebuild_port_tables();
+        self.publish_tables();
+        self.publish_snapshot();
     }
 
     pub fn node(&self) -> &NodeInfo {
@@ -338,6 +385,26 @@ impl Switch {
             services: self.services.clone(),
             policy: self.policy.clone(),
             pod_names: Arc::clone(&self.pod_names.1),
+            uplink: self.cfg.uplink.clone(),
+            gateway_given: self.gateway_given,
         });
+    }
+}
+
+/// Says whether the default route through the uplink is in the tables, and why not.
+fn log_gateway(u: &Uplink, snap: &crate::neighbours::NeighbourSnapshot) {
+    match (u.gateway_mac, snap.gateway) {
+        (Some(mac), Some(gw)) => {
+            tracing::info!(uplink = %u.ifname, "default route to gateway {gw} ({}) in the tables", crate::naming::mac_string(mac));
+        }
+        (None, Some(gw)) => tracing::warn!(
+            uplink = %u.ifname,
+            state = snap.entries.get(&gw).map_or("missing", |e| e.state.name()),
+            "no default route in the tables until the kernel resolves gateway {gw} (traffic for it is dropped as no_route)"
+        ),
+        (_, None) => tracing::warn!(
+            uplink = %u.ifname,
+            "no default route in the tables: the kernel has no default route through the uplink (add one, or give --uplink-gateway-mac)"
+        ),
     }
 }

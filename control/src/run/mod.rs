@@ -78,12 +78,19 @@ pub struct RunArgs {
     pub conntrack_size: u32,
     /// The node's uplink interface: traffic from clients outside the cluster (NodePorts,
     /// LoadBalancer and external IPs) arrives here, and whatever has no more specific route
-    /// leaves here. The switch answers ARP for the node's InternalIP on it.
-    #[arg(long, value_name = "IF", requires = "uplink_gateway_mac")]
+    /// leaves here, to the gateway of the kernel's default route through it. The switch
+    /// answers ARP for the node's InternalIP on it.
+    #[arg(long, value_name = "IF")]
     pub uplink: Option<String>,
-    /// MAC of the next hop behind --uplink (the router; in the lab, the `external` host).
+    /// MAC of the next hop behind --uplink (the router; in the lab, the `external` host). By
+    /// default the gateway of the kernel's default route through --uplink, its MAC from the
+    /// kernel's neighbour table (`podswitch show neighbours`); until it is known there is no
+    /// default route.
     #[arg(long, value_name = "MAC", requires = "uplink")]
     pub uplink_gateway_mac: Option<String>,
+    /// How long a next hop's MAC the kernel has not confirmed stays in the tables.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::neighbours::DEFAULT_EXPIRY.as_secs())]
+    pub neighbour_expiry: u64,
     /// Start even if some pods' interfaces do not exist yet (they are retried every second).
     #[arg(long)]
     pub allow_missing_interfaces: bool,
