@@ -70,6 +70,8 @@ pub const POKE_EVERY: Duration = Duration::from_secs(5);
 const GATEWAY_EVERY: Duration = Duration::from_secs(30);
 /// How long the tracker's thread waits for a notification before it looks at its flags.
 const WAKE_EVERY: Duration = Duration::from_millis(200);
+/// How long a request waits for the kernel's answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the default gateway is needed by, in [`Neighbour::needed_by`].
 pub const GATEWAY_NEED: &str = "gateway";
 
@@ -752,6 +754,8 @@ impl Rtnl {
         let mut sock = Socket::new(NETLINK_ROUTE).map_err(NeighbourError::Socket)?;
         sock.bind_auto().map_err(NeighbourError::Socket)?;
         sock.connect(&SocketAddr::new(0, 0)).map_err(NeighbourError::Socket)?;
+        // The kernel answers at once; the timeout only keeps a stop from waiting forever.
+        set_receive_timeout(&sock, REQUEST_TIMEOUT)?;
         Ok(Self { sock, seq: 0, buf: Vec::with_capacity(64 * 1024) })
     }
 
@@ -805,6 +809,11 @@ impl Rtnl {
     }
 }
 
+fn set_receive_timeout(sock: &Socket, t: Duration) -> Result<(), NeighbourError> {
+    let timeout = nix::sys::time::TimeVal::new(t.as_secs() as i64, i64::from(t.subsec_micros()));
+    nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::ReceiveTimeout, &timeout).map_err(|e| NeighbourError::Socket(e.into()))
+}
+
 /// What a wait for notifications saw.
 #[derive(Debug, Default, Clone, Copy)]
 struct Event {
@@ -825,9 +834,7 @@ impl Notifications {
         for group in [libc::RTNLGRP_NEIGH, libc::RTNLGRP_IPV4_ROUTE] {
             sock.add_membership(group).map_err(NeighbourError::Socket)?;
         }
-        let timeout = nix::sys::time::TimeVal::new(0, WAKE_EVERY.as_micros() as i64);
-        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
-            .map_err(|e| NeighbourError::Socket(e.into()))?;
+        set_receive_timeout(&sock, WAKE_EVERY)?;
         Ok(Self { sock, buf: Vec::with_capacity(64 * 1024) })
     }
 

@@ -12,7 +12,11 @@
 //! - Every view is applied incrementally (`apply.rs`): its cost follows what changed.
 //! - Readers (`show` over the control socket, [`show_handler`]; `/metrics`, [`metrics_view`];
 //!   the verdict log collector, [`flows`]) read what the apply side publishes (`shared.rs`).
-//! - SIGTERM/SIGINT detach every port, stop the workers and delete the host port.
+//! - With `--uplink`, the uplink's next hops (the default gateway unless
+//!   `--uplink-gateway-mac` is given) are resolved by the kernel and followed
+//!   ([`crate::neighbours`]); a change of the gateway's MAC republishes the tables.
+//! - SIGTERM/SIGINT detach every port, stop the workers, delete the host port and the
+//!   neighbour entries the switch made.
 pub mod affinity;
 mod apply;
 pub mod flows;
