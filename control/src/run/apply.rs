@@ -148,9 +148,10 @@ impl Switch {
         }
     }
 
-    /// Takes in a change of the uplink's resolved next hops: when the gateway's MAC changed
-    /// (found, changed, lost), the port tables are built again and published. Cheap when
-    /// nothing changed (one atomic load); called by the event loops between views.
+    /// Takes in a change of the uplink's resolved next hops (a new neighbour generation: a MAC
+    /// found, changed or lost, or a new default gateway): the gateway MAC follows (unless it
+    /// was given) and the port tables are built again and published. Cheap when nothing
+    /// changed (one atomic load); called by the event loops between views.
     pub fn follow_neighbours(&mut self) {
         let Some(n) = &self.cfg.neighbours else { return };
         let reader = n.reader();
@@ -159,17 +160,14 @@ impl Switch {
             return;
         }
         self.neighbours_seen = Some(generation);
-        if self.gateway_given {
-            return;
-        }
         let snap = reader.snapshot();
-        let Some(u) = &mut self.cfg.uplink else { return };
-        let mac = snap.gateway_mac();
-        if mac == u.gateway_mac {
-            return;
+        if let (Some(u), false) = (&mut self.cfg.uplink, self.gateway_given) {
+            let mac = snap.gateway_mac();
+            if mac != u.gateway_mac {
+                u.gateway_mac = mac;
+                log_gateway(u, &snap);
+            }
         }
-        u.gateway_mac = mac;
-        log_gateway(u, &snap);
         self.rebuild_port_tables();
         self.publish_tables();
         self.publish_snapshot();
