@@ -149,3 +149,101 @@ fn routed_every_pod_reaches_every_pod_on_every_node() {
     assert_eq!(r["dst_mac"], mac.trim(), "{r}");
     pods_reach_the_world_masqueraded("routed");
 }
+
+/// Services whose endpoints are on node-2 only, a NetworkPolicy on node-2's pod, reached from
+/// the other nodes' pods and from `external` through each node.
+const SERVICES_AND_POLICY: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: web-b, namespace: x}
+spec:
+  selector: {pod: b}
+  ports:
+  - {name: http, port: 80, targetPort: 80, protocol: TCP}
+  - {name: dns, port: 81, targetPort: 81, protocol: UDP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: np-cluster, namespace: x}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Cluster
+  selector: {pod: b}
+  ports:
+  - {name: http, port: 80, targetPort: 80, nodePort: 30080, protocol: TCP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: np-local, namespace: x}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  selector: {pod: b}
+  ports:
+  - {name: http, port: 80, targetPort: 80, nodePort: 30081, protocol: TCP}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: c-only-from-a, namespace: y}
+spec:
+  podSelector: {matchLabels: {pod: c}}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - podSelector: {matchLabels: {pod: a}}
+";
+
+#[test]
+fn services_and_network_policy_work_across_nodes() {
+    let Some(hold) = Hold::new("crossnode", "services_and_network_policy_work_across_nodes", "lab-3nodes") else { return };
+    hold.write("services.yaml", SERVICES_AND_POLICY);
+    ok(&["lab", "up", "--manifests", hold.dir()]);
+    let ips = pod_ips();
+
+    // Pod → ClusterIP → a pod on another node: the server sees the client pod's own address.
+    let r = probe(&["--from", "x/a", "z/c", "--to", "svc/x/web-b:80", "svc/x/web-b:81/udp"]);
+    assert_eq!(r.len(), 4, "{r:?}");
+    for x in &r {
+        assert_eq!(x["result"], "connected", "{x}");
+        assert_eq!(x["answered_by"], "x/b", "{x}");
+        let from_ip = &ips[x["from"].as_str().unwrap()];
+        assert!(x["seen_client"].as_str().unwrap().starts_with(&format!("{from_ip}:")), "source kept: {x}");
+    }
+
+    // NodePort from outside, externalTrafficPolicy Cluster, through every node: the endpoint
+    // (on node-2) sees the address of the node the client went through (masqueraded, so the
+    // reply returns through that node).
+    for (node, ip, _) in NODES {
+        let r = probe(&["--from", "external", "--to", &format!("{ip}:30080")]);
+        assert_eq!(r[0]["result"], "connected", "eTP Cluster via {node}: {r:?}");
+        assert_eq!(r[0]["answered_by"], "x/b", "{r:?}");
+        assert!(r[0]["seen_client"].as_str().unwrap().starts_with(&format!("{ip}:")), "eTP Cluster via {node}: {r:?}");
+    }
+    // externalTrafficPolicy Local: node-2 (which has the endpoint) keeps the client's address;
+    // the other nodes have no local endpoint and drop.
+    let r = probe(&["--from", "external", "--to", "172.18.0.3:30081"]);
+    assert_eq!(r[0]["result"], "connected", "{r:?}");
+    assert!(r[0]["seen_client"].as_str().unwrap().starts_with(&format!("{EXTERNAL_IP}:")), "eTP Local keeps the client: {r:?}");
+    let r = probe(&["--from", "external", "--timeout-ms", "700", "--to", "172.18.0.2:30081", "172.18.0.4:30081"]);
+    assert!(r.iter().all(|x| x["result"] == "timeout"), "eTP Local without a local endpoint: {r:?}");
+
+    // NetworkPolicy: y/c (node-3) admits only pods labelled pod=a of its namespace (y/a, on
+    // node-1); y/b (node-2) and x/a (another namespace) are refused, across nodes too.
+    let r = probe(&["--from", "y/a", "y/b", "x/a", "--timeout-ms", "700", "--to", "pod/y/c:80", "pod/y/c:81/udp"]);
+    for x in &r {
+        let want = if x["from"] == "y/a" { "connected" } else { "timeout" };
+        assert_eq!(x["result"], want, "{x}");
+    }
+    // Egress from y/c is not restricted.
+    let r = probe(&["--from", "y/c", "--to", "pod/y/b:80", "pod/x/a:81/udp"]);
+    assert!(r.iter().all(|x| x["result"] == "connected"), "{r:?}");
+    // The refusals were counted as policy drops (by the sending node's switch or y/c's).
+    let denied: u64 = NODES
+        .iter()
+        .map(|(node, ..)| {
+            let s: Value = serde_json::from_str(&ok(&["show", "stats", "--node", node, "--json"])).unwrap();
+            s["drops"].as_array().unwrap().iter().filter(|d| d["reason"] == "policy_denied").map(|d| d["count"].as_u64().unwrap()).sum::<u64>()
+        })
+        .sum();
+    assert!(denied >= 4, "policy_denied counted {denied} times for 4 refused probes (and their retries)");
+}
