@@ -3,7 +3,11 @@
 //! Contract:
 //! - Start-up (`startup.rs`) reads the manifests, creates the node's host port, starts the
 //!   pinned workers, attaches the host port first and then every local pod's host-side veth,
-//!   publishes the tables and prints the XDP and copy mode of every port. Any failure there
+//!   publishes the tables and prints the XDP and copy mode of every port and which worker
+//!   serves which of its queues. With an uplink it first checks that the kernel's ephemeral
+//!   ports stay clear of the masquerade ports (`port_ranges.rs`); the uplink's XDP program
+//!   redirects only what the switch owns ([`crate::uplink_filter`], written with every publish),
+//!   so the node's own traffic on it goes on while the switch starts, runs and stops. Any failure there
 //!   prints one line and exits non-zero, leaving nothing behind (`teardown.rs`).
 //! - Then it follows the manifest directory (inotify, and a 1 s re-check) or the Kubernetes
 //!   API ([`watch`]): a changed directory is re-read whole; a bad file is reported (log and
@@ -18,6 +22,7 @@ mod apply;
 pub mod flows;
 pub mod host_port;
 pub mod metrics_view;
+mod port_ranges;
 mod shared;
 pub mod show_handler;
 mod startup;

@@ -47,6 +47,8 @@ pub enum StartError {
     UplinkMac(String),
     #[error("uplink interface {0} does not exist in this network namespace")]
     NoUplink(String),
+    #[error(transparent)]
+    PortRanges(#[from] super::port_ranges::PortRangeError),
     #[error("interface {ifname} of pod {pod} does not exist in this network namespace (pass --allow-missing-interfaces to wait for it)")]
     MissingInterface { ifname: String, pod: String },
     #[error(transparent)]
@@ -111,6 +113,8 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
             if !iface::exists(ifname) {
                 return Err(StartError::NoUplink(ifname.clone()));
             }
+            // The uplink stays the node's: its kernel's own connections must keep their replies.
+            super::port_ranges::check()?;
             Some(Uplink { ifname: ifname.clone(), gateway_mac })
         }
         _ => None,
@@ -145,6 +149,7 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
         dir,
         resource_versions,
         services: crate::services::ServiceConfig { service_cidrs: args.service_cidrs.clone(), ..Default::default() },
+        uplink_filter: crate::uplink_filter::UplinkConfig::default(),
     });
     sw.apply(&m)?;
     drop(m);
