@@ -83,7 +83,9 @@ pub struct RunArgs {
     pub conntrack_size: u32,
     /// The node's uplink interface: traffic from clients outside the cluster (NodePorts,
     /// LoadBalancer and external IPs) arrives here, and whatever has no more specific route
-    /// leaves here. The switch answers ARP for the node's InternalIP on it.
+    /// leaves here. It stays the node's: its XDP program takes only what the switch owns (pod
+    /// CIDR, Service addresses, NodePorts, masquerade and VXLAN ports) and the node's kernel
+    /// keeps the rest, ARP for the InternalIP included.
     #[arg(long, value_name = "IF", requires = "uplink_gateway_mac")]
     pub uplink: Option<String>,
     /// MAC of the next hop behind --uplink (the router; in the lab, the `external` host).
