@@ -80,10 +80,13 @@ pub fn compute(node: &NodeInfo, t: &Tables, cfg: &UplinkConfig) -> UplinkFilter 
     }
 }
 
+/// What a filter was computed from: the frontend keys' index, the Service ranges, the ARP set.
+type Inputs = (Arc<FrontendIndex>, Vec<(u32, u8)>, Vec<Ipv4Addr>);
+
 /// The last filter computed and what it was computed from.
 #[derive(Debug, Default)]
 pub struct FilterCache {
-    from: Option<(Arc<FrontendIndex>, Vec<(u32, u8)>, Vec<Ipv4Addr>)>,
+    from: Option<Inputs>,
     filter: UplinkFilter,
 }
 
