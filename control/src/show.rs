@@ -131,7 +131,7 @@ fn print_status(v: &replies::Status) {
     for (key, value) in rows {
         println!("{key:<16} {value}");
     }
-    for (title, items) in [("pending", &v.pending_ports), ("problem", &v.problems), ("ignored", &v.ignored_objects)] {
+    for (title, items) in [("pending", &v.pending_ports), ("unreachable node", &v.unreachable_nodes), ("problem", &v.problems), ("ignored", &v.ignored_objects)] {
         for item in items {
             println!("{title:<16} {item}");
         }

@@ -164,6 +164,10 @@ pub fn sync_status(socket: &Path) -> Option<String> {
     if !pending.is_empty() {
         return Some(format!("ports not attached yet: {}", pending.join(", ")));
     }
+    let unreachable: Vec<&str> = v.get("unreachable_nodes").and_then(|p| p.as_array()).map(|a| a.iter().filter_map(|n| n.as_str()).collect()).unwrap_or_default();
+    if !unreachable.is_empty() {
+        return Some(format!("no route yet to the pods of node(s) {}", unreachable.join(", ")));
+    }
     None
 }
 

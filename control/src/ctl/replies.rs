@@ -41,6 +41,10 @@ pub struct Status {
     pub ports_attached: usize,
     /// `key: why`, per port waiting for its interface.
     pub pending_ports: Vec<String>,
+    /// Other nodes the pod network has no route to yet (their next hop on the uplink is not
+    /// resolved, or the kernel routes them elsewhere).
+    #[serde(default)]
+    pub unreachable_nodes: Vec<String>,
     pub problems: Vec<String>,
     pub ignored_objects: Vec<String>,
     pub last_error: Option<String>,
@@ -348,6 +352,7 @@ mod tests {
             ports_wanted: 2,
             ports_attached: 1,
             pending_ports: vec!["x/a: interface missing".into()],
+            unreachable_nodes: vec!["node-2".into()],
             problems: vec![],
             ignored_objects: vec!["ConfigMap".into()],
             last_error: None,
@@ -362,7 +367,7 @@ mod tests {
             keys(&v),
             [
                 "ok", "node", "pod_cidr", "internal_ip", "manifests_dir", "applied_digest", "tables_version", "ports_wanted",
-                "ports_attached", "pending_ports", "problems", "ignored_objects", "last_error", "uptime_s", "workers",
+                "ports_attached", "pending_ports", "unreachable_nodes", "problems", "ignored_objects", "last_error", "uptime_s", "workers",
                 "kubernetes_api"
             ]
         );

@@ -92,6 +92,8 @@ pub(crate) struct Switch {
     remote: Vec<RemoteNode>,
     node_problems: Vec<String>,
     network_problems: Vec<String>,
+    /// The other nodes without routes (their next hop unresolved or unknown).
+    unreachable_nodes: Vec<String>,
     /// The next hop on the uplink towards each other node's InternalIP (the kernel's route:
     /// the node itself when on-link, else a gateway), or why there is none.
     node_next_hops: BTreeMap<Ipv4Addr, Result<Ipv4Addr, String>>,
@@ -145,6 +147,7 @@ impl Switch {
             remote: Vec::new(),
             node_problems: Vec::new(),
             network_problems: Vec::new(),
+            unreachable_nodes: Vec::new(),
             node_next_hops: BTreeMap::new(),
             problems: Vec::new(),
             attached: BTreeMap::new(),
@@ -422,6 +425,8 @@ impl Switch {
             let hops = &self.node_next_hops;
             let mac = |ip: Ipv4Addr| hops.get(&ip)?.as_ref().ok().and_then(|hop| snap.as_ref()?.mac(*hop));
             self.network_problems = pod_network::add_routes(&mut self.port_tables, &self.cfg.node, u.pod_network, up, &self.remote, &u.non_masquerade, &mac);
+            self.unreachable_nodes =
+                if up.is_some() { self.remote.iter().filter(|r| mac(r.internal_ip).is_none()).map(|r| r.name.clone()).collect() } else { Vec::new() };
             for (ip, e) in hops.iter().filter_map(|(ip, h)| h.as_ref().err().map(|e| (ip, e))) {
                 self.network_problems.push(format!("no next hop to node address {ip} on the uplink: {e}"));
             }
@@ -481,6 +486,7 @@ impl Switch {
             ports_wanted: self.desired.len(),
             port_keys: self.attached.iter().map(|(k, (a, _))| (a.id, k.clone())).collect(),
             pending: self.pending.clone(),
+            unreachable_nodes: self.unreachable_nodes.clone(),
             problems: self.problems.iter().chain(&self.network_problems).chain(&self.filter_error).cloned().collect(),
             ignored_kinds: self.ignored_kinds.clone(),
             last_error: self.last_error.clone(),

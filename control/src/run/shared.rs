@@ -38,6 +38,8 @@ pub(crate) struct Snapshot {
     pub port_keys: BTreeMap<PortId, String>,
     /// Ports waiting for their interface, with why.
     pub pending: BTreeMap<String, String>,
+    /// Other nodes the pod network has no route to yet.
+    pub unreachable_nodes: Vec<String>,
     pub problems: Vec<String>,
     pub ignored_kinds: Vec<String>,
     pub last_error: Option<String>,
@@ -67,6 +69,7 @@ impl Snapshot {
             ports_wanted: 0,
             port_keys: BTreeMap::new(),
             pending: BTreeMap::new(),
+            unreachable_nodes: Vec::new(),
             problems: Vec::new(),
             ignored_kinds: Vec::new(),
             last_error: None,

@@ -65,6 +65,7 @@ fn status(shared: &Shared, s: &Snapshot, dp: &Dataplane) -> replies::Status {
         ports_wanted: s.ports_wanted,
         ports_attached: s.port_keys.len(),
         pending_ports: s.pending.iter().map(|(k, e)| format!("{k}: {e}")).collect(),
+        unreachable_nodes: s.unreachable_nodes.clone(),
         problems: s.problems.clone(),
         ignored_objects: s.ignored_kinds.clone(),
         last_error: s.last_error.clone(),
