@@ -182,16 +182,34 @@ pub fn create_underlay(e: &ExternalState, node_netns: &[String], queues: u32) ->
     ip(&["-n", u, "link", "set", "ext", "master", UNDERLAY_BRIDGE, "up"])?;
     configure_external_eth0(e)?;
     for (i, node) in node_netns.iter().enumerate() {
-        let port = format!("up{i}");
-        ip(&[
-            "-n", node, "link", "add", &e.uplink, "numtxqueues", &q, "numrxqueues", &q, "type", "veth", "peer", "name",
-            &port, "netns", u, "numtxqueues", &q, "numrxqueues", &q,
-        ])?;
-        enable_ipv6(node, &e.uplink)?;
-        ip(&["-n", u, "link", "set", &port, "master", UNDERLAY_BRIDGE, "up"])?;
-        ip(&["-n", node, "link", "set", &e.uplink, "up"])?;
+        plug_into_underlay(e, node, &format!("up{i}"), &q)?;
     }
     Ok(())
+}
+
+/// Gives the node namespace `node` its uplink `e.uplink`, whose peer `port` (in the underlay)
+/// joins the bridge; `queues` RX and TX queues.
+fn plug_into_underlay(e: &ExternalState, node: &str, port: &str, queues: &str) -> anyhow::Result<()> {
+    let u = UNDERLAY_NETNS;
+    let q = queues;
+    ip(&[
+        "-n", node, "link", "add", &e.uplink, "numtxqueues", q, "numrxqueues", q, "type", "veth", "peer", "name", port,
+        "netns", u, "numtxqueues", q, "numrxqueues", q,
+    ])?;
+    enable_ipv6(node, &e.uplink)?;
+    ip(&["-n", u, "link", "set", port, "master", UNDERLAY_BRIDGE, "up"])?;
+    ip(&["-n", node, "link", "set", &e.uplink, "up"])?;
+    Ok(())
+}
+
+/// Adds a node to a running lab's underlay: the node namespace `node` (which exists) gets its
+/// uplink, plugged into the bridge by the first free `upN`, with `queues` queues.
+pub fn add_to_underlay(e: &ExternalState, node: &str, queues: u32) -> anyhow::Result<()> {
+    let port = (0..)
+        .map(|i| format!("up{i}"))
+        .find(|p| ip(&["-n", UNDERLAY_NETNS, "link", "show", p]).is_err())
+        .expect("a free port name");
+    plug_into_underlay(e, node, &port, &queues.max(1).to_string())
 }
 
 /// Re-addresses the `external` host from `old` to `new` (a new node InternalIP moves it):

@@ -1,14 +1,18 @@
 //! Building and removing pods, and reconciling the lab with a [`Plan`].
 //!
 //! Contract of [`reconcile`], shared by `lab up` (from an empty lab) and the supervisor:
-//! 0. the lab's nodes stay those it was built with: a plan with other node names is refused
-//!    (adding or removing Nodes needs `lab down` and `lab up`); a node's InternalIP moves live;
+//! 0. nodes: in a lab with an underlay (several nodes), Nodes after the first may be added
+//!    (namespace, uplink on the underlay, InternalIP) and removed; the first node stays, and a
+//!    one-node lab cannot grow (both need `lab down` and `lab up`); a node's InternalIP moves
+//!    live;
 //! 1. pods whose IP or node changed are removed first (their interface name is reused);
 //! 2. new pods get their namespace and veth pair ([`netns::create_pod`]) and a pod server;
 //!    pods whose ports changed, or whose server is gone, get a new server;
 //! 3. it waits until every started server has bound its sockets (its ready file);
 //! 4. the API view is written (so the switch learns of new pods once their interfaces exist);
-//! 5. pods no longer wanted are removed (after the switch was told).
+//! 5. pods no longer wanted are removed (after the switch was told);
+//! 6. added nodes' switches start (if the lab's switches run); removed nodes' switches stop and
+//!    their namespaces go.
 //!
 //! The state is updated in memory as each step happens, so that on an error the caller can save
 //! what exists (and `lab down` finds it); the caller saves it and records the synced digest.
@@ -33,6 +37,8 @@ const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a reconcile changed, for logs.
 #[derive(Debug, Default)]
 pub struct Changes {
+    pub nodes_added: Vec<String>,
+    pub nodes_removed: Vec<String>,
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub readdressed: Vec<String>,
@@ -44,6 +50,8 @@ impl Changes {
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         for (what, v) in [
+            ("added node", &self.nodes_added),
+            ("removed node", &self.nodes_removed),
             ("added", &self.added),
             ("removed", &self.removed),
             ("re-addressed", &self.readdressed),
@@ -119,31 +127,47 @@ pub fn reconcile(
 ) -> anyhow::Result<Changes> {
     let mut ch = Changes::default();
     let (first, more) = node_states(st, plan);
-    // 0. The nodes: the same set (a lab being built has no pods and no other nodes yet).
+    // 0. The nodes. A lab being built has no pods and no other nodes yet. A lab with an
+    //    underlay takes Nodes added and removed (all but the first); a one-node lab cannot grow.
     let built = !st.pods.is_empty() || !st.more_nodes.is_empty();
     let names = |v: &[String]| v.join(", ");
     let have: Vec<String> = st.node_switches().into_iter().map(|n| n.name).collect();
     let want: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
-    if built && have.len() != want.len() {
+    if built && st.underlay.is_none() && have != want {
         bail!(
-            "the lab's nodes are {} but the manifests now have {}: adding or removing Nodes needs \
-             `podswitch lab down` and `lab up`",
+            "the lab's node is {} but the manifests now have {}: a one-node lab has no underlay for other nodes; \
+             adding Nodes needs `podswitch lab down` and `lab up`",
             names(&have),
             names(&want)
         );
     }
-    if built && have.len() > 1 && have != want {
+    if built && have.first() != want.first() {
         bail!(
-            "the lab's nodes are {} but the manifests now have {}: renaming Nodes needs `podswitch lab down` and `lab up`",
-            names(&have),
-            names(&want)
+            "the lab's first node is {} but the manifests now start with {}: the first node (psl-node) cannot change \
+             while the lab runs; that needs `podswitch lab down` and `lab up`",
+            names(&have[..1]),
+            names(&want[..want.len().min(1)])
         );
     }
-    let old_nodes: Vec<(String, std::net::Ipv4Addr)> =
-        std::iter::once(&st.node).chain(st.more_nodes.iter().map(|m| &m.node)).map(|n| (n.netns.clone(), n.internal_ip)).collect();
-    let new_nodes = std::iter::once(&first).chain(more.iter().map(|m| &m.node));
+    let added: Vec<MoreNode> = if built { more.iter().filter(|m| !have.contains(&m.node.name)).cloned().collect() } else { Vec::new() };
+    let removed: Vec<MoreNode> = st.more_nodes.iter().filter(|m| !want.contains(&m.node.name)).cloned().collect();
+    if let Some(e) = st.external.clone() {
+        let queues = netns::uplink_queues(super::switch::worker_count(st));
+        for m in &added {
+            netns::create_node(&m.node.netns)?;
+            netns::add_to_underlay(&e, &m.node.netns, queues)?;
+            netns::address_node_uplink(&m.node.netns, &e.uplink, m.node.internal_ip, e.prefix_len)?;
+            log(&format!("node {}: added ({}, InternalIP {})", m.node.name, m.node.netns, m.node.internal_ip));
+        }
+    }
+    let old_nodes: Vec<(String, String, std::net::Ipv4Addr)> = std::iter::once(&st.node)
+        .chain(st.more_nodes.iter().map(|m| &m.node))
+        .map(|n| (n.name.clone(), n.netns.clone(), n.internal_ip))
+        .collect();
+    let new_nodes: Vec<&NodeState> = std::iter::once(&first).chain(more.iter().map(|m| &m.node)).collect();
     let want_external = super::plan::external_state(plan);
-    for ((netns_name, old_ip), n) in old_nodes.iter().zip(new_nodes) {
+    for (name, netns_name, old_ip) in &old_nodes {
+        let Some(n) = new_nodes.iter().find(|n| &n.name == name) else { continue };
         if *old_ip != n.internal_ip && netns::exists(netns_name) {
             netns::set_node_ip(netns_name, &want_external.uplink, *old_ip, n.internal_ip, want_external.prefix_len)?;
             log(&format!("node {}: InternalIP {old_ip} -> {}", n.name, n.internal_ip));
@@ -232,6 +256,27 @@ pub fn reconcile(
             ch.removed.push(key);
         }
     }
+    // 6. Nodes added get their switch (when the lab's switches run); nodes removed lose theirs
+    //    and their namespace (their pods went in step 5).
+    if !added.is_empty() && st.switch.process.is_some_and(|p| p.alive()) {
+        children.extend(super::switch::start(st)?);
+        for m in &added {
+            log(&format!("node {}: started its switch", m.node.name));
+        }
+    }
+    for m in &removed {
+        if let Some(p) = m.process {
+            p.terminate(Duration::from_secs(10));
+        }
+        let _ = fs::remove_file(&m.control_socket);
+        procs::terminate_pids(&netns::pids(&m.node.netns), Duration::from_secs(2));
+        if let Err(e) = netns::delete(&m.node.netns) {
+            log(&format!("node {}: {e:#}", m.node.name));
+        }
+        log(&format!("node {}: removed", m.node.name));
+    }
+    ch.nodes_added = added.iter().map(|m| m.node.name.clone()).collect();
+    ch.nodes_removed = removed.iter().map(|m| m.node.name.clone()).collect();
     Ok(ch)
 }
 

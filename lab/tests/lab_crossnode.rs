@@ -247,3 +247,77 @@ fn services_and_network_policy_work_across_nodes() {
         .sum();
     assert!(denied >= 4, "policy_denied counted {denied} times for 4 refused probes (and their retries)");
 }
+
+const NODE_4: &str = "\
+apiVersion: v1
+kind: Node
+metadata: {name: node-4}
+spec: {podCIDR: 10.244.3.0/24, podCIDRs: [10.244.3.0/24]}
+status: {addresses: [{type: InternalIP, address: 172.18.0.5}]}
+";
+
+const POD_ON_NODE_4: &str = "\
+apiVersion: v1
+kind: Pod
+metadata: {name: d, namespace: x, labels: {pod: d}}
+spec:
+  nodeName: node-4
+  containers:
+  - name: c
+    image: i
+    ports:
+    - {containerPort: 80, protocol: TCP}
+    - {containerPort: 81, protocol: UDP}
+";
+
+#[test]
+fn a_node_added_and_removed_while_traffic_runs() {
+    let Some(hold) = Hold::new("crossnode", "a_node_added_and_removed_while_traffic_runs", "lab-3nodes") else { return };
+    ok(&["lab", "up", "--manifests", hold.dir()]);
+    let ips = pod_ips();
+    // Traffic between node-1 and node-2 for the whole test: 5 pings a second.
+    let ping = Command::new(labkit::podswitch_bin())
+        .args(["lab", "exec", "x/a", "--", "ping", "-n", "-q", "-i", "0.2", "-w", "40", &ips["x/b"]])
+        .env_remove("PODSWITCH_LAB_NO_SWITCH")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+
+    // node-4 joins with a pod: every node reaches it, it reaches every node.
+    hold.write("node-4.yaml", NODE_4);
+    hold.write("pod-x-d.yaml", POD_ON_NODE_4);
+    let r = probe(&["--from", "x/a", "y/b", "z/c", "--to", "pod/x/d:80", "pod/x/d:81/udp"]);
+    assert!(r.iter().all(|x| x["result"] == "connected" && x["answered_by"] == "x/d"), "{r:?}");
+    let r = probe(&["--from", "x/d", "--to", "pod/x/a:80", "pod/y/b:81/udp", "pod/z/c:80"]);
+    assert!(r.iter().all(|x| x["result"] == "connected"), "{r:?}");
+    let s: Value = serde_json::from_str(&ok(&["show", "status", "--node", "node-4", "--json"])).unwrap();
+    assert_eq!(s["node"], "node-4", "{s}");
+    let routes = ok(&["show", "routes", "--json"]);
+    assert!(routes.contains("10.244.3.0/24"), "node-1 has no route to node-4's pods: {routes}");
+
+    // node-4 leaves (its pod first, as a drain would): its namespace and switch go, the other
+    // nodes drop its routes, and nothing else is disturbed.
+    std::fs::remove_file(hold.dir.join("pod-x-d.yaml")).unwrap();
+    let r = probe(&["--from", "x/a", "--to", "pod/x/b:80"]);
+    assert_eq!(r[0]["result"], "connected", "{r:?}");
+    std::fs::remove_file(hold.dir.join("node-4.yaml")).unwrap();
+    let r = probe(&["--from", "y/b", "--to", "pod/z/c:80"]);
+    assert_eq!(r[0]["result"], "connected", "{r:?}");
+    assert!(!labkit::lab_namespaces().iter().any(|n| n.contains("node-4")), "{:?}", labkit::lab_namespaces());
+    let mut routes = String::new();
+    for _ in 0..50 {
+        routes = ok(&["show", "routes", "--json"]);
+        if !routes.contains("10.244.3.0/24") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!routes.contains("10.244.3.0/24"), "node-1 still routes node-4's pods: {routes}");
+
+    // The traffic that ran through all of it lost nothing.
+    let out = ping.wait_with_output().unwrap();
+    let text = labkit::text(&out.stdout);
+    assert!(text.contains(" 0% packet loss"), "pings between node-1 and node-2 were lost while node-4 came and went: {text}");
+}
