@@ -421,7 +421,7 @@ impl Switch {
         let before = std::mem::take(&mut self.network_problems);
         if let Some(u) = &self.cfg.uplink {
             let up = attached.get(compile::UPLINK_KEY).map(|a| AttachedUplink { id: a.id, mac: a.mac, mtu: u.mtu });
-            let snap = self.cfg.neighbours.as_ref().map(|n| n.snapshot());
+            let snap = self.cfg.neighbours.as_ref().map(crate::neighbours::Neighbours::snapshot);
             let hops = &self.node_next_hops;
             let mac = |ip: Ipv4Addr| hops.get(&ip)?.as_ref().ok().and_then(|hop| snap.as_ref()?.mac(*hop));
             self.network_problems = pod_network::add_routes(&mut self.port_tables, &self.cfg.node, u.pod_network, up, &self.remote, &u.non_masquerade, &mac);

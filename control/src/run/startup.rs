@@ -129,7 +129,7 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
                 gateway_mac,
                 pod_network: args.pod_network()?,
                 mtu,
-                non_masquerade: args.non_masquerade_cidrs.iter().map(|c| c.trunc()).collect(),
+                non_masquerade: args.non_masquerade_cidrs.iter().map(ipnet::Ipv4Net::trunc).collect(),
             })
         }
         None => None,
