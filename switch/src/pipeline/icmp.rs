@@ -70,13 +70,20 @@ pub fn answer_echo(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: Po
 
 /// Rewrites the frame into an ICMP time exceeded for its sender (see the module contract).
 pub fn time_exceeded(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: PortId, port: &PortConfig, ctx: &Ctx) -> Result<Verdict, DropReason> {
-    match error(buf, len, parsed, port, ctx.tables.gateway_ip, icmpv4::TYPE_TIME_EXCEEDED, icmpv4::CODE_TTL_EXCEEDED) {
+    let written = error(buf, len, parsed, port, ctx.tables.gateway_ip, icmpv4::TYPE_TIME_EXCEEDED, icmpv4::CODE_TTL_EXCEEDED);
+    answered(written, DropReason::TtlExceeded, &ctx.stages.icmp.time_exceeded, in_port, ctx)
+}
+
+/// The verdict on a frame an ICMP error was due for (`due`: its drop reason, counted once
+/// either way): the error out the ingress port (counted in `sent`), or the drop.
+fn answered(written: Result<usize, ErrorNotSent>, due: DropReason, sent: &Counter, in_port: PortId, ctx: &Ctx) -> Result<Verdict, DropReason> {
+    match written {
         Ok(new_len) => {
-            ctx.drops.count(DropReason::TtlExceeded);
-            ctx.stages.icmp.time_exceeded.add(1);
+            ctx.drops.count(due);
+            sent.add(1);
             Ok(Verdict::Forward { port: in_port, len: new_len })
         }
-        Err(ErrorNotSent::Forbidden) => Err(DropReason::TtlExceeded),
+        Err(ErrorNotSent::Forbidden) => Err(due),
         Err(ErrorNotSent::NoRoom) => Err(DropReason::IcmpErrorNotSent),
     }
 }
@@ -87,15 +94,8 @@ pub fn time_exceeded(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: 
 /// the error was sent or not.
 pub fn fragmentation_needed(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: PortId, port: &PortConfig, mtu: u16, ctx: &Ctx) -> Result<Verdict, DropReason> {
     let m = mtu.to_be_bytes();
-    match error_with(buf, len, parsed, port, ctx.tables.gateway_ip, icmpv4::TYPE_DEST_UNREACHABLE, icmpv4::CODE_FRAG_NEEDED, [0, 0, m[0], m[1]]) {
-        Ok(new_len) => {
-            ctx.drops.count(DropReason::FragmentationNeeded);
-            ctx.stages.icmp.fragmentation_needed.add(1);
-            Ok(Verdict::Forward { port: in_port, len: new_len })
-        }
-        Err(ErrorNotSent::Forbidden) => Err(DropReason::FragmentationNeeded),
-        Err(ErrorNotSent::NoRoom) => Err(DropReason::IcmpErrorNotSent),
-    }
+    let written = error_with(buf, len, parsed, port, ctx.tables.gateway_ip, icmpv4::TYPE_DEST_UNREACHABLE, icmpv4::CODE_FRAG_NEEDED, [0, 0, m[0], m[1]]);
+    answered(written, DropReason::FragmentationNeeded, &ctx.stages.icmp.fragmentation_needed, in_port, ctx)
 }
 
 /// Why [`error`] wrote nothing.
