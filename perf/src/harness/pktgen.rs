@@ -7,8 +7,10 @@
 //!   at b (pktgen's matched frames between the first and the last), next to what was offered and
 //!   lost. The forwarder's CPU is sampled over a window inside the run (after `warmup`): the
 //!   forwarder process's CPU time (all threads, schedstat) plus `ksoftirqd/CORE`'s when it is a process, the forwarding
-//!   core's softirq time (from /proc/stat) for the kernel, divided by the frames received in
-//!   that window (received rate x window).
+//!   core's softirq time (from /proc/stat) for the kernel, or the forwarding core's busy time
+//!   (from /proc/stat: everything run there, for forwarders that are several processes, or the
+//!   kernel and processes together), divided by the frames received in that window (received
+//!   rate x window).
 //! - [`ndr`]: `pktgen rfc2544` (binary search for the highest rate without loss; trials of
 //!   `trial` seconds, `resolution`, at most `max_trials`) between `min_rate` and `max_rate`.
 //! - [`latency`]: `pktgen run --rate R --busy-poll` for `duration`: one-way latency p50 / p99 /
@@ -42,6 +44,8 @@ pub enum CpuSource {
     Process(u32),
     /// The kernel: softirq time of the forwarding core.
     Softirq(usize),
+    /// Everything the forwarding core ran (busy time): several forwarder processes pinned there.
+    CoreBusy(usize),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -224,6 +228,7 @@ fn fwd_cpu(c: CpuSource, fwd_core: usize) -> Option<u64> {
     match c {
         CpuSource::Process(pid) => Some(sys::process_cpu_ns(pid)? + ksoftirqd_pid(fwd_core).and_then(sys::process_cpu_ns).unwrap_or(0)),
         CpuSource::Softirq(core) => softirq_ns(core),
+        CpuSource::CoreBusy(core) => CoreTimes::read().0.get(core).map(|j| j.busy * 10_000_000),
     }
 }
 
@@ -237,7 +242,7 @@ fn ksoftirqd_pid(core: usize) -> Option<u32> {
 }
 
 /// Softirq time of `core` so far in ns (/proc/stat counts in USER_HZ ticks, 100 per second
-/// in the kernel's ABI whatever its HZ).
+/// in the kernel's ABI whatever its HZ; the same for the busy time of `CoreBusy`).
 fn softirq_ns(core: usize) -> Option<u64> {
     CoreTimes::read().0.get(core).map(|j| j.softirq * 10_000_000)
 }
