@@ -38,8 +38,10 @@ pub const UPLINK_KEY: &str = "uplink";
 pub struct Uplink {
     pub ifname: String,
     /// MAC of the next hop behind the uplink (the router, or in the lab the `external` host):
-    /// everything without a more specific route goes there.
-    pub gateway_mac: [u8; 6],
+    /// everything without a more specific route goes there. `None` while it is not known
+    /// (not given and not yet resolved by the kernel, `crate::neighbours`): then there is no
+    /// default route, and such traffic is dropped as `no_route`.
+    pub gateway_mac: Option<[u8; 6]>,
     /// How pods reach other nodes' pods over it.
     pub pod_network: crate::pod_network::PodNetwork,
     /// Its MTU (IPv4 packet size), read at start.
@@ -141,9 +143,9 @@ impl PortTables {
                     t.routes.insert(u32::from(node.internal_ip), 32, NextHop::direct(a.id, host_stack_mac));
                 }
                 (PortKind::Uplink, _) => {
-                    if let Some(u) = uplink {
+                    if let Some(gateway_mac) = uplink.and_then(|u| u.gateway_mac) {
                         // Whatever is not a pod of this node or the node itself leaves by the uplink.
-                        t.routes.insert(0, 0, NextHop::direct(a.id, u.gateway_mac));
+                        t.routes.insert(0, 0, NextHop::direct(a.id, gateway_mac));
                     }
                 }
                 _ => {}
@@ -232,7 +234,7 @@ mod tests {
     #[test]
     fn assembled_routes_are_the_port_parts_routes() {
         let pods = vec![pod("x", "a", Some("10.244.0.10")), pod("x", "b", Some("10.244.1.11"))];
-        let uplink = Uplink { ifname: "eth0".into(), gateway_mac: [2, 0, 0, 0, 0, 0xfe], pod_network: Default::default(), mtu: 1500, non_masquerade: Vec::new() };
+        let mut uplink = Uplink { ifname: "eth0".into(), gateway_mac: Some([2, 0, 0, 0, 0, 0xfe]), pod_network: Default::default(), mtu: 1500, non_masquerade: Vec::new() };
         let (d, _) = desired_ports(&node(), &pods, Some(&uplink));
         let attached: BTreeMap<String, Attached> = d
             .iter()
@@ -244,6 +246,11 @@ mod tests {
         assert_eq!(t.routes.len(), 4, "{:?}", t.routes);
         assert_eq!(t.routes, ports.routes);
         assert_eq!(t.route("10.244.1.11".parse().unwrap()).unwrap().port, 3);
-        assert_eq!(t.route("1.1.1.1".parse().unwrap()).unwrap().dst_mac, uplink.gateway_mac);
+        assert_eq!(Some(t.route("1.1.1.1".parse().unwrap()).unwrap().dst_mac), uplink.gateway_mac);
+        // The gateway's MAC not known (yet): no default route.
+        uplink.gateway_mac = None;
+        let ports = PortTables::build(&node(), &d, &attached, [2, 0, 0, 0, 0, 9], Some(&uplink));
+        assert_eq!(ports.routes.len(), 3, "{:?}", ports.routes);
+        assert!(ports.routes.entries().iter().all(|(_, len, _)| *len > 0));
     }
 }

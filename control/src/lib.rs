@@ -18,6 +18,7 @@
 //! - [`services`]: Services and EndpointSlices compiled into service tables.
 //! - [`policy`]: NetworkPolicies compiled into policy tables.
 //! - [`naming`]: interface and MAC names shared by the switch, the CNI side and the lab.
+//! - [`neighbours`]: the uplink's next hops and their MACs, from the kernel's tables (rtnetlink).
 //! - [`run`]: `podswitch run`, the switch process.
 //! - [`metrics`]: the Prometheus endpoint of `podswitch run`.
 //! - [`ctl`]: the control socket protocol, client and server.
@@ -30,6 +31,7 @@ pub mod manifests;
 pub mod metrics;
 pub mod model;
 pub mod naming;
+pub mod neighbours;
 pub mod nodes;
 pub mod pod_network;
 pub mod pods;

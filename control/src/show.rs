@@ -26,6 +26,9 @@ pub enum What {
     Flows,
     /// Every NetworkPolicy: the pods it selects, its rules with resolved peers and ports.
     Policies,
+    /// The uplink's next hops (the default gateway, ...): IP, MAC, the kernel's state, age,
+    /// what needs them.
+    Neighbours,
 }
 
 /// Show the running switch's state.
@@ -72,6 +75,7 @@ pub fn main(args: ShowArgs) -> anyhow::Result<i32> {
         What::Conntrack => Request::Conntrack { limit: Some(args.limit) },
         What::Flows => unreachable!("handled above"),
         What::Policies => Request::Policies,
+        What::Neighbours => Request::Neighbours,
     };
     let v = client::request(&args.control_socket(), &req)?;
     if args.json {
@@ -85,6 +89,7 @@ pub fn main(args: ShowArgs) -> anyhow::Result<i32> {
         What::Stats => print_stats(&client::read(&v)?),
         What::Services => print_services(&client::read(&v)?),
         What::Conntrack => print_conntrack(&client::read(&v)?),
+        What::Neighbours => print_neighbours(&client::read(&v)?),
         What::Flows => unreachable!("handled above"),
         What::Policies => {
             let p: replies::Policies<serde_json::Value> = client::read(&v)?;
@@ -220,6 +225,33 @@ fn print_services(v: &replies::Services<Vec<replies::ServiceRow>>) {
                 if e.external { "[external]" } else { "" },
             );
         }
+    }
+}
+
+fn print_neighbours(v: &replies::Neighbours) {
+    let Some(interface) = &v.interface else {
+        println!("no uplink (--uplink): no neighbours");
+        return;
+    };
+    println!(
+        "uplink {interface}: gateway {} {} (MAC from {}); entries unconfirmed for {} s are not used",
+        opt(&v.gateway),
+        v.gateway_mac.as_deref().unwrap_or("unresolved: no default route in the tables"),
+        v.gateway_mac_from,
+        v.expiry_s
+    );
+    println!("{:<16} {:<18} {:<11} {:<9} {:>6}  {:<6} NEEDED BY", "IP", "MAC", "STATE", "RESOLVED", "AGE", "OWNER");
+    for n in &v.neighbours {
+        println!(
+            "{:<16} {:<18} {:<11} {:<9} {:>6}  {:<6} {}",
+            n.ip,
+            opt(&n.mac),
+            n.state,
+            if n.resolved { "yes" } else { "no" },
+            n.age_s.map_or_else(|| "-".into(), |a| format!("{a}s")),
+            if n.created_by_switch { "switch" } else { "kernel" },
+            n.needed_by.join(",")
+        );
     }
 }
 

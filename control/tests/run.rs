@@ -368,3 +368,101 @@ fn table_updates_do_not_disturb_unrelated_flows() {
     assert_eq!(r, s, "datagrams of the unrelated flow a -> b were lost while the tables changed {version} times");
     assert!(stop_ok(sw));
 }
+
+/// Waits up to `secs` for `cond` on `show WHAT --json`; returns the answer it held for.
+fn wait_show(t: &Topo, what: &str, secs: u64, cond: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = t.show(what).unwrap();
+        if cond(&v) {
+            return v;
+        }
+        assert!(Instant::now() < end, "show {what}: not as expected within {secs} s: {v}\nlog:\n{}", t.switch_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn has_default_route(routes: &serde_json::Value) -> Option<String> {
+    routes["routes"].as_array().unwrap().iter().find(|r| r["prefix"] == "0.0.0.0/0").map(|r| r["dst_mac"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn without_a_gateway_mac_the_default_route_waits_for_the_kernel_to_resolve_the_gateway() {
+    if !root_or_skip("without_a_gateway_mac_the_default_route_waits_for_the_kernel_to_resolve_the_gateway") {
+        return;
+    }
+    let _g = serial();
+    let mut t = Topo::new("psr7");
+    t.add_pod("x", "a", "10.244.0.10", true);
+    // The uplink `up0` to a router namespace `ext`, and the node's default route through it.
+    // The router does not hold its address 192.0.2.1 yet: nobody answers for the gateway.
+    let ext = format!("{}-ext", t.prefix);
+    let node = t.node();
+    sh(&["ip", "netns", "add", &ext]);
+    sh(&["ip", "-n", &node, "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", &ext]);
+    for (ns, ifname) in [(&node, "up0"), (&ext, "eth0")] {
+        sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &format!("net.ipv6.conf.{ifname}.disable_ipv6=1")]);
+        sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"]);
+        sh(&["ip", "netns", "exec", ns, "ethtool", "-K", ifname, "tx", "off"]);
+        sh(&["ip", "-n", ns, "link", "set", ifname, "up"]);
+    }
+    sh(&["ip", "-n", &node, "addr", "add", "192.0.2.2/24", "dev", "up0"]);
+    sh(&["ip", "-n", &node, "route", "add", "default", "via", "192.0.2.1", "dev", "up0"]);
+    sh(&["ip", "-n", &ext, "link", "set", "lo", "up"]);
+    sh(&["ip", "-n", &ext, "addr", "add", "203.0.113.5/32", "dev", "lo"]);
+    sh(&["ip", "netns", "exec", &ext, "sysctl", "-qw", "net.ipv4.conf.eth0.rp_filter=0"]);
+    let ext_mac = sh(&["ip", "netns", "exec", &ext, "cat", "/sys/class/net/eth0/address"]).trim().to_string();
+
+    let sw = t.start_switch(&["--uplink", "up0"]);
+    t.wait_ready();
+    // Unresolved: no default route, the gateway listed as needed and not resolved, and a
+    // datagram for the world counted as no_route.
+    let n = wait_show(&t, "neighbours", 10, |v| {
+        v["neighbours"].as_array().is_some_and(|a| a.iter().any(|e| e["ip"] == "192.0.2.1" && matches!(e["state"].as_str(), Some("failed" | "incomplete"))))
+    });
+    assert_eq!((n["interface"].as_str(), n["gateway"].as_str()), (Some("up0"), Some("192.0.2.1")), "{n}");
+    assert!(n["gateway_mac"].is_null() && n["gateway_mac_from"] == "neighbour table", "{n}");
+    let gw = &n["neighbours"][0];
+    assert_eq!((gw["resolved"].as_bool(), gw["created_by_switch"].as_bool()), (Some(false), Some(true)), "{n}");
+    assert_eq!(gw["needed_by"], serde_json::json!(["gateway"]));
+    assert_eq!(has_default_route(&t.show("routes").unwrap()), None);
+    assert!(t.switch_log().contains("no default route in the tables until the kernel resolves gateway 192.0.2.1"), "{}", t.switch_log());
+    let before = t.drop_count("no_route");
+    in_netns(&t.pod_ns("x", "a"), || UdpSocket::bind("0.0.0.0:0").unwrap().send_to(b"world", "203.0.113.5:7002").unwrap()).join().unwrap();
+    wait_show(&t, "stats", 3, |_| t.drop_count("no_route") > before);
+
+    // The router takes its address and the kernel's entry for it becomes reachable. The
+    // uplink's XDP program hands every frame to the switch today, ARP replies included, so
+    // the test writes the kernel's entry as an operator would (a managed entry takes no MAC
+    // from outside: the entry becomes an ordinary one, no longer the switch's). The default
+    // route follows within about a second, and the datagram reaches the router.
+    sh(&["ip", "-n", &ext, "addr", "add", "192.0.2.1/24", "dev", "eth0"]);
+    sh(&["ip", "-n", &node, "neigh", "replace", "192.0.2.1", "lladdr", &ext_mac, "dev", "up0", "nud", "reachable"]);
+    let t0 = Instant::now();
+    let routes = wait_show(&t, "routes", 3, |v| has_default_route(v).is_some());
+    assert!(t0.elapsed() < Duration::from_millis(2000), "took {:?}", t0.elapsed());
+    assert_eq!(has_default_route(&routes).as_deref(), Some(ext_mac.as_str()));
+    let n = t.show("neighbours").unwrap();
+    assert_eq!(n["gateway_mac"].as_str(), Some(ext_mac.as_str()), "{n}");
+    assert_eq!(n["neighbours"][0]["state"], "reachable", "{n}");
+    assert_eq!(n["neighbours"][0]["created_by_switch"], false, "{n}");
+    let got = in_netns(&ext, || {
+        let s = UdpSocket::bind("203.0.113.5:7002").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 16];
+        s.recv_from(&mut buf).map(|(n, from)| (buf[..n].to_vec(), from.ip().to_string())).ok()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    in_netns(&t.pod_ns("x", "a"), || UdpSocket::bind("0.0.0.0:0").unwrap().send_to(b"world", "203.0.113.5:7002").unwrap()).join().unwrap();
+    let got = got.join().unwrap();
+    assert_eq!(got, Some((b"world".to_vec(), "10.244.0.10".to_string())), "log:\n{}", t.switch_log());
+    // The table form prints.
+    let out = Command::new(BIN).args(["show", "neighbours", "--socket"]).arg(t.socket()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("192.0.2.1") && text.contains(&ext_mac) && text.contains("gateway"), "{text}");
+
+    // Stopped: the entry that is no longer the switch's own stays as it is.
+    assert!(stop_ok(sw));
+    let left = sh(&["ip", "-n", &node, "neigh", "show", "dev", "up0"]);
+    assert!(left.contains(&format!("192.0.2.1 lladdr {ext_mac}")), "the operator's entry went: {left}");
+}

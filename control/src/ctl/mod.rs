@@ -28,6 +28,8 @@ pub enum Request {
     },
     /// Every NetworkPolicy with the pods it selects and its rules' resolved peers and ports.
     Policies,
+    /// The uplink's next hops: IP, MAC, the kernel's state, age, what needs them.
+    Neighbours,
     /// NetworkPolicy verdicts with sequence number >= `since` (the newest `limit`).
     Flows {
         #[serde(default)]

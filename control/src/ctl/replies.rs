@@ -261,6 +261,42 @@ pub struct Flow {
     pub decided_by: String,
 }
 
+/// `show neighbours`: the uplink's next hops as the kernel resolves them
+/// (`crate::neighbours`), and where the default route's gateway MAC comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Neighbours {
+    /// The uplink (none: no uplink, and no neighbours).
+    pub interface: Option<String>,
+    /// The default route's gateway (the kernel's, unless `--uplink-gateway-mac` was given).
+    pub gateway: Option<String>,
+    /// The MAC the default route uses (none: no default route in the tables).
+    pub gateway_mac: Option<String>,
+    /// `--uplink-gateway-mac` or `neighbour table`.
+    pub gateway_mac_from: String,
+    /// How long an entry the kernel has not confirmed stays usable.
+    pub expiry_s: u64,
+    pub neighbours: Vec<NeighbourRow>,
+}
+
+/// One next hop the switch needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeighbourRow {
+    pub ip: String,
+    /// The kernel's MAC for it (also when unusable; see `resolved`).
+    pub mac: Option<String>,
+    /// The kernel's state (`reachable`, `stale`, `delay`, `probe`, `failed`, `incomplete`,
+    /// `permanent`, `noarp`, `none`), or `missing` when the kernel has no entry.
+    pub state: String,
+    /// The MAC is in the tables: valid state, confirmed within the expiry.
+    pub resolved: bool,
+    /// Seconds since the kernel last confirmed it.
+    pub age_s: Option<u64>,
+    /// What needs it: `gateway`, node names.
+    pub needed_by: Vec<String>,
+    /// The kernel's entry is the switch's own (a managed entry it created).
+    pub created_by_switch: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -417,6 +453,26 @@ mod tests {
         let (v, back) = sent_and_read::<_, Flows>(&flows);
         assert_eq!(back, flows);
         assert_eq!(keys(&v), ["ok", "next", "lost", "policy_epoch", "policies", "flows"]);
+        let n = Neighbours {
+            interface: Some("eth0".into()),
+            gateway: Some("192.0.2.1".into()),
+            gateway_mac: None,
+            gateway_mac_from: "neighbour table".into(),
+            expiry_s: 60,
+            neighbours: vec![NeighbourRow {
+                ip: "192.0.2.1".into(),
+                mac: None,
+                state: "incomplete".into(),
+                resolved: false,
+                age_s: None,
+                needed_by: vec!["gateway".into()],
+                created_by_switch: true,
+            }],
+        };
+        let (v, back) = sent_and_read::<_, Neighbours>(&n);
+        assert_eq!(back, n);
+        assert_eq!(keys(&v), ["ok", "interface", "gateway", "gateway_mac", "gateway_mac_from", "expiry_s", "neighbours"]);
+        assert_eq!(keys(&v["neighbours"][0]), ["ip", "mac", "state", "resolved", "age_s", "needed_by", "created_by_switch"]);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! detaches those whose interface went away. After every apply, refusal or retry that changed
 //! something the state is published as a [`Snapshot`] for the readers.
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -30,6 +31,7 @@ use crate::manifests::Manifests;
 use crate::model::{self, NodeInfo};
 use crate::nodes::{self, RemoteNode};
 use crate::pod_network::{self, AttachedUplink};
+use crate::neighbours::Neighbours;
 use crate::pods::PodCache;
 use crate::policy::{self as netpol, CompiledPolicy, PolicyInputs, PolicyState};
 use crate::services::{self, CompiledServices, ServiceConfig, ServiceInputs, ServiceState};
@@ -57,7 +59,12 @@ enum AttachError {
 /// What the apply side starts from.
 pub(crate) struct Config {
     pub node: NodeInfo,
+    /// The uplink; its `gateway_mac` is the one given (`--uplink-gateway-mac`), else the one
+    /// `neighbours` resolved, kept up to date by [`Switch::follow_neighbours`].
     pub uplink: Option<Uplink>,
+    /// The uplink's next hops as the kernel resolves them (with an uplink). Dropped with the
+    /// switch, which removes the neighbour entries it made.
+    pub neighbours: Option<Neighbours>,
     /// MAC of the node's stack side of the host port.
     pub host_stack_mac: [u8; 6],
     /// The manifest directory (empty with the API source).
@@ -81,8 +88,9 @@ pub(crate) struct Switch {
     remote: Vec<RemoteNode>,
     node_problems: Vec<String>,
     network_problems: Vec<String>,
-    /// MACs of the next hops on the uplink by underlay address (the neighbour table).
-    neighbours: BTreeMap<std::net::Ipv4Addr, [u8; 6]>,
+    /// The next hop on the uplink towards each other node's InternalIP (the kernel's route:
+    /// the node itself when on-link, else a gateway), or why there is none.
+    node_next_hops: BTreeMap<Ipv4Addr, Result<Ipv4Addr, String>>,
     problems: Vec<String>,
     /// Attached ports by key, with their interface.
     pub attached: BTreeMap<String, (Attached, String)>,
@@ -104,11 +112,23 @@ pub(crate) struct Switch {
     syncs: u64,
     sync_errors: u64,
     last_sync: Option<(std::time::Duration, SystemTime)>,
+    /// The gateway MAC was given (`--uplink-gateway-mac`): no neighbour lookup for it.
+    gateway_given: bool,
+    /// The neighbour snapshot generation the uplink's gateway MAC was taken from.
+    neighbours_seen: Option<u64>,
 }
 
 impl Switch {
-    pub fn new(shared: Arc<Shared>, cfg: Config) -> Self {
+    pub fn new(shared: Arc<Shared>, mut cfg: Config) -> Self {
         let rv = cfg.resource_versions;
+        let gateway_given = cfg.uplink.as_ref().is_some_and(|u| u.gateway_mac.is_some());
+        let mut neighbours_seen = None;
+        if let (Some(u), Some(n), false) = (&mut cfg.uplink, &cfg.neighbours, gateway_given) {
+            let reader = n.reader();
+            neighbours_seen = Some(reader.generation());
+            u.gateway_mac = reader.snapshot().gateway_mac();
+            log_gateway(u, &reader.snapshot());
+        }
         Self {
             shared,
             desired: Vec::new(),
@@ -117,7 +137,7 @@ impl Switch {
             remote: Vec::new(),
             node_problems: Vec::new(),
             network_problems: Vec::new(),
-            neighbours: BTreeMap::new(),
+            node_next_hops: BTreeMap::new(),
             problems: Vec::new(),
             attached: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -136,8 +156,35 @@ impl Switch {
             syncs: 0,
             sync_errors: 0,
             last_sync: None,
+            gateway_given,
+            neighbours_seen,
             cfg,
         }
+    }
+
+    /// Takes in a change of the uplink's resolved next hops (a new neighbour generation: a MAC
+    /// found, changed or lost, or a new default gateway): the gateway MAC follows (unless it
+    /// was given) and the port tables are built again and published. Cheap when nothing
+    /// changed (one atomic load); called by the event loops between views.
+    pub fn follow_neighbours(&mut self) {
+        let Some(n) = &self.cfg.neighbours else { return };
+        let reader = n.reader();
+        let generation = reader.generation();
+        if self.neighbours_seen == Some(generation) {
+            return;
+        }
+        self.neighbours_seen = Some(generation);
+        let snap = reader.snapshot();
+        if let (Some(u), false) = (&mut self.cfg.uplink, self.gateway_given) {
+            let mac = snap.gateway_mac();
+            if mac != u.gateway_mac {
+                u.gateway_mac = mac;
+                log_gateway(u, &snap);
+            }
+        }
+        self.rebuild_port_tables();
+        self.publish_tables();
+        self.publish_snapshot();
     }
 
     pub fn node(&self) -> &NodeInfo {
@@ -163,6 +210,7 @@ impl Switch {
             }
             tracing::info!(nodes = remote.len(), "other nodes changed");
             self.remote = remote;
+            self.find_node_next_hops();
         }
         // The pods step: only the pods that changed are read again, and the ports follow
         // only when some pod did.
@@ -248,6 +296,36 @@ impl Switch {
             self.reconcile(true);
             self.publish_snapshot();
         }
+        if self.node_next_hops.values().any(Result::is_err) {
+            self.find_node_next_hops();
+            self.rebuild_port_tables();
+            self.publish_tables();
+            self.publish_snapshot();
+        }
+    }
+
+    /// Asks the kernel for the next hop towards every other node over the uplink, and has the
+    /// neighbour tracker keep those resolved.
+    fn find_node_next_hops(&mut self) {
+        let (Some(u), Some(n)) = (&self.cfg.uplink, &self.cfg.neighbours) else { return };
+        let uplink_index = iface::ifindex(&u.ifname).ok().and_then(|i| u32::try_from(i).ok());
+        let mut needs: BTreeMap<Ipv4Addr, BTreeSet<String>> = BTreeMap::new();
+        self.node_next_hops = self
+            .remote
+            .iter()
+            .map(|r| {
+                let hop = match crate::neighbours::next_hop_for(r.internal_ip) {
+                    Ok(h) if Some(h.ifindex) == uplink_index => {
+                        needs.entry(h.addr).or_default().insert(format!("node {}", r.name));
+                        Ok(h.addr)
+                    }
+                    Ok(h) => Err(format!("the kernel routes {} through another interface than {} (index {})", r.internal_ip, u.ifname, h.ifindex)),
+                    Err(e) => Err(e.to_string()),
+                };
+                (r.internal_ip, hop)
+            })
+            .collect();
+        n.set_needed(needs);
     }
 
     fn free_id(&self) -> PortId {
@@ -320,25 +398,22 @@ impl Switch {
     fn rebuild_port_tables(&mut self) {
         let attached: BTreeMap<String, Attached> = self.attached.iter().map(|(k, (a, _))| (k.clone(), *a)).collect();
         self.port_tables = PortTables::build(&self.cfg.node, &self.desired, &attached, self.cfg.host_stack_mac, self.cfg.uplink.as_ref());
-        self.network_problems.clear();
+        let before = std::mem::take(&mut self.network_problems);
         if let Some(u) = &self.cfg.uplink {
             let up = attached.get(compile::UPLINK_KEY).map(|a| AttachedUplink { id: a.id, mac: a.mac, mtu: u.mtu });
-            let neighbours = &self.neighbours;
-            let mac = |ip: std::net::Ipv4Addr| neighbours.get(&ip).copied();
+            let snap = self.cfg.neighbours.as_ref().map(|n| n.snapshot());
+            let hops = &self.node_next_hops;
+            let mac = |ip: Ipv4Addr| hops.get(&ip)?.as_ref().ok().and_then(|hop| snap.as_ref()?.mac(*hop));
             self.network_problems = pod_network::add_routes(&mut self.port_tables, &self.cfg.node, u.pod_network, up, &self.remote, &u.non_masquerade, &mac);
-            for p in &self.network_problems {
-                tracing::warn!("{p}");
+            for (ip, e) in hops.iter().filter_map(|(ip, h)| h.as_ref().err().map(|e| (ip, e))) {
+                self.network_problems.push(format!("no next hop to node address {ip} on the uplink: {e}"));
             }
-        }
-    }
+            if self.network_problems != before {
+                for p in &self.network_problems {
+                    tracing::warn!("{p}");
+                }
+            }
 
-    /// The neighbour table changed: the routes to other nodes follow.
-    pub fn set_neighbours(&mut self, neighbours: BTreeMap<std::net::Ipv4Addr, [u8; 6]>) {
-        if neighbours != self.neighbours {
-            self.neighbours = neighbours;
-            self.rebuild_port_tables();
-            self.publish_tables();
-            self.publish_snapshot();
         }
     }
 
@@ -386,6 +461,26 @@ impl Switch {
             services: self.services.clone(),
             policy: self.policy.clone(),
             pod_names: Arc::clone(&self.pod_names.1),
+            uplink: self.cfg.uplink.clone(),
+            gateway_given: self.gateway_given,
         });
+    }
+}
+
+/// Says whether the default route through the uplink is in the tables, and why not.
+fn log_gateway(u: &Uplink, snap: &crate::neighbours::NeighbourSnapshot) {
+    match (u.gateway_mac, snap.gateway) {
+        (Some(mac), Some(gw)) => {
+            tracing::info!(uplink = %u.ifname, "default route to gateway {gw} ({}) in the tables", crate::naming::mac_string(mac));
+        }
+        (None, Some(gw)) => tracing::warn!(
+            uplink = %u.ifname,
+            state = snap.entries.get(&gw).map_or("missing", |e| e.state.name()),
+            "no default route in the tables until the kernel resolves gateway {gw} (traffic for it is dropped as no_route)"
+        ),
+        (_, None) => tracing::warn!(
+            uplink = %u.ifname,
+            "no default route in the tables: the kernel has no default route through the uplink (add one, or give --uplink-gateway-mac)"
+        ),
     }
 }

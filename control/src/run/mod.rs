@@ -12,7 +12,11 @@
 //! - Every view is applied incrementally (`apply.rs`): its cost follows what changed.
 //! - Readers (`show` over the control socket, [`show_handler`]; `/metrics`, [`metrics_view`];
 //!   the verdict log collector, [`flows`]) read what the apply side publishes (`shared.rs`).
-//! - SIGTERM/SIGINT detach every port, stop the workers and delete the host port.
+//! - With `--uplink`, the uplink's next hops (the default gateway unless
+//!   `--uplink-gateway-mac` is given) are resolved by the kernel and followed
+//!   ([`crate::neighbours`]); a change of the gateway's MAC republishes the tables.
+//! - SIGTERM/SIGINT detach every port, stop the workers, delete the host port and the
+//!   neighbour entries the switch made.
 pub mod affinity;
 mod apply;
 pub mod flows;
@@ -78,10 +82,14 @@ pub struct RunArgs {
     pub conntrack_size: u32,
     /// The node's uplink interface: traffic from clients outside the cluster (NodePorts,
     /// LoadBalancer and external IPs) arrives here, and whatever has no more specific route
-    /// leaves here. The switch answers ARP for the node's InternalIP on it.
-    #[arg(long, value_name = "IF", requires = "uplink_gateway_mac")]
+    /// leaves here, to the gateway of the kernel's default route through it. The switch
+    /// answers ARP for the node's InternalIP on it.
+    #[arg(long, value_name = "IF")]
     pub uplink: Option<String>,
-    /// MAC of the next hop behind --uplink (the router; in the lab, the `external` host).
+    /// MAC of the next hop behind --uplink (the router; in the lab, the `external` host). By
+    /// default the gateway of the kernel's default route through --uplink, its MAC from the
+    /// kernel's neighbour table (`podswitch show neighbours`); until it is known there is no
+    /// default route.
     #[arg(long, value_name = "MAC", requires = "uplink")]
     pub uplink_gateway_mac: Option<String>,
     /// How pods reach the pods of other nodes through --uplink: `vxlan` (each node's pod CIDRs
@@ -100,6 +108,9 @@ pub struct RunArgs {
     /// reach more ranges with their own address (e.g. a peered network that routes pod CIDRs).
     #[arg(long = "non-masquerade-cidr", value_name = "CIDR")]
     pub non_masquerade_cidrs: Vec<ipnet::Ipv4Net>,
+    /// How long a next hop's MAC the kernel has not confirmed stays in the tables.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::neighbours::DEFAULT_EXPIRY.as_secs())]
+    pub neighbour_expiry: u64,
     /// Start even if some pods' interfaces do not exist yet (they are retried every second).
     #[arg(long)]
     pub allow_missing_interfaces: bool,

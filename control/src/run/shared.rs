@@ -17,8 +17,10 @@ use switch::dataplane::Dataplane;
 use switch::tables::PortId;
 
 use super::flows::FlowHistory;
+use crate::compile::Uplink;
 use crate::kube_source::StatusHandle;
 use crate::model::NodeInfo;
+use crate::neighbours::NeighbourReader;
 use crate::policy::CompiledPolicy;
 use crate::services::CompiledServices;
 
@@ -48,6 +50,10 @@ pub(crate) struct Snapshot {
     pub policy: Option<Arc<CompiledPolicy>>,
     /// Pod names by IP, for the verdict log (shared until the pods change).
     pub pod_names: Arc<BTreeMap<u32, String>>,
+    /// The uplink with the gateway MAC the tables use, and whether that MAC was given
+    /// (`--uplink-gateway-mac`) rather than resolved.
+    pub uplink: Option<Uplink>,
+    pub gateway_given: bool,
 }
 
 impl Snapshot {
@@ -70,6 +76,8 @@ impl Snapshot {
             services: None,
             policy: None,
             pod_names: Arc::default(),
+            uplink: None,
+            gateway_given: false,
         }
     }
 }
@@ -81,16 +89,19 @@ pub(crate) struct Shared {
     flows: Mutex<FlowHistory>,
     /// The API source's status, when the objects come from the Kubernetes API.
     pub kube: Option<StatusHandle>,
+    /// The uplink's next hops as the kernel resolves them, when there is an uplink.
+    pub neighbours: Option<NeighbourReader>,
     pub started: Instant,
 }
 
 impl Shared {
-    pub fn new(dp: Dataplane, snapshot: Snapshot, kube: Option<StatusHandle>) -> Self {
+    pub fn new(dp: Dataplane, snapshot: Snapshot, kube: Option<StatusHandle>, neighbours: Option<NeighbourReader>) -> Self {
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             dp,
             flows: Mutex::new(FlowHistory::default()),
             kube,
+            neighbours,
             started: Instant::now(),
         }
     }

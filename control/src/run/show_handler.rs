@@ -41,6 +41,7 @@ pub(crate) fn handler(shared: Arc<Shared>) -> crate::ctl::server::Handler {
                     None => answer(&replies::Policies { epoch, policies: [(); 0] }),
                 }
             }
+            Request::Neighbours => answer(&neighbours(&shared, &s)),
             Request::Flows { since, limit } => {
                 let (tables, policies) = policy_counts(dp);
                 answer(&flows(&shared, &s, &tables, policies, since.unwrap_or(0), limit.unwrap_or(1000)))
@@ -204,5 +205,31 @@ fn stats(dp: &Dataplane) -> replies::Stats {
                 tx_dropped: r.totals.tx_dropped,
             })
             .collect(),
+    }
+}
+
+fn neighbours(shared: &Shared, s: &Snapshot) -> replies::Neighbours {
+    let snap = shared.neighbours.as_ref().map(crate::neighbours::NeighbourReader::snapshot);
+    let now = std::time::Instant::now();
+    let neighbours = snap
+        .iter()
+        .flat_map(|n| n.entries.iter())
+        .map(|(ip, n)| replies::NeighbourRow {
+            ip: ip.to_string(),
+            mac: n.mac.map(mac_string),
+            state: n.state.name().to_string(),
+            resolved: n.resolved,
+            age_s: n.updated.map(|t| now.saturating_duration_since(t).as_secs()),
+            needed_by: n.needed_by.iter().cloned().collect(),
+            created_by_switch: n.created_by_switch,
+        })
+        .collect();
+    replies::Neighbours {
+        interface: s.uplink.as_ref().map(|u| u.ifname.clone()),
+        gateway: snap.as_ref().and_then(|n| n.gateway).map(|g| g.to_string()),
+        gateway_mac: s.uplink.as_ref().and_then(|u| u.gateway_mac).map(mac_string),
+        gateway_mac_from: if s.gateway_given { "--uplink-gateway-mac" } else { "neighbour table" }.to_string(),
+        expiry_s: snap.as_ref().map_or(0, |n| n.expiry.as_secs()),
+        neighbours,
     }
 }

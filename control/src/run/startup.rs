@@ -30,6 +30,7 @@ use crate::manifests;
 use crate::metrics::{self, MetricsAddr};
 use crate::model;
 use crate::naming;
+use crate::neighbours::{NeighbourConfig, NeighbourError, Neighbours};
 
 /// Why `podswitch run` did not start (nothing it made is left behind).
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,8 @@ pub enum StartError {
     NoUplink(String),
     #[error(transparent)]
     PodNetwork(#[from] crate::pod_network::PodNetworkError),
+    #[error("following the uplink's neighbours: {0}")]
+    Neighbours(#[from] NeighbourError),
     #[error("interface {ifname} of pod {pod} does not exist in this network namespace (pass --allow-missing-interfaces to wait for it)")]
     MissingInterface { ifname: String, pod: String },
     #[error(transparent)]
@@ -107,9 +110,12 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
     };
     let node = model::node_info(&m, args.node_name.as_deref()).map_err(|e| source_err(&e))?;
     let pods = model::local_pods(&m, &node).map_err(|e| source_err(&e))?;
-    let uplink = match (&args.uplink, &args.uplink_gateway_mac) {
-        (Some(ifname), Some(mac)) => {
-            let gateway_mac = iface::parse_mac(mac).ok_or_else(|| StartError::UplinkMac(mac.clone()))?;
+    let uplink = match &args.uplink {
+        Some(ifname) => {
+            let gateway_mac = match &args.uplink_gateway_mac {
+                Some(mac) => Some(iface::parse_mac(mac).ok_or_else(|| StartError::UplinkMac(mac.clone()))?),
+                None => None,
+            };
             if !iface::exists(ifname) {
                 return Err(StartError::NoUplink(ifname.clone()));
             }
@@ -122,7 +128,17 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
                 non_masquerade: args.non_masquerade_cidrs.iter().map(|c| c.trunc()).collect(),
             })
         }
-        _ => None,
+        None => None,
+    };
+    // Without --uplink-gateway-mac the kernel resolves the default route's gateway; the
+    // tracker also keeps the uplink's other next hops (`crate::neighbours`).
+    let neighbours = match &uplink {
+        Some(u) => Some(Neighbours::start(NeighbourConfig {
+            ifname: u.ifname.clone(),
+            expiry: std::time::Duration::from_secs(args.neighbour_expiry),
+            follow_default_gateway: u.gateway_mac.is_none(),
+        })?),
+        None => None,
     };
     let (desired, _) = compile::desired_ports(&node, &pods, uplink.as_ref());
     if !args.allow_missing_interfaces {
@@ -143,13 +159,15 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
         Source::Api(src) => Some(src.status_handle()),
         Source::Directory(_) => None,
     };
-    let shared = Arc::new(Shared::new(dp, Snapshot::empty(node.clone(), dir.clone()), kube_status));
+    let neighbour_reader = neighbours.as_ref().map(Neighbours::reader);
+    let shared = Arc::new(Shared::new(dp, Snapshot::empty(node.clone(), dir.clone()), kube_status, neighbour_reader));
     teardown.dataplane(Arc::clone(&shared));
 
     let resource_versions = matches!(source, Source::Api(_));
     let mut sw = Switch::new(Arc::clone(&shared), apply::Config {
         node,
         uplink,
+        neighbours,
         host_stack_mac,
         dir,
         resource_versions,

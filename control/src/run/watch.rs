@@ -8,8 +8,9 @@
 //! - `follow_directory` and `follow_api` are the switch's event loops: each view that
 //!   differs from the one in force and from the last one refused is applied; a refused view is
 //!   reported once (log) and recorded (`show status`) while the tables in force stay; between
-//!   views, ports that wait for their interface are retried (every 500 ms at most). Both
-//!   return when `stop` is set (SIGTERM, SIGINT).
+//!   views, ports that wait for their interface are retried (every 500 ms at most), and a
+//!   change of the uplink's resolved gateway is taken in (`Switch::follow_neighbours`, at
+//!   least every 500 ms). Both return when `stop` is set (SIGTERM, SIGINT).
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -128,6 +129,7 @@ impl Refused {
 pub(crate) fn follow_directory(sw: &mut Switch, watch: &mut DirWatch, stop: &AtomicBool) {
     let mut refused = Refused::default();
     while !stop.load(Ordering::Relaxed) {
+        sw.follow_neighbours();
         let digest = match watch.next(Duration::from_millis(500)) {
             DirPoll::Unchanged => {
                 sw.retry_pending();
@@ -170,6 +172,7 @@ pub(crate) fn follow_directory(sw: &mut Switch, watch: &mut DirWatch, stop: &Ato
 pub(crate) fn follow_api(sw: &mut Switch, src: &mut KubeSource, stop: &AtomicBool) {
     let mut refused = Refused::default();
     while !stop.load(Ordering::Relaxed) {
+        sw.follow_neighbours();
         match src.recv_timeout(Duration::from_millis(500)) {
             Ok(m) => match sw.apply(m) {
                 Ok(()) => {

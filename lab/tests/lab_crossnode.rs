@@ -1,0 +1,249 @@
+//! Integration tests of the pod network across nodes (issue #11): the 3-node lab
+//! (examples/lab-3nodes: node-1..3 with InternalIPs 172.18.0.2-4 on the underlay, pod CIDRs
+//! 10.244.0-2.0/24, pods x/P, y/P, z/P on each, P = a, b, c), in both `--pod-network` modes.
+//!
+//! Contract:
+//! - As the other lab tests: root (else SKIPPED), one lab per machine ([`labkit::Hold`]), the
+//!   lab torn down when the hold drops.
+//! - Every pod reaches every pod of every node with real sockets, TCP and UDP, and the server
+//!   sees the client's own pod address (no NAT between pods), in `vxlan` and in `routed` mode.
+//! - In `vxlan` mode: routes to the other nodes go through their tunnels (`show routes`), and a
+//!   packet too big for the tunnel (a pod with MTU 1500, DF set) is answered with ICMP
+//!   fragmentation-needed carrying the tunnel's MTU, which the pod's kernel then uses.
+//! - A pod reaches a server on the underlay outside the cluster (`external`), which sees the
+//!   pod's node's InternalIP (masqueraded), and the answer comes back to the pod.
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+mod labkit;
+use labkit::{describe, ok, pod_ips, probe, Hold};
+
+/// Pods by node: node-1 has x/a, y/a, z/a; node-2 the `b`s; node-3 the `c`s.
+const NODES: [(&str, &str, &str); 3] = [("node-1", "172.18.0.2", "a"), ("node-2", "172.18.0.3", "b"), ("node-3", "172.18.0.4", "c")];
+const EXTERNAL_IP: &str = "172.18.0.100";
+
+fn all_pods() -> Vec<String> {
+    let mut out = Vec::new();
+    for (_, _, p) in NODES {
+        for ns in ["x", "y", "z"] {
+            out.push(format!("{ns}/{p}"));
+        }
+    }
+    out
+}
+
+/// Every pod → every pod, TCP :80 and UDP :81: all connected, answered by the target, which saw
+/// the client's own address.
+fn full_matrix(mode: &str) {
+    let pods = all_pods();
+    let ips = pod_ips();
+    let mut args: Vec<String> = vec!["--from".into()];
+    args.extend(pods.iter().cloned());
+    args.push("--to".into());
+    for p in &pods {
+        args.push(format!("pod/{p}:80"));
+        args.push(format!("pod/{p}:81/udp"));
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = probe(&a);
+    assert_eq!(r.len(), 9 * 18, "{mode}: {} results", r.len());
+    let mut failures = Vec::new();
+    for x in &r {
+        let to = x["to"].as_str().unwrap();
+        let want = to.trim_start_matches("pod/").split(':').next().unwrap();
+        let from_ip = &ips[x["from"].as_str().unwrap()];
+        let seen_ok = x["seen_client"].as_str().is_some_and(|s| s.starts_with(&format!("{from_ip}:")));
+        if x["result"] != "connected" || x["answered_by"] != want || !seen_ok {
+            failures.push(x.to_string());
+        }
+    }
+    assert!(failures.is_empty(), "{mode}: {} of {} pairs failed:\n{}", failures.len(), r.len(), failures.join("\n"));
+}
+
+/// A pod server on `external` (the underlay, outside the cluster), killed on drop.
+struct ExternalServer(Child);
+
+impl ExternalServer {
+    fn start() -> Self {
+        let child = Command::new("ip")
+            .args(["netns", "exec", "psl-external", labkit::LAB_BIN, "serve", "--pod", "world/external", "--tcp", "9000", "--udp", "9001"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the external server");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Self(child)
+    }
+}
+
+impl Drop for ExternalServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Each node's pods reach `external` masqueraded to their node's InternalIP, and get answers.
+fn pods_reach_the_world_masqueraded(mode: &str) {
+    let _server = ExternalServer::start();
+    for (node, internal_ip, p) in NODES {
+        let from = format!("x/{p}");
+        let r = probe(&["--from", &from, "--to", &format!("{EXTERNAL_IP}:9000"), &format!("{EXTERNAL_IP}:9001/udp")]);
+        for x in &r {
+            assert_eq!(x["result"], "connected", "{mode}: {from} on {node} → external: {x}");
+            assert_eq!(x["answered_by"], "world/external", "{mode}: {x}");
+            let seen = x["seen_client"].as_str().unwrap();
+            assert!(seen.starts_with(&format!("{internal_ip}:")), "{mode}: external saw {seen}, not {node}'s InternalIP {internal_ip}");
+        }
+    }
+}
+
+#[test]
+fn vxlan_every_pod_reaches_every_pod_on_every_node() {
+    let Some(hold) = Hold::new("crossnode", "vxlan_every_pod_reaches_every_pod", "lab-3nodes") else { return };
+    ok(&["lab", "up", "--manifests", hold.dir(), "--pod-network", "vxlan"]);
+    full_matrix("vxlan");
+
+    // node-1's routes to the other nodes' pods and addresses go through their tunnels.
+    let routes: Value = serde_json::from_str(&ok(&["show", "routes", "--json"])).unwrap();
+    let tunnel_of = |prefix: &str| {
+        routes["routes"].as_array().unwrap().iter().find(|r| r["prefix"] == prefix).map(|r| r["tunnel"]["remote"].clone())
+    };
+    assert_eq!(tunnel_of("10.244.1.0/24"), Some(Value::from("172.18.0.3")), "{routes}");
+    assert_eq!(tunnel_of("10.244.2.0/24"), Some(Value::from("172.18.0.4")), "{routes}");
+    assert_eq!(tunnel_of("172.18.0.4/32"), Some(Value::from("172.18.0.4")), "{routes}");
+
+    // A pod whose MTU is 1500 sends a 1500-byte packet with DF across the tunnel: answered
+    // with fragmentation-needed (MTU 1450) from the gateway; its kernel learns the path MTU.
+    let st = labkit::state();
+    let iface = st["pods"]["x/a"]["interface"].as_str().unwrap().to_string();
+    ok(&["lab", "exec", "node-1", "--", "ip", "link", "set", &iface, "mtu", "1500"]);
+    ok(&["lab", "exec", "x/a", "--", "ip", "link", "set", "eth0", "mtu", "1500"]);
+    let target = pod_ips()["x/b"].clone();
+    let o = labkit::podswitch(&["lab", "exec", "x/a", "--", "ping", "-M", "do", "-s", "1472", "-c", "1", "-W", "2", &target]);
+    let out = describe(&o);
+    assert!(out.contains("mtu = 1450") || out.contains("mtu=1450"), "no fragmentation-needed with MTU 1450: {out}");
+    let route = ok(&["lab", "exec", "x/a", "--", "ip", "route", "get", &target]);
+    assert!(route.contains("mtu 1450"), "the pod's kernel did not learn the path MTU: {route}");
+    let o = labkit::podswitch(&["lab", "exec", "x/a", "--", "ping", "-M", "do", "-s", "1422", "-c", "1", "-W", "2", &target]);
+    assert!(o.status.success(), "a packet that fits the tunnel: {}", describe(&o));
+    let stats: Value = serde_json::from_str(&ok(&["show", "stats", "--json"])).unwrap();
+    let fragn = stats["drops"].as_array().unwrap().iter().find(|d| d["reason"] == "fragmentation_needed").map(|d| d["count"].as_u64().unwrap());
+    assert!(fragn.unwrap_or(0) >= 1, "{stats}");
+
+    pods_reach_the_world_masqueraded("vxlan");
+}
+
+#[test]
+fn routed_every_pod_reaches_every_pod_on_every_node() {
+    let Some(hold) = Hold::new("crossnode", "routed_every_pod_reaches_every_pod", "lab-3nodes") else { return };
+    ok(&["lab", "up", "--manifests", hold.dir(), "--pod-network", "routed"]);
+    full_matrix("routed");
+    // No tunnels: node-2's pods are reached at node-2's MAC on the uplink.
+    let routes: Value = serde_json::from_str(&ok(&["show", "routes", "--json"])).unwrap();
+    let r = routes["routes"].as_array().unwrap().iter().find(|r| r["prefix"] == "10.244.1.0/24").cloned().unwrap_or_default();
+    assert_eq!(r["port"], "uplink", "{routes}");
+    assert!(r.get("tunnel").is_none(), "{r}");
+    let mac = ok(&["lab", "exec", "node-2", "--", "cat", "/sys/class/net/psw-uplink/address"]);
+    assert_eq!(r["dst_mac"], mac.trim(), "{r}");
+    pods_reach_the_world_masqueraded("routed");
+}
+
+/// Services whose endpoints are on node-2 only, a NetworkPolicy on node-2's pod, reached from
+/// the other nodes' pods and from `external` through each node.
+const SERVICES_AND_POLICY: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: web-b, namespace: x}
+spec:
+  selector: {pod: b}
+  ports:
+  - {name: http, port: 80, targetPort: 80, protocol: TCP}
+  - {name: dns, port: 81, targetPort: 81, protocol: UDP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: np-cluster, namespace: x}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Cluster
+  selector: {pod: b}
+  ports:
+  - {name: http, port: 80, targetPort: 80, nodePort: 30080, protocol: TCP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: np-local, namespace: x}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  selector: {pod: b}
+  ports:
+  - {name: http, port: 80, targetPort: 80, nodePort: 30081, protocol: TCP}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: c-only-from-a, namespace: y}
+spec:
+  podSelector: {matchLabels: {pod: c}}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - podSelector: {matchLabels: {pod: a}}
+";
+
+#[test]
+fn services_and_network_policy_work_across_nodes() {
+    let Some(hold) = Hold::new("crossnode", "services_and_network_policy_work_across_nodes", "lab-3nodes") else { return };
+    hold.write("services.yaml", SERVICES_AND_POLICY);
+    ok(&["lab", "up", "--manifests", hold.dir()]);
+    let ips = pod_ips();
+
+    // Pod → ClusterIP → a pod on another node: the server sees the client pod's own address.
+    let r = probe(&["--from", "x/a", "z/c", "--to", "svc/x/web-b:80", "svc/x/web-b:81/udp"]);
+    assert_eq!(r.len(), 4, "{r:?}");
+    for x in &r {
+        assert_eq!(x["result"], "connected", "{x}");
+        assert_eq!(x["answered_by"], "x/b", "{x}");
+        let from_ip = &ips[x["from"].as_str().unwrap()];
+        assert!(x["seen_client"].as_str().unwrap().starts_with(&format!("{from_ip}:")), "source kept: {x}");
+    }
+
+    // NodePort from outside, externalTrafficPolicy Cluster, through every node: the endpoint
+    // (on node-2) sees the address of the node the client went through (masqueraded, so the
+    // reply returns through that node).
+    for (node, ip, _) in NODES {
+        let r = probe(&["--from", "external", "--to", &format!("{ip}:30080")]);
+        assert_eq!(r[0]["result"], "connected", "eTP Cluster via {node}: {r:?}");
+        assert_eq!(r[0]["answered_by"], "x/b", "{r:?}");
+        assert!(r[0]["seen_client"].as_str().unwrap().starts_with(&format!("{ip}:")), "eTP Cluster via {node}: {r:?}");
+    }
+    // externalTrafficPolicy Local: node-2 (which has the endpoint) keeps the client's address;
+    // the other nodes have no local endpoint and drop.
+    let r = probe(&["--from", "external", "--to", "172.18.0.3:30081"]);
+    assert_eq!(r[0]["result"], "connected", "{r:?}");
+    assert!(r[0]["seen_client"].as_str().unwrap().starts_with(&format!("{EXTERNAL_IP}:")), "eTP Local keeps the client: {r:?}");
+    let r = probe(&["--from", "external", "--timeout-ms", "700", "--to", "172.18.0.2:30081", "172.18.0.4:30081"]);
+    assert!(r.iter().all(|x| x["result"] == "timeout"), "eTP Local without a local endpoint: {r:?}");
+
+    // NetworkPolicy: y/c (node-3) admits only pods labelled pod=a of its namespace (y/a, on
+    // node-1); y/b (node-2) and x/a (another namespace) are refused, across nodes too.
+    let r = probe(&["--from", "y/a", "y/b", "x/a", "--timeout-ms", "700", "--to", "pod/y/c:80", "pod/y/c:81/udp"]);
+    for x in &r {
+        let want = if x["from"] == "y/a" { "connected" } else { "timeout" };
+        assert_eq!(x["result"], want, "{x}");
+    }
+    // Egress from y/c is not restricted.
+    let r = probe(&["--from", "y/c", "--to", "pod/y/b:80", "pod/x/a:81/udp"]);
+    assert!(r.iter().all(|x| x["result"] == "connected"), "{r:?}");
+    // The refusals were counted as policy drops (by the sending node's switch or y/c's).
+    let denied: u64 = NODES
+        .iter()
+        .map(|(node, ..)| {
+            let s: Value = serde_json::from_str(&ok(&["show", "stats", "--node", node, "--json"])).unwrap();
+            s["drops"].as_array().unwrap().iter().filter(|d| d["reason"] == "policy_denied").map(|d| d["count"].as_u64().unwrap()).sum::<u64>()
+        })
+        .sum();
+    assert!(denied >= 4, "policy_denied counted {denied} times for 4 refused probes (and their retries)");
+}
