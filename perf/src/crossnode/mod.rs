@@ -6,7 +6,9 @@
 //! one topology of two node namespaces on a direct underlay link with one pod on each
 //! ([`topo`]). Figures per setup: 64-byte UDP frames per second from pod a to pod b (pktgen,
 //! the project's AF_XDP generator, sending in pod a and receiving on pod b's `eth0`) and one TCP
-//! stream's throughput (iperf3, [`tcp`]). Rounds interleave the setups (the order rotates from
+//! stream's throughput (iperf3, [`tcp`]); and the highest rate each carries with at most 0.1%
+//! lost (RFC 2544 search with pktgen), since the kernel setups throttle the generator to what
+//! they carry while the switches are offered more than they take. Rounds interleave the setups (the order rotates from
 //! round to round; each is brought up and taken down within its turn); figures are medians over
 //! rounds, ratios switch/kernel of the medians and of each round. perf/README.md says how it
 //! measures.
@@ -27,7 +29,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::harness::cleanup::Cleanup;
-use crate::harness::pktgen::{CpuSource, Gen, RateResult, Traffic};
+use crate::harness::pktgen::{CpuSource, Gen, NdrResult, RateResult, Traffic};
 use crate::harness::report::OutputArgs;
 use crate::harness::{host, preflight, progress};
 use crate::sys;
@@ -37,6 +39,8 @@ use topo::Topo;
 
 /// The lab tests' machine lock: one lab (or benchmark topology) at a time on this machine.
 const LAB_LOCK: &str = "/run/podswitch-lab-tests.lock";
+/// Resolution of the rate search (share of the failing rate).
+const NDR_RESOLUTION: f64 = 0.02;
 
 /// Pod -> pod on another node: podswitch (vxlan, routed) vs the kernel's VXLAN (flannel) and routing.
 #[derive(Debug, Clone, clap::Args)]
@@ -55,6 +59,20 @@ pub struct CrossnodeArgs {
     /// Start of the CPU window inside a rate run, seconds after the sender started.
     #[arg(long, default_value_t = 0.7)]
     pub warmup: f64,
+    /// Frames per second pktgen offers in the UDP run (default: as many as it can).
+    #[arg(long, value_name = "PPS")]
+    pub udp_rate: Option<u64>,
+    /// Length of one trial of the RFC 2544 search for the highest rate the setup carries
+    /// (with at most --ndr-loss-tolerance lost), seconds; 0 skips the search.
+    #[arg(long, default_value_t = 1.0)]
+    pub ndr_trial: f64,
+    /// Share of the frames a search trial may lose and still pass (RFC 2544: 0).
+    #[arg(long, default_value_t = 0.001)]
+    pub ndr_loss_tolerance: f64,
+    /// Trials of the search at most (the first at 1.1x the highest rate offered or received
+    /// in the UDP run; resolution 2%).
+    #[arg(long, default_value_t = 8)]
+    pub ndr_max_trials: u32,
     /// Length of the TCP stream (iperf3 -t), seconds; 0 skips it.
     #[arg(long, default_value_t = 10)]
     pub tcp_seconds: u32,
@@ -85,6 +103,8 @@ pub struct Sample {
     pub round: u32,
     pub setup: Setup,
     pub udp_64: Option<RateResult>,
+    /// The highest rate carried with at most `ndr_loss_tolerance` lost.
+    pub ndr_64: Option<NdrResult>,
     pub tcp: Option<TcpResult>,
     /// Seconds from starting the switches until both routed the other node's pods.
     pub switch_ready_s: Option<f64>,
@@ -111,6 +131,11 @@ pub struct Params {
     pub gen_core: usize,
     pub fwd_core: usize,
     pub busy_poll: bool,
+    /// Frames per second offered in the UDP run (None: pktgen's maximum).
+    pub udp_rate: Option<u64>,
+    pub ndr_trial_s: f64,
+    pub ndr_loss_tolerance: f64,
+    pub ndr_resolution: f64,
 }
 
 fn progress(msg: impl AsRef<str>) {
@@ -125,8 +150,8 @@ pub fn main(args: CrossnodeArgs) -> Result<i32> {
     if !preflight::root("crossnode", "network namespaces, XDP") {
         return Ok(1);
     }
-    if args.rounds == 0 || args.duration <= args.warmup + 0.3 || args.setups.is_empty() {
-        bail!("--rounds must be positive, --duration at least --warmup + 0.3 s, --setups non-empty");
+    if args.rounds == 0 || args.duration <= args.warmup + 0.3 || args.setups.is_empty() || !(0.0..1.0).contains(&args.ndr_loss_tolerance) {
+        bail!("--rounds must be positive, --duration at least --warmup + 0.3 s, --setups non-empty, --ndr-loss-tolerance in [0, 1)");
     }
     let cpus = sys::online_cpus();
     if args.fwd_core == args.gen_core || args.fwd_core >= cpus || args.gen_core >= cpus {
@@ -208,6 +233,10 @@ pub fn main(args: CrossnodeArgs) -> Result<i32> {
         gen_core: args.gen_core,
         fwd_core: args.fwd_core,
         busy_poll: args.busy_poll,
+        udp_rate: args.udp_rate,
+        ndr_trial_s: args.ndr_trial,
+        ndr_loss_tolerance: args.ndr_loss_tolerance,
+        ndr_resolution: NDR_RESOLUTION,
     };
     let summary = report::summarize(samples, params, env, notes, started_utc, started.elapsed().as_secs_f64());
     crate::harness::report::publish(&args.output, &summary, || report::files(&summary), || report::table(&summary), progress)?;
@@ -231,6 +260,7 @@ fn run_setup(args: &CrossnodeArgs, t: &Topo, sw: &SwitchOpts, gen: &Gen, setup: 
         round,
         setup,
         udp_64: None,
+        ndr_64: None,
         tcp: None,
         switch_ready_s: match &running {
             setups::Running::Switch { ready_s, .. } => Some(*ready_s),
@@ -249,6 +279,12 @@ fn run_setup(args: &CrossnodeArgs, t: &Topo, sw: &SwitchOpts, gen: &Gen, setup: 
                     n.name,
                     d.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
                 );
+                progress(&note);
+                notes.push(note);
+            }
+            let lost = setups::switch_port_losses(sw.podswitch, n);
+            if !lost.is_empty() {
+                let note = format!("round {round} {} {}: {}", setup.name(), n.name, lost.join("; "));
                 progress(&note);
                 notes.push(note);
             }
@@ -278,7 +314,7 @@ fn measure(args: &CrossnodeArgs, t: &Topo, gen: &Gen, running: &mut setups::Runn
         dst_mac: t.host_mac(&t.a, &t.nodes[0])?,
         src_ports: format!("1024-{}", 1024 + args.flows - 1),
     };
-    match gen.rate(&traffic, "64", args.duration, args.warmup, CpuSource::CoreBusy(args.fwd_core)) {
+    match gen.rate_at(&traffic, "64", args.udp_rate, args.duration, args.warmup, CpuSource::CoreBusy(args.fwd_core)) {
         Ok(r) if r.received == 0 => fail(s, "64-byte UDP", anyhow::anyhow!("nothing arrived at pod b ({} frames sent)", r.sent))?,
         Ok(r) => {
             progress(format!(
@@ -294,6 +330,24 @@ fn measure(args: &CrossnodeArgs, t: &Topo, gen: &Gen, running: &mut setups::Runn
     }
     if let Some(e) = running.exited() {
         bail!("{e}");
+    }
+    if let (true, Some(r)) = (args.ndr_trial > 0.0, &s.udp_64) {
+        let max = ((r.offered_pps.max(r.pps) as f64 * 1.1) as u64).max(20_000);
+        match gen.ndr_tolerating(&traffic, "64", args.ndr_trial, max, (max / 20).max(1000), NDR_RESOLUTION, args.ndr_max_trials, args.ndr_loss_tolerance) {
+            Ok(n) => {
+                progress(format!(
+                    "{tag}: highest rate with ≤{}% lost {} pps ({} trials)",
+                    args.ndr_loss_tolerance * 100.0,
+                    n.ndr_pps.map_or("-".into(), crate::stats::thousands),
+                    n.trials
+                ));
+                s.ndr_64 = Some(n);
+            }
+            Err(e) => fail(s, "rate search", e)?,
+        }
+        if let Some(e) = running.exited() {
+            bail!("{e}");
+        }
     }
     if args.tcp_seconds > 0 {
         match tcp::stream(topo::NS_A, topo::NS_B, t.b.ip, args.tcp_seconds, args.gen_core, gen.workdir) {

@@ -3,7 +3,9 @@
 //!
 //! Contract: [`Summary`]'s field order is the JSON key order; the six headline keys come first
 //! (`switch_vxlan_pps`, `kernel_vxlan_pps`, `switch_routed_pps`, `kernel_routed_pps`,
-//! `switch_vxlan_tcp_gbps`, `kernel_vxlan_tcp_gbps`), `null` when a figure is missing.
+//! `switch_vxlan_tcp_gbps`, `kernel_vxlan_tcp_gbps`), `null` when a figure is missing; then
+//! the routed TCP figures, the highest rates carried with at most the tolerated loss
+//! (`*_ndr_pps`), the switch/kernel ratios and everything else.
 use std::fmt::Write as _;
 
 use anyhow::Result;
@@ -31,6 +33,9 @@ pub struct Cell {
     /// generator (or its backpressure) was the limit and `pps` is a lower bound.
     pub pps_lower_bound: bool,
     pub offered_pps: Option<u64>,
+    /// The highest rate carried with at most the tolerated loss (RFC 2544 search), median.
+    pub ndr_pps: Option<u64>,
+    pub ndr_per_round: Vec<Option<u64>>,
     /// Busy time of the forwarding core per frame received (µs), median.
     pub fwd_core_us_per_pkt: Option<f64>,
     /// Busy share of the forwarding core during the UDP run, median.
@@ -52,11 +57,18 @@ pub struct Summary {
     pub kernel_vxlan_tcp_gbps: Option<f64>,
     pub switch_routed_tcp_gbps: Option<f64>,
     pub kernel_routed_tcp_gbps: Option<f64>,
+    /// The highest rates carried with at most `params.ndr_loss_tolerance` lost.
+    pub switch_vxlan_ndr_pps: Option<u64>,
+    pub kernel_vxlan_ndr_pps: Option<u64>,
+    pub switch_routed_ndr_pps: Option<u64>,
+    pub kernel_routed_ndr_pps: Option<u64>,
     /// switch/kernel of the medians; the target for VXLAN pps is >= 1.3.
     pub vxlan_pps_ratio: Option<f64>,
     pub routed_pps_ratio: Option<f64>,
     pub vxlan_tcp_ratio: Option<f64>,
     pub routed_tcp_ratio: Option<f64>,
+    pub vxlan_ndr_ratio: Option<f64>,
+    pub routed_ndr_ratio: Option<f64>,
     /// switch/kernel of the 64-byte rate within each round (the same round: slow drifts cancel).
     pub vxlan_pps_ratio_per_round: Vec<f64>,
     pub routed_pps_ratio_per_round: Vec<f64>,
@@ -105,6 +117,7 @@ pub fn summarize(samples: Vec<Sample>, params: Params, env: Env, notes: Vec<Stri
         let offered: Vec<u64> = mine.iter().filter_map(|s| s.udp_64.as_ref().map(|r| r.offered_pps)).collect();
         let us: Vec<f64> = mine.iter().filter_map(|s| s.udp_64.as_ref().and_then(|r| r.cpu_ns_per_pkt)).map(|n| n / 1e3).collect();
         let busy: Vec<f64> = mine.iter().filter_map(|s| s.udp_64.as_ref().and_then(|r| r.core_busy.get(params.fwd_core).copied())).collect();
+        let ndr: Vec<u64> = mine.iter().filter_map(|s| s.ndr_64.as_ref().and_then(|n| n.ndr_pps)).collect();
         let tcp: Vec<f64> = mine.iter().filter_map(|s| s.tcp.as_ref().map(|r| r.gbps)).collect();
         let retr: Vec<u64> = mine.iter().filter_map(|s| s.tcp.as_ref().map(|r| r.retransmits)).collect();
         let ready: Vec<f64> = mine.iter().filter_map(|s| s.switch_ready_s).collect();
@@ -119,6 +132,8 @@ pub fn summarize(samples: Vec<Sample>, params: Params, env: Env, notes: Vec<Stri
             pps_per_round: pps,
             pps_lower_bound: lower,
             offered_pps: med_u(&offered),
+            ndr_pps: med_u(&ndr),
+            ndr_per_round: mine.iter().map(|s| s.ndr_64.as_ref().and_then(|n| n.ndr_pps)).collect(),
             fwd_core_us_per_pkt: median(&us).map(|x| round_to(x, 3)),
             fwd_core_busy: median(&busy).map(|x| round_to(x, 3)),
             tcp_gbps: median(&tcp).map(|x| round_to(x, 3)),
@@ -128,6 +143,7 @@ pub fn summarize(samples: Vec<Sample>, params: Params, env: Env, notes: Vec<Stri
         });
     }
     let pps = |s: Setup| cells.iter().find(|c| c.setup == s).and_then(|c| c.pps);
+    let ndr = |s: Setup| cells.iter().find(|c| c.setup == s).and_then(|c| c.ndr_pps);
     let gbps = |s: Setup| cells.iter().find(|c| c.setup == s).and_then(|c| c.tcp_gbps);
     Summary {
         switch_vxlan_pps: pps(Setup::SwitchVxlan),
@@ -138,10 +154,16 @@ pub fn summarize(samples: Vec<Sample>, params: Params, env: Env, notes: Vec<Stri
         kernel_vxlan_tcp_gbps: gbps(Setup::KernelVxlan),
         switch_routed_tcp_gbps: gbps(Setup::SwitchRouted),
         kernel_routed_tcp_gbps: gbps(Setup::KernelRouted),
+        switch_vxlan_ndr_pps: ndr(Setup::SwitchVxlan),
+        kernel_vxlan_ndr_pps: ndr(Setup::KernelVxlan),
+        switch_routed_ndr_pps: ndr(Setup::SwitchRouted),
+        kernel_routed_ndr_pps: ndr(Setup::KernelRouted),
         vxlan_pps_ratio: ratio(pps(Setup::SwitchVxlan), pps(Setup::KernelVxlan)),
         routed_pps_ratio: ratio(pps(Setup::SwitchRouted), pps(Setup::KernelRouted)),
         vxlan_tcp_ratio: fratio(gbps(Setup::SwitchVxlan), gbps(Setup::KernelVxlan)),
         routed_tcp_ratio: fratio(gbps(Setup::SwitchRouted), gbps(Setup::KernelRouted)),
+        vxlan_ndr_ratio: ratio(ndr(Setup::SwitchVxlan), ndr(Setup::KernelVxlan)),
+        routed_ndr_ratio: ratio(ndr(Setup::SwitchRouted), ndr(Setup::KernelRouted)),
         vxlan_pps_ratio_per_round: per_round(&samples, Setup::SwitchVxlan, Setup::KernelVxlan),
         routed_pps_ratio_per_round: per_round(&samples, Setup::SwitchRouted, Setup::KernelRouted),
         rounds: params.rounds,
@@ -166,15 +188,16 @@ fn of(x: Option<f64>, d: usize) -> String {
 
 const LOWER_BOUND: &str = "(≥: nothing lost and the forwarding core under 90% busy in most rounds: the generator, throttled by the path's backpressure, was the limit; the figure is a lower bound)";
 
-const HEAD: [&str; 8] = ["setup", "pod MTU", "64 B UDP pps", "offered pps", "fwd core µs/pkt", "TCP Gbit/s", "TCP retransmits", "switch/kernel pps, TCP"];
+const HEAD: [&str; 9] =
+    ["setup", "pod MTU", "64 B UDP pps", "offered pps", "fwd core µs/pkt", "highest rate, ≤tol. lost", "TCP Gbit/s", "TCP retransmits", "switch/kernel pps, rate, TCP"];
 
-fn rows(s: &Summary) -> Vec<[String; 8]> {
+fn rows(s: &Summary) -> Vec<[String; 9]> {
     s.cells
         .iter()
         .map(|c| {
             let vs = match c.setup {
-                Setup::SwitchVxlan => format!("{}, {}", of(s.vxlan_pps_ratio, 2), of(s.vxlan_tcp_ratio, 2)),
-                Setup::SwitchRouted => format!("{}, {}", of(s.routed_pps_ratio, 2), of(s.routed_tcp_ratio, 2)),
+                Setup::SwitchVxlan => format!("{}, {}, {}", of(s.vxlan_pps_ratio, 2), of(s.vxlan_ndr_ratio, 2), of(s.vxlan_tcp_ratio, 2)),
+                Setup::SwitchRouted => format!("{}, {}, {}", of(s.routed_pps_ratio, 2), of(s.routed_ndr_ratio, 2), of(s.routed_tcp_ratio, 2)),
                 _ => String::new(),
             };
             [
@@ -183,6 +206,7 @@ fn rows(s: &Summary) -> Vec<[String; 8]> {
                 if c.pps_lower_bound { format!("≥{}", ot(c.pps)) } else { ot(c.pps) },
                 ot(c.offered_pps),
                 of(c.fwd_core_us_per_pkt, 2),
+                ot(c.ndr_pps),
                 of(c.tcp_gbps, 2),
                 ot(c.tcp_retransmits),
                 vs,
@@ -213,6 +237,17 @@ fn headline(s: &Summary) -> Vec<String> {
             s.routed_pps_ratio_per_round
         ),
         format!(
+            "switch/kernel, highest rate with ≤{}% lost (RFC 2544 search, {} s trials): VXLAN {} ({} vs {} pps), routed {} ({} vs {} pps)",
+            s.params.ndr_loss_tolerance * 100.0,
+            s.params.ndr_trial_s,
+            of(s.vxlan_ndr_ratio, 2),
+            ot(s.switch_vxlan_ndr_pps),
+            ot(s.kernel_vxlan_ndr_pps),
+            of(s.routed_ndr_ratio, 2),
+            ot(s.switch_routed_ndr_pps),
+            ot(s.kernel_routed_ndr_pps)
+        ),
+        format!(
             "switch/kernel one TCP stream: VXLAN {} ({} vs {} Gbit/s), routed {} ({} vs {} Gbit/s)",
             of(s.vxlan_tcp_ratio, 2),
             of(s.switch_vxlan_tcp_gbps, 2),
@@ -227,12 +262,13 @@ fn headline(s: &Summary) -> Vec<String> {
 fn setup_line(s: &Summary) -> String {
     let p = &s.params;
     format!(
-        "{} round(s), setups interleaved (order rotating), medians; pktgen (AF_XDP) and iperf3 on core {}, forwarding (both switches' workers{}, or the kernel via RPS, both nodes) on core {}; {} UDP flows, {} s UDP runs, {} s TCP stream; load average {} -> {}",
+        "{} round(s), setups interleaved (order rotating), medians; pktgen (AF_XDP) and iperf3 on core {}, forwarding (both switches' workers{}, or the kernel via RPS, both nodes) on core {}; {} UDP flows offered at {}, {} s UDP runs, {} s TCP stream; load average {} -> {}",
         p.rounds,
         p.gen_core,
         if p.busy_poll { ", busy-polling" } else { "" },
         p.fwd_core,
         p.flows,
+        p.udp_rate.map_or_else(|| "pktgen's maximum".to_string(), |r| format!("{} frames/s", thousands(r))),
         p.duration_s,
         p.tcp_seconds,
         s.env.loadavg_start,
@@ -240,7 +276,7 @@ fn setup_line(s: &Summary) -> String {
     )
 }
 
-fn padded(rows: &[[String; 8]]) -> String {
+fn padded(rows: &[[String; 9]]) -> String {
     let mut w = HEAD.map(|h| h.chars().count());
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -330,13 +366,13 @@ pub fn markdown(s: &Summary) -> String {
     for l in headline(s) {
         let _ = writeln!(o, "- {l}");
     }
-    o.push_str("\n## Per round\n\n| round | setup | 64 B pps | offered | lost | fwd core busy | fwd core µs/pkt | TCP Gbit/s | retransmits | switches ready s |\n");
-    o.push_str("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    o.push_str("\n## Per round\n\n| round | setup | 64 B pps | offered | lost | fwd core busy | fwd core µs/pkt | highest rate ≤tol. lost (trials) | TCP Gbit/s | retransmits | switches ready s |\n");
+    o.push_str("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for x in &s.samples {
         let u = x.udp_64.as_ref();
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             x.round,
             x.setup.name(),
             ot(u.map(|r| r.pps)),
@@ -344,6 +380,7 @@ pub fn markdown(s: &Summary) -> String {
             ot(u.map(|r| r.lost)),
             of(u.and_then(|r| r.core_busy.get(s.params.fwd_core).copied()), 2),
             of(u.and_then(|r| r.cpu_ns_per_pkt).map(|n| n / 1e3), 2),
+            x.ndr_64.as_ref().map_or_else(|| "-".into(), |n| format!("{} ({})", ot(n.ndr_pps), n.trials)),
             of(x.tcp.as_ref().map(|t| t.gbps), 2),
             ot(x.tcp.as_ref().map(|t| t.retransmits)),
             of(x.switch_ready_s, 2)
@@ -367,20 +404,25 @@ pub fn files(s: &Summary) -> Result<Vec<(&'static str, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::pktgen::NdrResult;
 
     fn sample(round: u32, setup: Setup, pps: u64, gbps: f64) -> Sample {
         let r = RateResult { pps, offered_pps: 1_000_000, sent: 0, received: pps, lost: 0, mean_frame_bytes: 64.0, cpu_ns_per_pkt: None, cpu_util: None, core_busy: vec![] };
         let t = super::super::tcp::TcpResult { gbps, sender_gbps: gbps, retransmits: 0, seconds: 10.0 };
-        Sample { round, setup, udp_64: Some(r), tcp: Some(t), switch_ready_s: None, errors: vec![] }
+        Sample { round, setup, udp_64: Some(r), ndr_64: None, tcp: Some(t), switch_ready_s: None, errors: vec![] }
     }
 
     #[test]
     fn headline_keys_come_first_in_order_and_ratios_are_switch_over_kernel() {
-        let params = Params { rounds: 2, setups: Setup::ALL.to_vec(), duration_s: 3.0, tcp_seconds: 10, flows: 256, gen_core: 0, fwd_core: 1, busy_poll: false };
+        let params = Params { rounds: 2, setups: Setup::ALL.to_vec(), duration_s: 3.0, tcp_seconds: 10, flows: 256, gen_core: 0, fwd_core: 1, busy_poll: false, udp_rate: None, ndr_trial_s: 1.0, ndr_loss_tolerance: 0.001, ndr_resolution: 0.02 };
         let env = Env { kernel: String::new(), cpu: String::new(), online_cpus: 2, loadavg_start: String::new(), loadavg_end: String::new(), iperf3: String::new() };
+        let ndr = |mut x: Sample, pps: u64| {
+            x.ndr_64 = Some(NdrResult { ndr_pps: Some(pps), generator_limited: false, trials: 8, p50_ns_at_ndr: None, p99_ns_at_ndr: None });
+            x
+        };
         let samples = vec![
-            sample(1, Setup::SwitchVxlan, 300, 2.0),
-            sample(1, Setup::KernelVxlan, 200, 4.0),
+            ndr(sample(1, Setup::SwitchVxlan, 300, 2.0), 600),
+            ndr(sample(1, Setup::KernelVxlan, 200, 4.0), 500),
             sample(1, Setup::SwitchRouted, 400, 3.0),
             sample(1, Setup::KernelRouted, 400, 3.0),
             sample(2, Setup::SwitchVxlan, 500, 2.0),
@@ -399,6 +441,7 @@ mod tests {
         assert_eq!(s.vxlan_pps_ratio, Some(2.0));
         assert_eq!(s.vxlan_pps_ratio_per_round, vec![1.5, 2.5]);
         assert_eq!(s.vxlan_tcp_ratio, Some(0.5));
+        assert_eq!((s.switch_vxlan_ndr_pps, s.vxlan_ndr_ratio, s.routed_ndr_ratio), (Some(600), Some(1.2), None));
         assert_eq!(s.routed_pps_ratio_per_round, vec![1.0]);
         assert!(s.complete());
         assert!(table(&s).contains("target ≥ 1.3: met"));
@@ -407,7 +450,7 @@ mod tests {
 
     #[test]
     fn a_lossless_run_with_a_spare_forwarding_core_is_a_lower_bound() {
-        let params = Params { rounds: 1, setups: vec![Setup::KernelRouted, Setup::KernelVxlan], duration_s: 3.0, tcp_seconds: 0, flows: 256, gen_core: 0, fwd_core: 1, busy_poll: false };
+        let params = Params { rounds: 1, setups: vec![Setup::KernelRouted, Setup::KernelVxlan], duration_s: 3.0, tcp_seconds: 0, flows: 256, gen_core: 0, fwd_core: 1, busy_poll: false, udp_rate: None, ndr_trial_s: 1.0, ndr_loss_tolerance: 0.001, ndr_resolution: 0.02 };
         let env = Env { kernel: String::new(), cpu: String::new(), online_cpus: 2, loadavg_start: String::new(), loadavg_end: String::new(), iperf3: String::new() };
         let mut spare = sample(1, Setup::KernelRouted, 700, 0.0);
         spare.udp_64.as_mut().unwrap().core_busy = vec![1.0, 0.85];

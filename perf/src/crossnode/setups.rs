@@ -291,6 +291,34 @@ pub fn switch_drops(podswitch: &Path, n: &Node) -> Vec<(String, u64)> {
         .unwrap_or_default()
 }
 
+/// Per port of node `n`'s switch, where frames were lost before the switch saw them (the
+/// kernel's counters of its sockets: receive ring full, fill ring empty), with what the port
+/// received and sent: says which switch, on which side, could not keep up.
+pub fn switch_port_losses(podswitch: &Path, n: &Node) -> Vec<String> {
+    let Ok(v) = show(podswitch, n, "ports") else { return Vec::new() };
+    let u = |p: &Value, k: &str| p.pointer(k).and_then(Value::as_u64).unwrap_or(0);
+    v.get("ports")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter(|p| u(p, "/kernel/rx_ring_full") + u(p, "/kernel/rx_dropped") > 0)
+                .map(|p| {
+                    format!(
+                        "{} ({}): received {}, sent {}, lost in the kernel {} (rx ring full {}, no fill frame {})",
+                        p.get("name").and_then(Value::as_str).unwrap_or("?"),
+                        p.get("owner").and_then(Value::as_str).unwrap_or("?"),
+                        u(p, "/rx_packets"),
+                        u(p, "/tx_packets"),
+                        u(p, "/kernel/rx_ring_full") + u(p, "/kernel/rx_dropped"),
+                        u(p, "/kernel/rx_ring_full"),
+                        u(p, "/kernel/rx_dropped")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Running {
     /// A switch that has exited, with its log's tail.
     pub fn exited(&mut self) -> Option<String> {
