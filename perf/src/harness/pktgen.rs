@@ -17,7 +17,9 @@
 //! - [`latency`]: `pktgen run --rate R --busy-poll` for `duration`: one-way latency p50 / p99 /
 //!   p99.9 (same clock at both ends) at a fixed rate every path carries without loss.
 //!
-//! Each pktgen is stopped (SIGINT, then SIGKILL) if it overruns; its output is kept for errors.
+//! Each pktgen is stopped (SIGINT, then SIGKILL) if it overruns or the run is interrupted
+//! (SIGINT/SIGTERM: the measurement then ends with `sys::Interrupted`); its output is kept for
+//! errors.
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -112,9 +114,16 @@ impl Gen<'_> {
         let log = self.workdir.join(format!("{name}.log"));
         let mut p = Proc::spawn(name, args, log)?;
         during(&mut p)?;
-        if p.wait_timeout(limit).is_none() {
-            p.stop(sys::Signal::SIGINT, false, Duration::from_secs(3));
-            bail!("{name} overran {limit:?}:\n    {}", p.log_tail(8));
+        let end = Instant::now() + limit;
+        while p.wait_timeout(Duration::from_millis(100)).is_none() {
+            if sys::interrupted() {
+                p.stop(sys::Signal::SIGINT, false, Duration::from_secs(3));
+                return Err(sys::Interrupted.into());
+            }
+            if Instant::now() >= end {
+                p.stop(sys::Signal::SIGINT, false, Duration::from_secs(3));
+                bail!("{name} overran {limit:?}:\n    {}", p.log_tail(8));
+            }
         }
         let text = p.log_text();
         let st = p.exited().ok_or_else(|| anyhow!("{name}: no exit status"))?;
