@@ -69,9 +69,12 @@ pub struct CrossnodeArgs {
     /// Share of the frames a search trial may lose and still pass (RFC 2544: 0).
     #[arg(long, default_value_t = 0.001)]
     pub ndr_loss_tolerance: f64,
-    /// Trials of the search at most (the first at 1.1x the highest rate offered or received
-    /// in the UDP run; resolution 2%).
-    #[arg(long, default_value_t = 8)]
+    /// Ceiling of the search, frames per second: its first trial, the same for every setup
+    /// (above what the generator reaches here, so that the first trial fails).
+    #[arg(long, default_value_t = 1_200_000)]
+    pub ndr_max_rate: u64,
+    /// Trials of the search at most (between the ceiling and 1/40 of it; resolution 2%).
+    #[arg(long, default_value_t = 12)]
     pub ndr_max_trials: u32,
     /// Length of the TCP stream (iperf3 -t), seconds; 0 skips it.
     #[arg(long, default_value_t = 10)]
@@ -134,6 +137,7 @@ pub struct Params {
     /// Frames per second offered in the UDP run (None: pktgen's maximum).
     pub udp_rate: Option<u64>,
     pub ndr_trial_s: f64,
+    pub ndr_max_rate: u64,
     pub ndr_loss_tolerance: f64,
     pub ndr_resolution: f64,
 }
@@ -235,6 +239,7 @@ pub fn main(args: CrossnodeArgs) -> Result<i32> {
         busy_poll: args.busy_poll,
         udp_rate: args.udp_rate,
         ndr_trial_s: args.ndr_trial,
+        ndr_max_rate: args.ndr_max_rate,
         ndr_loss_tolerance: args.ndr_loss_tolerance,
         ndr_resolution: NDR_RESOLUTION,
     };
@@ -331,9 +336,9 @@ fn measure(args: &CrossnodeArgs, t: &Topo, gen: &Gen, running: &mut setups::Runn
     if let Some(e) = running.exited() {
         bail!("{e}");
     }
-    if let (true, Some(r)) = (args.ndr_trial > 0.0, &s.udp_64) {
-        let max = ((r.offered_pps.max(r.pps) as f64 * 1.1) as u64).max(20_000);
-        match gen.ndr_tolerating(&traffic, "64", args.ndr_trial, max, (max / 20).max(1000), NDR_RESOLUTION, args.ndr_max_trials, args.ndr_loss_tolerance) {
+    if args.ndr_trial > 0.0 && s.udp_64.is_some() {
+        let max = args.ndr_max_rate;
+        match gen.ndr_tolerating(&traffic, "64", args.ndr_trial, max, (max / 40).max(1000), NDR_RESOLUTION, args.ndr_max_trials, args.ndr_loss_tolerance) {
             Ok(n) => {
                 progress(format!(
                     "{tag}: highest rate with ≤{}% lost {} pps ({} trials)",
