@@ -151,7 +151,9 @@ impl PortTables {
                 _ => {}
             }
         }
-        Self { ports: t.ports, routes: t.routes, uplink_arp: vec![node.internal_ip], overlay: Overlay::default(), egress: EgressMasquerade::default() }
+        // The node's own addresses are the kernel's to answer ARP for: the uplink stays the
+        // node's (its filter passes those requests to the kernel).
+        Self { ports: t.ports, routes: t.routes, uplink_arp: Vec::new(), overlay: Overlay::default(), egress: EgressMasquerade::default() }
     }
 }
 

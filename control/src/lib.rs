@@ -17,6 +17,8 @@
 //! - [`compile`]: the switch's ports and routes for the node and its pods.
 //! - [`services`]: Services and EndpointSlices compiled into service tables.
 //! - [`policy`]: NetworkPolicies compiled into policy tables.
+//! - [`uplink_filter`]: what the uplink's XDP program redirects to the switch (the rest stays
+//!   the node's).
 //! - [`naming`]: interface and MAC names shared by the switch, the CNI side and the lab.
 //! - [`neighbours`]: the uplink's next hops and their MACs, from the kernel's tables (rtnetlink).
 //! - [`run`]: `podswitch run`, the switch process.
@@ -40,3 +42,4 @@ pub mod run;
 pub mod services;
 pub mod show;
 pub mod sibling;
+pub mod uplink_filter;

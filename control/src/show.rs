@@ -12,7 +12,8 @@ use crate::naming;
 pub enum What {
     /// Sync state: manifests applied, ports wanted/attached/pending, last error.
     Status,
-    /// Every port: XDP mode, copy/zero-copy, queues and packet counters.
+    /// Every port: XDP mode, copy/zero-copy, queues and packet counters; for the uplink, its
+    /// filter (what it redirects to the switch) and the XDP counters (redirected / passed).
     Ports,
     /// The routing table (longest prefix first).
     Routes,
@@ -162,6 +163,45 @@ fn print_ports(v: &replies::Ports) {
     for (k, e) in &v.pending {
         println!("pending {k}: {e}");
     }
+    for p in &v.ports {
+        if let Some(f) = &p.uplink_filter {
+            print_uplink_filter(&p.report.name, f);
+        }
+    }
+}
+
+/// Entries of each list of the uplink filter printed (`--json` has them all).
+const FILTER_LIST_MAX: usize = 32;
+
+fn print_uplink_filter(ifname: &str, v: &replies::UplinkFilterView) {
+    let c = &v.counters;
+    println!();
+    println!(
+        "uplink {ifname}: XDP redirected {} to the switch, passed {} to the node's kernel (by rule: prefix {}, port {}, masquerade {}, vxlan {}, icmp error {}, arp {})",
+        c.redirected, c.passed, c.owned_prefix, c.owned_port, c.masquerade_port, c.vxlan_port, c.icmp_error, c.arp_request
+    );
+    let Some(f) = &v.filter else {
+        println!("  filter: unknown (its last write failed; see `podswitch show status`)");
+        return;
+    };
+    let list = |title: &str, items: Vec<String>| {
+        let more = items.len().saturating_sub(FILTER_LIST_MAX);
+        let shown: Vec<&str> = items.iter().take(FILTER_LIST_MAX).map(String::as_str).collect();
+        let tail = if more > 0 { format!(" ... and {more} more") } else { String::new() };
+        println!("  {title:<18} {}{tail}", if shown.is_empty() { "-".to_string() } else { shown.join(" ") });
+    };
+    println!("  {:<18} {}", "node address", f.node_ip.map_or_else(|| "-".to_string(), |a| a.to_string()));
+    println!("  {:<18} {}-{} (tcp/udp/sctp)", "masquerade ports", f.masquerade_ports.0, f.masquerade_ports.1);
+    println!("  {:<18} {}", "vxlan port", f.vxlan_port.map_or_else(|| "-".to_string(), |p| format!("{p}/udp")));
+    list("owned prefixes", f.prefixes.iter().map(|(n, l)| format!("{n}/{l}")).collect());
+    let proto = |p: u8| match p {
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        132 => "sctp".to_string(),
+        n => n.to_string(),
+    };
+    list("owned ports", f.ports.iter().map(|p| format!("{}:{}/{}", p.ip, p.port, proto(p.proto))).collect());
+    list("arp answered for", f.arp_targets.iter().map(ToString::to_string).collect());
 }
 
 fn print_routes(v: &replies::Routes) {

@@ -8,8 +8,9 @@
 //! - Nothing is touched in the machine's own network namespace. The lab builds one node per
 //!   Node object of the manifest directory, in the order of their names (none: one node
 //!   `node-1`; `lab up --node-name NAME`: only that one). The first node is the namespace
-//!   `psl-node`, the others `psl-node-NAME`; each has its own stack (its InternalIP/32 on `lo`)
-//!   and runs its own `podswitch run --node-name NAME` on the one API view, with its own control
+//!   `psl-node`, the others `psl-node-NAME`; each has its own stack (its InternalIP on its
+//!   uplink `psw-uplink` with the underlay's prefix, as on a real NIC: the node reaches
+//!   `external` and the other nodes itself, switch or no switch) and runs its own `podswitch run --node-name NAME` on the one API view, with its own control
 //!   socket (`/run/podswitch/podswitch.sock` for the first node; the others at
 //!   `naming::lab_node_control_socket(NAME)`, which for the first node links to the default).
 //! - Each pod NS/NAME of a node gets the namespace `psl_NS_NAME` with `eth0` (IP/32, MAC
@@ -22,7 +23,8 @@
 //!   switch's uplink port. With several nodes every node has its uplink `psw-uplink`, and the
 //!   underlay `psl-underlay` (the data-centre network) joins them and external's `eth0` on the
 //!   bridge `br0` (ports `upN` and `ext`). Every switch gets `--uplink psw-uplink
-//!   --uplink-gateway-mac <external's MAC>`.
+//!   --uplink-gateway-mac <external's MAC>`. Each uplink has twice as many queues as the
+//!   switch has workers, and link-local IPv6 (as external's `eth0`).
 //! - The lab plays kubelet and API server: it assigns pod IPs and writes an API view of the
 //!   manifest directory to `/run/podswitch/lab/api/cluster.yaml`, which the switch reads; a
 //!   supervisor applies edits of the manifest directory live.

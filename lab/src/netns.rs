@@ -12,6 +12,13 @@
 //! - [`create_external`] builds the `external` host of a one-node lab: namespace `psl-external`,
 //!   a veth pair `psw-uplink` (node namespace, the switch's uplink port) / `eth0` (external),
 //!   with the addresses, route, offloads and sysctls of [`super::state::ExternalState`].
+//! - The uplink is the node's own NIC: its stack has the InternalIP on `psw-uplink` with the
+//!   underlay's prefix ([`address_node_uplink`]), so the node's kernel answers ARP for it and
+//!   reaches `external` (and the other nodes) directly, switch or no switch; the switch takes
+//!   from the uplink only what its filter owns. IPv6 is on (link-local, no DAD) on `psw-uplink`
+//!   and on external's `eth0`, so the node's own IPv6 can be seen to pass. The uplink has twice
+//!   as many queues as the switch has workers ([`uplink_queues`]), so each worker serves
+//!   several of its queues, as on a NIC with more queues than cores.
 //! - [`create_underlay`] builds the same for a lab with several nodes, with a shared L2 segment
 //!   between: namespace `psl-underlay` holding the bridge `br0`, whose ports are `ext` (peer of
 //!   external's `eth0`) and `upN` (peer of node N's `psw-uplink`, N counting from 0 in the
@@ -88,27 +95,42 @@ pub fn delete(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the node namespace `netns`, its loopback holding the node's InternalIP/32 (the
-/// node's own stack has its address, as a real node has it on its NIC; this kernel has no dummy
-/// links).
-pub fn create_node(netns: &str, internal_ip: std::net::Ipv4Addr) -> anyhow::Result<()> {
-    add(netns)?;
-    ip(&["-n", netns, "addr", "add", &format!("{internal_ip}/32"), "dev", "lo"])?;
+/// Creates the node namespace `netns` (its InternalIP goes on its uplink once that exists:
+/// [`address_node_uplink`]).
+pub fn create_node(netns: &str) -> anyhow::Result<()> {
+    add(netns)
+}
+
+/// Gives the node in `netns` its InternalIP on its uplink `uplink`, with the underlay's prefix
+/// length `prefix_len`, as a real node has it on its NIC.
+pub fn address_node_uplink(netns: &str, uplink: &str, internal_ip: std::net::Ipv4Addr, prefix_len: u8) -> anyhow::Result<()> {
+    ip(&["-n", netns, "addr", "replace", &format!("{internal_ip}/{prefix_len}"), "dev", uplink])?;
     Ok(())
 }
 
-/// Moves the InternalIP of the node in `netns` from `old` to `new`.
-pub fn set_node_ip(netns: &str, old: std::net::Ipv4Addr, new: std::net::Ipv4Addr) -> anyhow::Result<()> {
-    let _ = ip(&["-n", netns, "addr", "del", &format!("{old}/32"), "dev", "lo"]);
-    ip(&["-n", netns, "addr", "add", &format!("{new}/32"), "dev", "lo"])?;
-    Ok(())
+/// Moves the InternalIP of the node in `netns` from `old` to `new` (on its uplink).
+pub fn set_node_ip(netns: &str, uplink: &str, old: std::net::Ipv4Addr, new: std::net::Ipv4Addr, prefix_len: u8) -> anyhow::Result<()> {
+    let _ = ip(&["-n", netns, "addr", "del", &format!("{old}/{prefix_len}"), "dev", uplink]);
+    address_node_uplink(netns, uplink, new, prefix_len)
+}
+
+/// RX and TX queues of each node's uplink for a switch with `workers` workers: twice as many,
+/// so every worker serves several (see the module contract).
+pub fn uplink_queues(workers: u32) -> u32 {
+    workers.max(1) * 2
+}
+
+/// Link-local IPv6 on `ifname` in `netns` without duplicate address detection (usable at once).
+fn enable_ipv6(netns: &str, ifname: &str) -> anyhow::Result<()> {
+    sysctl(netns, &format!("net.ipv6.conf.{ifname}.accept_dad"), "0")?;
+    sysctl(netns, &format!("net.ipv6.conf.{ifname}.disable_ipv6"), "0")
 }
 
 /// Builds the `external` host `e` of a one-node lab (see the module contract): its namespace,
 /// the veth pair (uplink side in the node namespace `node_netns`, with `queues` RX and TX
-/// queues: one per switch worker), `eth0` with MAC, address and a default route via the node,
-/// TX checksum offload off, IPv6 off on both sides. On error the caller removes the namespaces
-/// (`lab down`).
+/// queues: [`uplink_queues`]), `eth0` with MAC, address and a default route via the node,
+/// TX checksum offload off, link-local IPv6 on both sides (off elsewhere in the namespace).
+/// On error the caller removes the namespaces (`lab down`).
 pub fn create_external(e: &ExternalState, node_netns: &str, queues: u32) -> anyhow::Result<()> {
     let ns = e.netns.as_str();
     let q = queues.max(1).to_string();
@@ -119,7 +141,7 @@ pub fn create_external(e: &ExternalState, node_netns: &str, queues: u32) -> anyh
         "-n", node_netns, "link", "add", &e.uplink, "numtxqueues", &q, "numrxqueues", &q, "type", "veth", "peer", "name",
         "eth0", "netns", ns, "numtxqueues", &q, "numrxqueues", &q,
     ])?;
-    sysctl(node_netns, &format!("net.ipv6.conf.{}.disable_ipv6", e.uplink), "1")?;
+    enable_ipv6(node_netns, &e.uplink)?;
     configure_external_eth0(e)?;
     ip(&["-n", node_netns, "link", "set", &e.uplink, "up"])?;
     Ok(())
@@ -128,6 +150,7 @@ pub fn create_external(e: &ExternalState, node_netns: &str, queues: u32) -> anyh
 /// `eth0` of the `external` host: MAC, address, up, default route, TX checksum offload off.
 fn configure_external_eth0(e: &ExternalState) -> anyhow::Result<()> {
     let ns = e.netns.as_str();
+    enable_ipv6(ns, "eth0")?;
     ip(&["-n", ns, "link", "set", "eth0", "address", &e.mac])?;
     ip(&["-n", ns, "addr", "add", &format!("{}/{}", e.ip, e.prefix_len), "dev", "eth0"])?;
     ip(&["-n", ns, "link", "set", "eth0", "up"])?;
@@ -139,9 +162,10 @@ fn configure_external_eth0(e: &ExternalState) -> anyhow::Result<()> {
 
 /// Builds the underlay of a lab with several nodes and the `external` host on it (see the
 /// module contract): every node namespace of `node_netns` (which exist) gets its uplink `e.uplink`
-/// (with `queues` RX and TX queues), whose peer `upN` is a port of the bridge, as is `ext`, the
-/// peer of external's `eth0`. IPv6 is off in the underlay and on the uplinks. On error the
-/// caller removes the namespaces (`lab down`).
+/// (with `queues` RX and TX queues: [`uplink_queues`]), whose peer `upN` is a port of the
+/// bridge, as is `ext`, the peer of external's `eth0`. IPv6 is off in the underlay's own
+/// namespace (the bridge carries it) and link-local on the uplinks and external's `eth0`. On
+/// error the caller removes the namespaces (`lab down`).
 pub fn create_underlay(e: &ExternalState, node_netns: &[String], queues: u32) -> anyhow::Result<()> {
     let u = UNDERLAY_NETNS;
     let q = queues.max(1).to_string();
@@ -163,7 +187,7 @@ pub fn create_underlay(e: &ExternalState, node_netns: &[String], queues: u32) ->
             "-n", node, "link", "add", &e.uplink, "numtxqueues", &q, "numrxqueues", &q, "type", "veth", "peer", "name",
             &port, "netns", u, "numtxqueues", &q, "numrxqueues", &q,
         ])?;
-        sysctl(node, &format!("net.ipv6.conf.{}.disable_ipv6", e.uplink), "1")?;
+        enable_ipv6(node, &e.uplink)?;
         ip(&["-n", u, "link", "set", &port, "master", UNDERLAY_BRIDGE, "up"])?;
         ip(&["-n", node, "link", "set", &e.uplink, "up"])?;
     }

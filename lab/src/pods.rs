@@ -142,9 +142,10 @@ pub fn reconcile(
     let old_nodes: Vec<(String, std::net::Ipv4Addr)> =
         std::iter::once(&st.node).chain(st.more_nodes.iter().map(|m| &m.node)).map(|n| (n.netns.clone(), n.internal_ip)).collect();
     let new_nodes = std::iter::once(&first).chain(more.iter().map(|m| &m.node));
+    let want_external = super::plan::external_state(plan);
     for ((netns_name, old_ip), n) in old_nodes.iter().zip(new_nodes) {
         if *old_ip != n.internal_ip && netns::exists(netns_name) {
-            netns::set_node_ip(netns_name, *old_ip, n.internal_ip)?;
+            netns::set_node_ip(netns_name, &want_external.uplink, *old_ip, n.internal_ip, want_external.prefix_len)?;
             log(&format!("node {}: InternalIP {old_ip} -> {}", n.name, n.internal_ip));
         }
     }

@@ -17,8 +17,9 @@
 //! - `stop` sends SIGTERM to every switch and waits for the exits (SIGKILL after 10 s), then
 //!   removes their control sockets; `start` starts those not running with the command line of
 //!   `lab up` and waits until all are ready.
-//! - With several nodes, once the switches are ready each node's stack gets a route to the
-//!   underlay through its switch ([`route_node_stacks_to_underlay`]), so it answers `external`.
+//! - Each node's own stack reaches the underlay on its uplink, where it has its InternalIP
+//!   (see `netns.rs`); the switch takes only what its filter owns from that uplink, so
+//!   starting and stopping a switch leaves the node's own traffic alone.
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -194,29 +195,6 @@ pub fn wait_ready(st: &State, children: &mut [Child], timeout: Duration) -> anyh
     Ok(())
 }
 
-/// In a lab with several nodes, routes the underlay (the /24 of the InternalIPs) from each
-/// node's own stack through its switch: `ip route replace NET/24 via 169.254.1.1 dev psw-host
-/// src INTERNAL-IP onlink`, as the switch routes the pod CIDR (a real node has this route on
-/// its NIC, which here is the switch's uplink). `psw-host` is the switch's (made when it starts,
-/// gone when it stops), so this runs once the switches are ready. A one-node lab is left as it
-/// always was.
-pub fn route_node_stacks_to_underlay(st: &State) -> anyhow::Result<()> {
-    if st.underlay.is_none() {
-        return Ok(());
-    }
-    let Some(e) = &st.external else { return Ok(()) };
-    let net = ipnet::Ipv4Net::new(e.ip, e.prefix_len).map(|n| n.trunc()).map_err(|err| anyhow::anyhow!("{err}"))?;
-    let gw = naming::GATEWAY_IP.to_string();
-    for n in st.node_switches() {
-        let src = n.internal_ip.to_string();
-        super::netns::ip(&[
-            "-n", &n.netns, "route", "replace", &net.to_string(), "via", &gw, "dev", naming::HOST_STACK_IF, "src", &src,
-            "onlink",
-        ])?;
-    }
-    Ok(())
-}
-
 pub fn run(a: SwitchArgs) -> anyhow::Result<i32> {
     super::require_root("switch")?;
     let lock = state::lock(Duration::from_secs(30))?;
@@ -250,7 +228,6 @@ pub fn run(a: SwitchArgs) -> anyhow::Result<i32> {
             st.save()?;
             drop(lock);
             wait_ready(&st, &mut children, READY_TIMEOUT)?;
-            route_node_stacks_to_underlay(&st)?;
             for n in st.node_switches() {
                 println!("started the switch{} (pid {}); it is in sync", of(&n.name), n.process.map_or(0, |p| p.pid));
             }

@@ -138,7 +138,6 @@ pub fn run(a: UpArgs) -> anyhow::Result<i32> {
     };
     if !no_switch {
         switch::wait_ready(&st, &mut switch_children, switch::READY_TIMEOUT)
-            .and_then(|()| switch::route_node_stacks_to_underlay(&st))
             .map_err(|e| {
                 anyhow::anyhow!("{e:#}; the lab stays up for inspection: run `podswitch lab down` to remove it")
             })?;
@@ -161,7 +160,7 @@ fn build(
     let _lock = state::lock(std::time::Duration::from_secs(10))?;
     let nodes = st.node_switches();
     for n in &nodes {
-        netns::create_node(&n.netns, n.internal_ip)?;
+        netns::create_node(&n.netns)?;
     }
     switch::link_first_socket(st)?;
     let external = super::plan::external_state(plan);
@@ -169,9 +168,13 @@ fn build(
     st.save()?;
     if st.underlay.is_some() {
         let netns: Vec<String> = nodes.iter().map(|n| n.netns.clone()).collect();
-        netns::create_underlay(&external, &netns, switch::worker_count(st))?;
+        netns::create_underlay(&external, &netns, netns::uplink_queues(switch::worker_count(st)))?;
     } else {
-        netns::create_external(&external, &st.node.netns, switch::worker_count(st))?;
+        netns::create_external(&external, &st.node.netns, netns::uplink_queues(switch::worker_count(st)))?;
+    }
+    // The uplink is the node's own NIC: its stack has the InternalIP there.
+    for n in &nodes {
+        netns::address_node_uplink(&n.netns, &external.uplink, n.internal_ip, external.prefix_len)?;
     }
     let log_path = state::logs_dir().join("up.log");
     let mut log_file = fs::OpenOptions::new().create(true).append(true).open(&log_path)?;

@@ -97,8 +97,8 @@ fn up_down_lifecycle_builds_and_removes_namespaces() {
             sh("ip", &["netns", "exec", "psl-node", "cat", &format!("/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6")]);
         assert_eq!(v6.trim(), "1");
     }
-    // The node's stack holds its InternalIP.
-    assert!(sh("ip", &["-n", "psl-node", "-4", "addr"]).contains("172.18.0.2/32"));
+    // The node's stack holds its InternalIP, on its uplink with the underlay's prefix.
+    assert!(sh("ip", &["-n", "psl-node", "-4", "addr", "show", "dev", "psw-uplink"]).contains("172.18.0.2/24"));
     // The API view: loadable, with pod IPs and the node filled in.
     let view = podswitch_control::manifests::load_dir(Path::new("/run/podswitch/lab/api")).unwrap();
     let a = podswitch_control::model::pod_info(&view.pods["x/a"]).unwrap();
@@ -311,7 +311,7 @@ fn node_object_gives_name_cidr_and_internal_ip() {
     assert_eq!(ips["x/a"], "10.50.3.2");
     assert_eq!(ips["x/b"], "10.50.3.3");
     assert_eq!(ips["x/f"], "10.50.3.77");
-    assert!(sh("ip", &["-n", "psl-node", "-4", "addr"]).contains("172.18.0.9/32"));
+    assert!(sh("ip", &["-n", "psl-node", "-4", "addr", "show", "dev", "psw-uplink"]).contains("172.18.0.9/24"));
     let view = podswitch_control::manifests::load_dir(Path::new("/run/podswitch/lab/api")).unwrap();
     let f = podswitch_control::model::pod_info(&view.pods["x/f"]).unwrap();
     assert_eq!(f.node_name.as_deref(), Some("worker-7"));

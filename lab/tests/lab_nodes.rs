@@ -113,8 +113,8 @@ fn three_nodes_each_run_their_own_switch_and_forward_between_their_pods() {
         }
     }
 
-    // `external` reaches every node's InternalIP over the underlay: its switch answers ARP and
-    // hands the echo to the node's own stack, whose reply goes back out through that switch.
+    // `external` reaches every node's InternalIP over the underlay: the node's own stack has it
+    // on its uplink and answers ARP and the echo itself (the switch's filter passes them).
     for (name, _, ip, _, _) in NODES {
         let o = labkit::podswitch(&["lab", "exec", "external", "--", "ping", "-c", "2", "-i", "0.2", "-W", "2", ip]);
         assert!(o.status.success(), "external → {name} ({ip}): {}", describe(&o));
@@ -127,14 +127,16 @@ fn three_nodes_each_run_their_own_switch_and_forward_between_their_pods() {
     assert_eq!(r[0]["result"], "connected", "{r:?}");
     assert!(r[0]["seen_client"].as_str().unwrap().starts_with("172.18.0.4:"), "{r:?}");
 
-    // `lab switch stop|start` stops and starts every node's switch; the node stacks' routes to
-    // the underlay come back with them.
+    // `lab switch stop|start` stops and starts every node's switch; the node stacks keep
+    // reaching the underlay on their uplinks throughout.
     let out = ok(&["lab", "switch", "stop"]);
     for (name, ..) in NODES {
         assert!(out.contains(&format!("stopped the switch of node {name} (pid")), "{out}");
     }
     let o = labkit::podswitch(&["show", "status", "--node", "node-3"]);
     assert!(!o.status.success(), "node-3's switch still answers: {}", describe(&o));
+    let o = labkit::podswitch(&["lab", "exec", "external", "--", "ping", "-c", "1", "-W", "2", "172.18.0.4"]);
+    assert!(o.status.success(), "external → node-3 with its switch stopped: {}", describe(&o));
     let out = ok(&["lab", "switch", "start"]);
     assert_eq!(out.matches("; it is in sync").count(), 3, "{out}");
     let s: Value = serde_json::from_str(&ok(&["show", "status", "--node", "node-3", "--json"])).unwrap();

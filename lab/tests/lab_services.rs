@@ -170,16 +170,20 @@ fn external_host_is_built_shown_used_and_removed() {
     assert!(out.contains("external: 172.18.0.100/24 on eth0 in psl-external"), "{out}");
     let addr = sh("ip", &["-n", "psl-external", "addr", "show", "dev", "eth0"]);
     assert!(addr.contains("inet 172.18.0.100/24 ") && addr.contains("0a:58:ac:12:00:64"), "{addr}");
-    assert!(addr.contains("state UP") && !addr.contains("inet6"), "{addr}");
+    // Link-local IPv6 on external's eth0 and the node's uplink: the node's own IPv6 passes.
+    assert!(addr.contains("state UP") && addr.contains("inet6 fe80::"), "{addr}");
     let routes = sh("ip", &["-n", "psl-external", "route"]);
     assert!(routes.contains("default via 172.18.0.2 dev eth0"), "{routes}");
     assert!(sh("ip", &["-n", "psl-external", "link", "show", "lo"]).contains("UP"));
     let k = sh("ip", &["netns", "exec", "psl-external", "ethtool", "-k", "eth0"]);
     assert!(k.contains("tx-checksumming: off"), "{k}");
     let uplink = sh("ip", &["-n", "psl-node", "-d", "link", "show", "dev", "psw-uplink"]);
-    assert!(uplink.contains("state UP") && uplink.contains("numtxqueues 1 numrxqueues 1"), "{uplink}");
+    // Twice as many queues as the one worker: it serves both.
+    assert!(uplink.contains("state UP") && uplink.contains("numtxqueues 2 numrxqueues 2"), "{uplink}");
+    let node_addr = sh("ip", &["-n", "psl-node", "addr", "show", "dev", "psw-uplink"]);
+    assert!(node_addr.contains("inet 172.18.0.2/24"), "the InternalIP is on the uplink: {node_addr}");
     let v6 = sh("ip", &["netns", "exec", "psl-node", "cat", "/proc/sys/net/ipv6/conf/psw-uplink/disable_ipv6"]);
-    assert_eq!(v6.trim(), "1");
+    assert_eq!(v6.trim(), "0");
     // The switch runs with the uplink, and shows it as a port.
     let ports = ok(&["show", "ports", "--json"]);
     assert!(ports.contains("\"psw-uplink\""), "{ports}");

@@ -2,9 +2,12 @@
 //! while traffic runs, publish tables, read counters.
 //!
 //! Contract:
-//! - One worker per core in [`DataplaneConfig::cores`], pinned; worker `w` owns queue `w` of
-//!   every port, so each (port, queue) pair belongs to exactly one worker, and every port needs
-//!   at least as many queues as there are workers.
+//! - One worker per core in [`DataplaneConfig::cores`], pinned; every rx queue of every port
+//!   is served: worker `w` owns queues `w`, `w + W`, `w + 2W`... of a port with W workers
+//!   ([`queue_plan`]), so each (port, queue) pair belongs to exactly one worker, and every port
+//!   needs at least as many queues as there are workers (each transmits on its first).
+//! - The uplink ([`Dataplane::attach_uplink`]) stays the node's: its program redirects only
+//!   what the filter written with [`Dataplane::set_uplink_filter`] says the switch owns.
 //! - The first port attached is bound first on every worker's UMEM; it must stay attached
 //!   while the switch runs (the control side attaches the node's host port first), because a
 //!   UMEM's later sockets share it through that first socket.
@@ -34,7 +37,8 @@ use crate::afxdp::frames::UmemSpec;
 use crate::afxdp::rings::{PortRings, WorkerUmem};
 use crate::afxdp::socket::{bind, CopyPolicy};
 use crate::afxdp::stats::{self, XskStats};
-use crate::afxdp::xdp::{XdpAttachment, XdpMode};
+use crate::afxdp::filter::{FilterError, RuleCounters, UplinkFilter};
+use crate::afxdp::xdp::{XdpAttachment, XdpMode, XdpRole};
 use crate::afxdp::{iface, AfXdpError};
 use crate::conntrack::{reaper::Reaper, ConnTable, KeyHasher, Timeouts};
 use crate::counters::{PortQueueCounters, PortTotals};
@@ -93,6 +97,23 @@ pub enum DataplaneError {
     PortInUse(PortId),
     #[error("worker {0} did not answer within 5 s (stopped?)")]
     WorkerGone(usize),
+    #[error("port id {0} is not attached")]
+    NoSuchPort(PortId),
+    #[error("port id {0} is not the uplink (it has no filter)")]
+    NotUplink(PortId),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+}
+
+/// Which worker serves each rx queue of an interface with `queues` queues: queue `q` goes to
+/// worker `q % workers`, so every queue is served and each worker has at least one (its first,
+/// the lowest, is where it transmits on this port). Fewer queues than workers is refused: each
+/// worker needs a queue of every port to transmit on.
+pub fn queue_plan(ifname: &str, queues: u32, workers: usize) -> Result<Vec<(u32, usize)>, AfXdpError> {
+    if (queues as usize) < workers {
+        return Err(AfXdpError::TooFewQueues { ifname: ifname.into(), have: queues, need: workers as u32 });
+    }
+    Ok((0..queues).map(|q| (q, q as usize % workers)).collect())
 }
 
 struct WorkerHandle {
@@ -259,27 +280,52 @@ impl Dataplane {
         self.tables.store(Arc::new(tables));
     }
 
-    /// Attaches interface `ifname` as port `id`: XDP program, one socket per worker.
+    /// Attaches interface `ifname` as port `id`: XDP program redirecting every frame, one
+    /// socket per queue ([`queue_plan`]).
     pub fn attach_port(&self, id: PortId, ifname: &str) -> Result<PortReport, DataplaneError> {
+        self.attach_as(id, ifname, XdpRole::All)
+    }
+
+    /// Attaches the uplink `ifname` as port `id`: its program redirects only what
+    /// [`Self::set_uplink_filter`] says the switch owns (nothing until then).
+    pub fn attach_uplink(&self, id: PortId, ifname: &str) -> Result<PortReport, DataplaneError> {
+        self.attach_as(id, ifname, XdpRole::Uplink)
+    }
+
+    /// Writes the filter of the uplink attached as port `id` (see [`crate::afxdp::filter`]).
+    pub fn set_uplink_filter(&self, id: PortId, filter: &UplinkFilter) -> Result<(), DataplaneError> {
+        let mut ports = lock(&self.ports);
+        let port = ports.get_mut(&id).ok_or(DataplaneError::NoSuchPort(id))?;
+        if port.xdp.role() != XdpRole::Uplink {
+            return Err(DataplaneError::NotUplink(id));
+        }
+        port.xdp.set_filter(filter).map_err(DataplaneError::Filter)
+    }
+
+    /// The filter in force on the uplink attached as port `id` (None where it is no uplink or
+    /// its maps' contents are unknown after a failed write) and the program's counters.
+    pub fn uplink_filter(&self, id: PortId) -> Option<(Option<UplinkFilter>, RuleCounters)> {
+        let ports = lock(&self.ports);
+        let port = ports.get(&id).filter(|p| p.xdp.role() == XdpRole::Uplink)?;
+        Some((port.xdp.filter().cloned(), port.xdp.rule_counters()))
+    }
+
+    fn attach_as(&self, id: PortId, ifname: &str, role: XdpRole) -> Result<PortReport, DataplaneError> {
         let _changing = lock(&self.changing);
         if lock(&self.ports).contains_key(&id) {
             return Err(DataplaneError::PortInUse(id));
         }
-        let need = self.workers.len() as u32;
-        let have = iface::rx_queues(ifname)?;
-        if have < need {
-            return Err(AfXdpError::TooFewQueues { ifname: ifname.into(), have, need }.into());
-        }
-        let xdp = XdpAttachment::attach(ifname, self.cfg.xdp_mode)?;
+        let plan = queue_plan(ifname, iface::rx_queues(ifname)?, self.workers.len())?;
+        let xdp = XdpAttachment::attach_as(ifname, self.cfg.xdp_mode, role)?;
         let mut bound = Vec::new();
-        for (w, worker) in self.workers.iter().enumerate() {
-            let q = bind(&worker.umem, ifname, w as u32, self.cfg.ring_size, self.cfg.copy_policy)?;
-            bound.push(q);
+        for &(queue, w) in &plan {
+            let q = bind(&self.workers[w].umem, ifname, queue, self.cfg.ring_size, self.cfg.copy_policy)?;
+            bound.push((q, w));
         }
         let mut queues = Vec::new();
         let mut sockets = Vec::new();
-        let fill_target = self.fill_target(lock(&self.ports).len() + 1);
-        for (w, q) in bound.into_iter().enumerate() {
+        let fill_target = self.fill_target(self.sockets_per_worker() + plan.len().div_ceil(self.workers.len()));
+        for (q, w) in bound {
             let info = QueueInfo { queue: q.queue, worker: w, core: self.workers[w].core, zerocopy: q.zerocopy };
             let counters = Arc::new(PortQueueCounters::default());
             sockets.push((q.queue, q.fd));
@@ -354,14 +400,24 @@ impl Dataplane {
         result
     }
 
-    /// Frames each port's fill ring should hold so that `ports` ports leave the pool half full.
-    fn fill_target(&self, ports: usize) -> u32 {
-        let per_port = self.cfg.umem.frames as usize / (2 * ports.max(1));
-        per_port.clamp(64, self.cfg.umem.fill_ring as usize) as u32
+    /// Frames each socket's fill ring should hold so that a worker with `sockets` sockets
+    /// leaves its pool half full.
+    fn fill_target(&self, sockets: usize) -> u32 {
+        let per_socket = self.cfg.umem.frames as usize / (2 * sockets.max(1));
+        per_socket.clamp(64, self.cfg.umem.fill_ring as usize) as u32
+    }
+
+    /// The sockets of the busiest worker, over the attached ports.
+    fn sockets_per_worker(&self) -> usize {
+        let ports = lock(&self.ports);
+        (0..self.workers.len())
+            .map(|w| ports.values().flat_map(|p| p.queues.iter()).filter(|(q, _)| q.worker == w).count())
+            .max()
+            .unwrap_or(0)
     }
 
     fn rebalance_fill(&self) {
-        let t = self.fill_target(lock(&self.ports).len());
+        let t = self.fill_target(self.sockets_per_worker());
         for w in &self.workers {
             let _ = w.cmds.send(WorkerCmd::SetFillTarget(t));
         }
@@ -480,5 +536,19 @@ impl Dataplane {
                 let _ = j.join();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod queue_plan_tests {
+    use super::*;
+
+    #[test]
+    fn every_queue_is_served_and_each_worker_first_gets_its_own_index() {
+        assert_eq!(queue_plan("eth0", 2, 2).unwrap(), vec![(0, 0), (1, 1)]);
+        assert_eq!(queue_plan("eth0", 5, 2).unwrap(), vec![(0, 0), (1, 1), (2, 0), (3, 1), (4, 0)]);
+        assert_eq!(queue_plan("eth0", 8, 1).unwrap().len(), 8);
+        let e = queue_plan("eth0", 1, 2).unwrap_err().to_string();
+        assert!(e.contains("eth0 has 1 rx queue(s) but the switch runs 2 worker(s)"), "{e}");
     }
 }

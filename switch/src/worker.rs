@@ -1,6 +1,6 @@
 //! A poll-mode worker: one thread, pinned to one core, owning one frame memory (for AF_XDP a
-//! UMEM) and one queue of every port, moving frames from RX rings through the pipeline to TX
-//! rings.
+//! UMEM) and one or more queues of every port, moving frames from RX rings through the pipeline
+//! to TX rings.
 //!
 //! Contract:
 //! - The worker is generic over the port device ([`PortDevice`]: AF_XDP in production, the
@@ -14,8 +14,10 @@
 //!   or to sleep when idle.
 //! - Tables are read from an [`ArcSwap`] snapshot once per round, lock-free.
 //! - Ports come and go through [`WorkerCmd`]s, checked once per round; adding or removing one
-//!   port does not disturb the others. A removed port's socket is closed on this thread, then
-//!   every frame its rings held returns to the pool.
+//!   port does not disturb the others. A port may have several devices here (one per queue the
+//!   worker serves): every one is received from, and frames for the port are sent on the first
+//!   one added. A removed port's sockets are all closed on this thread, then every frame their
+//!   rings held returns to the pool.
 //! - Idle back-off: after `IDLE_SPINS` empty rounds the worker sleeps in poll(2) on its RX
 //!   fds (at most `IDLE_SLEEP_MS`), unless `busy_poll` is set.
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,11 +45,12 @@ type FrameOf<D> = <<D as PortDevice>::Memory as FrameMemory>::Frame;
 
 /// Orders from the control side.
 pub enum WorkerCmd<D> {
-    /// Takes the port's rings, fills its fill ring, then acknowledges: only then may the
-    /// control side register the socket in the XSKMAP (frames redirected to a socket with an
-    /// empty fill ring are dropped by the kernel, and a pod's first ARP would be lost).
+    /// Takes the port's rings (one queue's; a port may be added once per queue the worker
+    /// serves), fills its fill ring, then acknowledges: only then may the control side register
+    /// the socket in the XSKMAP (frames redirected to a socket with an empty fill ring are
+    /// dropped by the kernel, and a pod's first ARP would be lost).
     AddPort { device: Box<D>, counters: Arc<PortQueueCounters>, ready: Sender<()> },
-    /// Closes the port's socket and reclaims its frames, then acknowledges.
+    /// Closes every socket of the port and reclaims their frames, then acknowledges.
     RemovePort { id: PortId, done: Sender<()> },
     /// Rebalances the fill target of every port (ports were added or removed).
     SetFillTarget(u32),
@@ -98,7 +101,7 @@ pub struct Worker<D: PortDevice> {
     pub index: usize,
     mem: D::Memory,
     ports: Vec<Port<D>>,
-    /// Port id -> index in `ports`.
+    /// Port id -> index in `ports` of the port's first device (the one it transmits on).
     slot_of: Box<[u16; MAX_PORTS]>,
     tables: Arc<ArcSwap<Tables>>,
     ct: Arc<ConnTable>,
@@ -170,10 +173,9 @@ impl<D: PortDevice> Worker<D> {
             match cmd {
                 WorkerCmd::AddPort { device, counters, ready } => {
                     let id = device.id();
-                    if let Some(old) = self.slot_index(id) {
-                        self.remove_slot(old); // replaced: close the old socket first
+                    if self.slot_index(id).is_none() {
+                        self.slot_of[id as usize] = self.ports.len() as u16;
                     }
-                    self.slot_of[id as usize] = self.ports.len() as u16;
                     let mut device = *device;
                     device.refill(&mut self.mem);
                     self.ports.push(Port {
@@ -186,9 +188,7 @@ impl<D: PortDevice> Worker<D> {
                     let _ = ready.send(());
                 }
                 WorkerCmd::RemovePort { id, done } => {
-                    if let Some(i) = self.slot_index(id) {
-                        self.remove_slot(i);
-                    }
+                    self.remove_port(id);
                     let _ = done.send(());
                 }
                 WorkerCmd::SetFillTarget(t) => {
@@ -207,18 +207,31 @@ impl<D: PortDevice> Worker<D> {
         (s != NO_SLOT).then_some(s as usize)
     }
 
-    fn remove_slot(&mut self, i: usize) {
-        let port = self.ports.swap_remove(i);
-        let id = port.device.id();
-        self.slot_of[id as usize] = NO_SLOT;
-        if i < self.ports.len() {
-            let moved = self.ports[i].device.id();
-            self.slot_of[moved as usize] = i as u16;
+    /// Closes every device of port `id`, then takes back every frame their rings held.
+    fn remove_port(&mut self, id: PortId) {
+        let mut removed = false;
+        while let Some(i) = self.ports.iter().position(|p| p.device.id() == id) {
+            let port = self.ports.remove(i); // keeps the others' order: their first stays first
+            // Staged frames were never handed to the kernel.
+            self.mem.release_all(&port.staged[..port.staged_len]);
+            drop(port); // closes the socket: the kernel lets go of its rings
+            removed = true;
         }
-        // Staged frames were never handed to the kernel.
-        self.mem.release_all(&port.staged[..port.staged_len]);
-        drop(port); // closes the socket: the kernel lets go of its rings
+        if !removed {
+            return;
+        }
+        // Only once no device of the port is left: the frames are tagged by port, not queue.
         self.mem.reclaim_port(id);
+        self.slot_of[id as usize] = NO_SLOT;
+        // The first device of each remaining port, in the order they were added.
+        let mut seen = [false; MAX_PORTS];
+        for i in 0..self.ports.len() {
+            let pid = self.ports[i].device.id() as usize;
+            if !seen[pid] {
+                seen[pid] = true;
+                self.slot_of[pid] = i as u16;
+            }
+        }
         self.rebuild_pollfds();
     }
 

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use switch::afxdp::filter::{RuleCounters, UplinkFilter};
 use switch::dataplane::PortReport;
 use switch::tables::{PortId, PortKind};
 
@@ -69,6 +70,17 @@ pub struct PortRow {
     pub mac: Option<String>,
     pub pod_ip: Option<String>,
     pub interface_present: bool,
+    /// The uplink's filter and its program's counters (the uplink only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink_filter: Option<UplinkFilterView>,
+}
+
+/// What the uplink's program redirects to the switch, and what it did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UplinkFilterView {
+    /// The filter in the program's maps; None while unknown (a write failed: see `show status`).
+    pub filter: Option<UplinkFilter>,
+    pub counters: RuleCounters,
 }
 
 /// `show routes`: the route table in force.
@@ -378,6 +390,7 @@ mod tests {
             mac: Some("02:00:00:00:00:01".into()),
             pod_ip: Some("10.244.0.10".into()),
             interface_present: true,
+            uplink_filter: None,
         };
         let ports = Ports { ports: vec![row], pending: BTreeMap::from([("x/b".to_string(), "no interface".to_string())]) };
         let (v, back): (Value, Ports) = sent_and_read(&ports);
@@ -390,6 +403,7 @@ mod tests {
         assert_eq!((r.report.id, r.report.totals.tx_packets, r.report.kernel.lost()), (1, 9, 4));
         assert_eq!((r.kind, r.owner.as_deref()), (Some(PortKind::Pod), Some("x/a")));
         assert_eq!(back.pending["x/b"], "no interface");
+        assert!(p.get("uplink_filter").is_none(), "only the uplink has a filter");
     }
 
     #[test]

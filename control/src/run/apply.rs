@@ -22,7 +22,8 @@ use switch::afxdp::{iface, AfXdpError};
 use switch::dataplane::DataplaneError;
 use switch::tables::services::ServiceTables;
 use switch::tables::policy::PolicyTables;
-use switch::tables::PortId;
+use switch::dataplane::QueueInfo;
+use switch::tables::{PortId, PortKind};
 
 use super::host_port;
 use super::shared::{Shared, Snapshot};
@@ -35,6 +36,7 @@ use crate::neighbours::Neighbours;
 use crate::pods::PodCache;
 use crate::policy::{self as netpol, CompiledPolicy, PolicyInputs, PolicyState};
 use crate::services::{self, CompiledServices, ServiceConfig, ServiceInputs, ServiceState};
+use crate::uplink_filter::{FilterCache, UplinkConfig};
 
 /// Why a view was not applied (the tables in force stay).
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,8 @@ pub(crate) struct Config {
     /// The Service address ranges (`--service-cidr`, unless ServiceCIDR objects say) and
     /// NodePort range.
     pub services: ServiceConfig,
+    /// What the uplink's filter takes from the configuration (VXLAN port, node addresses).
+    pub uplink_filter: UplinkConfig,
 }
 
 pub(crate) struct Switch {
@@ -116,6 +120,10 @@ pub(crate) struct Switch {
     gateway_given: bool,
     /// The neighbour snapshot generation the uplink's gateway MAC was taken from.
     neighbours_seen: Option<u64>,
+    /// The uplink's filter, computed again only when what it reads changed.
+    filter_cache: FilterCache,
+    /// Why the last write of the uplink's filter failed (shown as a problem until one works).
+    filter_error: Option<String>,
 }
 
 impl Switch {
@@ -158,6 +166,8 @@ impl Switch {
             last_sync: None,
             gateway_given,
             neighbours_seen,
+            filter_cache: FilterCache::default(),
+            filter_error: None,
             cfg,
         }
     }
@@ -369,18 +379,25 @@ impl Switch {
                 continue;
             }
             let id = if d.key == compile::HOST_KEY { 0 } else { self.free_id() };
-            let attached = iface::mac(&d.ifname)
-                .map_err(AttachError::Mac)
-                .and_then(|mac| self.shared.dp().attach_port(id, &d.ifname).map(|r| (mac, r)).map_err(AttachError::Dataplane));
+            let uplink = d.kind == PortKind::Uplink;
+            let attached = iface::mac(&d.ifname).map_err(AttachError::Mac).and_then(|mac| {
+                let dp = self.shared.dp();
+                // The uplink stays the node's: its program redirects only what the filter (written
+                // with the tables below) says the switch owns, nothing before.
+                let r = if uplink { dp.attach_uplink(id, &d.ifname) } else { dp.attach_port(id, &d.ifname) };
+                r.map(|r| (mac, r)).map_err(AttachError::Dataplane)
+            });
             match attached {
                 Ok((mac, r)) => {
                     println!(
-                        "port {} ({}): XDP {}, {} mode, {} queue(s){}",
+                        "port {} ({}): XDP {}{}, {} mode, {} queue(s) ({}){}",
                         d.ifname,
                         d.key,
                         r.xdp_mode.as_str(),
+                        if uplink { " (filtered: the rest stays the node's)" } else { "" },
                         if r.zerocopy { "zero-copy" } else { "copy" },
                         r.queues.len(),
+                        queue_owners(&r.queues),
                         r.native_refused.as_deref().map(|w| format!(" (native refused: {w})")).unwrap_or_default()
                     );
                     self.attached.insert(d.key.clone(), (Attached { id, mac }, d.ifname.clone()));
@@ -436,7 +453,19 @@ impl Switch {
             }
         };
         let t = compile::assemble(compile::Parts { version: self.version, ports: &self.port_tables, services, policy });
+        let uplink = self.attached.get(compile::UPLINK_KEY).map(|(a, _)| a.id);
+        let filter = uplink.map(|_| self.filter_cache.get(&self.cfg.node, &t, &self.cfg.uplink_filter).clone());
         self.shared.dp().publish(t);
+        // The tables first: an address the filter starts redirecting is already known to them.
+        if let (Some(id), Some(filter)) = (uplink, filter) {
+            match self.shared.dp().set_uplink_filter(id, &filter) {
+                Ok(()) => self.filter_error = None,
+                Err(e) => {
+                    tracing::error!("the uplink's filter was not updated (the tables are in force; retried with the next change): {e}");
+                    self.filter_error = Some(format!("uplink filter: {e}"));
+                }
+            }
+        }
     }
 
     fn publish_snapshot(&mut self) {
@@ -452,7 +481,7 @@ impl Switch {
             ports_wanted: self.desired.len(),
             port_keys: self.attached.iter().map(|(k, (a, _))| (a.id, k.clone())).collect(),
             pending: self.pending.clone(),
-            problems: self.problems.iter().chain(&self.network_problems).cloned().collect(),
+            problems: self.problems.iter().chain(&self.network_problems).chain(&self.filter_error).cloned().collect(),
             ignored_kinds: self.ignored_kinds.clone(),
             last_error: self.last_error.clone(),
             syncs: self.syncs,
@@ -483,4 +512,9 @@ fn log_gateway(u: &Uplink, snap: &crate::neighbours::NeighbourSnapshot) {
             "no default route in the tables: the kernel has no default route through the uplink (add one, or give --uplink-gateway-mac)"
         ),
     }
+}
+
+/// Which worker serves which queue, as the start-up log says it: `q0 w0 (core 1), q1 w1 (core 2)`.
+fn queue_owners(queues: &[QueueInfo]) -> String {
+    queues.iter().map(|q| format!("q{} w{} (core {})", q.queue, q.worker, q.core)).collect::<Vec<_>>().join(", ")
 }

@@ -3,7 +3,11 @@
 //! Contract:
 //! - Start-up (`startup.rs`) reads the manifests, creates the node's host port, starts the
 //!   pinned workers, attaches the host port first and then every local pod's host-side veth,
-//!   publishes the tables and prints the XDP and copy mode of every port. Any failure there
+//!   publishes the tables and prints the XDP and copy mode of every port and which worker
+//!   serves which of its queues. With an uplink it first checks that the kernel's ephemeral
+//!   ports stay clear of the masquerade ports (`port_ranges.rs`); the uplink's XDP program
+//!   redirects only what the switch owns ([`crate::uplink_filter`], written with every publish),
+//!   so the node's own traffic on it goes on while the switch starts, runs and stops. Any failure there
 //!   prints one line and exits non-zero, leaving nothing behind (`teardown.rs`).
 //! - Then it follows the manifest directory (inotify, and a 1 s re-check) or the Kubernetes
 //!   API ([`watch`]): a changed directory is re-read whole; a bad file is reported (log and
@@ -22,6 +26,7 @@ mod apply;
 pub mod flows;
 pub mod host_port;
 pub mod metrics_view;
+mod port_ranges;
 mod shared;
 pub mod show_handler;
 mod startup;
@@ -82,8 +87,10 @@ pub struct RunArgs {
     pub conntrack_size: u32,
     /// The node's uplink interface: traffic from clients outside the cluster (NodePorts,
     /// LoadBalancer and external IPs) arrives here, and whatever has no more specific route
-    /// leaves here, to the gateway of the kernel's default route through it. The switch
-    /// answers ARP for the node's InternalIP on it.
+    /// leaves here, to the gateway of the kernel's default route through it. It stays the
+    /// node's: its XDP program takes only what the switch owns (pod CIDR, Service addresses,
+    /// NodePorts, masquerade and VXLAN ports) and the node's kernel keeps the rest, ARP for the
+    /// InternalIP included.
     #[arg(long, value_name = "IF")]
     pub uplink: Option<String>,
     /// MAC of the next hop behind --uplink (the router; in the lab, the `external` host). By

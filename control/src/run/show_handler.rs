@@ -88,6 +88,9 @@ fn ports(s: &Snapshot, dp: &Dataplane) -> replies::Ports {
                 mac: cfg.map(|c| mac_string(c.mac)),
                 pod_ip: cfg.and_then(|c| c.source_guard).map(|g| g.ip.to_string()),
                 interface_present,
+                uplink_filter: dp
+                    .uplink_filter(report.id)
+                    .map(|(filter, counters)| replies::UplinkFilterView { filter, counters }),
                 report,
             }
         })

@@ -52,6 +52,8 @@ pub enum StartError {
     PodNetwork(#[from] crate::pod_network::PodNetworkError),
     #[error("following the uplink's neighbours: {0}")]
     Neighbours(#[from] NeighbourError),
+    #[error(transparent)]
+    PortRanges(#[from] super::port_ranges::PortRangeError),
     #[error("interface {ifname} of pod {pod} does not exist in this network namespace (pass --allow-missing-interfaces to wait for it)")]
     MissingInterface { ifname: String, pod: String },
     #[error(transparent)]
@@ -119,6 +121,8 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
             if !iface::exists(ifname) {
                 return Err(StartError::NoUplink(ifname.clone()));
             }
+            // The uplink stays the node's: its kernel's own connections must keep their replies.
+            super::port_ranges::check()?;
             let mtu = iface::mtu(ifname).map_err(|_| StartError::NoUplink(ifname.clone()))?;
             Some(Uplink {
                 ifname: ifname.clone(),
@@ -172,6 +176,13 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
         dir,
         resource_versions,
         services: crate::services::ServiceConfig { service_cidrs: args.service_cidrs.clone(), ..Default::default() },
+        uplink_filter: crate::uplink_filter::UplinkConfig {
+            vxlan_port: match args.pod_network()? {
+                crate::pod_network::PodNetwork::Vxlan { udp_port, .. } => Some(udp_port),
+                crate::pod_network::PodNetwork::Routed => None,
+            },
+            ..Default::default()
+        },
     });
     sw.apply(&m)?;
     drop(m);

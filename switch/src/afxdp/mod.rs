@@ -3,6 +3,8 @@
 //! - [`iface`]: facts about a network interface read from sysfs (index, MAC, queue count).
 //! - [`xdp`]: loads podswitch's XDP program onto an interface (native mode, generic only where
 //!   native is refused) and registers sockets in its XSKMAP.
+//! - [`filter`]: the uplink's filter (what its program redirects to the switch; the rest stays
+//!   the node's).
 //! - [`socket`]: binds an AF_XDP socket for one (interface, queue) on a worker's UMEM, zero-copy
 //!   where the driver supports it, and reports the mode the kernel actually gave.
 //! - [`frames`]: creating a UMEM (geometry, descriptors of its frames).
@@ -19,6 +21,7 @@
 //! ring and never copies packet bytes in userspace. Which frames are where is tracked by the
 //! UMEM's ledger ([`crate::port::ledger`]) as the device moves them; the worker
 //! ([`crate::worker`]) sees only the device interface.
+pub mod filter;
 pub mod frames;
 pub mod hugepages;
 pub mod iface;
@@ -48,6 +51,6 @@ pub enum AfXdpError {
     Bind { ifname: String, queue: u32, detail: String },
     #[error("{ifname} queue {queue} runs in copy mode (the driver offers no zero-copy AF_XDP) and --require-zerocopy was given")]
     ZeroCopyUnavailable { ifname: String, queue: u32 },
-    #[error("{ifname} has {have} rx queue(s); the switch runs {need} worker(s) and needs one queue per worker on every port (create veths with `numrxqueues {need} numtxqueues {need}`)")]
+    #[error("{ifname} has {have} rx queue(s) but the switch runs {need} worker(s): every worker needs at least one queue of every port (with more queues than workers a worker serves several; create veths with `numrxqueues {need} numtxqueues {need}`, or run fewer workers)")]
     TooFewQueues { ifname: String, have: u32, need: u32 },
 }

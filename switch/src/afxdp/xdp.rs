@@ -4,12 +4,26 @@
 //! and attaches it in native mode, or in generic mode where native is refused (the reason is
 //! kept and shown), or in the mode the operator forced. Dropping the attachment detaches it.
 //! Frames on queues with no registered socket pass to the kernel.
+//!
+//! The program's role is set before it is attached ([`XdpRole`]): on a pod or host port it
+//! redirects every frame; on the uplink only what the switch owns ([`super::filter`]), and
+//! until the first [`XdpAttachment::set_filter`] nothing (everything stays the node's).
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder, Xdp, XdpFlags};
 use serde::Serialize;
 
+use super::filter::{self, FilterError, FilterMaps, RuleCounters, UplinkFilter};
 use super::{iface, AfXdpError};
+
+/// What the program on an interface redirects to the switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpRole {
+    /// Every frame (pod ports, the host port, one-interface tools).
+    All,
+    /// Only what the filter says the switch owns (the uplink, which stays the node's).
+    Uplink,
+}
 
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xsk_redirect.bpf.o"));
 const PROG_NAME: &str = "podswitch_xsk_redirect";
@@ -56,6 +70,8 @@ pub struct XdpAttachment {
     mode: XdpMode,
     /// Why native mode was not used, when it was refused.
     native_refused: Option<String>,
+    role: XdpRole,
+    filter: FilterMaps,
 }
 
 impl std::fmt::Debug for XdpAttachment {
@@ -67,11 +83,26 @@ impl std::fmt::Debug for XdpAttachment {
 impl XdpAttachment {
     /// Loads and attaches the program to `ifname`; `forced` pins the mode (no fallback).
     pub fn attach(ifname: &str, forced: Option<XdpMode>) -> Result<Self, AfXdpError> {
+        Self::attach_as(ifname, forced, XdpRole::All)
+    }
+
+    /// [`Self::attach`] in role `role`, set before the program sees a frame.
+    pub fn attach_as(ifname: &str, forced: Option<XdpMode>, role: XdpRole) -> Result<Self, AfXdpError> {
         let ifindex = iface::ifindex(ifname)?;
         let object = ObjectBuilder::default()
             .open_memory(PROGRAM)
             .and_then(libbpf_rs::OpenObject::load)
             .map_err(|e| AfXdpError::ProgramLoad(format!("{e:#}")))?;
+        let mode = match role {
+            XdpRole::All => filter::MODE_ALL,
+            XdpRole::Uplink => filter::MODE_UPLINK,
+        };
+        object
+            .maps()
+            .find(|m| m.name() == "filter_config")
+            .ok_or_else(|| AfXdpError::ProgramLoad("map filter_config missing from the program".into()))?
+            .update(&0u32.to_ne_bytes(), &filter::config_value(mode, &UplinkFilter::default()), MapFlags::ANY)
+            .map_err(|e| AfXdpError::ProgramLoad(format!("setting the program's role: {e}")))?;
         let try_mode = |mode: XdpMode| -> Result<(), AttachError> {
             let prog = object.progs().find(|p| p.name() == PROG_NAME).ok_or(AttachError::ProgramMissing)?;
             // Replaces a program a previous, crashed instance left behind.
@@ -90,7 +121,7 @@ impl XdpAttachment {
                 },
             },
         };
-        Ok(Self { object, ifname: ifname.into(), ifindex, mode, native_refused })
+        Ok(Self { object, ifname: ifname.into(), ifindex, mode, native_refused, role, filter: FilterMaps::default() })
     }
 
     pub fn mode(&self) -> XdpMode {
@@ -119,6 +150,12 @@ impl XdpAttachment {
 
     /// (frames redirected to sockets, frames passed to the kernel), summed over CPUs.
     pub fn counters(&self) -> (u64, u64) {
+        let c = self.rule_counters();
+        (c.redirected, c.passed)
+    }
+
+    /// Every counter of the program, summed over CPUs.
+    pub fn rule_counters(&self) -> RuleCounters {
         let map = self.map("xdp_counters");
         let sum = |idx: u32| -> u64 {
             map.lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY)
@@ -128,7 +165,23 @@ impl XdpAttachment {
                     per_cpu.iter().map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8]))).sum()
                 })
         };
-        (sum(0), sum(1))
+        let all: Vec<u64> = (0..filter::COUNTERS).map(sum).collect();
+        RuleCounters::from_array(&all)
+    }
+
+    pub fn role(&self) -> XdpRole {
+        self.role
+    }
+
+    /// Writes the uplink filter to the program's maps (an attachment in role
+    /// [`XdpRole::Uplink`]; in role `All` the maps are not read).
+    pub fn set_filter(&mut self, f: &UplinkFilter) -> Result<(), FilterError> {
+        self.filter.write(&self.object, &self.ifname, f)
+    }
+
+    /// The filter in the program's maps, when known (see [`super::filter`]).
+    pub fn filter(&self) -> Option<&UplinkFilter> {
+        self.filter.written()
     }
 }
 

@@ -2,8 +2,9 @@
 //! with the port's own MAC, in place, back out the port the request came in on.
 //!
 //! Contract: only requests for the gateway address are answered, and on uplink ports also
-//! requests for the node's own addresses (`Tables::uplink_arp`), so that clients outside reach
-//! the node through the switch; others and non-requests are dropped with their reason. On pod
+//! requests for the addresses of `Tables::uplink_arp` (not the node's own addresses: the uplink
+//! stays the node's, and its kernel answers for them); others and non-requests are dropped with
+//! their reason. On pod
 //! ports the sender must be the pod itself ([`super::antispoof::check_arp_sender`]). Every
 //! reply sent is counted in [`Counters::replies`].
 use crate::counters::Counter;

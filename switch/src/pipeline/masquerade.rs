@@ -3,7 +3,7 @@
 //!
 //! Contract:
 //! - [`apply`] masquerades a connection the load balancer asked it for: the reply comes back
-//!   to the node's SNAT address on a free port in 32768..61000 (no SNAT address known: drop;
+//!   to the node's SNAT address on a free port in [`PORTS`] (no SNAT address known: drop;
 //!   no free port within 64 probes: drop).
 //! - [`leaves_cluster`]: a new connection from a pod that is not to a Service and leaves the
 //!   cluster ([`crate::tables::egress`]) is masqueraded the same way ([`apply`]), counted
@@ -20,8 +20,14 @@ use crate::wire::IPPROTO_ICMP;
 
 use super::Ctx;
 
-const SNAT_PORT_FIRST: u16 = 32768;
-const SNAT_PORTS: u16 = 28232;
+/// The ports masqueraded connections get on the node's address: 61000-65535, just above the
+/// kernel's default ephemeral range (`net.ipv4.ip_local_port_range` 32768-60999) and the
+/// NodePort range (30000-32767), so that replies to the node's own connections are never taken
+/// for the switch's (the uplink's filter redirects this range on the node address to the switch;
+/// `podswitch run` refuses to start where the kernel's ephemeral range overlaps it).
+pub const PORTS: std::ops::RangeInclusive<u16> = SNAT_PORT_FIRST..=u16::MAX;
+const SNAT_PORT_FIRST: u16 = 61000;
+const SNAT_PORTS: u16 = u16::MAX - SNAT_PORT_FIRST + 1;
 const SNAT_PORT_TRIES: u16 = 64;
 
 /// What this stage did.

@@ -15,7 +15,7 @@
 //!   ▼                                                                                      │
 //!  parse ............ headers valid, ingress port known, addressed to the port's MAC      │
 //!  antispoof ........ pod ports: source MAC (and below: source IP / ARP sender)           │
-//!  arp .............. answers ARP for the gateway (and the node on the uplink) ──► answer │
+//!  arp .............. answers ARP for the gateway (and the uplink's ARP set) ────► answer │
 //!  parse (verify) ... IPv4 unicast, header checksum                                        │
 //!  icmp (echo) ...... addressed to the gateway: echo reply ─────────────────────► answer  │
 //!  conntrack ........ which connection, if any: untracked / ICMP error / known / new      │

@@ -284,7 +284,7 @@ fn a_pods_connection_out_of_the_cluster_is_masqueraded_and_its_reply_comes_back(
     assert_eq!(&out[26..30], &NODE_IP.octets(), "source: the node's address");
     assert_eq!(&out[30..34], &world.octets());
     let port = u16::from_be_bytes([out[34], out[35]]);
-    assert!((32768..61000).contains(&port), "masquerade port {port}");
+    assert!(masquerade::PORTS.contains(&port), "masquerade port {port}");
     assert!(ip_and_udp_checksums_hold(&out));
     // The answer to the node's address and that port goes back to the pod, untranslated.
     let answer = udp_ports(ROUTER_MAC, UPLINK_MAC, world, NODE_IP, 53, port, 16, true);

@@ -92,8 +92,9 @@ pub struct Tables {
     pub routes: routes::Routes,
     pub services: services::ServiceTables,
     pub policy: policy::PolicyTables,
-    /// Addresses the switch answers ARP for on uplink ports (the node's own addresses, which
-    /// clients outside reach NodePorts on and route LoadBalancer traffic through).
+    /// Addresses the switch answers ARP for on uplink ports. Not the node's own addresses: the
+    /// uplink stays the node's and its kernel answers for those (the uplink's filter passes
+    /// their ARP to the kernel, and redirects requests for these addresses to the switch).
     pub uplink_arp: Vec<Ipv4Addr>,
     /// The tunnels to the other nodes (empty without `--pod-network vxlan`).
     pub overlay: overlay::Overlay,

@@ -244,3 +244,45 @@ fn the_pool_keeps_every_frame_through_mixed_traffic_and_drops() {
     assert_eq!(rig.w.mem.free_frames(), FRAMES as usize - 2 * FILL as usize);
     rig.assert_every_frame_accounted();
 }
+
+#[test]
+fn a_port_with_two_queues_on_one_worker_receives_on_both_sends_on_its_first_and_gives_back_all_frames() {
+    let mut rig = Rig::new(4096);
+    // A second device (queue) of port b on the same worker.
+    let second = MemoryPort::new(B, &rig.w.mem, 4096, FILL);
+    let (ready, done) = bounded(1);
+    let second_counters = Arc::new(PortQueueCounters::default());
+    rig.cmds.send(WorkerCmd::AddPort { device: Box::new(second), counters: Arc::clone(&second_counters), ready }).unwrap();
+    assert!(rig.w.apply_commands());
+    done.try_recv().expect("acknowledged");
+    assert_eq!(rig.w.ports.len(), 3);
+    rig.assert_every_frame_accounted();
+    let first_b = rig.w.slot_index(B).unwrap();
+    let second_b = rig.w.ports.iter().rposition(|p| p.device.id() == B).unwrap();
+    assert_ne!(first_b, second_b);
+    // Frames arriving on b's second queue are received (b -> a).
+    let b_to_a = |seq| udp(B_MAC, PORT_B_MAC, B_IP, A_IP, seq);
+    {
+        let Worker { ports, mem, .. } = &mut rig.w;
+        for seq in 0..3 {
+            assert!(ports[second_b].device.arrive(mem, &b_to_a(seq)));
+        }
+    }
+    // And a -> b leaves on b's first queue.
+    rig.arrive(A, &(10..14).map(a_to_b).collect::<Vec<_>>());
+    rig.w.poll_once();
+    assert_eq!(rig.depart(A).iter().map(|f| seq_of(f)).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(rig.depart(B).iter().map(|f| seq_of(f)).collect::<Vec<_>>(), vec![10, 11, 12, 13]);
+    assert_eq!(second_counters.rx_packets.get(), 3);
+    assert_eq!(second_counters.tx_packets.get(), 0, "b transmits on its first queue");
+    assert_eq!(rig.counters[B as usize].tx_packets.get(), 4);
+    rig.w.poll_once();
+    rig.assert_every_frame_accounted();
+    // Removing b closes both of its devices and brings back every frame they held.
+    rig.remove(B);
+    assert_eq!(rig.w.ports.len(), 1);
+    assert_eq!(rig.w.slot_index(B), None);
+    assert_eq!(rig.w.slot_index(A), Some(0));
+    rig.assert_every_frame_accounted();
+    assert_eq!(rig.drops(), vec![]);
+}
