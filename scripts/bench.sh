@@ -19,6 +19,7 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 
 # name|description (the listing printed by --help)
 BENCHMARKS=(
+    "crossnode|pod -> pod on another node: podswitch --pod-network vxlan and routed vs the kernel's VXLAN (flannel's setup) and routing; 64 B UDP frames/s (pktgen) and one TCP stream (iperf3); target switch/kernel >= 1.3 for VXLAN pps"
     "e2e|end to end through a lab node, one generator (pktgen): podswitch (10k Services, 1k policies) vs kernel + kube-proxy nftables rules vs OVS AF_XDP; 64 B / IMIX rate, no-drop rate, latency, CPU/packet"
     "forward|64-byte UDP frames/s pod -> pod: podswitch vs Linux bridge vs dpdk-testpmd (AF_XDP); target switch >= 0.9x testpmd"
     "pipeline|per-packet cost of the whole pipeline in memory: 10k Services, 100k endpoints, 1M connections; Mpps/core and instructions/packet"
@@ -37,6 +38,7 @@ packages_for() {
         pipeline) echo "valgrind" ;;
         micro) echo "valgrind" ;;
         pktgen) echo "iproute2 ethtool procps util-linux coreutils netsniff-ng" ;;
+        crossnode) echo "iproute2 ethtool procps util-linux coreutils iperf3" ;;
         e2e) echo "iproute2 ethtool procps util-linux coreutils nftables openvswitch-switch" ;;
         *) echo "" ;;
     esac
@@ -111,6 +113,12 @@ run_benchmark() {
             ;;
         e2e)
             exec "$target/release/podswitch-perf" e2e \
+                --podswitch "$target/release/podswitch" \
+                --pktgen "$target/release/pktgen" \
+                --results-dir "$root/perf/results" "$@"
+            ;;
+        crossnode)
+            exec "$target/release/podswitch-perf" crossnode \
                 --podswitch "$target/release/podswitch" \
                 --pktgen "$target/release/pktgen" \
                 --results-dir "$root/perf/results" "$@"

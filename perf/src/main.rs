@@ -1,6 +1,7 @@
 //! `podswitch-perf`: the benchmark drivers behind `scripts/bench.sh`. One subcommand per
 //! benchmark; each prints a readable report, or with `--json` one JSON object as the last line
 //! of stdout, with progress on stderr. perf/README.md says how each one measures.
+mod crossnode;
 mod e2e;
 mod forward;
 mod harness;
@@ -41,6 +42,8 @@ enum Cmd {
     Pktgen(pktgen_bench::PktgenArgs),
     /// End to end through a lab node, one generator: podswitch (10k Services, 1k policies) vs the kernel with kube-proxy's nftables rules vs OVS AF_XDP; 64 B and IMIX rate, no-drop rate, latency, CPU per packet.
     E2e(e2e::E2eArgs),
+    /// Pod -> pod on another node: podswitch --pod-network vxlan|routed vs the kernel's VXLAN (as flannel sets it up) and routing; 64-byte UDP frames/s and one TCP stream.
+    Crossnode(crossnode::CrossnodeArgs),
 }
 
 fn main() {
@@ -53,6 +56,7 @@ fn main() {
         Cmd::Sync(a) => sync_bench::main(a),
         Cmd::Pktgen(a) => pktgen_bench::main(a),
         Cmd::E2e(a) => e2e::main(a),
+        Cmd::Crossnode(a) => crossnode::main(a),
     };
     match code {
         Ok(c) => std::process::exit(c),

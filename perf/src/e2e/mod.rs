@@ -12,7 +12,6 @@
 //! Output: a table on stdout, or with `--json` one JSON object as the last line, starting with
 //! `{"switch_svc_pps":…,"kernel_nft_pps":…,"switch_fwd_pps":…,"ovs_afxdp_pps":…`; the report
 //! `e2e.md`, `e2e.json` and the charts `e2e-*.svg` under the results directory.
-mod measure;
 mod nft;
 mod objects;
 mod ovs;
@@ -30,7 +29,7 @@ use crate::harness::cleanup::Cleanup;
 use crate::harness::report::OutputArgs;
 use crate::harness::{host, preflight, progress};
 use crate::sys::{self, Proc};
-use measure::{CpuSource, Gen, LatencyResult, NdrResult, RateResult, Traffic};
+use crate::harness::pktgen::{CpuSource, Gen, LatencyResult, NdrResult, RateResult, Traffic};
 use objects::Cluster;
 use topo::{Topo, NS_NODE, UPLINK};
 

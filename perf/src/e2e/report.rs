@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::measure::RateResult;
+use crate::harness::pktgen::RateResult;
 use super::{E2eArgs, Env, Fwd, PathKind, Sample, Setup};
 
 /// A rate run that lost at most this share of what was sent did not saturate the forwarder.
@@ -535,7 +535,7 @@ pub fn files(s: &Summary) -> Result<Vec<(&'static str, String)>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::measure::NdrResult;
+    use crate::harness::pktgen::NdrResult;
     use super::*;
     use clap::Parser;
 

@@ -7,6 +7,8 @@
 //!   SIGINT/SIGTERM through `sys::interrupted`).
 //! - [`host`]: what a report records about the machine and the checkout (load average, CPU
 //!   model, `git describe`, start time).
+//! - [`pktgen`]: one measurement with pktgen (rate, RFC 2544 no-drop search, latency), the
+//!   generator of e2e and crossnode.
 //! - [`trafgen`]: the 64-byte UDP frames netsniff-ng's trafgen sends and how it is started.
 //! - [`report`]: writing a run's JSON and Markdown (and any other files) to the results dir.
 //! - [`rounds`]: the interleaved rounds of forward and pktgen, with their progress lines.
@@ -15,6 +17,7 @@
 pub mod cleanup;
 pub mod host;
 pub mod preflight;
+pub mod pktgen;
 pub mod progress;
 pub mod report;
 pub mod rounds;

@@ -3,18 +3,23 @@
 //! takes every frame there) on the same core, UDP flows from 256 source ports.
 //!
 //! Contract:
-//! - [`rate`]: `pktgen run --rate max` for `duration`; the figure is frames per second received
+//! - [`rate`]: `pktgen run --rate max` (or a given rate: `rate_at`) for `duration`; the figure is frames per second received
 //!   at b (pktgen's matched frames between the first and the last), next to what was offered and
 //!   lost. The forwarder's CPU is sampled over a window inside the run (after `warmup`): the
 //!   forwarder process's CPU time (all threads, schedstat) plus `ksoftirqd/CORE`'s when it is a process, the forwarding
-//!   core's softirq time (from /proc/stat) for the kernel, divided by the frames received in
-//!   that window (received rate x window).
-//! - [`ndr`]: `pktgen rfc2544` (binary search for the highest rate without loss; trials of
-//!   `trial` seconds, `resolution`, at most `max_trials`) between `min_rate` and `max_rate`.
+//!   core's softirq time (from /proc/stat) for the kernel, or the forwarding core's busy time
+//!   (from /proc/stat: everything run there, for forwarders that are several processes, or the
+//!   kernel and processes together), divided by the frames received in that window (received
+//!   rate x window).
+//! - [`ndr`]: `pktgen rfc2544` (binary search for the highest rate without loss, or with at
+//!   most a given share lost: `ndr_tolerating`; trials of `trial` seconds, `resolution`, at most
+//!   `max_trials`) between `min_rate` and `max_rate`.
 //! - [`latency`]: `pktgen run --rate R --busy-poll` for `duration`: one-way latency p50 / p99 /
 //!   p99.9 (same clock at both ends) at a fixed rate every path carries without loss.
 //!
-//! Each pktgen is stopped (SIGINT, then SIGKILL) if it overruns; its output is kept for errors.
+//! Each pktgen is stopped (SIGINT, then SIGKILL) if it overruns or the run is interrupted
+//! (SIGINT/SIGTERM: the measurement then ends with `sys::Interrupted`); its output is kept for
+//! errors.
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -42,6 +47,8 @@ pub enum CpuSource {
     Process(u32),
     /// The kernel: softirq time of the forwarding core.
     Softirq(usize),
+    /// Everything the forwarding core ran (busy time): several forwarder processes pinned there.
+    CoreBusy(usize),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,9 +114,16 @@ impl Gen<'_> {
         let log = self.workdir.join(format!("{name}.log"));
         let mut p = Proc::spawn(name, args, log)?;
         during(&mut p)?;
-        if p.wait_timeout(limit).is_none() {
-            p.stop(sys::Signal::SIGINT, false, Duration::from_secs(3));
-            bail!("{name} overran {limit:?}:\n    {}", p.log_tail(8));
+        let end = Instant::now() + limit;
+        while p.wait_timeout(Duration::from_millis(100)).is_none() {
+            if sys::interrupted() {
+                p.stop(sys::Signal::SIGINT, false, Duration::from_secs(3));
+                return Err(sys::Interrupted.into());
+            }
+            if Instant::now() >= end {
+                p.stop(sys::Signal::SIGINT, false, Duration::from_secs(3));
+                bail!("{name} overran {limit:?}:\n    {}", p.log_tail(8));
+            }
         }
         let text = p.log_text();
         let st = p.exited().ok_or_else(|| anyhow!("{name}: no exit status"))?;
@@ -122,8 +136,14 @@ impl Gen<'_> {
     }
 
     pub fn rate(&self, t: &Traffic, size: &str, duration: f64, warmup: f64, cpu: CpuSource) -> Result<RateResult> {
+        self.rate_at(t, size, None, duration, warmup, cpu)
+    }
+
+    /// [`Gen::rate`] offering `offered` frames per second (None: as many as it can).
+    pub fn rate_at(&self, t: &Traffic, size: &str, offered: Option<u64>, duration: f64, warmup: f64, cpu: CpuSource) -> Result<RateResult> {
         let mut args = self.base("run", t, size);
-        args.extend(["--rate".into(), "max".into(), "--duration".into(), format!("{}ms", (duration * 1000.0) as u64), "--drain".into(), "300ms".into()]);
+        let rate = offered.map_or_else(|| "max".to_string(), |r| r.to_string());
+        args.extend(["--rate".into(), rate, "--duration".into(), format!("{}ms", (duration * 1000.0) as u64), "--drain".into(), "300ms".into()]);
         let window = (duration - warmup - 0.3).max(0.3);
         let mut sample: Option<(f64, Vec<f64>, Option<f64>)> = None;
         let v = self.run_json("pktgen-rate", &args, Duration::from_secs_f64(duration + 20.0), |p| {
@@ -162,6 +182,23 @@ impl Gen<'_> {
 
     #[allow(clippy::too_many_arguments)]
     pub fn ndr(&self, t: &Traffic, size: &str, trial: f64, max_rate: u64, min_rate: u64, resolution: f64, max_trials: u32) -> Result<NdrResult> {
+        self.ndr_tolerating(t, size, trial, max_rate, min_rate, resolution, max_trials, 0.0)
+    }
+
+    /// [`Gen::ndr`] where a trial passes with a loss of at most `loss_tolerance` (a share of
+    /// what was sent; RFC 2544's is 0).
+    #[allow(clippy::too_many_arguments)]
+    pub fn ndr_tolerating(
+        &self,
+        t: &Traffic,
+        size: &str,
+        trial: f64,
+        max_rate: u64,
+        min_rate: u64,
+        resolution: f64,
+        max_trials: u32,
+        loss_tolerance: f64,
+    ) -> Result<NdrResult> {
         let mut args = self.base("rfc2544", t, size);
         args.extend([
             "--trial".into(),
@@ -177,6 +214,9 @@ impl Gen<'_> {
             "--drain".into(),
             "200ms".into(),
         ]);
+        if loss_tolerance > 0.0 {
+            args.extend(["--loss-tolerance".into(), format!("{}%", loss_tolerance * 100.0)]);
+        }
         let limit = Duration::from_secs_f64((trial + 3.0) * (max_trials as f64 + 1.0) + 15.0);
         let v = self.run_json("pktgen-rfc2544", &args, limit, |_| Ok(()))?;
         let r = v.get("rfc2544").ok_or_else(|| anyhow!("pktgen rfc2544 report without its search result"))?;
@@ -224,6 +264,7 @@ fn fwd_cpu(c: CpuSource, fwd_core: usize) -> Option<u64> {
     match c {
         CpuSource::Process(pid) => Some(sys::process_cpu_ns(pid)? + ksoftirqd_pid(fwd_core).and_then(sys::process_cpu_ns).unwrap_or(0)),
         CpuSource::Softirq(core) => softirq_ns(core),
+        CpuSource::CoreBusy(core) => CoreTimes::read().0.get(core).map(|j| j.busy * 10_000_000),
     }
 }
 
@@ -237,7 +278,7 @@ fn ksoftirqd_pid(core: usize) -> Option<u32> {
 }
 
 /// Softirq time of `core` so far in ns (/proc/stat counts in USER_HZ ticks, 100 per second
-/// in the kernel's ABI whatever its HZ).
+/// in the kernel's ABI whatever its HZ; the same for the busy time of `CoreBusy`).
 fn softirq_ns(core: usize) -> Option<u64> {
     CoreTimes::read().0.get(core).map(|j| j.softirq * 10_000_000)
 }
