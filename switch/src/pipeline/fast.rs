@@ -49,8 +49,10 @@ fn put<const N: usize>(b: &mut [u8; HDR], at: usize, v: &[u8; N]) {
     b[at..at + N].copy_from_slice(v);
 }
 
-#[inline]
-/// `hint` is what [`super::warm::burst`] learned of the frame, or [`Hint::NONE`].
+/// `hint` is what [`super::warm::burst`] learned of the frame, or [`Hint::NONE`]. Always
+/// inlined: into the pipeline's entry, and apart into the tunnel stage's, so that the common
+/// path pays no call.
+#[inline(always)]
 pub fn established(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint: Hint) -> Option<Verdict> {
     let len = len.min(buf.len());
     // A UMEM frame is 2 KiB or more, so its first HDR bytes always exist; bytes past `len` are

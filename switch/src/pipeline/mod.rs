@@ -156,15 +156,13 @@ pub fn process(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx) -> Verdic
 /// verdict is the same whatever the hint.
 #[inline]
 pub fn process_hinted(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint: warm::Hint) -> Verdict {
-    let overlay = &ctx.tables.overlay;
-    if overlay.enabled && in_port == overlay.uplink && tunnel::is_tunnel_frame(buf, len, overlay) {
-        return tunnel::receive(buf, len, ctx);
+    if ctx.tables.overlay.enabled {
+        return tunnel::process(buf, len, in_port, ctx, hint);
     }
-    let v = match fast::established(buf, len, in_port, ctx, hint) {
+    match fast::established(buf, len, in_port, ctx, hint) {
         Some(v) => v,
         None => slow(buf, len, in_port, ctx),
-    };
-    tunnel::finish(buf, v, ctx)
+    }
 }
 
 /// The full pipeline (see the module contract); [`process`] comes here for everything the

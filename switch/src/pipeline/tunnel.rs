@@ -71,8 +71,24 @@ pub fn is_tunnel_frame(buf: &[u8], len: usize, o: &Overlay) -> bool {
         && be32(buf, IPV4_DST) == u32::from(o.node_ip)
 }
 
+/// [`super::process_hinted`] with tunnels: a tunnel frame from the uplink is decapsulated
+/// ([`receive`]); any other frame goes through the pipeline, and out of a tunnel if routed into
+/// one ([`finish`]). Out of line, so that a switch without tunnels pays one test per frame.
+#[inline(never)]
+pub fn process(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint: warm::Hint) -> Verdict {
+    let o = &ctx.tables.overlay;
+    if in_port == o.uplink && is_tunnel_frame(buf, len, o) {
+        return receive(buf, len, ctx);
+    }
+    let v = match fast::established(buf, len, in_port, ctx, hint) {
+        Some(v) => v,
+        None => slow(buf, len, in_port, ctx),
+    };
+    finish(buf, v, ctx)
+}
+
 /// Decapsulates a tunnel frame and runs the pipeline on its inner frame (see the module
-/// contract). Out of line: the per-packet path of local traffic stays small.
+/// contract).
 #[inline(never)]
 pub fn receive(buf: &mut [u8], len: usize, ctx: &Ctx) -> Verdict {
     let o = &ctx.tables.overlay;
