@@ -35,10 +35,12 @@
 //!   [`PASS_EVERY`], so a change reaches [`Neighbours::snapshot`] within about a second
 //!   (usually at once). [`NeighbourReader::generation`] increases whenever the snapshot's
 //!   resolved MACs or gateway change, so the apply side republishes only then.
-//! - A needed next hop is *resolved* when the kernel has a MAC for it in a valid state
-//!   (reachable, stale, delay, probe; permanent and noarp always) that it confirmed within the
-//!   expiry time ([`DEFAULT_EXPIRY`] unless configured): an entry nobody confirmed for that
-//!   long goes from the tables. Failed, incomplete, missing and expired entries are unresolved.
+//! - A needed next hop is *resolved* when the kernel has a MAC for it in a valid state:
+//!   reachable, delay and probe (the kernel is confirming it, and says failed if that fails),
+//!   permanent and noarp always, stale only if confirmed within the expiry time
+//!   ([`DEFAULT_EXPIRY`] unless configured): a stale entry nobody confirmed for that long goes
+//!   from the tables until it is confirmed again. Failed, incomplete, missing and expired
+//!   entries are unresolved.
 //!   The snapshot lists every needed next hop, resolved or not, with what needs it.
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -149,6 +151,15 @@ impl NeighbourState {
     /// The kernel holds a MAC it will use.
     fn valid(self) -> bool {
         matches!(self, Self::Reachable | Self::Stale | Self::Delay | Self::Probe | Self::Permanent | Self::Noarp)
+    }
+
+    /// Reachable (confirmed within the kernel's reachable time), or being confirmed right now
+    /// (delay, probe): the kernel goes on using the MAC and says failed if the probes go
+    /// unanswered. Whatever the entry's confirmation time says: an entry the kernel learned
+    /// passively (from the neighbour's own request) starts out "confirmed" twice the base
+    /// reachable time ago (60 s by default) until its first probe is answered.
+    fn confirming(self) -> bool {
+        matches!(self, Self::Reachable | Self::Delay | Self::Probe)
     }
 
     /// Static: no confirmation expected, never touched.
@@ -607,7 +618,7 @@ pub(crate) fn snapshot_entries(
                     created_by_switch: false,
                 },
                 Some(e) => {
-                    let fresh = e.state.fixed() || e.confirmed_ago.is_some_and(|a| a <= expiry);
+                    let fresh = e.state.fixed() || e.state.confirming() || e.confirmed_ago.is_some_and(|a| a <= expiry);
                     Neighbour {
                         mac: e.mac,
                         state: e.state,
@@ -920,7 +931,7 @@ mod tests {
     #[test]
     fn only_valid_entries_confirmed_within_the_expiry_are_resolved() {
         let now = Instant::now();
-        let needs: BTreeMap<Ipv4Addr, BTreeSet<String>> = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5", "192.0.2.6", "192.0.2.7"]
+        let needs: BTreeMap<Ipv4Addr, BTreeSet<String>> = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5", "192.0.2.6", "192.0.2.7", "192.0.2.8", "192.0.2.9"]
             .iter()
             .map(|a| (ip(a), BTreeSet::from([GATEWAY_NEED.to_string()])))
             .collect();
@@ -931,6 +942,10 @@ mod tests {
             (ip("192.0.2.4"), entry(NeighbourState::Failed, Some(MAC), 5)),
             (ip("192.0.2.5"), entry(NeighbourState::Incomplete, None, 5)),
             (ip("192.0.2.6"), entry(NeighbourState::Permanent, Some(MAC), 3600)),
+            // Being confirmed: usable whatever the confirmation time (a passively learned
+            // entry reads 60 s until its first probe is answered).
+            (ip("192.0.2.8"), entry(NeighbourState::Delay, Some(MAC), 61)),
+            (ip("192.0.2.9"), entry(NeighbourState::Probe, Some(MAC), 61)),
         ]);
         let s = NeighbourSnapshot {
             entries: snapshot_entries(&kernel, &needs, &BTreeSet::from([ip("192.0.2.1")]), Duration::from_secs(60), now),
@@ -938,7 +953,7 @@ mod tests {
             ..Default::default()
         };
         let resolved: Vec<Ipv4Addr> = s.entries.iter().filter(|(_, n)| n.resolved).map(|(a, _)| *a).collect();
-        assert_eq!(resolved, [ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.6")]);
+        assert_eq!(resolved, [ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.6"), ip("192.0.2.8"), ip("192.0.2.9")]);
         assert_eq!(s.mac(ip("192.0.2.1")), Some(MAC));
         assert_eq!(s.mac(ip("192.0.2.4")), None, "failed: the stale MAC is not used");
         assert_eq!(s.entries[&ip("192.0.2.7")].state, NeighbourState::Missing);

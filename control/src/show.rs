@@ -274,7 +274,7 @@ fn print_neighbours(v: &replies::Neighbours) {
         return;
     };
     println!(
-        "uplink {interface}: gateway {} {} (MAC from {}); entries unconfirmed for {} s are not used",
+        "uplink {interface}: gateway {} {} (MAC from {}); stale entries unconfirmed for {} s are not used",
         opt(&v.gateway),
         v.gateway_mac.as_deref().unwrap_or("unresolved: no default route in the tables"),
         v.gateway_mac_from,
