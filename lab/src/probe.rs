@@ -459,7 +459,7 @@ pub fn wait_in_sync(timeout: Duration) -> anyhow::Result<State> {
                         n.log.display()
                     ),
                     Some(_) if reason.is_none() => {
-                        reason = switch::sync_status(&n.control_socket).map(|r| format!("the switch{of} is not in sync: {r}"));
+                        reason = switch::sync_status(&st, &n.control_socket).map(|r| format!("the switch{of} is not in sync: {r}"));
                     }
                     _ => {}
                 }

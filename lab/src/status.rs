@@ -48,7 +48,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
         (Err(e), _) => format!("unreadable: {e}"),
     };
     let switch_running = st.switch.process.is_some_and(|p| p.alive());
-    let switch_sync = if switch_running { switch::sync_status(&st.switch.control_socket) } else { None };
+    let switch_sync = if switch_running { switch::sync_status(&st, &st.switch.control_socket) } else { None };
     let supervisor_running = st.supervisor.is_some_and(|p| p.alive());
     if a.json {
         let pods: Vec<_> = st
@@ -66,7 +66,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
             .into_iter()
             .map(|n| {
                 let running = n.process.is_some_and(|p| p.alive());
-                let why = if running { switch::sync_status(&n.control_socket) } else { None };
+                let why = if running { switch::sync_status(&st, &n.control_socket) } else { None };
                 json!({"name": n.name, "internal_ip": n.internal_ip, "pod_cidr": n.pod_cidr, "netns": n.netns,
                        "control_socket": n.control_socket, "switch_pid": n.process.map(|p| p.pid),
                        "switch_running": running, "in_sync": running && why.is_none(),
@@ -103,7 +103,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
     );
     for n in st.node_switches().iter().skip(1) {
         let sw = match n.process {
-            Some(p) if p.alive() => match switch::sync_status(&n.control_socket) {
+            Some(p) if p.alive() => match switch::sync_status(&st, &n.control_socket) {
                 None => format!("running (pid {}), in sync", p.pid),
                 Some(why) => format!("running (pid {}), not in sync: {why}", p.pid),
             },

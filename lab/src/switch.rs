@@ -138,7 +138,7 @@ pub fn stop(st: &mut State) -> Vec<(String, ProcRef)> {
 }
 
 /// Why the switch is not (yet) in sync with the API view; None when it is.
-pub fn sync_status(socket: &Path) -> Option<String> {
+pub fn sync_status(st: &State, socket: &Path) -> Option<String> {
     let want = match manifests::dir_digest(&state::api_dir()) {
         Ok(d) => d,
         Err(e) => return Some(format!("the API view cannot be read: {e}")),
@@ -164,7 +164,14 @@ pub fn sync_status(socket: &Path) -> Option<String> {
     if !pending.is_empty() {
         return Some(format!("ports not attached yet: {}", pending.join(", ")));
     }
-    let unreachable: Vec<&str> = v.get("unreachable_nodes").and_then(|p| p.as_array()).map(|a| a.iter().filter_map(|n| n.as_str()).collect()).unwrap_or_default();
+    // Only the lab's own nodes count: `lab up --node-name` builds one node of several, and the
+    // others (in the manifests, not built) are unreachable for good.
+    let lab_nodes: Vec<String> = st.node_switches().into_iter().map(|n| n.name).collect();
+    let unreachable: Vec<&str> = v
+        .get("unreachable_nodes")
+        .and_then(|p| p.as_array())
+        .map(|a| a.iter().filter_map(|n| n.as_str()).filter(|n| lab_nodes.iter().any(|l| l == n)).collect())
+        .unwrap_or_default();
     if !unreachable.is_empty() {
         return Some(format!("no route yet to the pods of node(s) {}", unreachable.join(", ")));
     }
@@ -176,7 +183,7 @@ pub fn sync_status(socket: &Path) -> Option<String> {
 pub fn wait_ready(st: &State, children: &mut [Child], timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     for node in st.node_switches() {
-        while let Some(reason) = sync_status(&node.control_socket) {
+        while let Some(reason) = sync_status(st, &node.control_socket) {
             let child = children.iter_mut().find(|c| node.process.is_some_and(|p| p.pid == c.id() as i32));
             let exited = match child {
                 Some(c) => c.try_wait().ok().flatten().map(|s| format!("exited ({s})")),
