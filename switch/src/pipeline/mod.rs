@@ -159,6 +159,13 @@ pub fn process_hinted(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hi
     if ctx.tables.overlay.enabled {
         return tunnel::process(buf, len, in_port, ctx, hint);
     }
+    untunnelled(buf, len, in_port, ctx, hint)
+}
+
+/// The fast path, else the full pipeline: every frame's way but for the tunnel stage around it
+/// ([`tunnel::process`]).
+#[inline(always)]
+fn untunnelled(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint: warm::Hint) -> Verdict {
     match fast::established(buf, len, in_port, ctx, hint) {
         Some(v) => v,
         None => slow(buf, len, in_port, ctx),

@@ -31,10 +31,11 @@ use crate::drop_reason::DropReason;
 use crate::tables::overlay::Overlay;
 use crate::wire::offsets::*;
 use crate::wire::vxlan::{self, OVERHEAD};
-use crate::wire::{checksum, ethernet, ipv4, ETHERTYPE_IPV4, IPPROTO_TCP, IPPROTO_UDP};
-use crate::wire::{Ipv4Packet, ParsedFrame};
+use crate::wire::{ethernet, ipv4, ETHERTYPE_IPV4, IPPROTO_TCP, IPPROTO_UDP};
+use crate::wire::{EthernetFrame, Ipv4Packet, ParsedFrame, UdpPacket};
 
-use super::{fast, icmp, slow, warm, Ctx, Verdict};
+use super::parse::verify_ipv4_header;
+use super::{icmp, untunnelled, warm, Ctx, Verdict};
 use crate::tables::{PortConfig, PortId};
 
 /// What this stage did.
@@ -49,26 +50,16 @@ pub struct Counters {
 /// Where the VXLAN header of an option-less outer packet starts.
 const VXLAN_AT: usize = UDP_END;
 
-#[inline(always)]
-fn be16(b: &[u8], i: usize) -> u16 {
-    u16::from_be_bytes([b[i], b[i + 1]])
-}
-
-#[inline(always)]
-fn be32(b: &[u8], i: usize) -> u32 {
-    u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
-}
-
 /// Whether a frame from the uplink is a tunnel frame for this node (see the module contract).
 #[inline(always)]
 pub fn is_tunnel_frame(buf: &[u8], len: usize, o: &Overlay) -> bool {
-    len >= VXLAN_AT
-        && buf.len() >= VXLAN_AT
-        && be16(buf, ETHERTYPE) == ETHERTYPE_IPV4
-        && buf[IPV4_VER_IHL] == VER_IHL_NO_OPTIONS
-        && buf[IPV4_PROTOCOL] == IPPROTO_UDP
-        && be16(buf, L4_DST_PORT) == o.udp_port
-        && be32(buf, IPV4_DST) == u32::from(o.node_ip)
+    let Some(f) = buf.get(..len).filter(|f| f.len() >= VXLAN_AT) else { return false };
+    let ip = Ipv4Packet::new_unchecked(&f[IPV4..]);
+    EthernetFrame::new_unchecked(f).ethertype() == ETHERTYPE_IPV4
+        && f[IPV4_VER_IHL] == VER_IHL_NO_OPTIONS
+        && ip.protocol() == IPPROTO_UDP
+        && UdpPacket::new_unchecked(&f[L4..]).dst_port() == o.udp_port
+        && ip.dst_addr() == o.node_ip
 }
 
 /// [`super::process_hinted`] with tunnels: a tunnel frame from the uplink is decapsulated
@@ -80,10 +71,7 @@ pub fn process(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint: war
     if in_port == o.uplink && is_tunnel_frame(buf, len, o) {
         return receive(buf, len, ctx);
     }
-    let v = match fast::established(buf, len, in_port, ctx, hint) {
-        Some(v) => v,
-        None => slow(buf, len, in_port, ctx),
-    };
+    let v = untunnelled(buf, len, in_port, ctx, hint);
     finish(buf, v, ctx)
 }
 
@@ -91,16 +79,12 @@ pub fn process(buf: &mut [u8], len: usize, in_port: PortId, ctx: &Ctx, hint: war
 /// contract).
 #[inline(never)]
 pub fn receive(buf: &mut [u8], len: usize, ctx: &Ctx) -> Verdict {
-    let o = &ctx.tables.overlay;
     let inner_len = match decapsulate(buf, len, ctx) {
         Ok(n) => n,
         Err(r) => return Verdict::Drop(r),
     };
     ctx.stages.tunnel.decapsulated.add(1);
-    let v = match fast::established(buf, inner_len, o.tunnel_port, ctx, warm::Hint::NONE) {
-        Some(v) => v,
-        None => slow(buf, inner_len, o.tunnel_port, ctx),
-    };
+    let v = untunnelled(buf, inner_len, ctx.tables.overlay.tunnel_port, ctx, warm::Hint::NONE);
     finish(buf, v, ctx)
 }
 
@@ -109,43 +93,38 @@ pub fn receive(buf: &mut [u8], len: usize, ctx: &Ctx) -> Verdict {
 fn decapsulate(buf: &mut [u8], len: usize, ctx: &Ctx) -> Result<usize, DropReason> {
     let tables = ctx.tables;
     let o = &tables.overlay;
-    let len = len.min(buf.len());
-    let inner_at = OVERHEAD;
-    if len < inner_at + ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN {
-        return Err(DropReason::TunnelMalformed);
-    }
+    let frame = &buf[..len.min(buf.len())];
     let uplink_mac = tables.port(o.uplink).map(|p| p.mac).ok_or(DropReason::UnknownIngressPort)?;
-    if buf[ETH_DST..ETH_DST + 6] != uplink_mac {
+    if EthernetFrame::new_unchecked(frame).dst_addr().0 != uplink_mac {
         return Err(DropReason::DstMacNotSwitch);
     }
-    let total = usize::from(be16(buf, IPV4_TOTAL_LEN));
-    let header: &[u8; ipv4::MIN_HEADER_LEN] = buf[IPV4..L4].try_into().map_err(|_| DropReason::TunnelMalformed)?;
-    if checksum::ipv4_header_checksum(header) != 0
-        || be16(buf, IPV4_FLAGS_FRAG) & FRAGMENT_BITS != 0
-        || ethernet::HEADER_LEN + total > len
-        || ethernet::HEADER_LEN + total < inner_at + ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN
-        || usize::from(be16(buf, UDP_LEN)) != total - ipv4::MIN_HEADER_LEN
+    let ip = Ipv4Packet::new_checked(&frame[IPV4..]).map_err(|_| DropReason::TunnelMalformed)?;
+    let outer_end = IPV4 + usize::from(ip.total_len());
+    if verify_ipv4_header(frame).is_err()
+        || ip.is_fragment()
+        || outer_end < OVERHEAD + ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN
+        || usize::from(UdpPacket::new_unchecked(&frame[L4..]).len()) != outer_end - L4
     {
         return Err(DropReason::TunnelMalformed);
     }
-    let outer_src = be32(buf, IPV4_SRC);
-    let peer = o.peer(outer_src).ok_or(DropReason::TunnelUnknownPeer)?;
-    let (vni, at) = vxlan::inner(&buf[..len], VXLAN_AT).map_err(|_| DropReason::TunnelMalformed)?;
-    debug_assert_eq!(at, inner_at);
+    let outer_src = ip.src_addr();
+    let peer = o.peer(u32::from(outer_src)).ok_or(DropReason::TunnelUnknownPeer)?;
+    let (vni, inner_at) = vxlan::inner(&frame[..outer_end], VXLAN_AT).map_err(|_| DropReason::TunnelMalformed)?;
     if vni != o.vni {
         return Err(DropReason::TunnelBadVni);
     }
-    let inner_len = ethernet::HEADER_LEN + total - inner_at;
-    if be16(buf, inner_at + ETHERTYPE) != ETHERTYPE_IPV4 {
+    let inner = &frame[inner_at..outer_end];
+    if EthernetFrame::new_unchecked(inner).ethertype() != ETHERTYPE_IPV4 {
         return Err(DropReason::TunnelMalformed);
     }
-    let inner_src = be32(buf, inner_at + IPV4_SRC);
-    let from_peer = inner_src == outer_src || tables.routes.lookup(inner_src).is_some_and(|h| h.tunnel == peer && h.port == o.tunnel_port);
+    let inner_src = Ipv4Packet::new_unchecked(&inner[ethernet::HEADER_LEN..]).src_addr();
+    let from_peer = inner_src == outer_src
+        || tables.route(inner_src).is_some_and(|h| h.tunnel == peer && h.port == o.tunnel_port);
     if !from_peer {
         return Err(DropReason::TunnelSpoofedSource);
     }
-    buf.copy_within(inner_at..inner_at + inner_len, 0);
-    Ok(inner_len)
+    buf.copy_within(inner_at..outer_end, 0);
+    Ok(outer_end - inner_at)
 }
 
 /// A packet routed into a tunnel that the tunnel cannot carry: the fragmentation-needed
@@ -163,13 +142,13 @@ pub fn too_big(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: PortId
     Some(icmp::fragmentation_needed(buf, len, parsed, in_port, port, mtu, ctx))
 }
 
-/// The pipeline's last step: a frame for the tunnel port is encapsulated; every other verdict
-/// stays as it is.
+/// The last step of a pipeline with tunnels: a frame for the tunnel port is encapsulated;
+/// every other verdict stays as it is.
 #[inline(always)]
 pub fn finish(buf: &mut [u8], v: Verdict, ctx: &Ctx) -> Verdict {
     let o = &ctx.tables.overlay;
     match v {
-        Verdict::Forward { port, len } if port == o.tunnel_port && o.enabled => encapsulate(buf, len, ctx),
+        Verdict::Forward { port, len } if port == o.tunnel_port => encapsulate(buf, len, ctx),
         v => v,
     }
 }
@@ -181,8 +160,8 @@ fn encapsulate(buf: &mut [u8], len: usize, ctx: &Ctx) -> Verdict {
     if len < L4 || buf.len() < len + OVERHEAD {
         return Verdict::Drop(DropReason::FragmentationNeeded);
     }
-    let dst = be32(buf, IPV4_DST);
-    let Some(tunnel) = ctx.tables.routes.lookup(dst).and_then(|h| o.tunnel(h.tunnel)) else {
+    let dst = Ipv4Packet::new_unchecked(&buf[IPV4..len]).dst_addr();
+    let Some(tunnel) = ctx.tables.route(dst).and_then(|h| o.tunnel(h.tunnel)) else {
         return Verdict::Drop(DropReason::NoRoute);
     };
     let hash = flow_hash(buf, len);
@@ -198,16 +177,17 @@ fn encapsulate(buf: &mut [u8], len: usize, ctx: &Ctx) -> Verdict {
 /// for the outer source port.
 #[inline(always)]
 fn flow_hash(buf: &[u8], len: usize) -> u64 {
-    let proto = buf[IPV4_PROTOCOL];
-    let ihl = usize::from(buf[IPV4_VER_IHL] & 0x0f) * 4;
-    let l4 = IPV4 + ihl;
-    let ports = if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && be16(buf, IPV4_FLAGS_FRAG) & FRAGMENT_BITS == 0 && len >= l4 + 4 {
-        be32(buf, l4)
+    let ip = Ipv4Packet::new_unchecked(&buf[IPV4..len]);
+    let proto = ip.protocol();
+    let l4 = IPV4 + ip.header_len();
+    let ports = if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && !ip.is_fragment() && len >= l4 + 4 {
+        // TCP and UDP both start with the two ports.
+        let p = UdpPacket::new_unchecked(&buf[l4..len]);
+        u32::from(p.src_port()) << 16 | u32::from(p.dst_port())
     } else {
         0
     };
-    let a = (u64::from(be32(buf, IPV4_SRC)) << 32 | u64::from(be32(buf, IPV4_DST))).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let a = (u64::from(u32::from(ip.src_addr())) << 32 | u64::from(u32::from(ip.dst_addr()))).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let b = (u64::from(ports) << 8 | u64::from(proto)).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
     (a ^ b ^ (a >> 29)).wrapping_mul(0x1656_67b1_9e37_79f9)
 }
-
