@@ -73,10 +73,11 @@ impl PodNetwork {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    /// The UDP port tunnel frames come in on (none in routed mode).
+    pub fn vxlan_port(self) -> Option<u16> {
         match self {
-            PodNetwork::Vxlan { .. } => "vxlan",
-            PodNetwork::Routed => "routed",
+            PodNetwork::Vxlan { udp_port, .. } => Some(udp_port),
+            PodNetwork::Routed => None,
         }
     }
 }

@@ -25,9 +25,6 @@ use switch::tables::Tables;
 
 use crate::model::NodeInfo;
 
-/// The VXLAN UDP port flannel uses (RFC 7348 names 4789; Linux and flannel default to 8472).
-pub const DEFAULT_VXLAN_PORT: u16 = 8472;
-
 /// What the filter takes from the switch's configuration rather than the tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UplinkConfig {
@@ -39,7 +36,7 @@ pub struct UplinkConfig {
 
 impl Default for UplinkConfig {
     fn default() -> Self {
-        Self { vxlan_port: Some(DEFAULT_VXLAN_PORT), extra_node_ips: Vec::new() }
+        Self { vxlan_port: Some(switch::wire::vxlan::DEFAULT_PORT), extra_node_ips: Vec::new() }
     }
 }
 

@@ -112,6 +112,7 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
     };
     let node = model::node_info(&m, args.node_name.as_deref()).map_err(|e| source_err(&e))?;
     let pods = model::local_pods(&m, &node).map_err(|e| source_err(&e))?;
+    let pod_network = args.pod_network()?;
     let uplink = match &args.uplink {
         Some(ifname) => {
             let gateway_mac = match &args.uplink_gateway_mac {
@@ -127,7 +128,7 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
             Some(Uplink {
                 ifname: ifname.clone(),
                 gateway_mac,
-                pod_network: args.pod_network()?,
+                pod_network,
                 mtu,
                 non_masquerade: args.non_masquerade_cidrs.iter().map(ipnet::Ipv4Net::trunc).collect(),
             })
@@ -176,13 +177,7 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
         dir,
         resource_versions,
         services: crate::services::ServiceConfig { service_cidrs: args.service_cidrs.clone(), ..Default::default() },
-        uplink_filter: crate::uplink_filter::UplinkConfig {
-            vxlan_port: match args.pod_network()? {
-                crate::pod_network::PodNetwork::Vxlan { udp_port, .. } => Some(udp_port),
-                crate::pod_network::PodNetwork::Routed => None,
-            },
-            ..Default::default()
-        },
+        uplink_filter: crate::uplink_filter::UplinkConfig { vxlan_port: pod_network.vxlan_port(), ..Default::default() },
     });
     sw.apply(&m)?;
     drop(m);
