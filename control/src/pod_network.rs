@@ -90,8 +90,15 @@ pub struct AttachedUplink {
     pub mtu: u16,
 }
 
+/// A node left without routes, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreached {
+    pub node: String,
+    pub why: String,
+}
+
 /// Adds the pod network's routes (and tunnels) to `ports`; see the module contract. Returns
-/// sentences about the nodes left without routes.
+/// the nodes left without routes.
 #[allow(clippy::too_many_arguments)]
 pub fn add_routes(
     ports: &mut PortTables,
@@ -101,9 +108,9 @@ pub fn add_routes(
     remote: &[RemoteNode],
     non_masquerade: &[Ipv4Net],
     next_hop_mac: &dyn Fn(Ipv4Addr) -> Option<[u8; 6]>,
-) -> Vec<String> {
+) -> Vec<Unreached> {
     let Some(up) = uplink else { return Vec::new() };
-    let mut problems = Vec::new();
+    let mut unreached = Vec::new();
     let exempt = &mut ports.egress.exempt;
     let cidrs = std::iter::once(node.pod_cidr).chain(remote.iter().flat_map(|r| r.pod_cidrs.iter().copied())).chain(non_masquerade.iter().copied());
     for c in cidrs {
@@ -130,12 +137,15 @@ pub fn add_routes(
     }
     for r in remote {
         let Some(mac) = next_hop_mac(r.internal_ip) else {
-            problems.push(format!(
-                "Node {}: the next hop to {} is not resolved (yet); its pods ({}) are not reachable until it is",
-                r.name,
-                r.internal_ip,
-                r.pod_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-            ));
+            unreached.push(Unreached {
+                node: r.name.clone(),
+                why: format!(
+                    "Node {}: the next hop to {} is not resolved (yet); its pods ({}) are not reachable until it is",
+                    r.name,
+                    r.internal_ip,
+                    r.pod_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                ),
+            });
             continue;
         };
         let hop = match mode {
@@ -157,7 +167,7 @@ pub fn add_routes(
         }
         ports.routes.insert(u32::from(r.internal_ip), 32, hop);
     }
-    problems
+    unreached
 }
 
 #[cfg(test)]
@@ -214,7 +224,7 @@ mod tests {
         let nodes = [remote("n9", "10.244.9.0/24", [172, 18, 0, 99]), remote("n2", "10.244.1.0/24", [172, 18, 0, 3])];
         let problems = add_routes(&mut p, &node(), PodNetwork::default(), Some(UP), &nodes, &[], &resolve);
         assert_eq!(problems.len(), 1);
-        assert!(problems[0].contains("n9") && problems[0].contains("172.18.0.99"), "{problems:?}");
+        assert!(problems[0].node == "n9" && problems[0].why.contains("n9") && problems[0].why.contains("172.18.0.99"), "{problems:?}");
         assert!(p.routes.lookup(u32::from(Ipv4Addr::new(10, 244, 9, 1))).is_none());
         assert!(p.routes.lookup(u32::from(Ipv4Addr::new(10, 244, 1, 1))).is_some());
         let mut none = PortTables::default();

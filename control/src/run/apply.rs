@@ -88,9 +88,9 @@ pub(crate) struct Switch {
     desired_from: Option<u64>,
     /// Sentences about pods: unreadable ones, and those `desired` cannot wire.
     pod_problems: Vec<String>,
-    /// The other nodes, and sentences about those left out or not reachable (yet).
+    /// The other nodes.
     remote: Vec<RemoteNode>,
-    node_problems: Vec<String>,
+    /// Sentences about the other nodes not reachable (yet), and the uplink's next hops.
     network_problems: Vec<String>,
     /// The other nodes without routes (their next hop unresolved or unknown).
     unreachable_nodes: Vec<String>,
@@ -145,7 +145,6 @@ impl Switch {
             desired_from: None,
             pod_problems: Vec::new(),
             remote: Vec::new(),
-            node_problems: Vec::new(),
             network_problems: Vec::new(),
             unreachable_nodes: Vec::new(),
             node_next_hops: BTreeMap::new(),
@@ -214,7 +213,6 @@ impl Switch {
         }
         // The other nodes: their routes change with them, live.
         let (remote, node_problems) = nodes::remote_nodes(m, &self.cfg.node);
-        self.node_problems = node_problems;
         let nodes_changed = remote != self.remote;
         if nodes_changed {
             let cidrs = |r: &[RemoteNode]| r.iter().flat_map(|n| n.pod_cidrs.iter().copied()).collect::<Vec<_>>();
@@ -256,7 +254,7 @@ impl Switch {
             self.policy = Some(Arc::new(c));
         }
         let mut problems = self.pod_problems.clone();
-        problems.extend(self.node_problems.iter().cloned());
+        problems.extend(node_problems);
         problems.extend(compiled.problems.iter().cloned());
         problems.extend(self.policy.iter().flat_map(|p| p.problems.iter().cloned()));
         for p in &problems {
@@ -424,9 +422,8 @@ impl Switch {
             let snap = self.cfg.neighbours.as_ref().map(crate::neighbours::Neighbours::snapshot);
             let hops = &self.node_next_hops;
             let mac = |ip: Ipv4Addr| hops.get(&ip)?.as_ref().ok().and_then(|hop| snap.as_ref()?.mac(*hop));
-            self.network_problems = pod_network::add_routes(&mut self.port_tables, &self.cfg.node, u.pod_network, up, &self.remote, &u.non_masquerade, &mac);
-            self.unreachable_nodes =
-                if up.is_some() { self.remote.iter().filter(|r| mac(r.internal_ip).is_none()).map(|r| r.name.clone()).collect() } else { Vec::new() };
+            let unreached = pod_network::add_routes(&mut self.port_tables, &self.cfg.node, u.pod_network, up, &self.remote, &u.non_masquerade, &mac);
+            (self.unreachable_nodes, self.network_problems) = unreached.into_iter().map(|n| (n.node, n.why)).unzip();
             for (ip, e) in hops.iter().filter_map(|(ip, h)| h.as_ref().err().map(|e| (ip, e))) {
                 self.network_problems.push(format!("no next hop to node address {ip} on the uplink: {e}"));
             }
