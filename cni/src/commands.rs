@@ -327,7 +327,7 @@ pub fn status(conf: &NetConf, p: &Params) -> Result<(), CniError> {
 
 pub fn gc(conf: &NetConf, p: &Params) -> Result<(), CniError> {
     let ipam = ipam_of(conf, p)?;
-    let valid = conf.valid_attachments.clone().unwrap_or_default();
+    let valid = conf.valid_attachments();
     let dir = conf.data_dir();
     let records = attachments::list(&dir).map_err(|e| CniError::from_source(code::IO_FAILURE, "reading the attachment records", &e))?;
     let mut errors = Vec::new();

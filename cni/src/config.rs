@@ -76,6 +76,9 @@ pub struct NetConf {
     pub prev_result: Option<Value>,
     #[serde(default, rename = "cni.dev/valid-attachments")]
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// The same under the name the specification first used (libcni sends both).
+    #[serde(default, rename = "cni.dev/attachments")]
+    pub legacy_attachments: Option<Vec<Attachment>>,
     /// The configuration as given, for delegation.
     #[serde(skip)]
     pub raw: Value,
@@ -148,6 +151,11 @@ impl NetConf {
             return Err(CniError::new(code::INVALID_CONFIG, "invalid ipam.type", format!("ipam.type is {:?}", ipam.get("type"))));
         }
         Ok((kind.to_string(), raw))
+    }
+
+    /// GC's still valid attachments (none when the runtime sent none, or `null`).
+    pub fn valid_attachments(&self) -> Vec<Attachment> {
+        self.valid_attachments.clone().or_else(|| self.legacy_attachments.clone()).unwrap_or_default()
     }
 
     /// `prevResult`, parsed; None when there is none.
@@ -233,6 +241,11 @@ mod tests {
     fn gc_gets_its_valid_attachments() {
         let c = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","podCIDR":"10.0.0.0/24",
             "cni.dev/valid-attachments":[{"containerID":"abc","ifname":"eth0"}]}"#).unwrap();
-        assert_eq!(c.valid_attachments.unwrap(), [Attachment { container_id: "abc".into(), ifname: "eth0".into() }]);
+        assert_eq!(c.valid_attachments(), [Attachment { container_id: "abc".into(), ifname: "eth0".into() }]);
+        // libcni sends the list under both names, and `null` when it has none.
+        let both = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":null,"cni.dev/attachments":null}"#).unwrap();
+        assert!(both.valid_attachments().is_empty());
+        let legacy = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","cni.dev/attachments":[{"containerID":"x","ifname":"eth0"}]}"#).unwrap();
+        assert_eq!(legacy.valid_attachments().len(), 1);
     }
 }

@@ -6,10 +6,28 @@
 //!   [`PortWait::Unreachable`] when the switch never answered, [`PortWait::Pending`] (with the
 //!   switch's reason for the pod's key, when it gave one) when it answered without the port.
 //! - [`answers`] is STATUS's probe: the switch answers a `status` request.
+//! - Of the `ports` answer only what this needs is read (each attached port's `name`, the
+//!   `pending` map from port key to reason; see `ctl::replies::Ports`), so that the plugin
+//!   keeps working with a switch whose port rows grew other fields.
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use podswitch_control::ctl::{client, replies, Request};
+use podswitch_control::ctl::{client, Request};
+use serde::Deserialize;
+
+/// What the plugin reads of `ctl::replies::Ports`.
+#[derive(Debug, Deserialize)]
+struct PortsView {
+    ports: Vec<PortName>,
+    #[serde(default)]
+    pending: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PortName {
+    name: String,
+}
 
 /// How often [`wait_attached`] asks.
 pub const POLL_EVERY: Duration = Duration::from_millis(20);
@@ -26,8 +44,8 @@ pub enum PortWait {
 /// Whether the switch lists `interface` as attached; the pending reason of `key` otherwise.
 pub fn port_attached(socket: &Path, interface: &str, key: &str) -> Result<Result<(), Option<String>>, client::ClientError> {
     let answer = client::request(socket, &Request::Ports)?;
-    let ports: replies::Ports = client::read(&answer)?;
-    if ports.ports.iter().any(|p| p.report.name == interface) {
+    let ports: PortsView = client::read(&answer)?;
+    if ports.ports.iter().any(|p| p.name == interface) {
         return Ok(Ok(()));
     }
     Ok(Err(ports.pending.get(key).cloned()))
