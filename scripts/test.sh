@@ -11,6 +11,8 @@ source scripts/lib/deps.sh
 
 podswitch_install_rust
 podswitch_install_debs "${PODSWITCH_DEBS[@]}"
+# The reference CNI plugins (host-local in /usr/lib/cni): cni/tests/plugin.rs delegates IPAM to them.
+podswitch_install_debs containernetworking-plugins
 podswitch_need_root || true
 
 podswitch_install_promtool || echo "promtool could not be installed: the metrics lint test will say why" >&2
