@@ -69,6 +69,16 @@ pub fn version(conf_version: Option<&str>) -> VersionResult {
     }
 }
 
+/// Whether `f` and the file at `other` are the same (device and inode): a namespace is its
+/// nsfs inode.
+fn same_file(f: &File, other: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(other)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// What ADD made so far, for the undo.
 struct Made<'a> {
     ipam: &'a Ipam,
@@ -95,6 +105,9 @@ pub fn add(conf: &NetConf, p: &Params) -> Result<AddResult, CniError> {
     let host_if = naming::pod_interface(&pod_ns, &pod_name);
     let netns_path = Path::new(&p.netns);
     let netns = File::open(netns_path).map_err(|e| CniError::from_source(code::UNKNOWN_CONTAINER, "cannot open the container's network namespace", &e))?;
+    if same_file(&netns, Path::new("/proc/thread-self/ns/net")) {
+        return Err(CniError::new(code::INVALID_ENVIRONMENT, "CNI_NETNS is the plugin's own network namespace", format!("CNI_NETNS={}", p.netns)));
+    }
     let mut pod_rtnl = Rtnl::open_in(netns_path).map_err(netlink_err("opening netlink in the container's namespace"))?;
     if link::link(&mut pod_rtnl, &p.ifname).map_err(netlink_err("looking up the container's interface"))?.is_some() {
         return Err(CniError::new(code::INVALID_CONFIG, "the interface already exists in the container", format!("{} in {}", p.ifname, p.netns)));

@@ -216,6 +216,11 @@ fn add_check_del_and_del_again_with_host_local() {
     assert!(out["msg"].as_str().unwrap().contains("route"), "{out}");
     sh(&["ip", "-n", &pod.0, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"]);
 
+    // ADD into the plugin's own namespace (the node's) is refused.
+    let (rc, out) = s.run("ADD", "ctr-x", Some(&s.node), "web-x", &conf);
+    assert_eq!((rc != 0, &out["code"]), (true, &json!(4)), "{out}");
+    assert_eq!(s.leased().len(), 1);
+
     // A second ADD on the same interface is refused (the specification's MUST) and changes nothing.
     let (rc, out) = s.run("ADD", "ctr-a", Some(&pod), "web-0", &conf);
     assert_ne!(rc, 0, "{out}");
