@@ -75,8 +75,7 @@ impl Env {
 
     fn leased(&self) -> usize {
         std::fs::read_dir(self.dir.join("ipam/podswitch-libcni"))
-            .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("10.")).count())
-            .unwrap_or(0)
+            .map_or(0, |d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("10.")).count())
     }
 }
 
