@@ -1,0 +1,205 @@
+//! `podswitch-cni` against the real switch: `podswitch run` in a node namespace of the test
+//! (manifest directory source), two pods added through the plugin with `waitForSwitch`, and
+//! the first packet between them through the switch.
+//!
+//! The Pods' manifests are written before the ADDs with the addresses host-local will give
+//! (the first two of a fresh range: .2 and .3), because the switch attaches a pod's port only
+//! once the Pod object has `status.podIP`; in a cluster the kubelet writes that after ADD
+//! returns, so the switch must learn the address from the plugin (open, see #12).
+//!
+//! Needs root, host-local and the `podswitch` binary next to this test's (built by
+//! `cargo build --workspace`, as scripts/test.sh does); without them it skips, or fails when
+//! CI is set. Namespaces are `pscni<pid>-sw-…`, removed with the switch on drop.
+#[path = "../../test-support/needs_root.rs"]
+mod needs_root;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_podswitch-cni");
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn skip_or_fail(test: &str, why: &str) {
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{test}: {why}");
+    }
+    eprintln!("SKIPPED: {test}: {why}");
+}
+
+/// `podswitch` next to this test binary (target/debug/deps/.. = target/debug).
+fn podswitch_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join("podswitch");
+    p.is_file().then_some(p)
+}
+
+struct Lab {
+    prefix: String,
+    dir: PathBuf,
+    switch: Option<Child>,
+}
+
+impl Lab {
+    fn ns(&self, tag: &str) -> String {
+        format!("{}-{tag}", self.prefix)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("switch.sock")
+    }
+
+    fn cleanup(&mut self) {
+        if let Some(mut c) = self.switch.take() {
+            // `ip netns exec` execs the switch: the child's pid is the switch's.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for tag in ["a", "b", "node"] {
+            let _ = Command::new("ip").args(["netns", "del", &self.ns(tag)]).output();
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.cleanup();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn run_plugin(lab: &Lab, command: &str, pod: &str, conf: &Value) -> (i32, Value) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("node"), BIN])
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", format!("ctr-{pod}"))
+        .env("CNI_NETNS", format!("/run/netns/{}", lab.ns(pod)))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni:/opt/cni/bin")
+        .env("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=x;K8S_POD_NAME={pod}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+}
+
+fn write_pod(dir: &Path, name: &str, ip: &str) {
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: x}}\n\
+         spec: {{containers: [{{name: c, image: i}}]}}\nstatus: {{podIP: {ip}}}\n"
+    );
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, yaml).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("x-{name}.yaml"))).unwrap();
+}
+
+#[test]
+fn pods_added_through_the_plugin_are_attached_and_reach_each_other() {
+    let test = "pods_added_through_the_plugin_are_attached_and_reach_each_other";
+    if !needs_root::root_or_skip(test) {
+        return;
+    }
+    if !Path::new("/usr/lib/cni/host-local").is_file() && !Path::new("/opt/cni/bin/host-local").is_file() {
+        return skip_or_fail(test, "host-local is not installed (Debian package containernetworking-plugins)");
+    }
+    let Some(podswitch) = podswitch_binary() else {
+        return skip_or_fail(test, "the podswitch binary is not built (cargo build --workspace)");
+    };
+    let pid = std::process::id();
+    let mut lab = Lab { prefix: format!("pscni{pid}-sw"), dir: std::env::temp_dir().join(format!("pscni{pid}-sw")), switch: None };
+    lab.cleanup();
+    let manifests = lab.dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let node = lab.ns("node");
+    sh(&["ip", "netns", "add", &node]);
+    sh(&["ip", "-n", &node, "link", "set", "lo", "up"]);
+    sh(&["ip", "-n", &node, "addr", "add", "172.18.0.2/32", "dev", "lo"]);
+    for p in ["a", "b"] {
+        sh(&["ip", "netns", "add", &lab.ns(p)]);
+        sh(&["ip", "-n", &lab.ns(p), "link", "set", "lo", "up"]);
+    }
+    // The Pod objects first (see the module doc), then the switch.
+    write_pod(&manifests, "a", "10.244.0.2");
+    write_pod(&manifests, "b", "10.244.0.3");
+    let log = std::fs::File::create(lab.dir.join("switch.log")).unwrap();
+    lab.switch = Some(
+        Command::new("ip")
+            .args(["netns", "exec", &node])
+            .arg(&podswitch)
+            .args(["run", "--cores", "1", "--allow-missing-interfaces", "--manifests"])
+            .arg(&manifests)
+            .arg("--control-socket")
+            .arg(lab.socket())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let switch_log = || std::fs::read_to_string(lab.dir.join("switch.log")).unwrap_or_default();
+
+    let conf = json!({
+        "cniVersion": "1.1.0",
+        "name": "podswitch-e2e",
+        "type": "podswitch-cni",
+        "podCIDR": "10.244.0.0/24",
+        "mtu": 1500,
+        "dataDir": lab.dir.join("records"),
+        "ipam": { "type": "host-local", "ranges": [[{ "subnet": "10.244.0.0/24" }]], "dataDir": lab.dir.join("ipam") },
+        "controlSocket": lab.socket(),
+        "switchWaitSeconds": 15
+    });
+    // STATUS answers once the switch is up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while run_plugin(&lab, "STATUS", "a", &conf).0 != 0 {
+        let exited = lab.switch.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        assert!(exited.is_none() && Instant::now() < deadline, "the switch did not come up ({exited:?}); log:\n{}", switch_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let mut results = Vec::new();
+    for (p, ip) in [("a", "10.244.0.2/32"), ("b", "10.244.0.3/32")] {
+        let t = Instant::now();
+        let (rc, res) = run_plugin(&lab, "ADD", p, &conf);
+        assert_eq!(rc, 0, "ADD {p}: {res}; switch log:\n{}", switch_log());
+        assert_eq!(res["ips"][0]["address"], json!(ip), "host-local gives the first addresses in order");
+        eprintln!("ADD {p} returned after {:?} (the port attached)", t.elapsed());
+        results.push(res);
+    }
+    // The switch lists both ports; the first packet gets through (ARP for 169.254.1.1 answered
+    // by the switch, then a -> b).
+    let ports = sh(&[podswitch.to_str().unwrap(), "show", "ports", "--json", "--socket", lab.socket().to_str().unwrap()]);
+    for p in ["a", "b"] {
+        assert!(ports.contains(&podswitch_control::naming::pod_interface("x", p)), "{ports}");
+    }
+    let ping = Command::new("ip").args(["netns", "exec", &lab.ns("a"), "ping", "-c", "1", "-W", "2", "10.244.0.3"]).output().unwrap();
+    assert!(ping.status.success(), "a -> b: {}; switch log:\n{}", String::from_utf8_lossy(&ping.stdout), switch_log());
+
+    for (p, res) in ["a", "b"].iter().zip(&results) {
+        let mut c = conf.clone();
+        c["prevResult"] = res.clone();
+        let (rc, out) = run_plugin(&lab, "CHECK", p, &c);
+        assert_eq!(rc, 0, "CHECK {p}: {out}");
+        let (rc, out) = run_plugin(&lab, "DEL", p, &c);
+        assert_eq!(rc, 0, "DEL {p}: {out}");
+    }
+    let links = sh(&["ip", "-n", &node, "-o", "link"]);
+    for p in ["a", "b"] {
+        assert!(!links.contains(&podswitch_control::naming::pod_interface("x", p)), "{p}'s host interface is gone: {links}");
+    }
+}
