@@ -7,7 +7,9 @@
 //!   instant the peer receives the pod's first UDP datagram. A sender inside the pod's
 //!   namespace, its socket opened before the ADD, tries one datagram every 200 µs from the
 //!   moment the ADD starts ([`probe`]): its first tries fail (no interface, no route), and the
-//!   first that gets through stops the clock. The peer is another pod on the same node, in its
+//!   first that gets through stops the clock. With `--send-from return` it starts trying only
+//!   once ADD returned (when a runtime starts the pod's containers); the clock still starts at
+//!   the ADD's start. The peer is another pod on the same node, in its
 //!   own namespace, attached by the same plugin before the measured pods; its receiver and
 //!   the clock are this program's (one monotonic clock for every namespace). Figures: p50 and
 //!   p99 by nearest rank over all pods of all rounds; also when ADD returned (informative).
@@ -67,6 +69,11 @@ pub struct CniArgs {
     /// failed, seconds.
     #[arg(long, default_value_t = 20.0)]
     pub first_packet_timeout: f64,
+    /// When a pod starts sending: from its ADD's start (`start`: the first instant the pod
+    /// could send), or once ADD returned (`return`: when a runtime would start the pod's
+    /// containers). The clock starts at the ADD's start either way.
+    #[arg(long, value_enum, default_value_t = SendFrom::Start)]
+    pub send_from: SendFrom,
     /// Core of the switch's worker (`taskset -c` and `--cores`).
     #[arg(long, default_value_t = 1)]
     pub core: usize,
@@ -76,6 +83,23 @@ pub struct CniArgs {
     /// The podswitch-cni binary (default: next to this program).
     #[arg(long, value_name = "PATH")]
     pub podswitch_cni: Option<PathBuf>,
+}
+
+/// When a pod starts sending (`--send-from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SendFrom {
+    Start,
+    Return,
+}
+
+impl SendFrom {
+    pub fn says(self) -> &'static str {
+        match self {
+            SendFrom::Start => "from its ADD's start",
+            SendFrom::Return => "once its ADD returned",
+        }
+    }
 }
 
 /// One pod of one turn.
@@ -122,6 +146,7 @@ pub struct Params {
     pub setups: Vec<Setup>,
     pub first_packet_timeout_s: f64,
     pub send_every_us: u64,
+    pub send_from: SendFrom,
     pub switch_core: usize,
     pub cni_version: &'static str,
     pub pod_range: &'static str,
@@ -219,6 +244,7 @@ pub fn main(args: CniArgs) -> Result<i32> {
         setups: args.setups.clone(),
         first_packet_timeout_s: args.first_packet_timeout,
         send_every_us: probe::SEND_EVERY.as_micros() as u64,
+        send_from: args.send_from,
         switch_core: args.core,
         cni_version: setups::CNI_VERSION,
         pod_range: setups::POD_RANGE,
@@ -272,9 +298,10 @@ fn measure(args: &CniArgs, turn: &mut Turn, setup: Setup, round: u32, tag: &str)
     let mut results = Vec::with_capacity(ids.len());
     let phase = Instant::now();
     for (i, id) in ids.iter().enumerate() {
-        let sender = probe::Sender::start(&id.netns, t, i as u32, peer_ip, &peer)?;
+        let sender = probe::Sender::start(&id.netns, t, i as u32, peer_ip, &peer, args.send_from == SendFrom::Start)?;
         match turn.add(id) {
             Ok(a) => {
+                sender.go();
                 let first = peer.wait_first(i as u32, timeout.saturating_sub(a.started.elapsed()))?;
                 sender.stop();
                 let add_ms = ms(a.returned - a.started);

@@ -6,11 +6,11 @@
 //!   first datagram of the turn's `tag` from that pod arrived. Datagrams are 8 bytes: `tag`
 //!   and the pod's index, both u32 big-endian; others are ignored.
 //! - [`Sender::start`] opens a UDP socket inside the pod's namespace (before its ADD: the
-//!   socket exists from the first instant the pod could send) and sends one datagram to the
-//!   peer every [`SEND_EVERY`] until the peer has seen one from the pod, the sender is
-//!   stopped, or [`SEND_FOR`] passed. Failed sends (no route yet: ENETUNREACH) are retried on
-//!   the same schedule. The probe's resolution is thus [`SEND_EVERY`] plus scheduling delay,
-//!   the same for every setup.
+//!   socket exists from the first instant the pod could send) and, from [`Sender::go`] on
+//!   (at once when started with `go`), sends one datagram to the peer every [`SEND_EVERY`]
+//!   until the peer has seen one from the pod, the sender is stopped, or [`SEND_FOR`] passed.
+//!   Failed sends (no route yet: ENETUNREACH) are retried on the same schedule. The probe's
+//!   resolution is thus [`SEND_EVERY`] plus scheduling delay, the same for every setup.
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
@@ -125,14 +125,18 @@ impl Drop for Peer {
 /// One pod's sender (stopped on drop).
 pub struct Sender {
     stop: Arc<AtomicBool>,
+    go: Arc<AtomicBool>,
     thread: Option<JoinHandle<u64>>,
 }
 
 impl Sender {
     /// Starts sending from inside namespace `ns` as pod `pod` of turn `tag` to `peer` (see
-    /// the module contract); returns once the socket is open.
-    pub fn start(ns: &str, tag: u32, pod: u32, peer_ip: Ipv4Addr, p: &Peer) -> Result<Sender> {
+    /// the module contract); returns once the socket is open. Sends at once with `go`, else
+    /// from [`Sender::go`] on.
+    pub fn start(ns: &str, tag: u32, pod: u32, peer_ip: Ipv4Addr, p: &Peer, go: bool) -> Result<Sender> {
         let stop = Arc::new(AtomicBool::new(false));
+        let go = Arc::new(AtomicBool::new(go));
+        let go2 = Arc::clone(&go);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
         let path: PathBuf = topo::netns_path(ns);
         let seen = Arc::clone(&p.seen);
@@ -159,7 +163,7 @@ impl Sender {
             let end = Instant::now() + SEND_FOR;
             let mut sent = 0u64;
             while !stop2.load(Ordering::Relaxed) && Instant::now() < end && !seen.lock().expect("not poisoned").contains_key(&pod) {
-                if sock.send_to(&msg, to).is_ok() {
+                if go2.load(Ordering::Relaxed) && sock.send_to(&msg, to).is_ok() {
                     sent += 1;
                 }
                 std::thread::sleep(SEND_EVERY);
@@ -167,7 +171,12 @@ impl Sender {
             sent
         });
         ready_rx.recv().map_err(|_| anyhow!("the sender thread of pod {pod} ended before it was ready"))??;
-        Ok(Sender { stop, thread: Some(thread) })
+        Ok(Sender { stop, go, thread: Some(thread) })
+    }
+
+    /// Starts sending (the runtime would start the pod's containers now).
+    pub fn go(&self) {
+        self.go.store(true, Ordering::Relaxed);
     }
 
     /// Stops sending; how many datagrams the kernel took (sent without error).

@@ -197,8 +197,8 @@ fn headline(s: &Summary) -> Vec<String> {
 fn setup_line(s: &Summary) -> String {
     let p = &s.params;
     format!(
-        "{} round(s) of {} pods per setup, setups interleaved (order rotating), one ADD (and one DEL) at a time; percentiles over all pods of all rounds, rates medians over rounds; a pod sends a UDP datagram to the peer pod every {} µs from its ADD's start; switch worker on core {}; load average {} -> {}",
-        p.rounds, p.pods, p.send_every_us, p.switch_core, s.env.loadavg_start, s.env.loadavg_end
+        "{} round(s) of {} pods per setup, setups interleaved (order rotating), one ADD (and one DEL) at a time; percentiles over all pods of all rounds, rates medians over rounds; a pod sends a UDP datagram to the peer pod every {} µs {} (the clock starts at the ADD's start); switch worker on core {}; load average {} -> {}",
+        p.rounds, p.pods, p.send_every_us, p.send_from.says(), p.switch_core, s.env.loadavg_start, s.env.loadavg_end
     )
 }
 
@@ -340,7 +340,7 @@ mod tests {
     }
 
     fn params(rounds: u32, pods: u32) -> Params {
-        Params { pods, rounds, setups: Setup::ALL.to_vec(), first_packet_timeout_s: 20.0, send_every_us: 200, switch_core: 1, cni_version: "1.0.0", pod_range: "10.244.0.0/16", mtu: 1500 }
+        Params { pods, rounds, setups: Setup::ALL.to_vec(), first_packet_timeout_s: 20.0, send_every_us: 200, send_from: super::super::SendFrom::Start, switch_core: 1, cni_version: "1.0.0", pod_range: "10.244.0.0/16", mtu: 1500 }
     }
 
     fn env() -> Env {
