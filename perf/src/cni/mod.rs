@@ -48,6 +48,10 @@ use crate::stats::round_to;
 use crate::sys;
 use setups::{PodId, Programs, Setup, Turn};
 
+/// The create phase gives up after this many pods in a row did not get through (a switch
+/// that attaches no more ports would otherwise cost the timeout for every pod left).
+const GIVE_UP_AFTER: usize = 3;
+
 /// The lab tests' machine lock: one lab (or benchmark topology) at a time on this machine.
 const LAB_LOCK: &str = "/run/podswitch-lab-tests.lock";
 
@@ -77,6 +81,9 @@ pub struct CniArgs {
     /// Core of the switch's worker (`taskset -c` and `--cores`).
     #[arg(long, default_value_t = 1)]
     pub core: usize,
+    /// UMEM frames per worker of the switch (`podswitch run --frames`); default: the switch's.
+    #[arg(long, value_name = "N")]
+    pub switch_frames: Option<u32>,
     /// The podswitch binary (default: next to this program).
     #[arg(long, value_name = "PATH")]
     pub podswitch: Option<PathBuf>,
@@ -148,6 +155,8 @@ pub struct Params {
     pub send_every_us: u64,
     pub send_from: SendFrom,
     pub switch_core: usize,
+    /// `podswitch run --frames` (None: the switch's default).
+    pub switch_frames: Option<u32>,
     pub cni_version: &'static str,
     pub pod_range: &'static str,
     pub mtu: u32,
@@ -172,6 +181,7 @@ pub fn main(args: CniArgs) -> Result<i32> {
         podswitch: preflight::program_beside(&args.podswitch, "podswitch")?,
         podswitch_cni: preflight::program_beside(&args.podswitch_cni, "podswitch-cni")?,
         core: args.core,
+        switch_frames: args.switch_frames,
     };
     if args.setups.contains(&Setup::Podswitch) {
         for (p, what) in [(&prog.podswitch, "podswitch (cargo build --release -p podswitch-control)"), (&prog.podswitch_cni, "podswitch-cni (cargo build --release -p podswitch-cni)")] {
@@ -246,6 +256,7 @@ pub fn main(args: CniArgs) -> Result<i32> {
         send_every_us: probe::SEND_EVERY.as_micros() as u64,
         send_from: args.send_from,
         switch_core: args.core,
+        switch_frames: args.switch_frames,
         cni_version: setups::CNI_VERSION,
         pod_range: setups::POD_RANGE,
         mtu: setups::MTU,
@@ -273,7 +284,7 @@ fn run_turn(args: &CniArgs, prog: &Programs, setup: Setup, round: u32, dir: &std
     let res = (|| -> Result<Sample> {
         progress(format!("{tag}: starting ({})", setup.title()));
         let mut turn = Turn::start(setup, prog, dir)?;
-        let res = measure(args, &mut turn, setup, round, &tag);
+        let res = measure(args, &mut turn, setup, round, &tag, notes);
         for n in turn.stop() {
             notes.push(format!("round {round} {}: {n}", setup.name()));
         }
@@ -283,7 +294,7 @@ fn run_turn(args: &CniArgs, prog: &Programs, setup: Setup, round: u32, dir: &std
     res
 }
 
-fn measure(args: &CniArgs, turn: &mut Turn, setup: Setup, round: u32, tag: &str) -> Result<Sample> {
+fn measure(args: &CniArgs, turn: &mut Turn, setup: Setup, round: u32, tag: &str, notes: &mut Vec<String>) -> Result<Sample> {
     let t = tag_of(round, setup);
     let peer = probe::Peer::start(topo::NS_PEER, t)?;
     let peer_id = PodId { container_id: format!("psbcni-{t:08x}-peer"), name: "peer".into(), netns: topo::NS_PEER.into() };
@@ -297,7 +308,14 @@ fn measure(args: &CniArgs, turn: &mut Turn, setup: Setup, round: u32, tag: &str)
     let mut s = Sample { round, setup, pods: Vec::new(), create_s: None, delete_s: None, pods_ok: 0, pods_per_s: None, del_pods_per_s: None, errors: Vec::new() };
     let mut results = Vec::with_capacity(ids.len());
     let phase = Instant::now();
+    let mut failed_in_a_row = 0;
     for (i, id) in ids.iter().enumerate() {
+        if failed_in_a_row == GIVE_UP_AFTER {
+            s.errors.push(format!("gave up after {GIVE_UP_AFTER} pods in a row did not get through: pods {i} to {} not created", ids.len() - 1));
+            progress(format!("{tag}: {GIVE_UP_AFTER} pods in a row did not get through; giving up on the {} left", ids.len() - i));
+            break;
+        }
+        let ok_before = s.pods_ok;
         let sender = probe::Sender::start(&id.netns, t, i as u32, peer_ip, &peer, args.send_from == SendFrom::Start)?;
         match turn.add(id) {
             Ok(a) => {
@@ -327,6 +345,7 @@ fn measure(args: &CniArgs, turn: &mut Turn, setup: Setup, round: u32, tag: &str)
                 results.push(None);
             }
         }
+        failed_in_a_row = if s.pods_ok > ok_before { 0 } else { failed_in_a_row + 1 };
         if let Some(e) = turn.exited() {
             bail!("{e}");
         }
@@ -347,13 +366,22 @@ fn measure(args: &CniArgs, turn: &mut Turn, setup: Setup, round: u32, tag: &str)
         crate::stats::percentile(&ok, 50.0).map_or("-".into(), |v| format!("{v:.1}")),
         crate::stats::percentile(&ok, 99.0).map_or("-".into(), |v| format!("{v:.1}"))
     ));
-    for e in s.errors.iter().take(3) {
+    for e in s.errors.iter().take(GIVE_UP_AFTER + 1) {
         progress(format!("{tag}: {e}"));
+    }
+    if !s.errors.is_empty() {
+        // What the switch says while the pods are still there: ports where the kernel lost
+        // frames, the workers' free frames.
+        for n in turn.switch_state() {
+            progress(format!("{tag}: {n}"));
+            notes.push(format!("round {round} {}: {n}", setup.name()));
+        }
     }
 
     let phase = Instant::now();
     let mut deleted = 0usize;
     for (id, r) in ids.iter().zip(&results) {
+        // (`results` holds the pods tried: the create phase may have given up early.)
         match turn.del(id, r.as_ref()) {
             Ok(()) => deleted += 1,
             Err(e) => {

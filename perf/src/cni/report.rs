@@ -22,6 +22,7 @@ pub const ADD_P99_TARGET: f64 = 1.5;
 pub struct Cell {
     pub setup: Setup,
     pub pods_ok: usize,
+    /// Pods asked for (rounds run × `--pods`) that did not get through, tried or not.
     pub pods_failed: usize,
     /// ADD start to first packet at the peer, over every pod of every round, ms.
     pub add_p50_ms: Option<f64>,
@@ -89,11 +90,11 @@ pub fn summarize(samples: Vec<Sample>, params: Params, env: Env, notes: Vec<Stri
         let ret: Vec<f64> = mine.iter().flat_map(|s| s.pods.iter().filter_map(|p| p.add_return_ms)).collect();
         let rate: Vec<f64> = mine.iter().filter_map(|s| s.pods_per_s).collect();
         let del: Vec<f64> = mine.iter().filter_map(|s| s.del_pods_per_s).collect();
-        let tried: usize = mine.iter().map(|s| s.pods.len()).sum();
+        let asked = mine.len() * params.pods as usize;
         cells.push(Cell {
             setup,
             pods_ok: first.len(),
-            pods_failed: tried - first.len(),
+            pods_failed: asked.saturating_sub(first.len()),
             add_p50_ms: r3(percentile(&first, 50.0)),
             add_p99_ms: r3(percentile(&first, 99.0)),
             add_max_ms: r3(percentile(&first, 100.0)),
@@ -197,8 +198,9 @@ fn headline(s: &Summary) -> Vec<String> {
 fn setup_line(s: &Summary) -> String {
     let p = &s.params;
     format!(
-        "{} round(s) of {} pods per setup, setups interleaved (order rotating), one ADD (and one DEL) at a time; percentiles over all pods of all rounds, rates medians over rounds; a pod sends a UDP datagram to the peer pod every {} µs {} (the clock starts at the ADD's start); switch worker on core {}; load average {} -> {}",
-        p.rounds, p.pods, p.send_every_us, p.send_from.says(), p.switch_core, s.env.loadavg_start, s.env.loadavg_end
+        "{} round(s) of {} pods per setup, setups interleaved (order rotating), one ADD (and one DEL) at a time; percentiles over all pods of all rounds, rates medians over rounds; a pod sends a UDP datagram to the peer pod every {} µs {} (the clock starts at the ADD's start); switch worker on core {} ({}); load average {} -> {}",
+        p.rounds, p.pods, p.send_every_us, p.send_from.says(), p.switch_core,
+        p.switch_frames.map_or_else(|| "the switch's default UMEM frames".into(), |f| format!("--frames {f}")), s.env.loadavg_start, s.env.loadavg_end
     )
 }
 
@@ -296,7 +298,7 @@ pub fn markdown(s: &Summary) -> String {
             x.round,
             x.setup.name(),
             x.pods_ok,
-            x.pods.len(),
+            s.params.pods,
             of(percentile(&first, 50.0), 1),
             of(percentile(&first, 99.0), 1),
             of(x.create_s, 2),
@@ -340,7 +342,7 @@ mod tests {
     }
 
     fn params(rounds: u32, pods: u32) -> Params {
-        Params { pods, rounds, setups: Setup::ALL.to_vec(), first_packet_timeout_s: 20.0, send_every_us: 200, send_from: super::super::SendFrom::Start, switch_core: 1, cni_version: "1.0.0", pod_range: "10.244.0.0/16", mtu: 1500 }
+        Params { pods, rounds, setups: Setup::ALL.to_vec(), first_packet_timeout_s: 20.0, send_every_us: 200, send_from: super::super::SendFrom::Start, switch_core: 1, switch_frames: None, cni_version: "1.0.0", pod_range: "10.244.0.0/16", mtu: 1500 }
     }
 
     fn env() -> Env {

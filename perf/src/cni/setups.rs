@@ -4,9 +4,11 @@
 //!
 //! - `podswitch`: `podswitch-cni` (waiting for the switch, as it does by default) with a
 //!   `podswitch run` in the node namespace under `taskset -c CORE` (`--cores CORE`,
-//!   `--allow-missing-interfaces`, an empty manifest directory, `--cni-data-dir` = the plugin's
-//!   `dataDir`): the switch wires each pod from the plugin's attachment record alone, no Pod
-//!   object. Ready when it prints `podswitch running:`. Stopped with SIGTERM.
+//!   `--allow-missing-interfaces`, `--node-name node-1`, `--cni-data-dir` = the plugin's
+//!   `dataDir`, `--frames N` when asked for), its manifest directory holding only the Node
+//!   (pod CIDR = [`POD_RANGE`], InternalIP [`topo::NODE_IP`]): the switch wires each pod from
+//!   the plugin's attachment record alone, no Pod object. Ready when it prints `podswitch
+//!   running:`. Stopped with SIGTERM.
 //! - `ptp`: the reference `ptp` plugin (`ipMasq` off) from [`REFERENCE_PLUGINS`]: a veth pair
 //!   per pod routed by the node's kernel (the host side holds the range's gateway).
 //!
@@ -70,6 +72,19 @@ pub struct Programs {
     pub podswitch_cni: PathBuf,
     /// The core of the switch's worker.
     pub core: usize,
+    /// The switch's `--frames` (UMEM frames per worker), None: its default.
+    pub switch_frames: Option<u32>,
+}
+
+/// The node's name and the manifest the switch reads (the Node alone).
+const NODE_NAME: &str = "node-1";
+
+fn node_manifest() -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: {NODE_NAME}}}\nspec: {{podCIDR: {POD_RANGE}, podCIDRs: [{POD_RANGE}]}}\n\
+         status: {{addresses: [{{type: InternalIP, address: {}}}, {{type: Hostname, address: {NODE_NAME}}}]}}\n",
+        topo::NODE_IP
+    )
 }
 
 /// A pod as the runtime names it.
@@ -96,6 +111,9 @@ pub struct Turn {
     plugin: PathBuf,
     conf: Value,
     switch: Option<Proc>,
+    /// The `podswitch` binary and the switch's control socket (podswitch setup).
+    podswitch: PathBuf,
+    socket: PathBuf,
 }
 
 impl Turn {
@@ -111,27 +129,34 @@ impl Turn {
                 plugin: Path::new(REFERENCE_PLUGINS).join("ptp"),
                 conf: json!({ "cniVersion": CNI_VERSION, "name": "bench-ptp", "type": "ptp", "ipMasq": false, "mtu": MTU, "ipam": ipam }),
                 switch: None,
+                podswitch: prog.podswitch.clone(),
+                socket: PathBuf::new(),
             }),
             Setup::Podswitch => {
                 let records = dir.join("records");
                 let manifests = dir.join("manifests");
                 std::fs::create_dir_all(&records)?;
                 std::fs::create_dir_all(&manifests)?;
+                std::fs::write(manifests.join("node.yaml"), node_manifest())?;
                 let socket = dir.join("switch.sock");
                 let core = prog.core.to_string();
                 let s = |p: &Path| p.to_str().map(String::from).ok_or_else(|| anyhow!("{} is not UTF-8", p.display()));
-                let args = [
+                let mut args = vec![
                     "ip".to_string(), "netns".into(), "exec".into(), NS_NODE.into(), "taskset".into(), "-c".into(), core.clone(),
-                    s(&prog.podswitch)?, "run".into(), "--manifests".into(), s(&manifests)?, "--control-socket".into(), s(&socket)?,
-                    "--cores".into(), core, "--allow-missing-interfaces".into(), "--cni-data-dir".into(), s(&records)?,
+                    s(&prog.podswitch)?, "run".into(), "--manifests".into(), s(&manifests)?, "--node-name".into(), NODE_NAME.into(),
+                    "--control-socket".into(), s(&socket)?, "--cores".into(), core, "--allow-missing-interfaces".into(),
+                    "--cni-data-dir".into(), s(&records)?,
                 ];
+                if let Some(f) = prog.switch_frames {
+                    args.extend(["--frames".into(), f.to_string()]);
+                }
                 let mut switch = Proc::spawn("podswitch run", &args, dir.join("podswitch.log"))?;
                 switch.wait_for_log("podswitch running:", Duration::from_secs(60))?;
                 let conf = json!({
                     "cniVersion": CNI_VERSION, "name": "bench-podswitch", "type": "podswitch-cni", "mtu": MTU, "ipam": ipam,
                     "dataDir": records, "controlSocket": socket, "switchWaitSeconds": SWITCH_WAIT_S,
                 });
-                Ok(Turn { setup, plugin: prog.podswitch_cni.clone(), conf, switch: Some(switch) })
+                Ok(Turn { setup, plugin: prog.podswitch_cni.clone(), conf, switch: Some(switch), podswitch: prog.podswitch.clone(), socket })
             }
         }
     }
@@ -200,6 +225,51 @@ impl Turn {
     pub fn exited(&mut self) -> Option<String> {
         let p = self.switch.as_mut()?;
         p.exited().map(|st| format!("{} exited ({st}):\n    {}", p.name, p.log_tail(10)))
+    }
+
+    /// `podswitch show WHAT --json` of the turn's switch (Null without one or an answer).
+    fn show(&self, what: &str) -> Value {
+        let (Some(exe), Some(sock)) = (self.podswitch.to_str(), self.socket.to_str()) else { return Value::Null };
+        if self.switch.is_none() {
+            return Value::Null;
+        }
+        sys::run(&[exe, "show", what, "--json", "--socket", sock]).ok().and_then(|o| serde_json::from_str(&o).ok()).unwrap_or(Value::Null)
+    }
+
+    /// What the switch (podswitch setup) says of its frames, one line each: every worker's
+    /// free UMEM frames and every port on which the kernel lost frames before the switch saw
+    /// them (no free fill frame, RX ring full).
+    pub fn switch_state(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .show("stats")
+            .get("workers")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|w| format!("switch worker {}: {} free UMEM frames", w.get("worker").unwrap_or(&Value::Null), w.get("free_frames").unwrap_or(&Value::Null)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let v = self.show("ports");
+        let u = |p: &Value, k: &str| p.pointer(k).and_then(Value::as_u64).unwrap_or(0);
+        let lossy: Vec<&Value> = v
+            .get("ports")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter(|p| u(p, "/kernel/rx_ring_full") + u(p, "/kernel/rx_dropped") > 0).collect())
+            .unwrap_or_default();
+        let lossy = lossy.into_iter().map(|p| {
+                format!(
+                    "switch port {} ({}): received {}, lost in the kernel {} (fill ring empty {}, rx ring full {})",
+                    p.get("name").and_then(Value::as_str).unwrap_or("?"),
+                    p.get("owner").and_then(Value::as_str).unwrap_or("?"),
+                    u(p, "/rx_packets"),
+                    u(p, "/kernel/rx_ring_full") + u(p, "/kernel/rx_dropped"),
+                    u(p, "/kernel/rx_fill_ring_empty"),
+                    u(p, "/kernel/rx_ring_full")
+                )
+            });
+        lines.extend(lossy);
+        lines
     }
 
     /// Stops the switch (if any); what went wrong on the way (notes).
