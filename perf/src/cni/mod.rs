@@ -118,12 +118,33 @@ pub struct PodTimes {
     pub add_return_ms: Option<f64>,
 }
 
+/// p50, p99 (nearest rank) and maximum of some times, ms.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Spread {
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+impl Spread {
+    pub fn of(v: &[f64]) -> Spread {
+        let p = |q| crate::stats::percentile(v, q).map(|x| round_to(x, 3));
+        Spread { p50_ms: p(50.0), p99_ms: p(99.0), max_ms: p(100.0) }
+    }
+}
+
 /// One setup in one round.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sample {
     pub round: u32,
     pub setup: Setup,
+    /// Every pod tried, in order (not in the JSON: the spreads below summarize them).
+    #[serde(skip)]
     pub pods: Vec<PodTimes>,
+    /// ADD start to first packet, over the pods that got through.
+    pub first_packet: Spread,
+    /// ADD start to the plugin's exit, over the ADDs that succeeded.
+    pub add_return: Spread,
     /// Wall time of the create phase, s.
     pub create_s: Option<f64>,
     /// Wall time of the delete phase, s.
@@ -305,7 +326,7 @@ fn measure(args: &CniArgs, turn: &mut Turn, setup: Setup, round: u32, tag: &str,
     let ids: Vec<PodId> = (0..args.pods)
         .map(|i| PodId { container_id: format!("psbcni-{t:08x}-{i}"), name: format!("pod-{i}"), netns: topo::pod_ns(i as usize) })
         .collect();
-    let mut s = Sample { round, setup, pods: Vec::new(), create_s: None, delete_s: None, pods_ok: 0, pods_per_s: None, del_pods_per_s: None, errors: Vec::new() };
+    let mut s = Sample { round, setup, pods: Vec::new(), first_packet: Spread::default(), add_return: Spread::default(), create_s: None, delete_s: None, pods_ok: 0, pods_per_s: None, del_pods_per_s: None, errors: Vec::new() };
     let mut results = Vec::with_capacity(ids.len());
     let phase = Instant::now();
     let mut failed_in_a_row = 0;
@@ -356,15 +377,20 @@ fn measure(args: &CniArgs, turn: &mut Turn, setup: Setup, round: u32, tag: &str,
     let create = phase.elapsed();
     s.create_s = Some(round_to(create.as_secs_f64(), 3));
     s.pods_per_s = (s.pods_ok > 0).then(|| round_to(s.pods_ok as f64 / create.as_secs_f64(), 2));
-    let ok: Vec<f64> = s.pods.iter().filter_map(|p| p.first_packet_ms).collect();
+    s.first_packet = Spread::of(&s.pods.iter().filter_map(|p| p.first_packet_ms).collect::<Vec<_>>());
+    s.add_return = Spread::of(&s.pods.iter().filter_map(|p| p.add_return_ms).collect::<Vec<_>>());
+    let f = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.1}"));
     progress(format!(
-        "{tag}: {} of {} pods through in {:.2} s ({} pods/s); ADD to first packet p50 {} ms, p99 {} ms",
+        "{tag}: {} of {} pods through in {:.2} s ({} pods/s); ADD to first packet p50 {} ms, p99 {} ms, max {} ms; ADD returned p50 {} ms, p99 {} ms",
         s.pods_ok,
         args.pods,
         create.as_secs_f64(),
         s.pods_per_s.map_or("-".into(), |r| format!("{r:.1}")),
-        crate::stats::percentile(&ok, 50.0).map_or("-".into(), |v| format!("{v:.1}")),
-        crate::stats::percentile(&ok, 99.0).map_or("-".into(), |v| format!("{v:.1}"))
+        f(s.first_packet.p50_ms),
+        f(s.first_packet.p99_ms),
+        f(s.first_packet.max_ms),
+        f(s.add_return.p50_ms),
+        f(s.add_return.p99_ms)
     ));
     for e in s.errors.iter().take(GIVE_UP_AFTER + 1) {
         progress(format!("{tag}: {e}"));

@@ -288,19 +288,21 @@ pub fn markdown(s: &Summary) -> String {
     for l in headline(s) {
         let _ = writeln!(o, "- {l}");
     }
-    o.push_str("\n## Per round\n\n| round | setup | pods through | ADD→first packet p50 ms | p99 ms | create s | created pods/s | delete s | deleted pods/s |\n");
-    o.push_str("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    o.push_str("\n## Per round\n\n| round | setup | pods through | ADD→first packet p50 ms | p99 ms | max ms | ADD returned p50 / p99 ms | create s | created pods/s | delete s | deleted pods/s |\n");
+    o.push_str("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for x in &s.samples {
-        let first: Vec<f64> = x.pods.iter().filter_map(|p| p.first_packet_ms).collect();
         let _ = writeln!(
             o,
-            "| {} | {} | {}/{} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {}/{} | {} | {} | {} | {} / {} | {} | {} | {} | {} |",
             x.round,
             x.setup.name(),
             x.pods_ok,
             s.params.pods,
-            of(percentile(&first, 50.0), 1),
-            of(percentile(&first, 99.0), 1),
+            of(x.first_packet.p50_ms, 1),
+            of(x.first_packet.p99_ms, 1),
+            of(x.first_packet.max_ms, 1),
+            of(x.add_return.p50_ms, 1),
+            of(x.add_return.p99_ms, 1),
             of(x.create_s, 2),
             of(x.pods_per_s, 1),
             of(x.delete_s, 2),
@@ -332,6 +334,8 @@ mod tests {
             round,
             setup,
             pods: first.iter().map(|&f| PodTimes { first_packet_ms: Some(f), add_return_ms: Some(f / 2.0) }).collect(),
+            first_packet: super::super::Spread::of(first),
+            add_return: super::super::Spread::default(),
             create_s: Some(1.0),
             delete_s: Some(1.0),
             pods_ok: first.len(),
