@@ -6,10 +6,11 @@
 //! - **ADD to first packet forwarded**: from just before the plugin's ADD is started to the
 //!   instant the peer receives the pod's first UDP datagram. A sender inside the pod's
 //!   namespace, its socket opened before the ADD, tries one datagram every 200 µs from the
-//!   moment the ADD starts ([`probe`]): its first tries fail (no interface, no route), and the
-//!   first that gets through stops the clock. With `--send-from return` it starts trying only
-//!   once ADD returned (when a runtime starts the pod's containers); the clock still starts at
-//!   the ADD's start. The peer is another pod on the same node, in its
+//!   moment the ADD returned (when a runtime starts the pod's containers; nothing in a real
+//!   sandbox sends earlier) until the peer has one ([`probe`]); the first that gets through
+//!   stops the clock. With `--send-from start` it tries from the ADD's start (its first tries
+//!   fail: no interface, no route); then the pod's kernel may ask ARP for its gateway before
+//!   anything answers and retry only after 1 s, with either plugin. The peer is another pod on the same node, in its
 //!   own namespace, attached by the same plugin before the measured pods; its receiver and
 //!   the clock are this program's (one monotonic clock for every namespace). Figures: p50 and
 //!   p99 by nearest rank over all pods of all rounds; also when ADD returned (informative).
@@ -73,10 +74,11 @@ pub struct CniArgs {
     /// failed, seconds.
     #[arg(long, default_value_t = 20.0)]
     pub first_packet_timeout: f64,
-    /// When a pod starts sending: from its ADD's start (`start`: the first instant the pod
-    /// could send), or once ADD returned (`return`: when a runtime would start the pod's
-    /// containers). The clock starts at the ADD's start either way.
-    #[arg(long, value_enum, default_value_t = SendFrom::Start)]
+    /// When a pod starts sending: once ADD returned (`return`: when a runtime starts the
+    /// pod's containers), or from its ADD's start (`start`: the first instant the pod could
+    /// send; then a pod whose kernel asks ARP for its gateway before anything answers waits
+    /// for the kernel's retry, 1 s later). The clock starts at the ADD's start either way.
+    #[arg(long, value_enum, default_value_t = SendFrom::Return)]
     pub send_from: SendFrom,
     /// Core of the switch's worker (`taskset -c` and `--cores`).
     #[arg(long, default_value_t = 1)]
