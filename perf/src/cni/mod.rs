@@ -193,7 +193,7 @@ pub fn main(args: CniArgs) -> Result<i32> {
     if !preflight::root("cni", "network namespaces, veths, XDP") {
         return Ok(1);
     }
-    if args.rounds == 0 || args.setups.is_empty() || !(args.first_packet_timeout > 0.0) {
+    if args.rounds == 0 || args.setups.is_empty() || !args.first_packet_timeout.is_finite() || args.first_packet_timeout <= 0.0 {
         bail!("--rounds must be positive, --setups non-empty, --first-packet-timeout positive");
     }
     let cpus = sys::online_cpus();
