@@ -36,6 +36,7 @@
 //! [`apiview`] (the API view file), [`pods`] (building and removing pods, reconciling),
 //! [`switch`] (the switch process), and one module per subcommand.
 mod apiview;
+mod cni_runtime;
 mod down;
 mod exec;
 mod netns;
