@@ -205,11 +205,6 @@ impl Runtime {
         }
     }
 
-    /// The cached result of the last ADD of `a` to `list`, if any.
-    pub fn cached_result(&self, list: &ConfList, a: &Attachment) -> Result<Option<Value>, CniRuntimeError> {
-        self.read_cache(list, a)
-    }
-
     /// `CNI_PATH`.
     pub fn cni_path_var(&self) -> String {
         self.cni_path.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
@@ -406,7 +401,7 @@ mod tests {
             assert!(env.lines().any(|l| l == line), "{line} in {env}");
         }
         assert!(env.contains(&format!("CNI_PATH={}:{}", d.join("none").display(), d.display())), "{env}");
-        assert_eq!(rt.cached_result(&list(), &a).unwrap(), Some(result.clone()));
+        assert_eq!(rt.read_cache(&list(), &a).unwrap(), Some(result.clone()));
         assert!(d.join("cache/results/net-c1-eth0").is_file(), "libcni's cache layout");
 
         // CHECK: in order, with the cached result.
@@ -418,7 +413,7 @@ mod tests {
         assert_eq!(read_json(d.join("second.DEL.json"))["prevResult"], result);
         let order = fs::read_to_string(d.join("order")).unwrap();
         assert_eq!(order, "ADD first\nADD second\nCHECK first\nCHECK second\nDEL second\nDEL first\n");
-        assert_eq!(rt.cached_result(&list(), &a).unwrap(), None);
+        assert_eq!(rt.read_cache(&list(), &a).unwrap(), None);
         // A second DEL runs without prevResult; CHECK without an ADD cannot run.
         rt.del(&list(), &a).unwrap();
         assert!(read_json(d.join("first.DEL.json")).get("prevResult").is_none());

@@ -16,7 +16,10 @@
 //! - Each pod NS/NAME of a node gets the namespace `psl_NS_NAME` with `eth0` (IP/32, MAC
 //!   `naming::pod_mac`, default route via `naming::GATEWAY_IP`), whose veth peer
 //!   `naming::pod_interface(NS, NAME)` sits in its node's namespace, where that node's switch
-//!   runs. A pod goes to the node of its `spec.nodeName`, without one to the first node.
+//!   runs. A pod goes to the node of its `spec.nodeName`, without one to the first node. The
+//!   lab makes the namespace and gets the interface from `podswitch-cni` through a CNI ADD with
+//!   its node's conflist, as a container runtime does ([`cni_network`], [`cni_runtime`]);
+//!   pods other runtimes attached through that conflist are theirs, not built by the lab.
 //! - A client outside the cluster, `external`, is the namespace `psl-external`: `eth0` (MAC
 //!   `naming::pod_mac(IP)`, IP = `.100` of the first node InternalIP's /24, default route via
 //!   that InternalIP). In a one-node lab its veth peer is `psw-uplink` in `psl-node`, the
@@ -32,10 +35,12 @@
 //! - Errors are one line on stderr and exit code 1 (main prints the `anyhow` chain).
 //!
 //! One concern per module: [`mod@state`] (files and locking), [`procs`] (processes the lab starts),
-//! [`netns`] (namespaces, veths, commands), [`plan`] (desired pods and IPs from the manifests),
+//! [`netns`] (namespaces, veths, commands), [`cni_runtime`] (the runtime side of CNI),
+//! [`cni_network`] (the lab's conflists and its pods' ADD and DEL), [`plan`] (desired pods and IPs from the manifests),
 //! [`apiview`] (the API view file), [`pods`] (building and removing pods, reconciling),
 //! [`switch`] (the switch process), and one module per subcommand.
 mod apiview;
+mod cni_network;
 mod cni_runtime;
 mod down;
 mod exec;
