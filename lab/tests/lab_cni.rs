@@ -2,7 +2,8 @@
 //! test makes itself (its namespace, a CNI ADD through libcni run inside the node with `lab exec
 //! NODE`, the Pod object written to the manifest directory without `status.podIP`) reaches a lab
 //! pod and is reached by it through the switch; its DEL removes its interfaces, its address
-//! lease and the plugin's record.
+//! lease and the plugin's record. The lab's own pods: removing one runs its DEL (lease and
+//! record released), and `lab down` removes everything even when the plugin's DEL fails.
 //!
 //! Contract:
 //! - As the other lab tests: root (else SKIPPED), one lab per machine ([`labkit::Hold`]).
@@ -160,6 +161,7 @@ fn a_pod_added_by_a_runtime_of_the_tests_own_reaches_lab_pods_and_back() {
             .args(["netns", "exec", NETNS, labkit::LAB_BIN, "serve", "--pod", "x/own", "--tcp", "80", "--ready-file"])
             .arg(&ready)
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap(),
     );
@@ -201,4 +203,38 @@ fn a_pod_added_by_a_runtime_of_the_tests_own_reaches_lab_pods_and_back() {
     let o = libcni(&driver, "del", &conflist, &cache);
     assert!(o.status.success(), "libcni DEL again: {}", describe(&o));
     sh("ip", &["netns", "del", NETNS]);
+}
+
+#[test]
+fn removed_pods_go_through_del_and_lab_down_cleans_up_when_del_fails() {
+    let test = "removed_pods_go_through_del_and_lab_down_cleans_up_when_del_fails";
+    let Some(hold) = Hold::new("cni", test, "lab-2pods") else { return };
+    labkit::ok_env(&["lab", "up", "--manifests", hold.dir()], true);
+    let status: Value = serde_json::from_str(&ok(&["lab", "status", "--json"])).unwrap();
+    let node_dir = Path::new(status["cni"]["conf_dir"].as_str().unwrap()).parent().unwrap().to_path_buf();
+    let lease = |ip: &str| node_dir.join("ipam/podswitch").join(ip).exists();
+    let record = |pod: &str| node_dir.join(format!("attachments/psl_x_{pod}:eth0.json")).exists();
+    assert!(lease("10.244.0.2") && lease("10.244.0.3"), "host-local leased the planned addresses");
+    assert!(record("a") && record("b"));
+
+    // The supervisor removes x/b: its DEL releases the lease and the plugin's record.
+    let yaml = fs::read_to_string(hold.dir.join("cluster.yaml")).unwrap();
+    let start = yaml.find("apiVersion: v1\nkind: Pod\nmetadata:\n  name: b").unwrap_or_else(|| panic!("{yaml}"));
+    hold.write("cluster.yaml", yaml[..start].trim_end_matches("---\n"));
+    probe(&["--from", "x/a", "--to", "pod/x/a:80"]);
+    assert!(!lease("10.244.0.3") && !record("b"), "x/b's DEL ran");
+    assert!(lease("10.244.0.2") && record("a"));
+
+    // A plugin whose DEL fails: lab down says so and removes everything all the same.
+    let plugin = Path::new(status["cni"]["bin_dir"].as_str().unwrap()).join("podswitch-cni");
+    fs::remove_file(&plugin).unwrap();
+    fs::write(&plugin, "#!/bin/sh\necho '{\"cniVersion\":\"1.1.0\",\"code\":11,\"msg\":\"try again later\",\"details\":\"broken on purpose\"}'\nexit 1\n").unwrap();
+    sh("chmod", &["755", plugin.to_str().unwrap()]);
+    let out = ok(&["lab", "down"]);
+    assert!(
+        out.contains("what pod x/a left after its CNI DEL failed") && out.contains("code 11: try again later (broken on purpose)"),
+        "{out}"
+    );
+    assert!(labkit::lab_namespaces().is_empty(), "{:?}", labkit::lab_namespaces());
+    assert!(!Path::new("/run/podswitch/lab").exists());
 }
