@@ -14,10 +14,13 @@
 //!   (code 7); unknown fields are kept and passed on (the delegated IPAM plugin gets the whole
 //!   configuration, as the specification says).
 //! - `ipam` names the IPAM plugin (`ipam.type`). Without `ipam`, `podCIDR` (the node's pod
-//!   CIDR) makes the default: `host-local` with that one range ([`NetConf::ipam_config`]);
-//!   without either the configuration is invalid (code 7) for ADD, DEL, CHECK and GC.
-//! - `mtu` (default [`DEFAULT_MTU`]) is the pod interface's MTU and its host peer's: in vxlan
-//!   mode the writer of the configuration subtracts the overlay's 50 bytes.
+//!   CIDR) makes the default: `host-local` with that one range ([`NetConf::ipam_config`]); a
+//!   `host-local` section without a range gets that range too. Without `podCIDR` the switch
+//!   gives it ([`crate::node_defaults`]); without either the configuration is invalid (code
+//!   7) for ADD, DEL, CHECK and GC.
+//! - `mtu` is the pod interface's MTU and its host peer's; without it, the switch's pod MTU
+//!   (its uplink's, less the overlay's 50 bytes in vxlan mode; [`crate::node_defaults`]), else
+//!   [`DEFAULT_MTU`].
 //! - `controlSocket` (default `naming::DEFAULT_CONTROL_SOCKET`) is where the switch answers;
 //!   `waitForSwitch` (default true) makes ADD wait up to `switchWaitSeconds` (default
 //!   [`DEFAULT_SWITCH_WAIT`]) for the switch to attach the pod's port.
@@ -84,8 +87,7 @@ pub struct NetConf {
     pub raw: Value,
 }
 
-/// Where attachments are recorded unless `dataDir` says otherwise.
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/podswitch";
+pub use podswitch_control::cni_records::DEFAULT_DATA_DIR;
 
 impl NetConf {
     /// Parses and validates standard in (see the module contract).
@@ -136,6 +138,16 @@ impl NetConf {
     pub fn ipam_config(&self) -> Result<(String, Value), CniError> {
         let mut raw = self.raw.clone();
         let ipam = match (&self.ipam, self.pod_cidr) {
+            // host-local without a range takes the node's pod CIDR (`podCIDR`, or the switch's:
+            // `crate::node_defaults`).
+            (Some(ipam), Some(cidr))
+                if ipam.get("type").and_then(Value::as_str) == Some("host-local") && !["ranges", "range", "subnet"].iter().any(|k| ipam.get(k).is_some()) =>
+            {
+                let mut section = ipam.clone();
+                section["ranges"] = json!([[{ "subnet": cidr.trunc().to_string() }]]);
+                raw["ipam"] = section.clone();
+                section
+            }
             (Some(ipam), _) => ipam.clone(),
             (None, Some(cidr)) => {
                 let section = json!({ "type": "host-local", "ranges": [[{ "subnet": cidr.trunc().to_string() }]] });

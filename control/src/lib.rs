@@ -26,6 +26,7 @@
 //! - [`ctl`]: the control socket protocol, client and server.
 //! - [`show`]: `podswitch show`, the client that prints what the switch reports.
 //! - [`sibling`]: finding `podswitch-lab` and `podswitch` next to each other (or on PATH).
+pub mod cni_records;
 pub mod compile;
 pub mod ctl;
 pub mod kube_source;
