@@ -20,6 +20,8 @@
 //!   ADD passes its planned address as `runtimeConfig.ips` (so the plan decides the IPs and
 //!   host-local records them), then CHECK. An ADD or CHECK that fails is followed by DEL (as
 //!   runtimes do) and is the pod's error.
+//! - Each node's switch follows its node's records (`podswitch run --cni-data-dir`
+//!   [`data_dir`]): it wires a pod as soon as its ADD recorded it.
 //! - [`foreign_attachments`]: attachments recorded by the plugin for a Pod under another
 //!   container ID than the lab's are another runtime's (a test's): the lab does not build
 //!   those pods and reports their address in the API view, as kubelet reports the CNI result.
@@ -34,6 +36,7 @@ use serde_json::{json, Value};
 use super::cni_runtime::{Attachment, ConfList, Runtime};
 use super::netns;
 use super::state::{self, NodeSwitch, PodState, State};
+use podswitch_control::cni_records;
 
 /// The network's name (the conflist's `name`).
 pub const NETWORK_NAME: &str = "podswitch";
@@ -181,30 +184,17 @@ pub fn del_pod(p: &PodState, st: &State) -> anyhow::Result<()> {
     netns::in_netns(ns, || rt.del(&list, &attachment(p)))?.with_context(|| format!("CNI DEL of {} on node {node}", p.key()))
 }
 
-/// What the lab reads of the plugin's attachment records (`podswitch-cni`'s
-/// `attachments::Record`, which moves to `podswitch_control::cni_records`).
-#[derive(Debug, serde::Deserialize)]
-struct Record {
-    #[serde(rename = "containerID")]
-    container_id: String,
-    pod: String,
-    address: String,
-}
-
 /// The pods attached by another runtime than the lab (see the module contract), keyed
 /// `namespace/name`, with their address.
 pub fn foreign_attachments(st: &State) -> BTreeMap<String, Ipv4Addr> {
     let mut out = BTreeMap::new();
     for n in st.node_switches() {
-        let Ok(entries) = fs::read_dir(data_dir(&n.name)) else { continue };
-        for e in entries.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "json")) {
-            let Some(r) = fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok()) else { continue };
+        for r in cni_records::list(&data_dir(&n.name)).unwrap_or_default() {
             let lab_id = r.pod.split_once('/').map(|(ns, name)| state::pod_netns(ns, name));
             if lab_id.as_deref() == Some(r.container_id.as_str()) {
                 continue;
             }
-            let ip = r.address.split('/').next().and_then(|a| a.parse().ok());
-            if let Some(ip) = ip {
+            if let Some(ip) = r.address.split('/').next().and_then(|a| a.parse().ok()) {
                 out.insert(r.pod, ip);
             }
         }
