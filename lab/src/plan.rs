@@ -331,6 +331,20 @@ mod tests {
     }
 
     #[test]
+    fn pods_attached_by_another_runtime_keep_their_address_and_hold_it() {
+        let foreign: BTreeMap<String, Ipv4Addr> =
+            [("x/own".to_string(), "10.244.0.2".parse().unwrap()), ("x/later".to_string(), "10.244.0.3".parse().unwrap())].into();
+        let got = assign_ips(&node(), vec![pod("x", "a", None), pod("x", "own", None)], &BTreeMap::new(), &foreign).unwrap();
+        assert_eq!(got["x/own"].ip.to_string(), "10.244.0.2");
+        assert!(got["x/own"].attached_elsewhere && !got["x/own"].allocated);
+        // x/later has no Pod object yet: its address is taken all the same.
+        assert_eq!(got["x/a"].ip.to_string(), "10.244.0.4");
+        assert!(!got["x/a"].attached_elsewhere);
+        let e = assign_ips(&node(), vec![pod("x", "b", Some("10.244.0.3"))], &BTreeMap::new(), &foreign).unwrap_err().to_string();
+        assert!(e.contains("both have IP 10.244.0.3"), "{e}");
+    }
+
+    #[test]
     fn duplicate_and_exhaustion_errors() {
         let e = assign_ips(
             &node(),

@@ -126,6 +126,12 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
     if let Some(u) = &st.underlay {
         println!("underlay: bridge {} in {u}", state::UNDERLAY_BRIDGE);
     }
+    println!(
+        "cni: plugins in {} ({}), each node's conflist in {}",
+        cni_network::bin_dir().display(),
+        cni_network::cni_path_var(),
+        cni_network::conf_dir("NODE").display()
+    );
     println!("manifests {}: {sync}", st.manifests.display());
     let sw = match (st.switch.process, switch_running) {
         (Some(p), true) => match &switch_sync {
