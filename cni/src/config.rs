@@ -84,8 +84,7 @@ pub struct NetConf {
     pub raw: Value,
 }
 
-/// Where attachments are recorded unless `dataDir` says otherwise.
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/podswitch";
+pub use podswitch_control::cni_records::DEFAULT_DATA_DIR;
 
 impl NetConf {
     /// Parses and validates standard in (see the module contract).

@@ -11,8 +11,8 @@
 //! - [`commands`]: ADD, DEL, CHECK, STATUS, GC, VERSION.
 //! - [`link`], [`rtnl`], [`netns`], [`offloads`]: the kernel side (rtnetlink, setns, ethtool).
 //! - [`switch_port`]: asking the switch's control socket about the pod's port.
-//! - [`attachments`]: the record of attachments that GC works from.
-pub mod attachments;
+//! - `podswitch_control::cni_records`: the attachment records the switch wires pods from and
+//!   GC works from.
 pub mod commands;
 pub mod config;
 pub mod env;

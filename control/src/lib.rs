@@ -29,6 +29,7 @@
 //! - [`show`]: `podswitch show`, the client that prints what the switch reports.
 //! - [`sibling`]: finding `podswitch-lab` and `podswitch` next to each other (or on PATH).
 pub mod cni_install;
+pub mod cni_records;
 pub mod compile;
 pub mod ctl;
 pub mod kube_source;

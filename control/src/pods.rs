@@ -14,9 +14,17 @@
 //! - [`PodCache::generation`] changes exactly when a pod's [`PodInfo`] or `status.phase` (what
 //!   the Service and NetworkPolicy compilers read of pods) or a read error changed, or a pod
 //!   came or went; later steps skip their pod work while it stays.
+//! - The CNI plugin's attachments on this node ([`PodCache::set_attachments`], from
+//!   [`crate::cni_records`]) complete the view: a pod of this node (or of no node) that has an
+//!   attachment has the attachment's address, whatever its `status.podIP` says (the
+//!   attachment is what its interface has; a disagreement is listed in
+//!   [`PodCache::problems`]); an attachment without a Pod object is a pod of its own, with no
+//!   labels, on this node, until the object comes. [`with_attachments`] says the same of a
+//!   whole list, and the cache always equals it.
 use std::cmp::Ordering;
 use std::collections::btree_map::Entry as MapEntry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -30,6 +38,8 @@ struct Entry {
     phase: Option<String>,
     /// The pod cannot be read (it is not in `all`).
     error: Option<model::PodError>,
+    /// The address its object gives (before an attachment's).
+    status_ip: Option<Ipv4Addr>,
 }
 
 /// See the module contract.
@@ -46,6 +56,54 @@ pub struct PodCache {
     ip_keys: BTreeMap<u32, Vec<String>>,
     names: BTreeMap<u32, String>,
     generation: u64,
+    /// The node the attachments are on, and the CNI plugin's attachments by pod key.
+    node: String,
+    attachments: BTreeMap<String, Ipv4Addr>,
+    /// The pods in `all` that an attachment alone makes (no Pod object).
+    attachment_only: BTreeSet<String>,
+}
+
+/// `pods` (every readable pod, in key order) completed by the CNI plugin's `attachments` on
+/// node `node` (see the module contract); `objects` holds the keys of every Pod object,
+/// readable or not (an unreadable one is a problem, not a pod its attachment makes).
+pub fn with_attachments(
+    mut pods: Vec<PodInfo>,
+    objects: &BTreeSet<String>,
+    node: &str,
+    attachments: &BTreeMap<String, Ipv4Addr>,
+) -> Vec<PodInfo> {
+    for p in &mut pods {
+        if let Some(ip) = attachments.get(&p.key()).filter(|_| is_on(p, node)) {
+            p.ip = Some(*ip);
+        }
+    }
+    for (key, ip) in attachments {
+        if !objects.contains(key) {
+            pods.push(attachment_pod(key, *ip, node));
+        }
+    }
+    pods.sort_by_key(PodInfo::key);
+    pods
+}
+
+/// Whether an attachment on `node` is the interface of `p`.
+fn is_on(p: &PodInfo, node: &str) -> bool {
+    !p.host_network && p.node_name.as_deref().is_none_or(|n| n == node)
+}
+
+/// The pod an attachment alone makes.
+fn attachment_pod(key: &str, ip: Ipv4Addr, node: &str) -> PodInfo {
+    let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+    PodInfo {
+        namespace: namespace.into(),
+        name: name.into(),
+        ip: Some(ip),
+        labels: BTreeMap::new(),
+        ports: Vec::new(),
+        node_name: Some(node.into()),
+        host_network: false,
+        completed: false,
+    }
 }
 
 /// `namespace/name` of `p` against `key` (as `str` orders them), without building the string.
@@ -112,7 +170,64 @@ impl PodCache {
 
     /// The sentences of the pods that cannot be read, in key order.
     pub fn problems(&self) -> Vec<String> {
-        self.entries.values().filter_map(|e| e.error.as_ref().map(ToString::to_string)).collect()
+        let mut out: Vec<String> = self.entries.values().filter_map(|e| e.error.as_ref().map(ToString::to_string)).collect();
+        for (key, ip) in &self.attachments {
+            let Some(e) = self.entries.get(key) else { continue };
+            if let Some(status) = e.status_ip.filter(|s| s != ip) {
+                if self.position(key).is_ok_and(|i| self.all[i].ip == Some(*ip)) {
+                    out.push(format!("pod {key}: status.podIP says {status}, but the CNI plugin gave its interface {ip}; the switch uses {ip}"));
+                }
+            }
+        }
+        out
+    }
+
+    /// Takes in the CNI plugin's attachments on node `node` (pod key → address); true when
+    /// [`Self::generation`] changed.
+    pub fn set_attachments(&mut self, node: &str, attachments: BTreeMap<String, Ipv4Addr>) -> bool {
+        let before = self.generation;
+        let mut changed: BTreeSet<String> = BTreeSet::new();
+        if node != self.node {
+            node.clone_into(&mut self.node);
+            changed.extend(self.attachments.keys().cloned());
+        }
+        for (k, ip) in &attachments {
+            if self.attachments.get(k) != Some(ip) {
+                changed.insert(k.clone());
+            }
+        }
+        changed.extend(self.attachments.keys().filter(|k| !attachments.contains_key(*k)).cloned());
+        self.attachments = attachments;
+        for key in changed {
+            let status_ip = match self.entries.get(&key) {
+                Some(e) if e.error.is_some() => continue,
+                Some(e) => e.status_ip,
+                None => {
+                    if self.attachment_only.remove(&key) {
+                        self.remove_info(&key);
+                        self.generation += 1;
+                    }
+                    if let Some(ip) = self.attachments.get(&key) {
+                        let p = attachment_pod(&key, *ip, &self.node);
+                        self.insert_info(&key, p);
+                        self.attachment_only.insert(key);
+                        self.generation += 1;
+                    }
+                    continue;
+                }
+            };
+            let Ok(i) = self.position(&key) else { continue };
+            let p = &self.all[i];
+            let ip = if is_on(p, &self.node) { self.attachments.get(&key).copied().or(status_ip) } else { status_ip };
+            if ip != p.ip {
+                let mut p = p.clone();
+                p.ip = ip;
+                self.remove_info(&key);
+                self.insert_info(&key, p);
+                self.generation += 1;
+            }
+        }
+        self.generation != before
     }
 
     /// Pod address (host order) -> `namespace/name`.
@@ -149,9 +264,19 @@ impl PodCache {
                     self.remove_info(key);
                 }
                 self.generation += 1;
+                if let Some(ip) = self.attachments.get(key) {
+                    let p = attachment_pod(key, *ip, &self.node);
+                    self.insert_info(key, p);
+                    self.attachment_only.insert(key.to_string());
+                }
             }
             return;
         };
+        if self.attachment_only.remove(key) {
+            // The object came: it replaces the pod its attachment made.
+            self.remove_info(key);
+            self.generation += 1;
+        }
         let old = self.entries.get(key);
         let rv = if self.resource_versions { pod.metadata.resource_version.as_deref() } else { None };
         if rv.is_some() && old.is_some_and(|e| e.rv.as_deref() == rv) {
@@ -159,7 +284,13 @@ impl PodCache {
         }
         let rv = rv.map(str::to_string);
         let phase = phase_of(pod);
-        let read = model::pod_info(pod);
+        let mut read = model::pod_info(pod);
+        let status_ip = read.as_ref().ok().and_then(|p| p.ip);
+        if let Ok(p) = &mut read {
+            if let Some(ip) = self.attachments.get(key).filter(|_| is_on(p, &self.node)) {
+                p.ip = Some(*ip);
+            }
+        }
         if let Some(e) = old {
             let same = e.phase == phase
                 && match (&read, &e.error) {
@@ -168,7 +299,9 @@ impl PodCache {
                     _ => false,
                 };
             if same {
-                self.entries.get_mut(key).expect("present").rv = rv;
+                let e = self.entries.get_mut(key).expect("present");
+                e.rv = rv;
+                e.status_ip = status_ip;
                 return;
             }
             if e.error.is_none() {
@@ -182,7 +315,7 @@ impl PodCache {
             }
             Err(e) => Some(e),
         };
-        self.entries.insert(key.to_string(), Entry { rv, phase, error });
+        self.entries.insert(key.to_string(), Entry { rv, phase, error, status_ip });
         self.generation += 1;
     }
 
@@ -279,11 +412,23 @@ mod tests {
         m
     }
 
-    fn check(c: &PodCache, m: &Manifests, node: &NodeInfo, what: &str) {
+    fn check(c: &PodCache, m: &Manifests, node: &NodeInfo, attachments: &BTreeMap<String, Ipv4Addr>, what: &str) {
         let (all, problems) = crate::services::all_pods(m);
+        let objects: BTreeSet<String> = m.pods.keys().cloned().collect();
+        let all = with_attachments(all, &objects, &node.name, attachments);
         assert_eq!(c.all(), &all[..], "{what}: pods");
-        assert_eq!(c.problems(), problems, "{what}: problems");
-        assert_eq!(c.local_pods(node), model::local_pods(m, node), "{what}: local pods");
+        let mismatched = c.problems().len() - problems.len();
+        assert_eq!(c.problems()[..problems.len()], problems[..], "{what}: problems");
+        let expect_mismatched = attachments
+            .iter()
+            .filter(|(k, ip)| {
+                let object = m.pods.get(*k).and_then(|p| model::pod_info(p).ok());
+                object.is_some_and(|o| o.ip.is_some_and(|s| s != **ip) && all.iter().any(|p| p.key() == **k && p.ip == Some(**ip)))
+            })
+            .count();
+        assert_eq!(mismatched, expect_mismatched, "{what}: disagreements listed");
+        let local = model::local_pods(m, node).map(|_| all.iter().filter(|p| p.is_local_to(node)).cloned().collect::<Vec<_>>());
+        assert_eq!(c.local_pods(node), local, "{what}: local pods");
         let names: BTreeMap<u32, String> = all.iter().filter_map(|p| p.ip.map(|ip| (u32::from(ip), p.key()))).collect();
         assert_eq!(c.names(), &names, "{what}: names");
     }
@@ -316,7 +461,17 @@ mod tests {
             let mut prev: Option<Manifests> = None;
             let mut rv = 1;
             let mut generations = 0;
+            let mut attachments: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
             for step in 0..300 {
+                // The CNI plugin adds and deletes attachments now and then, of pods with or
+                // without objects, with addresses that agree with status.podIP or not.
+                if rng.u64(..3) == 0 {
+                    let key = format!("{}/p{}", ["a", "a-b", "b", "c"][rng.u64(..4) as usize], rng.u64(..8));
+                    match rng.u64(..3) {
+                        0 => drop(attachments.remove(&key)),
+                        _ => drop(attachments.insert(key, Ipv4Addr::new(10, 244, 9, rng.u8(1..4)))),
+                    }
+                }
                 for _ in 0..=rng.u64(..3) {
                     let ns = ["a", "a-b", "b"][rng.u64(..3) as usize];
                     let i = rng.u64(..8);
@@ -342,19 +497,23 @@ mod tests {
                     }
                 }
                 let g = by_changes.generation();
-                let moved = by_changes.update(&m);
+                let moved = by_changes.update(&m) | by_changes.set_attachments(&node.name, attachments.clone());
                 assert_eq!(moved, g != by_changes.generation(), "{what}");
                 generations += u64::from(moved);
-                check(&by_changes, &m, &node, &format!("{what}, by changes"));
+                check(&by_changes, &m, &node, &attachments, &format!("{what}, by changes"));
                 let mut plain = m.clone();
                 plain.changes = None;
+                // Attachments first here: the order does not matter.
+                by_rv.set_attachments(&node.name, attachments.clone());
                 by_rv.update(&plain);
-                check(&by_rv, &plain, &node, &format!("{what}, by resourceVersion"));
+                check(&by_rv, &plain, &node, &attachments, &format!("{what}, by resourceVersion"));
                 let unversioned = view(&w, false, String::new());
                 by_content.update(&unversioned);
-                check(&by_content, &unversioned, &node, &format!("{what}, by content"));
-                // The same view again changes nothing.
+                by_content.set_attachments(&node.name, attachments.clone());
+                check(&by_content, &unversioned, &node, &attachments, &format!("{what}, by content"));
+                // The same view and attachments again change nothing.
                 assert!(!by_content.update(&unversioned), "{what}: same view again");
+                assert!(!by_content.set_attachments(&node.name, attachments.clone()), "{what}: same attachments again");
                 prev = Some(m);
             }
             assert!(generations > 200, "the edits exercise little: {generations} generations");

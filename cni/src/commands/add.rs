@@ -16,10 +16,15 @@ struct Made<'a> {
     ipam: &'a Ipam,
     host_rtnl: Option<Rtnl>,
     host_if: Option<String>,
+    /// The attachment record: data directory, container ID, interface.
+    record: Option<(std::path::PathBuf, String, String)>,
 }
 
 impl Made<'_> {
     fn undo(mut self) {
+        if let Some((dir, container_id, ifname)) = &self.record {
+            cni_records::remove(dir, container_id, ifname);
+        }
         if let (Some(r), Some(h)) = (self.host_rtnl.as_mut(), self.host_if.as_deref()) {
             if let Err(e) = link::delete(r, h) {
                 eprintln!("podswitch-cni: undoing ADD: deleting {h}: {}", chain(&e));
@@ -52,7 +57,7 @@ pub fn add(conf: &NetConf, p: &Params) -> Result<AddResult, CniError> {
             eprintln!("podswitch-cni: IPAM DEL after its failed ADD: {e}");
         }
     })?;
-    let mut made = Made { ipam: &ipam, host_rtnl: None, host_if: None };
+    let mut made = Made { ipam: &ipam, host_rtnl: None, host_if: None, record: None };
     match add_after_ipam(conf, p, &key, &host_if, &netns, &mut pod_rtnl, &ipam_result, &mut made, prev) {
         Ok(r) => Ok(r),
         Err(e) => {
@@ -126,6 +131,24 @@ fn add_after_ipam(
     let host_state = link::link(host, host_if).map_err(&nl)?.ok_or_else(|| CniError::new(code::NETLINK, "the pod's host interface vanished", host_if.to_string()))?;
     link::set_up(host, host_state.index, host_if).map_err(&nl)?;
 
+    // The record first: it is what the switch wires the port from (the Pod object may not
+    // have status.podIP, or not be there, before ADD returns).
+    let address = Ipv4Net::new(ip, 32).expect("a /32");
+    let data_dir = conf.data_dir();
+    cni_records::write(
+        &data_dir,
+        &Record {
+            container_id: p.container_id.clone(),
+            ifname: p.ifname.clone(),
+            netns: p.netns.clone(),
+            host_interface: host_if.to_string(),
+            pod: key.to_string(),
+            address: address.to_string(),
+        },
+    )
+    .map_err(|e| CniError::from_source(code::IO_FAILURE, "recording the attachment", &e))?;
+    made.record = Some((data_dir, p.container_id.clone(), p.ifname.clone()));
+
     if conf.wait_for_switch() {
         let socket = conf.control_socket();
         match switch_port::wait_attached(&socket, host_if, key, conf.switch_wait()) {
@@ -147,20 +170,6 @@ fn add_after_ipam(
             }
         }
     }
-
-    let address = Ipv4Net::new(ip, 32).expect("a /32");
-    attachments::write(
-        &conf.data_dir(),
-        &Record {
-            container_id: p.container_id.clone(),
-            ifname: p.ifname.clone(),
-            netns: p.netns.clone(),
-            host_interface: host_if.to_string(),
-            pod: key.to_string(),
-            address: address.to_string(),
-        },
-    )
-    .map_err(|e| CniError::from_source(code::IO_FAILURE, "recording the attachment", &e))?;
 
     let mut result = prev.unwrap_or_default();
     result.interfaces.push(Interface { name: host_if.to_string(), mac: host_state.mac.map(naming::mac_string), ..Default::default() });

@@ -13,6 +13,6 @@ pub fn del(conf: &NetConf, p: &Params) -> Result<(), CniError> {
             Err(e) => return Err(netlink_err("opening netlink in the container's namespace")(e)),
         }
     }
-    attachments::remove(&conf.data_dir(), &p.container_id, &p.ifname);
+    cni_records::remove(&conf.data_dir(), &p.container_id, &p.ifname);
     ipam
 }

@@ -5,7 +5,7 @@ pub fn gc(conf: &NetConf, p: &Params) -> Result<(), CniError> {
     let ipam = ipam_of(conf, p)?;
     let valid = conf.valid_attachments();
     let dir = conf.data_dir();
-    let records = attachments::list(&dir).map_err(|e| CniError::from_source(code::IO_FAILURE, "reading the attachment records", &e))?;
+    let records = cni_records::list(&dir).map_err(|e| CniError::from_source(code::IO_FAILURE, "reading the attachment records", &e))?;
     let mut errors = Vec::new();
     for r in records.iter().filter(|r| !valid.iter().any(|v| v.container_id == r.container_id && v.ifname == r.ifname)) {
         match Rtnl::open_in(Path::new(&r.netns)) {
@@ -18,7 +18,7 @@ pub fn gc(conf: &NetConf, p: &Params) -> Result<(), CniError> {
             Err(e) => errors.push(format!("{}:{}: {}", r.container_id, r.ifname, chain(&e))),
         }
         match ipam.del_for(&r.container_id, &r.ifname) {
-            Ok(()) => attachments::remove(&dir, &r.container_id, &r.ifname),
+            Ok(()) => cni_records::remove(&dir, &r.container_id, &r.ifname),
             Err(e) => errors.push(format!("{}:{}: IPAM DEL: {e}", r.container_id, r.ifname)),
         }
     }

@@ -7,7 +7,8 @@
 //!   `CNI_NETNS` with MAC `naming::pod_mac(ip)`, `ip/32`, the configured MTU on both ends, TX
 //!   checksum offload off and IPv6 off, routes `169.254.1.1 scope link` and `default via
 //!   169.254.1.1` (IPAM's other routes also via 169.254.1.1: the switch is the only next hop);
-//!   both ends up. With `waitForSwitch` it then waits for the switch to attach the port
+//!   both ends up. It records the attachment (`podswitch_control::cni_records`: what the
+//!   switch wires the port from); with `waitForSwitch` it then waits for the switch to attach the port
 //!   (code 50 when the switch never answered, 11 when it answered without attaching). Any
 //!   failure after IPAM's ADD deletes the pair and runs IPAM's DEL before the error is
 //!   returned: nothing is left behind. The result lists the host interface, then the pod's,
@@ -20,7 +21,7 @@
 //!   `waitForSwitch` that the switch has the port attached.
 //! - STATUS: success when the switch answers on its control socket, else code 50; also
 //!   IPAM's STATUS when that plugin speaks 1.1.0.
-//! - GC: every attachment recorded by ADD ([`crate::attachments`]) that is not in
+//! - GC: every attachment recorded by ADD ((`podswitch_control::cni_records`)) that is not in
 //!   `cni.dev/valid-attachments` is removed as DEL would (interface if its namespace still
 //!   exists, IPAM's DEL for its container ID and ifname, the record); then IPAM's GC when that
 //!   plugin speaks 1.1.0. It goes on past errors and reports them all at the end.
@@ -32,7 +33,7 @@ use ipnet::{IpNet, Ipv4Net};
 use netlink_packet_route::route::RouteScope;
 use podswitch_control::naming;
 
-use crate::attachments::{self, Record};
+use podswitch_control::cni_records::{self, Record};
 use crate::config::NetConf;
 use crate::env::Params;
 use crate::error::{chain, code, CniError};
