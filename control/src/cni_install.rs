@@ -438,7 +438,8 @@ pub struct InstallArgs {
     #[arg(long, value_enum, value_name = "LIST", value_delimiter = ',')]
     pub chain: Vec<Chained>,
     /// The configuration's cniVersion. Runtimes built on libcni before 1.2 (containerd 1.7,
-    /// for one) and reference plugins before 1.5 speak at most 1.0.0: give 1.0.0 for them.
+    /// for one) fail on 1.1.0 ("unsupported CNI result version"), and older reference plugins
+    /// (Debian 12's) speak at most 1.0.0: give 1.0.0 for them (no STATUS and GC then).
     #[arg(long, value_name = "VERSION", default_value = DEFAULT_CNI_VERSION)]
     pub cni_version: String,
     /// The pods' MTU (in vxlan mode the uplink's less 50) [default: the plugin's].
