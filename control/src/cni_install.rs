@@ -8,7 +8,8 @@
 //! goes. [`install`] writes those two files: the plugin binary `BIN_DIR/podswitch-cni` and the
 //! `.conflist` `CONF_DIR/CONF_FILE` ([`conflist`] says what is in it).
 //!
-//! Contract (the DaemonSet's init container and the lab call the same two functions):
+//! Contract (the DaemonSet's init container and the lab call the same two functions;
+//! `InstallOptions::new(plugin)` and `UninstallOptions::default()` give the command's defaults):
 //! - `install(&InstallOptions) -> Result<Installed, InstallError>`: checks everything first
 //!   (options, the source binary, every chained plugin present in `bin_dir` and speaking
 //!   `cni_version`, an existing file at the conflist's path being podswitch's) and writes
@@ -27,6 +28,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -303,8 +305,10 @@ fn ensure_dir(dir: &Path) -> Result<(), InstallError> {
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    // A leading dot and a suffix no runtime reads (.conflist/.conf/.json; a plugin `type`).
-    let tmp = dir.join(format!(".{name}.podswitch-tmp-{}", std::process::id()));
+    // A leading dot and a suffix no runtime reads (.conflist/.conf/.json; a plugin `type`);
+    // unique to this call, so that installs running at once (threads, processes) never share one.
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let tmp = dir.join(format!(".{name}.podswitch-tmp-{}-{}", std::process::id(), CALLS.fetch_add(1, Ordering::Relaxed)));
     let write = || -> io::Result<()> {
         let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
         f.write_all(bytes)?;
@@ -352,7 +356,9 @@ pub fn install(o: &InstallOptions) -> Result<Installed, InstallError> {
     if old_conf.as_deref().is_some_and(|b| !is_ours(b)) {
         return Err(InstallError::NotOurs { path: conf_path });
     }
-    let old_bin = read_if_there(&bin_path)?;
+    // Read the old binary only when it may be the same (debug builds are hundreds of MB).
+    let same_size = bin_path.metadata().is_ok_and(|m| m.len() == binary.len() as u64);
+    let old_bin = if same_size { read_if_there(&bin_path)? } else { None };
     let binary_written = old_bin.as_deref() != Some(&binary[..])
         || !bin_path.metadata().is_ok_and(|m| m.permissions().mode() & 0o777 == 0o755);
     if binary_written {
@@ -440,7 +446,7 @@ pub struct InstallArgs {
     /// The configuration's cniVersion. Runtimes built on libcni before 1.2 (containerd 1.7,
     /// for one) fail on 1.1.0 ("unsupported CNI result version"), and older reference plugins
     /// (Debian 12's) speak at most 1.0.0: give 1.0.0 for them (no STATUS and GC then).
-    #[arg(long, value_name = "VERSION", default_value = DEFAULT_CNI_VERSION)]
+    #[arg(long, value_name = "VERSION", default_value = DEFAULT_CNI_VERSION, value_parser = clap::builder::PossibleValuesParser::new(CNI_VERSIONS))]
     pub cni_version: String,
     /// The pods' MTU (in vxlan mode the uplink's less 50) [default: the plugin's].
     #[arg(long)]
@@ -650,6 +656,7 @@ mod tests {
         assert_eq!(conflist(&only_cidr)["plugins"][0]["podCIDR"], json!("10.1.0.0/16"));
         assert_eq!(conflist(&only_cidr)["plugins"][0].as_object().unwrap().len(), 4);
         assert!(Cli::try_parse_from(["cni", "install", "--chain", "flannel"]).is_err(), "only the reference meta plugins chain");
+        assert!(Cli::try_parse_from(["cni", "install", "--cni-version", "0.3.1"]).is_err(), "only the versions podswitch-cni speaks");
     }
 
     #[test]
