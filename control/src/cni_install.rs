@@ -476,10 +476,13 @@ pub struct InstallArgs {
 /// what is already gone is not an error.
 #[derive(Debug, clap::Args)]
 pub struct UninstallArgs {
+    /// Where install put podswitch-cni.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_BIN_DIR)]
     pub bin_dir: PathBuf,
+    /// Where install put the .conflist.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_CONF_DIR)]
     pub conf_dir: PathBuf,
+    /// The .conflist's file name in --conf-dir.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CONF_FILE)]
     pub conf_file: String,
     /// Print one JSON object: what was removed.
