@@ -14,15 +14,15 @@
 //!   (code 7); unknown fields are kept and passed on (the delegated IPAM plugin gets the whole
 //!   configuration, as the specification says).
 //! - `ipam` names the IPAM plugin (`ipam.type`). Without `ipam`, `podCIDR` (the node's pod
-//!   CIDR) makes the default: `host-local` with that one range ([`NetConf::ipam_config`]);
-//!   without either the configuration is invalid (code 7) for ADD, DEL, CHECK and GC. A
-//!   `host-local` section without `ranges` or `subnet` (what `podswitch cni install` writes)
-//!   gets `podCIDR` as its one range the same way (code 7 without `podCIDR`); the rest of the
-//!   section (`dataDir`, `routes`, ...) is kept.
+//!   CIDR) makes the default: `host-local` with that one range ([`NetConf::ipam_config`]); a
+//!   `host-local` section without a range gets that range too. Without `podCIDR` the switch
+//!   gives it ([`crate::node_defaults`]); without either the configuration is invalid (code
+//!   7) for ADD, DEL, CHECK and GC.
 //! - `runtimeConfig` (a runtime's capability arguments, e.g. `ips` for the address it wants)
 //!   stays in the configuration the IPAM plugin gets: host-local then allocates exactly those.
-//! - `mtu` (default [`DEFAULT_MTU`]) is the pod interface's MTU and its host peer's: in vxlan
-//!   mode the writer of the configuration subtracts the overlay's 50 bytes.
+//! - `mtu` is the pod interface's MTU and its host peer's; without it, the switch's pod MTU
+//!   (its uplink's, less the overlay's 50 bytes in vxlan mode; [`crate::node_defaults`]), else
+//!   [`DEFAULT_MTU`].
 //! - `controlSocket` (default `naming::DEFAULT_CONTROL_SOCKET`) is where the switch answers;
 //!   `waitForSwitch` (default true) makes ADD wait up to `switchWaitSeconds` (default
 //!   [`DEFAULT_SWITCH_WAIT`]) for the switch to attach the pod's port.
@@ -91,12 +91,6 @@ pub struct NetConf {
 
 pub use podswitch_control::cni_records::DEFAULT_DATA_DIR;
 
-/// An `ipam` section for host-local that says nothing of its range (as `podswitch cni install`
-/// writes it): the range comes from `podCIDR`.
-fn host_local_without_range(ipam: &Value) -> bool {
-    ipam.get("type").and_then(Value::as_str) == Some("host-local") && ipam.get("ranges").is_none() && ipam.get("subnet").is_none()
-}
-
 impl NetConf {
     /// Parses and validates standard in (see the module contract).
     pub fn parse(stdin: &[u8]) -> Result<Self, CniError> {
@@ -145,20 +139,20 @@ impl NetConf {
     /// the default `ipam` section filled in from `podCIDR` when there is none.
     pub fn ipam_config(&self) -> Result<(String, Value), CniError> {
         let mut raw = self.raw.clone();
-        let ranges = |cidr: Ipv4Net| json!([[{ "subnet": cidr.trunc().to_string() }]]);
         let ipam = match (&self.ipam, self.pod_cidr) {
-            (Some(ipam), cidr) if host_local_without_range(ipam) => {
-                let Some(cidr) = cidr else {
-                    return Err(CniError::new(code::INVALID_CONFIG, "host-local has no range", "the `ipam` section has neither `ranges` nor `subnet`, and there is no `podCIDR`"));
-                };
+            // host-local without a range takes the node's pod CIDR (`podCIDR`, or the switch's:
+            // `crate::node_defaults`).
+            (Some(ipam), Some(cidr))
+                if ipam.get("type").and_then(Value::as_str) == Some("host-local") && !["ranges", "range", "subnet"].iter().any(|k| ipam.get(k).is_some()) =>
+            {
                 let mut section = ipam.clone();
-                section["ranges"] = ranges(cidr);
+                section["ranges"] = json!([[{ "subnet": cidr.trunc().to_string() }]]);
                 raw["ipam"] = section.clone();
                 section
             }
             (Some(ipam), _) => ipam.clone(),
             (None, Some(cidr)) => {
-                let section = json!({ "type": "host-local", "ranges": ranges(cidr) });
+                let section = json!({ "type": "host-local", "ranges": [[{ "subnet": cidr.trunc().to_string() }]] });
                 raw["ipam"] = section.clone();
                 section
             }
@@ -266,8 +260,6 @@ mod tests {
         assert_eq!(kind, "host-local");
         assert_eq!(conf["ipam"], json!({"type": "host-local", "dataDir": "/tmp/x", "ranges": [[{"subnet": "10.244.1.0/24"}]]}));
         assert_eq!(conf["runtimeConfig"], json!({"ips": ["10.244.1.42/24"]}), "the runtime's address reaches host-local");
-        let no_cidr = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"podswitch","ipam":{"type":"host-local"}}"#).unwrap();
-        assert_eq!(no_cidr.ipam_config().unwrap_err().code, code::INVALID_CONFIG);
         // A section with its own range, or another IPAM plugin, is left as it is.
         for ipam in [json!({"type": "host-local", "subnet": "10.1.0.0/16"}), json!({"type": "host-local", "ranges": [[{"subnet": "10.2.0.0/16"}]]}), json!({"type": "static"})] {
             let c = NetConf::parse(json!({"cniVersion": "1.0.0", "name": "n", "ipam": ipam, "podCIDR": "10.244.1.0/24"}).to_string().as_bytes()).unwrap();

@@ -11,6 +11,7 @@
 //! - [`commands`]: ADD, DEL, CHECK, STATUS, GC, VERSION.
 //! - [`link`], [`rtnl`], [`netns`], [`offloads`]: the kernel side (rtnetlink, setns, ethtool).
 //! - [`switch_port`]: asking the switch's control socket about the pod's port.
+//! - [`node_defaults`]: the pod CIDR and MTU from the switch when the configuration has none.
 //! - `podswitch_control::cni_records`: the attachment records the switch wires pods from and
 //!   GC works from.
 pub mod commands;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod ipam;
 pub mod link;
 pub mod netns;
+pub mod node_defaults;
 pub mod offloads;
 pub mod result;
 pub mod rtnl;
@@ -37,7 +39,7 @@ pub fn run(params: &Params, stdin: &[u8]) -> Result<Option<serde_json::Value>, C
         let asked = v.as_ref().and_then(|v| v.get("cniVersion")).and_then(serde_json::Value::as_str);
         return Ok(Some(serde_json::to_value(commands::version(asked)).expect("serializes")));
     }
-    let conf = config::NetConf::parse(stdin)?;
+    let mut conf = config::NetConf::parse(stdin)?;
     let v = conf.cni_version.clone();
     let with_version = |e: CniError| CniError { cni_version: v.clone(), ..e };
     if matches!(params.command, Command::Status | Command::Gc) && !result::at_least(&conf.cni_version, "1.1.0") {
@@ -45,6 +47,10 @@ pub fn run(params: &Params, stdin: &[u8]) -> Result<Option<serde_json::Value>, C
     }
     if params.command == Command::Check && !result::at_least(&conf.cni_version, "0.4.0") {
         return Err(with_version(CniError::new(code::INCOMPATIBLE_VERSION, "config version does not allow CHECK", "")));
+    }
+    let mtu_too = matches!(params.command, Command::Add | Command::Check);
+    if params.command != Command::Status && node_defaults::NodeDefaults::needed(&conf, mtu_too) {
+        node_defaults::NodeDefaults::for_command(&conf, params.command == Command::Add).map_err(with_version)?.fill(&mut conf);
     }
     let out = match params.command {
         Command::Add => commands::add(&conf, params).map(|r| Some(r.to_version(&conf.cni_version))),

@@ -89,19 +89,11 @@ fn read_dir(dir: &Path) -> Result<Vec<Entry>, RecordError> {
         .collect())
 }
 
-/// A pod as the plugin wired it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodAddress {
-    pub ip: Ipv4Addr,
-    pub host_interface: String,
-    pub container_id: String,
-}
-
-/// What the switch reads of the records: pod key → address, and sentences about the records
-/// it cannot use.
+/// What the switch reads of the records: pod key → address (the host interface is the
+/// pod's by `naming::pod_interface`), and sentences about the records it cannot use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodAddresses {
-    pub pods: BTreeMap<String, PodAddress>,
+    pub pods: BTreeMap<String, Ipv4Addr>,
     pub problems: Vec<String>,
 }
 
@@ -135,7 +127,7 @@ pub fn pod_addresses(dir: &Path) -> Result<PodAddresses, RecordError> {
             out.problems.push(format!("CNI attachment record {}: pod {:?} is not namespace/name", path.display(), r.pod));
             continue;
         }
-        out.pods.insert(r.pod, PodAddress { ip, host_interface: r.host_interface, container_id: r.container_id });
+        out.pods.insert(r.pod, ip);
     }
     Ok(out)
 }
@@ -182,13 +174,13 @@ mod tests {
         fs::write(dir.join("broken.json"), "{").unwrap();
         let got = pod_addresses(&dir).unwrap();
         assert_eq!(got.pods.keys().collect::<Vec<_>>(), ["default/a", "kube-system/b"]);
-        assert_eq!(got.pods["default/a"].ip, Ipv4Addr::new(10, 244, 0, 5));
-        assert_eq!(got.pods["kube-system/b"].ip, Ipv4Addr::new(10, 244, 0, 6));
+        assert_eq!(got.pods["default/a"], Ipv4Addr::new(10, 244, 0, 5));
+        assert_eq!(got.pods["kube-system/b"], Ipv4Addr::new(10, 244, 0, 6));
         assert_eq!(got.problems.len(), 2, "{:?}", got.problems);
         // A newer sandbox of the same pod wins.
         std::thread::sleep(std::time::Duration::from_millis(20));
         write(&dir, &Record { container_id: "c-9".into(), ..record("default/a", "10.244.0.9/32") }).unwrap();
-        assert_eq!(pod_addresses(&dir).unwrap().pods["default/a"].ip, Ipv4Addr::new(10, 244, 0, 9));
+        assert_eq!(pod_addresses(&dir).unwrap().pods["default/a"], Ipv4Addr::new(10, 244, 0, 9));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

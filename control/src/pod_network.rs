@@ -73,6 +73,15 @@ impl PodNetwork {
         }
     }
 
+    /// The MTU pods must have for their packets to cross an uplink of MTU `uplink_mtu`: less
+    /// the VXLAN header in vxlan mode (the CNI plugin's default MTU).
+    pub fn pod_mtu(self, uplink_mtu: u16) -> u16 {
+        match self {
+            PodNetwork::Vxlan { .. } => uplink_mtu.saturating_sub(switch::wire::vxlan::OVERHEAD as u16),
+            PodNetwork::Routed => uplink_mtu,
+        }
+    }
+
     /// The UDP port tunnel frames come in on (none in routed mode).
     pub fn vxlan_port(self) -> Option<u16> {
         match self {

@@ -115,9 +115,10 @@ fn name<T: serde::Serialize>(v: &T) -> String {
 }
 
 fn print_status(v: &replies::Status) {
-    let rows: [(&str, String); 11] = [
+    let rows: [(&str, String); 12] = [
         ("node", v.node.clone()),
         ("pod_cidr", v.pod_cidr.clone()),
+        ("pod_mtu", v.pod_mtu.map_or_else(|| "- (no uplink)".into(), |m| m.to_string())),
         ("internal_ip", v.internal_ip.clone()),
         ("manifests_dir", v.manifests_dir.clone()),
         ("applied_digest", v.applied_digest.clone()),

@@ -33,6 +33,10 @@ impl<'a, T> Answer<'a, T> {
 pub struct Status {
     pub node: String,
     pub pod_cidr: String,
+    /// The MTU the node's pods must have (the uplink's, less the VXLAN header in vxlan mode);
+    /// none without an uplink. What the CNI plugin gives pods unless configured otherwise.
+    #[serde(default)]
+    pub pod_mtu: Option<u16>,
     pub internal_ip: String,
     pub manifests_dir: String,
     pub applied_digest: String,
@@ -345,6 +349,7 @@ mod tests {
         let s = Status {
             node: "n".into(),
             pod_cidr: "10.244.0.0/24".into(),
+            pod_mtu: Some(1450),
             internal_ip: "172.18.0.2".into(),
             manifests_dir: "/m".into(),
             applied_digest: "d".into(),
@@ -366,7 +371,7 @@ mod tests {
         assert_eq!(
             keys(&v),
             [
-                "ok", "node", "pod_cidr", "internal_ip", "manifests_dir", "applied_digest", "tables_version", "ports_wanted",
+                "ok", "node", "pod_cidr", "pod_mtu", "internal_ip", "manifests_dir", "applied_digest", "tables_version", "ports_wanted",
                 "ports_attached", "pending_ports", "unreachable_nodes", "problems", "ignored_objects", "last_error", "uptime_s", "workers",
                 "kubernetes_api"
             ]

@@ -462,6 +462,23 @@ impl KubeSource {
         self.take(u).ok_or(RecvTimeoutError::Timeout)
     }
 
+    /// As [`Self::recv_timeout`], but also returns (`Timeout`) as soon as `wake` fires (what
+    /// `wake` carries is left for its owner to take).
+    pub fn recv_timeout_or(&mut self, timeout: Duration, wake: &crossbeam::channel::Receiver<()>) -> Result<&Manifests, RecvTimeoutError> {
+        let mut sel = crossbeam::channel::Select::new();
+        let updates = sel.recv(&self.rx);
+        sel.recv(wake);
+        match sel.ready_timeout(timeout) {
+            Ok(i) if i == updates => self.recv_timeout(Duration::ZERO),
+            _ => Err(RecvTimeoutError::Timeout),
+        }
+    }
+
+    /// The view held: the last complete view with every update taken in since.
+    pub fn view(&self) -> &Manifests {
+        self.keeper.view()
+    }
+
     /// The next view if an update is waiting.
     pub fn try_recv(&mut self) -> Option<&Manifests> {
         let u = self.rx.try_recv().ok()?;

@@ -88,6 +88,8 @@ pub(crate) struct Switch {
     desired_from: Option<u64>,
     /// Sentences about pods: unreadable ones, and those `desired` cannot wire.
     pod_problems: Vec<String>,
+    /// Sentences about the CNI plugin's records that cannot be used.
+    cni_problems: Vec<String>,
     /// The other nodes.
     remote: Vec<RemoteNode>,
     /// Sentences about the other nodes not reachable (yet), and the uplink's next hops.
@@ -144,6 +146,7 @@ impl Switch {
             desired: Vec::new(),
             desired_from: None,
             pod_problems: Vec::new(),
+            cni_problems: Vec::new(),
             remote: Vec::new(),
             network_problems: Vec::new(),
             unreachable_nodes: Vec::new(),
@@ -254,6 +257,7 @@ impl Switch {
             self.policy = Some(Arc::new(c));
         }
         let mut problems = self.pod_problems.clone();
+        problems.extend(self.cni_problems.iter().cloned());
         problems.extend(node_problems);
         problems.extend(compiled.problems.iter().cloned());
         problems.extend(self.policy.iter().flat_map(|p| p.problems.iter().cloned()));
@@ -284,6 +288,14 @@ impl Switch {
         self.last_sync = Some((t0.elapsed(), SystemTime::now()));
         self.publish_snapshot();
         Ok(())
+    }
+
+    /// Takes in the pods the CNI plugin wired on this node ([`crate::cni_records`]): true when
+    /// that changes the pods, and the caller is to apply the view in force again (which wires
+    /// or unwires their ports and compiles what reads pods).
+    pub fn set_cni_pods(&mut self, a: crate::cni_records::PodAddresses) -> bool {
+        self.cni_problems = a.problems;
+        self.pods.set_attachments(&self.cfg.node.name, a.pods)
     }
 
     /// Records a view that was not applied (counted, shown by `show status`).

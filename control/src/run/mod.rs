@@ -14,6 +14,9 @@
 //!   `show status`) while the tables in force stay in force. Pod ports whose interface is
 //!   missing are retried every second and listed as pending.
 //! - Every view is applied incrementally (`apply.rs`): its cost follows what changed.
+//! - The CNI plugin's attachment records (`--cni-data-dir`, [`crate::cni_records`]) are
+//!   followed by inotify (`cni_watch.rs`): a pod the plugin wired has its port as soon as the
+//!   record is written, with or without a Pod object; the records found at start are adopted.
 //! - Readers (`show` over the control socket, [`show_handler`]; `/metrics`, [`metrics_view`];
 //!   the verdict log collector, [`flows`]) read what the apply side publishes (`shared.rs`).
 //! - With `--uplink`, the uplink's next hops (the default gateway unless
@@ -23,6 +26,7 @@
 //!   neighbour entries the switch made.
 pub mod affinity;
 mod apply;
+mod cni_watch;
 pub mod flows;
 pub mod host_port;
 pub mod metrics_view;
@@ -118,6 +122,12 @@ pub struct RunArgs {
     /// How long a next hop's MAC the kernel has not confirmed stays in the tables.
     #[arg(long, value_name = "SECONDS", default_value_t = crate::neighbours::DEFAULT_EXPIRY.as_secs())]
     pub neighbour_expiry: u64,
+    /// Where the CNI plugin (`podswitch-cni`) records the pods it wired, in this directory or
+    /// one level down (its `dataDir`, by default this directory and the network's name). The
+    /// switch wires a pod from its record as soon as ADD writes it, before the Pod object has
+    /// status.podIP (kubelet writes that after ADD), and adopts the recorded pods at start.
+    #[arg(long, value_name = "DIR", default_value = crate::cni_records::DEFAULT_DATA_DIR)]
+    pub cni_data_dir: PathBuf,
     /// Start even if some pods' interfaces do not exist yet (they are retried every second).
     #[arg(long)]
     pub allow_missing_interfaces: bool,
@@ -162,8 +172,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     let mut running = startup::start(&args)?;
     let stop = std::sync::Arc::clone(&running.stop);
     match &mut running.source {
-        Source::Directory(w) => watch::follow_directory(&mut running.switch, w, &stop),
-        Source::Api(src) => watch::follow_api(&mut running.switch, src, &stop),
+        Source::Directory(w) => watch::follow_directory(&mut running.switch, w, &mut running.cni, &stop),
+        Source::Api(src) => watch::follow_api(&mut running.switch, src, &mut running.cni, &stop),
     }
     drop(running);
     Ok(0)

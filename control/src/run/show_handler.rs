@@ -58,6 +58,7 @@ fn status(shared: &Shared, s: &Snapshot, dp: &Dataplane) -> replies::Status {
     replies::Status {
         node: s.node.name.clone(),
         pod_cidr: s.node.pod_cidr.to_string(),
+        pod_mtu: s.uplink.as_ref().map(|u| u.pod_network.pod_mtu(u.mtu)),
         internal_ip: s.node.internal_ip.to_string(),
         manifests_dir: s.dir.display().to_string(),
         applied_digest: s.applied_digest.clone(),

@@ -3,7 +3,8 @@
 //! Contract: [`start`] keeps the control threads off the worker cores, reads the first view
 //! (manifest directory or Kubernetes API), checks the uplink and the pods' interfaces, binds
 //! the control socket, creates the host port, starts the workers, applies the first view
-//! (attaching the host port first, then the uplink and every local pod's port), then starts
+//! (attaching the host port first, then the uplink and every local pod's port, the pods the
+//! CNI plugin recorded included: they are adopted), then starts
 //! the metrics endpoint, the control socket's server, the signal handlers and the verdict log
 //! collector. Each thing made is recorded in the returned [`Running`]'s [`Teardown`] as soon
 //! as it exists, so a failure at any step (returned as a [`StartError`]) leaves nothing
@@ -19,6 +20,7 @@ use switch::dataplane::{Dataplane, DataplaneConfig, DataplaneError};
 use switch::tables::{PortKind, Tables};
 
 use super::apply::{self, ApplyError, Switch};
+use super::cni_watch::CniWatch;
 use super::shared::{Shared, Snapshot};
 use super::teardown::Teardown;
 use super::watch::{self, DirWatch, WatchError};
@@ -86,6 +88,8 @@ pub(crate) struct Running {
     pub source: Source,
     /// Set by SIGTERM and SIGINT.
     pub stop: Arc<AtomicBool>,
+    /// The CNI plugin's records.
+    pub cni: CniWatch,
     _metrics: Option<metrics::MetricsServer>,
     /// Last: undoes the rest once the fields above are gone.
     _teardown: Teardown,
@@ -179,12 +183,19 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
         services: crate::services::ServiceConfig { service_cidrs: args.service_cidrs.clone(), ..Default::default() },
         uplink_filter: crate::uplink_filter::UplinkConfig { vxlan_port: pod_network.vxlan_port(), ..Default::default() },
     });
+    // The pods the CNI plugin wired before the switch started are adopted with the first view.
+    let mut cni = CniWatch::new(&args.cni_data_dir);
+    if let Some(a) = cni.changed() {
+        sw.set_cni_pods(a);
+    }
     sw.apply(&m)?;
     drop(m);
-    let fatal = sw
-        .pending
-        .iter()
-        .find(|(k, _)| k.as_str() == compile::HOST_KEY || k.as_str() == compile::UPLINK_KEY || !args.allow_missing_interfaces);
+    // A pod only a CNI record names (its Pod object not here yet) may have gone with its
+    // sandbox: its port waits (listed as pending) rather than stopping the start.
+    let object_pods: std::collections::BTreeSet<String> = pods.iter().map(model::PodInfo::key).collect();
+    let fatal = sw.pending.iter().find(|(k, _)| {
+        k.as_str() == compile::HOST_KEY || k.as_str() == compile::UPLINK_KEY || (!args.allow_missing_interfaces && object_pods.contains(k.as_str()))
+    });
     if let Some((port, error)) = fatal {
         return Err(StartError::Attach { port: port.clone(), error: error.clone() });
     }
@@ -217,7 +228,7 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(StartError::Signals)?;
     }
     flows::start_collector(Arc::clone(&shared), Arc::clone(&stop)).map_err(StartError::Collector)?;
-    Ok(Running { switch: sw, source, stop, _metrics: metrics, _teardown: teardown })
+    Ok(Running { switch: sw, source, stop, cni, _metrics: metrics, _teardown: teardown })
 }
 
 fn dataplane_config(args: &RunArgs, allowed_cores: Vec<usize>) -> DataplaneConfig {

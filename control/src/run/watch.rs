@@ -10,7 +10,9 @@
 //!   reported once (log) and recorded (`show status`) while the tables in force stay; between
 //!   views, ports that wait for their interface are retried (every 500 ms at most), and a
 //!   change of the uplink's resolved gateway is taken in (`Switch::follow_neighbours`, at
-//!   least every 500 ms). Both return when `stop` is set (SIGTERM, SIGINT).
+//!   least every 500 ms). They also wait on the CNI plugin's records ([`CniWatch`]): a change
+//!   there is taken in at once and the view in force applied again (the directory read again,
+//!   the API source's view held). Both return when `stop` is set (SIGTERM, SIGINT).
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -19,6 +21,7 @@ use crossbeam::channel::{Receiver, Sender};
 use notify::Watcher;
 
 use super::apply::Switch;
+use super::cni_watch::CniWatch;
 use crate::kube_source::KubeSource;
 use crate::manifests::{self, DirSignature, ManifestError, Manifests};
 
@@ -87,9 +90,22 @@ impl DirWatch {
     /// its stat signature is the one last digested (and that was less than
     /// [`FULL_DIGEST_EVERY`] ago).
     pub fn next(&mut self, timeout: Duration) -> DirPoll {
-        if self.rx.recv_timeout(timeout).is_ok() {
-            std::thread::sleep(self.settle);
-            while self.rx.try_recv().is_ok() {}
+        self.next_or(timeout, &crossbeam::channel::never())
+    }
+
+    /// As [`Self::next`], but returns [`DirPoll::Unchanged`] at once when `wake` fires first
+    /// (what `wake` carries is left for its owner to take).
+    pub fn next_or(&mut self, timeout: Duration, wake: &Receiver<()>) -> DirPoll {
+        let mut sel = crossbeam::channel::Select::new();
+        let events = sel.recv(&self.rx);
+        sel.recv(wake);
+        match sel.ready_timeout(timeout) {
+            Ok(i) if i == events => {
+                std::thread::sleep(self.settle);
+                while self.rx.try_recv().is_ok() {}
+            }
+            Ok(_) => return DirPoll::Unchanged,
+            Err(_) => {}
         }
         let signature = manifests::dir_signature(&self.dir).ok();
         if let (Some(sig), Some((last, at))) = (&signature, &self.digested) {
@@ -126,11 +142,20 @@ impl Refused {
 }
 
 /// The event loop over a manifest directory (see the module contract).
-pub(crate) fn follow_directory(sw: &mut Switch, watch: &mut DirWatch, stop: &AtomicBool) {
+pub(crate) fn follow_directory(sw: &mut Switch, watch: &mut DirWatch, cni: &mut CniWatch, stop: &AtomicBool) {
     let mut refused = Refused::default();
     while !stop.load(Ordering::Relaxed) {
         sw.follow_neighbours();
-        let digest = match watch.next(Duration::from_millis(500)) {
+        if cni.changed().is_some_and(|a| sw.set_cni_pods(a)) {
+            match manifests::load_dir(watch.dir()) {
+                Ok(m) => match sw.apply(&m) {
+                    Ok(()) => tracing::info!(ports = sw.attached.len(), pending = sw.pending.len(), "CNI attachments applied"),
+                    Err(e) => refused.record(sw, &m.digest, e.to_string()),
+                },
+                Err(e) => refused.record(sw, "unreadable", e.to_string()),
+            }
+        }
+        let digest = match watch.next_or(Duration::from_millis(500), cni.wake()) {
             DirPoll::Unchanged => {
                 sw.retry_pending();
                 continue;
@@ -169,11 +194,18 @@ pub(crate) fn follow_directory(sw: &mut Switch, watch: &mut DirWatch, stop: &Ato
 }
 
 /// The event loop over the Kubernetes API source (see the module contract).
-pub(crate) fn follow_api(sw: &mut Switch, src: &mut KubeSource, stop: &AtomicBool) {
+pub(crate) fn follow_api(sw: &mut Switch, src: &mut KubeSource, cni: &mut CniWatch, stop: &AtomicBool) {
     let mut refused = Refused::default();
     while !stop.load(Ordering::Relaxed) {
         sw.follow_neighbours();
-        match src.recv_timeout(Duration::from_millis(500)) {
+        if cni.changed().is_some_and(|a| sw.set_cni_pods(a)) {
+            let m = src.view();
+            match sw.apply(m) {
+                Ok(()) => tracing::info!(ports = sw.attached.len(), pending = sw.pending.len(), "CNI attachments applied"),
+                Err(e) => refused.record(sw, &m.digest, e.to_string()),
+            }
+        }
+        match src.recv_timeout_or(Duration::from_millis(500), cni.wake()) {
             Ok(m) => match sw.apply(m) {
                 Ok(()) => {
                     refused.clear();
