@@ -757,6 +757,18 @@ mod tests {
     }
 
     #[test]
+    fn a_conflist_path_that_cannot_be_read_is_a_clear_error() {
+        let s = Scratch::new("unreadable");
+        let o = s.options();
+        fs::create_dir_all(o.conflist_path()).unwrap();
+        let e = install(&o).unwrap_err();
+        assert_eq!(e.to_string(), format!("cannot read {}", o.conflist_path().display()));
+        assert!(!o.binary_path().exists(), "nothing written");
+        let u = UninstallOptions { bin_dir: o.bin_dir.clone(), conf_dir: o.conf_dir.clone(), conf_file: o.conf_file.clone() };
+        assert!(matches!(uninstall(&u), Err(InstallError::Read { .. })));
+    }
+
+    #[test]
     fn a_conflist_that_is_not_podswitchs_is_left_alone() {
         let s = Scratch::new("foreign");
         let o = s.options();
