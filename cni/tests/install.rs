@@ -11,8 +11,8 @@
 //! 1.0.0) and `waitForSwitch: false` (no switch runs here: with_switch.rs covers the wait).
 //! The runtime's side (host interfaces, iptables, ifb) is a namespace of the test's own.
 //!
-//! Needs root, the reference plugins and `go` with libcni (scripts/test.sh installs
-//! `containernetworking-plugins`, `golang-go`, `golang-github-appc-cni-dev`); without them it
+//! Needs root, the reference plugins, iptables and `go` with libcni (scripts/test.sh installs
+//! `containernetworking-plugins`, `iptables`, `golang-go`, `golang-github-appc-cni-dev`); without them it
 //! skips, or fails when CI is set. Everything is removed on drop, also when an assertion fails.
 #[path = "../../test-support/needs_root.rs"]
 mod needs_root;
@@ -90,6 +90,9 @@ fn an_installed_conflist_chains_the_meta_plugins_and_honours_the_runtimes_capabi
     }
     if let Some(p) = CHAINED.iter().chain(&["host-local"]).find(|p| !Path::new(REFERENCE).join(p).is_file()) {
         return skip_or_fail(test, &format!("{REFERENCE}/{p} is not installed (Debian package containernetworking-plugins)"));
+    }
+    if Command::new("iptables-save").arg("--version").output().is_err() {
+        return skip_or_fail(test, "iptables is not installed (Debian package iptables; portmap writes its rules with it)");
     }
     let driver = match driver::build_driver() {
         Ok(d) => d,
