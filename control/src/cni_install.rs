@@ -40,8 +40,10 @@ pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
 pub const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d";
 pub const DEFAULT_CONF_FILE: &str = "10-podswitch.conflist";
 pub const DEFAULT_NAME: &str = "podswitch";
-/// The configuration version written unless asked otherwise (the newest podswitch-cni speaks).
-pub const DEFAULT_CNI_VERSION: &str = "1.1.0";
+/// The configuration version written unless asked otherwise: the newest that runtimes built
+/// on libcni before 1.2 (containerd 1.7, Debian 12's libcni) and the reference plugins before
+/// 1.2 read. 1.1.0 adds STATUS and GC, for runtimes that speak it.
+pub const DEFAULT_CNI_VERSION: &str = "1.0.0";
 /// The configuration versions podswitch-cni accepts.
 pub const CNI_VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
 
@@ -443,9 +445,10 @@ pub struct InstallArgs {
     /// --bin-dir (the CNI reference plugins).
     #[arg(long, value_enum, value_name = "LIST", value_delimiter = ',')]
     pub chain: Vec<Chained>,
-    /// The configuration's cniVersion. Runtimes built on libcni before 1.2 (containerd 1.7,
-    /// for one) fail on 1.1.0 ("unsupported CNI result version"), and older reference plugins
-    /// (Debian 12's) speak at most 1.0.0: give 1.0.0 for them (no STATUS and GC then).
+    /// The configuration's cniVersion. 1.1.0 adds STATUS and GC, but runtimes built on libcni
+    /// before 1.2 (containerd 1.7, for one) fail on it ("unsupported CNI result version"), and
+    /// older reference plugins (Debian 12's) speak at most 1.0.0: give 1.1.0 only where the
+    /// runtime and the chained plugins speak it.
     #[arg(long, value_name = "VERSION", default_value = DEFAULT_CNI_VERSION, value_parser = clap::builder::PossibleValuesParser::new(CNI_VERSIONS))]
     pub cni_version: String,
     /// The pods' MTU (in vxlan mode the uplink's less 50) [default: the plugin's].
@@ -623,7 +626,7 @@ mod tests {
         let o = InstallOptions::new("/x/podswitch-cni");
         assert_eq!(
             conflist(&o),
-            json!({ "cniVersion": "1.1.0", "name": "podswitch", "plugins": [
+            json!({ "cniVersion": "1.0.0", "name": "podswitch", "plugins": [
                 { "type": "podswitch-cni", "capabilities": { "ips": true }, "ipam": { "type": "host-local" } }
             ]})
         );
@@ -708,15 +711,16 @@ mod tests {
         assert!(msg.contains("tuning is not in") && msg.contains(&o.bin_dir.display().to_string()) && msg.contains("containernetworking-plugins"), "{msg}");
         assert_eq!(s.installed(), ["bin/bandwidth"], "nothing written");
 
-        // Debian 12's reference plugins speak up to 1.0.0.
+        // Debian 12's reference plugins speak up to 1.0.0: a 1.1.0 configuration is refused.
         s.chained(&o.bin_dir, "tuning", r#""0.3.1","0.4.0","1.0.0""#);
-        let e = install(&o).unwrap_err();
+        let e = install(&InstallOptions { cni_version: "1.1.0".into(), ..o.clone() }).unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, InstallError::ChainedVersion { .. }), "{e:?}");
         assert!(msg.contains("tuning speaks CNI 0.3.1, 0.4.0, 1.0.0, not 1.1.0") && msg.contains("--cni-version"), "{msg}");
         assert_eq!(s.installed(), ["bin/bandwidth", "bin/tuning"], "nothing written");
 
-        let done = install(&InstallOptions { cni_version: "1.0.0".into(), ..o.clone() }).unwrap();
+        let done = install(&o).unwrap();
+        assert_eq!(done.config["cniVersion"], "1.0.0", "the default version");
         assert_eq!(done.config["plugins"].as_array().unwrap().iter().map(|p| p["type"].as_str().unwrap()).collect::<Vec<_>>(), ["podswitch-cni", "bandwidth", "tuning"]);
 
         // A file that is not a plugin.
