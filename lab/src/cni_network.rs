@@ -4,18 +4,21 @@
 //! live) with `CNI_NETNS` the pod's namespace.
 //!
 //! Contract:
-//! - Everything lives under `/run/podswitch/lab/cni` (so `lab down` removes it with the lab):
-//!   `bin/` holds `podswitch-cni` (a link to the one found next to the lab's executable, then on
+//! - Everything lives under `/run/podswitch/lab/cni` (so `lab down` removes it with the lab),
+//!   installed by `podswitch cni install`'s own function ([`install`], `cni_install::install`):
+//!   `bin/podswitch-cni` (copied from the one found next to the lab's executable, then on
 //!   PATH); per node `NODE/net.d/10-podswitch.conflist` ([`conf_dir`]), the plugin's attachment
-//!   records `NODE/attachments` (its `dataDir`), host-local's leases `NODE/ipam` (its
-//!   `ipam.dataDir`) and the runtime's result cache `NODE/cache`.
+//!   records `NODE/attachments` (its `dataDir`, which the node's switch follows), host-local's
+//!   leases `NODE/ipam` (its `ipam.dataDir`) and the runtime's result cache `NODE/cache`.
 //! - The plugins are looked for in `bin/`, then in [`REFERENCE_PLUGINS`] (host-local, portmap,
 //!   ...): [`cni_path`], which `lab exec NODE` exports as `CNI_PATH` with `NETCONFPATH` the
 //!   node's [`conf_dir`] (cnitool's names).
-//! - The conflist (network `podswitch`, CNI 1.1.0) has one plugin, `podswitch-cni` with
-//!   capability `ips`, `ipam` host-local over the node's pod CIDR, the pods' MTU, the node
-//!   switch's `controlSocket` and `waitForSwitch: false`: the lab builds pods before it starts
-//!   their switch (and with the switch stopped), and waits for the switch's ports itself.
+//! - The conflist is what `podswitch cni install` writes by default (network `podswitch`, CNI
+//!   1.0.0, which runtimes on libcni before 1.2 need), `podswitch-cni` alone with capability
+//!   `ips` and host-local IPAM, given the node's pod CIDR, the pods' MTU, the node switch's
+//!   `controlSocket`, the directories above and `waitForSwitch: false`: the lab builds pods
+//!   before it starts their switch (and with the switch stopped), and waits for the switch's
+//!   ports itself.
 //! - A lab pod's container ID is its namespace's name (`psl_NS_NAME`), its interface `eth0`;
 //!   ADD passes its planned address as `runtimeConfig.ips` (so the plan decides the IPs and
 //!   host-local records them), then CHECK. An ADD or CHECK that fails is followed by DEL (as
@@ -28,7 +31,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde_json::{json, Value};
@@ -36,16 +39,15 @@ use serde_json::{json, Value};
 use super::cni_runtime::{Attachment, ConfList, Runtime};
 use super::netns;
 use super::state::{self, NodeSwitch, PodState, State};
+use podswitch_control::cni_install::{self, InstallOptions};
 use podswitch_control::cni_records;
 
-/// The network's name (the conflist's `name`).
-pub const NETWORK_NAME: &str = "podswitch";
 /// The conflist's file name, as `podswitch cni install` writes it.
-pub const CONFLIST_FILE: &str = "10-podswitch.conflist";
+pub const CONFLIST_FILE: &str = cni_install::DEFAULT_CONF_FILE;
 /// Where Debian's `containernetworking-plugins` puts the reference plugins.
 pub const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
 /// The plugin's executable.
-pub const PLUGIN: &str = "podswitch-cni";
+pub const PLUGIN: &str = cni_install::PLUGIN_TYPE;
 /// The pod side's interface name.
 pub const POD_IFNAME: &str = "eth0";
 
@@ -88,43 +90,35 @@ pub fn cni_path_var() -> String {
     cni_path().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
 }
 
-/// Puts `podswitch-cni` into [`bin_dir`].
-pub fn install_plugin() -> anyhow::Result<()> {
-    let plugin = podswitch_control::sibling::find(PLUGIN)?;
-    let dir = bin_dir();
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let link = dir.join(PLUGIN);
-    let _ = fs::remove_file(&link);
-    std::os::unix::fs::symlink(&plugin, &link).with_context(|| format!("cannot link {} to {}", link.display(), plugin.display()))
-}
-
-/// The conflist of node `n` whose pods have MTU `mtu`.
-// To be replaced by `podswitch_control::cni_install` (issue #12 part 5) once it is on main:
-// the lab should write what `podswitch cni install` writes.
-fn conflist(n: &NodeSwitch, mtu: u16) -> Value {
-    json!({
-        "cniVersion": "1.1.0",
-        "name": NETWORK_NAME,
-        "plugins": [{
-            "type": PLUGIN,
-            "capabilities": {"ips": true},
-            "ipam": {"type": "host-local", "ranges": [[{"subnet": n.pod_cidr}]], "dataDir": ipam_dir(&n.name)},
-            "podCIDR": n.pod_cidr,
-            "mtu": mtu,
-            "controlSocket": n.control_socket,
-            "dataDir": data_dir(&n.name),
-            "waitForSwitch": false,
-        }],
+/// What `podswitch cni install` would be given for node `n` whose pods have MTU `mtu`, with
+/// the plugin binary `plugin` (see the module contract).
+fn install_options(n: &NodeSwitch, mtu: u16, plugin: &Path) -> anyhow::Result<InstallOptions> {
+    let pod_cidr = n.pod_cidr.parse().with_context(|| format!("node {}'s pod CIDR {:?}", n.name, n.pod_cidr))?;
+    Ok(InstallOptions {
+        bin_dir: bin_dir(),
+        conf_dir: conf_dir(&n.name),
+        mtu: Some(mtu.into()),
+        pod_cidr: Some(pod_cidr),
+        control_socket: Some(n.control_socket.clone()),
+        data_dir: Some(data_dir(&n.name)),
+        ipam_data_dir: Some(ipam_dir(&n.name)),
+        wait_for_switch: false,
+        ..InstallOptions::new(plugin)
     })
 }
 
-/// Writes the conflist of every node of `st` (see the module contract).
-pub fn write_conflists(st: &State) -> anyhow::Result<()> {
+/// Installs the plugin and every node's conflist with `podswitch cni install`'s own function,
+/// where either is missing or differs from what the lab's state asks for (so the supervisor's
+/// rounds cost a comparison, not a copy of the plugin).
+pub fn install(st: &State) -> anyhow::Result<()> {
+    let plugin = podswitch_control::sibling::find(PLUGIN)?;
     for n in st.node_switches() {
-        let dir = conf_dir(&n.name);
-        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let text = serde_json::to_string_pretty(&conflist(&n, st.switch.pod_mtu())).expect("serializes");
-        state::write_atomic(&conflist_path(&n.name), text.as_bytes())?;
+        let o = install_options(&n, st.switch.pod_mtu(), &plugin)?;
+        let current = fs::read(o.conflist_path()).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        if current.as_ref() == Some(&cni_install::conflist(&o)) && o.binary_path().is_file() {
+            continue;
+        }
+        cni_install::install(&o).with_context(|| format!("cannot install the CNI network of node {}", n.name))?;
     }
     Ok(())
 }

@@ -95,9 +95,11 @@ pub fn delete(name: &str) -> anyhow::Result<()> {
 }
 
 /// Creates the node namespace `netns` (its InternalIP goes on its uplink once that exists:
-/// [`address_node_uplink`]).
+/// [`address_node_uplink`]). It forwards IPv4, as a Kubernetes node must (kubelet checks it):
+/// what the node's kernel DNATs to a pod (portmap's hostPorts) goes on to the switch.
 pub fn create_node(netns: &str) -> anyhow::Result<()> {
-    add(netns)
+    add(netns)?;
+    sysctl(netns, "net.ipv4.ip_forward", "1")
 }
 
 /// Gives the node in `netns` its InternalIP on its uplink `uplink`, with the underlay's prefix

@@ -4,7 +4,8 @@
 //! 0. nodes: in a lab with an underlay (several nodes), Nodes after the first may be added
 //!    (namespace, uplink on the underlay, InternalIP) and removed; the first node stays, and a
 //!    one-node lab cannot grow (both need `lab down` and `lab up`); a node's InternalIP moves
-//!    live; every node's CNI conflist is (re)written ([`cni_network::write_conflists`]);
+//!    live; every node's CNI network is installed where it is missing or out of date
+//!    ([`cni_network::install`]);
 //! 1. pods whose IP or node changed are removed first (their interface name is reused);
 //! 2. new pods get their namespace ([`netns::create_pod`]), then their interface through the
 //!    lab's CNI network ([`cni_network::add_pod`]: CNI ADD, as a container runtime does it),
@@ -190,7 +191,7 @@ pub fn reconcile(
     }
     st.node = first;
     st.more_nodes = more;
-    cni_network::write_conflists(st)?;
+    cni_network::install(st)?;
     let netns_of = |name: &str, st: &State| st.node_netns_of(name).unwrap_or_else(|| state::NODE_NETNS.to_string());
     // 1. Pods whose IP or node changed go first.
     let readdressed: Vec<String> = st

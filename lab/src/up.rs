@@ -181,8 +181,6 @@ fn build(
     let mut log = |m: &str| {
         let _ = writeln!(log_file, "{} {m}", state::timestamp());
     };
-    // The lab plays the container runtime: its pods get their interfaces from podswitch-cni.
-    super::cni_network::install_plugin()?;
     let mut children = Vec::new();
     let result = super::pods::reconcile(st, plan, exe, &mut children, &mut log);
     st.save()?;

@@ -7,10 +7,12 @@
 //!
 //! Contract:
 //! - As the other lab tests: root (else SKIPPED), one lab per machine ([`labkit::Hold`]).
+//! - The runtime's ADD waits for the switch (`waitForSwitch` on in its copy of the lab's conflist),
+//!   so the port is attached before the Pod object exists (the switch follows the records).
 //! - The runtime is libcni (the Go library containerd and CRI-O use), the driver of
-//!   `cni/tests/libcni_driver`, built here offline with Debian's Go. Debian's libcni (1.1.2)
-//!   speaks up to CNI 1.0.0, so it is given the lab's conflist with `cniVersion` 1.0.0; without
-//!   Go or libcni the test is SKIPPED (under CI it fails).
+//!   `cni/tests/libcni_driver`, built here offline with Debian's Go (its libcni 1.1.2 speaks up
+//!   to CNI 1.0.0, the version the lab's conflist has); without Go or libcni the test is
+//!   SKIPPED (under CI it fails).
 //! - The test's pod is `x/own` in the namespace `psl_x_own` (the lab's naming, so that `lab
 //!   down` removes it if the test fails half-way), container ID `own-1`.
 use std::fs;
@@ -131,8 +133,12 @@ fn a_pod_added_by_a_runtime_of_the_tests_own_reaches_lab_pods_and_back() {
     let mut list: Value =
         serde_json::from_slice(&fs::read(Path::new(&conf_dir).join("10-podswitch.conflist")).unwrap()).unwrap();
     assert_eq!(list["plugins"][0]["type"], "podswitch-cni", "{list}");
-    // Debian's libcni speaks up to 1.0.0 (see the module contract).
-    list["cniVersion"] = "1.0.0".into();
+    // The lab's own ADDs do not wait for the switch (it builds pods before it starts the
+    // switches); this runtime's does: ADD returns once the node's switch attached the port,
+    // from the plugin's record alone.
+    assert_eq!(list["cniVersion"], "1.0.0", "what cni install writes, and Debian's libcni speaks: {list}");
+    assert_eq!(list["plugins"][0]["waitForSwitch"], false, "{list}");
+    list["plugins"][0]["waitForSwitch"] = true.into();
     // The runtime's files, outside the manifest directory.
     let rt_dir = RuntimeDir(hold.dir.with_extension("runtime"));
     fs::create_dir_all(&rt_dir.0).unwrap();
@@ -153,6 +159,8 @@ fn a_pod_added_by_a_runtime_of_the_tests_own_reaches_lab_pods_and_back() {
     assert!(sh("ip", &["-n", "psl-node", "-o", "link"]).contains(&host_if), "the host side is in the node");
     let record = Path::new(&conf_dir).join("../attachments").join(format!("{CONTAINER_ID}:eth0.json"));
     assert!(record.is_file(), "{}", record.display());
+    let ports = ok(&["show", "ports", "--json"]);
+    assert!(ports.contains(&host_if), "the switch attached the port before there is a Pod object: {ports}");
 
     // The pod's server, then its Pod object (no status.podIP: the lab reports the attachment's).
     let ready = rt_dir.0.join("own.ready");
