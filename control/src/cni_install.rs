@@ -97,6 +97,9 @@ pub struct InstallOptions {
     pub pod_cidr: Option<Ipv4Net>,
     pub control_socket: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
+    /// host-local's `dataDir` (its leases; default /var/lib/cni/networks), written into the
+    /// `ipam` section only when set (the lab keeps each node's under its run directory).
+    pub ipam_data_dir: Option<PathBuf>,
     /// False writes `"waitForSwitch": false` (tests and runtimes without a switch).
     pub wait_for_switch: bool,
 }
@@ -116,6 +119,7 @@ impl InstallOptions {
             pod_cidr: None,
             control_socket: None,
             data_dir: None,
+            ipam_data_dir: None,
             wait_for_switch: true,
         }
     }
@@ -215,6 +219,9 @@ pub fn conflist(o: &InstallOptions) -> Value {
     }
     if let Some(d) = &o.data_dir {
         ours["dataDir"] = json!(d);
+    }
+    if let Some(d) = &o.ipam_data_dir {
+        ours["ipam"]["dataDir"] = json!(d);
     }
     if !o.wait_for_switch {
         ours["waitForSwitch"] = json!(false);
@@ -463,6 +470,9 @@ pub struct InstallArgs {
     /// Where the plugin records its attachments [default: the plugin's].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where host-local keeps its leases [default: host-local's, /var/lib/cni/networks].
+    #[arg(long, value_name = "DIR")]
+    pub ipam_data_dir: Option<PathBuf>,
     /// ADD does not wait for the switch to attach the port (for tests and runtimes without a
     /// switch; a real node wants the wait).
     #[arg(long)]
@@ -515,6 +525,7 @@ impl InstallArgs {
             pod_cidr: self.pod_cidr,
             control_socket: self.control_socket.clone(),
             data_dir: self.data_dir.clone(),
+            ipam_data_dir: self.ipam_data_dir.clone(),
             wait_for_switch: !self.no_wait_for_switch,
         })
     }
@@ -661,6 +672,8 @@ mod tests {
         let only_cidr = install_args(&["--plugin", "/p", "--pod-cidr", "10.1.0.0/16"]).options().unwrap();
         assert_eq!(conflist(&only_cidr)["plugins"][0]["podCIDR"], json!("10.1.0.0/16"));
         assert_eq!(conflist(&only_cidr)["plugins"][0].as_object().unwrap().len(), 4);
+        let only_leases = install_args(&["--plugin", "/p", "--ipam-data-dir", "/run/leases"]).options().unwrap();
+        assert_eq!(conflist(&only_leases)["plugins"][0]["ipam"], json!({ "type": "host-local", "dataDir": "/run/leases" }));
         assert!(Cli::try_parse_from(["cni", "install", "--chain", "flannel"]).is_err(), "only the reference meta plugins chain");
         assert!(Cli::try_parse_from(["cni", "install", "--cni-version", "0.3.1"]).is_err(), "only the versions podswitch-cni speaks");
     }

@@ -5,7 +5,8 @@
 //! Contract:
 //! - [`podswitch_bin`] is the `podswitch` of this build's target directory, beside
 //!   `podswitch-lab`; `cargo test` builds only this package's binary, so the first call runs
-//!   `cargo build -p podswitch-control --bin podswitch` (same profile) to make it current.
+//!   `cargo build -p podswitch-control --bin podswitch -p podswitch-cni` (same profile) to make
+//!   them current (the lab wires its pods through `podswitch-cni`, which it finds beside it).
 //! - [`root_or_skip`]: a test that needs root runs as root; without root it prints
 //!   `SKIPPED: <test> needs root` and passes, except when `CI` is set: then it fails.
 //! - [`Hold::new`] returns None (after [`root_or_skip`]'s SKIPPED line) unless root.
@@ -42,13 +43,14 @@ pub fn podswitch_bin() -> &'static Path {
     BIN.get_or_init(|| {
         let dir = Path::new(LAB_BIN).parent().expect("the lab binary is in a directory");
         let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-        build.args(["build", "--quiet", "-p", "podswitch-control", "--bin", "podswitch"]);
+        // The lab wires its pods through podswitch-cni, found next to it.
+        build.args(["build", "--quiet", "-p", "podswitch-control", "--bin", "podswitch", "-p", "podswitch-cni", "--bin", "podswitch-cni"]);
         // target/debug or target/release: the profile this test was built with.
         if dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
         let status = build.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p podswitch-control --bin podswitch failed");
+        assert!(status.success(), "cargo build -p podswitch-control --bin podswitch -p podswitch-cni failed");
         let bin = dir.join("podswitch");
         assert!(bin.exists(), "{} was not built", bin.display());
         bin
