@@ -42,6 +42,7 @@ pub mod nodes;
 pub mod pod_network;
 pub mod pods;
 pub mod policy;
+pub mod rtnl;
 pub mod run;
 pub mod services;
 pub mod show;
