@@ -14,8 +14,7 @@
 //! Needs root, the reference plugins, iptables and `go` with libcni (scripts/test.sh installs
 //! `containernetworking-plugins`, `iptables`, `golang-go`, `golang-github-appc-cni-dev`); without them it
 //! skips, or fails when CI is set. Everything is removed on drop, also when an assertion fails.
-#[path = "../../test-support/needs_root.rs"]
-mod needs_root;
+mod common;
 #[path = "libcni_driver/build.rs"]
 mod driver;
 
@@ -26,22 +25,11 @@ use podswitch_control::cni_install::{self, Chained, InstallOptions, Removed, Uni
 use podswitch_control::naming;
 use serde_json::{json, Value};
 
+use common::{needs_root, sh, skip_or_fail};
+
 const BIN: &str = env!("CARGO_BIN_EXE_podswitch-cni");
 const REFERENCE: &str = "/usr/lib/cni";
 const CHAINED: [&str; 3] = ["portmap", "bandwidth", "tuning"];
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn skip_or_fail(test: &str, why: &str) {
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-        panic!("{test}: {why}");
-    }
-    eprintln!("SKIPPED: {test}: {why}");
-}
 
 struct Env {
     prefix: String,

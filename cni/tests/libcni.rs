@@ -8,8 +8,7 @@
 //! released at the end. The switch wait is off (no switch runs here). Needs root, host-local,
 //! tuning and `go` with libcni (scripts/test.sh installs `containernetworking-plugins`,
 //! `golang-go`, `golang-github-appc-cni-dev`); without them it skips, or fails under CI.
-#[path = "../../test-support/needs_root.rs"]
-mod needs_root;
+mod common;
 #[path = "libcni_driver/build.rs"]
 mod driver;
 
@@ -18,20 +17,9 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
+use common::{needs_root, sh, skip_or_fail};
+
 const BIN: &str = env!("CARGO_BIN_EXE_podswitch-cni");
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn skip_or_fail(test: &str, why: &str) {
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-        panic!("{test}: {why}");
-    }
-    eprintln!("SKIPPED: {test}: {why}");
-}
 
 struct Env {
     prefix: String,

@@ -23,35 +23,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod labkit;
-use labkit::{describe, ok, probe, text, Hold};
+#[path = "../../cni/tests/libcni_driver/build.rs"]
+mod driver;
+use labkit::{describe, ok, probe, sh, text, Hold};
 
-const GOPATH: &str = "/usr/share/gocode";
 const NETNS: &str = "psl_x_own";
 const CONTAINER_ID: &str = "own-1";
 
-/// Builds the libcni driver next to this test's binary; Err says what is missing.
-fn build_driver() -> Result<PathBuf, String> {
-    if !Path::new(GOPATH).join("src/github.com/containernetworking/cni/libcni").is_dir() {
-        return Err("libcni is not installed (Debian package golang-github-appc-cni-dev)".into());
-    }
-    let out_dir = std::env::current_exe().map_err(|e| e.to_string())?.parent().unwrap().to_path_buf();
-    let driver = out_dir.join("podswitch-lab-libcni-driver");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cni/tests/libcni_driver");
-    let out = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&driver)
-        .arg(".")
-        .current_dir(&src)
-        .env("GOPATH", GOPATH)
-        .env("GO111MODULE", "off")
-        .env("GOCACHE", out_dir.join("podswitch-lab-gocache"))
-        .output()
-        .map_err(|e| format!("cannot run go (Debian package golang-go): {e}"))?;
-    if !out.status.success() {
-        return Err(format!("go build of the libcni driver failed: {}", text(&out.stderr)));
-    }
-    Ok(driver)
-}
 
 /// The test's pod server (the lab's own `serve`), inside its namespace; killed on drop.
 struct Server(Child);
@@ -95,12 +73,6 @@ fn libcni(driver: &Path, cmd: &str, conflist: &Path, cache: &Path) -> std::proce
     ])
 }
 
-fn sh(cmd: &str, args: &[&str]) -> String {
-    let o = Command::new(cmd).args(args).output().unwrap();
-    assert!(o.status.success(), "{cmd} {args:?}: {}", describe(&o));
-    text(&o.stdout)
-}
-
 /// The first line a TCP server at `ip:port` sends to a client in the test's pod.
 fn connect_from_own_pod(ip: &str, port: u16) -> String {
     let o = Command::new("ip")
@@ -115,7 +87,7 @@ fn connect_from_own_pod(ip: &str, port: u16) -> String {
 fn a_pod_added_by_a_runtime_of_the_tests_own_reaches_lab_pods_and_back() {
     let test = "a_pod_added_by_a_runtime_of_the_tests_own_reaches_lab_pods_and_back";
     let Some(hold) = Hold::new("cni", test, "lab-2pods") else { return };
-    let driver = match build_driver() {
+    let driver = match driver::build_driver() {
         Ok(d) => d,
         Err(why) if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => panic!("{test}: {why}"),
         Err(why) => return eprintln!("SKIPPED: {test}: {why}"),

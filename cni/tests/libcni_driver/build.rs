@@ -1,7 +1,7 @@
 //! Building the libcni driver (main.go next to this file) for the tests that drive the plugin
-//! as a runtime does; each such test includes this file with `#[path]`. Built offline with
-//! Debian's Go against golang-github-appc-cni-dev (`GOPATH=/usr/share/gocode GO111MODULE=off`),
-//! next to the test's binary.
+//! as a runtime does; each such test (here and in lab/tests) includes this file with `#[path]`.
+//! Built offline with Debian's Go against golang-github-appc-cni-dev
+//! (`GOPATH=/usr/share/gocode GO111MODULE=off`), next to the test's binary.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,7 +15,8 @@ pub fn build_driver() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out_dir = exe.parent().unwrap().to_path_buf();
     let driver = out_dir.join("podswitch-cni-libcni-driver");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/libcni_driver");
+    // The including crate's directory is cni/ or a sibling of it.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cni/tests/libcni_driver");
     let out = Command::new("go")
         .args(["build", "-o"])
         .arg(&driver)

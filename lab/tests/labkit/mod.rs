@@ -17,6 +17,9 @@
 //! - Dropping the hold runs `lab down` and removes the directory, also when the test fails.
 //! - [`podswitch`] runs the binary with `PODSWITCH_LAB_NO_SWITCH` removed (a `lab up` starts
 //!   the switch); [`podswitch_env`] sets it when asked.
+//! - [`sh`] runs any other command and asserts it succeeded; [`in_netns`] runs a closure on a
+//!   thread inside a lab namespace (sockets it makes live there); [`skip_or_fail`] is
+//!   [`root_or_skip`]'s rule for another missing prerequisite.
 #![allow(dead_code)]
 use std::collections::BTreeMap;
 use std::fs;
@@ -35,7 +38,28 @@ pub const MACHINE_LOCK: &str = "/run/podswitch-lab-tests.lock";
 
 #[path = "../../../test-support/needs_root.rs"]
 mod needs_root;
-pub use needs_root::root_or_skip;
+#[allow(unused_imports)] // Not every test binary uses both.
+pub use needs_root::{root_or_skip, skip_or_fail};
+
+/// Runs `cmd args`, asserts it succeeded, returns its standard out.
+pub fn sh(cmd: &str, args: &[&str]) -> String {
+    let o = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(o.status.success(), "{cmd} {} failed: {}", args.join(" "), describe(&o));
+    text(&o.stdout)
+}
+
+/// Runs `f` on a thread that entered network namespace `netns` (sockets it makes live there).
+pub fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let ns = fs::File::open(format!("/run/netns/{netns}")).unwrap_or_else(|e| panic!("{netns}: {e}"));
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
 
 /// The `podswitch` binary beside [`LAB_BIN`], built (or brought up to date) on first use.
 pub fn podswitch_bin() -> &'static Path {
