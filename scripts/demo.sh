@@ -24,7 +24,7 @@ fi
 step "installing what is missing, building (release)"
 podswitch_install_rust
 podswitch_install_debs "${PODSWITCH_DEBS[@]}"
-cargo build --release --locked -p podswitch-control -p podswitch-lab 2>&1 | tail -1
+cargo build --release --locked -p podswitch-control -p podswitch-lab -p podswitch-cni 2>&1 | tail -1
 
 step "bringing up the lab (examples/lab-9pods)"
 "$BIN" lab down >/dev/null

@@ -11,8 +11,10 @@ source scripts/lib/deps.sh
 
 podswitch_install_rust
 podswitch_install_debs "${PODSWITCH_DEBS[@]}"
-# The reference CNI plugins (host-local, tuning in /usr/lib/cni) and libcni with Go to build a
-# runtime's driver: cni/tests/ delegate IPAM to host-local and drive podswitch-cni through libcni.
+# The reference CNI plugins (host-local, tuning, bandwidth, portmap in /usr/lib/cni) and libcni
+# with Go to build a runtime's driver: cni/tests/ delegate IPAM to host-local and drive
+# podswitch-cni through libcni; portmap writes its hostPort rules with iptables
+# (installed with the switch's packages: the switch's own DNAT return rule needs it too).
 podswitch_install_debs containernetworking-plugins golang-go golang-github-appc-cni-dev
 podswitch_need_root || true
 

@@ -18,6 +18,8 @@
 //!   `host-local` section without a range gets that range too. Without `podCIDR` the switch
 //!   gives it ([`crate::node_defaults`]); without either the configuration is invalid (code
 //!   7) for ADD, DEL, CHECK and GC.
+//! - `runtimeConfig` (a runtime's capability arguments, e.g. `ips` for the address it wants)
+//!   stays in the configuration the IPAM plugin gets: host-local then allocates exactly those.
 //! - `mtu` is the pod interface's MTU and its host peer's; without it, the switch's pod MTU
 //!   (its uplink's, less the overlay's 50 bytes in vxlan mode; [`crate::node_defaults`]), else
 //!   [`DEFAULT_MTU`].
@@ -247,6 +249,22 @@ mod tests {
         assert_eq!(c.mtu(), 1450);
         let none = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"podswitch"}"#).unwrap();
         assert_eq!(none.ipam_config().unwrap_err().code, code::INVALID_CONFIG);
+    }
+
+    #[test]
+    fn a_host_local_section_without_a_range_gets_the_pod_cidr_and_keeps_the_runtimes_ips() {
+        // As `podswitch cni install` writes it, with what libcni adds for capability `ips`.
+        let c = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"podswitch","type":"podswitch-cni","capabilities":{"ips":true},
+            "ipam":{"type":"host-local","dataDir":"/tmp/x"},"podCIDR":"10.244.1.0/24","runtimeConfig":{"ips":["10.244.1.42/24"]}}"#).unwrap();
+        let (kind, conf) = c.ipam_config().unwrap();
+        assert_eq!(kind, "host-local");
+        assert_eq!(conf["ipam"], json!({"type": "host-local", "dataDir": "/tmp/x", "ranges": [[{"subnet": "10.244.1.0/24"}]]}));
+        assert_eq!(conf["runtimeConfig"], json!({"ips": ["10.244.1.42/24"]}), "the runtime's address reaches host-local");
+        // A section with its own range, or another IPAM plugin, is left as it is.
+        for ipam in [json!({"type": "host-local", "subnet": "10.1.0.0/16"}), json!({"type": "host-local", "ranges": [[{"subnet": "10.2.0.0/16"}]]}), json!({"type": "static"})] {
+            let c = NetConf::parse(json!({"cniVersion": "1.0.0", "name": "n", "ipam": ipam, "podCIDR": "10.244.1.0/24"}).to_string().as_bytes()).unwrap();
+            assert_eq!(c.ipam_config().unwrap().1["ipam"], ipam);
+        }
     }
 
     #[test]

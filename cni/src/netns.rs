@@ -3,7 +3,7 @@
 //! Contract: [`Entered::enter`] moves the calling thread into the namespace at a path and
 //! dropping the guard moves it back. The plugin is single-threaded, so its whole process is
 //! where the guard says. Netlink sockets opened while inside stay bound to that namespace
-//! after the guard is gone ([`crate::rtnl::Rtnl::open_in`]).
+//! after the guard is gone ([`crate::rtnl::open_in`]).
 use std::fs::File;
 use std::io;
 use std::path::Path;

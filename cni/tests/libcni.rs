@@ -8,54 +8,18 @@
 //! released at the end. The switch wait is off (no switch runs here). Needs root, host-local,
 //! tuning and `go` with libcni (scripts/test.sh installs `containernetworking-plugins`,
 //! `golang-go`, `golang-github-appc-cni-dev`); without them it skips, or fails under CI.
-#[path = "../../test-support/needs_root.rs"]
-mod needs_root;
+mod common;
+#[path = "libcni_driver/build.rs"]
+mod driver;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{json, Value};
 
+use common::{needs_root, sh, skip_or_fail};
+
 const BIN: &str = env!("CARGO_BIN_EXE_podswitch-cni");
-const GOPATH: &str = "/usr/share/gocode";
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn skip_or_fail(test: &str, why: &str) {
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-        panic!("{test}: {why}");
-    }
-    eprintln!("SKIPPED: {test}: {why}");
-}
-
-/// Builds the driver next to this test's binary; Err says what is missing.
-fn build_driver() -> Result<PathBuf, String> {
-    if !Path::new(GOPATH).join("src/github.com/containernetworking/cni/libcni").is_dir() {
-        return Err("libcni is not installed (Debian package golang-github-appc-cni-dev)".into());
-    }
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out_dir = exe.parent().unwrap().to_path_buf();
-    let driver = out_dir.join("podswitch-cni-libcni-driver");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/libcni_driver");
-    let out = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&driver)
-        .arg(".")
-        .current_dir(&src)
-        .env("GOPATH", GOPATH)
-        .env("GO111MODULE", "off")
-        .env("GOCACHE", out_dir.join("podswitch-cni-gocache"))
-        .output()
-        .map_err(|e| format!("cannot run go (Debian package golang-go): {e}"))?;
-    if !out.status.success() {
-        return Err(format!("go build of the libcni driver failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(driver)
-}
 
 struct Env {
     prefix: String,
@@ -95,7 +59,7 @@ fn a_runtime_using_libcni_adds_checks_and_deletes_pods() {
     let Some(ref_dir) = ["/usr/lib/cni", "/opt/cni/bin"].into_iter().find(|d| Path::new(d).join("host-local").is_file() && Path::new(d).join("tuning").is_file()) else {
         return skip_or_fail(test, "host-local and tuning are not installed (Debian package containernetworking-plugins)");
     };
-    let driver = match build_driver() {
+    let driver = match driver::build_driver() {
         Ok(d) => d,
         Err(why) => return skip_or_fail(test, &why),
     };

@@ -8,8 +8,7 @@
 //! does (only the fields the plugin reads). Namespaces are named `pscni<pid>-…` and removed on
 //! drop, also when a test fails. Needs root (see test-support/needs_root.rs); without
 //! host-local the root tests skip, or fail when CI is set.
-#[path = "../../test-support/needs_root.rs"]
-mod needs_root;
+mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
@@ -19,13 +18,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_podswitch-cni");
+use common::{needs_root, sh, skip_or_fail};
 
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+const BIN: &str = env!("CARGO_BIN_EXE_podswitch-cni");
 
 /// The directory with host-local, or None (the test then skips; under CI it fails).
 fn cni_bin_dir(test: &str) -> Option<PathBuf> {
@@ -34,10 +29,7 @@ fn cni_bin_dir(test: &str) -> Option<PathBuf> {
             return Some(PathBuf::from(d));
         }
     }
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-        panic!("{test}: the reference host-local plugin is not installed (Debian package containernetworking-plugins)");
-    }
-    eprintln!("SKIPPED: {test} needs host-local (Debian package containernetworking-plugins)");
+    skip_or_fail(test, "the reference host-local plugin is not installed (Debian package containernetworking-plugins)");
     None
 }
 

@@ -10,8 +10,7 @@
 //! Needs root, host-local and the `podswitch` binary next to this test's (built by
 //! `cargo build --workspace`, as scripts/test.sh does); without them it skips, or fails when
 //! CI is set. Namespaces are `pscni<pid>-sw-…`, removed with the switch on drop.
-#[path = "../../test-support/needs_root.rs"]
-mod needs_root;
+mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,20 +19,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use common::{needs_root, sh, skip_or_fail};
+
 const BIN: &str = env!("CARGO_BIN_EXE_podswitch-cni");
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn skip_or_fail(test: &str, why: &str) {
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-        panic!("{test}: {why}");
-    }
-    eprintln!("SKIPPED: {test}: {why}");
-}
 
 /// `podswitch` next to this test binary (target/debug/deps/.. = target/debug).
 fn podswitch_binary() -> Option<PathBuf> {

@@ -24,8 +24,11 @@
 //! - [`run`]: `podswitch run`, the switch process.
 //! - [`metrics`]: the Prometheus endpoint of `podswitch run`.
 //! - [`ctl`]: the control socket protocol, client and server.
+//! - [`cni_install`]: `podswitch cni install|uninstall`, the CNI plugin's binary and
+//!   `.conflist` where container runtimes look for them.
 //! - [`show`]: `podswitch show`, the client that prints what the switch reports.
 //! - [`sibling`]: finding `podswitch-lab` and `podswitch` next to each other (or on PATH).
+pub mod cni_install;
 pub mod cni_records;
 pub mod compile;
 pub mod ctl;
@@ -39,6 +42,7 @@ pub mod nodes;
 pub mod pod_network;
 pub mod pods;
 pub mod policy;
+pub mod rtnl;
 pub mod run;
 pub mod services;
 pub mod show;

@@ -12,6 +12,9 @@ struct Cli {
 enum Cmd {
     Run(Box<podswitch_control::run::RunArgs>),
     Show(podswitch_control::show::ShowArgs),
+    /// Install or remove the CNI plugin (podswitch-cni and its .conflist) for the node's
+    /// container runtime.
+    Cni(podswitch_control::cni_install::CniArgs),
     /// Build, drive and tear down a lab cluster of network namespaces on this machine.
     ///
     /// Runs `podswitch-lab ARGS` (a separate binary, so that the node agent does not contain the
@@ -54,6 +57,7 @@ fn main() {
     let code = match cli.cmd {
         Cmd::Run(args) => podswitch_control::run::main(*args),
         Cmd::Show(args) => podswitch_control::show::main(args),
+        Cmd::Cni(args) => podswitch_control::cni_install::main(args),
         Cmd::Lab { args } => Err(podswitch_control::sibling::exec("podswitch-lab", &args).into()),
     };
     match code {

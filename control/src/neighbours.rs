@@ -51,16 +51,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourFlags, NeighbourMessage, NeighbourState as Nud,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 use serde::Serialize;
+
+use crate::rtnl::Rtnl;
 
 /// How long an entry the kernel has not confirmed stays usable.
 pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(60);
@@ -72,8 +72,6 @@ pub const POKE_EVERY: Duration = Duration::from_secs(5);
 const GATEWAY_EVERY: Duration = Duration::from_secs(30);
 /// How long the tracker's thread waits for a notification before it looks at its flags.
 const WAKE_EVERY: Duration = Duration::from_millis(200);
-/// How long a request waits for the kernel's answer.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the default gateway is needed by, in [`Neighbour::needed_by`].
 pub const GATEWAY_NEED: &str = "gateway";
 
@@ -84,12 +82,8 @@ pub enum NeighbourError {
     NoInterface(String),
     #[error("opening a netlink socket")]
     Socket(#[source] io::Error),
-    #[error("netlink {what}")]
-    Io { what: &'static str, source: io::Error },
-    #[error("the kernel refused {what}")]
-    Kernel { what: String, source: io::Error },
-    #[error("the kernel's answer to {what} cannot be read: {detail}")]
-    Decode { what: String, detail: String },
+    #[error(transparent)]
+    Netlink(#[from] crate::rtnl::RtnlError),
     #[error("the kernel has no route to {0}")]
     NoRoute(Ipv4Addr),
     #[error("the kernel's route to {dst} is of type {kind}, not a unicast route")]
@@ -482,8 +476,8 @@ impl Tracker {
                 tracing::info!(interface = %self.cfg.ifname, "resolving {ip} (managed neighbour entry created)");
                 Ok(true)
             }
-            Err(NeighbourError::Kernel { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => Ok(false),
-            Err(e) => Err(e),
+            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -498,14 +492,15 @@ impl Tracker {
         if entry.managed {
             m.attributes.push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
         }
-        self.rtnl.request(RouteNetlinkMessage::NewNeighbour(m), NLM_F_ACK, &format!("marking the neighbour entry for {ip} used")).map(|_| ())
+        self.rtnl.request(RouteNetlinkMessage::NewNeighbour(m), NLM_F_ACK, &format!("marking the neighbour entry for {ip} used"))?;
+        Ok(())
     }
 
     fn delete(&mut self, ip: Ipv4Addr) -> Result<(), NeighbourError> {
         let m = self.message(ip);
         match self.rtnl.request(RouteNetlinkMessage::DelNeighbour(m), NLM_F_ACK, &format!("deleting the neighbour entry for {ip}")) {
-            Err(NeighbourError::Kernel { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            other => other.map(|_| ()),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+            other => other.map(|_| ()).map_err(NeighbourError::from),
         }
     }
 
@@ -680,8 +675,7 @@ pub fn next_hop_for(dst: Ipv4Addr) -> Result<KernelNextHop, NeighbourError> {
     req.header.destination_prefix_length = 32;
     req.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
     let answers = match rtnl.request(RouteNetlinkMessage::GetRoute(req), NLM_F_ACK, &format!("a route lookup for {dst}")) {
-        Err(NeighbourError::Kernel { source, .. })
-            if matches!(source.raw_os_error(), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) =>
+        Err(e) if matches!(e.errno(), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) =>
         {
             return Err(NeighbourError::NoRoute(dst));
         }
@@ -753,76 +747,8 @@ pub(crate) fn default_gateway_of(r: &RouteMessage, ifindex: u32) -> Option<Ipv4A
     })
 }
 
-/// A netlink route socket for requests.
-struct Rtnl {
-    sock: Socket,
-    seq: u32,
-    buf: Vec<u8>,
-}
-
-impl Rtnl {
-    fn open() -> Result<Self, NeighbourError> {
-        let mut sock = Socket::new(NETLINK_ROUTE).map_err(NeighbourError::Socket)?;
-        sock.bind_auto().map_err(NeighbourError::Socket)?;
-        sock.connect(&SocketAddr::new(0, 0)).map_err(NeighbourError::Socket)?;
-        // The kernel answers at once; the timeout only keeps a stop from waiting forever.
-        set_receive_timeout(&sock, REQUEST_TIMEOUT)?;
-        Ok(Self { sock, seq: 0, buf: Vec::with_capacity(64 * 1024) })
-    }
-
-    /// Sends one request and collects the answers: until the acknowledgement (`NLM_F_ACK`) or
-    /// the end of a dump.
-    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16, what: &str) -> Result<Vec<RouteNetlinkMessage>, NeighbourError> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = self.seq;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-        packet.finalize();
-        let mut out = vec![0u8; packet.buffer_len()];
-        packet.serialize(&mut out);
-        self.sock.send(&out, 0).map_err(|source| NeighbourError::Io { what: "send", source })?;
-        let mut answers = Vec::new();
-        loop {
-            self.buf.clear();
-            self.sock.recv(&mut self.buf, 0).map_err(|source| NeighbourError::Io { what: "receive", source })?;
-            let mut off = 0;
-            while off + 16 <= self.buf.len() {
-                let len = u32::from_ne_bytes(self.buf[off..off + 4].try_into().expect("4 bytes")) as usize;
-                if len < 16 || off + len > self.buf.len() {
-                    return Err(NeighbourError::Decode { what: what.into(), detail: format!("message length {len}") });
-                }
-                let bytes = &self.buf[off..off + len];
-                off += (len + 3) & !3;
-                let m = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::debug!("skipping a netlink message: {e}");
-                        continue;
-                    }
-                };
-                if m.header.sequence_number != self.seq {
-                    continue;
-                }
-                match m.payload {
-                    NetlinkPayload::Done(_) => return Ok(answers),
-                    NetlinkPayload::Error(e) => {
-                        return match e.code {
-                            None => Ok(answers),
-                            Some(_) => Err(NeighbourError::Kernel { what: what.into(), source: e.to_io() }),
-                        };
-                    }
-                    NetlinkPayload::InnerMessage(i) => answers.push(i),
-                    _ => {}
-                }
-            }
-        }
-    }
-}
-
 fn set_receive_timeout(sock: &Socket, t: Duration) -> Result<(), NeighbourError> {
-    let timeout = nix::sys::time::TimeVal::new(t.as_secs() as i64, i64::from(t.subsec_micros()));
-    nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::ReceiveTimeout, &timeout).map_err(|e| NeighbourError::Socket(e.into()))
+    crate::rtnl::set_receive_timeout(sock, t).map_err(NeighbourError::Socket)
 }
 
 /// What a wait for notifications saw.

@@ -25,6 +25,8 @@ fn install_hint(name: &str) -> &'static str {
     match name {
         "podswitch-lab" => "build it with `cargo build -p podswitch-lab` and keep it next to podswitch",
         "podswitch" => "build it with `cargo build -p podswitch-control` and keep it next to podswitch-lab",
+        // The lab wires its pods through the CNI plugin.
+        "podswitch-cni" => "build it with `cargo build -p podswitch-cni` and keep it next to podswitch-lab",
         _ => "install it next to this program",
     }
 }

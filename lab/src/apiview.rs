@@ -200,7 +200,7 @@ mod tests {
              apiVersion: v1\nkind: Namespace\nmetadata: {name: y, labels: {ns: y, on: yes, mode: 0755}}\n",
         )
         .unwrap();
-        let plan = super::super::plan::plan(&dir, None, &BTreeMap::new()).unwrap();
+        let plan = super::super::plan::plan(&dir, None, &BTreeMap::new(), &BTreeMap::new()).unwrap();
         let text = render(&plan, &dir);
         let out = dir.join("out");
         fs::create_dir_all(&out).unwrap();

@@ -4,8 +4,12 @@
 //! - Stops the supervisor first (so nothing is rebuilt), then every node's switch and the pod
 //!   servers recorded in the state, then any other process inside a lab namespace (`ip netns
 //!   pids`).
+//! - Then runs the CNI DEL of every pod of the state ([`super::cni_network::del_pod`]); a DEL
+//!   that fails is reported (`what pod NS/NAME left after its CNI DEL failed (WHY)`) and the rest
+//!   goes on: deleting the namespaces and files removes what DEL left.
 //! - Deletes every `psl-*` / `psl_*` namespace (which removes their veths): the pods' first, then
-//!   the nodes', `psl-external` and `psl-underlay`; then removes `/run/podswitch/lab`, the
+//!   the nodes', `psl-external` and `psl-underlay`; then removes `/run/podswitch/lab` (with the
+//!   CNI conflists, host-local's leases, the plugin's records and the result cache), the
 //!   switches' control sockets and `/run/podswitch/lab-nodes`.
 //! - Works from whatever is left (no state file, a half-built lab); prints what it removed, or
 //!   that nothing was up (exit 0 either way). Fails only if something could not be removed.
@@ -70,6 +74,21 @@ pub fn teardown() -> anyhow::Result<Vec<String>> {
     }
     if others > 0 {
         removed.push(format!("{others} other process(es) inside the lab's namespaces"));
+    }
+    // CNI DEL of every pod, as a runtime tears a sandbox down; what DEL leaves (or all of it,
+    // when DEL fails) goes with the namespaces and the lab directory below.
+    if let Some(st) = &st {
+        let mut deleted = 0;
+        for p in st.pods.values().filter(|p| netns::exists(&p.node_netns)) {
+            match super::cni_network::del_pod(p, st) {
+                Ok(()) => deleted += 1,
+                // Said, and not an error: the namespaces and files below are what is left.
+                Err(e) => removed.push(format!("what pod {} left after its CNI DEL failed ({e:#})", p.key())),
+            }
+        }
+        if deleted > 0 {
+            removed.push(format!("{deleted} pod(s) through CNI DEL"));
+        }
     }
     // Pods' namespaces first (deleting one destroys its veth pair), then the node's.
     let (pods, node): (Vec<&String>, Vec<&String>) = namespaces.iter().partition(|n| n.starts_with("psl_"));

@@ -16,7 +16,10 @@
 //! - Each pod NS/NAME of a node gets the namespace `psl_NS_NAME` with `eth0` (IP/32, MAC
 //!   `naming::pod_mac`, default route via `naming::GATEWAY_IP`), whose veth peer
 //!   `naming::pod_interface(NS, NAME)` sits in its node's namespace, where that node's switch
-//!   runs. A pod goes to the node of its `spec.nodeName`, without one to the first node.
+//!   runs. A pod goes to the node of its `spec.nodeName`, without one to the first node. The
+//!   lab makes the namespace and gets the interface from `podswitch-cni` through a CNI ADD with
+//!   its node's conflist, as a container runtime does ([`cni_network`], [`cni_runtime`]);
+//!   pods other runtimes attached through that conflist are theirs, not built by the lab.
 //! - A client outside the cluster, `external`, is the namespace `psl-external`: `eth0` (MAC
 //!   `naming::pod_mac(IP)`, IP = `.100` of the first node InternalIP's /24, default route via
 //!   that InternalIP). In a one-node lab its veth peer is `psw-uplink` in `psl-node`, the
@@ -32,10 +35,13 @@
 //! - Errors are one line on stderr and exit code 1 (main prints the `anyhow` chain).
 //!
 //! One concern per module: [`mod@state`] (files and locking), [`procs`] (processes the lab starts),
-//! [`netns`] (namespaces, veths, commands), [`plan`] (desired pods and IPs from the manifests),
+//! [`netns`] (namespaces, veths, commands), [`cni_runtime`] (the runtime side of CNI),
+//! [`cni_network`] (the lab's conflists and its pods' ADD and DEL), [`plan`] (desired pods and IPs from the manifests),
 //! [`apiview`] (the API view file), [`pods`] (building and removing pods, reconciling),
 //! [`switch`] (the switch process), and one module per subcommand.
 mod apiview;
+mod cni_network;
+mod cni_runtime;
 mod down;
 mod exec;
 mod netns;
@@ -73,8 +79,11 @@ enum LabCmd {
     /// For every pod it creates a namespace psl_NS_NAME whose eth0 has the
     /// pod's IP/32 (status.podIP, else allocated from its node's pod CIDR), MAC 0a:58 + the IP, a
     /// default route via 169.254.1.1, and a server answering on every containerPort (TCP and UDP)
-    /// with the line `NS/NAME CLIENTIP:CLIENTPORT`. Nothing changes in the machine's own network
-    /// namespace.
+    /// with the line `NS/NAME CLIENTIP:CLIENTPORT`. As a container runtime would, it makes the
+    /// namespace and gets eth0 and its host-side veth from the CNI plugin podswitch-cni (found
+    /// next to podswitch-lab; host-local from /usr/lib/cni): a CNI ADD with the node's conflist
+    /// (/run/podswitch/lab/cni/NODE/net.d) and the pod's IP as runtimeConfig.ips; DEL when the
+    /// pod goes. Nothing changes in the machine's own network namespace.
     ///
     /// Also creates `external`, a client outside the cluster: the namespace psl-external whose
     /// eth0 has the .100 address of the first node InternalIP's /24 (172.18.0.100 by default;
@@ -108,8 +117,9 @@ enum LabCmd {
     ///
     /// Prints the nodes (name, pod CIDR, InternalIP, namespace, control socket, switch), the manifest directory and whether its current content is applied (or
     /// why not), the switch (running, in sync with the API view or why not), the supervisor, the
-    /// `external` host (address, MAC, gateway, uplink port), and every pod with its IP,
-    /// interface, namespace and server. Exits 0 also when no lab is up.
+    /// `external` host (address, MAC, gateway, uplink port), where the lab's CNI plugins and
+    /// conflists are (`--json`: `cni.bin_dir`, `cni.conf_dir`, `cni.path`, also per node), and
+    /// every pod with its IP, interface, namespace and server. Exits 0 also when no lab is up.
     Status(status::StatusArgs),
     /// Stop or restart the lab's switches (every node's).
     ///
@@ -142,7 +152,9 @@ enum LabCmd {
     ///
     /// TARGET is NAMESPACE/POD, `node` (the first node), a node's name, `underlay` or `external`.
     /// Runs `ip netns exec NAMESPACE CMD...` in place of this process, so the exit code is the
-    /// command's. Example: `podswitch lab exec x/a -- ping -c1
+    /// command's. Inside a node, CMD gets that node's CNI network as cnitool names it:
+    /// CNI_PATH (the lab's plugin directory, then /usr/lib/cni) and NETCONFPATH (the node's
+    /// configuration directory), so a runtime of one's own can attach pods there. Example: `podswitch lab exec x/a -- ping -c1
     /// 10.244.0.3`.
     Exec(exec::ExecArgs),
     /// (internal) The server that runs inside a pod's namespace.

@@ -7,8 +7,8 @@
 //! - [`in_netns`] runs a closure on a fresh thread that has entered a namespace with
 //!   `setns(CLONE_NEWNET)` (which moves only the calling thread); the rest of the process stays
 //!   where it is. Sockets created by the closure belong to that namespace.
-//! - [`create_pod`] / [`delete_pod`] build and remove one pod's namespace and veth pair as the
-//!   lab's interface specifies (see [`super`]).
+//! - [`create_pod`] makes one pod's namespace (its interface comes from the CNI plugin:
+//!   [`super::cni_network`]); [`delete_pod`] removes what is left of it (veth pair, namespace).
 //! - [`create_external`] builds the `external` host of a one-node lab: namespace `psl-external`,
 //!   a veth pair `psw-uplink` (node namespace, the switch's uplink port) / `eth0` (external),
 //!   with the addresses, route, offloads and sysctls of [`super::state::ExternalState`].
@@ -31,7 +31,6 @@ use anyhow::{bail, Context};
 use nix::sched::{setns, CloneFlags};
 
 use super::state::{ExternalState, PodState, NETNS_PREFIXES, UNDERLAY_BRIDGE, UNDERLAY_NETNS};
-use podswitch_control::naming;
 
 const NETNS_DIR: &str = "/run/netns";
 
@@ -96,9 +95,11 @@ pub fn delete(name: &str) -> anyhow::Result<()> {
 }
 
 /// Creates the node namespace `netns` (its InternalIP goes on its uplink once that exists:
-/// [`address_node_uplink`]).
+/// [`address_node_uplink`]). It forwards IPv4, as a Kubernetes node must (kubelet checks it):
+/// what the node's kernel DNATs to a pod (portmap's hostPorts) goes on to the switch.
 pub fn create_node(netns: &str) -> anyhow::Result<()> {
-    add(netns)
+    add(netns)?;
+    sysctl(netns, "net.ipv4.ip_forward", "1")
 }
 
 /// Gives the node in `netns` its InternalIP on its uplink `uplink`, with the underlay's prefix
@@ -251,37 +252,22 @@ pub fn sysctl(netns: &str, key: &str, value: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot set sysctl {key}={value} in network namespace {netns}"))
 }
 
-/// Builds pod `p`: its namespace, the veth pair (host side in its node's namespace), addresses,
-/// routes, offloads and sysctls. On error the caller removes what was made with [`delete_pod`].
-pub fn create_pod(p: &PodState, mtu: u16) -> anyhow::Result<()> {
+/// Makes pod `p`'s namespace as a container runtime makes a sandbox's: empty but for `lo` (up),
+/// IPv6 off (before any link exists, so that the interface the CNI plugin adds comes up without
+/// RS/MLD/DAD noise). Its `eth0` and host-side veth come from the CNI ADD
+/// ([`super::cni_network::add_pod`]). On error the caller removes it with [`delete_pod`].
+pub fn create_pod(p: &PodState) -> anyhow::Result<()> {
     let ns = p.netns.as_str();
-    let host = p.interface.as_str();
-    let node = p.node_netns.as_str();
-    let cidr = format!("{}/32", p.ip);
-    let gw = naming::GATEWAY_IP.to_string();
     ip(&["netns", "add", ns])?;
-    // Before any link exists, so that eth0 comes up without IPv6 (no RS/MLD/DAD noise).
     sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
     sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
-    let mtu = mtu.to_string();
-    ip(&["-n", node, "link", "add", host, "mtu", &mtu, "type", "veth", "peer", "name", "eth0", "netns", ns, "mtu", &mtu])?;
-    sysctl(node, &format!("net.ipv6.conf.{host}.disable_ipv6"), "1")?;
-    ip(&["-n", ns, "link", "set", "eth0", "address", &p.mac])?;
-    ip(&["-n", ns, "addr", "add", &cidr, "dev", "eth0"])?;
     ip(&["-n", ns, "link", "set", "lo", "up"])?;
-    ip(&["-n", ns, "link", "set", "eth0", "up"])?;
-    ip(&["-n", ns, "route", "add", &gw, "dev", "eth0", "scope", "link"])?;
-    ip(&["-n", ns, "route", "add", "default", "via", &gw, "dev", "eth0"])?;
-    // veth leaves TCP/UDP checksums to offload; frames read through AF_XDP would carry partial
-    // checksums and TCP across the switch would stall.
-    ip(&["netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"])?;
-    ip(&["-n", node, "link", "set", host, "up"])?;
     Ok(())
 }
 
-/// Removes pod `p`'s veth pair and namespace (processes inside must be stopped first).
-/// Deleting the host side first destroys the pair at once, so the interface name is free
-/// for a pod created right after.
+/// Removes what is left of pod `p` after its CNI DEL (or when DEL failed): the veth pair and
+/// the namespace (processes inside must be stopped first). Deleting the host side first
+/// destroys the pair at once, so the interface name is free for a pod created right after.
 pub fn delete_pod(p: &PodState) -> anyhow::Result<()> {
     let node = p.node_netns.as_str();
     let host_exists = exists(node) && ip(&["-n", node, "link", "show", "dev", &p.interface]).is_ok();

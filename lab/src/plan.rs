@@ -17,6 +17,9 @@
 //!   state (edits never renumber a pod), else it gets the lowest free address of the node's pod
 //!   CIDR, skipping the network address, the first address (.1) and the broadcast address.
 //!   Each pod is allocated from the pod CIDR of its node.
+//! - A pod another runtime attached through the lab's CNI network (a test's own ADD) has the
+//!   address of that attachment and is marked `attached_elsewhere` (the lab does not build it);
+//!   those addresses are never handed out, also while their Pod object is not written yet.
 //! - Two pods with the same IP (on any lab nodes) are an error naming both.
 //! - The `external` host gets the `.100` address of the /24 that holds the node's InternalIP
 //!   ([`external_ip`]); that address must not be the InternalIP, the gateway or a local pod's
@@ -44,6 +47,9 @@ pub struct PlannedPod {
     pub allocated: bool,
     /// The name of the lab node it runs on.
     pub node: String,
+    /// True when another runtime than the lab attached it (a test's own ADD): the lab does not
+    /// build it, and its IP is the attachment's ([`super::cni_network::foreign_attachments`]).
+    pub attached_elsewhere: bool,
 }
 
 impl PlannedPod {
@@ -126,8 +132,14 @@ pub fn external_ip_of(nodes: &[NodeInfo], pods: &BTreeMap<String, PlannedPod>) -
     Ok(ip)
 }
 
-/// Plans the lab for manifest directory `dir`; `previous` holds the pods the lab has now.
-pub fn plan(dir: &Path, node_name: Option<&str>, previous: &BTreeMap<String, PodState>) -> anyhow::Result<Plan> {
+/// Plans the lab for manifest directory `dir`; `previous` holds the pods the lab has now,
+/// `foreign` the pods other runtimes attached, with their addresses.
+pub fn plan(
+    dir: &Path,
+    node_name: Option<&str>,
+    previous: &BTreeMap<String, PodState>,
+    foreign: &BTreeMap<String, Ipv4Addr>,
+) -> anyhow::Result<Plan> {
     for _ in 0..10 {
         let m = manifests::load_dir(dir)?;
         let objects = apiview::read_objects(dir)?;
@@ -142,7 +154,7 @@ pub fn plan(dir: &Path, node_name: Option<&str>, previous: &BTreeMap<String, Pod
             // The first node also takes the pods that name no node.
             let mine: Vec<PodInfo> =
                 infos.iter().filter(|p| p.is_local_to(node) && (i == 0 || p.node_name.is_some())).cloned().collect();
-            for (key, mut p) in assign_ips(node, mine, previous)? {
+            for (key, mut p) in assign_ips(node, mine, previous, foreign)? {
                 p.node.clone_from(&node.name);
                 pods.insert(key, p);
             }
@@ -195,13 +207,19 @@ pub fn assign_ips(
     node: &NodeInfo,
     pods: Vec<PodInfo>,
     previous: &BTreeMap<String, PodState>,
+    foreign: &BTreeMap<String, Ipv4Addr>,
 ) -> anyhow::Result<BTreeMap<String, PlannedPod>> {
     let cidr = node.pod_cidr;
-    let mut taken: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    // Addresses other runtimes hold are taken, Pod object or not (yet).
+    let mut taken: BTreeMap<Ipv4Addr, String> = foreign.iter().map(|(k, ip)| (*ip, k.clone())).collect();
     let mut out = BTreeMap::new();
     let mut rest = Vec::new();
     for p in pods {
         let key = p.key();
+        if let Some(ip) = foreign.get(&key) {
+            out.insert(key, PlannedPod { info: p, ip: *ip, allocated: false, node: node.name.clone(), attached_elsewhere: true });
+            continue;
+        }
         match p.ip {
             Some(ip) => {
                 if ip == naming::GATEWAY_IP {
@@ -210,7 +228,7 @@ pub fn assign_ips(
                 if let Some(other) = taken.insert(ip, key.clone()) {
                     bail!("Pods {other} and {key} both have IP {ip}: pod IPs must be unique");
                 }
-                out.insert(key, PlannedPod { info: p, ip, allocated: false, node: node.name.clone() });
+                out.insert(key, PlannedPod { info: p, ip, allocated: false, node: node.name.clone(), attached_elsewhere: false });
             }
             None => rest.push(p),
         }
@@ -221,7 +239,7 @@ pub fn assign_ips(
         match previous.get(&key).map(|s| s.ip) {
             Some(ip) if usable(cidr, ip) && !taken.contains_key(&ip) && ip != external_address(node) => {
                 taken.insert(ip, key.clone());
-                out.insert(key, PlannedPod { info: p, ip, allocated: true, node: node.name.clone() });
+                out.insert(key, PlannedPod { info: p, ip, allocated: true, node: node.name.clone(), attached_elsewhere: false });
             }
             _ => new.push(p),
         }
@@ -236,7 +254,7 @@ pub fn assign_ips(
             .find(|ip| !taken.contains_key(ip))
             .ok_or_else(|| anyhow!("no free address left in pod CIDR {cidr} for Pod {key}"))?;
         taken.insert(ip, key.clone());
-        out.insert(key, PlannedPod { info: p, ip, allocated: true, node: node.name.clone() });
+        out.insert(key, PlannedPod { info: p, ip, allocated: true, node: node.name.clone(), attached_elsewhere: false });
     }
     Ok(out)
 }
@@ -293,7 +311,7 @@ mod tests {
     #[test]
     fn allocates_skipping_reserved_and_static() {
         let pods = vec![pod("x", "a", None), pod("x", "b", Some("10.244.0.2")), pod("x", "c", None)];
-        let got = assign_ips(&node(), pods, &BTreeMap::new()).unwrap();
+        let got = assign_ips(&node(), pods, &BTreeMap::new(), &BTreeMap::new()).unwrap();
         assert_eq!(got["x/b"].ip.to_string(), "10.244.0.2");
         assert!(!got["x/b"].allocated);
         assert_eq!(got["x/a"].ip.to_string(), "10.244.0.3");
@@ -303,13 +321,27 @@ mod tests {
     #[test]
     fn keeps_previous_allocations() {
         let previous: BTreeMap<_, _> = [prev("x/b", "10.244.0.9")].into_iter().collect();
-        let got = assign_ips(&node(), vec![pod("x", "a", None), pod("x", "b", None)], &previous).unwrap();
+        let got = assign_ips(&node(), vec![pod("x", "a", None), pod("x", "b", None)], &previous, &BTreeMap::new()).unwrap();
         assert_eq!(got["x/b"].ip.to_string(), "10.244.0.9");
         assert_eq!(got["x/a"].ip.to_string(), "10.244.0.2");
         // An allocation outside the CIDR is replaced.
         let previous: BTreeMap<_, _> = [prev("x/a", "10.9.0.9")].into_iter().collect();
-        let got = assign_ips(&node(), vec![pod("x", "a", None)], &previous).unwrap();
+        let got = assign_ips(&node(), vec![pod("x", "a", None)], &previous, &BTreeMap::new()).unwrap();
         assert_eq!(got["x/a"].ip.to_string(), "10.244.0.2");
+    }
+
+    #[test]
+    fn pods_attached_by_another_runtime_keep_their_address_and_hold_it() {
+        let foreign: BTreeMap<String, Ipv4Addr> =
+            [("x/own".to_string(), "10.244.0.2".parse().unwrap()), ("x/later".to_string(), "10.244.0.3".parse().unwrap())].into();
+        let got = assign_ips(&node(), vec![pod("x", "a", None), pod("x", "own", None)], &BTreeMap::new(), &foreign).unwrap();
+        assert_eq!(got["x/own"].ip.to_string(), "10.244.0.2");
+        assert!(got["x/own"].attached_elsewhere && !got["x/own"].allocated);
+        // x/later has no Pod object yet: its address is taken all the same.
+        assert_eq!(got["x/a"].ip.to_string(), "10.244.0.4");
+        assert!(!got["x/a"].attached_elsewhere);
+        let e = assign_ips(&node(), vec![pod("x", "b", Some("10.244.0.3"))], &BTreeMap::new(), &foreign).unwrap_err().to_string();
+        assert!(e.contains("both have IP 10.244.0.3"), "{e}");
     }
 
     #[test]
@@ -318,6 +350,7 @@ mod tests {
             &node(),
             vec![pod("x", "a", Some("10.244.0.5")), pod("x", "b", Some("10.244.0.5"))],
             &BTreeMap::new(),
+            &BTreeMap::new(),
         )
         .unwrap_err()
         .to_string();
@@ -325,7 +358,7 @@ mod tests {
         let mut n = node();
         n.pod_cidr = "10.1.0.0/30".parse().unwrap();
         let e =
-            assign_ips(&n, vec![pod("x", "a", None), pod("x", "b", None)], &BTreeMap::new()).unwrap_err().to_string();
+            assign_ips(&n, vec![pod("x", "a", None), pod("x", "b", None)], &BTreeMap::new(), &BTreeMap::new()).unwrap_err().to_string();
         assert!(e.contains("no free address left in pod CIDR 10.1.0.0/30 for Pod x/b"), "{e}");
     }
 
@@ -363,7 +396,7 @@ mod tests {
         ]
         .concat();
         let dir = dir_with("several", &docs);
-        let plan = plan(&dir, None, &BTreeMap::new()).unwrap();
+        let plan = plan(&dir, None, &BTreeMap::new(), &BTreeMap::new()).unwrap();
         let names: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["node-1", "node-2"]);
         assert_eq!(plan.node.name, "node-1");
@@ -375,7 +408,7 @@ mod tests {
         );
         assert_eq!(plan.external_ip.to_string(), "172.18.0.100");
         // --node-name: one node, as before.
-        let one = super::plan(&dir, Some("node-2"), &BTreeMap::new()).unwrap();
+        let one = super::plan(&dir, Some("node-2"), &BTreeMap::new(), &BTreeMap::new()).unwrap();
         assert_eq!((one.nodes.len(), one.node.name.as_str()), (1, "node-2"));
         assert_eq!(one.pods.keys().collect::<Vec<_>>(), ["x/a", "x/b"]);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -385,22 +418,22 @@ mod tests {
     fn several_nodes_refuse_shared_addresses() {
         let two = [node_yaml("n1", "10.244.0.0/24", "172.18.0.2"), node_yaml("n2", "10.244.0.0/24", "172.18.0.3")].concat();
         let dir = dir_with("shared-pod-ip", &[two.clone(), pod_yaml("a", Some("n1"), None), pod_yaml("b", Some("n2"), None)].concat());
-        let e = plan(&dir, None, &BTreeMap::new()).unwrap_err().to_string();
+        let e = plan(&dir, None, &BTreeMap::new(), &BTreeMap::new()).unwrap_err().to_string();
         assert_eq!(e, "Pods x/a and x/b both have IP 10.244.0.2: pod IPs must be unique");
         std::fs::remove_dir_all(&dir).unwrap();
         let same_ip = [node_yaml("n1", "10.244.0.0/24", "172.18.0.2"), node_yaml("n2", "10.244.1.0/24", "172.18.0.2")].concat();
         let dir = dir_with("shared-node-ip", &same_ip);
-        let e = plan(&dir, None, &BTreeMap::new()).unwrap_err().to_string();
+        let e = plan(&dir, None, &BTreeMap::new(), &BTreeMap::new()).unwrap_err().to_string();
         assert_eq!(e, "Nodes n1 and n2 both have InternalIP 172.18.0.2");
         std::fs::remove_dir_all(&dir).unwrap();
         let external = [node_yaml("n1", "10.244.0.0/24", "172.18.0.2"), node_yaml("n2", "10.244.1.0/24", "172.18.0.100")].concat();
         let dir = dir_with("external-ip", &external);
-        let e = plan(&dir, None, &BTreeMap::new()).unwrap_err().to_string();
+        let e = plan(&dir, None, &BTreeMap::new(), &BTreeMap::new()).unwrap_err().to_string();
         assert!(e.starts_with("Node n2's InternalIP 172.18.0.100 is the address the lab gives its `external` host"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
         let bad = [node_yaml("n1", "10.244.0.0/24", "172.18.0.2"), node_yaml("N_2", "10.244.1.0/24", "172.18.0.3")].concat();
         let dir = dir_with("bad-name", &bad);
-        let e = plan(&dir, None, &BTreeMap::new()).unwrap_err().to_string();
+        let e = plan(&dir, None, &BTreeMap::new(), &BTreeMap::new()).unwrap_err().to_string();
         // The manifest loader refuses it already (the lab's own check guards its names too).
         assert!(e.contains("Node name \"N_2\" is not a valid Kubernetes name"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -418,9 +451,9 @@ mod tests {
         let mut n = node();
         n.internal_ip = "10.244.0.1".parse().unwrap();
         let pods: Vec<PodInfo> = (0..120).map(|i| pod("x", &format!("p{i}"), None)).collect();
-        let got = assign_ips(&n, pods, &BTreeMap::new()).unwrap();
+        let got = assign_ips(&n, pods, &BTreeMap::new(), &BTreeMap::new()).unwrap();
         assert!(got.values().all(|p| p.ip.to_string() != "10.244.0.100"));
-        let got = assign_ips(&n, vec![pod("x", "s", Some("10.244.0.100"))], &BTreeMap::new()).unwrap();
+        let got = assign_ips(&n, vec![pod("x", "s", Some("10.244.0.100"))], &BTreeMap::new(), &BTreeMap::new()).unwrap();
         let e = external_ip_of(&[n], &got).unwrap_err().to_string();
         assert!(e.starts_with("Pod x/s has IP 10.244.0.100"), "{e}");
     }

@@ -4,13 +4,17 @@
 //! 0. nodes: in a lab with an underlay (several nodes), Nodes after the first may be added
 //!    (namespace, uplink on the underlay, InternalIP) and removed; the first node stays, and a
 //!    one-node lab cannot grow (both need `lab down` and `lab up`); a node's InternalIP moves
-//!    live;
+//!    live; every node's CNI network is installed where it is missing or out of date
+//!    ([`cni_network::install`]);
 //! 1. pods whose IP or node changed are removed first (their interface name is reused);
-//! 2. new pods get their namespace and veth pair ([`netns::create_pod`]) and a pod server;
-//!    pods whose ports changed, or whose server is gone, get a new server;
+//! 2. new pods get their namespace ([`netns::create_pod`]), then their interface through the
+//!    lab's CNI network ([`cni_network::add_pod`]: CNI ADD, as a container runtime does it),
+//!    and a pod server; pods whose ports changed, or whose server is gone, get a new server;
+//!    pods another runtime attached ([`super::plan::PlannedPod::attached_elsewhere`]) are left
+//!    alone;
 //! 3. it waits until every started server has bound its sockets (its ready file);
 //! 4. the API view is written (so the switch learns of new pods once their interfaces exist);
-//! 5. pods no longer wanted are removed (after the switch was told);
+//! 5. pods no longer wanted are removed (after the switch was told): CNI DEL, then what is left;
 //! 6. added nodes' switches start (if the lab's switches run); removed nodes' switches stop and
 //!    their namespaces go.
 //!
@@ -24,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::apiview;
+use super::cni_network;
 use super::netns;
 use super::plan::{Plan, PlannedPod};
 use super::procs::{self, spawn_detached};
@@ -186,6 +191,7 @@ pub fn reconcile(
     }
     st.node = first;
     st.more_nodes = more;
+    cni_network::install(st)?;
     let netns_of = |name: &str, st: &State| st.node_netns_of(name).unwrap_or_else(|| state::NODE_NETNS.to_string());
     // 1. Pods whose IP or node changed go first.
     let readdressed: Vec<String> = st
@@ -197,20 +203,22 @@ pub fn reconcile(
     for key in &readdressed {
         if let Some(p) = st.pods.remove(key) {
             log(&format!("pod {key}: IP changes from {}, rebuilding it", p.ip));
-            remove_pod(&p, log);
+            remove_pod(&p, st, log);
         }
     }
     // 2. New pods, and servers to (re)start.
     let mut started = Vec::new();
     for (key, pp) in &plan.pods {
-        if st.pods.contains_key(key) {
+        if st.pods.contains_key(key) || pp.attached_elsewhere {
             continue;
         }
         let mut p = pod_state(key, pp, &netns_of(&pp.node, st));
         st.pods.insert(key.clone(), p.clone());
-        let built = netns::create_pod(&p, st.switch.pod_mtu()).and_then(|_| start_server(&mut p, exe, children));
+        let built = netns::create_pod(&p)
+            .and_then(|()| cni_network::add_pod(&p, st))
+            .and_then(|()| start_server(&mut p, exe, children));
         if let Err(e) = built {
-            remove_pod(&p, log);
+            remove_pod(&p, st, log);
             st.pods.remove(key);
             return Err(e.context(format!("cannot build Pod {key}")));
         }
@@ -224,7 +232,9 @@ pub fn reconcile(
         }
     }
     for (key, pp) in &plan.pods {
-        let p = st.pods.get_mut(key).expect("built above");
+        let Some(p) = st.pods.get_mut(key) else {
+            continue; // attached by another runtime: not the lab's to serve
+        };
         if started.contains(key) {
             continue;
         }
@@ -251,7 +261,7 @@ pub fn reconcile(
     let gone: Vec<String> = st.pods.keys().filter(|k| !plan.pods.contains_key(*k)).cloned().collect();
     for key in gone {
         if let Some(p) = st.pods.remove(&key) {
-            remove_pod(&p, log);
+            remove_pod(&p, st, log);
             log(&format!("pod {key}: removed {}", p.netns));
             ch.removed.push(key);
         }
@@ -273,6 +283,7 @@ pub fn reconcile(
         if let Err(e) = netns::delete(&m.node.netns) {
             log(&format!("node {}: {e:#}", m.node.name));
         }
+        let _ = fs::remove_dir_all(cni_network::node_dir(&m.node.name));
         log(&format!("node {}: removed", m.node.name));
     }
     ch.nodes_added = added.iter().map(|m| m.node.name.clone()).collect();
@@ -348,14 +359,18 @@ pub fn wait_servers_ready(pods: &[&PodState]) -> anyhow::Result<()> {
     }
 }
 
-/// Removes pod `p`: stops its server and anything else in its namespace, deletes the veth pair
-/// and the namespace. Problems are logged, not returned (removal goes as far as it can).
-pub fn remove_pod(p: &PodState, log: &mut dyn FnMut(&str)) {
+/// Removes pod `p` of the lab `st`: stops its server and anything else in its namespace, runs
+/// the CNI DEL, then deletes what is left (veth pair, namespace). Problems are logged, not
+/// returned (removal goes as far as it can).
+pub fn remove_pod(p: &PodState, st: &State, log: &mut dyn FnMut(&str)) {
     if let Some(s) = p.server {
         s.terminate(Duration::from_secs(2));
     }
     if netns::exists(&p.netns) {
         procs::terminate_pids(&netns::pids(&p.netns), Duration::from_secs(2));
+    }
+    if let Err(e) = cni_network::del_pod(p, st) {
+        log(&format!("pod {}: {e:#}; removing what is left", p.key()));
     }
     if let Err(e) = netns::delete_pod(p) {
         log(&format!("pod {}: {e:#}", p.key()));

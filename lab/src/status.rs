@@ -7,12 +7,14 @@
 //! With `--json`, one object; `{"up": false}` when no lab is up. Exit 0 either way.
 //! The JSON's `node` and `switch` are the first node's (as in a one-node lab); `nodes` lists
 //! every node, the first first: `{"name","internal_ip","pod_cidr","netns","control_socket",
-//! "switch_pid","switch_running","in_sync","not_in_sync_because","present"}`; `underlay` is the
-//! underlay's namespace (null in a one-node lab).
+//! "switch_pid","switch_running","in_sync","not_in_sync_because","present","cni"}`; `underlay` is the
+//! underlay's namespace (null in a one-node lab). `cni` (top level: the first node's; and each
+//! node's) is `{"bin_dir","conf_dir","path","conflist"}`: where the lab's CNI plugin is, the
+//! node's configuration directory and conflist, and the `CNI_PATH` to run them with.
 use serde_json::json;
 
 use super::state::{self, State};
-use super::{netns, switch};
+use super::{cni_network, netns, switch};
 use podswitch_control::manifests;
 
 #[derive(Debug, clap::Args)]
@@ -70,13 +72,15 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
                 json!({"name": n.name, "internal_ip": n.internal_ip, "pod_cidr": n.pod_cidr, "netns": n.netns,
                        "control_socket": n.control_socket, "switch_pid": n.process.map(|p| p.pid),
                        "switch_running": running, "in_sync": running && why.is_none(),
-                       "not_in_sync_because": why, "present": netns::exists(&n.netns)})
+                       "not_in_sync_because": why, "present": netns::exists(&n.netns),
+                       "cni": cni_network::status_json(&n.name)})
             })
             .collect();
         let v = json!({
             "up": true,
             "node": st.node,
             "nodes": nodes,
+            "cni": cni_network::status_json(&st.node.name),
             "underlay": st.underlay,
             "manifests": st.manifests,
             "manifests_digest": current.as_ref().ok(),
@@ -122,6 +126,12 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
     if let Some(u) = &st.underlay {
         println!("underlay: bridge {} in {u}", state::UNDERLAY_BRIDGE);
     }
+    println!(
+        "cni: plugins in {} ({}), each node's conflist in {}",
+        cni_network::bin_dir().display(),
+        cni_network::cni_path_var(),
+        cni_network::conf_dir("NODE").display()
+    );
     println!("manifests {}: {sync}", st.manifests.display());
     let sw = match (st.switch.process, switch_running) {
         (Some(p), true) => match &switch_sync {

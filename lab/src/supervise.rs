@@ -91,7 +91,8 @@ fn apply(dir: &Path, digest: &str, exe: &Path, children: &mut Vec<Child>) -> any
     let mut st = State::load_required()?;
     // A one-node lab stays the node it plays; a lab of several follows every Node.
     let node_name = if st.more_nodes.is_empty() { Some(st.node.name.as_str()) } else { st.node.requested_name.as_deref() };
-    let plan = super::plan::plan(dir, node_name, &st.pods)?;
+    let foreign = super::cni_network::foreign_attachments(&st);
+    let plan = super::plan::plan(dir, node_name, &st.pods, &foreign)?;
     log(&format!("applying {} (digest {})", dir.display(), plan.digest));
     let mut logf = |m: &str| log(m);
     let result = super::pods::reconcile(&mut st, &plan, exe, children, &mut logf);

@@ -3,8 +3,8 @@
 //!
 //! Contract:
 //! - A node's switch is `ip netns exec NODE-NETNS <podswitch> run --manifests
-//!   /run/podswitch/lab/api --control-socket SOCKET --node-name NODE --cores C [--busy-poll]
-//!   --uplink psw-uplink --uplink-gateway-mac MAC-OF-EXTERNAL`, detached, output to the node's
+//!   /run/podswitch/lab/api --control-socket SOCKET --node-name NODE --cores C --cni-data-dir
+//!   /run/podswitch/lab/cni/NODE/attachments [--busy-poll] --uplink psw-uplink --uplink-gateway-mac MAC-OF-EXTERNAL`, detached, output to the node's
 //!   log (`logs/switch.log` for the first node, `logs/switch-NODE.log` for the others), recorded
 //!   in the state. SOCKET is /run/podswitch/podswitch.sock for the first node (the default of
 //!   `podswitch show`; /run/podswitch/lab-nodes/NODE.sock links to it) and
@@ -70,6 +70,10 @@ pub fn command_line(st: &State, node: &NodeSwitch, exe: &Path) -> Vec<String> {
         node.name.clone(),
         "--cores".into(),
         st.switch.cores.clone(),
+        // The node's switch follows the records its node's CNI plugin writes (the lab's pods
+        // and pods other runtimes attach on that node), not the machine's default directory.
+        "--cni-data-dir".into(),
+        super::cni_network::data_dir(&node.name).display().to_string(),
     ];
     if st.switch.busy_poll {
         args.push("--busy-poll".into());

@@ -78,7 +78,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<i32> {
     if !dir.is_dir() {
         bail!("{} is not a directory (--manifests wants a directory of manifests)", dir.display());
     }
-    let plan = super::plan::plan(&dir, a.node_name.as_deref(), &BTreeMap::new())?;
+    let plan = super::plan::plan(&dir, a.node_name.as_deref(), &BTreeMap::new(), &BTreeMap::new())?;
     let exe = std::env::current_exe().context("cannot find the podswitch-lab executable")?;
     let no_switch = std::env::var(state::NO_SWITCH_ENV).is_ok_and(|v| v == "1");
 

@@ -16,19 +16,12 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
 mod labkit;
-use labkit::{describe, lab_namespaces, ok_env as ok, pod_ips, podswitch_env as podswitch, probe, state, text, Hold, Lab};
-
-fn sh(cmd: &str, args: &[&str]) -> String {
-    let o = Command::new(cmd).args(args).output().expect("run command");
-    assert!(o.status.success(), "{cmd} {} failed: {}", args.join(" "), describe(&o));
-    text(&o.stdout)
-}
+use labkit::{describe, lab_namespaces, ok_env as ok, pod_ips, podswitch_env as podswitch, probe, sh, state, text, Hold, Lab};
 
 impl Lab {
     /// None (after printing SKIPPED) unless root; `example` is copied into a fresh directory.

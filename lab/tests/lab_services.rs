@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod labkit;
-use labkit::{describe, ok, pod_ips, podswitch, probe, text, Hold, Lab};
+use labkit::{describe, ok, pod_ips, podswitch, probe, sh, text, Hold, Lab};
 
 const NODE_IP: &str = "172.18.0.2";
 const EXTERNAL_IP: &str = "172.18.0.100";
@@ -153,12 +153,6 @@ fn answered_by(results: &[Value]) -> BTreeSet<String> {
 /// `n` copies of `target`, as `--to` values (probed at once, each from its own socket).
 fn times(target: &str, n: usize) -> Vec<&str> {
     vec![target; n]
-}
-
-fn sh(cmd: &str, args: &[&str]) -> String {
-    let o = Command::new(cmd).args(args).output().expect("run command");
-    assert!(o.status.success(), "{cmd} {} failed: {}", args.join(" "), describe(&o));
-    text(&o.stdout)
 }
 
 // ---- 0. The `external` host ----

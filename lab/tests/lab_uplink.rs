@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 mod labkit;
-use labkit::{describe, ok, ok_env, podswitch, probe, Hold};
+use labkit::{describe, in_netns, ok, ok_env, podswitch, probe, Hold};
 
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
 const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 100);
@@ -30,19 +30,6 @@ const ECHO_PORT: u16 = 7007;
 
 const NODEPORT_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: np\n  namespace: x\nspec:\n  type: NodePort\n  \
      clusterIP: 10.96.0.31\n  selector: {pod: a}\n  ports:\n  - {name: tcp, port: 80, targetPort: 80, nodePort: 30080}\n";
-
-/// Runs `f` on a thread that entered network namespace `netns` (sockets it makes live there).
-fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let ns = std::fs::File::open(format!("/run/netns/{netns}")).unwrap_or_else(|e| panic!("{netns}: {e}"));
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
-    })
-}
 
 /// A line-echo server on `addr` in `netns`, serving until the test ends.
 fn echo_server(netns: &str, addr: SocketAddr) {

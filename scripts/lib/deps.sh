@@ -1,6 +1,6 @@
 # Installs what podswitch needs to build and test, if missing. Sourced by the scripts.
 # Debian packages: the BPF toolchain (clang, libelf, zlib), the tools the lab and tests drive.
-PODSWITCH_DEBS=(clang libelf-dev zlib1g-dev pkg-config m4 ethtool iproute2 iputils-ping netsniff-ng procps python3)
+PODSWITCH_DEBS=(clang libelf-dev zlib1g-dev pkg-config m4 ethtool iproute2 iputils-ping netsniff-ng procps python3 iptables)
 
 podswitch_need_root() {
   if [ "$(id -u)" != 0 ]; then

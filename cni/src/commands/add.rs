@@ -45,7 +45,7 @@ pub fn add(conf: &NetConf, p: &Params) -> Result<AddResult, CniError> {
     if same_file(&netns, Path::new("/proc/thread-self/ns/net")) {
         return Err(CniError::new(code::INVALID_ENVIRONMENT, "CNI_NETNS is the plugin's own network namespace", format!("CNI_NETNS={}", p.netns)));
     }
-    let mut pod_rtnl = Rtnl::open_in(netns_path).map_err(netlink_err("opening netlink in the container's namespace"))?;
+    let mut pod_rtnl = rtnl::open_in(netns_path).map_err(netlink_err("opening netlink in the container's namespace"))?;
     if link::link(&mut pod_rtnl, &p.ifname).map_err(netlink_err("looking up the container's interface"))?.is_some() {
         return Err(CniError::new(code::INVALID_CONFIG, "the interface already exists in the container", format!("{} in {}", p.ifname, p.netns)));
     }
@@ -92,7 +92,7 @@ fn add_after_ipam(
     let gw = naming::GATEWAY_IP;
     let netns_path = Path::new(&p.netns);
 
-    let mut host = Rtnl::open().map_err(netlink_err("opening netlink"))?;
+    let mut host = rtnl::open().map_err(netlink_err("opening netlink"))?;
     link::create_veth(&mut host, host_if, &p.ifname, netns, mtu, mac).map_err(|e| match e.errno() {
         Some(libc::EEXIST) => CniError::new(
             code::TRY_AGAIN_LATER,

@@ -15,7 +15,7 @@ pub fn check(conf: &NetConf, p: &Params) -> Result<(), CniError> {
         .enumerate()
         .find(|(_, i)| i.name == p.ifname && i.sandbox.as_deref() == Some(p.netns.as_str()))
         .ok_or_else(|| check_failed("prevResult lists no such interface", format!("{} in {}", p.ifname, p.netns)))?;
-    let mut r = Rtnl::open_in(Path::new(&p.netns)).map_err(netlink_err("opening netlink in the container's namespace"))?;
+    let mut r = rtnl::open_in(Path::new(&p.netns)).map_err(netlink_err("opening netlink in the container's namespace"))?;
     let nl = netlink_err("reading the pod's interface");
     let got = link::link(&mut r, &p.ifname).map_err(&nl)?.ok_or_else(|| check_failed("the pod's interface is missing", format!("{} in {}", p.ifname, p.netns)))?;
     if !got.up {
@@ -52,7 +52,7 @@ pub fn check(conf: &NetConf, p: &Params) -> Result<(), CniError> {
     }
     let (pod_ns, pod_name) = pod_of(p)?;
     let host_if = naming::pod_interface(&pod_ns, &pod_name);
-    let mut host = Rtnl::open().map_err(netlink_err("opening netlink"))?;
+    let mut host = rtnl::open().map_err(netlink_err("opening netlink"))?;
     match link::link(&mut host, &host_if).map_err(netlink_err("reading the pod's host interface"))? {
         Some(h) if h.up => {}
         Some(_) => return Err(check_failed("the pod's host interface is down", host_if)),

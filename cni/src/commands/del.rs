@@ -5,7 +5,7 @@ pub fn del(conf: &NetConf, p: &Params) -> Result<(), CniError> {
     // IPAM first, as the reference plugins do; its failure is reported after the rest is done.
     let ipam = ipam_of(conf, p).and_then(|i| i.del());
     if !p.netns.is_empty() {
-        match Rtnl::open_in(Path::new(&p.netns)) {
+        match rtnl::open_in(Path::new(&p.netns)) {
             Ok(mut r) => {
                 link::delete(&mut r, &p.ifname).map_err(netlink_err("deleting the pod's interface"))?;
             }

@@ -8,7 +8,7 @@ pub fn gc(conf: &NetConf, p: &Params) -> Result<(), CniError> {
     let records = cni_records::list(&dir).map_err(|e| CniError::from_source(code::IO_FAILURE, "reading the attachment records", &e))?;
     let mut errors = Vec::new();
     for r in records.iter().filter(|r| !valid.iter().any(|v| v.container_id == r.container_id && v.ifname == r.ifname)) {
-        match Rtnl::open_in(Path::new(&r.netns)) {
+        match rtnl::open_in(Path::new(&r.netns)) {
             Ok(mut nl) => {
                 if let Err(e) = link::delete(&mut nl, &r.ifname) {
                     errors.push(format!("{}:{}: deleting {}: {}", r.container_id, r.ifname, r.ifname, chain(&e)));

@@ -42,7 +42,7 @@ use crate::link;
 use crate::netns::NetnsError;
 use crate::offloads;
 use crate::result::{AddResult, Interface, IpConfig, Route, VersionResult, SUPPORTED_VERSIONS};
-use crate::rtnl::{Rtnl, RtnlError};
+use crate::rtnl::{self, Rtnl, RtnlError};
 use crate::switch_port::{self, PortWait};
 
 mod add;
@@ -57,8 +57,8 @@ pub use del::del;
 pub use gc::gc;
 pub use status::status;
 
-fn netlink_err(what: &str) -> impl Fn(RtnlError) -> CniError + '_ {
-    move |e| match e {
+fn netlink_err<E: Into<RtnlError>>(what: &str) -> impl Fn(E) -> CniError + '_ {
+    move |e| match e.into() {
         RtnlError::Netns(NetnsError::Missing(p)) => CniError::new(code::UNKNOWN_CONTAINER, "the container's network namespace does not exist", p),
         e => CniError::from_source(code::NETLINK, what, &e),
     }

@@ -2,12 +2,16 @@
 // for cni/tests/libcni.rs. Builds offline against Debian's golang-github-appc-cni-dev:
 //   GOPATH=/usr/share/gocode GO111MODULE=off go build -o DRIVER .
 //
-// Usage: DRIVER add|check|del CONFLIST CONTAINERID NETNS IFNAME CNI_ARGS CNI_PATH CACHEDIR
-// CNI_ARGS is K=V;K=V. add prints the result as JSON; errors go to stderr, exit status 1.
+// Usage: DRIVER add|check|del CONFLIST CONTAINERID NETNS IFNAME CNI_ARGS CNI_PATH CACHEDIR [CAPABILITY_ARGS]
+// CNI_ARGS is K=V;K=V. CAPABILITY_ARGS is a JSON object, the runtime's capability arguments
+// (e.g. {"ips":["10.0.0.5/24"],"bandwidth":{...},"portMappings":[...]}): libcni gives each
+// plugin the ones its "capabilities" declare, as runtimeConfig. add prints the result as JSON;
+// errors go to stderr, exit status 1.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -22,8 +26,8 @@ func fail(err error) {
 
 func main() {
 	a := os.Args[1:]
-	if len(a) != 8 {
-		fail(fmt.Errorf("usage: add|check|del CONFLIST CONTAINERID NETNS IFNAME CNI_ARGS CNI_PATH CACHEDIR"))
+	if len(a) != 8 && len(a) != 9 {
+		fail(fmt.Errorf("usage: add|check|del CONFLIST CONTAINERID NETNS IFNAME CNI_ARGS CNI_PATH CACHEDIR [CAPABILITY_ARGS]"))
 	}
 	list, err := libcni.ConfListFromFile(a[1])
 	if err != nil {
@@ -37,6 +41,11 @@ func main() {
 		}
 	}
 	rt := &libcni.RuntimeConf{ContainerID: a[2], NetNS: a[3], IfName: a[4], Args: args}
+	if len(a) == 9 && a[8] != "" {
+		if err := json.Unmarshal([]byte(a[8]), &rt.CapabilityArgs); err != nil {
+			fail(fmt.Errorf("CAPABILITY_ARGS %q: %v", a[8], err))
+		}
+	}
 	ctx := context.Background()
 	switch a[0] {
 	case "add":

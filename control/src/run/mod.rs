@@ -22,11 +22,14 @@
 //! - With `--uplink`, the uplink's next hops (the default gateway unless
 //!   `--uplink-gateway-mac` is given) are resolved by the kernel and followed
 //!   ([`crate::neighbours`]); a change of the gateway's MAC republishes the tables.
+//! - Connections the node's kernel DNATs to a pod (portmap's hostPorts) leave it for the switch
+//!   masqueraded, so that the pod's replies return through the kernel (`dnat_return.rs`).
 //! - SIGTERM/SIGINT detach every port, stop the workers, delete the host port and the
 //!   neighbour entries the switch made.
 pub mod affinity;
 mod apply;
 mod cni_watch;
+mod dnat_return;
 pub mod flows;
 pub mod host_port;
 pub mod metrics_view;

@@ -2,7 +2,7 @@
 //!
 //! Contract: [`start`] keeps the control threads off the worker cores, reads the first view
 //! (manifest directory or Kubernetes API), checks the uplink and the pods' interfaces, binds
-//! the control socket, creates the host port, starts the workers, applies the first view
+//! the control socket, creates the host port (and the DNAT return rule), starts the workers, applies the first view
 //! (attaching the host port first, then the uplink and every local pod's port, the pods the
 //! CNI plugin recorded included: they are adopted), then starts
 //! the metrics endpoint, the control socket's server, the signal handlers and the verdict log
@@ -62,6 +62,8 @@ pub enum StartError {
     ControlSocket(#[from] ctl::server::ServerError),
     #[error(transparent)]
     HostPort(#[from] host_port::HostPortError),
+    #[error("the way back for hostPort connections: {0}")]
+    DnatReturn(#[from] super::dnat_return::DnatReturnError),
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
     #[error(transparent)]
@@ -162,6 +164,9 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
     let cfg = dataplane_config(args, control_cores.allowed.clone());
     let host_stack_mac = host_port::ensure(&node, cfg.cores.len() as u32, &args.service_cidrs)?;
     teardown.host_port();
+    if super::dnat_return::ensure()? != super::dnat_return::Ensured::NoIptables {
+        teardown.dnat_return();
+    }
     let dp = Dataplane::start(cfg, Tables::new(naming::GATEWAY_IP))?;
     let dir = args.manifests.clone().unwrap_or_default();
     let kube_status = match &source {

@@ -3,17 +3,19 @@
 //! Contract: start-up records each thing it makes in a [`Teardown`] as soon as it exists; when
 //! the guard drops (a normal stop, a failed start-up step; a panic only in builds that unwind:
 //! release builds abort), it undoes them in the reverse order: the dataplane stops (every port detached, workers stopped), the
-//! host port pair is deleted (its routes go with it), the control socket file is removed.
+//! host port pair is deleted (its routes go with it), the DNAT return rule is deleted, the
+//! control socket file is removed.
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::host_port;
+use super::{dnat_return, host_port};
 use super::shared::Shared;
 
 #[derive(Default)]
 pub(crate) struct Teardown {
     control_socket: Option<PathBuf>,
     host_port: bool,
+    dnat_return: bool,
     dataplane: Option<Arc<Shared>>,
 }
 
@@ -26,6 +28,11 @@ impl Teardown {
     /// The host port pair exists.
     pub fn host_port(&mut self) {
         self.host_port = true;
+    }
+
+    /// The DNAT return rule was added.
+    pub fn dnat_return(&mut self) {
+        self.dnat_return = true;
     }
 
     /// The dataplane runs.
@@ -42,6 +49,9 @@ impl Drop for Teardown {
         }
         if self.host_port {
             host_port::remove();
+        }
+        if self.dnat_return {
+            dnat_return::remove();
         }
         if let Some(path) = self.control_socket.take() {
             let _ = std::fs::remove_file(path);

@@ -5,7 +5,8 @@
 //! Contract:
 //! - [`podswitch_bin`] is the `podswitch` of this build's target directory, beside
 //!   `podswitch-lab`; `cargo test` builds only this package's binary, so the first call runs
-//!   `cargo build -p podswitch-control --bin podswitch` (same profile) to make it current.
+//!   `cargo build -p podswitch-control --bin podswitch -p podswitch-cni` (same profile) to make
+//!   them current (the lab wires its pods through `podswitch-cni`, which it finds beside it).
 //! - [`root_or_skip`]: a test that needs root runs as root; without root it prints
 //!   `SKIPPED: <test> needs root` and passes, except when `CI` is set: then it fails.
 //! - [`Hold::new`] returns None (after [`root_or_skip`]'s SKIPPED line) unless root.
@@ -16,6 +17,9 @@
 //! - Dropping the hold runs `lab down` and removes the directory, also when the test fails.
 //! - [`podswitch`] runs the binary with `PODSWITCH_LAB_NO_SWITCH` removed (a `lab up` starts
 //!   the switch); [`podswitch_env`] sets it when asked.
+//! - [`sh`] runs any other command and asserts it succeeded; [`in_netns`] runs a closure on a
+//!   thread inside a lab namespace (sockets it makes live there); [`skip_or_fail`] is
+//!   [`root_or_skip`]'s rule for another missing prerequisite.
 #![allow(dead_code)]
 use std::collections::BTreeMap;
 use std::fs;
@@ -34,7 +38,28 @@ pub const MACHINE_LOCK: &str = "/run/podswitch-lab-tests.lock";
 
 #[path = "../../../test-support/needs_root.rs"]
 mod needs_root;
-pub use needs_root::root_or_skip;
+#[allow(unused_imports)] // Not every test binary uses both.
+pub use needs_root::{root_or_skip, skip_or_fail};
+
+/// Runs `cmd args`, asserts it succeeded, returns its standard out.
+pub fn sh(cmd: &str, args: &[&str]) -> String {
+    let o = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(o.status.success(), "{cmd} {} failed: {}", args.join(" "), describe(&o));
+    text(&o.stdout)
+}
+
+/// Runs `f` on a thread that entered network namespace `netns` (sockets it makes live there).
+pub fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let ns = fs::File::open(format!("/run/netns/{netns}")).unwrap_or_else(|e| panic!("{netns}: {e}"));
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
 
 /// The `podswitch` binary beside [`LAB_BIN`], built (or brought up to date) on first use.
 pub fn podswitch_bin() -> &'static Path {
@@ -42,13 +67,14 @@ pub fn podswitch_bin() -> &'static Path {
     BIN.get_or_init(|| {
         let dir = Path::new(LAB_BIN).parent().expect("the lab binary is in a directory");
         let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-        build.args(["build", "--quiet", "-p", "podswitch-control", "--bin", "podswitch"]);
+        // The lab wires its pods through podswitch-cni, found next to it.
+        build.args(["build", "--quiet", "-p", "podswitch-control", "--bin", "podswitch", "-p", "podswitch-cni", "--bin", "podswitch-cni"]);
         // target/debug or target/release: the profile this test was built with.
         if dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
         let status = build.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p podswitch-control --bin podswitch failed");
+        assert!(status.success(), "cargo build -p podswitch-control --bin podswitch -p podswitch-cni failed");
         let bin = dir.join("podswitch");
         assert!(bin.exists(), "{} was not built", bin.display());
         bin
