@@ -19,6 +19,7 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 
 # name|description (the listing printed by --help)
 BENCHMARKS=(
+    "cni|CNI plugin: time from ADD to the pod's first packet at a peer pod (p50/p99 over 200 pods) and pods created/deleted per second, podswitch-cni + podswitch vs the reference ptp + host-local; target ADD p99 <= 1.5x ptp's"
     "crossnode|pod -> pod on another node: podswitch --pod-network vxlan and routed vs the kernel's VXLAN (flannel's setup) and routing; 64 B UDP frames/s (pktgen) and one TCP stream (iperf3); target switch/kernel >= 1.3 for VXLAN pps"
     "e2e|end to end through a lab node, one generator (pktgen): podswitch (10k Services, 1k policies) vs kernel + kube-proxy nftables rules vs OVS AF_XDP; 64 B / IMIX rate, no-drop rate, latency, CPU/packet"
     "forward|64-byte UDP frames/s pod -> pod: podswitch vs Linux bridge vs dpdk-testpmd (AF_XDP); target switch >= 0.9x testpmd"
@@ -39,6 +40,7 @@ packages_for() {
         micro) echo "valgrind" ;;
         pktgen) echo "iproute2 ethtool procps util-linux coreutils netsniff-ng" ;;
         crossnode) echo "iproute2 ethtool procps util-linux coreutils iperf3" ;;
+        cni) echo "iproute2 ethtool util-linux containernetworking-plugins" ;;
         e2e) echo "iproute2 ethtool procps util-linux coreutils nftables openvswitch-switch" ;;
         *) echo "" ;;
     esac
@@ -86,8 +88,8 @@ ensure_packages() {
 }
 
 build() {
-    echo "bench.sh: building release binaries (podswitch, podswitch-perf, pktgen)" >&2
-    (cd "$root" && cargo build --release --locked -p podswitch-control -p podswitch-perf -p podswitch-pktgen --bins >&2)
+    echo "bench.sh: building release binaries (podswitch, podswitch-cni, podswitch-perf, pktgen)" >&2
+    (cd "$root" && cargo build --release --locked -p podswitch-control -p podswitch-cni -p podswitch-perf -p podswitch-pktgen --bins >&2)
 }
 
 run_benchmark() {
@@ -115,6 +117,12 @@ run_benchmark() {
             exec "$target/release/podswitch-perf" e2e \
                 --podswitch "$target/release/podswitch" \
                 --pktgen "$target/release/pktgen" \
+                --results-dir "$root/perf/results" "$@"
+            ;;
+        cni)
+            exec "$target/release/podswitch-perf" cni \
+                --podswitch "$target/release/podswitch" \
+                --podswitch-cni "$target/release/podswitch-cni" \
                 --results-dir "$root/perf/results" "$@"
             ;;
         crossnode)

@@ -1,6 +1,7 @@
 //! `podswitch-perf`: the benchmark drivers behind `scripts/bench.sh`. One subcommand per
 //! benchmark; each prints a readable report, or with `--json` one JSON object as the last line
 //! of stdout, with progress on stderr. perf/README.md says how each one measures.
+mod cni;
 mod crossnode;
 mod e2e;
 mod forward;
@@ -44,6 +45,8 @@ enum Cmd {
     E2e(e2e::E2eArgs),
     /// Pod -> pod on another node: podswitch --pod-network vxlan|routed vs the kernel's VXLAN (as flannel sets it up) and routing; 64-byte UDP frames/s and one TCP stream.
     Crossnode(crossnode::CrossnodeArgs),
+    /// CNI plugin: ADD to first packet forwarded (p50/p99 over 200 pods) and pods created/deleted per second, podswitch-cni vs ptp + host-local.
+    Cni(cni::CniArgs),
 }
 
 fn main() {
@@ -57,6 +60,7 @@ fn main() {
         Cmd::Pktgen(a) => pktgen_bench::main(a),
         Cmd::E2e(a) => e2e::main(a),
         Cmd::Crossnode(a) => crossnode::main(a),
+        Cmd::Cni(a) => cni::main(a),
     };
     match code {
         Ok(c) => std::process::exit(c),

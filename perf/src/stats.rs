@@ -11,6 +11,18 @@ pub fn median(v: &[f64]) -> Option<f64> {
     Some(if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 })
 }
 
+/// The `p`-th percentile (0 < p <= 100) by nearest rank: the smallest value with at least
+/// p% of the values at or below it (of 200 values, p99 is the 198th smallest); None when empty.
+pub fn percentile(v: &[f64], p: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    Some(s[rank.clamp(1, s.len()) - 1])
+}
+
 pub fn min(v: &[f64]) -> Option<f64> {
     v.iter().copied().reduce(f64::min)
 }
@@ -84,6 +96,16 @@ mod tests {
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        assert_eq!(percentile(&[], 50.0), None);
+        let v: Vec<f64> = (1..=200).rev().map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(100.0));
+        assert_eq!(percentile(&v, 99.0), Some(198.0));
+        assert_eq!(percentile(&v, 100.0), Some(200.0));
+        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
     }
 
     #[test]
