@@ -14,6 +14,7 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 use super::frames::{create_umem, UmemSpec};
 use super::socket::BoundQueue;
 use super::AfXdpError;
+use crate::port::fill_allowance::FillAllowance;
 use crate::port::ledger::FrameLedger;
 use crate::port::{DeviceStats, Frame, FrameMemory, PortDevice, PortMode};
 use crate::tables::PortId;
@@ -189,11 +190,13 @@ pub struct RxRings {
     fill: FillQueue,
     in_fill: u32,
     fill_target: u32,
+    /// How much of `fill_target` this socket may hold now (grows while it is busy).
+    allowance: FillAllowance,
 }
 
 impl RxRings {
     pub fn new(rx: RxQueue, fill: FillQueue, fill_target: u32) -> Self {
-        Self { rx, fill, in_fill: 0, fill_target }
+        Self { rx, fill, in_fill: 0, fill_target, allowance: FillAllowance::default() }
     }
 
     /// Takes up to `out.len()` received frames into the caller's hands.
@@ -203,15 +206,17 @@ impl RxRings {
         // of `mem`.
         let n = unsafe { self.rx.consume(out) };
         mem.ledger.to_worker(&out[..n]);
+        self.allowance.received(n as u32, self.in_fill, self.fill_target);
         self.in_fill = self.in_fill.saturating_sub(n as u32);
         n
     }
 
-    /// Tops the fill ring up to the fill target from `mem`'s pool as port `id`'s, in batches
-    /// of 16 or more; returns how many were added.
+    /// Tops the fill ring up to the fill target (as far as the socket's allowance goes:
+    /// [`FillAllowance`]) from `mem`'s pool as port `id`'s, in batches of 16 or more; returns
+    /// how many were added.
     #[inline]
     pub fn refill(&mut self, mem: &mut WorkerUmem, id: PortId) -> usize {
-        let want = self.fill_target.saturating_sub(self.in_fill) as usize;
+        let want = self.allowance.limit(self.fill_target).saturating_sub(self.in_fill) as usize;
         if want < 16 && self.in_fill > 0 {
             return 0; // refill in batches
         }

@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::tables::PortId;
 use ledger::FrameLedger;
 
+pub mod fill_allowance;
 pub mod ledger;
 pub mod memory;
 
