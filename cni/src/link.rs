@@ -9,9 +9,10 @@ use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 
-use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
@@ -124,6 +125,18 @@ pub fn addresses(rtnl: &mut Rtnl, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, Rtn
             _ => None,
         })
         .collect())
+}
+
+/// Sets a permanent neighbour entry `ip` → `mac` on link `index` (replacing one there).
+pub fn set_permanent_neighbour(rtnl: &mut Rtnl, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<(), RtnlError> {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.ifindex = index;
+    m.header.state = NeighbourState::Permanent;
+    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    rtnl.request(RouteNetlinkMessage::NewNeighbour(m), NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, &format!("a permanent neighbour entry for {ip}"))
+        .map(drop)
 }
 
 /// Adds a route to `dst/prefix_len` through link `index`, via `gateway` or on-link (`scope`).

@@ -116,6 +116,13 @@ fn add_after_ipam(
     })?;
     link::add_address(pod_rtnl, pod.index, ip, 32).map_err(&nl)?;
     link::set_up(pod_rtnl, pod.index, &p.ifname).map_err(&nl)?;
+    // The gateway's MAC is the switch port's, the host side's: a permanent entry, so that a
+    // pod that sends before the switch has attached its port (it cannot answer ARP yet) does
+    // not wait for the kernel's ARP retry, a second later, once it has.
+    let host_mac = link::link(host, host_if).map_err(&nl)?.and_then(|l| l.mac).ok_or_else(|| {
+        CniError::new(code::NETLINK, "the pod's host interface has no MAC", host_if.to_string())
+    })?;
+    link::set_permanent_neighbour(pod_rtnl, pod.index, gw, host_mac).map_err(&nl)?;
     link::add_route(pod_rtnl, pod.index, gw, 32, None, RouteScope::Link).map_err(&nl)?;
     link::add_route(pod_rtnl, pod.index, Ipv4Addr::UNSPECIFIED, 0, Some(gw), RouteScope::Universe).map_err(&nl)?;
     let mut routes = vec![Route::via("0.0.0.0/0".parse().expect("a prefix"), Some(IpAddr::V4(gw)))];

@@ -7,7 +7,9 @@
 //!   `CNI_NETNS` with MAC `naming::pod_mac(ip)`, `ip/32`, the configured MTU on both ends, TX
 //!   checksum offload off and IPv6 off, routes `169.254.1.1 scope link` and `default via
 //!   169.254.1.1` (IPAM's other routes also via 169.254.1.1: the switch is the only next hop);
-//!   both ends up. It records the attachment (`podswitch_control::cni_records`: what the
+//!   a permanent neighbour entry for 169.254.1.1 with the host side's MAC (the switch port's: a
+//!   pod that sends before its port is attached does not wait out an ARP retry), both ends
+//!   up. It records the attachment (`podswitch_control::cni_records`: what the
 //!   switch wires the port from); with `waitForSwitch` it then waits for the switch to attach the port
 //!   (code 50 when the switch never answered, 11 when it answered without attaching). Any
 //!   failure after IPAM's ADD deletes the pair and runs IPAM's DEL before the error is
