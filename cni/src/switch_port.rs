@@ -2,11 +2,15 @@
 //!
 //! Contract:
 //! - [`wait_attached`] asks `ports` every [`POLL_EVERY`] until the switch lists an attached
-//!   port whose interface is the pod's host-side veth, or until the deadline. It reports
+//!   port whose interface is the pod's host-side veth and whose owner is the pod (the owner
+//!   comes from the tables in force: a port is listed as soon as its socket is bound, and
+//!   owned once the tables that route to it are published, so only then can the pod's first
+//!   packet get through), or until the deadline. It reports
 //!   [`PortWait::Unreachable`] when the switch never answered, [`PortWait::Pending`] (with the
 //!   switch's reason for the pod's key, when it gave one) when it answered without the port.
 //! - [`answers`] is STATUS's probe: the switch answers a `status` request.
-//! - Of the `ports` answer only what this needs is read (each attached port's `name`, the
+//! - Of the `ports` answer only what this needs is read (each attached port's `name` and
+//!   `owner`, the
 //!   `pending` map from port key to reason; see `ctl::replies::Ports`), so that the plugin
 //!   keeps working with a switch whose port rows grew other fields.
 use std::collections::BTreeMap;
@@ -27,6 +31,8 @@ struct PortsView {
 #[derive(Debug, Deserialize)]
 struct PortName {
     name: String,
+    #[serde(default)]
+    owner: Option<String>,
 }
 
 /// How often [`wait_attached`] asks.
@@ -45,7 +51,7 @@ pub enum PortWait {
 pub fn port_attached(socket: &Path, interface: &str, key: &str) -> Result<Result<(), Option<String>>, client::ClientError> {
     let answer = client::request(socket, &Request::Ports)?;
     let ports: PortsView = client::read(&answer)?;
-    if ports.ports.iter().any(|p| p.name == interface) {
+    if ports.ports.iter().any(|p| p.name == interface && p.owner.as_deref() == Some(key)) {
         return Ok(Ok(()));
     }
     Ok(Err(ports.pending.get(key).cloned()))

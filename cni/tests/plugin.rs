@@ -245,7 +245,8 @@ fn add_check_del_and_del_again_with_host_local() {
 /// ports and pending reasons the test sets.
 #[derive(Clone, Default)]
 struct FakeSwitch {
-    ports: Arc<Mutex<(Vec<String>, Value)>>,
+    /// Attached ports (interface, owner: the pod key once the tables route to it), pending.
+    ports: Arc<Mutex<(Vec<(String, Option<String>)>, Value)>>,
 }
 
 impl FakeSwitch {
@@ -267,7 +268,7 @@ impl FakeSwitch {
                     Some("ports") => {
                         let (names, pending) = state.ports.lock().unwrap().clone();
                         // The real answer's rows carry much more (ctl::replies::PortRow).
-                        let rows: Vec<Value> = names.iter().map(|n| json!({ "name": n, "id": 3, "xdp_mode": "native" })).collect();
+                        let rows: Vec<Value> = names.iter().map(|(n, owner)| json!({ "name": n, "owner": owner, "id": 3, "xdp_mode": "native" })).collect();
                         json!({ "ok": true, "ports": rows, "pending": pending })
                     }
                     Some("status") => json!({ "ok": true, "node": "test" }),
@@ -279,7 +280,7 @@ impl FakeSwitch {
         me
     }
 
-    fn set(&self, ports: &[String], pending: Value) {
+    fn set(&self, ports: &[(String, Option<String>)], pending: Value) {
         *self.ports.lock().unwrap() = (ports.to_vec(), pending);
     }
 }
@@ -321,8 +322,15 @@ fn add_waits_for_the_switch_and_leaves_nothing_behind_when_it_does_not_attach() 
     assert!(out["details"].as_str().unwrap().contains("no Pod object yet"), "{out}");
     nothing_left("switch pending");
 
+    // A switch that has bound the port's socket but not yet published the tables that route
+    // to it (no owner): not attached yet, the pod's first packet would not get through.
+    switch.set(&[(host_if("web-0"), None)], json!({}));
+    let (rc, out) = s.run("ADD", "ctr-w", Some(&pod), "web-0", &conf);
+    assert_eq!((rc != 0, &out["code"]), (true, &json!(11)), "a port without its tables: {out}");
+    nothing_left("port not in the tables");
+
     // A switch that attaches: ADD, CHECK (the port is checked too), STATUS succeed.
-    switch.set(&[host_if("web-0")], json!({}));
+    switch.set(&[(host_if("web-0"), Some("default/web-0".to_string()))], json!({}));
     let (rc, res) = s.run("ADD", "ctr-w", Some(&pod), "web-0", &conf);
     assert_eq!(rc, 0, "ADD: {res}");
     let (rc, out) = s.run("CHECK", "ctr-w", Some(&pod), "web-0", &with_prev(&conf, &res));

@@ -393,6 +393,7 @@ impl Switch {
             }
             let id = if d.key == compile::HOST_KEY { 0 } else { self.free_id() };
             let uplink = d.kind == PortKind::Uplink;
+            let t0 = Instant::now();
             let attached = iface::mac(&d.ifname).map_err(AttachError::Mac).and_then(|mac| {
                 let dp = self.shared.dp();
                 // The uplink stays the node's: its program redirects only what the filter (written
@@ -403,7 +404,7 @@ impl Switch {
             match attached {
                 Ok((mac, r)) => {
                     println!(
-                        "port {} ({}): XDP {}{}, {} mode, {} queue(s) ({}){}",
+                        "port {} ({}): XDP {}{}, {} mode, {} queue(s) ({}){}, attached in {:.1} ms",
                         d.ifname,
                         d.key,
                         r.xdp_mode.as_str(),
@@ -411,7 +412,8 @@ impl Switch {
                         if r.zerocopy { "zero-copy" } else { "copy" },
                         r.queues.len(),
                         queue_owners(&r.queues),
-                        r.native_refused.as_deref().map(|w| format!(" (native refused: {w})")).unwrap_or_default()
+                        r.native_refused.as_deref().map(|w| format!(" (native refused: {w})")).unwrap_or_default(),
+                        t0.elapsed().as_secs_f64() * 1e3
                     );
                     self.attached.insert(d.key.clone(), (Attached { id, mac }, d.ifname.clone()));
                 }
