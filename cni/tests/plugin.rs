@@ -243,10 +243,13 @@ fn add_check_del_and_del_again_with_host_local() {
 
 /// A stand-in for `podswitch run`'s control socket: answers `status`, and `ports` with the
 /// ports and pending reasons the test sets.
+/// Attached ports (interface, owner: the pod key once the tables route to it).
+type FakePorts = Vec<(String, Option<String>)>;
+
 #[derive(Clone, Default)]
 struct FakeSwitch {
-    /// Attached ports (interface, owner: the pod key once the tables route to it), pending.
-    ports: Arc<Mutex<(Vec<(String, Option<String>)>, Value)>>,
+    /// The attached ports and the pending map.
+    ports: Arc<Mutex<(FakePorts, Value)>>,
 }
 
 impl FakeSwitch {
