@@ -212,7 +212,7 @@ impl Xsk {
         let rx_half = if receive {
             let mut half = XskRx {
                 mem: WorkerUmem::part(umem, descs, spec.frame_size, tx_count..all),
-                rings: RxRings::new(rx, fill, cfg.rx_frames),
+                rings: RxRings::owning_its_frames(rx, fill, cfg.rx_frames),
                 scratch: vec![FrameDesc::default(); cfg.ring_size as usize],
                 fd,
             };

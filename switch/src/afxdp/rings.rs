@@ -199,6 +199,12 @@ impl RxRings {
         Self { rx, fill, in_fill: 0, fill_target, allowance: FillAllowance::default() }
     }
 
+    /// As [`Self::new`], for a socket that owns its frames alone: its fill ring holds the
+    /// whole target from the start.
+    pub fn owning_its_frames(rx: RxQueue, fill: FillQueue, fill_target: u32) -> Self {
+        Self { allowance: FillAllowance::whole(fill_target), ..Self::new(rx, fill, fill_target) }
+    }
+
     /// Takes up to `out.len()` received frames into the caller's hands.
     #[inline]
     pub fn receive(&mut self, mem: &mut WorkerUmem, out: &mut [FrameDesc]) -> usize {

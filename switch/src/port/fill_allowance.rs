@@ -32,6 +32,12 @@ impl Default for FillAllowance {
 }
 
 impl FillAllowance {
+    /// The whole `target` from the start: for a socket that shares its frames with no other
+    /// (pktgen's endpoint), where nothing is kept from anyone.
+    pub fn whole(target: u32) -> Self {
+        Self { now: target }
+    }
+
     /// Takes in a receive of `n` frames from a ring that held `held` before it.
     #[inline]
     pub fn received(&mut self, n: u32, held: u32, target: u32) {
