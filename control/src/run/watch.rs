@@ -136,6 +136,14 @@ impl Refused {
         sw.refused(e);
     }
 
+    /// Applies the view in force `m` again after the CNI plugin's records changed the pods.
+    fn apply_for_cni(&mut self, sw: &mut Switch, m: &Manifests) {
+        match sw.apply(m) {
+            Ok(()) => tracing::info!(ports = sw.attached.len(), pending = sw.pending.len(), "CNI attachments applied"),
+            Err(e) => self.record(sw, &m.digest, e.to_string()),
+        }
+    }
+
     fn clear(&mut self) {
         self.digest.clear();
     }
@@ -148,10 +156,7 @@ pub(crate) fn follow_directory(sw: &mut Switch, watch: &mut DirWatch, cni: &mut 
         sw.follow_neighbours();
         if cni.changed().is_some_and(|a| sw.set_cni_pods(a)) {
             match manifests::load_dir(watch.dir()) {
-                Ok(m) => match sw.apply(&m) {
-                    Ok(()) => tracing::info!(ports = sw.attached.len(), pending = sw.pending.len(), "CNI attachments applied"),
-                    Err(e) => refused.record(sw, &m.digest, e.to_string()),
-                },
+                Ok(m) => refused.apply_for_cni(sw, &m),
                 Err(e) => refused.record(sw, "unreadable", e.to_string()),
             }
         }
@@ -199,11 +204,7 @@ pub(crate) fn follow_api(sw: &mut Switch, src: &mut KubeSource, cni: &mut CniWat
     while !stop.load(Ordering::Relaxed) {
         sw.follow_neighbours();
         if cni.changed().is_some_and(|a| sw.set_cni_pods(a)) {
-            let m = src.view();
-            match sw.apply(m) {
-                Ok(()) => tracing::info!(ports = sw.attached.len(), pending = sw.pending.len(), "CNI attachments applied"),
-                Err(e) => refused.record(sw, &m.digest, e.to_string()),
-            }
+            refused.apply_for_cni(sw, src.view());
         }
         match src.recv_timeout_or(Duration::from_millis(500), cni.wake()) {
             Ok(m) => match sw.apply(m) {
