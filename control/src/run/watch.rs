@@ -2,7 +2,8 @@
 //!
 //! Contract:
 //! - [`DirWatch`] (public: the lab's supervisor follows its directory with it too) waits for
-//!   inotify events on a directory (or, in polling mode, for the timeout), lets a burst of
+//!   inotify events on a directory (a file opened or read is no event: the switch reads the
+//!   directory itself) or, in polling mode, for the timeout, lets a burst of
 //!   events settle, and says whether the content may have changed: it digests the directory
 //!   only when the files' stat signature changed, or every [`FULL_DIGEST_EVERY`] as a check.
 //! - `follow_directory` and `follow_api` are the switch's event loops: each view that
@@ -62,8 +63,11 @@ impl DirWatch {
     pub fn new(dir: &Path) -> Result<Self, WatchError> {
         let (tx, rx) = crossbeam::channel::unbounded();
         let err = |source| WatchError { dir: dir.to_path_buf(), source };
-        let mut watcher = notify::recommended_watcher(move |_res| {
-            let _ = tx.send(());
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            // A file opened or read is no change (the switch reads the directory itself).
+            if !res.as_ref().is_ok_and(|e| e.kind.is_access()) {
+                let _ = tx.send(());
+            }
         })
         .map_err(err)?;
         watcher.watch(dir, notify::RecursiveMode::NonRecursive).map_err(err)?;
@@ -137,9 +141,14 @@ impl Refused {
     }
 
     /// Applies the view in force `m` again after the CNI plugin's records changed the pods.
-    fn apply_for_cni(&mut self, sw: &mut Switch, m: &Manifests) {
+    fn apply_for_cni(&mut self, sw: &mut Switch, m: &Manifests, since: std::time::Instant) {
         match sw.apply(m) {
-            Ok(()) => tracing::info!(ports = sw.attached.len(), pending = sw.pending.len(), "CNI attachments applied"),
+            Ok(()) => tracing::info!(
+                ports = sw.attached.len(),
+                pending = sw.pending.len(),
+                ms = since.elapsed().as_secs_f64() * 1e3,
+                "CNI attachments applied"
+            ),
             Err(e) => self.record(sw, &m.digest, e.to_string()),
         }
     }
@@ -154,9 +163,10 @@ pub(crate) fn follow_directory(sw: &mut Switch, watch: &mut DirWatch, cni: &mut 
     let mut refused = Refused::default();
     while !stop.load(Ordering::Relaxed) {
         sw.follow_neighbours();
+        let since = std::time::Instant::now();
         if cni.changed().is_some_and(|a| sw.set_cni_pods(a)) {
             match manifests::load_dir(watch.dir()) {
-                Ok(m) => refused.apply_for_cni(sw, &m),
+                Ok(m) => refused.apply_for_cni(sw, &m, since),
                 Err(e) => refused.record(sw, "unreadable", e.to_string()),
             }
         }
@@ -203,8 +213,9 @@ pub(crate) fn follow_api(sw: &mut Switch, src: &mut KubeSource, cni: &mut CniWat
     let mut refused = Refused::default();
     while !stop.load(Ordering::Relaxed) {
         sw.follow_neighbours();
+        let since = std::time::Instant::now();
         if cni.changed().is_some_and(|a| sw.set_cni_pods(a)) {
-            refused.apply_for_cni(sw, src.view());
+            refused.apply_for_cni(sw, src.view(), since);
         }
         match src.recv_timeout_or(Duration::from_millis(500), cni.wake()) {
             Ok(m) => match sw.apply(m) {
