@@ -38,12 +38,13 @@ use crate::afxdp::rings::{PortRings, WorkerUmem};
 use crate::afxdp::socket::{bind, CopyPolicy};
 use crate::afxdp::stats::{self, XskStats};
 use crate::afxdp::filter::{FilterError, RuleCounters, UplinkFilter};
-use crate::afxdp::xdp::{XdpAttachment, XdpMode, XdpRole};
+use crate::afxdp::xdp::{XdpAttachment, XdpMode, XdpProgram, XdpRole};
 use crate::afxdp::{iface, AfXdpError};
 use crate::conntrack::{reaper::Reaper, ConnTable, KeyHasher, Timeouts};
 use crate::counters::{PortQueueCounters, PortTotals};
 use crate::drop_reason::DropReason;
 use crate::tables::{PortId, Tables};
+use crate::worker::doorbell::Doorbell;
 use crate::worker::{Worker, WorkerCmd, WorkerShared};
 
 #[derive(Debug, Clone)]
@@ -103,6 +104,8 @@ pub enum DataplaneError {
     NotUplink(PortId),
     #[error(transparent)]
     Filter(#[from] FilterError),
+    #[error("creating a worker's doorbell (eventfd): {0}")]
+    Doorbell(nix::Error),
 }
 
 /// Which worker serves each rx queue of an interface with `queues` queues: queue `q` goes to
@@ -122,6 +125,17 @@ struct WorkerHandle {
     shared: Arc<WorkerShared>,
     umem: Umem,
     join: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl WorkerHandle {
+    /// Sends `cmd` and wakes the worker if it sleeps.
+    fn order(&self, cmd: WorkerCmd<PortRings>) -> Result<(), crossbeam::channel::SendError<WorkerCmd<PortRings>>> {
+        self.cmds.send(cmd)?;
+        if let Some(bell) = &self.shared.doorbell {
+            bell.ring();
+        }
+        Ok(())
+    }
 }
 
 /// One queue of an attached port.
@@ -178,8 +192,9 @@ pub struct Dataplane {
     ct: Arc<ConnTable>,
     reaper: Reaper,
     workers: Vec<WorkerHandle>,
-    /// Held through a whole attach or detach (they are never concurrent).
-    changing: Mutex<()>,
+    /// Held through a whole attach or detach (they are never concurrent); holds the one XDP
+    /// instance every port but the uplink is attached to, once the first one was.
+    changing: Mutex<Option<Arc<XdpProgram>>>,
     ports: Mutex<BTreeMap<PortId, AttachedPort>>,
     /// Per worker: the final counts of the queues of ports detached since the start.
     retired: Mutex<Vec<PortTotals>>,
@@ -223,7 +238,8 @@ impl Dataplane {
         for (index, &core) in cfg.cores.iter().enumerate() {
             let mem = WorkerUmem::new(cfg.umem)?;
             let umem = mem.umem().clone();
-            let shared = Arc::new(WorkerShared::default());
+            let doorbell = Doorbell::new().map_err(DataplaneError::Doorbell)?;
+            let shared = Arc::new(WorkerShared { doorbell: Some(doorbell), ..WorkerShared::default() });
             let (tx, rx) = bounded(1024);
             let worker = Worker::new(index, mem, Arc::clone(&tables), Arc::clone(&ct), Arc::clone(&shared), rx, cfg.busy_poll);
             let join = std::thread::Builder::new()
@@ -245,7 +261,7 @@ impl Dataplane {
             ct,
             reaper,
             workers,
-            changing: Mutex::new(()),
+            changing: Mutex::new(None),
             ports: Mutex::new(BTreeMap::new()),
             retired: Mutex::new(retired),
         })
@@ -311,12 +327,22 @@ impl Dataplane {
     }
 
     fn attach_as(&self, id: PortId, ifname: &str, role: XdpRole) -> Result<PortReport, DataplaneError> {
-        let _changing = lock(&self.changing);
+        let mut shared_program = lock(&self.changing);
         if lock(&self.ports).contains_key(&id) {
             return Err(DataplaneError::PortInUse(id));
         }
         let plan = queue_plan(ifname, iface::rx_queues(ifname)?, self.workers.len())?;
-        let xdp = XdpAttachment::attach_as(ifname, self.cfg.xdp_mode, role)?;
+        let xdp = match role {
+            // Each uplink's filter is its own: an instance of its own.
+            XdpRole::Uplink => XdpAttachment::attach_as(ifname, self.cfg.xdp_mode, role)?,
+            XdpRole::All => {
+                let program = match &*shared_program {
+                    Some(p) => Arc::clone(p),
+                    None => Arc::clone(shared_program.insert(XdpProgram::load(XdpRole::All)?)),
+                };
+                program.attach(ifname, self.cfg.xdp_mode)?
+            }
+        };
         let mut bound = Vec::new();
         for &(queue, w) in &plan {
             let q = bind(&self.workers[w].umem, ifname, queue, self.cfg.ring_size, self.cfg.copy_policy)?;
@@ -332,8 +358,7 @@ impl Dataplane {
             let rings = PortRings::new(id, q, fill_target);
             let (ready_tx, ready_rx) = bounded(1);
             self.workers[w]
-                .cmds
-                .send(WorkerCmd::AddPort { device: Box::new(rings), counters: Arc::clone(&counters), ready: ready_tx })
+                .order(WorkerCmd::AddPort { device: Box::new(rings), counters: Arc::clone(&counters), ready: ready_tx })
                 .map_err(|_| DataplaneError::WorkerGone(w))?;
             queues.push((info, counters, ready_rx));
         }
@@ -381,7 +406,7 @@ impl Dataplane {
         let mut result = Ok(());
         for (w, worker) in self.workers.iter().enumerate() {
             let (done_tx, done_rx) = bounded(1);
-            if worker.cmds.send(WorkerCmd::RemovePort { id, done: done_tx }).is_err()
+            if worker.order(WorkerCmd::RemovePort { id, done: done_tx }).is_err()
                 || done_rx.recv_timeout(Duration::from_secs(5)).is_err()
             {
                 result = Err(DataplaneError::WorkerGone(w));
@@ -419,7 +444,7 @@ impl Dataplane {
     fn rebalance_fill(&self) {
         let t = self.fill_target(self.sockets_per_worker());
         for w in &self.workers {
-            let _ = w.cmds.send(WorkerCmd::SetFillTarget(t));
+            let _ = w.order(WorkerCmd::SetFillTarget(t));
         }
     }
 
@@ -530,7 +555,7 @@ impl Dataplane {
             let _ = self.detach_locked(id);
         }
         for w in &self.workers {
-            let _ = w.cmds.send(WorkerCmd::Stop);
+            let _ = w.order(WorkerCmd::Stop);
             let join = lock(&w.join).take();
             if let Some(j) = join {
                 let _ = j.join();

@@ -19,7 +19,8 @@
 //!   one added. A removed port's sockets are all closed on this thread, then every frame their
 //!   rings held returns to the pool.
 //! - Idle back-off: after `IDLE_SPINS` empty rounds the worker sleeps in poll(2) on its RX
-//!   fds (at most `IDLE_SLEEP_MS`), unless `busy_poll` is set.
+//!   fds and its [`doorbell`] (at most `IDLE_SLEEP_MS`), unless `busy_poll` is set; the control
+//!   side rings the doorbell with every command, so a command waits for no sleep to end.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -69,6 +70,9 @@ pub struct WorkerShared {
     pub idle_sleeps: Counter,
     pub free_frames: Counter,
     pub running: AtomicBool,
+    /// Rung by the control side after each command (None: the worker wakes at the end of its
+    /// idle sleep at the latest).
+    pub doorbell: Option<doorbell::Doorbell>,
 }
 
 impl Default for WorkerShared {
@@ -82,6 +86,7 @@ impl Default for WorkerShared {
             idle_sleeps: Counter::default(),
             free_frames: Counter::default(),
             running: AtomicBool::new(false),
+            doorbell: None,
         }
     }
 }
@@ -125,7 +130,7 @@ impl<D: PortDevice> Worker<D> {
         cmds: Receiver<WorkerCmd<D>>,
         busy_poll: bool,
     ) -> Self {
-        Self {
+        let mut worker = Self {
             index,
             mem,
             ports: Vec::with_capacity(64),
@@ -139,7 +144,9 @@ impl<D: PortDevice> Worker<D> {
             scratch: Box::new([FrameOf::<D>::default(); BURST * 4]),
             pollfds: Vec::with_capacity(64),
             dirty: Vec::with_capacity(MAX_PORTS),
-        }
+        };
+        worker.rebuild_pollfds();
+        worker
     }
 
     /// Runs until [`WorkerCmd::Stop`] or the command channel closes.
@@ -159,6 +166,11 @@ impl<D: PortDevice> Worker<D> {
                 if !self.busy_poll && idle >= IDLE_SPINS {
                     self.shared.idle_sleeps.add(1);
                     wait_readable(&mut self.pollfds, IDLE_SLEEP_MS);
+                    if let (Some(bell), Some(first)) = (&self.shared.doorbell, self.pollfds.first()) {
+                        if first.revents & libc::POLLIN != 0 {
+                            bell.quiet();
+                        }
+                    }
                 }
             }
         }
@@ -237,6 +249,9 @@ impl<D: PortDevice> Worker<D> {
 
     fn rebuild_pollfds(&mut self) {
         self.pollfds.clear();
+        if let Some(bell) = &self.shared.doorbell {
+            self.pollfds.push(libc::pollfd { fd: bell.fd(), events: libc::POLLIN, revents: 0 });
+        }
         for p in &self.ports {
             if let Some(fd) = p.device.wait_fd() {
                 self.pollfds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
@@ -356,5 +371,6 @@ impl<D: PortDevice> Worker<D> {
     }
 }
 
+pub mod doorbell;
 #[cfg(test)]
 mod tests;

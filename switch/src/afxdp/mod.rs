@@ -1,8 +1,10 @@
 //! The AF_XDP port layer: the one place in podswitch with `unsafe`.
 //!
 //! - [`iface`]: facts about a network interface read from sysfs (index, MAC, queue count).
-//! - [`xdp`]: loads podswitch's XDP program onto an interface (native mode, generic only where
-//!   native is refused) and registers sockets in its XSKMAP.
+//! - [`xdp`]: loads podswitch's XDP program (one instance serves many interfaces) and attaches
+//!   it to interfaces (native mode, generic only where native is refused); registers sockets in
+//!   its XSKMAP.
+//! - [`slots`]: each interface's place in an instance's maps (socket entries, counter row).
 //! - [`filter`]: the uplink's filter (what its program redirects to the switch; the rest stays
 //!   the node's).
 //! - [`socket`]: binds an AF_XDP socket for one (interface, queue) on a worker's UMEM, zero-copy
@@ -27,6 +29,7 @@ pub mod hugepages;
 pub mod iface;
 pub mod prefetch;
 pub mod rings;
+pub mod slots;
 pub mod socket;
 pub mod endpoint;
 pub mod stats;
@@ -43,6 +46,8 @@ pub enum AfXdpError {
     Attach { ifname: String, native: xdp::AttachError, generic: xdp::AttachError },
     #[error("attaching XDP to {ifname} in {mode} mode failed: {detail}")]
     AttachForced { ifname: String, mode: &'static str, detail: xdp::AttachError },
+    #[error("the XDP program has no room left for {ifname} ({queues} rx queue(s)): every socket entry or counter row of its maps is in use")]
+    ProgramFull { ifname: String, queues: u32 },
     #[error("registering the AF_XDP socket of {ifname} queue {queue} in the XSKMAP failed: {detail}")]
     MapUpdate { ifname: String, queue: u32, detail: String },
     #[error("creating the UMEM failed: {0}")]

@@ -1,12 +1,19 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 //
-// podswitch's XDP program: one instance (with its own maps) is attached to every port of the
-// switch.
+// podswitch's XDP program. One instance (its maps) serves many interfaces: the switch loads one
+// for all its pod ports and its host port, and one per uplink (its filter is the uplink's own).
+// Attaching a program the kernel already runs elsewhere is cheap (no verification, no change of
+// the kernel's XDP dispatcher and so no RCU grace period), which is what makes a new pod's port
+// quick to attach.
 //
-// Contract: a frame the switch owns, received on rx queue Q, is redirected to the AF_XDP socket
-// the switch bound to queue Q of this interface (the entry Q of `xsks_map`); where no socket is
-// bound to Q, bpf_redirect_map falls back to XDP_PASS. Which frames the switch owns depends on
-// `filter_config.mode`, set by the switch before the program is attached:
+// Contract: `port_slots` gives each interface the instance serves (by ifindex) its slot: the
+// first of its entries in `xsks_map` (one per rx queue, `queues` of them) and its row of
+// counters. A frame the switch owns, received on rx queue Q of an interface with a slot, is
+// redirected to the AF_XDP socket in entry `xsk_base + Q` of `xsks_map`; where no socket is
+// there, bpf_redirect_map falls back to XDP_PASS. A frame of an interface without a slot (the
+// instant between attach and slot, or after) or of a queue beyond `queues` passes to the kernel.
+// Which frames the switch owns depends on `filter_config.mode`, set by the switch before the
+// program is attached:
 // - MODE_ALL (pod ports, the host port): every frame.
 // - MODE_UPLINK (the uplink, which stays the node's): only
 //   (a) IPv4 to an address inside `owned_prefixes` (the pod CIDR, the Service ranges and the
@@ -20,9 +27,10 @@
 //   everything else (the node's own traffic: its TCP/UDP, fragments to it, other ICMP, ARP for
 //   the node address and every reply, IPv6, LLDP, VLAN-tagged frames...) passes to the kernel
 //   untouched.
-// `xdp_counters` counts per CPU: 0 redirected, 1 passed, then which rule matched (2 owned
-// prefix, 3 owned port, 4 masquerade range, 5 VXLAN port, 6 ICMP error, 7 ARP), so `podswitch
-// show ports` can tell frames the switch never saw from frames it dropped.
+// `xdp_counters` counts per CPU, in row `counters` of the interface's slot (N_COUNTERS entries
+// a row): 0 redirected, 1 passed, then which rule matched (2 owned prefix, 3 owned port, 4
+// masquerade range, 5 VXLAN port, 6 ICMP error, 7 ARP), so `podswitch show ports` can tell
+// frames the switch never saw from frames it dropped.
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
@@ -30,7 +38,10 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#define MAX_QUEUES 256
+// Entries of `xsks_map` (sockets over every interface of the instance) and rows of counters
+// (interfaces). Kept in step with switch/src/afxdp/xdp.rs.
+#define MAX_XSKS 8192
+#define MAX_PORTS 1024
 
 #define MODE_ALL 0
 #define MODE_UPLINK 1
@@ -50,17 +61,32 @@
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, MAX_QUEUES);
+	__uint(max_entries, MAX_XSKS);
 	__type(key, __u32);
 	__type(value, __u32);
 } xsks_map SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, N_COUNTERS);
+	__uint(max_entries, MAX_PORTS * N_COUNTERS);
 	__type(key, __u32);
 	__type(value, __u64);
 } xdp_counters SEC(".maps");
+
+// An interface's place in the instance's maps.
+struct port_slot {
+	__u32 xsk_base;
+	__u32 queues;
+	__u32 counters;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PORTS);
+	__type(key, __u32);
+	__type(value, struct port_slot);
+} port_slots SEC(".maps");
 
 // Entry 0. Addresses in network order, ports in host order; a zero port is no port.
 struct filter_config {
@@ -129,9 +155,10 @@ struct arp_eth_ipv4 {
 	__u8 tpa[4];
 } __attribute__((packed));
 
-static __always_inline void count(__u32 idx)
+static __always_inline void count(__u32 row, __u32 idx)
 {
-	__u64 *c = bpf_map_lookup_elem(&xdp_counters, &idx);
+	__u32 at = row * N_COUNTERS + idx;
+	__u64 *c = bpf_map_lookup_elem(&xdp_counters, &at);
 	if (c)
 		*c += 1;
 }
@@ -212,19 +239,28 @@ static __always_inline __u32 uplink_owner(struct xdp_md *ctx, const struct filte
 SEC("xdp")
 int podswitch_xsk_redirect(struct xdp_md *ctx)
 {
+	__u32 ifindex = ctx->ingress_ifindex;
+	struct port_slot *slot = bpf_map_lookup_elem(&port_slots, &ifindex);
+	if (!slot)
+		return XDP_PASS;
+	__u32 row = slot->counters;
 	__u32 zero = 0;
 	struct filter_config *cfg = bpf_map_lookup_elem(&filter_config, &zero);
 	if (cfg && cfg->mode == MODE_UPLINK) {
 		__u32 rule = uplink_owner(ctx, cfg);
 		if (rule == 0) {
-			count(C_PASSED);
+			count(row, C_PASSED);
 			return XDP_PASS;
 		}
-		count(rule);
+		count(row, rule);
 	}
 	__u32 q = ctx->rx_queue_index;
-	long act = bpf_redirect_map(&xsks_map, q, XDP_PASS);
-	count(act == XDP_REDIRECT ? C_REDIRECTED : C_PASSED);
+	if (q >= slot->queues) {
+		count(row, C_PASSED);
+		return XDP_PASS;
+	}
+	long act = bpf_redirect_map(&xsks_map, slot->xsk_base + q, XDP_PASS);
+	count(row, act == XDP_REDIRECT ? C_REDIRECTED : C_PASSED);
 	return act;
 }
 
