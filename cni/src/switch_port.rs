@@ -1,11 +1,13 @@
 //! Asking the switch (its control socket, `control/src/ctl`) whether a pod's port is attached.
 //!
 //! Contract:
-//! - [`wait_attached`] asks `ports` every [`POLL_EVERY`] until the switch lists an attached
-//!   port whose interface is the pod's host-side veth and whose owner is the pod (the owner
-//!   comes from the tables in force: a port is listed as soon as its socket is bound, and
-//!   owned once the tables that route to it are published, so only then can the pod's first
-//!   packet get through), or until the deadline. It reports
+//! - [`wait_attached`] asks the switch `wait_port` (the switch answers the moment the pod's
+//!   host-side veth is attached and owned by the pod, or at the deadline: the owner comes from
+//!   the tables in force, so once it is the pod, the pod's first packet gets through), and
+//!   asks again while the switch cannot be reached (every [`POLL_EVERY`]) until the deadline.
+//!   A switch from before `wait_port` refuses the request; the plugin then asks it `ports`
+//!   every [`POLL_EVERY`] for the same facts (an attached port whose interface is the veth and
+//!   whose owner is the pod). It reports
 //!   [`PortWait::Unreachable`] when the switch never answered, [`PortWait::Pending`] (with the
 //!   switch's reason for the pod's key, when it gave one) when it answered without the port.
 //! - [`answers`] is STATUS's probe: the switch answers a `status` request.
@@ -17,6 +19,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use podswitch_control::ctl::replies::PortState;
 use podswitch_control::ctl::{client, Request};
 use serde::Deserialize;
 
@@ -57,14 +60,34 @@ pub fn port_attached(socket: &Path, interface: &str, key: &str) -> Result<Result
     Ok(Err(ports.pending.get(key).cloned()))
 }
 
+/// Asks the switch to answer once `interface` is attached as pod `key`'s port, or within `left`.
+fn wait_port(socket: &Path, interface: &str, key: &str, left: Duration) -> Result<Result<(), Option<String>>, client::ClientError> {
+    let req = Request::WaitPort { interface: interface.into(), key: key.into(), timeout_ms: left.as_millis() as u64 };
+    // The switch answers at the deadline at the latest; the margin is for its answer to travel.
+    let answer = client::request_within(socket, &req, left + Duration::from_secs(2))?;
+    let state: PortState = client::read(&answer)?;
+    if state.owner.as_deref() == Some(key) {
+        return Ok(Ok(()));
+    }
+    Ok(Err(state.pending))
+}
+
 /// Waits up to `timeout` for the switch to attach `interface` (the port of pod `key`).
 pub fn wait_attached(socket: &Path, interface: &str, key: &str, timeout: Duration) -> PortWait {
     let deadline = Instant::now() + timeout;
     let mut last = PortWait::Unreachable(format!("no answer from {} yet", socket.display()));
+    let mut switch_waits = true;
     loop {
-        match port_attached(socket, interface, key) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let asked = if switch_waits { wait_port(socket, interface, key, left) } else { port_attached(socket, interface, key) };
+        match asked {
             Ok(Ok(())) => return PortWait::Attached,
             Ok(Err(why)) => last = PortWait::Pending(why),
+            Err(client::ClientError::Refused(_)) if switch_waits => {
+                // A switch from before `wait_port`.
+                switch_waits = false;
+                continue;
+            }
             Err(e) => {
                 if !matches!(last, PortWait::Pending(_)) {
                     last = PortWait::Unreachable(crate::error::chain(&e));

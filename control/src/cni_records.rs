@@ -9,7 +9,9 @@
 //!   DEL remove it; a record missing is not an error for DEL.
 //! - The switch (`podswitch run --cni-data-dir DIR`) reads [`pod_addresses`] of `DIR` and of
 //!   its subdirectories one level down (the plugin's default data directory is
-//!   `DIR/NETWORKNAME`), again whenever they change.
+//!   `DIR/NETWORKNAME`), then keeps them in a [`RecordFiles`] and reads again only the files
+//!   that changed (inotify names them), so that one ADD costs the switch one file whatever the
+//!   number of pods.
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -71,6 +73,17 @@ pub fn list(dir: &Path) -> Result<Vec<Record>, RecordError> {
 /// The `.json` files of `dir`: path, record or why it cannot be read, modification time.
 type Entry = (PathBuf, Result<Record, String>, SystemTime);
 
+fn is_record_file(p: &Path) -> bool {
+    p.extension().is_some_and(|x| x == "json")
+}
+
+/// The record in file `p`, or None when there is no such file (any more).
+fn read_entry(p: &Path) -> Option<(Result<Record, String>, SystemTime)> {
+    let modified = fs::metadata(p).and_then(|m| m.modified()).ok()?;
+    let record = fs::read(p).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|e| e.to_string()));
+    Some((record, modified))
+}
+
 fn read_dir(dir: &Path) -> Result<Vec<Entry>, RecordError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -80,12 +93,8 @@ fn read_dir(dir: &Path) -> Result<Vec<Entry>, RecordError> {
     Ok(entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .filter_map(|p| {
-            let modified = fs::metadata(&p).and_then(|m| m.modified()).ok()?;
-            let record = fs::read(&p).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|e| e.to_string()));
-            Some((p, record, modified))
-        })
+        .filter(|p| is_record_file(p))
+        .filter_map(|p| read_entry(&p).map(|(record, modified)| (p, record, modified)))
         .collect())
 }
 
@@ -100,36 +109,78 @@ pub struct PodAddresses {
 /// The records in `dir` and its subdirectories one level down (see the module contract). Of
 /// two records for one pod (a sandbox not yet deleted and its successor) the newer counts.
 pub fn pod_addresses(dir: &Path) -> Result<PodAddresses, RecordError> {
-    let mut files = read_dir(dir)?;
-    let subdirs = match fs::read_dir(dir) {
-        Ok(e) => e.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect(),
-        Err(_) => Vec::new(),
-    };
-    for sub in subdirs {
-        files.extend(read_dir(&sub)?);
+    Ok(RecordFiles::read(dir)?.addresses())
+}
+
+/// The record files of a directory and its subdirectories one level down, as last read.
+#[derive(Debug, Clone)]
+pub struct RecordFiles {
+    dir: PathBuf,
+    files: BTreeMap<PathBuf, (Result<Record, String>, SystemTime)>,
+}
+
+impl RecordFiles {
+    /// Reads every record of `dir` (see [`pod_addresses`]).
+    pub fn read(dir: &Path) -> Result<Self, RecordError> {
+        let mut files = read_dir(dir)?;
+        let subdirs = match fs::read_dir(dir) {
+            Ok(e) => e.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect(),
+            Err(_) => Vec::new(),
+        };
+        for sub in subdirs {
+            files.extend(read_dir(&sub)?);
+        }
+        Ok(Self { dir: dir.to_path_buf(), files: files.into_iter().map(|(p, r, m)| (p, (r, m))).collect() })
     }
-    files.sort_by_key(|(_, _, modified)| *modified);
-    let mut out = PodAddresses::default();
-    for (path, record, _) in files {
-        let r = match record {
-            Ok(r) => r,
-            Err(e) => {
-                out.problems.push(format!("CNI attachment record {} cannot be read: {e}", path.display()));
+
+    /// Reads again what `changed` names (paths an inotify event gave): a record file of the
+    /// directory or of a subdirectory one level down is read again (or forgotten when it is
+    /// gone), a subdirectory is read again whole; other paths are ignored.
+    pub fn refresh<'a>(&mut self, changed: impl IntoIterator<Item = &'a Path>) -> Result<(), RecordError> {
+        for p in changed {
+            let Some(parent) = p.parent() else { continue };
+            let in_dir = parent == self.dir;
+            let in_subdir = parent.parent() == Some(self.dir.as_path());
+            if in_dir && p.is_dir() || in_dir && !is_record_file(p) && !p.exists() {
+                // A subdirectory came, changed or went: its records as they are now.
+                self.files.retain(|f, _| f.parent() != Some(p));
+                self.files.extend(read_dir(p)?.into_iter().map(|(f, r, m)| (f, (r, m))));
+            } else if (in_dir || in_subdir) && is_record_file(p) {
+                match read_entry(p) {
+                    Some(e) => self.files.insert(p.to_path_buf(), e),
+                    None => self.files.remove(p),
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// Pod key → address, newer records first, and the records that cannot be used.
+    pub fn addresses(&self) -> PodAddresses {
+        let mut files: Vec<_> = self.files.iter().collect();
+        files.sort_by_key(|(_, (_, modified))| *modified);
+        let mut out = PodAddresses::default();
+        for (path, (record, _)) in files {
+            let r = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    out.problems.push(format!("CNI attachment record {} cannot be read: {e}", path.display()));
+                    continue;
+                }
+            };
+            let ip = r.address.split_once('/').map_or(r.address.as_str(), |(a, _)| a).parse::<Ipv4Addr>();
+            let (Ok(ip), Some((ns, name))) = (ip, r.pod.split_once('/')) else {
+                out.problems.push(format!("CNI attachment record {}: pod {:?} address {:?} is not namespace/name and an IPv4 address", path.display(), r.pod, r.address));
+                continue;
+            };
+            if ns.is_empty() || name.is_empty() {
+                out.problems.push(format!("CNI attachment record {}: pod {:?} is not namespace/name", path.display(), r.pod));
                 continue;
             }
-        };
-        let ip = r.address.split_once('/').map_or(r.address.as_str(), |(a, _)| a).parse::<Ipv4Addr>();
-        let (Ok(ip), Some((ns, name))) = (ip, r.pod.split_once('/')) else {
-            out.problems.push(format!("CNI attachment record {}: pod {:?} address {:?} is not namespace/name and an IPv4 address", path.display(), r.pod, r.address));
-            continue;
-        };
-        if ns.is_empty() || name.is_empty() {
-            out.problems.push(format!("CNI attachment record {}: pod {:?} is not namespace/name", path.display(), r.pod));
-            continue;
+            out.pods.insert(r.pod.clone(), ip);
         }
-        out.pods.insert(r.pod, ip);
+        out
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -181,6 +232,32 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         write(&dir, &Record { container_id: "c-9".into(), ..record("default/a", "10.244.0.9/32") }).unwrap();
         assert_eq!(pod_addresses(&dir).unwrap().pods["default/a"], Ipv4Addr::new(10, 244, 0, 9));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refreshing_the_changed_paths_gives_what_a_full_read_gives() {
+        let dir = std::env::temp_dir().join(format!("podswitch-cni-refresh-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        write(&dir, &record("default/a", "10.244.0.5/32")).unwrap();
+        let mut kept = RecordFiles::read(&dir).unwrap();
+        let sub = dir.join("podswitch");
+        // A record added, one in a new subdirectory, one removed, a stray file.
+        write(&dir, &Record { container_id: "c-2".into(), ..record("default/b", "10.244.0.6/32") }).unwrap();
+        write(&sub, &Record { container_id: "c-3".into(), ..record("default/c", "10.244.0.7/32") }).unwrap();
+        remove(&dir, "c-1.x", "eth0");
+        fs::write(dir.join("notes.txt"), "x").unwrap();
+        let changed = [dir.join("c-2:eth0.json"), sub.clone(), sub.join("c-3:eth0.json"), dir.join("c-1.x:eth0.json"), dir.join("notes.txt")];
+        kept.refresh(changed.iter().map(PathBuf::as_path)).unwrap();
+        assert_eq!(kept.addresses(), pod_addresses(&dir).unwrap());
+        assert_eq!(kept.addresses().pods.keys().collect::<Vec<_>>(), ["default/b", "default/c"]);
+        // The subdirectory goes: its records with it.
+        fs::remove_dir_all(&sub).unwrap();
+        kept.refresh([sub.as_path()]).unwrap();
+        assert_eq!(kept.addresses().pods.keys().collect::<Vec<_>>(), ["default/b"]);
+        // A path outside the directory changes nothing.
+        kept.refresh([Path::new("/etc/hostname")]).unwrap();
+        assert_eq!(kept.addresses(), pod_addresses(&dir).unwrap());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

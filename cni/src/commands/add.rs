@@ -104,42 +104,15 @@ fn add_after_ipam(
     made.host_rtnl = Some(host);
     made.host_if = Some(host_if.to_string());
     let host = made.host_rtnl.as_mut().expect("just set");
-
-    let offload = |e: offloads::OffloadError| CniError::from_source(code::NETLINK, "setting up the pod's interface", &e);
-    offloads::disable_ipv6(host_if).map_err(offload)?;
-    offloads::disable_ipv6_in(netns_path, &p.ifname).map_err(offload)?;
-    offloads::tx_checksum_off(netns_path, &p.ifname).map_err(offload)?;
-
     let nl = netlink_err("configuring the pod's interface");
-    let pod = link::link(pod_rtnl, &p.ifname).map_err(&nl)?.ok_or_else(|| {
-        CniError::new(code::NETLINK, "the pod's interface vanished", format!("{} in {}", p.ifname, p.netns))
-    })?;
-    link::add_address(pod_rtnl, pod.index, ip, 32).map_err(&nl)?;
-    link::set_up(pod_rtnl, pod.index, &p.ifname).map_err(&nl)?;
-    // The gateway's MAC is the switch port's, the host side's: a permanent entry, so that a
-    // pod that sends before the switch has attached its port (it cannot answer ARP yet) does
-    // not wait for the kernel's ARP retry, a second later, once it has.
-    let host_mac = link::link(host, host_if).map_err(&nl)?.and_then(|l| l.mac).ok_or_else(|| {
-        CniError::new(code::NETLINK, "the pod's host interface has no MAC", host_if.to_string())
-    })?;
-    link::set_permanent_neighbour(pod_rtnl, pod.index, gw, host_mac).map_err(&nl)?;
-    link::add_route(pod_rtnl, pod.index, gw, 32, None, RouteScope::Link).map_err(&nl)?;
-    link::add_route(pod_rtnl, pod.index, Ipv4Addr::UNSPECIFIED, 0, Some(gw), RouteScope::Universe).map_err(&nl)?;
-    let mut routes = vec![Route::via("0.0.0.0/0".parse().expect("a prefix"), Some(IpAddr::V4(gw)))];
-    for r in &ipam_result.routes {
-        if let IpNet::V4(dst) = r.dst {
-            if dst.prefix_len() == 0 {
-                continue;
-            }
-            link::add_route(pod_rtnl, pod.index, dst.network(), dst.prefix_len(), Some(gw), RouteScope::Universe).map_err(&nl)?;
-            routes.push(Route::via(IpNet::V4(dst.trunc()), Some(IpAddr::V4(gw))));
-        }
-    }
     let host_state = link::link(host, host_if).map_err(&nl)?.ok_or_else(|| CniError::new(code::NETLINK, "the pod's host interface vanished", host_if.to_string()))?;
+    offloads::disable_ipv6(host_if).map_err(|e| CniError::from_source(code::NETLINK, "setting up the pod's interface", &e))?;
     link::set_up(host, host_state.index, host_if).map_err(&nl)?;
 
-    // The record first: it is what the switch wires the port from (the Pod object may not
-    // have status.podIP, or not be there, before ADD returns).
+    // The record as soon as the host side is up: it is what the switch wires the port from
+    // (the Pod object may not have status.podIP, or not be there, before ADD returns), and the
+    // switch attaches the port while the pod's side is being set up (nothing in the pod sends
+    // before ADD returns).
     let address = Ipv4Net::new(ip, 32).expect("a /32");
     let data_dir = conf.data_dir();
     cni_records::write(
@@ -156,6 +129,32 @@ fn add_after_ipam(
     .map_err(|e| CniError::from_source(code::IO_FAILURE, "recording the attachment", &e))?;
     made.record = Some((data_dir, p.container_id.clone(), p.ifname.clone()));
 
+    let offload = |e: offloads::OffloadError| CniError::from_source(code::NETLINK, "setting up the pod's interface", &e);
+    offloads::disable_ipv6_in(netns_path, &p.ifname).map_err(offload)?;
+    offloads::tx_checksum_off(netns_path, &p.ifname).map_err(offload)?;
+
+    let pod = link::link(pod_rtnl, &p.ifname).map_err(&nl)?.ok_or_else(|| {
+        CniError::new(code::NETLINK, "the pod's interface vanished", format!("{} in {}", p.ifname, p.netns))
+    })?;
+    link::add_address(pod_rtnl, pod.index, ip, 32).map_err(&nl)?;
+    link::set_up(pod_rtnl, pod.index, &p.ifname).map_err(&nl)?;
+    // The gateway's MAC is the switch port's, the host side's: a permanent entry, so that a
+    // pod that sends before the switch has attached its port (it cannot answer ARP yet) does
+    // not wait for the kernel's ARP retry, a second later, once it has.
+    let host_mac = host_state.mac.ok_or_else(|| CniError::new(code::NETLINK, "the pod's host interface has no MAC", host_if.to_string()))?;
+    link::set_permanent_neighbour(pod_rtnl, pod.index, gw, host_mac).map_err(&nl)?;
+    link::add_route(pod_rtnl, pod.index, gw, 32, None, RouteScope::Link).map_err(&nl)?;
+    link::add_route(pod_rtnl, pod.index, Ipv4Addr::UNSPECIFIED, 0, Some(gw), RouteScope::Universe).map_err(&nl)?;
+    let mut routes = vec![Route::via("0.0.0.0/0".parse().expect("a prefix"), Some(IpAddr::V4(gw)))];
+    for r in &ipam_result.routes {
+        if let IpNet::V4(dst) = r.dst {
+            if dst.prefix_len() == 0 {
+                continue;
+            }
+            link::add_route(pod_rtnl, pod.index, dst.network(), dst.prefix_len(), Some(gw), RouteScope::Universe).map_err(&nl)?;
+            routes.push(Route::via(IpNet::V4(dst.trunc()), Some(IpAddr::V4(gw))));
+        }
+    }
     if conf.wait_for_switch() {
         let socket = conf.control_socket();
         match switch_port::wait_attached(&socket, host_if, key, conf.switch_wait()) {

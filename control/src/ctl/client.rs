@@ -25,12 +25,21 @@ pub fn read<T: serde::de::DeserializeOwned>(answer: &serde_json::Value) -> Resul
     T::deserialize(answer).map_err(ClientError::Shape)
 }
 
+/// How long [`request`] waits for an answer.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
 /// Sends `req` and returns the answer object (with `ok` true).
 pub fn request(socket: &Path, req: &Request) -> Result<serde_json::Value, ClientError> {
+    request_within(socket, req, ANSWER_WITHIN)
+}
+
+/// [`request`], waiting up to `within` for the answer (a request the switch answers only when
+/// something happened, such as [`Request::WaitPort`]).
+pub fn request_within(socket: &Path, req: &Request, within: Duration) -> Result<serde_json::Value, ClientError> {
     let path = socket.display().to_string();
     let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect { path: path.clone(), source })?;
     let io = |source| ClientError::Io { path: path.clone(), source };
-    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
+    stream.set_read_timeout(Some(within.max(Duration::from_millis(1)))).map_err(io)?;
     let mut line = serde_json::to_string(req).expect("requests serialize");
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(io)?;

@@ -11,12 +11,20 @@ pub mod server;
 
 use serde::{Deserialize, Serialize};
 
+/// The longest a [`Request::WaitPort`] is held.
+pub const WAIT_PORT_MAX_MS: u64 = 600_000;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     /// Sync state: applied manifest digest, ports wanted and attached, last errors.
     Status,
     Ports,
+    /// One port's state ([`replies::PortState`]), answered once interface `interface` is
+    /// attached and the tables in force route to it as port `key`, or after `timeout_ms`
+    /// (at most [`WAIT_PORT_MAX_MS`]) with what is known then. What the CNI plugin's ADD waits
+    /// on: cheap for the switch (no counters read) and answered the moment the tables are.
+    WaitPort { interface: String, key: String, timeout_ms: u64 },
     Routes,
     Stats,
     /// Every Service frontend with its backends and their conditions.

@@ -66,6 +66,17 @@ pub struct Ports {
     pub pending: BTreeMap<String, String>,
 }
 
+/// `wait_port`: one port's state, without its counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortState {
+    /// The interface has a port (its sockets are bound).
+    pub attached: bool,
+    /// The key the tables in force give that port (`namespace/name` for a pod), if any.
+    pub owner: Option<String>,
+    /// Why the asked key has no port yet, when the switch knows.
+    pub pending: Option<String>,
+}
+
 /// One attached port: the dataplane's report and what the tables say of it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PortRow {

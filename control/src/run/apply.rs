@@ -16,7 +16,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often [`Switch::retry_pending`] looks whether attached ports' interfaces are still there.
+const PRESENCE_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 use switch::afxdp::{iface, AfXdpError};
 use switch::dataplane::DataplaneError;
@@ -99,6 +102,8 @@ pub(crate) struct Switch {
     /// The next hop on the uplink towards each other node's InternalIP (the kernel's route:
     /// the node itself when on-link, else a gateway), or why there is none.
     node_next_hops: BTreeMap<Ipv4Addr, Result<Ipv4Addr, String>>,
+    /// When [`Self::retry_pending`] last looked whether every attached interface is still there.
+    presence_checked: Option<Instant>,
     problems: Vec<String>,
     /// Attached ports by key, with their interface.
     pub attached: BTreeMap<String, (Attached, String)>,
@@ -151,6 +156,7 @@ impl Switch {
             network_problems: Vec::new(),
             unreachable_nodes: Vec::new(),
             node_next_hops: BTreeMap::new(),
+            presence_checked: None,
             problems: Vec::new(),
             attached: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -313,10 +319,16 @@ impl Switch {
     }
 
     /// Reconciles again when some port waits for its interface or an attached one's interface
-    /// went away (nothing else changed).
+    /// went away (nothing else changed). Whether every attached interface is still there is
+    /// looked at most every [`PRESENCE_CHECK_EVERY`] (one lookup per port: the event loops call
+    /// this on every wake-up, several per pod ADD).
     pub fn retry_pending(&mut self) {
-        if !self.pending.is_empty() || self.attached.values().any(|(_, i)| !iface::exists(i)) {
-            self.reconcile(true);
+        let look = self.presence_checked.is_none_or(|at| at.elapsed() >= PRESENCE_CHECK_EVERY);
+        if look {
+            self.presence_checked = Some(Instant::now());
+        }
+        if !self.pending.is_empty() || look && self.attached.values().any(|(_, i)| !iface::exists(i)) {
+            self.reconcile(look);
             self.publish_snapshot();
         }
         if self.node_next_hops.values().any(Result::is_err) {
@@ -472,6 +484,7 @@ impl Switch {
         let uplink = self.attached.get(compile::UPLINK_KEY).map(|(a, _)| a.id);
         let filter = uplink.map(|_| self.filter_cache.get(&self.cfg.node, &t, &self.cfg.uplink_filter).clone());
         self.shared.dp().publish(t);
+        self.shared.changed_now();
         // The tables first: an address the filter starts redirecting is already known to them.
         if let (Some(id), Some(filter)) = (uplink, filter) {
             match self.shared.dp().set_uplink_filter(id, &filter) {

@@ -7,9 +7,11 @@
 //! while a port is attached or detached. So a reader never waits for a Service or policy
 //! compile nor for a port change, and the apply side never waits for a reader. The verdict
 //! log's history has a lock of its own, shared by the collector and `show flows` only.
+//! A reader that waits for a change ([`Shared::wait_for_change`]: `wait_port`) is woken by the
+//! apply side after each publication; the apply side only bumps a counter to wake it.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -95,6 +97,9 @@ pub(crate) struct Shared {
     /// The uplink's next hops as the kernel resolves them, when there is an uplink.
     pub neighbours: Option<NeighbourReader>,
     pub started: Instant,
+    /// Publications (tables or snapshot) so far, and the readers waiting for the next one.
+    changes: Mutex<u64>,
+    changed: Condvar,
 }
 
 impl Shared {
@@ -106,6 +111,8 @@ impl Shared {
             kube,
             neighbours,
             started: Instant::now(),
+            changes: Mutex::new(0),
+            changed: Condvar::new(),
         }
     }
 
@@ -116,6 +123,30 @@ impl Shared {
 
     pub fn publish(&self, s: Snapshot) {
         self.snapshot.store(Arc::new(s));
+        self.changed_now();
+    }
+
+    /// Wakes the readers waiting for a change (after tables or a snapshot were published).
+    pub fn changed_now(&self) {
+        *self.changes.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.changed.notify_all();
+    }
+
+    /// Publications so far (what [`Self::wait_for_change`] compares with).
+    pub fn changes(&self) -> u64 {
+        *self.changes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until there were more than `seen` publications, or until `deadline`.
+    pub fn wait_for_change(&self, seen: u64, deadline: Instant) {
+        let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        while *changes <= seen {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            changes = self.changed.wait_timeout(changes, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
     }
 
     /// The dataplane: counters, tables, ports. Readers never wait for a port change (see

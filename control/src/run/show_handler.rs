@@ -7,6 +7,7 @@
 //! are totals since start.
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -17,7 +18,7 @@ use switch::tables::Tables;
 
 use super::shared::{Shared, Snapshot};
 use crate::ctl::replies::{self, Answer};
-use crate::ctl::Request;
+use crate::ctl::{Request, WAIT_PORT_MAX_MS};
 use crate::naming::mac_string;
 
 pub(crate) fn handler(shared: Arc<Shared>) -> crate::ctl::server::Handler {
@@ -27,6 +28,17 @@ pub(crate) fn handler(shared: Arc<Shared>) -> crate::ctl::server::Handler {
         match req {
             Request::Status => answer(&status(&shared, &s, dp)),
             Request::Ports => answer(&ports(&s, dp)),
+            Request::WaitPort { interface, key, timeout_ms } => {
+                let deadline = Instant::now() + Duration::from_millis((*timeout_ms).min(WAIT_PORT_MAX_MS));
+                loop {
+                    let seen = shared.changes();
+                    let state = port_state(&shared, dp, interface, key);
+                    if state.owner.as_ref() == Some(key) || Instant::now() >= deadline {
+                        return answer(&state);
+                    }
+                    shared.wait_for_change(seen, deadline);
+                }
+            }
             Request::Routes => answer(&routes(dp)),
             Request::Stats => answer(&stats(dp)),
             Request::Services => match &s.services {
@@ -73,6 +85,17 @@ fn status(shared: &Shared, s: &Snapshot, dp: &Dataplane) -> replies::Status {
         uptime_s: shared.started.elapsed().as_secs(),
         workers: dp.worker_count(),
         kubernetes_api: shared.kube.as_ref().and_then(|k| serde_json::to_value(k.status()).ok()),
+    }
+}
+
+/// What `wait_port` answers: whether `interface` has a port, its owner in the tables in force,
+/// and why `key` has no port when the last snapshot says.
+fn port_state(shared: &Shared, dp: &Dataplane, interface: &str, key: &str) -> replies::PortState {
+    let id = dp.attached().into_iter().find(|(_, name)| name == interface).map(|(id, _)| id);
+    replies::PortState {
+        attached: id.is_some(),
+        owner: id.and_then(|id| dp.tables().port(id).map(|c| c.name.clone())),
+        pending: shared.snapshot().pending.get(key).cloned(),
     }
 }
 
