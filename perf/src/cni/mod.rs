@@ -86,6 +86,10 @@ pub struct CniArgs {
     /// UMEM frames per worker of the switch (`podswitch run --frames`); default: the switch's.
     #[arg(long, value_name = "N")]
     pub switch_frames: Option<u32>,
+    /// Keep each turn's switch log as DIR/roundN-podswitch.log (the temporary turn directories
+    /// are removed at the end); it says how long each port took to attach.
+    #[arg(long, value_name = "DIR")]
+    pub keep_logs: Option<PathBuf>,
     /// The podswitch binary (default: next to this program).
     #[arg(long, value_name = "PATH")]
     pub podswitch: Option<PathBuf>,
@@ -310,6 +314,12 @@ fn run_turn(args: &CniArgs, prog: &Programs, setup: Setup, round: u32, dir: &std
         let res = measure(args, &mut turn, setup, round, &tag, notes);
         for n in turn.stop() {
             notes.push(format!("round {round} {}: {n}", setup.name()));
+        }
+        if let (Some(keep), Setup::Podswitch) = (&args.keep_logs, setup) {
+            let to = keep.join(format!("round{round}-podswitch.log"));
+            if let Err(e) = std::fs::create_dir_all(keep).and_then(|()| std::fs::copy(dir.join("podswitch.log"), &to)) {
+                notes.push(format!("round {round}: keeping the switch log as {}: {e}", to.display()));
+            }
         }
         res
     })();

@@ -142,7 +142,7 @@ impl Turn {
                 let core = prog.core.to_string();
                 let s = |p: &Path| p.to_str().map(String::from).ok_or_else(|| anyhow!("{} is not UTF-8", p.display()));
                 let mut args = vec![
-                    "ip".to_string(), "netns".into(), "exec".into(), NS_NODE.into(), "taskset".into(), "-c".into(), core.clone(),
+                    "ip".to_string(), "netns".into(), "exec".into(), NS_NODE.into(),
                     s(&prog.podswitch)?, "run".into(), "--manifests".into(), s(&manifests)?, "--node-name".into(), NODE_NAME.into(),
                     "--control-socket".into(), s(&socket)?, "--cores".into(), core, "--allow-missing-interfaces".into(),
                     "--cni-data-dir".into(), s(&records)?,
