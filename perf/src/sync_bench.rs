@@ -26,6 +26,14 @@
 //! after a quiet window goes out at once, further changes within the window wait for its end
 //! and go out together. `update_from_view_*` give the figures without the view step.
 //!
+//! Memory: `max_rss_mb` is the process's peak resident set (`VmHWM`), which is the agent's:
+//! the generator makes one object's YAML at a time and hands it over as a watch event would
+//! (the whole cluster's text or parsed input is never held), so what the process holds is what
+//! `podswitch run` holds for these objects: the source's stores (or the manifest source's view),
+//! the view, the compilers' state and the tables, plus the program itself (`rss_mb.start`).
+//! `rss_mb` gives the resident set at each stage: at start, with the objects stored, after the
+//! full sync, at the end (after the changes).
+//!
 //! Output: a report, or with `--json` one JSON object as the last line:
 //! `{"full_sync_ms":…,"update_p50_us":…,"update_p99_us":…}` and more keys after.
 use std::net::Ipv4Addr;
@@ -95,43 +103,56 @@ fn slice_yaml(a: &SyncArgs, s: u32, shift: u32) -> String {
     )
 }
 
-fn objects(a: &SyncArgs) -> String {
-    let mut y = String::new();
+/// Every object of the cluster, one YAML document at a time, in the order a list gives them
+/// (Node, Namespaces, Pods, Services with their EndpointSlices, NetworkPolicies): the whole
+/// text is never held, so that the process's memory is the agent's, not the generator's.
+fn each_object(a: &SyncArgs, mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let v = rv(a, 1);
-    y += "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nspec: {podCIDR: 10.244.0.0/16}\nstatus: {addresses: [{type: InternalIP, address: 172.18.0.2}]}\n---\n";
+    f("apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nspec: {podCIDR: 10.244.0.0/16}\nstatus: {addresses: [{type: InternalIP, address: 172.18.0.2}]}\n")?;
     for n in 0..a.namespaces {
-        y += &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{{v}name: ns{n}, labels: {{team: t{}}}}}\n---\n", n % 10);
+        f(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{{v}name: ns{n}, labels: {{team: t{}}}}}\n", n % 10))?;
     }
     for i in 0..a.pods {
-        y += &format!(
+        f(&format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{{v}name: p{i}, namespace: ns{}, labels: {{app: app{}, tier: t{}}}}}\n\
-             spec: {{nodeName: node-{}, containers: [{{name: c, image: i, ports: [{{name: http, containerPort: 8080}}]}}]}}\nstatus: {{podIP: {}}}\n---\n",
+             spec: {{nodeName: node-{}, containers: [{{name: c, image: i, ports: [{{name: http, containerPort: 8080}}]}}]}}\nstatus: {{podIP: {}}}\n",
             i % a.namespaces,
             i % 50,
             i % 3,
             1 + i % 10,
             pod_ip(i)
-        );
+        ))?;
     }
     for s in 0..a.services {
         let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 1, 0)) + s);
-        y += &format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{{v}name: svc{s}, namespace: ns{}}}\nspec: {{clusterIP: {ip}, ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n---\n",
+        f(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{{v}name: svc{s}, namespace: ns{}}}\nspec: {{clusterIP: {ip}, ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n",
             s % a.namespaces
-        );
-        y += &slice_yaml(a, s, 0);
+        ))?;
+        f(&slice_yaml(a, s, 0))?;
     }
     for p in 0..a.policies {
-        y += &format!(
+        f(&format!(
             "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{{v}name: pol{p}, namespace: ns{}}}\n\
-             spec:\n  podSelector: {{matchLabels: {{app: app{}}}}}\n  ingress:\n  - from:\n    - namespaceSelector: {{matchLabels: {{team: t{}}}}}\n      podSelector: {{matchLabels: {{tier: t{}}}}}\n    ports: [{{port: http}}]\n---\n",
+             spec:\n  podSelector: {{matchLabels: {{app: app{}}}}}\n  ingress:\n  - from:\n    - namespaceSelector: {{matchLabels: {{team: t{}}}}}\n      podSelector: {{matchLabels: {{tier: t{}}}}}\n    ports: [{{port: http}}]\n",
             p % a.namespaces,
             p % 50,
             p % 10,
             p % 3
-        );
+        ))?;
     }
-    y
+    Ok(())
+}
+
+/// `VmRSS` and `VmHWM` (the peak) of this process, in MiB, from /proc/self/status.
+fn rss_mib() -> anyhow::Result<(f64, f64)> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let field = |name: &str| -> anyhow::Result<f64> {
+        let line = status.lines().find(|l| l.starts_with(name)).ok_or_else(|| anyhow::anyhow!("/proc/self/status has no {name}"))?;
+        let kib: f64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse()?;
+        Ok(kib / 1024.0)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// Everything `Switch::apply` does with a view, from objects to the published snapshot
@@ -187,11 +208,35 @@ fn apply(m: &Manifests, node: &NodeInfo, st: &mut State, version: u64, published
 
 pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
     eprintln!("sync: generating {} Services x {} endpoints, {} policies over {} pods", a.services, a.endpoints, a.policies, a.pods);
-    let text = objects(&a);
+    let (rss_start, _) = rss_mib()?;
+    // The objects arrive one at a time, as a watch's list delivers them: into the API source's
+    // stores (copied there as its watches' events copy them), or, with `--content-hash`, into
+    // the manifest source's view (which is what that source holds). Not timed.
+    let api = !a.content_hash;
+    let (mut writers, stores) = StoreWriters::new();
     let mut m = Manifests::default();
-    add_documents(&mut m, Path::new("sync.yaml"), &text).map_err(|e| anyhow::anyhow!("{e}"))?;
-    drop(text);
-    let node = model::node_info(&m, None).map_err(|e| anyhow::anyhow!(e))?;
+    let mut node = None;
+    each_object(&a, |doc| {
+        if api {
+            let mut one = Manifests::default();
+            add_documents(&mut one, Path::new("sync.yaml"), doc).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if !one.nodes.is_empty() {
+                node = Some(model::node_info(&one, None).map_err(|e| anyhow::anyhow!(e))?);
+            }
+            writers.apply(&one);
+        } else {
+            add_documents(&mut m, Path::new("sync.yaml"), doc).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        Ok(())
+    })?;
+    let node = match node {
+        Some(n) => n,
+        None => model::node_info(&m, None).map_err(|e| anyhow::anyhow!(e))?,
+    };
+    if !api {
+        m.digest = "full".into();
+    }
+    let (rss_objects, _) = rss_mib()?;
     let published = ArcSwap::from_pointee(Tables::new(Ipv4Addr::new(169, 254, 1, 1)));
     let mut st = State {
         pods: PodCache::default().with_resource_versions(!a.content_hash),
@@ -200,21 +245,6 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
         pol: PolicyState::default(),
         policy: None,
     };
-    // The API source's stores, filled as its watches fill them (not timed).
-    let api = !a.content_hash;
-    let (mut writers, stores) = StoreWriters::new();
-    if api {
-        writers.apply(&m);
-    } else {
-        m.digest = "full".into();
-    }
-    // The objects as read (the stores hold copies), freed only after the full sync: freeing
-    // them just before it would time the allocator's clean-up of them, which a source that
-    // receives objects over time does not pay at once.
-    let parsed = std::mem::take(&mut m);
-    if !api {
-        m = parsed.clone(); // shares the objects
-    }
     // The API source's two sides: the builder makes updates from the stores, the keeper holds
     // the consumer's view and applies them (`kube_source::view`).
     let mut builder = ViewBuilder::default();
@@ -227,7 +257,7 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
     let mut steps = apply(if api { keeper.view() } else { &m }, &node, &mut st, 1, &published)?;
     let full = t.elapsed();
     steps.view = view;
-    drop(parsed);
+    let (rss_synced, _) = rss_mib()?;
     let frontends = published.load().services.frontends.len();
     eprintln!("sync: full sync {:.1} ms ({frontends} frontends); timing {} EndpointSlice changes", full.as_secs_f64() * 1e3, a.changes);
     let mut times: Vec<Duration> = Vec::new();
@@ -265,6 +295,7 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
         s.view = view;
         update_steps.push(s);
     }
+    let (rss_end, max_rss) = rss_mib()?;
     times.sort();
     let at = |v: &[Duration], p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e6;
     let pct = |p: f64| at(&times, p);
@@ -294,6 +325,13 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
         "resource_versions": !a.content_hash,
         "changed_keys": !a.no_changes,
         "views_from_stores": api,
+        "max_rss_mb": max_rss.round(),
+        "rss_mb": {
+            "start": rss_start.round(),
+            "objects": rss_objects.round(),
+            "after_full_sync": rss_synced.round(),
+            "end": rss_end.round(),
+        },
         "full_sync_steps_ms": {
             "view": steps.view.as_secs_f64() * 1e3,
             "pods": steps.pods.as_secs_f64() * 1e3,
@@ -330,6 +368,9 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
             u_view.0,
             u_view.1,
             u_pods.0, u_pods.1, u_svc.0, u_svc.1, u_pol.0, u_pol.1, u_pub.0, u_pub.1
+        );
+        println!(
+            "  memory (RSS, MiB): peak {max_rss:.0}; at start {rss_start:.0}, with the objects {rss_objects:.0}, after the full sync {rss_synced:.0}, at the end {rss_end:.0}"
         );
         if api {
             println!("  view: the API source's view built from its stores (objects shared with them, not copied)");
