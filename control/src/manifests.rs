@@ -7,6 +7,8 @@
 //!   (discovery.k8s.io/v1), NetworkPolicy and ServiceCIDR (networking.k8s.io/v1)), each at its one
 //!   apiVersion. Other kinds are kept aside as [`Manifests::ignored`] so that a caller can say
 //!   what it did not use.
+//! - Objects are kept reduced to what the compilers read ([`reduced`]), as the API source
+//!   keeps them.
 //! - YAML is read with serde-saphyr (the YAML crate kube uses), within its limits against
 //!   alias bombs and the like, widened for the document counts of a whole cluster.
 //! - Any error (unreadable file, bad YAML, a known kind that does not deserialize, a duplicate
@@ -25,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub mod kinds;
+pub mod reduced;
 
 pub use kinds::{ByKind, Collection, EachKind, Keys, Kind, Objects};
 
@@ -309,6 +312,7 @@ impl AddObject<'_> {
         let value = self.value.take().expect("one kind matches");
         let mut obj: K = serde_json::from_value(value)
             .map_err(|source| ObjectError::Decode { kind: kind.clone(), name: name.clone(), source })?;
+        obj.reduce();
         let key = if K::NAMESPACED {
             validate_name("Namespace", &self.namespace)?;
             obj.meta_mut().namespace = Some(self.namespace.clone());

@@ -4,9 +4,10 @@
 //! Contract: pure functions of a [`Manifests`] view; errors are sentences naming the object.
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
-use k8s_openapi::api::core::v1::Pod;
+use crate::manifests::kinds::Pod;
 
 use crate::manifests::Manifests;
 use crate::naming;
@@ -75,7 +76,8 @@ pub struct PodInfo {
     pub labels: BTreeMap<String, String>,
     pub ports: Vec<ContainerPort>,
     /// `spec.nodeName`; `None` means "not bound", which the manifest source takes as this node.
-    pub node_name: Option<String>,
+    /// Shared with every other pod and endpoint on that node ([`crate::manifests::reduced::intern_node`]).
+    pub node_name: Option<Arc<str>>,
     pub host_network: bool,
     /// `status.phase` is Succeeded or Failed: its containers have ended and its address is
     /// released (another pod may get it), so it is not wired and serves no Service.

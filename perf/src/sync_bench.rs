@@ -32,7 +32,8 @@
 //! `podswitch run` holds for these objects: the source's stores (or the manifest source's view),
 //! the view, the compilers' state and the tables, plus the program itself (`rss_mb.start`).
 //! `rss_mb` gives the resident set at each stage: at start, with the objects stored, after the
-//! full sync, at the end (after the changes).
+//! full sync (and after each of its steps: `after_full_sync_step`, read between the steps and
+//! left out of their times), at the end (after the changes).
 //!
 //! Output: a report, or with `--json` one JSON object as the last line:
 //! `{"full_sync_ms":…,"update_p50_us":…,"update_p99_us":…}` and more keys after.
@@ -165,6 +166,8 @@ struct Steps {
     services: Duration,
     policy: Duration,
     publish: Duration,
+    /// Time spent reading the resident set between steps (not part of any step).
+    reading: Duration,
 }
 
 /// What `Switch` keeps between views.
@@ -178,7 +181,26 @@ struct State {
     policy: Option<CompiledPolicy>,
 }
 
-fn apply(m: &Manifests, node: &NodeInfo, st: &mut State, version: u64, published: &ArcSwap<Tables>) -> anyhow::Result<Steps> {
+/// The resident set after each step of an apply (`memory`), read between the steps: the time
+/// spent reading it is left out of the steps' times and returned (`Steps::reading`).
+fn apply(
+    m: &Manifests,
+    node: &NodeInfo,
+    st: &mut State,
+    version: u64,
+    published: &ArcSwap<Tables>,
+    mut memory: Option<&mut Vec<(&'static str, f64)>>,
+) -> anyhow::Result<Steps> {
+    let mut reading = Duration::ZERO;
+    // Records the resident set after `step`; the clock restarts after the reading.
+    let mut mark = |step: &'static str| -> anyhow::Result<Instant> {
+        if let Some(mem) = memory.as_deref_mut() {
+            let t = Instant::now();
+            mem.push((step, rss_mib()?.0));
+            reading += t.elapsed();
+        }
+        Ok(Instant::now())
+    };
     let t0 = Instant::now();
     st.pods.update(m);
     let generation = st.pods.generation();
@@ -188,13 +210,16 @@ fn apply(m: &Manifests, node: &NodeInfo, st: &mut State, version: u64, published
         st.ports = Some((generation, compile::PortTables::build(node, &desired, &Default::default(), [0; 6], None)));
     }
     let all_pods = st.pods.all();
-    let t1 = Instant::now();
+    let pods = t0.elapsed();
+    let t1 = mark("pods")?;
     let s = compile_services(&ServiceInputs { manifests: m, node, all_pods }, &mut st.svc);
-    let t2 = Instant::now();
+    let services = t1.elapsed();
+    let t2 = mark("services")?;
     if let Some(p) = compile_policy_unless_unchanged(&PolicyInputs { manifests: m, node, all_pods }, generation, &mut st.pol) {
         st.policy = Some(p);
     }
-    let t3 = Instant::now();
+    let policy = t2.elapsed();
+    let t3 = mark("policy")?;
     let t = compile::assemble(compile::Parts {
         version,
         ports: &st.ports.as_ref().expect("made above").1,
@@ -202,8 +227,9 @@ fn apply(m: &Manifests, node: &NodeInfo, st: &mut State, version: u64, published
         policy: &st.policy.as_ref().expect("the first view compiles").tables,
     });
     published.store(Arc::new(t));
-    let t4 = Instant::now();
-    Ok(Steps { view: Duration::ZERO, pods: t1 - t0, services: t2 - t1, policy: t3 - t2, publish: t4 - t3 })
+    let publish = t3.elapsed();
+    mark("tables_and_publish")?;
+    Ok(Steps { view: Duration::ZERO, pods, services, policy, publish, reading })
 }
 
 pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
@@ -254,8 +280,12 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
         keeper.apply(Update::Full(builder.full(&stores))).map_err(|e| anyhow::anyhow!(e))?;
     }
     let view = t.elapsed();
-    let mut steps = apply(if api { keeper.view() } else { &m }, &node, &mut st, 1, &published)?;
-    let full = t.elapsed();
+    let (rss_view, _) = rss_mib()?;
+    let mut memory = vec![("view", rss_view)];
+    // The clock goes on from where the view was made, without the reading.
+    let t = Instant::now() - view;
+    let mut steps = apply(if api { keeper.view() } else { &m }, &node, &mut st, 1, &published, Some(&mut memory))?;
+    let full = t.elapsed() - steps.reading;
     steps.view = view;
     let (rss_synced, _) = rss_mib()?;
     let frontends = published.load().services.frontends.len();
@@ -289,7 +319,7 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
             }
         }
         let view = t.elapsed();
-        let mut s = apply(if api { keeper.view() } else { &m }, &node, &mut st, 2 + c as u64, &published)?;
+        let mut s = apply(if api { keeper.view() } else { &m }, &node, &mut st, 2 + c as u64, &published, None)?;
         times.push(t.elapsed());
         from_view.push(t.elapsed() - view);
         s.view = view;
@@ -330,6 +360,7 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
             "start": rss_start.round(),
             "objects": rss_objects.round(),
             "after_full_sync": rss_synced.round(),
+            "after_full_sync_step": memory.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v.round()))).collect::<serde_json::Map<_, _>>(),
             "end": rss_end.round(),
         },
         "full_sync_steps_ms": {

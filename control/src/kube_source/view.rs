@@ -261,7 +261,8 @@ mod tests {
     use super::*;
     use crate::kube_source::StoreWriters;
     use std::sync::Arc;
-    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use crate::manifests::kinds::Pod;
+    use k8s_openapi::api::core::v1::Namespace;
 
     fn pod(ns: Option<&str>, name: &str, rv: &str) -> Pod {
         let mut p = Pod::default();

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::manifests::kinds::Pod;
 
 use super::model::{PortSpec, ServiceModel, SliceModel, TargetPort};
 use crate::manifests::Manifests;
