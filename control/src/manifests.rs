@@ -379,7 +379,7 @@ mod tests {
                     apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: y, labels: {on: yes, mode: 0755, n: 1_000}}\n";
         add_documents(&mut m, Path::new("f.yaml"), text).unwrap();
         assert_eq!(m.namespaces.keys().collect::<Vec<_>>(), vec!["y"]);
-        let labels = m.pods["y/a"].metadata.labels.clone().unwrap();
+        let labels = &m.pods["y/a"].labels;
         assert_eq!(labels["on"], "yes");
         assert_eq!(labels["mode"], "0755");
         assert_eq!(labels["n"], "1_000");

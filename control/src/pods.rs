@@ -98,7 +98,7 @@ fn attachment_pod(key: &str, ip: Ipv4Addr, node: &str) -> PodInfo {
         namespace: namespace.into(),
         name: name.into(),
         ip: Some(ip),
-        labels: BTreeMap::new(),
+        labels: Default::default(),
         ports: Vec::new(),
         node_name: Some(node.into()),
         host_network: false,

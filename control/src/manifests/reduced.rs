@@ -9,7 +9,14 @@
 //!   reading: the full object is never built. A k8s-openapi `Pod` took 2,176 bytes before any
 //!   string or list, its one container 2,120 more; these take a tenth of that.
 //! - Repeated strings are shared: an endpoint's and a pod's node name is one `Arc<str>` per
-//!   node ([`intern_node`]), not a string per object.
+//!   node ([`intern_node`]), not a string per object. A pod's labels are one shared map per
+//!   distinct set ([`intern_labels`]): the pods of a ReplicaSet (or a DaemonSet) carry the
+//!   same labels, `pod-template-hash` included, so a cluster of 150,000 pods has a few
+//!   thousand sets; a map took ~700 bytes per pod (a B-tree node of 11 slots for two or three
+//!   labels), now 8. The set is shared whole, not label by label, because the compilers read
+//!   labels as a `BTreeMap<String, String>` (selectors, identities); [`crate::model::PodInfo`]
+//!   shares the same map. For this a pod's labels are at `pod.labels`, not
+//!   `pod.metadata.labels` (always `None` in a reduced pod).
 //! - The other kinds keep their k8s-openapi types (a few per Service or namespace).
 //! - Every kind is reduced by [`Reduce::reduce`] before it is stored (the API source's watches,
 //!   the manifest reader, the stores filled by hand): metadata keeps name, generateName,
@@ -21,6 +28,7 @@
 //!   test `reduced_objects_compile_to_the_tables_of_full_objects` (tests/reduced_objects.rs)
 //!   holds that.
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -59,6 +67,10 @@ reduce_meta_only!(
 impl Reduce for Pod {
     fn reduce(&mut self) {
         reduce_meta(&mut self.metadata);
+        // A pod made in code, not read (tests): its labels are shared as a read one's are.
+        if let Some(labels) = self.metadata.labels.take() {
+            self.labels = intern_labels(labels);
+        }
         // Read: whether there are conditions at all, and whether one is Ready and True.
         if let Some(conditions) = self.status.as_mut().and_then(|s| s.conditions.as_mut()) {
             if conditions.iter().any(|c| c.type_ == "Ready") {
@@ -82,6 +94,28 @@ pub fn intern_node(name: &str) -> Arc<str> {
     let n: Arc<str> = Arc::from(name);
     names.insert(Arc::clone(&n));
     n
+}
+
+/// Labels as the compilers read them.
+pub type Labels = BTreeMap<String, String>;
+
+/// The one shared copy of a set of labels. Sets no object holds any more are let go now and
+/// then: when the table has doubled since it was last swept.
+pub fn intern_labels(labels: Labels) -> Arc<Labels> {
+    static SETS: Mutex<Option<HashSet<Arc<Labels>>>> = Mutex::new(None);
+    static SWEEP_AT: AtomicUsize = AtomicUsize::new(1024);
+    let mut sets = SETS.lock().unwrap_or_else(PoisonError::into_inner);
+    let sets = sets.get_or_insert_with(HashSet::new);
+    if let Some(l) = sets.get(&labels) {
+        return Arc::clone(l);
+    }
+    if sets.len() >= SWEEP_AT.load(Ordering::Relaxed) {
+        sets.retain(|l| Arc::strong_count(l) > 1);
+        SWEEP_AT.store((2 * sets.len()).max(1024), Ordering::Relaxed);
+    }
+    let l = Arc::new(labels);
+    sets.insert(Arc::clone(&l));
+    l
 }
 
 fn interned_node<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
@@ -113,15 +147,34 @@ macro_rules! resource {
     };
 }
 
-/// A v1 Pod as podswitch keeps it.
+/// A v1 Pod as podswitch keeps it: its labels are at `labels` (shared, see the module
+/// contract), `metadata.labels` is `None`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "PodAsSent")]
 pub struct Pod {
-    #[serde(default)]
     pub metadata: ObjectMeta,
+    pub labels: Arc<Labels>,
     pub spec: Option<PodSpec>,
     pub status: Option<PodStatus>,
 }
+
+/// A Pod as the API sends it (what is read of it), before its labels are shared.
+#[derive(Deserialize)]
+struct PodAsSent {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    spec: Option<PodSpec>,
+    status: Option<PodStatus>,
+}
+
+impl From<PodAsSent> for Pod {
+    fn from(p: PodAsSent) -> Pod {
+        let PodAsSent { mut metadata, spec, status } = p;
+        let labels = intern_labels(metadata.labels.take().unwrap_or_default());
+        Pod { metadata, labels, spec, status }
+    }
+}
+
 resource!(Pod, "", "v1", "v1", "pods", "PodList");
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -228,6 +281,8 @@ mod tests {
         });
         let mut p: Pod = serde_json::from_value(json).unwrap();
         p.reduce();
+        assert_eq!(p.metadata.labels, None);
+        assert_eq!(*p.labels, Labels::from([("app".to_string(), "a".to_string())]));
         assert_eq!(p.metadata.annotations, None);
         assert_eq!(p.metadata.uid.as_deref(), Some("u"));
         assert_eq!(p.metadata.owner_references, None);
@@ -261,5 +316,17 @@ mod tests {
         let (a, b) = (slice.endpoints[0].node_name.clone().unwrap(), slice.endpoints[1].node_name.clone().unwrap());
         assert!(Arc::ptr_eq(&a, &b));
         assert!(Arc::ptr_eq(&a, &intern_node("node-shared")));
+    }
+
+    #[test]
+    fn pods_with_the_same_labels_share_them() {
+        let pod = |name: &str, labels: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": labels}})).unwrap()
+        };
+        let (a, b) = (pod("a", serde_json::json!({"app": "shared-x", "tier": "t"})), pod("b", serde_json::json!({"tier": "t", "app": "shared-x"})));
+        assert!(Arc::ptr_eq(&a.labels, &b.labels));
+        let c = pod("c", serde_json::json!({"app": "shared-y"}));
+        assert!(!Arc::ptr_eq(&a.labels, &c.labels));
+        assert_eq!(c.labels["app"], "shared-y");
     }
 }
