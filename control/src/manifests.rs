@@ -26,6 +26,7 @@ use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod footprint;
 pub mod kinds;
 pub mod reduced;
 
@@ -44,6 +45,10 @@ pub struct Manifests {
     pub digest: String,
     /// What changed since an earlier view, when the source knows it (see the module contract).
     pub changes: Option<Changes>,
+    /// Bytes of the objects per kind, in list order ([`footprint`]): kept by the sources (the
+    /// reader adds each object's, the API source's views total a whole view and follow a
+    /// delta's objects). Code that edits `objects` by hand does not update it.
+    pub footprint: [u64; kinds::COUNT],
 }
 
 /// A view reads as its objects (`m.pods`, `m.services`, ...): the other fields say where they
@@ -313,6 +318,7 @@ impl AddObject<'_> {
         let mut obj: K = serde_json::from_value(value)
             .map_err(|source| ObjectError::Decode { kind: kind.clone(), name: name.clone(), source })?;
         obj.reduce();
+        let bytes = obj.footprint() as u64;
         let key = if K::NAMESPACED {
             validate_name("Namespace", &self.namespace)?;
             obj.meta_mut().namespace = Some(self.namespace.clone());
@@ -325,6 +331,7 @@ impl AddObject<'_> {
             return Err(ObjectError::Duplicate { kind: kind.clone(), key });
         }
         objects.insert(key, Arc::new(obj));
+        self.out.footprint[K::INDEX] += bytes;
         Ok(())
     }
 }

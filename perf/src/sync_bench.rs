@@ -33,7 +33,9 @@
 //! the view, the compilers' state and the tables, plus the program itself (`rss_mb.start`).
 //! `rss_mb` gives the resident set at each stage: at start, with the objects stored, after the
 //! full sync (and after each of its steps: `after_full_sync_step`, read between the steps and
-//! left out of their times), at the end (after the changes).
+//! left out of their times), at the end (after the changes), and `memory_by_table_mb`
+//! what `show status` reports by table after the full sync (estimates from what each table
+//! holds, `podswitch_control::memory`; the compilers' caches are in the resident set only).
 //!
 //! Output: a report, or with `--json` one JSON object as the last line:
 //! `{"full_sync_ms":…,"update_p50_us":…,"update_p99_us":…}` and more keys after.
@@ -46,6 +48,7 @@ use arc_swap::ArcSwap;
 use podswitch_control::compile;
 use podswitch_control::kube_source::{StoreWriters, Update, ViewBuilder, ViewKeeper};
 use podswitch_control::manifests::{add_documents, ByKind, Changes, Keys, Manifests};
+use podswitch_control::memory::MemoryByTable;
 use podswitch_control::model::{self, NodeInfo};
 use podswitch_control::pods::PodCache;
 use podswitch_control::policy::{compile_policy_unless_unchanged, CompiledPolicy, PolicyInputs, PolicyState};
@@ -288,6 +291,9 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
     let full = t.elapsed() - steps.reading;
     steps.view = view;
     let (rss_synced, _) = rss_mib()?;
+    // What `show status` and the metrics report (no connection table here).
+    let objects_bytes = if api { keeper.view() } else { &m }.footprint.iter().sum();
+    let by_table = MemoryByTable::of(&published.load(), objects_bytes, 0);
     let frontends = published.load().services.frontends.len();
     eprintln!("sync: full sync {:.1} ms ({frontends} frontends); timing {} EndpointSlice changes", full.as_secs_f64() * 1e3, a.changes);
     let mut times: Vec<Duration> = Vec::new();
@@ -356,6 +362,7 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
         "changed_keys": !a.no_changes,
         "views_from_stores": api,
         "max_rss_mb": max_rss.round(),
+        "memory_by_table_mb": by_table.by_table().iter().filter(|(t, _)| *t != "conntrack").map(|(t, b)| (t.to_string(), serde_json::json!((*b as f64 / (1u64 << 20) as f64).round()))).collect::<serde_json::Map<_, _>>(),
         "rss_mb": {
             "start": rss_start.round(),
             "objects": rss_objects.round(),

@@ -20,12 +20,13 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, ServiceCIDR};
 
+pub use super::footprint::Footprint;
 pub use super::reduced::{EndpointSlice, Pod, Reduce};
 use serde::de::DeserializeOwned;
 
 /// One kind of Kubernetes object that podswitch reads.
 pub trait Kind:
-    kube::Resource<DynamicType = ()> + k8s_openapi::Resource + Reduce + Clone + Debug + PartialEq + DeserializeOwned + Send + Sync + 'static
+    kube::Resource<DynamicType = ()> + k8s_openapi::Resource + Reduce + Footprint + Clone + Debug + PartialEq + DeserializeOwned + Send + Sync + 'static
 {
     /// The kind's place in the list (status listings, arrays of [`COUNT`]).
     const INDEX: usize;
