@@ -5,9 +5,10 @@
 //!   and lists (by capacity), and the bookkeeping of its key in the view and the API source's
 //!   store and digest table ([`KEY_COPIES`] copies of the key, with their map slots). Shared
 //!   parts are not counted per object: a pod's labels (one map per distinct set) and node names
-//!   (one per node). The allocator's own overhead (8-16 bytes a block) is not counted either,
-//!   so the figure is somewhat below the resident memory the objects cause (the sync benchmark
-//!   shows both).
+//!   (one per node). Each heap block is counted as glibc's allocator places it (at least 24
+//!   bytes, in steps of 16, plus an 8-byte header): objects are mostly small strings, for
+//!   which that is most of the cost. The sync benchmark shows the estimate next to the
+//!   resident memory the objects cause.
 //! - It costs the object's size: the views keep a running total per kind
 //!   ([`super::Manifests::footprint`]), updated by the objects that change.
 use std::collections::BTreeMap;
@@ -33,21 +34,31 @@ fn map_slot<K, V>() -> usize {
     (size_of::<K>() + size_of::<V>()) * 3 / 2
 }
 
+/// What a heap block of `n` bytes takes (glibc: 8 bytes of header, at least 32 in all, in
+/// steps of 16); nothing for no block.
+pub fn block(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n + 8).max(32).next_multiple_of(16)
+    }
+}
+
 fn s(x: &String) -> usize {
-    x.capacity()
+    block(x.capacity())
 }
 
 fn os(x: &Option<String>) -> usize {
-    x.as_ref().map_or(0, String::capacity)
+    x.as_ref().map_or(0, s)
 }
 
 fn labels(l: &BTreeMap<String, String>) -> usize {
-    l.iter().map(|(k, v)| map_slot::<String, String>() + k.capacity() + v.capacity()).sum()
+    l.iter().map(|(k, v)| map_slot::<String, String>() + s(k) + s(v)).sum()
 }
 
 /// The metadata's strings and labels, and the key's copies (`namespace/name`).
 fn meta(m: &ObjectMeta) -> usize {
-    let key = os(&m.namespace) + 1 + os(&m.name);
+    let key = block(m.namespace.as_ref().map_or(0, String::len) + 1 + m.name.as_ref().map_or(0, String::len));
     os(&m.name)
         + os(&m.namespace)
         + os(&m.generate_name)
@@ -58,11 +69,16 @@ fn meta(m: &ObjectMeta) -> usize {
 }
 
 fn vec<T>(v: &[T], cap: usize, each: impl Fn(&T) -> usize) -> usize {
-    cap * size_of::<T>() + v.iter().map(each).sum::<usize>()
+    block(cap * size_of::<T>()) + v.iter().map(each).sum::<usize>()
 }
 
 /// The `Arc`'s two counts.
 const ARC: usize = 16;
+
+/// An object in its `Arc`'s block.
+fn arc_of<T>() -> usize {
+    block(ARC + size_of::<T>())
+}
 
 impl Footprint for Pod {
     fn footprint(&self) -> usize {
@@ -77,7 +93,7 @@ impl Footprint for Pod {
                 + st.pod_ips.as_ref().map_or(0, |ips| vec(ips, ips.capacity(), |i| s(&i.ip)))
                 + st.conditions.as_ref().map_or(0, |c| vec(c, c.capacity(), |c| s(&c.type_) + s(&c.status)))
         });
-        ARC + size_of::<Self>() + meta(&self.metadata) + spec + status
+        arc_of::<Self>() + meta(&self.metadata) + spec + status
     }
 }
 
@@ -89,7 +105,7 @@ impl Footprint for EndpointSlice {
                 + e.target_ref.as_ref().map_or(0, |r| os(&r.kind) + os(&r.name) + os(&r.namespace))
         });
         let ports = self.ports.as_ref().map_or(0, |p| vec(p, p.capacity(), |p| os(&p.name) + os(&p.protocol) + os(&p.app_protocol)));
-        ARC + size_of::<Self>() + meta(&self.metadata) + s(&self.address_type) + endpoints + ports
+        arc_of::<Self>() + meta(&self.metadata) + s(&self.address_type) + endpoints + ports
     }
 }
 
@@ -103,7 +119,7 @@ impl Footprint for Service {
                 + sp.selector.as_ref().map_or(0, labels)
                 + sp.ports.as_ref().map_or(0, |p| vec(p, p.capacity(), |p| os(&p.name) + os(&p.protocol) + os(&p.app_protocol)))
         });
-        ARC + size_of::<Self>() + meta(&self.metadata) + spec
+        arc_of::<Self>() + meta(&self.metadata) + spec
     }
 }
 
@@ -114,7 +130,7 @@ impl Footprint for NetworkPolicy {
             sp.ingress.as_ref().map_or(0, |r| r.capacity() * size_of::<k8s_openapi::api::networking::v1::NetworkPolicyIngressRule>())
                 + sp.egress.as_ref().map_or(0, |r| r.capacity() * size_of::<k8s_openapi::api::networking::v1::NetworkPolicyEgressRule>())
         });
-        ARC + size_of::<Self>() + meta(&self.metadata) + spec
+        arc_of::<Self>() + meta(&self.metadata) + spec
     }
 }
 
@@ -122,7 +138,7 @@ macro_rules! inline_and_meta {
     ($($ty:ty),*) => {$(
         impl Footprint for $ty {
             fn footprint(&self) -> usize {
-                ARC + size_of::<Self>() + meta(&self.metadata)
+                arc_of::<Self>() + meta(&self.metadata)
             }
         }
     )*};
@@ -140,8 +156,9 @@ mod tests {
             serde_json::from_value(serde_json::json!({"metadata": {"name": "s", "namespace": "x"}, "addressType": "IPv4", "endpoints": eps})).unwrap()
         };
         let (one, ten) = (slice(1).footprint(), slice(10).footprint());
-        let per_endpoint = size_of::<super::super::reduced::Endpoint>() + size_of::<String>();
+        let per_endpoint = size_of::<super::super::reduced::Endpoint>() + size_of::<String>() + block(8);
         assert!(ten - one >= 9 * per_endpoint, "{one} {ten}");
         assert!(one > size_of::<EndpointSlice>(), "{one}");
+        assert_eq!((block(0), block(1), block(24), block(25), block(100)), (0, 32, 32, 48, 112));
     }
 }
