@@ -27,7 +27,7 @@ BENCHMARKS=(
     "micro|instructions per packet (callgrind) of each piece of the per-packet path: parse, LPM, Service pick, conntrack hit/insert, policy, whole pipeline"
     "pktgen|64-byte frames/s from one core on one veth: pktgen (AF_XDP) vs trafgen side by side; target pktgen >= trafgen"
     "policy|compile 1,000 NetworkPolicies over 10,000 pods; new connections per core with them in force"
-    "sync|objects to tables in force: full sync of 10k Services x 10 endpoints + 1k policies over 10k pods, one EndpointSlice change (p50/p99); targets 200 ms, 1 ms"
+    "sync|objects to tables in force: full sync of 10k Services x 10 endpoints + 1k policies over 10k pods (--services --endpoints --pods --policies --namespaces), one EndpointSlice change (p50/p99), the agent's peak memory (max_rss_mb); targets 200 ms, 1 ms"
 )
 
 # Build dependencies of the workspace (see /work/shared/environment.md, "Crates and build").

@@ -23,6 +23,8 @@
 //! - [`neighbours`]: the uplink's next hops and their MACs, from the kernel's tables (rtnetlink).
 //! - [`run`]: `podswitch run`, the switch process.
 //! - [`metrics`]: the Prometheus endpoint of `podswitch run`.
+//! - [`memory`]: the agent's memory by table (objects, Services, Maglev, policy, routes,
+//!   conntrack), for `show status` and the metrics.
 //! - [`ctl`]: the control socket protocol, client and server.
 //! - [`cni_install`]: `podswitch cni install|uninstall`, the CNI plugin's binary and
 //!   `.conflist` where container runtimes look for them.
@@ -34,6 +36,7 @@ pub mod compile;
 pub mod ctl;
 pub mod kube_source;
 pub mod manifests;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod naming;

@@ -7,6 +7,8 @@
 //!   (discovery.k8s.io/v1), NetworkPolicy and ServiceCIDR (networking.k8s.io/v1)), each at its one
 //!   apiVersion. Other kinds are kept aside as [`Manifests::ignored`] so that a caller can say
 //!   what it did not use.
+//! - Objects are kept reduced to what the compilers read ([`reduced`]), as the API source
+//!   keeps them.
 //! - YAML is read with serde-saphyr (the YAML crate kube uses), within its limits against
 //!   alias bombs and the like, widened for the document counts of a whole cluster.
 //! - Any error (unreadable file, bad YAML, a known kind that does not deserialize, a duplicate
@@ -24,7 +26,9 @@ use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod footprint;
 pub mod kinds;
+pub mod reduced;
 
 pub use kinds::{ByKind, Collection, EachKind, Keys, Kind, Objects};
 
@@ -41,6 +45,10 @@ pub struct Manifests {
     pub digest: String,
     /// What changed since an earlier view, when the source knows it (see the module contract).
     pub changes: Option<Changes>,
+    /// Bytes of the objects per kind, in list order ([`footprint`]): kept by the sources (the
+    /// reader adds each object's, the API source's views total a whole view and follow a
+    /// delta's objects). Code that edits `objects` by hand does not update it.
+    pub footprint: [u64; kinds::COUNT],
 }
 
 /// A view reads as its objects (`m.pods`, `m.services`, ...): the other fields say where they
@@ -309,6 +317,8 @@ impl AddObject<'_> {
         let value = self.value.take().expect("one kind matches");
         let mut obj: K = serde_json::from_value(value)
             .map_err(|source| ObjectError::Decode { kind: kind.clone(), name: name.clone(), source })?;
+        obj.reduce();
+        let bytes = obj.footprint() as u64;
         let key = if K::NAMESPACED {
             validate_name("Namespace", &self.namespace)?;
             obj.meta_mut().namespace = Some(self.namespace.clone());
@@ -321,6 +331,7 @@ impl AddObject<'_> {
             return Err(ObjectError::Duplicate { kind: kind.clone(), key });
         }
         objects.insert(key, Arc::new(obj));
+        self.out.footprint[K::INDEX] += bytes;
         Ok(())
     }
 }
@@ -375,7 +386,7 @@ mod tests {
                     apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: y, labels: {on: yes, mode: 0755, n: 1_000}}\n";
         add_documents(&mut m, Path::new("f.yaml"), text).unwrap();
         assert_eq!(m.namespaces.keys().collect::<Vec<_>>(), vec!["y"]);
-        let labels = m.pods["y/a"].metadata.labels.clone().unwrap();
+        let labels = &m.pods["y/a"].labels;
         assert_eq!(labels["on"], "yes");
         assert_eq!(labels["mode"], "0755");
         assert_eq!(labels["n"], "1_000");

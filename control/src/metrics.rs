@@ -144,6 +144,8 @@ pub struct MetricsSnapshot {
     pub conntrack: ConntrackMetrics,
     pub tables: TableSizes,
     pub sync: SyncMetrics,
+    /// The agent's memory by table; `None` before the first apply.
+    pub memory: Option<crate::memory::MemoryByTable>,
 }
 
 /// One scrape's snapshot, written out by `prometheus-client` on each encode.
@@ -227,6 +229,20 @@ impl Collector for SnapshotCollector {
         ];
         for (name, help, v) in gauges {
             ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
+        }
+        // Before the first apply these two families are declared without a sample.
+        let mut f = enc.encode_descriptor(
+            "podswitch_memory_bytes",
+            "The agent's memory by table (estimated from what each holds): Kubernetes objects kept, Service frontends and backends, Maglev tables, policy, routes, connection table.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (table, bytes) in s.memory.iter().flat_map(crate::memory::MemoryByTable::by_table) {
+            ConstGauge::new(bytes).encode(f.encode_family(&[("table", table)])?)?;
+        }
+        let f = enc.encode_descriptor("podswitch_resident_memory_bytes", "The agent's resident memory (VmRSS).", None, MetricType::Gauge)?;
+        if let Some(r) = s.memory.as_ref().and_then(|m| m.resident_bytes) {
+            ConstGauge::new(r).encode(f)?;
         }
         let f = counter_family(
             &mut enc,
@@ -416,6 +432,16 @@ mod tests {
                 api_errors: 2,
                 api_connected: Some(true),
             },
+            memory: Some(crate::memory::MemoryByTable {
+                objects_bytes: 1000,
+                services_bytes: 2000,
+                maglev_bytes: 3000,
+                policy_bytes: 400,
+                routes_bytes: 500,
+                conntrack_bytes: 60000,
+                resident_bytes: Some(123_000),
+                peak_resident_bytes: Some(456_000),
+            }),
         }
     }
 
@@ -492,6 +518,17 @@ podswitch_service_backends 6
 # HELP podswitch_policy_pods Pods selected by some NetworkPolicy in the tables in force.
 # TYPE podswitch_policy_pods gauge
 podswitch_policy_pods 2
+# HELP podswitch_memory_bytes The agent's memory by table (estimated from what each holds): Kubernetes objects kept, Service frontends and backends, Maglev tables, policy, routes, connection table.
+# TYPE podswitch_memory_bytes gauge
+podswitch_memory_bytes{table="objects"} 1000
+podswitch_memory_bytes{table="services"} 2000
+podswitch_memory_bytes{table="maglev"} 3000
+podswitch_memory_bytes{table="policy"} 400
+podswitch_memory_bytes{table="routes"} 500
+podswitch_memory_bytes{table="conntrack"} 60000
+# HELP podswitch_resident_memory_bytes The agent's resident memory (VmRSS).
+# TYPE podswitch_resident_memory_bytes gauge
+podswitch_resident_memory_bytes 123000
 # HELP podswitch_conntrack_insert_failures_total New connections refused: connection table full or no free slot.
 # TYPE podswitch_conntrack_insert_failures_total counter
 podswitch_conntrack_insert_failures_total 1
@@ -527,6 +564,8 @@ podswitch_api_connected 1
         assert!(!empty.lines().any(|l| l.starts_with("podswitch_last_sync_timestamp_seconds")), "{empty}");
         assert!(!empty.contains("podswitch_api_connected"), "{empty}");
         assert!(empty.contains("podswitch_source_errors_total{source=\"api\"} 0\n"), "{empty}");
+        assert!(empty.contains("# TYPE podswitch_memory_bytes gauge\n# HELP podswitch_resident_memory_bytes"), "{empty}");
+        assert!(!empty.lines().any(|l| l.starts_with("podswitch_memory_bytes") || l.starts_with("podswitch_resident_memory_bytes")), "{empty}");
     }
 
     /// `promtool` (from Debian's `prometheus`), found on PATH or installed by

@@ -4,9 +4,10 @@
 //! Contract: pure functions of a [`Manifests`] view; errors are sentences naming the object.
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
-use k8s_openapi::api::core::v1::Pod;
+use crate::manifests::kinds::Pod;
 
 use crate::manifests::Manifests;
 use crate::naming;
@@ -72,10 +73,13 @@ pub struct PodInfo {
     /// The pod's IPv4 address: the first of `status.podIPs` (else `status.podIP`) that is
     /// IPv4. `None` while it has none (pending, or IPv6 only).
     pub ip: Option<Ipv4Addr>,
-    pub labels: BTreeMap<String, String>,
+    /// The pod object's labels, shared with it and with every pod of the same labels
+    /// ([`crate::manifests::reduced::intern_labels`]).
+    pub labels: Arc<BTreeMap<String, String>>,
     pub ports: Vec<ContainerPort>,
     /// `spec.nodeName`; `None` means "not bound", which the manifest source takes as this node.
-    pub node_name: Option<String>,
+    /// Shared with every other pod and endpoint on that node ([`crate::manifests::reduced::intern_node`]).
+    pub node_name: Option<Arc<str>>,
     pub host_network: bool,
     /// `status.phase` is Succeeded or Failed: its containers have ended and its address is
     /// released (another pod may get it), so it is not wired and serves no Service.
@@ -217,7 +221,7 @@ pub fn pod_info(pod: &Pod) -> Result<PodInfo, PodError> {
         }
     }
     Ok(PodInfo {
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        labels: Arc::clone(&pod.labels),
         node_name: spec.and_then(|s| s.node_name.clone()),
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
         completed,

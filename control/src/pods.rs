@@ -26,7 +26,7 @@ use std::collections::btree_map::Entry as MapEntry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::manifests::kinds::Pod;
 
 use crate::manifests::Manifests;
 use crate::model::{self, NodeInfo, PodInfo};
@@ -98,7 +98,7 @@ fn attachment_pod(key: &str, ip: Ipv4Addr, node: &str) -> PodInfo {
         namespace: namespace.into(),
         name: name.into(),
         ip: Some(ip),
-        labels: BTreeMap::new(),
+        labels: Default::default(),
         ports: Vec::new(),
         node_name: Some(node.into()),
         host_network: false,

@@ -132,6 +132,12 @@ fn print_status(v: &replies::Status) {
     for (key, value) in rows {
         println!("{key:<16} {value}");
     }
+    if let Some(m) = &v.memory {
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64);
+        let tables: Vec<String> = m.by_table().iter().map(|(t, b)| format!("{t} {}", mib(*b))).collect();
+        println!("{:<16} {}", "memory", tables.join(", "));
+        println!("{:<16} {} (peak {})", "resident", m.resident_bytes.map_or_else(|| "-".into(), mib), m.peak_resident_bytes.map_or_else(|| "-".into(), mib));
+    }
     for (title, items) in [("pending", &v.pending_ports), ("unreachable node", &v.unreachable_nodes), ("problem", &v.problems), ("ignored", &v.ignored_objects)] {
         for item in items {
             println!("{title:<16} {item}");

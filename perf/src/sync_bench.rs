@@ -26,6 +26,17 @@
 //! after a quiet window goes out at once, further changes within the window wait for its end
 //! and go out together. `update_from_view_*` give the figures without the view step.
 //!
+//! Memory: `max_rss_mb` is the process's peak resident set (`VmHWM`), which is the agent's:
+//! the generator makes one object's YAML at a time and hands it over as a watch event would
+//! (the whole cluster's text or parsed input is never held), so what the process holds is what
+//! `podswitch run` holds for these objects: the source's stores (or the manifest source's view),
+//! the view, the compilers' state and the tables, plus the program itself (`rss_mb.start`).
+//! `rss_mb` gives the resident set at each stage: at start, with the objects stored, after the
+//! full sync (and after each of its steps: `after_full_sync_step`, read between the steps and
+//! left out of their times), at the end (after the changes), and `memory_by_table_mb`
+//! what `show status` reports by table after the full sync (estimates from what each table
+//! holds, `podswitch_control::memory`; the compilers' caches are in the resident set only).
+//!
 //! Output: a report, or with `--json` one JSON object as the last line:
 //! `{"full_sync_ms":…,"update_p50_us":…,"update_p99_us":…}` and more keys after.
 use std::net::Ipv4Addr;
@@ -37,6 +48,7 @@ use arc_swap::ArcSwap;
 use podswitch_control::compile;
 use podswitch_control::kube_source::{StoreWriters, Update, ViewBuilder, ViewKeeper};
 use podswitch_control::manifests::{add_documents, ByKind, Changes, Keys, Manifests};
+use podswitch_control::memory::MemoryByTable;
 use podswitch_control::model::{self, NodeInfo};
 use podswitch_control::pods::PodCache;
 use podswitch_control::policy::{compile_policy_unless_unchanged, CompiledPolicy, PolicyInputs, PolicyState};
@@ -95,43 +107,56 @@ fn slice_yaml(a: &SyncArgs, s: u32, shift: u32) -> String {
     )
 }
 
-fn objects(a: &SyncArgs) -> String {
-    let mut y = String::new();
+/// Every object of the cluster, one YAML document at a time, in the order a list gives them
+/// (Node, Namespaces, Pods, Services with their EndpointSlices, NetworkPolicies): the whole
+/// text is never held, so that the process's memory is the agent's, not the generator's.
+fn each_object(a: &SyncArgs, mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let v = rv(a, 1);
-    y += "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nspec: {podCIDR: 10.244.0.0/16}\nstatus: {addresses: [{type: InternalIP, address: 172.18.0.2}]}\n---\n";
+    f("apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nspec: {podCIDR: 10.244.0.0/16}\nstatus: {addresses: [{type: InternalIP, address: 172.18.0.2}]}\n")?;
     for n in 0..a.namespaces {
-        y += &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{{v}name: ns{n}, labels: {{team: t{}}}}}\n---\n", n % 10);
+        f(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{{v}name: ns{n}, labels: {{team: t{}}}}}\n", n % 10))?;
     }
     for i in 0..a.pods {
-        y += &format!(
+        f(&format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{{v}name: p{i}, namespace: ns{}, labels: {{app: app{}, tier: t{}}}}}\n\
-             spec: {{nodeName: node-{}, containers: [{{name: c, image: i, ports: [{{name: http, containerPort: 8080}}]}}]}}\nstatus: {{podIP: {}}}\n---\n",
+             spec: {{nodeName: node-{}, containers: [{{name: c, image: i, ports: [{{name: http, containerPort: 8080}}]}}]}}\nstatus: {{podIP: {}}}\n",
             i % a.namespaces,
             i % 50,
             i % 3,
             1 + i % 10,
             pod_ip(i)
-        );
+        ))?;
     }
     for s in 0..a.services {
         let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 1, 0)) + s);
-        y += &format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{{v}name: svc{s}, namespace: ns{}}}\nspec: {{clusterIP: {ip}, ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n---\n",
+        f(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{{v}name: svc{s}, namespace: ns{}}}\nspec: {{clusterIP: {ip}, ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n",
             s % a.namespaces
-        );
-        y += &slice_yaml(a, s, 0);
+        ))?;
+        f(&slice_yaml(a, s, 0))?;
     }
     for p in 0..a.policies {
-        y += &format!(
+        f(&format!(
             "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{{v}name: pol{p}, namespace: ns{}}}\n\
-             spec:\n  podSelector: {{matchLabels: {{app: app{}}}}}\n  ingress:\n  - from:\n    - namespaceSelector: {{matchLabels: {{team: t{}}}}}\n      podSelector: {{matchLabels: {{tier: t{}}}}}\n    ports: [{{port: http}}]\n---\n",
+             spec:\n  podSelector: {{matchLabels: {{app: app{}}}}}\n  ingress:\n  - from:\n    - namespaceSelector: {{matchLabels: {{team: t{}}}}}\n      podSelector: {{matchLabels: {{tier: t{}}}}}\n    ports: [{{port: http}}]\n",
             p % a.namespaces,
             p % 50,
             p % 10,
             p % 3
-        );
+        ))?;
     }
-    y
+    Ok(())
+}
+
+/// `VmRSS` and `VmHWM` (the peak) of this process, in MiB, from /proc/self/status.
+fn rss_mib() -> anyhow::Result<(f64, f64)> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let field = |name: &str| -> anyhow::Result<f64> {
+        let line = status.lines().find(|l| l.starts_with(name)).ok_or_else(|| anyhow::anyhow!("/proc/self/status has no {name}"))?;
+        let kib: f64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse()?;
+        Ok(kib / 1024.0)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// Everything `Switch::apply` does with a view, from objects to the published snapshot
@@ -144,6 +169,8 @@ struct Steps {
     services: Duration,
     policy: Duration,
     publish: Duration,
+    /// Time spent reading the resident set between steps (not part of any step).
+    reading: Duration,
 }
 
 /// What `Switch` keeps between views.
@@ -157,7 +184,26 @@ struct State {
     policy: Option<CompiledPolicy>,
 }
 
-fn apply(m: &Manifests, node: &NodeInfo, st: &mut State, version: u64, published: &ArcSwap<Tables>) -> anyhow::Result<Steps> {
+/// The resident set after each step of an apply (`memory`), read between the steps: the time
+/// spent reading it is left out of the steps' times and returned (`Steps::reading`).
+fn apply(
+    m: &Manifests,
+    node: &NodeInfo,
+    st: &mut State,
+    version: u64,
+    published: &ArcSwap<Tables>,
+    mut memory: Option<&mut Vec<(&'static str, f64)>>,
+) -> anyhow::Result<Steps> {
+    let mut reading = Duration::ZERO;
+    // Records the resident set after `step`; the clock restarts after the reading.
+    let mut mark = |step: &'static str| -> anyhow::Result<Instant> {
+        if let Some(mem) = memory.as_deref_mut() {
+            let t = Instant::now();
+            mem.push((step, rss_mib()?.0));
+            reading += t.elapsed();
+        }
+        Ok(Instant::now())
+    };
     let t0 = Instant::now();
     st.pods.update(m);
     let generation = st.pods.generation();
@@ -167,13 +213,16 @@ fn apply(m: &Manifests, node: &NodeInfo, st: &mut State, version: u64, published
         st.ports = Some((generation, compile::PortTables::build(node, &desired, &Default::default(), [0; 6], None)));
     }
     let all_pods = st.pods.all();
-    let t1 = Instant::now();
+    let pods = t0.elapsed();
+    let t1 = mark("pods")?;
     let s = compile_services(&ServiceInputs { manifests: m, node, all_pods }, &mut st.svc);
-    let t2 = Instant::now();
+    let services = t1.elapsed();
+    let t2 = mark("services")?;
     if let Some(p) = compile_policy_unless_unchanged(&PolicyInputs { manifests: m, node, all_pods }, generation, &mut st.pol) {
         st.policy = Some(p);
     }
-    let t3 = Instant::now();
+    let policy = t2.elapsed();
+    let t3 = mark("policy")?;
     let t = compile::assemble(compile::Parts {
         version,
         ports: &st.ports.as_ref().expect("made above").1,
@@ -181,17 +230,42 @@ fn apply(m: &Manifests, node: &NodeInfo, st: &mut State, version: u64, published
         policy: &st.policy.as_ref().expect("the first view compiles").tables,
     });
     published.store(Arc::new(t));
-    let t4 = Instant::now();
-    Ok(Steps { view: Duration::ZERO, pods: t1 - t0, services: t2 - t1, policy: t3 - t2, publish: t4 - t3 })
+    let publish = t3.elapsed();
+    mark("tables_and_publish")?;
+    Ok(Steps { view: Duration::ZERO, pods, services, policy, publish, reading })
 }
 
 pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
     eprintln!("sync: generating {} Services x {} endpoints, {} policies over {} pods", a.services, a.endpoints, a.policies, a.pods);
-    let text = objects(&a);
+    let (rss_start, _) = rss_mib()?;
+    // The objects arrive one at a time, as a watch's list delivers them: into the API source's
+    // stores (copied there as its watches' events copy them), or, with `--content-hash`, into
+    // the manifest source's view (which is what that source holds). Not timed.
+    let api = !a.content_hash;
+    let (mut writers, stores) = StoreWriters::new();
     let mut m = Manifests::default();
-    add_documents(&mut m, Path::new("sync.yaml"), &text).map_err(|e| anyhow::anyhow!("{e}"))?;
-    drop(text);
-    let node = model::node_info(&m, None).map_err(|e| anyhow::anyhow!(e))?;
+    let mut node = None;
+    each_object(&a, |doc| {
+        if api {
+            let mut one = Manifests::default();
+            add_documents(&mut one, Path::new("sync.yaml"), doc).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if !one.nodes.is_empty() {
+                node = Some(model::node_info(&one, None).map_err(|e| anyhow::anyhow!(e))?);
+            }
+            writers.apply(&one);
+        } else {
+            add_documents(&mut m, Path::new("sync.yaml"), doc).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        Ok(())
+    })?;
+    let node = match node {
+        Some(n) => n,
+        None => model::node_info(&m, None).map_err(|e| anyhow::anyhow!(e))?,
+    };
+    if !api {
+        m.digest = "full".into();
+    }
+    let (rss_objects, _) = rss_mib()?;
     let published = ArcSwap::from_pointee(Tables::new(Ipv4Addr::new(169, 254, 1, 1)));
     let mut st = State {
         pods: PodCache::default().with_resource_versions(!a.content_hash),
@@ -200,21 +274,6 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
         pol: PolicyState::default(),
         policy: None,
     };
-    // The API source's stores, filled as its watches fill them (not timed).
-    let api = !a.content_hash;
-    let (mut writers, stores) = StoreWriters::new();
-    if api {
-        writers.apply(&m);
-    } else {
-        m.digest = "full".into();
-    }
-    // The objects as read (the stores hold copies), freed only after the full sync: freeing
-    // them just before it would time the allocator's clean-up of them, which a source that
-    // receives objects over time does not pay at once.
-    let parsed = std::mem::take(&mut m);
-    if !api {
-        m = parsed.clone(); // shares the objects
-    }
     // The API source's two sides: the builder makes updates from the stores, the keeper holds
     // the consumer's view and applies them (`kube_source::view`).
     let mut builder = ViewBuilder::default();
@@ -224,10 +283,17 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
         keeper.apply(Update::Full(builder.full(&stores))).map_err(|e| anyhow::anyhow!(e))?;
     }
     let view = t.elapsed();
-    let mut steps = apply(if api { keeper.view() } else { &m }, &node, &mut st, 1, &published)?;
-    let full = t.elapsed();
+    let (rss_view, _) = rss_mib()?;
+    let mut memory = vec![("view", rss_view)];
+    // The clock goes on from where the view was made, without the reading.
+    let t = Instant::now() - view;
+    let mut steps = apply(if api { keeper.view() } else { &m }, &node, &mut st, 1, &published, Some(&mut memory))?;
+    let full = t.elapsed() - steps.reading;
     steps.view = view;
-    drop(parsed);
+    let (rss_synced, _) = rss_mib()?;
+    // What `show status` and the metrics report (no connection table here).
+    let objects_bytes = if api { keeper.view() } else { &m }.footprint.iter().sum();
+    let by_table = MemoryByTable::of(&published.load(), objects_bytes, 0);
     let frontends = published.load().services.frontends.len();
     eprintln!("sync: full sync {:.1} ms ({frontends} frontends); timing {} EndpointSlice changes", full.as_secs_f64() * 1e3, a.changes);
     let mut times: Vec<Duration> = Vec::new();
@@ -259,12 +325,13 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
             }
         }
         let view = t.elapsed();
-        let mut s = apply(if api { keeper.view() } else { &m }, &node, &mut st, 2 + c as u64, &published)?;
+        let mut s = apply(if api { keeper.view() } else { &m }, &node, &mut st, 2 + c as u64, &published, None)?;
         times.push(t.elapsed());
         from_view.push(t.elapsed() - view);
         s.view = view;
         update_steps.push(s);
     }
+    let (rss_end, max_rss) = rss_mib()?;
     times.sort();
     let at = |v: &[Duration], p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e6;
     let pct = |p: f64| at(&times, p);
@@ -294,6 +361,15 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
         "resource_versions": !a.content_hash,
         "changed_keys": !a.no_changes,
         "views_from_stores": api,
+        "max_rss_mb": max_rss.round(),
+        "memory_by_table_mb": by_table.by_table().iter().filter(|(t, _)| *t != "conntrack").map(|(t, b)| (t.to_string(), serde_json::json!((*b as f64 / (1u64 << 20) as f64).round()))).collect::<serde_json::Map<_, _>>(),
+        "rss_mb": {
+            "start": rss_start.round(),
+            "objects": rss_objects.round(),
+            "after_full_sync": rss_synced.round(),
+            "after_full_sync_step": memory.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v.round()))).collect::<serde_json::Map<_, _>>(),
+            "end": rss_end.round(),
+        },
         "full_sync_steps_ms": {
             "view": steps.view.as_secs_f64() * 1e3,
             "pods": steps.pods.as_secs_f64() * 1e3,
@@ -330,6 +406,9 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
             u_view.0,
             u_view.1,
             u_pods.0, u_pods.1, u_svc.0, u_svc.1, u_pol.0, u_pol.1, u_pub.0, u_pub.1
+        );
+        println!(
+            "  memory (RSS, MiB): peak {max_rss:.0}; at start {rss_start:.0}, with the objects {rss_objects:.0}, after the full sync {rss_synced:.0}, at the end {rss_end:.0}"
         );
         if api {
             println!("  view: the API source's view built from its stores (objects shared with them, not copied)");

@@ -56,6 +56,9 @@ pub struct Status {
     pub workers: usize,
     /// The API source's own status (`kube_source::KubeStatus`), passed through as it serializes.
     pub kubernetes_api: Option<serde_json::Value>,
+    /// The agent's memory by table ([`crate::memory`]).
+    #[serde(default)]
+    pub memory: Option<crate::memory::MemoryByTable>,
 }
 
 /// `show ports`: every attached port, and the ports waiting for their interface.
@@ -375,6 +378,7 @@ mod tests {
             uptime_s: 5,
             workers: 1,
             kubernetes_api: None,
+            memory: Some(crate::memory::MemoryByTable { objects_bytes: 7, maglev_bytes: 9, resident_bytes: Some(4096), ..Default::default() }),
         };
         let (v, back): (Value, Status) = sent_and_read(&s);
         assert_eq!(back, s);
@@ -384,7 +388,7 @@ mod tests {
             [
                 "ok", "node", "pod_cidr", "pod_mtu", "internal_ip", "manifests_dir", "applied_digest", "tables_version", "ports_wanted",
                 "ports_attached", "pending_ports", "unreachable_nodes", "problems", "ignored_objects", "last_error", "uptime_s", "workers",
-                "kubernetes_api"
+                "kubernetes_api", "memory"
             ]
         );
         assert_eq!(v["ok"], true);

@@ -34,7 +34,10 @@
 //!   one view follows once every watch has resumed (or relisted, after 410 Gone) and had
 //!   [`Options::resume_settle`] to deliver what it missed. [`KubeSource::status`] says whether the last request got an
 //!   answer, the last error, what each kind holds and how many relists happened.
-//! - Objects are stored without `metadata.managedFields` (never used, often most of a Pod).
+//! - Objects are stored reduced to what the compilers read ([`crate::manifests::reduced`]):
+//!   Pods and EndpointSlices are read from the API's JSON into podswitch's own smaller types,
+//!   and every object loses the metadata nobody reads (`managedFields`, often most of a Pod,
+//!   annotations, ownerReferences, ...) before its store takes it.
 //! - Every view but the first lists the keys its watches changed since the view sent before it
 //!   ([`Manifests::changes`]); a view that replaces one the consumer did not take lists the
 //!   changes of both. A view after a list (initial or relist), whose store was replaced
@@ -616,7 +619,8 @@ impl StoreWriters {
             fn kind<K: Kind>(&mut self) {
                 let w = K::of_mut(self.0);
                 for o in K::of(&self.1.objects).values() {
-                    let o = (**o).clone();
+                    let mut o = (**o).clone();
+                    o.reduce();
                     w.apply_watcher_event(&if self.2 { Event::Delete(o) } else { Event::Apply(o) });
                 }
             }
@@ -649,7 +653,7 @@ fn spawn_kind<K: Kind>(client: &Client, shared: &Arc<Shared>, opts: &Options) ->
     let reader = store.clone();
     tokio::spawn(async move {
         let mut events = watcher(api, wc)
-            .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+            .modify(|o: &mut K| o.reduce())
             .backoff(backoff)
             .boxed();
         while let Some(ev) = events.next().await {
@@ -818,7 +822,8 @@ mod tests {
 
     #[test]
     fn request_paths_map_to_kinds() {
-        use k8s_openapi::api::{core::v1::Pod, discovery::v1::EndpointSlice, networking::v1::NetworkPolicy};
+        use crate::manifests::kinds::{EndpointSlice, Pod};
+        use k8s_openapi::api::networking::v1::NetworkPolicy;
         assert_eq!(kind_of_path("/api/v1/pods"), Some(Pod::INDEX));
         assert_eq!(kind_of_path("/k8s/clusters/c-1/apis/discovery.k8s.io/v1/endpointslices"), Some(EndpointSlice::INDEX));
         assert_eq!(kind_of_path("/apis/networking.k8s.io/v1/networkpolicies/"), Some(NetworkPolicy::INDEX));

@@ -40,7 +40,12 @@ impl Delta {
     /// removed; the digest and, if `list_changes`, the list of changes follow.
     fn apply_to(self, m: &mut Manifests, list_changes: bool) {
         let Delta { changes, digest, objects } = self;
+        let before = footprint_of(&m.objects, &changes.keys);
         overlay(&mut m.objects, &changes.keys, objects);
+        let after = footprint_of(&m.objects, &changes.keys);
+        for (total, (b, a)) in m.footprint.iter_mut().zip(before.into_iter().zip(after)) {
+            *total = (*total + a).saturating_sub(b);
+        }
         m.changes = list_changes.then_some(changes);
         m.digest = digest;
     }
@@ -53,6 +58,20 @@ impl Delta {
         self.digest = digest;
         self
     }
+}
+
+/// Bytes per kind of the objects of `keys` that `objects` holds.
+fn footprint_of(objects: &ByKind<Objects>, keys: &ByKind<Keys>) -> [u64; kinds::COUNT] {
+    struct Sum<'a>(&'a ByKind<Objects>, &'a ByKind<Keys>, [u64; kinds::COUNT]);
+    impl EachKind for Sum<'_> {
+        fn kind<K: Kind>(&mut self) {
+            let objects = K::of(self.0);
+            self.2[K::INDEX] = K::of(self.1).iter().filter_map(|k| objects.get(k)).map(|o| o.footprint() as u64).sum();
+        }
+    }
+    let mut s = Sum(objects, keys, [0; kinds::COUNT]);
+    kinds::each_kind(&mut s);
+    s.2
 }
 
 /// Sets in `onto` the object of every key in `keys` that `objects` has, and removes those it
@@ -150,6 +169,7 @@ impl ViewBuilder {
             hashes: &'a mut ByKind<Hashes>,
             sum: u64,
             out: ByKind<Objects>,
+            footprint: [u64; kinds::COUNT],
         }
         impl EachKind for Collect<'_> {
             fn kind<K: Kind>(&mut self) {
@@ -164,15 +184,16 @@ impl ViewBuilder {
                     let h = object_hash(K::PLURAL, key, o.meta().resource_version.as_deref().unwrap_or_default());
                     self.sum = self.sum.wrapping_add(h);
                     hashes.insert(key.clone(), h);
+                    self.footprint[K::INDEX] += o.footprint() as u64;
                 }
                 *K::of_mut(&mut self.out) = objects.into_iter().collect();
             }
         }
-        let mut c = Collect { stores: s, hashes: &mut self.hashes, sum: 0, out: ByKind::default() };
+        let mut c = Collect { stores: s, hashes: &mut self.hashes, sum: 0, out: ByKind::default(), footprint: [0; kinds::COUNT] };
         kinds::each_kind(&mut c);
         self.sum = c.sum;
         self.made = true;
-        Manifests { objects: c.out, ignored: Vec::new(), digest: digest_text(self.sum), changes: None }
+        Manifests { objects: c.out, ignored: Vec::new(), digest: digest_text(self.sum), changes: None, footprint: c.footprint }
     }
 
     /// The objects of `keys` as the stores hold them now, from the view last made. Call
@@ -261,7 +282,8 @@ mod tests {
     use super::*;
     use crate::kube_source::StoreWriters;
     use std::sync::Arc;
-    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use crate::manifests::kinds::Pod;
+    use k8s_openapi::api::core::v1::Namespace;
 
     fn pod(ns: Option<&str>, name: &str, rv: &str) -> Pod {
         let mut p = Pod::default();

@@ -9,20 +9,24 @@
 //! - [`ByKind<F>`] holds one `F::Of<K>` per kind: the objects of a view ([`Objects`]), the keys
 //!   that changed ([`Keys`]), the API source's stores, ... Code that does the same for every
 //!   kind implements [`EachKind`] (or [`MakeEach`] to build a `ByKind`) once, generic over `K`.
+//! - Pods and EndpointSlices are podswitch's reduced types ([`super::reduced`]), the other
+//!   kinds k8s-openapi's; every kind is reduced ([`Reduce`]) before it is kept.
 //! - Keys are `namespace/name` for namespaced kinds and `name` for cluster-scoped ones
 //!   ([`key_of`]).
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, ServiceCIDR};
+
+pub use super::footprint::Footprint;
+pub use super::reduced::{EndpointSlice, Pod, Reduce};
 use serde::de::DeserializeOwned;
 
 /// One kind of Kubernetes object that podswitch reads.
 pub trait Kind:
-    kube::Resource<DynamicType = ()> + k8s_openapi::Resource + Clone + Debug + PartialEq + DeserializeOwned + Send + Sync + 'static
+    kube::Resource<DynamicType = ()> + k8s_openapi::Resource + Reduce + Footprint + Clone + Debug + PartialEq + DeserializeOwned + Send + Sync + 'static
 {
     /// The kind's place in the list (status listings, arrays of [`COUNT`]).
     const INDEX: usize;

@@ -159,7 +159,7 @@ fn build_view<'a>(inp: &PolicyInputs<'a>, state: &mut PolicyState, problems: &mu
         .iter()
         .filter(|p| p.addressable && !std::mem::replace(&mut first[p.group as usize], true))
         .collect();
-    let ids = state.identities.assign(with_identity.iter().map(|p| (p.info.namespace.as_str(), &p.info.labels)));
+    let ids = state.identities.assign(with_identity.iter().map(|p| (p.info.namespace.as_str(), &*p.info.labels)));
     for (p, id) in with_identity.iter().zip(ids) {
         groups[p.group as usize].identity = Some(id);
     }

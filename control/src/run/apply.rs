@@ -111,6 +111,8 @@ pub(crate) struct Switch {
     /// The port part of the tables for `attached`, built again only when that changes.
     port_tables: PortTables,
     pub applied_digest: String,
+    /// Bytes of the objects of the view applied ([`crate::manifests::Manifests::footprint`]).
+    objects_bytes: u64,
     pub last_error: Option<String>,
     version: u64,
     ignored_kinds: Vec<String>,
@@ -162,6 +164,7 @@ impl Switch {
             pending: BTreeMap::new(),
             port_tables: PortTables::build(&cfg.node, &[], &BTreeMap::new(), cfg.host_stack_mac, cfg.uplink.as_ref()),
             applied_digest: String::new(),
+            objects_bytes: 0,
             last_error: None,
             version: 0,
             ignored_kinds: Vec::new(),
@@ -289,6 +292,7 @@ impl Switch {
             tracing::info!(endpoints = removed.len(), flushed = n, "UDP connections of removed endpoints flushed");
         }
         self.applied_digest.clone_from(&m.digest);
+        self.objects_bytes = m.footprint.iter().sum();
         self.last_error = None;
         self.syncs += 1;
         self.last_sync = Some((t0.elapsed(), SystemTime::now()));
@@ -506,6 +510,7 @@ impl Switch {
             node: self.cfg.node.clone(),
             dir: self.cfg.dir.clone(),
             applied_digest: self.applied_digest.clone(),
+            objects_bytes: self.objects_bytes,
             tables_version: self.version,
             ports_wanted: self.desired.len(),
             port_keys: self.attached.iter().map(|(k, (a, _))| (a.id, k.clone())).collect(),

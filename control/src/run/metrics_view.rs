@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use switch::dataplane::Dataplane;
 
 use super::shared::Shared;
+use crate::memory::MemoryByTable;
 use crate::metrics::{self, MetricsSnapshot};
 
 /// The snapshot of one scrape.
@@ -54,6 +55,7 @@ pub(crate) fn snapshot(shared: &Shared) -> MetricsSnapshot {
             api_errors: shared.kube.as_ref().map_or(0, crate::kube_source::StatusHandle::errors),
             api_connected: shared.kube.as_ref().map(|k| k.status().connected),
         },
+        memory: s.last_sync.is_some().then(|| MemoryByTable::of(&t, s.objects_bytes, MemoryByTable::conntrack_of(ct))),
     }
 }
 

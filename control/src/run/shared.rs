@@ -33,6 +33,8 @@ pub(crate) struct Snapshot {
     /// The manifest directory (empty with the API source).
     pub dir: PathBuf,
     pub applied_digest: String,
+    /// Bytes of the objects of the view applied ([`crate::manifests::Manifests::footprint`]).
+    pub objects_bytes: u64,
     /// Version of the tables last published.
     pub tables_version: u64,
     pub ports_wanted: usize,
@@ -67,6 +69,7 @@ impl Snapshot {
             node,
             dir,
             applied_digest: String::new(),
+            objects_bytes: 0,
             tables_version: 0,
             ports_wanted: 0,
             port_keys: BTreeMap::new(),

@@ -19,6 +19,7 @@ use switch::tables::Tables;
 use super::shared::{Shared, Snapshot};
 use crate::ctl::replies::{self, Answer};
 use crate::ctl::{Request, WAIT_PORT_MAX_MS};
+use crate::memory::MemoryByTable;
 use crate::naming::mac_string;
 
 pub(crate) fn handler(shared: Arc<Shared>) -> crate::ctl::server::Handler {
@@ -85,6 +86,7 @@ fn status(shared: &Shared, s: &Snapshot, dp: &Dataplane) -> replies::Status {
         uptime_s: shared.started.elapsed().as_secs(),
         workers: dp.worker_count(),
         kubernetes_api: shared.kube.as_ref().and_then(|k| serde_json::to_value(k.status()).ok()),
+        memory: Some(MemoryByTable::of(&dp.tables(), s.objects_bytes, MemoryByTable::conntrack_of(dp.conntrack()))),
     }
 }
 

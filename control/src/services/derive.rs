@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::manifests::kinds::Pod;
 
 use super::model::{PortSpec, ServiceModel, SliceModel, TargetPort};
 use crate::manifests::Manifests;
@@ -163,7 +163,7 @@ impl<'a> PodIndex<'a> {
         let mut by_label: HashMap<&str, HashMap<(&str, &str), Vec<u32>>> = HashMap::new();
         for (i, p) in pods.iter().enumerate() {
             let ns = by_label.entry(p.namespace.as_str()).or_default();
-            for (k, v) in &p.labels {
+            for (k, v) in p.labels.iter() {
                 ns.entry((k.as_str(), v.as_str())).or_default().push(i as u32);
             }
         }

@@ -14,8 +14,9 @@
 //!   nobody chooses to collide (a collision would keep a stale compile of one object).
 use std::hash::{Hash, Hasher};
 
-use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::Service;
+
+use crate::manifests::kinds::{EndpointSlice, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 

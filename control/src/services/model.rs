@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net};
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use crate::manifests::kinds::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::allocate;

@@ -142,6 +142,19 @@ impl Routes {
         self.prefixes.is_empty()
     }
 
+    /// Bytes of heap the table holds: its cell arrays and hops by capacity, the prefix index
+    /// at two words per route (an estimate: it is a hash map per prefix length).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.top.len() * size_of::<u32>()
+            + self.top_depth.len()
+            + self.groups.capacity() * size_of::<u32>()
+            + self.group_depth.capacity()
+            + self.hops.capacity() * size_of::<NextHop>()
+            + self.free_hops.capacity() * size_of::<u32>()
+            + self.prefixes.len() * 2 * size_of::<u64>()
+    }
+
     /// Applies `paint` to the cells `prefix/len` covers, making groups on the way as needed.
     fn paint(&mut self, prefix: u32, len: u8, paint: Paint) {
         let prefix = if len == 0 { 0 } else { prefix & (u32::MAX << (32 - len as u32)) };
