@@ -1,13 +1,6 @@
 //! The `podswitch` command.
 use clap::{Parser, Subcommand};
 
-/// mimalloc rather than glibc's malloc: after a burst of frees (a relist, the temporaries of a
-/// full sync at 50,000 Services) glibc sorts its free lists inside the allocations that follow,
-/// which made each of the next few changes cost 10-15 ms instead of 0.1 ms (measured with
-/// `podswitch-perf sync`, which uses the same allocator); mimalloc frees into per-page lists.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(name = "podswitch", version, about = "A userspace AF_XDP switch for Kubernetes nodes")]
 struct Cli {

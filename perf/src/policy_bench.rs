@@ -10,13 +10,12 @@
 //!
 //! Output: a report, or with `--json` one JSON object as the last line:
 //! `{"compile_ms":…,"compile_mib":…,"new_conn_mpps_per_core":…}` and more keys after.
-use std::alloc::{GlobalAlloc, Layout};
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use mimalloc::MiMalloc;
 use podswitch_control::manifests::{add_documents, Manifests};
 use podswitch_control::model::NodeInfo;
 use podswitch_control::policy::{compile_policy, PolicyInputs, PolicyState};
@@ -28,9 +27,8 @@ use switch::tables::{NextHop, PortConfig, PortKind, SourceGuard, Tables};
 use switch::wire::checksum;
 
 /// Counts heap bytes in use once [`count_allocations`] was called (by this benchmark only), so
-/// it can say what compiling cost; until then it is `podswitch`'s allocator (mimalloc, see
-/// control/src/main.rs) plus one load, so that the other benchmarks time allocations as
-/// `podswitch` makes them (the counting's atomic
+/// it can say what compiling cost; until then it is the system allocator plus one load, so that
+/// the other benchmarks time allocations as `podswitch` makes them (the counting's atomic
 /// read-modify-writes were ~8% of the sync benchmark's full sync).
 pub struct CountingAlloc;
 static COUNTING: AtomicBool = AtomicBool::new(false);
@@ -46,7 +44,7 @@ fn count_allocations() {
 // The one `unsafe` outside the AF_XDP layer: `GlobalAlloc` is an unsafe trait, so a counting
 // allocator cannot be written without it (crates that offer one, e.g. `cap`, count always,
 // which costs the other benchmarks; none keeps a resettable peak). Benchmark code only.
-// SAFETY: both methods forward the caller's pointer and layout to `MiMalloc` unchanged, which
+// SAFETY: both methods forward the caller's pointer and layout to `System` unchanged, which
 // upholds GlobalAlloc's contract; the counting touches only atomics.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for CountingAlloc {
@@ -55,15 +53,15 @@ unsafe impl GlobalAlloc for CountingAlloc {
             let now = IN_USE.fetch_add(l.size() as isize, Relaxed) + l.size() as isize;
             PEAK.fetch_max(now, Relaxed);
         }
-        // SAFETY: forwarding the caller's layout to the allocator unchanged.
-        unsafe { MiMalloc.alloc(l) }
+        // SAFETY: forwarding the caller's layout to the system allocator unchanged.
+        unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         if COUNTING.load(Relaxed) {
             IN_USE.fetch_sub(l.size() as isize, Relaxed);
         }
         // SAFETY: `p` was allocated by `alloc` above with this layout.
-        unsafe { MiMalloc.dealloc(p, l) }
+        unsafe { System.dealloc(p, l) }
     }
 }
 
