@@ -244,7 +244,7 @@ mod tests {
         for k in 0..4 {
             assert_eq!(Arc::ptr_eq(&l.groups[k], &r.groups[k]), k != 1, "group {k}");
         }
-        for c in 0..(3 * GROUP + 1) {
+        for c in 0..=(3 * GROUP) {
             assert_eq!(Arc::ptr_eq(l.chunk(c), r.chunk(c)), c != GROUP + 5, "chunk {c}");
         }
     }
