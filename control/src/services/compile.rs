@@ -42,7 +42,7 @@ use switch::tables::services::{
 
 use super::address::AddressText;
 use super::allocate::{cluster_ip_order, node_port_order, valid_cluster_ip, Allocator};
-use super::derive::{self, PodIndex};
+use super::derive::{self, Candidate, PodIndex};
 use super::fingerprint::{self, Fp, FpHasher};
 use super::model::{self, ClusterIpSpec, PortSpec, ServiceModel, SliceModel};
 use super::sets::{SetChoice, Sets};
@@ -603,7 +603,62 @@ fn select_pods<'a>(
     selected
 }
 
-/// Step 4: compiles the Services whose input changed.
+/// Step 4 compiles this many Services or more (a full sync) on every core it may use.
+const PARALLEL_FROM: usize = 1024;
+/// At most this many threads for step 4.
+const MAX_THREADS: usize = 8;
+
+/// The threads step 4 may use for `n` Services: one below [`PARALLEL_FROM`], else one per core
+/// this thread may run on (`podswitch run` keeps its control threads off the workers' cores,
+/// and threads made here inherit that mask), at most [`MAX_THREADS`].
+fn step4_threads(n: usize) -> usize {
+    #[cfg(test)]
+    if let Some(t) = FORCE_THREADS.get() {
+        return t;
+    }
+    if n < PARALLEL_FROM {
+        return 1;
+    }
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(MAX_THREADS)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Step 4's thread count whatever the number of Services, for tests of the parallel path.
+    pub(super) static FORCE_THREADS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// A Service's step 4 in progress: its prepared ports, previous result and id.
+struct Job {
+    service_id: u32,
+    prepared: Vec<PreparedPort>,
+    old: Option<Box<SvcOut>>,
+}
+
+/// Step 4's result of a Service placed where its previous result stood (step 5 keeps that
+/// place when nothing moved); `changed` is set when its frontends differ in key or name.
+fn place(mut out: SvcOut, old: Option<Box<SvcOut>>, changed: &mut bool) -> Box<SvcOut> {
+    match old {
+        Some(o) => {
+            *changed |= !o.shape_eq(&out);
+            let o = *o;
+            out.offset = o.offset;
+            out.taken_by = o.taken_by;
+            out.previous_used = Some(o.used);
+        }
+        None => {
+            *changed = true;
+            out.previous_used = Some(Vec::new());
+        }
+    }
+    Box::new(out)
+}
+
+/// Step 4: compiles the Services whose input changed. The first half of each ([`prepare_one`])
+/// runs in key order, as endpoint ids are handed out in it; the second half ([`finish_one`]:
+/// sets, Maglev tables, frontends, views, most of the work) depends on nothing shared, so when
+/// many Services are compiled (a full sync) it runs on runs of them on several cores
+/// ([`step4_threads`]). The result is the same either way.
 fn compile_dirty<'a>(
     pass: &mut Pass,
     inp: &ServiceInputs<'a>,
@@ -621,16 +676,17 @@ fn compile_dirty<'a>(
     let env = Env { m: inp.manifests, node: inp.node, node_ips: &node_ips };
     let no_slices = Vec::new();
     let (slices_of, slices, out_problem_svcs) = (&cache.slices_of, &cache.slices, &mut cache.out_problem_svcs);
-    let (mut structure_changed, mut removed_ids) = (false, Vec::new());
-    pass.for_each_dirty(&mut cache.services, |k, e| {
+    let (mut structure_changed, mut left_tables, mut removed_ids) = (false, false, Vec::new());
+    // The first half of one Service; None when it leaves the tables.
+    let mut prepare = |k: &String, e: &mut SvcEntry| -> Option<Job> {
         let old = e.out.take();
-        let (Some(alloc), Some(svc)) = (e.alloc.as_ref(), e.model.as_ref()) else {
+        let (Some(_), Some(svc)) = (e.alloc.as_ref(), e.model.as_ref()) else {
             if let Some(o) = old {
-                structure_changed = true;
+                left_tables = true;
                 removed_ids.extend(o.used);
                 out_problem_svcs.remove(k);
             }
-            return;
+            return None;
         };
         let slice_keys = slices_of.get(k).unwrap_or(&no_slices);
         let slices: Vec<&SliceModel> = slice_keys.iter().filter_map(|s| slices.get(s).and_then(|e| e.model.as_deref())).collect();
@@ -640,24 +696,55 @@ fn compile_dirty<'a>(
                 index.get_or_insert_with(|| PodIndex::new(inp.all_pods)).select(&svc.namespace, sel)
             })
         });
-        let mut out = compile_one(svc, service_ids[k], alloc, &slices, pods.as_deref(), old.as_deref(), &env, next_endpoint_id);
-        match old {
-            Some(o) => {
-                structure_changed |= !o.shape_eq(&out);
-                // Where the previous result stood; step 5 keeps it when nothing moved.
-                let o = *o;
-                out.offset = o.offset;
-                out.taken_by = o.taken_by;
-                out.previous_used = Some(o.used);
+        let prepared = prepare_one(svc, &slices, pods.as_deref(), old.as_deref(), &env, next_endpoint_id);
+        Some(Job { service_id: service_ids[k], prepared, old })
+    };
+    // The second half; true when the Service's frontends differ in key or name.
+    let finish = |e: &mut SvcEntry, job: Job| -> bool {
+        let (Some(alloc), Some(svc)) = (e.alloc.as_ref(), e.model.as_ref()) else { return false };
+        let out = finish_one(svc, job.service_id, alloc, job.prepared, job.old.as_deref(), &env);
+        let mut changed = false;
+        e.out = Some(place(out, job.old, &mut changed));
+        changed
+    };
+    let threads = step4_threads(if pass.all_dirty { cache.services.len() } else { pass.dirty.len() });
+    if threads == 1 {
+        pass.for_each_dirty(&mut cache.services, |k, e| {
+            if let Some(job) = prepare(k, e) {
+                structure_changed |= finish(e, job);
             }
-            None => {
-                structure_changed = true;
-                out.previous_used = Some(Vec::new());
-            }
+        });
+    } else {
+        let (all, dirty) = (pass.all_dirty, &pass.dirty);
+        let mut jobs: Vec<(&mut SvcEntry, Option<Job>)> = Vec::new();
+        for (k, e) in cache.services.iter_mut().filter(|(k, _)| all || dirty.contains(*k)) {
+            let job = prepare(k, e);
+            jobs.push((e, job));
         }
-        e.out = Some(Box::new(out));
-    });
-    pass.structure_changed |= structure_changed;
+        let per_thread = jobs.len().div_ceil(threads).max(1);
+        let finish = &finish;
+        let run = move |chunk: &mut [(&mut SvcEntry, Option<Job>)]| {
+            let mut changed = false;
+            for (e, job) in chunk {
+                if let Some(job) = job.take() {
+                    changed |= finish(e, job);
+                }
+            }
+            changed
+        };
+        let mut chunks = jobs.chunks_mut(per_thread);
+        let mine = chunks.next();
+        structure_changed |= std::thread::scope(|s| {
+            let others: Vec<_> = chunks.map(|c| s.spawn(move || run(c))).collect();
+            let mut changed = mine.is_some_and(run);
+            for t in others {
+                // A panic in a thread is one here (nothing in step 4 panics on any input).
+                changed |= t.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            }
+            changed
+        });
+    }
+    pass.structure_changed |= structure_changed || left_tables;
     pass.removed_ids.extend(removed_ids);
 }
 
@@ -931,30 +1018,31 @@ struct Env<'a> {
 /// The backend list and Maglev table of one set, shared by every set with the same members.
 type SharedSet = (Arc<[Backend]>, Arc<[u16]>);
 
-/// Step 4 for one Service: its candidate frontends, views, sentences and endpoint ids.
-/// `pods` are the pods its selector picks when its endpoints come from them; `old` is its
-/// previous result (endpoint ids and Maglev tables are taken from it).
+/// Step 4's first half for one Service port: its endpoints, where they come from, their ids
+/// and the sentences about them.
+struct PreparedPort {
+    cands: Vec<Candidate>,
+    from: &'static str,
+    ids: Vec<u32>,
+    problems: Vec<String>,
+}
+
+/// Step 4's first half for one Service: per port, its endpoints with their ids. Ids are handed
+/// out from `next_endpoint_id`, so this half runs in Service key order; the second half
+/// ([`finish_one`]) depends on nothing else that changes and may run anywhere.
 #[allow(clippy::too_many_arguments)]
-fn compile_one(
+fn prepare_one(
     svc: &ServiceModel,
-    service_id: u32,
-    alloc: &Alloc,
     slices: &[&SliceModel],
     pods: Option<&[&PodInfo]>,
     old: Option<&SvcOut>,
     env: &Env,
     next_endpoint_id: &mut u32,
-) -> SvcOut {
-    let mut items = Vec::new();
-    let mut cands_out: Vec<Cand> = Vec::new();
-    let mut ids_out: Vec<PortIds> = Vec::with_capacity(svc.ports.len());
-    let mut maglevs: Built = Vec::new();
-    let source_ranges: Vec<(u32, u8)> =
-        svc.source_ranges.iter().map(|n| (u32::from(n.network()), n.prefix_len())).collect();
+) -> Vec<PreparedPort> {
+    let mut out = Vec::with_capacity(svc.ports.len());
     for port in &svc.ports {
         let mut problems = Vec::new();
         let (cands, from) = derive::endpoints(svc, port, slices, pods, env.m, env.node, &mut problems);
-        items.extend(problems.into_iter().map(Item::Fixed));
         // Ids: kept while listed; new ones in order.
         let old_ids: &[((Ipv4Addr, u16), u32)] = old
             .and_then(|o| o.ids.iter().find(|((n, p), _)| *n == port.name && *p == port.proto))
@@ -970,6 +1058,23 @@ fn compile_one(
                 }
             })
             .collect();
+        out.push(PreparedPort { cands, from, ids, problems });
+    }
+    out
+}
+
+/// Step 4's second half for one Service: from its prepared ports ([`prepare_one`]) to its
+/// candidate frontends, views, sentences and endpoint ids. `old` is its previous result
+/// (Maglev tables are taken from it).
+fn finish_one(svc: &ServiceModel, service_id: u32, alloc: &Alloc, prepared: Vec<PreparedPort>, old: Option<&SvcOut>, env: &Env) -> SvcOut {
+    let mut items = Vec::new();
+    let mut cands_out: Vec<Cand> = Vec::new();
+    let mut ids_out: Vec<PortIds> = Vec::with_capacity(svc.ports.len());
+    let mut maglevs: Built = Vec::new();
+    let source_ranges: Vec<(u32, u8)> =
+        svc.source_ranges.iter().map(|n| (u32::from(n.network()), n.prefix_len())).collect();
+    for (port, PreparedPort { cands, from, ids, problems }) in svc.ports.iter().zip(prepared) {
+        items.extend(problems.into_iter().map(Item::Fixed));
         // Candidates are sorted by (address, port): so is the id list.
         ids_out.push(((port.name.clone(), port.proto), cands.iter().zip(&ids).map(|(c, &id)| ((c.ip, c.port), id)).collect()));
 

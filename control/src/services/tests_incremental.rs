@@ -382,6 +382,17 @@ fn incremental_equals_full_and_reference_with_scarce_addresses_and_ports() {
     }
 }
 
+#[test]
+fn step_4_on_several_threads_gives_what_one_thread_gives() {
+    // Every compile's step 4 on 3 threads, however few Services it compiles (a full sync of
+    // 1,024 or more takes that path), against the one-pass reference compiler.
+    compile::FORCE_THREADS.set(Some(3));
+    for seed in 1..=3u64 {
+        run(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) + 3, 150, ServiceConfig::default());
+    }
+    compile::FORCE_THREADS.set(None);
+}
+
 fn simple_slice(svc: usize, shift: usize) -> String {
     let eps: Vec<String> =
         (0..3).map(|k| format!("{{addresses: [\"10.244.0.{}\"], nodeName: node-1}}", 2 + (svc + k + shift) % 200)).collect();
