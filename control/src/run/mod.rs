@@ -87,7 +87,7 @@ pub struct RunArgs {
     pub xdp_mode: Option<XdpModeArg>,
     /// UMEM frames per worker (2 KiB each). Every port the worker serves holds 256 of them in
     /// its fill ring until it is busy (then up to 2,048), and an idle port never gives them
-    /// back: the default serves about 60 idle pod ports per worker; raise it for more pods.
+    /// back: the default serves about 85 idle pod ports per worker; raise it for more pods.
     #[arg(long, default_value_t = 16384)]
     pub frames: u32,
     /// Connections the connection table holds (fixed at start; about 101 bytes each). When

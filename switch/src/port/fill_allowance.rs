@@ -8,7 +8,7 @@
 //! Now a new socket gets [`START`] frames; whenever one receive takes at least half of what its
 //! ring held, the allowance doubles (up to the target), so a busy port soon has the deep ring
 //! its bursts need while idle ports hold only [`START`] each: a worker's default 16,384 frames
-//! serve about 60 idle pod ports (more need `podswitch run --frames` or more workers).
+//! serve about 85 idle pod ports (bench cni: the 89th got none; more need `podswitch run --frames` or more workers).
 //! [`START`] is what a port needs before it has grown: the lab's NetworkPolicy matrices (864
 //! probes in under 2 s) lost packets with 64 and 128, none with 256.
 //! A port that was busy and then idles keeps what it had grown to: the frames cannot be taken
