@@ -120,7 +120,7 @@ fn policy(t: &Tables) -> u64 {
             }
         }
     }
-    bytes += p.policy_names.iter().map(|(_, n)| size_of::<(u32, String)>() + 1 + n.capacity()).sum::<usize>();
+    bytes += p.policy_names.values().map(|n| size_of::<(u32, String)>() + 1 + n.capacity()).sum::<usize>();
     bytes as u64
 }
 
