@@ -3,24 +3,18 @@
 //! ([`super::services::ServiceTables::frontends`]), and the control side the per-frontend views
 //! of `show services`.
 //!
-//! Contract: the elements are `Arc<T>` in chunks of [`CHUNK`], each chunk an `Arc` of its own,
-//! the chunks in groups of [`GROUP`], each group an `Arc` of its own. Cloning the list is one
-//! reference count. [`ChunkedList::with_replaced`] gives a list with some elements replaced
-//! that shares every other chunk and group, and the elements in them, with the original: it
-//! costs the group index (one reference count per [`GROUP`] chunks) and one copy per group and
-//! per chunk touched, about 150 reference counts for one element of 50,000. Dropping a copy
-//! costs the same.
+//! Contract: the elements are `Arc<T>` in chunks of [`CHUNK`], each chunk an `Arc` of its own.
+//! Cloning the list is one reference count. [`ChunkedList::with_replaced`] gives a list with
+//! some elements replaced that shares every other chunk, and the elements in them, with the
+//! original: it costs the chunk index (one reference count per [`CHUNK`] elements, all in one
+//! allocation) and one copy per chunk touched. Dropping a copy costs the same.
 //!
 //! Why not one `Arc` per element in one flat slice (as before): a copy with one element
 //! replaced takes a reference on every element, and dropping the old copy gives every one back.
 //! The elements sit wherever the allocator put them when they were compiled, so at 10,000
 //! frontends that is 10,000 cache lines on as many pages touched twice for each Service change
-//! (measured: most of the cost of one EndpointSlice change). Why groups: with one flat index of
-//! chunks, a copy still took a reference on every chunk (782 at 50,000 frontends, for the
-//! frontends and again for the views): a quarter of one EndpointSlice change there, in
-//! `with_replaced` and in dropping the list it replaced, and the part that grew with the
-//! cluster. The price is two more pointers on a lookup by index ([`ChunkedList::get`]), which
-//! the dataplane makes once per new connection.
+//! (measured: most of the cost of one EndpointSlice change). The price is one more pointer on
+//! a lookup by index ([`ChunkedList::get`]), which the dataplane makes once per new connection.
 //! Why hand-written: one operation is needed; a persistent vector crate (`imbl`) brings its own
 //! dependencies for it, and its lookups are deeper.
 use std::collections::BTreeMap;
@@ -29,17 +23,11 @@ use std::sync::Arc;
 
 /// Elements per chunk.
 pub const CHUNK: usize = 64;
-/// Chunks per group.
-pub const GROUP: usize = 64;
-
-type Chunk<T> = Arc<[Arc<T>]>;
-type Group<T> = Arc<[Chunk<T>]>;
 
 /// See the module doc.
 pub struct ChunkedList<T> {
-    /// Every chunk holds [`CHUNK`] elements but the last, which holds 1 to [`CHUNK`]; every
-    /// group holds [`GROUP`] chunks but the last, which holds 1 to [`GROUP`].
-    groups: Arc<[Group<T>]>,
+    /// Every chunk holds [`CHUNK`] elements but the last, which holds 1 to [`CHUNK`].
+    chunks: Arc<[Arc<[Arc<T>]>]>,
     len: usize,
 }
 
@@ -54,28 +42,21 @@ impl<T> ChunkedList<T> {
 
     #[inline]
     pub fn get(&self, i: usize) -> Option<&Arc<T>> {
-        let c = i / CHUNK;
-        self.groups.get(c / GROUP)?.get(c % GROUP)?.get(i % CHUNK)
-    }
-
-    /// Chunk `c` (the elements from `c * CHUNK`).
-    fn chunk(&self, c: usize) -> &Chunk<T> {
-        &self.groups[c / GROUP][c % GROUP]
+        self.chunks.get(i / CHUNK)?.get(i % CHUNK)
     }
 
     /// The elements in order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<T>> + '_ {
-        self.into_iter()
+        self.chunks.iter().flat_map(|c| c.iter())
     }
 
     /// Whether both lists are the same allocation.
     pub fn ptr_eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.groups, &other.groups)
+        Arc::ptr_eq(&self.chunks, &other.chunks)
     }
 
     /// This list with the element at each index of `replacements` replaced (a later
-    /// replacement of the same index wins). Every chunk and group without a replacement is
-    /// shared.
+    /// replacement of the same index wins). Every chunk without a replacement is shared.
     ///
     /// Panics if an index is not below [`Self::len`] (a caller's bug: it replaces elements it
     /// placed in this list).
@@ -83,60 +64,48 @@ impl<T> ChunkedList<T> {
         let mut touched: BTreeMap<usize, Vec<Arc<T>>> = BTreeMap::new();
         for (i, v) in replacements {
             assert!(i < self.len, "replacing element {i} of a list of {}", self.len);
-            let chunk = touched.entry(i / CHUNK).or_insert_with(|| self.chunk(i / CHUNK).to_vec());
+            let chunk = touched.entry(i / CHUNK).or_insert_with(|| self.chunks[i / CHUNK].to_vec());
             chunk[i % CHUNK] = v;
         }
         if touched.is_empty() {
             return self.clone();
         }
-        let mut groups: BTreeMap<usize, Vec<Chunk<T>>> = BTreeMap::new();
+        let mut chunks = self.chunks.to_vec();
         for (c, elements) in touched {
-            let group = groups.entry(c / GROUP).or_insert_with(|| self.groups[c / GROUP].to_vec());
-            group[c % GROUP] = Arc::from(elements);
+            chunks[c] = Arc::from(elements);
         }
-        let mut top = self.groups.to_vec();
-        for (g, chunks) in groups {
-            top[g] = Arc::from(chunks);
-        }
-        Self { groups: Arc::from(top), len: self.len }
+        Self { chunks: Arc::from(chunks), len: self.len }
     }
 }
 
 impl<T> Clone for ChunkedList<T> {
     fn clone(&self) -> Self {
-        Self { groups: Arc::clone(&self.groups), len: self.len }
+        Self { chunks: Arc::clone(&self.chunks), len: self.len }
     }
 }
 
 impl<T> Default for ChunkedList<T> {
     fn default() -> Self {
-        Self { groups: Arc::from(Vec::new()), len: 0 }
+        Self { chunks: Arc::from(Vec::new()), len: 0 }
     }
 }
 
 impl<T> FromIterator<Arc<T>> for ChunkedList<T> {
     fn from_iter<I: IntoIterator<Item = Arc<T>>>(iter: I) -> Self {
-        let mut groups: Vec<Group<T>> = Vec::new();
-        let mut group: Vec<Chunk<T>> = Vec::with_capacity(GROUP);
+        let mut chunks: Vec<Arc<[Arc<T>]>> = Vec::new();
         let mut chunk: Vec<Arc<T>> = Vec::with_capacity(CHUNK);
         let mut len = 0;
         for v in iter {
             chunk.push(v);
             len += 1;
             if chunk.len() == CHUNK {
-                group.push(Arc::from(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))));
-                if group.len() == GROUP {
-                    groups.push(Arc::from(std::mem::replace(&mut group, Vec::with_capacity(GROUP))));
-                }
+                chunks.push(Arc::from(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))));
             }
         }
         if !chunk.is_empty() {
-            group.push(Arc::from(chunk));
+            chunks.push(Arc::from(chunk));
         }
-        if !group.is_empty() {
-            groups.push(Arc::from(group));
-        }
-        Self { groups: Arc::from(groups), len }
+        Self { chunks: Arc::from(chunks), len }
     }
 }
 
@@ -151,21 +120,12 @@ impl<T> Index<usize> for ChunkedList<T> {
     }
 }
 
-/// The elements of one group, in order.
-type GroupIter<'a, T> = std::iter::FlatMap<std::slice::Iter<'a, Chunk<T>>, &'a [Arc<T>], fn(&'a Chunk<T>) -> &'a [Arc<T>]>;
-
 impl<'a, T> IntoIterator for &'a ChunkedList<T> {
     type Item = &'a Arc<T>;
-    type IntoIter = std::iter::FlatMap<std::slice::Iter<'a, Group<T>>, GroupIter<'a, T>, fn(&'a Group<T>) -> GroupIter<'a, T>>;
+    type IntoIter = std::iter::FlatMap<std::slice::Iter<'a, Arc<[Arc<T>]>>, &'a [Arc<T>], fn(&'a Arc<[Arc<T>]>) -> &'a [Arc<T>]>;
 
     fn into_iter(self) -> Self::IntoIter {
-        fn chunk<T>(c: &Chunk<T>) -> &[Arc<T>] {
-            c
-        }
-        fn group<T>(g: &Group<T>) -> GroupIter<'_, T> {
-            g.iter().flat_map(chunk as fn(&Chunk<T>) -> &[Arc<T>])
-        }
-        self.groups.iter().flat_map(group as fn(&Group<T>) -> GroupIter<'_, T>)
+        self.chunks.iter().flat_map(|c| &**c)
     }
 }
 
@@ -199,8 +159,7 @@ mod tests {
 
     #[test]
     fn holds_its_elements_in_order_across_chunk_boundaries() {
-        let g = CHUNK * GROUP;
-        for n in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5, g - 1, g, g + 1, 2 * g + CHUNK + 3] {
+        for n in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5] {
             let l = list(n);
             assert_eq!(l.len(), n);
             assert_eq!(l.is_empty(), n == 0);
@@ -227,26 +186,10 @@ mod tests {
         assert_eq!(r.iter().map(|v| **v).collect::<Vec<_>>(), want);
         assert_eq!(l.iter().map(|v| **v).collect::<Vec<_>>(), (0..l.len()).collect::<Vec<_>>(), "the original stays");
         for c in 0..4 {
-            assert_eq!(Arc::ptr_eq(l.chunk(c), r.chunk(c)), c == 0 || c == 2, "chunk {c}");
+            assert_eq!(Arc::ptr_eq(&l.chunks[c], &r.chunks[c]), c == 0 || c == 2, "chunk {c}");
         }
         assert!(Arc::ptr_eq(l.get(CHUNK + 2).unwrap(), r.get(CHUNK + 2).unwrap()), "untouched elements of a copied chunk are shared");
         assert_ne!(l, r);
-    }
-
-    #[test]
-    fn a_replacement_copies_only_the_groups_it_touches() {
-        let g = CHUNK * GROUP;
-        let l = list(3 * g + 10);
-        let at = g + 5 * CHUNK + 7;
-        let r = l.with_replaced([(at, Arc::new(7))]);
-        assert_eq!(r[at], 7);
-        assert_eq!(r.iter().enumerate().filter(|(i, v)| ***v != *i).count(), 1, "one element differs");
-        for k in 0..4 {
-            assert_eq!(Arc::ptr_eq(&l.groups[k], &r.groups[k]), k != 1, "group {k}");
-        }
-        for c in 0..=(3 * GROUP) {
-            assert_eq!(Arc::ptr_eq(l.chunk(c), r.chunk(c)), c != GROUP + 5, "chunk {c}");
-        }
     }
 
     #[test]
