@@ -106,7 +106,8 @@ fn add_after_ipam(
     let host = made.host_rtnl.as_mut().expect("just set");
     let nl = netlink_err("configuring the pod's interface");
     let host_state = link::link(host, host_if).map_err(&nl)?.ok_or_else(|| CniError::new(code::NETLINK, "the pod's host interface vanished", host_if.to_string()))?;
-    offloads::disable_ipv6(host_if).map_err(|e| CniError::from_source(code::NETLINK, "setting up the pod's interface", &e))?;
+    let offload = |e: offloads::OffloadError| CniError::from_source(code::NETLINK, "setting up the pod's interface", &e);
+    offloads::disable_ipv6(host_if).map_err(offload)?;
     link::set_up(host, host_state.index, host_if).map_err(&nl)?;
 
     // The record as soon as the host side is up: it is what the switch wires the port from
@@ -129,7 +130,6 @@ fn add_after_ipam(
     .map_err(|e| CniError::from_source(code::IO_FAILURE, "recording the attachment", &e))?;
     made.record = Some((data_dir, p.container_id.clone(), p.ifname.clone()));
 
-    let offload = |e: offloads::OffloadError| CniError::from_source(code::NETLINK, "setting up the pod's interface", &e);
     offloads::disable_ipv6_in(netns_path, &p.ifname).map_err(offload)?;
     offloads::tx_checksum_off(netns_path, &p.ifname).map_err(offload)?;
 

@@ -123,6 +123,15 @@ impl XdpProgram {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Frees interface `ifindex`'s place: its socket entries, its slot, its run and row.
+    fn release(&self, ifindex: i32, slot: Slot) {
+        for q in 0..slot.queues {
+            let _ = self.map("xsks_map").delete(&(slot.xsk_base + q).to_ne_bytes());
+        }
+        let _ = self.map("port_slots").delete(&ifindex.to_ne_bytes());
+        self.slots().give_back(slot);
+    }
+
     /// Attaches this instance to `ifname` as well; `forced` pins the mode (no fallback).
     pub fn attach(self: &Arc<Self>, ifname: &str, forced: Option<XdpMode>) -> Result<XdpAttachment, AfXdpError> {
         let ifindex = iface::ifindex(ifname)?;
@@ -166,8 +175,7 @@ impl XdpProgram {
                 filter: FilterMaps::default(),
             }),
             Err(e) => {
-                let _ = self.map("port_slots").delete(&ifindex.to_ne_bytes());
-                self.slots().give_back(slot);
+                self.release(ifindex, slot);
                 Err(e)
             }
         }
@@ -273,10 +281,6 @@ impl Drop for XdpAttachment {
             // The interface may already be gone with its pod; nothing to undo then.
             let _ = Xdp::new(prog.as_fd()).detach(self.ifindex, self.mode.flags());
         }
-        for q in 0..self.slot.queues {
-            self.unregister_socket(q);
-        }
-        let _ = self.program.map("port_slots").delete(&self.ifindex.to_ne_bytes());
-        self.program.slots().give_back(self.slot);
+        self.program.release(self.ifindex, self.slot);
     }
 }
