@@ -144,7 +144,7 @@ struct SvcOut {
     /// Per candidate: None when it is in the tables, else the name of the frontend holding its key.
     taken_by: Vec<Option<String>>,
     problems: Vec<String>,
-    /// Endpoint ids in the backend sets of the frontends in the tables, sorted.
+    /// Endpoint ids whose flows may live on, over the frontends in the tables, sorted.
     used: Vec<u32>,
     /// Set by step 4 until step 5 has placed this result: the `used` of the previous one.
     previous_used: Option<Vec<u32>>,
@@ -179,14 +179,15 @@ impl SvcOut {
             .collect();
     }
 
+    /// Endpoint ids whose flows may live on (see [`super::flows_may_live`]), over the
+    /// frontends in the tables.
     fn compute_used(&mut self) {
         let mut used: Vec<u32> = self
             .cands
             .iter()
             .zip(&self.taken_by)
             .filter(|(_, t)| t.is_none())
-            .flat_map(|(c, _)| c.frontend.internal.backends.iter().chain(c.frontend.external.backends.iter()))
-            .map(|b| b.endpoint_id)
+            .flat_map(|(c, _)| super::flows_may_live(&c.frontend, &c.view))
             .collect();
         used.sort_unstable();
         used.dedup();

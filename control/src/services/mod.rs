@@ -32,8 +32,9 @@
 //! - Ids: a Service keeps its `service_id` while its object exists; an endpoint (Service,
 //!   Service port name, protocol, endpoint address and port) keeps its `endpoint_id` while it
 //!   is listed. Ids are never reused. [`ServiceState::removed_endpoints`] lists the endpoint ids
-//!   that were in some backend set after the previous compile and are in none now (removed,
-//!   or no longer usable), so conntrack can flush their UDP entries at once.
+//!   whose flows could live on after the previous compile and cannot now: in no backend set and
+//!   not listed as serving (removed, or no longer serving), so conntrack can flush their UDP
+//!   entries at once. A terminating endpoint that still serves keeps its flows, as kube-proxy.
 //! - Incremental: [`ServiceState`] keeps what each Service was compiled from and into, and a
 //!   compile only redoes the Services whose input changed, looking only at the objects a view
 //!   lists as changed when it can (see [`compile`]); the result is
@@ -59,7 +60,7 @@ use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 
 use ipnet::Ipv4Net;
-use switch::tables::services::{FrontendKind, OnEmpty, ServiceTables};
+use switch::tables::services::{Frontend, FrontendKind, OnEmpty, ServiceTables};
 
 use switch::tables::chunked::ChunkedList;
 
@@ -155,18 +156,27 @@ pub struct CompiledServices {
 }
 
 impl CompiledServices {
-    /// Endpoint ids present in some backend set.
+    /// Endpoint ids whose flows may live on ([`flows_may_live`]), over every frontend.
     pub fn endpoint_ids(&self) -> BTreeSet<u32> {
-        self.tables
-            .frontends
-            .iter()
-            .flat_map(|f| f.internal.backends.iter().chain(f.external.backends.iter()))
-            .map(|b| b.endpoint_id)
-            .collect()
+        self.tables.frontends.iter().zip(self.views.iter()).flat_map(|(f, v)| flows_may_live(f, v)).collect()
     }
 }
 
-/// Endpoint ids in some backend set of `previous` and in none of `current`.
+/// The endpoint ids of frontend `f` (with its view `v`) whose connections may go on: those in
+/// one of its backend sets, and those still listed as serving (a terminating endpoint that
+/// still serves keeps its flows although new ones go elsewhere). kube-proxy's rule for UDP
+/// conntrack cleanup: entries go when their endpoint stops serving, not when it stops being
+/// chosen (pkg/proxy/conntrack/cleanup.go).
+pub fn flows_may_live<'a>(f: &'a Frontend, v: &'a ServiceView) -> impl Iterator<Item = u32> + 'a {
+    f.internal
+        .backends
+        .iter()
+        .chain(f.external.backends.iter())
+        .map(|b| b.endpoint_id)
+        .chain(v.endpoints.iter().filter(|e| e.endpoint.serving).map(|e| e.endpoint_id))
+}
+
+/// Endpoint ids whose flows may live on in `previous` and not in `current`.
 pub fn removed_endpoints(previous: &CompiledServices, current: &CompiledServices) -> Vec<u32> {
     let now = current.endpoint_ids();
     previous.endpoint_ids().into_iter().filter(|id| !now.contains(id)).collect()

@@ -1090,3 +1090,43 @@ fn service_ranges_come_from_service_cidr_objects_else_from_the_flag() {
     assert_eq!(c.tables.service_cidrs, vec![(u32::from(ip("10.200.0.0")), 16), (u32::from(ip("10.96.0.0")), 12)]);
     assert_eq!(state.service_id("x/a"), id);
 }
+
+#[test]
+fn udp_flows_are_flushed_when_their_endpoint_stops_serving_not_when_it_terminates() {
+    // kube-proxy (pkg/proxy/conntrack/cleanup.go): UDP entries go when their endpoint stops
+    // serving. A terminating endpoint that still serves is chosen for no new flow while others
+    // are ready, but its flows go on.
+    let svc = service("x", "dns", "{clusterIP: 10.96.0.53, ports: [{name: dns, port: 53, protocol: UDP}]}");
+    let eps = |a_conds: &str| {
+        slice(
+            "x",
+            "dns-1",
+            "dns",
+            "[{name: dns, port: 5353, protocol: UDP}]",
+            &format!("[{{addresses: [10.244.0.10]{a_conds}}}, {{addresses: [10.244.0.11]}}]"),
+        )
+    };
+    let mut state = ServiceState::default();
+    let c0 = compile_in(&mut state, &[svc.clone(), eps("")].concat());
+    let id_a = ids_by_address(&c0)["x/dns:dns 10.244.0.10:5353"];
+    // a terminates but still serves: out of the set, flows kept.
+    let c1 = compile_in(
+        &mut state,
+        &[svc.clone(), eps(", conditions: {ready: false, serving: true, terminating: true}")].concat(),
+    );
+    assert_eq!(addrs(&fe(&c1, "10.96.0.53", 53, UDP).internal), ["10.244.0.11:5353"]);
+    assert!(state.removed_endpoints().is_empty(), "a serving endpoint keeps its flows");
+    // a stops serving: its flows go.
+    compile_in(
+        &mut state,
+        &[svc.clone(), eps(", conditions: {ready: false, serving: false, terminating: true}")].concat(),
+    );
+    assert_eq!(state.removed_endpoints(), [id_a]);
+    // Same rule when the endpoint is simply removed after terminating.
+    compile_in(&mut state, &[svc.clone(), eps(", conditions: {ready: false, serving: true, terminating: true}")].concat());
+    assert!(state.removed_endpoints().is_empty());
+    let id_a2 = ids_by_address(&compile_in(&mut state, &[svc.clone(), eps("")].concat()))["x/dns:dns 10.244.0.10:5353"];
+    assert_eq!(id_a2, id_a, "still listed all along: same id");
+    compile_in(&mut state, &[svc, slice("x", "dns-1", "dns", "[{name: dns, port: 5353, protocol: UDP}]", "[{addresses: [10.244.0.11]}]")].concat());
+    assert_eq!(state.removed_endpoints(), [id_a]);
+}
