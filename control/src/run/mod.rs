@@ -29,6 +29,7 @@
 pub mod affinity;
 mod apply;
 mod cni_watch;
+pub mod conntrack_timeouts;
 mod dnat_return;
 pub mod flows;
 pub mod host_port;
@@ -94,6 +95,8 @@ pub struct RunArgs {
     /// full, new connections are refused (drop reason conntrack_full) and established ones go on.
     #[arg(long, default_value_t = 262_144)]
     pub conntrack_size: u32,
+    #[command(flatten)]
+    pub conntrack_timeouts: conntrack_timeouts::ConntrackTimeoutArgs,
     /// The node's uplink interface: traffic from clients outside the cluster (NodePorts,
     /// LoadBalancer and external IPs) arrives here, and whatever has no more specific route
     /// leaves here, to the gateway of the kernel's default route through it. It stays the

@@ -247,6 +247,7 @@ fn dataplane_config(args: &RunArgs, allowed_cores: Vec<usize>) -> DataplaneConfi
             XdpModeArg::Generic => XdpMode::Generic,
         }),
         conntrack_capacity: args.conntrack_size,
+        timeouts: args.conntrack_timeouts.timeouts(),
         allowed_cores: Some(allowed_cores),
         ..DataplaneConfig::default()
     }

@@ -4,6 +4,13 @@
 //! window tracking): SYN opens, SYN-ACK from the other side and the final ACK establish, FINs
 //! close, RST ends at once. Packets never get dropped for an "impossible" transition; the state
 //! only decides how long an idle entry lives.
+//!
+//! Closing, per side: a FIN from one side is `FIN_WAIT` until the other side acknowledges it,
+//! then `CLOSE_WAIT`: the connection is half-closed and the other side may go on sending for as
+//! long as it likes (kube-proxy sets Linux's `nf_conntrack_tcp_timeout_close_wait` to 1 h for
+//! this: `--conntrack-tcp-timeout-close-wait`). The other side's FIN ends it (`TIME_WAIT`). The
+//! states remember which side closed first, so that a retransmitted FIN from the same side does
+//! not end a half-closed connection.
 use crate::wire::tcp_flags::{ACK, FIN, RST, SYN};
 
 /// Connection state, stored in the entry's state byte. 0 is a free entry.
@@ -21,9 +28,15 @@ pub enum CtState {
     Icmp = 9,
     /// SCTP and other trackable protocols: no state machine, one timeout.
     Other = 10,
-    /// Not a connection: a `sessionAffinity: ClientIP` record (client, frontend) -> endpoint,
-    /// with its own timeout in the entry.
+    /// Not a connection: a `sessionAffinity: ClientIP` record (client, Service port) ->
+    /// endpoint, with its own timeout in the entry.
     Affinity = 11,
+    /// As [`CtState::TcpFinWait`], the replier having sent the FIN.
+    TcpFinWaitReply = 12,
+    /// The opener's FIN was acknowledged: half-closed, the replier may still send.
+    TcpCloseWait = 13,
+    /// The replier's FIN was acknowledged: half-closed, the opener may still send.
+    TcpCloseWaitReply = 14,
 }
 
 impl CtState {
@@ -41,6 +54,9 @@ impl CtState {
             9 => Icmp,
             10 => Other,
             11 => Affinity,
+            12 => TcpFinWaitReply,
+            13 => TcpCloseWait,
+            14 => TcpCloseWaitReply,
             _ => return None,
         })
     }
@@ -51,7 +67,8 @@ impl CtState {
             TcpSynSent => "SYN_SENT",
             TcpSynRecv => "SYN_RECV",
             TcpEstablished => "ESTABLISHED",
-            TcpFinWait => "FIN_WAIT",
+            TcpFinWait | TcpFinWaitReply => "FIN_WAIT",
+            TcpCloseWait | TcpCloseWaitReply => "CLOSE_WAIT",
             TcpTimeWait => "TIME_WAIT",
             TcpClose => "CLOSE",
             UdpUnreplied => "UNREPLIED",
@@ -68,13 +85,14 @@ impl CtState {
 }
 
 /// Idle timeouts in milliseconds, per state (Linux's defaults, with kube-proxy's 24 h for
-/// established TCP).
+/// established TCP and 1 h for half-closed TCP).
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub tcp_syn_sent: u32,
     pub tcp_syn_recv: u32,
     pub tcp_established: u32,
     pub tcp_fin_wait: u32,
+    pub tcp_close_wait: u32,
     pub tcp_time_wait: u32,
     pub tcp_close: u32,
     pub udp_unreplied: u32,
@@ -90,6 +108,7 @@ impl Default for Timeouts {
             tcp_syn_recv: 60_000,
             tcp_established: 86_400_000,
             tcp_fin_wait: 120_000,
+            tcp_close_wait: 3_600_000,
             tcp_time_wait: 120_000,
             tcp_close: 10_000,
             udp_unreplied: 30_000,
@@ -107,7 +126,8 @@ impl Timeouts {
             TcpSynSent => self.tcp_syn_sent,
             TcpSynRecv => self.tcp_syn_recv,
             TcpEstablished => self.tcp_established,
-            TcpFinWait => self.tcp_fin_wait,
+            TcpFinWait | TcpFinWaitReply => self.tcp_fin_wait,
+            TcpCloseWait | TcpCloseWaitReply => self.tcp_close_wait,
             TcpTimeWait => self.tcp_time_wait,
             TcpClose => self.tcp_close,
             UdpUnreplied => self.udp_unreplied,
@@ -142,8 +162,18 @@ pub fn tcp_next(state: CtState, flags: u8, reply: bool) -> CtState {
     match state {
         TcpSynSent if reply && flags & SYN != 0 && flags & ACK != 0 => TcpSynRecv,
         TcpSynRecv if !reply && flags & ACK != 0 && flags & SYN == 0 => TcpEstablished,
-        TcpEstablished if flags & FIN != 0 => TcpFinWait,
-        TcpFinWait if flags & FIN != 0 => TcpTimeWait,
+        TcpEstablished if flags & FIN != 0 => {
+            if reply {
+                TcpFinWaitReply
+            } else {
+                TcpFinWait
+            }
+        }
+        // The other side: its FIN closes the second half, its ACK acknowledges the first.
+        TcpFinWait | TcpCloseWait if reply && flags & FIN != 0 => TcpTimeWait,
+        TcpFinWaitReply | TcpCloseWaitReply if !reply && flags & FIN != 0 => TcpTimeWait,
+        TcpFinWait if reply && flags & ACK != 0 => TcpCloseWait,
+        TcpFinWaitReply if !reply && flags & ACK != 0 => TcpCloseWaitReply,
         TcpClose if flags & SYN != 0 && !reply => TcpSynSent,
         TcpTimeWait if flags & SYN != 0 && flags & ACK == 0 && !reply => TcpSynSent,
         s => s,
@@ -168,10 +198,29 @@ mod tests {
         assert_eq!(s, CtState::TcpFinWait);
         s = tcp_next(s, FIN | ACK, true);
         assert_eq!(s, CtState::TcpTimeWait);
+        // A half-close by either side: CLOSE_WAIT once acknowledged, for as long as the other
+        // side sends; a retransmitted FIN of the closing side changes nothing; the other
+        // side's FIN ends it.
+        for (closer, other) in [(false, true), (true, false)] {
+            let mut s = tcp_next(CtState::TcpEstablished, FIN | ACK, closer);
+            assert_eq!(s.name(), "FIN_WAIT");
+            s = tcp_next(s, FIN | ACK, closer);
+            assert_eq!(s.name(), "FIN_WAIT", "retransmitted FIN");
+            s = tcp_next(s, ACK, other);
+            assert_eq!(s.name(), "CLOSE_WAIT");
+            for _ in 0..3 {
+                s = tcp_next(s, ACK, other); // data one way
+                s = tcp_next(s, ACK, closer); // its acknowledgements
+                s = tcp_next(s, FIN | ACK, closer);
+                assert_eq!(s.name(), "CLOSE_WAIT");
+            }
+            assert_eq!(Timeouts::default().of(s), 3_600_000, "kube-proxy's close-wait timeout");
+            assert_eq!(tcp_next(s, FIN | ACK, other), CtState::TcpTimeWait);
+        }
         assert_eq!(tcp_next(CtState::TcpEstablished, RST, true), CtState::TcpClose);
         assert_eq!(tcp_initial(RST), None);
         assert_eq!(tcp_initial(ACK), Some(CtState::TcpEstablished));
-        for v in 1..=11 {
+        for v in 1..=14 {
             assert_eq!(CtState::from_u8(v).unwrap() as u8, v);
         }
         assert!(CtState::from_u8(0).is_none());
