@@ -118,6 +118,7 @@ mod tests {
         Frontend {
             name: format!("x/s:{port}"),
             service_id: 1,
+            service_port: port,
             kind,
             key: FrontendKey { ip: u32::from(ip), port, proto },
             internal: empty.clone(),

@@ -715,3 +715,66 @@ fn flows_from_one_source_port_to_two_services_of_one_backend_stay_apart() {
         switch_counters()
     );
 }
+
+// ---- 10. Half-closed TCP ----
+
+/// How long the test's connection stays half-closed and idle: more than the 120 s a FIN left a
+/// connection's entry before (FIN_WAIT), as the issue asks ("still working after 3 minutes").
+const HALF_CLOSED_FOR: Duration = Duration::from_secs(185);
+
+#[test]
+fn half_closed_tcp_through_a_service_still_works_after_three_minutes() {
+    use std::io::{Read, Write};
+    let test = "half_closed_tcp_through_a_service_still_works_after_three_minutes";
+    let Some(lab) = Lab::new(test) else { return };
+    lab.write(
+        "svc.yaml",
+        &service(
+            "late",
+            "  clusterIP: 10.96.0.34\n  selector: {pod: a}\n  ports:\n  - {name: tcp, port: 80, targetPort: 80}\n  \
+             - {name: late, port: 9000, targetPort: 9000}\n",
+        ),
+    );
+    lab.up();
+    // The switch serves the Service once this answers.
+    let r = probe1("y/a", "svc/x/late:80", 2000);
+    assert_eq!(r["answered_by"], "x/a", "{r}");
+    // Server in x/a: reads until the client's FIN, stays silent for HALF_CLOSED_FOR, then
+    // answers on its still-open half and closes.
+    let listener = labkit::in_netns("psl_x_a", || std::net::TcpListener::bind("0.0.0.0:9000").expect("bind 9000 in x/a"));
+    let server = std::thread::spawn(move || -> Result<(), String> {
+        let (mut s, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+        let mut got = Vec::new();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.read_to_end(&mut got).map_err(|e| format!("server read until FIN: {e}"))?;
+        if got != b"question\n" {
+            return Err(format!("server got {:?}", text(&got)));
+        }
+        std::thread::sleep(HALF_CLOSED_FOR);
+        s.write_all(b"late answer\n").map_err(|e| format!("server write after {HALF_CLOSED_FOR:?}: {e}"))?;
+        Ok(())
+    });
+    // Client in y/a, through the ClusterIP: asks, half-closes, waits for the answer.
+    let mut c = labkit::in_netns("psl_y_a", || std::net::TcpStream::connect("10.96.0.34:9000").expect("connect to the ClusterIP"));
+    c.write_all(b"question\n").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    // Once the server's stack acknowledged the FIN, the switch holds the connection half-closed.
+    std::thread::sleep(Duration::from_secs(1));
+    let ct = ok(&["show", "conntrack", "--json"]);
+    let ct: Value = serde_json::from_str(ct.trim()).unwrap();
+    let entry = ct["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["original"].as_str().is_some_and(|o| o.contains("10.96.0.34:9000")))
+        .cloned();
+    let entry = entry.unwrap_or_else(|| panic!("no connection to 10.96.0.34:9000 in {ct}"));
+    assert_eq!(entry["state"], "CLOSE_WAIT", "{entry}");
+    c.set_read_timeout(Some(HALF_CLOSED_FOR + Duration::from_secs(20))).unwrap();
+    let mut answer = Vec::new();
+    let read = c.read_to_end(&mut answer);
+    let served = server.join().unwrap();
+    assert_eq!(served, Ok(()), "server side");
+    assert!(read.is_ok(), "client read: {read:?} (got {:?})\n{}", text(&answer), switch_counters());
+    assert_eq!(text(&answer), "late answer\n", "after {HALF_CLOSED_FOR:?} half-closed\n{}", switch_counters());
+}

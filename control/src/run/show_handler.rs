@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 use switch::afxdp::iface;
-use switch::conntrack::{flags, ConnTable};
+use switch::conntrack::{flags, ConnTable, CtState};
 use switch::dataplane::Dataplane;
 use switch::tables::Tables;
 
@@ -158,12 +158,27 @@ fn conntrack(ct: &ConnTable, tables: &Tables, limit: usize) -> replies::Conntrac
         }
         let Some(state) = e.state() else { return };
         let fl = e.flags();
-        let service = (snap.frontend > 0)
+        let mut service = (snap.frontend > 0)
             .then(|| tables.services.frontends.get(snap.frontend as usize - 1).map(|f| f.name.clone()))
             .flatten();
+        // An affinity record is keyed by client and Service port (service id, protocol, port),
+        // not by addresses: show the client and the Service port's name.
+        let (original, reply) = if state == CtState::Affinity {
+            let k = snap.orig;
+            service = tables
+                .services
+                .frontends
+                .iter()
+                .find(|f| f.service_id == k.dst && f.service_port == k.dport && u16::from(f.key.proto) == k.sport)
+                .map(|f| f.name.clone());
+            let who = format!("{} (client affinity)", std::net::Ipv4Addr::from(k.src));
+            (who.clone(), who)
+        } else {
+            (snap.orig.to_string(), snap.reply.to_string())
+        };
         connections.push(replies::Connection {
-            original: snap.orig.to_string(),
-            reply: snap.reply.to_string(),
+            original,
+            reply,
             state: state.name().to_string(),
             age_s: now.wrapping_sub(snap.created) / 1000,
             idle_s: now.wrapping_sub(e.last_seen()) / 1000,

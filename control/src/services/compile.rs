@@ -1148,6 +1148,7 @@ pub(super) fn frontend(
     Frontend {
         name: svc.port_name(port),
         service_id,
+        service_port: port.port,
         kind,
         key,
         internal,

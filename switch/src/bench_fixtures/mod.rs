@@ -126,6 +126,7 @@ pub fn build_tables(scale: &Scale) -> Tables {
         Frontend {
             name: format!("bench/svc{svc}:{SERVICE_PORT}"),
             service_id: svc,
+            service_port: SERVICE_PORT,
             kind: FrontendKind::ClusterIp,
             key: FrontendKey { ip: u32::from(vip(svc)), port: SERVICE_PORT, proto: 6 },
             external: BackendSet { masquerade: true, ..set.clone() },

@@ -4,12 +4,14 @@
 //! - [`key`]: the 5-tuple of one direction and its keyed hash.
 //! - [`entry`]: one connection, 64 bytes, updated lock-free.
 //! - [`table`]: the fixed-capacity table both directions are found in.
-//! - [`tcp`]: TCP states and the timeout of each state.
+//! - [`tcp`]: the connection states (TCP's transitions) and the timeout of each state.
+//! - [`sctp`]: SCTP association states, by the first chunk of each packet.
 //! - [`reaper`]: expires idle entries and flushes what the control side asks, off the workers.
 pub mod entry;
 pub mod key;
 pub mod reaper;
 pub mod table;
+pub mod sctp;
 pub mod tcp;
 
 pub use entry::{flags, Entry, EntryInit, Snapshot, StateWord};

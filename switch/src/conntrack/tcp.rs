@@ -1,4 +1,5 @@
-//! TCP connection states as the tracker follows them, and the timeout of every state.
+//! The tracker's connection states (TCP's follow here; SCTP's in [`super::sctp`]), and the
+//! timeout of every state.
 //!
 //! Contract: a deliberately small model of RFC 793 (the one Linux conntrack uses, without
 //! window tracking): SYN opens, SYN-ACK from the other side and the final ACK establish, FINs
@@ -26,7 +27,7 @@ pub enum CtState {
     UdpUnreplied = 7,
     UdpReplied = 8,
     Icmp = 9,
-    /// SCTP and other trackable protocols: no state machine, one timeout.
+    /// Other trackable protocols: no state machine, one timeout.
     Other = 10,
     /// Not a connection: a `sessionAffinity: ClientIP` record (client, Service port) ->
     /// endpoint, with its own timeout in the entry.
@@ -37,6 +38,16 @@ pub enum CtState {
     TcpCloseWait = 13,
     /// The replier's FIN was acknowledged: half-closed, the opener may still send.
     TcpCloseWaitReply = 14,
+    /// SCTP: INIT seen.
+    SctpCookieWait = 15,
+    /// SCTP: COOKIE_ECHO seen.
+    SctpCookieEchoed = 16,
+    /// SCTP: COOKIE_ACK seen (or picked up in the middle).
+    SctpEstablished = 17,
+    /// SCTP: SHUTDOWN or SHUTDOWN_ACK seen.
+    SctpShutdown = 18,
+    /// SCTP: SHUTDOWN_COMPLETE or ABORT seen.
+    SctpClosed = 19,
 }
 
 impl CtState {
@@ -57,6 +68,11 @@ impl CtState {
             12 => TcpFinWaitReply,
             13 => TcpCloseWait,
             14 => TcpCloseWaitReply,
+            15 => SctpCookieWait,
+            16 => SctpCookieEchoed,
+            17 => SctpEstablished,
+            18 => SctpShutdown,
+            19 => SctpClosed,
             _ => return None,
         })
     }
@@ -76,6 +92,11 @@ impl CtState {
             Icmp => "ICMP",
             Other => "OTHER",
             Affinity => "AFFINITY",
+            SctpCookieWait => "COOKIE_WAIT",
+            SctpCookieEchoed => "COOKIE_ECHOED",
+            SctpEstablished => "ESTABLISHED",
+            SctpShutdown => "SHUTDOWN",
+            SctpClosed => "CLOSED",
         }
     }
 
@@ -85,7 +106,7 @@ impl CtState {
 }
 
 /// Idle timeouts in milliseconds, per state (Linux's defaults, with kube-proxy's 24 h for
-/// established TCP and 1 h for half-closed TCP).
+/// established TCP and 1 h for half-closed TCP; SCTP's are nf_conntrack_proto_sctp's).
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub tcp_syn_sent: u32,
@@ -99,6 +120,11 @@ pub struct Timeouts {
     pub udp_replied: u32,
     pub icmp: u32,
     pub other: u32,
+    pub sctp_cookie_wait: u32,
+    pub sctp_cookie_echoed: u32,
+    pub sctp_established: u32,
+    pub sctp_shutdown: u32,
+    pub sctp_closed: u32,
 }
 
 impl Default for Timeouts {
@@ -115,6 +141,11 @@ impl Default for Timeouts {
             udp_replied: 120_000,
             icmp: 30_000,
             other: 120_000,
+            sctp_cookie_wait: 3_000,
+            sctp_cookie_echoed: 3_000,
+            sctp_established: 210_000,
+            sctp_shutdown: 3_000,
+            sctp_closed: 10_000,
         }
     }
 }
@@ -134,6 +165,11 @@ impl Timeouts {
             UdpReplied => self.udp_replied,
             Icmp => self.icmp,
             Other => self.other,
+            SctpCookieWait => self.sctp_cookie_wait,
+            SctpCookieEchoed => self.sctp_cookie_echoed,
+            SctpEstablished => self.sctp_established,
+            SctpShutdown => self.sctp_shutdown,
+            SctpClosed => self.sctp_closed,
             // The entry carries its own (see `Entry::timeout_override`).
             Affinity => u32::MAX / 2,
         }
@@ -220,7 +256,7 @@ mod tests {
         assert_eq!(tcp_next(CtState::TcpEstablished, RST, true), CtState::TcpClose);
         assert_eq!(tcp_initial(RST), None);
         assert_eq!(tcp_initial(ACK), Some(CtState::TcpEstablished));
-        for v in 1..=14 {
+        for v in 1..=19 {
             assert_eq!(CtState::from_u8(v).unwrap() as u8, v);
         }
         assert!(CtState::from_u8(0).is_none());

@@ -18,7 +18,7 @@
 //!
 //! The state word is read once per packet and decoded through
 //! [`StateWord`](crate::conntrack::StateWord).
-use crate::conntrack::{flags, tcp, CtState, Dir, Entry, EntryInit, FlowKey, Hit, InsertError, StateWord};
+use crate::conntrack::{flags, sctp, tcp, CtState, Dir, Entry, EntryInit, FlowKey, Hit, InsertError, StateWord};
 use crate::counters::Counter;
 use crate::drop_reason::DropReason;
 use crate::wire::tcp_flags::{FIN, RST, SYN};
@@ -99,6 +99,7 @@ pub fn advance(parsed: &ParsedFrame, e: &Entry, word: StateWord, hit: &Hit, ctx:
         if !steady {
             let next = match st {
                 s if parsed.ip_protocol == IPPROTO_TCP => tcp::tcp_next(s, parsed.tcp_flags, reply),
+                s if parsed.ip_protocol == IPPROTO_SCTP => sctp::sctp_next(s, parsed.sctp_chunk, reply),
                 CtState::UdpUnreplied if reply => CtState::UdpReplied,
                 s => s,
             };
@@ -138,6 +139,7 @@ pub fn initial_state(parsed: &ParsedFrame, key: &FlowKey, ctx: &Ctx) -> Result<O
         },
         IPPROTO_UDP => CtState::UdpUnreplied,
         IPPROTO_ICMP => CtState::Icmp,
+        IPPROTO_SCTP => sctp::sctp_initial(parsed.sctp_chunk),
         _ => CtState::Other,
     }))
 }

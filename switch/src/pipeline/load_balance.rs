@@ -5,7 +5,8 @@
 //! - To a Service frontend (VIP, port, protocol): a client outside the LoadBalancer's source
 //!   ranges is dropped; an SCTP fragment is dropped (it cannot be translated); otherwise the
 //!   backend is the client's affinity record's if the frontend has affinity and the record's
-//!   endpoint is still in the set, else Maglev's pick over the flow's hash (over the client
+//!   endpoint is still in the set (one record per client and Service port, whichever of the
+//!   port's frontends the client used), else Maglev's pick over the flow's hash (over the client
 //!   alone with affinity, recording it). The backend set is the external one for connections
 //!   from the uplink, else the internal one. Masquerade is asked when the set says so, or for
 //!   hairpin (a pod reaching itself through its Service). No backend: REJECT or drop, as the
@@ -88,6 +89,13 @@ pub fn translate(parsed: &ParsedFrame, key: &FlowKey, hash: u64, from_uplink: bo
     Ok(Translation::Backend(Backend { frontend: index, ip, port, endpoint, masquerade: set.masquerade || hairpin }))
 }
 
+/// The connection-table key of `client`'s affinity record for `f`'s Service port: the client,
+/// the Service id, the protocol and the Service port, under [`AFFINITY_PROTO`].
+#[inline(always)]
+pub fn affinity_key(client: Ipv4Addr, f: &Frontend) -> FlowKey {
+    FlowKey { src: u32::from(client), dst: f.service_id, sport: f.key.proto as u16, dport: f.service_port, proto: AFFINITY_PROTO }
+}
+
 /// The client's affinity backend if it is still in the set, else Maglev's pick (recording the
 /// affinity when the frontend has one). Returns (address, port, endpoint id).
 #[inline(always)]
@@ -98,7 +106,9 @@ fn choose_backend(f: &Frontend, set: &BackendSet, client: Ipv4Addr, h: u64, ctx:
         counters.maglev_picks.add(1);
         return Some((b.ip, b.port, b.endpoint_id));
     };
-    let aff_key = FlowKey { src: u32::from(client), dst: f.key.ip, sport: f.key.proto as u16, dport: f.key.port, proto: AFFINITY_PROTO };
+    // Per client and Service port, shared by all of the port's frontends (kube-proxy keeps one
+    // affinity set per Service port's endpoint, whichever address the client used).
+    let aff_key = affinity_key(client, f);
     if let Some(hit) = ctx.ct.lookup(&aff_key) {
         if let Some(b) = set.backends.iter().find(|b| b.endpoint_id == hit.snap.endpoint) {
             ctx.ct.entry(hit.idx).touch(ctx.now);

@@ -43,6 +43,7 @@ fn sctp_ports(frame: &[u8], p: &mut ParsedFrame) -> Result<(), DropReason> {
     let sctp = SctpPacket::new_checked(&frame[p.l4_range()])?;
     p.src_port = sctp.src_port();
     p.dst_port = sctp.dst_port();
+    p.sctp_chunk = sctp.first_chunk_type().unwrap_or(0);
     p.l4_parsed = true;
     Ok(())
 }

@@ -44,6 +44,7 @@ fn frontend(ip: Ipv4Addr, port: u16, proto: u8, kind: FrontendKind, internal: Ba
     Frontend {
         name: format!("x/svc:{port}"),
         service_id: 1,
+        service_port: port,
         kind,
         key: FrontendKey { ip: u32::from(ip), port, proto },
         internal,
@@ -82,9 +83,14 @@ fn tables() -> Tables {
     s.push(frontend(NODE_IP, 30081, 6, FrontendKind::NodePort, all.clone(), set(&[], OnEmpty::Drop, false)));
     // NodePort 30082: eTP Local, local endpoints, source preserved.
     s.push(frontend(NODE_IP, 30082, 6, FrontendKind::NodePort, all.clone(), all.clone()));
-    let mut sticky = frontend(VIP, 443, 6, FrontendKind::ClusterIp, all.clone(), all);
+    let mut sticky = frontend(VIP, 443, 6, FrontendKind::ClusterIp, all.clone(), all.clone());
     sticky.affinity_timeout_s = Some(10800);
     s.push(sticky);
+    // The same Service port's NodePort: it shares the ClusterIP's affinity.
+    let mut sticky_np = frontend(NODE_IP, 30443, 6, FrontendKind::NodePort, all.clone(), BackendSet { masquerade: true, ..all });
+    sticky_np.affinity_timeout_s = Some(10800);
+    sticky_np.service_port = 443;
+    s.push(sticky_np);
     t.services = s;
     t
 }
@@ -149,9 +155,14 @@ fn udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, in_port: PortId) ->
 
 /// An SCTP packet (common header and an INIT chunk) with a valid CRC32c.
 fn sctp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, in_port: PortId) -> Vec<u8> {
+    sctp_chunk(src, dst, sport, dport, in_port, crate::wire::sctp::chunk::INIT)
+}
+
+/// An SCTP packet whose one chunk has type `chunk_type` (an INIT's body), with a valid CRC32c.
+fn sctp_chunk(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, in_port: PortId, chunk_type: u8) -> Vec<u8> {
     let src_mac = if in_port == UPLINK { [2, 0, 0, 0, 0, 0x50] } else { pod_mac(src) };
     let mut chunk = vec![0u8; 12];
-    chunk.extend_from_slice(&[1, 0, 0, 20, 0x12, 0x34, 0x56, 0x78, 0, 1, 0, 0, 0, 10, 0, 10, 0, 0, 0, 1]);
+    chunk.extend_from_slice(&[chunk_type, 0, 0, 20, 0x12, 0x34, 0x56, 0x78, 0, 1, 0, 0, 0, 10, 0, 10, 0, 0, 0, 1]);
     let mut v = Vec::new();
     PacketBuilder::ethernet2(src_mac, port_mac(in_port))
         .ipv4(src.octets(), dst.octets(), 64)
@@ -319,6 +330,40 @@ fn sctp_to_a_service_is_translated_both_ways_with_its_crc32c_recomputed() {
 }
 
 #[test]
+fn an_sctp_association_through_a_service_is_tracked_through_its_states() {
+    use crate::wire::sctp::chunk;
+    let s = Scenario::new();
+    let state = || {
+        let mut names = Vec::new();
+        s.ct.for_each_live(0..s.ct.capacity(), |_, e, _| names.push(e.state().map(|st| st.name())));
+        assert_eq!(names.len(), 1, "one association");
+        names[0].unwrap()
+    };
+    let (_, out) = s.send(&sctp_chunk(PODS[0], VIP, 40001, 3868, 1, chunk::INIT), 1);
+    let (src, sport, backend, _) = tuple(&out);
+    let back_port = pod_port(backend);
+    assert_eq!(state(), "COOKIE_WAIT");
+    let steps = [
+        (true, chunk::INIT_ACK, "COOKIE_WAIT"),
+        (false, chunk::COOKIE_ECHO, "COOKIE_ECHOED"),
+        (true, chunk::COOKIE_ACK, "ESTABLISHED"),
+        (false, chunk::DATA, "ESTABLISHED"),
+        (true, chunk::SHUTDOWN, "SHUTDOWN"),
+        (false, chunk::SHUTDOWN_ACK, "SHUTDOWN"),
+        (true, chunk::SHUTDOWN_COMPLETE, "CLOSED"),
+    ];
+    for (reply, c, want) in steps {
+        let (v, _) = if reply {
+            s.send(&sctp_chunk(backend, src, 8080, sport, back_port, c), back_port)
+        } else {
+            s.send(&sctp_chunk(PODS[0], VIP, 40001, 3868, 1, c), 1)
+        };
+        assert!(matches!(v, Verdict::Forward { .. }), "chunk {c}: {v:?}");
+        assert_eq!(state(), want, "after chunk {c} (reply: {reply})");
+    }
+}
+
+#[test]
 fn hairpin_is_masqueraded_to_the_node_address() {
     let s = Scenario::new();
     // Find a source port whose flow lands on the client itself.
@@ -359,6 +404,27 @@ fn client_ip_affinity_sticks_across_connections() {
     }
     expected.push(("conntrack.created", 15));
     s.c.assert(&[], &expected);
+}
+
+#[test]
+fn client_ip_affinity_is_shared_by_the_frontends_of_one_service_port() {
+    // kube-proxy keeps affinity per Service port: a client that reached a backend through the
+    // ClusterIP gets the same one through the port's NodePort (and the other way round).
+    let s = Scenario::new();
+    for (i, &client) in PODS.iter().enumerate() {
+        let sport = 31000 + i as u16 * 7;
+        let (_, first) = s.send(&tcp(client, VIP, sport, 443, tcp_flags::SYN, pod_port(client)), pod_port(client));
+        let chosen = tuple(&first).2;
+        for k in 1..4u16 {
+            let (_, out) = s.send(&tcp(client, NODE_IP, sport + k, 30443, tcp_flags::SYN, pod_port(client)), pod_port(client));
+            assert_eq!(tuple(&out).2, chosen, "client {client} through the NodePort");
+            let (_, out) = s.send(&tcp(client, VIP, sport + 100 + k, 443, tcp_flags::SYN, pod_port(client)), pod_port(client));
+            assert_eq!(tuple(&out).2, chosen, "client {client} back through the ClusterIP");
+        }
+    }
+    let stage = |name: &str| s.c.stages().into_iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| v);
+    assert_eq!(stage("load_balance.maglev_picks"), PODS.len() as u64, "one pick per client, then its record for every frontend");
+    assert_eq!(stage("load_balance.affinity_hits"), PODS.len() as u64 * 6);
 }
 
 #[test]

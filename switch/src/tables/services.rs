@@ -92,6 +92,10 @@ pub struct Frontend {
     pub name: String,
     /// Index of the Service (stable across table versions while the Service exists).
     pub service_id: u32,
+    /// The Service port (`spec.ports[].port`) this frontend serves. With `service_id` and the
+    /// protocol it names the Service port, which every frontend of it (ClusterIP, NodePorts,
+    /// LoadBalancer and external IPs) shares: session affinity is kept per Service port.
+    pub service_port: u16,
     pub kind: FrontendKind,
     pub key: FrontendKey,
     pub internal: BackendSet,

@@ -73,6 +73,9 @@ pub struct ParsedFrame {
     pub icmp_code: u8,
     /// ICMP echo request/reply identifier.
     pub icmp_id: u16,
+    /// Type of the first chunk of an SCTP packet (see [`sctp::chunk`](super::sctp::chunk));
+    /// 0 (DATA) when not SCTP or when the packet has no chunk.
+    pub sctp_chunk: u8,
 }
 
 impl ParsedFrame {
@@ -99,6 +102,7 @@ impl ParsedFrame {
             icmp_type: 0,
             icmp_code: 0,
             icmp_id: 0,
+            sctp_chunk: 0,
         }
     }
 

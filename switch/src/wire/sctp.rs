@@ -5,12 +5,27 @@
 //! common header (`Truncated`); after it, no getter panics. The checksum is CRC32c (RFC 9260
 //! appendix A) over the packet with the checksum field zeroed, stored as the CRC's
 //! little-endian bytes (as Linux stores it: `cpu_to_le32` of the final CRC); [`SctpPacket::fill_checksum`] writes it after a translation changed
-//! the ports (addresses are not covered: SCTP has no pseudo-header). Chunks are not read:
-//! the switch tracks and translates associations by their ports, as netfilter does.
+//! the ports (addresses are not covered: SCTP has no pseudo-header). Of the chunks only the
+//! first one's type is read ([`SctpPacket::first_chunk_type`]): the connection tracker follows
+//! an association's states by it; associations are tracked and translated by their ports, as
+//! netfilter does.
 use super::WireError;
 
 /// Length of the SCTP common header.
 pub const HEADER_LEN: usize = 12;
+
+/// Chunk types (RFC 9260 §3.2) the connection tracker follows.
+pub mod chunk {
+    pub const DATA: u8 = 0;
+    pub const INIT: u8 = 1;
+    pub const INIT_ACK: u8 = 2;
+    pub const ABORT: u8 = 6;
+    pub const SHUTDOWN: u8 = 7;
+    pub const SHUTDOWN_ACK: u8 = 8;
+    pub const COOKIE_ECHO: u8 = 10;
+    pub const COOKIE_ACK: u8 = 11;
+    pub const SHUTDOWN_COMPLETE: u8 = 14;
+}
 
 mod field {
     pub const SRC_PORT: usize = 0;
@@ -43,6 +58,12 @@ impl<T: AsRef<[u8]>> SctpPacket<T> {
     #[inline]
     pub fn check(&self) -> Result<(), WireError> {
         super::check_min_len(self.buffer.as_ref(), HEADER_LEN)
+    }
+
+    /// The type of the first chunk, if the packet has one.
+    #[inline]
+    pub fn first_chunk_type(&self) -> Option<u8> {
+        self.buffer.as_ref().get(HEADER_LEN).copied()
     }
 
     /// The checksum as stored (the CRC32c's little-endian bytes read as a number).
