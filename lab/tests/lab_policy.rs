@@ -1291,3 +1291,47 @@ fn flow_log_records_every_verdict() {
     }
     assert_no_failures(&failures);
 }
+
+/// Whether one ICMP echo from pod `from`'s namespace to `ip` is answered within 1 s.
+fn ping(from: Pod, ip: &str) -> bool {
+    let ns = from.netns();
+    std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "ping", "-n", "-q", "-c", "1", "-W", "1", ip])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// ICMP echo under policy, as Kubernetes defines it: a port-less rule allows every protocol,
+/// a rule with ports allows only those, and isolation with no rule allows nothing; the echo
+/// reply rides on the request's verdict.
+#[test]
+fn icmp_echo_is_judged_like_any_protocol() {
+    let Some(lab) = Lab::up("icmp_echo_is_judged_like_any_protocol") else { return };
+    let (xa, xb, ya) = (pod("x/a"), pod("x/b"), pod("y/a"));
+    let ip = |p: Pod| lab.ips[&p.key()].clone();
+    let mut failures = Vec::new();
+    let mut expect = |scenario: &str, from: Pod, to: Pod, allowed: bool| {
+        let got = ping(from, &ip(to));
+        if got != allowed {
+            failures.push(format!("{scenario}: ping {} -> {}: expected {}, got {}", from.key(), to.key(), allowed, got));
+        }
+    };
+    expect("no policy", ya, xa, true);
+    expect("no policy", xb, xa, true);
+    lab.apply_example(DENY_INGRESS);
+    wait_applied();
+    expect("default-deny-ingress in x", ya, xa, false);
+    expect("default-deny-ingress in x", xb, xa, false);
+    expect("default-deny-ingress in x (y not isolated)", xa, ya, true);
+    lab.apply_example(ALLOW_SAME_NS);
+    wait_applied();
+    expect("allow-same-namespace (no ports)", xb, xa, true);
+    expect("allow-same-namespace (no ports)", ya, xa, false);
+    lab.remove(ALLOW_SAME_NS);
+    lab.apply_example("09-end-port-range.yaml");
+    wait_applied();
+    expect("a rule with ports", xb, xa, false);
+    expect("a rule with ports", ya, xa, false);
+    assert_no_failures(&failures);
+}

@@ -74,13 +74,14 @@ drop_reasons! {
     TunnelBadVni = 36, "tunnel_bad_vni", "VXLAN frame with another VNI than the pod network's";
     TunnelSpoofedSource = 37, "tunnel_spoofed_source", "VXLAN frame whose inner source is neither a pod of the sending node nor that node";
     FragmentationNeeded = 38, "fragmentation_needed", "packet longer than the tunnel's MTU: ICMP fragmentation-needed sent to its source (DF set) or dropped (DF clear)";
+    IcmpErrorUnrelated = 39, "icmp_error_unrelated", "ICMP error that quotes no known connection (or too little of one to tell)";
 }
 
 /// Numbers of reasons that no longer exist (see the comment at each), never given again.
 pub const RETIRED: &[u8] = &[23];
 
 /// Number of counter slots an array indexed by `reason as usize` needs.
-pub const DROP_REASON_SLOTS: usize = 39;
+pub const DROP_REASON_SLOTS: usize = 40;
 
 #[cfg(test)]
 mod tests {

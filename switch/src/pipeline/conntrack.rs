@@ -2,9 +2,9 @@
 //! time, and recording a new one once the later stages have decided how it is translated.
 //!
 //! Contract:
-//! - [`lookup`] classifies a packet: TCP, UDP and SCTP flows and ICMP echo are tracked
-//!   ([`Lookup::Tracked`]: its key and hash); ICMP errors go to [`super::icmp_translate`]
-//!   ([`Lookup::IcmpError`]); other protocols and non-first fragments pass
+//! - [`lookup`] classifies a packet: TCP, UDP and SCTP flows, ICMP echo and every other
+//!   protocol (by addresses) are tracked ([`Lookup::Tracked`]: its key and hash); ICMP errors
+//!   go to [`super::icmp_translate`] ([`Lookup::IcmpError`]); non-first fragments pass
 //!   ([`Lookup::Untracked`]), except non-first fragments to a Service address, which cannot be
 //!   translated and are dropped. [`find`] then finds a tracked packet's connection, if it has
 //!   one (a [`Hit`]), or it is the first packet of a new one. The hit is returned by itself,
@@ -34,8 +34,7 @@ pub struct Counters {
     /// Packets of known connections that took the full path (state changes, first replies,
     /// ICMP echo, re-judged policy).
     pub known: Counter,
-    /// Packets forwarded without tracking (other protocols, non-first fragments, a stray RST
-    /// between pods).
+    /// Packets forwarded without tracking (non-first fragments, a stray RST between pods).
     pub untracked: Counter,
 }
 
@@ -54,8 +53,9 @@ pub enum Lookup {
 #[inline(always)]
 pub fn lookup(parsed: &ParsedFrame, ctx: &Ctx) -> Result<Lookup, DropReason> {
     let proto = parsed.ip_protocol;
-    if !parsed.l4_parsed {
-        // Non-first fragments (and unknown protocols) carry no ports to translate or track.
+    let has_l4_header = matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_ICMP);
+    if !parsed.l4_parsed && (parsed.is_fragment || has_l4_header) {
+        // Non-first fragments carry no ports to translate or track.
         if parsed.is_fragment && ctx.tables.services.in_service_cidr(parsed.dst_ip) {
             return Err(DropReason::ServiceFragment);
         }
@@ -70,10 +70,10 @@ pub fn lookup(parsed: &ParsedFrame, ctx: &Ctx) -> Result<Lookup, DropReason> {
         IPPROTO_ICMP if matches!(parsed.icmp_type, icmpv4::TYPE_ECHO_REQUEST | icmpv4::TYPE_ECHO_REPLY) => {
             FlowKey::new(parsed.src_ip, parsed.dst_ip, parsed.icmp_id, 0, proto)
         }
-        _ => {
-            ctx.stages.conntrack.untracked.add(1);
-            return Ok(Lookup::Untracked);
-        }
+        // Every other protocol (GRE, ESP, IPIP, ICMP's informational types, ...): by its
+        // addresses, as netfilter's generic tracker, so that NetworkPolicy judges its first
+        // packet and the answers belong to it. Never translated (they have no ports).
+        _ => FlowKey::new(parsed.src_ip, parsed.dst_ip, 0, 0, proto),
     };
     Ok(Lookup::Tracked { key, hash: ctx.ct.hash(&key) })
 }

@@ -212,7 +212,7 @@ fn ipv4(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: PortId, port:
     }
     match conntrack::lookup(parsed, ctx)? {
         conntrack::Lookup::Untracked => {}
-        conntrack::Lookup::IcmpError => icmp_translate::translate(buf, len, parsed, ctx),
+        conntrack::Lookup::IcmpError => icmp_translate::relate(buf, len, parsed, ctx)?,
         conntrack::Lookup::Tracked { key, hash } => match conntrack::find(&key, hash, ctx) {
             Some(hit) => {
                 let e = ctx.ct.entry(hit.idx);

@@ -187,8 +187,8 @@ fn ttl_expiry_is_answered_with_time_exceeded() {
         .icmpv4(etherparse::Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit))
         .write(&mut icmp_err, &[0; 28])
         .unwrap();
-    // Counted once, not sent, and not an answer (it was counted twice before).
-    dropped(&icmp_err, 1, &t, DropReason::TtlExceeded, &[]);
+    // It quotes no connection: dropped before its TTL is looked at, counted once, no answer.
+    dropped(&icmp_err, 1, &t, DropReason::IcmpErrorUnrelated, &[]);
 }
 
 #[test]

@@ -158,3 +158,114 @@ fn a_pod_reaching_itself_is_never_denied() {
     c.flows.drain(&mut log);
     assert_eq!(log[0].decider, Decider::SelfAccess);
 }
+
+/// An IPv4 packet of protocol `proto` with `payload` from `src` to `dst`, from `src`'s port.
+fn raw_ip(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> {
+    let id = port_of(src);
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(mac(src), [0xee, 0, 0, 0, 0, id as u8])
+        .ipv4(src.octets(), dst.octets(), 64)
+        .write(&mut v, etherparse::IpNumber(proto), payload)
+        .unwrap();
+    v
+}
+
+fn echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, request: bool) -> Vec<u8> {
+    let p = PacketBuilder::ethernet2(mac(src), [0xee, 0, 0, 0, 0, port_of(src) as u8]).ipv4(src.octets(), dst.octets(), 64);
+    let p = if request { p.icmpv4_echo_request(id, 1) } else { p.icmpv4_echo_reply(id, 1) };
+    let mut v = Vec::new();
+    p.write(&mut v, b"ping").unwrap();
+    v
+}
+
+/// An ICMP destination-unreachable (port) from `src` to `dst` quoting `quoted` (a frame: its IP
+/// header and 8 bytes are quoted).
+fn unreachable_about(src: Ipv4Addr, dst: Ipv4Addr, quoted: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(mac(src), [0xee, 0, 0, 0, 0, port_of(src) as u8])
+        .ipv4(src.octets(), dst.octets(), 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port))
+        .write(&mut v, &quoted[14..14 + 28])
+        .unwrap();
+    v
+}
+
+/// B isolated for ingress with one rule: from A, `ports` (empty: every port and protocol).
+fn b_accepts_a(ports: Vec<PortRange>) -> Tables {
+    let mut t = base();
+    t.policy.epoch = 1;
+    std::sync::Arc::make_mut(&mut t.policy.pods).insert(
+        u32::from(B),
+        PodPolicy {
+            ingress_isolated: true,
+            egress_isolated: false,
+            ingress: vec![Rule { policy: 9, index: 0, peers: vec![Peer::Identities([100].into_iter().collect())].into(), ports }],
+            egress: vec![],
+        },
+    );
+    t
+}
+
+#[test]
+fn protocols_without_ports_are_judged_a_port_rule_does_not_allow_them_a_portless_rule_does() {
+    const GRE: u8 = 47;
+    let gre = raw_ip(A, B, GRE, &[0, 0, 0x08, 0x00, 1, 2, 3, 4]);
+    let ping = echo(A, B, 77, true);
+    let timestamp = {
+        let mut f = echo(A, B, 78, true);
+        f[34] = 13; // ICMP timestamp request: neither echo nor error
+        f
+    };
+    // Default deny for ingress (no rule): nothing of it passes.
+    let deny_all = b_accepts_a(vec![]);
+    let deny_all = {
+        let mut t = deny_all;
+        std::sync::Arc::make_mut(&mut t.policy.pods).get_mut(&u32::from(B)).unwrap().ingress.clear();
+        t
+    };
+    // A port rule (TCP/80): no other protocol passes.
+    let port_rule = b_accepts_a(vec![PortRange { proto: 6, port: 80, end_port: 80 }]);
+    for (what, t) in [("default deny", &deny_all), ("a TCP port rule", &port_rule)] {
+        let (ct, c) = (ConnTable::new(64, KeyHasher::new(1)), Counted::new());
+        for (name, f) in [("GRE", &gre), ("echo", &ping), ("timestamp", &timestamp)] {
+            assert_eq!(send(t, &ct, &c, f), Verdict::Drop(DropReason::PolicyDenied), "{name} under {what}");
+        }
+        assert_eq!(ct.live(), 0);
+    }
+    // A rule without ports: every protocol from A, and the answers ride on the connection.
+    let (t, ct, c) = (b_accepts_a(vec![]), ConnTable::new(64, KeyHasher::new(1)), Counted::new());
+    assert!(matches!(send(&t, &ct, &c, &gre), Verdict::Forward { port: 2, .. }));
+    assert!(matches!(send(&t, &ct, &c, &raw_ip(B, A, GRE, &[0, 0, 0x08, 0x00, 9, 9, 9, 9])), Verdict::Forward { port: 1, .. }), "GRE answer");
+    assert!(matches!(send(&t, &ct, &c, &ping), Verdict::Forward { port: 2, .. }));
+    assert!(matches!(send(&t, &ct, &c, &echo(B, A, 77, false)), Verdict::Forward { port: 1, .. }), "echo reply");
+    assert!(matches!(send(&t, &ct, &c, &timestamp), Verdict::Forward { port: 2, .. }));
+    // C is not in the rule: denied, whatever the protocol.
+    assert_eq!(send(&t, &ct, &c, &raw_ip(C, B, GRE, &[0; 8])), Verdict::Drop(DropReason::PolicyDenied));
+    assert_eq!(send(&t, &ct, &c, &echo(C, B, 5, true)), Verdict::Drop(DropReason::PolicyDenied));
+    assert_eq!(ct.live(), 3, "GRE, echo and timestamp tracked");
+}
+
+#[test]
+fn icmp_errors_pass_only_for_an_allowed_connection() {
+    let (t, ct, c) = (b_isolated(1), ConnTable::new(64, KeyHasher::new(1)), Counted::new());
+    // A -> B:80 allowed; B's stack answers with an error about it: passes to A.
+    let syn = seg(A, B, 1000, 80, tcp_flags::SYN);
+    assert!(matches!(send(&t, &ct, &c, &syn), Verdict::Forward { port: 2, .. }));
+    assert!(matches!(send(&t, &ct, &c, &unreachable_about(B, A, &syn)), Verdict::Forward { port: 1, .. }));
+    // A router-like error from C about that connection is RELATED too (as netfilter has it).
+    assert!(matches!(send(&t, &ct, &c, &unreachable_about(C, A, &syn)), Verdict::Forward { port: 1, .. }));
+    // C -> B:80 was denied (never tracked): an error about it, or about a made-up flow, cannot
+    // reach B through its isolation.
+    let denied = seg(C, B, 2000, 80, tcp_flags::SYN);
+    assert_eq!(send(&t, &ct, &c, &denied), Verdict::Drop(DropReason::PolicyDenied));
+    assert_eq!(send(&t, &ct, &c, &unreachable_about(C, B, &seg(B, C, 80, 2000, tcp_flags::SYN))), Verdict::Drop(DropReason::IcmpErrorUnrelated));
+    assert_eq!(send(&t, &ct, &c, &unreachable_about(C, B, &seg(B, A, 5, 6, 0))), Verdict::Drop(DropReason::IcmpErrorUnrelated));
+    // After a policy change that denies A -> B:80, errors about the connection stop too.
+    let now_denied = b_accepts_a(vec![PortRange { proto: 6, port: 443, end_port: 443 }]);
+    let now_denied = {
+        let mut t = now_denied;
+        t.policy.epoch = 2;
+        t
+    };
+    assert_eq!(send(&now_denied, &ct, &c, &unreachable_about(B, A, &syn)), Verdict::Drop(DropReason::PolicyDenied));
+}
