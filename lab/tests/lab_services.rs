@@ -778,3 +778,67 @@ fn half_closed_tcp_through_a_service_still_works_after_three_minutes() {
     assert!(read.is_ok(), "client read: {read:?} (got {:?})\n{}", text(&answer), switch_counters());
     assert_eq!(text(&answer), "late answer\n", "after {HALF_CLOSED_FOR:?} half-closed\n{}", switch_counters());
 }
+
+// ---- 11. Fragmented datagrams ----
+
+/// The count of drop reason `reason` in `show stats --json`.
+fn drops_of(reason: &str) -> u64 {
+    let v: Value = serde_json::from_str(ok(&["show", "stats", "--json"]).trim()).unwrap();
+    v["drops"].as_array().into_iter().flatten().filter(|d| d["reason"] == reason).filter_map(|d| d["count"].as_u64()).sum()
+}
+
+#[test]
+fn a_3000_byte_udp_datagram_crosses_a_cluster_ip_both_ways_and_forged_fragments_do_not() {
+    let test = "a_3000_byte_udp_datagram_crosses_a_cluster_ip_both_ways_and_forged_fragments_do_not";
+    let Some(lab) = Lab::new(test) else { return };
+    lab.write(
+        "svc.yaml",
+        &service(
+            "big",
+            "  clusterIP: 10.96.0.35\n  selector: {pod: a}\n  ports:\n  - {name: tcp, port: 80, targetPort: 80}\n  \
+             - {name: big, port: 9001, protocol: UDP, targetPort: 9001}\n",
+        ),
+    );
+    lab.up();
+    let r = probe1("y/a", "svc/x/big:80", 2000);
+    assert_eq!(r["answered_by"], "x/a", "{r}");
+    // x/a echoes every datagram on 9001 (3,000 bytes: fragmented by its kernel at MTU 1,500).
+    let server = labkit::in_netns("psl_x_a", || UdpSocket::bind("0.0.0.0:9001").expect("bind 9001 in x/a"));
+    server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let echo = std::thread::spawn(move || -> Result<usize, String> {
+        let mut buf = vec![0u8; 65536];
+        let (n, from) = server.recv_from(&mut buf).map_err(|e| format!("server recv: {e}"))?;
+        server.send_to(&buf[..n], from).map_err(|e| format!("server send: {e}"))?;
+        Ok(n)
+    });
+    let client = udp_socket_in("psl_y_a", 40900);
+    let datagram: Vec<u8> = (0..3000u32).map(|k| (k * 7 % 251) as u8).collect();
+    client.send_to(&datagram, "10.96.0.35:9001").unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let got = client.recv_from(&mut buf);
+    let served = echo.join().unwrap();
+    assert_eq!(served, Ok(3000), "the server got the whole datagram\n{}", switch_counters());
+    let (n, from) = got.unwrap_or_else(|e| panic!("no echo: {e}\n{}", switch_counters()));
+    assert_eq!(from.to_string(), "10.96.0.35:9001", "the answer comes from the Service address");
+    assert_eq!(&buf[..n], &datagram[..], "the same 3,000 bytes back");
+    // A later fragment of a datagram nobody sent, from y/a to x/b: dropped and counted.
+    let before = drops_of("fragment_unknown");
+    let ips = pod_ips();
+    let (src, dst): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (ips["y/a"].parse().unwrap(), ips["x/b"].parse().unwrap());
+    labkit::in_netns("psl_y_a", || {
+        use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn};
+        let fd = socket::socket(AddressFamily::Inet, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::Raw).expect("raw socket");
+        let mut p = vec![0x45, 0, 0, 36, 0xbe, 0xef, 0x00, 0x04, 64, 17, 0, 0];
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        p.extend_from_slice(&[0x5a; 16]);
+        let to = SockaddrIn::from(std::net::SocketAddrV4::new(dst, 0));
+        socket::sendto(std::os::fd::AsRawFd::as_raw_fd(&fd), &p, &to, MsgFlags::empty()).expect("send the forged fragment");
+    });
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while drops_of("fragment_unknown") <= before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(drops_of("fragment_unknown"), before + 1, "the forged fragment is dropped as fragment_unknown\n{}", switch_counters());
+}

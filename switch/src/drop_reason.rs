@@ -75,13 +75,14 @@ drop_reasons! {
     TunnelSpoofedSource = 37, "tunnel_spoofed_source", "VXLAN frame whose inner source is neither a pod of the sending node nor that node";
     FragmentationNeeded = 38, "fragmentation_needed", "packet longer than the tunnel's MTU: ICMP fragmentation-needed sent to its source (DF set) or dropped (DF clear)";
     IcmpErrorUnrelated = 39, "icmp_error_unrelated", "ICMP error that quotes no known connection (or too little of one to tell)";
+    FragmentUnknown = 40, "fragment_unknown", "later fragment of a datagram whose first fragment was not seen, not allowed or dropped (or arrived more than 30 s before)";
 }
 
 /// Numbers of reasons that no longer exist (see the comment at each), never given again.
 pub const RETIRED: &[u8] = &[23];
 
 /// Number of counter slots an array indexed by `reason as usize` needs.
-pub const DROP_REASON_SLOTS: usize = 40;
+pub const DROP_REASON_SLOTS: usize = 41;
 
 #[cfg(test)]
 mod tests {

@@ -173,6 +173,12 @@ fn conntrack(ct: &ConnTable, tables: &Tables, limit: usize) -> replies::Conntrac
                 .map(|f| f.name.clone());
             let who = format!("{} (client affinity)", std::net::Ipv4Addr::from(k.src));
             (who.clone(), who)
+        } else if state == CtState::Fragments {
+            // A fragmented datagram: addresses as sent and as forwarded, IP id and protocol.
+            let (o, r) = (snap.orig, snap.reply);
+            let ip = std::net::Ipv4Addr::from;
+            let text = |src: u32, dst: u32| format!("{} -> {} id {} proto {}", ip(src), ip(dst), o.sport, o.dport);
+            (text(o.src, o.dst), text(r.src, r.dst))
         } else {
             (snap.orig.to_string(), snap.reply.to_string())
         };

@@ -48,6 +48,9 @@ pub enum CtState {
     SctpShutdown = 18,
     /// SCTP: SHUTDOWN_COMPLETE or ABORT seen.
     SctpClosed = 19,
+    /// Not a connection: a fragmented datagram's record (its later fragments follow its
+    /// first one's addresses), with its own timeout in the entry.
+    Fragments = 20,
 }
 
 impl CtState {
@@ -73,6 +76,7 @@ impl CtState {
             17 => SctpEstablished,
             18 => SctpShutdown,
             19 => SctpClosed,
+            20 => Fragments,
             _ => return None,
         })
     }
@@ -97,6 +101,7 @@ impl CtState {
             SctpEstablished => "ESTABLISHED",
             SctpShutdown => "SHUTDOWN",
             SctpClosed => "CLOSED",
+            Fragments => "FRAGMENTS",
         }
     }
 
@@ -171,7 +176,7 @@ impl Timeouts {
             SctpShutdown => self.sctp_shutdown,
             SctpClosed => self.sctp_closed,
             // The entry carries its own (see `Entry::timeout_override`).
-            Affinity => u32::MAX / 2,
+            Affinity | Fragments => u32::MAX / 2,
         }
     }
 }
@@ -256,7 +261,7 @@ mod tests {
         assert_eq!(tcp_next(CtState::TcpEstablished, RST, true), CtState::TcpClose);
         assert_eq!(tcp_initial(RST), None);
         assert_eq!(tcp_initial(ACK), Some(CtState::TcpEstablished));
-        for v in 1..=19 {
+        for v in 1..=20 {
             assert_eq!(CtState::from_u8(v).unwrap() as u8, v);
         }
         assert!(CtState::from_u8(0).is_none());

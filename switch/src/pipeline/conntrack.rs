@@ -4,9 +4,8 @@
 //! Contract:
 //! - [`lookup`] classifies a packet: TCP, UDP and SCTP flows, ICMP echo and every other
 //!   protocol (by addresses) are tracked ([`Lookup::Tracked`]: its key and hash); ICMP errors
-//!   go to [`super::icmp_translate`] ([`Lookup::IcmpError`]); non-first fragments pass
-//!   ([`Lookup::Untracked`]), except non-first fragments to a Service address, which cannot be
-//!   translated and are dropped. [`find`] then finds a tracked packet's connection, if it has
+//!   go to [`super::icmp_translate`] ([`Lookup::IcmpError`]); later fragments (offset > 0)
+//!   follow their datagram's first fragment ([`Lookup::LaterFragment`], [`super::fragments`]). [`find`] then finds a tracked packet's connection, if it has
 //!   one (a [`Hit`]), or it is the first packet of a new one. The hit is returned by itself,
 //!   not inside [`Lookup`]: it is the size of a whole connection snapshot, and carried through
 //!   an enum and a `Result` it was copied three times per packet.
@@ -34,7 +33,7 @@ pub struct Counters {
     /// Packets of known connections that took the full path (state changes, first replies,
     /// ICMP echo, re-judged policy).
     pub known: Counter,
-    /// Packets forwarded without tracking (non-first fragments, a stray RST between pods).
+    /// Packets forwarded without tracking (a stray RST between pods).
     pub untracked: Counter,
 }
 
@@ -45,6 +44,8 @@ pub enum Lookup {
     Untracked,
     /// An ICMP error: translated back if it is about a translated connection.
     IcmpError,
+    /// A later fragment of a datagram (offset > 0): see [`super::fragments`].
+    LaterFragment,
     /// A tracked packet: its connection's key in this direction and the key's hash in the
     /// table ([`find`] looks it up).
     Tracked { key: FlowKey, hash: u64 },
@@ -53,14 +54,9 @@ pub enum Lookup {
 #[inline(always)]
 pub fn lookup(parsed: &ParsedFrame, ctx: &Ctx) -> Result<Lookup, DropReason> {
     let proto = parsed.ip_protocol;
-    let has_l4_header = matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_ICMP);
-    if !parsed.l4_parsed && (parsed.is_fragment || has_l4_header) {
-        // Non-first fragments carry no ports to translate or track.
-        if parsed.is_fragment && ctx.tables.services.in_service_cidr(parsed.dst_ip) {
-            return Err(DropReason::ServiceFragment);
-        }
-        ctx.stages.conntrack.untracked.add(1);
-        return Ok(Lookup::Untracked);
+    if parsed.fragment_offset != 0 {
+        // A later fragment carries no ports: it follows its datagram's first fragment.
+        return Ok(Lookup::LaterFragment);
     }
     let key = match proto {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {

@@ -49,6 +49,7 @@ pub mod antispoof;
 pub mod arp;
 pub mod conntrack;
 pub mod fast;
+pub mod fragments;
 pub mod icmp;
 pub mod icmp_translate;
 pub mod load_balance;
@@ -83,6 +84,7 @@ pub struct StageCounters {
     pub icmp: icmp::Counters,
     pub icmp_translate: icmp_translate::Counters,
     pub conntrack: conntrack::Counters,
+    pub fragments: fragments::Counters,
     pub load_balance: load_balance::Counters,
     pub masquerade: masquerade::Counters,
     pub policy: policy::Counters,
@@ -92,13 +94,14 @@ pub struct StageCounters {
 
 impl StageCounters {
     /// Every counter with its name (`stage.counter`), in pipeline order.
-    pub fn values(&self) -> [(&'static str, u64); 19] {
+    pub fn values(&self) -> [(&'static str, u64); 21] {
         [
             ("tunnel.decapsulated", self.tunnel.decapsulated.get()),
             ("arp.replies", self.arp.replies.get()),
             ("icmp.echo_replies", self.icmp.echo_replies.get()),
             ("conntrack.untracked", self.conntrack.untracked.get()),
             ("conntrack.known", self.conntrack.known.get()),
+            ("fragments.followed", self.fragments.followed.get()),
             ("icmp_translate.translated", self.icmp_translate.translated.get()),
             ("load_balance.maglev_picks", self.load_balance.maglev_picks.get()),
             ("load_balance.affinity_hits", self.load_balance.affinity_hits.get()),
@@ -109,6 +112,7 @@ impl StageCounters {
             ("masquerade.egress", self.masquerade.egress.get()),
             ("policy.rejudged", self.policy.rejudged.get()),
             ("conntrack.created", self.conntrack.created.get()),
+            ("fragments.datagrams", self.fragments.datagrams.get()),
             ("icmp.time_exceeded", self.icmp.time_exceeded.get()),
             ("icmp.fragmentation_needed", self.icmp.fragmentation_needed.get()),
             ("tunnel.encapsulated", self.tunnel.encapsulated.get()),
@@ -212,6 +216,7 @@ fn ipv4(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: PortId, port:
     }
     match conntrack::lookup(parsed, ctx)? {
         conntrack::Lookup::Untracked => {}
+        conntrack::Lookup::LaterFragment => fragments::follow(buf, parsed, ctx)?,
         conntrack::Lookup::IcmpError => icmp_translate::relate(buf, len, parsed, ctx)?,
         conntrack::Lookup::Tracked { key, hash } => match conntrack::find(&key, hash, ctx) {
             Some(hit) => {
@@ -228,6 +233,9 @@ fn ipv4(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: PortId, port:
                 }
             }
         },
+    }
+    if fragments::is_first(parsed) {
+        fragments::remember(buf, parsed, ctx);
     }
     let hop = route::next_hop(ctx.tables, buf)?;
     if !route::ttl_allows_forwarding(buf) {

@@ -269,3 +269,35 @@ fn icmp_errors_pass_only_for_an_allowed_connection() {
     };
     assert_eq!(send(&now_denied, &ct, &c, &unreachable_about(B, A, &syn)), Verdict::Drop(DropReason::PolicyDenied));
 }
+
+#[test]
+fn later_fragments_cannot_slip_past_a_policy() {
+    let (t, ct, c) = (b_isolated(1), ConnTable::new(64, KeyHasher::new(1)), Counted::new());
+    // C -> B is denied: neither the first fragment nor the later one (by itself, forged or not)
+    // reaches B. A -> B:80/TCP is allowed, and its fragments follow.
+    let frags = |src: Ipv4Addr, id: u16| {
+        let whole = seg(src, B, 3000, 80, tcp_flags::SYN);
+        let mut with_data = whole.clone();
+        with_data.extend_from_slice(&[7u8; 64]);
+        let head = &with_data[..34];
+        let piece = |data: &[u8], units: u16, more: bool| {
+            let mut f = head.to_vec();
+            f.extend_from_slice(data);
+            let mut ip = crate::wire::Ipv4Packet::new_unchecked(&mut f[14..]);
+            ip.set_total_len((20 + data.len()) as u16);
+            ip.set_ident(id);
+            f[20..22].copy_from_slice(&u16::to_be_bytes(if more { 0x2000 } else { 0 } | units));
+            crate::wire::Ipv4Packet::new_unchecked(&mut f[14..]).fill_checksum();
+            f
+        };
+        (piece(&with_data[34..34 + 40], 0, true), piece(&with_data[34 + 40..], 5, false))
+    };
+    let (c1, c2) = frags(C, 11);
+    assert_eq!(send(&t, &ct, &c, &c1), Verdict::Drop(DropReason::PolicyDenied));
+    assert_eq!(send(&t, &ct, &c, &c2), Verdict::Drop(DropReason::FragmentUnknown), "after a denied first fragment");
+    let (_, forged) = frags(C, 12);
+    assert_eq!(send(&t, &ct, &c, &forged), Verdict::Drop(DropReason::FragmentUnknown), "never seen");
+    let (a1, a2) = frags(A, 13);
+    assert!(matches!(send(&t, &ct, &c, &a1), Verdict::Forward { port: 2, .. }));
+    assert!(matches!(send(&t, &ct, &c, &a2), Verdict::Forward { port: 2, .. }));
+}

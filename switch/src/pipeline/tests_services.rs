@@ -695,3 +695,75 @@ fn two_flows_that_would_translate_to_one_tuple_stay_apart() {
     expected.extend([("masquerade.clashes", 1), ("conntrack.created", tries + 1)]);
     s.c.assert(&[], &expected);
 }
+
+/// A UDP datagram of `len` payload bytes (`k`-th byte `k as u8`) from `src`:`sport` to
+/// `dst`:`dport`, with IP id `id`, split into two fragments: the first holds the UDP header and
+/// 24 payload bytes (offset 0, more fragments), the second the rest (offset 4 × 8 bytes).
+fn udp_fragments(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, id: u16, len: usize, in_port: PortId) -> (Vec<u8>, Vec<u8>) {
+    let src_mac = if in_port == UPLINK { [2, 0, 0, 0, 0, 0x50] } else { pod_mac(src) };
+    let payload: Vec<u8> = (0..len).map(|k| k as u8).collect();
+    let mut whole = Vec::new();
+    PacketBuilder::ethernet2(src_mac, port_mac(in_port)).ipv4(src.octets(), dst.octets(), 64).udp(sport, dport).write(&mut whole, &payload).unwrap();
+    let (head, l4) = (&whole[..34], &whole[34..]);
+    let piece = |data: &[u8], offset_units: u16, more: bool| {
+        let mut f = head.to_vec();
+        f.extend_from_slice(data);
+        let mut ip = crate::wire::Ipv4Packet::new_unchecked(&mut f[14..]);
+        ip.set_total_len((20 + data.len()) as u16);
+        ip.set_ident(id);
+        let flags_offset = if more { 0x2000 } else { 0 } | offset_units;
+        f[14 + 6..14 + 8].copy_from_slice(&u16::to_be_bytes(flags_offset));
+        crate::wire::Ipv4Packet::new_unchecked(&mut f[14..]).fill_checksum();
+        f
+    };
+    (piece(&l4[..32], 0, true), piece(&l4[32..], 4, false))
+}
+
+fn ip_addrs(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
+    let ip = crate::wire::Ipv4Packet::new_unchecked(&frame[14..]);
+    assert_eq!(checksum::internet_checksum(&frame[14..34]), 0, "IPv4 header checksum");
+    (ip.src_addr(), ip.dst_addr())
+}
+
+#[test]
+fn fragmented_datagrams_through_a_service_follow_their_first_fragment_both_ways() {
+    let s = Scenario::new();
+    // Client -> ClusterIP: the first fragment is translated, the second follows by IP id.
+    let (first, second) = udp_fragments(PODS[0], VIP, 7000, 53, 0x4242, 100, 1);
+    let (v, out1) = s.send(&first, 1);
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    let (_, _, backend, dport) = tuple(&out1);
+    assert!(PODS.contains(&backend) && dport == 8080);
+    let (v, out2) = s.send(&second, 1);
+    let Verdict::Forward { port, .. } = v else { panic!("second fragment: {v:?}") };
+    assert_eq!(port, pod_port(backend));
+    assert_eq!(ip_addrs(&out2).1, backend, "the later fragment goes to the same backend");
+    assert_eq!(&out2[34..], &second[34..], "its payload untouched");
+    // Reassembled, the datagram's UDP checksum holds (the first fragment's was updated).
+    let mut whole = out1[34..].to_vec();
+    whole.extend_from_slice(&out2[34..]);
+    let src = ip_addrs(&out1).0;
+    let pseudo_sum = {
+        let mut p = Vec::new();
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&backend.octets());
+        p.extend_from_slice(&[0, 17]);
+        p.extend_from_slice(&(whole.len() as u16).to_be_bytes());
+        p.extend_from_slice(&whole);
+        checksum::internet_checksum(&p)
+    };
+    assert_eq!(pseudo_sum, 0, "UDP checksum of the reassembled, translated datagram");
+    // Backend -> client, fragmented too: both come from the Service address.
+    let bport = pod_port(backend);
+    let (r1, r2) = udp_fragments(backend, src, 8080, 7000, 0x0707, 100, bport);
+    let (_, back1) = s.send(&r1, bport);
+    let (v, back2) = s.send(&r2, bport);
+    assert!(matches!(v, Verdict::Forward { port: 1, .. }), "{v:?}");
+    assert_eq!(ip_addrs(&back1), (VIP, PODS[0]));
+    assert_eq!(ip_addrs(&back2), (VIP, PODS[0]));
+    // A later fragment of a datagram never seen: dropped.
+    let (_, stray) = udp_fragments(PODS[1], VIP, 7001, 53, 0x9999, 100, 2);
+    assert_eq!(s.send(&stray, 2).0, Verdict::Drop(DropReason::FragmentUnknown));
+    let stage = |name: &str| s.c.stages().into_iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| v);
+    assert_eq!((stage("fragments.datagrams"), stage("fragments.followed")), (2, 2));
+}
