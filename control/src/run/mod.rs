@@ -30,6 +30,7 @@ pub mod affinity;
 mod apply;
 mod cni_watch;
 pub mod conntrack_timeouts;
+pub mod nodeport_addresses;
 mod dnat_return;
 pub mod flows;
 pub mod host_port;
@@ -97,6 +98,11 @@ pub struct RunArgs {
     pub conntrack_size: u32,
     #[command(flatten)]
     pub conntrack_timeouts: conntrack_timeouts::ConntrackTimeoutArgs,
+    /// Which node addresses serve NodePorts (kube-proxy's flag): comma-separated IPv4 CIDRs
+    /// (every address of the node's interfaces inside one, read at start) and/or `primary`
+    /// (the node's InternalIP).
+    #[arg(long, value_name = "CIDR,...|primary", value_delimiter = ',', default_value = "primary")]
+    pub nodeport_addresses: Vec<nodeport_addresses::NodePortAddress>,
     /// The node's uplink interface: traffic from clients outside the cluster (NodePorts,
     /// LoadBalancer and external IPs) arrives here, and whatever has no more specific route
     /// leaves here, to the gateway of the kernel's default route through it. It stays the

@@ -178,6 +178,15 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
     teardown.dataplane(Arc::clone(&shared));
 
     let resource_versions = matches!(source, Source::Api(_));
+    let node_ports = super::nodeport_addresses::NodePortAddresses::resolve(
+        &args.nodeport_addresses,
+        node.internal_ip,
+        &super::nodeport_addresses::local_addresses(),
+    );
+    for net in &node_ports.unmatched {
+        tracing::warn!("--nodeport-addresses {net}: no address of this node is in it; it serves no NodePort");
+    }
+    tracing::info!(internal_ip = node_ports.internal_ip, extra = ?node_ports.extra, "NodePorts served on these node addresses");
     let mut sw = Switch::new(Arc::clone(&shared), apply::Config {
         node,
         uplink,
@@ -185,8 +194,16 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
         host_stack_mac,
         dir,
         resource_versions,
-        services: crate::services::ServiceConfig { service_cidrs: args.service_cidrs.clone(), ..Default::default() },
-        uplink_filter: crate::uplink_filter::UplinkConfig { vxlan_port: pod_network.vxlan_port(), ..Default::default() },
+        services: crate::services::ServiceConfig {
+            service_cidrs: args.service_cidrs.clone(),
+            extra_node_ips: node_ports.extra.clone(),
+            internal_ip_serves_node_ports: node_ports.internal_ip,
+            ..Default::default()
+        },
+        uplink_filter: crate::uplink_filter::UplinkConfig {
+            vxlan_port: pod_network.vxlan_port(),
+            extra_node_ips: node_ports.extra.clone(),
+        },
     });
     // The pods the CNI plugin wired before the switch started are adopted with the first view.
     let mut cni = CniWatch::new(&args.cni_data_dir);

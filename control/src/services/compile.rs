@@ -668,7 +668,7 @@ fn compile_dirty<'a>(
     index: &mut Option<PodIndex<'a>>,
 ) {
     let ServiceState { config: cfg, service_ids, next_endpoint_id, cache, .. } = state;
-    let mut node_ips = vec![inp.node.internal_ip];
+    let mut node_ips = if cfg.internal_ip_serves_node_ports { vec![inp.node.internal_ip] } else { Vec::new() };
     for a in &cfg.extra_node_ips {
         if !node_ips.contains(a) {
             node_ips.push(*a);

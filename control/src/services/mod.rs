@@ -84,6 +84,8 @@ pub struct ServiceConfig {
     pub node_port_range: RangeInclusive<u16>,
     /// Node addresses that serve NodePorts besides the node's InternalIP.
     pub extra_node_ips: Vec<Ipv4Addr>,
+    /// Whether the node's InternalIP serves NodePorts (`--nodeport-addresses` may leave it out).
+    pub internal_ip_serves_node_ports: bool,
 }
 
 impl Default for ServiceConfig {
@@ -92,6 +94,7 @@ impl Default for ServiceConfig {
             service_cidrs: vec![DEFAULT_SERVICE_CIDR.parse().expect("valid default CIDR")],
             node_port_range: DEFAULT_NODE_PORT_RANGE,
             extra_node_ips: Vec::new(),
+            internal_ip_serves_node_ports: true,
         }
     }
 }

@@ -70,7 +70,7 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut RefState) -> CompiledSe
     let ok: Vec<&ServiceModel> = parsed.values().flatten().filter(|s| allocs.contains_key(&s.key)).collect();
 
     // 4. Frontends.
-    let mut node_ips = vec![inp.node.internal_ip];
+    let mut node_ips = if cfg.internal_ip_serves_node_ports { vec![inp.node.internal_ip] } else { Vec::new() };
     for a in &cfg.extra_node_ips {
         if !node_ips.contains(a) {
             node_ips.push(*a);

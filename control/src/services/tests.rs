@@ -202,6 +202,16 @@ fn extra_node_ips_serve_node_ports() {
     let c = compile_in(&mut state, &service("x", "np", spec));
     fe(&c, NODE_IP, 30081, TCP);
     fe(&c, "192.168.1.2", 30081, TCP);
+    // --nodeport-addresses without the InternalIP: only the other address serves.
+    let mut state = ServiceState::new(ServiceConfig {
+        extra_node_ips: vec![ip("192.168.1.2")],
+        internal_ip_serves_node_ports: false,
+        ..Default::default()
+    });
+    let c = compile_in(&mut state, &service("x", "np", spec));
+    fe(&c, "192.168.1.2", 30081, TCP);
+    assert!(c.tables.frontends.iter().all(|f| !(f.key.ip == u32::from(ip(NODE_IP)) && f.key.port == 30081)), "not on the InternalIP");
+    fe(&c, "10.96.0.41", 80, TCP);
 }
 
 #[test]

@@ -376,6 +376,7 @@ fn incremental_equals_full_and_reference_with_scarce_addresses_and_ports() {
         service_cidrs: vec!["10.96.0.0/28".parse().unwrap()],
         node_port_range: 30000..=30004,
         extra_node_ips: vec!["192.168.1.2".parse().unwrap()],
+        internal_ip_serves_node_ports: true,
     };
     for seed in 1..=6u64 {
         run(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) + 7, 250, config.clone());
