@@ -842,3 +842,37 @@ fn a_3000_byte_udp_datagram_crosses_a_cluster_ip_both_ways_and_forged_fragments_
     }
     assert_eq!(drops_of("fragment_unknown"), before + 1, "the forged fragment is dropped as fragment_unknown\n{}", switch_counters());
 }
+
+// ---- 12. NodePorts, LoadBalancer IPs and externalIPs from inside the node ----
+
+#[test]
+fn nodeport_loadbalancer_and_external_ips_from_pods_and_from_the_node_itself() {
+    let test = "nodeport_loadbalancer_and_external_ips_from_pods_and_from_the_node_itself";
+    let Some(lab) = Lab::new(test) else { return };
+    lab.set_labels("x", "a", &["app: web"]);
+    let ports = "  selector: {app: web}\n  ports:\n  - {name: tcp, port: 80, targetPort: 80}\n  \
+                 - {name: udp, port: 81, protocol: UDP, targetPort: 81}\n";
+    let svcs = [
+        service("np", &format!("  type: NodePort\n  clusterIP: 10.96.0.41\n{ports}")),
+        service("ext", &format!("  clusterIP: 10.96.0.42\n  externalIPs: [192.0.2.40]\n{ports}")),
+        format!(
+            "{}status:\n  loadBalancer:\n    ingress:\n    - ip: 192.0.2.41\n---\n",
+            service("lb", &format!("  type: LoadBalancer\n  clusterIP: 10.96.0.43\n{ports}")).trim_end_matches("---\n")
+        ),
+    ]
+    .concat();
+    lab.write("svc.yaml", &svcs);
+    lab.up();
+    let targets = ["nodeport/x/np:80", "nodeport/x/np:81/udp", "192.0.2.40:80", "192.0.2.40:81/udp", "lb/x/lb:80", "lb/x/lb:81/udp"];
+    let mut bad = Vec::new();
+    for from in ["y/b", "node"] {
+        let mut args = vec!["--from", from, "--timeout-ms", "1000", "--to"];
+        args.extend(targets);
+        for p in probe(&args) {
+            if !(p["result"] == "connected" && p["answered_by"] == "x/a") {
+                bad.push(format!("from {from}: {p}"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "not answered by the Service's pod:\n{}\n{}", bad.join("\n"), switch_counters());
+}

@@ -118,6 +118,8 @@ pub(crate) struct Switch {
     ignored_kinds: Vec<String>,
     svc_state: ServiceState,
     services: Option<Arc<CompiledServices>>,
+    /// The node's own access to NodePorts, LoadBalancer IPs and externalIPs.
+    node_local: super::node_local::NodeLocalAccess,
     policy_state: PolicyState,
     policy: Option<Arc<CompiledPolicy>>,
     /// Every pod of the view, re-read where it changed.
@@ -170,6 +172,7 @@ impl Switch {
             ignored_kinds: Vec::new(),
             // API objects change resourceVersion with every change: the compilers may trust it.
             svc_state: ServiceState::new(cfg.services.clone()).with_resource_versions(rv),
+            node_local: Default::default(),
             services: None,
             policy_state: PolicyState::default(),
             policy: None,
@@ -274,6 +277,10 @@ impl Switch {
             tracing::warn!("{p}");
         }
         let removed = self.svc_state.removed_endpoints().to_vec();
+        if let Err(p) = self.node_local.follow(&self.cfg.node, &compiled.tables) {
+            tracing::warn!("{p}");
+            problems.push(p);
+        }
         self.problems = problems;
         self.ignored_kinds.clone_from(&m.ignored);
         self.services = Some(Arc::new(compiled));

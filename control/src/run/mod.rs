@@ -32,6 +32,7 @@ mod cni_watch;
 pub mod conntrack_timeouts;
 pub mod nodeport_addresses;
 mod dnat_return;
+pub mod node_local;
 pub mod flows;
 pub mod host_port;
 pub mod metrics_view;

@@ -52,6 +52,7 @@ impl Drop for Teardown {
         }
         if self.dnat_return {
             dnat_return::remove();
+            super::node_local::remove();
         }
         if let Some(path) = self.control_socket.take() {
             let _ = std::fs::remove_file(path);
