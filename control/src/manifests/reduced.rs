@@ -253,6 +253,8 @@ pub struct Endpoint {
     pub node_name: Option<Arc<str>>,
     pub deprecated_topology: Option<BTreeMap<String, String>>,
     pub target_ref: Option<ObjectReference>,
+    /// `forZones` and `forNodes` (topology-aware routing, `trafficDistribution`).
+    pub hints: Option<k8s_openapi::api::discovery::v1::EndpointHints>,
 }
 
 /// What is read of an endpoint's `targetRef`.

@@ -53,6 +53,8 @@ mod reference;
 mod tests;
 #[cfg(test)]
 mod tests_incremental;
+#[cfg(test)]
+mod tests_topology;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
