@@ -122,6 +122,7 @@ impl Sets {
     }
 
     /// Whether the port has a usable endpoint anywhere (kube-proxy's `hasAnyEndpoints`).
+    #[cfg(test)]
     pub fn has_any(&self) -> bool {
         self.has_any
     }
