@@ -86,7 +86,7 @@ fn answered(from: &str, target: &str, n: usize) -> BTreeSet<String> {
 }
 
 fn set(pods: &[&str]) -> BTreeSet<String> {
-    pods.iter().map(|p| p.to_string()).collect()
+    pods.iter().map(|p| (*p).to_string()).collect()
 }
 
 #[test]

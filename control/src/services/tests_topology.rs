@@ -113,7 +113,7 @@ fn model(s: Svc) -> ServiceModel {
 }
 
 fn set_of(l: &[&str]) -> BTreeSet<String> {
-    l.iter().map(|s| s.to_string()).collect()
+    l.iter().map(|s| (*s).to_string()).collect()
 }
 
 fn run(c: &Case) {
