@@ -7,8 +7,9 @@
 //! (all metadata, all conditions). The objects are the examples' (Services, policies, the
 //! 9-pod lab) made to look as the API server sends them: managedFields, annotations, owner
 //! references, container images, env and probes, every pod condition (some pods not Ready,
-//! some with conditions but no Ready one), container statuses, endpoint hints and zones; the
-//! lab's pods get the addresses the lab would give them.
+//! some with conditions but no Ready one), container statuses, endpoint hints (which steer:
+//! the node has a zone label) and zones, `trafficDistribution`; the lab's pods get the
+//! addresses the lab would give them.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,8 +82,11 @@ fn as_sent(mut v: Value, i: usize) -> Value {
         "EndpointSlice" => {
             for (j, e) in v.get_mut("endpoints").and_then(Value::as_array_mut).into_iter().flatten().enumerate() {
                 let e = e.as_object_mut().unwrap();
+                // Hints that steer (the node is in zone-a): half the endpoints for zone-a, the
+                // others for zone-b, some for a node too.
                 e.insert("zone".into(), json!("zone-a"));
-                e.insert("hints".into(), json!({"forZones": [{"name": "zone-a"}]}));
+                let zone = if j % 2 == 0 { "zone-a" } else { "zone-b" };
+                e.insert("hints".into(), json!({"forZones": [{"name": zone}], "forNodes": [{"name": format!("node-{j}")}]}));
                 e.insert("hostname".into(), json!(format!("h{j}")));
                 if let Some(r) = e.get_mut("targetRef").and_then(Value::as_object_mut) {
                     r.insert("uid".into(), json!("u"));
@@ -96,6 +100,11 @@ fn as_sent(mut v: Value, i: usize) -> Value {
             spec.insert("ipFamilies".into(), json!(["IPv4"]));
             spec.insert("ipFamilyPolicy".into(), json!("SingleStack"));
             spec.insert("internalTrafficPolicy".into(), spec.get("internalTrafficPolicy").cloned().unwrap_or(json!("Cluster")));
+            spec.insert("trafficDistribution".into(), json!(["PreferClose", "PreferSameZone", "PreferSameNode"][i % 3]));
+        }
+        "Node" => {
+            let labels = v["metadata"].as_object_mut().unwrap().entry("labels").or_insert_with(|| json!({}));
+            labels.as_object_mut().unwrap().insert("topology.kubernetes.io/zone".into(), json!("zone-a"));
         }
         _ => {}
     }
@@ -154,6 +163,13 @@ fn full_view(docs: &[Value]) -> Manifests {
                         node_name: e.node_name.as_deref().map(Arc::from),
                         deprecated_topology: e.deprecated_topology,
                         target_ref: e.target_ref.map(|r| reduced::ObjectReference { kind: r.kind, name: r.name, namespace: r.namespace }),
+                        hints: e.hints.map(|h| {
+                            let names = |l: Vec<String>| l.into_iter().map(|n| reduced::ForName { name: Arc::from(n) }).collect();
+                            reduced::EndpointHints {
+                                for_zones: h.for_zones.map(|z| names(z.into_iter().map(|z| z.name).collect())),
+                                for_nodes: h.for_nodes.map(|n| names(n.into_iter().map(|n| n.name).collect())),
+                            }
+                        }),
                     })
                     .collect();
                 let s = reduced::EndpointSlice { metadata: with_ns(full.metadata), address_type: full.address_type, endpoints, ports: full.ports };

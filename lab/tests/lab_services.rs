@@ -559,6 +559,54 @@ fn nodeport_loadbalancer_and_external_ips_from_outside_with_source_ranges() {
     assert!(r.iter().all(|p| p["result"] == "connected" && host(&p["seen_client"]) == NODE_IP), "{}", show(&r));
 }
 
+/// Drops the switch counted for `reason`.
+fn drops_for(reason: &str) -> u64 {
+    let v: Value = serde_json::from_str(&ok(&["show", "stats", "--json"])).unwrap();
+    v["drops"].as_array().unwrap().iter().filter(|d| d["reason"] == reason).map(|d| d["count"].as_u64().unwrap_or(0)).sum()
+}
+
+#[test]
+fn load_balancer_source_ranges_refuse_pods_outside_them() {
+    let Some(lab) = Lab::new("load_balancer_source_ranges_refuse_pods_outside_them") else { return };
+    lab.set_labels("x", "a", &["app: web"]);
+    lab.set_labels("x", "b", &["app: web"]);
+    let lb = |ranges: &str| {
+        service(
+            "lb-pods",
+            &format!(
+                "  type: LoadBalancer\n  clusterIP: 10.96.0.25\n  loadBalancerSourceRanges: [{ranges}]\n  selector: {{app: web}}\n  \
+                 ports:\n  - {{name: tcp, port: 80, targetPort: 80}}\n  - {{name: udp, port: 81, protocol: UDP, targetPort: 81}}\n"
+            ),
+        )
+        .replacen("---\n", "status:\n  loadBalancer:\n    ingress:\n    - ip: 192.0.2.12\n---\n", 1)
+    };
+    // No pod is inside 198.51.100.0/24 yet: the lab gives addresses at `up`.
+    lab.write("svc.yaml", &lb("198.51.100.0/24"));
+    lab.up();
+    let ips = pod_ips();
+    // x/c inside (its /32), y/a and z/b outside; the ClusterIP of the same Service knows no ranges.
+    lab.write("svc.yaml", &lb(&format!("198.51.100.0/24, {}/32", ips["x/c"])));
+    let before = drops_for("lb_source_denied");
+    let r = probe(&["--from", "x/c", "y/a", "z/b", "--timeout-ms", "700", "--to", "lb/x/lb-pods:80", "lb/x/lb-pods:81/udp", "svc/x/lb-pods:80"]);
+    assert_eq!(r.len(), 9, "{}", show(&r));
+    for p in &r {
+        let inside = p["from"] == "x/c" || p["to"].as_str().unwrap().starts_with("svc/");
+        if inside {
+            assert_eq!(p["result"], "connected", "{p}\n{}", switch_counters());
+            assert!(["x/a", "x/b"].contains(&p["answered_by"].as_str().unwrap_or("")), "{p}");
+            // eTP Cluster masquerades what goes to the LoadBalancer IP, not to the ClusterIP.
+            let want = if p["to"].as_str().unwrap().starts_with("svc/") { ips[p["from"].as_str().unwrap()].as_str() } else { NODE_IP };
+            assert_eq!(host(&p["seen_client"]), want, "{p}");
+        } else {
+            assert_eq!(p["result"], "timeout", "outside the ranges: {p}");
+        }
+    }
+    assert_eq!(r[0]["address"], "192.0.2.12:80", "{}", show(&r));
+    // 4 probes refused (2 pods, TCP and UDP), each at least once (TCP retries its SYN).
+    let denied = drops_for("lb_source_denied") - before;
+    assert!(denied >= 4, "lb_source_denied counted {denied} times\n{}", switch_counters());
+}
+
 // ---- 8. UDP flows of a removed endpoint ----
 
 /// Creates a UDP socket inside network namespace `ns` (it stays there when the thread ends).

@@ -83,7 +83,8 @@ impl Reduce for Pod {
 }
 
 /// The one shared copy of a node name (there are a few thousand at most, each named by every
-/// pod and endpoint on it). Names stay for the life of the process.
+/// pod and endpoint on it), or of a zone name (endpoint hints). Names stay for the life of
+/// the process.
 pub fn intern_node(name: &str) -> Arc<str> {
     static NAMES: Mutex<Option<HashSet<Arc<str>>>> = Mutex::new(None);
     let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
@@ -253,6 +254,28 @@ pub struct Endpoint {
     pub node_name: Option<Arc<str>>,
     pub deprecated_topology: Option<BTreeMap<String, String>>,
     pub target_ref: Option<ObjectReference>,
+    /// `forZones` and `forNodes` (topology-aware routing, `trafficDistribution`).
+    pub hints: Option<EndpointHints>,
+}
+
+/// An endpoint's `hints`: the zone and node names are shared ([`intern_node`]; a cluster has
+/// a few zones, named by most of its endpoints).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointHints {
+    pub for_zones: Option<Vec<ForName>>,
+    pub for_nodes: Option<Vec<ForName>>,
+}
+
+/// One entry of `forZones` or `forNodes`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ForName {
+    #[serde(deserialize_with = "interned_name")]
+    pub name: Arc<str>,
+}
+
+fn interned_name<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+    Ok(intern_node(&std::borrow::Cow::<'de, str>::deserialize(d)?))
 }
 
 /// What is read of an endpoint's `targetRef`.
@@ -316,6 +339,24 @@ mod tests {
         let (a, b) = (slice.endpoints[0].node_name.clone().unwrap(), slice.endpoints[1].node_name.clone().unwrap());
         assert!(Arc::ptr_eq(&a, &b));
         assert!(Arc::ptr_eq(&a, &intern_node("node-shared")));
+    }
+
+    #[test]
+    fn hints_are_kept_with_shared_names() {
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.0.0.1"], "hints": {"forZones": [{"name": "zone-shared"}], "forNodes": [{"name": "node-h"}]}},
+                {"addresses": ["10.0.0.2"], "hints": {"forZones": [{"name": "zone-shared"}]}},
+                {"addresses": ["10.0.0.3"]},
+            ],
+        }))
+        .unwrap();
+        let zone = |i: usize| slice.endpoints[i].hints.as_ref().unwrap().for_zones.as_ref().unwrap()[0].name.clone();
+        assert!(Arc::ptr_eq(&zone(0), &zone(1)));
+        assert_eq!(&*slice.endpoints[0].hints.as_ref().unwrap().for_nodes.as_ref().unwrap()[0].name, "node-h");
+        assert_eq!(slice.endpoints[1].hints.as_ref().unwrap().for_nodes, None);
+        assert_eq!(slice.endpoints[2].hints, None);
     }
 
     #[test]

@@ -23,7 +23,8 @@
 //!   previous run's result is kept;
 //! - step 4 runs only for the Services whose input changed: the Service, its EndpointSlices,
 //!   the pods its selector picks (when its endpoints come from them), its allocations, the
-//!   node. It keeps their endpoint ids, and new ids are handed out in Service key order, as a
+//!   node (its name, InternalIP and zone, and the zones of every node, which selector-derived
+//!   endpoints are hinted with: a change of any of them compiles every Service). It keeps their endpoint ids, and new ids are handed out in Service key order, as a
 //!   full compile hands them out (the other Services have no new endpoints);
 //! - step 5 runs again only when a Service entered or left the tables, or some recompiled
 //!   Service's list of (frontend key, name) changed. Otherwise the new tables are the previous
@@ -45,7 +46,7 @@ use super::allocate::{cluster_ip_order, node_port_order, valid_cluster_ip, Alloc
 use super::derive::{self, Candidate, PodIndex};
 use super::fingerprint::{self, Fp, FpHasher};
 use super::model::{self, ClusterIpSpec, PortSpec, ServiceModel, SliceModel};
-use super::sets::{SetChoice, Sets};
+use super::sets::{SetChoice, Sets, Topology};
 use super::view::frontend_view;
 use super::{CompiledServices, ServiceConfig, ServiceInputs, ServiceState, ServiceView};
 use crate::manifests::{Collection, Manifests};
@@ -198,8 +199,8 @@ impl SvcOut {
 /// What the incremental compile keeps between compiles.
 #[derive(Clone, Default)]
 pub(crate) struct Cache {
-    /// Node name and InternalIP of the last compile.
-    node: Option<(String, Ipv4Addr)>,
+    /// Node name, InternalIP and topology ([`NodeTopology`]) of the last compile.
+    node: Option<(String, Ipv4Addr, NodeTopology)>,
     /// Digest of the view of the last compile: a view whose [`crate::manifests::Changes`]
     /// lead from it is compared only where they say.
     seen: String,
@@ -363,7 +364,7 @@ impl Pass {
 fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> CompiledServices {
     let m = inp.manifests;
     let rv = state.resource_versions;
-    let node_id = (inp.node.name.clone(), inp.node.internal_ip);
+    let node_id = (inp.node.name.clone(), inp.node.internal_ip, NodeTopology::of(m, &inp.node.name));
     let all_dirty = full || state.cache.node.as_ref() != Some(&node_id);
     state.cache.node = Some(node_id);
     let mut pass =
@@ -674,7 +675,8 @@ fn compile_dirty<'a>(
             node_ips.push(*a);
         }
     }
-    let env = Env { m: inp.manifests, node: inp.node, node_ips: &node_ips };
+    let zone = cache.node.as_ref().map_or("", |(_, _, t)| t.zone.as_str());
+    let env = Env { m: inp.manifests, node: inp.node, zone, node_ips: &node_ips };
     let no_slices = Vec::new();
     let (slices_of, slices, out_problem_svcs) = (&cache.slices_of, &cache.slices, &mut cache.out_problem_svcs);
     let (mut structure_changed, mut left_tables, mut removed_ids) = (false, false, Vec::new());
@@ -1008,10 +1010,37 @@ pub(super) fn allocate<'a>(
     (out, problems)
 }
 
+/// What a compile reads of the Node objects: this node's zone and a fingerprint of every
+/// node's (what topology hints are matched against and derived from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct NodeTopology {
+    /// This node's `topology.kubernetes.io/zone`, `""` without one.
+    pub zone: String,
+    zones_fp: Fp,
+}
+
+impl NodeTopology {
+    pub fn of(m: &Manifests, this: &str) -> Self {
+        let zone_of = |n: &k8s_openapi::api::core::v1::Node| -> Option<String> {
+            n.metadata.labels.as_ref().and_then(|l| l.get(model::ZONE_LABEL)).cloned()
+        };
+        let mut h = FpHasher::default();
+        for (name, node) in &m.nodes {
+            if let Some(z) = zone_of(node) {
+                name.hash(&mut h);
+                z.hash(&mut h);
+            }
+        }
+        Self { zone: m.nodes.get(this).and_then(|n| zone_of(n)).unwrap_or_default(), zones_fp: h.fp() }
+    }
+}
+
 /// What step 4 reads besides the Service.
 struct Env<'a> {
     m: &'a Manifests,
     node: &'a NodeInfo,
+    /// This node's zone, `""` without one.
+    zone: &'a str,
     /// The node's addresses that serve NodePorts, InternalIP first.
     node_ips: &'a [Ipv4Addr],
 }
@@ -1072,14 +1101,13 @@ fn finish_one(svc: &ServiceModel, service_id: u32, alloc: &Alloc, prepared: Vec<
     let mut cands_out: Vec<Cand> = Vec::new();
     let mut ids_out: Vec<PortIds> = Vec::with_capacity(svc.ports.len());
     let mut maglevs: Built = Vec::new();
-    let source_ranges: Vec<(u32, u8)> =
-        svc.source_ranges.iter().map(|n| (u32::from(n.network()), n.prefix_len())).collect();
+    let source_ranges = lb_source_ranges(svc, env.node.internal_ip);
     for (port, PreparedPort { cands, from, ids, problems }) in svc.ports.iter().zip(prepared) {
         items.extend(problems.into_iter().map(Item::Fixed));
         // Candidates are sorted by (address, port): so is the id list.
         ids_out.push(((port.name.clone(), port.proto), cands.iter().zip(&ids).map(|(c, &id)| ((c.ip, c.port), id)).collect()));
 
-        let sets = Sets::categorize(&cands);
+        let sets = Sets::categorize(&cands, Topology { node: &env.node.name, zone: env.zone });
         // Each endpoint's `ip:port`, written once for the views and the Maglev names.
         let addrs: Vec<AddressText> = cands.iter().map(|c| AddressText::new(c.ip, c.port)).collect();
         let frontends = port_frontends(svc, port, alloc, env.node_ips);
@@ -1134,8 +1162,20 @@ pub(super) fn port_frontends(
     frontends
 }
 
-/// One frontend of a Service port with its [internal, external] sets; `source_ranges` (the
-/// Service's `loadBalancerSourceRanges`) apply to LoadBalancer frontends only.
+/// The sources a LoadBalancer frontend of `svc` admits (empty: any), as kube-proxy's
+/// firewall chain has them: the `loadBalancerSourceRanges`, and when one of them holds this
+/// node's address (`node_ip`), the load balancer's own IPs too (a node that routes an LB IP to
+/// itself sends from that IP).
+pub(super) fn lb_source_ranges(svc: &ServiceModel, node_ip: Ipv4Addr) -> Vec<(u32, u8)> {
+    let mut out: Vec<(u32, u8)> = svc.source_ranges.iter().map(|n| (u32::from(n.network()), n.prefix_len())).collect();
+    if svc.source_ranges.iter().any(|n| n.contains(&node_ip)) {
+        out.extend(svc.lb_ips.iter().map(|a| (u32::from(*a), 32)));
+    }
+    out
+}
+
+/// One frontend of a Service port with its [internal, external] sets; `source_ranges`
+/// ([`lb_source_ranges`]) apply to LoadBalancer frontends only.
 pub(super) fn frontend(
     svc: &ServiceModel,
     port: &PortSpec,

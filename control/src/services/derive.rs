@@ -13,6 +13,12 @@
 //!   `status.conditions` at all counts as Ready: the manifest source (and the lab) have no
 //!   kubelet to write them. A named `targetPort` is resolved per pod against its containerPorts
 //!   (name and protocol); a pod that does not declare it is skipped for that port.
+//! - Hints: a slice endpoint's `hints` as written. Derived endpoints get the hints the
+//!   EndpointSlice controller writes for the Service's `trafficDistribution` (its `trafficdist`
+//!   heuristic): with `PreferClose`, `PreferSameZone` or `PreferSameNode`, every ready endpoint
+//!   is hinted for the zone of its node (the Node's `topology.kubernetes.io/zone` label, when
+//!   the view has the Node and the label is not empty) and, with `PreferSameNode`, for its node;
+//!   otherwise none is hinted.
 //! - An endpoint is local when its node is this node; a pod without `spec.nodeName` is on this
 //!   node (manifest source convention); a slice endpoint without nodeName is not local.
 //! - The same address and port listed twice (overlapping slices) counts once: the first in
@@ -23,7 +29,7 @@ use std::sync::Arc;
 
 use crate::manifests::kinds::Pod;
 
-use super::model::{PortSpec, ServiceModel, SliceModel, TargetPort};
+use super::model::{Hints, PortSpec, ServiceModel, SliceModel, TargetPort, TrafficDistribution, ZONE_LABEL};
 use crate::manifests::Manifests;
 use crate::model::{NodeInfo, PodInfo};
 
@@ -44,6 +50,9 @@ pub struct Candidate {
     /// Where it comes from: `EndpointSlice ns/name` (with `, pod ns/name` when it says) or
     /// `pod ns/name` (shared by the endpoints of a slice and the views that show them).
     pub source: Arc<str>,
+    /// Topology hints (see the module contract), shared with the endpoints that have the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hints: Option<Arc<Hints>>,
 }
 
 /// The most endpoints one Service port uses (Maglev entries are 16-bit indices).
@@ -109,6 +118,7 @@ pub fn from_slices(
                 local: e.node.as_deref() == Some(node.name.as_str()),
                 node: e.node.clone(),
                 source,
+                hints: e.hints.clone(),
             });
         }
     }
@@ -202,6 +212,7 @@ pub fn from_selector(
 ) -> Vec<Candidate> {
     let Some(selector) = &svc.selector else { return Vec::new() };
     let mut out = Vec::new();
+    let mut hinter = Hinter::new(svc.traffic_distribution, manifests);
     for p in pods {
         if p.namespace != svc.namespace || !selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)) {
             continue;
@@ -234,18 +245,55 @@ pub fn from_selector(
             }
         };
         let local = p.node_name.as_deref().is_none_or(|n| n == node.name);
+        let node_name = p.node_name.as_deref().unwrap_or(node.name.as_str());
         out.push(Candidate {
             ip,
             port: target,
             ready,
             serving,
             terminating,
-            node: Some(Arc::from(p.node_name.as_deref().unwrap_or(node.name.as_str()))),
+            node: Some(Arc::from(node_name)),
             local,
             source: Arc::from(format!("pod {key}")),
+            hints: if ready { hinter.hints(node_name) } else { None },
         });
     }
     dedupe(out)
+}
+
+/// The hints the EndpointSlice controller gives a ready endpoint on a node, for one Service
+/// (see the module contract); one shared copy per node.
+struct Hinter<'a> {
+    distribution: Option<TrafficDistribution>,
+    manifests: &'a Manifests,
+    /// Node name -> its endpoints' hints.
+    made: Vec<(String, Option<Arc<Hints>>)>,
+}
+
+impl<'a> Hinter<'a> {
+    fn new(distribution: Option<TrafficDistribution>, manifests: &'a Manifests) -> Self {
+        Self { distribution, manifests, made: Vec::new() }
+    }
+
+    fn hints(&mut self, node: &str) -> Option<Arc<Hints>> {
+        let distribution = self.distribution?;
+        if let Some((_, h)) = self.made.iter().find(|(n, _)| n == node) {
+            return h.clone();
+        }
+        let zone = self
+            .manifests
+            .nodes
+            .get(node)
+            .and_then(|n| n.metadata.labels.as_ref())
+            .and_then(|l| l.get(ZONE_LABEL))
+            .filter(|z| !z.is_empty());
+        let zones: Box<[Arc<str>]> = zone.map(|z| Arc::from(z.as_str())).into_iter().collect();
+        let nodes: Box<[Arc<str>]> =
+            if distribution == TrafficDistribution::PreferSameNode { Box::new([Arc::from(node)]) } else { Box::new([]) };
+        let h = (!zones.is_empty() || !nodes.is_empty()).then(|| Arc::new(Hints { zones, nodes }));
+        self.made.push((node.to_string(), h.clone()));
+        h
+    }
 }
 
 /// One candidate per (address, port), sorted by them: the first in list order, unless a later

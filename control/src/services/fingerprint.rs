@@ -153,6 +153,7 @@ pub fn service(svc: &Service, resource_versions: bool) -> Fp {
             s.selector.hash(&mut h);
             s.allocate_load_balancer_node_ports.hash(&mut h);
             s.publish_not_ready_addresses.hash(&mut h);
+            s.traffic_distribution.hash(&mut h);
             hash_opt_list(&mut h, s.ports.as_ref(), |h, p| {
                 p.name.hash(h);
                 p.port.hash(h);
@@ -196,6 +197,10 @@ pub fn slice(s: &EndpointSlice, resource_versions: bool) -> Fp {
             r.kind.hash(h);
             r.name.hash(h);
             r.namespace.hash(h);
+        });
+        hash_opt(&mut h, e.hints.as_ref(), |h, hints| {
+            hash_opt_list(h, hints.for_zones.as_ref(), |h, z| z.name.hash(h));
+            hash_opt_list(h, hints.for_nodes.as_ref(), |h, n| n.name.hash(h));
         });
     }
     h.fp()

@@ -11,13 +11,16 @@
 //!   `clusterIPs`, else allocated); NodePort (type NodePort, and LoadBalancer unless
 //!   `allocateLoadBalancerNodePorts: false` — a `nodePort` set by hand is served either way) on
 //!   every node address; every `status.loadBalancer.ingress[].ip` (not `ipMode: Proxy`) of a
-//!   LoadBalancer, with `loadBalancerSourceRanges`; every `externalIPs` entry, on any type.
+//!   LoadBalancer, with `loadBalancerSourceRanges` (checked against every client, pods and
+//!   the node included; the LoadBalancer IPs are admitted too when a range holds the node's
+//!   InternalIP, as kube-proxy does); every `externalIPs` entry, on any type.
 //!   ExternalName, headless and IPv6-only Services get none.
 //! - Endpoints (see [`mod@derive`]): the Service's EndpointSlices (label
 //!   `kubernetes.io/service-name`, addressType IPv4), or, when the manifests hold none for a
 //!   Service with a selector, the pods it selects as the EndpointSlice controller would.
-//! - Sets (kube-proxy's `CategorizeEndpoints`, without topology hints): the cluster set is the
-//!   ready endpoints, or the serving+terminating ones when none is ready; the local set is the
+//! - Sets (kube-proxy's `CategorizeEndpoints`, with topology hints: see `sets.rs`): the
+//!   cluster set is the ready endpoints (only those hinted for this node, or else for its zone,
+//!   when the hints allow), or the serving+terminating ones when none is ready; the local set is the
 //!   local ready endpoints, or the local serving+terminating ones when none of those is ready.
 //!   An empty cluster set rejects; an empty local set drops when the Service has usable
 //!   endpoints elsewhere and rejects when it has none at all.
@@ -54,6 +57,8 @@ mod reference;
 mod tests;
 #[cfg(test)]
 mod tests_incremental;
+#[cfg(test)]
+mod tests_topology;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;

@@ -108,6 +108,52 @@ pub struct ServiceModel {
     pub affinity_timeout_s: Option<u32>,
     pub allocate_lb_node_ports: bool,
     pub publish_not_ready: bool,
+    /// `spec.trafficDistribution` when it is one this switch knows; it matters only for
+    /// endpoints derived from the selector (for EndpointSlices, the hints the controller wrote
+    /// from it are what counts, as in kube-proxy).
+    pub traffic_distribution: Option<TrafficDistribution>,
+}
+
+/// `spec.trafficDistribution`: how the EndpointSlice controller hints a Service's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum TrafficDistribution {
+    /// The older name of `PreferSameZone`.
+    PreferClose,
+    PreferSameZone,
+    PreferSameNode,
+}
+
+impl TrafficDistribution {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "PreferClose" => Some(Self::PreferClose),
+            "PreferSameZone" => Some(Self::PreferSameZone),
+            "PreferSameNode" => Some(Self::PreferSameNode),
+            _ => None,
+        }
+    }
+}
+
+/// The node label that names a node's zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// An endpoint's `hints`: the zones and nodes it is meant for (empty lists when unset), names
+/// shared with the other endpoints that carry them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Hints {
+    #[serde(rename = "for_zones", skip_serializing_if = "<[_]>::is_empty")]
+    pub zones: Box<[Arc<str>]>,
+    #[serde(rename = "for_nodes", skip_serializing_if = "<[_]>::is_empty")]
+    pub nodes: Box<[Arc<str>]>,
+}
+
+impl Hints {
+    pub fn for_zone(&self, zone: &str) -> bool {
+        self.zones.iter().any(|z| &**z == zone)
+    }
+    pub fn for_node(&self, node: &str) -> bool {
+        self.nodes.iter().any(|n| &**n == node)
+    }
 }
 
 impl ServiceModel {
@@ -164,6 +210,8 @@ pub struct SliceEndpoint {
     pub node: Option<Arc<str>>,
     /// `targetRef` of kind Pod as `namespace/name`.
     pub pod: Option<String>,
+    /// `hints` (`forZones`, `forNodes`), None when it has none.
+    pub hints: Option<Arc<Hints>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,6 +307,7 @@ pub fn read_service(key: &str, svc: &Service, cfg: &ServiceConfig, problems: &mu
         affinity_timeout_s: None,
         allocate_lb_node_ports: spec.allocate_load_balancer_node_ports.unwrap_or(true),
         publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
+        traffic_distribution: None,
     };
     if type_ == ServiceType::ExternalName {
         return Some(out); // a DNS alias: no proxying at all
@@ -372,6 +421,15 @@ pub fn read_service(key: &str, svc: &Service, cfg: &ServiceConfig, problems: &mu
         Ok(p) => out.internal_policy = p,
         Err(e) => return fail(problems, key, e),
     }
+    match spec.traffic_distribution.as_deref() {
+        None | Some("") => {}
+        Some(t) => match TrafficDistribution::parse(t) {
+            Some(d) => out.traffic_distribution = Some(d),
+            None => problems.push(format!(
+                "Service {key}: trafficDistribution {t:?} is not PreferClose, PreferSameZone or PreferSameNode; ignored"
+            )),
+        },
+    }
     match spec.session_affinity.as_deref() {
         None | Some("") | Some("None") => {}
         Some("ClientIP") => {
@@ -480,8 +538,8 @@ pub fn read_service(key: &str, svc: &Service, cfg: &ServiceConfig, problems: &mu
     Some(out)
 }
 
-/// Node names shared between the endpoints that name the same node, across slices and
-/// compiles: a cluster has few nodes and many endpoints, so the names are kept once.
+/// Node (and zone) names shared between the endpoints that name the same node, across slices
+/// and compiles: a cluster has few nodes and many endpoints, so the names are kept once.
 #[derive(Debug, Clone, Default)]
 pub struct NodeNames(HashSet<Arc<str>>);
 
@@ -557,6 +615,7 @@ pub fn read_slice_sharing(
         }
         out.ports.push(SlicePort { name, port, proto });
     }
+    let mut distinct_hints: Vec<Arc<Hints>> = Vec::new();
     for (i, e) in slice.endpoints.iter().enumerate() {
         let Some(first) = e.addresses.first() else {
             problems.push(format!("EndpointSlice {key}: endpoint #{} has no address; skipped", i + 1));
@@ -576,6 +635,20 @@ pub fn read_slice_sharing(
             let name = r.name.as_deref()?;
             Some(format!("{}/{name}", r.namespace.as_deref().unwrap_or(namespace)))
         });
+        let hints = e.hints.as_ref().map(|h| {
+            let zones: Box<[Arc<str>]> = h.for_zones.iter().flatten().map(|z| nodes.get(&z.name)).collect();
+            let for_nodes: Box<[Arc<str>]> = h.for_nodes.iter().flatten().map(|n| nodes.get(&n.name)).collect();
+            let h = Hints { zones, nodes: for_nodes };
+            // The endpoints of a slice mostly carry one of a few hints: kept once each.
+            match distinct_hints.iter().find(|d| ***d == h) {
+                Some(d) => d.clone(),
+                None => {
+                    let d = Arc::new(h);
+                    distinct_hints.push(d.clone());
+                    d
+                }
+            }
+        });
         out.endpoints.push(SliceEndpoint {
             ip,
             ready: c.ready.unwrap_or(true),
@@ -583,6 +656,7 @@ pub fn read_slice_sharing(
             terminating: c.terminating.unwrap_or(false),
             node,
             pod,
+            hints,
         });
     }
     Some(out)

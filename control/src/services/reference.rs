@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::derive;
 use super::model::{self, ServiceModel, SliceModel};
 use super::address::AddressText;
-use super::sets::{SetChoice, Sets};
+use super::sets::{SetChoice, Sets, Topology};
 use super::view::frontend_view;
 use super::{CompiledServices, EndpointKey, ServiceConfig, ServiceInputs, ServiceView};
 
@@ -113,7 +113,8 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut RefState) -> CompiledSe
                     id
                 })
                 .collect();
-            let sets = Sets::categorize(&cands);
+            let topology = super::compile::NodeTopology::of(m, &inp.node.name);
+            let sets = Sets::categorize(&cands, Topology { node: &inp.node.name, zone: &topology.zone });
             for (kind, ip, fport) in super::compile::port_frontends(svc, port, alloc, &node_ips) {
                 let key = FrontendKey { ip: u32::from(ip), port: fport, proto: port.proto.number() };
                 if let Some(&i) = tables.by_key.get(&key) {
@@ -138,8 +139,7 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut RefState) -> CompiledSe
                         .clone();
                     BackendSet { backends: backends.into(), maglev: table, on_empty: s.on_empty, masquerade: s.masquerade }
                 };
-                let ranges: Vec<(u32, u8)> =
-                    svc.source_ranges.iter().map(|n| (u32::from(n.network()), n.prefix_len())).collect();
+                let ranges = super::compile::lb_source_ranges(svc, inp.node.internal_ip);
                 let f = super::compile::frontend(svc, port, service_id, key, kind, [build(&internal), build(&external)], &ranges);
                 let addrs: Vec<AddressText> = cands.iter().map(|c| AddressText::new(c.ip, c.port)).collect();
                 views.push(frontend_view(svc, port, &f, &cands, &addrs, &ids, &internal, &external, from));

@@ -1140,3 +1140,124 @@ fn udp_flows_are_flushed_when_their_endpoint_stops_serving_not_when_it_terminate
     compile_in(&mut state, &[svc, slice("x", "dns-1", "dns", "[{name: dns, port: 5353, protocol: UDP}]", "[{addresses: [10.244.0.11]}]")].concat());
     assert_eq!(state.removed_endpoints(), [id_a]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// loadBalancerSourceRanges and topology
+
+#[test]
+fn source_ranges_that_hold_the_node_also_admit_the_load_balancer_ips() {
+    let lb = |ranges: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: lb, namespace: x}}\n\
+             spec: {{type: LoadBalancer, selector: {{app: web}}, clusterIP: 10.96.0.40, loadBalancerSourceRanges: [{ranges}],\n\
+             ports: [{{name: http, port: 80, targetPort: http}}]}}\n\
+             status: {{loadBalancer: {{ingress: [{{ip: 192.0.2.10}}, {{ip: 192.0.2.12}}]}}}}\n---\n"
+        )
+    };
+    // kube-proxy's allowFromNode: a node that routes an LB IP to itself sends from it.
+    let c = compile(&lb("172.18.0.0/24"));
+    let f = fe(&c, "192.0.2.10", 80, TCP);
+    assert_eq!(
+        f.source_ranges,
+        vec![(u32::from(ip("172.18.0.0")), 24), (u32::from(ip("192.0.2.10")), 32), (u32::from(ip("192.0.2.12")), 32)]
+    );
+    assert!(f.source_allowed(ip("192.0.2.12")) && f.source_allowed(ip(NODE_IP)) && !f.source_allowed(ip("192.0.2.11")));
+    let c = compile(&lb("198.51.100.0/24"));
+    assert_eq!(fe(&c, "192.0.2.12", 80, TCP).source_ranges, vec![(u32::from(ip("198.51.100.0")), 24)]);
+}
+
+fn zone_node(name: &str, zone: &str) -> String {
+    let labels = if zone.is_empty() { String::new() } else { format!(", labels: {{topology.kubernetes.io/zone: {zone}}}") };
+    format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {name}{labels}}}\n---\n")
+}
+
+#[test]
+fn slice_hints_steer_the_cluster_set_to_this_nodes_zone_and_node() {
+    let svc = service("x", "web", "{clusterIP: 10.96.0.20, type: NodePort, ports: [{name: http, port: 80, nodePort: 30080}]}");
+    let eps = |hints: [&str; 3]| {
+        let e = |i: usize, node: &str| {
+            format!("{{addresses: [10.244.{i}.10], nodeName: {node}{}}}", if hints[i].is_empty() { String::new() } else { format!(", hints: {}", hints[i]) })
+        };
+        slice("x", "web-1", "web", "[{name: http, port: 8080}]", &format!("[{}, {}, {}]", e(0, "node-1"), e(1, "node-2"), e(2, "node-3")))
+    };
+    let all = ["10.244.0.10:8080", "10.244.1.10:8080", "10.244.2.10:8080"];
+    let zones = "{forZones: [{name: zone-a}]}";
+    let zone_b = "{forZones: [{name: zone-b}]}";
+    let cases: [(&str, [&str; 3], &str, &[&str]); 6] = [
+        ("zone hints, node in zone-b", [zones, zone_b, zone_b], "zone-b", &all[1..]),
+        ("zone hints, node in zone-a", [zones, zone_b, zone_b], "zone-a", &all[..1]),
+        ("zone hints, node without a zone", [zones, zone_b, zone_b], "", &all),
+        ("one endpoint without hints", [zones, "", zone_b], "zone-b", &all),
+        (
+            "node hints for every endpoint, one for this node",
+            [
+                "{forZones: [{name: zone-a}], forNodes: [{name: node-1}]}",
+                "{forZones: [{name: zone-b}], forNodes: [{name: node-2}]}",
+                "{forZones: [{name: zone-b}], forNodes: [{name: node-3}]}",
+            ],
+            "zone-b",
+            &all[..1],
+        ),
+        (
+            "node hints for other nodes: the zone decides",
+            [
+                "{forZones: [{name: zone-a}], forNodes: [{name: node-9}]}",
+                "{forZones: [{name: zone-b}], forNodes: [{name: node-2}]}",
+                "{forZones: [{name: zone-b}], forNodes: [{name: node-3}]}",
+            ],
+            "zone-b",
+            &all[1..],
+        ),
+    ];
+    for (what, hints, zone, want) in cases {
+        let c = compile(&[svc.clone(), eps(hints), zone_node("node-1", zone)].concat());
+        assert!(c.problems.is_empty(), "{what}: {:?}", c.problems);
+        for f in &c.tables.frontends {
+            assert_eq!(addrs(&f.internal), want, "{what}: {} internal", f.name);
+            assert_eq!(addrs(&f.external), want, "{what}: {} external", f.name);
+        }
+    }
+}
+
+#[test]
+fn traffic_distribution_hints_selector_endpoints_as_the_endpointslice_controller() {
+    let svc = |td: &str| service("x", "web", &format!("{{selector: {{app: web}}, clusterIP: 10.96.0.20, ports: [{{name: http, port: 80, targetPort: http}}]{td}}}"));
+    let pods = [lab_pod("x", "a", "10.244.0.10", "node-1"), lab_pod("x", "b", "10.244.1.10", "node-2"), lab_pod("x", "c", "10.244.2.10", "node-3")].concat();
+    let nodes = |z1: &str, z2: &str, z3: &str| [zone_node("node-1", z1), zone_node("node-2", z2), zone_node("node-3", z3)].concat();
+    let all = ["10.244.0.10:80", "10.244.1.10:80", "10.244.2.10:80"];
+    let cases: [(&str, &str, String, &[&str]); 7] = [
+        ("no trafficDistribution", "", nodes("zone-a", "zone-a", "zone-b"), &all),
+        ("PreferClose", ", trafficDistribution: PreferClose", nodes("zone-a", "zone-a", "zone-b"), &all[..2]),
+        ("PreferSameZone", ", trafficDistribution: PreferSameZone", nodes("zone-b", "zone-a", "zone-b"), &["10.244.0.10:80", "10.244.2.10:80"]),
+        ("PreferSameNode", ", trafficDistribution: PreferSameNode", nodes("zone-a", "zone-a", "zone-b"), &all[..1]),
+        ("PreferSameNode without zones", ", trafficDistribution: PreferSameNode", nodes("", "", ""), &all[..1]),
+        ("PreferClose, a node without a zone", ", trafficDistribution: PreferClose", nodes("zone-a", "", "zone-a"), &all),
+        ("PreferClose, this node without a zone", ", trafficDistribution: PreferClose", nodes("", "zone-a", "zone-a"), &all),
+    ];
+    for (what, td, nodes, want) in cases {
+        let c = compile(&[svc(td), pods.clone(), nodes].concat());
+        assert!(c.problems.is_empty(), "{what}: {:?}", c.problems);
+        assert_eq!(addrs(&fe(&c, "10.96.0.20", 80, TCP).internal), want, "{what}");
+    }
+    let c = compile(&[svc(", trafficDistribution: Nearby"), pods].concat());
+    assert!(has_problem(&c, "trafficDistribution \"Nearby\" is not PreferClose"), "{:?}", c.problems);
+    assert_eq!(addrs(&fe(&c, "10.96.0.20", 80, TCP).internal), all);
+}
+
+#[test]
+fn a_zone_label_change_recompiles_the_services_it_steers() {
+    let svc = service("x", "web", "{selector: {app: web}, clusterIP: 10.96.0.20, trafficDistribution: PreferClose, ports: [{name: http, port: 80, targetPort: http}]}");
+    let pods = [lab_pod("x", "a", "10.244.0.10", "node-1"), lab_pod("x", "b", "10.244.1.10", "node-2")].concat();
+    let mut state = ServiceState::default();
+    let c = compile_in(&mut state, &[svc.clone(), pods.clone(), zone_node("node-1", "zone-a"), zone_node("node-2", "zone-b")].concat());
+    assert_eq!(addrs(&fe(&c, "10.96.0.20", 80, TCP).internal), ["10.244.0.10:80"]);
+    // The other node moves into this node's zone: its endpoint joins.
+    let c = compile_in(&mut state, &[svc.clone(), pods.clone(), zone_node("node-1", "zone-a"), zone_node("node-2", "zone-a")].concat());
+    assert_eq!(addrs(&fe(&c, "10.96.0.20", 80, TCP).internal), ["10.244.0.10:80", "10.244.1.10:80"]);
+    // And back.
+    let c = compile_in(&mut state, &[svc.clone(), pods.clone(), zone_node("node-1", "zone-a"), zone_node("node-2", "zone-b")].concat());
+    assert_eq!(addrs(&fe(&c, "10.96.0.20", 80, TCP).internal), ["10.244.0.10:80"]);
+    // This node loses its zone: its endpoint has no hint, so none is followed.
+    let c = compile_in(&mut state, &[svc, pods, zone_node("node-1", ""), zone_node("node-2", "zone-b")].concat());
+    assert_eq!(addrs(&fe(&c, "10.96.0.20", 80, TCP).internal), ["10.244.0.10:80", "10.244.1.10:80"]);
+}

@@ -47,6 +47,8 @@ struct World {
     /// (namespace, Service number, slice number, knobs).
     slices: BTreeMap<String, (usize, usize, usize, Knobs)>,
     node: &'static str,
+    /// Zone label of node-1 and node-2: none, zone-a, zone-b.
+    zones: [usize; 2],
 }
 
 const POD_KNOBS: [usize; 9] = [4, 2, 7, 3, 3, 10, 5, 4, 2];
@@ -83,7 +85,7 @@ fn pod_yaml(k: &Knobs, ns: usize, i: usize) -> String {
     )
 }
 
-const SVC_KNOBS: [usize; 16] = [5, 10, 5, 4, 6, 6, 2, 4, 5, 5, 7, 7, 2, 3, 4, 2];
+const SVC_KNOBS: [usize; 17] = [5, 10, 5, 4, 6, 6, 2, 4, 5, 5, 7, 7, 2, 3, 4, 2, 6];
 
 fn service_yaml(k: &Knobs, ns: usize, i: usize) -> String {
     let k = &k.0;
@@ -148,6 +150,9 @@ fn service_yaml(k: &Knobs, ns: usize, i: usize) -> String {
         2 => "status: {loadBalancer: {ingress: [{ip: 5.5.5.6, ipMode: Proxy}]}}\n".into(),
         _ => String::new(),
     };
+    if let Some(td) = ["PreferClose", "PreferSameZone", "PreferSameNode"].get(k[16]) {
+        spec.push(format!("trafficDistribution: {td}"));
+    }
     let annotation = ["", ", annotations: {note: x}"][k[15]];
     format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: {}{annotation}}}\nspec: {{{}}}\n{status}",
@@ -157,8 +162,22 @@ fn service_yaml(k: &Knobs, ns: usize, i: usize) -> String {
 }
 
 /// Knobs of a slice: ports, owner, endpoint count, then (address, ready, serving, terminating,
-/// node) of each of 3 endpoints.
-const SLICE_KNOBS: [usize; 18] = [4, 10, 4, 7, 3, 3, 4, 3, 7, 3, 3, 4, 3, 7, 3, 3, 4, 3];
+/// node) of each of 3 endpoints, then the endpoints' hints.
+const SLICE_KNOBS: [usize; 19] = [4, 10, 4, 7, 3, 3, 4, 3, 7, 3, 3, 4, 3, 7, 3, 3, 4, 3, 5];
+
+/// Topology hints of endpoint `e` of a slice, by the slice's hints knob.
+fn hints(knob: usize, e: usize) -> &'static str {
+    match knob {
+        1 => ", hints: {forZones: [{name: zone-a}]}",
+        2 => [", hints: {forZones: [{name: zone-a}]}", ", hints: {forZones: [{name: zone-b}]}", ""][e],
+        3 => [
+            ", hints: {forZones: [{name: zone-a}], forNodes: [{name: node-1}]}",
+            ", hints: {forZones: [{name: zone-b}], forNodes: [{name: node-2}]}",
+            ", hints: {forZones: [{name: zone-a}, {name: zone-b}], forNodes: [{name: node-2}]}",
+        ][e],
+        _ => "",
+    }
+}
 
 fn slice_yaml(k: &Knobs, ns: usize, svc: usize, n: usize) -> String {
     let k = &k.0;
@@ -172,15 +191,16 @@ fn slice_yaml(k: &Knobs, ns: usize, svc: usize, n: usize) -> String {
     let owner = if k[1] == 0 { (svc + 1) % SERVICES_PER_NS } else { svc };
     let b = |c: usize| ["true", "true", "false"][c];
     let eps: Vec<String> = (0..k[2].min(3))
-        .map(|e| {
-            let e = &k[3 + e * 5..8 + e * 5];
+        .map(|i| {
+            let e = &k[3 + i * 5..8 + i * 5];
             format!(
-                "{{addresses: [\"10.244.{ns}.{}\"], conditions: {{ready: {}, serving: {}, terminating: {}}}{}}}",
+                "{{addresses: [\"10.244.{ns}.{}\"], conditions: {{ready: {}, serving: {}, terminating: {}}}{}{}}}",
                 e[0] + 2,
                 b(e[1]),
                 b(e[2]),
                 ["false", "true", "false", "false"][e[3]],
-                [", nodeName: node-1", ", nodeName: node-2", ""][e[4]]
+                [", nodeName: node-1", ", nodeName: node-2", ""][e[4]],
+                hints(k[18], i)
             )
         })
         .collect();
@@ -230,6 +250,9 @@ impl World {
                 if chance(rng, 20) {
                     self.node = if self.node == "node-1" { "node-2" } else { "node-1" };
                 }
+                if chance(rng, 30) {
+                    self.zones[rng.usize(..2)] = rng.usize(..3);
+                }
             }
         }
     }
@@ -241,7 +264,11 @@ impl World {
             .values()
             .map(|(ns, i, k)| pod_yaml(k, *ns, *i))
             .chain(self.services.values().map(|(ns, i, k)| service_yaml(k, *ns, *i)))
-            .chain(self.slices.values().map(|(ns, s, n, k)| slice_yaml(k, *ns, *s, *n)));
+            .chain(self.slices.values().map(|(ns, s, n, k)| slice_yaml(k, *ns, *s, *n)))
+            .chain(self.zones.iter().enumerate().map(|(i, z)| {
+                let labels = ["", ", labels: {topology.kubernetes.io/zone: zone-a}", ", labels: {topology.kubernetes.io/zone: zone-b}"][*z];
+                format!("apiVersion: v1\nkind: Node\nmetadata: {{name: node-{}{labels}}}\n", i + 1)
+            }));
         let mut text = String::new();
         for doc in docs {
             let doc = if versions {

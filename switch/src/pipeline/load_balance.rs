@@ -3,7 +3,8 @@
 //!
 //! Contract of [`translate`], for the first packet of a tracked connection (not ICMP):
 //! - To a Service frontend (VIP, port, protocol): a client outside the LoadBalancer's source
-//!   ranges is dropped; an SCTP fragment is dropped (it cannot be translated); otherwise the
+//!   ranges is dropped, wherever it comes from (the uplink, a pod, the node's own stack, a
+//!   tunnel), as kube-proxy's firewall chain sees every packet to a LoadBalancer IP; an SCTP fragment is dropped (it cannot be translated); otherwise the
 //!   backend is the client's affinity record's if the frontend has affinity and the record's
 //!   endpoint is still in the set (one record per client and Service port, whichever of the
 //!   port's frontends the client used), else Maglev's pick over the flow's hash (over the client
@@ -72,7 +73,7 @@ pub fn translate(parsed: &ParsedFrame, key: &FlowKey, hash: u64, from_uplink: bo
         }
         return Ok(Translation::NotAService);
     };
-    if from_uplink && !f.source_allowed(parsed.src_ip) {
+    if !f.source_allowed(parsed.src_ip) {
         return Err(DropReason::LbSourceDenied);
     }
     if parsed.is_fragment && key.proto == IPPROTO_SCTP {

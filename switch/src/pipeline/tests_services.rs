@@ -457,6 +457,28 @@ fn external_traffic_policies() {
 }
 
 #[test]
+fn load_balancer_source_ranges_apply_to_every_source() {
+    let mut s = Scenario::new();
+    let lb_ip = Ipv4Addr::new(192, 0, 2, 10);
+    let all = set(&PODS, OnEmpty::Reject, false);
+    let mut lb = frontend(lb_ip, 80, 6, FrontendKind::LoadBalancer, all.clone(), BackendSet { masquerade: true, ..all });
+    // The range holds PODS[0] and the uplink's client, not PODS[1] nor the node.
+    lb.source_ranges = vec![(u32::from(PODS[0]), 32), (u32::from(CLIENT) & 0xffff_ff00, 24)];
+    s.t.services.push(lb);
+    let (v, _) = s.send(&tcp(CLIENT, lb_ip, 40000, 80, tcp_flags::SYN, UPLINK), UPLINK);
+    assert!(matches!(v, Verdict::Forward { .. }), "uplink, inside: {v:?}");
+    let (v, _) = s.send(&tcp(PODS[0], lb_ip, 40001, 80, tcp_flags::SYN, 1), 1);
+    assert!(matches!(v, Verdict::Forward { .. }), "pod inside: {v:?}");
+    let (v, _) = s.send(&tcp(PODS[1], lb_ip, 40002, 80, tcp_flags::SYN, 2), 2);
+    assert_eq!(v, Verdict::Drop(DropReason::LbSourceDenied), "pod outside");
+    let (v, _) = s.send(&tcp(NODE_IP, lb_ip, 40004, 80, tcp_flags::SYN, 0), 0);
+    assert_eq!(v, Verdict::Drop(DropReason::LbSourceDenied), "the node's own stack, outside");
+    // The other frontends of the Service (its ClusterIP) know no source ranges.
+    let (v, _) = s.send(&tcp(PODS[1], VIP, 40005, 80, tcp_flags::SYN, 2), 2);
+    assert!(matches!(v, Verdict::Forward { .. }), "ClusterIP: {v:?}");
+}
+
+#[test]
 fn port_unreachable_from_a_backend_reaches_the_client_from_the_service_address() {
     let s = Scenario::new();
     let (_, out) = s.send(&udp(PODS[0], VIP, 5353, 53, 1), 1);
