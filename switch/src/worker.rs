@@ -232,21 +232,16 @@ impl<D: PortDevice> Worker<D> {
         if ready <= 0 {
             return Wake::Timeout; // or interrupted
         }
-        let sockets_from = match &self.shared.doorbell {
-            Some(bell) => {
-                let rang = self.pollfds[0].revents & libc::POLLIN != 0;
-                if rang {
-                    bell.quiet();
-                }
-                if !self.pollfds[1..].iter().any(|p| p.revents != 0) {
-                    return if rang { Wake::Doorbell } else { Wake::Timeout };
-                }
-                1
-            }
-            None => 0,
-        };
-        if self.pollfds[sockets_from..].iter().any(|p| p.revents != 0) {
+        // The doorbell, when there is one, is the first fd; the sockets follow.
+        let bell = self.shared.doorbell.as_ref();
+        let rang = bell.is_some() && self.pollfds[0].revents & libc::POLLIN != 0;
+        if let (true, Some(bell)) = (rang, bell) {
+            bell.quiet();
+        }
+        if self.pollfds[usize::from(bell.is_some())..].iter().any(|p| p.revents != 0) {
             Wake::Data
+        } else if rang {
+            Wake::Doorbell
         } else {
             Wake::Timeout
         }
