@@ -29,7 +29,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use prometheus_client::encoding::NoLabelSet;
 use switch::counters::PortTotals;
+use switch::worker::poll_stats::{PollTotals, BURST_BUCKET_BOUNDS};
 
 /// `--metrics-addr`: an address to listen on, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +97,8 @@ pub struct WorkerMetrics {
     pub tx_bytes: u64,
     /// Drops of this worker by reason name (`no_route`, ...).
     pub drops: Vec<(String, u64)>,
+    /// How it spent its time, its bursts and wake-ups.
+    pub poll: PollTotals,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -207,6 +211,7 @@ impl Collector for SnapshotCollector {
                 counter(&mut f, &[("worker", id.as_str()), ("reason", reason.as_str())], *n)?;
             }
         }
+        self.encode_worker_polls(&mut enc)?;
         let mut f = counter_family(&mut enc, "podswitch_drops_total", "Frames dropped, by reason (all workers).")?;
         for (reason, n) in &s.drops {
             counter(&mut f, &[("reason", reason.as_str())], *n)?;
@@ -283,6 +288,67 @@ impl Collector for SnapshotCollector {
                 MetricType::Gauge,
             )?;
             ConstGauge::new(u64::from(c)).encode(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl SnapshotCollector {
+    /// The workers' time, rounds, burst sizes and wake-ups (`show workers`).
+    fn encode_worker_polls(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let workers = &self.0.workers;
+        let ids: Vec<(String, String)> = workers.iter().map(|w| (w.worker.to_string(), w.core.to_string())).collect();
+        let mut f = counter_family(
+            enc,
+            "podswitch_worker_seconds_total",
+            "Time the worker spent busy (rounds that moved frames), polling (empty rounds) and sleeping (core given back), by state.",
+        )?;
+        for (w, (id, core)) in workers.iter().zip(&ids) {
+            for (state, ns) in [("busy", w.poll.busy_ns), ("polling", w.poll.polling_ns), ("sleeping", w.poll.sleeping_ns)] {
+                let labels = [("worker", id.as_str()), ("core", core.as_str()), ("state", state)];
+                ConstCounter::new(ns as f64 / 1e9).encode(f.encode_family(&labels)?)?;
+            }
+        }
+        type PollField = fn(&PollTotals) -> u64;
+        let rounds: [(&str, &str, PollField); 2] = [
+            ("podswitch_worker_poll_rounds_total", "Rounds the worker made over its queues.", |p| p.rounds),
+            ("podswitch_worker_rx_rounds_total", "Rounds in which the worker received at least one frame.", |p| p.rx_rounds),
+        ];
+        for (name, help, get) in rounds {
+            let mut f = counter_family(enc, name, help)?;
+            for (w, (id, core)) in workers.iter().zip(&ids) {
+                counter(&mut f, &[("worker", id.as_str()), ("core", core.as_str())], get(&w.poll))?;
+            }
+        }
+        let mut f = enc.encode_descriptor(
+            "podswitch_worker_rx_burst_frames",
+            "Frames per non-empty receive from one queue (count: receives, sum: frames).",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (w, (id, core)) in workers.iter().zip(&ids) {
+            let buckets: Vec<(f64, u64)> = BURST_BUCKET_BOUNDS
+                .iter()
+                .zip(w.poll.bursts)
+                .map(|(&le, n)| (f64::from(le), n))
+                .chain(std::iter::once((f64::INFINITY, 0)))
+                .collect();
+            f.encode_family(&[("worker", id.as_str()), ("core", core.as_str())])?.encode_histogram::<NoLabelSet>(
+                w.poll.rx_packets as f64,
+                w.poll.rx_bursts,
+                &buckets,
+                None,
+            )?;
+        }
+        let mut f = counter_family(
+            enc,
+            "podswitch_worker_wakeups_total",
+            "Sleeps of the worker that ended, by what ended them: frames on a socket (data), a command (doorbell), the timeout.",
+        )?;
+        for (w, (id, core)) in workers.iter().zip(&ids) {
+            for (reason, n) in [("data", w.poll.woke_data), ("doorbell", w.poll.woke_doorbell), ("timeout", w.poll.woke_timeout)] {
+                counter(&mut f, &[("worker", id.as_str()), ("core", core.as_str()), ("reason", reason)], n)?;
+            }
         }
         Ok(())
     }
@@ -418,6 +484,20 @@ mod tests {
                 core: 2,
                 rx_packets: 13,
                 drops: vec![("no_route".into(), 4), ("truncated".into(), 0)],
+                poll: PollTotals {
+                    rounds: 1000,
+                    rx_rounds: 4,
+                    rx_bursts: 5,
+                    rx_packets: 13,
+                    busy_ns: 1_500_000,
+                    polling_ns: 250_000_000,
+                    sleeping_ns: 2_000_000_000,
+                    sleeps: 41,
+                    woke_data: 3,
+                    woke_doorbell: 1,
+                    woke_timeout: 36,
+                    bursts: [3, 1, 0, 1, 0, 0, 0],
+                },
                 ..Default::default()
             }],
             drops: vec![("no_route".into(), 4), ("truncated".into(), 0)],
@@ -492,6 +572,34 @@ podswitch_worker_tx_bytes_total{worker="0",core="2"} 0
 # TYPE podswitch_worker_drops_total counter
 podswitch_worker_drops_total{worker="0",reason="no_route"} 4
 podswitch_worker_drops_total{worker="0",reason="truncated"} 0
+# HELP podswitch_worker_seconds_total Time the worker spent busy (rounds that moved frames), polling (empty rounds) and sleeping (core given back), by state.
+# TYPE podswitch_worker_seconds_total counter
+podswitch_worker_seconds_total{worker="0",core="2",state="busy"} 0.0015
+podswitch_worker_seconds_total{worker="0",core="2",state="polling"} 0.25
+podswitch_worker_seconds_total{worker="0",core="2",state="sleeping"} 2.0
+# HELP podswitch_worker_poll_rounds_total Rounds the worker made over its queues.
+# TYPE podswitch_worker_poll_rounds_total counter
+podswitch_worker_poll_rounds_total{worker="0",core="2"} 1000
+# HELP podswitch_worker_rx_rounds_total Rounds in which the worker received at least one frame.
+# TYPE podswitch_worker_rx_rounds_total counter
+podswitch_worker_rx_rounds_total{worker="0",core="2"} 4
+# HELP podswitch_worker_rx_burst_frames Frames per non-empty receive from one queue (count: receives, sum: frames).
+# TYPE podswitch_worker_rx_burst_frames histogram
+podswitch_worker_rx_burst_frames_bucket{worker="0",core="2",le="1"} 3
+podswitch_worker_rx_burst_frames_bucket{worker="0",core="2",le="2"} 4
+podswitch_worker_rx_burst_frames_bucket{worker="0",core="2",le="4"} 4
+podswitch_worker_rx_burst_frames_bucket{worker="0",core="2",le="8"} 5
+podswitch_worker_rx_burst_frames_bucket{worker="0",core="2",le="16"} 5
+podswitch_worker_rx_burst_frames_bucket{worker="0",core="2",le="32"} 5
+podswitch_worker_rx_burst_frames_bucket{worker="0",core="2",le="64"} 5
+podswitch_worker_rx_burst_frames_bucket{worker="0",core="2",le="+Inf"} 5
+podswitch_worker_rx_burst_frames_sum{worker="0",core="2"} 13.0
+podswitch_worker_rx_burst_frames_count{worker="0",core="2"} 5
+# HELP podswitch_worker_wakeups_total Sleeps of the worker that ended, by what ended them: frames on a socket (data), a command (doorbell), the timeout.
+# TYPE podswitch_worker_wakeups_total counter
+podswitch_worker_wakeups_total{worker="0",core="2",reason="data"} 3
+podswitch_worker_wakeups_total{worker="0",core="2",reason="doorbell"} 1
+podswitch_worker_wakeups_total{worker="0",core="2",reason="timeout"} 36
 # HELP podswitch_drops_total Frames dropped, by reason (all workers).
 # TYPE podswitch_drops_total counter
 podswitch_drops_total{reason="no_route"} 4

@@ -19,6 +19,9 @@ pub enum What {
     Routes,
     /// Drops by numbered reason, per-worker and per-port counters.
     Stats,
+    /// Per worker: time busy, polling and asleep, packets per round, burst sizes, wake-ups
+    /// (what OVS calls pmd-stats, VPP `show runtime`).
+    Workers,
     /// Every Service frontend with its backends (and their conditions).
     Services,
     /// Tracked connections: original and translated tuples, state, age.
@@ -72,6 +75,7 @@ pub fn main(args: ShowArgs) -> anyhow::Result<i32> {
         What::Ports => Request::Ports,
         What::Routes => Request::Routes,
         What::Stats => Request::Stats,
+        What::Workers => Request::Workers,
         What::Services => Request::Services,
         What::Conntrack => Request::Conntrack { limit: Some(args.limit) },
         What::Flows => unreachable!("handled above"),
@@ -88,6 +92,7 @@ pub fn main(args: ShowArgs) -> anyhow::Result<i32> {
         What::Ports => print_ports(&client::read(&v)?),
         What::Routes => print_routes(&client::read(&v)?),
         What::Stats => print_stats(&client::read(&v)?),
+        What::Workers => print_workers(&client::read(&v)?),
         What::Services => print_services(&client::read(&v)?),
         What::Conntrack => print_conntrack(&client::read(&v)?),
         What::Neighbours => print_neighbours(&client::read(&v)?),
@@ -241,6 +246,38 @@ fn print_stats(v: &replies::Stats) {
     println!("{:<7} {:<5} {:>14} {:>12} {:>12}", "WORKER", "CORE", "ROUNDS", "IDLE_SLEEPS", "FREE_FRAMES");
     for w in &v.workers {
         println!("{:<7} {:<5} {:>14} {:>12} {:>12}", w.worker, w.core, w.rounds, w.idle_sleeps, w.free_frames);
+    }
+}
+
+fn print_workers(v: &replies::Workers) {
+    println!(
+        "{:<7} {:<5} {:<10} {:>6} {:>10} {:>10} {:>10} {:>12} {:>12} {:>9} {:>9} {:>10}  WAKEUPS DATA/DOORBELL/TIMEOUT",
+        "WORKER", "CORE", "MODE", "BUSY%", "BUSY_S", "POLLING_S", "SLEEPING_S", "ROUNDS", "RX_PACKETS", "PKT/ROUND", "PKT/BURST", "SLEEPS"
+    );
+    for w in &v.workers {
+        println!(
+            "{:<7} {:<5} {:<10} {:>6.1} {:>10.3} {:>10.3} {:>10.3} {:>12} {:>12} {:>9.1} {:>9.1} {:>10}  {}/{}/{}",
+            w.worker,
+            w.core,
+            w.mode,
+            w.busy_percent,
+            w.busy_seconds,
+            w.polling_seconds,
+            w.sleeping_seconds,
+            w.rounds,
+            w.rx_packets,
+            w.packets_per_rx_round,
+            w.packets_per_burst,
+            w.sleeps,
+            w.wakeups.data,
+            w.wakeups.doorbell,
+            w.wakeups.timeout
+        );
+    }
+    println!();
+    for w in &v.workers {
+        let buckets: Vec<String> = w.burst_sizes.iter().map(|b| format!("<={}: {}", b.le, b.count)).collect();
+        println!("worker {} bursts by size (frames): {}", w.worker, buckets.join("  "));
     }
 }
 

@@ -466,3 +466,80 @@ fn without_a_gateway_mac_the_default_route_waits_for_the_kernel_to_resolve_the_g
     let left = sh(&["ip", "-n", &node, "neigh", "show", "dev", "up0"]);
     assert!(left.contains(&format!("192.0.2.1 lladdr {ext_mac}")), "the operator's entry went: {left}");
 }
+
+/// Holds the machine-wide lab lock (/run/podswitch-lab-tests.lock) so that a measurement of
+/// CPU time is not taken beside another helper's lab.
+fn machine_lock() -> nix::fcntl::Flock<std::fs::File> {
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open("/run/podswitch-lab-tests.lock").unwrap();
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap()
+}
+
+/// CPU time (utime + stime, clock ticks) of the switch's thread named `name`.
+fn thread_cpu_ticks(pid: u32, name: &str) -> u64 {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        if std::fs::read_to_string(dir.join("comm")).unwrap_or_default().trim() == name {
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+            // Fields after the parenthesised comm: state is field 3, utime 14, stime 15.
+            let rest: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+            return rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap();
+        }
+    }
+    panic!("no thread {name} in process {pid}");
+}
+
+/// Round-trip times (microseconds) of `count` pings, one every `interval` seconds.
+fn ping_rtts_us(t: &Topo, from: (&str, &str), ip: &str, count: u32, interval: &str) -> Vec<f64> {
+    let out = sh(&["ip", "netns", "exec", &t.pod_ns(from.0, from.1), "ping", "-c", &count.to_string(), "-i", interval, "-W", "1", ip]);
+    let mut rtts: Vec<f64> = out.split("time=").skip(1).map(|s| s.split_whitespace().next().unwrap().parse::<f64>().unwrap() * 1000.0).collect();
+    rtts.sort_by(f64::total_cmp);
+    rtts
+}
+
+#[test]
+fn an_idle_worker_sleeps_gives_its_core_back_and_wakes_on_a_packet() {
+    if !root_or_skip("an_idle_worker_sleeps_gives_its_core_back_and_wakes_on_a_packet") {
+        return;
+    }
+    let _g = serial();
+    let _machine = machine_lock();
+    let mut t = Topo::new("psr8");
+    t.add_pod("x", "a", "10.244.0.10", true);
+    t.add_pod("x", "b", "10.244.0.11", true);
+    let sw = t.start_switch(&[]);
+    t.wait_ready();
+    assert!(ping(&t, ("x", "a"), "10.244.0.11"));
+    let pid = sw.id();
+    let worker = |v: &serde_json::Value| v["workers"][0].clone();
+    std::thread::sleep(Duration::from_millis(300));
+    // Idle: the worker sleeps nearly all the time, and its thread uses almost no CPU.
+    let (w0, cpu0) = (worker(&t.show("workers").unwrap()), thread_cpu_ticks(pid, "podswitch-w0"));
+    std::thread::sleep(Duration::from_secs(2));
+    let (w1, cpu1) = (worker(&t.show("workers").unwrap()), thread_cpu_ticks(pid, "podswitch-w0"));
+    assert_eq!(w1["mode"], "adaptive");
+    let slept = w1["sleeping_seconds"].as_f64().unwrap() - w0["sleeping_seconds"].as_f64().unwrap();
+    assert!(slept > 1.6, "slept {slept:.3} s of 2 s: {w1}");
+    let ticks_per_s = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as u64;
+    assert!((cpu1 - cpu0) * 10 <= 2 * ticks_per_s, "the idle worker thread used {} ticks in 2 s ({ticks_per_s}/s)", cpu1 - cpu0);
+    // Pings 20 ms apart each find the worker asleep; each request wakes it at once through its
+    // socket's fd (not at the end of a 5 ms sleep), and the answer crosses too.
+    let rtts = ping_rtts_us(&t, ("x", "a"), "10.244.0.11", 20, "0.02");
+    assert_eq!(rtts.len(), 20, "every ping answered");
+    let w2 = worker(&t.show("workers").unwrap());
+    let woke = |w: &serde_json::Value| w["wakeups"]["data"].as_u64().unwrap();
+    assert!(woke(&w2) - woke(&w1) >= 20, "each request woke the worker: {w1} -> {w2}");
+    assert!(w2["rx_packets"].as_u64().unwrap() - w1["rx_packets"].as_u64().unwrap() >= 40, "{w2}");
+    let median = rtts[rtts.len() / 2];
+    assert!(median < 1000.0, "median round trip {median:.0} us through a sleeping worker: {rtts:?}");
+    assert!(stop_ok(sw));
+
+    // With --busy-poll the worker never sleeps.
+    let sw = t.start_switch(&["--busy-poll"]);
+    t.wait_ready();
+    assert!(ping(&t, ("x", "a"), "10.244.0.11"));
+    std::thread::sleep(Duration::from_millis(500));
+    let w = worker(&t.show("workers").unwrap());
+    assert_eq!((w["mode"].as_str(), w["sleeps"].as_u64(), w["sleeping_seconds"].as_f64()), (Some("busy_poll"), Some(0), Some(0.0)), "{w}");
+    assert!(w["polling_seconds"].as_f64().unwrap() > 0.3, "{w}");
+    assert!(stop_ok(sw));
+}

@@ -186,6 +186,16 @@ pub struct WorkerReport {
     pub drops: Vec<(DropReason, u64)>,
 }
 
+/// How one worker polls, as `show workers` and `/metrics` report it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerPoll {
+    pub worker: usize,
+    pub core: usize,
+    /// Started with `busy_poll` (it never sleeps).
+    pub busy_poll: bool,
+    pub totals: crate::worker::poll_stats::PollTotals,
+}
+
 pub struct Dataplane {
     cfg: DataplaneConfig,
     tables: Arc<ArcSwap<Tables>>,
@@ -537,12 +547,21 @@ impl Dataplane {
         self.workers.iter().map(|w| w.shared.policy.get(policy)).sum()
     }
 
+    /// Per worker: how it spent its time, its bursts and wake-ups (`show workers`, `/metrics`).
+    pub fn worker_polls(&self) -> Vec<WorkerPoll> {
+        self.workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| WorkerPoll { worker: i, core: w.core, busy_poll: self.cfg.busy_poll, totals: w.shared.poll.totals() })
+            .collect()
+    }
+
     /// Per worker: (index, core, rounds, idle sleeps, free frames).
     pub fn worker_stats(&self) -> Vec<(usize, usize, u64, u64, u64)> {
         self.workers
             .iter()
             .enumerate()
-            .map(|(i, w)| (i, w.core, w.shared.rounds.get(), w.shared.idle_sleeps.get(), w.shared.free_frames.get()))
+            .map(|(i, w)| (i, w.core, w.shared.poll.rounds.get(), w.shared.poll.sleeps.get(), w.shared.free_frames.get()))
             .collect()
     }
 

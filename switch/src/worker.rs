@@ -18,16 +18,28 @@
 //!   worker serves): every one is received from, and frames for the port are sent on the first
 //!   one added. A removed port's sockets are all closed on this thread, then every frame their
 //!   rings held returns to the pool.
-//! - Idle back-off: after `IDLE_SPINS` empty rounds the worker sleeps in poll(2) on its RX
-//!   fds and its [`doorbell`] (at most `IDLE_SLEEP_MS`), unless `busy_poll` is set; the control
-//!   side rings the doorbell with every command, so a command waits for no sleep to end.
+//! - Idle back-off (adaptive polling): once it has found no work for [`IDLE_SPIN`] the worker
+//!   sleeps in poll(2) on its RX fds and its [`doorbell`] (at most [`IDLE_SLEEP_MS`]), unless
+//!   `busy_poll` is set. An AF_XDP socket's fd turns readable the moment the kernel puts a
+//!   frame on its RX ring (and poll(2) looks at the ring before it sleeps, so a frame that came
+//!   just before is not missed): a sleeping worker wakes on the first frame, not at the
+//!   timeout. The control side rings the doorbell with every command, so a command waits for
+//!   no sleep to end either.
+//! - The threshold is a time, not a count of empty rounds: an empty round costs from tens of
+//!   nanoseconds (one port) to microseconds (hundreds), so a count would mean a different wait
+//!   on every node.
+//! - How the worker spends its time (busy, polling, sleeping), its bursts and its wake-ups are
+//!   counted in [`poll_stats::PollStats`] from the one clock read each round makes anyway (the
+//!   connection table's "now") and one more per sleep.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam::channel::{Receiver, Sender};
 
 use crate::afxdp::rings::wait_readable;
+use poll_stats::{PollClock, PollStats, Wake};
 use crate::counters::{Counter, DropCounters, PortQueueCounters};
 use crate::drop_reason::DropReason;
 use crate::conntrack::ConnTable;
@@ -37,8 +49,13 @@ use crate::tables::{PortId, Tables, MAX_PORTS};
 
 /// Frames taken from one RX ring per round.
 pub const BURST: usize = 64;
-const IDLE_SPINS: u32 = 256;
-const IDLE_SLEEP_MS: i32 = 5;
+/// How long a worker without work keeps polling before it sleeps: long enough that the answer
+/// to a request it just forwarded (a ping, an RPC on a warm connection: tens of microseconds
+/// through a pod's kernel) usually finds it still polling, short enough that an idle worker
+/// gives its core back within a fraction of a millisecond.
+pub const IDLE_SPIN: Duration = Duration::from_micros(100);
+/// The longest one idle sleep lasts (frames and commands end it sooner).
+pub const IDLE_SLEEP_MS: i32 = 5;
 const NO_SLOT: u16 = u16::MAX;
 
 /// The frame descriptor of device `D`.
@@ -66,8 +83,8 @@ pub struct WorkerShared {
     pub policy: crate::counters::PolicyCounters,
     /// The pipeline stages' counters (answers sent, connections made).
     pub stages: crate::pipeline::StageCounters,
-    pub rounds: Counter,
-    pub idle_sleeps: Counter,
+    /// Time, rounds, bursts and wake-ups.
+    pub poll: PollStats,
     pub free_frames: Counter,
     pub running: AtomicBool,
     /// Rung by the control side after each command (None: the worker wakes at the end of its
@@ -82,8 +99,7 @@ impl Default for WorkerShared {
             flows: crate::flowlog::FlowRing::new(FLOW_RING),
             policy: Default::default(),
             stages: Default::default(),
-            rounds: Counter::default(),
-            idle_sleeps: Counter::default(),
+            poll: PollStats::default(),
             free_frames: Counter::default(),
             running: AtomicBool::new(false),
             doorbell: None,
@@ -152,26 +168,21 @@ impl<D: PortDevice> Worker<D> {
     /// Runs until [`WorkerCmd::Stop`] or the command channel closes.
     pub fn run(mut self) {
         self.shared.running.store(true, Ordering::Release);
-        let mut idle = 0u32;
+        let shared = Arc::clone(&self.shared);
+        let stats = &shared.poll;
+        let mut clock = PollClock::new(Instant::now());
         loop {
             if !self.cmds.is_empty() && !self.apply_commands() {
                 break;
             }
-            let work = self.poll_once();
-            self.shared.rounds.add(1);
-            if work > 0 {
-                idle = 0;
-            } else {
-                idle = idle.saturating_add(1);
-                if !self.busy_poll && idle >= IDLE_SPINS {
-                    self.shared.idle_sleeps.add(1);
-                    wait_readable(&mut self.pollfds, IDLE_SLEEP_MS);
-                    if let (Some(bell), Some(first)) = (&self.shared.doorbell, self.pollfds.first()) {
-                        if first.revents & libc::POLLIN != 0 {
-                            bell.quiet();
-                        }
-                    }
-                }
+            let now = Instant::now();
+            clock.round_begins(now, stats);
+            let work = self.poll_round(now);
+            clock.round_ends(work > 0);
+            if work == 0 && !self.busy_poll && clock.idle_for() >= IDLE_SPIN {
+                clock.sleep_begins(Instant::now(), stats);
+                let why = self.sleep();
+                stats.woke(why);
             }
         }
         // Close every socket on this thread before the UMEM goes.
@@ -212,6 +223,28 @@ impl<D: PortDevice> Worker<D> {
             }
         }
         true
+    }
+
+    /// Sleeps until a socket has frames, the doorbell rings or [`IDLE_SLEEP_MS`] pass; says
+    /// which (a frame wins over the doorbell when both).
+    fn sleep(&mut self) -> Wake {
+        let ready = wait_readable(&mut self.pollfds, IDLE_SLEEP_MS);
+        if ready <= 0 {
+            return Wake::Timeout; // or interrupted
+        }
+        // The doorbell, when there is one, is the first fd; the sockets follow.
+        let bell = self.shared.doorbell.as_ref();
+        let rang = bell.is_some() && self.pollfds[0].revents & libc::POLLIN != 0;
+        if let (true, Some(bell)) = (rang, bell) {
+            bell.quiet();
+        }
+        if self.pollfds[usize::from(bell.is_some())..].iter().any(|p| p.revents != 0) {
+            Wake::Data
+        } else if rang {
+            Wake::Doorbell
+        } else {
+            Wake::Timeout
+        }
     }
 
     fn slot_index(&self, id: PortId) -> Option<usize> {
@@ -259,21 +292,28 @@ impl<D: PortDevice> Worker<D> {
         }
     }
 
-    /// One round over every port; returns the number of frames moved.
-    #[inline]
+    /// One round over every port; returns the number of frames moved (received and completed).
     pub fn poll_once(&mut self) -> usize {
+        self.poll_round(Instant::now())
+    }
+
+    /// [`Self::poll_once`] with the clock read by the caller.
+    #[inline]
+    fn poll_round(&mut self, now: Instant) -> usize {
         let tables_guard = self.tables.load();
         let tables: &Tables = &tables_guard;
+        let stats = &self.shared.poll;
         let ctx = Ctx {
             tables,
             ct: &self.ct,
-            now: self.ct.now_ms(),
+            now: self.ct.ms_at(now),
             drops: &self.shared.drops,
             flows: &self.shared.flows,
             policy_counters: &self.shared.policy,
             stages: &self.shared.stages,
         };
         let mut work = 0;
+        let mut received = 0;
         for i in 0..self.ports.len() {
             let port = &mut self.ports[i];
             work += port.device.reclaim(&mut self.mem, &mut self.scratch[..]);
@@ -284,6 +324,8 @@ impl<D: PortDevice> Worker<D> {
                 continue;
             }
             work += n;
+            received += n;
+            stats.burst(n);
             let in_id = port.device.id();
             let mut bytes = 0u64;
             let mut dropped = 0u64;
@@ -346,6 +388,10 @@ impl<D: PortDevice> Worker<D> {
             }
         }
         self.shared.free_frames.set(self.mem.free_frames() as u64);
+        stats.rounds.add(1);
+        if received > 0 {
+            stats.rx_rounds.add(1);
+        }
         work
     }
 
@@ -372,5 +418,6 @@ impl<D: PortDevice> Worker<D> {
 }
 
 pub mod doorbell;
+pub mod poll_stats;
 #[cfg(test)]
 mod tests;

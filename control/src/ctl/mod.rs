@@ -27,6 +27,8 @@ pub enum Request {
     WaitPort { interface: String, key: String, timeout_ms: u64 },
     Routes,
     Stats,
+    /// Per worker: time busy, polling and asleep, bursts, wake-ups ([`replies::Workers`]).
+    Workers,
     /// Every Service frontend with its backends and their conditions.
     Services,
     /// Tracked connections (at most `limit`, default 1000), with their tuples, state and age.

@@ -162,6 +162,91 @@ pub struct WorkerStats {
     pub free_frames: u64,
 }
 
+/// `show workers`: how each worker spends its time, how full its bursts are and what wakes it
+/// (what OVS reports as `dpif-netdev/pmd-stats-show`, VPP as `show runtime`). Counts since the
+/// switch started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Workers {
+    pub workers: Vec<WorkerPollRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerPollRow {
+    pub worker: usize,
+    pub core: usize,
+    /// `adaptive` (polls under load, sleeps when idle) or `busy_poll` (`run --busy-poll`).
+    pub mode: String,
+    /// In rounds that moved frames (received, or transmissions completed).
+    pub busy_seconds: f64,
+    /// In empty rounds: polling for work that did not come.
+    pub polling_seconds: f64,
+    /// Asleep in poll(2), the core given back.
+    pub sleeping_seconds: f64,
+    /// busy / (busy + polling + sleeping), in percent.
+    pub busy_percent: f64,
+    pub rounds: u64,
+    /// Rounds that received at least one frame.
+    pub rx_rounds: u64,
+    /// Non-empty receives from one queue.
+    pub rx_bursts: u64,
+    pub rx_packets: u64,
+    pub packets_per_rx_round: f64,
+    pub packets_per_burst: f64,
+    pub sleeps: u64,
+    /// What ended the sleeps.
+    pub wakeups: Wakeups,
+    /// Receives by size: each bucket counts bursts of at most `le` frames (and more than the
+    /// bucket before's).
+    pub burst_sizes: Vec<BurstBucket>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wakeups {
+    /// A socket had frames.
+    pub data: u64,
+    /// The control side had a command.
+    pub doorbell: u64,
+    /// The longest sleep passed (or it was interrupted).
+    pub timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BurstBucket {
+    pub le: u32,
+    pub count: u64,
+}
+
+impl From<&switch::dataplane::WorkerPoll> for WorkerPollRow {
+    fn from(w: &switch::dataplane::WorkerPoll) -> Self {
+        let t = &w.totals;
+        let secs = |ns: u64| ns as f64 / 1e9;
+        let all = t.busy_ns + t.polling_ns + t.sleeping_ns;
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        WorkerPollRow {
+            worker: w.worker,
+            core: w.core,
+            mode: if w.busy_poll { "busy_poll" } else { "adaptive" }.to_string(),
+            busy_seconds: secs(t.busy_ns),
+            polling_seconds: secs(t.polling_ns),
+            sleeping_seconds: secs(t.sleeping_ns),
+            busy_percent: 100.0 * ratio(t.busy_ns, all),
+            rounds: t.rounds,
+            rx_rounds: t.rx_rounds,
+            rx_bursts: t.rx_bursts,
+            rx_packets: t.rx_packets,
+            packets_per_rx_round: t.packets_per_rx_round(),
+            packets_per_burst: ratio(t.rx_packets, t.rx_bursts),
+            sleeps: t.sleeps,
+            wakeups: Wakeups { data: t.woke_data, doorbell: t.woke_doorbell, timeout: t.woke_timeout },
+            burst_sizes: switch::worker::poll_stats::BURST_BUCKET_BOUNDS
+                .iter()
+                .zip(t.bursts)
+                .map(|(&le, count)| BurstBucket { le, count })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PortCounts {
     /// The interface.
@@ -429,6 +514,49 @@ mod tests {
         assert_eq!((r.kind, r.owner.as_deref()), (Some(PortKind::Pod), Some("x/a")));
         assert_eq!(back.pending["x/b"], "no interface");
         assert!(p.get("uplink_filter").is_none(), "only the uplink has a filter");
+    }
+
+    #[test]
+    fn workers_carry_time_bursts_and_wakeups_under_their_documented_names() {
+        use switch::dataplane::WorkerPoll;
+        use switch::worker::poll_stats::PollTotals;
+        let poll = WorkerPoll {
+            worker: 1,
+            core: 3,
+            busy_poll: false,
+            totals: PollTotals {
+                rounds: 1000,
+                rx_rounds: 10,
+                rx_bursts: 12,
+                rx_packets: 96,
+                busy_ns: 1_000_000_000,
+                polling_ns: 500_000_000,
+                sleeping_ns: 2_500_000_000,
+                sleeps: 40,
+                woke_data: 30,
+                woke_doorbell: 2,
+                woke_timeout: 8,
+                bursts: [2, 0, 0, 10, 0, 0, 0],
+            },
+        };
+        let workers = Workers { workers: vec![WorkerPollRow::from(&poll)] };
+        let (v, back): (Value, Workers) = sent_and_read(&workers);
+        assert_eq!(back, workers);
+        let w = &v["workers"][0];
+        assert_eq!(
+            keys(w),
+            [
+                "worker", "core", "mode", "busy_seconds", "polling_seconds", "sleeping_seconds", "busy_percent", "rounds", "rx_rounds",
+                "rx_bursts", "rx_packets", "packets_per_rx_round", "packets_per_burst", "sleeps", "wakeups", "burst_sizes"
+            ]
+        );
+        assert_eq!((w["mode"].as_str(), w["busy_percent"].as_f64(), w["sleeping_seconds"].as_f64()), (Some("adaptive"), Some(25.0), Some(2.5)));
+        assert_eq!((w["packets_per_rx_round"].as_f64(), w["packets_per_burst"].as_f64()), (Some(9.6), Some(8.0)));
+        assert_eq!(w["wakeups"], serde_json::json!({"data": 30, "doorbell": 2, "timeout": 8}));
+        assert_eq!(w["burst_sizes"][3], serde_json::json!({"le": 8, "count": 10}));
+        assert_eq!(w["burst_sizes"].as_array().unwrap().len(), 7);
+        let busy = WorkerPollRow::from(&WorkerPoll { busy_poll: true, totals: PollTotals::default(), ..poll });
+        assert_eq!((busy.mode.as_str(), busy.busy_percent, busy.packets_per_burst), ("busy_poll", 0.0, 0.0), "no division by zero");
     }
 
     #[test]

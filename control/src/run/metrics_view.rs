@@ -59,8 +59,9 @@ pub(crate) fn snapshot(shared: &Shared) -> MetricsSnapshot {
     }
 }
 
-/// Per-worker packet, byte and drop counters for `/metrics`.
+/// Per-worker packet, byte and drop counters and poll statistics for `/metrics`.
 pub(crate) fn workers(dp: &Dataplane) -> Vec<metrics::WorkerMetrics> {
+    let polls = dp.worker_polls();
     dp.worker_reports()
         .into_iter()
         .map(|w| metrics::WorkerMetrics {
@@ -71,6 +72,7 @@ pub(crate) fn workers(dp: &Dataplane) -> Vec<metrics::WorkerMetrics> {
             tx_packets: w.totals.tx_packets,
             tx_bytes: w.totals.tx_bytes,
             drops: w.drops.into_iter().map(|(r, n)| (r.name().to_string(), n)).collect(),
+            poll: polls.get(w.worker).map(|p| p.totals).unwrap_or_default(),
         })
         .collect()
 }

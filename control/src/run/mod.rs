@@ -79,7 +79,10 @@ pub struct RunArgs {
     /// Cores to run one pinned poll-mode worker each on, e.g. `2,3`. Every port needs one queue per worker.
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "0")]
     pub cores: Vec<usize>,
-    /// Never let idle workers sleep (lowest latency, 100% of each worker core).
+    /// Keep every worker polling even when there is no traffic: 100% of each worker core,
+    /// always, for the lowest latency (for dedicated, pinned cores). By default a worker polls
+    /// only under load: after 100 us without work it sleeps in poll(2) on its sockets and wakes
+    /// on the next frame. `podswitch show workers` shows how each spends its time.
     #[arg(long)]
     pub busy_poll: bool,
     /// Fail instead of running a port in AF_XDP copy mode.

@@ -42,6 +42,7 @@ pub(crate) fn handler(shared: Arc<Shared>) -> crate::ctl::server::Handler {
             }
             Request::Routes => answer(&routes(dp)),
             Request::Stats => answer(&stats(dp)),
+            Request::Workers => answer(&replies::Workers { workers: dp.worker_polls().iter().map(replies::WorkerPollRow::from).collect() }),
             Request::Services => match &s.services {
                 Some(c) => answer(&replies::Services { services: c.views.clone() }),
                 None => answer(&replies::Services { services: [(); 0] }),

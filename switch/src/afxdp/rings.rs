@@ -358,10 +358,10 @@ impl PortDevice for PortRings {
     }
 }
 
-/// Sleeps until one of `fds` is readable or `timeout_ms` passes (idle back-off).
-pub fn wait_readable(fds: &mut [libc::pollfd], timeout_ms: i32) {
+/// Sleeps until one of `fds` is readable or `timeout_ms` passes (idle back-off); returns
+/// poll(2)'s answer: how many fds have events (their `revents` say which), 0 on timeout, -1
+/// when interrupted or failed.
+pub fn wait_readable(fds: &mut [libc::pollfd], timeout_ms: i32) -> i32 {
     // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd of the given length.
-    unsafe {
-        libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms);
-    }
+    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) }
 }

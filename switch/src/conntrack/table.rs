@@ -162,7 +162,13 @@ impl ConnTable {
     /// Milliseconds since the table was made: the clock of `last_seen` and timeouts.
     #[inline]
     pub fn now_ms(&self) -> u32 {
-        self.epoch.elapsed().as_millis() as u32
+        self.ms_at(Instant::now())
+    }
+
+    /// The table's clock at `now` (a worker reads the clock once per round and shares it).
+    #[inline]
+    pub fn ms_at(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.epoch).as_millis() as u32
     }
 
     pub fn hasher(&self) -> &KeyHasher {

@@ -286,3 +286,101 @@ fn a_port_with_two_queues_on_one_worker_receives_on_both_sends_on_its_first_and_
     rig.assert_every_frame_accounted();
     assert_eq!(rig.drops(), vec![]);
 }
+
+#[test]
+fn a_round_counts_itself_its_bursts_and_their_frames() {
+    let mut rig = Rig::new(4096);
+    rig.w.poll_once();
+    let t = rig.shared.poll.totals();
+    assert_eq!((t.rounds, t.rx_rounds, t.rx_bursts, t.rx_packets), (1, 0, 0, 0), "an empty round");
+    rig.arrive(A, &(0..40).map(a_to_b).collect::<Vec<_>>());
+    rig.arrive(B, &(0..3).map(|k| udp(B_MAC, PORT_B_MAC, B_IP, A_IP, k)).collect::<Vec<_>>());
+    rig.w.poll_once();
+    let t = rig.shared.poll.totals();
+    assert_eq!((t.rounds, t.rx_rounds, t.rx_bursts, t.rx_packets), (2, 1, 2, 43), "one round, a burst from each port");
+    assert_eq!(t.bursts, [0, 0, 1, 0, 0, 0, 1], "3 frames: at most 4; 40: at most 64");
+    assert_eq!(t.packets_per_rx_round(), 43.0);
+    // The completions of the round before are work, not received frames.
+    assert_eq!((rig.depart(A).len(), rig.depart(B).len()), (3, 40));
+    assert_eq!(rig.w.poll_once(), 43);
+    let t = rig.shared.poll.totals();
+    assert_eq!((t.rounds, t.rx_rounds, t.rx_packets), (3, 1, 43));
+    // poll_once alone never sleeps nor accounts time: that is the run loop's.
+    assert_eq!((t.sleeps, t.busy_ns, t.sleeping_ns), (0, 0, 0));
+}
+
+/// A worker with ports a and b running on its own thread, as the dataplane runs it (with a
+/// doorbell); stopped and joined by [`Running::stop`].
+struct Running {
+    cmds: Sender<WorkerCmd<MemoryPort>>,
+    shared: Arc<WorkerShared>,
+    join: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    fn start(busy_poll: bool) -> Running {
+        let tables = Arc::new(ArcSwap::from_pointee(tables()));
+        let ct = Arc::new(ConnTable::new(1024, KeyHasher::new(1)));
+        let shared = Arc::new(WorkerShared { doorbell: Some(doorbell::Doorbell::new().unwrap()), ..WorkerShared::default() });
+        let (cmds, rx) = bounded(16);
+        let mem = MemoryPool::new(FRAMES, 2048);
+        for p in [MemoryPort::new(A, &mem, 4096, FILL), MemoryPort::new(B, &mem, 4096, FILL)] {
+            let (ready, _) = bounded(1);
+            let counters = Arc::new(PortQueueCounters::default());
+            cmds.send(WorkerCmd::AddPort { device: Box::new(p), counters, ready }).unwrap();
+        }
+        let w = Worker::new(0, mem, tables, ct, Arc::clone(&shared), rx, busy_poll);
+        let join = std::thread::spawn(move || w.run());
+        Running { cmds, shared, join }
+    }
+
+    fn stop(self) {
+        self.cmds.send(WorkerCmd::Stop).unwrap();
+        self.shared.doorbell.as_ref().unwrap().ring();
+        self.join.join().unwrap();
+    }
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !done() {
+        assert!(t.elapsed() < Duration::from_secs(10), "waited 10 s for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn an_idle_worker_sleeps_and_is_woken_by_its_doorbell_or_the_timeout() {
+    let r = Running::start(false);
+    wait_for("a sleep ended by the timeout", || r.shared.poll.totals().woke_timeout >= 2);
+    let before = r.shared.poll.totals();
+    std::thread::sleep(Duration::from_millis(60));
+    let after = r.shared.poll.totals();
+    let slept = after.sleeping_ns - before.sleeping_ns;
+    let awake = after.busy_ns + after.polling_ns - before.busy_ns - before.polling_ns;
+    assert!(slept > 40_000_000, "slept {slept} ns of 60 ms");
+    assert!(awake < slept / 4, "awake {awake} ns, asleep {slept} ns");
+    // A sleep lasts at most IDLE_SLEEP_MS: 60 ms took about 12 of them (not thousands).
+    let sleeps = after.sleeps - before.sleeps;
+    assert!((6..=40).contains(&sleeps), "{sleeps} sleeps in 60 ms");
+    assert_eq!(after.woke_data, 0, "the in-memory device has no fd to wake it");
+    assert_eq!(after.busy_ns, 0, "no frame came, so no round had work");
+    // The doorbell ends a sleep at once, counted as such.
+    r.shared.doorbell.as_ref().unwrap().ring();
+    wait_for("a sleep ended by the doorbell", || r.shared.poll.totals().woke_doorbell == 1);
+    let t = r.shared.poll.totals();
+    let ended = t.woke_data + t.woke_doorbell + t.woke_timeout;
+    assert!(t.sleeps == ended || t.sleeps == ended + 1, "every ended sleep has one reason ({} sleeps, {ended} ended)", t.sleeps);
+    r.stop();
+}
+
+#[test]
+fn a_busy_polling_worker_never_sleeps() {
+    let r = Running::start(true);
+    std::thread::sleep(Duration::from_millis(50));
+    let t = r.shared.poll.totals();
+    r.stop();
+    assert_eq!((t.sleeps, t.sleeping_ns, t.woke_timeout, t.woke_doorbell), (0, 0, 0, 0));
+    assert!(t.rounds > 1000, "{} rounds in 50 ms", t.rounds);
+    assert!(t.polling_ns > 20_000_000, "polled {} ns of 50 ms", t.polling_ns);
+}
