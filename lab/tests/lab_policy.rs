@@ -1298,8 +1298,7 @@ fn ping(from: Pod, ip: &str) -> bool {
     std::process::Command::new("ip")
         .args(["netns", "exec", &ns, "ping", "-n", "-q", "-c", "1", "-W", "1", ip])
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+        .is_ok_and(|o| o.status.success())
 }
 
 /// ICMP echo under policy, as Kubernetes defines it: a port-less rule allows every protocol,

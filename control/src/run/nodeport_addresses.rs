@@ -77,7 +77,7 @@ pub fn local_addresses() -> Vec<Ipv4Addr> {
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
     let mut out: Vec<Ipv4Addr> = addrs
         .filter(|a| !a.interface_name.starts_with("psw-"))
-        .filter_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|sin| sin.ip())))
+        .filter_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(nix::sys::socket::SockaddrIn::ip)))
         .filter(|ip| !ip.is_loopback() && !ip.is_link_local())
         .collect();
     out.sort_unstable();

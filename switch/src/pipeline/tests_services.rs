@@ -335,7 +335,7 @@ fn an_sctp_association_through_a_service_is_tracked_through_its_states() {
     let s = Scenario::new();
     let state = || {
         let mut names = Vec::new();
-        s.ct.for_each_live(0..s.ct.capacity(), |_, e, _| names.push(e.state().map(|st| st.name())));
+        s.ct.for_each_live(0..s.ct.capacity(), |_, e, _| names.push(e.state().map(crate::conntrack::CtState::name)));
         assert_eq!(names.len(), 1, "one association");
         names[0].unwrap()
     };
