@@ -340,7 +340,12 @@ struct Shared {
     state: Mutex<State>,
     changed: Notify,
     resume_settle: Duration,
+    /// Told of every change a watch brings ([`KubeSource::on_change`]).
+    on_change: std::sync::OnceLock<ChangeHook>,
 }
+
+/// What [`KubeSource::on_change`] calls.
+type ChangeHook = Box<dyn Fn() + Send + Sync>;
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -428,6 +433,7 @@ pub fn start_with(config: kube::Config, opts: Options) -> Result<KubeSource, Kub
         state: Mutex::default(),
         changed: Notify::new(),
         resume_settle: opts.resume_settle,
+        on_change: std::sync::OnceLock::new(),
     });
     let client = {
         let _guard = rt.enter();
@@ -502,6 +508,14 @@ impl KubeSource {
 
     pub fn status(&self) -> KubeStatus {
         self.status_handle().status()
+    }
+
+    /// Has `f` called, on the source's runtime, whenever a watch brings a change (an object
+    /// added, changed or deleted, a relist completed): before any view carries it. The
+    /// health check marks the tables stale from then ([`crate::health::ProxyHealth`]). Only the
+    /// first hook set is kept.
+    pub fn on_change(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.shared.on_change.set(Box::new(f));
     }
 
     /// A handle that reads the status from elsewhere (`show status`, metrics) while the
@@ -691,6 +705,9 @@ fn spawn_kind<K: Kind>(client: &Client, shared: &Arc<Shared>, opts: &Options) ->
                     st.kinds[K::INDEX].objects = reader.len();
                     drop(guard);
                     if changed {
+                        if let Some(f) = shared.on_change.get() {
+                            f();
+                        }
                         shared.changed.notify_one();
                     }
                 }

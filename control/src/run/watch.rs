@@ -191,6 +191,8 @@ pub(crate) fn follow_directory(sw: &mut Switch, watch: &mut DirWatch, cni: &mut 
             sw.retry_pending();
             continue;
         }
+        // The directory differs from the tables in force: stale until it is applied.
+        sw.source_changed();
         let m = match manifests::load_dir(watch.dir()) {
             Ok(m) => m,
             Err(e) => {

@@ -212,6 +212,10 @@ pub(crate) struct Cache {
     /// EndpointSlice. Only these are looked at when pods change.
     derived_svcs: BTreeSet<String>,
     read_problem_svcs: BTreeSet<String>,
+    /// Services left to another proxy by a label.
+    other_proxy_svcs: BTreeSet<String>,
+    /// Services with a health check port (LoadBalancer, `externalTrafficPolicy: Local`).
+    health_check_svcs: BTreeSet<String>,
     read_problem_slices: BTreeSet<String>,
     out_problem_svcs: BTreeSet<String>,
     /// Sentences of steps 2-3, with whether they are one-time ones.
@@ -404,7 +408,31 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
     state.removed = removed_ids;
     cache.tables = tables.clone();
     cache.views = views.clone();
-    CompiledServices { tables, problems, views }
+    let health_checks = health_checks(cache);
+    let ignored = cache
+        .other_proxy_svcs
+        .iter()
+        .filter_map(|k| Some(format!("Service {k} (label {}: another proxy's)", cache.services.get(k)?.model.as_ref()?.other_proxy?)))
+        .collect();
+    CompiledServices { tables, problems, views, health_checks, ignored }
+}
+
+/// The health checks of the Services that have a health check port and are in the tables: each
+/// with its local ready endpoints, counted by address over all its ports (kube-proxy's
+/// `LocalReadyEndpoints`). Costs the endpoints of those Services only.
+fn health_checks(cache: &Cache) -> Vec<super::HealthCheck> {
+    let mut out = Vec::with_capacity(cache.health_check_svcs.len());
+    for k in &cache.health_check_svcs {
+        let Some(e) = cache.services.get(k) else { continue };
+        let (Some(m), Some(o)) = (e.model.as_deref(), e.out.as_deref()) else { continue };
+        let Some(port) = m.health_check_node_port else { continue };
+        let mut local: Vec<Ipv4Addr> =
+            o.cands.iter().flat_map(|c| c.view.endpoints.iter()).filter(|v| v.endpoint.local && v.endpoint.ready).map(|v| v.endpoint.ip).collect();
+        local.sort_unstable();
+        local.dedup();
+        out.push(super::HealthCheck { namespace: m.namespace.clone(), name: m.name.clone(), port, local_endpoints: local.len() });
+    }
+    out
 }
 
 /// Step 1a: reads the Services that changed (`changed`, else every one), drops those gone and
@@ -442,6 +470,8 @@ fn read_services(pass: &mut Pass, m: &Manifests, changed: Option<&BTreeSet<Strin
             e.model = n.model;
         }
         set_membership(&mut cache.read_problem_svcs, k, !n.read_problems.is_empty());
+        set_membership(&mut cache.other_proxy_svcs, k, e.model.as_ref().is_some_and(|m| m.other_proxy.is_some()));
+        set_membership(&mut cache.health_check_svcs, k, e.model.as_ref().is_some_and(|m| m.health_check_node_port.is_some()));
         e.read_problems = n.read_problems;
     }
     for k in &gone {
@@ -452,6 +482,8 @@ fn read_services(pass: &mut Pass, m: &Manifests, changed: Option<&BTreeSet<Strin
         }
         cache.derived_svcs.remove(k);
         cache.read_problem_svcs.remove(k);
+        cache.other_proxy_svcs.remove(k);
+        cache.health_check_svcs.remove(k);
         cache.out_problem_svcs.remove(k);
         service_ids.remove(k);
     }
@@ -460,6 +492,8 @@ fn read_services(pass: &mut Pass, m: &Manifests, changed: Option<&BTreeSet<Strin
     for (k, obj) in &fresh {
         let e = read_service_entry(k, obj, fingerprint::service(obj, rv), cfg);
         set_membership(&mut cache.read_problem_svcs, k, !e.read_problems.is_empty());
+        set_membership(&mut cache.other_proxy_svcs, k, e.model.as_ref().is_some_and(|m| m.other_proxy.is_some()));
+        set_membership(&mut cache.health_check_svcs, k, e.model.as_ref().is_some_and(|m| m.health_check_node_port.is_some()));
         new_entries.push(((*k).clone(), e));
         pass.mark(k);
         new_ids.push(((*k).clone(), *next_service_id));

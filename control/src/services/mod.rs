@@ -64,7 +64,7 @@ use switch::tables::services::{FrontendKind, OnEmpty, ServiceTables};
 use switch::tables::chunked::ChunkedList;
 
 pub use compile::{compile_services, compile_services_full};
-pub use model::{ServiceType, TrafficPolicy};
+pub use model::{left_to_other_proxy, ServiceType, TrafficPolicy, HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL};
 
 use crate::manifests::Manifests;
 use crate::model::{L4Proto, NodeInfo, PodInfo};
@@ -152,6 +152,23 @@ pub struct CompiledServices {
     /// (shared with the compiler's state: unchanged Services keep their views, and a compile
     /// that replaces some copies only the chunks that hold them).
     pub views: ChunkedList<ServiceView>,
+    /// The Services this node answers load balancers' health checks for, in key order.
+    pub health_checks: Vec<HealthCheck>,
+    /// Services left to another proxy by their labels (`Service ns/name (label ...)`), as
+    /// kube-proxy's informers leave them out; in key order.
+    pub ignored: Vec<String>,
+}
+
+/// A LoadBalancer Service with `externalTrafficPolicy: Local` and its `healthCheckNodePort`:
+/// what kube-proxy's service health server serves for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub namespace: String,
+    pub name: String,
+    pub port: u16,
+    /// This node's ready endpoints of the Service, counted by address (kube-proxy's
+    /// `LocalReadyEndpoints`: an address serving two ports counts once; terminating ones not).
+    pub local_endpoints: usize,
 }
 
 impl CompiledServices {
