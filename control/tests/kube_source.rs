@@ -173,6 +173,26 @@ fn a_lone_change_goes_out_at_once_and_a_following_one_waits_for_the_window() {
     assert!(t.elapsed() > window / 2, "a change within the window went out after {:?}", t.elapsed());
 }
 
+/// The change hook (what marks the health check's tables stale) hears of a change before the
+/// view that carries it is taken, and hears nothing while nothing changes.
+#[test]
+fn the_change_hook_hears_each_change_before_its_view() {
+    let api = FakeApi::start_new();
+    seed(&api);
+    let (mut src, _) = started(&api, opts());
+    let heard = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let h = std::sync::Arc::clone(&heard);
+    src.on_change(move || {
+        h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    assert_no_view(&mut src, Duration::from_millis(300), "nothing changed");
+    assert_eq!(heard.load(std::sync::atomic::Ordering::SeqCst), 0);
+    api.apply(pod("x", "hooked", "10.244.0.80", json!({})));
+    let m = recv(&mut src, Duration::from_secs(2), "after adding a pod");
+    assert!(m.pods.contains_key("x/hooked"));
+    assert!(heard.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}
+
 /// A change goes out at once: a few milliseconds on a quiet machine. The bound (1 s) is one a
 /// loaded 2-core machine keeps; it still catches a change that waits for a retry, a relist or
 /// a watch timeout. That a lone change does not wait for the batching window is the test above.

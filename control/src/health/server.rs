@@ -296,3 +296,119 @@ async fn serve_healthz(addr: SocketAddr, inner: Arc<Inner>) {
     let proxy = Arc::clone(&inner.proxy);
     serve(listener, move |req: &Request<hyper::body::Incoming>| proxy_answer(&proxy, req.uri().path(), Now::now())).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    /// A port nothing listens on (bound and let go).
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    /// One HTTP/1.1 request to 127.0.0.1:`port`: (status, head, body), or the connect error.
+    fn get(port: u16, path: &str) -> std::io::Result<(u16, String, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let (head, body) = out.split_once("\r\n\r\n").expect("a head and a body");
+        let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("a status line");
+        Ok((status, head.to_ascii_lowercase(), body.to_string()))
+    }
+
+    fn check(name: &str, port: u16, local_endpoints: usize) -> HealthCheck {
+        HealthCheck { namespace: "x".into(), name: name.into(), port, local_endpoints }
+    }
+
+    /// Retries `f` for up to 5 s until it holds (a listener's task starts on the runtime).
+    fn eventually(mut f: impl FnMut() -> bool) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    #[test]
+    fn services_health_checks_open_answer_and_close_over_real_sockets() {
+        let proxy = Arc::new(ProxyHealth::new(Duration::from_secs(60)));
+        let hz = free_port();
+        let mut s = HealthServer::start(Some(SocketAddr::from(([127, 0, 0, 1], hz))), Arc::clone(&proxy)).unwrap();
+        let (a, b) = (free_port(), free_port());
+        s.sync_services(&[check("a", a, 2), check("b", b, 0)]);
+        assert!(s.problems().is_empty(), "{:?}", s.problems());
+        let (status, head, body) = get(a, "/").unwrap();
+        assert_eq!(status, 200, "{head}{body}");
+        assert!(head.contains("content-type: application/json") && head.contains("x-content-type-options: nosniff"), "{head}");
+        assert!(head.contains("x-load-balancing-endpoint-weight: 2"), "{head}");
+        assert_eq!(body, service::answer("x", "a", 2, true).body);
+        let (status, _, body) = get(b, "/any/path").unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("\"localEndpoints\": 0"), "{body}");
+
+        // The counts follow at once; a Service gone closes its port.
+        s.sync_services(&[check("b", b, 1)]);
+        assert_eq!(get(b, "/").unwrap().0, 200);
+        assert!(eventually(|| get(a, "/").is_err()), "port {a} still open");
+        assert_eq!(s.open_ports(), BTreeMap::from([("x/b".to_string(), b)]));
+
+        // A port taken by someone else: reported, retried, served once free.
+        let squatter = std::net::TcpListener::bind(("0.0.0.0", a)).unwrap();
+        s.sync_services(&[check("b", b, 1), check("a", a, 1)]);
+        let p = s.problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with(&format!("Service x/a: cannot serve its health check on port {a}: ")), "{p:?}");
+        drop(squatter);
+        s.last_try = Instant::now() - RETRY_EVERY;
+        s.retry();
+        assert!(s.problems().is_empty(), "{:?}", s.problems());
+        assert_eq!(get(a, "/").unwrap().0, 200);
+
+        // The proxy's own endpoints; an unhealthy proxy fails the Services' checks too.
+        let (status, head, body) = get(hz, "/healthz").unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(head.contains("content-type: application/json") && head.contains("x-content-type-options: nosniff"), "{head}");
+        assert!(body.contains("\"nodeEligible\":true"), "{body}");
+        assert_eq!(get(hz, "/livez").unwrap().0, 200);
+        let (status, _, body) = get(hz, "/").unwrap();
+        assert_eq!((status, body.as_str()), (404, "404 page not found\n"));
+        proxy.set_node_eligible(false);
+        assert_eq!(get(hz, "/healthz").unwrap().0, 503);
+        assert_eq!(get(hz, "/livez").unwrap().0, 200);
+        assert_eq!(get(a, "/").unwrap().0, 200, "node eligibility does not fail a Service's check");
+        let now = Now::now();
+        proxy.updated_at(now);
+        proxy.queued_update_at(Now { mono: now.mono - Duration::from_secs(61), ..now });
+        assert_eq!(get(hz, "/livez").unwrap().0, 503);
+        let (status, _, body) = get(a, "/").unwrap();
+        assert_eq!(status, 503);
+        assert!(body.ends_with("\"serviceProxyHealthy\": false\n}"), "{body}");
+
+        // Dropped: every port closes.
+        drop(s);
+        assert!(get(b, "/").is_err() && get(hz, "/healthz").is_err());
+    }
+
+    #[test]
+    fn a_healthz_address_in_use_is_reported_and_retried() {
+        let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = squatter.local_addr().unwrap();
+        let s = HealthServer::start(Some(addr), Arc::new(ProxyHealth::new(Duration::from_secs(60)))).unwrap();
+        assert!(eventually(|| s.problems().iter().any(|p| p.starts_with(&format!("--healthz-bind-address {addr}: cannot listen")))), "{:?}", s.problems());
+        drop(squatter);
+        // Tried again within RETRY_EVERY.
+        let t0 = Instant::now();
+        while !get(addr.port(), "/livez").is_ok_and(|a| a.0 == 200) {
+            assert!(t0.elapsed() < RETRY_EVERY * 2, "not served after the address was free: {:?}", s.problems());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(s.problems().is_empty(), "{:?}", s.problems());
+    }
+}
