@@ -20,7 +20,7 @@ pub mod service;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-pub use proxy::{node_eligible, Answer, Now, ProxyHealth, TO_BE_DELETED_TAINT};
+pub use proxy::{node_eligible, Answer, Moment, ProxyHealth, TO_BE_DELETED_TAINT};
 pub use server::{HealthServer, HealthServerError};
 
 /// kube-proxy's healthz port, when `--healthz-bind-address` gives an IP alone.

@@ -38,19 +38,19 @@ const FAMILY: &str = "IPv4";
 
 /// A moment on both clocks: the wall clock for what is shown, the monotonic one for ages.
 #[derive(Debug, Clone, Copy)]
-pub struct Now {
+pub struct Moment {
     pub wall: SystemTime,
     pub mono: Instant,
 }
 
-impl Now {
+impl Moment {
     pub fn now() -> Self {
-        Now { wall: SystemTime::now(), mono: Instant::now() }
+        Moment { wall: SystemTime::now(), mono: Instant::now() }
     }
 
     /// `d` later on both clocks (tests).
     pub fn after(self, d: Duration) -> Self {
-        Now { wall: self.wall + d, mono: self.mono + d }
+        Moment { wall: self.wall + d, mono: self.mono + d }
     }
 }
 
@@ -145,10 +145,10 @@ impl ProxyHealth {
 
     /// The source has a change the tables do not have yet.
     pub fn queued_update(&self) {
-        self.queued_update_at(Now::now());
+        self.queued_update_at(Moment::now());
     }
 
-    pub fn queued_update_at(&self, now: Now) {
+    pub fn queued_update_at(&self, now: Moment) {
         let mut st = self.lock();
         if st.oldest_pending.is_none() {
             st.oldest_pending = Some(now.mono);
@@ -157,10 +157,10 @@ impl ProxyHealth {
 
     /// The tables in force are the source's.
     pub fn updated(&self) {
-        self.updated_at(Now::now());
+        self.updated_at(Moment::now());
     }
 
-    pub fn updated_at(&self, now: Now) {
+    pub fn updated_at(&self, now: Moment) {
         let mut st = self.lock();
         st.oldest_pending = None;
         st.last_updated = Some(now.wall);
@@ -178,25 +178,25 @@ impl ProxyHealth {
 
     /// Whether the tables keep up with the source (kube-proxy's `Health().Healthy`).
     pub fn is_healthy(&self) -> bool {
-        self.is_healthy_at(Now::now())
+        self.is_healthy_at(Moment::now())
     }
 
-    pub fn is_healthy_at(&self, now: Now) -> bool {
+    pub fn is_healthy_at(&self, now: Moment) -> bool {
         let st = self.lock();
         healthy(&st, self.timeout, now)
     }
 
     /// The answer of `/healthz` at `now`.
-    pub fn healthz(&self, now: Now) -> Answer {
+    pub fn healthz(&self, now: Moment) -> Answer {
         self.answer(now, true)
     }
 
     /// The answer of `/livez` at `now`.
-    pub fn livez(&self, now: Now) -> Answer {
+    pub fn livez(&self, now: Moment) -> Answer {
         self.answer(now, false)
     }
 
-    fn answer(&self, now: Now, with_node: bool) -> Answer {
+    fn answer(&self, now: Moment, with_node: bool) -> Answer {
         let st = self.lock();
         let proxier_healthy = healthy(&st, self.timeout, now);
         let mut status = std::collections::BTreeMap::new();
@@ -218,7 +218,7 @@ impl ProxyHealth {
     }
 }
 
-fn healthy(st: &State, timeout: Duration, now: Now) -> bool {
+fn healthy(st: &State, timeout: Duration, now: Moment) -> bool {
     // As kube-proxy: healthy while starting up (never updated) or with nothing waiting long.
     match (st.last_updated, st.oldest_pending) {
         (Some(_), Some(since)) => now.mono.saturating_duration_since(since) < timeout,
@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn healthz_and_livez_follow_kube_proxy() {
         let h = ProxyHealth::new(Duration::from_secs(10));
-        let t0 = Now { wall: at(1_700_000_000), mono: Instant::now() };
+        let t0 = Moment { wall: at(1_700_000_000), mono: Instant::now() };
         // Starting up: healthy, no status yet, zero lastUpdated replaced by the current time.
         let a = h.healthz(t0);
         assert_eq!(a.status, 200);

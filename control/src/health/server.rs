@@ -30,7 +30,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 
-use super::proxy::{Answer, Now, ProxyHealth};
+use super::proxy::{Answer, Moment, ProxyHealth};
 use super::service;
 use crate::services::HealthCheck;
 
@@ -254,7 +254,7 @@ async fn serve_service(listener: tokio::net::TcpListener, key: String, inner: Ar
 }
 
 /// The answer of the proxy's own server to `path`.
-pub fn proxy_answer(proxy: &ProxyHealth, path: &str, now: Now) -> Answer {
+pub fn proxy_answer(proxy: &ProxyHealth, path: &str, now: Moment) -> Answer {
     match path {
         "/healthz" => proxy.healthz(now),
         "/livez" => proxy.livez(now),
@@ -294,7 +294,7 @@ async fn serve_healthz(addr: SocketAddr, inner: Arc<Inner>) {
     };
     tracing::info!(%addr, "healthz server: /healthz and /livez");
     let proxy = Arc::clone(&inner.proxy);
-    serve(listener, move |req: &Request<hyper::body::Incoming>| proxy_answer(&proxy, req.uri().path(), Now::now())).await;
+    serve(listener, move |req: &Request<hyper::body::Incoming>| proxy_answer(&proxy, req.uri().path(), Moment::now())).await;
 }
 
 #[cfg(test)]
@@ -383,9 +383,9 @@ mod tests {
         assert_eq!(get(hz, "/healthz").unwrap().0, 503);
         assert_eq!(get(hz, "/livez").unwrap().0, 200);
         assert_eq!(get(a, "/").unwrap().0, 200, "node eligibility does not fail a Service's check");
-        let now = Now::now();
+        let now = Moment::now();
         proxy.updated_at(now);
-        proxy.queued_update_at(Now { mono: now.mono - Duration::from_secs(61), ..now });
+        proxy.queued_update_at(Moment { mono: now.mono - Duration::from_secs(61), ..now });
         assert_eq!(get(hz, "/livez").unwrap().0, 503);
         let (status, _, body) = get(a, "/").unwrap();
         assert_eq!(status, 503);
