@@ -140,6 +140,8 @@ pub(crate) struct Switch {
     filter_cache: FilterCache,
     /// Why the last write of the uplink's filter failed (shown as a problem until one works).
     filter_error: Option<String>,
+    /// The health server's problems last published (ports it cannot bind).
+    health_problems: Vec<String>,
 }
 
 impl Switch {
@@ -187,6 +189,7 @@ impl Switch {
             neighbours_seen,
             filter_cache: FilterCache::default(),
             filter_error: None,
+            health_problems: Vec::new(),
             cfg,
         }
     }
@@ -330,6 +333,11 @@ impl Switch {
         self.cfg.proxy_health.queued_update();
     }
 
+    /// The source says again what the tables in force say (a refused edit was undone).
+    pub fn source_in_force(&self) {
+        self.cfg.proxy_health.updated();
+    }
+
     /// Records a view that was not applied (counted, shown by `show status`).
     pub fn refused(&mut self, error: String) {
         self.last_error = Some(error);
@@ -349,9 +357,10 @@ impl Switch {
     /// looked at most every [`PRESENCE_CHECK_EVERY`] (one lookup per port: the event loops call
     /// this on every wake-up, several per pod ADD).
     pub fn retry_pending(&mut self) {
-        let failed_before = self.cfg.health.problems();
+        // Health check ports that could not be bound are tried again; what the health server
+        // reports (also an address it failed to bind meanwhile) reaches `show status`.
         self.cfg.health.retry();
-        if self.cfg.health.problems() != failed_before {
+        if self.cfg.health.problems() != self.health_problems {
             self.publish_snapshot();
         }
         let look = self.presence_checked.is_none_or(|at| at.elapsed() >= PRESENCE_CHECK_EVERY);
@@ -529,6 +538,7 @@ impl Switch {
     }
 
     fn publish_snapshot(&mut self) {
+        self.health_problems = self.cfg.health.problems();
         let generation = self.pods.generation();
         if self.pod_names.0 != Some(generation) {
             self.pod_names = (Some(generation), Arc::new(self.pods.names().clone()));
@@ -548,8 +558,8 @@ impl Switch {
                 .iter()
                 .chain(&self.network_problems)
                 .chain(&self.filter_error)
+                .chain(&self.health_problems)
                 .cloned()
-                .chain(self.cfg.health.problems())
                 .collect(),
             ignored_kinds: self.ignored_kinds.clone(),
             last_error: self.last_error.clone(),
