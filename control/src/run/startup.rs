@@ -7,9 +7,9 @@
 //! CNI plugin recorded included: they are adopted), then starts
 //! the metrics endpoint, the control socket's server, the signal handlers and the verdict log
 //! collector. The health check server (`/healthz`, `/livez`, the Services' health check ports)
-//! starts before the first view is applied. Each thing made is recorded in the returned [`Running`]'s [`Teardown`] as soon
-//! as it exists, so a failure at any step (returned as a [`StartError`]) leaves nothing
-//! behind, and so does the end of [`Running`].
+//! starts before the first view is applied. Each thing made is recorded in the returned
+//! [`Running`]'s [`Teardown`] as soon as it exists, so a failure at any step (returned as a
+//! [`StartError`]) leaves nothing behind, and so does the end of [`Running`].
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 

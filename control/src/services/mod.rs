@@ -12,7 +12,14 @@
 //!   `allocateLoadBalancerNodePorts: false` — a `nodePort` set by hand is served either way) on
 //!   every node address; every `status.loadBalancer.ingress[].ip` (not `ipMode: Proxy`) of a
 //!   LoadBalancer, with `loadBalancerSourceRanges`; every `externalIPs` entry, on any type.
-//!   ExternalName, headless and IPv6-only Services get none.
+//!   ExternalName, headless and IPv6-only Services get none, nor do Services labelled
+//!   `service.kubernetes.io/service-proxy-name` or `service.kubernetes.io/headless` (another
+//!   proxy's: kube-proxy's informers leave them out; [`CompiledServices::ignored`] lists them),
+//!   and EndpointSlices with those labels are not read.
+//! - Health checks: every LoadBalancer Service with `externalTrafficPolicy: Local` and a
+//!   `healthCheckNodePort`, in the tables, is listed in [`CompiledServices::health_checks`] with
+//!   this node's ready endpoints counted by address (kube-proxy's `LocalReadyEndpoints`),
+//!   looking only at those Services.
 //! - Endpoints (see [`mod@derive`]): the Service's EndpointSlices (label
 //!   `kubernetes.io/service-name`, addressType IPv4), or, when the manifests hold none for a
 //!   Service with a selector, the pods it selects as the EndpointSlice controller would.

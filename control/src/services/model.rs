@@ -36,6 +36,7 @@ pub fn left_to_other_proxy(labels: Option<&BTreeMap<String, String>>) -> Option<
     let labels = labels?;
     [SERVICE_PROXY_NAME_LABEL, HEADLESS_LABEL].into_iter().find(|l| labels.contains_key(*l))
 }
+
 /// `sessionAffinityConfig.clientIP.timeoutSeconds` when unset (3 hours).
 pub const DEFAULT_AFFINITY_TIMEOUT_S: u32 = 10_800;
 /// The largest timeout the API server accepts (1 day).
