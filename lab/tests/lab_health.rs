@@ -13,6 +13,8 @@
 //!   other nodes' `/healthz` too), then 200 again when the taint goes.
 //! - A Service labelled `service.kubernetes.io/service-proxy-name` is not served (its
 //!   ClusterIP does not answer) and is listed among the ignored objects of `show status`.
+//! - A health check port held by another socket on a node is a problem of `show status` there
+//!   (the other nodes serve it), and is served once free.
 use std::fs;
 use std::time::{Duration, Instant};
 
@@ -157,4 +159,45 @@ fn health_checks_answer_as_kube_proxys_and_labelled_services_are_left_alone() {
         let svcs = ok(&["show", "services", "--node", node, "--json"]);
         assert!(!svcs.contains("x/elsewhere"), "{node}: {svcs}");
     }
+
+    // A health check port something else holds on node-1: reported there (log and `show
+    // status`), served by the other nodes, and served by node-1 once free.
+    let squatter = labkit::in_netns("psl-node", || std::net::TcpListener::bind("0.0.0.0:32101").unwrap());
+    hold.write("busy.yaml", BUSY);
+    let t0 = Instant::now();
+    loop {
+        let s: Value = serde_json::from_str(&ok(&["show", "status", "--node", "node-1", "--json"])).unwrap();
+        if s["problems"].to_string().contains("Service x/busy: cannot serve its health check on port 32101") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "the busy port is not reported: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(wait_for("http://172.18.0.3:32101/", 200).0, 200);
+    drop(squatter);
+    let t0 = Instant::now();
+    loop {
+        let o = labkit::podswitch(&["lab", "exec", "external", "--", "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", "http://172.18.0.2:32101/"]);
+        if labkit::text(&o.stdout).trim() == "503" {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "node-1 did not bind the freed port: {}", describe(&o));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let s: Value = serde_json::from_str(&ok(&["show", "status", "--node", "node-1", "--json"])).unwrap();
+    assert!(!s["problems"].to_string().contains("32101"), "{s}");
 }
+
+const BUSY: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: busy, namespace: x}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.72
+  externalTrafficPolicy: Local
+  healthCheckNodePort: 32101
+  selector: {pod: b}
+  ports:
+  - {name: http, port: 80, targetPort: 80, nodePort: 30972, protocol: TCP}
+";
