@@ -345,7 +345,19 @@ struct Shared {
 }
 
 /// What [`KubeSource::on_change`] calls.
-type ChangeHook = Box<dyn Fn() + Send + Sync>;
+type ChangeHook = Box<dyn Fn(SourceChange) + Send + Sync>;
+
+/// What the [`KubeSource::on_change`] hook hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceChange {
+    /// A watch brought a change (an object added, changed or deleted, a list completed): the
+    /// views sent so far do not have it yet.
+    Changed,
+    /// The source looked and found nothing new since the last view sent (changes undone, a
+    /// relist that found nothing new, a wake-up for nothing): no view follows, the last one
+    /// sent is still the source's.
+    Settled,
+}
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -510,11 +522,12 @@ impl KubeSource {
         self.status_handle().status()
     }
 
-    /// Has `f` called, on the source's runtime, whenever a watch brings a change (an object
-    /// added, changed or deleted, a relist completed): before any view carries it. The
-    /// health check marks the tables stale from then ([`crate::health::ProxyHealth`]). Only the
-    /// first hook set is kept.
-    pub fn on_change(&self, f: impl Fn() + Send + Sync + 'static) {
+    /// Has `f` called, on the source's runtime, with [`SourceChange::Changed`] whenever a watch
+    /// brings a change (before any view carries it), and with [`SourceChange::Settled`] when
+    /// changes came to nothing and no view follows them. The health check marks the tables
+    /// stale from the first and up to date at the second ([`crate::health::ProxyHealth`]).
+    /// Only the first hook set is kept.
+    pub fn on_change(&self, f: impl Fn(SourceChange) + Send + Sync + 'static) {
         let _ = self.shared.on_change.set(Box::new(f));
     }
 
@@ -706,7 +719,7 @@ fn spawn_kind<K: Kind>(client: &Client, shared: &Arc<Shared>, opts: &Options) ->
                     drop(guard);
                     if changed {
                         if let Some(f) = shared.on_change.get() {
-                            f();
+                            f(SourceChange::Changed);
                         }
                         shared.changed.notify_one();
                     }
@@ -797,6 +810,9 @@ async fn aggregate(shared: Arc<Shared>, stores: Stores, tx: Sender<Update>, drai
         // Nothing new (bookmarks, relists that found nothing, changes undone), unless the
         // consumer asked for a whole view.
         if !asked && shared.lock().last_digest.as_deref() == Some(update.digest()) {
+            if let Some(f) = shared.on_change.get() {
+                f(SourceChange::Settled);
+            }
             continue;
         }
         let digest = update.digest().to_string();

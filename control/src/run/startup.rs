@@ -187,7 +187,10 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
     let proxy_health = Arc::new(ProxyHealth::new(crate::health::proxy::DEFAULT_TIMEOUT));
     if let Source::Api(src) = &source {
         let h = Arc::clone(&proxy_health);
-        src.on_change(move || h.queued_update());
+        src.on_change(move |c| match c {
+            kube_source::SourceChange::Changed => h.queued_update(),
+            kube_source::SourceChange::Settled => h.updated(),
+        });
     }
     let health = HealthServer::start(args.health.healthz_bind_address.addr(), Arc::clone(&proxy_health))?;
 
