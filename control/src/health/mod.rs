@@ -9,7 +9,8 @@
 //!   (kube-proxy's deprecated `--healthz-port 0`).
 //! - Where the pieces come from: `podswitch run` marks the source's changes
 //!   ([`ProxyHealth::queued_update`]: the API source's watch events, a manifest directory
-//!   that digests differently) and every applied view ([`ProxyHealth::updated`]), reads the
+//!   that digests differently) and every applied view, or batch of changes that came to
+//!   nothing ([`ProxyHealth::updated`]), reads the
 //!   node's eligibility from its Node object on every view ([`proxy::node_eligible`]), and hands
 //!   the compiled Services' health checks ([`crate::services::HealthCheck`]) to the server
 //!   after every apply, so servers open and close with the tables published.

@@ -38,6 +38,9 @@
 //!   Pods and EndpointSlices are read from the API's JSON into podswitch's own smaller types,
 //!   and every object loses the metadata nobody reads (`managedFields`, often most of a Pod,
 //!   annotations, ownerReferences, ...) before its store takes it.
+//! - [`KubeSource::on_change`] lets the health check hear of every change as a watch brings it
+//!   ([`SourceChange::Changed`], before any view carries it) and of batches that came to
+//!   nothing ([`SourceChange::Settled`]: no view follows, the last one sent stands).
 //! - Every view but the first lists the keys its watches changed since the view sent before it
 //!   ([`Manifests::changes`]); a view that replaces one the consumer did not take lists the
 //!   changes of both. A view after a list (initial or relist), whose store was replaced
