@@ -93,14 +93,14 @@ fn as_sent(mut v: Value, i: usize) -> Value {
         }
         "Node" => {
             // What /healthz reads: the Cluster Autoscaler's taint, or a deletion under way.
-            if i % 2 == 0 {
+            if i % 2 == 1 {
+                v["metadata"].as_object_mut().unwrap().insert("deletionTimestamp".into(), json!("2026-12-01T00:00:00Z"));
+            } else {
                 let spec = v.as_object_mut().unwrap().entry("spec").or_insert_with(|| json!({}));
                 spec.as_object_mut().unwrap().insert(
                     "taints".into(),
                     json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}, {"key": "ToBeDeletedByClusterAutoscaler", "value": "1764547200", "effect": "NoSchedule"}]),
                 );
-            } else {
-                v["metadata"].as_object_mut().unwrap().insert("deletionTimestamp".into(), json!("2026-12-01T00:00:00Z"));
             }
         }
         "Service" => {

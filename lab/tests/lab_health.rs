@@ -52,14 +52,14 @@ spec:
   - {name: http, port: 80, targetPort: 80, protocol: TCP}
 ";
 
-/// `curl -i` from `external`: (status, headers in lower case, body).
+/// `curl -i` from `external`: (status, head as sent, body).
 fn get(url: &str) -> (u16, String, String) {
     let o = labkit::podswitch(&["lab", "exec", "external", "--", "curl", "-sS", "-i", "--max-time", "3", url]);
     assert!(o.status.success(), "curl {url}: {}", describe(&o));
     let out = labkit::text(&o.stdout).replace("\r\n", "\n");
     let (head, body) = out.split_once("\n\n").unwrap_or_else(|| panic!("curl {url}: no head/body: {out}"));
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("curl {url}: {head}"));
-    (status, head.to_ascii_lowercase(), body.to_string())
+    (status, format!("{head}\n"), body.to_string())
 }
 
 /// Polls `url` until it answers `status` (10 s at most); returns the last answer.
@@ -90,9 +90,10 @@ fn health_checks_answer_as_kube_proxys_and_labelled_services_are_left_alone() {
         assert_eq!(v["service"]["name"], "lb-local", "{body}");
         assert_eq!(v["localEndpoints"], want.1, "{node}: {body}");
         assert_eq!(v["serviceProxyHealthy"], true, "{node}: {body}");
-        assert!(head.contains("content-type: application/json"), "{head}");
-        assert!(head.contains("x-content-type-options: nosniff"), "{head}");
-        assert!(head.contains(&format!("x-load-balancing-endpoint-weight: {}", want.1)), "{head}");
+        // Header names as kube-proxy (Go) writes them.
+        assert!(head.contains("\nContent-Type: application/json\n"), "{head}");
+        assert!(head.contains("\nX-Content-Type-Options: nosniff\n"), "{head}");
+        assert!(head.contains(&format!("\nX-Load-Balancing-Endpoint-Weight: {}\n", want.1)), "{head}");
     }
     // Any path answers the same.
     assert_eq!(get("http://172.18.0.3:32100/healthz").0, 200);

@@ -234,6 +234,9 @@ where
                 async move { Ok::<_, Infallible>(response(a)) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                // Header names as Go's net/http writes them (`Content-Type`, not `content-type`):
+                // the same bytes as kube-proxy's answers, for clients that match them as text.
+                .title_case_headers(true)
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc);
@@ -320,6 +323,15 @@ mod tests {
         Ok((status, head.to_ascii_lowercase(), body.to_string()))
     }
 
+    /// The response head to `GET /` on 127.0.0.1:`port`, as sent.
+    fn head_as_sent(port: u16) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.split("\r\n\r\n").next().unwrap().to_string() + "\r\n"
+    }
+
     fn check(name: &str, port: u16, local_endpoints: usize) -> HealthCheck {
         HealthCheck { namespace: "x".into(), name: name.into(), port, local_endpoints }
     }
@@ -346,6 +358,8 @@ mod tests {
         assert!(s.problems().is_empty(), "{:?}", s.problems());
         let (status, head, body) = get(a, "/").unwrap();
         assert_eq!(status, 200, "{head}{body}");
+        assert!(head_as_sent(a).contains("\r\nContent-Type: application/json\r\n"), "header names as Go writes them");
+        assert!(head_as_sent(a).contains("\r\nX-Load-Balancing-Endpoint-Weight: 2\r\n"));
         assert!(head.contains("content-type: application/json") && head.contains("x-content-type-options: nosniff"), "{head}");
         assert!(head.contains("x-load-balancing-endpoint-weight: 2"), "{head}");
         assert_eq!(body, service::answer("x", "a", 2, true).body);
