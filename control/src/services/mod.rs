@@ -16,8 +16,9 @@
 //!   `service.kubernetes.io/service-proxy-name` or `service.kubernetes.io/headless` (another
 //!   proxy's: kube-proxy's informers leave them out; [`CompiledServices::ignored`] lists them),
 //!   and EndpointSlices with those labels are not read.
-//! - Health checks: every LoadBalancer Service with `externalTrafficPolicy: Local` and a
-//!   `healthCheckNodePort`, in the tables, is listed in [`CompiledServices::health_checks`] with
+//! - Health checks: every LoadBalancer Service with `externalTrafficPolicy: Local` in the
+//!   tables, with its `healthCheckNodePort` (allocated from the NodePort range, as the API
+//!   server does, when it sets none), is listed in [`CompiledServices::health_checks`] with
 //!   this node's ready endpoints counted by address (kube-proxy's `LocalReadyEndpoints`),
 //!   looking only at those Services.
 //! - Endpoints (see [`mod@derive`]): the Service's EndpointSlices (label
@@ -337,6 +338,11 @@ impl ServiceState {
     /// The NodePort allocated to the port numbered `port` of Service `key`.
     pub fn allocated_node_port(&self, key: &str, port: u16) -> Option<u16> {
         self.node_ports.get(&(key.to_string(), port)).copied()
+    }
+
+    /// The `healthCheckNodePort` allocated to Service `key`, if it needs one and set none.
+    pub fn allocated_health_check_port(&self, key: &str) -> Option<u16> {
+        self.node_ports.get(&(key.to_string(), compile::HEALTH_CHECK_PORT_KEY)).copied()
     }
 
     /// The id of Service `key` while it exists.

@@ -123,8 +123,12 @@ pub struct ServiceModel {
     pub affinity_timeout_s: Option<u32>,
     pub allocate_lb_node_ports: bool,
     pub publish_not_ready: bool,
-    /// `healthCheckNodePort` of a LoadBalancer Service with `externalTrafficPolicy: Local`
-    /// (kube-proxy's `NeedsHealthCheck`): this node answers load balancers' health checks there.
+    /// A LoadBalancer Service with `externalTrafficPolicy: Local` (kube-proxy's
+    /// `NeedsHealthCheck`): this node answers load balancers' health checks on its
+    /// `healthCheckNodePort`.
+    pub needs_health_check: bool,
+    /// `healthCheckNodePort` as the manifest sets it (when the Service needs a health check;
+    /// without one, one is allocated from the NodePort range, as the API server does).
     pub health_check_node_port: Option<u16>,
     /// The label that leaves the Service to another proxy ([`left_to_other_proxy`]): it gets
     /// nothing here, as kube-proxy never sees it.
@@ -283,6 +287,7 @@ pub fn read_service(key: &str, svc: &Service, cfg: &ServiceConfig, problems: &mu
         affinity_timeout_s: None,
         allocate_lb_node_ports: spec.allocate_load_balancer_node_ports.unwrap_or(true),
         publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
+        needs_health_check: false,
         health_check_node_port: None,
         other_proxy: left_to_other_proxy(svc.metadata.labels.as_ref()),
     };
@@ -397,15 +402,11 @@ pub fn read_service(key: &str, svc: &Service, cfg: &ServiceConfig, problems: &mu
         Ok(p) => out.external_policy = p,
         Err(e) => return fail(problems, key, e),
     }
-    // kube-proxy's NeedsHealthCheck: a LoadBalancer with externalTrafficPolicy Local (the API
-    // server allocates the port; without one kube-proxy logs and serves no health check).
+    // kube-proxy's NeedsHealthCheck: a LoadBalancer with externalTrafficPolicy Local. The API
+    // server allocates its port when the Service does not ask for one; so does the compiler.
     if type_ == ServiceType::LoadBalancer && out.external_policy == TrafficPolicy::Local {
+        out.needs_health_check = true;
         out.health_check_node_port = spec.health_check_node_port.and_then(port_number);
-        if out.health_check_node_port.is_none() {
-            problems.push(format!(
-                "Service {key}: type LoadBalancer with externalTrafficPolicy Local has no healthCheckNodePort (1-65535); no health check is served"
-            ));
-        }
     }
     match policy("internalTrafficPolicy", spec.internal_traffic_policy.as_deref()) {
         Ok(p) => out.internal_policy = p,

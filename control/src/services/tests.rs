@@ -314,17 +314,34 @@ fn health_checks_of_local_load_balancers_count_local_ready_endpoints_by_address(
     let c = compile(&yaml);
     // Two local ready pods serve both ports: two endpoints, not four; the remote one and the
     // unready local one do not count. Only LoadBalancer with Local gets one.
-    assert_eq!(c.health_checks, [HealthCheck { namespace: "x".into(), name: "local".into(), port: 32000, local_endpoints: 2 }]);
-    assert!(has_problem(&c, "Service x/noport: type LoadBalancer with externalTrafficPolicy Local has no healthCheckNodePort"), "{:?}", c.problems);
+    // Without a healthCheckNodePort, one is allocated from the NodePort range (upper band first,
+    // after the Service's own NodePorts), and kept.
+    let mut st = ServiceState::default();
+    let c = compile_in(&mut st, &yaml);
+    assert!(!has_problem(&c, "healthCheckNodePort"), "{:?}", c.problems);
+    let allocated = st.allocated_health_check_port("x/noport").expect("allocated");
+    assert!((30086..=32767).contains(&allocated), "{allocated}");
+    let noport_nps: Vec<u16> = c.views.iter().filter(|v| v.service == "x/noport" && v.kind == FrontendKind::NodePort).map(|v| v.port).collect();
+    assert!(!noport_nps.is_empty() && !noport_nps.contains(&allocated), "{noport_nps:?} {allocated}");
+    assert_eq!(
+        c.health_checks,
+        [
+            HealthCheck { namespace: "x".into(), name: "local".into(), port: 32000, local_endpoints: 2 },
+            HealthCheck { namespace: "x".into(), name: "noport".into(), port: allocated, local_endpoints: 2 },
+        ]
+    );
+    let again = compile_in(&mut st, &yaml.replace("node-2", "node-4"));
+    assert_eq!(again.health_checks[1].port, allocated, "an allocation stays");
+    assert_eq!(st.allocated_health_check_port("x/local"), None, "asked for: nothing allocated");
     // The local pods go: 0, still served (503 at the HTTP side).
     let c = compile(&yaml.replace("node-1", "node-3"));
-    assert_eq!(c.health_checks.len(), 1);
+    assert_eq!(c.health_checks.len(), 2);
     assert_eq!(c.health_checks[0].local_endpoints, 0);
     // Incrementally: the policy changes to Cluster, the health check goes.
     let mut st = ServiceState::default();
-    assert_eq!(compile_in(&mut st, &yaml).health_checks.len(), 1);
+    assert_eq!(compile_in(&mut st, &yaml).health_checks.len(), 2);
     let c = compile_in(&mut st, &yaml.replace("externalTrafficPolicy: Local, healthCheckNodePort: 32000", "healthCheckNodePort: 32000"));
-    assert!(c.health_checks.is_empty(), "{:?}", c.health_checks);
+    assert_eq!(c.health_checks.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["noport"]);
 }
 
 #[test]
