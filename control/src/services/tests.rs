@@ -311,11 +311,10 @@ fn health_checks_of_local_load_balancers_count_local_ready_endpoints_by_address(
         pod("x", "d", "{app: web}", "10.244.0.13", "node-1", "[{name: http, containerPort: 80}]", "", ", conditions: [{type: Ready, status: 'False'}]"),
     ]
     .concat();
-    let c = compile(&yaml);
     // Two local ready pods serve both ports: two endpoints, not four; the remote one and the
-    // unready local one do not count. Only LoadBalancer with Local gets one.
-    // Without a healthCheckNodePort, one is allocated from the NodePort range (upper band first,
-    // after the Service's own NodePorts), and kept.
+    // unready local one do not count. Only LoadBalancer with Local gets one. Without a
+    // healthCheckNodePort, one is allocated from the NodePort range (upper band first, after
+    // the Service's own NodePorts), and kept.
     let mut st = ServiceState::default();
     let c = compile_in(&mut st, &yaml);
     assert!(!has_problem(&c, "healthCheckNodePort"), "{:?}", c.problems);
