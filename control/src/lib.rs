@@ -23,6 +23,8 @@
 //! - [`neighbours`]: the uplink's next hops and their MACs, from the kernel's tables (rtnetlink).
 //! - [`run`]: `podswitch run`, the switch process.
 //! - [`metrics`]: the Prometheus endpoint of `podswitch run`.
+//! - [`health`]: kube-proxy's health checks: `/healthz`, `/livez` and the Services'
+//!   `healthCheckNodePort` servers.
 //! - [`memory`]: the agent's memory by table (objects, Services, Maglev, policy, routes,
 //!   conntrack), for `show status` and the metrics.
 //! - [`ctl`]: the control socket protocol, client and server.
@@ -34,6 +36,7 @@ pub mod cni_install;
 pub mod cni_records;
 pub mod compile;
 pub mod ctl;
+pub mod health;
 pub mod kube_source;
 pub mod manifests;
 pub mod memory;

@@ -173,6 +173,37 @@ fn a_lone_change_goes_out_at_once_and_a_following_one_waits_for_the_window() {
     assert!(t.elapsed() > window / 2, "a change within the window went out after {:?}", t.elapsed());
 }
 
+/// The change hook (what marks the health check's tables stale) hears of a change before the
+/// view that carries it is taken, of no change while nothing changes, and that changes which
+/// came to nothing (a pod added and deleted within one batching window) settled without a view.
+#[test]
+fn the_change_hook_hears_each_change_before_its_view_and_changes_that_settle() {
+    use kube_source::SourceChange;
+    let api = FakeApi::start_new();
+    seed(&api);
+    let window = Duration::from_millis(500);
+    let (mut src, _) = started(&api, Options { debounce: window, ..opts() });
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<SourceChange>::new()));
+    let h = std::sync::Arc::clone(&heard);
+    src.on_change(move |c| h.lock().unwrap().push(c));
+    assert_no_view(&mut src, Duration::from_millis(600), "nothing changed");
+    let h = heard.lock().unwrap().clone();
+    assert!(!h.contains(&SourceChange::Changed), "{h:?}");
+    heard.lock().unwrap().clear();
+    api.apply(pod("x", "hooked", "10.244.0.80", json!({})));
+    let m = recv(&mut src, Duration::from_secs(2), "after adding a pod");
+    assert!(m.pods.contains_key("x/hooked"));
+    assert_eq!(heard.lock().unwrap().first(), Some(&SourceChange::Changed));
+    // Within the window after that view: added and deleted, one batch that changes nothing.
+    heard.lock().unwrap().clear();
+    api.apply(pod("x", "brief", "10.244.0.81", json!({})));
+    assert!(api.delete("Pod", "x", "brief"));
+    assert_no_view(&mut src, window * 2, "a change undone");
+    let h = heard.lock().unwrap().clone();
+    assert_eq!(h.first(), Some(&SourceChange::Changed), "{h:?}");
+    assert_eq!(h.last(), Some(&SourceChange::Settled), "{h:?}");
+}
+
 /// A change goes out at once: a few milliseconds on a quiet machine. The bound (1 s) is one a
 /// loaded 2-core machine keeps; it still catches a change that waits for a retry, a relist or
 /// a watch timeout. That a lone change does not wait for the batching window is the test above.

@@ -8,7 +8,8 @@
 //! 9-pod lab) made to look as the API server sends them: managedFields, annotations, owner
 //! references, container images, env and probes, every pod condition (some pods not Ready,
 //! some with conditions but no Ready one), container statuses, endpoint hints (which steer:
-//! the node has a zone label) and zones, `trafficDistribution`; the lab's pods get the
+//! the node has a zone label) and zones, `trafficDistribution`, Nodes tainted for deletion or
+//! being deleted (what `/healthz` reads); the lab's pods get the
 //! addresses the lab would give them.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -94,6 +95,21 @@ fn as_sent(mut v: Value, i: usize) -> Value {
                 }
             }
         }
+        "Node" => {
+            // The zone, so that the endpoints' hints steer.
+            let labels = v["metadata"].as_object_mut().unwrap().entry("labels").or_insert_with(|| json!({}));
+            labels.as_object_mut().unwrap().insert("topology.kubernetes.io/zone".into(), json!("zone-a"));
+            // What /healthz reads: the Cluster Autoscaler's taint, or a deletion under way.
+            if i % 2 == 1 {
+                v["metadata"].as_object_mut().unwrap().insert("deletionTimestamp".into(), json!("2026-12-01T00:00:00Z"));
+            } else {
+                let spec = v.as_object_mut().unwrap().entry("spec").or_insert_with(|| json!({}));
+                spec.as_object_mut().unwrap().insert(
+                    "taints".into(),
+                    json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}, {"key": "ToBeDeletedByClusterAutoscaler", "value": "1764547200", "effect": "NoSchedule"}]),
+                );
+            }
+        }
         "Service" => {
             let spec = v["spec"].as_object_mut().unwrap();
             spec.insert("sessionAffinityConfig".into(), json!(null));
@@ -101,10 +117,6 @@ fn as_sent(mut v: Value, i: usize) -> Value {
             spec.insert("ipFamilyPolicy".into(), json!("SingleStack"));
             spec.insert("internalTrafficPolicy".into(), spec.get("internalTrafficPolicy").cloned().unwrap_or(json!("Cluster")));
             spec.insert("trafficDistribution".into(), json!(["PreferClose", "PreferSameZone", "PreferSameNode"][i % 3]));
-        }
-        "Node" => {
-            let labels = v["metadata"].as_object_mut().unwrap().entry("labels").or_insert_with(|| json!({}));
-            labels.as_object_mut().unwrap().insert("topology.kubernetes.io/zone".into(), json!("zone-a"));
         }
         _ => {}
     }
@@ -212,6 +224,8 @@ fn compiled(m: &Manifests) -> BTreeMap<&'static str, String> {
         ("service tables", format!("{:?}", s.tables)),
         ("service views", views.join("\n")),
         ("service problems", format!("{:?}", s.problems)),
+        ("service health checks", format!("{:?} {:?}", s.health_checks, s.ignored)),
+        ("nodes eligible for load balancers", format!("{:?}", m.nodes.iter().map(|(k, n)| (k, podswitch_control::health::node_eligible(n))).collect::<Vec<_>>())),
         ("policy tables", format!("{:?}", p.tables)),
         ("policy views", serde_json::to_string(&p.views).unwrap()),
         ("policy problems", format!("{:?}", p.problems)),
@@ -239,6 +253,11 @@ fn reduced_objects_compile_to_the_tables_of_full_objects() {
                 let around = |t: &str| t.get(at.saturating_sub(200)..(at + 200).min(t.len())).unwrap_or_default().to_string();
                 panic!("{dirs:?}: {what} differ at byte {at}:\nreduced: ...{}...\nfull:    ...{}...", around(text), around(other));
             }
+        }
+        // Not vacuous: a Node (examples/services has one) is tainted or being deleted, and is
+        // not eligible.
+        if !reduced_view.nodes.is_empty() {
+            assert!(a["nodes eligible for load balancers"].contains("false"), "{dirs:?}: {}", a["nodes eligible for load balancers"]);
         }
         // Not vacuous: the Services have backends, the policies isolate pods.
         let expected = if dirs[0] == "examples/services" { ("service tables", "Backend {") } else { ("policy tables", "ingress_isolated: true") };

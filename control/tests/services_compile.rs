@@ -75,4 +75,9 @@ fn services_examples_backends() {
     for (ip, port, proto) in [("192.0.2.10", 80, 17), ("192.0.2.20", 80, 6), ("172.18.0.2", 30090, 17)] {
         assert_eq!(backends(&c, ip, port, proto).1, ["10.244.0.21:80"]);
     }
+    // Its health check: this node has that one ready endpoint (serving two ports: counted once).
+    assert_eq!(
+        c.health_checks,
+        [services::HealthCheck { namespace: "y".into(), name: "api-lb".into(), port: 30091, local_endpoints: 1 }]
+    );
 }

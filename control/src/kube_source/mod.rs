@@ -38,6 +38,9 @@
 //!   Pods and EndpointSlices are read from the API's JSON into podswitch's own smaller types,
 //!   and every object loses the metadata nobody reads (`managedFields`, often most of a Pod,
 //!   annotations, ownerReferences, ...) before its store takes it.
+//! - [`KubeSource::on_change`] lets the health check hear of every change as a watch brings it
+//!   ([`SourceChange::Changed`], before any view carries it) and of batches that came to
+//!   nothing ([`SourceChange::Settled`]: no view follows, the last one sent stands).
 //! - Every view but the first lists the keys its watches changed since the view sent before it
 //!   ([`Manifests::changes`]); a view that replaces one the consumer did not take lists the
 //!   changes of both. A view after a list (initial or relist), whose store was replaced
@@ -340,6 +343,23 @@ struct Shared {
     state: Mutex<State>,
     changed: Notify,
     resume_settle: Duration,
+    /// Told of every change a watch brings ([`KubeSource::on_change`]).
+    on_change: std::sync::OnceLock<ChangeHook>,
+}
+
+/// What [`KubeSource::on_change`] calls.
+type ChangeHook = Box<dyn Fn(SourceChange) + Send + Sync>;
+
+/// What the [`KubeSource::on_change`] hook hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceChange {
+    /// A watch brought a change (an object added, changed or deleted, a list completed): the
+    /// views sent so far do not have it yet.
+    Changed,
+    /// The source looked and found nothing new since the last view sent (changes undone, a
+    /// relist that found nothing new, a wake-up for nothing): no view follows, the last one
+    /// sent is still the source's.
+    Settled,
 }
 
 impl Shared {
@@ -428,6 +448,7 @@ pub fn start_with(config: kube::Config, opts: Options) -> Result<KubeSource, Kub
         state: Mutex::default(),
         changed: Notify::new(),
         resume_settle: opts.resume_settle,
+        on_change: std::sync::OnceLock::new(),
     });
     let client = {
         let _guard = rt.enter();
@@ -502,6 +523,15 @@ impl KubeSource {
 
     pub fn status(&self) -> KubeStatus {
         self.status_handle().status()
+    }
+
+    /// Has `f` called, on the source's runtime, with [`SourceChange::Changed`] whenever a watch
+    /// brings a change (before any view carries it), and with [`SourceChange::Settled`] when
+    /// changes came to nothing and no view follows them. The health check marks the tables
+    /// stale from the first and up to date at the second ([`crate::health::ProxyHealth`]).
+    /// Only the first hook set is kept.
+    pub fn on_change(&self, f: impl Fn(SourceChange) + Send + Sync + 'static) {
+        let _ = self.shared.on_change.set(Box::new(f));
     }
 
     /// A handle that reads the status from elsewhere (`show status`, metrics) while the
@@ -691,6 +721,9 @@ fn spawn_kind<K: Kind>(client: &Client, shared: &Arc<Shared>, opts: &Options) ->
                     st.kinds[K::INDEX].objects = reader.len();
                     drop(guard);
                     if changed {
+                        if let Some(f) = shared.on_change.get() {
+                            f(SourceChange::Changed);
+                        }
                         shared.changed.notify_one();
                     }
                 }
@@ -780,6 +813,9 @@ async fn aggregate(shared: Arc<Shared>, stores: Stores, tx: Sender<Update>, drai
         // Nothing new (bookmarks, relists that found nothing, changes undone), unless the
         // consumer asked for a whole view.
         if !asked && shared.lock().last_digest.as_deref() == Some(update.digest()) {
+            if let Some(f) = shared.on_change.get() {
+                f(SourceChange::Settled);
+            }
             continue;
         }
         let digest = update.digest().to_string();

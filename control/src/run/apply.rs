@@ -31,6 +31,7 @@ use switch::tables::{PortId, PortKind};
 use super::host_port;
 use super::shared::{Shared, Snapshot};
 use crate::compile::{self, Attached, DesiredPort, PortTables, Uplink};
+use crate::health::{HealthServer, ProxyHealth};
 use crate::manifests::Manifests;
 use crate::model::{self, NodeInfo};
 use crate::nodes::{self, RemoteNode};
@@ -81,6 +82,10 @@ pub(crate) struct Config {
     pub services: ServiceConfig,
     /// What the uplink's filter takes from the configuration (VXLAN port, node addresses).
     pub uplink_filter: UplinkConfig,
+    /// The proxy's health: told of every view applied and of the node's eligibility.
+    pub proxy_health: Arc<ProxyHealth>,
+    /// The health check servers, kept in step with the Services of the tables published.
+    pub health: HealthServer,
 }
 
 pub(crate) struct Switch {
@@ -137,6 +142,8 @@ pub(crate) struct Switch {
     filter_cache: FilterCache,
     /// Why the last write of the uplink's filter failed (shown as a problem until one works).
     filter_error: Option<String>,
+    /// The health server's problems last published (ports it cannot bind).
+    health_problems: Vec<String>,
 }
 
 impl Switch {
@@ -185,6 +192,7 @@ impl Switch {
             neighbours_seen,
             filter_cache: FilterCache::default(),
             filter_error: None,
+            health_problems: Vec::new(),
             cfg,
         }
     }
@@ -225,6 +233,12 @@ impl Switch {
         let node = model::node_info(m, Some(&self.cfg.node.name)).map_err(|e| ApplyError::Node(e.clone()))?;
         if node != self.cfg.node {
             return Err(ApplyError::NodeChanged { old: Box::new(self.cfg.node.clone()), new: Box::new(node) });
+        }
+        // /healthz: whether load balancers may send to this node (not being deleted, not
+        // tainted for deletion); a view without the Node object leaves it eligible.
+        let eligible = m.nodes.get(&self.cfg.node.name).is_none_or(|n| crate::health::node_eligible(n));
+        if self.cfg.proxy_health.set_node_eligible(eligible) {
+            tracing::info!(eligible, "node eligibility for load balancers changed (/healthz)");
         }
         // The other nodes: their routes change with them, live.
         let (remote, node_problems) = nodes::remote_nodes(m, &self.cfg.node);
@@ -283,6 +297,7 @@ impl Switch {
         }
         self.problems = problems;
         self.ignored_kinds.clone_from(&m.ignored);
+        self.ignored_kinds.extend(compiled.ignored.iter().cloned());
         self.services = Some(Arc::new(compiled));
         if ports_changed || !self.pending.is_empty() {
             self.reconcile(false);
@@ -298,6 +313,11 @@ impl Switch {
             let n = self.shared.dp().flush_udp_endpoints(removed.clone());
             tracing::info!(endpoints = removed.len(), flushed = n, "UDP connections of removed endpoints flushed");
         }
+        // The health checks follow the tables now in force.
+        if let Some(c) = &self.services {
+            self.cfg.health.sync_services(&c.health_checks);
+        }
+        self.cfg.proxy_health.updated();
         self.applied_digest.clone_from(&m.digest);
         self.objects_bytes = m.footprint.iter().sum();
         self.last_error = None;
@@ -313,6 +333,16 @@ impl Switch {
     pub fn set_cni_pods(&mut self, a: crate::cni_records::PodAddresses) -> bool {
         self.cni_problems = a.problems;
         self.pods.set_attachments(&self.cfg.node.name, a.pods)
+    }
+
+    /// The source has a change the tables do not have yet (the health check's staleness).
+    pub fn source_changed(&self) {
+        self.cfg.proxy_health.queued_update();
+    }
+
+    /// The source says again what the tables in force say (a refused edit was undone).
+    pub fn source_in_force(&self) {
+        self.cfg.proxy_health.updated();
     }
 
     /// Records a view that was not applied (counted, shown by `show status`).
@@ -334,6 +364,12 @@ impl Switch {
     /// looked at most every [`PRESENCE_CHECK_EVERY`] (one lookup per port: the event loops call
     /// this on every wake-up, several per pod ADD).
     pub fn retry_pending(&mut self) {
+        // Health check ports that could not be bound are tried again; what the health server
+        // reports (also an address it failed to bind meanwhile) reaches `show status`.
+        self.cfg.health.retry();
+        if self.cfg.health.problems() != self.health_problems {
+            self.publish_snapshot();
+        }
         let look = self.presence_checked.is_none_or(|at| at.elapsed() >= PRESENCE_CHECK_EVERY);
         if look {
             self.presence_checked = Some(Instant::now());
@@ -509,6 +545,7 @@ impl Switch {
     }
 
     fn publish_snapshot(&mut self) {
+        self.health_problems = self.cfg.health.problems();
         let generation = self.pods.generation();
         if self.pod_names.0 != Some(generation) {
             self.pod_names = (Some(generation), Arc::new(self.pods.names().clone()));
@@ -523,7 +560,14 @@ impl Switch {
             port_keys: self.attached.iter().map(|(k, (a, _))| (a.id, k.clone())).collect(),
             pending: self.pending.clone(),
             unreachable_nodes: self.unreachable_nodes.clone(),
-            problems: self.problems.iter().chain(&self.network_problems).chain(&self.filter_error).cloned().collect(),
+            problems: self
+                .problems
+                .iter()
+                .chain(&self.network_problems)
+                .chain(&self.filter_error)
+                .chain(&self.health_problems)
+                .cloned()
+                .collect(),
             ignored_kinds: self.ignored_kinds.clone(),
             last_error: self.last_error.clone(),
             syncs: self.syncs,

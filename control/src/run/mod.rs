@@ -24,6 +24,9 @@
 //!   ([`crate::neighbours`]); a change of the gateway's MAC republishes the tables.
 //! - Connections the node's kernel DNATs to a pod (portmap's hostPorts) leave it for the switch
 //!   masqueraded, so that the pod's replies return through the kernel (`dnat_return.rs`).
+//! - kube-proxy's health checks ([`crate::health`]): `/healthz` and `/livez` on
+//!   `--healthz-bind-address`, and a server on every `healthCheckNodePort` of a LoadBalancer
+//!   Service with `externalTrafficPolicy: Local`, in step with the tables published.
 //! - SIGTERM/SIGINT detach every port, stop the workers, delete the host port and the
 //!   neighbour entries the switch made.
 pub mod affinity;
@@ -70,6 +73,8 @@ pub struct RunArgs {
     pub kube: KubeArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub health: crate::health::HealthArgs,
     /// Which Node of the manifests this is (needed when they hold several).
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,

@@ -6,9 +6,10 @@
 //! (attaching the host port first, then the uplink and every local pod's port, the pods the
 //! CNI plugin recorded included: they are adopted), then starts
 //! the metrics endpoint, the control socket's server, the signal handlers and the verdict log
-//! collector. Each thing made is recorded in the returned [`Running`]'s [`Teardown`] as soon
-//! as it exists, so a failure at any step (returned as a [`StartError`]) leaves nothing
-//! behind, and so does the end of [`Running`].
+//! collector. The health check server (`/healthz`, `/livez`, the Services' health check ports)
+//! starts before the first view is applied. Each thing made is recorded in the returned
+//! [`Running`]'s [`Teardown`] as soon as it exists, so a failure at any step (returned as a
+//! [`StartError`]) leaves nothing behind, and so does the end of [`Running`].
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use super::watch::{self, DirWatch, WatchError};
 use super::{affinity, flows, host_port, metrics_view, show_handler, RunArgs, XdpModeArg};
 use crate::compile::{self, Uplink};
 use crate::ctl;
+use crate::health::{HealthServer, ProxyHealth};
 use crate::kube_source::{self, KubeSource, ObjectSource};
 use crate::manifests;
 use crate::metrics::{self, MetricsAddr};
@@ -72,6 +74,8 @@ pub enum StartError {
     Attach { port: String, error: String },
     #[error("--metrics-addr {addr}")]
     Metrics { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Health(#[from] crate::health::HealthServerError),
     #[error("installing signal handlers")]
     Signals(#[source] std::io::Error),
     #[error("starting the verdict log collector")]
@@ -177,6 +181,19 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
     let shared = Arc::new(Shared::new(dp, Snapshot::empty(node.clone(), dir.clone()), kube_status, neighbour_reader));
     teardown.dataplane(Arc::clone(&shared));
 
+    // kube-proxy's health checks: the proxy's health marks the source's changes from now on;
+    // its server (and the Services' health check servers, opened with every apply) runs on a
+    // control thread.
+    let proxy_health = Arc::new(ProxyHealth::new(crate::health::proxy::DEFAULT_TIMEOUT));
+    if let Source::Api(src) = &source {
+        let h = Arc::clone(&proxy_health);
+        src.on_change(move |c| match c {
+            kube_source::SourceChange::Changed => h.queued_update(),
+            kube_source::SourceChange::Settled => h.updated(),
+        });
+    }
+    let health = HealthServer::start(args.health.healthz_bind_address.addr(), Arc::clone(&proxy_health))?;
+
     let resource_versions = matches!(source, Source::Api(_));
     let node_ports = super::nodeport_addresses::NodePortAddresses::resolve(
         &args.nodeport_addresses,
@@ -204,6 +221,8 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
             vxlan_port: pod_network.vxlan_port(),
             extra_node_ips: node_ports.extra.clone(),
         },
+        proxy_health,
+        health,
     });
     // The pods the CNI plugin wired before the switch started are adopted with the first view.
     let mut cni = CniWatch::new(&args.cni_data_dir);

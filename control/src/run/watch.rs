@@ -14,6 +14,9 @@
 //!   least every 500 ms). They also wait on the CNI plugin's records ([`CniWatch`]): a change
 //!   there is taken in at once and the view in force applied again (the directory read again,
 //!   the API source's view held). Both return when `stop` is set (SIGTERM, SIGINT).
+//! - For the health check ([`crate::health::ProxyHealth`]): a directory that digests other than
+//!   the view in force is a change waiting (until applied, or undone); the API source tells of
+//!   its changes itself; every applied view brings the tables up to date.
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -184,6 +187,7 @@ pub(crate) fn follow_directory(sw: &mut Switch, watch: &mut DirWatch, cni: &mut 
         if digest == sw.applied_digest && !refused.digest.is_empty() {
             // A bad edit was undone: what is in force is what the directory says again.
             sw.clear_error();
+            sw.source_in_force();
             refused.clear();
         }
         if digest == sw.applied_digest || digest == refused.digest {
@@ -191,6 +195,8 @@ pub(crate) fn follow_directory(sw: &mut Switch, watch: &mut DirWatch, cni: &mut 
             sw.retry_pending();
             continue;
         }
+        // The directory differs from the tables in force: stale until it is applied.
+        sw.source_changed();
         let m = match manifests::load_dir(watch.dir()) {
             Ok(m) => m,
             Err(e) => {

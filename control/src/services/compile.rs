@@ -70,7 +70,14 @@ pub fn compile_services_full(inp: &ServiceInputs, state: &mut ServiceState) -> C
 enum AllocSig {
     /// The object cannot be read: an allocation it holds stays reserved.
     Unreadable,
-    Read { has_frontends: bool, cluster_ip: ClusterIpSpec, allocates: bool, groups: Vec<(u16, Option<u16>)> },
+    Read {
+        has_frontends: bool,
+        cluster_ip: ClusterIpSpec,
+        allocates: bool,
+        groups: Vec<(u16, Option<u16>)>,
+        /// Needs a health check, and the port it asks for.
+        health_check: (bool, Option<u16>),
+    },
 }
 
 impl AllocSig {
@@ -82,6 +89,7 @@ impl AllocSig {
                 cluster_ip: s.cluster_ip,
                 allocates: s.allocates_node_ports(),
                 groups: s.node_port_groups(),
+                health_check: (s.needs_health_check, s.health_check_node_port),
             },
         }
     }
@@ -93,6 +101,8 @@ pub(super) struct Alloc {
     pub cluster_ip: Ipv4Addr,
     /// (Service `port`, NodePort) of the port groups that have one.
     pub node_ports: Vec<(u16, u16)>,
+    /// The health check port of a Service that needs one: asked for, or allocated.
+    pub health_check_port: Option<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +224,10 @@ pub(crate) struct Cache {
     /// EndpointSlice. Only these are looked at when pods change.
     derived_svcs: BTreeSet<String>,
     read_problem_svcs: BTreeSet<String>,
+    /// Services left to another proxy by a label.
+    other_proxy_svcs: BTreeSet<String>,
+    /// Services with a health check port (LoadBalancer, `externalTrafficPolicy: Local`).
+    health_check_svcs: BTreeSet<String>,
     read_problem_slices: BTreeSet<String>,
     out_problem_svcs: BTreeSet<String>,
     /// Sentences of steps 2-3, with whether they are one-time ones.
@@ -406,7 +420,31 @@ fn compile(inp: &ServiceInputs, state: &mut ServiceState, full: bool) -> Compile
     state.removed = removed_ids;
     cache.tables = tables.clone();
     cache.views = views.clone();
-    CompiledServices { tables, problems, views }
+    let health_checks = health_checks(cache);
+    let ignored = cache
+        .other_proxy_svcs
+        .iter()
+        .filter_map(|k| Some(format!("Service {k} (label {}: another proxy's)", cache.services.get(k)?.model.as_ref()?.other_proxy?)))
+        .collect();
+    CompiledServices { tables, problems, views, health_checks, ignored }
+}
+
+/// The health checks of the Services that have a health check port and are in the tables: each
+/// with its local ready endpoints, counted by address over all its ports (kube-proxy's
+/// `LocalReadyEndpoints`). Costs the endpoints of those Services only.
+fn health_checks(cache: &Cache) -> Vec<super::HealthCheck> {
+    let mut out = Vec::with_capacity(cache.health_check_svcs.len());
+    for k in &cache.health_check_svcs {
+        let Some(e) = cache.services.get(k) else { continue };
+        let (Some(m), Some(o)) = (e.model.as_deref(), e.out.as_deref()) else { continue };
+        let Some(port) = e.alloc.as_ref().and_then(|a| a.health_check_port) else { continue };
+        let mut local: Vec<Ipv4Addr> =
+            o.cands.iter().flat_map(|c| c.view.endpoints.iter()).filter(|v| v.endpoint.local && v.endpoint.ready).map(|v| v.endpoint.ip).collect();
+        local.sort_unstable();
+        local.dedup();
+        out.push(super::HealthCheck { namespace: m.namespace.clone(), name: m.name.clone(), port, local_endpoints: local.len() });
+    }
+    out
 }
 
 /// Step 1a: reads the Services that changed (`changed`, else every one), drops those gone and
@@ -444,6 +482,8 @@ fn read_services(pass: &mut Pass, m: &Manifests, changed: Option<&BTreeSet<Strin
             e.model = n.model;
         }
         set_membership(&mut cache.read_problem_svcs, k, !n.read_problems.is_empty());
+        set_membership(&mut cache.other_proxy_svcs, k, e.model.as_ref().is_some_and(|m| m.other_proxy.is_some()));
+        set_membership(&mut cache.health_check_svcs, k, e.model.as_ref().is_some_and(|m| m.needs_health_check));
         e.read_problems = n.read_problems;
     }
     for k in &gone {
@@ -454,6 +494,8 @@ fn read_services(pass: &mut Pass, m: &Manifests, changed: Option<&BTreeSet<Strin
         }
         cache.derived_svcs.remove(k);
         cache.read_problem_svcs.remove(k);
+        cache.other_proxy_svcs.remove(k);
+        cache.health_check_svcs.remove(k);
         cache.out_problem_svcs.remove(k);
         service_ids.remove(k);
     }
@@ -462,6 +504,8 @@ fn read_services(pass: &mut Pass, m: &Manifests, changed: Option<&BTreeSet<Strin
     for (k, obj) in &fresh {
         let e = read_service_entry(k, obj, fingerprint::service(obj, rv), cfg);
         set_membership(&mut cache.read_problem_svcs, k, !e.read_problems.is_empty());
+        set_membership(&mut cache.other_proxy_svcs, k, e.model.as_ref().is_some_and(|m| m.other_proxy.is_some()));
+        set_membership(&mut cache.health_check_svcs, k, e.model.as_ref().is_some_and(|m| m.needs_health_check));
         new_entries.push(((*k).clone(), e));
         pass.mark(k);
         new_ids.push(((*k).clone(), *next_service_id));
@@ -856,6 +900,10 @@ fn sorted_difference(a: &[u32], b: &[u32]) -> Vec<u32> {
     a.iter().copied().filter(|x| b.binary_search(x).is_err()).collect()
 }
 
+/// The `port` under which [`ServiceState`]'s NodePort allocations keep a Service's allocated
+/// `healthCheckNodePort` (Service ports are 1-65535).
+pub(crate) const HEALTH_CHECK_PORT_KEY: u16 = 0;
+
 /// Steps 2-3 over every Service (in key order): the allocations of the Services that make it
 /// into the tables, and the sentences, each with whether it is a one-time one.
 /// `readable` are the Services that could be read, in key order; `model_of` says of a key
@@ -884,6 +932,10 @@ pub(super) fn allocate<'a>(
         let nps: BTreeSet<u16> = svc.ports.iter().filter_map(|p| p.node_port).collect();
         requested_ips.extend(ip);
         requested_nps.extend(nps.iter().copied());
+        // A health check port asked for is taken from the NodePort range too (the API server's
+        // one allocator); the API server keeps it unique, a manifest that repeats one gets the
+        // second server refused at bind time (a problem of `show status`).
+        requested_nps.extend(svc.health_check_node_port.filter(|_| svc.needs_health_check));
         if let Some(o) = ip.and_then(|a| ip_owner.get(&a)) {
             problems.push((
                 false,
@@ -953,10 +1005,15 @@ pub(super) fn allocate<'a>(
     }
     let ok = keep;
 
-    // 3b. NodePorts to allocate, one per group of ports sharing a `port` number.
+    // 3b. NodePorts to allocate, one per group of ports sharing a `port` number, and the
+    // health check port of a Service that needs one and asks for none, kept under `port` 0
+    // ([`HEALTH_CHECK_PORT_KEY`]: no Service port has that number).
     let needs_np = |k: &str, port: u16| match model_of(k) {
         None => false,
         Some(None) => true,
+        Some(Some(s)) if port == HEALTH_CHECK_PORT_KEY => {
+            s.has_frontends() && s.needs_health_check && s.health_check_node_port.is_none()
+        }
         Some(Some(s)) => {
             s.has_frontends()
                 && s.allocates_node_ports()
@@ -1005,7 +1062,27 @@ pub(super) fn allocate<'a>(
             };
             node_ports.push((port, np));
         }
-        out.insert(svc.key.clone(), Alloc { cluster_ip, node_ports });
+        let health_check_port = match (svc.needs_health_check, svc.health_check_node_port) {
+            (false, _) => None,
+            (true, Some(p)) => Some(p),
+            (true, None) => match st_node_ports.get(&(svc.key.clone(), HEALTH_CHECK_PORT_KEY)) {
+                Some(p) => Some(*p),
+                None => match alloc.next_free() {
+                    Some(p) => {
+                        st_node_ports.insert((svc.key.clone(), HEALTH_CHECK_PORT_KEY), p);
+                        Some(p)
+                    }
+                    None => {
+                        problems.push((
+                            false,
+                            format!("Service {}: the NodePort range has no free port for its healthCheckNodePort; no health check is served", svc.key),
+                        ));
+                        None
+                    }
+                },
+            },
+        };
+        out.insert(svc.key.clone(), Alloc { cluster_ip, node_ports, health_check_port });
     }
     (out, problems)
 }

@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::derive;
-use super::model::SERVICE_NAME_LABEL;
+use super::model::{left_to_other_proxy, SERVICE_NAME_LABEL};
 use crate::model::PodInfo;
 
 /// A fingerprint.
@@ -154,6 +154,7 @@ pub fn service(svc: &Service, resource_versions: bool) -> Fp {
             s.allocate_load_balancer_node_ports.hash(&mut h);
             s.publish_not_ready_addresses.hash(&mut h);
             s.traffic_distribution.hash(&mut h);
+            s.health_check_node_port.hash(&mut h);
             hash_opt_list(&mut h, s.ports.as_ref(), |h, p| {
                 p.name.hash(h);
                 p.port.hash(h);
@@ -163,6 +164,7 @@ pub fn service(svc: &Service, resource_versions: bool) -> Fp {
             });
         }
     }
+    left_to_other_proxy(svc.metadata.labels.as_ref()).hash(&mut h);
     hash_opt_list(&mut h, svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()), |h, i| {
         i.ip.hash(h);
         i.ip_mode.hash(h);
@@ -178,6 +180,7 @@ pub fn slice(s: &EndpointSlice, resource_versions: bool) -> Fp {
     }
     s.address_type.hash(&mut h);
     s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).hash(&mut h);
+    left_to_other_proxy(s.metadata.labels.as_ref()).hash(&mut h);
     hash_opt_list(&mut h, s.ports.as_ref(), |h, p| {
         p.name.hash(h);
         p.protocol.hash(h);

@@ -14,7 +14,15 @@
 //!   LoadBalancer, with `loadBalancerSourceRanges` (checked against every client, pods and
 //!   the node included; the LoadBalancer IPs are admitted too when a range holds the node's
 //!   InternalIP, as kube-proxy does); every `externalIPs` entry, on any type.
-//!   ExternalName, headless and IPv6-only Services get none.
+//!   ExternalName, headless and IPv6-only Services get none, nor do Services labelled
+//!   `service.kubernetes.io/service-proxy-name` or `service.kubernetes.io/headless` (another
+//!   proxy's: kube-proxy's informers leave them out; [`CompiledServices::ignored`] lists them),
+//!   and EndpointSlices with those labels are not read.
+//! - Health checks: every LoadBalancer Service with `externalTrafficPolicy: Local` in the
+//!   tables, with its `healthCheckNodePort` (allocated from the NodePort range, as the API
+//!   server does, when it sets none), is listed in [`CompiledServices::health_checks`] with
+//!   this node's ready endpoints counted by address (kube-proxy's `LocalReadyEndpoints`),
+//!   looking only at those Services.
 //! - Endpoints (see [`mod@derive`]): the Service's EndpointSlices (label
 //!   `kubernetes.io/service-name`, addressType IPv4), or, when the manifests hold none for a
 //!   Service with a selector, the pods it selects as the EndpointSlice controller would.
@@ -70,7 +78,7 @@ use switch::tables::services::{Frontend, FrontendKind, OnEmpty, ServiceTables};
 use switch::tables::chunked::ChunkedList;
 
 pub use compile::{compile_services, compile_services_full};
-pub use model::{ServiceType, TrafficPolicy};
+pub use model::{left_to_other_proxy, ServiceType, TrafficPolicy, HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL};
 
 use crate::manifests::Manifests;
 use crate::model::{L4Proto, NodeInfo, PodInfo};
@@ -161,6 +169,23 @@ pub struct CompiledServices {
     /// (shared with the compiler's state: unchanged Services keep their views, and a compile
     /// that replaces some copies only the chunks that hold them).
     pub views: ChunkedList<ServiceView>,
+    /// The Services this node answers load balancers' health checks for, in key order.
+    pub health_checks: Vec<HealthCheck>,
+    /// Services left to another proxy by their labels (`Service ns/name (label ...)`), as
+    /// kube-proxy's informers leave them out; in key order.
+    pub ignored: Vec<String>,
+}
+
+/// A LoadBalancer Service with `externalTrafficPolicy: Local` and its `healthCheckNodePort`:
+/// what kube-proxy's service health server serves for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub namespace: String,
+    pub name: String,
+    pub port: u16,
+    /// This node's ready endpoints of the Service, counted by address (kube-proxy's
+    /// `LocalReadyEndpoints`: an address serving two ports counts once; terminating ones not).
+    pub local_endpoints: usize,
 }
 
 impl CompiledServices {
@@ -331,6 +356,11 @@ impl ServiceState {
     /// The NodePort allocated to the port numbered `port` of Service `key`.
     pub fn allocated_node_port(&self, key: &str, port: u16) -> Option<u16> {
         self.node_ports.get(&(key.to_string(), port)).copied()
+    }
+
+    /// The `healthCheckNodePort` allocated to Service `key`, if it needs one and set none.
+    pub fn allocated_health_check_port(&self, key: &str) -> Option<u16> {
+        self.node_ports.get(&(key.to_string(), compile::HEALTH_CHECK_PORT_KEY)).copied()
     }
 
     /// The id of Service `key` while it exists.

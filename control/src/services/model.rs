@@ -22,6 +22,21 @@ use crate::model::L4Proto;
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// A Service (and the EndpointSlices the controller copies its labels to) with this label,
+/// whatever its value, is another proxy's: kube-proxy's informers select
+/// `!service.kubernetes.io/service-proxy-name`, and so does podswitch.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// The label the EndpointSlice controller puts on a headless Service's slices; kube-proxy's
+/// informers select `!service.kubernetes.io/headless` (on Services and slices alike).
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+
+/// The label, of [`SERVICE_PROXY_NAME_LABEL`] and [`HEADLESS_LABEL`], that leaves an object to
+/// another proxy (as kube-proxy's informers' label selector leaves it out), if it has one.
+pub fn left_to_other_proxy(labels: Option<&BTreeMap<String, String>>) -> Option<&'static str> {
+    let labels = labels?;
+    [SERVICE_PROXY_NAME_LABEL, HEADLESS_LABEL].into_iter().find(|l| labels.contains_key(*l))
+}
+
 /// `sessionAffinityConfig.clientIP.timeoutSeconds` when unset (3 hours).
 pub const DEFAULT_AFFINITY_TIMEOUT_S: u32 = 10_800;
 /// The largest timeout the API server accepts (1 day).
@@ -112,6 +127,16 @@ pub struct ServiceModel {
     /// endpoints derived from the selector (for EndpointSlices, the hints the controller wrote
     /// from it are what counts, as in kube-proxy).
     pub traffic_distribution: Option<TrafficDistribution>,
+    /// A LoadBalancer Service with `externalTrafficPolicy: Local` (kube-proxy's
+    /// `NeedsHealthCheck`): this node answers load balancers' health checks on its
+    /// `healthCheckNodePort`.
+    pub needs_health_check: bool,
+    /// `healthCheckNodePort` as the manifest sets it (when the Service needs a health check;
+    /// without one, one is allocated from the NodePort range, as the API server does).
+    pub health_check_node_port: Option<u16>,
+    /// The label that leaves the Service to another proxy ([`left_to_other_proxy`]): it gets
+    /// nothing here, as kube-proxy never sees it.
+    pub other_proxy: Option<&'static str>,
 }
 
 /// `spec.trafficDistribution`: how the EndpointSlice controller hints a Service's endpoints.
@@ -157,9 +182,12 @@ impl Hints {
 }
 
 impl ServiceModel {
-    /// Whether the Service gets frontends at all (not ExternalName, not headless, not IPv6-only).
+    /// Whether the Service gets frontends at all (not ExternalName, not headless, not IPv6-only,
+    /// not another proxy's).
     pub fn has_frontends(&self) -> bool {
-        self.type_ != ServiceType::ExternalName && matches!(self.cluster_ip, ClusterIpSpec::Auto | ClusterIpSpec::Ip(_))
+        self.other_proxy.is_none()
+            && self.type_ != ServiceType::ExternalName
+            && matches!(self.cluster_ip, ClusterIpSpec::Auto | ClusterIpSpec::Ip(_))
     }
 
     /// Whether ports without a `nodePort` get one allocated.
@@ -308,7 +336,13 @@ pub fn read_service(key: &str, svc: &Service, cfg: &ServiceConfig, problems: &mu
         allocate_lb_node_ports: spec.allocate_load_balancer_node_ports.unwrap_or(true),
         publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
         traffic_distribution: None,
+        needs_health_check: false,
+        health_check_node_port: None,
+        other_proxy: left_to_other_proxy(svc.metadata.labels.as_ref()),
     };
+    if out.other_proxy.is_some() {
+        return Some(out); // kube-proxy's informers never list it
+    }
     if type_ == ServiceType::ExternalName {
         return Some(out); // a DNS alias: no proxying at all
     }
@@ -416,6 +450,12 @@ pub fn read_service(key: &str, svc: &Service, cfg: &ServiceConfig, problems: &mu
     match policy("externalTrafficPolicy", spec.external_traffic_policy.as_deref()) {
         Ok(p) => out.external_policy = p,
         Err(e) => return fail(problems, key, e),
+    }
+    // kube-proxy's NeedsHealthCheck: a LoadBalancer with externalTrafficPolicy Local. The API
+    // server allocates its port when the Service does not ask for one; so does the compiler.
+    if type_ == ServiceType::LoadBalancer && out.external_policy == TrafficPolicy::Local {
+        out.needs_health_check = true;
+        out.health_check_node_port = spec.health_check_node_port.and_then(port_number);
     }
     match policy("internalTrafficPolicy", spec.internal_traffic_policy.as_deref()) {
         Ok(p) => out.internal_policy = p,
@@ -563,7 +603,8 @@ impl NodeNames {
 }
 
 /// Reads one EndpointSlice (`key` is `namespace/name`). `None` for slices this switch does not
-/// use: not IPv4, or without the `kubernetes.io/service-name` label.
+/// use: not IPv4, without the `kubernetes.io/service-name` label, or left to another proxy
+/// ([`left_to_other_proxy`]).
 pub fn read_slice(key: &str, slice: &EndpointSlice, problems: &mut Vec<String>) -> Option<SliceModel> {
     read_slice_sharing(key, slice, &mut NodeNames::default(), problems)
 }
@@ -579,6 +620,9 @@ pub fn read_slice_sharing(
         return None;
     }
     let namespace = key.split_once('/').map_or("default", |(ns, _)| ns);
+    if left_to_other_proxy(slice.metadata.labels.as_ref()).is_some() {
+        return None;
+    }
     let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
     let mut out = SliceModel {
         key: key.to_string(),

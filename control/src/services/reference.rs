@@ -151,7 +151,7 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut RefState) -> CompiledSe
     // Ids of endpoints no longer listed go; ids that left every set are reported.
     state.endpoint_ids.retain(|k, _| seen_endpoints.contains(k));
     tables.service_cidrs = super::compile::service_ranges(&cfg.service_cidrs, &tables.cluster_ips);
-    let out = CompiledServices { tables, problems, views: views.into_iter().map(Arc::new).collect() };
+    let out = CompiledServices { tables, problems, views: views.into_iter().map(Arc::new).collect(), ..CompiledServices::default() };
     let now = out.endpoint_ids();
     state.removed = state.in_use.difference(&now).copied().collect();
     state.in_use = now;

@@ -257,6 +257,102 @@ fn headless_external_name_and_ipv6_only_get_no_frontends() {
     assert!(has_problem(&c, "Service x/v6 is IPv6-only"));
 }
 
+/// A Service (and EndpointSlice) with `metadata.labels` `labels`.
+fn labelled(kind_yaml: &str, labels: &str) -> String {
+    kind_yaml.replacen("namespace: x}", &format!("namespace: x, labels: {labels}}}"), 1)
+}
+
+#[test]
+fn services_labelled_for_another_proxy_are_left_alone() {
+    let web = |name: &str, ip: &str| service("x", name, &format!("{{selector: {{app: web}}, clusterIP: {ip}, ports: [{{port: 80}}]}}"));
+    let yaml = [
+        labelled(&web("other", "10.96.0.30"), "{service.kubernetes.io/service-proxy-name: cilium}"),
+        labelled(&web("empty", "10.96.0.31"), "{service.kubernetes.io/service-proxy-name: ''}"),
+        labelled(&web("hl", "10.96.0.32"), "{service.kubernetes.io/headless: ''}"),
+        web("mine", "10.96.0.33"),
+        // A slice left to another proxy gives no endpoints, even to a Service of ours.
+        service("x", "sliced", "{clusterIP: 10.96.0.34, ports: [{port: 80}]}"),
+        slice("x", "sliced-a", "sliced", "[{port: 80}]", "[{addresses: [10.244.0.10]}]").replacen(
+            "labels: {kubernetes.io/service-name: sliced}",
+            "labels: {kubernetes.io/service-name: sliced, service.kubernetes.io/headless: ''}",
+            1,
+        ),
+        lab_pod("x", "a", "10.244.0.10", ""),
+    ]
+    .concat();
+    let c = compile(&yaml);
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    let fronts: Vec<&str> = c.views.iter().map(|v| v.service.as_str()).collect();
+    assert_eq!(fronts, ["x/mine", "x/sliced"], "{:?}", c.views);
+    assert!(c.tables.frontend(ip("10.96.0.30"), 80, TCP).is_none());
+    assert!(fe(&c, "10.96.0.34", 80, TCP).internal.backends.is_empty());
+    assert_eq!(
+        c.ignored,
+        [
+            "Service x/empty (label service.kubernetes.io/service-proxy-name: another proxy's)",
+            "Service x/hl (label service.kubernetes.io/headless: another proxy's)",
+            "Service x/other (label service.kubernetes.io/service-proxy-name: another proxy's)",
+        ]
+    );
+    // The label taken off: served, and no longer listed (the incremental compile sees it).
+    let mut st = ServiceState::default();
+    compile_in(&mut st, &yaml);
+    let c = compile_in(&mut st, &yaml.replace(", labels: {service.kubernetes.io/service-proxy-name: cilium}", ""));
+    fe(&c, "10.96.0.30", 80, TCP);
+    assert_eq!(c.ignored.len(), 2, "{:?}", c.ignored);
+    // An ExternalName or headless Service gets nothing either (and is no other proxy's).
+    let c = compile(&[service("x", "hl", "{clusterIP: None, selector: {app: web}, ports: [{port: 80}]}"), service("x", "en", "{type: ExternalName, externalName: a.example, ports: [{port: 80}]}")].concat());
+    assert!(c.tables.frontends.is_empty() && c.ignored.is_empty(), "{:?}", c.views);
+}
+
+#[test]
+fn health_checks_of_local_load_balancers_count_local_ready_endpoints_by_address() {
+    let lb = |name: &str, extra: &str| {
+        service("x", name, &format!("{{type: LoadBalancer, selector: {{app: web}}, ports: [{{name: http, port: 80, targetPort: http}}, {{name: dns, port: 53, targetPort: dns, protocol: UDP}}]{extra}}}"))
+    };
+    let yaml = [
+        lb("local", ", externalTrafficPolicy: Local, healthCheckNodePort: 32000"),
+        lb("cluster", ", healthCheckNodePort: 32001"),
+        lb("noport", ", externalTrafficPolicy: Local"),
+        service("x", "np", "{type: NodePort, externalTrafficPolicy: Local, healthCheckNodePort: 32002, selector: {app: web}, ports: [{port: 80}]}"),
+        lab_pod("x", "a", "10.244.0.10", "node-1"),
+        lab_pod("x", "b", "10.244.0.11", "node-1"),
+        lab_pod("x", "c", "10.244.1.12", "node-2"),
+        pod("x", "d", "{app: web}", "10.244.0.13", "node-1", "[{name: http, containerPort: 80}]", "", ", conditions: [{type: Ready, status: 'False'}]"),
+    ]
+    .concat();
+    // Two local ready pods serve both ports: two endpoints, not four; the remote one and the
+    // unready local one do not count. Only LoadBalancer with Local gets one. Without a
+    // healthCheckNodePort, one is allocated from the NodePort range (upper band first, after
+    // the Service's own NodePorts), and kept.
+    let mut st = ServiceState::default();
+    let c = compile_in(&mut st, &yaml);
+    assert!(!has_problem(&c, "healthCheckNodePort"), "{:?}", c.problems);
+    let allocated = st.allocated_health_check_port("x/noport").expect("allocated");
+    assert!((30086..=32767).contains(&allocated), "{allocated}");
+    let noport_nps: Vec<u16> = c.views.iter().filter(|v| v.service == "x/noport" && v.kind == FrontendKind::NodePort).map(|v| v.port).collect();
+    assert!(!noport_nps.is_empty() && !noport_nps.contains(&allocated), "{noport_nps:?} {allocated}");
+    assert_eq!(
+        c.health_checks,
+        [
+            HealthCheck { namespace: "x".into(), name: "local".into(), port: 32000, local_endpoints: 2 },
+            HealthCheck { namespace: "x".into(), name: "noport".into(), port: allocated, local_endpoints: 2 },
+        ]
+    );
+    let again = compile_in(&mut st, &yaml.replace("node-2", "node-4"));
+    assert_eq!(again.health_checks[1].port, allocated, "an allocation stays");
+    assert_eq!(st.allocated_health_check_port("x/local"), None, "asked for: nothing allocated");
+    // The local pods go: 0, still served (503 at the HTTP side).
+    let c = compile(&yaml.replace("node-1", "node-3"));
+    assert_eq!(c.health_checks.len(), 2);
+    assert_eq!(c.health_checks[0].local_endpoints, 0);
+    // Incrementally: the policy changes to Cluster, the health check goes.
+    let mut st = ServiceState::default();
+    assert_eq!(compile_in(&mut st, &yaml).health_checks.len(), 2);
+    let c = compile_in(&mut st, &yaml.replace("externalTrafficPolicy: Local, healthCheckNodePort: 32000", "healthCheckNodePort: 32000"));
+    assert_eq!(c.health_checks.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["noport"]);
+}
+
 #[test]
 fn dual_stack_service_uses_its_ipv4_cluster_ip() {
     let spec =

@@ -127,6 +127,9 @@ fn service_yaml(k: &Knobs, ns: usize, i: usize) -> String {
     }
     if k[8] == 0 {
         spec.push("externalTrafficPolicy: Local".into());
+        if k[4] != 5 {
+            spec.push(format!("healthCheckNodePort: 3200{}", k[4]));
+        }
     }
     if k[9] == 0 {
         spec.push("internalTrafficPolicy: Local".into());
@@ -154,8 +157,10 @@ fn service_yaml(k: &Knobs, ns: usize, i: usize) -> String {
         spec.push(format!("trafficDistribution: {td}"));
     }
     let annotation = ["", ", annotations: {note: x}"][k[15]];
+    // Now and then another proxy's.
+    let label = if k[10] == 3 { ", labels: {service.kubernetes.io/service-proxy-name: other}" } else { "" };
     format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: {}{annotation}}}\nspec: {{{}}}\n{status}",
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: {}{annotation}{label}}}\nspec: {{{}}}\n{status}",
         NAMESPACES[ns],
         spec.join(", ")
     )
@@ -305,6 +310,8 @@ fn same_tables(a: &ServiceTables, b: &ServiceTables, what: &str) {
 fn same(a: &CompiledServices, sa: &ServiceState, b: &CompiledServices, sb: &ServiceState, what: &str) {
     assert_eq!(a.problems, b.problems, "{what}: problems");
     assert_eq!(a.views, b.views, "{what}: views");
+    assert_eq!(a.health_checks, b.health_checks, "{what}: health checks");
+    assert_eq!(a.ignored, b.ignored, "{what}: Services left to another proxy");
     same_tables(&a.tables, &b.tables, what);
     assert_eq!(sa.removed_endpoints(), sb.removed_endpoints(), "{what}: removed endpoints");
     assert_eq!(sa.cluster_ips, sb.cluster_ips, "{what}: ClusterIP allocations");

@@ -109,6 +109,9 @@ fn model(s: Svc) -> ServiceModel {
         allocate_lb_node_ports: true,
         publish_not_ready: false,
         traffic_distribution: None,
+        needs_health_check: false,
+        health_check_node_port: None,
+        other_proxy: None,
     }
 }
 
