@@ -33,6 +33,11 @@ impl StateWord {
     pub fn state(self) -> Option<CtState> {
         CtState::from_u8(self.0 as u8)
     }
+    /// Whether the state is `s`, without decoding it (the fast path's test).
+    #[inline(always)]
+    pub fn state_is(self, s: CtState) -> bool {
+        self.0 as u8 == s as u8
+    }
     /// The [`flags`] byte.
     #[inline(always)]
     pub fn flags(self) -> u8 {
