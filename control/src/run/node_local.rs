@@ -122,6 +122,11 @@ fn iptables(args: &[&str]) -> Result<std::process::Output, String> {
     Command::new("iptables").args(["-w", "5"]).args(args).output().map_err(|e| format!("iptables: {e}"))
 }
 
+/// The jump from `OUTPUT` into the chain, for locally-addressed packets.
+fn jump_rule() -> [&'static str; 11] {
+    ["OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-m", "comment", "--comment", JUMP_COMMENT, "-j", CHAIN]
+}
+
 /// Writes the chain with `rules` and makes sure `OUTPUT` enters it.
 fn write_chain(rules: &[NodePortRule]) -> Result<(), String> {
     let mut text = format!("*nat\n:{CHAIN} - [0:0]\n-F {CHAIN}\n");
@@ -140,7 +145,7 @@ fn write_chain(rules: &[NodePortRule]) -> Result<(), String> {
     if !out.status.success() {
         return Err(format!("iptables-restore: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
-    let jump = ["OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-m", "comment", "--comment", JUMP_COMMENT, "-j", CHAIN];
+    let jump = jump_rule();
     let check = iptables(&[&["-t", "nat", "-C"][..], &jump[..]].concat())?;
     if !check.status.success() {
         let add = iptables(&[&["-t", "nat", "-I"][..], &jump[..]].concat())?;
@@ -153,7 +158,7 @@ fn write_chain(rules: &[NodePortRule]) -> Result<(), String> {
 
 /// Removes the jump and the chain (the routes go with the host port).
 pub fn remove() {
-    let jump = ["OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-m", "comment", "--comment", JUMP_COMMENT, "-j", CHAIN];
+    let jump = jump_rule();
     while iptables(&[&["-t", "nat", "-D"][..], &jump[..]].concat()).is_ok_and(|o| o.status.success()) {}
     let _ = iptables(&["-t", "nat", "-F", CHAIN]);
     let _ = iptables(&["-t", "nat", "-X", CHAIN]);
