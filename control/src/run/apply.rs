@@ -124,7 +124,7 @@ pub(crate) struct Switch {
     svc_state: ServiceState,
     services: Option<Arc<CompiledServices>>,
     /// The node's own access to NodePorts, LoadBalancer IPs and externalIPs.
-    node_local: super::node_local::NodeLocalAccess,
+    node_local: super::node_local::NodeLocalSync,
     policy_state: PolicyState,
     policy: Option<Arc<CompiledPolicy>>,
     /// Every pod of the view, re-read where it changed.
@@ -179,7 +179,7 @@ impl Switch {
             ignored_kinds: Vec::new(),
             // API objects change resourceVersion with every change: the compilers may trust it.
             svc_state: ServiceState::new(cfg.services.clone()).with_resource_versions(rv),
-            node_local: Default::default(),
+            node_local: super::node_local::NodeLocalSync::start(cfg.node.clone()),
             services: None,
             policy_state: PolicyState::default(),
             policy: None,
@@ -291,14 +291,13 @@ impl Switch {
             tracing::warn!("{p}");
         }
         let removed = self.svc_state.removed_endpoints().to_vec();
-        if let Err(p) = self.node_local.follow(&self.cfg.node, &compiled.tables) {
-            tracing::warn!("{p}");
-            problems.push(p);
-        }
+        problems.extend(self.node_local.problem());
         self.problems = problems;
         self.ignored_kinds.clone_from(&m.ignored);
         self.ignored_kinds.extend(compiled.ignored.iter().cloned());
-        self.services = Some(Arc::new(compiled));
+        let compiled = Arc::new(compiled);
+        self.node_local.offer(&compiled);
+        self.services = Some(compiled);
         if ports_changed || !self.pending.is_empty() {
             self.reconcile(false);
         } else {

@@ -20,16 +20,23 @@
 //!   versions while no frontend comes or goes, so an unchanged index costs one comparison.
 //! - Failures (no `iptables`, a command refused) are returned as a sentence for the switch's
 //!   problems; the tables in force stay. [`remove`] undoes both at stop.
+//! - [`NodeLocalSync`] runs it on a thread of its own: the apply loop hands each new set of
+//!   tables over and goes on (commands for thousands of NodePorts take a while); the thread
+//!   takes the latest it was handed, skipping older ones, and its last failure is read back as
+//!   a problem. Dropping it waits for the thread and removes the chain.
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
+use crossbeam::channel::{unbounded, Sender};
 use switch::tables::services::{FrontendIndex, FrontendKind, ServiceTables};
 
 use super::host_port;
 use crate::model::NodeInfo;
+use crate::services::CompiledServices;
 
 /// The `nat` chain of the NodePort DNATs.
 const CHAIN: &str = "PODSWITCH-NODEPORTS";
@@ -114,6 +121,70 @@ impl NodeLocalAccess {
         } else {
             self.seen = None; // try again with the next tables
             Err(problems.join("; "))
+        }
+    }
+}
+
+/// [`NodeLocalAccess`] on its own thread (see the module contract).
+pub struct NodeLocalSync {
+    tx: Option<Sender<Arc<CompiledServices>>>,
+    thread: Option<JoinHandle<()>>,
+    problem: Arc<Mutex<Option<String>>>,
+    /// The frontend index last handed over.
+    offered: Option<Arc<FrontendIndex>>,
+}
+
+impl NodeLocalSync {
+    pub fn start(node: NodeInfo) -> Self {
+        let (tx, rx) = unbounded::<Arc<CompiledServices>>();
+        let problem = Arc::new(Mutex::new(None));
+        let last_problem = Arc::clone(&problem);
+        let thread = std::thread::Builder::new()
+            .name("podswitch-nodelocal".into())
+            .spawn(move || {
+                let mut access = NodeLocalAccess::default();
+                while let Ok(mut latest) = rx.recv() {
+                    while let Ok(newer) = rx.try_recv() {
+                        latest = newer;
+                    }
+                    let result = access.follow(&node, &latest.tables).err();
+                    if let Some(p) = &result {
+                        tracing::warn!("{p}");
+                    }
+                    *last_problem.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = result;
+                }
+            })
+            .ok();
+        if thread.is_none() {
+            *problem.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some("the node's own access to NodePorts, LoadBalancer IPs and externalIPs: could not start its thread".into());
+        }
+        Self { tx: Some(tx), thread, problem, offered: None }
+    }
+
+    /// Hands `services` over when its frontends differ from the last handed over.
+    pub fn offer(&mut self, services: &Arc<CompiledServices>) {
+        if self.offered.as_ref().is_some_and(|o| Arc::ptr_eq(o, &services.tables.by_key)) {
+            return;
+        }
+        self.offered = Some(Arc::clone(&services.tables.by_key));
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Arc::clone(services));
+        }
+    }
+
+    /// The last attempt's failure, if it failed.
+    pub fn problem(&self) -> Option<String> {
+        self.problem.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+impl Drop for NodeLocalSync {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+            remove();
         }
     }
 }
