@@ -28,6 +28,7 @@ BENCHMARKS=(
     "pktgen|64-byte frames/s from one core on one veth: pktgen (AF_XDP) vs trafgen side by side; target pktgen >= trafgen"
     "policy|compile 1,000 NetworkPolicies over 10,000 pods; new connections per core with them in force"
     "sync|objects to tables in force: full sync of 10k Services x 10 endpoints + 1k policies over 10k pods (--services --endpoints --pods --policies --namespaces), one EndpointSlice change (p50/p99), the agent's peak memory (max_rss_mb); targets 200 ms, 1 ms"
+    "sync-curve|sync at five sizes, 5,000 to 50,000 Services (pods, policies, namespaces in proportion): table and SVG in perf/results/ (sync-curve.md, .svg); targets at 50k: 1 s, 1 ms p99 flat, 800 MB"
 )
 
 # Build dependencies of the workspace (see /work/shared/environment.md, "Crates and build").
@@ -112,6 +113,9 @@ run_benchmark() {
             ;;
         sync)
             exec "$target/release/podswitch-perf" sync "$@"
+            ;;
+        sync-curve)
+            exec "$target/release/podswitch-perf" sync-curve "$@"
             ;;
         e2e)
             exec "$target/release/podswitch-perf" e2e \

@@ -11,6 +11,7 @@ mod micro_bench;
 mod pipeline_bench;
 mod policy_bench;
 mod sync_bench;
+mod sync_curve;
 
 #[global_allocator]
 static ALLOC: policy_bench::CountingAlloc = policy_bench::CountingAlloc;
@@ -39,6 +40,8 @@ enum Cmd {
     Policy(policy_bench::PolicyArgs),
     /// Objects to tables in force: full sync of 10k Services x 10 endpoints + 1k policies over 10k pods; one EndpointSlice change.
     Sync(sync_bench::SyncArgs),
+    /// The sync benchmark at five sizes (5,000 to 50,000 Services): a table and an SVG in perf/results/.
+    SyncCurve(sync_curve::SyncCurveArgs),
     /// 64-byte frames/s from one core on one veth: pktgen (AF_XDP) vs trafgen, side by side.
     Pktgen(pktgen_bench::PktgenArgs),
     /// End to end through a lab node, one generator: podswitch (10k Services, 1k policies) vs the kernel with kube-proxy's nftables rules vs OVS AF_XDP; 64 B and IMIX rate, no-drop rate, latency, CPU per packet.
@@ -57,6 +60,7 @@ fn main() {
         Cmd::Micro(a) => micro_bench::main(a),
         Cmd::Policy(a) => policy_bench::main(a),
         Cmd::Sync(a) => sync_bench::main(a),
+        Cmd::SyncCurve(a) => sync_curve::main(a),
         Cmd::Pktgen(a) => pktgen_bench::main(a),
         Cmd::E2e(a) => e2e::main(a),
         Cmd::Crossnode(a) => crossnode::main(a),
