@@ -64,7 +64,7 @@ drop_reasons! {
     ServiceRejected = 26, "service_rejected", "Service without usable endpoints, or a port it does not expose: answered with TCP RST or ICMP port unreachable";
     ServiceIpUnallocated = 27, "service_ip_unallocated", "address in the Service CIDR that no Service holds";
     LbSourceDenied = 28, "lb_source_denied", "client outside the LoadBalancer's loadBalancerSourceRanges";
-    ServiceFragment = 29, "service_fragment", "non-first IP fragment to a Service address (cannot be translated)";
+    ServiceFragment = 29, "service_fragment", "SCTP fragment to a Service (its checksum covers the whole packet: it cannot be translated)";
     NoSnatAddress = 30, "no_snat_address", "masquerade needed but no node address is known";
     CtInvalid = 31, "ct_invalid", "TCP segment that cannot open a connection (a lone RST) to a Service";
     SnatPortsExhausted = 32, "snat_ports_exhausted", "no free masquerade port for this backend";

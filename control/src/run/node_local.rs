@@ -16,8 +16,10 @@
 //!   NodePort) to its Service port's ClusterIP and port, which the host port routes to the
 //!   switch. The chain is rewritten as a whole (`iptables-restore --noflush`) when the NodePorts
 //!   change.
-//! - Work only when the frontends changed: the tables' frontend index is shared between
-//!   versions while no frontend comes or goes, so an unchanged index costs one comparison.
+//! - Work only when the frontends changed (or the last attempt failed): the tables' frontend
+//!   index is shared between versions while no frontend comes or goes, so an unchanged index
+//!   costs one comparison ([`NodeLocalSync::offer`]); the routes and rules in place are compared
+//!   with those wanted, and only a difference runs a command.
 //! - Failures (no `iptables`, a command refused) are returned as a sentence for the switch's
 //!   problems; the tables in force stay. [`remove`] undoes both at stop.
 //! - [`NodeLocalSync`] runs it on a thread of its own: the apply loop hands each new set of
@@ -48,8 +50,6 @@ type NodePortRule = (Ipv4Addr, &'static str, u16, Ipv4Addr, u16);
 
 #[derive(Default)]
 pub struct NodeLocalAccess {
-    /// The frontend index the last call looked at.
-    seen: Option<Arc<FrontendIndex>>,
     routed: BTreeSet<Ipv4Addr>,
     rules: Vec<NodePortRule>,
 }
@@ -95,10 +95,6 @@ fn wanted(tables: &ServiceTables) -> (BTreeSet<Ipv4Addr>, Vec<NodePortRule>) {
 impl NodeLocalAccess {
     /// Brings routes and NodePort DNATs in step with `tables` (see the module contract).
     pub fn follow(&mut self, node: &NodeInfo, tables: &ServiceTables) -> Result<(), String> {
-        if self.seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &tables.by_key)) {
-            return Ok(());
-        }
-        self.seen = Some(Arc::clone(&tables.by_key));
         let (routed, rules) = wanted(tables);
         let mut problems = Vec::new();
         if routed != self.routed {
@@ -119,7 +115,6 @@ impl NodeLocalAccess {
         if problems.is_empty() {
             Ok(())
         } else {
-            self.seen = None; // try again with the next tables
             Err(problems.join("; "))
         }
     }
@@ -162,9 +157,10 @@ impl NodeLocalSync {
         Self { tx: Some(tx), thread, problem, offered: None }
     }
 
-    /// Hands `services` over when its frontends differ from the last handed over.
+    /// Hands `services` over when its frontends differ from the last handed over, or when the
+    /// last attempt failed (it is tried again with the next tables).
     pub fn offer(&mut self, services: &Arc<CompiledServices>) {
-        if self.offered.as_ref().is_some_and(|o| Arc::ptr_eq(o, &services.tables.by_key)) {
+        if self.offered.as_ref().is_some_and(|o| Arc::ptr_eq(o, &services.tables.by_key)) && self.problem().is_none() {
             return;
         }
         self.offered = Some(Arc::clone(&services.tables.by_key));

@@ -5,7 +5,8 @@
 //! - [`lookup`] classifies a packet: TCP, UDP and SCTP flows, ICMP echo and every other
 //!   protocol (by addresses) are tracked ([`Lookup::Tracked`]: its key and hash); ICMP errors
 //!   go to [`super::icmp_translate`] ([`Lookup::IcmpError`]); later fragments (offset > 0)
-//!   follow their datagram's first fragment ([`Lookup::LaterFragment`], [`super::fragments`]). [`find`] then finds a tracked packet's connection, if it has
+//!   follow their datagram's first fragment ([`Lookup::LaterFragment`], [`super::fragments`]).
+//!   [`find`] then finds a tracked packet's connection, if it has
 //!   one (a [`Hit`]), or it is the first packet of a new one. The hit is returned by itself,
 //!   not inside [`Lookup`]: it is the size of a whole connection snapshot, and carried through
 //!   an enum and a `Result` it was copied three times per packet.
@@ -40,8 +41,6 @@ pub struct Counters {
 /// Which connection, if any, a packet belongs to.
 #[derive(Debug, Clone, Copy)]
 pub enum Lookup {
-    /// Not tracked: routed as it is.
-    Untracked,
     /// An ICMP error: translated back if it is about a translated connection.
     IcmpError,
     /// A later fragment of a datagram (offset > 0): see [`super::fragments`].
@@ -52,17 +51,17 @@ pub enum Lookup {
 }
 
 #[inline(always)]
-pub fn lookup(parsed: &ParsedFrame, ctx: &Ctx) -> Result<Lookup, DropReason> {
+pub fn lookup(parsed: &ParsedFrame, ctx: &Ctx) -> Lookup {
     let proto = parsed.ip_protocol;
     if parsed.fragment_offset != 0 {
         // A later fragment carries no ports: it follows its datagram's first fragment.
-        return Ok(Lookup::LaterFragment);
+        return Lookup::LaterFragment;
     }
     let key = match proto {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
             FlowKey::new(parsed.src_ip, parsed.dst_ip, parsed.src_port, parsed.dst_port, proto)
         }
-        IPPROTO_ICMP if icmpv4::is_error_type(parsed.icmp_type) => return Ok(Lookup::IcmpError),
+        IPPROTO_ICMP if icmpv4::is_error_type(parsed.icmp_type) => return Lookup::IcmpError,
         IPPROTO_ICMP if matches!(parsed.icmp_type, icmpv4::TYPE_ECHO_REQUEST | icmpv4::TYPE_ECHO_REPLY) => {
             FlowKey::new(parsed.src_ip, parsed.dst_ip, parsed.icmp_id, 0, proto)
         }
@@ -71,7 +70,7 @@ pub fn lookup(parsed: &ParsedFrame, ctx: &Ctx) -> Result<Lookup, DropReason> {
         // packet and the answers belong to it. Never translated (they have no ports).
         _ => FlowKey::new(parsed.src_ip, parsed.dst_ip, 0, 0, proto),
     };
-    Ok(Lookup::Tracked { key, hash: ctx.ct.hash(&key) })
+    Lookup::Tracked { key, hash: ctx.ct.hash(&key) }
 }
 
 /// The connection of a tracked packet ([`Lookup::Tracked`]), or None: the packet opens a new

@@ -17,7 +17,6 @@
 use crate::conntrack::{flags, EntryInit, FlowKey};
 use crate::counters::Counter;
 use crate::drop_reason::DropReason;
-use crate::wire::{IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 
 use super::Ctx;
 
@@ -46,15 +45,7 @@ pub struct Counters {
 /// cluster masqueraded.
 #[inline(always)]
 pub fn leaves_cluster(dst: u32, proto: u8, ctx: &Ctx) -> bool {
-    has_ports(proto) && ctx.tables.egress.applies_to(dst)
-}
-
-/// Whether connections of `proto` can be told apart by ports, so masquerade can give them
-/// one of the node's (TCP, UDP, SCTP). ICMP echo and the protocols tracked by addresses alone
-/// keep their pod source.
-#[inline(always)]
-fn has_ports(proto: u8) -> bool {
-    matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP)
+    FlowKey::has_ports(proto) && ctx.tables.egress.applies_to(dst)
 }
 
 /// Masquerades `init` (translated to a backend already) to the node's address.
@@ -71,7 +62,7 @@ pub fn apply(init: &mut EntryInit, h: u64, ctx: &Ctx) -> Result<(), DropReason> 
 /// Gives a connection that is not masqueraded another source port if its reply tuple is taken.
 #[inline(always)]
 pub fn resolve_clash(init: &mut EntryInit, h: u64, ctx: &Ctx) -> Result<(), DropReason> {
-    if init.flags & flags::SNAT == 0 && has_ports(init.orig.proto) && ctx.ct.lookup(&init.reply).is_some() {
+    if init.flags & flags::SNAT == 0 && FlowKey::has_ports(init.orig.proto) && ctx.ct.lookup(&init.reply).is_some() {
         init.reply.dport = free_port(&init.reply, h, ctx)?;
         init.flags |= flags::SNAT;
         ctx.stages.masquerade.clashes.add(1);

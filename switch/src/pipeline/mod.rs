@@ -214,8 +214,7 @@ fn ipv4(buf: &mut [u8], len: usize, parsed: &ParsedFrame, in_port: PortId, port:
     if parsed.dst_ip == ctx.tables.gateway_ip {
         return icmp::answer_echo(buf, len, parsed, in_port, port, ctx);
     }
-    match conntrack::lookup(parsed, ctx)? {
-        conntrack::Lookup::Untracked => {}
+    match conntrack::lookup(parsed, ctx) {
         conntrack::Lookup::LaterFragment => fragments::follow(buf, parsed, ctx)?,
         conntrack::Lookup::IcmpError => icmp_translate::relate(buf, len, parsed, ctx)?,
         conntrack::Lookup::Tracked { key, hash } => match conntrack::find(&key, hash, ctx) {
