@@ -19,7 +19,7 @@ use crate::conntrack::{flags, Dir, FlowKey};
 use crate::counters::Counter;
 use crate::drop_reason::DropReason;
 use crate::wire::checksum;
-use crate::wire::{icmpv4, offsets, Icmpv4Packet, Ipv4Packet, ParsedFrame, UdpPacket, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
+use crate::wire::{icmpv4, offsets, Icmpv4Packet, Ipv4Packet, ParsedFrame, UdpPacket, IPPROTO_ICMP, IPPROTO_UDP};
 
 use super::{policy, Ctx};
 
@@ -34,6 +34,7 @@ pub struct Counters {
 /// header; None when the quote cannot name a connection.
 #[inline]
 fn quoted_key(buf: &[u8], len: usize, parsed: &ParsedFrame) -> Option<(FlowKey, usize)> {
+    let buf = buf.get(..len)?; // the frame, not what the buffer held before it
     let inner = parsed.l4_offset as usize + icmpv4::HEADER_LEN;
     if len < inner + 20 {
         return None;
@@ -46,7 +47,7 @@ fn quoted_key(buf: &[u8], len: usize, parsed: &ParsedFrame) -> Option<(FlowKey, 
     let (src, dst, proto) = (u32::from(q_ip.src_addr()), u32::from(q_ip.dst_addr()), q_ip.protocol());
     let il4 = inner + ihl;
     let key = match proto {
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
+        p if FlowKey::has_ports(p) => {
             // The ports are the first four bytes of TCP, UDP and SCTP alike; the quote may hold
             // no more. The UDP view reads them for all three.
             let ports = UdpPacket::new_unchecked(buf.get(il4..il4 + 4)?);
@@ -73,7 +74,8 @@ pub fn relate(buf: &mut [u8], len: usize, parsed: &ParsedFrame, ctx: &Ctx) -> Re
     let e = ctx.ct.entry(hit.idx);
     let word = e.state_word();
     policy::check_established(ctx, e, &hit.snap, word.verdict())?;
-    if word.has(flags::DNAT | flags::SNAT) && matches!(quoted.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) && len >= il4 + 4 {
+    // Only connections with ports are ever translated (masquerade and Services need them).
+    if word.has(flags::DNAT | flags::SNAT) && FlowKey::has_ports(quoted.proto) {
         translate(buf, len, parsed, ctx, quoted, il4, &hit);
     }
     Ok(())
