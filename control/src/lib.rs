@@ -25,6 +25,8 @@
 //! - [`metrics`]: the Prometheus endpoint of `podswitch run`.
 //! - [`health`]: kube-proxy's health checks: `/healthz`, `/livez` and the Services'
 //!   `healthCheckNodePort` servers.
+//! - [`l2announce`]: `--l2-announce`, ARP for LoadBalancer and external IPs from one node per
+//!   address, chosen through a Lease.
 //! - [`memory`]: the agent's memory by table (objects, Services, Maglev, policy, routes,
 //!   conntrack), for `show status` and the metrics.
 //! - [`ctl`]: the control socket protocol, client and server.
@@ -39,6 +41,7 @@ pub mod ctl;
 pub mod health;
 pub mod kube_source;
 pub mod manifests;
+pub mod l2announce;
 pub mod memory;
 pub mod metrics;
 pub mod model;

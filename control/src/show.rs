@@ -143,6 +143,16 @@ fn print_status(v: &replies::Status) {
         println!("{:<16} {}", "memory", tables.join(", "));
         println!("{:<16} {} (peak {})", "resident", m.resident_bytes.map_or_else(|| "-".into(), mib), m.peak_resident_bytes.map_or_else(|| "-".into(), mib));
     }
+    if let Some(l2) = &v.l2_announcements {
+        println!("{:<16} Leases in {}", "l2_announce", l2.leases);
+        for a in &l2.addresses {
+            let here = if a.announced_here { "announced here" } else { "not here" };
+            println!("{:<16} {} {here} (Lease {}, holder {})", "", a.address, a.lease, a.holder.as_deref().unwrap_or("none"));
+        }
+        if let Some(e) = &l2.error {
+            println!("{:<16} {e}", "");
+        }
+    }
     for (title, items) in [("pending", &v.pending_ports), ("unreachable node", &v.unreachable_nodes), ("problem", &v.problems), ("ignored", &v.ignored_objects)] {
         for item in items {
             println!("{title:<16} {item}");

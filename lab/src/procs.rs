@@ -65,6 +65,19 @@ impl ProcRef {
     }
 }
 
+impl ProcRef {
+    /// Kills the process (SIGKILL) and waits up to 3 s for it to go. Returns whether it was
+    /// running.
+    pub fn kill(&self) -> bool {
+        if !self.alive() {
+            return false;
+        }
+        let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        wait_gone(self, Duration::from_secs(3));
+        true
+    }
+}
+
 fn wait_gone(p: &ProcRef, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while p.alive() {

@@ -57,6 +57,10 @@ pub fn logs_dir() -> PathBuf {
 pub fn api_dir() -> PathBuf {
     lab_dir().join("api")
 }
+/// The Leases of the switches' L2 announcements (`lab up --l2-announce`), shared by every node.
+pub fn leases_dir() -> PathBuf {
+    lab_dir().join("leases")
+}
 pub fn ready_dir() -> PathBuf {
     lab_dir().join("ready")
 }
@@ -221,6 +225,10 @@ pub struct SwitchState {
     /// default, or `routed`); absent in state files of older labs.
     #[serde(default = "default_pod_network")]
     pub pod_network: String,
+    /// `lab up --l2-announce`: the switches announce LoadBalancer and external IPs on the
+    /// underlay (absent in state files of older labs: off).
+    #[serde(default)]
+    pub l2_announce: bool,
 }
 
 fn default_pod_network() -> String {

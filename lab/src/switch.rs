@@ -16,7 +16,11 @@
 //!   the lab is ready when every node's switch is.
 //! - `stop` sends SIGTERM to every switch and waits for the exits (SIGKILL after 10 s), then
 //!   removes their control sockets; `start` starts those not running with the command line of
-//!   `lab up` and waits until all are ready.
+//!   `lab up` and waits until all are ready. `--node NAME` does either for one node only (a
+//!   name the lab does not have is an error naming its nodes); `stop --kill` sends SIGKILL at
+//!   once, as a crash would.
+//! - `lab up --l2-announce` adds `--l2-announce --l2-lease-dir /run/podswitch/lab/leases` to
+//!   every switch's command line (with an uplink: the underlay).
 //! - Each node's own stack reaches the underlay on its uplink, where it has its InternalIP
 //!   (see `netns.rs`); the switch takes only what its filter owns from that uplink, so
 //!   starting and stopping a switch leaves the node's own traffic alone.
@@ -41,12 +45,25 @@ pub struct SwitchArgs {
     pub action: SwitchAction,
 }
 
-#[derive(Debug, Clone, Copy, clap::Subcommand)]
+#[derive(Debug, Clone, clap::Subcommand)]
 pub enum SwitchAction {
-    /// Stop every node's switch (SIGTERM, wait for it to exit).
-    Stop,
-    /// Start every node's switch again and wait until all are in sync.
-    Start,
+    /// Stop every node's switch (SIGTERM, wait for it to exit), or only --node's.
+    Stop {
+        /// Only this node's switch.
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        /// Kill it (SIGKILL) instead: it leaves as a crashed switch or a lost node would,
+        /// releasing nothing (its Leases, its XDP programs stay until they time out or it
+        /// starts again).
+        #[arg(long)]
+        kill: bool,
+    },
+    /// Start every node's switch that is not running (or only --node's) and wait until all are in sync.
+    Start {
+        /// Only this node's switch.
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+    },
 }
 
 /// The first node's switch log (`logs/switch.log`).
@@ -81,6 +98,9 @@ pub fn command_line(st: &State, node: &NodeSwitch, exe: &Path) -> Vec<String> {
     if let Some(e) = &st.external {
         args.extend(["--uplink".into(), e.uplink.clone(), "--uplink-gateway-mac".into(), e.mac.clone()]);
         args.extend(["--pod-network".into(), st.switch.pod_network.clone()]);
+        if st.switch.l2_announce {
+            args.extend(["--l2-announce".into(), "--l2-lease-dir".into(), state::leases_dir().display().to_string()]);
+        }
     }
     args
 }
@@ -107,10 +127,15 @@ pub fn link_first_socket(st: &State) -> anyhow::Result<()> {
 /// binary, then on PATH); records them in `st` (the caller saves). Returns the processes
 /// started.
 pub fn start(st: &mut State) -> anyhow::Result<Vec<Child>> {
+    start_only(st, None)
+}
+
+/// [`start`], for node `only` alone when given.
+pub fn start_only(st: &mut State, only: Option<&str>) -> anyhow::Result<Vec<Child>> {
     let exe = podswitch_control::sibling::find("podswitch")?;
     let mut children = Vec::new();
     for (i, node) in st.node_switches().into_iter().enumerate() {
-        if node.process.is_some_and(|p| p.alive()) {
+        if node.process.is_some_and(|p| p.alive()) || only.is_some_and(|n| n != node.name) {
             continue;
         }
         let _ = fs::remove_file(&node.control_socket);
@@ -125,14 +150,17 @@ pub fn start(st: &mut State) -> anyhow::Result<Vec<Child>> {
     Ok(children)
 }
 
-/// Stops every node's switch that runs; returns (node, pid) of those that ran. The caller
-/// saves `st`.
-pub fn stop(st: &mut State) -> Vec<(String, ProcRef)> {
+/// Stops every node's switch that runs (node `only`'s alone when given; with `kill`, SIGKILL
+/// at once: no clean exit); returns (node, pid) of those that ran. The caller saves `st`.
+pub fn stop_only(st: &mut State, only: Option<&str>, kill: bool) -> Vec<(String, ProcRef)> {
     let mut out = Vec::new();
     for (i, node) in st.node_switches().into_iter().enumerate() {
+        if only.is_some_and(|n| n != node.name) {
+            continue;
+        }
         st.set_switch_process(i, None);
         let Some(p) = node.process else { continue };
-        let was = p.terminate(Duration::from_secs(10));
+        let was = if kill { p.kill() } else { p.terminate(Duration::from_secs(10)) };
         let _ = fs::remove_file(&node.control_socket);
         if was {
             out.push((node.name, p));
@@ -185,8 +213,13 @@ pub fn sync_status(st: &State, socket: &Path) -> Option<String> {
 /// Waits until every node's switch is in sync (see [`sync_status`]); fails early if one exits.
 /// `children` are the processes [`start`] returned (their exit is noticed at once).
 pub fn wait_ready(st: &State, children: &mut [Child], timeout: Duration) -> anyhow::Result<()> {
+    wait_ready_only(st, children, timeout, None)
+}
+
+/// [`wait_ready`], for node `only` alone when given.
+pub fn wait_ready_only(st: &State, children: &mut [Child], timeout: Duration, only: Option<&str>) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
-    for node in st.node_switches() {
+    for node in st.node_switches().into_iter().filter(|n| only.is_none_or(|o| o == n.name)) {
         while let Some(reason) = sync_status(st, &node.control_socket) {
             let child = children.iter_mut().find(|c| node.process.is_some_and(|p| p.pid == c.id() as i32));
             let exited = match child {
@@ -216,34 +249,43 @@ pub fn run(a: SwitchArgs) -> anyhow::Result<i32> {
     let mut st = State::load_required()?;
     let several = !st.more_nodes.is_empty();
     let of = |name: &str| if several { format!(" of node {name}") } else { String::new() };
+    let known = |only: &Option<String>| -> anyhow::Result<()> {
+        match only {
+            Some(n) if !st.node_switches().iter().any(|s| s.name == *n) => {
+                let names: Vec<String> = st.node_switches().into_iter().map(|s| s.name).collect();
+                bail!("the lab has no node {n:?} (its nodes: {})", names.join(", "))
+            }
+            _ => Ok(()),
+        }
+    };
     match a.action {
-        SwitchAction::Stop => {
-            let stopped = stop(&mut st);
+        SwitchAction::Stop { node, kill } => {
+            known(&node)?;
+            let stopped = stop_only(&mut st, node.as_deref(), kill);
             st.save()?;
             if stopped.is_empty() {
-                println!("the switch is not running");
+                println!("the switch{} is not running", node.as_deref().map(of).unwrap_or_default());
             }
             for (name, p) in stopped {
-                println!("stopped the switch{} (pid {})", of(&name), p.pid);
+                println!("{} the switch{} (pid {})", if kill { "killed" } else { "stopped" }, of(&name), p.pid);
             }
         }
-        SwitchAction::Start => {
-            let running: Vec<(String, ProcRef)> = st
-                .node_switches()
-                .into_iter()
-                .filter_map(|n| n.process.filter(ProcRef::alive).map(|p| (n.name, p)))
-                .collect();
-            if running.len() == st.node_switches().len() {
+        SwitchAction::Start { node } => {
+            known(&node)?;
+            let wanted: Vec<NodeSwitch> = st.node_switches().into_iter().filter(|n| node.as_ref().is_none_or(|o| *o == n.name)).collect();
+            let running: Vec<(String, ProcRef)> =
+                wanted.iter().filter_map(|n| n.process.filter(ProcRef::alive).map(|p| (n.name.clone(), p))).collect();
+            if running.len() == wanted.len() {
                 for (name, p) in running {
                     println!("the switch{} is already running (pid {})", of(&name), p.pid);
                 }
                 return Ok(0);
             }
-            let mut children = start(&mut st)?;
+            let mut children = start_only(&mut st, node.as_deref())?;
             st.save()?;
             drop(lock);
-            wait_ready(&st, &mut children, READY_TIMEOUT)?;
-            for n in st.node_switches() {
+            wait_ready_only(&st, &mut children, READY_TIMEOUT, node.as_deref())?;
+            for n in st.node_switches().into_iter().filter(|n| node.as_ref().is_none_or(|o| *o == n.name)) {
                 println!("started the switch{} (pid {}); it is in sync", of(&n.name), n.process.map_or(0, |p| p.pid));
             }
         }

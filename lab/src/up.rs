@@ -44,6 +44,12 @@ pub struct UpArgs {
     /// `vxlan` (tunnels over the underlay; pods get MTU 1450) or `routed` (MTU 1500).
     #[arg(long, value_name = "MODE", default_value = "vxlan", value_parser = ["vxlan", "routed"])]
     pub pod_network: String,
+    /// Let the switches announce the LoadBalancer ingress IPs and externalIPs on the underlay
+    /// (`podswitch run --l2-announce`), one node per address, with their Leases in
+    /// /run/podswitch/lab/leases. Give the Services addresses of the underlay's /24 (e.g.
+    /// 172.18.0.200): `external` then reaches them by ARP, with no route.
+    #[arg(long)]
+    pub l2_announce: bool,
 }
 
 /// Why a lab counts as up, if it does.
@@ -108,6 +114,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<i32> {
             process: None,
             started_by_up: !no_switch,
             pod_network: a.pod_network,
+            l2_announce: a.l2_announce,
         },
         supervisor: None,
         created_unix: state::now_unix(),

@@ -59,6 +59,9 @@ pub struct Status {
     /// The agent's memory by table ([`crate::memory`]).
     #[serde(default)]
     pub memory: Option<crate::memory::MemoryByTable>,
+    /// `--l2-announce`: the addresses offered, their holders, the Lease store's last error.
+    #[serde(default)]
+    pub l2_announcements: Option<crate::l2announce::L2Status>,
 }
 
 /// `show ports`: every attached port, and the ports waiting for their interface.
@@ -464,6 +467,16 @@ mod tests {
             workers: 1,
             kubernetes_api: None,
             memory: Some(crate::memory::MemoryByTable { objects_bytes: 7, maglev_bytes: 9, resident_bytes: Some(4096), ..Default::default() }),
+            l2_announcements: Some(crate::l2announce::L2Status {
+                leases: "directory /l".into(),
+                addresses: vec![crate::l2announce::L2Address {
+                    address: "192.0.2.1".parse().unwrap(),
+                    lease: "podswitch-l2-192-0-2-1".into(),
+                    holder: Some("n".into()),
+                    announced_here: true,
+                }],
+                error: None,
+            }),
         };
         let (v, back): (Value, Status) = sent_and_read(&s);
         assert_eq!(back, s);
@@ -473,7 +486,7 @@ mod tests {
             [
                 "ok", "node", "pod_cidr", "pod_mtu", "internal_ip", "manifests_dir", "applied_digest", "tables_version", "ports_wanted",
                 "ports_attached", "pending_ports", "unreachable_nodes", "problems", "ignored_objects", "last_error", "uptime_s", "workers",
-                "kubernetes_api", "memory"
+                "kubernetes_api", "memory", "l2_announcements"
             ]
         );
         assert_eq!(v["ok"], true);

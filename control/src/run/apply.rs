@@ -30,6 +30,7 @@ use switch::tables::{PortId, PortKind};
 
 use super::host_port;
 use super::shared::{Shared, Snapshot};
+use crate::l2announce::L2Announcer;
 use crate::compile::{self, Attached, DesiredPort, PortTables, Uplink};
 use crate::health::{HealthServer, ProxyHealth};
 use crate::manifests::Manifests;
@@ -86,6 +87,9 @@ pub(crate) struct Config {
     pub proxy_health: Arc<ProxyHealth>,
     /// The health check servers, kept in step with the Services of the tables published.
     pub health: HealthServer,
+    /// `--l2-announce`: offered the addresses this node may announce with every publish; the
+    /// ones it holds are the tables' `uplink_arp` ([`Switch::follow_l2_announcements`]).
+    pub l2: Option<L2Announcer>,
 }
 
 pub(crate) struct Switch {
@@ -138,6 +142,8 @@ pub(crate) struct Switch {
     gateway_given: bool,
     /// The neighbour snapshot generation the uplink's gateway MAC was taken from.
     neighbours_seen: Option<u64>,
+    /// The L2 announcer's generation the tables' `uplink_arp` was taken from.
+    l2_seen: Option<u64>,
     /// The uplink's filter, computed again only when what it reads changed.
     filter_cache: FilterCache,
     /// Why the last write of the uplink's filter failed (shown as a problem until one works).
@@ -190,6 +196,7 @@ impl Switch {
             last_sync: None,
             gateway_given,
             neighbours_seen,
+            l2_seen: None,
             filter_cache: FilterCache::default(),
             filter_error: None,
             health_problems: Vec::new(),
@@ -218,6 +225,20 @@ impl Switch {
             }
         }
         self.rebuild_port_tables();
+        self.publish_tables();
+        self.publish_snapshot();
+    }
+
+    /// Takes in a change of the addresses this node announces (`--l2-announce`): the ARP the
+    /// uplink answers. Called from the event loops, like [`Self::follow_neighbours`].
+    pub fn follow_l2_announcements(&mut self) {
+        let Some(l2) = &self.cfg.l2 else { return };
+        let generation = l2.generation();
+        if self.l2_seen == Some(generation) {
+            return;
+        }
+        self.l2_seen = Some(generation);
+        self.port_tables.uplink_arp = l2.held();
         self.publish_tables();
         self.publish_snapshot();
     }
@@ -488,6 +509,9 @@ impl Switch {
     fn rebuild_port_tables(&mut self) {
         let attached: BTreeMap<String, Attached> = self.attached.iter().map(|(k, (a, _))| (k.clone(), *a)).collect();
         self.port_tables = PortTables::build(&self.cfg.node, &self.desired, &attached, self.cfg.host_stack_mac, self.cfg.uplink.as_ref());
+        if let Some(l2) = &self.cfg.l2 {
+            self.port_tables.uplink_arp = l2.held();
+        }
         let before = std::mem::take(&mut self.network_problems);
         if let Some(u) = &self.cfg.uplink {
             let up = attached.get(compile::UPLINK_KEY).map(|a| AttachedUplink { id: a.id, mac: a.mac, mtu: u.mtu });
@@ -527,6 +551,10 @@ impl Switch {
             }
         };
         let t = compile::assemble(compile::Parts { version: self.version, ports: &self.port_tables, services, policy });
+        if let Some(l2) = &self.cfg.l2 {
+            let node_ips: Vec<Ipv4Addr> = std::iter::once(self.cfg.node.internal_ip).chain(self.cfg.uplink_filter.extra_node_ips.iter().copied()).collect();
+            l2.offer(crate::l2announce::candidates::announceable(&t.services, &node_ips));
+        }
         let uplink = self.attached.get(compile::UPLINK_KEY).map(|(a, _)| a.id);
         let filter = uplink.map(|_| self.filter_cache.get(&self.cfg.node, &t, &self.cfg.uplink_filter).clone());
         self.shared.dp().publish(t);

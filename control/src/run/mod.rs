@@ -27,6 +27,8 @@
 //! - kube-proxy's health checks ([`crate::health`]): `/healthz` and `/livez` on
 //!   `--healthz-bind-address`, and a server on every `healthCheckNodePort` of a LoadBalancer
 //!   Service with `externalTrafficPolicy: Local`, in step with the tables published.
+//! - With `--l2-announce`, the LoadBalancer and external IPs this node can serve are announced
+//!   (ARP on the uplink) by one node each, chosen through Leases ([`crate::l2announce`]).
 //! - SIGTERM/SIGINT detach every port, stop the workers, delete the host port and the
 //!   neighbour entries the switch made.
 pub mod affinity;
@@ -75,6 +77,8 @@ pub struct RunArgs {
     pub metrics: MetricsArgs,
     #[command(flatten)]
     pub health: crate::health::HealthArgs,
+    #[command(flatten)]
+    pub l2: crate::l2announce::L2AnnounceArgs,
     /// Which Node of the manifests this is (needed when they hold several).
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,

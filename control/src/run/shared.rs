@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     pub kube: Option<StatusHandle>,
     /// The uplink's next hops as the kernel resolves them, when there is an uplink.
     pub neighbours: Option<NeighbourReader>,
+    /// The L2 announcer's status, with `--l2-announce` (set once at start).
+    l2: std::sync::OnceLock<crate::l2announce::L2StatusHandle>,
     pub started: Instant,
     /// Publications (tables or snapshot) so far, and the readers waiting for the next one.
     changes: Mutex<u64>,
@@ -106,6 +108,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Records the L2 announcer's status handle (at start; later calls change nothing).
+    pub fn set_l2(&self, handle: Option<crate::l2announce::L2StatusHandle>) {
+        if let Some(h) = handle {
+            let _ = self.l2.set(h);
+        }
+    }
+
+    /// The L2 announcer's status, with `--l2-announce`.
+    pub fn l2_status(&self) -> Option<crate::l2announce::L2Status> {
+        self.l2.get().map(crate::l2announce::L2StatusHandle::status)
+    }
+
     pub fn new(dp: Dataplane, snapshot: Snapshot, kube: Option<StatusHandle>, neighbours: Option<NeighbourReader>) -> Self {
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -113,6 +127,7 @@ impl Shared {
             flows: Mutex::new(FlowHistory::default()),
             kube,
             neighbours,
+            l2: std::sync::OnceLock::new(),
             started: Instant::now(),
             changes: Mutex::new(0),
             changed: Condvar::new(),

@@ -6,7 +6,8 @@
 //! (attaching the host port first, then the uplink and every local pod's port, the pods the
 //! CNI plugin recorded included: they are adopted), then starts
 //! the metrics endpoint, the control socket's server, the signal handlers and the verdict log
-//! collector. The health check server (`/healthz`, `/livez`, the Services' health check ports)
+//! collector. With `--l2-announce` the announcer's thread starts before the first view is
+//! applied (it is offered addresses with every publish). The health check server (`/healthz`, `/livez`, the Services' health check ports)
 //! starts before the first view is applied. Each thing made is recorded in the returned
 //! [`Running`]'s [`Teardown`] as soon as it exists, so a failure at any step (returned as a
 //! [`StartError`]) leaves nothing behind, and so does the end of [`Running`].
@@ -30,6 +31,9 @@ use crate::compile::{self, Uplink};
 use crate::ctl;
 use crate::health::{HealthServer, ProxyHealth};
 use crate::kube_source::{self, KubeSource, ObjectSource};
+use crate::l2announce::kube_leases::KubeLeases;
+use crate::l2announce::lease_store::{FileLeases, LeaseStore};
+use crate::l2announce::{AnnounceConfig, ArgsError as L2ArgsError, L2Announcer};
 use crate::manifests;
 use crate::metrics::{self, MetricsAddr};
 use crate::model;
@@ -76,6 +80,12 @@ pub enum StartError {
     Metrics { addr: std::net::SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Health(#[from] crate::health::HealthServerError),
+    #[error(transparent)]
+    L2Args(#[from] L2ArgsError),
+    #[error("L2 announcements: {0}")]
+    LeaseStore(#[from] crate::l2announce::lease_store::StoreError),
+    #[error("L2 announcements: {0}")]
+    L2Announcer(#[source] std::io::Error),
     #[error("installing signal handlers")]
     Signals(#[source] std::io::Error),
     #[error("starting the verdict log collector")]
@@ -109,13 +119,20 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
     // Before any thread exists: every thread made from here on stays off the workers' cores.
     let control_cores = affinity::keep_off(&args.cores).map_err(StartError::Affinity)?;
     let source_err = |e: &dyn std::fmt::Display| StartError::Source(e.to_string());
+    // Checked before anything is made: a bad flag stops the start with nothing to undo.
+    let l2_timing = if args.l2.l2_announce { Some(args.l2.timing()?) } else { None };
+    let mut api_config = None;
     let (m, source) = match args.kube.source(args.manifests.as_deref()).map_err(|e| source_err(&e))? {
         ObjectSource::Directory(dir) => {
+            if args.l2.l2_announce && args.l2.l2_lease_dir.is_none() {
+                return Err(L2ArgsError::NoLeaseDir.into());
+            }
             let m = manifests::load_dir(&dir).map_err(|e| source_err(&e))?;
             // An edit made before the watch starts is not missed: the first look digests.
             (m, Source::Directory(DirWatch::new(&dir)?))
         }
         ObjectSource::Api(cfg) => {
+            api_config = Some((*cfg).clone());
             let mut src = kube_source::start(*cfg).map_err(|e| source_err(&e))?;
             (watch::first_api_view(&mut src), Source::Api(Box::new(src)))
         }
@@ -194,6 +211,22 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
     }
     let health = HealthServer::start(args.health.healthz_bind_address.addr(), Arc::clone(&proxy_health))?;
 
+    // L2 announcements: the Leases where the objects come from (the API), else in the shared
+    // directory; the thread answers nothing until it holds a Lease.
+    let l2 = match (l2_timing, &uplink) {
+        (Some((timing, retry_period)), Some(u)) => {
+            let store: Box<dyn LeaseStore> = match (&api_config, &args.l2.l2_lease_dir) {
+                (Some(cfg), _) => Box::new(KubeLeases::new(cfg.clone(), &args.l2.l2_lease_namespace)?),
+                (None, Some(dir)) => Box::new(FileLeases::open(dir, &args.l2.l2_lease_namespace)?),
+                (None, None) => return Err(L2ArgsError::NoLeaseDir.into()),
+            };
+            let cfg = AnnounceConfig { node: node.name.clone(), uplink: u.ifname.clone(), timing, retry_period };
+            Some(L2Announcer::start(cfg, store).map_err(StartError::L2Announcer)?)
+        }
+        _ => None,
+    };
+    shared.set_l2(l2.as_ref().map(L2Announcer::status_handle));
+
     let resource_versions = matches!(source, Source::Api(_));
     let node_ports = super::nodeport_addresses::NodePortAddresses::resolve(
         &args.nodeport_addresses,
@@ -223,6 +256,7 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
         },
         proxy_health,
         health,
+        l2,
     });
     // The pods the CNI plugin wired before the switch started are adopted with the first view.
     let mut cni = CniWatch::new(&args.cni_data_dir);

@@ -260,7 +260,7 @@ pub struct SliceModel {
 }
 
 /// DNS-1123 label: what `ports[].name` must be.
-fn is_dns_label(s: &str) -> bool {
+pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
