@@ -40,7 +40,8 @@ impl KubeLeases {
     }
 
     fn call<T>(&self, what: &str, f: impl std::future::Future<Output = Result<T, kube::Error>>) -> Result<T, StoreError> {
-        match self.rt.block_on(tokio::time::timeout(REQUEST_TIMEOUT, f)) {
+        // The timer is made inside the runtime (a Sleep made outside it has no reactor).
+        match self.rt.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, f).await }) {
             Err(_) => Err(StoreError::Unavailable(format!("{what}: no answer from {} within {REQUEST_TIMEOUT:?}", self.server))),
             Ok(Err(kube::Error::Api(s))) if s.code == 409 => Err(StoreError::Conflict),
             Ok(Err(e)) => Err(StoreError::Unavailable(format!("{what}: {e}"))),

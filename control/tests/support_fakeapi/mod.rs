@@ -14,6 +14,8 @@
 //!   forced 410) gives one `ERROR` event with a `Status` of code 410 "too old resource version",
 //!   and the stream ends, as the real server does.
 //! - Objects get `resourceVersion` (one counter for all kinds), `uid`, `creationTimestamp`.
+//! - `coordination.k8s.io/v1` Leases: GET, POST and PUT of one Lease with the API server's
+//!   optimistic concurrency (409 AlreadyExists, 409 Conflict on a stale resourceVersion).
 //!
 //! The test drives it: [`FakeApi::apply`]/[`FakeApi::delete`], [`FakeApi::compact`],
 //! [`FakeApi::force_gone`], [`FakeApi::close_watches`], [`FakeApi::bookmarks`],
@@ -126,6 +128,8 @@ struct State {
     list_delay: HashMap<Res, Duration>,
     /// Resources answered with 404 (a server that does not serve them).
     unserved: std::collections::BTreeSet<Res>,
+    /// coordination.k8s.io/v1 Leases by (namespace, name), with their resourceVersion.
+    leases: BTreeMap<(String, String), Value>,
     /// Watches that are streaming now.
     open_watches: usize,
 }
@@ -157,6 +161,11 @@ impl FakeApi {
         let mut api = FakeApi { shared, addr: "127.0.0.1:0".parse().unwrap(), rt: None };
         api.start();
         api
+    }
+
+    /// The Lease `namespace/name` as stored, if any.
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.shared.lock().leases.get(&(namespace.to_string(), name.to_string())).cloned()
     }
 
     pub fn url(&self) -> String {
@@ -389,6 +398,10 @@ async fn handle(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Res
     let path = req.uri().path().to_string();
     let q = query(req.uri().query().unwrap_or(""));
     shared.lock().requests.push(format!("{} {}", req.method(), req.uri()));
+    if let Some(rest) = path.strip_prefix("/apis/coordination.k8s.io/v1/namespaces/") {
+        let rest = rest.to_string();
+        return lease(&shared, req, &rest).await;
+    }
     if req.method() != hyper::Method::GET {
         return json_response(StatusCode::METHOD_NOT_ALLOWED, &status(405, "MethodNotAllowed", "the fake API only reads"));
     }
@@ -403,6 +416,64 @@ async fn handle(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Res
             tokio::time::sleep(delay).await;
         }
         list(&shared, res, &q)
+    }
+}
+
+/// Leases, as the API server treats them: GET one (404 when absent), POST (409 AlreadyExists
+/// when it exists), PUT with `metadata.resourceVersion` (409 Conflict unless it is the
+/// current one). `rest` is the path after `/apis/coordination.k8s.io/v1/namespaces/`.
+async fn lease(shared: &Shared, req: Request<hyper::body::Incoming>, rest: &str) -> Response<Body> {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let (ns, name) = match parts.as_slice() {
+        [ns, "leases"] => (ns.to_string(), None),
+        [ns, "leases", name] => (ns.to_string(), Some(name.to_string())),
+        _ => return json_response(StatusCode::NOT_FOUND, &status(404, "NotFound", "the server could not find the requested resource")),
+    };
+    let method = req.method().clone();
+    let body: Option<Value> = match method {
+        hyper::Method::POST | hyper::Method::PUT => {
+            let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            match serde_json::from_slice(&bytes) {
+                Ok(v) => Some(v),
+                Err(e) => return json_response(StatusCode::BAD_REQUEST, &status(400, "BadRequest", &e.to_string())),
+            }
+        }
+        _ => None,
+    };
+    let mut st = shared.lock();
+    let not_found = |n: &str| json_response(StatusCode::NOT_FOUND, &status(404, "NotFound", &format!("leases.coordination.k8s.io \"{n}\" not found")));
+    match (method, name, body) {
+        (hyper::Method::GET, Some(n), None) => match st.leases.get(&(ns, n.clone())) {
+            Some(l) => json_response(StatusCode::OK, l),
+            None => not_found(&n),
+        },
+        (hyper::Method::POST, None, Some(mut l)) => {
+            let n = l["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            if st.leases.contains_key(&(ns.clone(), n.clone())) {
+                return json_response(StatusCode::CONFLICT, &status(409, "AlreadyExists", &format!("leases.coordination.k8s.io \"{n}\" already exists")));
+            }
+            st.rv += 1;
+            l["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+            l["metadata"]["namespace"] = json!(ns.clone());
+            l["apiVersion"] = json!("coordination.k8s.io/v1");
+            l["kind"] = json!("Lease");
+            st.leases.insert((ns, n), l.clone());
+            json_response(StatusCode::CREATED, &l)
+        }
+        (hyper::Method::PUT, Some(n), Some(mut l)) => {
+            let Some(current) = st.leases.get(&(ns.clone(), n.clone())) else { return not_found(&n) };
+            if l["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+                let msg = format!("Operation cannot be fulfilled on leases.coordination.k8s.io \"{n}\": the object has been modified; please apply your changes to the latest version and try again");
+                return json_response(StatusCode::CONFLICT, &status(409, "Conflict", &msg));
+            }
+            st.rv += 1;
+            l["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+            l["apiVersion"] = json!("coordination.k8s.io/v1");
+            l["kind"] = json!("Lease");
+            st.leases.insert((ns, n), l.clone());
+            json_response(StatusCode::OK, &l)
+        }
+        _ => json_response(StatusCode::METHOD_NOT_ALLOWED, &status(405, "MethodNotAllowed", "not a Lease request the fake API serves")),
     }
 }
 
