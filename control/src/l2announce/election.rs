@@ -75,9 +75,8 @@ impl Election {
             renew_time: Some(wall),
             transitions: 0,
         };
-        let current = match store.get(&self.lease)? {
-            None => return self.written(store.create(&self.lease, &mine), now),
-            Some(s) => s,
+        let Some(current) = store.get(&self.lease)? else {
+            return self.written(store.create(&self.lease, &mine), now);
         };
         self.observe(&current, now);
         let (_, seen_at, _) = self.observed.as_ref().expect("observed above");

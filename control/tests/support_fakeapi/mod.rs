@@ -432,7 +432,7 @@ async fn lease(shared: &Shared, req: Request<hyper::body::Incoming>, rest: &str)
     let method = req.method().clone();
     let body: Option<Value> = match method {
         hyper::Method::POST | hyper::Method::PUT => {
-            let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let bytes = req.into_body().collect().await.map(http_body_util::Collected::to_bytes).unwrap_or_default();
             match serde_json::from_slice(&bytes) {
                 Ok(v) => Some(v),
                 Err(e) => return json_response(StatusCode::BAD_REQUEST, &status(400, "BadRequest", &e.to_string())),
