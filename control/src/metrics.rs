@@ -150,6 +150,8 @@ pub struct MetricsSnapshot {
     pub sync: SyncMetrics,
     /// The agent's memory by table; `None` before the first apply.
     pub memory: Option<crate::memory::MemoryByTable>,
+    /// `--l2-announce`: every address this node competes for, and whether it announces it.
+    pub l2_announced: Option<Vec<(String, bool)>>,
 }
 
 /// One scrape's snapshot, written out by `prometheus-client` on each encode.
@@ -288,6 +290,18 @@ impl Collector for SnapshotCollector {
                 MetricType::Gauge,
             )?;
             ConstGauge::new(u64::from(c)).encode(f)?;
+        }
+        // Only with --l2-announce.
+        if let Some(addrs) = &s.l2_announced {
+            let mut f = enc.encode_descriptor(
+                "podswitch_l2_announced",
+                "1 if this node announces the address (answers ARP for it: it holds its Lease), 0 if it competes for it and does not.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (address, here) in addrs {
+                ConstGauge::new(u64::from(*here)).encode(f.encode_family(&[("address", address.as_str())])?)?;
+            }
         }
         Ok(())
     }
@@ -522,6 +536,7 @@ mod tests {
                 resident_bytes: Some(123_000),
                 peak_resident_bytes: Some(456_000),
             }),
+            l2_announced: Some(vec![("192.0.2.1".into(), true), ("192.0.2.2".into(), false)]),
         }
     }
 
@@ -656,6 +671,10 @@ podswitch_source_errors_total{source="api"} 2
 # HELP podswitch_api_connected 1 if the last request to the Kubernetes API got an answer.
 # TYPE podswitch_api_connected gauge
 podswitch_api_connected 1
+# HELP podswitch_l2_announced 1 if this node announces the address (answers ARP for it: it holds its Lease), 0 if it competes for it and does not.
+# TYPE podswitch_l2_announced gauge
+podswitch_l2_announced{address="192.0.2.1"} 1
+podswitch_l2_announced{address="192.0.2.2"} 0
 "#;
 
     #[test]
@@ -671,6 +690,7 @@ podswitch_api_connected 1
         assert!(!empty.lines().any(|l| l.starts_with("podswitch_sync_duration_seconds")), "{empty}");
         assert!(!empty.lines().any(|l| l.starts_with("podswitch_last_sync_timestamp_seconds")), "{empty}");
         assert!(!empty.contains("podswitch_api_connected"), "{empty}");
+        assert!(!empty.contains("podswitch_l2_announced"), "{empty}");
         assert!(empty.contains("podswitch_source_errors_total{source=\"api\"} 0\n"), "{empty}");
         assert!(empty.contains("# TYPE podswitch_memory_bytes gauge\n# HELP podswitch_resident_memory_bytes"), "{empty}");
         assert!(!empty.lines().any(|l| l.starts_with("podswitch_memory_bytes") || l.starts_with("podswitch_resident_memory_bytes")), "{empty}");

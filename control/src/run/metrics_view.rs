@@ -56,6 +56,7 @@ pub(crate) fn snapshot(shared: &Shared) -> MetricsSnapshot {
             api_connected: shared.kube.as_ref().map(|k| k.status().connected),
         },
         memory: s.last_sync.is_some().then(|| MemoryByTable::of(&t, s.objects_bytes, MemoryByTable::conntrack_of(ct))),
+        l2_announced: shared.l2_status().map(|l2| l2.addresses.iter().map(|a| (a.address.to_string(), a.announced_here)).collect()),
     }
 }
 
