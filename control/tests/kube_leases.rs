@@ -14,8 +14,8 @@ const T: Timing = Timing { lease_duration: Duration::from_secs(5), renew_deadlin
 #[test]
 fn two_nodes_elect_one_holder_through_the_api_and_stale_writes_conflict() {
     let api = FakeApi::start_new();
-    let mut a = KubeLeases::new(api.config(), "kube-system").unwrap();
-    let mut b = KubeLeases::new(api.config(), "kube-system").unwrap();
+    let mut a = KubeLeases::new(api.config(), "kube-system", Duration::from_secs(1)).unwrap();
+    let mut b = KubeLeases::new(api.config(), "kube-system", Duration::from_secs(1)).unwrap();
     let (mut ea, mut eb) = (Election::new("podswitch-l2-192-0-2-1"), Election::new("podswitch-l2-192-0-2-1"));
     let (t0, w0) = (Instant::now(), SystemTime::now());
     let at = |s: u64| (t0 + Duration::from_secs(s), w0 + Duration::from_secs(s));
@@ -59,7 +59,7 @@ fn two_nodes_elect_one_holder_through_the_api_and_stale_writes_conflict() {
 #[test]
 fn an_api_that_does_not_answer_is_an_error_and_the_hold_runs_out() {
     let mut api = FakeApi::start_new();
-    let mut a = KubeLeases::new(api.config(), "kube-system").unwrap();
+    let mut a = KubeLeases::new(api.config(), "kube-system", Duration::from_secs(1)).unwrap();
     let mut e = Election::new("podswitch-l2-192-0-2-2");
     let now = Instant::now();
     assert!(e.attempt(&mut a, "node-a", &T, now, SystemTime::now()).unwrap());

@@ -4,7 +4,8 @@
 //! Contract: [`KubeLeases`] is a [`LeaseStore`]: `get` is a GET (404: none), `create` a POST,
 //! `update` a PUT carrying the `resourceVersion` read, so the API server refuses a stale write
 //! with 409 Conflict ([`StoreError::Conflict`], as is 409 AlreadyExists on create). Every request
-//! has [`REQUEST_TIMEOUT`]; any other failure is [`StoreError::Unavailable`] with the API's
+//! has the timeout given to [`KubeLeases::new`] (the retry period: a round never waits
+//! on the API longer than it waits between rounds); any other failure is [`StoreError::Unavailable`] with the API's
 //! message. The switch's service account needs `get`, `create` and `update` on `leases` in
 //! the namespace (the DaemonSet's Role in `scripts/deploy/` grants them).
 use std::time::Duration;
@@ -14,19 +15,19 @@ use kube::api::{Api, PostParams};
 
 use super::lease_store::{from_lease, to_lease, LeaseRecord, LeaseStore, StoreError, Stored};
 
-/// How long one request may take.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-
 pub struct KubeLeases {
     rt: tokio::runtime::Runtime,
+    /// How long one request may take.
+    timeout: Duration,
     api: Api<Lease>,
     namespace: String,
     server: String,
 }
 
 impl KubeLeases {
-    /// The store for Leases of `namespace` on the API server of `config`.
-    pub fn new(config: kube::Config, namespace: &str) -> Result<Self, StoreError> {
+    /// The store for Leases of `namespace` on the API server of `config`; each request gets
+    /// `timeout`.
+    pub fn new(config: kube::Config, namespace: &str, timeout: Duration) -> Result<Self, StoreError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -36,13 +37,13 @@ impl KubeLeases {
             let _in_runtime = rt.enter();
             kube::Client::try_from(config).map_err(|e| StoreError::Unavailable(format!("Lease client for {server}: {e}")))?
         };
-        Ok(Self { rt, api: Api::namespaced(client, namespace), namespace: namespace.to_string(), server })
+        Ok(Self { rt, timeout, api: Api::namespaced(client, namespace), namespace: namespace.to_string(), server })
     }
 
     fn call<T>(&self, what: &str, f: impl std::future::Future<Output = Result<T, kube::Error>>) -> Result<T, StoreError> {
         // The timer is made inside the runtime (a Sleep made outside it has no reactor).
-        match self.rt.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, f).await }) {
-            Err(_) => Err(StoreError::Unavailable(format!("{what}: no answer from {} within {REQUEST_TIMEOUT:?}", self.server))),
+        match self.rt.block_on(async { tokio::time::timeout(self.timeout, f).await }) {
+            Err(_) => Err(StoreError::Unavailable(format!("{what}: no answer from {} within {:?}", self.server, self.timeout))),
             Ok(Err(kube::Error::Api(s))) if s.code == 409 => Err(StoreError::Conflict),
             Ok(Err(e)) => Err(StoreError::Unavailable(format!("{what}: {e}"))),
             Ok(Ok(v)) => Ok(v),

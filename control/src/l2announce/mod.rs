@@ -14,8 +14,9 @@
 //!   filters pass such requests to their kernels, which do not answer (the address is none of
 //!   theirs). On taking an address the node sends gratuitous ARP ([`garp`]), again one round
 //!   later, so neighbours move to it at once.
-//! - Failover: a node that stops renewing (its switch killed, the node gone) stops
-//!   answering after `--l2-lease-renew-deadline`, and another node that can serve the address
+//! - Failover: a node that stops renewing (its switch killed, the node gone; its store
+//!   failing: every request to the store has at most one retry period, and the held set is
+//!   checked after each) stops answering after `--l2-lease-renew-deadline`, and another node that can serve the address
 //!   takes it once the Lease has gone unrenewed for `--l2-lease-duration` (5 s by default), so
 //!   within the duration plus one retry period. A switch that stops normally releases its
 //!   Leases ([`election::Election::release`]): the next node takes them at its next round.
@@ -245,11 +246,15 @@ fn run(inner: &Inner, cfg: &AnnounceConfig, mut store: Box<dyn LeaseStore>, garp
             s.offered.clone()
         };
         let mut errors = Vec::new();
+        drop_expired(inner, &elections, &mut held, &cfg.timing);
         for &ip in &offered {
             let e = elections.entry(ip).or_insert_with(|| Election::new(&lease_name(ip)));
             if let Err(err) = e.attempt(store.as_mut(), &cfg.node, &cfg.timing, Instant::now(), SystemTime::now()) {
                 errors.push(format!("Lease {} in {}: {err}", e.lease(), store.describe()));
             }
+            // A slow store (each request may take a retry period) must not keep an address
+            // answered past its renew deadline while the round goes on.
+            drop_expired(inner, &elections, &mut held, &cfg.timing);
         }
         let gone: Vec<Ipv4Addr> = elections.keys().filter(|ip| !offered.contains(ip)).copied().collect();
         for ip in gone {
@@ -310,6 +315,15 @@ fn set_held(inner: &Inner, held: &mut BTreeSet<Ipv4Addr>, next: BTreeSet<Ipv4Add
     }
     drop(s);
     inner.generation.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Stops announcing, at once, the held addresses whose renew deadline has passed.
+fn drop_expired(inner: &Inner, elections: &BTreeMap<Ipv4Addr, Election>, held: &mut BTreeSet<Ipv4Addr>, timing: &Timing) {
+    let now = Instant::now();
+    let still: BTreeSet<Ipv4Addr> = held.iter().copied().filter(|ip| elections.get(ip).is_some_and(|e| e.holds(now, timing))).collect();
+    if still.len() != held.len() {
+        set_held(inner, held, still);
+    }
 }
 
 fn release_all(elections: &mut BTreeMap<Ipv4Addr, Election>, store: &mut dyn LeaseStore, me: &str) {

@@ -216,7 +216,7 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
     let l2 = match (l2_timing, &uplink) {
         (Some((timing, retry_period)), Some(u)) => {
             let store: Box<dyn LeaseStore> = match (&api_config, &args.l2.l2_lease_dir) {
-                (Some(cfg), _) => Box::new(KubeLeases::new(cfg.clone(), &args.l2.l2_lease_namespace)?),
+                (Some(cfg), _) => Box::new(KubeLeases::new(cfg.clone(), &args.l2.l2_lease_namespace, retry_period)?),
                 (None, Some(dir)) => Box::new(FileLeases::open(dir, &args.l2.l2_lease_namespace)?),
                 (None, None) => return Err(L2ArgsError::NoLeaseDir.into()),
             };
