@@ -144,6 +144,8 @@ pub(crate) struct Switch {
     neighbours_seen: Option<u64>,
     /// The L2 announcer's generation the tables' `uplink_arp` was taken from.
     l2_seen: Option<u64>,
+    /// The frontends the L2 announcer was last offered addresses from.
+    l2_offered_from: Option<switch::tables::services::ChunkedList<switch::tables::services::Frontend>>,
     /// The uplink's filter, computed again only when what it reads changed.
     filter_cache: FilterCache,
     /// Why the last write of the uplink's filter failed (shown as a problem until one works).
@@ -197,6 +199,7 @@ impl Switch {
             gateway_given,
             neighbours_seen,
             l2_seen: None,
+            l2_offered_from: None,
             filter_cache: FilterCache::default(),
             filter_error: None,
             health_problems: Vec::new(),
@@ -551,9 +554,13 @@ impl Switch {
             }
         };
         let t = compile::assemble(compile::Parts { version: self.version, ports: &self.port_tables, services, policy });
+        // The addresses this node may announce, read again only when the frontends changed.
         if let Some(l2) = &self.cfg.l2 {
-            let node_ips: Vec<Ipv4Addr> = std::iter::once(self.cfg.node.internal_ip).chain(self.cfg.uplink_filter.extra_node_ips.iter().copied()).collect();
-            l2.offer(crate::l2announce::candidates::announceable(&t.services, &node_ips));
+            if !self.l2_offered_from.as_ref().is_some_and(|f| f.ptr_eq(&t.services.frontends)) {
+                let node_ips: Vec<Ipv4Addr> = std::iter::once(self.cfg.node.internal_ip).chain(self.cfg.uplink_filter.extra_node_ips.iter().copied()).collect();
+                l2.offer(crate::l2announce::candidates::announceable(&t.services, &node_ips));
+                self.l2_offered_from = Some(t.services.frontends.clone());
+            }
         }
         let uplink = self.attached.get(compile::UPLINK_KEY).map(|(a, _)| a.id);
         let filter = uplink.map(|_| self.filter_cache.get(&self.cfg.node, &t, &self.cfg.uplink_filter).clone());
