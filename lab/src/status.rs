@@ -88,7 +88,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
             "sync": sync,
             "switch": {"pid": st.switch.process.map(|p| p.pid), "running": switch_running,
                        "in_sync": switch_running && switch_sync.is_none(), "not_in_sync_because": switch_sync,
-                       "cores": st.switch.cores, "busy_poll": st.switch.busy_poll,
+                       "cores": st.switch.cores, "busy_poll": st.switch.busy_poll, "l2_announce": st.switch.l2_announce,
                        "control_socket": st.switch.control_socket},
             "supervisor": {"pid": st.supervisor.map(|p| p.pid), "running": supervisor_running},
             "external": st.external.as_ref().map(|e| json!({

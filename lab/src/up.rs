@@ -232,10 +232,11 @@ fn print_summary(st: &State, no_switch: bool) {
     match (st.switch.process, no_switch) {
         (_, true) => println!("switch: not started ({}=1)", state::NO_SWITCH_ENV),
         (Some(p), false) => println!(
-            "switch: pid {}, {} core(s){}, in sync with {}",
+            "switch: pid {}, {} core(s){}{}, in sync with {}",
             p.pid,
             st.switch.cores,
             if st.switch.busy_poll { ", busy-poll" } else { "" },
+            if st.switch.l2_announce { ", L2 announcements (Leases in /run/podswitch/lab/leases)" } else { "" },
             state::api_dir().display()
         ),
         (None, false) => println!("switch: not running"),
