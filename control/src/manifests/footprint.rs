@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, ServiceCIDR};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::reduced::{EndpointSlice, Pod};
+use super::reduced::{EndpointHints, EndpointSlice, ForName, ObjectReference, Pod};
 
 /// Bytes an object takes (see the module contract).
 pub trait Footprint {
@@ -101,8 +101,12 @@ impl Footprint for EndpointSlice {
     fn footprint(&self) -> usize {
         let endpoints = vec(&self.endpoints, self.endpoints.capacity(), |e| {
             vec(&e.addresses, e.addresses.capacity(), s)
-                + e.deprecated_topology.as_ref().map_or(0, labels)
-                + e.target_ref.as_ref().map_or(0, |r| os(&r.kind) + os(&r.name) + os(&r.namespace))
+                + e.deprecated_topology.as_ref().map_or(0, |t| block(size_of::<BTreeMap<String, String>>()) + labels(t))
+                + e.target_ref.as_ref().map_or(0, |r| block(size_of::<ObjectReference>()) + os(&r.kind) + os(&r.name) + os(&r.namespace))
+                + e.hints.as_ref().map_or(0, |h| {
+                    block(size_of::<EndpointHints>())
+                        + [&h.for_zones, &h.for_nodes].into_iter().flatten().map(|l| block(l.capacity() * size_of::<ForName>())).sum::<usize>()
+                })
         });
         let ports = self.ports.as_ref().map_or(0, |p| vec(p, p.capacity(), |p| os(&p.name) + os(&p.protocol) + os(&p.app_protocol)));
         arc_of::<Self>() + meta(&self.metadata) + s(&self.address_type) + endpoints + ports

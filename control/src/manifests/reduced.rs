@@ -252,10 +252,13 @@ pub struct Endpoint {
     pub conditions: Option<k8s_openapi::api::discovery::v1::EndpointConditions>,
     #[serde(default, deserialize_with = "interned_node")]
     pub node_name: Option<Arc<str>>,
-    pub deprecated_topology: Option<BTreeMap<String, String>>,
-    pub target_ref: Option<ObjectReference>,
+    /// The three fields below are boxed: an endpoint is kept 500,000 times in a cluster of
+    /// 50,000 Services, and inline they took 144 of its 192 bytes whether set or not (a
+    /// `targetRef`, which most endpoints have, then costs a block of its own instead).
+    pub deprecated_topology: Option<Box<BTreeMap<String, String>>>,
+    pub target_ref: Option<Box<ObjectReference>>,
     /// `forZones` and `forNodes` (topology-aware routing, `trafficDistribution`).
-    pub hints: Option<EndpointHints>,
+    pub hints: Option<Box<EndpointHints>>,
 }
 
 /// An endpoint's `hints`: the zone and node names are shared ([`intern_node`]; a cluster has
