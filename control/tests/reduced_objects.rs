@@ -170,7 +170,7 @@ fn full_view(docs: &[Value]) -> Manifests {
                     .endpoints
                     .into_iter()
                     .map(|e| reduced::Endpoint {
-                        addresses: e.addresses,
+                        addresses: e.addresses.into(),
                         conditions: e.conditions,
                         node_name: e.node_name.as_deref().map(Arc::from),
                         deprecated_topology: e.deprecated_topology.map(Box::new),

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer};
+use smallvec::SmallVec;
 
 /// What is kept of an object; see the module contract.
 pub trait Reduce {
@@ -247,8 +248,10 @@ resource!(EndpointSlice, "discovery.k8s.io", "v1", "discovery.k8s.io/v1", "endpo
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
+    /// Inline when there is one (always, today: the API keeps one address per endpoint; IPv4
+    /// and IPv6 have slices of their own), which saves a block per endpoint.
     #[serde(default)]
-    pub addresses: Vec<String>,
+    pub addresses: SmallVec<[String; 1]>,
     pub conditions: Option<k8s_openapi::api::discovery::v1::EndpointConditions>,
     #[serde(default, deserialize_with = "interned_node")]
     pub node_name: Option<Arc<str>>,
