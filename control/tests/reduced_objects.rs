@@ -184,7 +184,9 @@ fn full_view(docs: &[Value]) -> Manifests {
                         }),
                     })
                     .collect();
-                let s = reduced::EndpointSlice { metadata: with_ns(full.metadata), address_type: full.address_type, endpoints, ports: full.ports };
+                let mut metadata = with_ns(full.metadata);
+                let labels = metadata.labels.take().map(reduced::SliceLabels::from).unwrap_or_default();
+                let s = reduced::EndpointSlice { metadata, labels, address_type: full.address_type, endpoints, ports: full.ports };
                 m.endpoint_slices.insert(key, Arc::new(s));
             }
             "Service" => {

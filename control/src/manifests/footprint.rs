@@ -109,7 +109,8 @@ impl Footprint for EndpointSlice {
                 })
         });
         let ports = self.ports.as_ref().map_or(0, |p| vec(p, p.capacity(), |p| os(&p.name) + os(&p.protocol) + os(&p.app_protocol)));
-        arc_of::<Self>() + meta(&self.metadata) + s(&self.address_type) + endpoints + ports
+        let labels = block(self.labels.iter().count() * size_of::<(String, String)>()) + self.labels.iter().map(|(k, v)| s(k) + s(v)).sum::<usize>();
+        arc_of::<Self>() + meta(&self.metadata) + labels + s(&self.address_type) + endpoints + ports
     }
 }
 
