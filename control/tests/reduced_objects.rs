@@ -170,21 +170,23 @@ fn full_view(docs: &[Value]) -> Manifests {
                     .endpoints
                     .into_iter()
                     .map(|e| reduced::Endpoint {
-                        addresses: e.addresses,
+                        addresses: e.addresses.into(),
                         conditions: e.conditions,
                         node_name: e.node_name.as_deref().map(Arc::from),
-                        deprecated_topology: e.deprecated_topology,
-                        target_ref: e.target_ref.map(|r| reduced::ObjectReference { kind: r.kind, name: r.name, namespace: r.namespace }),
+                        deprecated_topology: e.deprecated_topology.map(Box::new),
+                        target_ref: e.target_ref.map(|r| Box::new(reduced::ObjectReference { kind: r.kind, name: r.name, namespace: r.namespace })),
                         hints: e.hints.map(|h| {
                             let names = |l: Vec<String>| l.into_iter().map(|n| reduced::ForName { name: Arc::from(n) }).collect();
-                            reduced::EndpointHints {
+                            Box::new(reduced::EndpointHints {
                                 for_zones: h.for_zones.map(|z| names(z.into_iter().map(|z| z.name).collect())),
                                 for_nodes: h.for_nodes.map(|n| names(n.into_iter().map(|n| n.name).collect())),
-                            }
+                            })
                         }),
                     })
                     .collect();
-                let s = reduced::EndpointSlice { metadata: with_ns(full.metadata), address_type: full.address_type, endpoints, ports: full.ports };
+                let mut metadata = with_ns(full.metadata);
+                let labels = metadata.labels.take().map(reduced::SliceLabels::from).unwrap_or_default();
+                let s = reduced::EndpointSlice { metadata, labels, address_type: full.address_type, endpoints, ports: full.ports };
                 m.endpoint_slices.insert(key, Arc::new(s));
             }
             "Service" => {

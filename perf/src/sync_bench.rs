@@ -37,6 +37,14 @@
 //! what `show status` reports by table after the full sync (estimates from what each table
 //! holds, `podswitch_control::memory`; the compilers' caches are in the resident set only).
 //!
+//! Time: `full_sync_ms` is wall time; `full_sync_cpu_ms` the process's CPU time over the same
+//! span (every thread, including the reading of the resident set between steps; 10 ms ticks):
+//! the Services step compiles on every core the process may use (`services::compile`, step
+//! 4), so on an idle machine the CPU time exceeds the wall time, and on a loaded one it shows
+//! the work when the wall time also shows the wait. `cores` is how many cores the process may
+//! use (`taskset` narrows it): `podswitch run` keeps its control threads off the workers'
+//! cores, so an agent with one control core compiles on one (`taskset -c 0` gives that figure).
+//!
 //! Output: a report, or with `--json` one JSON object as the last line:
 //! `{"full_sync_ms":…,"update_p50_us":…,"update_p99_us":…}` and more keys after.
 use std::net::Ipv4Addr;
@@ -159,6 +167,18 @@ fn rss_mib() -> anyhow::Result<(f64, f64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// CPU time of this process so far (every thread, user and system), in ms, from
+/// /proc/self/stat (clock ticks of 10 ms: Linux's USER_HZ is 100).
+fn cpu_ms() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name (which is in parentheses and may hold spaces): state is
+    // the first, utime the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| anyhow::anyhow!("/proc/self/stat: no command name"))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> { Ok(f.get(i).ok_or_else(|| anyhow::anyhow!("/proc/self/stat: short"))?.parse::<f64>()?) };
+    Ok((ticks(11)? + ticks(12)?) * 10.0)
+}
+
 /// Everything `Switch::apply` does with a view, from objects to the published snapshot
 /// (the dataplane's port attachment aside, which a view of unchanged pods does not touch).
 /// Time spent per step of one apply.
@@ -278,6 +298,7 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
     // the consumer's view and applies them (`kube_source::view`).
     let mut builder = ViewBuilder::default();
     let mut keeper = ViewKeeper::default();
+    let cpu_before = cpu_ms()?;
     let t = Instant::now();
     if api {
         keeper.apply(Update::Full(builder.full(&stores))).map_err(|e| anyhow::anyhow!(e))?;
@@ -289,6 +310,7 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
     let t = Instant::now() - view;
     let mut steps = apply(if api { keeper.view() } else { &m }, &node, &mut st, 1, &published, Some(&mut memory))?;
     let full = t.elapsed() - steps.reading;
+    let full_cpu = cpu_ms()? - cpu_before;
     steps.view = view;
     let (rss_synced, _) = rss_mib()?;
     // What `show status` and the metrics report (no connection table here).
@@ -347,6 +369,8 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
         (step(|s| s.view), step(|s| s.pods), step(|s| s.services), step(|s| s.policy), step(|s| s.publish));
     let report = serde_json::json!({
         "full_sync_ms": (full.as_secs_f64() * 1e4).round() / 10.0,
+        "full_sync_cpu_ms": full_cpu,
+        "cores": std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         "update_p50_us": pct(0.5).round(),
         "update_p99_us": pct(0.99).round(),
         "update_from_view_p50_us": fv50.round(),
@@ -393,6 +417,7 @@ pub fn main(a: SyncArgs) -> anyhow::Result<i32> {
             steps.policy.as_secs_f64() * 1e3,
             steps.publish.as_secs_f64() * 1e3
         );
+        println!("    CPU time of the full sync, every thread: {full_cpu:.0} ms (the Services step runs on every core this process may use)");
         println!(
             "  one EndpointSlice change to tables in force: p50 {:.0} us, p99 {:.0} us ({} changes); from the view in hand: p50 {:.0} us, p99 {:.0} us",
             pct(0.5),

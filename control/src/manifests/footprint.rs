@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, ServiceCIDR};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::reduced::{EndpointSlice, Pod};
+use super::reduced::{EndpointHints, EndpointSlice, ForName, ObjectReference, Pod};
 
 /// Bytes an object takes (see the module contract).
 pub trait Footprint {
@@ -100,12 +100,17 @@ impl Footprint for Pod {
 impl Footprint for EndpointSlice {
     fn footprint(&self) -> usize {
         let endpoints = vec(&self.endpoints, self.endpoints.capacity(), |e| {
-            vec(&e.addresses, e.addresses.capacity(), s)
-                + e.deprecated_topology.as_ref().map_or(0, labels)
-                + e.target_ref.as_ref().map_or(0, |r| os(&r.kind) + os(&r.name) + os(&r.namespace))
+            (if e.addresses.spilled() { block(e.addresses.capacity() * size_of::<String>()) } else { 0 }) + e.addresses.iter().map(s).sum::<usize>()
+                + e.deprecated_topology.as_ref().map_or(0, |t| block(size_of::<BTreeMap<String, String>>()) + labels(t))
+                + e.target_ref.as_ref().map_or(0, |r| block(size_of::<ObjectReference>()) + os(&r.kind) + os(&r.name) + os(&r.namespace))
+                + e.hints.as_ref().map_or(0, |h| {
+                    block(size_of::<EndpointHints>())
+                        + [&h.for_zones, &h.for_nodes].into_iter().flatten().map(|l| block(l.capacity() * size_of::<ForName>())).sum::<usize>()
+                })
         });
         let ports = self.ports.as_ref().map_or(0, |p| vec(p, p.capacity(), |p| os(&p.name) + os(&p.protocol) + os(&p.app_protocol)));
-        arc_of::<Self>() + meta(&self.metadata) + s(&self.address_type) + endpoints + ports
+        let labels = block(self.labels.iter().count() * size_of::<(String, String)>()) + self.labels.iter().map(|(k, v)| s(k) + s(v)).sum::<usize>();
+        arc_of::<Self>() + meta(&self.metadata) + labels + s(&self.address_type) + endpoints + ports
     }
 }
 
@@ -156,7 +161,8 @@ mod tests {
             serde_json::from_value(serde_json::json!({"metadata": {"name": "s", "namespace": "x"}, "addressType": "IPv4", "endpoints": eps})).unwrap()
         };
         let (one, ten) = (slice(1).footprint(), slice(10).footprint());
-        let per_endpoint = size_of::<super::super::reduced::Endpoint>() + size_of::<String>() + block(8);
+        // Its inline part and its address's text (the one address is inline, not a list).
+        let per_endpoint = size_of::<super::super::reduced::Endpoint>() + block(8);
         assert!(ten - one >= 9 * per_endpoint, "{one} {ten}");
         assert!(one > size_of::<EndpointSlice>(), "{one}");
         assert_eq!((block(0), block(1), block(24), block(25), block(100)), (0, 32, 32, 48, 112));

@@ -582,7 +582,7 @@ impl Switch {
         self.health_problems = self.cfg.health.problems();
         let generation = self.pods.generation();
         if self.pod_names.0 != Some(generation) {
-            self.pod_names = (Some(generation), Arc::new(self.pods.names().clone()));
+            self.pod_names = (Some(generation), Arc::new(self.pods.names()));
         }
         self.shared.publish(Snapshot {
             node: self.cfg.node.clone(),

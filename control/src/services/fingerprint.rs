@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::derive;
-use super::model::{left_to_other_proxy, SERVICE_NAME_LABEL};
+use super::model::{left_to_other_proxy, left_to_other_proxy_by, SERVICE_NAME_LABEL};
 use crate::model::PodInfo;
 
 /// A fingerprint.
@@ -179,8 +179,8 @@ pub fn slice(s: &EndpointSlice, resource_versions: bool) -> Fp {
         return h.fp();
     }
     s.address_type.hash(&mut h);
-    s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).hash(&mut h);
-    left_to_other_proxy(s.metadata.labels.as_ref()).hash(&mut h);
+    s.labels.get(SERVICE_NAME_LABEL).hash(&mut h);
+    left_to_other_proxy_by(|l| s.labels.contains_key(l)).hash(&mut h);
     hash_opt_list(&mut h, s.ports.as_ref(), |h, p| {
         p.name.hash(h);
         p.protocol.hash(h);

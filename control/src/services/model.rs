@@ -34,7 +34,12 @@ pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 /// another proxy (as kube-proxy's informers' label selector leaves it out), if it has one.
 pub fn left_to_other_proxy(labels: Option<&BTreeMap<String, String>>) -> Option<&'static str> {
     let labels = labels?;
-    [SERVICE_PROXY_NAME_LABEL, HEADLESS_LABEL].into_iter().find(|l| labels.contains_key(*l))
+    left_to_other_proxy_by(|l| labels.contains_key(l))
+}
+
+/// [`left_to_other_proxy`] for labels kept otherwise (an EndpointSlice's): `has(label)`.
+pub fn left_to_other_proxy_by(has: impl Fn(&str) -> bool) -> Option<&'static str> {
+    [SERVICE_PROXY_NAME_LABEL, HEADLESS_LABEL].into_iter().find(|l| has(l))
 }
 
 /// `sessionAffinityConfig.clientIP.timeoutSeconds` when unset (3 hours).
@@ -620,10 +625,10 @@ pub fn read_slice_sharing(
         return None;
     }
     let namespace = key.split_once('/').map_or("default", |(ns, _)| ns);
-    if left_to_other_proxy(slice.metadata.labels.as_ref()).is_some() {
+    if left_to_other_proxy_by(|l| slice.labels.contains_key(l)).is_some() {
         return None;
     }
-    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    let service = slice.labels.get(SERVICE_NAME_LABEL)?;
     let mut out = SliceModel {
         key: key.to_string(),
         service: [namespace, "/", service.as_str()].concat(),
