@@ -1,6 +1,7 @@
 //! `podswitch-perf`: the benchmark drivers behind `scripts/bench.sh`. One subcommand per
 //! benchmark; each prints a readable report, or with `--json` one JSON object as the last line
 //! of stdout, with progress on stderr. perf/README.md says how each one measures.
+mod apps;
 mod cni;
 mod crossnode;
 mod e2e;
@@ -48,6 +49,8 @@ enum Cmd {
     E2e(e2e::E2eArgs),
     /// Pod -> pod on another node: podswitch --pod-network vxlan|routed vs the kernel's VXLAN (as flannel sets it up) and routing; 64-byte UDP frames/s and one TCP stream.
     Crossnode(crossnode::CrossnodeArgs),
+    /// Applications pod -> pod and through a ClusterIP: iperf3 (1 and 8 streams), nginx + wrk (keep-alive, new connections), podswitch vs the kernel (bridge, kube-proxy nftables); CPU used.
+    Apps(apps::AppsArgs),
     /// CNI plugin: ADD to first packet forwarded (p50/p99 over 200 pods) and pods created/deleted per second, podswitch-cni vs ptp + host-local.
     Cni(cni::CniArgs),
 }
@@ -65,6 +68,7 @@ fn main() {
         Cmd::E2e(a) => e2e::main(a),
         Cmd::Crossnode(a) => crossnode::main(a),
         Cmd::Cni(a) => cni::main(a),
+        Cmd::Apps(a) => apps::main(a),
     };
     match code {
         Ok(c) => std::process::exit(c),
