@@ -323,7 +323,7 @@ fn measure(args: &AppsArgs, lab: &Lab, sw: &SwitchOpts, running: &mut setups::Ru
     }
     if let (Some(b), Ok(a)) = (before, setups::port_losses(sw.podswitch)) {
         s.kernel_lost = setups::loss_delta(&b, &a);
-        let lost: Vec<String> = s.kernel_lost.iter().map(|l| format!("{} {}", l.port, l.total())).collect();
+        let lost: Vec<String> = s.kernel_lost.iter().map(|l| format!("{} {} (ring full {}, no fill frame {})", l.port, l.total(), l.rx_ring_full, l.no_fill_frame)).collect();
         progress(format!("{tag}: {} KERNEL_LOST per port: {}", w.name(), lost.join(", ")));
     }
     Ok(s)
