@@ -473,6 +473,11 @@ impl Dataplane {
         }
     }
 
+    /// The sizes that bound every port's door now (for naming the kernel's losses).
+    pub fn door_sizes(&self) -> crate::port::loss_reason::DoorSizes {
+        crate::port::loss_reason::DoorSizes { rx_ring: self.cfg.rx_ring, fill_target: self.fill_target(self.sockets_per_worker()), frames: self.cfg.umem.frames }
+    }
+
     /// The attached ports' ids and interfaces.
     pub fn attached(&self) -> Vec<(PortId, String)> {
         lock(&self.ports).iter().map(|(id, p)| (*id, p.name.clone())).collect()
