@@ -97,7 +97,7 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "MODE")]
     pub xdp_mode: Option<XdpModeArg>,
     /// UMEM frames per worker (2 KiB each). Every port the worker serves holds 256 of them in
-    /// its fill ring until it is busy (then up to 2,048), and an idle port never gives them
+    /// its fill ring until it is busy (then up to --rx-ring), and an idle port never gives them
     /// back: the default serves about 85 idle pod ports per worker; raise it for more pods.
     #[arg(long, default_value_t = 16384)]
     pub frames: u32,
@@ -214,5 +214,20 @@ fn ring_entries(s: &str) -> Result<u32, String> {
         Ok(n)
     } else {
         Err(format!("{n} is not a power of two from 64 to 16384"))
+    }
+}
+
+#[cfg(test)]
+mod ring_entries_tests {
+    use super::ring_entries;
+
+    #[test]
+    fn powers_of_two_from_64_to_16384_only() {
+        assert_eq!(ring_entries("4096"), Ok(4096));
+        assert_eq!(ring_entries("64"), Ok(64));
+        assert_eq!(ring_entries("16384"), Ok(16384));
+        for bad in ["3000", "32", "32768", "0", "x"] {
+            assert!(ring_entries(bad).is_err(), "{bad}");
+        }
     }
 }
