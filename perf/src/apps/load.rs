@@ -89,6 +89,16 @@ impl CpuMeter {
     }
 }
 
+/// Where and how long a workload runs: the client's and the server's namespaces, seconds,
+/// the work directory (logs, nginx's files) and the switch process whose CPU counts.
+pub struct Run<'a> {
+    pub client_ns: &'a str,
+    pub server_ns: &'a str,
+    pub seconds: u32,
+    pub workdir: &'a Path,
+    pub switch: Option<u32>,
+}
+
 /// Waits for `p` up to `limit`, interruptibly; stops it on overrun.
 fn wait(p: &mut Proc, limit: Duration) -> Result<std::process::ExitStatus> {
     let mut waited = Duration::ZERO;
@@ -108,8 +118,10 @@ fn wait(p: &mut Proc, limit: Duration) -> Result<std::process::ExitStatus> {
     }
 }
 
-/// One iperf3 run of `streams` streams from `client_ns` to `dst:port` (the server in `server_ns`).
-pub fn iperf3(client_ns: &str, server_ns: &str, dst: Ipv4Addr, port: u16, streams: u32, seconds: u32, workdir: &Path, switch: Option<u32>) -> Result<TcpResult> {
+/// One iperf3 run of `streams` streams from the client's namespace to `dst:port` (the server in
+/// the server's).
+pub fn iperf3(r: &Run, dst: Ipv4Addr, port: u16, streams: u32) -> Result<TcpResult> {
+    let Run { client_ns, server_ns, seconds, workdir, switch } = *r;
     let port = port.to_string();
     let mut server = Proc::spawn(
         "iperf3 server",
@@ -157,9 +169,10 @@ pub fn nginx_conf(dir: &Path, port: u16) -> String {
     )
 }
 
-/// One wrk run against `http://dst:port/` from `client_ns`, nginx started in `server_ns` for it.
-#[allow(clippy::too_many_arguments)]
-pub fn wrk(client_ns: &str, server_ns: &str, dst: Ipv4Addr, port: u16, connections: u32, keep_alive: bool, seconds: u32, workdir: &Path, switch: Option<u32>) -> Result<HttpResult> {
+/// One wrk run against `http://dst:port/` from the client's namespace, nginx started in the
+/// server's for it.
+pub fn wrk(r: &Run, dst: Ipv4Addr, port: u16, connections: u32, keep_alive: bool) -> Result<HttpResult> {
+    let Run { client_ns, server_ns, seconds, workdir, switch } = *r;
     let conf = workdir.join("nginx.conf");
     std::fs::write(&conf, nginx_conf(workdir, port))?;
     let conf_s = conf.to_str().context("path")?.to_string();

@@ -282,13 +282,13 @@ fn measure(args: &AppsArgs, lab: &Lab, sw: &SwitchOpts, running: &mut setups::Ru
     let pid = running.pid();
     let before = if pid.is_some() { setups::port_losses(sw.podswitch).ok() } else { None };
     let (svc, pod) = (setups::SVC_IP, lab.b.ip);
-    let wd = sw.workdir;
+    let run = load::Run { client_ns: NS_A, server_ns: NS_B, seconds: args.seconds, workdir: sw.workdir, switch: pid };
     let mut s = Sample { round, setup, workload: w, tcp: None, http: None, kernel_lost: Vec::new(), error: None };
     let res: Result<()> = match w {
         Workload::Tcp1 | Workload::TcpN | Workload::SvcTcp1 | Workload::SvcTcpN => {
             let streams = if matches!(w, Workload::Tcp1 | Workload::SvcTcp1) { 1 } else { args.streams };
             let dst = if matches!(w, Workload::Tcp1 | Workload::TcpN) { pod } else { svc };
-            load::iperf3(NS_A, NS_B, dst, setups::IPERF_PORT, streams, args.seconds, wd, pid).map(|r| {
+            load::iperf3(&run, dst, setups::IPERF_PORT, streams).map(|r| {
                 progress(format!(
                     "{tag}: {} {:.2} Gbit/s, {} retransmissions, CPU {}",
                     w.name(),
@@ -301,7 +301,7 @@ fn measure(args: &AppsArgs, lab: &Lab, sw: &SwitchOpts, running: &mut setups::Ru
         }
         Workload::HttpKeepAlive | Workload::HttpClose => {
             let ka = w == Workload::HttpKeepAlive;
-            load::wrk(NS_A, NS_B, svc, setups::HTTP_PORT, args.connections, ka, args.seconds, wd, pid).map(|r| {
+            load::wrk(&run, svc, setups::HTTP_PORT, args.connections, ka).map(|r| {
                 progress(format!(
                     "{tag}: {} {} req/s, p99 {:.0} µs, CPU {} per request{}",
                     w.name(),

@@ -118,7 +118,7 @@ pub fn summarize(samples: Vec<Sample>, workloads: &[Workload], params: Params, e
     let tcp_lost = samples
         .iter()
         .filter(|s| s.setup == Setup::Switch && s.workload == Workload::Tcp1 && !s.kernel_lost.is_empty())
-        .map(|s| s.kernel_lost.iter().map(|l| l.total()).sum::<u64>())
+        .map(|s| s.kernel_lost.iter().map(super::setups::PortLoss::total).sum::<u64>())
         .max();
     Summary {
         switch_tcp_gbps: get(Workload::Tcp1, |r| r.switch),
