@@ -39,12 +39,6 @@ const LAB_LOCK: &str = "/run/podswitch-lab-tests.lock";
 
 /// Applications through podswitch vs the kernel: iperf3 and nginx + wrk, pod -> pod and through a ClusterIP.
 #[derive(Debug, Clone, clap::Args)]
-#[command(long_about = "Applications through podswitch vs the kernel, in one run, rounds interleaved: \
-iperf3 (1 and 8 TCP streams) pod -> pod and pod -> ClusterIP -> pod; nginx in pod b behind the ClusterIP \
-driven by wrk from pod a, keep-alive and `Connection: close` (requests/s, p99 latency); the CPU each used \
-(switch process + the pods' programs + ksoftirqd). Kernel: pods on a Linux bridge with default offloads, \
-kube-proxy's nftables rules for the Service. Switch: podswitch with the pods' tx checksum offload off. \
-After each switch turn, KERNEL_LOST per port (frames the kernel dropped before the switch saw them).")]
 pub struct AppsArgs {
     #[command(flatten)]
     pub output: OutputArgs,
