@@ -19,6 +19,7 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 
 # name|description (the listing printed by --help)
 BENCHMARKS=(
+    "apps|applications pod -> pod and through a ClusterIP: iperf3 1 and 8 TCP streams, nginx + wrk keep-alive and Connection: close (req/s, p99), podswitch vs the kernel (bridge with default offloads, kube-proxy nftables rules), CPU used, KERNEL_LOST per port; target every switch figure >= the kernel's"
     "cni|CNI plugin: time from ADD to the pod's first packet at a peer pod (p50/p99 over 200 pods) and pods created/deleted per second, podswitch-cni + podswitch vs the reference ptp + host-local; target ADD p99 <= 1.5x ptp's"
     "crossnode|pod -> pod on another node: podswitch --pod-network vxlan and routed vs the kernel's VXLAN (flannel's setup) and routing; 64 B UDP frames/s (pktgen) and one TCP stream (iperf3); target switch/kernel >= 1.3 for VXLAN pps"
     "e2e|end to end through a lab node, one generator (pktgen): podswitch (10k Services, 1k policies) vs kernel + kube-proxy nftables rules vs OVS AF_XDP; 64 B / IMIX rate, no-drop rate, latency, CPU/packet"
@@ -36,6 +37,7 @@ BUILD_PACKAGES=(clang libelf-dev zlib1g-dev pkg-config m4)
 
 packages_for() {
     case "$1" in
+        apps) echo "iproute2 ethtool procps util-linux coreutils nftables iperf3 nginx-light wrk curl" ;;
         forward) echo "iproute2 ethtool procps util-linux coreutils netsniff-ng dpdk-dev librte-net-af-xdp23" ;;
         pipeline) echo "valgrind" ;;
         micro) echo "valgrind" ;;
@@ -127,6 +129,11 @@ run_benchmark() {
             exec "$target/release/podswitch-perf" cni \
                 --podswitch "$target/release/podswitch" \
                 --podswitch-cni "$target/release/podswitch-cni" \
+                --results-dir "$root/perf/results" "$@"
+            ;;
+        apps)
+            exec "$target/release/podswitch-perf" apps \
+                --podswitch "$target/release/podswitch" \
                 --results-dir "$root/perf/results" "$@"
             ;;
         crossnode)

@@ -182,6 +182,11 @@ fn print_ports(v: &replies::Ports) {
             r.kernel.lost(),
         );
     }
+    for p in &v.ports {
+        for why in &p.kernel_lost_reasons {
+            println!("kernel lost at {} ({}): {why}", p.report.name, opt(&p.owner));
+        }
+    }
     for (k, e) in &v.pending {
         println!("pending {k}: {e}");
     }

@@ -1,6 +1,7 @@
 //! `podswitch-perf`: the benchmark drivers behind `scripts/bench.sh`. One subcommand per
 //! benchmark; each prints a readable report, or with `--json` one JSON object as the last line
 //! of stdout, with progress on stderr. perf/README.md says how each one measures.
+mod apps;
 mod cni;
 mod crossnode;
 mod e2e;
@@ -48,6 +49,22 @@ enum Cmd {
     E2e(e2e::E2eArgs),
     /// Pod -> pod on another node: podswitch --pod-network vxlan|routed vs the kernel's VXLAN (as flannel sets it up) and routing; 64-byte UDP frames/s and one TCP stream.
     Crossnode(crossnode::CrossnodeArgs),
+    /// Applications pod -> pod and through a ClusterIP: iperf3 (1 and 8 streams), nginx + wrk (keep-alive, new connections), podswitch vs the kernel (bridge, kube-proxy nftables); CPU used.
+    ///
+    /// In one run, rounds interleaved (the order rotates): iperf3 with one and --streams TCP
+    /// streams pod a -> pod b and pod a -> ClusterIP -> pod b; nginx in pod b behind the
+    /// ClusterIP driven by wrk from pod a (2 threads, --connections), keep-alive and
+    /// `Connection: close` (requests/s, p99 latency). Setups: `switch` (podswitch, adaptive
+    /// polling unless --busy-poll, the pods' tx checksum offload off) and `kernel` (the pods on
+    /// a Linux bridge with default offloads, br_netfilter, kube-proxy's nftables rules for the
+    /// Service). CPU of each run: the switch process + the pods' programs + ksoftirqd.
+    /// After each switch workload, KERNEL_LOST per port (frames the kernel dropped before the
+    /// switch saw them: receive ring full, no fill frame). Medians over rounds; --json: the last
+    /// line starts {"switch_tcp_gbps","kernel_tcp_gbps","switch_svc_tcp_gbps",
+    /// "kernel_svc_tcp_gbps","switch_rr_per_s","kernel_rr_per_s","switch_conn_per_s",
+    /// "kernel_conn_per_s","switch_cpu_per_req_us","kernel_cpu_per_req_us",...}. Files:
+    /// apps.md, apps.json in the results directory. perf/README.md says how it measures.
+    Apps(apps::AppsArgs),
     /// CNI plugin: ADD to first packet forwarded (p50/p99 over 200 pods) and pods created/deleted per second, podswitch-cni vs ptp + host-local.
     Cni(cni::CniArgs),
 }
@@ -65,6 +82,7 @@ fn main() {
         Cmd::E2e(a) => e2e::main(a),
         Cmd::Crossnode(a) => crossnode::main(a),
         Cmd::Cni(a) => cni::main(a),
+        Cmd::Apps(a) => apps::main(a),
     };
     match code {
         Ok(c) => std::process::exit(c),

@@ -35,7 +35,7 @@ use xsk_rs::Umem;
 
 use crate::afxdp::frames::UmemSpec;
 use crate::afxdp::rings::{PortRings, WorkerUmem};
-use crate::afxdp::socket::{bind, CopyPolicy};
+use crate::afxdp::socket::{bind, CopyPolicy, RingSizes};
 use crate::afxdp::stats::{self, XskStats};
 use crate::afxdp::filter::{FilterError, RuleCounters, UplinkFilter};
 use crate::afxdp::xdp::{XdpAttachment, XdpMode, XdpProgram, XdpRole};
@@ -54,8 +54,10 @@ pub struct DataplaneConfig {
     /// Never sleep when idle.
     pub busy_poll: bool,
     pub umem: UmemSpec,
-    /// RX and TX ring entries per socket.
+    /// TX ring entries per socket.
     pub ring_size: u32,
+    /// RX ring entries per socket (the UMEM's fill rings are as deep: `umem.fill_ring`).
+    pub rx_ring: u32,
     pub copy_policy: CopyPolicy,
     /// Force an XDP mode instead of native-then-generic.
     pub xdp_mode: Option<XdpMode>,
@@ -75,6 +77,7 @@ impl Default for DataplaneConfig {
             busy_poll: false,
             umem: UmemSpec::default(),
             ring_size: 2048,
+            rx_ring: 4096,
             copy_policy: CopyPolicy::PreferZeroCopy,
             xdp_mode: None,
             conntrack_capacity: 262_144,
@@ -117,6 +120,20 @@ pub fn queue_plan(ifname: &str, queues: u32, workers: usize) -> Result<Vec<(u32,
         return Err(AfXdpError::TooFewQueues { ifname: ifname.into(), have: queues, need: workers as u32 });
     }
     Ok((0..queues).map(|q| (q, q as usize % workers)).collect())
+}
+
+/// Frames one socket's fill ring may hold at most, on a worker with `frames` UMEM frames and
+/// `sockets` sockets, fill rings of `fill_ring` entries: the larger of an even share that
+/// leaves the pool half full when every socket is busy, and a quarter of the pool. Ports start
+/// with 256 and grow only while busy ([`crate::port::fill_allowance`]), so on a node of many
+/// mostly idle pods the busy one still gets a ring deep enough for a TCP stream's window
+/// (about 4,300 frames of 1,500 bytes at Linux's default 6 MB `tcp_rmem`); an even share
+/// alone gave it 16,384 / (2 x 3) = 2,730 frames with just two pods and the node's port, and
+/// the kernel dropped at the door under one iperf3 stream (#13 part 4).
+pub fn fill_target(frames: u32, fill_ring: u32, sockets: usize) -> u32 {
+    let even = frames as usize / (2 * sockets.max(1));
+    let quarter = frames as usize / 4;
+    even.max(quarter).clamp(64, fill_ring as usize) as u32
 }
 
 struct WorkerHandle {
@@ -355,7 +372,7 @@ impl Dataplane {
         };
         let mut bound = Vec::new();
         for &(queue, w) in &plan {
-            let q = bind(&self.workers[w].umem, ifname, queue, self.cfg.ring_size, self.cfg.copy_policy)?;
+            let q = bind(&self.workers[w].umem, ifname, queue, RingSizes { rx: self.cfg.rx_ring, tx: self.cfg.ring_size }, self.cfg.copy_policy)?;
             bound.push((q, w));
         }
         let mut queues = Vec::new();
@@ -435,11 +452,9 @@ impl Dataplane {
         result
     }
 
-    /// Frames each socket's fill ring should hold so that a worker with `sockets` sockets
-    /// leaves its pool half full.
+    /// Frames each socket's fill ring may hold at most (see [`fill_target`]).
     fn fill_target(&self, sockets: usize) -> u32 {
-        let per_socket = self.cfg.umem.frames as usize / (2 * sockets.max(1));
-        per_socket.clamp(64, self.cfg.umem.fill_ring as usize) as u32
+        fill_target(self.cfg.umem.frames, self.cfg.umem.fill_ring, sockets)
     }
 
     /// The sockets of the busiest worker, over the attached ports.
@@ -456,6 +471,11 @@ impl Dataplane {
         for w in &self.workers {
             let _ = w.order(WorkerCmd::SetFillTarget(t));
         }
+    }
+
+    /// The sizes that bound every port's door now (for naming the kernel's losses).
+    pub fn door_sizes(&self) -> crate::port::loss_reason::DoorSizes {
+        crate::port::loss_reason::DoorSizes { rx_ring: self.cfg.rx_ring, fill_target: self.fill_target(self.sockets_per_worker()), frames: self.cfg.umem.frames }
     }
 
     /// The attached ports' ids and interfaces.
@@ -594,5 +614,22 @@ mod queue_plan_tests {
         assert_eq!(queue_plan("eth0", 8, 1).unwrap().len(), 8);
         let e = queue_plan("eth0", 1, 2).unwrap_err().to_string();
         assert!(e.contains("eth0 has 1 rx queue(s) but the switch runs 2 worker(s)"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod fill_target_tests {
+    use super::fill_target;
+
+    #[test]
+    fn a_busy_port_gets_a_quarter_of_the_pool_however_many_sockets() {
+        // Two pods and the node's port: the even share (2,730) would be below a TCP window.
+        assert_eq!(fill_target(16384, 4096, 3), 4096);
+        assert_eq!(fill_target(16384, 4096, 100), 4096);
+        assert_eq!(fill_target(32768, 8192, 3), 8192);
+        assert_eq!(fill_target(65536, 8192, 3), 8192, "never above the ring");
+        // One socket: the even share (half the pool) is the larger.
+        assert_eq!(fill_target(16384, 16384, 1), 8192);
+        assert_eq!(fill_target(128, 2048, 10), 64, "at least 64");
     }
 }

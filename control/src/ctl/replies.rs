@@ -95,6 +95,10 @@ pub struct PortRow {
     pub mac: Option<String>,
     pub pod_ip: Option<String>,
     pub interface_present: bool,
+    /// Why the kernel lost frames at this port's door (`KERNEL_LOST`), one sentence per kind;
+    /// empty when it lost none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_lost_reasons: Vec<String>,
     /// The uplink's filter and its program's counters (the uplink only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink_filter: Option<UplinkFilterView>,
@@ -513,6 +517,7 @@ mod tests {
             mac: Some("02:00:00:00:00:01".into()),
             pod_ip: Some("10.244.0.10".into()),
             interface_present: true,
+            kernel_lost_reasons: vec!["4 with the RX ring full: ...".into()],
             uplink_filter: None,
         };
         let ports = Ports { ports: vec![row], pending: BTreeMap::from([("x/b".to_string(), "no interface".to_string())]) };
@@ -527,6 +532,7 @@ mod tests {
         assert_eq!((r.kind, r.owner.as_deref()), (Some(PortKind::Pod), Some("x/a")));
         assert_eq!(back.pending["x/b"], "no interface");
         assert!(p.get("uplink_filter").is_none(), "only the uplink has a filter");
+        assert_eq!(back.ports[0].kernel_lost_reasons, ["4 with the RX ring full: ..."], "the reasons go through");
     }
 
     #[test]

@@ -101,10 +101,15 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "MODE")]
     pub xdp_mode: Option<XdpModeArg>,
     /// UMEM frames per worker (2 KiB each). Every port the worker serves holds 256 of them in
-    /// its fill ring until it is busy (then up to 2,048), and an idle port never gives them
+    /// its fill ring until it is busy (then up to --rx-ring), and an idle port never gives them
     /// back: the default serves about 85 idle pod ports per worker; raise it for more pods.
     #[arg(long, default_value_t = 16384)]
     pub frames: u32,
+    /// RX ring and fill ring entries per socket (a power of two, 64 to 16384): how many frames
+    /// a busy port can take in one burst before the kernel drops at the door (`show ports`
+    /// KERNEL_LOST). A port's fill ring grows to it while the port is busy, within --frames.
+    #[arg(long, value_name = "ENTRIES", default_value_t = 4096, value_parser = ring_entries)]
+    pub rx_ring: u32,
     /// Connections the connection table holds (fixed at start; about 101 bytes each). When
     /// full, new connections are refused (drop reason conntrack_full) and established ones go on.
     #[arg(long, default_value_t = 262_144)]
@@ -204,4 +209,29 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     }
     drop(running);
     Ok(0)
+}
+
+/// A ring size: a power of two from 64 to 16,384.
+fn ring_entries(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if n.is_power_of_two() && (64..=16384).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} is not a power of two from 64 to 16384"))
+    }
+}
+
+#[cfg(test)]
+mod ring_entries_tests {
+    use super::ring_entries;
+
+    #[test]
+    fn powers_of_two_from_64_to_16384_only() {
+        assert_eq!(ring_entries("4096"), Ok(4096));
+        assert_eq!(ring_entries("64"), Ok(64));
+        assert_eq!(ring_entries("16384"), Ok(16384));
+        for bad in ["3000", "32", "32768", "0", "x"] {
+            assert!(ring_entries(bad).is_err(), "{bad}");
+        }
+    }
 }

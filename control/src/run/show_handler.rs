@@ -105,6 +105,7 @@ fn port_state(shared: &Shared, dp: &Dataplane, interface: &str, key: &str) -> re
 
 fn ports(s: &Snapshot, dp: &Dataplane) -> replies::Ports {
     let tables = dp.tables();
+    let door = dp.door_sizes();
     let ports = dp
         .reports()
         .into_iter()
@@ -117,6 +118,7 @@ fn ports(s: &Snapshot, dp: &Dataplane) -> replies::Ports {
                 mac: cfg.map(|c| mac_string(c.mac)),
                 pod_ip: cfg.and_then(|c| c.source_guard).map(|g| g.ip.to_string()),
                 interface_present,
+                kernel_lost_reasons: switch::port::loss_reason::kernel_loss_reasons(&report.kernel, door),
                 uplink_filter: dp
                     .uplink_filter(report.id)
                     .map(|(filter, counters)| replies::UplinkFilterView { filter, counters }),

@@ -310,7 +310,8 @@ fn dataplane_config(args: &RunArgs, allowed_cores: Vec<usize>) -> DataplaneConfi
     DataplaneConfig {
         cores: args.cores.clone(),
         busy_poll: args.busy_poll,
-        umem: UmemSpec { frames: args.frames, ..UmemSpec::default() },
+        umem: UmemSpec { frames: args.frames, fill_ring: args.rx_ring, ..UmemSpec::default() },
+        rx_ring: args.rx_ring,
         copy_policy: if args.require_zerocopy { CopyPolicy::RequireZeroCopy } else { CopyPolicy::PreferZeroCopy },
         xdp_mode: args.xdp_mode.map(|m| match m {
             XdpModeArg::Native => XdpMode::Native,

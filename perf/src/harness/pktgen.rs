@@ -269,7 +269,7 @@ fn fwd_cpu(c: CpuSource, fwd_core: usize) -> Option<u64> {
 }
 
 /// pid of the kernel thread `ksoftirqd/CORE`.
-fn ksoftirqd_pid(core: usize) -> Option<u32> {
+pub fn ksoftirqd_pid(core: usize) -> Option<u32> {
     let want = format!("ksoftirqd/{core}");
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;

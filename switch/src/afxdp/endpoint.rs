@@ -30,7 +30,7 @@ use xsk_rs::FrameDesc;
 
 use super::frames::{create_umem, UmemSpec};
 use super::rings::{RxRings, TxRings, WorkerUmem};
-use super::socket::{self, BoundQueue, CopyPolicy};
+use super::socket::{self, BoundQueue, CopyPolicy, RingSizes};
 use super::xdp::{XdpAttachment, XdpMode};
 use super::{iface, AfXdpError};
 use crate::port::FrameMemory;
@@ -176,7 +176,7 @@ impl Xsk {
             }
         }
         let (umem, descs) = create_umem(spec)?;
-        let bound = socket::bind(&umem, &cfg.ifname, cfg.queue, cfg.ring_size, cfg.copy)?;
+        let bound = socket::bind(&umem, &cfg.ifname, cfg.queue, RingSizes::both(cfg.ring_size), cfg.copy)?;
         let BoundQueue { tx, rx, fill, comp, zerocopy, fd, .. } = bound;
         let tx_budget = match cfg.tx_budget {
             Some(b) if !zerocopy => set_tx_budget(fd, b).then_some(b),

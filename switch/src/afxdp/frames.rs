@@ -21,7 +21,7 @@ pub struct UmemSpec {
 
 impl Default for UmemSpec {
     fn default() -> Self {
-        Self { frames: 16384, frame_size: 2048, fill_ring: 2048, comp_ring: 2048 }
+        Self { frames: 16384, frame_size: 2048, fill_ring: 4096, comp_ring: 2048 }
     }
 }
 

@@ -190,13 +190,17 @@ pub struct RxRings {
     fill: FillQueue,
     in_fill: u32,
     fill_target: u32,
+    /// Entries of the fill ring.
+    fill_size: u32,
     /// How much of `fill_target` this socket may hold now (grows while it is busy).
     allowance: FillAllowance,
 }
 
 impl RxRings {
-    pub fn new(rx: RxQueue, fill: FillQueue, fill_target: u32) -> Self {
-        Self { rx, fill, in_fill: 0, fill_target, allowance: FillAllowance::default() }
+    pub fn new(rx: RxQueue, mut fill: FillQueue, fill_target: u32) -> Self {
+        // Nothing is on the ring yet: every slot is free.
+        let fill_size = fill.nb_free_exact();
+        Self { rx, fill, in_fill: 0, fill_target, fill_size, allowance: FillAllowance::default() }
     }
 
     /// As [`Self::new`], for a socket that owns its frames alone: its fill ring holds the
@@ -212,7 +216,11 @@ impl RxRings {
         // of `mem`.
         let n = unsafe { self.rx.consume(out) };
         mem.ledger.to_worker(&out[..n]);
-        self.allowance.received(n as u32, self.in_fill, self.fill_target);
+        if n > 0 && self.allowance.can_grow(self.fill_target) {
+            // What the kernel has not used yet of what the fill ring was given.
+            let left = self.fill_size.saturating_sub(self.fill.nb_free_exact());
+            self.allowance.received(n as u32, left, self.fill_target);
+        }
         self.in_fill = self.in_fill.saturating_sub(n as u32);
         n
     }

@@ -38,11 +38,26 @@ impl std::fmt::Debug for BoundQueue {
     }
 }
 
-fn create(umem: &Umem, ifname: &str, queue: u32, ring: u32, bind: BindFlags) -> Result<BoundQueue, (Option<i32>, String)> {
-    let size = QueueSize::new(ring).map_err(|e| (None, e.to_string()))?;
+/// Entries of a socket's RX and TX rings (powers of two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingSizes {
+    pub rx: u32,
+    pub tx: u32,
+}
+
+impl RingSizes {
+    /// The same size for both.
+    pub fn both(n: u32) -> Self {
+        Self { rx: n, tx: n }
+    }
+}
+
+fn create(umem: &Umem, ifname: &str, queue: u32, rings: RingSizes, bind: BindFlags) -> Result<BoundQueue, (Option<i32>, String)> {
+    let rx = QueueSize::new(rings.rx).map_err(|e| (None, format!("RX ring of {}: {e}", rings.rx)))?;
+    let tx = QueueSize::new(rings.tx).map_err(|e| (None, format!("TX ring of {}: {e}", rings.tx)))?;
     let config = SocketConfig::builder()
-        .rx_queue_size(size)
-        .tx_queue_size(size)
+        .rx_queue_size(rx)
+        .tx_queue_size(tx)
         .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
         .bind_flags(bind)
         .build();
@@ -68,8 +83,8 @@ fn create(umem: &Umem, ifname: &str, queue: u32, ring: u32, bind: BindFlags) -> 
     Ok(BoundQueue { ifname: ifname.into(), queue, tx, rx, fill, comp, zerocopy, fd })
 }
 
-/// Binds a socket to `ifname` queue `queue` on `umem`, rings of `ring` entries.
-pub fn bind(umem: &Umem, ifname: &str, queue: u32, ring: u32, policy: CopyPolicy) -> Result<BoundQueue, AfXdpError> {
+/// Binds a socket to `ifname` queue `queue` on `umem`, RX and TX rings of `ring` entries.
+pub fn bind(umem: &Umem, ifname: &str, queue: u32, ring: RingSizes, policy: CopyPolicy) -> Result<BoundQueue, AfXdpError> {
     let err = |detail: String| AfXdpError::Bind { ifname: ifname.into(), queue, detail };
     let zc = BindFlags::XDP_ZEROCOPY | BindFlags::XDP_USE_NEED_WAKEUP;
     let bound = match create(umem, ifname, queue, ring, zc) {

@@ -27,6 +27,7 @@ use ledger::FrameLedger;
 
 pub mod fill_allowance;
 pub mod ledger;
+pub mod loss_reason;
 pub mod memory;
 
 /// A descriptor of one frame: where it is in its [`FrameMemory`] and how many bytes it holds.
