@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use crate::harness::cleanup::Cleanup;
 use crate::harness::report::OutputArgs;
-use crate::harness::{host, preflight, progress};
+use crate::harness::{host, preflight, progress, rounds};
 use crate::lab::{Lab, NS_A, NS_B};
 use crate::sys;
 use load::{HttpResult, TcpResult};
@@ -193,27 +193,11 @@ pub fn main(args: AppsArgs) -> Result<i32> {
     let sw = SwitchOpts { podswitch: &podswitch, manifests: &manifests, workdir: &workdir, core: args.fwd_core, busy_poll: args.busy_poll, extra: &args.switch_args };
     let mut samples = Vec::new();
     let mut notes = Vec::new();
-    let mut interrupted = false;
-    'rounds: for round in 1..=args.rounds {
-        let mut order = args.setups.clone();
-        let n = order.len();
-        order.rotate_left((round as usize - 1) % n);
-        for setup in order {
-            match run_setup(&args, &lab, &sw, setup, round, &mut samples, &mut notes) {
-                Ok(()) => {}
-                Err(e) if e.is::<sys::Interrupted>() || sys::interrupted() => {
-                    interrupted = true;
-                    break 'rounds;
-                }
-                Err(e) => {
-                    progress(format!("round {round}/{} {}: FAILED: {e:#}", args.rounds, setup.name()));
-                    notes.push(format!("round {round} {}: {e:#}", setup.name()));
-                }
-            }
-        }
-    }
+    let done = rounds::rotated("apps", args.rounds, &args.setups, &mut notes, |setup, round, notes| {
+        run_setup(&args, &lab, &sw, setup, round, &mut samples, notes)
+    });
     drop(guard);
-    if interrupted {
+    if done.interrupted {
         progress("interrupted; cleaned up");
         return Ok(130);
     }

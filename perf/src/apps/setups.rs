@@ -47,6 +47,12 @@ pub enum Setup {
     Kernel,
 }
 
+impl crate::harness::rounds::Contender for Setup {
+    fn name(self) -> &'static str {
+        Setup::name(self)
+    }
+}
+
 impl Setup {
     pub const ALL: [Setup; 2] = [Setup::Switch, Setup::Kernel];
 

@@ -44,7 +44,7 @@ use serde::Serialize;
 
 use crate::harness::cleanup::Cleanup;
 use crate::harness::report::OutputArgs;
-use crate::harness::{host, preflight, progress};
+use crate::harness::{host, preflight, progress, rounds};
 use crate::stats::round_to;
 use crate::sys;
 use setups::{PodId, Programs, Setup, Turn};
@@ -240,30 +240,14 @@ pub fn main(args: CniArgs) -> Result<i32> {
         args.pods,
         args.core
     ));
-    let mut samples = Vec::new();
     let mut notes = Vec::new();
-    let mut interrupted = false;
-    'rounds: for round in 1..=args.rounds {
-        let mut order = args.setups.clone();
-        let n = order.len();
-        order.rotate_left((round as usize - 1) % n);
-        for setup in order {
-            let dir = workdir.join(format!("round{round}-{}", setup.name()));
-            match run_turn(&args, &prog, setup, round, &dir, &mut notes) {
-                Ok(s) => samples.push(s),
-                Err(e) if e.is::<sys::Interrupted>() || sys::interrupted() => {
-                    interrupted = true;
-                    break 'rounds;
-                }
-                Err(e) => {
-                    progress(format!("round {round}/{} {}: FAILED: {e:#}", args.rounds, setup.name()));
-                    notes.push(format!("round {round} {}: {e:#}", setup.name()));
-                }
-            }
-        }
-    }
+    let done = rounds::rotated("cni", args.rounds, &args.setups, &mut notes, |setup, round, notes| {
+        let dir = workdir.join(format!("round{round}-{}", setup.name()));
+        run_turn(&args, &prog, setup, round, &dir, notes)
+    });
+    let samples = done.samples;
     drop(guard);
-    if interrupted {
+    if done.interrupted {
         progress("interrupted; cleaned up");
         return Ok(130);
     }

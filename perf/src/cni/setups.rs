@@ -48,6 +48,12 @@ pub enum Setup {
     Ptp,
 }
 
+impl crate::harness::rounds::Contender for Setup {
+    fn name(self) -> &'static str {
+        Setup::name(self)
+    }
+}
+
 impl Setup {
     pub const ALL: [Setup; 2] = [Setup::Podswitch, Setup::Ptp];
 

@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::harness::cleanup::Cleanup;
 use crate::harness::pktgen::{CpuSource, Gen, NdrResult, RateResult, Traffic};
 use crate::harness::report::OutputArgs;
-use crate::harness::{host, preflight, progress};
+use crate::harness::{host, preflight, progress, rounds};
 use crate::sys;
 use setups::{Setup, SwitchOpts};
 use tcp::TcpResult;
@@ -194,29 +194,13 @@ pub fn main(args: CrossnodeArgs) -> Result<i32> {
 
     let sw = SwitchOpts { podswitch: &podswitch, manifests: &manifests, workdir: &workdir, core: args.fwd_core, busy_poll: args.busy_poll };
     let gen = Gen { pktgen: &pktgen, gen_core: args.gen_core, fwd_core: args.fwd_core, workdir: &workdir };
-    let mut samples: Vec<Sample> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
-    let mut interrupted = false;
-    'rounds: for round in 1..=args.rounds {
-        let mut order = args.setups.clone();
-        let n = order.len();
-        order.rotate_left((round as usize - 1) % n);
-        for setup in order {
-            match run_setup(&args, &t, &sw, &gen, setup, round, &mut notes) {
-                Ok(s) => samples.push(s),
-                Err(e) if e.is::<sys::Interrupted>() || sys::interrupted() => {
-                    interrupted = true;
-                    break 'rounds;
-                }
-                Err(e) => {
-                    progress(format!("round {round}/{} {}: FAILED: {e:#}", args.rounds, setup.name()));
-                    notes.push(format!("round {round} {}: {e:#}", setup.name()));
-                }
-            }
-        }
-    }
+    let done = rounds::rotated("crossnode", args.rounds, &args.setups, &mut notes, |setup, round, notes| {
+        run_setup(&args, &t, &sw, &gen, setup, round, notes)
+    });
+    let samples: Vec<Sample> = done.samples;
     drop(guard);
-    if interrupted {
+    if done.interrupted {
         progress("interrupted; cleaned up");
         return Ok(130);
     }

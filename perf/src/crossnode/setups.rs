@@ -45,6 +45,12 @@ pub enum Setup {
     KernelRouted,
 }
 
+impl crate::harness::rounds::Contender for Setup {
+    fn name(self) -> &'static str {
+        Setup::name(self)
+    }
+}
+
 impl Setup {
     pub const ALL: [Setup; 4] = [Setup::SwitchVxlan, Setup::KernelVxlan, Setup::SwitchRouted, Setup::KernelRouted];
 

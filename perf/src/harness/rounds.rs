@@ -85,6 +85,47 @@ pub fn run<K: Contender, S: Measured>(
     out
 }
 
+/// What [`rotated`] gave: every turn's sample, in the order they ran.
+pub struct Rotated<S> {
+    pub samples: Vec<S>,
+    /// The rounds stopped on SIGINT/SIGTERM (the caller cleans up and exits 130).
+    pub interrupted: bool,
+}
+
+/// The rounds of the benchmarks whose turns set a whole setup up and down (crossnode, cni,
+/// apps): `rounds` rounds over `setups`, the order rotating by one each round (round 1 in the
+/// given order), `turn(setup, round, notes)` for each. A failed turn is said (`round R/N NAME:
+/// FAILED: ERROR`) and noted (`round R NAME: ERROR`) and the rounds go on; an interrupted one
+/// (SIGINT/SIGTERM) stops them.
+pub fn rotated<K: Contender, S>(
+    bench: &str,
+    rounds: u32,
+    setups: &[K],
+    notes: &mut Vec<String>,
+    mut turn: impl FnMut(K, u32, &mut Vec<String>) -> Result<S>,
+) -> Rotated<S> {
+    let mut out = Rotated { samples: Vec::new(), interrupted: false };
+    'rounds: for round in 1..=rounds {
+        let mut order = setups.to_vec();
+        let n = order.len().max(1);
+        order.rotate_left((round as usize - 1) % n);
+        for setup in order {
+            match turn(setup, round, notes) {
+                Ok(s) => out.samples.push(s),
+                Err(e) if e.is::<sys::Interrupted>() || sys::interrupted() => {
+                    out.interrupted = true;
+                    break 'rounds;
+                }
+                Err(e) => {
+                    progress::say_timed(bench, format!("round {round}/{rounds} {}: FAILED: {e:#}", setup.name()));
+                    notes.push(format!("round {round} {}: {e:#}", setup.name()));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// A failed measurement as the reports show it: round, contender's name, error.
 pub type FailureRef<'a> = (u32, &'static str, &'a str);
 
@@ -108,6 +149,38 @@ pub fn failure_section<'a>(failures: impl IntoIterator<Item = FailureRef<'a>>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Setup {
+        A,
+        B,
+        C,
+    }
+
+    impl Contender for Setup {
+        fn name(self) -> &'static str {
+            match self {
+                Setup::A => "a",
+                Setup::B => "b",
+                Setup::C => "c",
+            }
+        }
+    }
+
+    #[test]
+    fn rotated_rounds_turn_the_order_and_note_failures() {
+        let mut notes = Vec::new();
+        let done = rotated("test", 3, &[Setup::A, Setup::B, Setup::C], &mut notes, |s, round, _| {
+            if s == Setup::B && round == 2 {
+                anyhow::bail!("no route")
+            }
+            Ok((round, s))
+        });
+        assert!(!done.interrupted);
+        let ran: Vec<(u32, &str)> = done.samples.iter().map(|(r, s)| (*r, s.name())).collect();
+        assert_eq!(ran, [(1, "a"), (1, "b"), (1, "c"), (2, "c"), (2, "a"), (3, "c"), (3, "a"), (3, "b")]);
+        assert_eq!(notes, ["round 2 b: no route"]);
+    }
 
     #[test]
     fn failures_read_as_the_reports_wrote_them() {
