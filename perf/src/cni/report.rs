@@ -204,35 +204,6 @@ fn setup_line(s: &Summary) -> String {
     )
 }
 
-fn padded(rows: &[[String; 8]]) -> String {
-    let mut w = HEAD.map(|h| h.chars().count());
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: &[String]| -> String {
-        let mut l = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            let pad = w[i] - c.chars().count();
-            if i == 0 {
-                l.push_str(c);
-                l.push_str(&" ".repeat(pad + 2));
-            } else {
-                l.push_str(&" ".repeat(pad));
-                l.push_str(c);
-                l.push_str("  ");
-            }
-        }
-        l.trim_end().to_string() + "\n"
-    };
-    let mut o = line(&HEAD.map(String::from));
-    for r in rows {
-        o.push_str(&line(r));
-    }
-    o
-}
-
 fn errors(s: &Summary) -> Vec<String> {
     s.samples.iter().flat_map(|x| x.errors.iter().map(move |e| format!("round {} {}: {e}", x.round, x.setup.name()))).collect()
 }
@@ -241,7 +212,7 @@ fn errors(s: &Summary) -> Vec<String> {
 pub fn table(s: &Summary) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "\ncni: ADD to first packet forwarded, pods per second; {}\n", setup_line(s));
-    o.push_str(&padded(&rows(s)));
+    o.push_str(&crate::harness::report::padded(&HEAD, &rows(s)));
     o.push('\n');
     for l in headline(s) {
         let _ = writeln!(o, "{l}");

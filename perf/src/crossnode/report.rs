@@ -280,41 +280,12 @@ fn setup_line(s: &Summary) -> String {
     )
 }
 
-fn padded(rows: &[[String; 9]]) -> String {
-    let mut w = HEAD.map(|h| h.chars().count());
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: &[String]| -> String {
-        let mut l = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            let pad = w[i] - c.chars().count();
-            if i == 0 {
-                l.push_str(c);
-                l.push_str(&" ".repeat(pad + 2));
-            } else {
-                l.push_str(&" ".repeat(pad));
-                l.push_str(c);
-                l.push_str("  ");
-            }
-        }
-        l.trim_end().to_string() + "\n"
-    };
-    let mut o = line(&HEAD.map(String::from));
-    for r in rows {
-        o.push_str(&line(r));
-    }
-    o
-}
-
 /// The readable report (stdout without --json).
 pub fn table(s: &Summary) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "\ncrossnode: pod -> pod on another node; {}\n", setup_line(s));
     let _ = writeln!(o, "{LOWER_BOUND}\n");
-    o.push_str(&padded(&rows(s)));
+    o.push_str(&crate::harness::report::padded(&HEAD, &rows(s)));
     o.push('\n');
     for l in headline(s) {
         let _ = writeln!(o, "{l}");

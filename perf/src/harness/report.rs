@@ -1,6 +1,7 @@
 //! A run's results: `NAME.json` (the summary, pretty-printed, one trailing newline), `NAME.md`
 //! and any further files, written into the results directory (created if missing) unless
-//! `--no-save`; then the summary on stdout, as one JSON line (`--json`) or as a table.
+//! `--no-save`; then the summary on stdout, as one JSON line (`--json`) or as a table
+//! ([`padded`] lays the plain-text tables out).
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -59,4 +60,35 @@ fn save(dir: &Path, files: &[(&str, String)]) -> Result<Vec<String>> {
         names.push(path.display().to_string());
     }
     Ok(names)
+}
+
+/// A plain-text table: `head` and `rows` in columns, the first left-aligned, the others
+/// right-aligned, two spaces apart, no trailing spaces.
+pub fn padded<const N: usize>(head: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut w = head.map(|h| h.chars().count());
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = w[i] - c.chars().count();
+            if i == 0 {
+                l.push_str(c);
+                l.push_str(&" ".repeat(pad + 2));
+            } else {
+                l.push_str(&" ".repeat(pad));
+                l.push_str(c);
+                l.push_str("  ");
+            }
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    let mut o = line(&head.map(String::from));
+    for r in rows {
+        o.push_str(&line(r));
+    }
+    o
 }
