@@ -8,8 +8,9 @@
 //! all of them under `Cluster`, so, as MetalLB's layer 2 mode does, only nodes with a local
 //! endpoint compete for a `Local` Service's address, any node for a `Cluster` one, and none
 //! for a Service without endpoints. One frontend of an address that qualifies is enough (an
-//! address serves every port of every Service that has it). The node's own addresses are
-//! never announced: its kernel answers ARP for them.
+//! address serves every port of every Service that has it). Node addresses (`node_ips`: this
+//! node's and every other node's) are never announced: their kernels answer ARP for them, and
+//! a second answer would take the node's own traffic.
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
@@ -87,7 +88,7 @@ metadata: {name: on-the-node, namespace: x}
 spec:
   clusterIP: 10.96.0.14
   selector: {app: a}
-  externalIPs: [172.18.0.2]
+  externalIPs: [172.18.0.2, 172.18.0.3]
   ports: [{port: 81, targetPort: 80}]
 ---
 apiVersion: v1
@@ -112,10 +113,15 @@ status: {podIP: 10.244.1.5, conditions: [{type: Ready, status: 'True'}]}
         assert!(problems.is_empty(), "{problems:?}");
         let c = compile_services(&ServiceInputs { manifests: &m, node: &node, all_pods: &pods }, &mut ServiceState::default());
         assert!(c.problems.is_empty(), "{:?}", c.problems);
-        let got: Vec<String> = announceable(&c.tables, &[node.internal_ip]).iter().map(ToString::to_string).collect();
+        let other_node = "172.18.0.3".parse().unwrap();
+        let got: Vec<String> = announceable(&c.tables, &[node.internal_ip, other_node]).iter().map(ToString::to_string).collect();
         // cluster: its ingress IP and externalIP (not the ipMode Proxy one); local-here: a local
         // endpoint; not local-elsewhere (its endpoint is on another node), not empty (no
-        // endpoints), not the node's own address.
+        // endpoints), not this node's address nor another node's.
         assert_eq!(got, ["192.0.2.1", "192.0.2.2", "198.51.100.1"]);
+        // Without the other node's address in the list, it would be announced: the list is
+        // what keeps it out.
+        let got: Vec<String> = announceable(&c.tables, &[node.internal_ip]).iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["172.18.0.3", "192.0.2.1", "192.0.2.2", "198.51.100.1"]);
     }
 }

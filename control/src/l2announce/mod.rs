@@ -3,8 +3,9 @@
 //! `coordination.k8s.io/v1` Lease per address, so a bare-metal cluster needs no MetalLB speaker.
 //!
 //! Contract:
-//! - The apply side offers the addresses this node may announce after every publish
-//!   ([`L2Announcer::offer`], computed by [`candidates::announceable`]); the announcer's thread
+//! - The apply side offers the addresses this node may announce after every publish that
+//!   changed the frontends or the nodes ([`L2Announcer::offer`], computed by
+//!   [`candidates::announceable`]: never a node's address); the announcer's thread
 //!   runs one election per offered address ([`election::Election`], Lease
 //!   `podswitch-l2-A-B-C-D` in `--l2-lease-namespace`, holder = the node's name) every
 //!   `--l2-lease-retry-period`, and at once when the offer changes.

@@ -144,8 +144,8 @@ pub(crate) struct Switch {
     neighbours_seen: Option<u64>,
     /// The L2 announcer's generation the tables' `uplink_arp` was taken from.
     l2_seen: Option<u64>,
-    /// The frontends the L2 announcer was last offered addresses from.
-    l2_offered_from: Option<switch::tables::services::ChunkedList<switch::tables::services::Frontend>>,
+    /// The frontends and node addresses the L2 announcer was last offered addresses from.
+    l2_offered_from: Option<(switch::tables::services::ChunkedList<switch::tables::services::Frontend>, Vec<Ipv4Addr>)>,
     /// The uplink's filter, computed again only when what it reads changed.
     filter_cache: FilterCache,
     /// Why the last write of the uplink's filter failed (shown as a problem until one works).
@@ -554,12 +554,17 @@ impl Switch {
             }
         };
         let t = compile::assemble(compile::Parts { version: self.version, ports: &self.port_tables, services, policy });
-        // The addresses this node may announce, read again only when the frontends changed.
+        // The addresses this node may announce, read again only when the frontends or the
+        // nodes' addresses changed. Every node's address is left out, not only this node's: an
+        // externalIP that is another node's InternalIP is that node's kernel's to answer.
         if let Some(l2) = &self.cfg.l2 {
-            if !self.l2_offered_from.as_ref().is_some_and(|f| f.ptr_eq(&t.services.frontends)) {
-                let node_ips: Vec<Ipv4Addr> = std::iter::once(self.cfg.node.internal_ip).chain(self.cfg.uplink_filter.extra_node_ips.iter().copied()).collect();
+            let node_ips: Vec<Ipv4Addr> = std::iter::once(self.cfg.node.internal_ip)
+                .chain(self.cfg.uplink_filter.extra_node_ips.iter().copied())
+                .chain(self.remote.iter().map(|r| r.internal_ip))
+                .collect();
+            if !self.l2_offered_from.as_ref().is_some_and(|(f, ips)| f.ptr_eq(&t.services.frontends) && *ips == node_ips) {
                 l2.offer(crate::l2announce::candidates::announceable(&t.services, &node_ips));
-                self.l2_offered_from = Some(t.services.frontends.clone());
+                self.l2_offered_from = Some((t.services.frontends.clone(), node_ips));
             }
         }
         let uplink = self.attached.get(compile::UPLINK_KEY).map(|(a, _)| a.id);
