@@ -14,7 +14,7 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 use super::frames::{create_umem, UmemSpec};
 use super::socket::BoundQueue;
 use super::AfXdpError;
-use crate::port::fill_allowance::FillAllowance;
+use crate::port::fill_allowance::{self, FillAllowance};
 use crate::port::ledger::FrameLedger;
 use crate::port::{DeviceStats, Frame, FrameMemory, PortDevice, PortMode};
 use crate::tables::PortId;
@@ -194,19 +194,22 @@ pub struct RxRings {
     fill_size: u32,
     /// How much of `fill_target` this socket may hold now (grows while it is busy).
     allowance: FillAllowance,
+    /// The pool is shared with other sockets: growth keeps half of it for them
+    /// ([`crate::port::fill_allowance::shared_pool_cap`]).
+    shares_pool: bool,
 }
 
 impl RxRings {
     pub fn new(rx: RxQueue, mut fill: FillQueue, fill_target: u32) -> Self {
         // Nothing is on the ring yet: every slot is free.
         let fill_size = fill.nb_free_exact();
-        Self { rx, fill, in_fill: 0, fill_target, fill_size, allowance: FillAllowance::default() }
+        Self { rx, fill, in_fill: 0, fill_target, fill_size, allowance: FillAllowance::default(), shares_pool: true }
     }
 
     /// As [`Self::new`], for a socket that owns its frames alone: its fill ring holds the
     /// whole target from the start.
     pub fn owning_its_frames(rx: RxQueue, fill: FillQueue, fill_target: u32) -> Self {
-        Self { allowance: FillAllowance::whole(fill_target), ..Self::new(rx, fill, fill_target) }
+        Self { allowance: FillAllowance::whole(fill_target), shares_pool: false, ..Self::new(rx, fill, fill_target) }
     }
 
     /// Takes up to `out.len()` received frames into the caller's hands.
@@ -230,7 +233,11 @@ impl RxRings {
     /// how many were added.
     #[inline]
     pub fn refill(&mut self, mem: &mut WorkerUmem, id: PortId) -> usize {
-        let want = self.allowance.limit(self.fill_target).saturating_sub(self.in_fill) as usize;
+        let mut limit = self.allowance.limit(self.fill_target);
+        if self.shares_pool {
+            limit = fill_allowance::shared_pool_cap(limit, self.in_fill, mem.ledger.free_len() as u32, mem.ledger.pool_size() as u32);
+        }
+        let want = limit.saturating_sub(self.in_fill) as usize;
         if want < 16 && self.in_fill > 0 {
             return 0; // refill in batches
         }

@@ -22,6 +22,8 @@ pub struct FrameLedger<F> {
     /// `WITH_WORKER`, or 1 + the id of the port whose rings hold the frame.
     owner: Vec<u16>,
     frame_size: usize,
+    /// Frames this ledger owns (the pool's size when every frame is back).
+    pooled: usize,
     at: FrameIndex,
 }
 
@@ -54,7 +56,8 @@ impl<F: Frame> FrameLedger<F> {
         let owner = vec![WITH_WORKER; all.len()];
         let mut free = Vec::with_capacity(all.len());
         free.extend_from_slice(&all);
-        Self { free, all, owner, frame_size, at: FrameIndex::new(frame_size) }
+        let pooled = all.len();
+        Self { free, all, owner, frame_size, pooled, at: FrameIndex::new(frame_size) }
     }
 
     /// A ledger owning only frames `mine` of `all`: those start in the pool, the others belong
@@ -62,8 +65,9 @@ impl<F: Frame> FrameLedger<F> {
     pub fn part(all: Vec<F>, frame_size: usize, mine: std::ops::Range<usize>) -> Self {
         let owner = (0..all.len()).map(|i| if mine.contains(&i) { WITH_WORKER } else { FOREIGN }).collect();
         let mut free = Vec::with_capacity(mine.len());
+        let pooled = mine.len();
         free.extend_from_slice(&all[mine]);
-        Self { free, all, owner, frame_size, at: FrameIndex::new(frame_size) }
+        Self { free, all, owner, frame_size, pooled, at: FrameIndex::new(frame_size) }
     }
 
     /// The descriptor of frame `index`, as made when the memory was created.
@@ -115,6 +119,12 @@ impl<F: Frame> FrameLedger<F> {
     #[inline]
     pub fn free_len(&self) -> usize {
         self.free.len()
+    }
+
+    /// Frames the pool holds when every one is back: all this ledger owns.
+    #[inline]
+    pub fn pool_size(&self) -> usize {
+        self.pooled
     }
 
     /// Returns a frame the worker holds to the pool. The pool never holds more than it was
