@@ -35,19 +35,11 @@ pub struct PacketSocket {
     fd: OwnedFd,
 }
 
-/// The link-layer address of `ifname` (index, type, MAC) as the kernel lists it.
-fn link_addr(ifname: &str) -> io::Result<LinkAddr> {
-    let found = nix::ifaddrs::getifaddrs()?
-        .filter(|a| a.interface_name == ifname)
-        .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()));
-    found.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface {ifname} in this namespace")))
-}
-
 impl PacketSocket {
     /// Opens a raw packet socket on `ifname`; with `receive` it gets every incoming frame
     /// (`ETH_P_ALL`), else none (send only).
     pub fn open(ifname: &str, receive: bool) -> io::Result<PacketSocket> {
-        let addr = link_addr(ifname)?;
+        let addr = switch::afxdp::iface::link_addr(ifname)?;
         let proto = receive.then_some(SockProtocol::EthAll);
         let fd = socket::socket(AddressFamily::Packet, SockType::Raw, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, proto)
             .map_err(|e| io::Error::other(format!("socket(AF_PACKET): {e}")))?;

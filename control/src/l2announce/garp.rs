@@ -28,18 +28,10 @@ pub struct Announcer {
     mac: [u8; 6],
 }
 
-/// The link-layer address of `ifname` (index, MAC) as the kernel lists it.
-fn link_addr(ifname: &str) -> io::Result<LinkAddr> {
-    let found = nix::ifaddrs::getifaddrs()?
-        .filter(|a| a.interface_name == ifname)
-        .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()));
-    found.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface {ifname} in this network namespace")))
-}
-
 impl Announcer {
     /// A send-only packet socket on `ifname`.
     pub fn open(ifname: &str) -> io::Result<Self> {
-        let addr = link_addr(ifname)?;
+        let addr = switch::afxdp::iface::link_addr(ifname)?;
         let mac = addr.addr().ok_or_else(|| io::Error::other(format!("{ifname} has no MAC address")))?;
         let fd = socket::socket(AddressFamily::Packet, SockType::Raw, SockFlag::SOCK_CLOEXEC, None)
             .map_err(|e| io::Error::other(format!("socket(AF_PACKET): {e}")))?;

@@ -2,6 +2,8 @@
 //!
 //! Contract: `/sys/class/net` must be the sysfs of the namespace the switch runs in
 //! (`ip netns exec` mounts it so); every function names the interface in its error.
+//! [`link_addr`] asks the kernel instead (getifaddrs), for the packet sockets that bind or send
+//! to an interface.
 use std::fs;
 
 use super::AfXdpError;
@@ -50,4 +52,13 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
         *b = u8::from_str_radix(parts.next()?, 16).ok()?;
     }
     parts.next().is_none().then_some(out)
+}
+
+/// The link-layer address of `ifname` (index, MAC) as the kernel lists it: what an AF_PACKET
+/// socket binds or sends to.
+pub fn link_addr(ifname: &str) -> std::io::Result<nix::sys::socket::LinkAddr> {
+    let found = nix::ifaddrs::getifaddrs()?
+        .filter(|a| a.interface_name == ifname)
+        .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()));
+    found.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no interface {ifname} in this network namespace")))
 }
