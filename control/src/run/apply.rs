@@ -67,7 +67,7 @@ enum AttachError {
 pub(crate) struct Config {
     pub node: NodeInfo,
     /// The uplink; its `gateway_mac` is the one given (`--uplink-gateway-mac`), else the one
-    /// `neighbours` resolved, kept up to date by [`Switch::follow_neighbours`].
+    /// `neighbours` resolved, kept up to date by [`Switch::follow_neighbours_and_announcements`].
     pub uplink: Option<Uplink>,
     /// The uplink's next hops as the kernel resolves them (with an uplink). Dropped with the
     /// switch, which removes the neighbour entries it made.
@@ -211,7 +211,7 @@ impl Switch {
     /// found, changed or lost, or a new default gateway): the gateway MAC follows (unless it
     /// was given) and the port tables are built again and published. Cheap when nothing
     /// changed (one atomic load); called by the event loops between views.
-    pub fn follow_neighbours(&mut self) {
+    fn follow_neighbours(&mut self) {
         let Some(n) = &self.cfg.neighbours else { return };
         let reader = n.reader();
         let generation = reader.generation();
@@ -232,9 +232,16 @@ impl Switch {
         self.publish_snapshot();
     }
 
+    /// What the event loops call between views: the uplink's next hops and the addresses this
+    /// node announces, each taken in when it changed.
+    pub fn follow_neighbours_and_announcements(&mut self) {
+        self.follow_neighbours();
+        self.follow_l2_announcements();
+    }
+
     /// Takes in a change of the addresses this node announces (`--l2-announce`): the ARP the
-    /// uplink answers. Called from the event loops, like [`Self::follow_neighbours`].
-    pub fn follow_l2_announcements(&mut self) {
+    /// uplink answers. Called with [`Self::follow_neighbours`] between views.
+    fn follow_l2_announcements(&mut self) {
         let Some(l2) = &self.cfg.l2 else { return };
         let generation = l2.generation();
         if self.l2_seen == Some(generation) {

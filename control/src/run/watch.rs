@@ -10,9 +10,8 @@
 //!   differs from the one in force and from the last one refused is applied; a refused view is
 //!   reported once (log) and recorded (`show status`) while the tables in force stay; between
 //!   views, ports that wait for their interface are retried (every 500 ms at most), and a
-//!   change of the uplink's resolved gateway is taken in (`Switch::follow_neighbours`, at
-//!   least every 500 ms), as is a change of the addresses this node announces
-//!   (`Switch::follow_l2_announcements`). They also wait on the CNI plugin's records ([`CniWatch`]): a change
+//!   change of the uplink's resolved gateway, or of the addresses this node announces, is
+//!   taken in (`Switch::follow_neighbours_and_announcements`, at least every 500 ms). They also wait on the CNI plugin's records ([`CniWatch`]): a change
 //!   there is taken in at once and the view in force applied again (the directory read again,
 //!   the API source's view held). Both return when `stop` is set (SIGTERM, SIGINT).
 //! - For the health check ([`crate::health::ProxyHealth`]): a directory that digests other than
@@ -166,8 +165,7 @@ impl Refused {
 pub(crate) fn follow_directory(sw: &mut Switch, watch: &mut DirWatch, cni: &mut CniWatch, stop: &AtomicBool) {
     let mut refused = Refused::default();
     while !stop.load(Ordering::Relaxed) {
-        sw.follow_neighbours();
-        sw.follow_l2_announcements();
+        sw.follow_neighbours_and_announcements();
         let since = std::time::Instant::now();
         if cni.changed().is_some_and(|a| sw.set_cni_pods(a)) {
             match manifests::load_dir(watch.dir()) {
@@ -220,8 +218,7 @@ pub(crate) fn follow_directory(sw: &mut Switch, watch: &mut DirWatch, cni: &mut 
 pub(crate) fn follow_api(sw: &mut Switch, src: &mut KubeSource, cni: &mut CniWatch, stop: &AtomicBool) {
     let mut refused = Refused::default();
     while !stop.load(Ordering::Relaxed) {
-        sw.follow_neighbours();
-        sw.follow_l2_announcements();
+        sw.follow_neighbours_and_announcements();
         let since = std::time::Instant::now();
         if cni.changed().is_some_and(|a| sw.set_cni_pods(a)) {
             refused.apply_for_cni(sw, src.view(), since);
