@@ -17,6 +17,8 @@
 //! - [`stats`]: the kernel's counters of a socket (frames it dropped before the switch saw them).
 //! - [`prefetch`]: cache hints for the worker's hot memory (frames and the connection table).
 //! - [`hugepages`]: 2 MiB pages for the connection table (fewer TLB misses per packet).
+//! - [`table_memory`]: the connection table's memory, on the heap or in a state file mapped
+//!   shared (kept for the next process across a restart or a crash).
 //!
 //! Contract: a UMEM belongs to one worker; every socket of that worker shares it, so forwarding
 //! between two of the worker's ports moves a descriptor from one port's RX ring to another's TX
@@ -33,6 +35,7 @@ pub mod slots;
 pub mod socket;
 pub mod endpoint;
 pub mod stats;
+pub mod table_memory;
 pub mod xdp;
 
 /// What failed while setting up AF_XDP, with the interface and the kernel's error.

@@ -115,7 +115,73 @@ fn unpack(src: u32, dst: u32, ports: u32, proto: u8) -> FlowKey {
     FlowKey { src, dst, sport: (ports >> 16) as u16, dport: ports as u16, proto }
 }
 
+/// What a previous process left in an entry, as [`Entry::adopt`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Left {
+    /// Free, or being removed (now free).
+    Free,
+    /// Being written when that process stopped (now free): a connection that never was.
+    Incomplete,
+    /// An affinity record (now free): it names an endpoint by that process's endpoint ids.
+    Affinity,
+    /// A connection, kept.
+    Live,
+}
+
 impl Entry {
+    /// Prepares an entry of a table a previous process left, for this process (no other
+    /// thread may touch the table yet). A live connection keeps its keys, translation, state
+    /// and times; what named that process's tables goes: its endpoint id and frontend index
+    /// (ids are given per process), and its policy verdict's epoch (0, never a live epoch, so
+    /// the connection is judged again under this process's policy on its next packet).
+    pub(crate) fn adopt(&self) -> Left {
+        let v = self.version.load(Relaxed);
+        let st = self.state.load(Relaxed) as u8;
+        let free = |version: u32| {
+            self.version.store(version, Relaxed);
+            self.state.store(0, Relaxed);
+        };
+        if v & 1 == 1 {
+            free(v.wrapping_add(1));
+            return Left::Incomplete;
+        }
+        match st {
+            0 => Left::Free,
+            DYING => {
+                free(v.wrapping_add(2));
+                Left::Free
+            }
+            _ => match CtState::from_u8(st) {
+                Some(CtState::Affinity) => {
+                    free(v.wrapping_add(2));
+                    Left::Affinity
+                }
+                None => {
+                    free(v.wrapping_add(2));
+                    Left::Incomplete
+                }
+                Some(_) => {
+                    self.endpoint.store(u32::MAX, Relaxed);
+                    self.frontend.store(0, Relaxed);
+                    self.policy_epoch.store(0, Relaxed);
+                    Left::Live
+                }
+            },
+        }
+    }
+
+    /// Sets every field to zero: a free entry (for a table's memory being reset, with no other
+    /// thread on it).
+    pub(crate) fn clear(&self) {
+        for f in [
+            &self.version, &self.state, &self.last_seen, &self.created, &self.orig_src, &self.orig_dst, &self.orig_ports,
+            &self.proto, &self.reply_src, &self.reply_dst, &self.reply_ports, &self.frontend, &self.endpoint,
+            &self.policy_epoch, &self.policy_rule, &self.timeout,
+        ] {
+            f.store(0, Relaxed);
+        }
+    }
+
     /// Writes a free entry's fields (the caller owns it: it came off the free list).
     pub(crate) fn init(&self, e: &EntryInit, now: u32) {
         let v = self.version.load(Relaxed);

@@ -86,15 +86,20 @@ impl KeyHasher {
         Self { s0: seed ^ 0xa076_1d64_78bd_642f, s1: seed.rotate_left(29) ^ 0xe703_7ed1_a0b4_28db }
     }
 
-    /// A hasher seeded from the OS's randomness (falls back to the clock and address).
+    /// A hasher seeded from the OS's randomness ([`Self::random_seed`]).
     pub fn random() -> Self {
+        Self::new(Self::random_seed())
+    }
+
+    /// A seed from the OS's randomness (falls back to the clock).
+    pub fn random_seed() -> u64 {
         let mut seed = [0u8; 8];
         let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed)).is_ok();
-        let mut s = u64::from_ne_bytes(seed);
-        if !ok {
-            s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        if ok {
+            u64::from_ne_bytes(seed)
+        } else {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
         }
-        Self::new(s)
     }
 
     #[inline(always)]

@@ -6,12 +6,14 @@
 //! - [`table`]: the fixed-capacity table both directions are found in.
 //! - [`tcp`]: the connection states (TCP's transitions) and the timeout of each state.
 //! - [`sctp`]: SCTP association states, by the first chunk of each packet.
+//! - [`state_file`]: the table kept in a file for the next process (restart, upgrade, crash).
 //! - [`reaper`]: expires idle entries and flushes what the control side asks, off the workers.
 pub mod entry;
 pub mod key;
 pub mod reaper;
 pub mod table;
 pub mod sctp;
+pub mod state_file;
 pub mod tcp;
 
 pub use entry::{flags, Entry, EntryInit, Snapshot, StateWord};

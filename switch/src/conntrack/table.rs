@@ -25,6 +25,7 @@ use std::time::Instant;
 use crossbeam::queue::ArrayQueue;
 
 use crate::afxdp::prefetch;
+use crate::afxdp::table_memory::TableMemory;
 
 use super::entry::{Entry, EntryInit, Snapshot, DYING};
 use super::key::{FlowKey, KeyHasher};
@@ -36,7 +37,7 @@ const MAX_LOAD_PCT: usize = 55;
 
 #[derive(Debug, Default)]
 #[repr(C, align(64))]
-struct Bucket {
+pub struct Bucket {
     /// Keys whose home is this bucket stored in a later one.
     overflow: AtomicU32,
     _pad: u32,
@@ -44,6 +45,15 @@ struct Bucket {
 }
 
 const _: () = assert!(std::mem::size_of::<Bucket>() == 64);
+
+impl Bucket {
+    /// Empties the bucket (for a table's memory being reset or relinked, with no other thread
+    /// on it).
+    pub(crate) fn clear(&self) {
+        self.overflow.store(0, Relaxed);
+        self.slots.iter().for_each(|s| s.store(0, Relaxed));
+    }
+}
 
 /// Which direction of its connection a packet travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +90,8 @@ pub struct TableCounters {
 }
 
 pub struct ConnTable {
-    entries: Box<[Entry]>,
-    buckets: Box<[Bucket]>,
+    entries: TableMemory<Entry>,
+    buckets: TableMemory<Bucket>,
     free: ArrayQueue<u32>,
     hasher: KeyHasher,
     epoch: Instant,
@@ -89,13 +99,10 @@ pub struct ConnTable {
     huge_pages: bool,
 }
 
-/// `n` values made by `make`, in memory advised to be backed by huge pages before it is
-/// written (so that the first writes fault in 2 MiB pages); and whether the advice was taken.
-fn huge_slice<T>(n: usize, make: impl Fn() -> T) -> (Box<[T]>, bool) {
-    let mut v = Vec::with_capacity(n);
-    let huge = crate::afxdp::hugepages::advise(v.spare_capacity_mut());
-    v.extend((0..n).map(|_| make()));
-    (v.into_boxed_slice(), huge)
+/// Buckets of a table of `capacity` connections (each has two slots, at most
+/// [`MAX_LOAD_PCT`] percent of all slots in use).
+pub(crate) fn bucket_count(capacity: u32) -> usize {
+    (2 * capacity.max(1) as usize * 100).div_ceil(SLOTS * MAX_LOAD_PCT).max(MAX_PROBE)
 }
 
 impl std::fmt::Debug for ConnTable {
@@ -124,17 +131,49 @@ fn tag_of(h: u64) -> u32 {
 
 impl ConnTable {
     /// A table for `capacity` connections.
+    /// A table for `capacity` connections, in process memory (gone with the process; a table
+    /// that outlives it: [`super::state_file`]).
     pub fn new(capacity: u32, hasher: KeyHasher) -> Self {
         let capacity = capacity.max(1);
-        let n_buckets = (2 * capacity as usize * 100).div_ceil(SLOTS * MAX_LOAD_PCT).max(MAX_PROBE);
-        let (entries, huge_entries) = huge_slice(capacity as usize, Entry::default);
-        let (buckets, huge_buckets) = huge_slice(n_buckets, Bucket::default);
+        let (entries, huge_entries) = TableMemory::heap(capacity as usize);
+        let (buckets, huge_buckets) = TableMemory::heap(bucket_count(capacity));
         let free = ArrayQueue::new(capacity as usize);
         for i in 0..capacity {
             let _ = free.push(i);
         }
         let huge_pages = huge_entries && huge_buckets;
         Self { entries, buckets, free, hasher, epoch: Instant::now(), counters: TableCounters::default(), huge_pages }
+    }
+
+    /// A table over `entries` and `buckets` whose live entries are already linked; the free
+    /// list gets every free entry. For [`super::state_file`], which prepares the memory.
+    pub(crate) fn over(entries: TableMemory<Entry>, buckets: TableMemory<Bucket>, hasher: KeyHasher, epoch: Instant) -> Self {
+        let free = ArrayQueue::new(entries.len().max(1));
+        for (i, e) in entries.iter().enumerate() {
+            if e.state.load(Relaxed) == 0 {
+                let _ = free.push(i as u32);
+            }
+        }
+        Self { entries, buckets, free, hasher, epoch, counters: TableCounters::default(), huge_pages: false }
+    }
+
+    /// Links entry `idx` (live, its slots not in the table) under both its keys, as
+    /// [`Self::insert`] does; on failure the entry is left unlinked (the caller frees it).
+    pub(crate) fn relink(&self, idx: u32) -> Result<(), InsertError> {
+        let snap = self.entries[idx as usize].snapshot().ok_or(InsertError::NoSlot)?;
+        self.link(&snap.orig, idx, Dir::Orig)?;
+        if snap.reply != snap.orig {
+            if let Err(err) = self.link(&snap.reply, idx, Dir::Reply) {
+                self.unlink(&snap.orig, idx, Dir::Orig);
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees an entry that holds no slot (adoption's drop of one it cannot keep).
+    pub(crate) fn free_unlinked(&self, idx: u32) {
+        self.release(idx);
     }
 
     /// Whether the kernel took the advice to back the entries and buckets with 2 MiB pages
