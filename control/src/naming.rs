@@ -47,6 +47,21 @@ pub const HOST_SWITCH_IF: &str = "psw-host-sw";
 pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 /// Where `podswitch run` listens for `podswitch show` unless told otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/podswitch/podswitch.sock";
+/// The connection table's state file of the switch listening on `control_socket` unless
+/// `--state-file` says otherwise: the same path with the extension `.conntrack` (so every
+/// switch on a machine, which has its own control socket, has its own table).
+pub fn conntrack_state_for(control_socket: &std::path::Path) -> PathBuf {
+    control_socket.with_extension("conntrack")
+}
+
+/// Removes the files a switch leaves for its successor (the connection table's state file)
+/// next to `control_socket`, and the socket itself: what a benchmark or test does before it
+/// starts a switch that must begin empty.
+pub fn remove_switch_files(control_socket: &std::path::Path) {
+    let _ = std::fs::remove_file(control_socket);
+    let _ = std::fs::remove_file(conntrack_state_for(control_socket));
+}
+
 /// The directory of the lab nodes' control sockets (see [`lab_node_control_socket`]).
 pub const LAB_NODE_SOCKET_DIR: &str = "/run/podswitch/lab-nodes";
 

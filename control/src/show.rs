@@ -143,6 +143,20 @@ fn print_status(v: &replies::Status) {
         println!("{:<16} {}", "memory", tables.join(", "));
         println!("{:<16} {} (peak {})", "resident", m.resident_bytes.map_or_else(|| "-".into(), mib), m.peak_resident_bytes.map_or_else(|| "-".into(), mib));
     }
+    match &v.conntrack_state {
+        None => println!("{:<16} in process memory only (--state-file none): a restart starts empty", "conntrack_state"),
+        Some(a) => {
+            let what = match &a.fresh {
+                None => format!(
+                    "generation {}: adopted {} connection(s) (dropped: {} half-written, {} affinity, {} without a slot)",
+                    a.generation, a.adopted, a.incomplete, a.affinity_dropped, a.no_slot
+                ),
+                Some(why) => format!("generation {}: started empty ({why})", a.generation),
+            };
+            let disk = if a.in_memory { "" } else { "; not on tmpfs: written back to disk" };
+            println!("{:<16} {} {what}{disk}", "conntrack_state", a.path.display());
+        }
+    }
     if let Some(l2) = &v.l2_announcements {
         println!("{:<16} Leases in {}", "l2_announce", l2.leases);
         for a in &l2.addresses {

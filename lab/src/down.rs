@@ -113,6 +113,13 @@ pub fn teardown() -> anyhow::Result<Vec<String>> {
         |s| s.node_switches().into_iter().map(|n| n.control_socket).collect(),
     );
     for socket in sockets {
+        let state_file = podswitch_control::naming::conntrack_state_for(&socket);
+        if fs::symlink_metadata(&state_file).is_ok() {
+            match fs::remove_file(&state_file) {
+                Ok(()) => removed.push(state_file.display().to_string()),
+                Err(e) => errors.push(format!("cannot remove {}: {e}", state_file.display())),
+            }
+        }
         if fs::symlink_metadata(&socket).is_ok() {
             match fs::remove_file(&socket) {
                 Ok(()) => removed.push(socket.display().to_string()),

@@ -197,6 +197,11 @@ fn build(
         log("PODSWITCH_LAB_NO_SWITCH=1: not starting the switch");
         Vec::new()
     } else {
+        // A new lab's switches begin with empty connection tables, whatever an earlier lab on
+        // these paths left.
+        for n in st.node_switches() {
+            podswitch_control::naming::remove_switch_files(&n.control_socket);
+        }
         let c = switch::start(st);
         st.save()?;
         c?

@@ -303,7 +303,7 @@ fn run_case(ctx: &mut Ctx, case: Case, round: u32) -> Result<Sample> {
     // Leave psb-node as it was for the next case.
     sys::run_quiet(&["ip", "-n", NS_NODE, "link", "del", BRIDGE]);
     sys::run_quiet(&["ip", "-n", NS_NODE, "link", "del", "psw-host"]);
-    let _ = std::fs::remove_file(SOCKET);
+    podswitch_control::naming::remove_switch_files(std::path::Path::new(SOCKET));
     if ctx.lab.clear_xdp() {
         problems.push(format!("{} left an XDP program on a host-side veth (detached)", case.name()));
     }
@@ -424,7 +424,7 @@ fn trafgen_config(dst_mac: &str, lab: &Lab, flows: u32) -> String {
 
 fn start_switch(ctx: &mut Ctx) -> Result<Proc> {
     std::fs::create_dir_all("/run/podswitch")?;
-    let _ = std::fs::remove_file(SOCKET);
+    podswitch_control::naming::remove_switch_files(std::path::Path::new(SOCKET));
     let core = ctx.args.fwd_core.to_string();
     let a = [
         "ip",

@@ -40,6 +40,7 @@ use crate::afxdp::stats::{self, XskStats};
 use crate::afxdp::filter::{FilterError, RuleCounters, UplinkFilter};
 use crate::afxdp::xdp::{XdpAttachment, XdpMode, XdpProgram, XdpRole};
 use crate::afxdp::{iface, AfXdpError};
+use crate::conntrack::state_file::{self, Adoption};
 use crate::conntrack::{reaper::Reaper, ConnTable, KeyHasher, Timeouts};
 use crate::counters::{PortQueueCounters, PortTotals};
 use crate::drop_reason::DropReason;
@@ -63,6 +64,9 @@ pub struct DataplaneConfig {
     pub xdp_mode: Option<XdpMode>,
     /// Connections the shared connection table holds (fixed at start).
     pub conntrack_capacity: u32,
+    /// Where the connection table lives: a state file adopted from (and left for) another
+    /// process ([`crate::conntrack::state_file`]); None: this process's memory only.
+    pub conntrack_state: Option<std::path::PathBuf>,
     pub timeouts: Timeouts,
     /// The cores the process may run on, when the calling thread's own mask no longer says so
     /// (the control side keeps its threads off the worker cores before starting the workers);
@@ -81,6 +85,7 @@ impl Default for DataplaneConfig {
             copy_policy: CopyPolicy::PreferZeroCopy,
             xdp_mode: None,
             conntrack_capacity: 262_144,
+            conntrack_state: None,
             timeouts: Timeouts::default(),
             allowed_cores: None,
         }
@@ -109,6 +114,8 @@ pub enum DataplaneError {
     Filter(#[from] FilterError),
     #[error("creating a worker's doorbell (eventfd): {0}")]
     Doorbell(nix::Error),
+    #[error("the connection table's state file: {0}")]
+    State(#[from] crate::conntrack::state_file::StateError),
 }
 
 /// Which worker serves each rx queue of an interface with `queues` queues: queue `q` goes to
@@ -225,6 +232,26 @@ pub struct Dataplane {
     ports: Mutex<BTreeMap<PortId, AttachedPort>>,
     /// Per worker: the final counts of the queues of ports detached since the start.
     retired: Mutex<Vec<PortTotals>>,
+    adoption: Option<Adoption>,
+}
+
+/// Says what the connection table's state file gave (adopted connections, or why none).
+fn log_adoption(a: &Adoption) {
+    match &a.fresh {
+        None => tracing::info!(
+            path = %a.path.display(),
+            generation = a.generation,
+            adopted = a.adopted,
+            incomplete = a.incomplete,
+            affinity_dropped = a.affinity_dropped,
+            no_slot = a.no_slot,
+            "connection table adopted from the previous process"
+        ),
+        Some(why) => tracing::info!(path = %a.path.display(), "connection table starts empty: {why}"),
+    }
+    if !a.in_memory {
+        tracing::warn!(path = %a.path.display(), "the connection table's state file is not on tmpfs or hugetlbfs: its changes are also written back to disk");
+    }
 }
 
 /// A poisoned lock's data is still consistent here (every critical section is a map or
@@ -253,7 +280,15 @@ impl Dataplane {
             }
         }
         let tables = Arc::new(ArcSwap::from_pointee(tables));
-        let ct = Arc::new(ConnTable::new(cfg.conntrack_capacity, KeyHasher::random()));
+        let (ct, adoption) = match &cfg.conntrack_state {
+            Some(path) => {
+                let (ct, a) = state_file::open(path, cfg.conntrack_capacity)?;
+                log_adoption(&a);
+                (ct, Some(a))
+            }
+            None => (ConnTable::new(cfg.conntrack_capacity, KeyHasher::random()), None),
+        };
+        let ct = Arc::new(ct);
         tracing::info!(
             capacity = ct.capacity(),
             bytes_per_entry = ct.bytes_per_entry(),
@@ -291,7 +326,13 @@ impl Dataplane {
             changing: Mutex::new(None),
             ports: Mutex::new(BTreeMap::new()),
             retired: Mutex::new(retired),
+            adoption,
         })
+    }
+
+    /// What the connection table took over from a previous process (None: no state file).
+    pub fn adoption(&self) -> Option<&Adoption> {
+        self.adoption.as_ref()
     }
 
     pub fn worker_count(&self) -> usize {

@@ -62,6 +62,10 @@ pub struct Status {
     /// `--l2-announce`: the addresses offered, their holders, the Lease store's last error.
     #[serde(default)]
     pub l2_announcements: Option<crate::l2announce::L2Status>,
+    /// The connection table's state file: this process's generation, and what it adopted from
+    /// the previous one (or why nothing); none with `--state-file none`.
+    #[serde(default)]
+    pub conntrack_state: Option<switch::conntrack::state_file::Adoption>,
 }
 
 /// `show ports`: every attached port, and the ports waiting for their interface.
@@ -481,6 +485,16 @@ mod tests {
                 }],
                 error: None,
             }),
+            conntrack_state: Some(switch::conntrack::state_file::Adoption {
+                path: "/run/podswitch/podswitch.conntrack".into(),
+                generation: 2,
+                adopted: 30,
+                incomplete: 1,
+                affinity_dropped: 2,
+                no_slot: 0,
+                fresh: None,
+                in_memory: true,
+            }),
         };
         let (v, back): (Value, Status) = sent_and_read(&s);
         assert_eq!(back, s);
@@ -490,7 +504,7 @@ mod tests {
             [
                 "ok", "node", "pod_cidr", "pod_mtu", "internal_ip", "manifests_dir", "applied_digest", "tables_version", "ports_wanted",
                 "ports_attached", "pending_ports", "unreachable_nodes", "problems", "ignored_objects", "last_error", "uptime_s", "workers",
-                "kubernetes_api", "memory", "l2_announcements"
+                "kubernetes_api", "memory", "l2_announcements", "conntrack_state"
             ]
         );
         assert_eq!(v["ok"], true);

@@ -85,6 +85,17 @@ pub struct RunArgs {
     /// Unix socket for `podswitch show` (mode 0600: root only).
     #[arg(long, value_name = "PATH", default_value = naming::DEFAULT_CONTROL_SOCKET)]
     pub control_socket: PathBuf,
+    /// Where the connection table lives, so that the next `podswitch run` (a restart, an
+    /// upgrade, a crash) takes over every connection with its translation [default: the
+    /// control socket's path with the extension .conntrack]. Best on tmpfs or hugetlbfs (on a
+    /// disk filesystem every change is also written back). `none`: in this process's memory
+    /// only (2 MiB pages where the kernel offers them; nothing survives the process).
+    #[arg(long, value_name = "PATH|none")]
+    pub state_file: Option<String>,
+    /// On stop, also remove what is kept for a successor (the state file): the next start
+    /// begins empty.
+    #[arg(long)]
+    pub cleanup: bool,
     /// Cores to run one pinned poll-mode worker each on, e.g. `2,3`. Every port needs one queue per worker.
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "0")]
     pub cores: Vec<usize>,
@@ -179,6 +190,15 @@ pub enum PodNetworkArg {
 }
 
 impl RunArgs {
+    /// The connection table's state file (None: `--state-file none`).
+    pub fn conntrack_state(&self) -> Option<PathBuf> {
+        match self.state_file.as_deref() {
+            Some("none") => None,
+            Some(p) => Some(PathBuf::from(p)),
+            None => Some(naming::conntrack_state_for(&self.control_socket)),
+        }
+    }
+
     /// The pod network `--pod-network`, `--vxlan-port` and `--vxlan-vni` describe.
     pub fn pod_network(&self) -> Result<crate::pod_network::PodNetwork, crate::pod_network::PodNetworkError> {
         use crate::pod_network::PodNetwork;

@@ -89,6 +89,7 @@ fn status(shared: &Shared, s: &Snapshot, dp: &Dataplane) -> replies::Status {
         kubernetes_api: shared.kube.as_ref().and_then(|k| serde_json::to_value(k.status()).ok()),
         memory: Some(MemoryByTable::of(&dp.tables(), s.objects_bytes, MemoryByTable::conntrack_of(dp.conntrack()))),
         l2_announcements: shared.l2_status(),
+        conntrack_state: dp.adoption().cloned(),
     }
 }
 

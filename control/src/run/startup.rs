@@ -188,7 +188,11 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
     if super::dnat_return::ensure()? != super::dnat_return::Ensured::NoIptables {
         teardown.dnat_return();
     }
+    let state_file = cfg.conntrack_state.clone();
     let dp = Dataplane::start(cfg, Tables::new(naming::GATEWAY_IP))?;
+    if let Some(path) = state_file.filter(|_| args.cleanup) {
+        teardown.state_file(path);
+    }
     let dir = args.manifests.clone().unwrap_or_default();
     let kube_status = match &source {
         Source::Api(src) => Some(src.status_handle()),
@@ -318,6 +322,7 @@ fn dataplane_config(args: &RunArgs, allowed_cores: Vec<usize>) -> DataplaneConfi
             XdpModeArg::Generic => XdpMode::Generic,
         }),
         conntrack_capacity: args.conntrack_size,
+        conntrack_state: args.conntrack_state(),
         timeouts: args.conntrack_timeouts.timeouts(),
         allowed_cores: Some(allowed_cores),
         ..DataplaneConfig::default()

@@ -4,7 +4,8 @@
 //! the guard drops (a normal stop, a failed start-up step; a panic only in builds that unwind:
 //! release builds abort), it undoes them in the reverse order: the dataplane stops (every port detached, workers stopped), the
 //! host port pair is deleted (its routes go with it), the DNAT return rule is deleted, the
-//! control socket file is removed.
+//! control socket file is removed, and with `--cleanup` the connection table's state file
+//! (else it stays for the next process to adopt).
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ pub(crate) struct Teardown {
     host_port: bool,
     dnat_return: bool,
     dataplane: Option<Arc<Shared>>,
+    state_file: Option<PathBuf>,
 }
 
 impl Teardown {
@@ -33,6 +35,11 @@ impl Teardown {
     /// The DNAT return rule was added.
     pub fn dnat_return(&mut self) {
         self.dnat_return = true;
+    }
+
+    /// The connection table's state file is to be removed at the end (`--cleanup`).
+    pub fn state_file(&mut self, path: PathBuf) {
+        self.state_file = Some(path);
     }
 
     /// The dataplane runs.
@@ -56,6 +63,11 @@ impl Drop for Teardown {
         }
         if let Some(path) = self.control_socket.take() {
             let _ = std::fs::remove_file(path);
+        }
+        if let Some(path) = self.state_file.take() {
+            if let Err(e) = switch::conntrack::state_file::remove(&path) {
+                tracing::warn!(path = %path.display(), "cannot remove the state file: {e}");
+            }
         }
     }
 }

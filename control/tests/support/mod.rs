@@ -162,6 +162,7 @@ impl Topo {
     }
 
     fn cleanup(&self) {
+        podswitch_control::naming::remove_switch_files(&self.socket());
         let list = Command::new("ip").args(["netns", "list"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
         for line in list.lines() {
             let name = line.split_whitespace().next().unwrap_or("");

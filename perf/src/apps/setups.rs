@@ -217,7 +217,7 @@ pub fn start(lab: &Lab, setup: Setup, sw: &SwitchOpts) -> Result<Running> {
 
 fn start_switch(sw: &SwitchOpts) -> Result<Proc> {
     std::fs::create_dir_all("/run/podswitch")?;
-    let _ = std::fs::remove_file(SOCKET);
+    podswitch_control::naming::remove_switch_files(std::path::Path::new(SOCKET));
     let core = sw.core.to_string();
     let mut a: Vec<String> = [
         "ip", "netns", "exec", NS_NODE, "taskset", "-c", &core, sw.podswitch.to_str().ok_or_else(|| anyhow!("podswitch path is not UTF-8"))?, "run",
@@ -353,7 +353,7 @@ impl Running {
                     notes.push(format!("podswitch exited with {st}: {}", p.log_tail(5)));
                 }
                 run_quiet(&["ip", "-n", NS_NODE, "link", "del", podswitch_control::naming::HOST_STACK_IF]);
-                let _ = std::fs::remove_file(SOCKET);
+                podswitch_control::naming::remove_switch_files(std::path::Path::new(SOCKET));
             }
             Running::Kernel => kernel_remove(lab),
         }

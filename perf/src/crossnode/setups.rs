@@ -207,7 +207,7 @@ fn start_switches(t: &Topo, mode: &str, sw: &SwitchOpts) -> Result<Running> {
     let dir = sw.manifests.to_str().ok_or_else(|| anyhow!("work dir path is not UTF-8"))?;
     for (n, other) in [(&t.nodes[0], &t.nodes[1]), (&t.nodes[1], &t.nodes[0])] {
         let sock = socket(n);
-        let _ = std::fs::remove_file(&sock);
+        podswitch_control::naming::remove_switch_files(&sock);
         let sock = sock.to_str().ok_or_else(|| anyhow!("socket path is not UTF-8"))?.to_string();
         let mut a: Vec<String> = [
             "ip", "netns", "exec", n.netns, "taskset", "-c", &core, exe, "run", "--manifests", dir, "--node-name", n.name, "--control-socket", &sock,

@@ -375,7 +375,7 @@ enum Running {
 
 fn start_switch(ctx: &mut Ctx) -> Result<Proc> {
     std::fs::create_dir_all("/run/podswitch")?;
-    let _ = std::fs::remove_file(SOCKET);
+    podswitch_control::naming::remove_switch_files(std::path::Path::new(SOCKET));
     let core = ctx.args.fwd_core.to_string();
     let x_mac = ctx.topo.x.mac.clone();
     let a: Vec<String> = [
@@ -467,7 +467,7 @@ fn run_forwarder(ctx: &mut Ctx, fwd: Fwd, round: u32, samples: &mut Vec<Sample>)
                 ctx.notes.push(format!("round {round}: podswitch exited with {}: {}", st.expect("checked"), p.log_tail(5)));
             }
             sys::run_quiet(&["ip", "-n", NS_NODE, "link", "del", "psw-host"]);
-            let _ = std::fs::remove_file(SOCKET);
+            podswitch_control::naming::remove_switch_files(std::path::Path::new(SOCKET));
         }
         Running::Kernel => {}
         Running::Ovs(o) => {

@@ -83,11 +83,32 @@ fn create(umem: &Umem, ifname: &str, queue: u32, rings: RingSizes, bind: BindFla
     Ok(BoundQueue { ifname: ifname.into(), queue, tx, rx, fill, comp, zerocopy, fd })
 }
 
-/// Binds a socket to `ifname` queue `queue` on `umem`, RX and TX rings of `ring` entries.
+/// How long a bind waits for a queue that a dead process's socket still holds: the kernel
+/// frees an AF_XDP socket's hold on its (interface, queue) in deferred work after the process
+/// is gone, so a switch restarted at once after a crash finds the queue busy (EBUSY) for a
+/// moment.
+const BUSY_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// [`create`], retried while the queue is busy, up to [`BUSY_QUEUE_WAIT`].
+fn create_waiting(umem: &Umem, ifname: &str, queue: u32, ring: RingSizes, flags: BindFlags) -> Result<BoundQueue, (Option<i32>, String)> {
+    let deadline = std::time::Instant::now() + BUSY_QUEUE_WAIT;
+    loop {
+        match create(umem, ifname, queue, ring, flags) {
+            Err((Some(code), _)) if code == libc::EBUSY && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Binds a socket to `ifname` queue `queue` on `umem`, RX and TX rings of `ring` entries. A
+/// queue busy because a previous process's socket is still being released is waited for (at
+/// most [`BUSY_QUEUE_WAIT`]); still busy after that is an error.
 pub fn bind(umem: &Umem, ifname: &str, queue: u32, ring: RingSizes, policy: CopyPolicy) -> Result<BoundQueue, AfXdpError> {
     let err = |detail: String| AfXdpError::Bind { ifname: ifname.into(), queue, detail };
     let zc = BindFlags::XDP_ZEROCOPY | BindFlags::XDP_USE_NEED_WAKEUP;
-    let bound = match create(umem, ifname, queue, ring, zc) {
+    let bound = match create_waiting(umem, ifname, queue, ring, zc) {
         Ok(b) => b,
         // EOPNOTSUPP: the driver has no zero-copy (veth, most virtual devices).
         Err((Some(code), detail)) if code == libc::EOPNOTSUPP => {
@@ -95,7 +116,7 @@ pub fn bind(umem: &Umem, ifname: &str, queue: u32, ring: RingSizes, policy: Copy
                 let _ = detail;
                 return Err(AfXdpError::ZeroCopyUnavailable { ifname: ifname.into(), queue });
             }
-            create(umem, ifname, queue, ring, BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
+            create_waiting(umem, ifname, queue, ring, BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
                 .map_err(|(_, d)| err(d))?
         }
         Err((_, detail)) => return Err(err(detail)),
