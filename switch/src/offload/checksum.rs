@@ -20,6 +20,9 @@
 //!   partial one, only a change of a pseudo-header field (an address: `pseudohdr` true) is
 //!   added to the stored sum, un-inverted; a port change (`pseudohdr` false) leaves it, since
 //!   the ports are summed later with the rest of the L4 header.
+//!   UDP keeps one rule of its own, as the kernel's NAT does (`udp_manip_pkt`): a full
+//!   checksum of 0 means "none" and is left alone, and an update that yields 0 is stored as
+//!   `0xffff`; the caller applies it (a partial sum is never 0 for a real pseudo-header).
 //! - [`pseudo_header_v6`] is the IPv6 pseudo-header's partial sum (RFC 8200 section 8.1); the
 //!   IPv4 one is [`crate::wire::checksum::pseudo_header_v4`].
 //! - No allocation, no panic: offsets outside the slice are a [`ChecksumError`].
