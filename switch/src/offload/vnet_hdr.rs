@@ -31,6 +31,9 @@
 //!   two places, said where they are: the ethertype must match the GSO type, and
 //!   `csum_start` must lie past the Ethernet header too. Like the kernel, a "GSO" frame whose
 //!   payload fits in one segment is not GSO ([`Offload::gso`] is `None`).
+//! - Bits beyond those of [`gso`] are refused as [`VnetHdrError::UnknownGsoType`]: the UDP
+//!   tunnel bits (this switch asks no port for them) and the AccECN bit (proposed for Linux,
+//!   its value not yet settled); with AccECN the kernel would keep CWR on every segment.
 //! - `hdr_len` is never trusted for parsing: the kernel sends `skb_headlen()` there, which may
 //!   cover payload; the segmenter parses the headers itself.
 //! - Errors are `Copy`: the caller maps them to a drop reason and counts them.
