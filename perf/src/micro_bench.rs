@@ -29,7 +29,7 @@ use switch::bench_fixtures::Scale;
 pub struct MicroArgs {
     /// Cases to measure, comma-separated (default: all). Known: parse_verify, lpm_route,
     /// service_pick, conntrack_hit, conntrack_insert, policy_judge, process_pod_to_pod,
-    /// process_service_established, process_service_new, process_udp_one_way.
+    /// process_service_established, process_service_new, process_udp_one_way, gso_segment.
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
     /// Bursts of 64 packets counted per case.

@@ -6,6 +6,8 @@
 //! - [`pipeline`]: what happens to one frame (classify, anti-spoof, ARP, route, rewrite,
 //!   ICMP errors); pure functions over bytes and tables, tested without a kernel.
 //! - [`tables`]: the immutable snapshot the workers read.
+//! - [`offload`]: virtio-net headers, partial checksums and software GSO for frames pods hand
+//!   over with offloads on (pure functions into caller-provided buffers).
 //! - [`drop_reason`]: the numbered reasons every drop is counted under.
 //! - [`counters`]: single-writer counters the workers keep.
 //! - [`port`]: the port device interface the workers drive (receive and transmit bursts,
@@ -29,6 +31,7 @@ pub mod counters;
 pub mod dataplane;
 pub mod drop_reason;
 pub mod flowlog;
+pub mod offload;
 pub mod pipeline;
 pub mod port;
 pub mod tables;
