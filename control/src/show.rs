@@ -148,8 +148,8 @@ fn print_status(v: &replies::Status) {
         Some(a) => {
             let what = match &a.fresh {
                 None => format!(
-                    "generation {}: adopted {} connection(s) (dropped: {} half-written, {} affinity, {} without a slot)",
-                    a.generation, a.adopted, a.incomplete, a.affinity_dropped, a.no_slot
+                    "generation {}: adopted {} connection(s) and affinity record(s) (dropped: {} half-written, {} without a slot)",
+                    a.generation, a.adopted, a.incomplete, a.no_slot
                 ),
                 Some(why) => format!("generation {}: started empty ({why})", a.generation),
             };

@@ -19,6 +19,10 @@
 //!   `lab up` and waits until all are ready. `--node NAME` does either for one node only (a
 //!   name the lab does not have is an error naming its nodes); `stop --kill` sends SIGKILL at
 //!   once, as a crash would.
+//! - `restart` (SIGTERM) and `kill` (SIGKILL) stop the switch and start a new one at once, as
+//!   an upgrade and the kubelet after a crash do; the new one adopts the old one's connection
+//!   table (its state file, next to its control socket) and finds the node's links in place.
+//!   Each prints how long the node had no switch in sync and what was adopted.
 //! - `lab up --l2-announce` adds `--l2-announce --l2-lease-dir /run/podswitch/lab/leases` to
 //!   every switch's command line (with an uplink: the underlay).
 //! - Each node's own stack reaches the underlay on its uplink, where it has its InternalIP
@@ -60,6 +64,23 @@ pub enum SwitchAction {
     },
     /// Start every node's switch that is not running (or only --node's) and wait until all are in sync.
     Start {
+        /// Only this node's switch.
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+    },
+    /// Restart every node's switch (or only --node's) as an upgrade does: SIGTERM, then a new
+    /// one at once, which adopts the connection table the old one left (its state file) and
+    /// finds the node's links in place. Says how long each node was without a switch in sync
+    /// and what the new one adopted.
+    Restart {
+        /// Only this node's switch.
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+    },
+    /// Kill every node's switch (or only --node's) with SIGKILL, as a crash, and start a new
+    /// one at once, as the kubelet restarts a crashed container; the new one adopts what the
+    /// killed one left. Says the same as restart.
+    Kill {
         /// Only this node's switch.
         #[arg(long, value_name = "NAME")]
         node: Option<String>,
@@ -243,6 +264,20 @@ pub fn wait_ready_only(st: &State, children: &mut [Child], timeout: Duration, on
     Ok(())
 }
 
+/// What the switch on `socket` says it adopted from its predecessor (`show status`).
+fn adoption_line(socket: &Path) -> String {
+    let status = client::request(socket, &Request::Status);
+    let Ok(v) = status else { return "its status did not answer".into() };
+    let cs = &v["conntrack_state"];
+    if cs.is_null() {
+        return "it keeps no state file".into();
+    }
+    match cs["fresh"].as_str() {
+        None => format!("it adopted {} connection(s) (generation {})", cs["adopted"], cs["generation"]),
+        Some(why) => format!("its connection table started empty ({why})"),
+    }
+}
+
 pub fn run(a: SwitchArgs) -> anyhow::Result<i32> {
     super::require_root("switch")?;
     let lock = state::lock(Duration::from_secs(30))?;
@@ -258,6 +293,7 @@ pub fn run(a: SwitchArgs) -> anyhow::Result<i32> {
             _ => Ok(()),
         }
     };
+    let kill_restart = matches!(a.action, SwitchAction::Kill { .. });
     match a.action {
         SwitchAction::Stop { node, kill } => {
             known(&node)?;
@@ -268,6 +304,29 @@ pub fn run(a: SwitchArgs) -> anyhow::Result<i32> {
             }
             for (name, p) in stopped {
                 println!("{} the switch{} (pid {})", if kill { "killed" } else { "stopped" }, of(&name), p.pid);
+            }
+        }
+        SwitchAction::Restart { node } | SwitchAction::Kill { node } => {
+            known(&node)?;
+            let kill = kill_restart;
+            let began = Instant::now();
+            let stopped = stop_only(&mut st, node.as_deref(), kill);
+            st.save()?;
+            let mut children = start_only(&mut st, node.as_deref())?;
+            st.save()?;
+            drop(lock);
+            wait_ready_only(&st, &mut children, READY_TIMEOUT, node.as_deref())?;
+            let gap = began.elapsed();
+            for n in st.node_switches().into_iter().filter(|n| node.as_ref().is_none_or(|o| *o == n.name)) {
+                let old = stopped.iter().find(|(name, _)| *name == n.name).map_or_else(|| "not running".into(), |(_, p)| format!("pid {}", p.pid));
+                let adopted = adoption_line(&n.control_socket);
+                println!(
+                    "{} the switch{} ({old}) and started a new one (pid {}), in sync {} ms later; {adopted}",
+                    if kill { "killed" } else { "stopped" },
+                    of(&n.name),
+                    n.process.map_or(0, |p| p.pid),
+                    gap.as_millis()
+                );
             }
         }
         SwitchAction::Start { node } => {

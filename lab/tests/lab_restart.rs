@@ -7,9 +7,13 @@
 //! - On `examples/lab-9pods`, Service x/keep (ClusterIP 10.96.0.40:9100) selects x/a, x/b and
 //!   x/c, where the test runs its own line servers (each answers every line with its pod's
 //!   name). Twelve TCP connections from y/a, each asked once, spread over the backends.
-//! - The switch is killed (SIGKILL: it writes nothing on its way out) and started again: every
-//!   connection answers its next line from the same backend, and `show status` reports
-//!   generation 2 with the connections adopted.
+//! - `lab switch kill` (SIGKILL: the switch writes nothing on its way out; a new one started at
+//!   once): every connection answers its next line from the same backend, and `show status`
+//!   reports generation 2 with the connections adopted. Then `lab switch restart` (SIGTERM, as
+//!   an upgrade stops it): the same again, generation 3, and the node's host port was kept.
+//! - Service x/sticky (10.96.0.41:9100, `sessionAffinity: ClientIP`, the same backends): y/a's
+//!   affinity record survives both (`show conntrack` lists it with its backend and its age from
+//!   before), and new connections still go to that backend.
 //! - Control: killed again, this time with its state file removed before the start (as with
 //!   `--state-file none`), the same connections do not all survive: the test can tell a kept
 //!   table from a lucky one.
@@ -58,16 +62,40 @@ fn ask(r: &mut BufReader<TcpStream>, within: Duration) -> String {
     }
 }
 
+const STICKY: &str = "10.96.0.41:9100";
+
+/// The backend a new connection from y/a to x/sticky answers from.
+fn sticky_backend() -> String {
+    labkit::in_netns("psl_y_a", || {
+        let s = TcpStream::connect_timeout(&STICKY.parse().unwrap(), Duration::from_secs(2)).expect("connect to x/sticky");
+        ask(&mut BufReader::new(s), Duration::from_secs(2))
+    })
+}
+
+/// y/a's affinity record for x/sticky in `show conntrack`: (reply column: the backend, age in
+/// seconds).
+fn affinity_record() -> Option<(String, u64)> {
+    let ct: Value = serde_json::from_str(ok(&["show", "conntrack", "--json"]).trim()).unwrap();
+    ct["connections"].as_array()?.iter().find(|c| c["state"] == "AFFINITY" && c["service"].as_str().is_some_and(|s| s.starts_with("x/sticky"))).map(|c| {
+        (c["reply"].as_str().unwrap_or("").to_string(), c["age_s"].as_u64().unwrap_or(0))
+    })
+}
+
 fn status() -> Value {
     serde_json::from_str(ok(&["show", "status", "--json"]).trim()).unwrap()
 }
 
-fn restart(remove_state: bool) {
+/// Kills the switch and starts a new one without its state file.
+fn restart_without_state() {
     ok(&["lab", "switch", "stop", "--node", "node-1", "--kill"]);
-    if remove_state {
-        std::fs::remove_file(STATE_FILE).expect("the killed switch left its state file");
-    }
+    std::fs::remove_file(STATE_FILE).expect("the killed switch left its state file");
     ok(&["lab", "switch", "start", "--node", "node-1"]);
+}
+
+/// Asks every connection once more; returns those answered by another backend than before, or
+/// not at all: (before, now).
+fn moved(conns: &mut [(BufReader<TcpStream>, String)], within: Duration) -> Vec<(String, String)> {
+    conns.iter_mut().map(|(r, b)| (b.clone(), ask(r, within))).filter(|(before, now)| before != now).collect()
 }
 
 #[test]
@@ -81,7 +109,9 @@ fn connections_through_a_service_keep_their_backend_across_a_kill_and_restart() 
     lab.write(
         "svc.yaml",
         "apiVersion: v1\nkind: Service\nmetadata: {name: keep, namespace: x}\nspec:\n  clusterIP: 10.96.0.40\n  \
-         selector: {app: keep}\n  ports:\n  - {name: k, port: 9100, targetPort: 9100}\n",
+         selector: {app: keep}\n  ports:\n  - {name: k, port: 9100, targetPort: 9100}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: sticky, namespace: x}\nspec:\n  clusterIP: 10.96.0.41\n  \
+         selector: {app: keep}\n  sessionAffinity: ClientIP\n  ports:\n  - {name: k, port: 9100, targetPort: 9100}\n",
     );
     ok(&["lab", "up", "--manifests", lab.dir()]);
     for (pod, netns) in BACKENDS {
@@ -105,21 +135,36 @@ fn connections_through_a_service_keep_their_backend_across_a_kill_and_restart() 
         out
     });
     let mut conns = conns;
+    let sticky = sticky_backend();
+    for _ in 0..3 {
+        assert_eq!(sticky_backend(), sticky, "ClientIP affinity holds before any restart");
+    }
+    let (record, _) = affinity_record().expect("an affinity record for y/a -> x/sticky");
+    std::thread::sleep(Duration::from_secs(2)); // so that its age tells it from a new one
     let backends: std::collections::BTreeSet<&String> = conns.iter().map(|(_, b)| b).collect();
     assert!(backends.len() >= 2, "12 connections over 3 backends should use more than one: {backends:?}");
 
-    restart(false);
-    let st = status();
-    let cs = &st["conntrack_state"];
-    assert_eq!(cs["generation"], 2, "{cs}");
-    assert!(cs["fresh"].is_null() && cs["adopted"].as_u64().unwrap_or(0) >= CONNECTIONS as u64, "{cs}");
-    let after: Vec<(String, String)> = conns.iter_mut().map(|(r, b)| (b.clone(), ask(r, Duration::from_secs(10)))).collect();
-    let moved: Vec<_> = after.iter().filter(|(before, now)| before != now).collect();
-    assert!(moved.is_empty(), "after kill -9 and restart, every connection answers from its backend (before, after): {moved:?} of {after:?}");
+    // The node's host port by its interface index: a link deleted and made again gets another.
+    let host_port = || labkit::sh("ip", &["-n", "psl-node", "-o", "link", "show", "psw-host"]).split(':').next().unwrap_or("").to_string();
+    let host_port_before = host_port();
+    for (how, generation) in [("kill", 2), ("restart", 3)] {
+        let said = ok(&["lab", "switch", how, "--node", "node-1"]);
+        eprintln!("lab switch {how}: {}", said.trim());
+        let st = status();
+        let cs = &st["conntrack_state"];
+        assert_eq!(cs["generation"], generation, "after {how}: {cs}");
+        assert!(cs["fresh"].is_null() && cs["adopted"].as_u64().unwrap_or(0) >= CONNECTIONS as u64, "after {how}: {cs}");
+        let m = moved(&mut conns, Duration::from_secs(10));
+        assert!(m.is_empty(), "after lab switch {how}, every connection answers from its backend (before, now): {m:?}");
+        let kept = affinity_record();
+        assert!(kept.as_ref().is_some_and(|(r, age)| *r == record && *age >= 2), "after {how}, the affinity record is the one from before: {kept:?} (was {record})");
+        assert_eq!(sticky_backend(), sticky, "after {how}, affinity holds");
+    }
+    assert!(!host_port_before.is_empty(), "no host port psw-host in psl-node");
+    assert_eq!(host_port(), host_port_before, "the node's host port is kept across a kill and a restart (same interface index)");
 
     // Control: without the state file the same restart loses connections.
-    restart(true);
+    restart_without_state();
     assert_eq!(status()["conntrack_state"]["fresh"], "new_file");
-    let lost = conns.iter_mut().map(|(r, b)| (b.clone(), ask(r, Duration::from_secs(3)))).filter(|(b, now)| b != now).count();
-    assert!(lost > 0, "without the state file some connection must break or move, else this test proves nothing");
+    assert!(!moved(&mut conns, Duration::from_secs(3)).is_empty(), "without the state file some connection must break or move, else this test proves nothing");
 }

@@ -243,7 +243,6 @@ fn log_adoption(a: &Adoption) {
             generation = a.generation,
             adopted = a.adopted,
             incomplete = a.incomplete,
-            affinity_dropped = a.affinity_dropped,
             no_slot = a.no_slot,
             "connection table adopted from the previous process"
         ),

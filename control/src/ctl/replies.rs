@@ -490,7 +490,6 @@ mod tests {
                 generation: 2,
                 adopted: 30,
                 incomplete: 1,
-                affinity_dropped: 2,
                 no_slot: 0,
                 fresh: None,
                 in_memory: true,

@@ -92,8 +92,9 @@ pub struct RunArgs {
     /// only (2 MiB pages where the kernel offers them; nothing survives the process).
     #[arg(long, value_name = "PATH|none")]
     pub state_file: Option<String>,
-    /// On stop, also remove what is kept for a successor (the state file): the next start
-    /// begins empty.
+    /// On stop, also remove what is otherwise kept for the next `podswitch run`: the host port
+    /// pair with its routes, the DNAT return and node-local rules, and the state file (the
+    /// next start begins with an empty connection table).
     #[arg(long)]
     pub cleanup: bool,
     /// Cores to run one pinned poll-mode worker each on, e.g. `2,3`. Every port needs one queue per worker.

@@ -166,18 +166,19 @@ fn conntrack(ct: &ConnTable, tables: &Tables, limit: usize) -> replies::Conntrac
         let mut service = (snap.frontend > 0)
             .then(|| tables.services.frontends.get(snap.frontend as usize - 1).map(|f| f.name.clone()))
             .flatten();
-        // An affinity record is keyed by client and Service port (service id, protocol, port),
-        // not by addresses: show the client and the Service port's name.
+        // An affinity record is keyed by client and Service port (its affinity id, protocol,
+        // port), not by addresses, and keeps its backend's address and port: show the client,
+        // the backend and the Service port's name.
         let (original, reply) = if state == CtState::Affinity {
             let k = snap.orig;
             service = tables
                 .services
                 .frontends
                 .iter()
-                .find(|f| f.service_id == k.dst && f.service_port == k.dport && u16::from(f.key.proto) == k.sport)
+                .find(|f| f.affinity_id() == k.dst && f.service_port == k.dport && u16::from(f.key.proto) == k.sport)
                 .map(|f| f.name.clone());
             let who = format!("{} (client affinity)", std::net::Ipv4Addr::from(k.src));
-            (who.clone(), who)
+            (who, format!("{}:{} (backend)", std::net::Ipv4Addr::from(snap.endpoint), e.policy_rule()))
         } else if state == CtState::Fragments {
             // A fragmented datagram: addresses as sent and as forwarded, IP id and protocol.
             let (o, r) = (snap.orig, snap.reply);

@@ -307,6 +307,7 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(StartError::Signals)?;
     }
     flows::start_collector(Arc::clone(&shared), Arc::clone(&stop)).map_err(StartError::Collector)?;
+    teardown.started(args.cleanup);
     Ok(Running { switch: sw, source, stop, cni, _metrics: metrics, _teardown: teardown })
 }
 

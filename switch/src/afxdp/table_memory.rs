@@ -165,7 +165,7 @@ impl StateFile {
     pub fn array<T: PlainAtomic>(self: &Arc<Self>, offset: usize, n: usize) -> TableMemory<T> {
         let bytes = n.checked_mul(std::mem::size_of::<T>()).expect("array size overflows");
         assert!(offset.checked_add(bytes).is_some_and(|end| end <= self.len), "array outside the state file");
-        assert!(offset % std::mem::align_of::<T>() == 0, "array offset not aligned for its type");
+        assert!(offset.is_multiple_of(std::mem::align_of::<T>()), "array offset not aligned for its type");
         // SAFETY: inside the mapping (checked above), which is page-aligned, so `offset` aligned
         // for T gives an aligned pointer; non-null as the mapping is.
         let ptr = unsafe { NonNull::new_unchecked(self.addr.as_ptr().add(offset).cast::<T>()) };

@@ -122,8 +122,6 @@ pub(crate) enum Left {
     Free,
     /// Being written when that process stopped (now free): a connection that never was.
     Incomplete,
-    /// An affinity record (now free): it names an endpoint by that process's endpoint ids.
-    Affinity,
     /// A connection, kept.
     Live,
 }
@@ -133,7 +131,9 @@ impl Entry {
     /// thread may touch the table yet). A live connection keeps its keys, translation, state
     /// and times; what named that process's tables goes: its endpoint id and frontend index
     /// (ids are given per process), and its policy verdict's epoch (0, never a live epoch, so
-    /// the connection is judged again under this process's policy on its next packet).
+    /// the connection is judged again under this process's policy on its next packet). An
+    /// affinity record is kept whole: it names its Service port and backend by values that
+    /// mean the same in every process (see `pipeline::load_balance::affinity_key`).
     pub(crate) fn adopt(&self) -> Left {
         let v = self.version.load(Relaxed);
         let st = self.state.load(Relaxed) as u8;
@@ -152,10 +152,7 @@ impl Entry {
                 Left::Free
             }
             _ => match CtState::from_u8(st) {
-                Some(CtState::Affinity) => {
-                    free(v.wrapping_add(2));
-                    Left::Affinity
-                }
+                Some(CtState::Affinity) => Left::Live,
                 None => {
                     free(v.wrapping_add(2));
                     Left::Incomplete

@@ -12,9 +12,8 @@
 //! - A file whose header is sealed and matches this build's layout, capacity and boot is
 //!   adopted: every live connection keeps its keys, translation (DNAT, masquerade port), state
 //!   and times, under the same hash seed and clock, so a packet of an established connection is
-//!   handled after the restart exactly as before it. Entries caught half-written or half-removed
-//!   are freed; affinity records are dropped (they name endpoints by ids of the old process);
-//!   the slots are rebuilt from the entries, so a crash in the middle of an insert or a removal
+//!   handled after the restart exactly as before it; client affinity records are kept too.
+//!   Entries caught half-written or half-removed are freed; the slots are rebuilt from the entries, so a crash in the middle of an insert or a removal
 //!   leaves nothing dangling. Each dropped entry is counted in [`Adoption`].
 //! - Any other file (new, another layout or capacity, another boot, unsealed) starts an empty
 //!   table with a new seed, and [`Adoption::fresh`] says why: nothing is read from it.
@@ -92,12 +91,10 @@ pub struct Adoption {
     pub path: PathBuf,
     /// Processes that have run this table, this one included (1: a fresh table).
     pub generation: u64,
-    /// Connections taken over from the previous process.
+    /// Connections (and client affinity records) taken over from the previous process.
     pub adopted: u64,
     /// Entries the previous process was writing when it stopped (freed).
     pub incomplete: u64,
-    /// Affinity records dropped (their endpoint ids were the previous process's).
-    pub affinity_dropped: u64,
     /// Connections dropped because their keys found no free slot.
     pub no_slot: u64,
     /// Why nothing was adopted (None: the file was adopted).
@@ -175,7 +172,6 @@ pub fn open(path: &Path, capacity: u32) -> Result<(ConnTable, Adoption), StateEr
         generation: 1,
         adopted: 0,
         incomplete: 0,
-        affinity_dropped: 0,
         no_slot: 0,
         fresh: fresh.clone(),
         in_memory: file.in_memory(),
@@ -210,7 +206,6 @@ pub fn open(path: &Path, capacity: u32) -> Result<(ConnTable, Adoption), StateEr
             match e.adopt() {
                 Left::Free => {}
                 Left::Incomplete => adoption.incomplete += 1,
-                Left::Affinity => adoption.affinity_dropped += 1,
                 Left::Live => live.push(i as u32),
             }
         }
@@ -292,8 +287,8 @@ mod tests {
         };
         let (t, a) = open(&f.0, 1000).unwrap();
         assert_eq!(a.fresh, None, "{a:?}");
-        assert_eq!((a.generation, a.adopted, a.affinity_dropped, a.incomplete, a.no_slot), (2, 2, 1, 0, 0));
-        assert_eq!(t.live(), 2);
+        assert_eq!((a.generation, a.adopted, a.incomplete, a.no_slot), (2, 3, 0, 0));
+        assert_eq!(t.live(), 3);
         assert_eq!(t.hash(&tcp.orig), hash_before, "same seed");
         assert!(t.now_ms() >= seen_ms, "the table's clock went on, not back to 0");
         for init in [&tcp, &udp] {
@@ -305,9 +300,10 @@ mod tests {
             assert_eq!(e.policy_epoch(), 0, "judged again under the new policy");
             assert_eq!((o.snap.endpoint, o.snap.frontend), (u32::MAX, 0), "the old process's ids are not kept");
         }
-        assert!(t.lookup(&aff.orig).is_none(), "affinity records are dropped");
+        let a = t.lookup(&aff.orig).expect("the affinity record is kept");
+        assert_eq!((a.snap.endpoint, t.entry(a.idx).policy_rule()), (aff.endpoint, aff.policy_rule), "with its backend");
         // The freed entries are usable again: the table fills to its capacity.
-        for i in 10..1008 {
+        for i in 10..1007 {
             t.insert(&conn(i, IPPROTO_UDP, CtState::UdpUnreplied, 0), 0).unwrap();
         }
         assert_eq!(t.live(), 1000);

@@ -91,10 +91,13 @@ pub fn translate(parsed: &ParsedFrame, key: &FlowKey, hash: u64, from_uplink: bo
 }
 
 /// The connection-table key of `client`'s affinity record for `f`'s Service port: the client,
-/// the Service id, the protocol and the Service port, under [`AFFINITY_PROTO`].
+/// the Service port's [`Frontend::affinity_id`], the protocol and the Service port, under
+/// [`AFFINITY_PROTO`]. The record keeps its backend by address (in the entry's `endpoint`) and
+/// port (in its `policy_rule`, which a record has no use for): both mean the same to the next
+/// process, which adopts the record with the connection table.
 #[inline(always)]
 pub fn affinity_key(client: Ipv4Addr, f: &Frontend) -> FlowKey {
-    FlowKey { src: u32::from(client), dst: f.service_id, sport: f.key.proto as u16, dport: f.service_port, proto: AFFINITY_PROTO }
+    FlowKey { src: u32::from(client), dst: f.affinity_id(), sport: f.key.proto as u16, dport: f.service_port, proto: AFFINITY_PROTO }
 }
 
 /// The client's affinity backend if it is still in the set, else Maglev's pick (recording the
@@ -111,7 +114,8 @@ fn choose_backend(f: &Frontend, set: &BackendSet, client: Ipv4Addr, h: u64, ctx:
     // affinity set per Service port's endpoint, whichever address the client used).
     let aff_key = affinity_key(client, f);
     if let Some(hit) = ctx.ct.lookup(&aff_key) {
-        if let Some(b) = set.backends.iter().find(|b| b.endpoint_id == hit.snap.endpoint) {
+        let (ip, port) = (hit.snap.endpoint, ctx.ct.entry(hit.idx).policy_rule());
+        if let Some(b) = set.backends.iter().find(|b| u32::from(b.ip) == ip && u32::from(b.port) == port) {
             ctx.ct.entry(hit.idx).touch(ctx.now);
             counters.affinity_hits.add(1);
             return Some((b.ip, b.port, b.endpoint_id));
@@ -128,9 +132,9 @@ fn choose_backend(f: &Frontend, set: &BackendSet, client: Ipv4Addr, h: u64, ctx:
         state: CtState::Affinity,
         flags: 0,
         frontend: 0,
-        endpoint: b.endpoint_id,
+        endpoint: u32::from(b.ip),
         policy_epoch: 0,
-        policy_rule: 0,
+        policy_rule: u32::from(b.port),
         verdict: 0,
         timeout_ms: timeout_s.saturating_mul(1000),
     };

@@ -85,11 +85,12 @@ fn tables() -> Tables {
     s.push(frontend(NODE_IP, 30082, 6, FrontendKind::NodePort, all.clone(), all.clone()));
     let mut sticky = frontend(VIP, 443, 6, FrontendKind::ClusterIp, all.clone(), all.clone());
     sticky.affinity_timeout_s = Some(10800);
-    s.push(sticky);
+    s.push(sticky.clone());
     // The same Service port's NodePort: it shares the ClusterIP's affinity.
     let mut sticky_np = frontend(NODE_IP, 30443, 6, FrontendKind::NodePort, all.clone(), BackendSet { masquerade: true, ..all });
     sticky_np.affinity_timeout_s = Some(10800);
     sticky_np.service_port = 443;
+    sticky_np.name = sticky.name.clone(); // one Service port: one name, as the compiler gives
     s.push(sticky_np);
     t.services = s;
     t
