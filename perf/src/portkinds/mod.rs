@@ -4,7 +4,9 @@
 //!
 //! - `packet_vnet`: veth pairs, an AF_PACKET socket with `PACKET_VNET_HDR` (TPACKET_V2 ring,
 //!   `PACKET_QDISC_BYPASS`) on each host end ([`packet_port`]), the node namespace's stack kept
-//!   off those frames ([`topo::HostDrop`]);
+//!   off those frames by an nftables netdev ingress drop ([`topo::HostDrop`]);
+//!   `packet_vnet_stack_drop` leaves that to the IP stack (no address, forwarding off) to show
+//!   what the drop costs;
 //! - `tap_vnet`: a tap device per pod as its `eth0` (`IFF_VNET_HDR`, TSO/checksum offload
 //!   accepted) ([`tap_port`]);
 //! - `kernel_bridge`: veth pairs on a Linux bridge (the baseline, as `bench apps` has it);
@@ -45,7 +47,7 @@ use crate::harness::report::OutputArgs;
 use crate::harness::{host, preflight, progress, rounds};
 use crate::sys::{self, CoreTimes};
 use forwarder::{Config, DirStats, Forwarder, Mechanism};
-pub use topo::HostDrop;
+use topo::HostDrop;
 
 const LAB_LOCK: &str = "/run/podswitch-lab-tests.lock";
 const IPERF_PORT: u16 = 5201;
@@ -70,9 +72,6 @@ pub struct PortkindsArgs {
     /// The forwarder polls without sleeping (default: it sleeps in epoll_wait when idle).
     #[arg(long)]
     pub busy_poll: bool,
-    /// How the node's stack is kept off the frames the AF_PACKET forwarder takes.
-    #[arg(long, value_enum, default_value_t = HostDrop::Nft)]
-    pub host_drop: HostDrop,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
@@ -84,10 +83,11 @@ pub enum Kind {
     KernelBridge,
     PacketVnetCsum,
     TapVnetCsum,
+    PacketVnetStackDrop,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::PacketVnet, Kind::TapVnet, Kind::KernelBridge, Kind::PacketVnetCsum, Kind::TapVnetCsum];
+    pub const ALL: [Kind; 6] = [Kind::PacketVnet, Kind::TapVnet, Kind::KernelBridge, Kind::PacketVnetCsum, Kind::TapVnetCsum, Kind::PacketVnetStackDrop];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -96,6 +96,7 @@ impl Kind {
             Kind::KernelBridge => "kernel_bridge",
             Kind::PacketVnetCsum => "packet_vnet_csum",
             Kind::TapVnetCsum => "tap_vnet_csum",
+            Kind::PacketVnetStackDrop => "packet_vnet_stack_drop",
         }
     }
 
@@ -106,14 +107,24 @@ impl Kind {
             Kind::KernelBridge => "veths on a Linux bridge (kernel baseline)",
             Kind::PacketVnetCsum => "as packet_vnet, the forwarder finishes partial checksums",
             Kind::TapVnetCsum => "as tap_vnet, the forwarder finishes partial checksums",
+            Kind::PacketVnetStackDrop => "as packet_vnet, without the nftables drop: the node's IP stack takes each frame too and drops it",
         }
     }
 
     fn mechanism(self) -> Option<Mechanism> {
         match self {
-            Kind::PacketVnet | Kind::PacketVnetCsum => Some(Mechanism::Packet),
+            Kind::PacketVnet | Kind::PacketVnetCsum | Kind::PacketVnetStackDrop => Some(Mechanism::Packet),
             Kind::TapVnet | Kind::TapVnetCsum => Some(Mechanism::Tap),
             Kind::KernelBridge => None,
+        }
+    }
+
+    /// How the node's stack is kept off the frames an AF_PACKET forwarder takes.
+    fn host_drop(self) -> HostDrop {
+        if self == Kind::PacketVnetStackDrop {
+            HostDrop::Stack
+        } else {
+            HostDrop::Nft
         }
     }
 
@@ -172,7 +183,6 @@ pub struct Params {
     pub kinds: Vec<Kind>,
     pub fwd_core: usize,
     pub busy_poll: bool,
-    pub host_drop: HostDrop,
 }
 
 fn progress(msg: impl AsRef<str>) {
@@ -194,7 +204,11 @@ pub fn main(args: PortkindsArgs) -> Result<i32> {
     if args.fwd_core >= cpus {
         bail!("--fwd-core must be one of the {cpus} online cores");
     }
-    preflight::programs(&["ip", "ethtool", "sysctl", "nft", "iperf3", "ping"], "scripts/bench.sh portkinds installs them")?;
+    let mut need = vec!["ip", "ethtool", "sysctl", "iperf3", "ping"];
+    if args.kinds.iter().any(|k| k.mechanism() == Some(Mechanism::Packet) && k.host_drop() == HostDrop::Nft) {
+        need.push("nft");
+    }
+    preflight::programs(&need, "scripts/bench.sh portkinds installs them")?;
     progress::start_clock();
     sys::install_interrupt_flag()?;
     let _lock = preflight::lock_blocking(LAB_LOCK, progress)?;
@@ -227,7 +241,7 @@ pub fn main(args: PortkindsArgs) -> Result<i32> {
         iperf3: first_line(&["iperf3", "--version"]),
         git: host::git_describe(),
     };
-    let params = Params { rounds: args.rounds, seconds: args.seconds, kinds: args.kinds.clone(), fwd_core: args.fwd_core, busy_poll: args.busy_poll, host_drop: args.host_drop };
+    let params = Params { rounds: args.rounds, seconds: args.seconds, kinds: args.kinds.clone(), fwd_core: args.fwd_core, busy_poll: args.busy_poll };
     let summary = report::summarize(done.samples, params, env, notes, started_utc, started.elapsed().as_secs_f64());
     crate::harness::report::publish(&args.output, &summary, || report::files(&summary), || report::markdown(&summary), progress)?;
     Ok(if summary.complete { 0 } else { 1 })
@@ -252,7 +266,7 @@ fn measure(args: &PortkindsArgs, workdir: &Path, kind: Kind, round: u32, tag: &s
         Some(m) => {
             if m == Mechanism::Packet {
                 topo::veths()?;
-                topo::host_drop(args.host_drop, workdir)?;
+                topo::host_drop(kind.host_drop(), workdir)?;
             }
             Some(Forwarder::start(Config { mechanism: m, finish_checksums: kind.finishes_checksums(), core: args.fwd_core, busy_poll: args.busy_poll })?)
         }

@@ -84,6 +84,8 @@ pub struct Summary {
     pub tap_vnet_busy_cpu_s_per_gb: Option<f64>,
     pub kernel_bridge_busy_cpu_s_per_gb: Option<f64>,
     /// Largest frame the forwarder carried pod a -> pod b (above 1,514: GSO kept).
+    pub packet_vnet_stack_drop_gbps: Option<f64>,
+    pub packet_vnet_stack_drop_busy_cpu_s_per_gb: Option<f64>,
     pub packet_vnet_max_frame: Option<u64>,
     pub tap_vnet_max_frame: Option<u64>,
     pub rounds: u32,
@@ -158,6 +160,8 @@ pub fn summarize(samples: Vec<Sample>, params: Params, env: Env, notes: Vec<Stri
         packet_vnet_busy_cpu_s_per_gb: get(Kind::PacketVnet, |r| r.busy_cpu_s_per_gb),
         tap_vnet_busy_cpu_s_per_gb: get(Kind::TapVnet, |r| r.busy_cpu_s_per_gb),
         kernel_bridge_busy_cpu_s_per_gb: get(Kind::KernelBridge, |r| r.busy_cpu_s_per_gb),
+        packet_vnet_stack_drop_gbps: get(Kind::PacketVnetStackDrop, |r| r.gbps),
+        packet_vnet_stack_drop_busy_cpu_s_per_gb: get(Kind::PacketVnetStackDrop, |r| r.busy_cpu_s_per_gb),
         packet_vnet_max_frame: max_frame(Kind::PacketVnet),
         tap_vnet_max_frame: max_frame(Kind::TapVnet),
         rounds: params.rounds,
@@ -214,12 +218,12 @@ pub fn markdown(s: &Summary) -> String {
         o,
         "{} round(s), one iperf3 TCP stream pod a -> pod b for {} s per kind, kinds interleaved (order rotating); medians. \
          Pods at default offloads. Forwarder: one thread on core {} ({}), every frame passed whole with its vnet header; \
-         AF_PACKET host-stack drop: {:?}. Machine: {} ({} cores), kernel {}, load average {} at the start, {} at the end.\n",
+         AF_PACKET kinds keep the node's stack off their frames with an nftables netdev ingress drop (`packet_vnet_stack_drop`: \
+         the IP stack drops them). Machine: {} ({} cores), kernel {}, load average {} at the start, {} at the end.\n",
         s.params.rounds,
         s.params.seconds,
         s.params.fwd_core,
         if s.params.busy_poll { "busy-polling" } else { "sleeping in epoll_wait when idle" },
-        s.params.host_drop,
         s.env.cpu,
         s.env.online_cpus,
         s.env.kernel,

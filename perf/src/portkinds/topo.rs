@@ -13,7 +13,6 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use serde::Serialize;
 
 use crate::sys::{self, run};
 
@@ -28,8 +27,7 @@ pub const IP_A: &str = "10.77.0.1";
 pub const IP_B: &str = "10.77.0.2";
 
 /// How the node namespace's own stack is kept from processing what the AF_PACKET socket took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostDrop {
     /// An nftables `netdev` ingress chain with policy drop on each host end: runs after the
     /// packet taps, before the IP stack (tc's matchall/gact are not built into this kernel).
