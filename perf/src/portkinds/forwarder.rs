@@ -224,10 +224,7 @@ impl Forwarder {
                             Ok((a, b))
                         });
                         match ports {
-                            Ok((a, b)) => {
-                                let _ = ready_tx.send(Ok(tid));
-                                run(a, b, &cfg, &sh);
-                            }
+                            Ok((a, b)) => run(a, b, &cfg, &sh, &ready_tx, tid),
                             Err(e) => {
                                 let _ = ready_tx.send(Err(e));
                             }
@@ -239,10 +236,7 @@ impl Forwarder {
                             TapPort::create("eth0").with_context(|| format!("tap eth0 in {ns}"))
                         };
                         match mk(topo::NS_A).and_then(|a| Ok((a, mk(topo::NS_B)?))) {
-                            Ok((a, b)) => {
-                                let _ = ready_tx.send(Ok(tid));
-                                run(a, b, &cfg, &sh);
-                            }
+                            Ok((a, b)) => run(a, b, &cfg, &sh, &ready_tx, tid),
                             Err(e) => {
                                 let _ = ready_tx.send(Err(e));
                             }
@@ -314,14 +308,23 @@ fn burst<P: Port>(from: &mut P, to: &P, finish: bool, d: &mut DirStats) -> usize
     })
 }
 
-fn run<P: Port>(mut a: P, mut b: P, cfg: &Config, sh: &Shared) {
-    let epoll = match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
-        Ok(e) => e,
-        Err(_) => return,
+/// Says the forwarder is ready (or why not) through `ready`, then forwards until told to stop.
+fn run<P: Port>(mut a: P, mut b: P, cfg: &Config, sh: &Shared, ready: &mpsc::Sender<Result<i32>>, tid: i32) {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).and_then(|e| {
+        e.add(a.fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+        e.add(b.fd(), EpollEvent::new(EpollFlags::EPOLLIN, 1))?;
+        Ok(e)
+    });
+    let epoll = match epoll {
+        Ok(e) => {
+            let _ = ready.send(Ok(tid));
+            e
+        }
+        Err(e) => {
+            let _ = ready.send(Err(anyhow!("epoll on the ports: {e}")));
+            return;
+        }
     };
-    if epoll.add(a.fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0)).is_err() || epoll.add(b.fd(), EpollEvent::new(EpollFlags::EPOLLIN, 1)).is_err() {
-        return;
-    }
     let (mut ab, mut ba) = (DirStats::default(), DirStats::default());
     let mut drops = 0u64;
     let mut events = [EpollEvent::empty(); 2];

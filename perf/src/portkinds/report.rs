@@ -196,8 +196,8 @@ pub fn turn_line(s: &Sample) -> String {
         }
     }
     if let (Some(p), Some(b)) = (s.pod_b_rx_packets, s.pod_b_rx_bytes) {
-        if p > 0 {
-            let _ = write!(l, "; pod b received {p} skbs, avg {} B", b / p);
+        if let Some(avg) = b.checked_div(p) {
+            let _ = write!(l, "; pod b received {p} skbs, avg {avg} B");
         }
     }
     if let Some(d) = s.ring_drops.filter(|d| *d > 0) {
