@@ -161,6 +161,15 @@ pub struct Sample {
     /// skbs and bytes pod b's eth0 received during the run.
     pub pod_b_rx_packets: Option<u64>,
     pub pod_b_rx_bytes: Option<u64>,
+    /// Frames the kernel dropped because a core's input backlog was full (`netdev_max_backlog`;
+    /// /proc/net/softnet_stat, all cores, the whole machine) during the run.
+    pub backlog_drops: Option<u64>,
+    /// TCP counters of the sender (pod a) and the receiver (pod b) after the run
+    /// ([`topo::TCP_COUNTERS`]: retransmissions and why, out-of-order arrivals, checksum errors).
+    pub pod_a_tcp: std::collections::BTreeMap<String, u64>,
+    pub pod_b_tcp: std::collections::BTreeMap<String, u64>,
+    /// Non-zero drop counters of every interface of the turn (`NS/IFNAME rx_dropped`), after the run.
+    pub link_drops: std::collections::BTreeMap<String, u64>,
     /// The pods' eth0 offloads as ethtool showed them.
     pub pod_offloads: String,
 }
@@ -208,6 +217,7 @@ pub fn main(args: PortkindsArgs) -> Result<i32> {
     if args.kinds.iter().any(|k| k.mechanism() == Some(Mechanism::Packet) && k.host_drop() == HostDrop::Nft) {
         need.push("nft");
     }
+    need.push("nstat");
     preflight::programs(&need, "scripts/bench.sh portkinds installs them")?;
     progress::start_clock();
     sys::install_interrupt_flag()?;
@@ -275,10 +285,14 @@ fn measure(args: &PortkindsArgs, workdir: &Path, kind: Kind, round: u32, tag: &s
     let pod_offloads = format!("a: {}; b: {}", topo::offloads(topo::NS_A), topo::offloads(topo::NS_B));
     let snap0 = fwd.as_ref().map(Forwarder::snapshot);
     let rx0 = (topo::eth0_counter(topo::NS_B, "rx_packets"), topo::eth0_counter(topo::NS_B, "rx_bytes"));
+    let backlog0 = backlog_drops();
     let cores0 = CoreTimes::read();
     let run = load::Run { client_ns: topo::NS_A, server_ns: topo::NS_B, seconds: args.seconds, workdir, switch: None };
     let tcp = load::iperf3(&run, topo::IP_B.parse()?, IPERF_PORT, 1)?;
     let cores1 = CoreTimes::read();
+    let backlog1 = backlog_drops();
+    let (pod_a_tcp, pod_b_tcp) = (topo::tcp_counters(topo::NS_A), topo::tcp_counters(topo::NS_B));
+    let link_drops = topo::link_drops();
     let snap1 = fwd.as_ref().map(Forwarder::snapshot);
     let rx1 = (topo::eth0_counter(topo::NS_B, "rx_packets"), topo::eth0_counter(topo::NS_B, "rx_bytes"));
     let ring_drops = fwd.map(Forwarder::stop).filter(|_| kind.mechanism() == Some(Mechanism::Packet));
@@ -305,6 +319,10 @@ fn measure(args: &PortkindsArgs, workdir: &Path, kind: Kind, round: u32, tag: &s
         ring_drops,
         pod_b_rx_packets: delta(rx0.0, rx1.0),
         pod_b_rx_bytes: delta(rx0.1, rx1.1),
+        backlog_drops: delta(backlog0, backlog1),
+        pod_a_tcp,
+        pod_b_tcp,
+        link_drops,
         pod_offloads,
         tcp,
     };
@@ -312,10 +330,33 @@ fn measure(args: &PortkindsArgs, workdir: &Path, kind: Kind, round: u32, tag: &s
     Ok(s)
 }
 
+/// Frames dropped at a full input backlog so far, all cores (second column of
+/// /proc/net/softnet_stat, hexadecimal); None if unreadable.
+fn backlog_drops() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/softnet_stat").ok()?;
+    parse_backlog_drops(&text)
+}
+
+fn parse_backlog_drops(text: &str) -> Option<u64> {
+    text.lines().map(|l| l.split_whitespace().nth(1).and_then(|x| u64::from_str_radix(x, 16).ok())).sum()
+}
+
 /// Jiffies per second of /proc/stat (USER_HZ).
 fn clock_ticks() -> f64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
         Ok(Some(n)) if n > 0 => n as f64,
         _ => 100.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backlog_drops_add_up_over_cores() {
+        let t = "0400cf7f 00000000 0000002e 00000000\n54ba7cb2 000422c1 00000ec9 00000000\n";
+        assert_eq!(parse_backlog_drops(t), Some(0x422c1));
+        assert_eq!(parse_backlog_drops("garbage\n"), None);
     }
 }

@@ -61,6 +61,8 @@ pub struct Row {
     /// skbs pod b received per frame the forwarder sent it (1.0: one skb per super-frame).
     pub pod_b_skbs_per_frame: Option<f64>,
     pub ring_drops: Option<u64>,
+    /// Input-backlog drops (all cores), median over rounds.
+    pub backlog_drops: Option<f64>,
     pub pod_offloads: String,
 }
 
@@ -134,6 +136,7 @@ pub fn summarize(samples: Vec<Sample>, params: Params, env: Env, notes: Vec<Stri
             a_to_b: ab,
             b_to_a: ba,
             ring_drops: mine.iter().filter_map(|s| s.ring_drops).reduce(u64::max),
+            backlog_drops: med(&mine, |s| s.backlog_drops.map(|d| d as f64)),
             pod_offloads: mine.first().map(|s| s.pod_offloads.clone()).unwrap_or_default(),
         });
     }
@@ -200,6 +203,25 @@ pub fn turn_line(s: &Sample) -> String {
             let _ = write!(l, "; pod b received {p} skbs, avg {avg} B");
         }
     }
+    let c = |m: &std::collections::BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);
+    let _ = write!(
+        l,
+        "; sender: fast retransmits {}, DSACKs received {}, reordering seen {}, loss probes {}, timeouts {}; receiver: out-of-order {}, checksum errors {}",
+        c(&s.pod_a_tcp, "TcpExtTCPFastRetrans"),
+        c(&s.pod_a_tcp, "TcpExtTCPDSACKRecv"),
+        c(&s.pod_a_tcp, "TcpExtTCPSACKReorder"),
+        c(&s.pod_a_tcp, "TcpExtTCPLossProbes"),
+        c(&s.pod_a_tcp, "TcpExtTCPTimeouts"),
+        c(&s.pod_b_tcp, "TcpExtTCPOFOQueue"),
+        c(&s.pod_b_tcp, "TcpInCsumErrors")
+    );
+    if !s.link_drops.is_empty() {
+        let d: Vec<String> = s.link_drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = write!(l, "; interface drops: {}", d.join(", "));
+    }
+    if let Some(d) = s.backlog_drops.filter(|d| *d > 0) {
+        let _ = write!(l, "; input backlog drops {d}");
+    }
     if let Some(d) = s.ring_drops.filter(|d| *d > 0) {
         let _ = write!(l, "; ring drops {d}");
     }
@@ -230,16 +252,17 @@ pub fn markdown(s: &Summary) -> String {
         s.env.loadavg_start,
         s.env.loadavg_end
     );
-    let _ = writeln!(o, "| kind | Gbit/s | vs bridge | retransmissions | forwarder CPU s/GB | machine busy s/GB | frames a -> b | frames b -> a | pod b skbs: avg B, per frame sent |");
-    let _ = writeln!(o, "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |");
+    let _ = writeln!(o, "| kind | Gbit/s | vs bridge | retransmissions | backlog drops | forwarder CPU s/GB | machine busy s/GB | frames a -> b | frames b -> a | pod b skbs: avg B, per frame sent |");
+    let _ = writeln!(o, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |");
     for r in &s.rows {
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {}, {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}, {} |",
             r.kind.name(),
             num(r.gbps, 2),
             num(r.vs_kernel_bridge, 2),
             num(r.retransmits, 0),
+            num(r.backlog_drops, 0),
             num(r.fwd_cpu_s_per_gb, 3),
             num(r.busy_cpu_s_per_gb, 3),
             r.a_to_b.text(),

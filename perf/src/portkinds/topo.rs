@@ -127,6 +127,63 @@ pub fn eth0_counter(ns: &str, name: &str) -> Option<u64> {
     sys::ns_read_u64(ns, &format!("/sys/class/net/eth0/statistics/{name}")).ok()
 }
 
+/// The TCP counters of `ns` that tell how a stream lost or reordered frames, as `nstat -asz`
+/// prints them (absolute since the namespace was made: each turn's namespaces are new).
+pub const TCP_COUNTERS: [&str; 10] = [
+    "TcpRetransSegs",
+    "TcpExtTCPDSACKRecv",
+    "TcpExtTCPSACKReorder",
+    "TcpExtTCPFastRetrans",
+    "TcpExtTCPLossProbes",
+    "TcpExtTCPTimeouts",
+    "TcpExtTCPSpuriousRtxHostQueues",
+    "TcpExtTCPOFOQueue",
+    "TcpInCsumErrors",
+    "TcpInErrs",
+];
+
+/// [`TCP_COUNTERS`] of namespace `ns` (those nstat does not print are left out).
+pub fn tcp_counters(ns: &str) -> std::collections::BTreeMap<String, u64> {
+    let out = run(&["ip", "netns", "exec", ns, "nstat", "-asz"]).unwrap_or_default();
+    parse_nstat(&out)
+}
+
+fn parse_nstat(out: &str) -> std::collections::BTreeMap<String, u64> {
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (k, v) = (w.next()?, w.next()?.parse().ok()?);
+            TCP_COUNTERS.contains(&k).then(|| (k.to_string(), v))
+        })
+        .collect()
+}
+
+/// Every non-zero drop counter of the interfaces in the three namespaces
+/// (`NS/IFNAME rx_dropped` or `tx_dropped`, from `ip -s -j link`), since they were made.
+pub fn link_drops() -> std::collections::BTreeMap<String, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for ns in ALL_NS {
+        let out = run(&["ip", "-n", ns, "-s", "-j", "link", "show"]).unwrap_or_default();
+        m.extend(parse_link_drops(ns, &out));
+    }
+    m
+}
+
+fn parse_link_drops(ns: &str, json: &str) -> Vec<(String, u64)> {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let mut out = Vec::new();
+    for link in v.as_array().into_iter().flatten() {
+        let name = link["ifname"].as_str().unwrap_or("?");
+        for dir in ["rx", "tx"] {
+            let n = link["stats64"][dir]["dropped"].as_u64().unwrap_or(0);
+            if n > 0 {
+                out.push((format!("{ns}/{name} {dir}_dropped"), n));
+            }
+        }
+    }
+    out
+}
+
 /// See the module contract.
 pub fn destroy() {
     crate::lab::destroy_namespaces(&ALL_NS);
@@ -135,6 +192,21 @@ pub fn destroy() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_drops_name_namespace_interface_and_direction() {
+        let j = r#"[{"ifname":"lo","stats64":{"rx":{"dropped":0},"tx":{"dropped":0}}},{"ifname":"eth0","stats64":{"rx":{"dropped":7},"tx":{"dropped":0}}}]"#;
+        assert_eq!(parse_link_drops("pk-b", j), [("pk-b/eth0 rx_dropped".to_string(), 7)]);
+        assert!(parse_link_drops("pk-b", "not json").is_empty());
+    }
+
+    #[test]
+    fn nstat_counters_are_picked() {
+        let m = parse_nstat("#kernel\nTcpRetransSegs                  12                 0.0\nTcpExtTCPOFOQueue 3 0.0\nIpInReceives 99 0.0\n");
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["TcpRetransSegs"], 12);
+        assert_eq!(m["TcpExtTCPOFOQueue"], 3);
+    }
 
     #[test]
     fn host_drop_chains_hook_both_host_ends() {
