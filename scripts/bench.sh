@@ -26,6 +26,7 @@ BENCHMARKS=(
     "forward|64-byte UDP frames/s pod -> pod: podswitch vs Linux bridge vs dpdk-testpmd (AF_XDP); target switch >= 0.9x testpmd"
     "pipeline|per-packet cost of the whole pipeline in memory: 10k Services, 100k endpoints, 1M connections; Mpps/core and instructions/packet"
     "micro|instructions per packet (callgrind) of each piece of the per-packet path: parse, LPM, Service pick, conntrack hit/insert, policy, whole pipeline"
+    "portkinds|pod-port mechanisms that keep the pods' offloads: AF_PACKET + PACKET_VNET_HDR on veth host ends vs tap + IFF_VNET_HDR vs a Linux bridge; one iperf3 stream through a minimal forwarder (super-frames whole), Gbit/s, retransmissions, forwarder CPU per GB, frame sizes carried"
     "pktgen|64-byte frames/s from one core on one veth: pktgen (AF_XDP) vs trafgen side by side; target pktgen >= trafgen"
     "policy|compile 1,000 NetworkPolicies over 10,000 pods; new connections per core with them in force"
     "sync|objects to tables in force: full sync of 10k Services x 10 endpoints + 1k policies over 10k pods (--services --endpoints --pods --policies --namespaces), one EndpointSlice change (p50/p99), the agent's peak memory (max_rss_mb); targets 200 ms, 1 ms"
@@ -43,6 +44,7 @@ packages_for() {
         micro) echo "valgrind" ;;
         pktgen) echo "iproute2 ethtool procps util-linux coreutils netsniff-ng" ;;
         crossnode) echo "iproute2 ethtool procps util-linux coreutils iperf3" ;;
+        portkinds) echo "iproute2 ethtool procps iputils-ping nftables iperf3" ;;
         cni) echo "iproute2 ethtool util-linux containernetworking-plugins" ;;
         e2e) echo "iproute2 ethtool procps util-linux coreutils nftables openvswitch-switch" ;;
         *) echo "" ;;
@@ -140,6 +142,10 @@ run_benchmark() {
             exec "$target/release/podswitch-perf" crossnode \
                 --podswitch "$target/release/podswitch" \
                 --pktgen "$target/release/pktgen" \
+                --results-dir "$root/perf/results" "$@"
+            ;;
+        portkinds)
+            exec "$target/release/podswitch-perf" portkinds \
                 --results-dir "$root/perf/results" "$@"
             ;;
         pktgen)

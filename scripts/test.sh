@@ -16,6 +16,9 @@ podswitch_install_debs "${PODSWITCH_DEBS[@]}"
 # podswitch-cni through libcni; portmap writes its hostPort rules with iptables
 # (installed with the switch's packages: the switch's own DNAT return rule needs it too).
 podswitch_install_debs containernetworking-plugins golang-go golang-github-appc-cni-dev
+# iperf3, nftables: perf/tests/portkinds.rs runs `podswitch-perf portkinds` (one TCP stream per
+# pod-port kind; an nftables netdev chain keeps the node's stack off the AF_PACKET ports' frames).
+podswitch_install_debs iperf3 nftables
 podswitch_need_root || true
 
 podswitch_install_promtool || echo "promtool could not be installed: the metrics lint test will say why" >&2

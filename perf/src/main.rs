@@ -10,6 +10,7 @@ mod harness;
 mod lab;
 mod micro_bench;
 mod pipeline_bench;
+mod portkinds;
 mod policy_bench;
 mod sync_bench;
 mod sync_curve;
@@ -65,6 +66,8 @@ enum Cmd {
     /// "kernel_conn_per_s","switch_cpu_per_req_us","kernel_cpu_per_req_us",...}. Files:
     /// apps.md, apps.json in the results directory. perf/README.md says how it measures.
     Apps(apps::AppsArgs),
+    /// Pod-port mechanisms that keep the pods' offloads, side by side: AF_PACKET + PACKET_VNET_HDR on veth host ends vs tap + IFF_VNET_HDR vs a kernel bridge; one iperf3 stream, forwarder CPU per GB, frame sizes carried.
+    Portkinds(portkinds::PortkindsArgs),
     /// CNI plugin: ADD to first packet forwarded (p50/p99 over 200 pods) and pods created/deleted per second, podswitch-cni vs ptp + host-local.
     Cni(cni::CniArgs),
 }
@@ -83,6 +86,7 @@ fn main() {
         Cmd::Crossnode(a) => crossnode::main(a),
         Cmd::Cni(a) => cni::main(a),
         Cmd::Apps(a) => apps::main(a),
+        Cmd::Portkinds(a) => portkinds::main(a),
     };
     match code {
         Ok(c) => std::process::exit(c),

@@ -17,7 +17,7 @@
 //! "switch_cpu_per_req_us":…,"kernel_cpu_per_req_us":…` (one stream; keep-alive requests;
 //! new-connection requests; CPU per keep-alive request); `apps.md` and `apps.json` under the
 //! results directory. Exit status 0 when every setup gave every figure.
-mod load;
+pub mod load;
 mod report;
 mod setups;
 
