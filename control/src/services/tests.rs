@@ -139,7 +139,7 @@ fn maglev_tables_are_built_over_ip_port_names() {
     let c = compile(&yaml);
     let f = fe(&c, "10.96.0.20", 80, TCP);
     let names: Vec<String> = addrs(&f.internal);
-    assert_eq!(*f.internal.maglev, *maglev::build(&names));
+    assert_eq!(f.internal.maglev.entries(), maglev::build(&names).to_vec());
     let empty = compile(&service("x", "web", WEB));
     let f = fe(&empty, "10.96.0.20", 80, TCP);
     assert!(f.internal.backends.is_empty() && f.internal.maglev.is_empty());
