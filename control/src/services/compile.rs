@@ -1204,7 +1204,7 @@ fn finish_one(svc: &ServiceModel, service_id: u32, alloc: &Alloc, prepared: Vec<
                 BackendSet { backends, maglev: table, on_empty: s.on_empty, masquerade: s.masquerade }
             };
             let f = frontend(svc, port, service_id, key, kind, [build(&internal), build(&external)], &source_ranges);
-            let v = frontend_view(svc, port, &f, &cands, &addrs, &ids, &internal, &external, from);
+            let v = frontend_view(svc, port, &f, &cands, &ids, &internal, &external, from);
             items.push(Item::Conflict(cands_out.len()));
             cands_out.push(Cand { frontend: Arc::new(f), view: Arc::new(v) });
         }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use super::derive;
 use super::model::{self, ServiceModel, SliceModel};
-use super::address::AddressText;
 use super::sets::{SetChoice, Sets, Topology};
 use super::view::frontend_view;
 use super::{CompiledServices, EndpointKey, ServiceConfig, ServiceInputs, ServiceView};
@@ -141,8 +140,7 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut RefState) -> CompiledSe
                 };
                 let ranges = super::compile::lb_source_ranges(svc, inp.node.internal_ip);
                 let f = super::compile::frontend(svc, port, service_id, key, kind, [build(&internal), build(&external)], &ranges);
-                let addrs: Vec<AddressText> = cands.iter().map(|c| AddressText::new(c.ip, c.port)).collect();
-                views.push(frontend_view(svc, port, &f, &cands, &addrs, &ids, &internal, &external, from));
+                views.push(frontend_view(svc, port, &f, &cands, &ids, &internal, &external, from));
                 tables.push(f);
             }
         }

@@ -159,15 +159,6 @@ fn fill<N: AsRef<[u8]>>(names: &[N], table: &mut Vec<u16>) {
     // Backend k's j-th preference is (offset + j * skip) mod m. Each backend keeps its current
     // slot and steps by `skip` with one conditional subtraction (offset, skip < m), which gives
     // exactly that sequence without a division per step.
-    let mut cursor: Vec<(u32, u32)> = order
-        .iter()
-        .map(|&i| {
-            let name = names[i as usize].as_ref();
-            let offset = hash(name, 0x6d61676c) % m as u64;
-            let skip = hash(name, 0x65763121) % (m as u64 - 1) + 1;
-            (offset as u32, skip as u32)
-        })
-        .collect();
     let m32 = m as u32;
     let step = |c: u32, skip: u32| {
         let c = c + skip;
@@ -177,28 +168,37 @@ fn fill<N: AsRef<[u8]>>(names: &[N], table: &mut Vec<u16>) {
             c
         }
     };
+    // Per backend in fill order: its index, its next preference, skip, and 2 * skip mod m
+    // (made once here rather than at every turn).
+    let mut backends: Vec<(u16, u32, u32, u32)> = order
+        .iter()
+        .map(|&i| {
+            let name = names[i as usize].as_ref();
+            let offset = (hash(name, 0x6d61676c) % m as u64) as u32;
+            let skip = (hash(name, 0x65763121) % (m as u64 - 1) + 1) as u32;
+            (i, offset, skip, step(skip, skip))
+        })
+        .collect();
     table.resize(m, u16::MAX);
-    let mut filled = 0;
+    let mut left = m;
     'fill: loop {
-        for (k, &i) in order.iter().enumerate() {
-            let (c0, skip) = cursor[k];
+        for (i, next, skip, skip2) in &mut backends {
             // Two preferences per step (j and j + 1, both advancing by 2 * skip, which is not
             // 0 mod the odd prime m): half the dependent additions of a walk one slot at a
             // time, and the same first free slot.
-            let skip2 = step(skip, skip);
-            let (mut a, mut b) = (c0, step(c0, skip));
+            let (mut a, mut b) = (*next, step(*next, *skip));
             let c = loop {
                 let (a_free, b_free) = (table[a as usize] == u16::MAX, table[b as usize] == u16::MAX);
                 if a_free | b_free {
                     break if a_free { a } else { b };
                 }
-                a = step(a, skip2);
-                b = step(b, skip2);
+                a = step(a, *skip2);
+                b = step(b, *skip2);
             };
-            table[c as usize] = i;
-            cursor[k].0 = step(c, skip);
-            filled += 1;
-            if filled == m {
+            table[c as usize] = *i;
+            *next = step(c, *skip);
+            left -= 1;
+            if left == 0 {
                 break 'fill;
             }
         }
