@@ -17,6 +17,8 @@
 //! - [`compile`]: the switch's ports and routes for the node and its pods.
 //! - [`services`]: Services and EndpointSlices compiled into service tables.
 //! - [`policy`]: NetworkPolicies compiled into policy tables.
+//! - [`side_by_side`]: two pieces of control-side work at once (the Service and policy
+//!   compiles of a whole view), on the control cores.
 //! - [`uplink_filter`]: what the uplink's XDP program redirects to the switch (the rest stays
 //!   the node's).
 //! - [`naming`]: interface and MAC names shared by the switch, the CNI side and the lab.
@@ -55,5 +57,6 @@ pub mod rtnl;
 pub mod run;
 pub mod services;
 pub mod show;
+pub mod side_by_side;
 pub mod sibling;
 pub mod uplink_filter;

@@ -17,7 +17,7 @@ use std::mem::size_of;
 
 use serde::{Deserialize, Serialize};
 use switch::tables::policy::{Peer, PodPolicy, Rule};
-use switch::tables::services::{Backend, Frontend, FrontendKey};
+use switch::tables::services::{Backend, Frontend};
 use switch::tables::Tables;
 
 /// Bytes per table (see the module contract).
@@ -91,12 +91,12 @@ fn services(t: &Tables) -> (u64, u64) {
                 bytes += ARC + set.backends.len() * size_of::<Backend>();
             }
             if tables.insert(set.maglev.as_ptr() as usize) && !set.maglev.is_empty() {
-                maglev += ARC + set.maglev.len() * size_of::<u16>();
+                maglev += ARC + set.maglev.entry_bytes();
             }
         }
     }
     // Hash tables: a slot per entry at 7/8 load at most, plus a control byte.
-    bytes += s.by_key.capacity() * (size_of::<(FrontendKey, u32)>() + 1) + s.cluster_ips.capacity() * (size_of::<u32>() + 1);
+    bytes += s.by_key.heap_bytes() + s.cluster_ips.capacity() * (size_of::<u32>() + 1);
     (bytes as u64, maglev as u64)
 }
 

@@ -114,7 +114,7 @@ mod tests {
     }
 
     fn frontend(kind: FrontendKind, ip: Ipv4Addr, port: u16, proto: u8) -> Frontend {
-        let empty = BackendSet { backends: Arc::from([]), maglev: Arc::from([]), on_empty: OnEmpty::Reject, masquerade: false };
+        let empty = BackendSet { backends: Arc::from([]), maglev: switch::tables::maglev::MaglevTable::default(), on_empty: OnEmpty::Reject, masquerade: false };
         Frontend {
             name: format!("x/s:{port}"),
             service_id: 1,

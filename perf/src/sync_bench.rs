@@ -44,6 +44,10 @@
 //! the work when the wall time also shows the wait. `cores` is how many cores the process may
 //! use (`taskset` narrows it): `podswitch run` keeps its control threads off the workers'
 //! cores, so an agent with one control core compiles on one (`taskset -c 0` gives that figure).
+//! As in `podswitch run`, a whole view (the full sync) compiles the policy on a second thread
+//! while the Services compile (`podswitch_control::side_by_side`): then the `services` step is
+//! the wall time of both, `policy` the policy compile's own time (within it), and the memory
+//! read after `services` includes the policy's. A change compiles them one after the other.
 //!
 //! Output: a report, or with `--json` one JSON object as the last line:
 //! `{"full_sync_ms":…,"update_p50_us":…,"update_p99_us":…}` and more keys after.
@@ -54,6 +58,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use podswitch_control::compile;
+use podswitch_control::side_by_side;
 use podswitch_control::kube_source::{StoreWriters, Update, ViewBuilder, ViewKeeper};
 use podswitch_control::manifests::{add_documents, ByKind, Changes, Keys, Manifests};
 use podswitch_control::memory::MemoryByTable;
@@ -235,13 +240,24 @@ fn apply(
     let all_pods = st.pods.all();
     let pods = t0.elapsed();
     let t1 = mark("pods")?;
-    let s = compile_services(&ServiceInputs { manifests: m, node, all_pods }, &mut st.svc);
-    let services = t1.elapsed();
-    let t2 = mark("services")?;
-    if let Some(p) = compile_policy_unless_unchanged(&PolicyInputs { manifests: m, node, all_pods }, generation, &mut st.pol) {
+    let whole_view = st.policy.is_none() || m.changes.is_none();
+    let (svc, pol) = (&mut st.svc, &mut st.pol);
+    let (s, (p, policy)) = side_by_side::both(
+        whole_view,
+        || compile_services(&ServiceInputs { manifests: m, node, all_pods }, svc),
+        || {
+            let t = Instant::now();
+            let p = compile_policy_unless_unchanged(&PolicyInputs { manifests: m, node, all_pods }, generation, pol);
+            (p, t.elapsed())
+        },
+    );
+    if let Some(p) = p {
         st.policy = Some(p);
     }
-    let policy = t2.elapsed();
+    // Side by side, the Services step is the wall time of both; else the policy's own time is
+    // left out of it.
+    let services = if whole_view { t1.elapsed() } else { t1.elapsed().saturating_sub(policy) };
+    mark("services")?;
     let t3 = mark("policy")?;
     let t = compile::assemble(compile::Parts {
         version,

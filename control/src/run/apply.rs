@@ -38,6 +38,7 @@ use crate::model::{self, NodeInfo};
 use crate::nodes::{self, RemoteNode};
 use crate::pod_network::{self, AttachedUplink};
 use crate::neighbours::Neighbours;
+use crate::side_by_side;
 use crate::pods::PodCache;
 use crate::policy::{self as netpol, CompiledPolicy, PolicyInputs, PolicyState};
 use crate::services::{self, CompiledServices, ServiceConfig, ServiceInputs, ServiceState};
@@ -298,19 +299,30 @@ impl Switch {
         let all_pods = self.pods.all();
         let ranges = services::service_ranges(m, &self.cfg.services.service_cidrs);
         let inputs = ServiceInputs { manifests: m, node: &self.cfg.node, all_pods };
-        let before = self.svc_state.config().service_cidrs.clone();
-        let compiled = if self.svc_state.set_service_cidrs(ranges) {
-            let now = &self.svc_state.config().service_cidrs;
-            tracing::info!(?now, ?before, "Service ranges changed (ServiceCIDR objects, else --service-cidr)");
-            if let Err(e) = host_port::reroute(&self.cfg.node, &before, now) {
-                tracing::warn!("routing the Service ranges to the switch on the host port: {e}");
-            }
-            services::compile_services_full(&inputs, &mut self.svc_state)
-        } else {
-            services::compile_services(&inputs, &mut self.svc_state)
-        };
-        let inputs = PolicyInputs { manifests: m, node: &self.cfg.node, all_pods };
-        if let Some(c) = netpol::compile_policy_unless_unchanged(&inputs, self.pods.generation(), &mut self.policy_state) {
+        let policy_inputs = PolicyInputs { manifests: m, node: &self.cfg.node, all_pods };
+        let (svc_state, policy_state, node) = (&mut self.svc_state, &mut self.policy_state, &self.cfg.node);
+        let pods_generation = self.pods.generation();
+        // A whole view (the first, or one that lists no changes) compiles both at once: the
+        // policy on a second control thread while the Services compile here.
+        let whole_view = self.policy.is_none() || m.changes.is_none();
+        let (compiled, policy) = side_by_side::both(
+            whole_view,
+            || {
+                let before = svc_state.config().service_cidrs.clone();
+                if svc_state.set_service_cidrs(ranges) {
+                    let now = &svc_state.config().service_cidrs;
+                    tracing::info!(?now, ?before, "Service ranges changed (ServiceCIDR objects, else --service-cidr)");
+                    if let Err(e) = host_port::reroute(node, &before, now) {
+                        tracing::warn!("routing the Service ranges to the switch on the host port: {e}");
+                    }
+                    services::compile_services_full(&inputs, svc_state)
+                } else {
+                    services::compile_services(&inputs, svc_state)
+                }
+            },
+            || netpol::compile_policy_unless_unchanged(&policy_inputs, pods_generation, policy_state),
+        );
+        if let Some(c) = policy {
             self.policy = Some(Arc::new(c));
         }
         let mut problems = self.pod_problems.clone();

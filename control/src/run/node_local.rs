@@ -237,7 +237,7 @@ mod tests {
     use switch::tables::services::{BackendSet, Frontend, FrontendKey, OnEmpty};
 
     fn fe(kind: FrontendKind, ip: &str, port: u16, proto: u8, service_id: u32, service_port: u16) -> Frontend {
-        let empty = BackendSet { backends: Arc::from([]), maglev: Arc::from([]), on_empty: OnEmpty::Reject, masquerade: false };
+        let empty = BackendSet { backends: Arc::from([]), maglev: switch::tables::maglev::MaglevTable::default(), on_empty: OnEmpty::Reject, masquerade: false };
         Frontend {
             name: "x/s".into(),
             service_id,

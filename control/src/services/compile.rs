@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use switch::tables::maglev;
 use switch::tables::services::{
-    AddressSet, Backend, BackendSet, Frontend, FrontendIndex, FrontendKey, FrontendKind,
+    AddressSet, Backend, BackendSet, Frontend, FrontendIndex, FrontendKey, FrontendKind, MaglevTable,
     ChunkedList, ServiceTables,
 };
 
@@ -814,7 +814,7 @@ fn assemble_tables(
     removed_ids: &mut Vec<u32>,
 ) -> (ChunkedList<Frontend>, ChunkedList<ServiceView>, Arc<FrontendIndex>, Arc<AddressSet>) {
     let n = cache.tables.frontends.len();
-    let mut by_key = FrontendIndex::with_capacity_and_hasher(n, Default::default());
+    let mut by_key = FrontendIndex::with_capacity(n);
     let mut cluster_ips = AddressSet::default();
     let mut frontends: Vec<Arc<Frontend>> = Vec::with_capacity(n);
     let mut views: Vec<Arc<ServiceView>> = Vec::with_capacity(n);
@@ -826,7 +826,7 @@ fn assemble_tables(
         for c in &out.cands {
             let f = &c.frontend;
             match by_key.get(&f.key) {
-                Some(&i) => taken_by.push(Some(frontends[i as usize].name.clone())),
+                Some(i) => taken_by.push(Some(frontends[i as usize].name.clone())),
                 None => {
                     by_key.insert(f.key, frontends.len() as u32);
                     if f.kind == FrontendKind::ClusterIp {
@@ -1123,7 +1123,7 @@ struct Env<'a> {
 }
 
 /// The backend list and Maglev table of one set, shared by every set with the same members.
-type SharedSet = (Arc<[Backend]>, Arc<[u16]>);
+type SharedSet = (Arc<[Backend]>, MaglevTable);
 
 /// Step 4's first half for one Service port: its endpoints, where they come from, their ids
 /// and the sentences about them.
@@ -1204,7 +1204,7 @@ fn finish_one(svc: &ServiceModel, service_id: u32, alloc: &Alloc, prepared: Vec<
                 BackendSet { backends, maglev: table, on_empty: s.on_empty, masquerade: s.masquerade }
             };
             let f = frontend(svc, port, service_id, key, kind, [build(&internal), build(&external)], &source_ranges);
-            let v = frontend_view(svc, port, &f, &cands, &addrs, &ids, &internal, &external, from);
+            let v = frontend_view(svc, port, &f, &cands, &ids, &internal, &external, from);
             items.push(Item::Conflict(cands_out.len()));
             cands_out.push(Cand { frontend: Arc::new(f), view: Arc::new(v) });
         }
@@ -1276,7 +1276,7 @@ pub(super) fn frontend(
 }
 
 /// Maglev tables this compile of one Service built: (hash of the addresses, backends, table).
-type Built = Vec<(u64, Arc<[Backend]>, Arc<[u16]>)>;
+type Built = Vec<(u64, Arc<[Backend]>, MaglevTable)>;
 
 fn same_addresses(a: &[Backend], b: &[Backend]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x.ip, x.port) == (y.ip, y.port))
@@ -1290,7 +1290,7 @@ fn maglev_for(
     name: impl Fn(usize) -> AddressText,
     built: &mut Built,
     old: Option<&SvcOut>,
-) -> Arc<[u16]> {
+) -> MaglevTable {
     let mut h = FpHasher::default();
     for b in backends.iter() {
         h.write_u64(u64::from(u32::from(b.ip)) << 16 | u64::from(b.port));
@@ -1313,9 +1313,9 @@ fn maglev_for(
             for (k, n) in names[..backends.len()].iter_mut().enumerate() {
                 *n = name(k);
             }
-            maglev::build_shared(&names[..backends.len()])
+            maglev::build_table(&names[..backends.len()])
         } else {
-            maglev::build_shared(&(0..backends.len()).map(name).collect::<Vec<_>>())
+            maglev::build_table(&(0..backends.len()).map(name).collect::<Vec<_>>())
         }
     });
     built.push((hash, backends.clone(), table.clone()));

@@ -254,19 +254,42 @@ pub struct SetView {
     pub local_only: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// Serialized with its `address` (`ip:port`) first, written from the endpoint's address rather
+/// than kept (24 bytes less for each endpoint of each frontend).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointView {
-    /// `ip:port`.
-    pub address: address::AddressText,
     pub endpoint_id: u32,
     /// Conditions (`ready`, `serving`, `terminating`), `node`, `local` and `source`
     /// (`EndpointSlice ns/name[, pod ns/name]` or `pod ns/name`).
-    #[serde(flatten)]
     pub endpoint: derive::Candidate,
     /// In the frontend's internal set.
     pub internal: bool,
     /// In the frontend's external set.
     pub external: bool,
+}
+
+impl EndpointView {
+    /// `ip:port`.
+    pub fn address(&self) -> address::AddressText {
+        address::AddressText::new(self.endpoint.ip, self.endpoint.port)
+    }
+}
+
+impl serde::Serialize for EndpointView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        /// What `show services` reads of an endpoint (`ctl::replies`).
+        #[derive(serde::Serialize)]
+        struct Shown<'a> {
+            address: address::AddressText,
+            endpoint_id: u32,
+            #[serde(flatten)]
+            endpoint: &'a derive::Candidate,
+            internal: bool,
+            external: bool,
+        }
+        Shown { address: self.address(), endpoint_id: self.endpoint_id, endpoint: &self.endpoint, internal: self.internal, external: self.external }
+            .serialize(s)
+    }
 }
 
 /// Key of an endpoint id: Service, Service port name, protocol, endpoint address and port.

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use super::derive;
 use super::model::{self, ServiceModel, SliceModel};
-use super::address::AddressText;
 use super::sets::{SetChoice, Sets, Topology};
 use super::view::frontend_view;
 use super::{CompiledServices, EndpointKey, ServiceConfig, ServiceInputs, ServiceView};
@@ -82,7 +81,7 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut RefState) -> CompiledSe
     };
     let mut views: Vec<ServiceView> = Vec::new();
     let mut seen_endpoints: BTreeSet<EndpointKey> = BTreeSet::new();
-    let mut maglevs: HashMap<Vec<(Ipv4Addr, u16)>, Arc<[u16]>> = HashMap::new();
+    let mut maglevs: HashMap<Vec<(Ipv4Addr, u16)>, switch::tables::maglev::MaglevTable> = HashMap::new();
     let no_slices = Vec::new();
     for svc in ok {
         let alloc = &allocs[&svc.key];
@@ -117,7 +116,7 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut RefState) -> CompiledSe
             let sets = Sets::categorize(&cands, Topology { node: &inp.node.name, zone: &topology.zone });
             for (kind, ip, fport) in super::compile::port_frontends(svc, port, alloc, &node_ips) {
                 let key = FrontendKey { ip: u32::from(ip), port: fport, proto: port.proto.number() };
-                if let Some(&i) = tables.by_key.get(&key) {
+                if let Some(i) = tables.by_key.get(&key) {
                     problems.push(format!(
                         "Service {}: {ip}:{fport}/{} is already a frontend of {}; this one skipped",
                         svc.key,
@@ -134,15 +133,14 @@ pub fn compile_services(inp: &ServiceInputs, state: &mut RefState) -> CompiledSe
                         .entry(addrs)
                         .or_insert_with_key(|a| {
                             let names: Vec<String> = a.iter().map(|(ip, p)| format!("{ip}:{p}")).collect();
-                            maglev::build(&names).into()
+                            maglev::build_table(&names)
                         })
                         .clone();
                     BackendSet { backends: backends.into(), maglev: table, on_empty: s.on_empty, masquerade: s.masquerade }
                 };
                 let ranges = super::compile::lb_source_ranges(svc, inp.node.internal_ip);
                 let f = super::compile::frontend(svc, port, service_id, key, kind, [build(&internal), build(&external)], &ranges);
-                let addrs: Vec<AddressText> = cands.iter().map(|c| AddressText::new(c.ip, c.port)).collect();
-                views.push(frontend_view(svc, port, &f, &cands, &addrs, &ids, &internal, &external, from));
+                views.push(frontend_view(svc, port, &f, &cands, &ids, &internal, &external, from));
                 tables.push(f);
             }
         }

@@ -139,7 +139,7 @@ fn maglev_tables_are_built_over_ip_port_names() {
     let c = compile(&yaml);
     let f = fe(&c, "10.96.0.20", 80, TCP);
     let names: Vec<String> = addrs(&f.internal);
-    assert_eq!(*f.internal.maglev, *maglev::build(&names));
+    assert_eq!(f.internal.maglev.entries(), maglev::build(&names).to_vec());
     let empty = compile(&service("x", "web", WEB));
     let f = fe(&empty, "10.96.0.20", 80, TCP);
     assert!(f.internal.backends.is_empty() && f.internal.maglev.is_empty());
@@ -1061,7 +1061,7 @@ fn service_ids_are_stable_and_never_reused() {
 fn ids_by_address(c: &CompiledServices) -> BTreeMap<String, u32> {
     c.views
         .iter()
-        .flat_map(|v| v.endpoints.iter().map(|e| (format!("{} {}", v.name, e.address), e.endpoint_id)))
+        .flat_map(|v| v.endpoints.iter().map(|e| (format!("{} {}", v.name, e.address()), e.endpoint_id)))
         .collect()
 }
 
@@ -1159,15 +1159,16 @@ fn views_describe_each_frontend() {
     assert_eq!(np.frontend, format!("{NODE_IP}:30080/tcp"));
     assert_eq!((np.service_type, np.external_traffic_policy), (ServiceType::NodePort, TrafficPolicy::Local));
     assert_eq!(np.target_port, "http");
-    let used: Vec<(&str, bool, bool)> =
-        np.endpoints.iter().map(|e| (e.address.as_str(), e.internal, e.external)).collect();
-    assert_eq!(used, [("10.244.0.10:80", true, true), ("10.244.1.11:80", true, false)]);
+    let used: Vec<(String, bool, bool)> =
+        np.endpoints.iter().map(|e| (e.address().as_str().to_owned(), e.internal, e.external)).collect();
+    assert_eq!(used, [("10.244.0.10:80".to_owned(), true, true), ("10.244.1.11:80".to_owned(), true, false)]);
     assert!(np.external.local_only && !np.internal.local_only);
     let json = serde_json::to_value(&c.views).unwrap();
     assert_eq!(json[1]["kind"], "nodeport");
     assert_eq!(json[1]["external"]["on_empty"], "drop");
     assert_eq!(json[1]["external_traffic_policy"], "Local");
     assert_eq!(json[1]["endpoints"][0]["node"], "node-1");
+    assert_eq!(json[1]["endpoints"][0]["address"], "10.244.0.10:80", "the address is written from the endpoint's");
     assert_eq!(json[0]["protocol"], "tcp");
 }
 

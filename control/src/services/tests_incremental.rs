@@ -456,14 +456,14 @@ fn an_endpoint_change_replaces_one_services_frontends_and_shares_the_rest() {
     let c1 = compile_services(&ServiceInputs { manifests: &m, node: &node, all_pods: &[] }, &mut state);
     assert!(Arc::ptr_eq(&c0.tables.by_key, &c1.tables.by_key), "the key index is shared");
     assert!(Arc::ptr_eq(&c0.tables.cluster_ips, &c1.tables.cluster_ips));
-    let i = c1.tables.by_key[&c1.tables.frontends.iter().find(|f| f.name == "x/s7:http").unwrap().key] as usize;
+    let i = c1.tables.by_key.get(&c1.tables.frontends.iter().find(|f| f.name == "x/s7:http").unwrap().key).unwrap() as usize;
     for (j, (a, b)) in c0.tables.frontends.iter().zip(c1.tables.frontends.iter()).enumerate() {
         assert_eq!(Arc::ptr_eq(a, b), j != i, "frontend {j}");
     }
     // Identical sets share one backend list and one Maglev table.
     let f = &c1.tables.frontends[i];
     assert!(Arc::ptr_eq(&f.internal.backends, &f.external.backends));
-    assert!(Arc::ptr_eq(&f.internal.maglev, &f.external.maglev));
+    assert!(f.internal.maglev.ptr_eq(&f.external.maglev));
     // The endpoint that left is reported; the one that stayed keeps its id.
     assert_eq!(state.removed_endpoints().len(), 1);
     assert_eq!(

@@ -16,7 +16,6 @@ pub(super) fn frontend_view(
     port: &PortSpec,
     f: &Frontend,
     cands: &[Candidate],
-    addrs: &[AddressText],
     ids: &[u32],
     internal: &SetChoice,
     external: &SetChoice,
@@ -50,7 +49,6 @@ pub(super) fn frontend_view(
             .iter()
             .enumerate()
             .map(|(i, c)| EndpointView {
-                address: addrs[i],
                 endpoint_id: ids[i],
                 endpoint: c.clone(),
                 internal: member(internal, i),

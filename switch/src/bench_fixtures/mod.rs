@@ -122,7 +122,7 @@ pub fn build_tables(scale: &Scale) -> Tables {
             .map(|k| Backend { ip: endpoint_ip(svc, k, per), port: TARGET_PORT, endpoint_id: svc * per + k, local: false })
             .collect();
         let names: Vec<String> = backends.iter().map(|b| format!("{}:{}", b.ip, b.port)).collect();
-        let set = BackendSet { maglev: maglev::build(&names).into(), backends: backends.into(), on_empty: OnEmpty::Reject, masquerade: false };
+        let set = BackendSet { maglev: maglev::build_table(&names), backends: backends.into(), on_empty: OnEmpty::Reject, masquerade: false };
         Frontend {
             name: format!("bench/svc{svc}:{SERVICE_PORT}"),
             service_id: svc,

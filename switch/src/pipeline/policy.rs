@@ -86,7 +86,7 @@ impl Flow {
 /// Judges a new connection from `src`:`sport` to `orig` (as addressed) translated to
 /// `dst`:`dport`.
 #[allow(clippy::too_many_arguments)]
-#[inline]
+#[inline(always)]
 pub fn judge_new(ctx: &Ctx, src: Ipv4Addr, sport: u16, orig_dst: u32, orig_dport: u16, dst: u32, dport: u16, proto: u8) -> Decision {
     let p = &ctx.tables.policy;
     if p.pods.is_empty() {

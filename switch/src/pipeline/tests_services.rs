@@ -37,7 +37,7 @@ fn set(backends: &[Ipv4Addr], on_empty: OnEmpty, masquerade: bool) -> BackendSet
     let backends: Vec<Backend> =
         backends.iter().enumerate().map(|(i, ip)| Backend { ip: *ip, port: 8080, endpoint_id: i as u32 + 100, local: true }).collect();
     let names: Vec<String> = backends.iter().map(|b| format!("{}:{}", b.ip, b.port)).collect();
-    BackendSet { maglev: maglev::build(&names).into(), backends: backends.into(), on_empty, masquerade }
+    BackendSet { maglev: maglev::build_table(&names), backends: backends.into(), on_empty, masquerade }
 }
 
 fn frontend(ip: Ipv4Addr, port: u16, proto: u8, kind: FrontendKind, internal: BackendSet, external: BackendSet) -> Frontend {

@@ -15,6 +15,9 @@
 //! frontends that is 10,000 cache lines on as many pages touched twice for each Service change
 //! (measured: most of the cost of one EndpointSlice change). The price is one more pointer on
 //! a lookup by index ([`ChunkedList::get`]), which the dataplane makes once per new connection.
+//! Chunks are arrays of exactly [`CHUNK`] places (the last one's tail empty), held by a thin
+//! pointer: that lookup checks the chunk number and whether the place is taken, and needs no
+//! second bounds check.
 //! Why hand-written: one operation is needed; a persistent vector crate (`imbl`) brings its own
 //! dependencies for it, and its lookups are deeper.
 use std::collections::BTreeMap;
@@ -24,10 +27,13 @@ use std::sync::Arc;
 /// Elements per chunk.
 pub const CHUNK: usize = 64;
 
+/// [`CHUNK`] places of a list; only the last chunk has empty ones, at its end.
+type Chunk<T> = [Option<Arc<T>>; CHUNK];
+
 /// See the module doc.
 pub struct ChunkedList<T> {
     /// Every chunk holds [`CHUNK`] elements but the last, which holds 1 to [`CHUNK`].
-    chunks: Arc<[Arc<[Arc<T>]>]>,
+    chunks: Arc<[Arc<Chunk<T>>]>,
     len: usize,
 }
 
@@ -42,12 +48,12 @@ impl<T> ChunkedList<T> {
 
     #[inline]
     pub fn get(&self, i: usize) -> Option<&Arc<T>> {
-        self.chunks.get(i / CHUNK)?.get(i % CHUNK)
+        self.chunks.get(i / CHUNK)?[i % CHUNK].as_ref()
     }
 
     /// The elements in order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<T>> + '_ {
-        self.chunks.iter().flat_map(|c| c.iter())
+        self.chunks.iter().flat_map(|c| c.iter().flatten())
     }
 
     /// Whether both lists are the same allocation.
@@ -61,18 +67,18 @@ impl<T> ChunkedList<T> {
     /// Panics if an index is not below [`Self::len`] (a caller's bug: it replaces elements it
     /// placed in this list).
     pub fn with_replaced(&self, replacements: impl IntoIterator<Item = (usize, Arc<T>)>) -> Self {
-        let mut touched: BTreeMap<usize, Vec<Arc<T>>> = BTreeMap::new();
+        let mut touched: BTreeMap<usize, Chunk<T>> = BTreeMap::new();
         for (i, v) in replacements {
             assert!(i < self.len, "replacing element {i} of a list of {}", self.len);
-            let chunk = touched.entry(i / CHUNK).or_insert_with(|| self.chunks[i / CHUNK].to_vec());
-            chunk[i % CHUNK] = v;
+            let chunk = touched.entry(i / CHUNK).or_insert_with(|| (*self.chunks[i / CHUNK]).clone());
+            chunk[i % CHUNK] = Some(v);
         }
         if touched.is_empty() {
             return self.clone();
         }
         let mut chunks = self.chunks.to_vec();
         for (c, elements) in touched {
-            chunks[c] = Arc::from(elements);
+            chunks[c] = Arc::new(elements);
         }
         Self { chunks: Arc::from(chunks), len: self.len }
     }
@@ -92,18 +98,18 @@ impl<T> Default for ChunkedList<T> {
 
 impl<T> FromIterator<Arc<T>> for ChunkedList<T> {
     fn from_iter<I: IntoIterator<Item = Arc<T>>>(iter: I) -> Self {
-        let mut chunks: Vec<Arc<[Arc<T>]>> = Vec::new();
-        let mut chunk: Vec<Arc<T>> = Vec::with_capacity(CHUNK);
+        let mut chunks: Vec<Arc<Chunk<T>>> = Vec::new();
+        let mut chunk: Chunk<T> = std::array::from_fn(|_| None);
         let mut len = 0;
         for v in iter {
-            chunk.push(v);
+            chunk[len % CHUNK] = Some(v);
             len += 1;
-            if chunk.len() == CHUNK {
-                chunks.push(Arc::from(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))));
+            if len % CHUNK == 0 {
+                chunks.push(Arc::new(std::mem::replace(&mut chunk, std::array::from_fn(|_| None))));
             }
         }
-        if !chunk.is_empty() {
-            chunks.push(Arc::from(chunk));
+        if len % CHUNK != 0 {
+            chunks.push(Arc::new(chunk));
         }
         Self { chunks: Arc::from(chunks), len }
     }
@@ -122,10 +128,14 @@ impl<T> Index<usize> for ChunkedList<T> {
 
 impl<'a, T> IntoIterator for &'a ChunkedList<T> {
     type Item = &'a Arc<T>;
-    type IntoIter = std::iter::FlatMap<std::slice::Iter<'a, Arc<[Arc<T>]>>, &'a [Arc<T>], fn(&'a Arc<[Arc<T>]>) -> &'a [Arc<T>]>;
+    type IntoIter = std::iter::FlatMap<
+        std::slice::Iter<'a, Arc<Chunk<T>>>,
+        std::iter::Flatten<std::slice::Iter<'a, Option<Arc<T>>>>,
+        fn(&'a Arc<Chunk<T>>) -> std::iter::Flatten<std::slice::Iter<'a, Option<Arc<T>>>>,
+    >;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.chunks.iter().flat_map(|c| &**c)
+        self.chunks.iter().flat_map(|c| c.iter().flatten())
     }
 }
 

@@ -4,8 +4,90 @@
 //!
 //! Contract: [`build`] is deterministic in the backends' names (their order does not matter),
 //! so every worker and every table version agrees; the table size is the smallest prime of the
-//! [`table_size`] ladder above 100 slots per backend.
+//! [`table_size`] ladder above 100 slots per backend. [`MaglevTable`] is the form the Service
+//! tables keep: one byte per entry while there are at most [`NARROW_MAX`] backends (at 10
+//! backends, 1,021 bytes instead of 2,042), two bytes beyond. [`MaglevTable::slot`] maps a
+//! flow hash to an entry by its high bits (`hash * len >> 64`), not by a division.
 use std::sync::Arc;
+
+/// The most backends a table of one-byte entries ([`MaglevTable::Narrow`]) holds.
+pub const NARROW_MAX: usize = 256;
+
+/// A Maglev lookup table as the Service tables keep it: entries are indices into the backend
+/// list, one byte each for at most [`NARROW_MAX`] backends, else two. Empty for no backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaglevTable {
+    Narrow(Arc<[u8]>),
+    Wide(Arc<[u16]>),
+}
+
+impl Default for MaglevTable {
+    fn default() -> Self {
+        Self::Narrow(Arc::from([]))
+    }
+}
+
+impl MaglevTable {
+    /// The entry for a flow hash: slot `hash * len >> 64` (the hash's high bits pick the slot,
+    /// so no division), None for an empty table.
+    #[inline(always)]
+    pub fn slot(&self, flow_hash: u64) -> Option<usize> {
+        #[inline(always)]
+        fn at(flow_hash: u64, len: usize) -> usize {
+            ((u128::from(flow_hash) * len as u128) >> 64) as usize
+        }
+        match self {
+            Self::Narrow(t) => t.get(at(flow_hash, t.len())).map(|&e| usize::from(e)),
+            Self::Wide(t) => t.get(at(flow_hash, t.len())).map(|&e| usize::from(e)),
+        }
+    }
+
+    /// Slots in the table.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Narrow(t) => t.len(),
+            Self::Wide(t) => t.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes the entries take (the `Arc` header aside).
+    pub fn entry_bytes(&self) -> usize {
+        match self {
+            Self::Narrow(t) => t.len(),
+            Self::Wide(t) => t.len() * 2,
+        }
+    }
+
+    /// The entries, widened (for tests and inspection).
+    pub fn entries(&self) -> Vec<u16> {
+        match self {
+            Self::Narrow(t) => t.iter().map(|&e| u16::from(e)).collect(),
+            Self::Wide(t) => t.to_vec(),
+        }
+    }
+
+    /// Address of the entries: equal for two handles of one table (to count shared tables
+    /// once).
+    pub fn as_ptr(&self) -> *const u8 {
+        match self {
+            Self::Narrow(t) => t.as_ptr(),
+            Self::Wide(t) => t.as_ptr().cast(),
+        }
+    }
+
+    /// Whether both are the same allocation.
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Narrow(a), Self::Narrow(b)) => Arc::ptr_eq(a, b),
+            (Self::Wide(a), Self::Wide(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
 
 /// Primes used as table sizes: at least 100 slots per backend up to the largest.
 const SIZES: [usize; 10] = [251, 1_021, 4_093, 16_381, 65_521, 131_071, 262_139, 524_287, 1_048_573, 2_097_143];
@@ -32,14 +114,41 @@ fn hash(name: &[u8], seed: u64) -> u64 {
 /// Builds the table for backends named `names` (e.g. `"10.244.0.5:8080"`, as bytes); entries
 /// are indices into `names`. Empty input gives an empty table.
 pub fn build<N: AsRef<[u8]>>(names: &[N]) -> Box<[u16]> {
-    build_shared(names).iter().copied().collect()
+    let mut table = Vec::new();
+    fill(names, &mut table);
+    table.into_boxed_slice()
+}
+
+/// [`build`] in the form the Service tables keep ([`MaglevTable`]): one-byte entries for at
+/// most [`NARROW_MAX`] backends.
+pub fn build_table<N: AsRef<[u8]>>(names: &[N]) -> MaglevTable {
+    if names.len() > NARROW_MAX {
+        return MaglevTable::Wide(build_shared(names));
+    }
+    // Filled in a scratch table of this thread, then narrowed: one allocation, the one kept.
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with_borrow_mut(|table| {
+        fill(names, table);
+        // Entries are indices below NARROW_MAX: each fits in a byte.
+        MaglevTable::Narrow(table.iter().map(|&e| e as u8).collect())
+    })
 }
 
 /// [`build`], made where the tables keep it (an `Arc`) rather than copied there.
 pub fn build_shared<N: AsRef<[u8]>>(names: &[N]) -> Arc<[u16]> {
+    let mut table = Vec::new();
+    fill(names, &mut table);
+    Arc::from(table)
+}
+
+/// Fills `table` (emptied first) with the table of `names`.
+fn fill<N: AsRef<[u8]>>(names: &[N], table: &mut Vec<u16>) {
+    table.clear();
     let n = names.len();
     if n == 0 {
-        return Arc::from(Vec::new());
+        return;
     }
     assert!(n <= u16::MAX as usize, "at most 65535 backends per Service");
     let m = table_size(n);
@@ -50,15 +159,6 @@ pub fn build_shared<N: AsRef<[u8]>>(names: &[N]) -> Arc<[u16]> {
     // Backend k's j-th preference is (offset + j * skip) mod m. Each backend keeps its current
     // slot and steps by `skip` with one conditional subtraction (offset, skip < m), which gives
     // exactly that sequence without a division per step.
-    let mut cursor: Vec<(u32, u32)> = order
-        .iter()
-        .map(|&i| {
-            let name = names[i as usize].as_ref();
-            let offset = hash(name, 0x6d61676c) % m as u64;
-            let skip = hash(name, 0x65763121) % (m as u64 - 1) + 1;
-            (offset as u32, skip as u32)
-        })
-        .collect();
     let m32 = m as u32;
     let step = |c: u32, skip: u32| {
         let c = c + skip;
@@ -68,34 +168,41 @@ pub fn build_shared<N: AsRef<[u8]>>(names: &[N]) -> Arc<[u16]> {
             c
         }
     };
-    let mut shared: Arc<[u16]> = std::iter::repeat_n(u16::MAX, m).collect();
-    let table = Arc::get_mut(&mut shared).expect("made just above, not shared yet");
-    let mut filled = 0;
+    // Per backend in fill order: its index, its next preference, skip, and 2 * skip mod m
+    // (made once here rather than at every turn).
+    let mut backends: Vec<(u16, u32, u32, u32)> = order
+        .iter()
+        .map(|&i| {
+            let name = names[i as usize].as_ref();
+            let offset = (hash(name, 0x6d61676c) % m as u64) as u32;
+            let skip = (hash(name, 0x65763121) % (m as u64 - 1) + 1) as u32;
+            (i, offset, skip, step(skip, skip))
+        })
+        .collect();
+    table.resize(m, u16::MAX);
+    let mut left = m;
     'fill: loop {
-        for (k, &i) in order.iter().enumerate() {
-            let (c0, skip) = cursor[k];
+        for (i, next, skip, skip2) in &mut backends {
             // Two preferences per step (j and j + 1, both advancing by 2 * skip, which is not
             // 0 mod the odd prime m): half the dependent additions of a walk one slot at a
             // time, and the same first free slot.
-            let skip2 = step(skip, skip);
-            let (mut a, mut b) = (c0, step(c0, skip));
+            let (mut a, mut b) = (*next, step(*next, *skip));
             let c = loop {
                 let (a_free, b_free) = (table[a as usize] == u16::MAX, table[b as usize] == u16::MAX);
                 if a_free | b_free {
                     break if a_free { a } else { b };
                 }
-                a = step(a, skip2);
-                b = step(b, skip2);
+                a = step(a, *skip2);
+                b = step(b, *skip2);
             };
-            table[c as usize] = i;
-            cursor[k].0 = step(c, skip);
-            filled += 1;
-            if filled == m {
+            table[c as usize] = *i;
+            *next = step(c, *skip);
+            left -= 1;
+            if left == 0 {
                 break 'fill;
             }
         }
     }
-    shared
 }
 
 #[cfg(test)]
@@ -149,6 +256,42 @@ mod tests {
             assert_eq!(build(&names), build_by_modulo(&names), "n={n}");
             assert_eq!(*build_shared(&names), *build_by_modulo(&names), "n={n}");
         }
+    }
+
+    #[test]
+    fn tables_kept_narrow_up_to_256_backends_hold_the_same_entries() {
+        for n in [0, 1, 10, 255, 256, 257, 1000] {
+            let names: Vec<String> = (0..n).map(|i| format!("10.{}.{}.{}:80", i % 7, i / 250, i % 250)).collect();
+            let t = build_table(&names);
+            assert_eq!(matches!(t, MaglevTable::Narrow(_)), n <= NARROW_MAX, "n={n}");
+            assert_eq!(t.entries(), build(&names).to_vec(), "n={n}");
+            assert_eq!(t.len(), if n == 0 { 0 } else { table_size(n) });
+            assert_eq!(t.entry_bytes(), t.len() * if n <= NARROW_MAX { 1 } else { 2 });
+        }
+        // The scratch table of the thread is reused: a smaller table after a larger one.
+        let (big, small) = (names(300), names(3));
+        let _ = build_table(&big);
+        assert_eq!(build_table(&small).entries(), build(&small).to_vec());
+    }
+
+    #[test]
+    fn a_flow_hash_picks_the_slot_of_its_high_bits() {
+        let t = build_table(&names(10));
+        let e = t.entries();
+        let m = e.len() as u64;
+        assert_eq!(t.slot(0), Some(usize::from(e[0])));
+        assert_eq!(t.slot(u64::MAX), Some(usize::from(e[e.len() - 1])));
+        // Slot k covers the hashes [k * 2^64 / m, (k + 1) * 2^64 / m).
+        for k in [1u64, 17, 500, m - 2] {
+            let first = ((u128::from(k) << 64).div_ceil(u128::from(m))) as u64;
+            assert_eq!(t.slot(first), Some(usize::from(e[k as usize])), "k={k}");
+            assert_eq!(t.slot(first - 1), Some(usize::from(e[k as usize - 1])), "k={k}");
+        }
+        let wide = build_table(&names(300));
+        assert!(matches!(wide, MaglevTable::Wide(_)));
+        assert_eq!(wide.slot(u64::MAX), Some(usize::from(*wide.entries().last().unwrap())));
+        assert_eq!(MaglevTable::default().slot(12345), None, "an empty table picks nothing");
+        assert!(MaglevTable::default().is_empty());
     }
 
     #[test]

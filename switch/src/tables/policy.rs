@@ -243,7 +243,7 @@ impl PolicyTables {
 
     /// Judges a connection from `src` to `dst`:`dport` over `proto` (ports 0 for ICMP).
     /// O(rules of the two pods): each peer test is O(1) or O(log n).
-    #[inline]
+    #[inline(always)]
     pub fn judge(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, dport: u16) -> Decision {
         // Each verdict is built where it is known, with the deciding direction as a constant:
         // no (rule, direction) pair carried to the end (this is per new connection).

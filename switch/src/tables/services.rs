@@ -11,8 +11,8 @@
 //! - `masquerade` says whether the client's address is replaced by the node's (`snat_ip`):
 //!   external traffic under `externalTrafficPolicy: Cluster`. Hairpin (a pod reaching itself
 //!   through a Service) is masqueraded by the dataplane whatever the set says.
-//! - `maglev` is the Maglev lookup table over `backends` (entries are indices into it); its
-//!   length is a prime. An empty set has an empty table.
+//! - `maglev` is the Maglev lookup table over `backends` (entries are indices into it, one
+//!   byte each up to 256 backends); its length is a prime. An empty set has an empty table.
 //! - An address inside `service_cidrs` that is no ClusterIP is dropped; a ClusterIP on a port or
 //!   protocol no frontend has is rejected.
 //! - Sharing: every part that can be large is behind an `Arc` and never mutated once published
@@ -27,6 +27,7 @@ use std::sync::Arc;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 pub use super::chunked::ChunkedList;
+pub use super::maglev::MaglevTable;
 
 /// Key of a frontend: destination address (host order), port, IP protocol number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -69,7 +70,7 @@ pub struct BackendSet {
     /// Shared by every set (of any frontend) with the same backends.
     pub backends: Arc<[Backend]>,
     /// Shared by every set with the same backend addresses.
-    pub maglev: Arc<[u16]>,
+    pub maglev: MaglevTable,
     pub on_empty: OnEmpty,
     pub masquerade: bool,
 }
@@ -78,11 +79,7 @@ impl BackendSet {
     /// The backend for a flow hash, or None for an empty set.
     #[inline]
     pub fn pick(&self, flow_hash: u64) -> Option<&Backend> {
-        if self.maglev.is_empty() {
-            return None;
-        }
-        let slot = self.maglev[(flow_hash % self.maglev.len() as u64) as usize];
-        self.backends.get(slot as usize)
+        self.backends.get(self.maglev.slot(flow_hash)?)
     }
 }
 
@@ -127,7 +124,61 @@ impl Frontend {
 }
 
 /// Frontend key -> index in [`ServiceTables::frontends`].
-pub type FrontendIndex = FxHashMap<FrontendKey, u32>;
+///
+/// The keys are kept packed in one word (the address in the byte order it has on the wire,
+/// the port, the protocol), so that the dataplane's lookup hashes one word, compares one word,
+/// and takes the address from the packet as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrontendIndex(FxHashMap<u64, u32>);
+
+impl FrontendIndex {
+    pub fn with_capacity(n: usize) -> Self {
+        Self(FxHashMap::with_capacity_and_hasher(n, Default::default()))
+    }
+
+    #[inline(always)]
+    fn pack(ip: Ipv4Addr, port: u16, proto: u8) -> u64 {
+        u64::from(u32::from_ne_bytes(ip.octets())) | u64::from(port) << 32 | u64::from(proto) << 48
+    }
+
+    fn unpack(k: u64) -> FrontendKey {
+        let ip = Ipv4Addr::from((k as u32).to_ne_bytes());
+        FrontendKey { ip: u32::from(ip), port: (k >> 32) as u16, proto: (k >> 48) as u8 }
+    }
+
+    /// The index of the frontend of (`ip`, `port`, `proto`).
+    #[inline(always)]
+    pub fn lookup(&self, ip: Ipv4Addr, port: u16, proto: u8) -> Option<u32> {
+        self.0.get(&Self::pack(ip, port, proto)).copied()
+    }
+
+    pub fn get(&self, k: &FrontendKey) -> Option<u32> {
+        self.lookup(Ipv4Addr::from(k.ip), k.port, k.proto)
+    }
+
+    /// Indexes `k` to `i`; the index it had before, if any.
+    pub fn insert(&mut self, k: FrontendKey, i: u32) -> Option<u32> {
+        self.0.insert(Self::pack(Ipv4Addr::from(k.ip), k.port, k.proto), i)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The (key, index) pairs, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (FrontendKey, u32)> + '_ {
+        self.0.iter().map(|(&k, &i)| (Self::unpack(k), i))
+    }
+
+    /// Bytes the index holds (its slots and their control bytes).
+    pub fn heap_bytes(&self) -> usize {
+        self.0.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
+    }
+}
 /// A set of IPv4 addresses (host order).
 pub type AddressSet = FxHashSet<u32>;
 
@@ -151,7 +202,7 @@ impl ServiceTables {
     /// The frontend of (`ip`, `port`, `proto`) with its index in `frontends`: one hash lookup.
     #[inline]
     pub fn lookup(&self, ip: Ipv4Addr, port: u16, proto: u8) -> Option<(u32, &Frontend)> {
-        let i = *self.by_key.get(&FrontendKey { ip: u32::from(ip), port, proto })?;
+        let i = self.by_key.lookup(ip, port, proto)?;
         self.frontends.get(i as usize).map(|f| (i, &**f))
     }
 
@@ -185,5 +236,36 @@ impl ServiceTables {
             list.push(Arc::new(f));
         }
         self.frontends = list.into_iter().collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_finds_a_key_by_the_address_as_a_packet_holds_it() {
+        let keys = [
+            FrontendKey { ip: u32::from(Ipv4Addr::new(10, 96, 0, 1)), port: 443, proto: 6 },
+            FrontendKey { ip: u32::from(Ipv4Addr::new(10, 96, 0, 1)), port: 443, proto: 17 },
+            FrontendKey { ip: u32::from(Ipv4Addr::new(1, 96, 0, 10)), port: 443, proto: 6 },
+            FrontendKey { ip: u32::from(Ipv4Addr::new(10, 96, 0, 1)), port: 1, proto: 6 },
+            FrontendKey { ip: u32::MAX, port: u16::MAX, proto: u8::MAX },
+        ];
+        let mut index = FrontendIndex::with_capacity(keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(index.insert(*k, i as u32), None);
+        }
+        assert_eq!(index.insert(keys[0], 7), Some(0), "a key indexed again");
+        index.insert(keys[0], 0);
+        assert_eq!(index.len(), keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(index.get(k), Some(i as u32));
+            assert_eq!(index.lookup(Ipv4Addr::from(k.ip), k.port, k.proto), Some(i as u32));
+        }
+        assert_eq!(index.lookup(Ipv4Addr::new(10, 96, 0, 2), 443, 6), None);
+        let mut back: Vec<(FrontendKey, u32)> = index.iter().collect();
+        back.sort_by_key(|(_, i)| *i);
+        assert_eq!(back, keys.iter().enumerate().map(|(i, k)| (*k, i as u32)).collect::<Vec<_>>());
     }
 }

@@ -115,7 +115,7 @@ impl ParsedFrame {
 }
 
 /// Validates a received frame and returns its summary; see the module doc.
-#[inline]
+#[inline(always)]
 pub fn parse_frame(buf: &[u8]) -> Result<ParsedFrame, WireError> {
     let eth = EthernetFrame::new_checked(buf)?;
     let ethertype = eth.ethertype();
@@ -131,7 +131,7 @@ pub fn parse_frame(buf: &[u8]) -> Result<ParsedFrame, WireError> {
     Ok(p)
 }
 
-#[inline]
+#[inline(always)]
 fn parse_ipv4(l3: &[u8], p: &mut ParsedFrame) -> Result<(), WireError> {
     let ip = Ipv4Packet::new_checked(l3)?;
     let l4 = ip.payload();
