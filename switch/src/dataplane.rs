@@ -114,7 +114,7 @@ pub enum DataplaneError {
     Filter(#[from] FilterError),
     #[error("creating a worker's doorbell (eventfd): {0}")]
     Doorbell(nix::Error),
-    #[error("the connection table's state file: {0}")]
+    #[error(transparent)]
     State(#[from] crate::conntrack::state_file::StateError),
 }
 

@@ -8,7 +8,8 @@
 //!   is a valid value, all-zero bytes is its default, and sharing it between threads or
 //!   processes needs nothing but the atomics' own orderings.
 //! - [`StateFile::open`] creates or opens a file, takes an exclusive `flock` on it (a second
-//!   process asking for the same file is refused: two switches must never share one table),
+//!   process asking for the same file is refused after waiting 5 s for the holder to exit: two
+//!   switches must never share one table),
 //!   reserves its whole length on the filesystem (`posix_fallocate`: a full tmpfs is an error at
 //!   start, never a SIGBUS later) and maps it shared. Arrays carved out of it
 //!   ([`StateFile::array`]) keep the mapping alive; the lock is held while any of them lives.
@@ -52,7 +53,7 @@ pub enum StateFileError {
     Directory { path: PathBuf, source: io::Error },
     #[error("opening {path}: {source}")]
     Open { path: PathBuf, source: io::Error },
-    #[error("{path} is held by another process (another podswitch runs with this state file; give each switch its own --state-file)")]
+    #[error("the state file {path} is held by another process (another podswitch runs with it; give each switch its own --state-file)")]
     Locked { path: PathBuf },
     #[error("reserving {bytes} bytes for {path}: {source} (is the filesystem full?)")]
     Reserve { path: PathBuf, bytes: u64, source: io::Error },
@@ -80,6 +81,11 @@ unsafe impl Send for StateFile {}
 // SAFETY: as above.
 unsafe impl Sync for StateFile {}
 
+/// How long [`StateFile::open`] waits for a holder to let go: a predecessor that is exiting
+/// (its main thread is gone, its other threads still close their files) holds the lock for a
+/// moment after a supervisor sees it stopped.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
 
@@ -98,13 +104,17 @@ impl StateFile {
             .open(path)
             .map_err(|source| StateFileError::Open { path: path.into(), source })?;
         let fd = file.as_raw_fd();
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
         // SAFETY: flock on a descriptor this function owns; no memory is involved.
-        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        while unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(StateFileError::Open { path: path.into(), source: err });
+            }
+            if std::time::Instant::now() >= deadline {
                 return Err(StateFileError::Locked { path: path.into() });
             }
-            return Err(StateFileError::Open { path: path.into(), source: err });
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let old_len = file.metadata().map_err(|source| StateFileError::Open { path: path.into(), source })?.len();
         let existed = old_len == len as u64;
