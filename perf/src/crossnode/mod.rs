@@ -146,9 +146,6 @@ fn progress(msg: impl AsRef<str>) {
     progress::say_timed("crossnode", msg);
 }
 
-fn version(cmd: &[&str]) -> String {
-    sys::run(cmd).map(|s| s.lines().next().unwrap_or("").trim().to_string()).unwrap_or_default()
-}
 
 pub fn main(args: CrossnodeArgs) -> Result<i32> {
     if !preflight::root("crossnode", "network namespaces, XDP") {
@@ -205,12 +202,12 @@ pub fn main(args: CrossnodeArgs) -> Result<i32> {
         return Ok(130);
     }
     let env = Env {
-        kernel: version(&["uname", "-r"]),
+        kernel: host::first_line_of(&["uname", "-r"]),
         cpu: host::cpu_model(),
         online_cpus: cpus,
         loadavg_start,
         loadavg_end: host::loadavg(),
-        iperf3: version(&["iperf3", "--version"]),
+        iperf3: host::first_line_of(&["iperf3", "--version"]),
     };
     let params = Params {
         rounds: args.rounds,

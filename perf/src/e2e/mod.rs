@@ -216,9 +216,6 @@ struct Ctx<'a> {
     switch_start_s: Vec<f64>,
 }
 
-fn version(cmd: &[&str]) -> String {
-    sys::run(cmd).map(|s| s.lines().next().unwrap_or("").trim().to_string()).unwrap_or_default()
-}
 
 pub fn main(args: E2eArgs) -> Result<i32> {
     if !preflight::root("e2e", "network namespaces, XDP, nftables") {
@@ -335,13 +332,13 @@ pub fn main(args: E2eArgs) -> Result<i32> {
     drop(ctx);
     drop(guard);
     let env = Env {
-        kernel: version(&["uname", "-r"]),
+        kernel: host::first_line_of(&["uname", "-r"]),
         cpu: host::cpu_model(),
         online_cpus: cpus,
         loadavg_start,
         loadavg_end: host::loadavg(),
-        ovs_version: version(&["ovs-vswitchd", "--version"]),
-        nft_version: version(&["nft", "--version"]),
+        ovs_version: host::first_line_of(&["ovs-vswitchd", "--version"]),
+        nft_version: host::first_line_of(&["nft", "--version"]),
     };
     let summary = report::summarize(&args, samples, setup, env, notes, started_utc, started.elapsed().as_secs_f64());
     crate::harness::report::publish(&args.output, &summary, || report::files(&summary), || report::table(&summary), progress)?;

@@ -3,6 +3,12 @@ use std::path::Path;
 
 use crate::sys;
 
+/// The first line of what `cmd` prints (a program's version, the kernel's release), trimmed;
+/// empty if it cannot be run.
+pub fn first_line_of(cmd: &[&str]) -> String {
+    sys::run(cmd).map(|s| s.lines().next().unwrap_or("").trim().to_string()).unwrap_or_default()
+}
+
 /// The 1, 5 and 15 minute load averages, as `/proc/loadavg` writes them ("" if unreadable).
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()

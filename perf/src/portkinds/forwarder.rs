@@ -104,11 +104,11 @@ impl DirStats {
         if len > PLAIN_FRAME_MAX {
             self.over_1514 += 1;
         }
-        if let Some(h) = vnet::Header::parse(buf) {
-            if h.is_gso() {
+        if let Ok(h) = vnet::Header::parse(buf) {
+            if h.gso_type != 0 {
                 self.gso_frames += 1;
             }
-            if h.flags & vnet::F_NEEDS_CSUM != 0 {
+            if h.needs_csum() {
                 self.partial_csum += 1;
             }
         }

@@ -198,9 +198,6 @@ fn progress(msg: impl AsRef<str>) {
     progress::say_timed("portkinds", msg);
 }
 
-fn first_line(cmd: &[&str]) -> String {
-    sys::run(cmd).map(|s| s.lines().next().unwrap_or("").trim().to_string()).unwrap_or_default()
-}
 
 pub fn main(args: PortkindsArgs) -> Result<i32> {
     if !preflight::root("portkinds", "network namespaces, AF_PACKET, tap devices") {
@@ -243,12 +240,12 @@ pub fn main(args: PortkindsArgs) -> Result<i32> {
         return Ok(130);
     }
     let env = Env {
-        kernel: first_line(&["uname", "-r"]),
+        kernel: host::first_line_of(&["uname", "-r"]),
         cpu: host::cpu_model(),
         online_cpus: cpus,
         loadavg_start,
         loadavg_end: host::loadavg(),
-        iperf3: first_line(&["iperf3", "--version"]),
+        iperf3: host::first_line_of(&["iperf3", "--version"]),
         git: host::git_describe(),
     };
     let params = Params { rounds: args.rounds, seconds: args.seconds, kinds: args.kinds.clone(), fwd_core: args.fwd_core, busy_poll: args.busy_poll };

@@ -1,44 +1,17 @@
-//! The virtio-net header (`struct virtio_net_hdr`, 10 bytes, host byte order as tap and
-//! AF_PACKET use it without `TUNSETVNETLE`/`VIRTIO_F_VERSION_1`) that both candidate pod-port
-//! mechanisms put in front of every frame, and the forwarder's optional checksum finishing.
+//! The forwarder's use of the virtio-net header that both candidate pod-port mechanisms put in
+//! front of every frame (the header and checksum arithmetic are the dataplane's own,
+//! `switch::offload`), and its optional checksum finishing.
 //!
-//! Contract: [`Header::parse`] reads the header of a buffer that starts with one;
-//! [`finish_checksum`] turns a frame's partial checksum (`NEEDS_CSUM`: the field at
+//! Contract: [`finish_checksum`] turns a frame's partial checksum (`NEEDS_CSUM`: the field at
 //! `csum_start + csum_offset` holds the pseudo-header sum) into the full one, as the kernel's
 //! `skb_checksum_help` does. A frame without `NEEDS_CSUM` is left alone. A GSO super-frame
 //! keeps its partial checksum (the receiving kernel takes a super-frame only as
 //! `CHECKSUM_PARTIAL`): its payload is summed (the per-byte cost a segmenter or a
 //! non-offloading egress pays) and the sum is returned, not written.
-
-/// Bytes of `struct virtio_net_hdr` (without `num_buffers`).
-pub const LEN: usize = 10;
-/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
-pub const F_NEEDS_CSUM: u8 = 1;
-/// `VIRTIO_NET_HDR_GSO_NONE`.
-pub const GSO_NONE: u8 = 0;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
-    pub flags: u8,
-    pub gso_type: u8,
-    pub hdr_len: u16,
-    pub gso_size: u16,
-    pub csum_start: u16,
-    pub csum_offset: u16,
-}
-
-impl Header {
-    /// The header at the start of `buf` (None if `buf` is shorter than [`LEN`]).
-    pub fn parse(buf: &[u8]) -> Option<Header> {
-        let b = buf.get(..LEN)?;
-        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
-        Some(Header { flags: b[0], gso_type: b[1], hdr_len: u(2), gso_size: u(4), csum_start: u(6), csum_offset: u(8) })
-    }
-
-    pub fn is_gso(&self) -> bool {
-        self.gso_type != GSO_NONE
-    }
-}
+pub use switch::offload::vnet_hdr::{VnetHdr as Header, LEN};
+use switch::offload::checksum::complete_partial;
+use switch::offload::vnet_hdr::flags::NEEDS_CSUM;
+use switch::wire::checksum;
 
 /// What [`finish_checksum`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +20,7 @@ pub enum Finish {
     NotPartial,
     /// The full checksum was written and `NEEDS_CSUM` cleared.
     Written,
-    /// A super-frame: summed, left partial; the folded sum.
+    /// A super-frame: summed, left partial; the checksum it would get (big-endian value).
     SummedOnly(u16),
     /// The header's offsets point outside the frame: left alone.
     BadOffsets,
@@ -55,51 +28,25 @@ pub enum Finish {
 
 /// See the module contract. `buf` is the vnet header followed by the frame.
 pub fn finish_checksum(buf: &mut [u8]) -> Finish {
-    let Some(h) = Header::parse(buf) else { return Finish::BadOffsets };
-    if h.flags & F_NEEDS_CSUM == 0 {
+    let Ok(h) = Header::parse(buf) else { return Finish::BadOffsets };
+    if !h.needs_csum() {
         return Finish::NotPartial;
     }
     let frame = &mut buf[LEN..];
-    let start = usize::from(h.csum_start);
-    let field = start + usize::from(h.csum_offset);
-    if field + 2 > frame.len() {
-        return Finish::BadOffsets;
+    let (start, offset) = (usize::from(h.csum_start), usize::from(h.csum_offset));
+    if h.gso_type != 0 {
+        if start + offset + 2 > frame.len() {
+            return Finish::BadOffsets;
+        }
+        return Finish::SummedOnly(!checksum::data(&frame[start..]));
     }
-    let folded = !fold(sum(&frame[start..]));
-    if h.is_gso() {
-        return Finish::SummedOnly(folded);
+    match complete_partial(frame, start, offset) {
+        Ok(_) => {
+            buf[0] &= !NEEDS_CSUM;
+            Finish::Written
+        }
+        Err(_) => Finish::BadOffsets,
     }
-    frame[field..field + 2].copy_from_slice(&folded.to_ne_bytes());
-    buf[0] &= !F_NEEDS_CSUM;
-    Finish::Written
-}
-
-/// One's-complement sum of `data` read as host-order 16-bit words (a trailing odd byte padded
-/// with zero), not folded. Host order in and out gives the right bytes on either endianness.
-pub fn sum(data: &[u8]) -> u64 {
-    let mut acc: u64 = 0;
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        // Add the two 32-bit halves: no carry is lost for frames below 2^32 words.
-        acc += (w & 0xffff_ffff) + (w >> 32);
-    }
-    let mut rest = chunks.remainder().chunks_exact(2);
-    for c in &mut rest {
-        acc += u64::from(u16::from_ne_bytes([c[0], c[1]]));
-    }
-    if let [last] = rest.remainder() {
-        acc += u64::from(u16::from_ne_bytes([*last, 0]));
-    }
-    acc
-}
-
-/// Folds a [`sum`] to 16 bits (end-around carry).
-pub fn fold(mut s: u64) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
 }
 
 #[cfg(test)]
@@ -143,7 +90,7 @@ mod tests {
         }
         f[40..42].copy_from_slice(&(p as u16).to_be_bytes());
         let mut buf = vec![0u8; LEN];
-        buf[0] = F_NEEDS_CSUM;
+        buf[0] = NEEDS_CSUM;
         if gso {
             buf[1] = 3; // VIRTIO_NET_HDR_GSO_UDP
         }
@@ -158,7 +105,7 @@ mod tests {
         let (mut buf, full) = partial_udp(false);
         assert_eq!(finish_checksum(&mut buf), Finish::Written);
         assert_eq!(u16::from_be_bytes([buf[LEN + 40], buf[LEN + 41]]), full);
-        assert_eq!(buf[0] & F_NEEDS_CSUM, 0);
+        assert_eq!(buf[0] & NEEDS_CSUM, 0);
         // Finished once, nothing more to do.
         assert_eq!(finish_checksum(&mut buf), Finish::NotPartial);
     }
@@ -167,7 +114,7 @@ mod tests {
     fn a_super_frame_is_summed_and_left_partial() {
         let (mut buf, full) = partial_udp(true);
         let before = buf.clone();
-        assert_eq!(finish_checksum(&mut buf), Finish::SummedOnly(u16::from_ne_bytes(full.to_be_bytes())));
+        assert_eq!(finish_checksum(&mut buf), Finish::SummedOnly(full));
         assert_eq!(buf, before);
     }
 
@@ -186,8 +133,7 @@ mod tests {
         b[1] = 4;
         b[4..6].copy_from_slice(&1448u16.to_ne_bytes());
         let h = Header::parse(&b).unwrap();
-        assert!(h.is_gso());
-        assert_eq!(h.gso_size, 1448);
-        assert!(Header::parse(&b[..9]).is_none());
+        assert_eq!((h.gso_type, h.gso_size), (4, 1448));
+        assert!(Header::parse(&b[..9]).is_err());
     }
 }
