@@ -47,11 +47,18 @@ pub const HOST_SWITCH_IF: &str = "psw-host-sw";
 pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 /// Where `podswitch run` listens for `podswitch show` unless told otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/podswitch/podswitch.sock";
+/// Where the connection tables' state files are unless `--state-file` says otherwise: in
+/// /dev/shm, a memory filesystem on every Linux system (the table is written per packet: on a
+/// disk filesystem page writeback stalls the workers).
+pub const STATE_DIR: &str = "/dev/shm/podswitch";
+
 /// The connection table's state file of the switch listening on `control_socket` unless
-/// `--state-file` says otherwise: the same path with the extension `.conntrack` (so every
-/// switch on a machine, which has its own control socket, has its own table).
+/// `--state-file` says otherwise: in [`STATE_DIR`], named after the socket's whole path (so
+/// every switch on a machine, which has its own control socket, has its own table), e.g.
+/// `/dev/shm/podswitch/run-podswitch-podswitch.sock.conntrack`.
 pub fn conntrack_state_for(control_socket: &std::path::Path) -> PathBuf {
-    control_socket.with_extension("conntrack")
+    let name = control_socket.to_string_lossy().trim_start_matches('/').replace('/', "-");
+    PathBuf::from(STATE_DIR).join(format!("{name}.conntrack"))
 }
 
 /// Removes the files a switch leaves for its successor (the connection table's state file)
@@ -86,6 +93,13 @@ mod tests {
         let full = sha1_smol::Sha1::from("kube-system.coredns-5d78c9869d-abcde").digest().to_string();
         assert_eq!(pod_interface("kube-system", "coredns-5d78c9869d-abcde"), format!("ps{}", &full[..12]));
         assert_eq!(mac_string(pod_mac(Ipv4Addr::new(10, 244, 0, 11))), "0a:58:0a:f4:00:0b");
+    }
+
+    #[test]
+    fn state_files_are_per_socket_and_in_memory() {
+        let a = conntrack_state_for(std::path::Path::new("/run/podswitch/podswitch.sock"));
+        assert_eq!(a, PathBuf::from("/dev/shm/podswitch/run-podswitch-podswitch.sock.conntrack"));
+        assert_ne!(a, conntrack_state_for(std::path::Path::new("/tmp/x/podswitch.sock")));
     }
 
     #[test]

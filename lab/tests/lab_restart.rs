@@ -35,7 +35,10 @@ use labkit::{ok, Hold};
 const VIP: &str = "10.96.0.40:9100";
 const BACKENDS: [(&str, &str); 3] = [("x/a", "psl_x_a"), ("x/b", "psl_x_b"), ("x/c", "psl_x_c")];
 const CONNECTIONS: usize = 12;
-const STATE_FILE: &str = "/run/podswitch/podswitch.conntrack";
+/// The first node's switch's state file (the default for its control socket).
+fn state_file() -> std::path::PathBuf {
+    podswitch_control::naming::conntrack_state_for(std::path::Path::new(podswitch_control::naming::DEFAULT_CONTROL_SOCKET))
+}
 
 /// Serves port 9100 in `netns`: every line read is answered with `name`.
 fn line_server(name: &'static str, netns: &'static str) {
@@ -149,7 +152,7 @@ fn status() -> Value {
 /// Kills the switch and starts a new one without its state file.
 fn restart_without_state() {
     ok(&["lab", "switch", "stop", "--node", "node-1", "--kill"]);
-    std::fs::remove_file(STATE_FILE).expect("the killed switch left its state file");
+    std::fs::remove_file(state_file()).expect("the killed switch left its state file");
     ok(&["lab", "switch", "start", "--node", "node-1"]);
 }
 

@@ -86,10 +86,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH", default_value = naming::DEFAULT_CONTROL_SOCKET)]
     pub control_socket: PathBuf,
     /// Where the connection table lives, so that the next `podswitch run` (a restart, an
-    /// upgrade, a crash) takes over every connection with its translation [default: the
-    /// control socket's path with the extension .conntrack]. Best on tmpfs or hugetlbfs (on a
-    /// disk filesystem every change is also written back). `none`: in this process's memory
-    /// only (2 MiB pages where the kernel offers them; nothing survives the process).
+    /// upgrade, a crash) takes over every connection with its translation [default:
+    /// /dev/shm/podswitch/ and the control socket's path, e.g.
+    /// /dev/shm/podswitch/run-podswitch-podswitch.sock.conntrack]. Must outlive the process
+    /// (in a container: a hostPath such as /run/podswitch) and be on tmpfs or hugetlbfs (on a
+    /// disk filesystem page writeback stalls the workers; the log warns). `none`: in this
+    /// process's memory only (2 MiB pages where the kernel offers them; nothing survives the
+    /// process).
     #[arg(long, value_name = "PATH|none")]
     pub state_file: Option<String>,
     /// On stop, also remove what is otherwise kept for the next `podswitch run`: the host port
