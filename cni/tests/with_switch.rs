@@ -63,6 +63,8 @@ impl Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // Its state file is in /dev/shm (memory), not in this test's directory.
+        podswitch_control::naming::remove_switch_files(&self.socket());
     }
 }
 

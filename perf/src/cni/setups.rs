@@ -152,6 +152,9 @@ impl Turn {
                     s(&prog.podswitch)?, "run".into(), "--manifests".into(), s(&manifests)?, "--node-name".into(), NODE_NAME.into(),
                     "--control-socket".into(), s(&socket)?, "--cores".into(), core, "--allow-missing-interfaces".into(),
                     "--cni-data-dir".into(), s(&records)?,
+                    // An ADD's latency does not depend on it, and each run's directory is new:
+                    // a state file per run would only pile up in /dev/shm.
+                    "--state-file".into(), "none".into(),
                 ];
                 if let Some(f) = prog.switch_frames {
                     args.extend(["--frames".into(), f.to_string()]);
