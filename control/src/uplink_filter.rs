@@ -117,6 +117,7 @@ mod tests {
         let empty = BackendSet { backends: Arc::from([]), maglev: switch::tables::maglev::MaglevTable::default(), on_empty: OnEmpty::Reject, masquerade: false };
         Frontend {
             name: format!("x/s:{port}"),
+            affinity_id: switch::tables::services::affinity_id_of(&format!("x/s:{port}")),
             service_id: 1,
             service_port: port,
             kind,

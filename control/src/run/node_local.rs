@@ -240,6 +240,7 @@ mod tests {
         let empty = BackendSet { backends: Arc::from([]), maglev: switch::tables::maglev::MaglevTable::default(), on_empty: OnEmpty::Reject, masquerade: false };
         Frontend {
             name: "x/s".into(),
+            affinity_id: switch::tables::services::affinity_id_of("x/s"),
             service_id,
             service_port,
             kind,

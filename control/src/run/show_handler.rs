@@ -175,7 +175,7 @@ fn conntrack(ct: &ConnTable, tables: &Tables, limit: usize) -> replies::Conntrac
                 .services
                 .frontends
                 .iter()
-                .find(|f| f.affinity_id() == k.dst && f.service_port == k.dport && u16::from(f.key.proto) == k.sport)
+                .find(|f| f.affinity_id == k.dst && f.service_port == k.dport && u16::from(f.key.proto) == k.sport)
                 .map(|f| f.name.clone());
             let who = format!("{} (client affinity)", std::net::Ipv4Addr::from(k.src));
             (who, format!("{}:{} (backend)", std::net::Ipv4Addr::from(snap.endpoint), e.policy_rule()))

@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use switch::tables::maglev;
 use switch::tables::services::{
-    AddressSet, Backend, BackendSet, Frontend, FrontendIndex, FrontendKey, FrontendKind, MaglevTable,
+    affinity_id_of, AddressSet, Backend, BackendSet, Frontend, FrontendIndex, FrontendKey, FrontendKind, MaglevTable,
     ChunkedList, ServiceTables,
 };
 
@@ -1262,8 +1262,10 @@ pub(super) fn frontend(
     [internal, external]: [BackendSet; 2],
     source_ranges: &[(u32, u8)],
 ) -> Frontend {
+    let name = svc.port_name(port);
     Frontend {
-        name: svc.port_name(port),
+        affinity_id: affinity_id_of(&name),
+        name,
         service_id,
         service_port: port.port,
         kind,

@@ -29,7 +29,7 @@ use crate::flowlog::FlowRing;
 use crate::pipeline::{process_hinted, warm, Ctx, StageCounters, Verdict};
 use crate::tables::maglev;
 use crate::tables::policy::{IdSet, Peer, PodPolicy, PolicyTables, PortRange, Rule};
-use crate::tables::services::{Backend, BackendSet, Frontend, FrontendKey, FrontendKind, OnEmpty, ServiceTables};
+use crate::tables::services::{affinity_id_of, Backend, BackendSet, Frontend, FrontendKey, FrontendKind, OnEmpty, ServiceTables};
 use crate::tables::{NextHop, PortConfig, PortId, PortKind, SourceGuard, Tables};
 use crate::wire::checksum;
 use crate::wire::tcp_flags::{ACK, SYN};
@@ -123,8 +123,10 @@ pub fn build_tables(scale: &Scale) -> Tables {
             .collect();
         let names: Vec<String> = backends.iter().map(|b| format!("{}:{}", b.ip, b.port)).collect();
         let set = BackendSet { maglev: maglev::build_table(&names), backends: backends.into(), on_empty: OnEmpty::Reject, masquerade: false };
+        let name = format!("bench/svc{svc}:{SERVICE_PORT}");
         Frontend {
-            name: format!("bench/svc{svc}:{SERVICE_PORT}"),
+            affinity_id: affinity_id_of(&name),
+            name,
             service_id: svc,
             service_port: SERVICE_PORT,
             kind: FrontendKind::ClusterIp,

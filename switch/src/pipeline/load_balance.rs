@@ -97,7 +97,7 @@ pub fn translate(parsed: &ParsedFrame, key: &FlowKey, hash: u64, from_uplink: bo
 /// process, which adopts the record with the connection table.
 #[inline(always)]
 pub fn affinity_key(client: Ipv4Addr, f: &Frontend) -> FlowKey {
-    FlowKey { src: u32::from(client), dst: f.affinity_id(), sport: f.key.proto as u16, dport: f.service_port, proto: AFFINITY_PROTO }
+    FlowKey { src: u32::from(client), dst: f.affinity_id, sport: f.key.proto as u16, dport: f.service_port, proto: AFFINITY_PROTO }
 }
 
 /// The client's affinity backend if it is still in the set, else Maglev's pick (recording the

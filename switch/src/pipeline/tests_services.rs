@@ -9,7 +9,7 @@ use super::*;
 use crate::conntrack::{KeyHasher, Timeouts};
 use crate::drop_reason::DropReason;
 use crate::tables::maglev;
-use crate::tables::services::{Backend, BackendSet, Frontend, FrontendKey, FrontendKind, OnEmpty, ServiceTables};
+use crate::tables::services::{affinity_id_of, Backend, BackendSet, Frontend, FrontendKey, FrontendKind, OnEmpty, ServiceTables};
 use crate::tables::{NextHop, PortConfig, PortKind, SourceGuard};
 use crate::wire::{checksum, parse_frame, tcp_flags};
 
@@ -43,6 +43,7 @@ fn set(backends: &[Ipv4Addr], on_empty: OnEmpty, masquerade: bool) -> BackendSet
 fn frontend(ip: Ipv4Addr, port: u16, proto: u8, kind: FrontendKind, internal: BackendSet, external: BackendSet) -> Frontend {
     Frontend {
         name: format!("x/svc:{port}"),
+        affinity_id: affinity_id_of(&format!("x/svc:{port}")),
         service_id: 1,
         service_port: port,
         kind,
@@ -90,7 +91,8 @@ fn tables() -> Tables {
     let mut sticky_np = frontend(NODE_IP, 30443, 6, FrontendKind::NodePort, all.clone(), BackendSet { masquerade: true, ..all });
     sticky_np.affinity_timeout_s = Some(10800);
     sticky_np.service_port = 443;
-    sticky_np.name = sticky.name.clone(); // one Service port: one name, as the compiler gives
+    // One Service port: one name and affinity id, as the compiler gives.
+    (sticky_np.name, sticky_np.affinity_id) = (sticky.name.clone(), sticky.affinity_id);
     s.push(sticky_np);
     t.services = s;
     t

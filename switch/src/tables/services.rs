@@ -99,6 +99,9 @@ pub struct Frontend {
     pub external: BackendSet,
     /// `sessionAffinity: ClientIP` timeout.
     pub affinity_timeout_s: Option<u32>,
+    /// The Service port's id in its clients' affinity records: [`affinity_id_of`] the name,
+    /// made once with the frontend (not per connection).
+    pub affinity_id: u32,
     /// LoadBalancer `loadBalancerSourceRanges` as (network, prefix length); empty means any.
     pub source_ranges: Vec<(u32, u8)>,
 }
@@ -111,16 +114,16 @@ impl Frontend {
         self.source_ranges.is_empty()
             || self.source_ranges.iter().any(|&(net, len)| len == 0 || (s ^ net) >> (32 - len as u32) == 0)
     }
+}
 
-    /// The Service port's id in its clients' affinity records: FNV-1a of [`Self::name`], the
-    /// same in every process (unlike `service_id`, given per process), so that records kept in
-    /// the connection table's state file still name their Service port after a restart. Two
-    /// Service ports with the same id, port and protocol would share their clients' records;
-    /// a record only counts when its backend is in the frontend's set, so that costs
-    /// stickiness, never a backend of another Service.
-    pub fn affinity_id(&self) -> u32 {
-        self.name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
-    }
+/// The id of Service port `name` (`namespace/name:port-name`) in its clients' affinity
+/// records ([`Frontend::affinity_id`]): FNV-1a of the name, the same in every process (unlike
+/// `service_id`, given per process), so that records kept in the connection table's state file
+/// still name their Service port after a restart. Two Service ports with the same id, port and
+/// protocol would share their clients' records; a record only counts when its backend is in
+/// the frontend's set, so that costs stickiness, never a backend of another Service.
+pub fn affinity_id_of(name: &str) -> u32 {
+    name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
 /// Frontend key -> index in [`ServiceTables::frontends`].
