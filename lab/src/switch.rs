@@ -20,8 +20,9 @@
 //!   name the lab does not have is an error naming its nodes); `stop --kill` sends SIGKILL at
 //!   once, as a crash would.
 //! - `restart` (SIGTERM) and `kill` (SIGKILL) stop the switch and start a new one at once, as
-//!   an upgrade and the kubelet after a crash do; the new one adopts the old one's connection
-//!   table (its state file, next to its control socket) and finds the node's links in place.
+//!   an upgrade and the kubelet after a crash do; with `lab up --keep-connections` (every
+//!   switch gets `--state-file naming::conntrack_state_for(SOCKET)`) the new one adopts the old
+//!   one's connection table; it always finds the node's links in place.
 //!   Each prints how long the node had no switch in sync and what was adopted.
 //! - `lab up --l2-announce` adds `--l2-announce --l2-lease-dir /run/podswitch/lab/leases` to
 //!   every switch's command line (with an uplink: the underlay).
@@ -115,6 +116,9 @@ pub fn command_line(st: &State, node: &NodeSwitch, exe: &Path) -> Vec<String> {
     ];
     if st.switch.busy_poll {
         args.push("--busy-poll".into());
+    }
+    if st.switch.keep_connections {
+        args.extend(["--state-file".into(), naming::conntrack_state_for(&node.control_socket).display().to_string()]);
     }
     if let Some(e) = &st.external {
         args.extend(["--uplink".into(), e.uplink.clone(), "--uplink-gateway-mac".into(), e.mac.clone()]);
@@ -264,6 +268,16 @@ pub fn wait_ready_only(st: &State, children: &mut [Child], timeout: Duration, on
     Ok(())
 }
 
+/// Starts the switches of `st` not running (or only node `only`'s), saves the state, lets go
+/// of the lab's `lock` and waits until they are in sync; returns those nodes.
+fn start_and_wait<L>(st: &mut State, lock: L, only: Option<&str>) -> anyhow::Result<Vec<NodeSwitch>> {
+    let mut children = start_only(st, only)?;
+    st.save()?;
+    drop(lock);
+    wait_ready_only(st, &mut children, READY_TIMEOUT, only)?;
+    Ok(st.node_switches().into_iter().filter(|n| only.is_none_or(|o| o == n.name)).collect())
+}
+
 /// What the switch on `socket` says it adopted from its predecessor (`show status`).
 fn adoption_line(socket: &Path) -> String {
     let status = client::request(socket, &Request::Status);
@@ -312,12 +326,9 @@ pub fn run(a: SwitchArgs) -> anyhow::Result<i32> {
             let began = Instant::now();
             let stopped = stop_only(&mut st, node.as_deref(), kill);
             st.save()?;
-            let mut children = start_only(&mut st, node.as_deref())?;
-            st.save()?;
-            drop(lock);
-            wait_ready_only(&st, &mut children, READY_TIMEOUT, node.as_deref())?;
+            let started = start_and_wait(&mut st, lock, node.as_deref())?;
             let gap = began.elapsed();
-            for n in st.node_switches().into_iter().filter(|n| node.as_ref().is_none_or(|o| *o == n.name)) {
+            for n in started {
                 let old = stopped.iter().find(|(name, _)| *name == n.name).map_or_else(|| "not running".into(), |(_, p)| format!("pid {}", p.pid));
                 let adopted = adoption_line(&n.control_socket);
                 println!(
@@ -340,11 +351,7 @@ pub fn run(a: SwitchArgs) -> anyhow::Result<i32> {
                 }
                 return Ok(0);
             }
-            let mut children = start_only(&mut st, node.as_deref())?;
-            st.save()?;
-            drop(lock);
-            wait_ready_only(&st, &mut children, READY_TIMEOUT, node.as_deref())?;
-            for n in st.node_switches().into_iter().filter(|n| node.as_ref().is_none_or(|o| *o == n.name)) {
+            for n in start_and_wait(&mut st, lock, node.as_deref())? {
                 println!("started the switch{} (pid {}); it is in sync", of(&n.name), n.process.map_or(0, |p| p.pid));
             }
         }
