@@ -47,13 +47,13 @@ pub const HOST_SWITCH_IF: &str = "psw-host-sw";
 pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 /// Where `podswitch run` listens for `podswitch show` unless told otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/podswitch/podswitch.sock";
-/// Where the connection tables' state files are unless `--state-file` says otherwise: in
-/// /dev/shm, a memory filesystem on every Linux system (the table is written per packet: on a
-/// disk filesystem page writeback stalls the workers).
+/// Where `podswitch lab --keep-connections` keeps its switches' connection tables
+/// (`podswitch run --state-file`): /dev/shm, a memory filesystem on every Linux system (the
+/// table is written per packet: on a disk filesystem page writeback stalls the workers).
 pub const STATE_DIR: &str = "/dev/shm/podswitch";
 
-/// The connection table's state file of the switch listening on `control_socket` unless
-/// `--state-file` says otherwise: in [`STATE_DIR`], named after the socket's whole path (so
+/// The state file the lab gives the switch listening on `control_socket` (and that tests and
+/// benchmarks remove before they start one): in [`STATE_DIR`], named after the socket's whole path (so
 /// every switch on a machine, which has its own control socket, has its own table), e.g.
 /// `/dev/shm/podswitch/run-podswitch-podswitch.sock.conntrack`.
 pub fn conntrack_state_for(control_socket: &std::path::Path) -> PathBuf {

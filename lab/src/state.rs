@@ -229,6 +229,10 @@ pub struct SwitchState {
     /// underlay (absent in state files of older labs: off).
     #[serde(default)]
     pub l2_announce: bool,
+    /// `lab up --keep-connections`: the switches keep their connection tables in state files
+    /// (absent in state files of older labs: off).
+    #[serde(default)]
+    pub keep_connections: bool,
 }
 
 fn default_pod_network() -> String {

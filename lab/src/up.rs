@@ -50,6 +50,10 @@ pub struct UpArgs {
     /// 172.18.0.200): `external` then reaches them by ARP, with no route.
     #[arg(long)]
     pub l2_announce: bool,
+    /// Run the switches with state files (`podswitch run --state-file`, in /dev/shm/podswitch),
+    /// so that `lab switch restart|kill` start new ones that adopt every connection.
+    #[arg(long)]
+    pub keep_connections: bool,
 }
 
 /// Why a lab counts as up, if it does.
@@ -115,6 +119,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<i32> {
             started_by_up: !no_switch,
             pod_network: a.pod_network,
             l2_announce: a.l2_announce,
+            keep_connections: a.keep_connections,
         },
         supervisor: None,
         created_unix: state::now_unix(),

@@ -178,7 +178,7 @@ fn connections_through_a_service_keep_their_backend_across_a_kill_and_restart() 
          apiVersion: v1\nkind: Service\nmetadata: {name: sticky, namespace: x}\nspec:\n  clusterIP: 10.96.0.41\n  \
          selector: {app: keep}\n  sessionAffinity: ClientIP\n  ports:\n  - {name: k, port: 9100, targetPort: 9100}\n",
     );
-    ok(&["lab", "up", "--manifests", lab.dir()]);
+    ok(&["lab", "up", "--manifests", lab.dir(), "--keep-connections"]);
     for (pod, netns) in BACKENDS {
         line_server(pod, netns);
     }

@@ -85,14 +85,14 @@ pub struct RunArgs {
     /// Unix socket for `podswitch show` (mode 0600: root only).
     #[arg(long, value_name = "PATH", default_value = naming::DEFAULT_CONTROL_SOCKET)]
     pub control_socket: PathBuf,
-    /// Where the connection table lives, so that the next `podswitch run` (a restart, an
-    /// upgrade, a crash) takes over every connection with its translation [default:
-    /// /dev/shm/podswitch/ and the control socket's path, e.g.
-    /// /dev/shm/podswitch/run-podswitch-podswitch.sock.conntrack]. Must outlive the process
-    /// (in a container: a hostPath such as /run/podswitch) and be on tmpfs or hugetlbfs (on a
-    /// disk filesystem page writeback stalls the workers; the log warns). `none`: in this
-    /// process's memory only (2 MiB pages where the kernel offers them; nothing survives the
-    /// process).
+    /// Keep the connection table in this file, so that the next `podswitch run` given the
+    /// same file (a restart, an upgrade, a crash) takes over every connection with its
+    /// translation. Must outlive the process (in a container: a hostPath such as
+    /// /run/podswitch) and be on tmpfs or hugetlbfs (on a disk filesystem page writeback stalls
+    /// the workers; the log warns). [default: none, the table in this process's memory only,
+    /// with 2 MiB pages where the kernel offers them: a shared file mapping gets 4 KiB pages
+    /// unless shmem huge pages are on, and one TCP stream then lost a few frames at a pod's
+    /// door here (lab_door)]
     #[arg(long, value_name = "PATH|none")]
     pub state_file: Option<String>,
     /// On stop, also remove what is otherwise kept for the next `podswitch run`: the host port
@@ -197,9 +197,8 @@ impl RunArgs {
     /// The connection table's state file (None: `--state-file none`).
     pub fn conntrack_state(&self) -> Option<PathBuf> {
         match self.state_file.as_deref() {
-            Some("none") => None,
+            None | Some("none") => None,
             Some(p) => Some(PathBuf::from(p)),
-            None => Some(naming::conntrack_state_for(&self.control_socket)),
         }
     }
 

@@ -11,7 +11,8 @@
 //!   process asking for the same file is refused after waiting 5 s for the holder to exit: two
 //!   switches must never share one table),
 //!   reserves its whole length on the filesystem (`posix_fallocate`: a full tmpfs is an error at
-//!   start, never a SIGBUS later) and maps it shared. Arrays carved out of it
+//!   start, never a SIGBUS later) and maps it shared with every page mapped at once
+//!   (`MAP_POPULATE`: no page fault on a worker's first touch of a bucket or an entry). Arrays carved out of it
 //!   ([`StateFile::array`]) keep the mapping alive; the lock is held while any of them lives.
 //! - Nothing here decides what the bytes mean: the connection table
 //!   ([`crate::conntrack::state_file`]) owns the layout, its header and its adoption.
@@ -136,7 +137,7 @@ impl StateFile {
         // SAFETY: a new shared mapping of `len` bytes of a file that has (at least) that length
         // (reserved just above); the kernel picks the address. Nothing aliases it yet.
         let addr = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_POPULATE, fd, 0)
         };
         if addr == libc::MAP_FAILED {
             return Err(StateFileError::Map { path: path.into(), source: io::Error::last_os_error() });
