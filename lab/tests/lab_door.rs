@@ -79,6 +79,7 @@ fn one_tcp_stream_pod_to_pod_loses_nothing_at_the_door() {
         (sent, server.join().unwrap())
     });
     assert_eq!(sent, received, "x/b read what x/a wrote");
+    eprintln!("door: {} MiB in {SECONDS} s ({:.2} Gbit/s)", received >> 20, received as f64 * 8.0 / SECONDS as f64 / 1e9);
     assert!(received >= MIN_BYTES, "a bulk stream: {} MiB in {SECONDS} s", received >> 20);
     let after = kernel_lost();
     let grew: Vec<String> = after
