@@ -11,6 +11,9 @@
 //!   once): every connection answers its next line from the same backend, and `show status`
 //!   reports generation 2 with the connections adopted. Then `lab switch restart` (SIGTERM, as
 //!   an upgrade stops it): the same again, generation 3, and the node's host port was kept.
+//! - Ten TCP connections from `external` (outside the cluster) to x/keep's NodePort
+//!   (172.18.0.2:30940, externalTrafficPolicy Cluster: masqueraded to the node's address, as
+//!   `show conntrack` must say) keep their backend through both in the same way.
 //! - Service x/sticky (10.96.0.41:9100, `sessionAffinity: ClientIP`, the same backends): y/a's
 //!   affinity record survives both (`show conntrack` lists it with its backend and its age from
 //!   before), and new connections still go to that backend.
@@ -35,6 +38,9 @@ use labkit::{ok, Hold};
 const VIP: &str = "10.96.0.40:9100";
 const BACKENDS: [(&str, &str); 3] = [("x/a", "psl_x_a"), ("x/b", "psl_x_b"), ("x/c", "psl_x_c")];
 const CONNECTIONS: usize = 12;
+/// x/keep's NodePort on the one node's address, asked from `external`.
+const NODE_PORT: &str = "172.18.0.2:30940";
+const NODE_PORT_CONNECTIONS: usize = 10;
 /// The first node's switch's state file (the default for its control socket).
 fn state_file() -> std::path::PathBuf {
     podswitch_control::naming::conntrack_state_for(std::path::Path::new(podswitch_control::naming::DEFAULT_CONTROL_SOCKET))
@@ -149,6 +155,36 @@ fn status() -> Value {
     serde_json::from_str(ok(&["show", "status", "--json"]).trim()).unwrap()
 }
 
+/// Opens `n` TCP connections from `netns` to `to`, each asked once (retrying the first for up
+/// to 20 s while the switch applies the lab's directory); returns them with the backend that
+/// answered.
+fn open_connections(netns: &str, to: &str, n: usize) -> Vec<(BufReader<TcpStream>, String)> {
+    let to: std::net::SocketAddr = to.parse().unwrap();
+    labkit::in_netns(netns, || {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while out.len() < n {
+            let Ok(s) = TcpStream::connect_timeout(&to, Duration::from_secs(1)) else {
+                assert!(Instant::now() < deadline, "{to} never answered from {netns}");
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            };
+            let mut r = BufReader::new(s);
+            let first = ask(&mut r, Duration::from_secs(2));
+            assert!(first.starts_with("x/"), "first answer to {to} from {netns}: {first}");
+            out.push((r, first));
+        }
+        out
+    })
+}
+
+/// Connections to [`NODE_PORT`] in `show conntrack` that are masqueraded.
+fn masqueraded_to_node_port() -> usize {
+    let ct: Value = serde_json::from_str(ok(&["show", "conntrack", "--json"]).trim()).unwrap();
+    let conns = ct["connections"].as_array().map(Vec::as_slice).unwrap_or_default();
+    conns.iter().filter(|c| c["snat"] == true && c["original"].as_str().is_some_and(|o| o.contains(NODE_PORT))).count()
+}
+
 /// Kills the switch and starts a new one without its state file.
 fn restart_without_state() {
     ok(&["lab", "switch", "stop", "--node", "node-1", "--kill"]);
@@ -172,8 +208,8 @@ fn connections_through_a_service_keep_their_backend_across_a_kill_and_restart() 
     }
     lab.write(
         "svc.yaml",
-        "apiVersion: v1\nkind: Service\nmetadata: {name: keep, namespace: x}\nspec:\n  clusterIP: 10.96.0.40\n  \
-         selector: {app: keep}\n  ports:\n  - {name: k, port: 9100, targetPort: 9100}\n  \
+        "apiVersion: v1\nkind: Service\nmetadata: {name: keep, namespace: x}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.40\n  \
+         selector: {app: keep}\n  ports:\n  - {name: k, port: 9100, targetPort: 9100, nodePort: 30940}\n  \
          - {name: u, port: 9101, targetPort: 9101, protocol: UDP}\n---\n\
          apiVersion: v1\nkind: Service\nmetadata: {name: sticky, namespace: x}\nspec:\n  clusterIP: 10.96.0.41\n  \
          selector: {app: keep}\n  sessionAffinity: ClientIP\n  ports:\n  - {name: k, port: 9100, targetPort: 9100}\n",
@@ -182,24 +218,11 @@ fn connections_through_a_service_keep_their_backend_across_a_kill_and_restart() 
     for (pod, netns) in BACKENDS {
         line_server(pod, netns);
     }
-    // Wait until the Service is served (the switch applied the directory).
-    let conns: Vec<(BufReader<TcpStream>, String)> = labkit::in_netns("psl_y_a", || {
-        let mut out = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while out.len() < CONNECTIONS {
-            let Ok(s) = TcpStream::connect_timeout(&VIP.parse().unwrap(), Duration::from_secs(1)) else {
-                assert!(std::time::Instant::now() < deadline, "the Service never answered");
-                std::thread::sleep(Duration::from_millis(200));
-                continue;
-            };
-            let mut r = BufReader::new(s);
-            let first = ask(&mut r, Duration::from_secs(2));
-            assert!(first.starts_with("x/"), "first answer: {first}");
-            out.push((r, first));
-        }
-        out
-    });
-    let mut conns = conns;
+    // Waits until the Service is served (the switch applied the directory).
+    let mut conns = open_connections("psl_y_a", VIP, CONNECTIONS);
+    let mut nodeport_conns = open_connections("psl-external", NODE_PORT, NODE_PORT_CONNECTIONS);
+    let masqueraded = masqueraded_to_node_port();
+    assert!(masqueraded >= NODE_PORT_CONNECTIONS, "the NodePort connections from outside are masqueraded: {masqueraded} of {NODE_PORT_CONNECTIONS}");
     let sticky = sticky_backend();
     for _ in 0..3 {
         assert_eq!(sticky_backend(), sticky, "ClientIP affinity holds before any restart");
@@ -241,6 +264,8 @@ fn connections_through_a_service_keep_their_backend_across_a_kill_and_restart() 
         assert!(cs["fresh"].is_null() && cs["adopted"].as_u64().unwrap_or(0) >= CONNECTIONS as u64, "after {how}: {cs}");
         let m = moved(&mut conns, Duration::from_secs(10));
         assert!(m.is_empty(), "after lab switch {how}, every connection answers from its backend (before, now): {m:?}");
+        let m = moved(&mut nodeport_conns, Duration::from_secs(10));
+        assert!(m.is_empty(), "after lab switch {how}, every masqueraded NodePort connection from outside answers from its backend (before, now): {m:?}");
         let kept = affinity_record();
         assert!(kept.as_ref().is_some_and(|(r, age)| *r == record && *age >= 2), "after {how}, the affinity record is the one from before: {kept:?} (was {record})");
         assert_eq!(sticky_backend(), sticky, "after {how}, affinity holds");
