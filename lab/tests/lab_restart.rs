@@ -6,7 +6,7 @@
 //!   ([`labkit::Hold`]), the lab torn down when the hold drops, also on failure.
 //! - On `examples/lab-9pods`, Service x/keep (ClusterIP 10.96.0.40:9100) selects x/a, x/b and
 //!   x/c, where the test runs its own line servers (each answers every line with its pod's
-//!   name). Twelve TCP connections from y/a, each asked once, spread over the backends.
+//!   name). Twenty TCP connections from y/a, each asked once, spread over the backends.
 //! - `lab switch kill` (SIGKILL: the switch writes nothing on its way out; a new one started at
 //!   once): every connection answers its next line from the same backend, and `show status`
 //!   reports generation 2 with the connections adopted. Then `lab switch restart` (SIGTERM, as
@@ -37,7 +37,7 @@ use labkit::{ok, Hold};
 
 const VIP: &str = "10.96.0.40:9100";
 const BACKENDS: [(&str, &str); 3] = [("x/a", "psl_x_a"), ("x/b", "psl_x_b"), ("x/c", "psl_x_c")];
-const CONNECTIONS: usize = 12;
+const CONNECTIONS: usize = 20;
 /// x/keep's NodePort on the one node's address, asked from `external`.
 const NODE_PORT: &str = "172.18.0.2:30940";
 const NODE_PORT_CONNECTIONS: usize = 10;
@@ -230,7 +230,7 @@ fn connections_through_a_service_keep_their_backend_across_a_kill_and_restart() 
     let (record, _) = affinity_record().expect("an affinity record for y/a -> x/sticky");
     std::thread::sleep(Duration::from_secs(2)); // so that its age tells it from a new one
     let backends: std::collections::BTreeSet<&String> = conns.iter().map(|(_, b)| b).collect();
-    assert!(backends.len() >= 2, "12 connections over 3 backends should use more than one: {backends:?}");
+    assert!(backends.len() >= 2, "20 connections over 3 backends should use more than one: {backends:?}");
 
     // The node's host port by its interface index: a link deleted and made again gets another.
     let host_port = || labkit::sh("ip", &["-n", "psl-node", "-o", "link", "show", "psw-host"]).split(':').next().unwrap_or("").to_string();
