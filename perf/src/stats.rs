@@ -64,6 +64,26 @@ pub fn ratio(a: Option<u64>, b: Option<u64>) -> Option<f64> {
     }
 }
 
+/// `a / b` of two measured figures to 3 decimals; None when either is missing or `b` is not
+/// above 0.
+pub fn ratio_f(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(round_to(a / b, 3)),
+        _ => None,
+    }
+}
+
+/// The median of whole numbers, rounded to the nearest; None when empty.
+pub fn median_u64(v: &[u64]) -> Option<u64> {
+    median(&v.iter().map(|&x| x as f64).collect::<Vec<_>>()).map(|x| x.round() as u64)
+}
+
+/// The median, to 3 decimals, of what `f` gives for the samples it gives something for.
+pub fn median_of<T>(v: &[&T], f: impl Fn(&T) -> Option<f64>) -> Option<f64> {
+    let x: Vec<f64> = v.iter().filter_map(|s| f(s)).collect();
+    median(&x).map(|m| round_to(m, 3))
+}
+
 /// Rounds to `digits` decimals (for ratios in JSON).
 pub fn round_to(x: f64, digits: i32) -> f64 {
     let p = 10f64.powi(digits);
@@ -83,8 +103,14 @@ pub fn thousands(x: u64) -> String {
     out
 }
 
+/// A count with separators, "-" when missing.
 pub fn opt_thousands(x: Option<u64>) -> String {
     x.map_or_else(|| "-".into(), thousands)
+}
+
+/// A figure with `digits` decimals, "-" when missing.
+pub fn opt_fixed(x: Option<f64>, digits: usize) -> String {
+    x.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
 }
 
 #[cfg(test)]
@@ -114,5 +140,17 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!((opt_thousands(None), opt_fixed(Some(1.234), 2), opt_fixed(None, 1)), ("-".into(), "1.23".into(), "-".into()));
+    }
+
+    #[test]
+    fn medians_of_counts_and_ratios_of_figures() {
+        assert_eq!(median_u64(&[1, 2]), Some(2));
+        assert_eq!(median_u64(&[]), None);
+        assert_eq!(ratio_f(Some(1.0), Some(3.0)), Some(0.333));
+        assert_eq!(ratio_f(Some(1.0), Some(0.0)), None);
+        let v = [(1, Some(1.0)), (2, None), (3, Some(2.0))];
+        let refs: Vec<&(i32, Option<f64>)> = v.iter().collect();
+        assert_eq!(median_of(&refs, |s| s.1), Some(1.5));
     }
 }

@@ -22,20 +22,17 @@ mod report;
 mod setups;
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::harness::cleanup::Cleanup;
+use crate::harness::cleanup::{self, Cleanup};
 use crate::harness::report::OutputArgs;
 use crate::harness::{host, preflight, progress, rounds};
 use crate::lab::{Lab, NS_A, NS_B};
 use crate::sys;
 use load::{HttpResult, TcpResult};
 use setups::{PortLoss, Setup, SwitchOpts};
-
-const LAB_LOCK: &str = "/run/podswitch-lab-tests.lock";
 
 /// Applications through podswitch vs the kernel: iperf3 and nginx + wrk, pod -> pod and through a ClusterIP.
 #[derive(Debug, Clone, clap::Args)]
@@ -116,11 +113,8 @@ pub struct Sample {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Env {
-    pub kernel: String,
-    pub cpu: String,
-    pub online_cpus: usize,
-    pub loadavg_start: String,
-    pub loadavg_end: String,
+    #[serde(flatten)]
+    pub host: host::Host,
     pub iperf3: String,
     pub nginx: String,
     pub wrk: String,
@@ -160,28 +154,19 @@ pub fn main(args: AppsArgs) -> Result<i32> {
     if args.rounds == 0 || args.seconds == 0 || args.setups.is_empty() || args.streams == 0 || args.connections == 0 {
         bail!("--rounds, --seconds, --streams, --connections must be positive and --setups non-empty");
     }
-    let cpus = sys::online_cpus();
-    if args.fwd_core >= cpus {
-        bail!("--fwd-core must be one of the {cpus} online cores");
-    }
+    preflight::online_core("fwd-core", args.fwd_core)?;
     let podswitch = preflight::program_beside(&args.podswitch, "podswitch")?;
-    if !podswitch.is_file() {
-        bail!("no podswitch (cargo build --release -p podswitch-control) at {}", podswitch.display());
-    }
+    preflight::built(&[(&podswitch, "podswitch", "podswitch-control")])?;
     preflight::programs(&["ip", "bridge", "taskset", "ethtool", "sysctl", "nft", "iperf3", "nginx", "wrk", "curl"], "scripts/bench.sh apps installs them")?;
-    progress::start_clock();
-    sys::install_interrupt_flag()?;
-    let _lock = preflight::lock_blocking(LAB_LOCK, progress)?;
+    let _lock = preflight::take_lab("apps")?;
 
-    let workdir = std::env::temp_dir().join(format!("psa-bench-{}", std::process::id()));
+    let workdir = cleanup::workdir("psa");
     let guard = Cleanup::install(workdir.clone(), destroy)?.remove_also(setups::socket());
-    let started = Instant::now();
-    let started_utc = host::utc_now();
-    let loadavg_start = host::loadavg();
+    let start = host::Start::now();
     progress(format!(
         "{} round(s) of {} x {} s per workload; switch worker on core {}{}",
         args.rounds,
-        args.setups.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "),
+        rounds::names(&args.setups),
         args.seconds,
         args.fwd_core,
         if args.busy_poll { " (busy-polling)" } else { "" }
@@ -202,11 +187,7 @@ pub fn main(args: AppsArgs) -> Result<i32> {
         return Ok(130);
     }
     let env = Env {
-        kernel: version(&["uname", "-r"]),
-        cpu: host::cpu_model(),
-        online_cpus: cpus,
-        loadavg_start,
-        loadavg_end: host::loadavg(),
+        host: start.host(),
         iperf3: version(&["iperf3", "--version"]),
         nginx: version(&["nginx", "-v"]),
         wrk: version(&["wrk", "--version"]),
@@ -222,7 +203,7 @@ pub fn main(args: AppsArgs) -> Result<i32> {
         switch_args: args.switch_args.clone(),
     };
     let workloads = if args.tcp_only { vec![Workload::Tcp1] } else { Workload::ALL.to_vec() };
-    let summary = report::summarize(samples, &workloads, params, env, notes, started_utc, started.elapsed().as_secs_f64());
+    let summary = report::summarize(samples, &workloads, params, env, notes, start.utc.clone(), start.elapsed_s());
     crate::harness::report::publish(&args.output, &summary, || report::files(&summary), || report::table(&summary), progress)?;
     Ok(if summary.complete { 0 } else { 1 })
 }

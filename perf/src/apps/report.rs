@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use super::setups::Setup;
 use super::{Env, Params, Sample, Workload};
-use crate::stats::{median, round_to};
+use crate::harness::report::section;
+use crate::stats::{median_of as med, round_to};
 
 /// Everything a run reports; the first ten fields are the JSON keys, in its order.
 #[derive(Debug, Clone, Serialize)]
@@ -71,11 +72,6 @@ pub struct Row {
 
 fn figure(s: &Sample) -> Option<f64> {
     s.tcp.as_ref().map(|t| t.gbps).or_else(|| s.http.as_ref().map(|h| h.req_per_s))
-}
-
-fn med<F: Fn(&Sample) -> Option<f64>>(v: &[&Sample], f: F) -> Option<f64> {
-    let x: Vec<f64> = v.iter().filter_map(|s| f(s)).collect();
-    median(&x).map(|m| round_to(m, 3))
 }
 
 pub fn summarize(samples: Vec<Sample>, workloads: &[Workload], params: Params, env: Env, notes: Vec<String>, started_utc: String, elapsed: f64) -> Summary {
@@ -227,12 +223,7 @@ pub fn markdown(s: &Summary) -> String {
         let ports: Vec<String> = r.kernel_lost.iter().map(|(p, v)| format!("{p} {}", v.iter().map(u64::to_string).collect::<Vec<_>>().join("/"))).collect();
         let _ = writeln!(o, "- {}: {}", r.workload_name(), ports.join("; "));
     }
-    if !s.notes.is_empty() {
-        let _ = writeln!(o, "\nNotes:\n");
-        for n in &s.notes {
-            let _ = writeln!(o, "- {n}");
-        }
-    }
+    o.push_str(&section("\nNotes:\n\n", "- ", &s.notes));
     o
 }
 

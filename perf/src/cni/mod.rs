@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::harness::cleanup::Cleanup;
+use crate::harness::cleanup::{self, Cleanup};
 use crate::harness::report::OutputArgs;
 use crate::harness::{host, preflight, progress, rounds};
 use crate::stats::round_to;
@@ -52,9 +52,6 @@ use setups::{PodId, Programs, Setup, Turn};
 /// The create phase gives up after this many pods in a row did not get through (a switch
 /// that attaches no more ports would otherwise cost the timeout for every pod left).
 const GIVE_UP_AFTER: usize = 3;
-
-/// The lab tests' machine lock: one lab (or benchmark topology) at a time on this machine.
-const LAB_LOCK: &str = "/run/podswitch-lab-tests.lock";
 
 /// ADD to first packet forwarded and pods per second: podswitch-cni vs ptp + host-local.
 #[derive(Debug, Clone, clap::Args)]
@@ -164,11 +161,8 @@ pub struct Sample {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Env {
-    pub kernel: String,
-    pub cpu: String,
-    pub online_cpus: usize,
-    pub loadavg_start: String,
-    pub loadavg_end: String,
+    #[serde(flatten)]
+    pub host: host::Host,
     /// The reference plugins' package version (dpkg), "" if unknown.
     pub reference_plugins: String,
 }
@@ -200,10 +194,7 @@ pub fn main(args: CniArgs) -> Result<i32> {
     if args.rounds == 0 || args.setups.is_empty() || !args.first_packet_timeout.is_finite() || args.first_packet_timeout <= 0.0 {
         bail!("--rounds must be positive, --setups non-empty, --first-packet-timeout positive");
     }
-    let cpus = sys::online_cpus();
-    if args.core >= cpus {
-        bail!("--core must be one of the {cpus} online cores");
-    }
+    preflight::online_core("core", args.core)?;
     let prog = Programs {
         podswitch: preflight::program_beside(&args.podswitch, "podswitch")?,
         podswitch_cni: preflight::program_beside(&args.podswitch_cni, "podswitch-cni")?,
@@ -211,11 +202,7 @@ pub fn main(args: CniArgs) -> Result<i32> {
         switch_frames: args.switch_frames,
     };
     if args.setups.contains(&Setup::Podswitch) {
-        for (p, what) in [(&prog.podswitch, "podswitch (cargo build --release -p podswitch-control)"), (&prog.podswitch_cni, "podswitch-cni (cargo build --release -p podswitch-cni)")] {
-            if !p.is_file() {
-                bail!("no {what} at {}", p.display());
-            }
-        }
+        preflight::built(&[(&prog.podswitch, "podswitch", "podswitch-control"), (&prog.podswitch_cni, "podswitch-cni", "podswitch-cni")])?;
     }
     for p in ["ptp", "host-local"] {
         let path = std::path::Path::new(setups::REFERENCE_PLUGINS).join(p);
@@ -224,19 +211,15 @@ pub fn main(args: CniArgs) -> Result<i32> {
         }
     }
     preflight::programs(&["ip", "taskset"], "scripts/bench.sh cni installs them")?;
-    progress::start_clock();
-    sys::install_interrupt_flag()?;
-    let _lock = preflight::lock_blocking(LAB_LOCK, progress)?;
+    let _lock = preflight::take_lab("cni")?;
 
-    let workdir = std::env::temp_dir().join(format!("psbcni-bench-{}", std::process::id()));
+    let workdir = cleanup::workdir("psbcni");
     let guard = Cleanup::install(workdir.clone(), topo::destroy)?;
-    let started = Instant::now();
-    let started_utc = host::utc_now();
-    let loadavg_start = host::loadavg();
+    let start = host::Start::now();
     progress(format!(
         "{} round(s) of {}, {} pods each; switch worker on core {}",
         args.rounds,
-        args.setups.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "),
+        rounds::names(&args.setups),
         args.pods,
         args.core
     ));
@@ -252,11 +235,7 @@ pub fn main(args: CniArgs) -> Result<i32> {
         return Ok(130);
     }
     let env = Env {
-        kernel: sys::run(&["uname", "-r"]).map(|s| s.trim().to_string()).unwrap_or_default(),
-        cpu: host::cpu_model(),
-        online_cpus: cpus,
-        loadavg_start,
-        loadavg_end: host::loadavg(),
+        host: start.host(),
         reference_plugins: sys::run(&["dpkg-query", "-W", "-f=${Version}", "containernetworking-plugins"]).unwrap_or_default(),
     };
     let params = Params {
@@ -272,7 +251,7 @@ pub fn main(args: CniArgs) -> Result<i32> {
         pod_range: setups::POD_RANGE,
         mtu: setups::MTU,
     };
-    let summary = report::summarize(samples, params, env, notes, started_utc, started.elapsed().as_secs_f64());
+    let summary = report::summarize(samples, params, env, notes, start.utc.clone(), start.elapsed_s());
     crate::harness::report::publish(&args.output, &summary, || report::files(&summary), || report::table(&summary), progress)?;
     Ok(if summary.complete() { 0 } else { 1 })
 }

@@ -13,7 +13,8 @@ use serde::Serialize;
 
 use super::setups::Setup;
 use super::{Env, Params, Sample};
-use crate::stats::{median, percentile, round_to};
+use crate::harness::report::{heading, markdown_table, padded, run_line, section};
+use crate::stats::{median, opt_fixed as of, percentile, ratio_f as fratio, round_to};
 
 /// The target: podswitch's ADD-to-first-packet p99 at most this times ptp's.
 pub const ADD_P99_TARGET: f64 = 1.5;
@@ -75,13 +76,6 @@ fn r3(x: Option<f64>) -> Option<f64> {
     x.map(|v| round_to(v, 3))
 }
 
-fn fratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(round_to(a / b, 3)),
-        _ => None,
-    }
-}
-
 pub fn summarize(samples: Vec<Sample>, params: Params, env: Env, notes: Vec<String>, started_utc: String, elapsed: f64) -> Summary {
     let mut cells = Vec::new();
     for &setup in &params.setups {
@@ -132,10 +126,6 @@ pub fn summarize(samples: Vec<Sample>, params: Params, env: Env, notes: Vec<Stri
         started_utc,
         elapsed_s: round_to(elapsed, 1),
     }
-}
-
-fn of(x: Option<f64>, d: usize) -> String {
-    x.map_or_else(|| "-".into(), |v| format!("{v:.d$}"))
 }
 
 const HEAD: [&str; 8] = [
@@ -200,7 +190,7 @@ fn setup_line(s: &Summary) -> String {
     format!(
         "{} round(s) of {} pods per setup, setups interleaved (order rotating), one ADD (and one DEL) at a time; percentiles over all pods of all rounds, rates medians over rounds; a pod sends a UDP datagram to the peer pod every {} µs {} (the clock starts at the ADD's start); switch worker on core {} ({}); load average {} -> {}",
         p.rounds, p.pods, p.send_every_us, p.send_from.says(), p.switch_core,
-        p.switch_frames.map_or_else(|| "the switch's default UMEM frames".into(), |f| format!("--frames {f}")), s.env.loadavg_start, s.env.loadavg_end
+        p.switch_frames.map_or_else(|| "the switch's default UMEM frames".into(), |f| format!("--frames {f}")), s.env.host.loadavg_start, s.env.host.loadavg_end
     )
 }
 
@@ -212,17 +202,12 @@ fn errors(s: &Summary) -> Vec<String> {
 pub fn table(s: &Summary) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "\ncni: ADD to first packet forwarded, pods per second; {}\n", setup_line(s));
-    o.push_str(&crate::harness::report::padded(&HEAD, &rows(s)));
+    o.push_str(&padded(&HEAD, &rows(s), 1));
     o.push('\n');
     for l in headline(s) {
         let _ = writeln!(o, "{l}");
     }
-    if !s.notes.is_empty() {
-        o.push_str("\nnotes:\n");
-        for n in &s.notes {
-            let _ = writeln!(o, "  {n}");
-        }
-    }
+    o.push_str(&section("\nnotes:\n", "  ", &s.notes));
     for e in errors(s) {
         let _ = writeln!(o, "ERROR {e}");
     }
@@ -230,18 +215,11 @@ pub fn table(s: &Summary) -> String {
 }
 
 pub fn markdown(s: &Summary) -> String {
-    let mut o = String::new();
-    o.push_str("# cni benchmark: last result\n\n");
-    o.push_str("Written by `scripts/bench.sh cni` (perf/README.md says how it measures).\n\n");
+    let mut o = heading("cni");
     let _ = writeln!(
         o,
-        "- Run: {}, git {}, {} s in all; kernel {}, {} ({} CPUs); containernetworking-plugins {}",
-        s.started_utc,
-        s.git.as_deref().unwrap_or("?"),
-        s.elapsed_s,
-        s.env.kernel,
-        s.env.cpu,
-        s.env.online_cpus,
+        "{}; containernetworking-plugins {}",
+        run_line(&s.started_utc, s.git.as_deref(), s.elapsed_s, &s.env.host),
         if s.env.reference_plugins.is_empty() { "?" } else { &s.env.reference_plugins }
     );
     let _ = writeln!(o, "- {}", setup_line(s));
@@ -250,11 +228,7 @@ pub fn markdown(s: &Summary) -> String {
         "- Same namespaces for both: a node namespace (plugins run there, as a runtime would), a peer pod and {} pod sandboxes; host-local over {}, MTU {}, CNI {}\n",
         s.params.pods, s.params.pod_range, s.params.mtu, s.params.cni_version
     );
-    let _ = writeln!(o, "| {} |", HEAD.join(" | "));
-    let _ = writeln!(o, "| --- |{}", " ---: |".repeat(HEAD.len() - 1));
-    for r in rows(s) {
-        let _ = writeln!(o, "| {} |", r.join(" | "));
-    }
+    o.push_str(&markdown_table(&HEAD, &rows(s), 1));
     o.push('\n');
     for l in headline(s) {
         let _ = writeln!(o, "- {l}");
@@ -281,12 +255,7 @@ pub fn markdown(s: &Summary) -> String {
         );
     }
     let errs = errors(s);
-    if !s.notes.is_empty() || !errs.is_empty() {
-        o.push_str("\n## Notes and errors\n\n");
-        for n in s.notes.iter().chain(errs.iter()) {
-            let _ = writeln!(o, "- {}", n.replace('\n', " "));
-        }
-    }
+    o.push_str(&section("\n## Notes and errors\n\n", "- ", s.notes.iter().chain(&errs).map(|n| n.replace('\n', " "))));
     o
 }
 
@@ -298,6 +267,7 @@ pub fn files(s: &Summary) -> Result<Vec<(&'static str, String)>> {
 #[cfg(test)]
 mod tests {
     use super::super::PodTimes;
+    use crate::harness::host::Host;
     use super::*;
 
     fn sample(round: u32, setup: Setup, first: &[f64], rate: f64) -> Sample {
@@ -321,7 +291,7 @@ mod tests {
     }
 
     fn env() -> Env {
-        Env { kernel: String::new(), cpu: String::new(), online_cpus: 2, loadavg_start: String::new(), loadavg_end: String::new(), reference_plugins: String::new() }
+        Env { host: Host { online_cpus: 2, ..Host::default() }, reference_plugins: String::new() }
     }
 
     #[test]

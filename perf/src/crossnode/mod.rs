@@ -23,12 +23,11 @@ mod tcp;
 mod topo;
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::harness::cleanup::Cleanup;
+use crate::harness::cleanup::{self, Cleanup};
 use crate::harness::pktgen::{CpuSource, Gen, NdrResult, RateResult, Traffic};
 use crate::harness::report::OutputArgs;
 use crate::harness::{host, preflight, progress, rounds};
@@ -37,8 +36,6 @@ use setups::{Setup, SwitchOpts};
 use tcp::TcpResult;
 use topo::Topo;
 
-/// The lab tests' machine lock: one lab (or benchmark topology) at a time on this machine.
-const LAB_LOCK: &str = "/run/podswitch-lab-tests.lock";
 /// Resolution of the rate search (share of the failing rate).
 const NDR_RESOLUTION: f64 = 0.02;
 
@@ -116,11 +113,8 @@ pub struct Sample {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Env {
-    pub kernel: String,
-    pub cpu: String,
-    pub online_cpus: usize,
-    pub loadavg_start: String,
-    pub loadavg_end: String,
+    #[serde(flatten)]
+    pub host: host::Host,
     pub iperf3: String,
 }
 
@@ -146,7 +140,6 @@ fn progress(msg: impl AsRef<str>) {
     progress::say_timed("crossnode", msg);
 }
 
-
 pub fn main(args: CrossnodeArgs) -> Result<i32> {
     if !preflight::root("crossnode", "network namespaces, XDP") {
         return Ok(1);
@@ -154,31 +147,20 @@ pub fn main(args: CrossnodeArgs) -> Result<i32> {
     if args.rounds == 0 || args.duration <= args.warmup + 0.3 || args.setups.is_empty() || !(0.0..1.0).contains(&args.ndr_loss_tolerance) {
         bail!("--rounds must be positive, --duration at least --warmup + 0.3 s, --setups non-empty, --ndr-loss-tolerance in [0, 1)");
     }
-    let cpus = sys::online_cpus();
-    if args.fwd_core == args.gen_core || args.fwd_core >= cpus || args.gen_core >= cpus {
-        bail!("--gen-core and --fwd-core must be two different cores among the {cpus} online");
-    }
+    preflight::gen_and_fwd_cores(args.gen_core, args.fwd_core)?;
     let podswitch = preflight::program_beside(&args.podswitch, "podswitch")?;
     let pktgen = preflight::program_beside(&args.pktgen, "pktgen")?;
-    for (p, what) in [(&podswitch, "podswitch (cargo build --release -p podswitch-control)"), (&pktgen, "pktgen (cargo build --release -p podswitch-pktgen)")] {
-        if !p.is_file() {
-            bail!("no {what} at {}", p.display());
-        }
-    }
+    preflight::built(&[(&podswitch, "podswitch", "podswitch-control"), (&pktgen, "pktgen", "podswitch-pktgen")])?;
     preflight::programs(&["ip", "bridge", "taskset", "ethtool", "sysctl", "iperf3"], "scripts/bench.sh crossnode installs them")?;
-    progress::start_clock();
-    sys::install_interrupt_flag()?;
-    let _lock = preflight::lock_blocking(LAB_LOCK, progress)?;
+    let _lock = preflight::take_lab("crossnode")?;
 
-    let workdir = std::env::temp_dir().join(format!("psx-bench-{}", std::process::id()));
+    let workdir = cleanup::workdir("psx");
     let guard = Cleanup::install(workdir.clone(), destroy)?;
-    let started = Instant::now();
-    let started_utc = host::utc_now();
-    let loadavg_start = host::loadavg();
+    let start = host::Start::now();
     progress(format!(
         "{} round(s) of {}; pktgen and iperf3 on core {}, forwarding on core {}{}",
         args.rounds,
-        args.setups.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "),
+        rounds::names(&args.setups),
         args.gen_core,
         args.fwd_core,
         if args.busy_poll { " (switches busy-polling)" } else { "" }
@@ -201,14 +183,7 @@ pub fn main(args: CrossnodeArgs) -> Result<i32> {
         progress("interrupted; cleaned up");
         return Ok(130);
     }
-    let env = Env {
-        kernel: host::first_line_of(&["uname", "-r"]),
-        cpu: host::cpu_model(),
-        online_cpus: cpus,
-        loadavg_start,
-        loadavg_end: host::loadavg(),
-        iperf3: host::first_line_of(&["iperf3", "--version"]),
-    };
+    let env = Env { host: start.host(), iperf3: host::first_line_of(&["iperf3", "--version"]) };
     let params = Params {
         rounds: args.rounds,
         setups: args.setups.clone(),
@@ -224,7 +199,7 @@ pub fn main(args: CrossnodeArgs) -> Result<i32> {
         ndr_loss_tolerance: args.ndr_loss_tolerance,
         ndr_resolution: NDR_RESOLUTION,
     };
-    let summary = report::summarize(samples, params, env, notes, started_utc, started.elapsed().as_secs_f64());
+    let summary = report::summarize(samples, params, env, notes, start.utc.clone(), start.elapsed_s());
     crate::harness::report::publish(&args.output, &summary, || report::files(&summary), || report::table(&summary), progress)?;
     Ok(if summary.complete() { 0 } else { 1 })
 }

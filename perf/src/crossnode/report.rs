@@ -14,7 +14,8 @@ use serde::Serialize;
 use super::setups::{Setup, ROUTED_POD_MTU, VXLAN_POD_MTU};
 use super::{Env, Params, Sample};
 use crate::harness::pktgen::RateResult;
-use crate::stats::{median, ratio, round_to, thousands};
+use crate::harness::report::{heading, markdown_table, padded, run_line, section};
+use crate::stats::{median, median_u64 as med_u, opt_fixed as of, opt_thousands as ot, ratio, ratio_f as fratio, round_to, thousands};
 
 /// The target for switch/kernel on VXLAN, 64-byte frames per second.
 pub const VXLAN_PPS_TARGET: f64 = 1.3;
@@ -89,17 +90,6 @@ impl Summary {
     /// Every setup asked for gave its UDP figure, and its TCP figure unless TCP was skipped.
     pub fn complete(&self) -> bool {
         self.cells.iter().all(|c| c.pps.is_some() && (self.params.tcp_seconds == 0 || c.tcp_gbps.is_some()))
-    }
-}
-
-fn med_u(v: &[u64]) -> Option<u64> {
-    median(&v.iter().map(|&x| x as f64).collect::<Vec<_>>()).map(|x| x.round() as u64)
-}
-
-fn fratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(round_to(a / b, 3)),
-        _ => None,
     }
 }
 
@@ -179,14 +169,6 @@ pub fn summarize(samples: Vec<Sample>, params: Params, env: Env, notes: Vec<Stri
         started_utc,
         elapsed_s: round_to(elapsed, 1),
     }
-}
-
-fn ot(x: Option<u64>) -> String {
-    x.map_or_else(|| "-".into(), thousands)
-}
-
-fn of(x: Option<f64>, d: usize) -> String {
-    x.map_or_else(|| "-".into(), |v| format!("{v:.d$}"))
 }
 
 const LOWER_BOUND: &str = "(≥ on a UDP rate: nothing lost and the forwarding core under 90% busy in most rounds: the generator, throttled by the path's backpressure, was the limit; on a highest rate: the search's first trial, at its ceiling, passed; either figure is then a lower bound)";
@@ -275,8 +257,8 @@ fn setup_line(s: &Summary) -> String {
         p.udp_rate.map_or_else(|| "pktgen's maximum".to_string(), |r| format!("{} frames/s", thousands(r))),
         p.duration_s,
         p.tcp_seconds,
-        s.env.loadavg_start,
-        s.env.loadavg_end
+        s.env.host.loadavg_start,
+        s.env.host.loadavg_end
     )
 }
 
@@ -285,17 +267,12 @@ pub fn table(s: &Summary) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "\ncrossnode: pod -> pod on another node; {}\n", setup_line(s));
     let _ = writeln!(o, "{LOWER_BOUND}\n");
-    o.push_str(&crate::harness::report::padded(&HEAD, &rows(s)));
+    o.push_str(&padded(&HEAD, &rows(s), 1));
     o.push('\n');
     for l in headline(s) {
         let _ = writeln!(o, "{l}");
     }
-    if !s.notes.is_empty() {
-        o.push_str("\nnotes:\n");
-        for n in &s.notes {
-            let _ = writeln!(o, "  {n}");
-        }
-    }
+    o.push_str(&section("\nnotes:\n", "  ", &s.notes));
     for x in s.samples.iter().filter(|x| !x.errors.is_empty()) {
         for e in &x.errors {
             let _ = writeln!(o, "ERROR round {} {}: {e}", x.round, x.setup.name());
@@ -304,39 +281,16 @@ pub fn table(s: &Summary) -> String {
     o
 }
 
-/// The markdown table alone.
-pub fn markdown_table(s: &Summary) -> String {
-    let mut o = String::new();
-    let _ = writeln!(o, "| {} |", HEAD.join(" | "));
-    let _ = writeln!(o, "| --- |{}", " ---: |".repeat(HEAD.len() - 1));
-    for r in rows(s) {
-        let _ = writeln!(o, "| {} |", r.join(" | "));
-    }
-    o
-}
-
 pub fn markdown(s: &Summary) -> String {
-    let mut o = String::new();
-    o.push_str("# crossnode benchmark: last result\n\n");
-    o.push_str("Written by `scripts/bench.sh crossnode` (perf/README.md says how it measures).\n\n");
-    let _ = writeln!(
-        o,
-        "- Run: {}, git {}, {} s in all; kernel {}, {} ({} CPUs); {}",
-        s.started_utc,
-        s.git.as_deref().unwrap_or("?"),
-        s.elapsed_s,
-        s.env.kernel,
-        s.env.cpu,
-        s.env.online_cpus,
-        s.env.iperf3
-    );
+    let mut o = heading("crossnode");
+    let _ = writeln!(o, "{}; {}", run_line(&s.started_utc, s.git.as_deref(), s.elapsed_s, &s.env.host), s.env.iperf3);
     let _ = writeln!(o, "- {}", setup_line(s));
     let _ = writeln!(
         o,
         "- Two node namespaces on a direct veth underlay (172.19.0.0/24), one pod each; pods' MTU {VXLAN_POD_MTU} under VXLAN, {ROUTED_POD_MTU} routed; pods' TX checksum offload off in every setup (as podswitch needs it)\n"
     );
     let _ = writeln!(o, "{LOWER_BOUND}\n");
-    o.push_str(&markdown_table(s));
+    o.push_str(&markdown_table(&HEAD, &rows(s), 1));
     o.push('\n');
     for l in headline(s) {
         let _ = writeln!(o, "- {l}");
@@ -362,12 +316,7 @@ pub fn markdown(s: &Summary) -> String {
         );
     }
     let errs: Vec<String> = s.samples.iter().flat_map(|x| x.errors.iter().map(move |e| format!("round {} {}: {e}", x.round, x.setup.name()))).collect();
-    if !s.notes.is_empty() || !errs.is_empty() {
-        o.push_str("\n## Notes and errors\n\n");
-        for n in s.notes.iter().chain(errs.iter()) {
-            let _ = writeln!(o, "- {}", n.replace('\n', " "));
-        }
-    }
+    o.push_str(&section("\n## Notes and errors\n\n", "- ", s.notes.iter().chain(&errs).map(|n| n.replace('\n', " "))));
     o
 }
 
@@ -379,6 +328,7 @@ pub fn files(s: &Summary) -> Result<Vec<(&'static str, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::host::Host;
     use crate::harness::pktgen::NdrResult;
 
     fn sample(round: u32, setup: Setup, pps: u64, gbps: f64) -> Sample {
@@ -390,7 +340,7 @@ mod tests {
     #[test]
     fn headline_keys_come_first_in_order_and_ratios_are_switch_over_kernel() {
         let params = Params { rounds: 2, setups: Setup::ALL.to_vec(), duration_s: 3.0, tcp_seconds: 10, flows: 256, gen_core: 0, fwd_core: 1, busy_poll: false, udp_rate: None, ndr_trial_s: 1.0, ndr_max_rate: 1_200_000, ndr_loss_tolerance: 0.001, ndr_resolution: 0.02 };
-        let env = Env { kernel: String::new(), cpu: String::new(), online_cpus: 2, loadavg_start: String::new(), loadavg_end: String::new(), iperf3: String::new() };
+        let env = Env { host: Host { online_cpus: 2, ..Host::default() }, iperf3: String::new() };
         let ndr = |mut x: Sample, pps: u64| {
             x.ndr_64 = Some(NdrResult { ndr_pps: Some(pps), generator_limited: false, trials: 8, p50_ns_at_ndr: None, p99_ns_at_ndr: None });
             x
@@ -426,7 +376,7 @@ mod tests {
     #[test]
     fn a_lossless_run_with_a_spare_forwarding_core_is_a_lower_bound() {
         let params = Params { rounds: 1, setups: vec![Setup::KernelRouted, Setup::KernelVxlan], duration_s: 3.0, tcp_seconds: 0, flows: 256, gen_core: 0, fwd_core: 1, busy_poll: false, udp_rate: None, ndr_trial_s: 1.0, ndr_max_rate: 1_200_000, ndr_loss_tolerance: 0.001, ndr_resolution: 0.02 };
-        let env = Env { kernel: String::new(), cpu: String::new(), online_cpus: 2, loadavg_start: String::new(), loadavg_end: String::new(), iperf3: String::new() };
+        let env = Env { host: Host { online_cpus: 2, ..Host::default() }, iperf3: String::new() };
         let mut spare = sample(1, Setup::KernelRouted, 700, 0.0);
         spare.udp_64.as_mut().unwrap().core_busy = vec![1.0, 0.85];
         spare.tcp = None;

@@ -25,7 +25,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::harness::cleanup::Cleanup;
+use crate::harness::cleanup::{self, Cleanup};
 use crate::harness::report::OutputArgs;
 use crate::harness::{host, preflight, progress};
 use crate::sys::{self, Proc};
@@ -34,8 +34,6 @@ use objects::Cluster;
 use topo::{Topo, NS_NODE, UPLINK};
 
 const SOCKET: &str = "/run/podswitch/pse-bench.sock";
-/// The lab tests' machine lock: one lab (or benchmark topology) at a time on this machine.
-const LAB_LOCK: &str = "/run/podswitch-lab-tests.lock";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -172,11 +170,8 @@ pub struct Sample {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Env {
-    pub kernel: String,
-    pub cpu: String,
-    pub online_cpus: usize,
-    pub loadavg_start: String,
-    pub loadavg_end: String,
+    #[serde(flatten)]
+    pub host: host::Host,
     pub ovs_version: String,
     pub nft_version: String,
 }
@@ -216,7 +211,6 @@ struct Ctx<'a> {
     switch_start_s: Vec<f64>,
 }
 
-
 pub fn main(args: E2eArgs) -> Result<i32> {
     if !preflight::root("e2e", "network namespaces, XDP, nftables") {
         return Ok(1);
@@ -224,31 +218,20 @@ pub fn main(args: E2eArgs) -> Result<i32> {
     if args.rounds == 0 || args.duration <= args.warmup + 0.3 || args.forwarders.is_empty() || args.paths.is_empty() {
         bail!("--rounds must be positive, --duration at least --warmup + 0.3 s, --forwarders and --paths non-empty");
     }
-    let cpus = sys::online_cpus();
-    if args.fwd_core == args.gen_core || args.fwd_core >= cpus || args.gen_core >= cpus {
-        bail!("--gen-core and --fwd-core must be two different cores among the {cpus} online");
-    }
+    preflight::gen_and_fwd_cores(args.gen_core, args.fwd_core)?;
     let podswitch = preflight::program_beside(&args.podswitch, "podswitch")?;
     let pktgen = preflight::program_beside(&args.pktgen, "pktgen")?;
-    for (p, what) in [(&podswitch, "podswitch (cargo build --release -p podswitch-control)"), (&pktgen, "pktgen (cargo build --release -p podswitch-pktgen)")] {
-        if !p.is_file() {
-            bail!("no {what} at {}", p.display());
-        }
-    }
+    preflight::built(&[(&podswitch, "podswitch", "podswitch-control"), (&pktgen, "pktgen", "podswitch-pktgen")])?;
     let mut need = vec!["ip", "taskset", "ethtool", "sysctl", "nft"];
     if args.forwarders.contains(&Fwd::Ovs) {
         need.extend(["ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovs-appctl"]);
     }
     preflight::programs(&need, "scripts/bench.sh e2e installs them")?;
-    progress::start_clock();
-    crate::sys::install_interrupt_flag()?;
-    let _lock = preflight::lock_blocking(LAB_LOCK, progress)?;
+    let _lock = preflight::take_lab("e2e")?;
 
-    let workdir = std::env::temp_dir().join(format!("pse-bench-{}", std::process::id()));
+    let workdir = cleanup::workdir("pse");
     let guard = Cleanup::install(workdir.clone(), topo::destroy)?.remove_also(SOCKET);
-    let started = Instant::now();
-    let started_utc = host::utc_now();
-    let loadavg_start = host::loadavg();
+    let start = host::Start::now();
 
     progress(format!(
         "{} Services ({} endpoints each), {} policies over {} pods; {} round(s) of {} over {}; pktgen on core {}, forwarder on core {}",
@@ -332,15 +315,11 @@ pub fn main(args: E2eArgs) -> Result<i32> {
     drop(ctx);
     drop(guard);
     let env = Env {
-        kernel: host::first_line_of(&["uname", "-r"]),
-        cpu: host::cpu_model(),
-        online_cpus: cpus,
-        loadavg_start,
-        loadavg_end: host::loadavg(),
+        host: start.host(),
         ovs_version: host::first_line_of(&["ovs-vswitchd", "--version"]),
         nft_version: host::first_line_of(&["nft", "--version"]),
     };
-    let summary = report::summarize(&args, samples, setup, env, notes, started_utc, started.elapsed().as_secs_f64());
+    let summary = report::summarize(&args, samples, setup, env, notes, start.utc.clone(), start.elapsed_s());
     crate::harness::report::publish(&args.output, &summary, || report::files(&summary), || report::table(&summary), progress)?;
     let complete = summary.headline_complete();
     Ok(if complete { 0 } else { 1 })

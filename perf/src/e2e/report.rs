@@ -11,12 +11,13 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::harness::pktgen::RateResult;
 use super::{E2eArgs, Env, Fwd, PathKind, Sample, Setup};
+use crate::harness::pktgen::RateResult;
+use crate::harness::report::{heading, markdown_table, padded, run_line, section};
+use crate::stats::{median, median_u64 as med_u, opt_fixed as of, opt_thousands as ot, ratio, round_to, thousands};
 
 /// A rate run that lost at most this share of what was sent did not saturate the forwarder.
 const UNSATURATED_LOSS: f64 = 0.001;
-use crate::stats::{median, round_to, thousands};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Cell {
@@ -84,16 +85,6 @@ impl Summary {
     }
 }
 
-fn med_u(v: &[u64]) -> Option<u64> {
-    median(&v.iter().map(|&x| x as f64).collect::<Vec<_>>()).map(|x| x.round() as u64)
-}
-
-fn med_f(v: &[f64]) -> Option<f64> {
-    median(v)
-}
-
-use crate::stats::ratio;
-
 pub fn summarize(args: &E2eArgs, samples: Vec<Sample>, setup: Setup, env: Env, notes: Vec<String>, started_utc: String, elapsed: f64) -> Summary {
     let mut cells = Vec::new();
     for &f in &args.forwarders {
@@ -124,15 +115,15 @@ pub fn summarize(args: &E2eArgs, samples: Vec<Sample>, setup: Setup, env: Env, n
                 offered_64: med_u(&off),
                 pps_imix: med_u(&imix),
                 pps_imix_lower_bound: majority(mine.iter().filter(|s| s.rate_imix.as_ref().is_some_and(unsaturated)).count()),
-                gbps_imix: med_f(&gbps).map(|x| round_to(x, 3)),
+                gbps_imix: median(&gbps).map(|x| round_to(x, 3)),
                 ndr_64: med_u(&ndr),
                 ndr_lower_bound: majority(mine.iter().filter(|s| s.ndr_64.as_ref().is_some_and(|n| n.generator_limited)).count()),
                 ndr_per_round: mine.iter().map(|s| s.ndr_64.as_ref().and_then(|n| n.ndr_pps)).collect(),
-                latency_p50_us: med_f(&p50).map(|x| round_to(x, 1)),
-                latency_p99_us: med_f(&p99).map(|x| round_to(x, 1)),
+                latency_p50_us: median(&p50).map(|x| round_to(x, 1)),
+                latency_p99_us: median(&p99).map(|x| round_to(x, 1)),
                 latency_lost: lost.iter().copied().max(),
-                cpu_us_per_pkt_64: med_f(&c64).map(|x| round_to(x, 3)),
-                cpu_us_per_pkt_imix: med_f(&cim).map(|x| round_to(x, 3)),
+                cpu_us_per_pkt_64: median(&c64).map(|x| round_to(x, 3)),
+                cpu_us_per_pkt_imix: median(&cim).map(|x| round_to(x, 3)),
             });
         }
     }
@@ -172,20 +163,12 @@ pub fn summarize(args: &E2eArgs, samples: Vec<Sample>, setup: Setup, env: Env, n
     }
 }
 
-fn ot(x: Option<u64>) -> String {
-    x.map_or_else(|| "-".into(), thousands)
-}
-
 /// A figure, with "≥" when it is a lower bound (the generator was the limit).
 fn lb(x: Option<u64>, lower: bool) -> String {
     match x {
         Some(v) if lower => format!("≥{}", thousands(v)),
         _ => ot(x),
     }
-}
-
-fn of(x: Option<f64>, d: usize) -> String {
-    x.map_or_else(|| "-".into(), |v| format!("{v:.d$}"))
 }
 
 fn or(x: Option<f64>) -> String {
@@ -274,47 +257,17 @@ pub fn table(s: &Summary) -> String {
         st.gen_core,
         st.fwd_core,
         st.flows,
-        s.env.loadavg_start,
-        s.env.loadavg_end
+        s.env.host.loadavg_start,
+        s.env.host.loadavg_end
     );
     o.push_str("(≥: the generator was the limit, the figure is a lower bound)\n\n");
-    let rows = rows(s);
-    let mut w = HEAD.map(|h| h.chars().count());
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: &[String]| -> String {
-        let mut l = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            let pad = w[i] - c.chars().count();
-            if i < 2 {
-                l.push_str(c);
-                l.push_str(&" ".repeat(pad + 2));
-            } else {
-                l.push_str(&" ".repeat(pad));
-                l.push_str(c);
-                l.push_str("  ");
-            }
-        }
-        l.trim_end().to_string() + "\n"
-    };
-    o.push_str(&line(&HEAD.map(String::from)));
-    for r in &rows {
-        o.push_str(&line(r));
-    }
+    o.push_str(&padded(&HEAD, &rows(s), 2));
     o.push('\n');
     for l in headline(s) {
         let _ = writeln!(o, "{l}");
     }
     let _ = writeln!(o, "kernel rules: {} chains loaded in {} s; switch start with all objects: {:?} s", st.nft_chains, st.nft_load_s, st.switch_start_s);
-    if !s.notes.is_empty() {
-        o.push_str("\nnotes:\n");
-        for n in &s.notes {
-            let _ = writeln!(o, "  {n}");
-        }
-    }
+    o.push_str(&section("\nnotes:\n", "  ", &s.notes));
     let errs: Vec<&Sample> = s.samples.iter().filter(|x| !x.errors.is_empty()).collect();
     for x in errs {
         for e in &x.errors {
@@ -324,33 +277,15 @@ pub fn table(s: &Summary) -> String {
     o
 }
 
-/// The markdown table alone (also what the README shows).
-pub fn markdown_table(s: &Summary) -> String {
-    let mut o = String::new();
-    let _ = writeln!(o, "| {} |", HEAD.join(" | "));
-    let _ = writeln!(o, "| --- | --- |{}", " ---: |".repeat(HEAD.len() - 2));
-    for r in rows(s) {
-        let _ = writeln!(o, "| {} |", r.join(" | "));
-    }
-    o
-}
-
 pub fn markdown(s: &Summary) -> String {
-    let mut o = String::new();
+    let mut o = heading("e2e");
     let st = &s.setup;
-    o.push_str("# e2e benchmark: last result\n\n");
-    o.push_str("Written by `scripts/bench.sh e2e` (perf/README.md says how it measures).\n\n");
     let _ = writeln!(
         o,
-        "- Run: {}, git {}, {} s in all; kernel {}, {} ({} CPUs); load average {} at start, {} at end",
-        s.started_utc,
-        s.git.as_deref().unwrap_or("?"),
-        s.elapsed_s,
-        s.env.kernel,
-        s.env.cpu,
-        s.env.online_cpus,
-        s.env.loadavg_start,
-        s.env.loadavg_end
+        "{}; load average {} at start, {} at end",
+        run_line(&s.started_utc, s.git.as_deref(), s.elapsed_s, &s.env.host),
+        s.env.host.loadavg_start,
+        s.env.host.loadavg_end
     );
     let _ = writeln!(
         o,
@@ -382,7 +317,7 @@ pub fn markdown(s: &Summary) -> String {
         s.env.ovs_version,
         s.env.nft_version
     );
-    o.push_str(&markdown_table(s));
+    o.push_str(&markdown_table(&HEAD, &rows(s), 2));
     o.push('\n');
     for l in headline(s) {
         let _ = writeln!(o, "- {l}");
@@ -412,23 +347,9 @@ pub fn markdown(s: &Summary) -> String {
             r.map_or("-".into(), |r| r.core_busy.iter().map(|b| format!("{:.0}%", b * 100.0)).collect::<Vec<_>>().join(" / "))
         );
     }
-    let errs: Vec<String> = s
-        .samples
-        .iter()
-        .flat_map(|x| x.errors.iter().map(move |e| format!("round {} {} {}: `{}`", x.round, x.fwd.name(), x.path.name(), e.replace('\n', " "))))
-        .collect();
-    if !errs.is_empty() {
-        o.push_str("\n## Errors\n\n");
-        for e in errs {
-            let _ = writeln!(o, "- {e}");
-        }
-    }
-    if !s.notes.is_empty() {
-        o.push_str("\n## Notes\n\n");
-        for n in &s.notes {
-            let _ = writeln!(o, "- {n}");
-        }
-    }
+    let errs = s.samples.iter().flat_map(|x| x.errors.iter().map(move |e| format!("round {} {} {}: `{}`", x.round, x.fwd.name(), x.path.name(), e.replace('\n', " "))));
+    o.push_str(&section("\n## Errors\n\n", "- ", errs));
+    o.push_str(&section("\n## Notes\n\n", "- ", &s.notes));
     o
 }
 
@@ -598,11 +519,7 @@ mod tests {
             latency_duration_s: 1.5,
         };
         let env = Env {
-            kernel: "k".into(),
-            cpu: "c".into(),
-            online_cpus: 2,
-            loadavg_start: String::new(),
-            loadavg_end: String::new(),
+            host: crate::harness::host::Host { kernel: "k".into(), cpu: "c".into(), online_cpus: 2, ..Default::default() },
             ovs_version: String::new(),
             nft_version: String::new(),
         };

@@ -1,7 +1,51 @@
-//! What a report records about the machine and the checkout it measured.
+//! What a report records about the machine and the checkout it measured: [`Start`] when a run
+//! begins, [`Host`] (kernel, CPU, load average at start and end) when it ends.
 use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
 
 use crate::sys;
+
+/// The machine a run measured, as every report records it (flattened into the benchmarks'
+/// `env`, or as `host`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Host {
+    pub kernel: String,
+    pub cpu: String,
+    pub online_cpus: usize,
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+}
+
+/// When a run started: the clock of its elapsed time, the UTC time and the load average then.
+pub struct Start {
+    pub at: Instant,
+    pub utc: String,
+    pub loadavg: String,
+}
+
+impl Start {
+    pub fn now() -> Start {
+        Start { at: Instant::now(), utc: utc_now(), loadavg: loadavg() }
+    }
+
+    /// Seconds since the start.
+    pub fn elapsed_s(&self) -> f64 {
+        self.at.elapsed().as_secs_f64()
+    }
+
+    /// The machine, with the load average now as the end's.
+    pub fn host(&self) -> Host {
+        Host {
+            kernel: first_line_of(&["uname", "-r"]),
+            cpu: cpu_model(),
+            online_cpus: sys::online_cpus(),
+            loadavg_start: self.loadavg.clone(),
+            loadavg_end: loadavg(),
+        }
+    }
+}
 
 /// The first line of what `cmd` prints (a program's version, the kernel's release), trimmed;
 /// empty if it cannot be run.

@@ -1,13 +1,19 @@
-//! What a benchmark checks before it touches anything: root, the programs it runs, and the
-//! lock that keeps two runs (or a run and the lab tests) from building namespaces at once.
+//! What a benchmark checks before it touches anything: root, the cores it is given, the
+//! programs it runs, and the lock that keeps two runs (or a run and the lab tests) from building
+//! namespaces at once.
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use nix::fcntl::Flock;
 
 use crate::sys;
+
+use super::progress;
+
+/// The lab tests' machine lock: one lab (or benchmark topology) at a time on this machine.
+pub const LAB_LOCK: &str = "/run/podswitch-lab-tests.lock";
 
 /// True as root; otherwise prints `bench NAME: must run as root (WHY)` (the run then exits 1).
 pub fn root(bench: &str, why: &str) -> bool {
@@ -16,6 +22,45 @@ pub fn root(bench: &str, why: &str) -> bool {
     }
     eprintln!("bench {bench}: must run as root ({why})");
     false
+}
+
+/// Fails unless `core` (the value of option `--OPTION`) is an online core.
+pub fn online_core(option: &str, core: usize) -> Result<()> {
+    let cpus = sys::online_cpus();
+    if core >= cpus {
+        bail!("--{option} must be one of the {cpus} online cores");
+    }
+    Ok(())
+}
+
+/// Fails unless `--gen-core` and `--fwd-core` are two different online cores.
+pub fn gen_and_fwd_cores(gen_core: usize, fwd_core: usize) -> Result<()> {
+    let cpus = sys::online_cpus();
+    if fwd_core == gen_core || fwd_core >= cpus || gen_core >= cpus {
+        bail!("--gen-core and --fwd-core must be two different cores among the {cpus} online");
+    }
+    Ok(())
+}
+
+/// Fails naming the first program of `built` (its path, its name, the workspace crate that
+/// builds it) that is not there.
+pub fn built(built: &[(&Path, &str, &str)]) -> Result<()> {
+    for (path, name, krate) in built {
+        if !path.is_file() {
+            bail!("no {name} (cargo build --release -p {krate}) at {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Where a run of the lab-sized benchmarks begins once its checks passed: the clock of the
+/// timed progress lines starts, SIGINT/SIGTERM set the interrupt flag, and the run waits for
+/// [`LAB_LOCK`] (saying so as `bench NAME [t s]: ...`). The lock is held while the returned
+/// value lives.
+pub fn take_lab(bench: &str) -> Result<Flock<File>> {
+    progress::start_clock();
+    sys::install_interrupt_flag()?;
+    lock_blocking(LAB_LOCK, |m| progress::say_timed(bench, m))
 }
 
 /// Fails naming every program of `need` not found on PATH; `hint` says what installs them.

@@ -1,11 +1,16 @@
 //! A run's results: `NAME.json` (the summary, pretty-printed, one trailing newline), `NAME.md`
 //! and any further files, written into the results directory (created if missing) unless
-//! `--no-save`; then the summary on stdout, as one JSON line (`--json`) or as a table
-//! ([`padded`] lays the plain-text tables out).
+//! `--no-save`; then the summary on stdout, as one JSON line (`--json`) or as a table.
+//!
+//! The pieces the benchmarks' reports share: [`padded`] (plain-text tables) and
+//! [`markdown_table`] (the same rows in Markdown), [`heading`] and [`run_line`] (how a
+//! Markdown report starts), [`section`] (notes and errors as a list under a heading).
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
+
+use super::host::Host;
 
 /// The output options every driver has (flattened into its arguments).
 #[derive(Debug, Clone, clap::Args)]
@@ -62,9 +67,9 @@ fn save(dir: &Path, files: &[(&str, String)]) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// A plain-text table: `head` and `rows` in columns, the first left-aligned, the others
+/// A plain-text table: `head` and `rows` in columns, the first `left` left-aligned, the others
 /// right-aligned, two spaces apart, no trailing spaces.
-pub fn padded<const N: usize>(head: &[&str; N], rows: &[[String; N]]) -> String {
+pub fn padded<const N: usize>(head: &[&str; N], rows: &[[String; N]], left: usize) -> String {
     let mut w = head.map(|h| h.chars().count());
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -75,7 +80,7 @@ pub fn padded<const N: usize>(head: &[&str; N], rows: &[[String; N]]) -> String 
         let mut l = String::new();
         for (i, c) in cells.iter().enumerate() {
             let pad = w[i] - c.chars().count();
-            if i == 0 {
+            if i < left {
                 l.push_str(c);
                 l.push_str(&" ".repeat(pad + 2));
             } else {
@@ -91,4 +96,55 @@ pub fn padded<const N: usize>(head: &[&str; N], rows: &[[String; N]]) -> String 
         o.push_str(&line(r));
     }
     o
+}
+
+/// The Markdown table of `head` and `rows`, the first `left` columns left-aligned, the others
+/// right-aligned.
+pub fn markdown_table<const N: usize>(head: &[&str; N], rows: &[[String; N]], left: usize) -> String {
+    let mut o = format!("| {} |\n|{}{}\n", head.join(" | "), " --- |".repeat(left), " ---: |".repeat(N - left));
+    for r in rows {
+        o.push_str(&format!("| {} |\n", r.join(" | ")));
+    }
+    o
+}
+
+/// How a benchmark's Markdown report starts: its title and where it comes from.
+pub fn heading(bench: &str) -> String {
+    format!("# {bench} benchmark: last result\n\nWritten by `scripts/bench.sh {bench}` (perf/README.md says how it measures).\n\n")
+}
+
+/// The report's `- Run: ...` line, without its end: when, which commit, how long, on what.
+pub fn run_line(started_utc: &str, git: Option<&str>, elapsed_s: f64, host: &Host) -> String {
+    format!(
+        "- Run: {started_utc}, git {}, {elapsed_s} s in all; kernel {}, {} ({} CPUs)",
+        git.unwrap_or("?"),
+        host.kernel,
+        host.cpu,
+        host.online_cpus
+    )
+}
+
+/// `items` under `heading`, each a line `BULLET ITEM`; nothing without items.
+pub fn section<T: std::fmt::Display>(heading: &str, bullet: &str, items: impl IntoIterator<Item = T>) -> String {
+    let lines: String = items.into_iter().map(|i| format!("{bullet}{i}\n")).collect();
+    if lines.is_empty() {
+        lines
+    } else {
+        format!("{heading}{lines}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_and_sections_vanish_when_empty() {
+        let rows = [["ab".to_string(), "c".to_string(), "1,000".to_string()]];
+        assert_eq!(padded(&["x", "y", "z"], &rows, 2), "x   y      z\nab  c  1,000\n");
+        assert_eq!(padded(&["x", "y", "z"], &rows, 1), "x   y      z\nab  c  1,000\n");
+        assert_eq!(markdown_table(&["x", "y", "z"], &rows, 1), "| x | y | z |\n| --- | ---: | ---: |\n| ab | c | 1,000 |\n");
+        assert_eq!(section("\nNotes:\n\n", "- ", ["a", "b"]), "\nNotes:\n\n- a\n- b\n");
+        assert_eq!(section("\nNotes:\n\n", "- ", Vec::<String>::new()), "");
+    }
 }

@@ -41,6 +41,11 @@ pub trait Measured {
     fn note(&self) -> String;
 }
 
+/// The contenders' names, `a, b, c` (the progress line that opens a run).
+pub fn names<K: Contender>(ks: &[K]) -> String {
+    ks.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+}
+
 /// What the rounds gave.
 pub struct Rounds<K, S> {
     pub samples: Vec<S>,

@@ -36,20 +36,18 @@ mod topo;
 mod vnet;
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::apps::load::{self, TcpResult};
-use crate::harness::cleanup::Cleanup;
+use crate::harness::cleanup::{self, Cleanup};
 use crate::harness::report::OutputArgs;
 use crate::harness::{host, preflight, progress, rounds};
-use crate::sys::{self, CoreTimes};
+use crate::sys::CoreTimes;
 use forwarder::{Config, DirStats, Forwarder, Mechanism};
 use topo::HostDrop;
 
-const LAB_LOCK: &str = "/run/podswitch-lab-tests.lock";
 const IPERF_PORT: u16 = 5201;
 
 /// Pod-port mechanisms that keep pod offloads: AF_PACKET + PACKET_VNET_HDR vs tap + IFF_VNET_HDR vs a kernel bridge.
@@ -176,11 +174,8 @@ pub struct Sample {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Env {
-    pub kernel: String,
-    pub cpu: String,
-    pub online_cpus: usize,
-    pub loadavg_start: String,
-    pub loadavg_end: String,
+    #[serde(flatten)]
+    pub host: host::Host,
     pub iperf3: String,
     pub git: Option<String>,
 }
@@ -198,7 +193,6 @@ fn progress(msg: impl AsRef<str>) {
     progress::say_timed("portkinds", msg);
 }
 
-
 pub fn main(args: PortkindsArgs) -> Result<i32> {
     if !preflight::root("portkinds", "network namespaces, AF_PACKET, tap devices") {
         return Ok(1);
@@ -206,31 +200,25 @@ pub fn main(args: PortkindsArgs) -> Result<i32> {
     if args.rounds == 0 || args.seconds == 0 || args.kinds.is_empty() {
         bail!("--rounds and --seconds must be positive and --kinds non-empty");
     }
-    let cpus = sys::online_cpus();
-    if args.fwd_core >= cpus {
-        bail!("--fwd-core must be one of the {cpus} online cores");
-    }
+    preflight::online_core("fwd-core", args.fwd_core)?;
     let mut need = vec!["ip", "ethtool", "sysctl", "iperf3", "ping"];
     if args.kinds.iter().any(|k| k.mechanism() == Some(Mechanism::Packet) && k.host_drop() == HostDrop::Nft) {
         need.push("nft");
     }
     need.push("nstat");
     preflight::programs(&need, "scripts/bench.sh portkinds installs them")?;
-    progress::start_clock();
-    sys::install_interrupt_flag()?;
-    let _lock = preflight::lock_blocking(LAB_LOCK, progress)?;
-    let workdir = std::env::temp_dir().join(format!("pk-bench-{}", std::process::id()));
+    let _lock = preflight::take_lab("portkinds")?;
+    let workdir = cleanup::workdir("pk");
     let guard = Cleanup::install(workdir.clone(), topo::destroy)?;
-    let started = Instant::now();
-    let started_utc = host::utc_now();
-    let loadavg_start = host::loadavg();
+    let start = host::Start::now();
     progress(format!(
-        "{} round(s) of {} x {} s of iperf3; forwarder on core {} ({}); load average {loadavg_start}",
+        "{} round(s) of {} x {} s of iperf3; forwarder on core {} ({}); load average {}",
         args.rounds,
-        args.kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
+        rounds::names(&args.kinds),
         args.seconds,
         args.fwd_core,
-        if args.busy_poll { "busy-polling" } else { "sleeps in epoll when idle" }
+        if args.busy_poll { "busy-polling" } else { "sleeps in epoll when idle" },
+        start.loadavg
     ));
     let mut notes = Vec::new();
     let done = rounds::rotated("portkinds", args.rounds, &args.kinds, &mut notes, |kind, round, _| turn(&args, &workdir, kind, round));
@@ -240,16 +228,12 @@ pub fn main(args: PortkindsArgs) -> Result<i32> {
         return Ok(130);
     }
     let env = Env {
-        kernel: host::first_line_of(&["uname", "-r"]),
-        cpu: host::cpu_model(),
-        online_cpus: cpus,
-        loadavg_start,
-        loadavg_end: host::loadavg(),
+        host: start.host(),
         iperf3: host::first_line_of(&["iperf3", "--version"]),
         git: host::git_describe(),
     };
     let params = Params { rounds: args.rounds, seconds: args.seconds, kinds: args.kinds.clone(), fwd_core: args.fwd_core, busy_poll: args.busy_poll };
-    let summary = report::summarize(done.samples, params, env, notes, started_utc, started.elapsed().as_secs_f64());
+    let summary = report::summarize(done.samples, params, env, notes, start.utc.clone(), start.elapsed_s());
     crate::harness::report::publish(&args.output, &summary, || report::files(&summary), || report::markdown(&summary), progress)?;
     Ok(if summary.complete { 0 } else { 1 })
 }

@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use super::forwarder::DirStats;
 use super::{Env, Kind, Params, Sample};
-use crate::stats::{median, round_to};
+use crate::harness::report::section;
+use crate::stats::{median_of as med, opt_fixed as num, round_to};
 
 /// Frame sizes one direction carried over all rounds (without the vnet header).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -99,11 +100,6 @@ pub struct Summary {
     pub env: Env,
     pub notes: Vec<String>,
     pub samples: Vec<Sample>,
-}
-
-fn med(v: &[&Sample], f: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {
-    let x: Vec<f64> = v.iter().filter_map(|s| f(s)).collect();
-    median(&x).map(|m| round_to(m, 3))
 }
 
 pub fn summarize(samples: Vec<Sample>, params: Params, env: Env, notes: Vec<String>, started_utc: String, elapsed: f64) -> Summary {
@@ -228,10 +224,6 @@ pub fn turn_line(s: &Sample) -> String {
     l
 }
 
-fn num(x: Option<f64>, digits: usize) -> String {
-    x.map_or("-".into(), |v| format!("{v:.digits$}"))
-}
-
 /// The Markdown report (also the stdout table).
 pub fn markdown(s: &Summary) -> String {
     let mut o = String::new();
@@ -246,11 +238,11 @@ pub fn markdown(s: &Summary) -> String {
         s.params.seconds,
         s.params.fwd_core,
         if s.params.busy_poll { "busy-polling" } else { "sleeping in epoll_wait when idle" },
-        s.env.cpu,
-        s.env.online_cpus,
-        s.env.kernel,
-        s.env.loadavg_start,
-        s.env.loadavg_end
+        s.env.host.cpu,
+        s.env.host.online_cpus,
+        s.env.host.kernel,
+        s.env.host.loadavg_start,
+        s.env.host.loadavg_end
     );
     let _ = writeln!(o, "| kind | Gbit/s | vs bridge | retransmissions | backlog drops | forwarder CPU s/GB | machine busy s/GB | frames a -> b | frames b -> a | pod b skbs: avg B, per frame sent |");
     let _ = writeln!(o, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |");
@@ -283,12 +275,7 @@ pub fn markdown(s: &Summary) -> String {
     if !drops.is_empty() {
         let _ = writeln!(o, "\nAF_PACKET ring-full drops (highest turn): {}", drops.join(", "));
     }
-    if !s.notes.is_empty() {
-        let _ = writeln!(o, "\nNotes:\n");
-        for n in &s.notes {
-            let _ = writeln!(o, "- {n}");
-        }
-    }
+    o.push_str(&section("\nNotes:\n\n", "- ", &s.notes));
     o
 }
 
