@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::harness::cleanup::Cleanup;
-use crate::harness::host::{cpu_model, git_describe, loadavg, utc_now};
+use crate::harness::host::{git_describe, Host, Start};
 use crate::harness::trafgen::{self, FIRST_SPORT, FRAME_BYTES};
 pub use crate::harness::trafgen::Mode as GenMode;
 use crate::harness::report::{self, OutputArgs};
@@ -140,15 +140,6 @@ pub struct CaseSummary {
     pub median_fwd_cpu_ns_per_pkt: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Host {
-    pub kernel: String,
-    pub cpu: String,
-    pub online_cpus: usize,
-    pub loadavg_start: String,
-    pub loadavg_end: String,
-}
-
 /// The result. Field order is the JSON key order: the three medians come first.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -222,9 +213,7 @@ pub fn main(args: ForwardArgs) -> Result<i32> {
         .remove_also(SOCKET)
         .remove_also(Path::new("/var/run/dpdk").join(DPDK_PREFIX));
 
-    let started = Instant::now();
-    let started_utc = utc_now();
-    let loadavg_start = loadavg();
+    let start = Start::now();
     progress(format!(
         "{} round(s) x {} s (+{} s warm-up) of {}; trafgen {} on core {GEN_CORE}, forwarder on core {}",
         args.window.rounds,
@@ -251,7 +240,7 @@ pub fn main(args: ForwardArgs) -> Result<i32> {
     drop(ctx);
     drop(guard);
 
-    let summary = summarize(&args, samples, errors, notes, started_utc, loadavg_start, started.elapsed().as_secs_f64());
+    let summary = summarize(&args, samples, errors, notes, &start, start.elapsed_s());
     report::publish(
         &args.output,
         &summary,
@@ -563,8 +552,7 @@ fn summarize(
     samples: Vec<Sample>,
     errors: Vec<CaseError>,
     notes: Vec<String>,
-    started_utc: String,
-    loadavg_start: String,
+    start: &Start,
     elapsed: f64,
 ) -> Summary {
     let cases: Vec<CaseSummary> = args
@@ -620,15 +608,9 @@ fn summarize(
         samples,
         errors,
         notes,
-        host: Host {
-            kernel: sys::run(&["uname", "-r"]).map(|s| s.trim().to_string()).unwrap_or_default(),
-            cpu: cpu_model(),
-            online_cpus: sys::online_cpus(),
-            loadavg_start,
-            loadavg_end: loadavg(),
-        },
+        host: start.host(),
         git,
-        started_utc,
+        started_utc: start.utc.clone(),
         elapsed_s: round_to(elapsed, 1),
     }
 }
