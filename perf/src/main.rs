@@ -7,6 +7,7 @@ mod crossnode;
 mod e2e;
 mod forward;
 mod harness;
+mod kube_proxy;
 mod lab;
 mod micro_bench;
 mod pipeline_bench;

@@ -25,6 +25,7 @@ use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::kube_proxy::{self, service_chain, ServicePort, T};
 use crate::lab::{Lab, NS_NODE, POD_NAMESPACE};
 use crate::sys::{self, run, run_quiet, Proc};
 
@@ -100,78 +101,18 @@ pub fn manifests(lab: &Lab) -> String {
     y
 }
 
-/// kube-proxy's nftables mode (`pkg/proxy/nftables/proxier.go`) for the Service's two ports, in
-/// its layout: table `ip kube-proxy`, `nat-prerouting`/`nat-output` jump `services`, which
-/// looks up `ip daddr . meta l4proto . th dport` in the `service-ips` verdict map; per Service
-/// port a `service-HASH-bench/apps/tcp/PORTNAME` chain (masquerade mark for sources outside the
-/// cluster CIDR, `numgen random mod N vmap` over the endpoints), per endpoint an
-/// `endpoint-HASH-...` chain (hairpin mark, `dnat to`); `nat-postrouting` masquerades marked
-/// packets; the `filter-*` chains check new connections against the (empty) no-endpoint and
-/// firewall maps and reject unknown ClusterIP ports.
+/// kube-proxy's nftables mode for the Service's two ports ([`crate::kube_proxy`], without
+/// NodePorts): per port `bench/apps/tcp/PORTNAME` a service chain to the one endpoint.
 pub fn kube_proxy_rules(endpoint: Ipv4Addr) -> String {
-    const T: &str = "ip kube-proxy";
-    let mut w = String::new();
-    let _ = writeln!(w, "add table {T} {{ comment \"rules for kube-proxy\" ; }}");
-    let _ = writeln!(w, "add set {T} cluster-ips {{ type ipv4_addr ; comment \"Active ClusterIPs\" ; }}");
-    for m in ["service-ips", "no-endpoint-services", "firewall-ips"] {
-        let _ = writeln!(w, "add map {T} {m} {{ type ipv4_addr . inet_proto . inet_service : verdict ; }}");
-    }
-    for (c, hook) in [
-        ("filter-prerouting", "type filter hook prerouting priority -110"),
-        ("filter-forward", "type filter hook forward priority -110"),
-        ("filter-output", "type filter hook output priority -110"),
-        ("filter-output-post-dnat", "type filter hook output priority -90"),
-        ("nat-prerouting", "type nat hook prerouting priority -100"),
-        ("nat-output", "type nat hook output priority -100"),
-        ("nat-postrouting", "type nat hook postrouting priority 100"),
-    ] {
-        let _ = writeln!(w, "add chain {T} {c} {{ {hook} ; }}");
-    }
-    for c in ["services", "masquerading", "mark-for-masquerade", "firewall-check", "service-endpoints-check", "cluster-ips-check"] {
-        let _ = writeln!(w, "add chain {T} {c}");
-    }
-    let _ = writeln!(w, "add rule {T} filter-prerouting ct state new jump firewall-check");
-    let _ = writeln!(w, "add rule {T} filter-forward ct state new jump service-endpoints-check");
-    let _ = writeln!(w, "add rule {T} filter-forward ct state new jump cluster-ips-check");
-    let _ = writeln!(w, "add rule {T} filter-output ct state new jump service-endpoints-check");
-    let _ = writeln!(w, "add rule {T} filter-output ct state new jump firewall-check");
-    let _ = writeln!(w, "add rule {T} filter-output-post-dnat ct state new jump cluster-ips-check");
-    let _ = writeln!(w, "add rule {T} nat-prerouting jump services");
-    let _ = writeln!(w, "add rule {T} nat-output jump services");
-    let _ = writeln!(w, "add rule {T} nat-postrouting jump masquerading");
-    let _ = writeln!(w, "add rule {T} masquerading meta mark & 0x4000 == 0 return");
-    let _ = writeln!(w, "add rule {T} masquerading meta mark set meta mark ^ 0x4000");
-    let _ = writeln!(w, "add rule {T} masquerading masquerade fully-random");
-    let _ = writeln!(w, "add rule {T} mark-for-masquerade meta mark set meta mark | 0x4000");
-    let _ = writeln!(w, "add rule {T} firewall-check ip daddr . meta l4proto . th dport vmap @firewall-ips");
-    let _ = writeln!(w, "add rule {T} service-endpoints-check ip daddr . meta l4proto . th dport vmap @no-endpoint-services");
-    let _ = writeln!(w, "add rule {T} cluster-ips-check ip daddr @cluster-ips reject comment \"Reject traffic to invalid ports of ClusterIPs\"");
-    let _ = writeln!(w, "add rule {T} cluster-ips-check ip daddr {SERVICE_CIDR} drop comment \"Drop traffic to unallocated ClusterIPs\"");
-    let _ = writeln!(w, "add rule {T} services ip daddr . meta l4proto . th dport vmap @service-ips");
+    let mut w = kube_proxy::base(SERVICE_CIDR, false);
     let _ = writeln!(w, "add element {T} cluster-ips {{ {SVC_IP} }}");
     for (name, port) in [("http", HTTP_PORT), ("iperf", IPERF_PORT)] {
         let spn = format!("bench/apps/tcp/{name}");
-        let chain = format!("service-{}-{spn}", hash8(&spn));
-        let epn = format!("{spn}__{endpoint}/{port}");
-        let ec = format!("endpoint-{}-{epn}", hash8(&epn));
-        let _ = writeln!(w, "add chain {T} {ec}");
-        let _ = writeln!(w, "add rule {T} {ec} ip saddr {endpoint} jump mark-for-masquerade");
-        let _ = writeln!(w, "add rule {T} {ec} meta l4proto tcp dnat to {endpoint}:{port}");
-        let _ = writeln!(w, "add chain {T} {chain}");
-        let _ = writeln!(w, "add rule {T} {chain} ip daddr {SVC_IP} tcp dport {port} ip saddr != {POD_CIDR} jump mark-for-masquerade");
-        let _ = writeln!(w, "add rule {T} {chain} numgen random mod 1 vmap {{ 0 : goto {ec} }}");
+        let p = ServicePort { spn: &spn, proto: "tcp", cluster_ip: SVC_IP, port, endpoints: &[endpoint], target_port: port, pod_cidr: POD_CIDR };
+        let chain = service_chain(&mut w, &p);
         let _ = writeln!(w, "add element {T} service-ips {{ {SVC_IP} . tcp . {port} : goto {chain} }}");
     }
     w
-}
-
-/// kube-proxy's chain-name hash (base32 of a digest, 8 characters; SHA-1 here, which only
-/// changes the letters).
-fn hash8(s: &str) -> String {
-    const B32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let d = sha1_smol::Sha1::from(s).digest().bytes();
-    let bits = d[..5].iter().fold(0u64, |b, x| (b << 8) | u64::from(*x));
-    (0..8).map(|i| B32[((bits >> (35 - 5 * i)) & 31) as usize] as char).collect()
 }
 
 /// How the switch is run.
