@@ -118,6 +118,21 @@ fn wait(p: &mut Proc, limit: Duration) -> Result<std::process::ExitStatus> {
     }
 }
 
+/// The JSON report (`-J`) of the iperf3 client `client` that exited with `st`; fails when there
+/// is none or it says what went wrong.
+pub fn iperf3_report(client: &Proc, st: std::process::ExitStatus) -> Result<Value> {
+    let v: Value = serde_json::from_str(client.log_text().trim()).with_context(|| format!("iperf3 ({st}) printed no JSON:\n    {}", client.log_tail(8)))?;
+    if let Some(e) = v.get("error").and_then(Value::as_str) {
+        bail!("iperf3: {e}");
+    }
+    Ok(v)
+}
+
+/// The number at JSON pointer `p` of an iperf3 report.
+pub fn iperf3_figure(v: &Value, p: &str) -> Result<f64> {
+    v.pointer(p).and_then(Value::as_f64).ok_or_else(|| anyhow!("iperf3's report has no {p}"))
+}
+
 /// One iperf3 run of `streams` streams from the client's namespace to `dst:port` (the server in
 /// the server's).
 pub fn iperf3(r: &Run, dst: Ipv4Addr, port: u16, streams: u32) -> Result<TcpResult> {
@@ -141,13 +156,8 @@ pub fn iperf3(r: &Run, dst: Ipv4Addr, port: u16, streams: u32) -> Result<TcpResu
         server.stop(sys::Signal::SIGTERM, false, Duration::from_secs(3));
     }
     let cpu_s = cpu.stop();
-    let st = st?;
-    let text = client.log_text();
-    let v: Value = serde_json::from_str(text.trim()).with_context(|| format!("iperf3 ({st}) printed no JSON:\n    {}", client.log_tail(8)))?;
-    if let Some(e) = v.get("error").and_then(Value::as_str) {
-        bail!("iperf3: {e}");
-    }
-    let f = |p: &str| v.pointer(p).and_then(Value::as_f64).ok_or_else(|| anyhow!("iperf3's report has no {p}"));
+    let v = iperf3_report(&client, st?)?;
+    let f = |p: &str| iperf3_figure(&v, p);
     Ok(TcpResult {
         streams,
         gbps: crate::stats::round_to(f("/end/sum_received/bits_per_second")? / 1e9, 3),

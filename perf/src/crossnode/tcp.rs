@@ -6,10 +6,11 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::apps::load::{iperf3_figure, iperf3_report};
 use crate::sys::{self, Proc};
 
 /// The server's port.
@@ -57,12 +58,8 @@ pub fn stream(client_ns: &str, server_ns: &str, server_ip: Ipv4Addr, seconds: u3
         }
     };
     server.stop(sys::Signal::SIGTERM, false, Duration::from_secs(3));
-    let text = client.log_text();
-    let v: Value = serde_json::from_str(text.trim()).with_context(|| format!("iperf3 ({st}) printed no JSON:\n    {}", client.log_tail(8)))?;
-    if let Some(e) = v.get("error").and_then(Value::as_str) {
-        bail!("iperf3: {e}");
-    }
-    let f = |p: &str| v.pointer(p).and_then(Value::as_f64).ok_or_else(|| anyhow!("iperf3's report has no {p}"));
+    let v = iperf3_report(&client, st)?;
+    let f = |p: &str| iperf3_figure(&v, p);
     Ok(TcpResult {
         gbps: crate::stats::round_to(f("/end/sum_received/bits_per_second")? / 1e9, 3),
         sender_gbps: crate::stats::round_to(f("/end/sum_sent/bits_per_second")? / 1e9, 3),
