@@ -26,11 +26,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::harness::cleanup::{self, Cleanup};
 use crate::harness::report::OutputArgs;
 use crate::harness::{host, preflight, progress, rounds};
 use crate::lab::{Lab, NS_A, NS_B};
-use crate::sys;
 use load::{HttpResult, TcpResult};
 use setups::{PortLoss, Setup, SwitchOpts};
 
@@ -158,11 +156,9 @@ pub fn main(args: AppsArgs) -> Result<i32> {
     let podswitch = preflight::program_beside(&args.podswitch, "podswitch")?;
     preflight::built(&[(&podswitch, "podswitch", "podswitch-control")])?;
     preflight::programs(&["ip", "bridge", "taskset", "ethtool", "sysctl", "nft", "iperf3", "nginx", "wrk", "curl"], "scripts/bench.sh apps installs them")?;
-    let _lock = preflight::take_lab("apps")?;
-
-    let workdir = cleanup::workdir("psa");
-    let guard = Cleanup::install(workdir.clone(), destroy)?.remove_also(setups::socket());
-    let start = host::Start::now();
+    let mut run = preflight::begin("apps", "psa", destroy)?;
+    run.guard = run.guard.remove_also(setups::socket());
+    let workdir = &run.workdir;
     progress(format!(
         "{} round(s) of {} x {} s per workload; switch worker on core {}{}",
         args.rounds,
@@ -175,19 +171,17 @@ pub fn main(args: AppsArgs) -> Result<i32> {
     let manifests = workdir.join("manifests");
     std::fs::create_dir_all(&manifests)?;
     std::fs::write(manifests.join("apps.yaml"), setups::manifests(&lab))?;
-    let sw = SwitchOpts { podswitch: &podswitch, manifests: &manifests, workdir: &workdir, core: args.fwd_core, busy_poll: args.busy_poll, extra: &args.switch_args };
+    let sw = SwitchOpts { podswitch: &podswitch, manifests: &manifests, workdir, core: args.fwd_core, busy_poll: args.busy_poll, extra: &args.switch_args };
     let mut samples = Vec::new();
     let mut notes = Vec::new();
     let done = rounds::rotated("apps", args.rounds, &args.setups, &mut notes, |setup, round, notes| {
         run_setup(&args, &lab, &sw, setup, round, &mut samples, notes)
     });
-    drop(guard);
-    if done.interrupted {
-        progress("interrupted; cleaned up");
-        return Ok(130);
+    if let Some(status) = done.take_down("apps", run.guard) {
+        return Ok(status);
     }
     let env = Env {
-        host: start.host(),
+        host: run.start.host(),
         iperf3: version(&["iperf3", "--version"]),
         nginx: version(&["nginx", "-v"]),
         wrk: version(&["wrk", "--version"]),
@@ -203,7 +197,7 @@ pub fn main(args: AppsArgs) -> Result<i32> {
         switch_args: args.switch_args.clone(),
     };
     let workloads = if args.tcp_only { vec![Workload::Tcp1] } else { Workload::ALL.to_vec() };
-    let summary = report::summarize(samples, &workloads, params, env, notes, start.utc.clone(), start.elapsed_s());
+    let summary = report::summarize(samples, &workloads, params, env, notes, run.start.utc.clone(), run.start.elapsed_s());
     crate::harness::report::publish(&args.output, &summary, || report::files(&summary), || report::table(&summary), progress)?;
     Ok(if summary.complete { 0 } else { 1 })
 }
@@ -274,11 +268,7 @@ fn measure(args: &AppsArgs, lab: &Lab, sw: &SwitchOpts, running: &mut setups::Ru
         }
     };
     if let Err(e) = res {
-        if e.is::<sys::Interrupted>() || sys::interrupted() {
-            return Err(e);
-        }
-        progress(format!("{tag}: {} FAILED: {e:#}", w.name()));
-        s.error = Some(format!("{e:#}"));
+        s.error = Some(rounds::failed("apps", tag, w.name(), e)?);
     }
     if let (Some(b), Ok(a)) = (before, setups::port_losses(sw.podswitch)) {
         s.kernel_lost = setups::loss_delta(&b, &a);

@@ -42,7 +42,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::harness::cleanup::{self, Cleanup};
 use crate::harness::report::OutputArgs;
 use crate::harness::{host, preflight, progress, rounds};
 use crate::stats::round_to;
@@ -211,11 +210,7 @@ pub fn main(args: CniArgs) -> Result<i32> {
         }
     }
     preflight::programs(&["ip", "taskset"], "scripts/bench.sh cni installs them")?;
-    let _lock = preflight::take_lab("cni")?;
-
-    let workdir = cleanup::workdir("psbcni");
-    let guard = Cleanup::install(workdir.clone(), topo::destroy)?;
-    let start = host::Start::now();
+    let run = preflight::begin("cni", "psbcni", topo::destroy)?;
     progress(format!(
         "{} round(s) of {}, {} pods each; switch worker on core {}",
         args.rounds,
@@ -225,17 +220,15 @@ pub fn main(args: CniArgs) -> Result<i32> {
     ));
     let mut notes = Vec::new();
     let done = rounds::rotated("cni", args.rounds, &args.setups, &mut notes, |setup, round, notes| {
-        let dir = workdir.join(format!("round{round}-{}", setup.name()));
+        let dir = run.workdir.join(format!("round{round}-{}", setup.name()));
         run_turn(&args, &prog, setup, round, &dir, notes)
     });
-    let samples = done.samples;
-    drop(guard);
-    if done.interrupted {
-        progress("interrupted; cleaned up");
-        return Ok(130);
+    if let Some(status) = done.take_down("cni", run.guard) {
+        return Ok(status);
     }
+    let samples = done.samples;
     let env = Env {
-        host: start.host(),
+        host: run.start.host(),
         reference_plugins: sys::run(&["dpkg-query", "-W", "-f=${Version}", "containernetworking-plugins"]).unwrap_or_default(),
     };
     let params = Params {
@@ -251,7 +244,7 @@ pub fn main(args: CniArgs) -> Result<i32> {
         pod_range: setups::POD_RANGE,
         mtu: setups::MTU,
     };
-    let summary = report::summarize(samples, params, env, notes, start.utc.clone(), start.elapsed_s());
+    let summary = report::summarize(samples, params, env, notes, run.start.utc.clone(), run.start.elapsed_s());
     crate::harness::report::publish(&args.output, &summary, || report::files(&summary), || report::table(&summary), progress)?;
     Ok(if summary.complete() { 0 } else { 1 })
 }

@@ -27,11 +27,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::harness::cleanup::{self, Cleanup};
 use crate::harness::pktgen::{CpuSource, Gen, NdrResult, RateResult, Traffic};
 use crate::harness::report::OutputArgs;
 use crate::harness::{host, preflight, progress, rounds};
-use crate::sys;
 use setups::{Setup, SwitchOpts};
 use tcp::TcpResult;
 use topo::Topo;
@@ -152,11 +150,8 @@ pub fn main(args: CrossnodeArgs) -> Result<i32> {
     let pktgen = preflight::program_beside(&args.pktgen, "pktgen")?;
     preflight::built(&[(&podswitch, "podswitch", "podswitch-control"), (&pktgen, "pktgen", "podswitch-pktgen")])?;
     preflight::programs(&["ip", "bridge", "taskset", "ethtool", "sysctl", "iperf3"], "scripts/bench.sh crossnode installs them")?;
-    let _lock = preflight::take_lab("crossnode")?;
-
-    let workdir = cleanup::workdir("psx");
-    let guard = Cleanup::install(workdir.clone(), destroy)?;
-    let start = host::Start::now();
+    let run = preflight::begin("crossnode", "psx", destroy)?;
+    let workdir = &run.workdir;
     progress(format!(
         "{} round(s) of {}; pktgen and iperf3 on core {}, forwarding on core {}{}",
         args.rounds,
@@ -171,19 +166,17 @@ pub fn main(args: CrossnodeArgs) -> Result<i32> {
     std::fs::create_dir_all(&manifests)?;
     std::fs::write(manifests.join("cluster.yaml"), setups::manifests(&t))?;
 
-    let sw = SwitchOpts { podswitch: &podswitch, manifests: &manifests, workdir: &workdir, core: args.fwd_core, busy_poll: args.busy_poll };
-    let gen = Gen { pktgen: &pktgen, gen_core: args.gen_core, fwd_core: args.fwd_core, workdir: &workdir };
+    let sw = SwitchOpts { podswitch: &podswitch, manifests: &manifests, workdir, core: args.fwd_core, busy_poll: args.busy_poll };
+    let gen = Gen { pktgen: &pktgen, gen_core: args.gen_core, fwd_core: args.fwd_core, workdir };
     let mut notes: Vec<String> = Vec::new();
     let done = rounds::rotated("crossnode", args.rounds, &args.setups, &mut notes, |setup, round, notes| {
         run_setup(&args, &t, &sw, &gen, setup, round, notes)
     });
-    let samples: Vec<Sample> = done.samples;
-    drop(guard);
-    if done.interrupted {
-        progress("interrupted; cleaned up");
-        return Ok(130);
+    if let Some(status) = done.take_down("crossnode", run.guard) {
+        return Ok(status);
     }
-    let env = Env { host: start.host(), iperf3: host::first_line_of(&["iperf3", "--version"]) };
+    let samples: Vec<Sample> = done.samples;
+    let env = Env { host: run.start.host(), iperf3: host::first_line_of(&["iperf3", "--version"]) };
     let params = Params {
         rounds: args.rounds,
         setups: args.setups.clone(),
@@ -199,7 +192,7 @@ pub fn main(args: CrossnodeArgs) -> Result<i32> {
         ndr_loss_tolerance: args.ndr_loss_tolerance,
         ndr_resolution: NDR_RESOLUTION,
     };
-    let summary = report::summarize(samples, params, env, notes, start.utc.clone(), start.elapsed_s());
+    let summary = report::summarize(samples, params, env, notes, run.start.utc.clone(), run.start.elapsed_s());
     crate::harness::report::publish(&args.output, &summary, || report::files(&summary), || report::table(&summary), progress)?;
     Ok(if summary.complete() { 0 } else { 1 })
 }
@@ -260,11 +253,7 @@ fn run_setup(args: &CrossnodeArgs, t: &Topo, sw: &SwitchOpts, gen: &Gen, setup: 
 
 fn measure(args: &CrossnodeArgs, t: &Topo, gen: &Gen, running: &mut setups::Running, tag: &str, s: &mut Sample) -> Result<()> {
     let fail = |s: &mut Sample, what: &str, e: anyhow::Error| -> Result<()> {
-        if e.is::<sys::Interrupted>() || sys::interrupted() {
-            return Err(e);
-        }
-        progress(format!("{tag}: {what} FAILED: {e:#}"));
-        s.errors.push(format!("{what}: {e:#}"));
+        s.errors.push(format!("{what}: {}", rounds::failed("crossnode", tag, what, e)?));
         Ok(())
     };
     let traffic = Traffic {

@@ -25,7 +25,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::harness::cleanup::{self, Cleanup};
 use crate::harness::report::OutputArgs;
 use crate::harness::{host, preflight, progress};
 use crate::sys::{self, Proc};
@@ -227,11 +226,8 @@ pub fn main(args: E2eArgs) -> Result<i32> {
         need.extend(["ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovs-appctl"]);
     }
     preflight::programs(&need, "scripts/bench.sh e2e installs them")?;
-    let _lock = preflight::take_lab("e2e")?;
-
-    let workdir = cleanup::workdir("pse");
-    let guard = Cleanup::install(workdir.clone(), topo::destroy)?.remove_also(SOCKET);
-    let start = host::Start::now();
+    let run = preflight::begin("e2e", "pse", topo::destroy)?;
+    let (workdir, guard, start) = (run.workdir, run.guard.remove_also(SOCKET), run.start);
 
     progress(format!(
         "{} Services ({} endpoints each), {} policies over {} pods; {} round(s) of {} over {}; pktgen on core {}, forwarder on core {}",
@@ -466,11 +462,7 @@ fn measure_path(ctx: &mut Ctx, fwd: Fwd, path: PathKind, round: u32, cpu: CpuSou
     let tag = format!("round {round}/{} {} {}", a.rounds, fwd.name(), path.name());
     let mut s = Sample { round, fwd, path, rate_64: None, rate_imix: None, ndr_64: None, latency_64: None, errors: Vec::new() };
     let fail = |s: &mut Sample, what: &str, e: anyhow::Error| -> Result<()> {
-        if e.is::<sys::Interrupted>() || sys::interrupted() {
-            return Err(e);
-        }
-        progress(format!("{tag}: {what} FAILED: {e:#}"));
-        s.errors.push(format!("{what}: {e:#}"));
+        s.errors.push(format!("{what}: {}", crate::harness::rounds::failed("e2e", &tag, what, e)?));
         Ok(())
     };
     match gen.rate(&t, "64", a.duration, a.warmup, cpu) {

@@ -10,11 +10,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-/// A run's work directory: `PREFIX-bench-PID` in the temporary directory.
-pub fn workdir(prefix: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("{prefix}-bench-{}", std::process::id()))
-}
-
 pub struct Cleanup {
     destroy: fn(),
     workdir: PathBuf,

@@ -10,6 +10,8 @@ use nix::fcntl::Flock;
 
 use crate::sys;
 
+use super::cleanup::Cleanup;
+use super::host::Start;
 use super::progress;
 
 /// The lab tests' machine lock: one lab (or benchmark topology) at a time on this machine.
@@ -53,14 +55,29 @@ pub fn built(built: &[(&Path, &str, &str)]) -> Result<()> {
     Ok(())
 }
 
-/// Where a run of the lab-sized benchmarks begins once its checks passed: the clock of the
-/// timed progress lines starts, SIGINT/SIGTERM set the interrupt flag, and the run waits for
-/// [`LAB_LOCK`] (saying so as `bench NAME [t s]: ...`). The lock is held while the returned
-/// value lives.
-pub fn take_lab(bench: &str) -> Result<Flock<File>> {
+/// A run of the lab-sized benchmarks (crossnode, e2e, apps, cni, portkinds) from its checks to
+/// its report: see [`begin`].
+pub struct LabRun {
+    /// `PREFIX-bench-PID` in the temporary directory, removed with `guard`.
+    pub workdir: PathBuf,
+    /// Takes the run's namespaces, processes and work directory down when dropped.
+    pub guard: Cleanup,
+    pub start: Start,
+    /// [`LAB_LOCK`], held while this lives.
+    _lock: Flock<File>,
+}
+
+/// Where a lab-sized run begins once its checks passed: the clock of the timed progress lines
+/// starts, SIGINT/SIGTERM set the interrupt flag, the run waits for [`LAB_LOCK`] (saying so as
+/// `bench NAME [t s]: ...`), then installs its cleanup guard with `destroy` over its work
+/// directory `PREFIX-bench-PID` and notes its start.
+pub fn begin(bench: &str, prefix: &str, destroy: fn()) -> Result<LabRun> {
     progress::start_clock();
     sys::install_interrupt_flag()?;
-    lock_blocking(LAB_LOCK, |m| progress::say_timed(bench, m))
+    let lock = lock_blocking(LAB_LOCK, |m| progress::say_timed(bench, m))?;
+    let workdir = std::env::temp_dir().join(format!("{prefix}-bench-{}", std::process::id()));
+    let guard = Cleanup::install(workdir.clone(), destroy)?;
+    Ok(LabRun { workdir, guard, start: Start::now(), _lock: lock })
 }
 
 /// Fails naming every program of `need` not found on PATH; `hint` says what installs them.

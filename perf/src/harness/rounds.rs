@@ -11,6 +11,7 @@ use anyhow::Result;
 use crate::stats::thousands;
 use crate::sys;
 
+use super::cleanup::Cleanup;
 use super::progress;
 
 /// How many rounds and how long each measurement is: the options every round-based benchmark
@@ -129,6 +130,30 @@ pub fn rotated<K: Contender, S>(
         }
     }
     out
+}
+
+impl<S> Rotated<S> {
+    /// Takes the run down (drops `guard`); when the rounds were interrupted, says so
+    /// (`interrupted; cleaned up`) and gives the run's exit status, 130.
+    pub fn take_down(&self, bench: &str, guard: Cleanup) -> Option<i32> {
+        drop(guard);
+        if !self.interrupted {
+            return None;
+        }
+        progress::say_timed(bench, "interrupted; cleaned up");
+        Some(130)
+    }
+}
+
+/// One measurement of a turn failed with `e`: an interruption goes on up (the rounds stop);
+/// any other error is said (`TAG: WHAT FAILED: ERROR`) and its text returned, for the turn to
+/// note before it goes on.
+pub fn failed(bench: &str, tag: &str, what: &str, e: anyhow::Error) -> Result<String> {
+    if e.is::<sys::Interrupted>() || sys::interrupted() {
+        return Err(e);
+    }
+    progress::say_timed(bench, format!("{tag}: {what} FAILED: {e:#}"));
+    Ok(format!("{e:#}"))
 }
 
 /// A failed measurement as the reports show it: round, contender's name, error.

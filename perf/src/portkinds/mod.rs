@@ -41,7 +41,6 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::apps::load::{self, TcpResult};
-use crate::harness::cleanup::{self, Cleanup};
 use crate::harness::report::OutputArgs;
 use crate::harness::{host, preflight, progress, rounds};
 use crate::sys::CoreTimes;
@@ -207,10 +206,7 @@ pub fn main(args: PortkindsArgs) -> Result<i32> {
     }
     need.push("nstat");
     preflight::programs(&need, "scripts/bench.sh portkinds installs them")?;
-    let _lock = preflight::take_lab("portkinds")?;
-    let workdir = cleanup::workdir("pk");
-    let guard = Cleanup::install(workdir.clone(), topo::destroy)?;
-    let start = host::Start::now();
+    let run = preflight::begin("portkinds", "pk", topo::destroy)?;
     progress(format!(
         "{} round(s) of {} x {} s of iperf3; forwarder on core {} ({}); load average {}",
         args.rounds,
@@ -218,22 +214,20 @@ pub fn main(args: PortkindsArgs) -> Result<i32> {
         args.seconds,
         args.fwd_core,
         if args.busy_poll { "busy-polling" } else { "sleeps in epoll when idle" },
-        start.loadavg
+        run.start.loadavg
     ));
     let mut notes = Vec::new();
-    let done = rounds::rotated("portkinds", args.rounds, &args.kinds, &mut notes, |kind, round, _| turn(&args, &workdir, kind, round));
-    drop(guard);
-    if done.interrupted {
-        progress("interrupted; cleaned up");
-        return Ok(130);
+    let done = rounds::rotated("portkinds", args.rounds, &args.kinds, &mut notes, |kind, round, _| turn(&args, &run.workdir, kind, round));
+    if let Some(status) = done.take_down("portkinds", run.guard) {
+        return Ok(status);
     }
     let env = Env {
-        host: start.host(),
+        host: run.start.host(),
         iperf3: host::first_line_of(&["iperf3", "--version"]),
         git: host::git_describe(),
     };
     let params = Params { rounds: args.rounds, seconds: args.seconds, kinds: args.kinds.clone(), fwd_core: args.fwd_core, busy_poll: args.busy_poll };
-    let summary = report::summarize(done.samples, params, env, notes, start.utc.clone(), start.elapsed_s());
+    let summary = report::summarize(done.samples, params, env, notes, run.start.utc.clone(), run.start.elapsed_s());
     crate::harness::report::publish(&args.output, &summary, || report::files(&summary), || report::markdown(&summary), progress)?;
     Ok(if summary.complete { 0 } else { 1 })
 }
