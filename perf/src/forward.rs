@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::harness::cleanup::Cleanup;
-use crate::harness::host::{git_describe, Host, Start};
+use crate::harness::host::{Host, Stamp, Start};
 use crate::harness::trafgen::{self, FIRST_SPORT, FRAME_BYTES};
 pub use crate::harness::trafgen::Mode as GenMode;
 use crate::harness::report::{self, OutputArgs};
@@ -167,9 +167,8 @@ pub struct Summary {
     pub errors: Vec<CaseError>,
     pub notes: Vec<String>,
     pub host: Host,
-    pub git: Option<String>,
-    pub started_utc: String,
-    pub elapsed_s: f64,
+    #[serde(flatten)]
+    pub stamp: Stamp,
 }
 
 fn progress(msg: impl AsRef<str>) {
@@ -580,7 +579,7 @@ fn summarize(
             ratio(p(Case::Switch), p(Case::Testpmd))
         })
         .collect();
-    let git = git_describe();
+    let stamp = Stamp::new(start.utc.clone(), elapsed);
     Summary {
         switch_pps: sw,
         bridge_pps: br,
@@ -609,9 +608,7 @@ fn summarize(
         errors,
         notes,
         host: start.host(),
-        git,
-        started_utc: start.utc.clone(),
-        elapsed_s: round_to(elapsed, 1),
+        stamp,
     }
 }
 
@@ -734,8 +731,8 @@ fn markdown(s: &Summary) -> String {
     o.push_str("Written by `scripts/bench.sh forward` (see perf/README.md for how it is measured).\n\n");
     o.push_str(&format!(
         "- Run: {}, git {}, kernel {}, {} ({} CPUs), load average {} at start / {} at end\n",
-        s.started_utc,
-        s.git.as_deref().unwrap_or("?"),
+        s.stamp.started_utc,
+        s.stamp.git.as_deref().unwrap_or("?"),
         s.host.kernel,
         s.host.cpu,
         s.host.online_cpus,

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::harness::cleanup::Cleanup;
-use crate::harness::host::{git_describe, loadavg, utc_now};
+use crate::harness::host::{loadavg, utc_now, Stamp};
 use crate::harness::trafgen::{self, FIRST_SPORT, FRAME_BYTES};
 pub use crate::harness::trafgen::Mode as TrafgenMode;
 use crate::harness::report::{self, OutputArgs};
@@ -159,9 +159,8 @@ pub struct Summary {
     pub kernel: String,
     pub loadavg_start: String,
     pub loadavg_end: String,
-    pub git: Option<String>,
-    pub started_utc: String,
-    pub elapsed_s: f64,
+    #[serde(flatten)]
+    pub stamp: Stamp,
 }
 
 fn progress(msg: impl AsRef<str>) {
@@ -467,9 +466,7 @@ fn summarize(
         kernel: run(&["uname", "-r"]).map(|s| s.trim().to_string()).unwrap_or_default(),
         loadavg_start,
         loadavg_end: loadavg(),
-        git: git_describe(),
-        started_utc,
-        elapsed_s: round_to(elapsed, 1),
+        stamp: Stamp::new(started_utc, elapsed),
     }
 }
 
@@ -539,8 +536,8 @@ fn markdown(s: &Summary) -> String {
     o.push_str("Written by `scripts/bench.sh pktgen` (see perf/README.md for how it is measured).\n\n");
     o.push_str(&format!(
         "- Run: {}, git {}, kernel {}, load average {} at start / {} at end\n",
-        s.started_utc,
-        s.git.as_deref().unwrap_or("?"),
+        s.stamp.started_utc,
+        s.stamp.git.as_deref().unwrap_or("?"),
         s.kernel,
         s.loadavg_start,
         s.loadavg_end

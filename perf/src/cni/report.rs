@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::setups::Setup;
 use super::{Env, Params, Sample};
+use crate::harness::host::Stamp;
 use crate::harness::report::{heading, markdown_table, padded, run_line, section};
 use crate::stats::{median, opt_fixed as of, percentile, ratio_f as fratio, round_to};
 
@@ -60,9 +61,8 @@ pub struct Summary {
     pub env: Env,
     pub samples: Vec<Sample>,
     pub notes: Vec<String>,
-    pub git: Option<String>,
-    pub started_utc: String,
-    pub elapsed_s: f64,
+    #[serde(flatten)]
+    pub stamp: Stamp,
 }
 
 impl Summary {
@@ -122,9 +122,7 @@ pub fn summarize(samples: Vec<Sample>, params: Params, env: Env, notes: Vec<Stri
         env,
         samples,
         notes,
-        git: crate::harness::host::git_describe(),
-        started_utc,
-        elapsed_s: round_to(elapsed, 1),
+        stamp: Stamp::new(started_utc, elapsed),
     }
 }
 
@@ -219,7 +217,7 @@ pub fn markdown(s: &Summary) -> String {
     let _ = writeln!(
         o,
         "{}; containernetworking-plugins {}",
-        run_line(&s.started_utc, s.git.as_deref(), s.elapsed_s, &s.env.host),
+        run_line(&s.stamp, &s.env.host),
         if s.env.reference_plugins.is_empty() { "?" } else { &s.env.reference_plugins }
     );
     let _ = writeln!(o, "- {}", setup_line(s));

@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::setups::{Setup, ROUTED_POD_MTU, VXLAN_POD_MTU};
 use super::{Env, Params, Sample};
 use crate::harness::pktgen::RateResult;
+use crate::harness::host::Stamp;
 use crate::harness::report::{heading, markdown_table, padded, run_line, section};
 use crate::stats::{median, median_u64 as med_u, opt_fixed as of, opt_thousands as ot, ratio, ratio_f as fratio, round_to, thousands};
 
@@ -81,9 +82,8 @@ pub struct Summary {
     pub env: Env,
     pub samples: Vec<Sample>,
     pub notes: Vec<String>,
-    pub git: Option<String>,
-    pub started_utc: String,
-    pub elapsed_s: f64,
+    #[serde(flatten)]
+    pub stamp: Stamp,
 }
 
 impl Summary {
@@ -165,9 +165,7 @@ pub fn summarize(samples: Vec<Sample>, params: Params, env: Env, notes: Vec<Stri
         env,
         samples,
         notes,
-        git: crate::harness::host::git_describe(),
-        started_utc,
-        elapsed_s: round_to(elapsed, 1),
+        stamp: Stamp::new(started_utc, elapsed),
     }
 }
 
@@ -283,7 +281,7 @@ pub fn table(s: &Summary) -> String {
 
 pub fn markdown(s: &Summary) -> String {
     let mut o = heading("crossnode");
-    let _ = writeln!(o, "{}; {}", run_line(&s.started_utc, s.git.as_deref(), s.elapsed_s, &s.env.host), s.env.iperf3);
+    let _ = writeln!(o, "{}; {}", run_line(&s.stamp, &s.env.host), s.env.iperf3);
     let _ = writeln!(o, "- {}", setup_line(s));
     let _ = writeln!(
         o,

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::{E2eArgs, Env, Fwd, PathKind, Sample, Setup};
 use crate::harness::pktgen::RateResult;
+use crate::harness::host::Stamp;
 use crate::harness::report::{heading, markdown_table, padded, run_line, section};
 use crate::stats::{median, median_u64 as med_u, opt_fixed as of, opt_thousands as ot, ratio, round_to, thousands};
 
@@ -61,9 +62,8 @@ pub struct Summary {
     pub env: Env,
     pub samples: Vec<Sample>,
     pub notes: Vec<String>,
-    pub git: Option<String>,
-    pub started_utc: String,
-    pub elapsed_s: f64,
+    #[serde(flatten)]
+    pub stamp: Stamp,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -157,9 +157,7 @@ pub fn summarize(args: &E2eArgs, samples: Vec<Sample>, setup: Setup, env: Env, n
         env,
         samples,
         notes,
-        git: crate::harness::host::git_describe(),
-        started_utc,
-        elapsed_s: round_to(elapsed, 1),
+        stamp: Stamp::new(started_utc, elapsed),
     }
 }
 
@@ -283,7 +281,7 @@ pub fn markdown(s: &Summary) -> String {
     let _ = writeln!(
         o,
         "{}; load average {} at start, {} at end",
-        run_line(&s.started_utc, s.git.as_deref(), s.elapsed_s, &s.env.host),
+        run_line(&s.stamp, &s.env.host),
         s.env.host.loadavg_start,
         s.env.host.loadavg_end
     );

@@ -1,5 +1,6 @@
 //! What a report records about the machine and the checkout it measured: [`Start`] when a run
-//! begins, [`Host`] (kernel, CPU, load average at start and end) when it ends.
+//! begins, [`Host`] (kernel, CPU, load average at start and end) and [`Stamp`] (commit, start,
+//! duration) when it ends.
 use std::path::Path;
 use std::time::Instant;
 
@@ -16,6 +17,22 @@ pub struct Host {
     pub online_cpus: usize,
     pub loadavg_start: String,
     pub loadavg_end: String,
+}
+
+/// When and from which checkout a run was made, and how long it took: how every report ends
+/// (flattened: `git`, `started_utc`, `elapsed_s`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stamp {
+    pub git: Option<String>,
+    pub started_utc: String,
+    pub elapsed_s: f64,
+}
+
+impl Stamp {
+    /// Reads the checkout's commit now; `elapsed` (seconds) to one decimal.
+    pub fn new(started_utc: String, elapsed: f64) -> Stamp {
+        Stamp { git: git_describe(), started_utc, elapsed_s: crate::stats::round_to(elapsed, 1) }
+    }
 }
 
 /// When a run started: the clock of its elapsed time, the UTC time and the load average then.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::host::Host;
+use super::host::{Host, Stamp};
 
 /// The output options every driver has (flattened into its arguments).
 #[derive(Debug, Clone, clap::Args)]
@@ -114,10 +114,12 @@ pub fn heading(bench: &str) -> String {
 }
 
 /// The report's `- Run: ...` line, without its end: when, which commit, how long, on what.
-pub fn run_line(started_utc: &str, git: Option<&str>, elapsed_s: f64, host: &Host) -> String {
+pub fn run_line(stamp: &Stamp, host: &Host) -> String {
     format!(
-        "- Run: {started_utc}, git {}, {elapsed_s} s in all; kernel {}, {} ({} CPUs)",
-        git.unwrap_or("?"),
+        "- Run: {}, git {}, {} s in all; kernel {}, {} ({} CPUs)",
+        stamp.started_utc,
+        stamp.git.as_deref().unwrap_or("?"),
+        stamp.elapsed_s,
         host.kernel,
         host.cpu,
         host.online_cpus
