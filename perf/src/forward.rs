@@ -657,27 +657,7 @@ pub fn table(s: &Summary) -> String {
     o.push_str(&format!("generator: {} ({} mode); forwarder on core {}\n\n", s.generator, s.gen_mode, s.fwd_core));
     let head = ["case", "median pps", "min pps", "max pps", "offered pps", "fwd CPU/frame", "per round (pps)"];
     let rows: Vec<[String; 7]> = s.cases.iter().map(case_row).collect();
-    let mut w = head.map(str::len);
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<String>| -> String {
-        let mut l = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i == 0 || i == 6 {
-                l.push_str(&format!("{:<width$}  ", c, width = w[i]));
-            } else {
-                l.push_str(&format!("{:>width$}  ", c, width = w[i]));
-            }
-        }
-        l.trim_end().to_string() + "\n"
-    };
-    o.push_str(&line(head.iter().map(std::string::ToString::to_string).collect()));
-    for r in &rows {
-        o.push_str(&line(r.to_vec()));
-    }
+    o.push_str(&report::padded(&head, &rows, &[0, 6]));
     o.push('\n');
     for l in ratio_lines(s) {
         o.push_str(&l);
@@ -743,11 +723,9 @@ fn markdown(s: &Summary) -> String {
         "- Frames: {} bytes + FCS = {} on the wire; {} UDP flows\n- Generator: {} ({} mode)\n- Forwarder core: {}; {} round(s) x {} s after {} s warm-up, cases interleaved\n\n",
         s.frame_bytes, s.frame_bytes_with_fcs, s.flows, s.generator, s.gen_mode, s.fwd_core, s.rounds, s.duration_s, s.warmup_s
     ));
-    o.push_str("| case | median pps | min pps | max pps | offered pps | forwarder CPU/frame | per round (pps) |\n");
-    o.push_str("| --- | ---: | ---: | ---: | ---: | ---: | --- |\n");
-    for c in &s.cases {
-        o.push_str(&format!("| {} |\n", case_row(c).join(" | ")));
-    }
+    let head = ["case", "median pps", "min pps", "max pps", "offered pps", "forwarder CPU/frame", "per round (pps)"];
+    let rows: Vec<[String; 7]> = s.cases.iter().map(case_row).collect();
+    o.push_str(&report::markdown_table(&head, &rows, &[0, 6]));
     o.push('\n');
     for l in ratio_lines(s) {
         o.push_str(&format!("- {l}\n"));
@@ -794,12 +772,7 @@ fn markdown(s: &Summary) -> String {
         }
     }
     o.push_str(&rounds::failure_section(s.errors.iter().map(CaseError::shown)));
-    if !s.notes.is_empty() {
-        o.push_str("\n## Notes\n\n");
-        for n in &s.notes {
-            o.push_str(&format!("- {n}\n"));
-        }
-    }
+    o.push_str(&report::section("\n## Notes\n\n", "- ", &s.notes));
     o
 }
 

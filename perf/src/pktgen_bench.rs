@@ -555,10 +555,9 @@ fn markdown(s: &Summary) -> String {
         s.duration_s,
         s.warmup_s
     ));
-    o.push_str("| generator | median pps | min pps | max pps | CPU per frame | per round (pps) |\n| --- | ---: | ---: | ---: | ---: | --- |\n");
-    for g in &s.generators {
-        o.push_str(&format!("| {} |\n", generator_row(g).join(" | ")));
-    }
+    let head = ["generator", "median pps", "min pps", "max pps", "CPU per frame", "per round (pps)"];
+    let rows: Vec<[String; 6]> = s.generators.iter().map(generator_row).collect();
+    o.push_str(&report::markdown_table(&head, &rows, &[0, 5]));
     o.push('\n');
     for l in headline(s) {
         o.push_str(&format!("- {l}\n"));

@@ -200,7 +200,7 @@ fn errors(s: &Summary) -> Vec<String> {
 pub fn table(s: &Summary) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "\ncni: ADD to first packet forwarded, pods per second; {}\n", setup_line(s));
-    o.push_str(&padded(&HEAD, &rows(s), 1));
+    o.push_str(&padded(&HEAD, &rows(s), &[0]));
     o.push('\n');
     for l in headline(s) {
         let _ = writeln!(o, "{l}");
@@ -226,7 +226,7 @@ pub fn markdown(s: &Summary) -> String {
         "- Same namespaces for both: a node namespace (plugins run there, as a runtime would), a peer pod and {} pod sandboxes; host-local over {}, MTU {}, CNI {}\n",
         s.params.pods, s.params.pod_range, s.params.mtu, s.params.cni_version
     );
-    o.push_str(&markdown_table(&HEAD, &rows(s), 1));
+    o.push_str(&markdown_table(&HEAD, &rows(s), &[0]));
     o.push('\n');
     for l in headline(s) {
         let _ = writeln!(o, "- {l}");

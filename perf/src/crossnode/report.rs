@@ -265,7 +265,7 @@ pub fn table(s: &Summary) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "\ncrossnode: pod -> pod on another node; {}\n", setup_line(s));
     let _ = writeln!(o, "{LOWER_BOUND}\n");
-    o.push_str(&padded(&HEAD, &rows(s), 1));
+    o.push_str(&padded(&HEAD, &rows(s), &[0]));
     o.push('\n');
     for l in headline(s) {
         let _ = writeln!(o, "{l}");
@@ -288,7 +288,7 @@ pub fn markdown(s: &Summary) -> String {
         "- Two node namespaces on a direct veth underlay (172.19.0.0/24), one pod each; pods' MTU {VXLAN_POD_MTU} under VXLAN, {ROUTED_POD_MTU} routed; pods' TX checksum offload off in every setup (as podswitch needs it)\n"
     );
     let _ = writeln!(o, "{LOWER_BOUND}\n");
-    o.push_str(&markdown_table(&HEAD, &rows(s), 1));
+    o.push_str(&markdown_table(&HEAD, &rows(s), &[0]));
     o.push('\n');
     for l in headline(s) {
         let _ = writeln!(o, "- {l}");

@@ -259,7 +259,7 @@ pub fn table(s: &Summary) -> String {
         s.env.host.loadavg_end
     );
     o.push_str("(≥: the generator was the limit, the figure is a lower bound)\n\n");
-    o.push_str(&padded(&HEAD, &rows(s), 2));
+    o.push_str(&padded(&HEAD, &rows(s), &[0, 1]));
     o.push('\n');
     for l in headline(s) {
         let _ = writeln!(o, "{l}");
@@ -315,7 +315,7 @@ pub fn markdown(s: &Summary) -> String {
         s.env.ovs_version,
         s.env.nft_version
     );
-    o.push_str(&markdown_table(&HEAD, &rows(s), 2));
+    o.push_str(&markdown_table(&HEAD, &rows(s), &[0, 1]));
     o.push('\n');
     for l in headline(s) {
         let _ = writeln!(o, "- {l}");

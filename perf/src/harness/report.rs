@@ -67,9 +67,9 @@ fn save(dir: &Path, files: &[(&str, String)]) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// A plain-text table: `head` and `rows` in columns, the first `left` left-aligned, the others
-/// right-aligned, two spaces apart, no trailing spaces.
-pub fn padded<const N: usize>(head: &[&str; N], rows: &[[String; N]], left: usize) -> String {
+/// A plain-text table: `head` and `rows` in columns, those numbered in `left` left-aligned,
+/// the others right-aligned, two spaces apart, no trailing spaces.
+pub fn padded<const N: usize>(head: &[&str; N], rows: &[[String; N]], left: &[usize]) -> String {
     let mut w = head.map(|h| h.chars().count());
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -80,7 +80,7 @@ pub fn padded<const N: usize>(head: &[&str; N], rows: &[[String; N]], left: usiz
         let mut l = String::new();
         for (i, c) in cells.iter().enumerate() {
             let pad = w[i] - c.chars().count();
-            if i < left {
+            if left.contains(&i) {
                 l.push_str(c);
                 l.push_str(&" ".repeat(pad + 2));
             } else {
@@ -98,10 +98,11 @@ pub fn padded<const N: usize>(head: &[&str; N], rows: &[[String; N]], left: usiz
     o
 }
 
-/// The Markdown table of `head` and `rows`, the first `left` columns left-aligned, the others
-/// right-aligned.
-pub fn markdown_table<const N: usize>(head: &[&str; N], rows: &[[String; N]], left: usize) -> String {
-    let mut o = format!("| {} |\n|{}{}\n", head.join(" | "), " --- |".repeat(left), " ---: |".repeat(N - left));
+/// The Markdown table of `head` and `rows`, the columns numbered in `left` left-aligned, the
+/// others right-aligned.
+pub fn markdown_table<const N: usize>(head: &[&str; N], rows: &[[String; N]], left: &[usize]) -> String {
+    let align: String = (0..N).map(|i| if left.contains(&i) { " --- |" } else { " ---: |" }).collect();
+    let mut o = format!("| {} |\n|{align}\n", head.join(" | "));
     for r in rows {
         o.push_str(&format!("| {} |\n", r.join(" | ")));
     }
@@ -143,9 +144,10 @@ mod tests {
     #[test]
     fn tables_align_and_sections_vanish_when_empty() {
         let rows = [["ab".to_string(), "c".to_string(), "1,000".to_string()]];
-        assert_eq!(padded(&["x", "y", "z"], &rows, 2), "x   y      z\nab  c  1,000\n");
-        assert_eq!(padded(&["x", "y", "z"], &rows, 1), "x   y      z\nab  c  1,000\n");
-        assert_eq!(markdown_table(&["x", "y", "z"], &rows, 1), "| x | y | z |\n| --- | ---: | ---: |\n| ab | c | 1,000 |\n");
+        assert_eq!(padded(&["x", "y", "z"], &rows, &[0, 1]), "x   y      z\nab  c  1,000\n");
+        assert_eq!(padded(&["x", "y", "z"], &rows, &[0, 2]), "x   y  z\nab  c  1,000\n");
+        assert_eq!(markdown_table(&["x", "y", "z"], &rows, &[0]), "| x | y | z |\n| --- | ---: | ---: |\n| ab | c | 1,000 |\n");
+        assert_eq!(markdown_table(&["x", "y", "z"], &rows, &[0, 2]), "| x | y | z |\n| --- | ---: | --- |\n| ab | c | 1,000 |\n");
         assert_eq!(section("\nNotes:\n\n", "- ", ["a", "b"]), "\nNotes:\n\n- a\n- b\n");
         assert_eq!(section("\nNotes:\n\n", "- ", Vec::<String>::new()), "");
     }
