@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::setups::Setup;
 use super::{Env, Params, Sample};
 use crate::harness::host::Stamp;
-use crate::harness::report::{heading, markdown_table, padded, run_line, section};
+use crate::harness::report::{heading, markdown_table, padded, run_line, section, verdict};
 use crate::stats::{median, opt_fixed as of, percentile, ratio_f as fratio, round_to};
 
 /// The target: podswitch's ADD-to-first-packet p99 at most this times ptp's.
@@ -156,11 +156,7 @@ fn rows(s: &Summary) -> Vec<[String; 8]> {
 }
 
 fn headline(s: &Summary) -> Vec<String> {
-    let verdict = match s.add_p99_ratio {
-        Some(r) if r <= ADD_P99_TARGET => "met",
-        Some(_) => "NOT met",
-        None => "not measured",
-    };
+    let verdict = verdict(s.add_p99_ratio, |r| r <= ADD_P99_TARGET);
     vec![
         format!(
             "podswitch/ptp, ADD to first packet: p99 {} ({} vs {} ms) — target ≤ {ADD_P99_TARGET}: {verdict}; p50 {} ({} vs {} ms)",

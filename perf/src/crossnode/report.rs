@@ -15,7 +15,7 @@ use super::setups::{Setup, ROUTED_POD_MTU, VXLAN_POD_MTU};
 use super::{Env, Params, Sample};
 use crate::harness::pktgen::RateResult;
 use crate::harness::host::Stamp;
-use crate::harness::report::{heading, markdown_table, padded, run_line, section};
+use crate::harness::report::{heading, markdown_table, padded, run_line, section, verdict};
 use crate::stats::{median, median_u64 as med_u, opt_fixed as of, opt_thousands as ot, ratio, ratio_f as fratio, round_to, thousands};
 
 /// The target for switch/kernel on VXLAN, 64-byte frames per second.
@@ -199,11 +199,7 @@ fn rows(s: &Summary) -> Vec<[String; 9]> {
 }
 
 fn headline(s: &Summary) -> Vec<String> {
-    let verdict = match s.vxlan_pps_ratio {
-        Some(r) if r >= VXLAN_PPS_TARGET => "met",
-        Some(_) => "NOT met",
-        None => "not measured",
-    };
+    let verdict = verdict(s.vxlan_pps_ratio, |r| r >= VXLAN_PPS_TARGET);
     vec![
         format!(
             "switch/kernel VXLAN, 64 B UDP: {} ({} vs {} pps; per round {:?}) — target ≥ {VXLAN_PPS_TARGET}: {verdict}",

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::{E2eArgs, Env, Fwd, PathKind, Sample, Setup};
 use crate::harness::pktgen::RateResult;
 use crate::harness::host::Stamp;
-use crate::harness::report::{heading, markdown_table, padded, run_line, section};
+use crate::harness::report::{heading, markdown_table, padded, run_line, section, verdict};
 use crate::stats::{median, median_u64 as med_u, opt_fixed as of, opt_thousands as ot, ratio, round_to, thousands};
 
 /// A rate run that lost at most this share of what was sent did not saturate the forwarder.
@@ -216,11 +216,7 @@ fn rows(s: &Summary) -> Vec<[String; 11]> {
 fn headline(s: &Summary) -> Vec<String> {
     let lower = |f: Fwd, p: PathKind| s.cell(f, p).is_some_and(|c| c.pps_64_lower_bound);
     let line = |what: &str, r: Option<f64>, a: Option<u64>, b: Option<u64>, sw_lower: bool, other_lower: bool| {
-        let verdict = match r {
-            Some(r) if r >= 1.0 => "met",
-            Some(_) => "NOT met",
-            None => "not measured",
-        };
+        let verdict = verdict(r, |r| r >= 1.0);
         let mut l = format!("{what}: {} ({} vs {} pps) — done means ≥ 1: {verdict}", or(r), ot(a), ot(b));
         if other_lower {
             l.push_str(" (the other path was not saturated: its figure is a lower bound)");

@@ -127,6 +127,15 @@ pub fn run_line(stamp: &Stamp, host: &Host) -> String {
     )
 }
 
+/// Whether a ratio meets its target (`met(ratio)`): `met`, `NOT met`, or `not measured`.
+pub fn verdict(ratio: Option<f64>, met: impl FnOnce(f64) -> bool) -> &'static str {
+    match ratio {
+        Some(r) if met(r) => "met",
+        Some(_) => "NOT met",
+        None => "not measured",
+    }
+}
+
 /// `items` under `heading`, each a line `BULLET ITEM`; nothing without items.
 pub fn section<T: std::fmt::Display>(heading: &str, bullet: &str, items: impl IntoIterator<Item = T>) -> String {
     let lines: String = items.into_iter().map(|i| format!("{bullet}{i}\n")).collect();
@@ -150,5 +159,6 @@ mod tests {
         assert_eq!(markdown_table(&["x", "y", "z"], &rows, &[0, 2]), "| x | y | z |\n| --- | ---: | --- |\n| ab | c | 1,000 |\n");
         assert_eq!(section("\nNotes:\n\n", "- ", ["a", "b"]), "\nNotes:\n\n- a\n- b\n");
         assert_eq!(section("\nNotes:\n\n", "- ", Vec::<String>::new()), "");
+        assert_eq!([verdict(Some(1.0), |r| r >= 1.0), verdict(Some(0.9), |r| r >= 1.0), verdict(None, |_| true)], ["met", "NOT met", "not measured"]);
     }
 }
