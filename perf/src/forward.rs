@@ -727,16 +727,13 @@ fn markdown(s: &Summary) -> String {
     let rows: Vec<[String; 7]> = s.cases.iter().map(case_row).collect();
     o.push_str(&report::markdown_table(&head, &rows, &[0, 6]));
     o.push('\n');
-    for l in ratio_lines(s) {
-        o.push_str(&format!("- {l}\n"));
-    }
-    o.push_str("\n## Per round\n\n| round | case | pps | offered pps | forwarder CPU/frame | forwarder CPU use | busy (core 0 / 1) | user space (0 / 1) | softirq (0 / 1) | XDP (a, b) |\n");
-    o.push_str("| ---: | --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- |\n");
-    for x in &s.samples {
-        o.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}, {} |\n",
-            x.round,
-            x.case.name(),
+    o.push_str(&report::section("", "- ", ratio_lines(s)));
+    o.push_str("\n## Per round\n\n");
+    let head = ["round", "case", "pps", "offered pps", "forwarder CPU/frame", "forwarder CPU use", "busy (core 0 / 1)", "user space (0 / 1)", "softirq (0 / 1)", "XDP (a, b)"];
+    let per_round = |x: &Sample| {
+        [
+            x.round.to_string(),
+            x.case.name().to_string(),
             thousands(x.pps),
             thousands(x.offered_pps),
             x.fwd_cpu_ns_per_pkt.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
@@ -744,19 +741,17 @@ fn markdown(s: &Summary) -> String {
             x.core_busy.iter().map(|b| pct(*b)).collect::<Vec<_>>().join(" / "),
             x.core_user.iter().map(|b| pct(*b)).collect::<Vec<_>>().join(" / "),
             x.core_softirq.iter().map(|b| pct(*b)).collect::<Vec<_>>().join(" / "),
-            x.xdp[0],
-            x.xdp[1]
-        ));
-    }
-    let sw: Vec<&Sample> = s.samples.iter().filter(|x| x.switch.is_some()).collect();
-    if !sw.is_empty() {
-        o.push_str("\n## Switch counters in the window\n\n| round | XDP redirected (port a) | read by the switch | tx (port b) | tx kicks | frames/kick | drops by reason | idle sleeps |\n");
-        o.push_str("| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |\n");
-        for x in sw {
-            let d = x.switch.as_ref().expect("filtered");
-            o.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                x.round,
+            format!("{}, {}", x.xdp[0], x.xdp[1]),
+        ]
+    };
+    o.push_str(&report::markdown_table(&head, &s.samples.iter().map(per_round).collect::<Vec<_>>(), &[1, 6, 7, 8, 9]));
+    let sw: Vec<[String; 8]> = s
+        .samples
+        .iter()
+        .filter_map(|x| {
+            let d = x.switch.as_ref()?;
+            Some([
+                x.round.to_string(),
                 thousands(d.xdp_redirected),
                 thousands(d.rx_packets),
                 thousands(d.tx_packets),
@@ -767,9 +762,14 @@ fn markdown(s: &Summary) -> String {
                 } else {
                     d.drops.iter().map(|(k, v)| format!("{k} {}", thousands(*v))).collect::<Vec<_>>().join(", ")
                 },
-                d.idle_sleeps
-            ));
-        }
+                d.idle_sleeps.to_string(),
+            ])
+        })
+        .collect();
+    if !sw.is_empty() {
+        o.push_str("\n## Switch counters in the window\n\n");
+        let head = ["round", "XDP redirected (port a)", "read by the switch", "tx (port b)", "tx kicks", "frames/kick", "drops by reason", "idle sleeps"];
+        o.push_str(&report::markdown_table(&head, &sw, &[6]));
     }
     o.push_str(&rounds::failure_section(s.errors.iter().map(CaseError::shown)));
     o.push_str(&report::section("\n## Notes\n\n", "- ", &s.notes));

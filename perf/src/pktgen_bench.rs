@@ -559,22 +559,21 @@ fn markdown(s: &Summary) -> String {
     let rows: Vec<[String; 6]> = s.generators.iter().map(generator_row).collect();
     o.push_str(&report::markdown_table(&head, &rows, &[0, 5]));
     o.push('\n');
-    for l in headline(s) {
-        o.push_str(&format!("- {l}\n"));
-    }
-    o.push_str("\n## Per round\n\n| round | generator | pps | offered pps | CPU per frame | core busy | core softirq |\n| ---: | --- | ---: | ---: | ---: | ---: | ---: |\n");
-    for x in &s.samples {
-        o.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
-            x.round,
-            x.generator.name(),
+    o.push_str(&report::section("", "- ", headline(s)));
+    o.push_str("\n## Per round\n\n");
+    let head = ["round", "generator", "pps", "offered pps", "CPU per frame", "core busy", "core softirq"];
+    let per_round = |x: &Sample| {
+        [
+            x.round.to_string(),
+            x.generator.name().to_string(),
             thousands(x.pps),
             thousands(x.offered_pps),
             x.cpu_ns_per_frame.map_or_else(|| "-".into(), |n| format!("{n:.0} ns")),
             pct(x.core_busy),
-            pct(x.core_softirq)
-        ));
-    }
+            pct(x.core_softirq),
+        ]
+    };
+    o.push_str(&report::markdown_table(&head, &s.samples.iter().map(per_round).collect::<Vec<_>>(), &[1]));
     o.push_str(&rounds::failure_section(s.errors.iter().map(RoundError::shown)));
     o
 }

@@ -224,30 +224,25 @@ pub fn markdown(s: &Summary) -> String {
     );
     o.push_str(&markdown_table(&HEAD, &rows(s), &[0]));
     o.push('\n');
-    for l in headline(s) {
-        let _ = writeln!(o, "- {l}");
-    }
-    o.push_str("\n## Per round\n\n| round | setup | pods through | ADD→first packet p50 ms | p99 ms | max ms | ADD returned p50 / p99 ms | create s | created pods/s | delete s | deleted pods/s |\n");
-    o.push_str("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-    for x in &s.samples {
-        let _ = writeln!(
-            o,
-            "| {} | {} | {}/{} | {} | {} | {} | {} / {} | {} | {} | {} | {} |",
-            x.round,
-            x.setup.name(),
-            x.pods_ok,
-            s.params.pods,
+    o.push_str(&section("", "- ", headline(s)));
+    o.push_str("\n## Per round\n\n");
+    let head = ["round", "setup", "pods through", "ADD→first packet p50 ms", "p99 ms", "max ms", "ADD returned p50 / p99 ms", "create s", "created pods/s", "delete s", "deleted pods/s"];
+    let per_round = |x: &Sample| {
+        [
+            x.round.to_string(),
+            x.setup.name().to_string(),
+            format!("{}/{}", x.pods_ok, s.params.pods),
             of(x.first_packet.p50_ms, 1),
             of(x.first_packet.p99_ms, 1),
             of(x.first_packet.max_ms, 1),
-            of(x.add_return.p50_ms, 1),
-            of(x.add_return.p99_ms, 1),
+            format!("{} / {}", of(x.add_return.p50_ms, 1), of(x.add_return.p99_ms, 1)),
             of(x.create_s, 2),
             of(x.pods_per_s, 1),
             of(x.delete_s, 2),
-            of(x.del_pods_per_s, 1)
-        );
-    }
+            of(x.del_pods_per_s, 1),
+        ]
+    };
+    o.push_str(&markdown_table(&head, &s.samples.iter().map(per_round).collect::<Vec<_>>(), &[1]));
     let errs = errors(s);
     o.push_str(&section("\n## Notes and errors\n\n", "- ", s.notes.iter().chain(&errs).map(|n| n.replace('\n', " "))));
     o

@@ -286,18 +286,14 @@ pub fn markdown(s: &Summary) -> String {
     let _ = writeln!(o, "{LOWER_BOUND}\n");
     o.push_str(&markdown_table(&HEAD, &rows(s), &[0]));
     o.push('\n');
-    for l in headline(s) {
-        let _ = writeln!(o, "- {l}");
-    }
-    o.push_str("\n## Per round\n\n| round | setup | 64 B pps | offered | lost | fwd core busy | fwd core µs/pkt | highest rate ≤tol. lost (trials) | TCP Gbit/s | retransmits | switches ready s |\n");
-    o.push_str("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-    for x in &s.samples {
+    o.push_str(&section("", "- ", headline(s)));
+    o.push_str("\n## Per round\n\n");
+    let head = ["round", "setup", "64 B pps", "offered", "lost", "fwd core busy", "fwd core µs/pkt", "highest rate ≤tol. lost (trials)", "TCP Gbit/s", "retransmits", "switches ready s"];
+    let per_round = |x: &Sample| {
         let u = x.udp_64.as_ref();
-        let _ = writeln!(
-            o,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            x.round,
-            x.setup.name(),
+        [
+            x.round.to_string(),
+            x.setup.name().to_string(),
             ot(u.map(|r| r.pps)),
             ot(u.map(|r| r.offered_pps)),
             ot(u.map(|r| r.lost)),
@@ -306,9 +302,10 @@ pub fn markdown(s: &Summary) -> String {
             x.ndr_64.as_ref().map_or_else(|| "-".into(), |n| format!("{} ({})", ot(n.ndr_pps), n.trials)),
             of(x.tcp.as_ref().map(|t| t.gbps), 2),
             ot(x.tcp.as_ref().map(|t| t.retransmits)),
-            of(x.switch_ready_s, 2)
-        );
-    }
+            of(x.switch_ready_s, 2),
+        ]
+    };
+    o.push_str(&markdown_table(&head, &s.samples.iter().map(per_round).collect::<Vec<_>>(), &[1]));
     let errs: Vec<String> = s.samples.iter().flat_map(|x| x.errors.iter().map(move |e| format!("round {} {}: {e}", x.round, x.setup.name()))).collect();
     o.push_str(&section("\n## Notes and errors\n\n", "- ", s.notes.iter().chain(&errs).map(|n| n.replace('\n', " "))));
     o

@@ -313,34 +313,30 @@ pub fn markdown(s: &Summary) -> String {
     );
     o.push_str(&markdown_table(&HEAD, &rows(s), &[0, 1]));
     o.push('\n');
-    for l in headline(s) {
-        let _ = writeln!(o, "- {l}");
-    }
-    o.push_str("\n![rates](e2e-rates.svg)\n\n![CPU per packet](e2e-cpu.svg)\n\n## Ratios\n\n| path | metric | switch/kernel | switch/OVS |\n| --- | --- | ---: | ---: |\n");
-    for r in &s.ratios {
-        let _ = writeln!(o, "| {} | {} | {} | {} |", r.path.title(), r.metric, or(r.switch_vs_kernel), or(r.switch_vs_ovs));
-    }
-    o.push_str("\n## Per round\n\n| round | forwarder | path | 64 B pps | offered | lost | IMIX pps | no-drop pps (trials) | p50 / p99 µs | CPU µs/pkt 64 B / IMIX | core busy 0 / 1 |\n");
-    o.push_str("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |\n");
-    for x in &s.samples {
+    o.push_str(&section("", "- ", headline(s)));
+    o.push_str("\n![rates](e2e-rates.svg)\n\n![CPU per packet](e2e-cpu.svg)\n\n## Ratios\n\n");
+    let ratios: Vec<[String; 4]> =
+        s.ratios.iter().map(|r| [r.path.title().to_string(), r.metric.to_string(), or(r.switch_vs_kernel), or(r.switch_vs_ovs)]).collect();
+    o.push_str(&markdown_table(&["path", "metric", "switch/kernel", "switch/OVS"], &ratios, &[0, 1]));
+    o.push_str("\n## Per round\n\n");
+    let head = ["round", "forwarder", "path", "64 B pps", "offered", "lost", "IMIX pps", "no-drop pps (trials)", "p50 / p99 µs", "CPU µs/pkt 64 B / IMIX", "core busy 0 / 1"];
+    let per_round = |x: &Sample| {
         let r = x.rate_64.as_ref();
-        let _ = writeln!(
-            o,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} |",
-            x.round,
-            x.fwd.name(),
-            x.path.name(),
+        [
+            x.round.to_string(),
+            x.fwd.name().to_string(),
+            x.path.name().to_string(),
             ot(r.map(|r| r.pps)),
             ot(r.map(|r| r.offered_pps)),
             ot(r.map(|r| r.lost)),
             ot(x.rate_imix.as_ref().map(|r| r.pps)),
             x.ndr_64.as_ref().map_or("-".into(), |n| format!("{} ({})", ot(n.ndr_pps), n.trials)),
             x.latency_64.as_ref().map_or("-".into(), |l| format!("{:.1} / {:.1}", l.p50_ns as f64 / 1e3, l.p99_ns as f64 / 1e3)),
-            of(r.and_then(|r| r.cpu_ns_per_pkt).map(|n| n / 1e3), 2),
-            of(x.rate_imix.as_ref().and_then(|r| r.cpu_ns_per_pkt).map(|n| n / 1e3), 2),
-            r.map_or("-".into(), |r| r.core_busy.iter().map(|b| format!("{:.0}%", b * 100.0)).collect::<Vec<_>>().join(" / "))
-        );
-    }
+            format!("{} / {}", of(r.and_then(|r| r.cpu_ns_per_pkt).map(|n| n / 1e3), 2), of(x.rate_imix.as_ref().and_then(|r| r.cpu_ns_per_pkt).map(|n| n / 1e3), 2)),
+            r.map_or("-".into(), |r| r.core_busy.iter().map(|b| format!("{:.0}%", b * 100.0)).collect::<Vec<_>>().join(" / ")),
+        ]
+    };
+    o.push_str(&markdown_table(&head, &s.samples.iter().map(per_round).collect::<Vec<_>>(), &[1, 2, 8, 9, 10]));
     let errs = s.samples.iter().flat_map(|x| x.errors.iter().map(move |e| format!("round {} {} {}: `{}`", x.round, x.fwd.name(), x.path.name(), e.replace('\n', " "))));
     o.push_str(&section("\n## Errors\n\n", "- ", errs));
     o.push_str(&section("\n## Notes\n\n", "- ", &s.notes));
