@@ -195,7 +195,7 @@ pub struct RxRings {
     /// How much of `fill_target` this socket may hold now (grows while it is busy).
     allowance: FillAllowance,
     /// The pool is shared with other sockets: growth keeps half of it for them
-    /// ([`crate::port::fill_allowance::shared_pool_cap`]).
+    /// ([`crate::port::fill_allowance::growth_cap`]).
     shares_pool: bool,
 }
 
@@ -222,7 +222,11 @@ impl RxRings {
         if n > 0 && self.allowance.can_grow(self.fill_target) {
             // What the kernel has not used yet of what the fill ring was given.
             let left = self.fill_size.saturating_sub(self.fill.nb_free_exact());
-            self.allowance.received(n as u32, left, self.fill_target);
+            let cap = match self.shares_pool {
+                true => fill_allowance::growth_cap(self.fill_target, self.in_fill, mem.ledger.free_len() as u32, mem.ledger.pool_size() as u32),
+                false => self.fill_target,
+            };
+            self.allowance.received(n as u32, left, cap);
         }
         self.in_fill = self.in_fill.saturating_sub(n as u32);
         n
@@ -233,10 +237,7 @@ impl RxRings {
     /// how many were added.
     #[inline]
     pub fn refill(&mut self, mem: &mut WorkerUmem, id: PortId) -> usize {
-        let mut limit = self.allowance.limit(self.fill_target);
-        if self.shares_pool {
-            limit = fill_allowance::shared_pool_cap(limit, self.in_fill, mem.ledger.free_len() as u32, mem.ledger.pool_size() as u32);
-        }
+        let limit = self.allowance.limit(self.fill_target);
         let want = limit.saturating_sub(self.in_fill) as usize;
         if want < 16 && self.in_fill > 0 {
             return 0; // refill in batches

@@ -20,10 +20,14 @@
 //! probes in under 2 s) lost packets with 64 and 128, none with 256.
 //! A port that was busy and then idles keeps what it had grown to: the frames cannot be taken
 //! back without a packet. So, on a pool shared by several ports, a ring grows beyond [`START`]
-//! only out of what the pool holds above half of its frames ([`shared_pool_cap`]): a few ports
-//! that once had a burst can never park every frame in their idle rings, and a new port still
-//! finds its first frames. (The per-socket target alone, a quarter of the worker's frames for
-//! a busy port, would let four such ports take all of them.)
+//! only out of what the pool holds above half of its frames when it grows ([`growth_cap`]): a
+//! few ports that once had a burst can never park every frame in their idle rings, and a new
+//! port still finds its first frames. (The per-socket target alone, a quarter of the worker's
+//! frames for a busy port, would let four such ports take all of them.) The bound is taken
+//! when the allowance grows, not at every top-up: under a stream the port's own frames fill
+//! its RX ring and the egress port's TX ring, the pool falls below half, and a cap read at
+//! each top-up let the fill ring drain to what it still held (`lab_door`: 152 frames lost in
+//! a stream's first second, the sender's window never above 2,200 frames of the ring's 4,096).
 //!
 //! The signal is what is left in the fill ring, read from the ring's consumer position, not
 //! the size of a receive: a receive takes at most a worker's burst (64), so "a receive took
@@ -82,11 +86,12 @@ impl FillAllowance {
     }
 }
 
-/// What a ring that shares its pool may be topped up to: its allowance's `limit`, but beyond
-/// [`START`] only as far as the pool's `free` frames exceed half of its `size` (see the module
-/// doc). Up to [`START`] (or its limit, if lower) it takes whatever the pool has.
+/// How far the allowance of a ring that shares its pool may grow now, toward `limit` (the
+/// per-socket target), from `in_fill` frames: beyond [`START`] only as far as the pool's `free`
+/// frames exceed half of its `size` (see the module doc). Passed as the target of
+/// [`FillAllowance::received`].
 #[inline]
-pub fn shared_pool_cap(limit: u32, in_fill: u32, free: u32, size: u32) -> u32 {
+pub fn growth_cap(limit: u32, in_fill: u32, free: u32, size: u32) -> u32 {
     let spare = free.saturating_sub(size / 2);
     limit.min(START.max(in_fill.saturating_add(spare)))
 }
@@ -98,21 +103,21 @@ mod tests {
     #[test]
     fn growth_beyond_the_start_leaves_half_the_pool_to_the_others() {
         // A new ring fills to START from whatever is free, even from a nearly empty pool.
-        assert_eq!(shared_pool_cap(START, 0, 300, 16_384), START);
-        assert_eq!(shared_pool_cap(64, 0, 300, 16_384), 64, "never above the limit");
+        assert_eq!(growth_cap(START, 0, 300, 16_384), START);
+        assert_eq!(growth_cap(64, 0, 300, 16_384), 64, "never above the limit");
         // A grown ring (limit 4,096) with 256 in it: plenty free, it tops up to its limit.
-        assert_eq!(shared_pool_cap(4096, 256, 15_000, 16_384), 4096);
+        assert_eq!(growth_cap(4096, 256, 15_000, 16_384), 4096);
         // Only 1,000 free above half the pool: it grows by those alone.
-        assert_eq!(shared_pool_cap(4096, 256, 8_192 + 1_000, 16_384), 1_256);
+        assert_eq!(growth_cap(4096, 256, 8_192 + 1_000, 16_384), 1_256);
         // At or below half: no growth beyond what it holds (never below START).
-        assert_eq!(shared_pool_cap(4096, 2_000, 8_000, 16_384), 2_000);
-        assert_eq!(shared_pool_cap(4096, 100, 8_000, 16_384), START);
+        assert_eq!(growth_cap(4096, 2_000, 8_000, 16_384), 2_000);
+        assert_eq!(growth_cap(4096, 100, 8_000, 16_384), START);
         // Four rings that each had a burst: beyond their START frames, together they park at
         // most half the pool.
         let (size, mut free, mut rings) = (16_384u32, 16_384u32, [0u32; 4]);
         for _ in 0..10 {
             for r in &mut rings {
-                let cap = shared_pool_cap(4096, *r, free, size);
+                let cap = growth_cap(4096, *r, free, size);
                 let add = cap.saturating_sub(*r).min(free);
                 *r += add;
                 free -= add;
@@ -120,6 +125,26 @@ mod tests {
         }
         assert!(free + 4 * START >= size / 2, "free {free}, rings {rings:?}");
         assert_eq!(rings[0], 4096, "the first busy ring still gets its full depth");
+    }
+
+    #[test]
+    fn a_grown_ring_is_topped_up_to_its_allowance_while_its_own_frames_are_in_flight() {
+        // One busy port on a pool of 16,384: it grows to the target when the pool is full.
+        let (size, target) = (16_384u32, 4096u32);
+        let mut a = FillAllowance::default();
+        a.received(64, START / 2, growth_cap(target, START, size - 4 * START, size));
+        assert_eq!(a.limit(target), target);
+        // Then its stream holds 4,096 frames in its RX ring and 2,048 in the egress TX ring:
+        // the pool is below half, and the fill ring, drained to 500 by the kernel, is still
+        // topped up to the whole allowance (growth_cap no longer applies once grown).
+        let free = size - target - 4096 - 2048 - 3 * START;
+        assert!(free < size / 2);
+        a.received(64, 500, growth_cap(target, 500, free, size));
+        assert_eq!(a.limit(target), target, "the allowance stays");
+        // A second port that bursts now finds no spare above half the pool: it stays at START.
+        let mut b = FillAllowance::default();
+        b.received(64, 0, growth_cap(target, START, free, size));
+        assert_eq!(b.limit(target), START);
     }
 
     #[test]
