@@ -6,14 +6,16 @@
 //! attach (as before) emptied a worker's pool after about ten pod ports (16,384 frames, 2,048
 //! per ring), and the kernel then dropped everything arriving on the ports attached after.
 //! Now a new socket gets [`START`] frames; whenever a receive finds that the kernel has used
-//! half or more of what the fill ring was given (or all of it), the allowance goes to the
-//! target at once. A TCP stream's slow start doubles its burst every round trip (tens of
-//! microseconds here): doubling the allowance a receive at a time lost frames to it (bench
-//! apps: 139 frames in the first half second of a stream with doubling alone; then, doubling
-//! until a receive found the ring empty, 158 in one round of three, a fresh port's first
-//! burst, and 4 to 40 on CI's `lab_door`, a fresh port too: the receive that finds the ring
-//! empty comes after the kernel has dropped). A port whose ring is half used in one round is
-//! busy, and its next burst may be twice this one. So a busy
+//! a quarter or more of what the fill ring was given (a burst of one receive, 64 frames, on a
+//! new ring), the allowance goes to the target at once. A TCP stream's slow start doubles its
+//! burst every round trip (tens of microseconds here), and a worker that loses its core for a
+//! moment sees two rounds' bursts at once: doubling the allowance a receive at a time lost
+//! frames to it (bench apps: 139 frames in the first half second of a stream with doubling
+//! alone; then, doubling until a receive found the ring empty, 158 in one round of three, a
+//! fresh port's first burst, and 4 to 40 on CI's `lab_door`, a fresh port too). Going to the
+//! target when half was used still lost ~20 frames at a stream's start in about one
+//! `lab_door` run of five here; at a quarter, none in 8 (and none in 7 with a start of 1,024
+//! frames, which idle ports cannot afford). So a busy
 //! port has the deep ring its bursts need while idle ports hold only [`START`] each: a worker's default 16,384 frames
 //! serve about 85 idle pod ports (bench cni: the 89th got none; more need `podswitch run --frames` or more workers).
 //! [`START`] is what a port needs before it has grown: the lab's NetworkPolicy matrices (864
@@ -67,7 +69,7 @@ impl FillAllowance {
         if n == 0 || self.now >= target {
             return;
         }
-        if left.saturating_mul(2) <= self.now {
+        if left.saturating_mul(4) <= self.now.saturating_mul(3) {
             self.now = target;
         }
     }
@@ -152,13 +154,13 @@ mod tests {
         let mut a = FillAllowance::default();
         assert_eq!(a.limit(2048), START);
         assert_eq!(a.limit(32), 32, "never above the target");
-        // Light traffic (the kernel used less than half of the ring's frames): no growth.
+        // Light traffic (the kernel used less than a quarter of the ring's frames): no growth.
         a.received(3, START - 3, 2048);
-        a.received(64, START / 2 + 1, 2048);
+        a.received(60, START - 60, 2048);
         assert_eq!(a.limit(2048), START);
-        // The kernel used half of the ring in one round: the target at once, with a receive
+        // The kernel used a quarter of the ring in one round: the target at once, with a receive
         // of a worker's burst (64), not a step at a time behind a slow start.
-        a.received(64, START / 2, 2048);
+        a.received(64, START - 64, 2048);
         assert_eq!(a.limit(2048), 2048);
         a.received(64, 0, 2048);
         assert_eq!(a.limit(2048), 2048);
