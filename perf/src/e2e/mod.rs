@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::harness::report::OutputArgs;
-use crate::harness::{host, preflight, progress};
+use crate::harness::{host, preflight, progress, rounds};
 use crate::sys::{self, Proc};
 use crate::harness::pktgen::{CpuSource, Gen, LatencyResult, NdrResult, RateResult, Traffic};
 use objects::Cluster;
@@ -40,6 +40,12 @@ pub enum Fwd {
     Switch,
     Kernel,
     Ovs,
+}
+
+impl rounds::Contender for Fwd {
+    fn name(self) -> &'static str {
+        Fwd::name(self)
+    }
 }
 
 impl Fwd {
@@ -264,30 +270,14 @@ pub fn main(args: E2eArgs) -> Result<i32> {
 
     let mut ctx = Ctx { args: &args, topo, podswitch, pktgen, workdir: workdir.clone(), manifests, notes: Vec::new(), switch_start_s: Vec::new() };
     let mut samples: Vec<Sample> = Vec::new();
-    let mut interrupted = false;
-    'rounds: for round in 1..=args.rounds {
-        let mut order = args.forwarders.clone();
-        let n = order.len();
-        order.rotate_left((round as usize - 1) % n);
-        for fwd in order {
-            match run_forwarder(&mut ctx, fwd, round, &mut samples) {
-                Ok(()) => {}
-                Err(e) if e.is::<sys::Interrupted>() || sys::interrupted() => {
-                    interrupted = true;
-                    break 'rounds;
-                }
-                Err(e) => {
-                    progress(format!("round {round} {}: FAILED: {e:#}", fwd.name()));
-                    ctx.notes.push(format!("round {round} {}: {e:#}", fwd.name()));
-                }
-            }
-        }
-    }
-    if interrupted {
-        progress("interrupted; cleaning up");
+    // A forwarder's turn measures every path: its samples go to `samples`, its failure (said
+    // and noted by the rounds) to `failed`.
+    let mut failed = Vec::new();
+    let turns = rounds::rotated("e2e", args.rounds, &args.forwarders, &mut failed, |fwd, round, _| run_forwarder(&mut ctx, fwd, round, &mut samples));
+    ctx.notes.extend(failed);
+    if turns.interrupted {
         drop(ctx);
-        drop(guard);
-        return Ok(130);
+        return Ok(turns.take_down("e2e", guard).unwrap_or(130));
     }
     let setup = Setup {
         services: cluster.services.len(),
