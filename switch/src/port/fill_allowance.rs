@@ -63,14 +63,15 @@ impl FillAllowance {
     }
 
     /// Takes in a receive of `n` frames after which `left` frames were still in the fill ring
-    /// (given to the kernel and not yet used by it).
+    /// (given to the kernel and not yet used by it); a busy ring's allowance goes to `grow_to`:
+    /// the per-socket target, or on a shared pool what [`growth_cap`] allows now.
     #[inline]
-    pub fn received(&mut self, n: u32, left: u32, target: u32) {
-        if n == 0 || self.now >= target {
+    pub fn received(&mut self, n: u32, left: u32, grow_to: u32) {
+        if n == 0 || self.now >= grow_to {
             return;
         }
         if left.saturating_mul(4) <= self.now.saturating_mul(3) {
-            self.now = target;
+            self.now = grow_to;
         }
     }
 
