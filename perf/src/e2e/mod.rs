@@ -242,7 +242,7 @@ pub fn main(args: E2eArgs) -> Result<i32> {
         args.policies,
         args.background_pods + 2,
         args.rounds,
-        args.forwarders.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "),
+        rounds::names(&args.forwarders),
         args.paths.iter().map(|p| p.name()).collect::<Vec<_>>().join(", "),
         args.gen_core,
         args.fwd_core
