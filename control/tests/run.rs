@@ -543,3 +543,93 @@ fn an_idle_worker_sleeps_gives_its_core_back_and_wakes_on_a_packet() {
     assert!(w["polling_seconds"].as_f64().unwrap() > 0.3, "{w}");
     assert!(stop_ok(sw));
 }
+
+/// Sends `bytes` of a counting pattern from pod a to pod b over TCP and has b check every byte;
+/// then echoes UDP datagrams of every size class through b and checks each answer byte for
+/// byte. Returns what b received over TCP.
+fn pattern_traffic(t: &Topo, bytes: usize) -> usize {
+    let server = in_netns(&t.pod_ns("x", "b"), move || {
+        let l = std::net::TcpListener::bind("0.0.0.0:5001").unwrap();
+        let u = UdpSocket::bind("0.0.0.0:5002").unwrap();
+        let echo = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            u.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            while let Ok((n, from)) = u.recv_from(&mut buf) {
+                u.send_to(&buf[..n], from).unwrap();
+                if n == 1 {
+                    break; // the last size
+                }
+            }
+        });
+        let (mut c, _) = l.accept().unwrap();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = std::io::Read::read(&mut c, &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            for (i, b) in buf[..n].iter().enumerate() {
+                assert_eq!(*b, ((got + i) % 251) as u8, "byte {} changed on the way", got + i);
+            }
+            got += n;
+        }
+        echo.join().unwrap();
+        got
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    in_netns(&t.pod_ns("x", "a"), move || {
+        let mut c = std::net::TcpStream::connect_timeout(&"10.244.0.11:5001".parse().unwrap(), Duration::from_secs(2)).unwrap();
+        let data: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+        std::io::Write::write_all(&mut c, &data).unwrap();
+        drop(c);
+        let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+        u.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 2048];
+        for size in [1472usize, 1400, 1024, 577, 64, 18, 2, 1] {
+            let msg: Vec<u8> = (0..size).map(|i| (i * 7 + size) as u8).collect();
+            let answer = (0..5).find_map(|_| {
+                u.send_to(&msg, "10.244.0.11:5002").unwrap();
+                u.recv(&mut buf).ok()
+            });
+            assert_eq!(answer.map(|n| &buf[..n]), Some(&msg[..]), "{size}-byte datagram");
+        }
+    })
+    .join()
+    .unwrap();
+    server.join().unwrap()
+}
+
+#[test]
+fn pod_ports_forward_on_their_own_umem_and_on_the_workers_umem() {
+    if !root_or_skip("pod_ports_forward_on_their_own_umem_and_on_the_workers_umem") {
+        return;
+    }
+    let _g = serial();
+    for (frames, own) in [("2048", true), ("64", true), ("0", false)] {
+        let mut t = Topo::new("psr7");
+        t.add_pod("x", "a", "10.244.0.10", true);
+        t.add_pod("x", "b", "10.244.0.11", true);
+        let sw = t.start_switch(&["--pod-umem-frames", frames]);
+        t.wait_ready();
+        let ports = t.show("ports").unwrap();
+        for p in ports["ports"].as_array().unwrap() {
+            match own {
+                true => assert_eq!(p["own_umem"]["rx_frames"].as_u64(), Some(frames.parse().unwrap()), "{p}"),
+                false => assert!(p.get("own_umem").is_none(), "--pod-umem-frames 0 shares the worker's UMEM: {p}"),
+            }
+        }
+        let sent = 8 << 20;
+        assert_eq!(pattern_traffic(&t, sent), sent, "--pod-umem-frames {frames}");
+        // Every frame of the worker's UMEM is back in its pool once traffic stops: with every
+        // port on its own UMEM, all of them; shared, all but the fill rings' (256 per port).
+        let stats = wait_show(&t, "stats", 5, |v| v["workers"][0]["free_frames"].as_u64() == Some(16384) || !own);
+        let free = stats["workers"][0]["free_frames"].as_u64().unwrap();
+        match own {
+            true => assert_eq!(free, 16384, "frames of the worker's pool lost with --pod-umem-frames {frames}"),
+            false => assert!(free < 16384, "shared ports hold the worker's frames in their fill rings: {free}"),
+        }
+        eprintln!("--pod-umem-frames {frames}: {} B checked, {} frames dropped on a full TX ring", sent, t.drop_count("tx_ring_full"));
+        assert!(stop_ok(sw));
+    }
+}

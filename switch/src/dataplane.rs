@@ -35,6 +35,7 @@ use xsk_rs::Umem;
 
 use crate::afxdp::frames::UmemSpec;
 use crate::afxdp::rings::{PortRings, WorkerUmem};
+use crate::afxdp::own_umem::{bind_own, OwnUmemSpec};
 use crate::afxdp::socket::{bind, CopyPolicy, RingSizes};
 use crate::afxdp::stats::{self, XskStats};
 use crate::afxdp::filter::{FilterError, RuleCounters, UplinkFilter};
@@ -44,6 +45,7 @@ use crate::conntrack::state_file::{self, Adoption};
 use crate::conntrack::{reaper::Reaper, ConnTable, KeyHasher, Timeouts};
 use crate::counters::{PortQueueCounters, PortTotals};
 use crate::drop_reason::DropReason;
+use crate::port::PortDevice;
 use crate::tables::{PortId, Tables};
 use crate::worker::doorbell::Doorbell;
 use crate::worker::{Worker, WorkerCmd, WorkerShared};
@@ -62,6 +64,9 @@ pub struct DataplaneConfig {
     pub copy_policy: CopyPolicy,
     /// Force an XDP mode instead of native-then-generic.
     pub xdp_mode: Option<XdpMode>,
+    /// Pod ports (every port but the uplink) bind on a UMEM of their own of these sizes
+    /// ([`crate::afxdp::own_umem`]); None: on their worker's UMEM.
+    pub pod_umem: Option<OwnUmemSpec>,
     /// Connections the shared connection table holds (fixed at start).
     pub conntrack_capacity: u32,
     /// Where the connection table lives: a state file adopted from (and left for) another
@@ -84,6 +89,7 @@ impl Default for DataplaneConfig {
             rx_ring: 4096,
             copy_policy: CopyPolicy::PreferZeroCopy,
             xdp_mode: None,
+            pod_umem: None,
             conntrack_capacity: 262_144,
             conntrack_state: None,
             timeouts: Timeouts::default(),
@@ -172,6 +178,8 @@ pub struct QueueInfo {
 }
 
 struct AttachedPort {
+    /// Bound on a UMEM of its own (its frames are not the worker's).
+    own_umem: Option<OwnUmemSpec>,
     name: String,
     xdp: XdpAttachment,
     queues: Vec<(QueueInfo, Arc<PortQueueCounters>)>,
@@ -188,6 +196,10 @@ pub struct PortReport {
     /// Why native XDP was not used, if it was refused.
     pub native_refused: Option<String>,
     pub zerocopy: bool,
+    /// Frames of each of its sockets' own UMEM (receive and transmit), where it has one; absent
+    /// where it shares its workers' UMEMs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_umem: Option<OwnUmemFrames>,
     pub queues: Vec<QueueInfo>,
     #[serde(flatten)]
     pub totals: PortTotals,
@@ -197,6 +209,13 @@ pub struct PortReport {
     /// The kernel's counters of the port's sockets, summed: frames lost before the switch saw
     /// them (no drop reason can count those).
     pub kernel: XskStats,
+}
+
+/// The frames of a port's own UMEM, per socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct OwnUmemFrames {
+    pub rx_frames: u32,
+    pub tx_frames: u32,
 }
 
 /// One worker's counters, as `/metrics` reports them.
@@ -410,19 +429,26 @@ impl Dataplane {
                 program.attach(ifname, self.cfg.xdp_mode)?
             }
         };
+        let own_umem = match role {
+            XdpRole::All => self.cfg.pod_umem,
+            XdpRole::Uplink => None,
+        };
+        let rings = RingSizes { rx: self.cfg.rx_ring, tx: self.cfg.ring_size };
+        let fill_target = self.fill_target(self.sockets_per_worker() + plan.len().div_ceil(self.workers.len()));
         let mut bound = Vec::new();
         for &(queue, w) in &plan {
-            let q = bind(&self.workers[w].umem, ifname, queue, RingSizes { rx: self.cfg.rx_ring, tx: self.cfg.ring_size }, self.cfg.copy_policy)?;
-            bound.push((q, w));
+            let device = match own_umem {
+                Some(spec) => PortRings::own(id, bind_own(spec, ifname, queue, rings, self.cfg.copy_policy, crate::worker::BURST)?),
+                None => PortRings::new(id, bind(&self.workers[w].umem, ifname, queue, rings, self.cfg.copy_policy)?, fill_target),
+            };
+            bound.push((device, queue, w));
         }
         let mut queues = Vec::new();
         let mut sockets = Vec::new();
-        let fill_target = self.fill_target(self.sockets_per_worker() + plan.len().div_ceil(self.workers.len()));
-        for (q, w) in bound {
-            let info = QueueInfo { queue: q.queue, worker: w, core: self.workers[w].core, zerocopy: q.zerocopy };
+        for (rings, queue, w) in bound {
+            let info = QueueInfo { queue, worker: w, core: self.workers[w].core, zerocopy: rings.mode().zerocopy };
             let counters = Arc::new(PortQueueCounters::default());
-            sockets.push((q.queue, q.fd));
-            let rings = PortRings::new(id, q, fill_target);
+            sockets.push((queue, rings.wait_fd().unwrap_or(-1)));
             let (ready_tx, ready_rx) = bounded(1);
             self.workers[w]
                 .order(WorkerCmd::AddPort { device: Box::new(rings), counters: Arc::clone(&counters), ready: ready_tx })
@@ -447,7 +473,7 @@ impl Dataplane {
             }
         }
         let socket_fds = sockets.iter().map(|(_, fd)| *fd).collect();
-        lock(&self.ports).insert(id, AttachedPort { name: ifname.into(), xdp, queues, socket_fds });
+        lock(&self.ports).insert(id, AttachedPort { name: ifname.into(), own_umem, xdp, queues, socket_fds });
         if let Err(e) = result {
             let _ = self.detach_locked(id);
             return Err(e);
@@ -497,11 +523,12 @@ impl Dataplane {
         fill_target(self.cfg.umem.frames, self.cfg.umem.fill_ring, sockets)
     }
 
-    /// The sockets of the busiest worker, over the attached ports.
+    /// The sockets on a worker's UMEM of the busiest worker, over the attached ports (a port
+    /// with its own UMEM takes nothing from its worker's).
     fn sockets_per_worker(&self) -> usize {
         let ports = lock(&self.ports);
         (0..self.workers.len())
-            .map(|w| ports.values().flat_map(|p| p.queues.iter()).filter(|(q, _)| q.worker == w).count())
+            .map(|w| ports.values().filter(|p| p.own_umem.is_none()).flat_map(|p| p.queues.iter()).filter(|(q, _)| q.worker == w).count())
             .max()
             .unwrap_or(0)
     }
@@ -515,7 +542,7 @@ impl Dataplane {
 
     /// The sizes that bound every port's door now (for naming the kernel's losses).
     pub fn door_sizes(&self) -> crate::port::loss_reason::DoorSizes {
-        crate::port::loss_reason::DoorSizes { rx_ring: self.cfg.rx_ring, fill_target: self.fill_target(self.sockets_per_worker()), frames: self.cfg.umem.frames }
+        crate::port::loss_reason::DoorSizes { rx_ring: self.cfg.rx_ring, fill_target: self.fill_target(self.sockets_per_worker()), frames: self.cfg.umem.frames, own_rx_frames: None }
     }
 
     /// The attached ports' ids and interfaces.
@@ -543,6 +570,7 @@ impl Dataplane {
             xdp_mode: p.xdp.mode(),
             native_refused: p.xdp.native_refused().map(str::to_string),
             zerocopy: p.queues.iter().all(|(q, _)| q.zerocopy),
+            own_umem: p.own_umem.map(|s| OwnUmemFrames { rx_frames: s.rx_frames, tx_frames: s.tx_frames }),
             queues: p.queues.iter().map(|(q, _)| q.clone()).collect(),
             totals,
             xdp_redirected,

@@ -519,6 +519,7 @@ mod tests {
                 xdp_mode: XdpMode::Native,
                 native_refused: None,
                 zerocopy: false,
+                own_umem: Some(switch::dataplane::OwnUmemFrames { rx_frames: 2048, tx_frames: 512 }),
                 queues: vec![QueueInfo { queue: 0, worker: 0, core: 1, zerocopy: false }],
                 totals: PortTotals { rx_packets: 7, tx_packets: 9, ..PortTotals::default() },
                 xdp_redirected: 7,
@@ -540,6 +541,7 @@ mod tests {
         assert_eq!((p["rx_packets"].as_u64(), p["tx_packets"].as_u64()), (Some(7), Some(9)));
         assert_eq!((p["owner"].as_str(), p["kind"].as_str(), p["xdp_mode"].as_str()), (Some("x/a"), Some("pod"), Some("native")));
         assert_eq!(p["kernel"]["rx_ring_full"], 4);
+        assert_eq!((p["own_umem"]["rx_frames"].as_u64(), p["own_umem"]["tx_frames"].as_u64()), (Some(2048), Some(512)));
         let r = &back.ports[0];
         assert_eq!((r.report.id, r.report.totals.tx_packets, r.report.kernel.lost()), (1, 9, 4));
         assert_eq!((r.kind, r.owner.as_deref()), (Some(PortKind::Pod), Some("x/a")));

@@ -115,11 +115,21 @@ pub struct RunArgs {
     /// Force an XDP mode; by default native, and generic only where native is refused.
     #[arg(long, value_enum, value_name = "MODE")]
     pub xdp_mode: Option<XdpModeArg>,
-    /// UMEM frames per worker (2 KiB each). Every port the worker serves holds 256 of them in
-    /// its fill ring until it is busy (then up to --rx-ring), and an idle port never gives them
-    /// back: the default serves about 85 idle pod ports per worker; raise it for more pods.
+    /// UMEM frames per worker (2 KiB each): the uplink's fill ring and every frame in flight
+    /// between ports. Ports bound on it (the uplink; pod ports with --pod-umem-frames 0) hold
+    /// 256 of them in their fill ring until busy (then up to --rx-ring) and never give an idle
+    /// port's back: so shared, the default serves about 85 idle pod ports per worker.
     #[arg(long, default_value_t = 16384)]
     pub frames: u32,
+    /// Receive frames of each pod port's own UMEM (a power of two, 64 to 16384; 2 KiB each,
+    /// plus a quarter as many for transmit, at least 256). A pod's packets are copied from and
+    /// to the worker's frames at its door, and its socket binds in well under a millisecond
+    /// (a pod's CNI ADD waits for it). 0: pod ports share their worker's UMEM instead (no copy,
+    /// but every bind costs time and kernel memory in proportion to --frames: 5.8 ms at 16,384
+    /// frames, 23 ms at 65,536). A TCP window deeper than this, arriving while the worker is
+    /// busy, is dropped at the door (`show ports` KERNEL_LOST says so).
+    #[arg(long, value_name = "FRAMES", default_value_t = 2048, value_parser = pod_umem_frames)]
+    pub pod_umem_frames: u32,
     /// RX ring and fill ring entries per socket (a power of two, 64 to 16384): how many frames
     /// a busy port can take in one burst before the kernel drops at the door (`show ports`
     /// KERNEL_LOST). A port's fill ring grows to it while the port is busy, within --frames.
@@ -234,6 +244,19 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `--pod-umem-frames`: 0, or a power of two from 64 to 16,384.
+fn pod_umem_frames(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Ok(0),
+        _ => ring_entries(s).map_err(|e| format!("{e} (or 0: pod ports share their worker's UMEM)")),
+    }
+}
+
+/// The own UMEM of each pod port for `--pod-umem-frames` (None for 0).
+pub fn pod_umem_spec(rx_frames: u32) -> Option<switch::afxdp::own_umem::OwnUmemSpec> {
+    (rx_frames > 0).then(|| switch::afxdp::own_umem::OwnUmemSpec { rx_frames, tx_frames: (rx_frames / 4).max(256), frame_size: switch::afxdp::frames::UmemSpec::default().frame_size })
+}
+
 /// A ring size: a power of two from 64 to 16,384.
 fn ring_entries(s: &str) -> Result<u32, String> {
     let n: u32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
@@ -246,7 +269,19 @@ fn ring_entries(s: &str) -> Result<u32, String> {
 
 #[cfg(test)]
 mod ring_entries_tests {
-    use super::ring_entries;
+    use super::{pod_umem_frames, pod_umem_spec, ring_entries};
+
+    #[test]
+    fn pod_umem_frames_is_zero_or_a_ring_size() {
+        assert_eq!(pod_umem_frames("0"), Ok(0));
+        assert_eq!(pod_umem_frames("2048"), Ok(2048));
+        let e = pod_umem_frames("1000").unwrap_err();
+        assert!(e.contains("not a power of two") && e.contains("or 0"), "{e}");
+        assert!(pod_umem_spec(0).is_none());
+        let s = pod_umem_spec(2048).unwrap();
+        assert_eq!((s.rx_frames, s.tx_frames), (2048, 512));
+        assert_eq!(pod_umem_spec(64).unwrap().tx_frames, 256, "at least 256 for transmit");
+    }
 
     #[test]
     fn powers_of_two_from_64_to_16384_only() {

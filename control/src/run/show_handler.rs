@@ -119,7 +119,10 @@ fn ports(s: &Snapshot, dp: &Dataplane) -> replies::Ports {
                 mac: cfg.map(|c| mac_string(c.mac)),
                 pod_ip: cfg.and_then(|c| c.source_guard).map(|g| g.ip.to_string()),
                 interface_present,
-                kernel_lost_reasons: switch::port::loss_reason::kernel_loss_reasons(&report.kernel, door),
+                kernel_lost_reasons: switch::port::loss_reason::kernel_loss_reasons(
+                    &report.kernel,
+                    switch::port::loss_reason::DoorSizes { own_rx_frames: report.own_umem.map(|o| o.rx_frames), ..door },
+                ),
                 uplink_filter: dp
                     .uplink_filter(report.id)
                     .map(|(filter, counters)| replies::UplinkFilterView { filter, counters }),

@@ -317,6 +317,7 @@ fn dataplane_config(args: &RunArgs, allowed_cores: Vec<usize>) -> DataplaneConfi
         busy_poll: args.busy_poll,
         umem: UmemSpec { frames: args.frames, fill_ring: args.rx_ring, ..UmemSpec::default() },
         rx_ring: args.rx_ring,
+        pod_umem: super::pod_umem_spec(args.pod_umem_frames),
         copy_policy: if args.require_zerocopy { CopyPolicy::RequireZeroCopy } else { CopyPolicy::PreferZeroCopy },
         xdp_mode: args.xdp_mode.map(|m| match m {
             XdpModeArg::Native => XdpMode::Native,

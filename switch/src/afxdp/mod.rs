@@ -12,6 +12,9 @@
 //! - [`frames`]: creating a UMEM (geometry, descriptors of its frames).
 //! - [`rings`]: the AF_XDP port device: a worker's UMEM as its frame memory and one socket's
 //!   rings as a [`crate::port::PortDevice`].
+//! - [`own_umem`]: a port socket on a small UMEM of its own, copying at its door (pod ports:
+//!   a bind costs a fraction of a millisecond instead of time and kernel memory in proportion
+//!   to the worker's frames).
 //! - [`endpoint`]: one socket with its own UMEM for one-interface tools (pktgen), on the same
 //!   TX and RX ring halves ([`rings::TxRings`], [`rings::RxRings`]) as the switch's ports.
 //! - [`stats`]: the kernel's counters of a socket (frames it dropped before the switch saw them).
@@ -20,15 +23,17 @@
 //! - [`table_memory`]: the connection table's memory, on the heap or in a state file mapped
 //!   shared (kept for the next process across a restart or a crash).
 //!
-//! Contract: a UMEM belongs to one worker; every socket of that worker shares it, so forwarding
-//! between two of the worker's ports moves a descriptor from one port's RX ring to another's TX
-//! ring and never copies packet bytes in userspace. Which frames are where is tracked by the
+//! Contract: a UMEM belongs to one worker; every socket of that worker shares it (except a
+//! port with its own UMEM, [`own_umem`], which copies at its door), so forwarding between two
+//! ports that share it moves a descriptor from one port's RX ring to another's TX ring and
+//! never copies packet bytes in userspace. Which frames are where is tracked by the
 //! UMEM's ledger ([`crate::port::ledger`]) as the device moves them; the worker
 //! ([`crate::worker`]) sees only the device interface.
 pub mod filter;
 pub mod frames;
 pub mod hugepages;
 pub mod iface;
+pub mod own_umem;
 pub mod prefetch;
 pub mod rings;
 pub mod slots;

@@ -12,6 +12,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
 use super::frames::{create_umem, UmemSpec};
+use super::own_umem::{OwnBound, OwnUmemRings, OwnUmemSpec};
 use super::socket::BoundQueue;
 use super::AfXdpError;
 use crate::port::fill_allowance::{self, FillAllowance};
@@ -277,18 +278,74 @@ impl RxRings {
     }
 }
 
-/// The rings of one port on one worker: the port device the dataplane's workers drive.
+/// The rings of one port on one worker: the port device the dataplane's workers drive. Its
+/// socket is bound either on the worker's UMEM (frames move between ports without a copy) or
+/// on a UMEM of its own ([`OwnUmemRings`]: copies at the door, a cheap bind).
 pub struct PortRings {
     id: PortId,
-    tx: TxRings,
-    rx: RxRings,
+    frames: PortFrames,
     fd: RawFd,
 }
 
+/// Where a port's frames live.
+enum PortFrames {
+    /// On the worker's UMEM.
+    Shared { tx: TxRings, rx: RxRings },
+    /// On the port's own UMEM.
+    Own(OwnUmemRings),
+}
+
 impl PortRings {
+    /// A socket bound on the worker's UMEM.
     pub fn new(id: PortId, q: BoundQueue, fill_target: u32) -> Self {
         let BoundQueue { tx, rx, fill, comp, zerocopy, fd, .. } = q;
-        Self { id, tx: TxRings::new(tx, comp, zerocopy), rx: RxRings::new(rx, fill, fill_target), fd }
+        Self { id, frames: PortFrames::Shared { tx: TxRings::new(tx, comp, zerocopy), rx: RxRings::new(rx, fill, fill_target) }, fd }
+    }
+
+    /// A socket bound on a UMEM of its own.
+    pub fn own(id: PortId, b: OwnBound) -> Self {
+        Self { id, fd: b.fd, frames: PortFrames::Own(b.rings) }
+    }
+
+    /// Sizes of the port's own UMEM; None where it shares the worker's.
+    pub fn own_umem(&self) -> Option<OwnUmemSpec> {
+        match &self.frames {
+            PortFrames::Own(o) => Some(o.spec()),
+            PortFrames::Shared { .. } => None,
+        }
+    }
+
+    #[inline]
+    fn outstanding(&self) -> u32 {
+        match &self.frames {
+            PortFrames::Shared { tx, .. } => tx.outstanding(),
+            PortFrames::Own(o) => o.outstanding(),
+        }
+    }
+
+    #[inline]
+    fn needs_tx_wakeup(&self) -> bool {
+        match &self.frames {
+            PortFrames::Shared { tx, .. } => tx.needs_wakeup(),
+            PortFrames::Own(o) => o.needs_tx_wakeup(),
+        }
+    }
+
+    #[inline]
+    fn tx_wakeup(&mut self) {
+        match &mut self.frames {
+            PortFrames::Shared { tx, .. } => {
+                let _ = tx.wakeup();
+            }
+            PortFrames::Own(o) => o.tx_wakeup(),
+        }
+    }
+
+    fn zerocopy(&self) -> bool {
+        match &self.frames {
+            PortFrames::Shared { tx, .. } => tx.zerocopy(),
+            PortFrames::Own(o) => o.zerocopy(),
+        }
     }
 }
 
@@ -302,28 +359,45 @@ impl PortDevice for PortRings {
 
     #[inline]
     fn reclaim(&mut self, mem: &mut WorkerUmem, scratch: &mut [FrameDesc]) -> usize {
-        let n = self.tx.complete(mem, scratch);
-        mem.ledger.put_all(&scratch[..n]);
-        n
+        match &mut self.frames {
+            PortFrames::Shared { tx, .. } => {
+                let n = tx.complete(mem, scratch);
+                mem.ledger.put_all(&scratch[..n]);
+                n
+            }
+            PortFrames::Own(o) => o.reclaim(scratch),
+        }
     }
 
     #[inline]
     fn refill(&mut self, mem: &mut WorkerUmem) -> usize {
-        self.rx.refill(mem, self.id)
+        match &mut self.frames {
+            PortFrames::Shared { rx, .. } => rx.refill(mem, self.id),
+            // Its receive frames go back to its fill ring as they are copied out.
+            PortFrames::Own(_) => 0,
+        }
     }
 
     fn set_fill_target(&mut self, target: u32) {
-        self.rx.set_fill_target(target);
+        if let PortFrames::Shared { rx, .. } = &mut self.frames {
+            rx.set_fill_target(target);
+        }
     }
 
     #[inline]
     fn receive(&mut self, mem: &mut WorkerUmem, out: &mut [FrameDesc]) -> usize {
-        self.rx.receive(mem, out)
+        match &mut self.frames {
+            PortFrames::Shared { rx, .. } => rx.receive(mem, out),
+            PortFrames::Own(o) => o.receive(mem, out),
+        }
     }
 
     #[inline]
     fn transmit(&mut self, mem: &mut WorkerUmem, descs: &[FrameDesc]) -> usize {
-        self.tx.transmit(mem, self.id, descs)
+        match &mut self.frames {
+            PortFrames::Shared { tx, .. } => tx.transmit(mem, self.id, descs),
+            PortFrames::Own(o) => o.transmit(mem, descs),
+        }
     }
 
     /// Asks the kernel to transmit if the ring says it needs that; returns the system calls made.
@@ -337,15 +411,15 @@ impl PortDevice for PortRings {
     fn kick(&mut self, mem: &mut WorkerUmem, scratch: &mut [FrameDesc]) -> u32 {
         const MAX_COPY_MODE_KICKS: u32 = 8;
         let mut kicks = 0;
-        while self.tx.outstanding() > 0 && self.tx.needs_wakeup() {
-            let _ = self.tx.wakeup();
+        while self.outstanding() > 0 && self.needs_tx_wakeup() {
+            self.tx_wakeup();
             kicks += 1;
-            if self.tx.zerocopy() || kicks == MAX_COPY_MODE_KICKS {
+            if self.zerocopy() || kicks == MAX_COPY_MODE_KICKS {
                 break;
             }
-            let before = self.tx.outstanding();
+            let before = self.outstanding();
             self.reclaim(mem, scratch);
-            if self.tx.outstanding() == before {
+            if self.outstanding() == before {
                 break; // the kernel took nothing more: the device is backed up
             }
         }
@@ -354,15 +428,18 @@ impl PortDevice for PortRings {
 
     #[inline]
     fn wake_rx(&mut self) {
-        self.rx.wake();
+        match &mut self.frames {
+            PortFrames::Shared { rx, .. } => rx.wake(),
+            PortFrames::Own(o) => o.wake_rx(),
+        }
     }
 
     fn tx_outstanding(&self) -> u32 {
-        self.tx.outstanding()
+        self.outstanding()
     }
 
     fn mode(&self) -> PortMode {
-        PortMode { zerocopy: self.tx.zerocopy(), mechanism: "af_xdp" }
+        PortMode { zerocopy: self.zerocopy(), mechanism: "af_xdp" }
     }
 
     fn stats(&self) -> DeviceStats {

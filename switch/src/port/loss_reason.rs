@@ -7,12 +7,14 @@
 use super::DeviceStats;
 
 /// The sizes that bound a port's door: RX ring entries, the most frames its fill ring may
-/// hold (the dataplane's per-socket fill target) and the worker's UMEM frames.
+/// hold (the dataplane's per-socket fill target) and the worker's UMEM frames; for a port on a
+/// UMEM of its own, that UMEM's receive frames instead of the last two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DoorSizes {
     pub rx_ring: u32,
     pub fill_target: u32,
     pub frames: u32,
+    pub own_rx_frames: Option<u32>,
 }
 
 pub fn kernel_loss_reasons(s: &DeviceStats, sizes: DoorSizes) -> Vec<String> {
@@ -24,7 +26,13 @@ pub fn kernel_loss_reasons(s: &DeviceStats, sizes: DoorSizes) -> Vec<String> {
             s.rx_ring_full, sizes.rx_ring
         ));
     }
-    if s.rx_dropped > 0 {
+    if let (true, Some(own)) = (s.rx_dropped > 0, sizes.own_rx_frames) {
+        v.push(format!(
+            "{} with no fill frame (or larger than a UMEM frame): more frames queued at the door than the port's own {own} receive frames \
+             (--pod-umem-frames), e.g. a TCP window deeper than them while the worker was busy",
+            s.rx_dropped
+        ));
+    } else if s.rx_dropped > 0 {
         v.push(format!(
             "{} with no fill frame (or larger than a UMEM frame): more frames queued at the door than the port's fill ring may hold \
              (up to {} of the worker's {} frames; --rx-ring, --frames), e.g. a TCP window deeper than the ring, or the pool was empty",
@@ -42,7 +50,7 @@ pub fn kernel_loss_reasons(s: &DeviceStats, sizes: DoorSizes) -> Vec<String> {
 mod tests {
     use super::*;
 
-    const SIZES: DoorSizes = DoorSizes { rx_ring: 4096, fill_target: 4096, frames: 16384 };
+    const SIZES: DoorSizes = DoorSizes { rx_ring: 4096, fill_target: 4096, frames: 16384, own_rx_frames: None };
 
     #[test]
     fn nothing_lost_names_nothing() {
@@ -59,5 +67,13 @@ mod tests {
         assert!(r[0].starts_with("5 with the RX ring full") && r[0].contains("4096 entries; --rx-ring"), "{}", r[0]);
         assert!(r[1].starts_with("9 with no fill frame") && r[1].contains("up to 4096 of the worker's 16384 frames"), "{}", r[1]);
         assert!(r[2].starts_with("1 invalid descriptors"), "{}", r[2]);
+    }
+
+    #[test]
+    fn a_port_on_its_own_umem_names_its_own_frames() {
+        let s = DeviceStats { rx_dropped: 9, ..DeviceStats::default() };
+        let r = kernel_loss_reasons(&s, DoorSizes { own_rx_frames: Some(2048), ..SIZES });
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].contains("the port's own 2048 receive frames (--pod-umem-frames)"), "{}", r[0]);
     }
 }
