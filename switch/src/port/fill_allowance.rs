@@ -17,7 +17,9 @@
 //! `lab_door` run of five here; at a quarter, none in 8 (and none in 7 with a start of 1,024
 //! frames, which idle ports cannot afford). So a busy
 //! port has the deep ring its bursts need while idle ports hold only [`START`] each: a worker's default 16,384 frames
-//! serve about 85 idle pod ports (bench cni: the 89th got none; more need `podswitch run --frames` or more workers).
+//! serve about 85 idle ports sharing it (bench cni: the 89th got none). Pod ports therefore
+//! have UMEMs of their own by default ([`crate::afxdp::own_umem`]); this governs the uplink,
+//! and pod ports under `--pod-umem-frames 0`.
 //! [`START`] is what a port needs before it has grown: the lab's NetworkPolicy matrices (864
 //! probes in under 2 s) lost packets with 64 and 128, none with 256.
 //! A port that was busy and then idles keeps what it had grown to: the frames cannot be taken
