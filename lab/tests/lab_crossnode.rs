@@ -11,7 +11,8 @@
 //!   packet too big for the tunnel (a pod with MTU 1500, DF set) is answered with ICMP
 //!   fragmentation-needed carrying the tunnel's MTU, which the pod's kernel then uses.
 //! - A pod reaches a server on the underlay outside the cluster (`external`), which sees the
-//!   pod's node's InternalIP (masqueraded), and the answer comes back to the pod.
+//!   pod's node's InternalIP (masqueraded), and the answer comes back to the pod; its pings
+//!   (ICMP echo, masqueraded by identifier) are answered too.
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
@@ -96,6 +97,15 @@ fn pods_reach_the_world_masqueraded(mode: &str) {
             let seen = x["seen_client"].as_str().unwrap();
             assert!(seen.starts_with(&format!("{internal_ip}:")), "{mode}: external saw {seen}, not {node}'s InternalIP {internal_ip}");
         }
+    }
+    // ICMP echo too, by identifier: `external` has no route to any pod, so only a ping
+    // masqueraded to the node's address is answered.
+    let routes = labkit::sh("ip", &["-n", "psl-external", "route", "show"]);
+    assert!(!routes.contains("10.244."), "{mode}: external must not route to pods for this check: {routes}");
+    for (node, _, p) in NODES {
+        let from = format!("x/{p}");
+        let o = labkit::podswitch(&["lab", "exec", &from, "--", "ping", "-c", "3", "-i", "0.2", "-W", "2", EXTERNAL_IP]);
+        assert!(o.status.success(), "{mode}: ping {from} on {node} → external: {}", describe(&o));
     }
 }
 

@@ -32,8 +32,8 @@ pub struct UplinkFilter {
     /// The node address (InternalIP): the masquerade range, the VXLAN port and ICMP errors
     /// apply to it. None: nothing addressed to the node is redirected.
     pub node_ip: Option<Ipv4Addr>,
-    /// TCP/UDP/SCTP destination ports on `node_ip` replies of masqueraded connections come
-    /// back to (first, last).
+    /// TCP/UDP/SCTP destination ports (and ICMP echo reply identifiers) on `node_ip` replies
+    /// of masqueraded connections come back to (first, last).
     pub masquerade_ports: (u16, u16),
     /// The VXLAN UDP port on `node_ip`; None: no tunnel.
     pub vxlan_port: Option<u16>,

@@ -22,7 +22,9 @@
 //       masquerade port range, is the VXLAN port (UDP), or is an entry of `owned_ports`
 //       (address, protocol, port: the NodePorts),
 //   (c) ICMP errors (destination unreachable, time exceeded, parameter problem) to the node
-//       address about a packet the node address sent from a port (b) owns,
+//       address about a packet the node address sent from a port (b) owns, and ICMP echo
+//       replies to the node address whose identifier is in the masquerade range (pods' pings
+//       leave masqueraded with such an identifier),
 //   (d) ARP requests for an address of `arp_targets`;
 //   everything else (the node's own traffic: its TCP/UDP, fragments to it, other ICMP, ARP for
 //   the node address and every reply, IPv6, LLDP, VLAN-tagged frames...) passes to the kernel
@@ -221,6 +223,11 @@ static __always_inline __u32 uplink_owner(struct xdp_md *ctx, const struct filte
 		__u8 *icmp = l4;
 		if ((void *)(icmp + 8) > end)
 			return 0;
+		if (icmp[0] == 0 && icmp[1] == 0) {
+			// Echo reply: type, code, checksum, identifier, sequence.
+			__u16 id = ((__u16)icmp[4] << 8) | icmp[5];
+			return id >= cfg->masquerade_first && id <= cfg->masquerade_last && id != 0 ? C_MASQUERADE : 0;
+		}
 		if (icmp[0] != 3 && icmp[0] != 11 && icmp[0] != 12)
 			return 0;
 		struct iphdr *inner = (void *)(icmp + 8);

@@ -7,8 +7,9 @@
 //!   no free port within 64 probes: drop).
 //! - [`leaves_cluster`]: a new connection from a pod that is not to a Service and leaves the
 //!   cluster ([`crate::tables::egress`]) is masqueraded the same way ([`apply`]), counted
-//!   apart; only TCP, UDP and SCTP (ICMP echo and the protocols tracked by addresses alone
-//!   keep the pod's address).
+//!   apart: TCP, UDP and SCTP, and ICMP echo (its identifier is translated as a port: the
+//!   replies come back on an identifier in [`PORTS`], which the uplink's filter redirects);
+//!   the protocols tracked by addresses alone keep the pod's address.
 //! - [`resolve_clash`]: when another connection already answers on the reply tuple of one that
 //!   is not masqueraded (the client used the same source port toward another Service with this
 //!   backend, or toward the backend directly), the client's address stays but the connection
@@ -17,6 +18,7 @@
 use crate::conntrack::{flags, EntryInit, FlowKey};
 use crate::counters::Counter;
 use crate::drop_reason::DropReason;
+use crate::wire::{icmpv4, ParsedFrame, IPPROTO_ICMP};
 
 use super::Ctx;
 
@@ -41,19 +43,27 @@ pub struct Counters {
     pub egress: Counter,
 }
 
-/// Whether a new connection from a pod (not to a Service) to `dst` over `proto` leaves the
-/// cluster masqueraded.
+/// Whether a new connection from a pod (not to a Service) to `dst` leaves the cluster
+/// masqueraded: TCP, UDP, SCTP, and ICMP echo requests.
 #[inline(always)]
-pub fn leaves_cluster(dst: u32, proto: u8, ctx: &Ctx) -> bool {
-    FlowKey::has_ports(proto) && ctx.tables.egress.applies_to(dst)
+pub fn leaves_cluster(dst: u32, parsed: &ParsedFrame, ctx: &Ctx) -> bool {
+    let proto = parsed.ip_protocol;
+    let translatable = FlowKey::has_ports(proto) || (proto == IPPROTO_ICMP && parsed.icmp_type == icmpv4::TYPE_ECHO_REQUEST);
+    translatable && ctx.tables.egress.applies_to(dst)
 }
 
-/// Masquerades `init` (translated to a backend already) to the node's address.
+/// Masquerades `init` (translated to a backend already) to the node's address: the reply
+/// comes back to a free port, or for ICMP echo a free identifier (which an echo key holds in
+/// `sport`, both ways: [`FlowKey::reverse`]).
 #[inline(always)]
 pub fn apply(init: &mut EntryInit, h: u64, ctx: &Ctx) -> Result<(), DropReason> {
     let snat = ctx.tables.services.snat_ip.ok_or(DropReason::NoSnatAddress)?;
     init.reply.dst = u32::from(snat);
-    init.reply.dport = free_port(&init.reply, h, ctx)?;
+    let port = free_port(&init.reply, h, ctx)?;
+    match init.reply.proto {
+        IPPROTO_ICMP => init.reply.sport = port,
+        _ => init.reply.dport = port,
+    }
     init.flags |= flags::SNAT;
     ctx.stages.masquerade.masqueraded.add(1);
     Ok(())
@@ -70,12 +80,16 @@ pub fn resolve_clash(init: &mut EntryInit, h: u64, ctx: &Ctx) -> Result<(), Drop
     Ok(())
 }
 
-/// A port for which the reply key `reply` (with `dport` to be chosen) is unused.
+/// A port for which the reply key `reply` (with `dport` to be chosen; for ICMP echo `sport`,
+/// the identifier) is unused.
 fn free_port(reply: &FlowKey, h: u64, ctx: &Ctx) -> Result<u16, DropReason> {
     let start = (h >> 17) as u16 % SNAT_PORTS;
     for i in 0..SNAT_PORT_TRIES {
         let p = SNAT_PORT_FIRST + (start.wrapping_add(i.wrapping_mul(7919)) % SNAT_PORTS);
-        let candidate = FlowKey { dport: p, ..*reply };
+        let candidate = match reply.proto {
+            IPPROTO_ICMP => FlowKey { sport: p, ..*reply },
+            _ => FlowKey { dport: p, ..*reply },
+        };
         if ctx.ct.lookup(&candidate).is_none() {
             return Ok(p);
         }

@@ -271,7 +271,7 @@ fn new_connection(
     let mut init = conntrack::entry_for(key, state, from_uplink);
     match load_balance::translate(parsed, &key, hash, from_uplink, ctx)? {
         load_balance::Translation::NotAService => {
-            if port.kind == PortKind::Pod && masquerade::leaves_cluster(key.dst, key.proto, ctx) {
+            if port.kind == PortKind::Pod && masquerade::leaves_cluster(key.dst, parsed, ctx) {
                 masquerade::apply(&mut init, hash, ctx)?;
                 ctx.stages.masquerade.egress.add(1);
             }

@@ -9,7 +9,7 @@
 use crate::conntrack::FlowKey;
 use crate::tables::NextHop;
 use crate::wire::checksum::{self, Delta};
-use crate::wire::{offsets, EthernetFrame, Ipv4Packet, MacAddr, ParsedFrame, SctpPacket, TcpPacket, UdpPacket, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
+use crate::wire::{offsets, EthernetFrame, Icmpv4Packet, Ipv4Packet, MacAddr, ParsedFrame, SctpPacket, TcpPacket, UdpPacket, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 
 /// Rewrites the packet's 5-tuple to `to` (protocol unchanged).
 #[inline]
@@ -22,6 +22,15 @@ pub fn to_tuple(buf: &mut [u8], parsed: &ParsedFrame, to: &FlowKey) {
     ip.set_checksum(Delta::new(ip.checksum()).plus(addresses).finish());
     ip.set_src_addr(to.src_ip());
     ip.set_dst_addr(to.dst_ip());
+    if parsed.ip_protocol == IPPROTO_ICMP {
+        // ICMP echo: the identifier (bytes 4-5) is its port, held in `sport` both ways; the
+        // ICMP checksum covers no pseudo-header, so only the identifier's change enters it.
+        let mut icmp = Icmpv4Packet::new_unchecked(&mut buf[l4..]);
+        let old_id = icmp.echo_ident();
+        icmp.set_echo_ident(to.sport);
+        icmp.set_checksum(checksum::update_u16(icmp.checksum(), old_id, to.sport));
+        return;
+    }
     // TCP, UDP and SCTP all start with the two ports.
     let mut ports = UdpPacket::new_unchecked(&mut buf[l4..l4 + 4]);
     let (old_sport, old_dport) = (ports.src_port(), ports.dst_port());

@@ -294,15 +294,60 @@ fn a_pods_connection_out_of_the_cluster_is_masqueraded_and_its_reply_comes_back(
     assert_eq!(u16::from_be_bytes([back[36], back[37]]), 40000);
     assert!(ip_and_udp_checksums_hold(&back));
     // Pods of other nodes are reached with the pod's own address (the first test checks the
-    // bytes); ICMP echo to the world is not translated.
-    let mut ping = Vec::new();
-    PacketBuilder::ethernet2(A_MAC, PORT_A_MAC).ipv4(A_IP.octets(), world.octets(), 64).icmpv4_echo_request(9, 1).write(&mut ping, b"x").unwrap();
-    let (_, p) = run_ct(&ping, A, &t, &ct, &c);
-    assert_eq!(&p[26..30], &A_IP.octets());
+    // bytes).
     c.assert(
         &[],
-        &[("conntrack.known", 1), ("masquerade.masqueraded", 1), ("masquerade.egress", 1), ("conntrack.created", 2)],
+        &[("conntrack.known", 1), ("masquerade.masqueraded", 1), ("masquerade.egress", 1), ("conntrack.created", 1)],
     );
+}
+
+fn icmp_echo(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, reply: bool, id: u16, seq: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src.octets(), dst.octets(), 64);
+    match reply {
+        false => b.icmpv4_echo_request(id, seq).write(&mut f, b"ping data").unwrap(),
+        true => b.icmpv4_echo_reply(id, seq).write(&mut f, b"ping data").unwrap(),
+    }
+    f
+}
+
+/// The IPv4 header and ICMP checksums of `f` hold.
+fn ip_and_icmp_checksums_hold(f: &[u8]) -> bool {
+    checksum::internet_checksum(&f[14..34]) == 0 && checksum::internet_checksum(&f[34..]) == 0
+}
+
+#[test]
+fn a_pods_ping_out_of_the_cluster_is_masqueraded_by_identifier_and_its_replies_come_back() {
+    let (t, ct, c) = fresh();
+    let world = Ipv4Addr::new(198, 51, 100, 7);
+    let mut ids = Vec::new();
+    for seq in 1..=2u16 {
+        let (v, out) = run_ct(&icmp_echo(A_MAC, PORT_A_MAC, A_IP, world, false, 9, seq), A, &t, &ct, &c);
+        assert!(matches!(v, Verdict::Forward { port: UPLINK, .. }), "{v:?}");
+        assert_eq!(&out[26..30], &NODE_IP.octets(), "source: the node's address");
+        assert_eq!(&out[30..34], &world.octets());
+        let id = u16::from_be_bytes([out[38], out[39]]);
+        assert!(masquerade::PORTS.contains(&id), "identifier {id} in the masquerade range");
+        assert_eq!(u16::from_be_bytes([out[40], out[41]]), seq, "sequence kept");
+        assert!(ip_and_icmp_checksums_hold(&out), "checksums after the rewrite");
+        ids.push(id);
+        // The reply to the node's address and that identifier goes back to the pod with its own.
+        let (v, back) = run_ct(&icmp_echo(ROUTER_MAC, UPLINK_MAC, world, NODE_IP, true, id, seq), UPLINK, &t, &ct, &c);
+        assert!(matches!(v, Verdict::Forward { port: A, .. }), "{v:?}");
+        assert_eq!(&back[26..30], &world.octets());
+        assert_eq!(&back[30..34], &A_IP.octets());
+        assert_eq!(u16::from_be_bytes([back[38], back[39]]), 9, "the pod's own identifier");
+        assert!(ip_and_icmp_checksums_hold(&back));
+    }
+    assert_eq!(ids[0], ids[1], "one ping session, one identifier");
+    // Another pod identifier is another session, on another identifier.
+    let (_, other) = run_ct(&icmp_echo(A_MAC, PORT_A_MAC, A_IP, world, false, 10, 1), A, &t, &ct, &c);
+    assert_ne!(u16::from_be_bytes([other[38], other[39]]), ids[0]);
+    // A reply on an identifier nobody was given is not the pod's.
+    let (v, stray) = run_ct(&icmp_echo(ROUTER_MAC, UPLINK_MAC, world, NODE_IP, true, 64000, 1), UPLINK, &t, &ct, &c);
+    assert!(!matches!(v, Verdict::Forward { port: A, .. }), "{v:?}");
+    assert_eq!(&stray[30..34], &NODE_IP.octets(), "{v:?}");
+    c.assert(&[], &[("conntrack.known", 3), ("masquerade.masqueraded", 2), ("masquerade.egress", 2), ("conntrack.created", 3)]);
 }
 
 fn ip_and_udp_checksums_hold(f: &[u8]) -> bool {

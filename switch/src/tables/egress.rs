@@ -6,8 +6,8 @@
 //! `--non-masquerade-cidr`s; the control side fills it), and that is not a Service, gets the
 //! node's address ([`super::services::ServiceTables::snat_ip`]) and a free port as its source,
 //! so that the reply comes back to this node whatever the outside network knows of pod
-//! addresses. TCP, UDP and SCTP are masqueraded; ICMP echo leaves with the pod's address (the
-//! connection table does not translate ICMP identifiers).
+//! addresses. TCP, UDP and SCTP are masqueraded, and ICMP echo (its identifier translated as a
+//! port: [`crate::pipeline::masquerade`]).
 use super::lpm::{LpmTable, V4};
 
 #[derive(Debug, Clone, Default)]
