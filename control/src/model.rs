@@ -183,6 +183,28 @@ pub fn node_info(m: &Manifests, wanted: Option<&str>) -> Result<NodeInfo, NodeEr
     Ok(NodeInfo { name, pod_cidr: pod_cidr.trunc(), internal_ip })
 }
 
+/// Why the Node named `name` cannot be served yet when objects come from the API, or None
+/// when it can: it exists, with an IPv4 pod CIDR (`spec.podCIDRs`/`podCIDR`) and an IPv4
+/// InternalIP. [`node_info`] falls back to the lab's defaults (a pod CIDR of 10.244.0.0/24)
+/// where these are missing, which a real cluster must never get: another node may hold it.
+pub fn own_node_incomplete(m: &Manifests, name: &str) -> Option<String> {
+    let Some(node) = m.nodes.get(name) else {
+        return Some(format!("no Node object named {name:?} yet (--node-name, the DaemonSet's spec.nodeName)"));
+    };
+    let spec = node.spec.clone().unwrap_or_default();
+    let texts = spec.pod_cidrs.unwrap_or_default().into_iter().chain(spec.pod_cidr);
+    if !texts.into_iter().any(|t| t.parse::<Ipv4Net>().is_ok()) {
+        return Some(format!(
+            "Node {name} has no IPv4 spec.podCIDR yet (kube-controller-manager assigns one with --allocate-node-cidrs; or set it)"
+        ));
+    }
+    let addrs = node.status.as_ref().and_then(|s| s.addresses.clone()).unwrap_or_default();
+    if !addrs.iter().any(|a| a.type_ == "InternalIP" && a.address.parse::<Ipv4Addr>().is_ok()) {
+        return Some(format!("Node {name} has no IPv4 InternalIP in status.addresses yet (the kubelet reports it)"));
+    }
+    None
+}
+
 /// Reads one Pod object.
 pub fn pod_info(pod: &Pod) -> Result<PodInfo, PodError> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());

@@ -134,7 +134,18 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
         ObjectSource::Api(cfg) => {
             api_config = Some((*cfg).clone());
             let mut src = kube_source::start(*cfg).map_err(|e| source_err(&e))?;
-            (watch::first_api_view(&mut src), Source::Api(Box::new(src)))
+            let mut m = watch::first_api_view(&mut src);
+            // From the API, this node's own pod CIDR and InternalIP must be the cluster's, never
+            // the lab's defaults: wait for the controller-manager and the kubelet to set them.
+            if let Some(name) = args.node_name.as_deref() {
+                m = watch::until_own_node_complete(
+                    m,
+                    name,
+                    |t| src.recv_timeout(t).ok().cloned(),
+                    |why| tracing::warn!("waiting before starting: {why}"),
+                );
+            }
+            (m, Source::Api(Box::new(src)))
         }
     };
     let node = model::node_info(&m, args.node_name.as_deref()).map_err(|e| source_err(&e))?;

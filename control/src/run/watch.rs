@@ -256,9 +256,63 @@ pub(crate) fn first_api_view(src: &mut KubeSource) -> Manifests {
     }
 }
 
+/// Takes views from `next` (each call waits up to its argument for one) until the Node named
+/// `node` can be served ([`crate::model::own_node_incomplete`]), starting from `first`; says
+/// why it waits through `waiting`, once and then every 30 s.
+pub(crate) fn until_own_node_complete(
+    first: Manifests,
+    node: &str,
+    mut next: impl FnMut(Duration) -> Option<Manifests>,
+    mut waiting: impl FnMut(&str),
+) -> Manifests {
+    let mut m = first;
+    let mut said: Option<(String, Instant)> = None;
+    while let Some(why) = crate::model::own_node_incomplete(&m, node) {
+        let due = said.as_ref().is_none_or(|(last, at)| *last != why || at.elapsed() >= Duration::from_secs(30));
+        if due {
+            waiting(&why);
+            said = Some((why, Instant::now()));
+        }
+        if let Some(v) = next(Duration::from_secs(5)) {
+            m = v;
+        }
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node_yaml(cidr: Option<&str>, ip: Option<&str>) -> Manifests {
+        let mut m = Manifests::default();
+        let mut v = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}, "spec": {}, "status": {}});
+        if let Some(c) = cidr {
+            v["spec"]["podCIDR"] = c.into();
+        }
+        if let Some(ip) = ip {
+            v["status"]["addresses"] = serde_json::json!([{"type": "InternalIP", "address": ip}]);
+        }
+        m.nodes.insert("n1".into(), serde_json::from_value(v).unwrap());
+        m
+    }
+
+    #[test]
+    fn the_start_waits_for_its_own_node_with_a_pod_cidr_and_an_internal_ip() {
+        let mut views = vec![node_yaml(Some("10.244.7.0/24"), Some("192.0.2.7")), node_yaml(Some("10.244.7.0/24"), None), node_yaml(None, Some("192.0.2.7"))];
+        let mut said = Vec::new();
+        let m = until_own_node_complete(Manifests::default(), "n1", |_| views.pop(), |w| said.push(w.to_string()));
+        let node = crate::model::node_info(&m, Some("n1")).unwrap();
+        assert_eq!((node.pod_cidr.to_string(), node.internal_ip.to_string()), ("10.244.7.0/24".to_string(), "192.0.2.7".to_string()));
+        assert_eq!(said.len(), 3, "{said:?}");
+        assert!(said[0].contains("no Node object named \"n1\""), "{}", said[0]);
+        assert!(said[1].contains("no IPv4 spec.podCIDR"), "{}", said[1]);
+        assert!(said[2].contains("no IPv4 InternalIP"), "{}", said[2]);
+        // A complete Node at once: no wait, nothing said.
+        let mut said = Vec::new();
+        until_own_node_complete(node_yaml(Some("10.244.7.0/24"), Some("192.0.2.7")), "n1", |_| panic!("no wait"), |w| said.push(w.to_string()));
+        assert!(said.is_empty());
+    }
 
     fn poll_digest(w: &mut DirWatch) -> Option<String> {
         match w.next(Duration::ZERO) {

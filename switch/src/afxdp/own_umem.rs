@@ -50,7 +50,6 @@ impl OwnUmemSpec {
 
 /// One socket and its own UMEM.
 pub struct OwnUmemRings {
-    umem: Umem,
     rx: RxQueue,
     fill: FillQueue,
     tx: TxQueue,
@@ -62,6 +61,8 @@ pub struct OwnUmemRings {
     outstanding: u32,
     zerocopy: bool,
     spec: OwnUmemSpec,
+    /// Last: dropped after the rings that refer to it.
+    umem: Umem,
 }
 
 /// A bound socket on its own UMEM, as [`bind_own`] returns it.
@@ -89,7 +90,6 @@ pub fn bind_own(spec: OwnUmemSpec, ifname: &str, queue: u32, rings: RingSizes, p
     let mut free_tx = Vec::with_capacity(tx_descs.len());
     free_tx.extend_from_slice(tx_descs);
     let rings = OwnUmemRings {
-        umem,
         rx,
         fill,
         tx,
@@ -99,6 +99,7 @@ pub fn bind_own(spec: OwnUmemSpec, ifname: &str, queue: u32, rings: RingSizes, p
         outstanding: 0,
         zerocopy,
         spec,
+        umem,
     };
     Ok(OwnBound { rings, fd, queue, zerocopy })
 }
@@ -144,6 +145,12 @@ impl OwnUmemRings {
     /// queues them; the copied ones go back to `mem`'s pool. Returns how many (a prefix).
     #[inline]
     pub fn transmit(&mut self, mem: &mut WorkerUmem, frames: &[FrameDesc]) -> usize {
+        if self.free_tx.len() < frames.len() && self.outstanding > 0 {
+            // Completions not yet taken back may be all that stands between these and a drop.
+            let mut scratch = std::mem::take(&mut self.scratch);
+            self.reclaim(&mut scratch);
+            self.scratch = scratch;
+        }
         let room = self.tx.nb_free(frames.len() as u32) as usize;
         let n = room.min(frames.len()).min(self.free_tx.len()).min(self.scratch.len());
         if n == 0 {
