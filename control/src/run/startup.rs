@@ -323,12 +323,22 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
 }
 
 fn dataplane_config(args: &RunArgs, allowed_cores: Vec<usize>) -> DataplaneConfig {
+    let pod_umem = super::pod_umem_spec(args.pod_umem_frames);
+    match pod_umem {
+        Some(u) => tracing::info!(
+            rx_frames = u.rx_frames,
+            tx_frames = u.tx_frames,
+            "each pod port binds on a UMEM of its own: {:.1} MiB locked per pod port (--pod-umem-frames)",
+            u.bytes() as f64 / (1 << 20) as f64
+        ),
+        None => tracing::info!("pod ports share their worker's UMEM (--pod-umem-frames 0)"),
+    }
     DataplaneConfig {
         cores: args.cores.clone(),
         busy_poll: args.busy_poll,
         umem: UmemSpec { frames: args.frames, fill_ring: args.rx_ring, ..UmemSpec::default() },
         rx_ring: args.rx_ring,
-        pod_umem: super::pod_umem_spec(args.pod_umem_frames),
+        pod_umem,
         copy_policy: if args.require_zerocopy { CopyPolicy::RequireZeroCopy } else { CopyPolicy::PreferZeroCopy },
         xdp_mode: args.xdp_mode.map(|m| match m {
             XdpModeArg::Native => XdpMode::Native,

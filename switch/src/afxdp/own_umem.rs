@@ -60,7 +60,6 @@ pub struct OwnUmemRings {
     scratch: Vec<FrameDesc>,
     outstanding: u32,
     zerocopy: bool,
-    spec: OwnUmemSpec,
     /// Last: dropped after the rings that refer to it.
     umem: Umem,
 }
@@ -98,7 +97,6 @@ pub fn bind_own(spec: OwnUmemSpec, ifname: &str, queue: u32, rings: RingSizes, p
         scratch: vec![FrameDesc::default(); burst],
         outstanding: 0,
         zerocopy,
-        spec,
         umem,
     };
     Ok(OwnBound { rings, fd, queue, zerocopy })
@@ -221,10 +219,6 @@ impl OwnUmemRings {
 
     pub fn zerocopy(&self) -> bool {
         self.zerocopy
-    }
-
-    pub fn spec(&self) -> OwnUmemSpec {
-        self.spec
     }
 
     /// The kernel's counters of the socket.

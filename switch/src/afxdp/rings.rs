@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
 use super::frames::{create_umem, UmemSpec};
-use super::own_umem::{OwnBound, OwnUmemRings, OwnUmemSpec};
+use super::own_umem::{OwnBound, OwnUmemRings};
 use super::socket::BoundQueue;
 use super::AfXdpError;
 use crate::port::fill_allowance::{self, FillAllowance};
@@ -305,14 +305,6 @@ impl PortRings {
     /// A socket bound on a UMEM of its own.
     pub fn own(id: PortId, b: OwnBound) -> Self {
         Self { id, fd: b.fd, frames: PortFrames::Own(b.rings) }
-    }
-
-    /// Sizes of the port's own UMEM; None where it shares the worker's.
-    pub fn own_umem(&self) -> Option<OwnUmemSpec> {
-        match &self.frames {
-            PortFrames::Own(o) => Some(o.spec()),
-            PortFrames::Shared { .. } => None,
-        }
     }
 
     #[inline]
