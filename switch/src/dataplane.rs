@@ -653,21 +653,30 @@ impl Dataplane {
             .collect()
     }
 
-    /// Detaches every port (the first-attached last) and stops the workers.
-    /// Idempotent.
+    /// Detaches every port and stops the workers: the sockets leave the XSKMAPs, the workers
+    /// close them, then the XDP programs go. Idempotent.
     pub fn stop(&self) {
         let _changing = lock(&self.changing);
-        let ids: Vec<PortId> = lock(&self.ports).keys().rev().copied().collect();
-        for id in ids {
-            let _ = self.detach_locked(id);
+        // Every port at once, not one detach (a worker round trip and a fill rebalance each)
+        // after another: a restart's gap starts here. The sockets leave the XSKMAPs first (the
+        // programs then pass frames to the kernel), the workers stop and close every socket,
+        // then the programs are detached.
+        let ports = std::mem::take(&mut *lock(&self.ports));
+        for port in ports.values() {
+            for (info, _) in &port.queues {
+                port.xdp.unregister_socket(info.queue);
+            }
         }
         for w in &self.workers {
             let _ = w.order(WorkerCmd::Stop);
+        }
+        for w in &self.workers {
             let join = lock(&w.join).take();
             if let Some(j) = join {
                 let _ = j.join();
             }
         }
+        drop(ports); // detaches XDP
     }
 }
 
