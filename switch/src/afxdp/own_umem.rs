@@ -143,11 +143,9 @@ impl OwnUmemRings {
     /// queues them; the copied ones go back to `mem`'s pool. Returns how many (a prefix).
     #[inline]
     pub fn transmit(&mut self, mem: &mut WorkerUmem, frames: &[FrameDesc]) -> usize {
-        if self.free_tx.len() < frames.len() && self.outstanding > 0 {
+        if self.free_tx.len() < frames.len() {
             // Completions not yet taken back may be all that stands between these and a drop.
-            let mut scratch = std::mem::take(&mut self.scratch);
-            self.reclaim(&mut scratch);
-            self.scratch = scratch;
+            self.reclaim();
         }
         let room = self.tx.nb_free(frames.len() as u32) as usize;
         let n = room.min(frames.len()).min(self.free_tx.len()).min(self.scratch.len());
@@ -179,17 +177,16 @@ impl OwnUmemRings {
     }
 
     /// Takes completed transmissions back into the free transmit frames; returns how many.
-    /// `scratch` is the caller's buffer for the descriptors.
     #[inline]
-    pub fn reclaim(&mut self, scratch: &mut [FrameDesc]) -> usize {
+    pub fn reclaim(&mut self) -> usize {
         if self.outstanding == 0 {
             return 0;
         }
-        let room = scratch.len().min(self.free_tx.capacity() - self.free_tx.len());
-        // SAFETY: `scratch` only receives descriptors; frames on this completion ring are this
-        // UMEM's transmit frames and the kernel is done with them.
-        let n = unsafe { self.comp.consume(&mut scratch[..room]) };
-        self.free_tx.extend_from_slice(&scratch[..n]);
+        let room = self.scratch.len().min(self.free_tx.capacity() - self.free_tx.len());
+        // SAFETY: the scratch only receives descriptors; frames on this completion ring are
+        // this UMEM's transmit frames and the kernel is done with them.
+        let n = unsafe { self.comp.consume(&mut self.scratch[..room]) };
+        self.free_tx.extend_from_slice(&self.scratch[..n]);
         self.outstanding -= n as u32;
         n
     }

@@ -357,7 +357,7 @@ impl PortDevice for PortRings {
                 mem.ledger.put_all(&scratch[..n]);
                 n
             }
-            PortFrames::Own(o) => o.reclaim(scratch),
+            PortFrames::Own(o) => o.reclaim(),
         }
     }
 

@@ -22,6 +22,17 @@ impl FlowKey {
         Self { src: u32::from(src), dst: u32::from(dst), sport, dport, proto }
     }
 
+    /// This key with the port its packets are addressed to set to `port`: `dport`, or for ICMP
+    /// echo the identifier, which an echo key holds in `sport` both ways ([`Self::reverse`]).
+    /// What masquerade chooses for a reply key.
+    #[inline]
+    pub fn with_destination_port(self, port: u16) -> FlowKey {
+        match self.proto {
+            IPPROTO_ICMP => FlowKey { sport: port, ..self },
+            _ => FlowKey { dport: port, ..self },
+        }
+    }
+
     /// The key of the other direction when nothing is translated.
     #[inline]
     pub fn reverse(&self) -> FlowKey {

@@ -107,9 +107,11 @@ pub fn advance(parsed: &ParsedFrame, e: &Entry, word: StateWord, hit: &Hit, ctx:
         }
     }
     e.touch(ctx.now);
-    // Of ICMP, only echo is ever translated (masqueraded pings); its identifier is its port.
-    let untranslatable_icmp = parsed.ip_protocol == IPPROTO_ICMP && !matches!(parsed.icmp_type, icmpv4::TYPE_ECHO_REQUEST | icmpv4::TYPE_ECHO_REPLY);
-    if !word.has(flags::DNAT | flags::SNAT) || untranslatable_icmp {
+    // Of ICMP, only echo is ever translated (masqueraded pings; its identifier is its port):
+    // another ICMP message that shares an echo's key (identifier 0) is left as it is.
+    if !word.has(flags::DNAT | flags::SNAT)
+        || (parsed.ip_protocol == IPPROTO_ICMP && !matches!(parsed.icmp_type, icmpv4::TYPE_ECHO_REQUEST | icmpv4::TYPE_ECHO_REPLY))
+    {
         return None;
     }
     let s = &hit.snap;

@@ -53,17 +53,13 @@ pub fn leaves_cluster(dst: u32, parsed: &ParsedFrame, ctx: &Ctx) -> bool {
 }
 
 /// Masquerades `init` (translated to a backend already) to the node's address: the reply
-/// comes back to a free port, or for ICMP echo a free identifier (which an echo key holds in
-/// `sport`, both ways: [`FlowKey::reverse`]).
+/// comes back to a free port, or for ICMP echo a free identifier
+/// ([`FlowKey::with_destination_port`]).
 #[inline(always)]
 pub fn apply(init: &mut EntryInit, h: u64, ctx: &Ctx) -> Result<(), DropReason> {
     let snat = ctx.tables.services.snat_ip.ok_or(DropReason::NoSnatAddress)?;
     init.reply.dst = u32::from(snat);
-    let port = free_port(&init.reply, h, ctx)?;
-    match init.reply.proto {
-        IPPROTO_ICMP => init.reply.sport = port,
-        _ => init.reply.dport = port,
-    }
+    init.reply = init.reply.with_destination_port(free_port(&init.reply, h, ctx)?);
     init.flags |= flags::SNAT;
     ctx.stages.masquerade.masqueraded.add(1);
     Ok(())
@@ -80,16 +76,13 @@ pub fn resolve_clash(init: &mut EntryInit, h: u64, ctx: &Ctx) -> Result<(), Drop
     Ok(())
 }
 
-/// A port for which the reply key `reply` (with `dport` to be chosen; for ICMP echo `sport`,
-/// the identifier) is unused.
+/// A port for which the reply key `reply` (its destination port to be chosen:
+/// [`FlowKey::with_destination_port`]) is unused.
 fn free_port(reply: &FlowKey, h: u64, ctx: &Ctx) -> Result<u16, DropReason> {
     let start = (h >> 17) as u16 % SNAT_PORTS;
     for i in 0..SNAT_PORT_TRIES {
         let p = SNAT_PORT_FIRST + (start.wrapping_add(i.wrapping_mul(7919)) % SNAT_PORTS);
-        let candidate = match reply.proto {
-            IPPROTO_ICMP => FlowKey { sport: p, ..*reply },
-            _ => FlowKey { dport: p, ..*reply },
-        };
+        let candidate = reply.with_destination_port(p);
         if ctx.ct.lookup(&candidate).is_none() {
             return Ok(p);
         }
