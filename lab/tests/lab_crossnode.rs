@@ -13,6 +13,9 @@
 //! - A pod reaches a server on the underlay outside the cluster (`external`), which sees the
 //!   pod's node's InternalIP (masqueraded), and the answer comes back to the pod; its pings
 //!   (ICMP echo, masqueraded by identifier) are answered too.
+//! - A node's own pod CIDR and InternalIP change while its switch runs (the Node registered
+//!   again with a new address): the same switch process applies it, and its pods, its
+//!   masquerade, its NodePorts and its node's own access to pods and Services follow.
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
@@ -330,4 +333,85 @@ fn a_node_added_and_removed_while_traffic_runs() {
     let out = ping.wait_with_output().unwrap();
     let text = labkit::text(&out.stdout);
     assert!(text.contains(" 0% packet loss"), "pings between node-1 and node-2 were lost while node-4 came and went: {text}");
+}
+
+/// `00-nodes.yaml` of examples/lab-3nodes with node-2 registered again: pod CIDR
+/// 10.244.5.0/24 (was 10.244.1.0/24), InternalIP 172.18.0.13 (was 172.18.0.3).
+fn nodes_with_node_2_moved() -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/lab-3nodes/00-nodes.yaml")).unwrap();
+    assert!(text.contains("10.244.1.0/24") && text.contains("172.18.0.3\n"), "examples/lab-3nodes changed: {text}");
+    text.replace("10.244.1.0/24", "10.244.5.0/24").replace("172.18.0.3\n", "172.18.0.13\n")
+}
+
+#[test]
+fn a_nodes_own_pod_cidr_and_internal_ip_change_while_its_switch_runs() {
+    let Some(hold) = Hold::new("crossnode", "a_nodes_own_pod_cidr_and_internal_ip_change", "lab-3nodes") else { return };
+    hold.write("services.yaml", SERVICES_AND_POLICY);
+    ok(&["lab", "up", "--manifests", hold.dir()]);
+    let r = probe(&["--from", "external", "--to", "172.18.0.3:30080"]);
+    assert_eq!(r[0]["result"], "connected", "before the change: {r:?}");
+    let status = |node: &str| -> Value { serde_json::from_str(&ok(&["show", "status", "--node", node, "--json"])).unwrap() };
+    let before = status("node-2");
+    let t0 = std::time::Instant::now();
+
+    hold.write("00-nodes.yaml", &nodes_with_node_2_moved());
+    // The probe waits until the lab and every switch have applied the edit; the lab gives
+    // node-2's pods addresses in the new pod CIDR.
+    let r = probe(&["--from", "x/a", "--to", "pod/x/b:80"]);
+    assert_eq!(r[0]["result"], "connected", "{r:?}");
+    let ips = pod_ips();
+    for p in ["x/b", "y/b", "z/b"] {
+        assert!(ips[p].starts_with("10.244.5."), "{p} has {} after node-2's pod CIDR became 10.244.5.0/24", ips[p]);
+    }
+
+    // The same switch process took it in, without a refusal.
+    let after = status("node-2");
+    assert_eq!((after["pod_cidr"].as_str(), after["internal_ip"].as_str()), (Some("10.244.5.0/24"), Some("172.18.0.13")), "{after}");
+    assert!(after["last_error"].is_null(), "{after}");
+    let lived = after["uptime_s"].as_u64().unwrap();
+    assert!(
+        lived + 1 >= before["uptime_s"].as_u64().unwrap() + t0.elapsed().as_secs(),
+        "node-2's switch was restarted: uptime {lived} s, {} s before the change plus {} s since",
+        before["uptime_s"],
+        t0.elapsed().as_secs()
+    );
+
+    // Pods across nodes, both ways, both protocols, without NAT.
+    let r = probe(&["--from", "x/a", "z/c", "--to", "pod/x/b:80", "pod/y/b:81/udp"]);
+    let r2 = probe(&["--from", "x/b", "--to", "pod/x/a:80", "pod/z/c:81/udp", "pod/y/b:80"]);
+    for x in r.iter().chain(&r2) {
+        let from_ip = &ips[x["from"].as_str().unwrap()];
+        assert_eq!(x["result"], "connected", "{x}");
+        assert!(x["seen_client"].as_str().unwrap().starts_with(&format!("{from_ip}:")), "source kept: {x}");
+    }
+    // The other nodes route the new pod CIDR to the new address, and the old one nowhere.
+    let routes: Value = serde_json::from_str(&ok(&["show", "routes", "--node", "node-3", "--json"])).unwrap();
+    let list = routes["routes"].as_array().unwrap();
+    assert!(list.iter().any(|r| r["prefix"] == "10.244.5.0/24"), "{routes}");
+    assert!(!list.iter().any(|r| r["prefix"] == "10.244.1.0/24"), "{routes}");
+
+    // Masquerade to the world uses the new address.
+    let _server = ExternalServer::start();
+    let r = probe(&["--from", "x/b", "--to", &format!("{EXTERNAL_IP}:9000"), &format!("{EXTERNAL_IP}:9001/udp")]);
+    for x in &r {
+        assert_eq!(x["result"], "connected", "{x}");
+        assert!(x["seen_client"].as_str().unwrap().starts_with("172.18.0.13:"), "masqueraded to the old address? {x}");
+    }
+
+    // NodePorts: on the new address (eTP Cluster masquerades to it, eTP Local keeps the
+    // client), no longer on the old one.
+    let r = probe(&["--from", "external", "--to", "172.18.0.13:30080", "172.18.0.13:30081"]);
+    assert!(r.iter().all(|x| x["result"] == "connected" && x["answered_by"] == "x/b"), "{r:?}");
+    assert!(r[0]["seen_client"].as_str().unwrap().starts_with("172.18.0.13:"), "{r:?}");
+    assert!(r[1]["seen_client"].as_str().unwrap().starts_with(&format!("{EXTERNAL_IP}:")), "{r:?}");
+    let r = probe(&["--from", "external", "--timeout-ms", "700", "--to", "172.18.0.3:30080"]);
+    assert_eq!(r[0]["result"], "timeout", "the old address still serves NodePorts: {r:?}");
+
+    // The node's own stack reaches its pods and its Services through the host port, from the
+    // new address.
+    let r = probe(&["--from", "node-2", "--to", "pod/x/b:80", "svc/x/web-b:80"]);
+    for x in &r {
+        assert_eq!(x["result"], "connected", "{x}");
+        assert!(x["seen_client"].as_str().unwrap().starts_with("172.18.0.13:"), "{x}");
+    }
 }

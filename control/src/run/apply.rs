@@ -9,6 +9,10 @@
 //!   port is looked up (sysfs) only for ports that are new or pending;
 //! - the published tables share every unchanged part with the previous ones.
 //!
+//! - a change of this node's own Node object (pod CIDR, InternalIP) is applied live, as the
+//!   other nodes' are ([`Switch::follow_own_node`]); from the API, a Node object deleted or
+//!   not complete yet leaves the pod CIDR and InternalIP in force, as a problem.
+//!
 //! [`Switch::retry_pending`] (every second) attaches ports whose interface appeared and
 //! detaches those whose interface went away. After every apply, refusal or retry that changed
 //! something the state is published as a [`Snapshot`] for the readers.
@@ -29,6 +33,7 @@ use switch::dataplane::QueueInfo;
 use switch::tables::{PortId, PortKind};
 
 use super::host_port;
+use super::nodeport_addresses::{self, NodePortAddress, NodePortAddresses};
 use super::shared::{Shared, Snapshot};
 use crate::l2announce::L2Announcer;
 use crate::compile::{self, Attached, DesiredPort, PortTables, Uplink};
@@ -49,8 +54,6 @@ use crate::uplink_filter::{FilterCache, UplinkConfig};
 pub enum ApplyError {
     #[error(transparent)]
     Node(#[from] model::NodeError),
-    #[error("the Node object changed ({old:?} -> {new:?}); restart the switch to apply a new pod CIDR or InternalIP")]
-    NodeChanged { old: Box<NodeInfo>, new: Box<NodeInfo> },
     #[error(transparent)]
     Pods(#[from] model::PodError),
 }
@@ -84,6 +87,8 @@ pub(crate) struct Config {
     pub services: ServiceConfig,
     /// What the uplink's filter takes from the configuration (VXLAN port, node addresses).
     pub uplink_filter: UplinkConfig,
+    /// `--nodeport-addresses`, resolved again when this node's InternalIP changes.
+    pub nodeport_addresses: Vec<NodePortAddress>,
     /// The proxy's health: told of every view applied and of the node's eligibility.
     pub proxy_health: Arc<ProxyHealth>,
     /// The health check servers, kept in step with the Services of the tables published.
@@ -153,6 +158,8 @@ pub(crate) struct Switch {
     filter_error: Option<String>,
     /// The health server's problems last published (ports it cannot bind).
     health_problems: Vec<String>,
+    /// Why the host port did not follow the last change of this node's own Node object.
+    host_port_error: Option<String>,
 }
 
 impl Switch {
@@ -204,8 +211,56 @@ impl Switch {
             filter_cache: FilterCache::default(),
             filter_error: None,
             health_problems: Vec::new(),
+            host_port_error: None,
             cfg,
         }
+    }
+
+    /// This node's own pod CIDR or InternalIP changed (a Node registered again, a new address):
+    /// everything built from them follows, live. The NodePort addresses are resolved again and
+    /// the uplink's filter computed again; the host port takes the new address's MAC and routes;
+    /// the node's own access to its Services starts again from the new address; the ports and
+    /// their routes (the pod CIDR, the masquerade address) are read again by the apply that
+    /// called this, which also compiles the Services in full. Connections masqueraded to the old
+    /// address are left to time out: nothing answers them at the old address any more.
+    fn follow_own_node(&mut self, node: NodeInfo) {
+        let old = std::mem::replace(&mut self.cfg.node, node);
+        let new = &self.cfg.node;
+        tracing::warn!(
+            node = %new.name,
+            "this node's Node object changed: pod CIDR {} -> {}, InternalIP {} -> {}; applied live",
+            old.pod_cidr, new.pod_cidr, old.internal_ip, new.internal_ip
+        );
+        let ports = NodePortAddresses::resolve(&self.cfg.nodeport_addresses, new.internal_ip, &nodeport_addresses::local_addresses());
+        for net in &ports.unmatched {
+            tracing::warn!("--nodeport-addresses {net}: no address of this node is in it; it serves no NodePort");
+        }
+        self.svc_state.set_node_port_addresses(ports.extra.clone(), ports.internal_ip);
+        self.cfg.uplink_filter.extra_node_ips = ports.extra;
+        self.filter_cache = FilterCache::default();
+        let routed: Vec<ipnet::Ipv4Net> = self
+            .svc_state
+            .config()
+            .service_cidrs
+            .iter()
+            .chain(self.remote.iter().flat_map(|r| r.pod_cidrs.iter()))
+            .copied()
+            .collect();
+        match host_port::renode(&old, new, &routed) {
+            Ok(mac) => {
+                self.cfg.host_stack_mac = mac;
+                self.host_port_error = None;
+            }
+            Err(e) => {
+                let why = format!("the host port did not follow this node's new pod CIDR or InternalIP (restart the switch to build it again): {e}");
+                tracing::error!("{why}");
+                self.host_port_error = Some(why);
+            }
+        }
+        // The old one's NodePort chain goes with it; the new one writes it again with the
+        // Services offered by this apply.
+        drop(std::mem::replace(&mut self.node_local, super::node_local::NodeLocalSync::start(new.clone())));
+        self.desired_from = None;
     }
 
     /// Takes in a change of the uplink's resolved next hops (a new neighbour generation: a MAC
@@ -262,10 +317,17 @@ impl Switch {
     /// the view's changed keys themselves.
     pub fn apply(&mut self, m: &Manifests) -> Result<(), ApplyError> {
         let t0 = Instant::now();
-        let node = model::node_info(m, Some(&self.cfg.node.name)).map_err(|e| ApplyError::Node(e.clone()))?;
-        if node != self.cfg.node {
-            return Err(ApplyError::NodeChanged { old: Box::new(self.cfg.node.clone()), new: Box::new(node) });
-        }
+        // This node's own pod CIDR and InternalIP. From the API, a Node object that is gone
+        // (deleted to be registered again) or not complete yet changes nothing: what is in force
+        // stays, and says why. A change is applied live, as the other nodes' are.
+        let (own_node_changed, own_node_missing) = match own_node(m, &self.cfg.node, self.cfg.resource_versions)? {
+            OwnNode::Same => (false, None),
+            OwnNode::Kept(why) => (false, Some(why)),
+            OwnNode::Changed(node) => {
+                self.follow_own_node(node);
+                (true, None)
+            }
+        };
         // /healthz: whether load balancers may send to this node (not being deleted, not
         // tainted for deletion); a view without the Node object leaves it eligible.
         let eligible = m.nodes.get(&self.cfg.node.name).is_none_or(|n| crate::health::node_eligible(n));
@@ -316,6 +378,9 @@ impl Switch {
                         tracing::warn!("routing the Service ranges to the switch on the host port: {e}");
                     }
                     services::compile_services_full(&inputs, svc_state)
+                } else if own_node_changed {
+                    // The node's address is in every NodePort frontend and every masquerade.
+                    services::compile_services_full(&inputs, svc_state)
                 } else {
                     services::compile_services(&inputs, svc_state)
                 }
@@ -328,6 +393,7 @@ impl Switch {
         let mut problems = self.pod_problems.clone();
         problems.extend(self.cni_problems.iter().cloned());
         problems.extend(node_problems);
+        problems.extend(own_node_missing);
         problems.extend(compiled.problems.iter().cloned());
         problems.extend(self.policy.iter().flat_map(|p| p.problems.iter().cloned()));
         for p in &problems {
@@ -623,6 +689,7 @@ impl Switch {
                 .iter()
                 .chain(&self.network_problems)
                 .chain(&self.filter_error)
+                .chain(&self.host_port_error)
                 .chain(&self.health_problems)
                 .cloned()
                 .collect(),
@@ -638,6 +705,35 @@ impl Switch {
             gateway_given: self.gateway_given,
         });
     }
+}
+
+/// What a view says of this node's own Node object.
+#[derive(Debug, PartialEq, Eq)]
+enum OwnNode {
+    /// The pod CIDR and InternalIP in force.
+    Same,
+    /// Another pod CIDR or InternalIP, to apply.
+    Changed(NodeInfo),
+    /// From the API, the Node is gone or not complete (a node registering again): what is in
+    /// force stays, and this says why.
+    Kept(String),
+}
+
+/// Reads this node's own Node object from `m`, where `current` is in force. From the API
+/// (`from_api`) a Node object without an IPv4 pod CIDR or InternalIP, or none at all, keeps
+/// `current` ([`model::node_info`] would fall back to the lab's defaults, which another node of
+/// a real cluster may hold); from a directory the defaults apply, as they do at start.
+fn own_node(m: &Manifests, current: &NodeInfo, from_api: bool) -> Result<OwnNode, ApplyError> {
+    if from_api {
+        if let Some(why) = model::own_node_incomplete(m, &current.name) {
+            return Ok(OwnNode::Kept(format!(
+                "{why}; this node's pod CIDR {} and InternalIP {} in force stay",
+                current.pod_cidr, current.internal_ip
+            )));
+        }
+    }
+    let node = model::node_info(m, Some(&current.name)).map_err(|e| ApplyError::Node(e.clone()))?;
+    Ok(if node == *current { OwnNode::Same } else { OwnNode::Changed(node) })
 }
 
 /// Says whether the default route through the uplink is in the tables, and why not.
@@ -661,4 +757,59 @@ fn log_gateway(u: &Uplink, snap: &crate::neighbours::NeighbourSnapshot) {
 /// Which worker serves which queue, as the start-up log says it: `q0 w0 (core 1), q1 w1 (core 2)`.
 fn queue_owners(queues: &[QueueInfo]) -> String {
     queues.iter().map(|q| format!("q{} w{} (core {})", q.queue, q.worker, q.core)).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(nodes: &str) -> Manifests {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("nodes.yaml"), nodes).unwrap();
+        crate::manifests::load_dir(dir.path()).unwrap()
+    }
+
+    fn node_yaml(name: &str, cidr: Option<&str>, ip: Option<&str>) -> String {
+        let spec = cidr.map(|c| format!("spec: {{podCIDR: {c}}}\n")).unwrap_or_default();
+        let status = ip.map(|i| format!("status: {{addresses: [{{type: InternalIP, address: {i}}}]}}\n")).unwrap_or_default();
+        format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\n{spec}{status}---\n")
+    }
+
+    fn in_force() -> NodeInfo {
+        NodeInfo { name: "n1".into(), pod_cidr: "10.244.1.0/24".parse().unwrap(), internal_ip: "192.0.2.1".parse().unwrap() }
+    }
+
+    #[test]
+    fn a_changed_pod_cidr_or_internal_ip_is_applied_from_either_source() {
+        let other = node_yaml("n2", Some("10.244.2.0/24"), Some("192.0.2.2"));
+        for from_api in [false, true] {
+            let same = view(&(node_yaml("n1", Some("10.244.1.0/24"), Some("192.0.2.1")) + &other));
+            assert_eq!(own_node(&same, &in_force(), from_api).unwrap(), OwnNode::Same);
+            let moved = view(&(node_yaml("n1", Some("10.244.7.0/24"), Some("192.0.2.9")) + &other));
+            let want = NodeInfo { pod_cidr: "10.244.7.0/24".parse().unwrap(), internal_ip: "192.0.2.9".parse().unwrap(), ..in_force() };
+            assert_eq!(own_node(&moved, &in_force(), from_api).unwrap(), OwnNode::Changed(want));
+        }
+    }
+
+    #[test]
+    fn from_the_api_a_node_gone_or_incomplete_keeps_what_is_in_force_and_says_why() {
+        let other = node_yaml("n2", Some("10.244.2.0/24"), Some("192.0.2.2"));
+        for (nodes, said) in [
+            (other.clone(), "no Node object named \"n1\""),
+            (String::new(), "no Node object named \"n1\""),
+            (node_yaml("n1", None, Some("192.0.2.1")) + &other, "no IPv4 spec.podCIDR"),
+            (node_yaml("n1", Some("10.244.1.0/24"), None) + &other, "no IPv4 InternalIP"),
+        ] {
+            match own_node(&view(&nodes), &in_force(), true).unwrap() {
+                OwnNode::Kept(why) => {
+                    assert!(why.contains(said) && why.contains("pod CIDR 10.244.1.0/24 and InternalIP 192.0.2.1 in force stay"), "{why}");
+                }
+                got => panic!("{nodes}: {got:?}"),
+            }
+        }
+        // From a directory, a Node gone while others are there is an error (the view is
+        // refused), and no Node at all is the lab's defaults.
+        assert!(own_node(&view(&other), &in_force(), false).is_err());
+        assert!(matches!(own_node(&view(""), &in_force(), false).unwrap(), OwnNode::Changed(n) if n.internal_ip == model::DEFAULT_INTERNAL_IP));
+    }
 }

@@ -4,8 +4,9 @@
 //! Contract: [`ensure`] makes the pair exist with the queues the workers need, gives the stack
 //! side a fixed MAC (`0a:58` + the node IP), turns its TX checksum offload off (frames cross
 //! AF_XDP, which does not complete partial checksums), and routes the pod CIDR and the Service
-//! CIDRs to 169.254.1.1 over it; [`reroute_service_ranges`] follows a change of the Service
-//! ranges. [`remove`] deletes the pair (and with it the routes). Commands run in
+//! CIDRs to 169.254.1.1 over it; [`reroute`] follows a change of the ranges routed (Service
+//! ranges, other nodes' pod CIDRs) and [`renode`] one of this node's own pod CIDR or
+//! InternalIP. [`remove`] deletes the pair (and with it the routes). Commands run in
 //! the caller's network namespace; each failure names the command and its stderr. The node's
 //! addresses are read with `getifaddrs(3)`.
 use std::net::Ipv4Addr;
@@ -92,6 +93,25 @@ pub fn reroute(node: &NodeInfo, old: &[ipnet::Ipv4Net], new: &[ipnet::Ipv4Net]) 
         run(&["ip", "route", "del", &cidr.to_string(), "dev", HOST_STACK_IF])?;
     }
     Ok(())
+}
+
+/// This node's own pod CIDR or InternalIP changed (`old` → `new`): the stack side takes the new
+/// InternalIP's MAC (returned), the new pod CIDR is routed to the switch and the old one no
+/// longer, and every range in `routed` (the Service ranges, the other nodes' pod CIDRs) is
+/// routed again from the new address. Routes with the old address as their source may already
+/// be gone: the kernel drops them with the address.
+pub fn renode(old: &NodeInfo, new: &NodeInfo, routed: &[ipnet::Ipv4Net]) -> Result<[u8; 6], HostPortError> {
+    let mac = naming::pod_mac(new.internal_ip);
+    run(&["ip", "link", "set", HOST_STACK_IF, "address", &naming::mac_string(mac)])?;
+    route_to_switch(new, &new.pod_cidr.to_string())?;
+    if old.pod_cidr != new.pod_cidr && !routed.contains(&old.pod_cidr) {
+        // Already gone when the kernel dropped it with the old address.
+        let _ = run(&["ip", "route", "del", &old.pod_cidr.to_string(), "dev", HOST_STACK_IF]);
+    }
+    for cidr in routed {
+        route_to_switch(new, &cidr.to_string())?;
+    }
+    Ok(mac)
 }
 
 /// Deletes the pair; the route goes with it.

@@ -269,6 +269,7 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
             vxlan_port: pod_network.vxlan_port(),
             extra_node_ips: node_ports.extra.clone(),
         },
+        nodeport_addresses: args.nodeport_addresses.clone(),
         proxy_health,
         health,
         l2,
