@@ -7,11 +7,10 @@
 //! - the ports (attach, detach, the port part of the tables with its routes) are looked at only
 //!   when the pods changed or some port waits for its interface, and then the interface of a
 //!   port is looked up (sysfs) only for ports that are new or pending;
-//! - the published tables share every unchanged part with the previous ones.
-//!
 //! - a change of this node's own Node object (pod CIDR, InternalIP) is applied live, as the
 //!   other nodes' are ([`Switch::follow_own_node`]); from the API, a Node object deleted or
-//!   not complete yet leaves the pod CIDR and InternalIP in force, as a problem.
+//!   not complete yet leaves the pod CIDR and InternalIP in force, as a problem;
+//! - the published tables share every unchanged part with the previous ones.
 //!
 //! [`Switch::retry_pending`] (every second) attaches ports whose interface appeared and
 //! detaches those whose interface went away. After every apply, refusal or retry that changed
