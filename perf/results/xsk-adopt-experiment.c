@@ -12,6 +12,9 @@
 #include <unistd.h>
 #include <stdatomic.h>
 #include <errno.h>
+#include <bpf/libbpf.h>
+#include <bpf/bpf.h>
+#include <linux/if_link.h>
 
 #ifndef SOL_XDP
 #define SOL_XDP 283
@@ -62,6 +65,21 @@ int main(int argc, char **argv) {
         if (setsockopt(xsk, SOL_XDP, XDP_TX_RING, &n, sizeof n)) die("TX");
         struct sockaddr_xdp sa = { .sxdp_family = AF_XDP, .sxdp_ifindex = if_nametoindex(ifname), .sxdp_queue_id = 0, .sxdp_flags = XDP_COPY };
         if (bind(xsk, (struct sockaddr *)&sa, sizeof sa)) die("bind");
+        // Receive too: frames 2..33 on the fill ring, the program redirects queue 0 to it.
+        struct xdp_mmap_offsets o; socklen_t l = sizeof o;
+        if (getsockopt(xsk, SOL_XDP, XDP_MMAP_OFFSETS, &o, &l)) die("offsets");
+        char *fq = mmap(NULL, o.fr.desc + NDESC * sizeof(__u64), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, xsk, XDP_UMEM_PGOFF_FILL_RING);
+        if (fq == MAP_FAILED) die("mmap fq");
+        __u64 *fa = (__u64 *)(fq + o.fr.desc);
+        for (int i = 0; i < 32; i++) fa[i] = (__u64)(2 + i) * CHUNK;
+        atomic_store_explicit((_Atomic __u32 *)(fq + o.fr.producer), 32, memory_order_release);
+        struct bpf_object *obj = bpf_object__open_file("redirect.bpf.o", NULL);
+        if (!obj || bpf_object__load(obj)) die("bpf load");
+        int prog = bpf_program__fd(bpf_object__find_program_by_name(obj, "redirect"));
+        int map = bpf_map__fd(bpf_object__find_map_by_name(obj, "xsks"));
+        __u32 key = 0, val = xsk;
+        if (bpf_map_update_elem(map, &key, &val, 0)) die("xskmap");
+        if (bpf_xdp_attach(if_nametoindex(ifname), prog, XDP_FLAGS_DRV_MODE, NULL)) die("xdp attach");
         // It writes a marker into frame 1 before it goes: the new process must see it.
         strcpy((char *)area + CHUNK, "written by the old process");
         send_fds(sp[0], xsk, mfd);
@@ -74,6 +92,8 @@ int main(int argc, char **argv) {
     char *area = mmap(NULL, FRAMES * CHUNK, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
     if (area == MAP_FAILED) die("mmap memfd");
     printf("new %d: old gone; frame 1 says: \"%s\"\n", getpid(), area + CHUNK);
+    // A frame is sent to the interface while no process maps anything: it waits in the rings.
+    sleep(2);
     struct xdp_mmap_offsets off; socklen_t ol = sizeof off;
     if (getsockopt(xsk, SOL_XDP, XDP_MMAP_OFFSETS, &off, &ol)) die("MMAP_OFFSETS");
     size_t txlen = off.tx.desc + NDESC * sizeof(struct xdp_desc);
@@ -85,6 +105,17 @@ int main(int argc, char **argv) {
     _Atomic __u32 *txprod = (void *)(tx + off.tx.producer);
     _Atomic __u32 *cqprod = (void *)(cq + off.cr.producer);
     _Atomic __u32 *cqcons = (void *)(cq + off.cr.consumer);
+    size_t rxlen = off.rx.desc + NDESC * sizeof(struct xdp_desc);
+    char *rx = mmap(NULL, rxlen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, xsk, XDP_PGOFF_RX_RING);
+    if (rx == MAP_FAILED) die("mmap rx");
+    __u32 rp = atomic_load_explicit((_Atomic __u32 *)(rx + off.rx.producer), memory_order_acquire);
+    __u32 rc = atomic_load((_Atomic __u32 *)(rx + off.rx.consumer));
+    printf("new: adopted rx ring: producer %u consumer %u\n", rp, rc);
+    for (__u32 i = rc; i != rp; i++) {
+        struct xdp_desc *rd = (struct xdp_desc *)(rx + off.rx.desc) + (i & (NDESC - 1));
+        printf("new: received %u bytes at addr %llu: \"%.26s\"\n", rd->len, (unsigned long long)rd->addr, area + rd->addr + 14);
+    }
+    atomic_store((_Atomic __u32 *)(rx + off.rx.consumer), rp);
     __u32 p = atomic_load(txprod), cp0 = atomic_load(cqprod);
     printf("new: adopted rings: tx producer %u, completion producer %u consumer %u\n", p, cp0, atomic_load(cqcons));
     // A broadcast frame of the local experimental ethertype 0x88b5 from frame 0.
