@@ -120,7 +120,7 @@ pub(crate) struct Switch {
     presence_checked: Option<Instant>,
     problems: Vec<String>,
     /// Attached ports by key, with their interface.
-    pub attached: BTreeMap<String, (Attached, String)>,
+    pub attached: BTreeMap<String, (Attached, AttachedInterface)>,
     pub pending: BTreeMap<String, String>,
     /// The port part of the tables for `attached`, built again only when that changes.
     port_tables: PortTables,
@@ -481,7 +481,7 @@ impl Switch {
         if look {
             self.presence_checked = Some(Instant::now());
         }
-        if !self.pending.is_empty() || look && self.attached.values().any(|(_, i)| !iface::exists(i)) {
+        if !self.pending.is_empty() || look && self.attached.values().any(|(_, i)| !i.still_there()) {
             self.reconcile(look);
             self.publish_snapshot();
         }
@@ -530,13 +530,13 @@ impl Switch {
             .attached
             .iter()
             .filter(|(k, (_, ifname))| {
-                wanted.get(k.as_str()).is_none_or(|d| &d.ifname != ifname) || (check_attached && !iface::exists(ifname))
+                wanted.get(k.as_str()).is_none_or(|d| d.ifname != ifname.name) || (check_attached && !ifname.still_there())
             })
             .map(|(k, _)| k.clone())
             .collect();
         if !gone.is_empty() {
             // Routes to these ports go first, then their sockets.
-            let removed: Vec<(&String, (Attached, String))> =
+            let removed: Vec<(&String, (Attached, AttachedInterface))> =
                 gone.iter().map(|k| (k, self.attached.remove(k).expect("listed above"))).collect();
             self.rebuild_port_tables();
             self.publish_tables();
@@ -560,15 +560,15 @@ impl Switch {
             let id = if d.key == compile::HOST_KEY { 0 } else { self.free_id() };
             let uplink = d.kind == PortKind::Uplink;
             let t0 = Instant::now();
-            let attached = iface::mac(&d.ifname).map_err(AttachError::Mac).and_then(|mac| {
+            let attached = iface::ifindex(&d.ifname).and_then(|index| Ok((index, iface::mac(&d.ifname)?))).map_err(AttachError::Mac).and_then(|(index, mac)| {
                 let dp = self.shared.dp();
                 // The uplink stays the node's: its program redirects only what the filter (written
                 // with the tables below) says the switch owns, nothing before.
                 let r = if uplink { dp.attach_uplink(id, &d.ifname) } else { dp.attach_port(id, &d.ifname) };
-                r.map(|r| (mac, r)).map_err(AttachError::Dataplane)
+                r.map(|r| (index, mac, r)).map_err(AttachError::Dataplane)
             });
             match attached {
-                Ok((mac, r)) => {
+                Ok((index, mac, r)) => {
                     println!(
                         "port {} ({}): XDP {}{}, {} mode, {} queue(s) ({}){}, attached in {:.1} ms",
                         d.ifname,
@@ -581,7 +581,7 @@ impl Switch {
                         r.native_refused.as_deref().map(|w| format!(" (native refused: {w})")).unwrap_or_default(),
                         t0.elapsed().as_secs_f64() * 1e3
                     );
-                    self.attached.insert(d.key.clone(), (Attached { id, mac }, d.ifname.clone()));
+                    self.attached.insert(d.key.clone(), (Attached { id, mac }, AttachedInterface { name: d.ifname.clone(), index }));
                 }
                 Err(e) => {
                     tracing::warn!(port = %d.key, "cannot attach {}: {e}", d.ifname);
@@ -703,6 +703,27 @@ impl Switch {
             uplink: self.cfg.uplink.clone(),
             gateway_given: self.gateway_given,
         });
+    }
+}
+
+/// The interface a port was attached to: its name and the index it had then. An interface
+/// deleted and made again under the same name (a pod rebuilt with the same name) has another
+/// index, and its port is attached again: the old socket was bound to the interface gone.
+#[derive(Debug, Clone)]
+pub(crate) struct AttachedInterface {
+    pub name: String,
+    index: i32,
+}
+
+impl AttachedInterface {
+    fn still_there(&self) -> bool {
+        iface::ifindex(&self.name).ok() == Some(self.index)
+    }
+}
+
+impl std::fmt::Display for AttachedInterface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
     }
 }
 
