@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use crate::manifests::kinds::Pod;
+use k8s_openapi::api::core::v1::Node;
 
 use crate::manifests::Manifests;
 use crate::naming;
@@ -163,24 +164,25 @@ pub fn node_info(m: &Manifests, wanted: Option<&str>) -> Result<NodeInfo, NodeEr
         });
     };
     let name = node.metadata.name.clone().unwrap_or_default();
-    let spec = node.spec.clone().unwrap_or_default();
-    let cidr_text = spec
-        .pod_cidrs
-        .as_ref()
-        .and_then(|c| c.iter().find(|c| c.parse::<Ipv4Net>().is_ok()).cloned())
-        .or(spec.pod_cidr.clone())
-        .unwrap_or_else(|| DEFAULT_POD_CIDR.to_string());
+    let cidr_text = pod_cidr_text(node).unwrap_or_else(|| DEFAULT_POD_CIDR.to_string());
     let pod_cidr: Ipv4Net = cidr_text
         .parse()
         .map_err(|_| NodeError::PodCidr { node: name.clone(), text: cidr_text.clone() })?;
-    let internal_ip = match node.status.as_ref().and_then(|s| s.addresses.as_ref()) {
-        Some(addrs) => match addrs.iter().find(|a| a.type_ == "InternalIP" && a.address.parse::<Ipv4Addr>().is_ok()) {
-            Some(a) => a.address.parse().expect("checked above"),
-            None => DEFAULT_INTERNAL_IP,
-        },
-        None => DEFAULT_INTERNAL_IP,
-    };
+    let internal_ip = ipv4_internal_ip(node).unwrap_or(DEFAULT_INTERNAL_IP);
     Ok(NodeInfo { name, pod_cidr: pod_cidr.trunc(), internal_ip })
+}
+
+/// The text of a Node's pod CIDR: the first IPv4 entry of `spec.podCIDRs`, else
+/// `spec.podCIDR` (whatever it holds).
+fn pod_cidr_text(node: &Node) -> Option<String> {
+    let spec = node.spec.as_ref()?;
+    spec.pod_cidrs.as_ref().and_then(|c| c.iter().find(|c| c.parse::<Ipv4Net>().is_ok()).cloned()).or_else(|| spec.pod_cidr.clone())
+}
+
+/// A Node's first IPv4 InternalIP in `status.addresses`.
+pub fn ipv4_internal_ip(node: &Node) -> Option<Ipv4Addr> {
+    let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref());
+    addresses.into_iter().flatten().filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse().ok())
 }
 
 /// Why the Node named `name` cannot be served yet when objects come from the API, or None
@@ -191,15 +193,12 @@ pub fn own_node_incomplete(m: &Manifests, name: &str) -> Option<String> {
     let Some(node) = m.nodes.get(name) else {
         return Some(format!("no Node object named {name:?} yet (--node-name, the DaemonSet's spec.nodeName)"));
     };
-    let spec = node.spec.clone().unwrap_or_default();
-    let texts = spec.pod_cidrs.unwrap_or_default().into_iter().chain(spec.pod_cidr);
-    if !texts.into_iter().any(|t| t.parse::<Ipv4Net>().is_ok()) {
+    if pod_cidr_text(node).is_none_or(|t| t.parse::<Ipv4Net>().is_err()) {
         return Some(format!(
             "Node {name} has no IPv4 spec.podCIDR yet (kube-controller-manager assigns one with --allocate-node-cidrs; or set it)"
         ));
     }
-    let addrs = node.status.as_ref().and_then(|s| s.addresses.clone()).unwrap_or_default();
-    if !addrs.iter().any(|a| a.type_ == "InternalIP" && a.address.parse::<Ipv4Addr>().is_ok()) {
+    if ipv4_internal_ip(node).is_none() {
         return Some(format!("Node {name} has no IPv4 InternalIP in status.addresses yet (the kubelet reports it)"));
     }
     None

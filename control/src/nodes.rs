@@ -42,10 +42,7 @@ pub fn remote_nodes(m: &Manifests, this: &NodeInfo) -> (Vec<RemoteNode>, Vec<Str
         if pod_cidrs.is_empty() {
             continue;
         }
-        let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref());
-        let internal_ip =
-            addresses.into_iter().flatten().filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse::<Ipv4Addr>().ok());
-        let Some(internal_ip) = internal_ip else {
+        let Some(internal_ip) = crate::model::ipv4_internal_ip(node) else {
             problems.push(format!("Node {name}: no IPv4 InternalIP; its pods ({}) are not reachable from here", list(&pod_cidrs)));
             continue;
         };

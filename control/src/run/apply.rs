@@ -32,7 +32,7 @@ use switch::dataplane::QueueInfo;
 use switch::tables::{PortId, PortKind};
 
 use super::host_port;
-use super::nodeport_addresses::{self, NodePortAddress, NodePortAddresses};
+use super::nodeport_addresses::{self, NodePortAddress};
 use super::shared::{Shared, Snapshot};
 use crate::l2announce::L2Announcer;
 use crate::compile::{self, Attached, DesiredPort, PortTables, Uplink};
@@ -230,10 +230,7 @@ impl Switch {
             "this node's Node object changed: pod CIDR {} -> {}, InternalIP {} -> {}; applied live",
             old.pod_cidr, new.pod_cidr, old.internal_ip, new.internal_ip
         );
-        let ports = NodePortAddresses::resolve(&self.cfg.nodeport_addresses, new.internal_ip, &nodeport_addresses::local_addresses());
-        for net in &ports.unmatched {
-            tracing::warn!("--nodeport-addresses {net}: no address of this node is in it; it serves no NodePort");
-        }
+        let ports = nodeport_addresses::resolve_here(&self.cfg.nodeport_addresses, new.internal_ip);
         self.svc_state.set_node_port_addresses(ports.extra.clone(), ports.internal_ip);
         self.cfg.uplink_filter.extra_node_ips = ports.extra;
         self.filter_cache = FilterCache::default();
@@ -370,15 +367,17 @@ impl Switch {
             whole_view,
             || {
                 let before = svc_state.config().service_cidrs.clone();
-                if svc_state.set_service_cidrs(ranges) {
+                let ranges_changed = svc_state.set_service_cidrs(ranges);
+                if ranges_changed {
                     let now = &svc_state.config().service_cidrs;
                     tracing::info!(?now, ?before, "Service ranges changed (ServiceCIDR objects, else --service-cidr)");
                     if let Err(e) = host_port::reroute(node, &before, now) {
                         tracing::warn!("routing the Service ranges to the switch on the host port: {e}");
                     }
-                    services::compile_services_full(&inputs, svc_state)
-                } else if own_node_changed {
-                    // The node's address is in every NodePort frontend and every masquerade.
+                }
+                // New ranges are read against every Service; the node's own address is in
+                // every NodePort frontend and every masquerade.
+                if ranges_changed || own_node_changed {
                     services::compile_services_full(&inputs, svc_state)
                 } else {
                     services::compile_services(&inputs, svc_state)

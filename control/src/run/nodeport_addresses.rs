@@ -71,6 +71,16 @@ impl NodePortAddresses {
     }
 }
 
+/// Resolves `flag` on this node now (its interfaces' addresses, [`local_addresses`]); says in
+/// the log which CIDRs select nothing.
+pub fn resolve_here(flag: &[NodePortAddress], internal_ip: Ipv4Addr) -> NodePortAddresses {
+    let r = NodePortAddresses::resolve(flag, internal_ip, &local_addresses());
+    for net in &r.unmatched {
+        tracing::warn!("--nodeport-addresses {net}: no address of this node is in it; it serves no NodePort");
+    }
+    r
+}
+
 /// The IPv4 addresses of this namespace's interfaces, but loopback, link-local and the
 /// switch's own (`psw-*`).
 pub fn local_addresses() -> Vec<Ipv4Addr> {

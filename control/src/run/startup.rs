@@ -243,14 +243,7 @@ pub(crate) fn start(args: &RunArgs) -> Result<Running, StartError> {
     shared.set_l2(l2.as_ref().map(L2Announcer::status_handle));
 
     let resource_versions = matches!(source, Source::Api(_));
-    let node_ports = super::nodeport_addresses::NodePortAddresses::resolve(
-        &args.nodeport_addresses,
-        node.internal_ip,
-        &super::nodeport_addresses::local_addresses(),
-    );
-    for net in &node_ports.unmatched {
-        tracing::warn!("--nodeport-addresses {net}: no address of this node is in it; it serves no NodePort");
-    }
+    let node_ports = super::nodeport_addresses::resolve_here(&args.nodeport_addresses, node.internal_ip);
     tracing::info!(internal_ip = node_ports.internal_ip, extra = ?node_ports.extra, "NodePorts served on these node addresses");
     let mut sw = Switch::new(Arc::clone(&shared), apply::Config {
         node,

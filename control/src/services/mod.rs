@@ -367,15 +367,10 @@ impl ServiceState {
 
     /// Replaces the node addresses that serve NodePorts besides the InternalIP, and whether the
     /// InternalIP does (`--nodeport-addresses` resolved again after this node's InternalIP
-    /// changed); true when they changed, and then the next compile must be a full one, as
-    /// after [`Self::set_service_cidrs`].
-    pub fn set_node_port_addresses(&mut self, extra_node_ips: Vec<Ipv4Addr>, internal_ip_serves: bool) -> bool {
-        if self.config.extra_node_ips == extra_node_ips && self.config.internal_ip_serves_node_ports == internal_ip_serves {
-            return false;
-        }
+    /// changed). The next compile must be a full one, as after [`Self::set_service_cidrs`].
+    pub fn set_node_port_addresses(&mut self, extra_node_ips: Vec<Ipv4Addr>, internal_ip_serves: bool) {
         self.config.extra_node_ips = extra_node_ips;
         self.config.internal_ip_serves_node_ports = internal_ip_serves;
-        true
     }
 
     /// Endpoint ids that were in some backend set after the compile before the last one and
